@@ -1,0 +1,1 @@
+"""sixfold compute: the writer side of the volume (quorum tracking, recovery)."""

@@ -1,0 +1,1 @@
+"""sixfold storage: storage nodes, the control plane and their LMDB store."""

@@ -1,0 +1,256 @@
+"""The storage node's gRPC adapter: StorageService over a SegmentStore.
+
+Writes (appends, truncations, epoch raises, segment create/drop) all run on one
+writer thread, so LMDB sees one writer; appends from every stream are grouped by
+`GroupCommitter` into one synced transaction per group. Reads run on the event
+loop's thread against LMDB's MVCC snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, AsyncIterator, Callable
+
+import grpc
+
+from storage.errors import InvalidRequest, StorageError
+from storage.segment import AppendBatch, SegmentMeta, TruncationRange
+from storage.serving import Undecodable, abort_with
+from storage.store import BatchResult, SegmentStore
+from storage.v1 import storage_service_pb2 as pb
+from storage.wire import batch_from_proto, record_to_proto, state_to_proto, truncation_from_proto
+
+log = logging.getLogger(__name__)
+
+GROUP_BATCHES_MAX = 512  # batches folded into one synced transaction
+GROUP_RECORDS_MAX = 50_000
+INFLIGHT_BATCHES_MAX = 64  # per stream: batches received but not yet acknowledged
+SEGMENT_ID_BYTES_MAX = 255
+
+
+class GroupCommitter:
+    """Folds batches from every stream into one LMDB transaction (one fsync) per group.
+
+    A group leaves as soon as the writer thread is free; batches that arrive while a
+    group is being synced form the next group.
+    """
+
+    def __init__(self, store: SegmentStore, writer: ThreadPoolExecutor) -> None:
+        self._store = store
+        self._writer = writer
+        self._queue: list[tuple[AppendBatch, asyncio.Future[BatchResult]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.groups_committed = 0
+        self.batches_committed = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group-committer")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def submit(self, batch: AppendBatch) -> asyncio.Future[BatchResult]:
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._queue.append((batch, future))
+        self._wakeup.set()
+        return future
+
+    def _take_group(self) -> list[tuple[AppendBatch, asyncio.Future[BatchResult]]]:
+        group, records = [], 0
+        while self._queue and len(group) < GROUP_BATCHES_MAX:
+            batch, future = self._queue[0]
+            if group and records + len(batch.records) > GROUP_RECORDS_MAX:
+                break
+            group.append(self._queue.pop(0))
+            records += len(batch.records)
+        return group
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                group = self._take_group()
+                try:
+                    results = await loop.run_in_executor(
+                        self._writer, self._store.commit_appends, [b for b, _ in group]
+                    )
+                except Exception as exc:  # an LMDB failure: nobody in the group is acknowledged
+                    log.exception("group commit of %d batches failed", len(group))
+                    error = StorageError(f"the node could not persist the batch: {exc}")
+                    error.status_code_name = "UNAVAILABLE"
+                    results = [error] * len(group)
+                self.groups_committed += 1
+                self.batches_committed += len(group)
+                for (_, future), result in zip(group, results):
+                    if future.done():
+                        continue
+                    if isinstance(result, StorageError):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+
+
+def _check_segment_id(segment_id: str) -> None:
+    if not segment_id:
+        raise InvalidRequest("the request names no segment_id")
+    if len(segment_id.encode()) > SEGMENT_ID_BYTES_MAX:
+        raise InvalidRequest(f"segment_id is longer than {SEGMENT_ID_BYTES_MAX} bytes")
+
+
+class StorageServicer:
+    """Implements storage.v1.StorageService. Registered via storage.serving.generic_handler."""
+
+    def __init__(self, store: SegmentStore, node_id: str, az: str) -> None:
+        self.store = store
+        self.node_id = node_id
+        self.az = az
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-writer")
+        self.committer = GroupCommitter(store, self.writer)
+
+    def start(self) -> None:
+        self.committer.start()
+
+    async def stop(self) -> None:
+        await self.committer.stop()
+        self.writer.shutdown(wait=True)
+
+    async def _on_writer(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.writer, fn, *args)
+
+    def _state(self, segment_id: str) -> pb.SegmentState:
+        seg = self.store.segment(segment_id)
+        return state_to_proto(seg.meta, self.store.volume_epoch(seg.meta.volume_id))
+
+    # -- the write stream -----------------------------------------------------
+
+    async def AppendRecords(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.AppendRecordsResponse]:
+        """Acks leave in request order, each once its batch is durable. A refused batch
+        ends the stream with its status; batches before it are acknowledged first."""
+        inflight: asyncio.Queue[Any] = asyncio.Queue(maxsize=INFLIGHT_BATCHES_MAX)
+        done = object()
+
+        async def pump() -> None:
+            try:
+                async for request in request_iterator:
+                    if isinstance(request, Undecodable):
+                        await inflight.put(InvalidRequest(request.sentence()))
+                        return
+                    try:
+                        batch = batch_from_proto(request)
+                        _check_segment_id(batch.segment_id)
+                        self.store.segment(batch.segment_id)
+                    except StorageError as error:
+                        await inflight.put(error)
+                        return
+                    await inflight.put(self.committer.submit(batch))
+            finally:
+                await inflight.put(done)
+
+        pump_task = asyncio.create_task(pump())
+        try:
+            while True:
+                item = await inflight.get()
+                if item is done:
+                    break
+                if isinstance(item, StorageError):
+                    await abort_with(context, item)
+                try:
+                    result: BatchResult = await item
+                except StorageError as error:
+                    await abort_with(context, error)
+                yield pb.AppendRecordsResponse(
+                    batch_id=result.batch_id, segment_id=result.segment_id, scl=result.scl,
+                    highest_lsn=result.highest_lsn, records_stored=result.stored,
+                    records_duplicate=result.duplicates,
+                )
+        finally:
+            pump_task.cancel()
+
+    # -- unary ----------------------------------------------------------------
+
+    async def ReadPage(self, request: pb.ReadPageRequest, context: Any) -> pb.ReadPageResponse:
+        _check_segment_id(request.segment_id)
+        seg = self.store.segment(request.segment_id)
+        if request.volume_epoch:
+            seg.check_epochs(self.store.volume_epoch(seg.meta.volume_id), request.volume_epoch, seg.meta.membership_epoch)
+        page = self.store.read_page(request.segment_id, request.page_no, request.read_point)
+        return pb.ReadPageResponse(data=page.data, page_lsn=page.page_lsn, scl=page.scl)
+
+    async def ReadRecords(self, request: pb.ReadRecordsRequest, context: Any) -> pb.ReadRecordsResponse:
+        _check_segment_id(request.segment_id)
+        seg = self.store.segment(request.segment_id)
+        if request.volume_epoch:
+            seg.check_epochs(self.store.volume_epoch(seg.meta.volume_id), request.volume_epoch, seg.meta.membership_epoch)
+        if request.to_lsn and request.to_lsn < request.from_lsn:
+            raise InvalidRequest(f"to_lsn {request.to_lsn} is below from_lsn {request.from_lsn}")
+        records, more = self.store.read_records(
+            request.segment_id, request.from_lsn, request.to_lsn, request.max_records, request.max_bytes
+        )
+        return pb.ReadRecordsResponse(records=[record_to_proto(r) for r in records], scl=seg.tracker.scl, more=more)
+
+    async def GetSegmentState(self, request: pb.GetSegmentStateRequest, context: Any) -> pb.GetSegmentStateResponse:
+        _check_segment_id(request.segment_id)
+        return pb.GetSegmentStateResponse(state=self._state(request.segment_id))
+
+    async def TruncateSegment(self, request: pb.TruncateSegmentRequest, context: Any) -> pb.TruncateSegmentResponse:
+        _check_segment_id(request.segment_id)
+        if not request.HasField("range"):
+            raise InvalidRequest("the request carries no truncation range")
+        r: TruncationRange = truncation_from_proto(request.range)
+        r.validate()
+        removed = await self._on_writer(self.store.truncate, request.segment_id, request.volume_epoch, r)
+        log.info("segment %s truncated [%d, %d] epoch %d: %d records removed", request.segment_id,
+                 r.start_lsn, r.end_lsn, r.epoch, removed)
+        return pb.TruncateSegmentResponse(state=self._state(request.segment_id), records_removed=removed)
+
+    async def RaiseVolumeEpoch(self, request: pb.RaiseVolumeEpochRequest, context: Any) -> pb.RaiseVolumeEpochResponse:
+        _check_segment_id(request.segment_id)
+        epoch = await self._on_writer(self.store.raise_volume_epoch, request.segment_id, request.volume_epoch)
+        return pb.RaiseVolumeEpochResponse(volume_epoch=epoch, state=self._state(request.segment_id))
+
+    async def CreateSegment(self, request: pb.CreateSegmentRequest, context: Any) -> pb.CreateSegmentResponse:
+        _check_segment_id(request.segment_id)
+        if not request.volume_id:
+            raise InvalidRequest("the request names no volume_id")
+        if request.page_size < 512 or request.page_size & (request.page_size - 1):
+            raise InvalidRequest(f"page size {request.page_size} is not a power of two of at least 512 bytes")
+        if request.page_count == 0:
+            raise InvalidRequest("a segment must hold at least one page")
+        meta = SegmentMeta(
+            segment_id=request.segment_id, volume_id=request.volume_id, pg_index=request.pg_index,
+            first_page=request.first_page, page_count=request.page_count, page_size=request.page_size,
+            membership_epoch=max(request.membership_epoch, 1), seg_no=0,
+        )
+        created_meta, created = await self._on_writer(self.store.create_segment, meta)
+        if created:
+            log.info("segment %s created: volume %s PG %d pages %d..%d", meta.segment_id, meta.volume_id,
+                     meta.pg_index, meta.first_page, meta.first_page + meta.page_count - 1)
+        return pb.CreateSegmentResponse(state=self._state(created_meta.segment_id), created=created)
+
+    async def DropSegment(self, request: pb.DropSegmentRequest, context: Any) -> pb.DropSegmentResponse:
+        _check_segment_id(request.segment_id)
+        removed = await self._on_writer(self.store.drop_segment, request.segment_id)
+        log.info("segment %s dropped (%d records)", request.segment_id, removed)
+        return pb.DropSegmentResponse(records_removed=removed)
+
+    async def ListSegments(self, request: pb.ListSegmentsRequest, context: Any) -> pb.ListSegmentsResponse:
+        segments = [
+            state_to_proto(seg.meta, self.store.volume_epoch(seg.meta.volume_id))
+            for _, seg in sorted(self.store.segments.items())
+        ]
+        return pb.ListSegmentsResponse(
+            node_id=self.node_id, az=self.az, segments=segments,
+            lmdb_map_size_bytes=self.store.map_size(), lmdb_used_bytes=self.store.used_bytes(),
+        )

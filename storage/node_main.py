@@ -1,0 +1,108 @@
+"""`sixfold storage-node`: run one storage node process.
+
+The node opens its LMDB environment, serves StorageService (plus health and
+reflection), publishes its port, registers with the control plane and sends it
+heartbeats. SIGTERM or SIGINT stops it gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+
+import grpc
+
+from storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
+from storage.store import SegmentStore
+from storage.node import StorageServicer
+from storage.v1 import control_plane_service_pb2 as cp_pb
+from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
+from storage.v1 import storage_service_pb2 as pb
+
+log = logging.getLogger("sixfold.storage_node")
+
+HEARTBEAT_INTERVAL_DEFAULT_MS = 500
+HEARTBEAT_TIMEOUT_MS = 2_000
+SHUTDOWN_GRACE_S = 2.0
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--node-id", required=True, help="name of this node, e.g. a1")
+    parser.add_argument("--az", required=True, help="availability zone of this node, e.g. a")
+    parser.add_argument("--data-dir", required=True, help="directory of this node's LMDB environment")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port)")
+    parser.add_argument("--port-file", help="write the bound port here once serving")
+    parser.add_argument("--control-plane", help="HOST:PORT of the control plane to register with and heartbeat")
+    parser.add_argument("--lmdb-map-mib", type=int, default=1024,
+                        help="initial LMDB map size in MiB; the map doubles whenever it fills (default 1024)")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s %(levelname)s node={args.node_id} %(name)s: %(message)s"
+    )
+    return asyncio.run(_serve(args))
+
+
+async def _heartbeat_loop(args: argparse.Namespace, address: str, store: SegmentStore) -> None:
+    """Register, then heartbeat forever; an unreachable control plane is retried, never fatal."""
+    interval_s = HEARTBEAT_INTERVAL_DEFAULT_MS / 1000
+    registered = False
+    warned = False
+    async with grpc.aio.insecure_channel(args.control_plane, options=CHANNEL_OPTIONS) as channel:
+        stub = cp_grpc.ControlPlaneServiceStub(channel)
+        while True:
+            try:
+                if not registered:
+                    await stub.RegisterNode(
+                        cp_pb.RegisterNodeRequest(node_id=args.node_id, az=args.az, address=address),
+                        timeout=HEARTBEAT_TIMEOUT_MS / 1000,
+                    )
+                    registered = True
+                    log.info("registered with the control plane at %s", args.control_plane)
+                reply = await stub.Heartbeat(
+                    cp_pb.HeartbeatRequest(node_id=args.node_id, address=address, segment_count=len(store.segments)),
+                    timeout=HEARTBEAT_TIMEOUT_MS / 1000,
+                )
+                if reply.heartbeat_interval_ms:
+                    interval_s = reply.heartbeat_interval_ms / 1000
+                warned = False
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    registered = False  # the control plane forgot us: register again
+                if not warned:
+                    log.warning("control plane at %s: %s %s", args.control_plane, error.code().name, error.details())
+                    warned = True
+            await asyncio.sleep(interval_s)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    store = SegmentStore(os.path.join(args.data_dir, "lmdb"), map_size_bytes=args.lmdb_map_mib * 1024 * 1024)
+    servicer = StorageServicer(store, args.node_id, args.az)
+    servicer.start()
+    service = pb.DESCRIPTOR.services_by_name["StorageService"]
+    server, port, health = await start_server(args.host, args.port, [(service, servicer, pb)])
+    address = f"{args.host}:{port}"
+    write_port_file(args.port_file, port)
+    log.info("storage node %s (AZ %s) serving on %s with %d segments, data in %s",
+             args.node_id, args.az, address, len(store.segments), args.data_dir)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    heartbeat = asyncio.create_task(_heartbeat_loop(args, address, store)) if args.control_plane else None
+    await stop.wait()
+    log.info("stopping")
+    if heartbeat:
+        heartbeat.cancel()
+    await health.enter_graceful_shutdown()
+    await server.stop(SHUTDOWN_GRACE_S)
+    await servicer.stop()
+    store.close()
+    log.info("stopped")
+    return 0

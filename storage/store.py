@@ -1,0 +1,532 @@
+"""The storage node's LMDB environment: segments, log records, page versions.
+
+One environment per node, opened in the process that uses it. Layout (named
+databases; integers big-endian so keys sort by number):
+
+    meta        b"next_seg_no"                 -> u32
+    segments    segment_id (utf-8)             -> SegmentMeta JSON
+    volumes     volume_id (utf-8)              -> durable volume epoch, u64
+    records     seg_no u32 | lsn u64           -> encoded LogRecord (CRC-32C inside)
+    page_index  seg_no u32 | page u64 | lsn u64 -> b""   (which records touch a page)
+    versions    seg_no u32 | page u64 | lsn u64 -> encoded page version (CRC-32C inside)
+
+Threading: every write transaction runs on one thread (the node's writer);
+reads may run on any thread. Growing the map needs no transaction open in the
+process, so readers pass through a `ResizeGate` that the writer closes while it
+calls `set_mapsize`.
+
+Durability: the environment is opened with `sync=True`, so each write
+transaction is fsynced when it commits; `commit_appends` writes a whole group
+of batches (from any number of streams) in one transaction: one sync per group.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import struct
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import lmdb
+
+from storage.errors import (
+    AlreadyExists,
+    ChecksumMismatch,
+    InvalidRequest,
+    StaleEpoch,
+    StorageError,
+    UnknownSegment,
+)
+from storage.records import (
+    LogRecord,
+    apply_record,
+    decode_page_version,
+    decode_record,
+    encode_page_version,
+    peek_header,
+)
+from storage.scl import SclTracker
+from storage.segment import AppendBatch, AppendPlan, Segment, SegmentMeta, TruncationRange
+
+log = logging.getLogger(__name__)
+
+MAP_SIZE_DEFAULT_BYTES = 1 << 30
+MAP_SIZE_MAX_BYTES = 1 << 40
+MAX_DBS = 8
+READ_RECORDS_MAX = 10_000
+READ_BYTES_MAX = 8 * 1024 * 1024
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_SEG_LSN = struct.Struct(">IQ")
+_SEG_PAGE_LSN = struct.Struct(">IQQ")
+
+
+def record_key(seg_no: int, lsn: int) -> bytes:
+    return _SEG_LSN.pack(seg_no, lsn)
+
+
+def page_key(seg_no: int, page_no: int, lsn: int) -> bytes:
+    return _SEG_PAGE_LSN.pack(seg_no, page_no, lsn)
+
+
+class ResizeGate:
+    """Readers share the environment; the writer takes it alone to grow the map."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._resizing = False
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def resizing(self) -> Iterator[None]:
+        with self._cond:
+            self._resizing = True
+            while self._readers:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+@dataclass
+class BatchResult:
+    batch_id: int
+    segment_id: str
+    scl: int
+    highest_lsn: int
+    stored: int
+    duplicates: int
+
+
+@dataclass
+class PageRead:
+    data: bytes
+    page_lsn: int
+    scl: int
+
+
+class SegmentStore:
+    def __init__(self, path: str, map_size_bytes: int = MAP_SIZE_DEFAULT_BYTES) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self.env = lmdb.open(
+            path, map_size=map_size_bytes, max_dbs=MAX_DBS, sync=True, metasync=True,
+            readahead=False, meminit=False,
+        )
+        self._meta = self.env.open_db(b"meta")
+        self._segments_db = self.env.open_db(b"segments")
+        self._volumes = self.env.open_db(b"volumes")
+        self._records = self.env.open_db(b"records")
+        self._page_index = self.env.open_db(b"page_index")
+        self._versions = self.env.open_db(b"versions")
+        self._gate = ResizeGate()
+        self._write_lock = threading.Lock()  # one writer at a time, even if callers slip
+        self.segments: dict[str, Segment] = {}
+        self.volume_epochs: dict[str, int] = {}
+        self._load()
+
+    # -- start-up -------------------------------------------------------------
+
+    def _load(self) -> None:
+        with self.env.begin() as txn:
+            for key, raw in txn.cursor(db=self._volumes):
+                self.volume_epochs[key.decode()] = _U64.unpack(raw)[0]
+            metas = [SegmentMeta.from_json(raw) for _, raw in txn.cursor(db=self._segments_db)]
+            for meta in metas:
+                self.segments[meta.segment_id] = self._rebuild_segment(txn, meta)
+        for seg in self.segments.values():
+            log.info("segment %s: scl=%d highest_lsn=%d records=%d", seg.meta.segment_id, seg.meta.scl,
+                     seg.meta.highest_lsn, seg.meta.record_count)
+
+    def _rebuild_segment(self, txn: lmdb.Transaction, meta: SegmentMeta) -> Segment:
+        """Re-derive the SCL tracker: the persisted SCL is exact (written with every batch);
+        records above it are the pending ones."""
+        tracker = SclTracker(scl=meta.scl)
+        cursor = txn.cursor(db=self._records)
+        if cursor.set_range(record_key(meta.seg_no, meta.scl + 1)):
+            for key, raw in cursor:
+                seg_no, _ = _SEG_LSN.unpack(key)
+                if seg_no != meta.seg_no:
+                    break
+                lsn, prev_pg, _, _ = peek_header(raw)
+                tracker.add(lsn, prev_pg)
+        meta.scl = tracker.scl
+        return Segment(meta=meta, tracker=tracker)
+
+    def close(self) -> None:
+        self.env.close()
+
+    # -- helpers --------------------------------------------------------------
+
+    def segment(self, segment_id: str) -> Segment:
+        seg = self.segments.get(segment_id)
+        if seg is None:
+            raise UnknownSegment(f"segment {segment_id!r} does not exist on this node")
+        return seg
+
+    def volume_epoch(self, volume_id: str) -> int:
+        return self.volume_epochs.get(volume_id, 0)
+
+    @contextmanager
+    def _read_txn(self) -> Iterator[lmdb.Transaction]:
+        with self._gate.reading():
+            with self.env.begin(buffers=False) as txn:
+                yield txn
+
+    def _write(self, fn, *args):  # type: ignore[no-untyped-def]
+        """Run fn(txn, *args) in one synced write transaction, growing the map when full.
+
+        `fn` must leave in-memory state untouched until it returns (or restore it on error):
+        on MapFullError the transaction is aborted and fn runs again from the start.
+        """
+        with self._write_lock:
+            while True:
+                try:
+                    with self.env.begin(write=True) as txn:
+                        return fn(txn, *args)
+                except lmdb.MapFullError:
+                    self._grow_map()
+
+    def _grow_map(self) -> None:
+        current = self.env.info()["map_size"]
+        new = current * 2
+        if new > MAP_SIZE_MAX_BYTES:
+            raise StorageError(f"the LMDB map would exceed {MAP_SIZE_MAX_BYTES} bytes; this node is out of room")
+        with self._gate.resizing():
+            self.env.set_mapsize(new)
+        log.info("LMDB map grown from %d to %d bytes", current, new)
+
+    def _put_meta(self, txn: lmdb.Transaction, meta: SegmentMeta) -> None:
+        txn.put(meta.segment_id.encode(), meta.to_json(), db=self._segments_db)
+
+    # -- segments -------------------------------------------------------------
+
+    def create_segment(self, meta: SegmentMeta) -> tuple[SegmentMeta, bool]:
+        """Create a segment (idempotent for an identical one). `meta.seg_no` is assigned here."""
+        existing = self.segments.get(meta.segment_id)
+        if existing is not None:
+            if existing.meta.same_shape(meta):
+                return existing.meta, False
+            raise AlreadyExists(
+                f"segment {meta.segment_id!r} already exists on this node with a different shape "
+                f"(volume {existing.meta.volume_id}, PG {existing.meta.pg_index}, pages "
+                f"{existing.meta.first_page}+{existing.meta.page_count}, page size {existing.meta.page_size})"
+            )
+
+        def txn_fn(txn: lmdb.Transaction) -> SegmentMeta:
+            raw = txn.get(b"next_seg_no", db=self._meta)
+            seg_no = _U32.unpack(raw)[0] if raw else 1
+            txn.put(b"next_seg_no", _U32.pack(seg_no + 1), db=self._meta)
+            fresh = SegmentMeta(**{**meta.__dict__, "seg_no": seg_no, "truncation_ranges": []})
+            self._put_meta(txn, fresh)
+            return fresh
+
+        fresh = self._write(txn_fn)
+        self.segments[fresh.segment_id] = Segment(meta=fresh, tracker=SclTracker(scl=fresh.scl))
+        return fresh, True
+
+    def drop_segment(self, segment_id: str) -> int:
+        seg = self.segment(segment_id)
+        seg_no = seg.meta.seg_no
+
+        def txn_fn(txn: lmdb.Transaction) -> int:
+            removed = self._delete_prefix(txn, self._records, _U32.pack(seg_no))
+            self._delete_prefix(txn, self._page_index, _U32.pack(seg_no))
+            self._delete_prefix(txn, self._versions, _U32.pack(seg_no))
+            txn.delete(segment_id.encode(), db=self._segments_db)
+            return removed
+
+        removed = self._write(txn_fn)
+        del self.segments[segment_id]
+        return removed
+
+    @staticmethod
+    def _delete_prefix(txn: lmdb.Transaction, db: lmdb._Database, prefix: bytes) -> int:
+        cursor = txn.cursor(db=db)
+        removed = 0
+        if cursor.set_range(prefix):
+            while cursor.key() and cursor.key().startswith(prefix):
+                removed += 1
+                if not cursor.delete():
+                    break
+        return removed
+
+    # -- epochs ---------------------------------------------------------------
+
+    def raise_volume_epoch(self, segment_id: str, volume_epoch: int) -> int:
+        seg = self.segment(segment_id)
+        volume_id = seg.meta.volume_id
+        current = self.volume_epoch(volume_id)
+        if volume_epoch < current:
+            raise StaleEpoch(
+                f"volume epoch {volume_epoch} is older than epoch {current} this node has durably seen for "
+                f"volume {volume_id}; an epoch only moves forward"
+            )
+        if volume_epoch == 0:
+            raise InvalidRequest("volume epoch 0 is not an epoch; epochs start at 1")
+        if volume_epoch > current:
+            self._write(lambda txn: txn.put(volume_id.encode(), _U64.pack(volume_epoch), db=self._volumes))
+            self.volume_epochs[volume_id] = volume_epoch
+        return volume_epoch
+
+    # -- appends --------------------------------------------------------------
+
+    def commit_appends(self, batches: list[AppendBatch]) -> list[BatchResult | StorageError]:
+        """Persist every acceptable batch in one synced transaction.
+
+        Each batch is accepted or refused whole; a refused batch gets its error in
+        the result list and does not affect the others. The work is done on copies
+        of the segments' state, published only once the transaction has committed,
+        so a concurrent reader never trusts an SCL whose records are not yet durable.
+        """
+
+        def txn_fn(txn: lmdb.Transaction) -> tuple[list[BatchResult | StorageError], dict[str, Segment], dict[str, int]]:
+            work: dict[str, Segment] = {}
+            epochs = dict(self.volume_epochs)
+            results: list[BatchResult | StorageError] = []
+            for batch in batches:
+                try:
+                    seg = work.get(batch.segment_id)
+                    if seg is None:
+                        seg = work[batch.segment_id] = copy.deepcopy(self.segment(batch.segment_id))
+                    results.append(self._append_one(txn, batch, seg, epochs))
+                except StorageError as error:
+                    results.append(error)
+            for seg in work.values():
+                self._put_meta(txn, seg.meta)
+            return results, work, epochs
+
+        results, work, epochs = self._write(txn_fn)
+        self.segments.update(work)
+        self.volume_epochs = epochs
+        return results
+
+    def _append_one(
+        self, txn: lmdb.Transaction, batch: AppendBatch, seg: Segment, epochs: dict[str, int]
+    ) -> BatchResult:
+        volume_id = seg.meta.volume_id
+        seg.check_epochs(epochs.get(volume_id, 0), batch.volume_epoch, batch.membership_epoch)
+        fresh = seg.new_truncations(batch.truncation_ranges)
+        # Truncations first: they decide which of the batch's records are void. They
+        # were validated above; once applied they are kept even if a record is refused.
+        for r in fresh:
+            self._truncate_in_txn(txn, seg, r)
+        seg_no = seg.meta.seg_no
+
+        def lookup(lsn: int) -> bytes | None:
+            return txn.get(record_key(seg_no, lsn), db=self._records)
+
+        plan: AppendPlan = seg.plan_append(batch, lookup)
+        for record, encoded in plan.puts:
+            txn.put(record_key(seg_no, record.lsn), encoded, db=self._records)
+            txn.put(page_key(seg_no, record.page_no, record.lsn), b"", db=self._page_index)
+        seg.commit_plan(plan)
+        if batch.volume_epoch > epochs.get(volume_id, 0):
+            txn.put(volume_id.encode(), _U64.pack(batch.volume_epoch), db=self._volumes)
+            epochs[volume_id] = batch.volume_epoch
+        return BatchResult(batch.batch_id, batch.segment_id, plan.scl, plan.highest_lsn, len(plan.puts), plan.duplicates)
+
+    # -- truncation -----------------------------------------------------------
+
+    def truncate(self, segment_id: str, volume_epoch: int, r: TruncationRange) -> int:
+        """Apply an epoch-stamped truncation range durably; return the number of records removed."""
+        current = self.segment(segment_id)
+        volume_id = current.meta.volume_id
+        current.check_epochs(self.volume_epoch(volume_id), volume_epoch, current.meta.membership_epoch)
+        if r.epoch > volume_epoch:
+            raise InvalidRequest(
+                f"truncation range stamped with epoch {r.epoch} is newer than the request's volume epoch {volume_epoch}"
+            )
+        if not current.new_truncations([r]):
+            return 0
+
+        def txn_fn(txn: lmdb.Transaction) -> tuple[int, Segment]:
+            seg = copy.deepcopy(current)
+            removed = self._truncate_in_txn(txn, seg, r)
+            self._put_meta(txn, seg.meta)
+            if volume_epoch > self.volume_epoch(volume_id):
+                txn.put(volume_id.encode(), _U64.pack(volume_epoch), db=self._volumes)
+            return removed, seg
+
+        removed, seg = self._write(txn_fn)
+        self.segments[segment_id] = seg
+        self.volume_epochs[volume_id] = max(volume_epoch, self.volume_epoch(volume_id))
+        return removed
+
+    def _truncate_in_txn(self, txn: lmdb.Transaction, seg: Segment, r: TruncationRange) -> int:
+        seg_no = seg.meta.seg_no
+        cursor = txn.cursor(db=self._records)
+        removed = 0
+        if cursor.set_range(record_key(seg_no, r.start_lsn)):
+            while True:
+                key = cursor.key()
+                if not key:  # deleting the last row leaves the cursor unpositioned
+                    break
+                key_seg, lsn = _SEG_LSN.unpack(key)
+                if key_seg != seg_no or lsn > r.end_lsn:
+                    break
+                raw = cursor.value()
+                _, _, page_no, epoch = peek_header(raw)
+                if epoch < r.epoch:
+                    txn.delete(page_key(seg_no, page_no, lsn), db=self._page_index)
+                    removed += 1
+                    if not cursor.delete():
+                        break
+                elif not cursor.next():
+                    break
+        # Page versions folded from now-void records go too.
+        vcursor = txn.cursor(db=self._versions)
+        prefix = _U32.pack(seg_no)
+        doomed = []
+        if vcursor.set_range(prefix):
+            for key, _ in vcursor:
+                if not key.startswith(prefix):
+                    break
+                _, _, lsn = _SEG_PAGE_LSN.unpack(key)
+                if r.start_lsn <= lsn <= r.end_lsn:
+                    doomed.append(key)
+        for key in doomed:
+            txn.delete(key, db=self._versions)
+        below = 0
+        if cursor.set_range(record_key(seg_no, r.start_lsn)):
+            moved = cursor.prev()
+        else:
+            moved = cursor.last()
+        if moved:
+            key_seg, lsn = _SEG_LSN.unpack(cursor.key())
+            if key_seg == seg_no and lsn < r.start_lsn:
+                below = lsn
+        held_above_end = []
+        if seg.tracker.scl > r.end_lsn and cursor.set_range(record_key(seg_no, r.end_lsn + 1)):
+            for key, raw in cursor:
+                key_seg, lsn = _SEG_LSN.unpack(key)
+                if key_seg != seg_no or lsn > seg.tracker.scl:
+                    break
+                _, prev_pg, _, _ = peek_header(raw)
+                held_above_end.append((lsn, prev_pg))
+        highest = seg.meta.highest_lsn
+        if highest >= r.start_lsn:
+            highest = self._highest_lsn_in_txn(txn, seg_no)
+        seg.note_truncation(r, below, held_above_end, removed, highest)
+        return removed
+
+    def _highest_lsn_in_txn(self, txn: lmdb.Transaction, seg_no: int) -> int:
+        cursor = txn.cursor(db=self._records)
+        if cursor.set_range(record_key(seg_no + 1, 0)):
+            moved = cursor.prev()
+        else:
+            moved = cursor.last()
+        if moved:
+            key_seg, lsn = _SEG_LSN.unpack(cursor.key())
+            if key_seg == seg_no:
+                return lsn
+        return 0
+
+    # -- reads ----------------------------------------------------------------
+
+    def read_page(self, segment_id: str, page_no: int, read_point: int) -> PageRead:
+        """Materialize a page at `read_point` from its newest version at or below it plus later records."""
+        seg = self.segment(segment_id)
+        seg.check_page(page_no)
+        seg.check_read_point(read_point)
+        seg_no, page_size = seg.meta.seg_no, seg.meta.page_size
+        with self._read_txn() as txn:
+            page = bytearray(page_size)
+            page_lsn = 0
+            vcursor = txn.cursor(db=self._versions)
+            found = vcursor.set_range(page_key(seg_no, page_no, read_point + 1))
+            moved = vcursor.prev() if found else vcursor.last()
+            if moved:
+                key_seg, key_page, lsn = _SEG_PAGE_LSN.unpack(vcursor.key())
+                if key_seg == seg_no and key_page == page_no and lsn <= read_point:
+                    where = f"page version of page {page_no} at LSN {lsn} in segment {segment_id}"
+                    _, _, image = decode_page_version(vcursor.value(), where=where)
+                    page[:] = image
+                    page_lsn = lsn
+            icursor = txn.cursor(db=self._page_index)
+            if icursor.set_range(page_key(seg_no, page_no, page_lsn + 1)):
+                for key, _ in icursor:
+                    key_seg, key_page, lsn = _SEG_PAGE_LSN.unpack(key)
+                    if key_seg != seg_no or key_page != page_no or lsn > read_point:
+                        break
+                    raw = txn.get(record_key(seg_no, lsn), db=self._records)
+                    if raw is None:
+                        raise ChecksumMismatch(
+                            f"record LSN {lsn} of page {page_no} is indexed but missing in segment {segment_id}"
+                        )
+                    record = decode_record(raw, where=f"record LSN {lsn} in segment {segment_id}")
+                    if record.page_no != page_no or record.lsn != lsn:
+                        raise ChecksumMismatch(
+                            f"record stored under LSN {lsn} of page {page_no} in segment {segment_id} says it is "
+                            f"LSN {record.lsn} of page {record.page_no}; it is not served"
+                        )
+                    apply_record(page, record)
+                    page_lsn = lsn
+        return PageRead(bytes(page), page_lsn, seg.tracker.scl)
+
+    def read_records(
+        self, segment_id: str, from_lsn: int, to_lsn: int, max_records: int, max_bytes: int
+    ) -> tuple[list[LogRecord], bool]:
+        """Records with from_lsn < LSN <= to_lsn (to_lsn 0 = unbounded), each CRC-checked; (records, more)."""
+        seg = self.segment(segment_id)
+        max_records = min(max_records or READ_RECORDS_MAX, READ_RECORDS_MAX)
+        max_bytes = min(max_bytes or READ_BYTES_MAX, READ_BYTES_MAX)
+        seg_no = seg.meta.seg_no
+        out: list[LogRecord] = []
+        size = 0
+        more = False
+        with self._read_txn() as txn:
+            cursor = txn.cursor(db=self._records)
+            if cursor.set_range(record_key(seg_no, from_lsn + 1)):
+                for key, raw in cursor:
+                    key_seg, lsn = _SEG_LSN.unpack(key)
+                    if key_seg != seg_no or (to_lsn and lsn > to_lsn):
+                        break
+                    if len(out) >= max_records or (out and size + len(raw) > max_bytes):
+                        more = True
+                        break
+                    record = decode_record(raw, where=f"record LSN {lsn} in segment {segment_id}")
+                    if record.lsn != lsn:
+                        raise ChecksumMismatch(
+                            f"record stored under LSN {lsn} in segment {segment_id} says it is LSN {record.lsn}"
+                        )
+                    out.append(record)
+                    size += len(raw)
+        return out, more
+
+    def put_page_version(self, segment_id: str, page_no: int, lsn: int, image: bytes) -> None:
+        """Store a materialized page version (coalescing writes these)."""
+        seg = self.segment(segment_id)
+        seg.check_page(page_no)
+        if len(image) != seg.meta.page_size:
+            raise InvalidRequest(f"a page version is {seg.meta.page_size} bytes, not {len(image)}")
+        encoded = encode_page_version(page_no, lsn, image)
+        self._write(lambda txn: txn.put(page_key(seg.meta.seg_no, page_no, lsn), encoded, db=self._versions))
+
+    def used_bytes(self) -> int:
+        info, stat = self.env.info(), self.env.stat()
+        return (info["last_pgno"] + 1) * stat["psize"]
+
+    def map_size(self) -> int:
+        return self.env.info()["map_size"]

@@ -1,0 +1,167 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class NodeHealth(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NODE_HEALTH_UNSPECIFIED: _ClassVar[NodeHealth]
+    NODE_HEALTH_HEALTHY: _ClassVar[NodeHealth]
+    NODE_HEALTH_UNHEALTHY: _ClassVar[NodeHealth]
+NODE_HEALTH_UNSPECIFIED: NodeHealth
+NODE_HEALTH_HEALTHY: NodeHealth
+NODE_HEALTH_UNHEALTHY: NodeHealth
+
+class NodeInfo(_message.Message):
+    __slots__ = ("node_id", "az", "address", "health", "last_heartbeat_age_ms", "segment_count")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    AZ_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    az: str
+    address: str
+    health: NodeHealth
+    last_heartbeat_age_ms: int
+    segment_count: int
+    def __init__(self, node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ..., health: _Optional[_Union[NodeHealth, str]] = ..., last_heartbeat_age_ms: _Optional[int] = ..., segment_count: _Optional[int] = ...) -> None: ...
+
+class SegmentPlacement(_message.Message):
+    __slots__ = ("segment_id", "node_id", "az", "address")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    AZ_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    node_id: str
+    az: str
+    address: str
+    def __init__(self, segment_id: _Optional[str] = ..., node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class ProtectionGroup(_message.Message):
+    __slots__ = ("pg_index", "first_page", "page_count", "membership_epoch", "segments")
+    PG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FIRST_PAGE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    pg_index: int
+    first_page: int
+    page_count: int
+    membership_epoch: int
+    segments: _containers.RepeatedCompositeFieldContainer[SegmentPlacement]
+    def __init__(self, pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[SegmentPlacement, _Mapping]]] = ...) -> None: ...
+
+class VolumeGeometry(_message.Message):
+    __slots__ = ("volume_id", "page_size", "segment_size_bytes", "geometry_epoch", "protection_groups")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GEOMETRY_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    page_size: int
+    segment_size_bytes: int
+    geometry_epoch: int
+    protection_groups: _containers.RepeatedCompositeFieldContainer[ProtectionGroup]
+    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ..., geometry_epoch: _Optional[int] = ..., protection_groups: _Optional[_Iterable[_Union[ProtectionGroup, _Mapping]]] = ...) -> None: ...
+
+class RegisterNodeRequest(_message.Message):
+    __slots__ = ("node_id", "az", "address")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    AZ_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    az: str
+    address: str
+    def __init__(self, node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class RegisterNodeResponse(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: NodeInfo
+    def __init__(self, node: _Optional[_Union[NodeInfo, _Mapping]] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("node_id", "address", "segment_count")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    address: str
+    segment_count: int
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., segment_count: _Optional[int] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("heartbeat_interval_ms",)
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    heartbeat_interval_ms: int
+    def __init__(self, heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+
+class CreateVolumeRequest(_message.Message):
+    __slots__ = ("volume_id", "page_size", "segment_size_bytes")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    page_size: int
+    segment_size_bytes: int
+    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ...) -> None: ...
+
+class CreateVolumeResponse(_message.Message):
+    __slots__ = ("geometry",)
+    GEOMETRY_FIELD_NUMBER: _ClassVar[int]
+    geometry: VolumeGeometry
+    def __init__(self, geometry: _Optional[_Union[VolumeGeometry, _Mapping]] = ...) -> None: ...
+
+class GrowVolumeRequest(_message.Message):
+    __slots__ = ("volume_id", "geometry_epoch")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    GEOMETRY_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    geometry_epoch: int
+    def __init__(self, volume_id: _Optional[str] = ..., geometry_epoch: _Optional[int] = ...) -> None: ...
+
+class GrowVolumeResponse(_message.Message):
+    __slots__ = ("geometry",)
+    GEOMETRY_FIELD_NUMBER: _ClassVar[int]
+    geometry: VolumeGeometry
+    def __init__(self, geometry: _Optional[_Union[VolumeGeometry, _Mapping]] = ...) -> None: ...
+
+class DescribeVolumeRequest(_message.Message):
+    __slots__ = ("volume_id",)
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    def __init__(self, volume_id: _Optional[str] = ...) -> None: ...
+
+class DescribeVolumeResponse(_message.Message):
+    __slots__ = ("geometry",)
+    GEOMETRY_FIELD_NUMBER: _ClassVar[int]
+    geometry: VolumeGeometry
+    def __init__(self, geometry: _Optional[_Union[VolumeGeometry, _Mapping]] = ...) -> None: ...
+
+class ListVolumesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListVolumesResponse(_message.Message):
+    __slots__ = ("volumes",)
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    volumes: _containers.RepeatedCompositeFieldContainer[VolumeGeometry]
+    def __init__(self, volumes: _Optional[_Iterable[_Union[VolumeGeometry, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,265 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PayloadKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYLOAD_KIND_UNSPECIFIED: _ClassVar[PayloadKind]
+    PAYLOAD_KIND_PATCH: _ClassVar[PayloadKind]
+    PAYLOAD_KIND_IMAGE: _ClassVar[PayloadKind]
+PAYLOAD_KIND_UNSPECIFIED: PayloadKind
+PAYLOAD_KIND_PATCH: PayloadKind
+PAYLOAD_KIND_IMAGE: PayloadKind
+
+class LogRecord(_message.Message):
+    __slots__ = ("lsn", "page_no", "kind", "offset", "data", "prev_volume_lsn", "prev_pg_lsn", "prev_page_lsn", "epoch", "cpl", "crc32c")
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_NO_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    PREV_VOLUME_LSN_FIELD_NUMBER: _ClassVar[int]
+    PREV_PG_LSN_FIELD_NUMBER: _ClassVar[int]
+    PREV_PAGE_LSN_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    CPL_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    lsn: int
+    page_no: int
+    kind: PayloadKind
+    offset: int
+    data: bytes
+    prev_volume_lsn: int
+    prev_pg_lsn: int
+    prev_page_lsn: int
+    epoch: int
+    cpl: bool
+    crc32c: int
+    def __init__(self, lsn: _Optional[int] = ..., page_no: _Optional[int] = ..., kind: _Optional[_Union[PayloadKind, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., prev_volume_lsn: _Optional[int] = ..., prev_pg_lsn: _Optional[int] = ..., prev_page_lsn: _Optional[int] = ..., epoch: _Optional[int] = ..., cpl: _Optional[bool] = ..., crc32c: _Optional[int] = ...) -> None: ...
+
+class TruncationRange(_message.Message):
+    __slots__ = ("start_lsn", "end_lsn", "epoch")
+    START_LSN_FIELD_NUMBER: _ClassVar[int]
+    END_LSN_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    start_lsn: int
+    end_lsn: int
+    epoch: int
+    def __init__(self, start_lsn: _Optional[int] = ..., end_lsn: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class SegmentState(_message.Message):
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    PG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FIRST_PAGE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SCL_FIELD_NUMBER: _ClassVar[int]
+    HIGHEST_LSN_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_HORIZON_LSN_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_RANGES_FIELD_NUMBER: _ClassVar[int]
+    RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    volume_id: str
+    pg_index: int
+    first_page: int
+    page_count: int
+    page_size: int
+    scl: int
+    highest_lsn: int
+    volume_epoch: int
+    membership_epoch: int
+    retention_horizon_lsn: int
+    truncation_ranges: _containers.RepeatedCompositeFieldContainer[TruncationRange]
+    record_count: int
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ...) -> None: ...
+
+class AppendRecordsRequest(_message.Message):
+    __slots__ = ("segment_id", "volume_epoch", "membership_epoch", "batch_id", "records", "truncation_ranges")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_RANGES_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    volume_epoch: int
+    membership_epoch: int
+    batch_id: int
+    records: _containers.RepeatedCompositeFieldContainer[LogRecord]
+    truncation_ranges: _containers.RepeatedCompositeFieldContainer[TruncationRange]
+    def __init__(self, segment_id: _Optional[str] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., batch_id: _Optional[int] = ..., records: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ...) -> None: ...
+
+class AppendRecordsResponse(_message.Message):
+    __slots__ = ("batch_id", "segment_id", "scl", "highest_lsn", "records_stored", "records_duplicate")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCL_FIELD_NUMBER: _ClassVar[int]
+    HIGHEST_LSN_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_STORED_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    batch_id: int
+    segment_id: str
+    scl: int
+    highest_lsn: int
+    records_stored: int
+    records_duplicate: int
+    def __init__(self, batch_id: _Optional[int] = ..., segment_id: _Optional[str] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., records_stored: _Optional[int] = ..., records_duplicate: _Optional[int] = ...) -> None: ...
+
+class ReadPageRequest(_message.Message):
+    __slots__ = ("segment_id", "page_no", "read_point", "volume_epoch")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_NO_FIELD_NUMBER: _ClassVar[int]
+    READ_POINT_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    page_no: int
+    read_point: int
+    volume_epoch: int
+    def __init__(self, segment_id: _Optional[str] = ..., page_no: _Optional[int] = ..., read_point: _Optional[int] = ..., volume_epoch: _Optional[int] = ...) -> None: ...
+
+class ReadPageResponse(_message.Message):
+    __slots__ = ("data", "page_lsn", "scl")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    PAGE_LSN_FIELD_NUMBER: _ClassVar[int]
+    SCL_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    page_lsn: int
+    scl: int
+    def __init__(self, data: _Optional[bytes] = ..., page_lsn: _Optional[int] = ..., scl: _Optional[int] = ...) -> None: ...
+
+class ReadRecordsRequest(_message.Message):
+    __slots__ = ("segment_id", "from_lsn", "to_lsn", "max_records", "max_bytes", "volume_epoch")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_LSN_FIELD_NUMBER: _ClassVar[int]
+    TO_LSN_FIELD_NUMBER: _ClassVar[int]
+    MAX_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    from_lsn: int
+    to_lsn: int
+    max_records: int
+    max_bytes: int
+    volume_epoch: int
+    def __init__(self, segment_id: _Optional[str] = ..., from_lsn: _Optional[int] = ..., to_lsn: _Optional[int] = ..., max_records: _Optional[int] = ..., max_bytes: _Optional[int] = ..., volume_epoch: _Optional[int] = ...) -> None: ...
+
+class ReadRecordsResponse(_message.Message):
+    __slots__ = ("records", "scl", "more")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    SCL_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[LogRecord]
+    scl: int
+    more: bool
+    def __init__(self, records: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ..., scl: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class GetSegmentStateRequest(_message.Message):
+    __slots__ = ("segment_id",)
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    def __init__(self, segment_id: _Optional[str] = ...) -> None: ...
+
+class GetSegmentStateResponse(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: SegmentState
+    def __init__(self, state: _Optional[_Union[SegmentState, _Mapping]] = ...) -> None: ...
+
+class TruncateSegmentRequest(_message.Message):
+    __slots__ = ("segment_id", "volume_epoch", "range")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    volume_epoch: int
+    range: TruncationRange
+    def __init__(self, segment_id: _Optional[str] = ..., volume_epoch: _Optional[int] = ..., range: _Optional[_Union[TruncationRange, _Mapping]] = ...) -> None: ...
+
+class TruncateSegmentResponse(_message.Message):
+    __slots__ = ("state", "records_removed")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    state: SegmentState
+    records_removed: int
+    def __init__(self, state: _Optional[_Union[SegmentState, _Mapping]] = ..., records_removed: _Optional[int] = ...) -> None: ...
+
+class RaiseVolumeEpochRequest(_message.Message):
+    __slots__ = ("segment_id", "volume_epoch")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    volume_epoch: int
+    def __init__(self, segment_id: _Optional[str] = ..., volume_epoch: _Optional[int] = ...) -> None: ...
+
+class RaiseVolumeEpochResponse(_message.Message):
+    __slots__ = ("volume_epoch", "state")
+    VOLUME_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    volume_epoch: int
+    state: SegmentState
+    def __init__(self, volume_epoch: _Optional[int] = ..., state: _Optional[_Union[SegmentState, _Mapping]] = ...) -> None: ...
+
+class CreateSegmentRequest(_message.Message):
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "membership_epoch")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    PG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FIRST_PAGE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    volume_id: str
+    pg_index: int
+    first_page: int
+    page_count: int
+    page_size: int
+    membership_epoch: int
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., membership_epoch: _Optional[int] = ...) -> None: ...
+
+class CreateSegmentResponse(_message.Message):
+    __slots__ = ("state", "created")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    state: SegmentState
+    created: bool
+    def __init__(self, state: _Optional[_Union[SegmentState, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class DropSegmentRequest(_message.Message):
+    __slots__ = ("segment_id",)
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    def __init__(self, segment_id: _Optional[str] = ...) -> None: ...
+
+class DropSegmentResponse(_message.Message):
+    __slots__ = ("records_removed",)
+    RECORDS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    records_removed: int
+    def __init__(self, records_removed: _Optional[int] = ...) -> None: ...
+
+class ListSegmentsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSegmentsResponse(_message.Message):
+    __slots__ = ("node_id", "az", "segments", "lmdb_map_size_bytes", "lmdb_used_bytes")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    AZ_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    LMDB_MAP_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LMDB_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    az: str
+    segments: _containers.RepeatedCompositeFieldContainer[SegmentState]
+    lmdb_map_size_bytes: int
+    lmdb_used_bytes: int
+    def __init__(self, node_id: _Optional[str] = ..., az: _Optional[str] = ..., segments: _Optional[_Iterable[_Union[SegmentState, _Mapping]]] = ..., lmdb_map_size_bytes: _Optional[int] = ..., lmdb_used_bytes: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,62 @@
+"""Conversions between storage.v1 protobuf messages and the core's plain values.
+
+Protobuf objects stop here: the store and the segment rules see dataclasses.
+"""
+
+from __future__ import annotations
+
+from storage.errors import InvalidRequest
+from storage.records import LogRecord, PayloadKind
+from storage.segment import AppendBatch, SegmentMeta, TruncationRange
+from storage.v1 import storage_service_pb2 as pb
+
+
+def record_from_proto(msg: pb.LogRecord) -> tuple[LogRecord, int]:
+    """(record, the CRC-32C it carried)."""
+    if msg.kind not in (PayloadKind.PATCH, PayloadKind.IMAGE):
+        raise InvalidRequest(f"record LSN {msg.lsn} has payload kind {msg.kind}; use PATCH or IMAGE")
+    record = LogRecord(
+        msg.lsn, msg.page_no, PayloadKind(msg.kind), msg.offset, msg.data,
+        msg.prev_volume_lsn, msg.prev_pg_lsn, msg.prev_page_lsn, msg.epoch, msg.cpl,
+    )
+    return record, msg.crc32c
+
+
+def record_to_proto(record: LogRecord) -> pb.LogRecord:
+    return pb.LogRecord(
+        lsn=record.lsn, page_no=record.page_no, kind=int(record.kind), offset=record.offset, data=record.data,
+        prev_volume_lsn=record.prev_volume_lsn, prev_pg_lsn=record.prev_pg_lsn, prev_page_lsn=record.prev_page_lsn,
+        epoch=record.epoch, cpl=record.cpl, crc32c=record.crc(),
+    )
+
+
+def truncation_from_proto(msg: pb.TruncationRange) -> TruncationRange:
+    return TruncationRange(msg.start_lsn, msg.end_lsn, msg.epoch)
+
+
+def truncation_to_proto(r: TruncationRange) -> pb.TruncationRange:
+    return pb.TruncationRange(start_lsn=r.start_lsn, end_lsn=r.end_lsn, epoch=r.epoch)
+
+
+def batch_from_proto(msg: pb.AppendRecordsRequest) -> AppendBatch:
+    if not msg.segment_id:
+        raise InvalidRequest("the batch names no segment_id")
+    return AppendBatch(
+        segment_id=msg.segment_id,
+        volume_epoch=msg.volume_epoch,
+        membership_epoch=msg.membership_epoch,
+        batch_id=msg.batch_id,
+        records=[record_from_proto(r) for r in msg.records],
+        truncation_ranges=[truncation_from_proto(r) for r in msg.truncation_ranges],
+    )
+
+
+def state_to_proto(meta: SegmentMeta, volume_epoch: int) -> pb.SegmentState:
+    return pb.SegmentState(
+        segment_id=meta.segment_id, volume_id=meta.volume_id, pg_index=meta.pg_index,
+        first_page=meta.first_page, page_count=meta.page_count, page_size=meta.page_size,
+        scl=meta.scl, highest_lsn=meta.highest_lsn, volume_epoch=volume_epoch,
+        membership_epoch=meta.membership_epoch, retention_horizon_lsn=meta.retention_horizon_lsn,
+        truncation_ranges=[truncation_to_proto(r) for r in meta.truncation_ranges],
+        record_count=meta.record_count,
+    )

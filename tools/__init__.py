@@ -1,0 +1,1 @@
+"""sixfold tools: command-line interface, cluster launcher, benchmarks."""

@@ -1,0 +1,59 @@
+"""The `sixfold` command.
+
+Each subcommand lives in its own module, which provides `configure(parser)` to
+declare its arguments and `run(args) -> int` to carry it out. Modules are
+imported only when their subcommand runs, so `sixfold --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("tools.launcher", "start a local cluster: control plane and storage nodes in 3 AZs"),
+    "status": ("tools.launcher", "show every process of the local cluster: AZ, health, segments, SCLs"),
+    "down": ("tools.launcher", "stop every process of the local cluster (by PID)"),
+    "kill": ("tools.launcher", "SIGKILL one node (fault injection)"),
+    "pause": ("tools.launcher", "SIGSTOP one node (fault injection)"),
+    "resume": ("tools.launcher", "SIGCONT a paused node"),
+    "stop": ("tools.launcher", "stop one node gracefully (SIGTERM)"),
+    "start": ("tools.launcher", "start a stopped or killed node again, same address and data"),
+    "storage-node": ("storage.node_main", "run one storage node process (the launcher does this for you)"),
+    "control-plane": ("storage.control_plane_main", "run the control plane process (the launcher does this for you)"),
+    "bench": ("tools.bench", "benchmarks that print their figures beside a baseline measured in the same run"),
+}
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand is listed; only `selected` imports its module to declare arguments."""
+    parser = argparse.ArgumentParser(
+        prog="sixfold",
+        description="sixfold: an Aurora-style storage engine, run as a local multi-process cluster.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module_name)
+        if name == selected:
+            importlib.import_module(module_name).configure(name, p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(selected if selected in COMMANDS else None)
+    args = parser.parse_args(argv)
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
