@@ -136,14 +136,16 @@ def peek_header(buf: bytes | memoryview) -> tuple[int, int, int, int]:
     return lsn, prev_pg, page_no, epoch
 
 
-def check_record_crc(record: LogRecord, carried_crc: int) -> None:
-    """A record that crossed the network must carry the CRC of its canonical encoding."""
-    actual = record.crc()
+def encode_checked(record: LogRecord, carried_crc: int) -> bytes:
+    """Encode a record that crossed the network, refusing it unless it carried the CRC of its encoding."""
+    encoded = record.encode()
+    actual = _CRC.unpack_from(encoded, 0)[0]
     if actual != carried_crc:
         raise BadChecksum(
             f"record LSN {record.lsn} carries CRC-32C {carried_crc:08x} but its contents give {actual:08x}; "
             "the batch was refused, resend it intact"
         )
+    return encoded
 
 
 def validate_shape(record: LogRecord, page_size: int) -> None:

@@ -39,7 +39,7 @@ from storage.errors import (
     StaleEpoch,
     Truncated,
 )
-from storage.records import LogRecord, check_record_crc, validate_shape
+from storage.records import LogRecord, encode_checked, validate_shape
 from storage.scl import SclTracker
 
 BATCH_RECORDS_MAX = 10_000
@@ -194,7 +194,7 @@ class Segment:
         duplicates = 0
         highest = m.highest_lsn
         for record, carried_crc in batch.records:
-            check_record_crc(record, carried_crc)
+            encoded = encode_checked(record, carried_crc)
             validate_shape(record, m.page_size)
             batch_bytes += record.encoded_size()
             if batch_bytes > BATCH_BYTES_MAX:
@@ -217,9 +217,8 @@ class Segment:
                         f"record LSN {record.lsn} (epoch {record.epoch}) lies in truncation range "
                         f"[{r.start_lsn}, {r.end_lsn}] made by epoch {r.epoch}; it must not come back"
                     )
-            encoded = record.encode()
             stored = in_batch.get(record.lsn)
-            if stored is None:
+            if stored is None and record.lsn <= m.highest_lsn:  # above it nothing is stored yet
                 stored = lookup_stored(record.lsn)
             if stored is not None:
                 if stored != encoded:

@@ -11,12 +11,16 @@ from storage.segment import AppendBatch, SegmentMeta, TruncationRange
 from storage.v1 import storage_service_pb2 as pb
 
 
+_KINDS = {int(k): k for k in PayloadKind}
+
+
 def record_from_proto(msg: pb.LogRecord) -> tuple[LogRecord, int]:
     """(record, the CRC-32C it carried)."""
-    if msg.kind not in (PayloadKind.PATCH, PayloadKind.IMAGE):
+    kind = _KINDS.get(msg.kind)
+    if kind is None:
         raise InvalidRequest(f"record LSN {msg.lsn} has payload kind {msg.kind}; use PATCH or IMAGE")
     record = LogRecord(
-        msg.lsn, msg.page_no, PayloadKind(msg.kind), msg.offset, msg.data,
+        msg.lsn, msg.page_no, kind, msg.offset, msg.data,
         msg.prev_volume_lsn, msg.prev_pg_lsn, msg.prev_page_lsn, msg.epoch, msg.cpl,
     )
     return record, msg.crc32c

@@ -12,7 +12,7 @@ from storage.records import (
     LogRecord,
     PayloadKind,
     apply_record,
-    check_record_crc,
+    encode_checked,
     crc32c,
     decode_page_version,
     decode_record,
@@ -56,7 +56,7 @@ def test_encode_decode_round_trip_and_crc_matches_oracle(record: LogRecord) -> N
     encoded = record.encode()
     assert decode_record(encoded) == record
     assert int.from_bytes(encoded[:4], "big") == crc32c_oracle(encoded[4:]) == record.crc()
-    check_record_crc(record, crc32c_oracle(encoded[4:]))
+    assert encode_checked(record, crc32c_oracle(encoded[4:])) == encoded
 
 
 @settings(max_examples=300)
@@ -79,7 +79,7 @@ def test_truncated_record_is_detected() -> None:
 def test_wire_crc_mismatch_is_refused() -> None:
     record = LogRecord(5, 1, PayloadKind.PATCH, 0, b"abc", 4, 4, 0, 1)
     with pytest.raises(BadChecksum, match="CRC-32C"):
-        check_record_crc(record, record.crc() ^ 1)
+        encode_checked(record, record.crc() ^ 1)
 
 
 @given(st.integers(min_value=0, max_value=2**64 - 1), u64, st.binary(min_size=512, max_size=512), st.data())
