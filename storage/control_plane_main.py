@@ -1,0 +1,86 @@
+"""`sixfold control-plane`: run the control plane process.
+
+Serves `storage.v1.ControlPlaneService` (plus health and reflection) until
+SIGTERM or SIGINT, then stops gracefully. State lives in `--data-dir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from storage.control_plane import HEARTBEAT_TIMEOUT_MS_DEFAULT
+from storage.control_plane_server import HEARTBEAT_INTERVAL_MS_DEFAULT, start_control_plane
+from storage.serving import write_port_file
+
+log = logging.getLogger("sixfold.control_plane")
+
+# How long in-flight RPCs may run after a stop signal before they are cancelled.
+STOP_GRACE_S = 2.0
+# With the default interval, a node is marked unhealthy after missing about this many beats.
+HEARTBEATS_PER_TIMEOUT = 3
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", required=True, help="directory of the control plane's state file")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: pick a free port)")
+    parser.add_argument("--port-file", default=None, help="write the bound port to this file once serving")
+    parser.add_argument(
+        "--heartbeat-timeout-ms", type=int, default=HEARTBEAT_TIMEOUT_MS_DEFAULT,
+        help=f"a node without a heartbeat for this long is unhealthy (default {HEARTBEAT_TIMEOUT_MS_DEFAULT})",
+    )
+    parser.add_argument(
+        "--heartbeat-interval-ms", type=int, default=None,
+        help=f"how often nodes are told to heartbeat (default {HEARTBEAT_INTERVAL_MS_DEFAULT}, "
+        f"or a third of the timeout if that is shorter)",
+    )
+
+
+def heartbeat_interval_ms(args: argparse.Namespace) -> int:
+    """The interval asked for, else the default capped so a node beats about 3 times per timeout."""
+    if args.heartbeat_interval_ms is not None:
+        return int(args.heartbeat_interval_ms)
+    return max(1, min(HEARTBEAT_INTERVAL_MS_DEFAULT, args.heartbeat_timeout_ms // HEARTBEATS_PER_TIMEOUT))
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
+    args.heartbeat_interval_ms = heartbeat_interval_ms(args)
+    if not 0 < args.heartbeat_interval_ms < args.heartbeat_timeout_ms:
+        log.error(
+            "--heartbeat-interval-ms (%d) must be positive and below --heartbeat-timeout-ms (%d)",
+            args.heartbeat_interval_ms, args.heartbeat_timeout_ms,
+        )
+        return 2
+    return asyncio.run(serve(args))
+
+
+async def serve(args: argparse.Namespace) -> int:
+    server, port, _servicer = await start_control_plane(
+        args.host, args.port, args.data_dir, args.heartbeat_timeout_ms, args.heartbeat_interval_ms
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    write_port_file(args.port_file, port)
+    log.info("control plane serving on %s:%d (data dir %s)", args.host, port, args.data_dir)
+    await stop.wait()
+    log.info("control plane stopping")
+    await server.stop(STOP_GRACE_S)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sixfold control-plane", description=__doc__)
+    configure("control-plane", parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
