@@ -1,0 +1,93 @@
+"""Shared pytest fixtures.
+
+- `cluster`: a running local cluster (control plane + nodes a1 a2 b1 b2 c1 c2) in
+  `tmp_path`, started through `tools.cluster.Cluster` like `sixfold up` does, and
+  always stopped afterwards, whether the test passed or not. Then every process
+  log is scanned: a line with " ERROR " or "Traceback" fails the test (as a
+  teardown error naming the log lines) unless the test expects it:
+
+      @pytest.mark.expected_log_errors("lost quorum", "Traceback")  # lines containing these are fine
+      @pytest.mark.expected_log_errors                              # any error line is fine
+
+  Layout options for `Cluster.up()` come from another marker:
+
+      @pytest.mark.cluster_options(spares=1, heartbeat_timeout_ms=1000)
+
+- `cluster_dir`: a state dir in `tmp_path` for tests that start a cluster
+  themselves (e.g. with `sixfold up --state-dir`); torn down and log-checked
+  exactly like `cluster`.
+
+- `free_port()`: a TCP port on 127.0.0.1 that was free a moment ago
+  (`from tests.conftest import free_port`).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tools.cluster import Cluster
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "expected_log_errors(*substrings): process log error lines containing one of these are expected "
+        "(no arguments: any error line is expected)"
+    )
+    config.addinivalue_line("markers", "cluster_options(**kwargs): keyword arguments for Cluster.up() in the `cluster` fixture")
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 when asked (another process may take it before you bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def allowed_log_errors(request: pytest.FixtureRequest) -> tuple[str, ...] | None:
+    """The substrings the test's `expected_log_errors` markers allow; None = no check at all."""
+    allowed: list[str] = []
+    for marker in request.node.iter_markers("expected_log_errors"):
+        if not marker.args:
+            return None
+        allowed.extend(str(arg) for arg in marker.args)
+    return tuple(allowed)
+
+
+def check_cluster_logs(cluster: Cluster, request: pytest.FixtureRequest) -> None:
+    """Fail if a process log has an error line the test did not declare expected."""
+    allowed = allowed_log_errors(request)
+    if allowed is None or not cluster.exists():
+        return
+    errors = cluster.log_errors(allowed)
+    if errors:
+        pytest.fail(
+            "unexpected errors in process logs (mark the test with @pytest.mark.expected_log_errors(...) "
+            "if they are intended):\n" + "\n".join(errors),
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def cluster_dir(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A state dir for a cluster the test starts itself; every process recorded there is stopped afterwards."""
+    path = tmp_path / "cluster"
+    with Cluster(path) as local:
+        yield path
+    check_cluster_logs(local, request)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A running local cluster in tmp_path; stopped after the test, then its logs are checked."""
+    options: dict = {}
+    for marker in reversed(list(request.node.iter_markers("cluster_options"))):
+        options.update(marker.kwargs)
+    local = Cluster(tmp_path / "cluster")
+    with local:  # __exit__ stops every process, also when up() or the test fails
+        local.up(**options)
+        yield local
+    check_cluster_logs(local, request)

@@ -1,0 +1,236 @@
+"""`sixfold up|status|down|kill|pause|resume|stop|start`: the local cluster from the command line.
+
+Thin wrapper over `tools.cluster.Cluster`; every subcommand takes `--state-dir`
+(default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster).
+
+Exit codes: 0 success, 1 operation failed (message on stderr), 2 unknown node name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tools.cluster import (
+    CONTROL_PLANE,
+    DEFAULT_AZS,
+    DEFAULT_NODES_PER_AZ,
+    STORAGE_NODE,
+    Cluster,
+    ClusterError,
+    ClusterStatus,
+    ProcessRecord,
+    ProcessStatus,
+    UnknownProcessError,
+)
+
+STATE_DIR_ENV = "SIXFOLD_STATE_DIR"
+DEFAULT_STATE_DIR = Path("~/.sixfold/cluster")
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_UNKNOWN_NODE = 2
+
+NODE_COMMANDS = ("kill", "pause", "resume", "stop", "start")
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR).expanduser()
+
+
+# --- arguments -------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _az_list(text: str) -> list[str]:
+    azs = [az.strip() for az in text.split(",") if az.strip()]
+    if not azs or len(set(azs)) != len(azs):
+        raise argparse.ArgumentTypeError(f"need a comma-separated list of distinct AZ names, got {text!r}")
+    return azs
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help=f"where the cluster's state, logs and data live (default: ${STATE_DIR_ENV}, else {DEFAULT_STATE_DIR})",
+    )
+    if name == "up":
+        parser.add_argument(
+            "--azs", type=_az_list, default=list(DEFAULT_AZS), help="comma-separated AZ names (default: a,b,c)"
+        )
+        parser.add_argument(
+            "--nodes-per-az", type=_positive_int, default=DEFAULT_NODES_PER_AZ, help="storage nodes per AZ (default: 2)"
+        )
+        parser.add_argument(
+            "--spares", type=_non_negative_int, default=0, help="extra nodes per AZ: a3 b3 c3 for 1 (default: 0)"
+        )
+        parser.add_argument(
+            "--lmdb-map-mib", type=_positive_int, default=None, help="initial LMDB map size of each node, MiB"
+        )
+        parser.add_argument(
+            "--heartbeat-timeout-ms", type=_positive_int, default=None,
+            help="control plane: a node is unhealthy after this long without a heartbeat",
+        )
+    elif name == "status":
+        parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    elif name in NODE_COMMANDS:
+        parser.add_argument("node", help=f"process name, e.g. a1 (or {CONTROL_PLANE})")
+
+
+# --- output ---------------------------------------------------------------------------
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def _role(role: str, spare: bool) -> str:
+    return f"{role} (spare)" if spare else role
+
+
+def _layout_table(records: Sequence[ProcessRecord]) -> str:
+    rows = [
+        [r.name, _role(r.role, r.spare), r.az or "-", r.address or "-", str(r.pid or "-"), r.log_file, r.data_dir]
+        for r in records
+    ]
+    return _table(["NAME", "ROLE", "AZ", "ADDRESS", "PID", "LOG", "DATA"], rows)
+
+
+def _details(process: ProcessStatus) -> str:
+    if process.error:
+        return f"error: {process.error}"
+    if process.state != "running":
+        return ""
+    if process.role == STORAGE_NODE:
+        segments = " ".join(f"{s.label} scl={s.scl}" for s in process.segments)
+        return f"{len(process.segments)} segments" + (f": {segments}" if segments else "")
+    healthy = sum(1 for n in process.nodes if n.health == "healthy")
+    unhealthy = [n.node_id for n in process.nodes if n.health != "healthy"]
+    text = f"nodes {healthy}/{len(process.nodes)} healthy, {process.volume_count} volumes"
+    return text + (f"; unhealthy: {' '.join(unhealthy)}" if unhealthy else "")
+
+
+def _status_table(status: ClusterStatus) -> str:
+    rows = [
+        [
+            p.name, _role(p.role, p.spare), p.az or "-", p.address or "-", str(p.pid or "-"),
+            p.state, p.health, _details(p),
+        ]
+        for p in status.processes
+    ]
+    return _table(["NAME", "ROLE", "AZ", "ADDRESS", "PID", "STATE", "HEALTH", "DETAILS"], rows)
+
+
+# --- subcommands ------------------------------------------------------------------------
+
+
+def _up(cluster: Cluster, args: argparse.Namespace) -> int:
+    existed = cluster.exists()
+    result = cluster.up(
+        args.azs,
+        args.nodes_per_az,
+        args.spares,
+        lmdb_map_mib=args.lmdb_map_mib,
+        heartbeat_timeout_ms=args.heartbeat_timeout_ms,
+    )
+    if result.already_running:
+        print(f"the cluster in {cluster.state_dir} is already running; nothing to do")
+    elif existed:
+        print(f"restarted with their existing data: {' '.join(result.started)}")
+        print("(an existing cluster keeps its recorded layout; `sixfold down` and a new --state-dir for another)")
+    else:
+        print(f"started {len(result.started)} processes")
+    print(_layout_table(cluster.records()))
+    print(f"state dir: {cluster.state_dir}  (cluster.json, logs/, data/)")
+    print(f"control plane: {cluster.control_plane_address()}")
+    return EXIT_OK
+
+
+def _status(cluster: Cluster, args: argparse.Namespace) -> int:
+    status = cluster.status()
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2))
+    else:
+        print(_status_table(status))
+        print(f"state dir: {cluster.state_dir}")
+    return EXIT_OK
+
+
+def _down(cluster: Cluster, args: argparse.Namespace) -> int:
+    cluster.records()  # raises NoClusterError with a helpful message
+    stopped = cluster.down()
+    print(f"stopped: {' '.join(stopped)}" if stopped else "nothing was running")
+    return EXIT_OK
+
+
+def _kill(cluster: Cluster, args: argparse.Namespace) -> int:
+    print(f"killed {args.node} (pid {cluster.kill(args.node)}, SIGKILL)")
+    return EXIT_OK
+
+
+def _pause(cluster: Cluster, args: argparse.Namespace) -> int:
+    print(f"paused {args.node} (pid {cluster.pause(args.node)}, SIGSTOP); `sixfold resume {args.node}` to continue")
+    return EXIT_OK
+
+
+def _resume(cluster: Cluster, args: argparse.Namespace) -> int:
+    print(f"resumed {args.node} (pid {cluster.resume(args.node)}, SIGCONT)")
+    return EXIT_OK
+
+
+def _stop(cluster: Cluster, args: argparse.Namespace) -> int:
+    was_running = cluster.stop(args.node)
+    print(f"stopped {args.node}" if was_running else f"{args.node} was not running")
+    return EXIT_OK
+
+
+def _start(cluster: Cluster, args: argparse.Namespace) -> int:
+    if cluster.start(args.node):
+        print(f"started {args.node} at {cluster.node_address(args.node)} (pid {cluster.pid(args.node)})")
+    else:
+        print(f"{args.node} is already running (pid {cluster.pid(args.node)})")
+    return EXIT_OK
+
+
+HANDLERS: dict[str, Callable[[Cluster, argparse.Namespace], int]] = {
+    "up": _up,
+    "status": _status,
+    "down": _down,
+    "kill": _kill,
+    "pause": _pause,
+    "resume": _resume,
+    "stop": _stop,
+    "start": _start,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    cluster = Cluster(args.state_dir or default_state_dir())
+    try:
+        return HANDLERS[args.command](cluster, args)
+    except UnknownProcessError as exc:
+        print(f"sixfold {args.command}: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN_NODE
+    except ClusterError as exc:  # includes NoClusterError, which suggests `sixfold up`
+        print(f"sixfold {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
