@@ -251,3 +251,20 @@ def test_flipped_byte_in_a_nodes_lmdb_file_is_detected_and_never_served(one_clus
     assert stub(address).ReadPage(pb.ReadPageRequest(segment_id=seg.segment_id, page_no=6, read_point=3)).data[:4] == b"fine"
     assert stub(address).ReadPage(pb.ReadPageRequest(segment_id=seg.segment_id, page_no=5, read_point=1)).data[:4] == b"good"
     assert healthy(address)
+
+
+def test_every_server_serves_health_and_reflection(one_cluster: Cluster) -> None:
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    expected = {
+        one_cluster.control_plane_address(): "storage.v1.ControlPlaneService",
+        one_cluster.node_address("a1"): "storage.v1.StorageService",
+    }
+    for address, service in expected.items():
+        assert healthy(address)
+        database = ProtoReflectionDescriptorDatabase(grpc.insecure_channel(address))
+        services = set(database.get_services())
+        assert {service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
+        methods = {m.name for m in DescriptorPool(database).FindServiceByName(service).methods}
+        assert "ListSegments" in methods or "ListNodes" in methods
