@@ -129,7 +129,7 @@ class StorageServicer:
 
     def _state(self, segment_id: str) -> pb.SegmentState:
         seg = self.store.segment(segment_id)
-        return state_to_proto(seg.meta, self.store.volume_epoch(seg.meta.volume_id))
+        return state_to_proto(seg.meta)
 
     # -- the write stream -----------------------------------------------------
 
@@ -184,7 +184,7 @@ class StorageServicer:
         _check_segment_id(request.segment_id)
         seg = self.store.segment(request.segment_id)
         if request.volume_epoch:
-            seg.check_epochs(self.store.volume_epoch(seg.meta.volume_id), request.volume_epoch, seg.meta.membership_epoch)
+            seg.check_epochs(request.volume_epoch, seg.meta.membership_epoch)
         page = self.store.read_page(request.segment_id, request.page_no, request.read_point)
         return pb.ReadPageResponse(data=page.data, page_lsn=page.page_lsn, scl=page.scl)
 
@@ -192,7 +192,7 @@ class StorageServicer:
         _check_segment_id(request.segment_id)
         seg = self.store.segment(request.segment_id)
         if request.volume_epoch:
-            seg.check_epochs(self.store.volume_epoch(seg.meta.volume_id), request.volume_epoch, seg.meta.membership_epoch)
+            seg.check_epochs(request.volume_epoch, seg.meta.membership_epoch)
         if request.to_lsn and request.to_lsn < request.from_lsn:
             raise InvalidRequest(f"to_lsn {request.to_lsn} is below from_lsn {request.from_lsn}")
         records, more = self.store.read_records(
@@ -202,7 +202,9 @@ class StorageServicer:
 
     async def GetSegmentState(self, request: pb.GetSegmentStateRequest, context: Any) -> pb.GetSegmentStateResponse:
         _check_segment_id(request.segment_id)
-        return pb.GetSegmentStateResponse(state=self._state(request.segment_id))
+        state = self._state(request.segment_id)
+        tail = self.store.tail_at_or_below(request.segment_id, request.tail_at_or_below_lsn) if request.tail_at_or_below_lsn else 0
+        return pb.GetSegmentStateResponse(state=state, tail_lsn=tail)
 
     async def TruncateSegment(self, request: pb.TruncateSegmentRequest, context: Any) -> pb.TruncateSegmentResponse:
         _check_segment_id(request.segment_id)
@@ -247,7 +249,7 @@ class StorageServicer:
 
     async def ListSegments(self, request: pb.ListSegmentsRequest, context: Any) -> pb.ListSegmentsResponse:
         segments = [
-            state_to_proto(seg.meta, self.store.volume_epoch(seg.meta.volume_id))
+            state_to_proto(seg.meta)
             for _, seg in sorted(self.store.segments.items())
         ]
         return pb.ListSegmentsResponse(

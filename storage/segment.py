@@ -3,10 +3,11 @@
 Pure: the LMDB store (`storage/store.py`) looks things up and carries out the
 plans made here; the gRPC servicer translates. Rules (this module owns them):
 
-1. Epochs. A request whose volume epoch is older than the one the node has
-   durably seen for the volume, or whose membership epoch is older than the
-   segment's, is refused whole (invariant 5). A newer volume epoch is adopted
-   durably in the same transaction as the batch that carries it.
+1. Epochs. A request whose volume epoch is older than the one the segment has
+   durably seen, or whose membership epoch is older than the segment's, is
+   refused whole (invariant 5). A newer volume epoch is adopted durably in the
+   same transaction as the batch that carries it. Epochs are kept per segment:
+   a writer raises them on a write quorum of every PG.
 2. A batch is refused whole or stored whole. Limits: `BATCH_RECORDS_MAX`
    records and `BATCH_BYTES_MAX` encoded bytes.
 3. Each record: its CRC-32C matches its contents; its shape is valid
@@ -83,6 +84,8 @@ class SegmentMeta:
     record_count: int = 0
     retention_horizon_lsn: int = 0
     truncation_ranges: list[TruncationRange] = field(default_factory=list)
+    vdl_hint: int = 0  # highest VDL a writer reported with a batch
+    volume_epoch: int = 0  # highest volume epoch durably seen by this segment
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -109,6 +112,7 @@ class AppendBatch:
     batch_id: int
     records: list[tuple[LogRecord, int]]  # (record, CRC-32C it carried)
     truncation_ranges: list[TruncationRange] = field(default_factory=list)
+    vdl_hint: int = 0
 
 
 @dataclass
@@ -128,13 +132,14 @@ class Segment:
 
     # -- epochs ---------------------------------------------------------------
 
-    def check_epochs(self, durable_volume_epoch: int, volume_epoch: int, membership_epoch: int) -> None:
+    def check_epochs(self, volume_epoch: int, membership_epoch: int) -> None:
+        durable_volume_epoch = self.meta.volume_epoch
         if volume_epoch == 0:
             raise InvalidRequest("the request carries volume epoch 0; every write names the writer's volume epoch")
         if volume_epoch < durable_volume_epoch:
             raise StaleEpoch(
-                f"volume epoch {volume_epoch} is older than epoch {durable_volume_epoch} this node has durably "
-                f"seen for volume {self.meta.volume_id}: a newer writer has opened the volume (this writer is fenced)"
+                f"volume epoch {volume_epoch} is older than epoch {durable_volume_epoch} segment "
+                f"{self.meta.segment_id} has durably seen: a newer writer has opened the volume (this writer is fenced)"
             )
         if membership_epoch < self.meta.membership_epoch:
             raise StaleEpoch(
@@ -246,7 +251,8 @@ class Segment:
             highest = max(highest, record.lsn)
         return AppendPlan(puts=puts, duplicates=duplicates, scl=self.tracker.scl, highest_lsn=highest)
 
-    def commit_plan(self, plan: AppendPlan) -> None:
+    def commit_plan(self, plan: AppendPlan, vdl_hint: int = 0) -> None:
+        self.meta.vdl_hint = max(self.meta.vdl_hint, vdl_hint)
         self.meta.scl = plan.scl
         self.meta.highest_lsn = plan.highest_lsn
         self.meta.record_count += len(plan.puts)

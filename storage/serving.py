@@ -107,9 +107,12 @@ async def start_server(
     host: str,
     port: int,
     services: list[tuple[Any, Any, Any]],
+    *,
+    serving: bool = True,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Start an aio server serving `services` = [(descriptor, servicer, pb2 module)], plus health
-    and reflection. Returns the server, the bound port and the health servicer (set to SERVING)."""
+    and reflection. Returns the server, the bound port and the health servicer (SERVING unless
+    `serving` is False: the caller then sets it once it is ready)."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     names = []
     for descriptor, servicer, module in services:
@@ -123,9 +126,10 @@ async def start_server(
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    await health_servicer.set("", status)
     for name in names[: len(services)]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(name, status)
     return server, bound, health_servicer
 
 

@@ -4,8 +4,7 @@ One environment per node, opened in the process that uses it. Layout (named
 databases; integers big-endian so keys sort by number):
 
     meta        b"next_seg_no"                 -> u32
-    segments    segment_id (utf-8)             -> SegmentMeta JSON
-    volumes     volume_id (utf-8)              -> durable volume epoch, u64
+    segments    segment_id (utf-8)             -> SegmentMeta JSON (epochs, SCL, truncation ranges, ...)
     records     seg_no u32 | lsn u64           -> encoded LogRecord (CRC-32C inside)
     page_index  seg_no u32 | page u64 | lsn u64 -> b""   (which records touch a page)
     versions    seg_no u32 | page u64 | lsn u64 -> encoded page version (CRC-32C inside)
@@ -136,22 +135,18 @@ class SegmentStore:
         )
         self._meta = self.env.open_db(b"meta")
         self._segments_db = self.env.open_db(b"segments")
-        self._volumes = self.env.open_db(b"volumes")
         self._records = self.env.open_db(b"records")
         self._page_index = self.env.open_db(b"page_index")
         self._versions = self.env.open_db(b"versions")
         self._gate = ResizeGate()
         self._write_lock = threading.Lock()  # one writer at a time, even if callers slip
         self.segments: dict[str, Segment] = {}
-        self.volume_epochs: dict[str, int] = {}
         self._load()
 
     # -- start-up -------------------------------------------------------------
 
     def _load(self) -> None:
         with self.env.begin() as txn:
-            for key, raw in txn.cursor(db=self._volumes):
-                self.volume_epochs[key.decode()] = _U64.unpack(raw)[0]
             metas = [SegmentMeta.from_json(raw) for _, raw in txn.cursor(db=self._segments_db)]
             for meta in metas:
                 self.segments[meta.segment_id] = self._rebuild_segment(txn, meta)
@@ -185,8 +180,8 @@ class SegmentStore:
             raise UnknownSegment(f"segment {segment_id!r} does not exist on this node")
         return seg
 
-    def volume_epoch(self, volume_id: str) -> int:
-        return self.volume_epochs.get(volume_id, 0)
+    def volume_epoch(self, segment_id: str) -> int:
+        return self.segment(segment_id).meta.volume_epoch
 
     @contextmanager
     def _read_txn(self) -> Iterator[lmdb.Transaction]:
@@ -275,19 +270,23 @@ class SegmentStore:
     # -- epochs ---------------------------------------------------------------
 
     def raise_volume_epoch(self, segment_id: str, volume_epoch: int) -> int:
-        seg = self.segment(segment_id)
-        volume_id = seg.meta.volume_id
-        current = self.volume_epoch(volume_id)
-        if volume_epoch < current:
-            raise StaleEpoch(
-                f"volume epoch {volume_epoch} is older than epoch {current} this node has durably seen for "
-                f"volume {volume_id}; an epoch only moves forward"
-            )
+        current = self.segment(segment_id)
         if volume_epoch == 0:
             raise InvalidRequest("volume epoch 0 is not an epoch; epochs start at 1")
-        if volume_epoch > current:
-            self._write(lambda txn: txn.put(volume_id.encode(), _U64.pack(volume_epoch), db=self._volumes))
-            self.volume_epochs[volume_id] = volume_epoch
+        if volume_epoch <= current.meta.volume_epoch:
+            # Strictly newer: two writers that picked the same epoch cannot both win a quorum.
+            raise StaleEpoch(
+                f"volume epoch {volume_epoch} is not newer than epoch {current.meta.volume_epoch} segment "
+                f"{segment_id} has durably seen; an epoch only moves forward (pick a higher one)"
+            )
+
+        def txn_fn(txn: lmdb.Transaction) -> Segment:
+            seg = copy.deepcopy(current)
+            seg.meta.volume_epoch = volume_epoch
+            self._put_meta(txn, seg.meta)
+            return seg
+
+        self.segments[segment_id] = self._write(txn_fn)
         return volume_epoch
 
     # -- appends --------------------------------------------------------------
@@ -301,32 +300,27 @@ class SegmentStore:
         so a concurrent reader never trusts an SCL whose records are not yet durable.
         """
 
-        def txn_fn(txn: lmdb.Transaction) -> tuple[list[BatchResult | StorageError], dict[str, Segment], dict[str, int]]:
+        def txn_fn(txn: lmdb.Transaction) -> tuple[list[BatchResult | StorageError], dict[str, Segment]]:
             work: dict[str, Segment] = {}
-            epochs = dict(self.volume_epochs)
             results: list[BatchResult | StorageError] = []
             for batch in batches:
                 try:
                     seg = work.get(batch.segment_id)
                     if seg is None:
                         seg = work[batch.segment_id] = copy.deepcopy(self.segment(batch.segment_id))
-                    results.append(self._append_one(txn, batch, seg, epochs))
+                    results.append(self._append_one(txn, batch, seg))
                 except StorageError as error:
                     results.append(error)
             for seg in work.values():
                 self._put_meta(txn, seg.meta)
-            return results, work, epochs
+            return results, work
 
-        results, work, epochs = self._write(txn_fn)
+        results, work = self._write(txn_fn)
         self.segments.update(work)
-        self.volume_epochs = epochs
         return results
 
-    def _append_one(
-        self, txn: lmdb.Transaction, batch: AppendBatch, seg: Segment, epochs: dict[str, int]
-    ) -> BatchResult:
-        volume_id = seg.meta.volume_id
-        seg.check_epochs(epochs.get(volume_id, 0), batch.volume_epoch, batch.membership_epoch)
+    def _append_one(self, txn: lmdb.Transaction, batch: AppendBatch, seg: Segment) -> BatchResult:
+        seg.check_epochs(batch.volume_epoch, batch.membership_epoch)
         fresh = seg.new_truncations(batch.truncation_ranges)
         # Truncations first: they decide which of the batch's records are void. They
         # were validated above; once applied they are kept even if a record is refused.
@@ -341,10 +335,8 @@ class SegmentStore:
         for record, encoded in plan.puts:
             txn.put(record_key(seg_no, record.lsn), encoded, db=self._records)
             txn.put(page_key(seg_no, record.page_no, record.lsn), b"", db=self._page_index)
-        seg.commit_plan(plan)
-        if batch.volume_epoch > epochs.get(volume_id, 0):
-            txn.put(volume_id.encode(), _U64.pack(batch.volume_epoch), db=self._volumes)
-            epochs[volume_id] = batch.volume_epoch
+        seg.commit_plan(plan, batch.vdl_hint)
+        seg.meta.volume_epoch = max(seg.meta.volume_epoch, batch.volume_epoch)
         return BatchResult(batch.batch_id, batch.segment_id, plan.scl, plan.highest_lsn, len(plan.puts), plan.duplicates)
 
     # -- truncation -----------------------------------------------------------
@@ -352,8 +344,7 @@ class SegmentStore:
     def truncate(self, segment_id: str, volume_epoch: int, r: TruncationRange) -> int:
         """Apply an epoch-stamped truncation range durably; return the number of records removed."""
         current = self.segment(segment_id)
-        volume_id = current.meta.volume_id
-        current.check_epochs(self.volume_epoch(volume_id), volume_epoch, current.meta.membership_epoch)
+        current.check_epochs(volume_epoch, current.meta.membership_epoch)
         if r.epoch > volume_epoch:
             raise InvalidRequest(
                 f"truncation range stamped with epoch {r.epoch} is newer than the request's volume epoch {volume_epoch}"
@@ -364,14 +355,12 @@ class SegmentStore:
         def txn_fn(txn: lmdb.Transaction) -> tuple[int, Segment]:
             seg = copy.deepcopy(current)
             removed = self._truncate_in_txn(txn, seg, r)
+            seg.meta.volume_epoch = max(seg.meta.volume_epoch, volume_epoch)
             self._put_meta(txn, seg.meta)
-            if volume_epoch > self.volume_epoch(volume_id):
-                txn.put(volume_id.encode(), _U64.pack(volume_epoch), db=self._volumes)
             return removed, seg
 
         removed, seg = self._write(txn_fn)
         self.segments[segment_id] = seg
-        self.volume_epochs[volume_id] = max(volume_epoch, self.volume_epoch(volume_id))
         return removed
 
     def _truncate_in_txn(self, txn: lmdb.Transaction, seg: Segment, r: TruncationRange) -> int:
@@ -514,6 +503,18 @@ class SegmentStore:
                     out.append(record)
                     size += len(raw)
         return out, more
+
+    def tail_at_or_below(self, segment_id: str, lsn: int) -> int:
+        """The newest record stored at or below `lsn` (0 if none)."""
+        seg_no = self.segment(segment_id).meta.seg_no
+        with self._read_txn() as txn:
+            cursor = txn.cursor(db=self._records)
+            moved = cursor.prev() if cursor.set_range(record_key(seg_no, lsn + 1)) else cursor.last()
+            if moved:
+                key_seg, found = _SEG_LSN.unpack(cursor.key())
+                if key_seg == seg_no:
+                    return found
+        return 0
 
     def put_page_version(self, segment_id: str, page_no: int, lsn: int, image: bytes) -> None:
         """Store a materialized page version (coalescing writes these)."""

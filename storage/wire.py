@@ -52,15 +52,16 @@ def batch_from_proto(msg: pb.AppendRecordsRequest) -> AppendBatch:
         batch_id=msg.batch_id,
         records=[record_from_proto(r) for r in msg.records],
         truncation_ranges=[truncation_from_proto(r) for r in msg.truncation_ranges],
+        vdl_hint=msg.vdl_hint,
     )
 
 
-def state_to_proto(meta: SegmentMeta, volume_epoch: int) -> pb.SegmentState:
+def state_to_proto(meta: SegmentMeta) -> pb.SegmentState:
     return pb.SegmentState(
         segment_id=meta.segment_id, volume_id=meta.volume_id, pg_index=meta.pg_index,
         first_page=meta.first_page, page_count=meta.page_count, page_size=meta.page_size,
-        scl=meta.scl, highest_lsn=meta.highest_lsn, volume_epoch=volume_epoch,
+        scl=meta.scl, highest_lsn=meta.highest_lsn, volume_epoch=meta.volume_epoch,
         membership_epoch=meta.membership_epoch, retention_horizon_lsn=meta.retention_horizon_lsn,
         truncation_ranges=[truncation_to_proto(r) for r in meta.truncation_ranges],
-        record_count=meta.record_count,
+        record_count=meta.record_count, vdl_hint=meta.vdl_hint,
     )

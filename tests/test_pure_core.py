@@ -16,7 +16,12 @@ PURE_MODULES = [
     "storage/errors.py",
     "storage/placement.py",
     "storage/control_plane.py",
-    *sorted(str(p.relative_to(REPO)) for p in (REPO / "compute").glob("*.py")),
+    "compute/quorum.py",
+    "compute/volume_log.py",
+    "compute/recovery.py",
+    "compute/cache.py",
+    "compute/routing.py",
+    "compute/errors.py",
 ]
 FORBIDDEN = {"grpc", "lmdb", "time", "random", "threading", "asyncio", "socket", "subprocess"}
 

@@ -188,7 +188,7 @@ def test_truncation_removes_records_rewinds_scl_and_refuses_them_forever(tmp_pat
     commit_ok(store, batch(old))
     assert store.truncate(SEG, 2, TruncationRange(7, 20, 2)) == 4
     assert store.segment(SEG).tracker.scl == 6 and store.segment(SEG).meta.highest_lsn == 6
-    assert store.volume_epoch("vol") == 2
+    assert store.volume_epoch(SEG) == 2
     (error,) = store.commit_appends([batch([old[7]], epoch=2)])
     assert isinstance(error, Truncated) and "must not come back" in error.message
     # The new writer continues above the range, linking to the last record it kept.
@@ -302,3 +302,28 @@ def test_flipped_byte_in_a_page_version_is_detected(tmp_path) -> None:  # type: 
     with pytest.raises(ChecksumMismatch):
         store.read_page(SEG, 3, 1)
     store.close()
+
+
+def test_raising_the_volume_epoch_must_be_strictly_newer(store: SegmentStore) -> None:
+    assert store.raise_volume_epoch(SEG, 4) == 4
+    with pytest.raises(StaleEpoch, match="not newer than epoch 4"):
+        store.raise_volume_epoch(SEG, 4)
+    with pytest.raises(StaleEpoch):
+        store.raise_volume_epoch(SEG, 3)
+    (error,) = store.commit_appends([batch([ChainBuilder(epoch=3).patch(1, b"a")], epoch=3)])
+    assert isinstance(error, StaleEpoch) and "fenced" in error.message
+
+
+def test_vdl_hint_is_kept_and_chain_tail_is_found(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = str(tmp_path / "lmdb")
+    store = SegmentStore(path)
+    store.create_segment(meta())
+    chain = ChainBuilder()
+    b = batch([chain.patch(1, b"a"), chain.patch(1, b"b", lsn_gap=4), chain.patch(2, b"c", lsn_gap=2)])
+    b.vdl_hint = 6
+    commit_ok(store, b)  # LSNs 1, 6, 9
+    assert [store.tail_at_or_below(SEG, x) for x in (1, 5, 6, 8, 9, 100)] == [1, 1, 6, 6, 9, 9]
+    store.close()
+    reopened = SegmentStore(path)
+    assert reopened.segment(SEG).meta.vdl_hint == 6
+    reopened.close()

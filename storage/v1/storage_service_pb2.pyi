@@ -53,7 +53,7 @@ class TruncationRange(_message.Message):
     def __init__(self, start_lsn: _Optional[int] = ..., end_lsn: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class SegmentState(_message.Message):
-    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count")
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count", "vdl_hint")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class SegmentState(_message.Message):
     RETENTION_HORIZON_LSN_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_RANGES_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    VDL_HINT_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_id: str
     pg_index: int
@@ -80,23 +81,26 @@ class SegmentState(_message.Message):
     retention_horizon_lsn: int
     truncation_ranges: _containers.RepeatedCompositeFieldContainer[TruncationRange]
     record_count: int
-    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ...) -> None: ...
+    vdl_hint: int
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ..., vdl_hint: _Optional[int] = ...) -> None: ...
 
 class AppendRecordsRequest(_message.Message):
-    __slots__ = ("segment_id", "volume_epoch", "membership_epoch", "batch_id", "records", "truncation_ranges")
+    __slots__ = ("segment_id", "volume_epoch", "membership_epoch", "batch_id", "records", "truncation_ranges", "vdl_hint")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_EPOCH_FIELD_NUMBER: _ClassVar[int]
     MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_RANGES_FIELD_NUMBER: _ClassVar[int]
+    VDL_HINT_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_epoch: int
     membership_epoch: int
     batch_id: int
     records: _containers.RepeatedCompositeFieldContainer[LogRecord]
     truncation_ranges: _containers.RepeatedCompositeFieldContainer[TruncationRange]
-    def __init__(self, segment_id: _Optional[str] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., batch_id: _Optional[int] = ..., records: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ...) -> None: ...
+    vdl_hint: int
+    def __init__(self, segment_id: _Optional[str] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., batch_id: _Optional[int] = ..., records: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., vdl_hint: _Optional[int] = ...) -> None: ...
 
 class AppendRecordsResponse(_message.Message):
     __slots__ = ("batch_id", "segment_id", "scl", "highest_lsn", "records_stored", "records_duplicate")
@@ -163,16 +167,20 @@ class ReadRecordsResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ..., scl: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class GetSegmentStateRequest(_message.Message):
-    __slots__ = ("segment_id",)
+    __slots__ = ("segment_id", "tail_at_or_below_lsn")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TAIL_AT_OR_BELOW_LSN_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
-    def __init__(self, segment_id: _Optional[str] = ...) -> None: ...
+    tail_at_or_below_lsn: int
+    def __init__(self, segment_id: _Optional[str] = ..., tail_at_or_below_lsn: _Optional[int] = ...) -> None: ...
 
 class GetSegmentStateResponse(_message.Message):
-    __slots__ = ("state",)
+    __slots__ = ("state", "tail_lsn")
     STATE_FIELD_NUMBER: _ClassVar[int]
+    TAIL_LSN_FIELD_NUMBER: _ClassVar[int]
     state: SegmentState
-    def __init__(self, state: _Optional[_Union[SegmentState, _Mapping]] = ...) -> None: ...
+    tail_lsn: int
+    def __init__(self, state: _Optional[_Union[SegmentState, _Mapping]] = ..., tail_lsn: _Optional[int] = ...) -> None: ...
 
 class TruncateSegmentRequest(_message.Message):
     __slots__ = ("segment_id", "volume_epoch", "range")

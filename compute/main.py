@@ -1,0 +1,91 @@
+"""`sixfold compute`: the writer process. Serves compute.v1.VolumeService.
+
+It opens volumes on first use (recovery and fencing run then). With
+`--default-volume NAME` it creates that volume if the control plane does not
+have it yet and opens it before reporting SERVING on the health service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from compute.service import VolumeServicer
+from compute.v1 import volume_service_pb2 as vpb
+from compute.volume import Channels
+from storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
+from storage.v1 import control_plane_service_pb2 as cp_pb
+from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
+
+log = logging.getLogger("sixfold.compute")
+
+SHUTDOWN_GRACE_S = 2.0
+DEFAULT_VOLUME_SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--control-plane", required=True, help="HOST:PORT of the control plane")
+    parser.add_argument("--data-dir", help="directory for this process's files (the writer keeps no state there)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port)")
+    parser.add_argument("--port-file", help="write the bound port here once serving")
+    parser.add_argument("--default-volume", help="create this volume if needed and open it before serving")
+    parser.add_argument("--default-volume-segment-mib", type=int, default=DEFAULT_VOLUME_SEGMENT_BYTES >> 20,
+                        help="segment size of the default volume when it is created, MiB (default 64)")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s compute %(name)s: %(message)s")
+    return asyncio.run(_serve(args))
+
+
+async def _open_default(servicer: VolumeServicer, control_plane: cp_grpc.ControlPlaneServiceStub,
+                        args: argparse.Namespace) -> None:
+    try:
+        await control_plane.DescribeVolume(cp_pb.DescribeVolumeRequest(volume_id=args.default_volume), timeout=10)
+    except grpc.aio.AioRpcError as error:
+        if error.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        await control_plane.CreateVolume(cp_pb.CreateVolumeRequest(
+            volume_id=args.default_volume, segment_size_bytes=args.default_volume_segment_mib << 20), timeout=30)
+        log.info("created volume %s", args.default_volume)
+    await servicer.volume(args.default_volume)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    channels = Channels()
+    cp_channel = grpc.aio.insecure_channel(args.control_plane, options=CHANNEL_OPTIONS)
+    control_plane = cp_grpc.ControlPlaneServiceStub(cp_channel)
+    servicer = VolumeServicer(control_plane, channels)
+    service = vpb.DESCRIPTOR.services_by_name["VolumeService"]
+    server, port, health = await start_server(args.host, args.port, [(service, servicer, vpb)], serving=False)
+    write_port_file(args.port_file, port)
+    log.info("compute node serving VolumeService on %s:%d", args.host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.default_volume:
+        opener = asyncio.create_task(_open_default(servicer, control_plane, args))
+        done, _ = await asyncio.wait({opener, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        if opener in done and opener.exception() is not None:
+            log.error("could not open volume %s: %s", args.default_volume, opener.exception())
+            return 1
+    if not stop.is_set():
+        await health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await health.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving")
+        await stop.wait()
+    log.info("stopping")
+    await health.enter_graceful_shutdown()
+    await server.stop(SHUTDOWN_GRACE_S)
+    await servicer.close()
+    await channels.close()
+    await cp_channel.close()
+    log.info("stopped")
+    return 0

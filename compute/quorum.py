@@ -1,0 +1,67 @@
+"""Quorum arithmetic for one protection group, including membership changes.
+
+Pure. Rules (this module owns them):
+1. V = 6 copies, W = 4 for writes, R = 3 for reads; W + R > V (every read quorum
+   meets every write quorum) and 2W > V (two write quorums always overlap) are
+   checked when the module loads (invariant 1).
+2. A PG's membership is one quorum set, or two during a change ([P18] §4.1):
+   ABCDEF -> (ABCDEF and ABCDEG) -> ABCDEG. A write needs W of EVERY set; a
+   read needs R of ANY set.
+3. A segment's SCL says it holds every record of the PG up to that LSN, so the
+   PG's complete LSN (PGCL) is, for each write set, the W-th highest SCL among
+   its members; with two sets, the lower of the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+COPIES = 6
+WRITE_QUORUM = 4
+READ_QUORUM = 3
+
+assert WRITE_QUORUM + READ_QUORUM > COPIES, "every read quorum must meet every write quorum"
+assert 2 * WRITE_QUORUM > COPIES, "two write quorums must overlap"
+
+
+@dataclass(frozen=True)
+class QuorumSet:
+    members: frozenset[str]
+
+    def __post_init__(self) -> None:
+        assert len(self.members) == COPIES, f"a quorum set has {COPIES} members, not {len(self.members)}"
+
+
+@dataclass(frozen=True)
+class Membership:
+    """One quorum set normally; two while a segment is being replaced."""
+
+    sets: tuple[QuorumSet, ...]
+
+    def __post_init__(self) -> None:
+        assert 1 <= len(self.sets) <= 2, "a membership is one set, or two during a change"
+
+    @classmethod
+    def of(cls, *member_lists: Iterable[str]) -> "Membership":
+        return cls(tuple(QuorumSet(frozenset(m)) for m in member_lists))
+
+    @property
+    def segments(self) -> frozenset[str]:
+        return frozenset().union(*(s.members for s in self.sets))
+
+    def write_quorum_met(self, acked: Iterable[str]) -> bool:
+        acked = set(acked)
+        return all(len(s.members & acked) >= WRITE_QUORUM for s in self.sets)
+
+    def read_quorum_met(self, answered: Iterable[str]) -> bool:
+        answered = set(answered)
+        return any(len(s.members & answered) >= READ_QUORUM for s in self.sets)
+
+    def pgcl(self, scl_of: Mapping[str, int]) -> int:
+        """The highest LSN up to which a write quorum of every set holds every PG record."""
+        complete = []
+        for s in self.sets:
+            scls = sorted((scl_of.get(m, 0) for m in s.members), reverse=True)
+            complete.append(scls[WRITE_QUORUM - 1])
+        return min(complete)

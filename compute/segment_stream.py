@@ -1,0 +1,183 @@
+"""One AppendRecords stream from the writer to one segment.
+
+Boxcar: records queue up per segment; the sender takes whatever is queued the
+moment it may send (at most `BATCH_RECORDS_MAX` records, `BATCH_BYTES_MAX`
+bytes) so a batch leaves on the first record and fills while the previous ones
+are in flight (at most `WINDOW_BATCHES` per stream). Acks come back in order and
+carry the segment's SCL, which the volume feeds to its quorum tracking.
+
+On a broken stream the sender reconnects with backoff, asks the segment for its
+SCL, and resends every record it still holds that was not acknowledged.
+Records wait here until acknowledged, at most `RETAIN_RECORDS_MAX` of them; past
+that the oldest are dropped and the segment must catch up from its peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import grpc
+
+from storage.v1 import storage_service_pb2 as pb
+from storage.v1 import storage_service_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from compute.volume import Volume
+
+log = logging.getLogger(__name__)
+
+BATCH_RECORDS_MAX = 2_000
+BATCH_BYTES_MAX = 4 * 1024 * 1024
+WINDOW_BATCHES = 8
+RETAIN_RECORDS_MAX = 500_000
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 1.0
+STATE_TIMEOUT_S = 2.0
+
+
+class SegmentStream:
+    def __init__(self, volume: "Volume", pg_index: int, segment_id: str, node_id: str, az: str,
+                 address: str, channel: grpc.aio.Channel) -> None:
+        self.volume = volume
+        self.pg_index = pg_index
+        self.segment_id = segment_id
+        self.node_id = node_id
+        self.az = az
+        self.address = address
+        self.stub = pb_grpc.StorageServiceStub(channel)
+        self.to_send: deque[tuple[int, pb.LogRecord]] = deque()
+        self.sent: deque[tuple[int, pb.LogRecord]] = deque()
+        self.inflight_batches: deque[int] = deque()  # record counts of batches awaiting their ack
+        self.scl = 0
+        self.connected = False
+        self.last_ack_monotonic = 0.0
+        self.dropped_records = 0
+        self.batches_sent = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- called by the volume ---------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"stream-{self.node_id}-{self.segment_id}")
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def enqueue(self, records: list[tuple[int, pb.LogRecord]]) -> None:
+        self.to_send.extend(records)
+        overflow = len(self.to_send) + len(self.sent) - RETAIN_RECORDS_MAX
+        if overflow > 0:
+            for _ in range(min(overflow, len(self.to_send))):
+                self.to_send.popleft()
+            if self.dropped_records == 0:
+                log.warning("segment %s on %s is %d records behind; dropping the oldest, it must catch up from peers",
+                            self.segment_id, self.node_id, RETAIN_RECORDS_MAX)
+            self.dropped_records += overflow
+        self._wake.set()
+
+    @property
+    def records_in_flight(self) -> int:
+        return len(self.to_send) + len(self.sent)
+
+    # -- the stream -------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_MIN_S
+        while not self._closed and not self.volume.fenced:
+            try:
+                await self._session()
+                backoff = BACKOFF_MIN_S
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as error:
+                self.connected = False
+                if self.volume.is_fencing_error(error):
+                    self.volume.on_fenced(self, error.details() or "")
+                    return
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                        grpc.StatusCode.CANCELLED):
+                    log.error("segment %s on %s refused a batch: %s: %s", self.segment_id, self.node_id,
+                              error.code().name, error.details())
+            except Exception as error:  # noqa: BLE001 - a broken call surfaces as several types; reconnect
+                self.connected = False
+                log.warning("stream to segment %s on %s broke: %r", self.segment_id, self.node_id, error)
+            self._requeue_unacknowledged()
+            await asyncio.sleep(backoff)
+            backoff = min(BACKOFF_MAX_S, backoff * 2)
+
+    def _requeue_unacknowledged(self) -> None:
+        """Everything sent but not acknowledged goes back to the front of the queue, in order."""
+        self.to_send.extendleft(reversed(self.sent))
+        self.sent.clear()
+        self.inflight_batches.clear()
+
+    async def _session(self) -> None:
+        reply = await self.stub.GetSegmentState(pb.GetSegmentStateRequest(segment_id=self.segment_id),
+                                                timeout=STATE_TIMEOUT_S)
+        self._on_scl(reply.state.scl)
+        while self.to_send and self.to_send[0][0] <= self.scl:
+            self.to_send.popleft()  # the segment already holds these
+        call = self.stub.AppendRecords()
+        self.connected = True
+        reader = asyncio.create_task(self._read_acks(call))
+        try:
+            while not self._closed:
+                if reader.done():
+                    reader.result()  # raises the stream's error
+                    return
+                if not self.to_send or len(self.inflight_batches) >= WINDOW_BATCHES:
+                    self._wake.clear()
+                    waiter = asyncio.create_task(self._wake.wait())
+                    await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    continue
+                await call.write(self._next_batch())
+        finally:
+            reader.cancel()
+            call.cancel()
+
+    def _next_batch(self) -> pb.AppendRecordsRequest:
+        records = []
+        size = 0
+        while self.to_send and len(records) < BATCH_RECORDS_MAX and size < BATCH_BYTES_MAX:
+            item = self.to_send.popleft()
+            self.sent.append(item)
+            records.append(item[1])
+            size += len(item[1].data) + 64
+        self.inflight_batches.append(len(records))
+        self.batches_sent += 1
+        return pb.AppendRecordsRequest(
+            segment_id=self.segment_id, volume_epoch=self.volume.epoch,
+            membership_epoch=self.volume.membership_epoch(self.pg_index), batch_id=self.batches_sent,
+            records=records, truncation_ranges=self.volume.truncation_protos, vdl_hint=self.volume.vdl,
+        )
+
+    async def _read_acks(self, call: grpc.aio.StreamStreamCall) -> None:
+        async for ack in call:
+            count = self.inflight_batches.popleft()
+            for _ in range(count):
+                self.sent.popleft()
+            self.last_ack_monotonic = time.monotonic()
+            self._on_scl(ack.scl)
+            self._wake.set()
+        # The server ended the stream without a status: treat as a broken stream.
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                   details="stream ended")
+
+    def _on_scl(self, scl: int) -> None:
+        if scl > self.scl:
+            self.scl = scl
+        self.volume.on_ack(self, scl)

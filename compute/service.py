@@ -1,0 +1,113 @@
+"""The compute node's gRPC adapter: compute.v1.VolumeService over open Volumes.
+
+Volumes are opened on first use (recovery runs then) and stay open. Each
+request names its volume; a volume the control plane does not know is NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+
+from compute.errors import InvalidRequest, QuorumNotMet, UnknownVolume
+from compute.v1 import volume_service_pb2 as vpb
+from compute.volume import Channels, Volume
+from compute.volume_log import Patch
+from storage.errors import StorageError
+from storage.v1 import control_plane_service_pb2 as cp_pb
+
+log = logging.getLogger(__name__)
+
+PAGES_PER_READ_MAX = 256
+OPEN_TIMEOUT_S = 60.0
+
+
+class VolumeServicer:
+    def __init__(self, control_plane: Any, channels: Channels) -> None:
+        self.control_plane = control_plane
+        self.channels = channels
+        self.volumes: dict[str, Volume] = {}
+        self._opening: dict[str, asyncio.Task[Volume]] = {}
+
+    async def volume(self, volume_id: str) -> Volume:
+        if not volume_id:
+            raise InvalidRequest("the request names no volume_id")
+        volume = self.volumes.get(volume_id)
+        if volume is not None:
+            return volume
+        task = self._opening.get(volume_id)
+        if task is None:
+            task = self._opening[volume_id] = asyncio.create_task(self._open(volume_id))
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._opening.pop(volume_id, None)
+
+    async def _open(self, volume_id: str) -> Volume:
+        try:
+            await self.control_plane.DescribeVolume(cp_pb.DescribeVolumeRequest(volume_id=volume_id), timeout=10)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise UnknownVolume(f"volume {volume_id!r} does not exist; create it first") from None
+            raise QuorumNotMet(f"the control plane did not answer: {error.details()}") from None
+        volume = Volume(volume_id, self.control_plane, self.channels)
+        try:
+            await asyncio.wait_for(volume.open(), OPEN_TIMEOUT_S)
+        except BaseException:
+            await volume.close()
+            raise
+        self.volumes[volume_id] = volume
+        return volume
+
+    async def close(self) -> None:
+        for volume in self.volumes.values():
+            await volume.close()
+
+    async def CreateVolume(self, request: vpb.CreateVolumeRequest, context: Any) -> vpb.CreateVolumeResponse:
+        if not request.volume_id:
+            raise InvalidRequest("the request names no volume_id")
+        try:
+            await self.control_plane.CreateVolume(cp_pb.CreateVolumeRequest(
+                volume_id=request.volume_id, page_size=request.page_size,
+                segment_size_bytes=request.segment_size_bytes), timeout=30)
+        except grpc.aio.AioRpcError as error:
+            await context.abort(error.code(), error.details() or "the control plane refused the volume")
+        volume = await self.volume(request.volume_id)
+        return vpb.CreateVolumeResponse(status=volume.status())
+
+    async def WritePages(self, request: vpb.WritePagesRequest, context: Any) -> vpb.WritePagesResponse:
+        volume = await self.volume(request.volume_id)
+        patches = [Patch(p.page_no, p.offset, p.data) for p in request.patches]
+        lsn = await volume.write(patches)
+        return vpb.WritePagesResponse(lsn=lsn)
+
+    async def ReadPages(self, request: vpb.ReadPagesRequest, context: Any) -> vpb.ReadPagesResponse:
+        if not request.page_nos:
+            raise InvalidRequest("the request names no pages to read")
+        if len(request.page_nos) > PAGES_PER_READ_MAX:
+            raise InvalidRequest(f"{len(request.page_nos)} pages asked; at most {PAGES_PER_READ_MAX} per request")
+        volume = await self.volume(request.volume_id)
+        read_point, pages = await volume.read(list(request.page_nos))
+        return vpb.ReadPagesResponse(read_point=read_point, pages=[
+            vpb.PageImage(page_no=p, data=data, page_lsn=lsn) for p, data, lsn in pages])
+
+    async def GetVolumeStatus(self, request: vpb.GetVolumeStatusRequest, context: Any) -> vpb.GetVolumeStatusResponse:
+        volume = await self.volume(request.volume_id)
+        return vpb.GetVolumeStatusResponse(status=volume.status())
+
+    async def ListVolumes(self, request: vpb.ListVolumesRequest, context: Any) -> vpb.ListVolumesResponse:
+        reply = await self.control_plane.ListVolumes(cp_pb.ListVolumesRequest(), timeout=10)
+        out = []
+        for geometry in reply.volumes:
+            volume = self.volumes.get(geometry.volume_id)
+            out.append(volume.status() if volume else vpb.VolumeStatus(
+                volume_id=geometry.volume_id, page_size=geometry.page_size,
+                segment_size_bytes=geometry.segment_size_bytes, geometry_epoch=geometry.geometry_epoch))
+        return vpb.ListVolumesResponse(volumes=out)
+
+
+__all__ = ["VolumeServicer", "StorageError"]

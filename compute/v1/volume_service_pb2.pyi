@@ -1,0 +1,159 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PagePatch(_message.Message):
+    __slots__ = ("page_no", "offset", "data")
+    PAGE_NO_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    page_no: int
+    offset: int
+    data: bytes
+    def __init__(self, page_no: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class CreateVolumeRequest(_message.Message):
+    __slots__ = ("volume_id", "page_size", "segment_size_bytes")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    page_size: int
+    segment_size_bytes: int
+    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ...) -> None: ...
+
+class CreateVolumeResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: VolumeStatus
+    def __init__(self, status: _Optional[_Union[VolumeStatus, _Mapping]] = ...) -> None: ...
+
+class WritePagesRequest(_message.Message):
+    __slots__ = ("volume_id", "patches")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    PATCHES_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    patches: _containers.RepeatedCompositeFieldContainer[PagePatch]
+    def __init__(self, volume_id: _Optional[str] = ..., patches: _Optional[_Iterable[_Union[PagePatch, _Mapping]]] = ...) -> None: ...
+
+class WritePagesResponse(_message.Message):
+    __slots__ = ("lsn",)
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    lsn: int
+    def __init__(self, lsn: _Optional[int] = ...) -> None: ...
+
+class ReadPagesRequest(_message.Message):
+    __slots__ = ("volume_id", "page_nos")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_NOS_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    page_nos: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, volume_id: _Optional[str] = ..., page_nos: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PageImage(_message.Message):
+    __slots__ = ("page_no", "data", "page_lsn")
+    PAGE_NO_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    PAGE_LSN_FIELD_NUMBER: _ClassVar[int]
+    page_no: int
+    data: bytes
+    page_lsn: int
+    def __init__(self, page_no: _Optional[int] = ..., data: _Optional[bytes] = ..., page_lsn: _Optional[int] = ...) -> None: ...
+
+class ReadPagesResponse(_message.Message):
+    __slots__ = ("read_point", "pages")
+    READ_POINT_FIELD_NUMBER: _ClassVar[int]
+    PAGES_FIELD_NUMBER: _ClassVar[int]
+    read_point: int
+    pages: _containers.RepeatedCompositeFieldContainer[PageImage]
+    def __init__(self, read_point: _Optional[int] = ..., pages: _Optional[_Iterable[_Union[PageImage, _Mapping]]] = ...) -> None: ...
+
+class GetVolumeStatusRequest(_message.Message):
+    __slots__ = ("volume_id",)
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    def __init__(self, volume_id: _Optional[str] = ...) -> None: ...
+
+class SegmentStatus(_message.Message):
+    __slots__ = ("segment_id", "node_id", "az", "address", "scl", "last_ack_age_ms", "connected", "records_in_flight")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    AZ_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SCL_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACK_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    node_id: str
+    az: str
+    address: str
+    scl: int
+    last_ack_age_ms: int
+    connected: bool
+    records_in_flight: int
+    def __init__(self, segment_id: _Optional[str] = ..., node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ..., scl: _Optional[int] = ..., last_ack_age_ms: _Optional[int] = ..., connected: _Optional[bool] = ..., records_in_flight: _Optional[int] = ...) -> None: ...
+
+class PgStatus(_message.Message):
+    __slots__ = ("pg_index", "first_page", "page_count", "membership_epoch", "pgcl", "segments")
+    PG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FIRST_PAGE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PGCL_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    pg_index: int
+    first_page: int
+    page_count: int
+    membership_epoch: int
+    pgcl: int
+    segments: _containers.RepeatedCompositeFieldContainer[SegmentStatus]
+    def __init__(self, pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., pgcl: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[SegmentStatus, _Mapping]]] = ...) -> None: ...
+
+class VolumeStatus(_message.Message):
+    __slots__ = ("volume_id", "page_size", "segment_size_bytes", "geometry_epoch", "volume_epoch", "vcl", "vdl", "lsn_allocated", "lal", "protection_groups", "fenced", "commits")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GEOMETRY_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    VCL_FIELD_NUMBER: _ClassVar[int]
+    VDL_FIELD_NUMBER: _ClassVar[int]
+    LSN_ALLOCATED_FIELD_NUMBER: _ClassVar[int]
+    LAL_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    FENCED_FIELD_NUMBER: _ClassVar[int]
+    COMMITS_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    page_size: int
+    segment_size_bytes: int
+    geometry_epoch: int
+    volume_epoch: int
+    vcl: int
+    vdl: int
+    lsn_allocated: int
+    lal: int
+    protection_groups: _containers.RepeatedCompositeFieldContainer[PgStatus]
+    fenced: bool
+    commits: int
+    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ..., geometry_epoch: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., vcl: _Optional[int] = ..., vdl: _Optional[int] = ..., lsn_allocated: _Optional[int] = ..., lal: _Optional[int] = ..., protection_groups: _Optional[_Iterable[_Union[PgStatus, _Mapping]]] = ..., fenced: _Optional[bool] = ..., commits: _Optional[int] = ...) -> None: ...
+
+class GetVolumeStatusResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: VolumeStatus
+    def __init__(self, status: _Optional[_Union[VolumeStatus, _Mapping]] = ...) -> None: ...
+
+class ListVolumesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListVolumesResponse(_message.Message):
+    __slots__ = ("volumes",)
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    volumes: _containers.RepeatedCompositeFieldContainer[VolumeStatus]
+    def __init__(self, volumes: _Optional[_Iterable[_Union[VolumeStatus, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,566 @@
+"""One open volume on the writer: geometry, recovery, the write path and the read path.
+
+The pure pieces decide (compute.volume_log, compute.recovery, compute.cache,
+compute.routing, compute.quorum); this module does the I/O. Everything runs on
+one asyncio loop, so the pure state is only ever touched from one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, TypeVar
+
+import grpc
+
+from compute.cache import BufferCache
+from compute.errors import CommitTimeout, Fenced, InvalidRequest, PageOutOfRange, QuorumNotMet, VolumeFull
+from compute.quorum import READ_QUORUM, WRITE_QUORUM, Membership
+from compute.recovery import PgRecovered, SegmentReport, floor_of, next_epoch, plan_recovery
+from compute.routing import ReadRouter
+from compute.segment_stream import SegmentStream
+from compute.volume_log import LAL_DEFAULT, MTR_BYTES_MAX, MTR_RECORDS_MAX, LalExceeded, Patch, VolumeLog
+from compute.v1 import volume_service_pb2 as vpb
+from storage.errors import StorageError
+from storage.segment import TruncationRange
+from storage.serving import CHANNEL_OPTIONS
+from storage.v1 import control_plane_service_pb2 as cp_pb
+from storage.v1 import storage_service_pb2 as pb
+from storage.wire import record_from_proto, record_to_proto, truncation_to_proto
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+VOLUME_BYTES_MAX = 128 * 2**40
+GROW_PGS_PER_WRITE_MAX = 8
+COMMIT_TIMEOUT_S = 5.0
+RPC_TIMEOUT_S = 2.0
+READ_TIMEOUT_S = 5.0
+RECOVERY_ATTEMPTS_MAX = 5
+RECOVERY_REPLICATION_TIMEOUT_S = 30.0
+READ_RECORDS_BATCH = 5_000
+CONNECT_WAIT_S = 1.0
+
+
+@dataclass
+class PgInfo:
+    pg_index: int
+    first_page: int
+    page_count: int
+    membership_epoch: int
+    membership: Membership
+    streams: dict[str, SegmentStream]  # node_id -> stream (a node holds one segment of a PG)
+
+
+class Channels:
+    """One gRPC channel per storage node address, shared by every stream and read to it."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def get(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return channel
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+
+class Volume:
+    def __init__(self, volume_id: str, control_plane: Any, channels: Channels, *, lal: int = LAL_DEFAULT,
+                 commit_timeout_s: float = COMMIT_TIMEOUT_S) -> None:
+        self.volume_id = volume_id
+        self.control_plane = control_plane  # ControlPlaneServiceStub (aio)
+        self.channels = channels
+        self.lal = lal
+        self.commit_timeout_s = commit_timeout_s
+        self.page_size = 0
+        self.segment_size_bytes = 0
+        self.pages_per_pg = 0
+        self.geometry_epoch = 0
+        self.pgs: dict[int, PgInfo] = {}
+        self.epoch = 0
+        self.fenced = False
+        self.fenced_reason = ""
+        self.log: VolumeLog | None = None
+        self.cache: BufferCache | None = None
+        self.router = ReadRouter()
+        self.truncations: list[TruncationRange] = []
+        self.truncation_protos: list[pb.TruncationRange] = []
+        self.commits = 0
+        self._waiters: dict[int, asyncio.Future[int]] = {}
+        self._mtr_records: dict[int, list[Any]] = {}
+        self._vdl_advanced = asyncio.Event()
+        self._grow_lock = asyncio.Lock()
+
+    # -- small accessors used by the streams ---------------------------------------
+
+    @property
+    def vdl(self) -> int:
+        return self.log.vdl if self.log else 0
+
+    def membership_epoch(self, pg_index: int) -> int:
+        return self.pgs[pg_index].membership_epoch
+
+    @staticmethod
+    def is_fencing_error(error: grpc.aio.AioRpcError) -> bool:
+        return error.code() == grpc.StatusCode.FAILED_PRECONDITION and "volume epoch" in (error.details() or "")
+
+    def on_fenced(self, stream: SegmentStream | None, details: str) -> None:
+        if self.fenced:
+            return
+        self.fenced = True
+        where = f" (segment {stream.segment_id} on {stream.node_id})" if stream else ""
+        self.fenced_reason = f"a newer writer has opened volume {self.volume_id}{where}: {details}"
+        log.warning("fenced: %s", self.fenced_reason)
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(Fenced(self._fenced_sentence()))
+        self._waiters.clear()
+        self._vdl_advanced.set()
+
+    def _fenced_sentence(self) -> str:
+        return (f"this writer (epoch {self.epoch}) was fenced: {self.fenced_reason}; "
+                "it may no longer change the volume, send writes to the new writer")
+
+    def on_ack(self, stream: SegmentStream, scl: int) -> None:
+        if self.log is None:
+            return
+        released = self.log.on_ack(stream.pg_index, stream.node_id, scl)
+        if released:
+            self._release(released)
+
+    def _release(self, cpls: list[int]) -> None:
+        assert self.cache is not None
+        for cpl in cpls:
+            records = self._mtr_records.pop(cpl, None)
+            if records:
+                self.cache.on_durable(records)
+            future = self._waiters.pop(cpl, None)
+            if future is not None and not future.done():
+                future.set_result(cpl)
+            self.commits += 1
+        self._vdl_advanced.set()
+
+    # -- geometry --------------------------------------------------------------------
+
+    def _apply_geometry(self, geometry: Any) -> list[PgInfo]:
+        """Add PGs this writer does not know yet; return them."""
+        self.page_size = geometry.page_size
+        self.segment_size_bytes = geometry.segment_size_bytes
+        self.pages_per_pg = geometry.segment_size_bytes // geometry.page_size
+        self.geometry_epoch = geometry.geometry_epoch
+        added = []
+        for pg in geometry.protection_groups:
+            if pg.pg_index in self.pgs:
+                continue
+            streams = {
+                s.node_id: SegmentStream(self, pg.pg_index, s.segment_id, s.node_id, s.az, s.address,
+                                         self.channels.get(s.address))
+                for s in pg.segments
+            }
+            info = PgInfo(pg.pg_index, pg.first_page, pg.page_count, pg.membership_epoch,
+                          Membership.of(list(streams)), streams)
+            self.pgs[pg.pg_index] = info
+            added.append(info)
+        return added
+
+    def pg_of_page(self, page_no: int) -> int:
+        return page_no // self.pages_per_pg
+
+    @property
+    def page_count(self) -> int:
+        return len(self.pgs) * self.pages_per_pg
+
+    # -- opening: recovery and fencing -------------------------------------------------
+
+    async def open(self) -> None:
+        reply = await self.control_plane.DescribeVolume(cp_pb.DescribeVolumeRequest(volume_id=self.volume_id),
+                                                        timeout=RPC_TIMEOUT_S * 5)
+        self._apply_geometry(reply.geometry)
+        self.cache = BufferCache(self.page_size)
+        last_error: Exception | None = None
+        for attempt in range(1, RECOVERY_ATTEMPTS_MAX + 1):
+            try:
+                await self._recover()
+                break
+            except QuorumNotMet as error:
+                last_error = error
+                log.warning("recovery of %s, attempt %d: %s", self.volume_id, attempt, error.message)
+                await asyncio.sleep(0.2 * attempt)
+        else:
+            raise QuorumNotMet(f"could not open volume {self.volume_id}: {last_error}")
+        log.info("volume %s open: epoch %d, VDL %d, next LSN %d, %d PGs", self.volume_id, self.epoch,
+                 self.log.vdl, self.log.next_lsn, len(self.pgs))
+
+    async def _gather(self, calls: dict[str, Callable[[], Awaitable[T]]]) -> dict[str, T]:
+        """Run calls concurrently; return the ones that succeeded."""
+        async def one(key: str, fn: Callable[[], Awaitable[T]]) -> tuple[str, T | None]:
+            try:
+                return key, await fn()
+            except grpc.aio.AioRpcError as error:
+                if self.is_fencing_error(error) and self.log is not None:
+                    self.on_fenced(None, error.details() or "")
+                return key, None
+
+        results = await asyncio.gather(*(one(k, fn) for k, fn in calls.items()))
+        return {k: v for k, v in results if v is not None}
+
+    async def _states(self, pg: PgInfo) -> dict[str, Any]:
+        return await self._gather({
+            node: (lambda s=s: s.stub.GetSegmentState(pb.GetSegmentStateRequest(segment_id=s.segment_id),
+                                                      timeout=RPC_TIMEOUT_S))
+            for node, s in pg.streams.items()
+        })
+
+    async def _read_quorum_states(self) -> dict[int, dict[str, Any]]:
+        states = {}
+        for pg in self.pgs.values():
+            got = await self._states(pg)
+            if not pg.membership.read_quorum_met(got):
+                raise QuorumNotMet(f"PG {pg.pg_index} of volume {self.volume_id}: only {len(got)} of 6 segments "
+                                   f"answered ({sorted(got)}); recovery needs {READ_QUORUM}")
+            states[pg.pg_index] = got
+        return states
+
+    async def _recover(self) -> None:
+        states = await self._read_quorum_states()
+        reports = [_report(r.state) for got in states.values() for r in got.values()]
+        self.epoch = next_epoch(reports)
+        for pg in self.pgs.values():
+            raised = await self._gather({
+                node: (lambda s=s: s.stub.RaiseVolumeEpoch(
+                    pb.RaiseVolumeEpochRequest(segment_id=s.segment_id, volume_epoch=self.epoch), timeout=RPC_TIMEOUT_S))
+                for node, s in pg.streams.items()
+            })
+            if not pg.membership.write_quorum_met(raised):
+                raise QuorumNotMet(f"PG {pg.pg_index}: epoch {self.epoch} was taken by only {len(raised)} segments "
+                                   f"({sorted(raised)}); fencing needs {WRITE_QUORUM}")
+        # With the epoch raised on a write quorum everywhere, no older writer can complete a write.
+        states = await self._read_quorum_states()
+        reports = [_report(r.state) for got in states.values() for r in got.values()]
+        floor = floor_of(reports)
+        recovered: dict[int, PgRecovered] = {}
+        for pg_index, got in states.items():
+            best_node = max(got, key=lambda n: (got[n].state.scl, n))
+            best_scl = got[best_node].state.scl
+            records = await self._fetch_records(self.pgs[pg_index].streams[best_node], floor, best_scl)
+            recovered[pg_index] = PgRecovered(best_node, best_scl, records)
+        plan = plan_recovery(reports, recovered, self.epoch, self.lal)
+        log.info("recovery of %s: floor %d, VCL %d, VDL %d, truncating [%d, %d] with epoch %d, %d records to "
+                 "re-replicate", self.volume_id, plan.floor, plan.vcl, plan.vdl, plan.truncation.start_lsn,
+                 plan.truncation.end_lsn, self.epoch, len(plan.readopt))
+        self.truncations = plan.known_truncations
+        self.truncation_protos = [truncation_to_proto(r) for r in self.truncations]
+        scl_after: dict[int, dict[str, int]] = {}
+        for pg in self.pgs.values():
+            truncated = await self._gather({
+                node: (lambda s=s: s.stub.TruncateSegment(pb.TruncateSegmentRequest(
+                    segment_id=s.segment_id, volume_epoch=self.epoch, range=truncation_to_proto(plan.truncation)),
+                    timeout=RPC_TIMEOUT_S * 5))
+                for node, s in pg.streams.items()
+            })
+            if not pg.membership.write_quorum_met(truncated):
+                raise QuorumNotMet(f"PG {pg.pg_index}: the truncation reached only {len(truncated)} segments")
+            scl_after[pg.pg_index] = {node: reply.state.scl for node, reply in truncated.items()}
+        tails = {}
+        for pg_index, rec in recovered.items():
+            stream = self.pgs[pg_index].streams[rec.best_segment_id]
+            reply = await stream.stub.GetSegmentState(pb.GetSegmentStateRequest(
+                segment_id=stream.segment_id, tail_at_or_below_lsn=max(1, min(plan.vdl, rec.best_scl))),
+                timeout=RPC_TIMEOUT_S)
+            tails[pg_index] = reply.tail_lsn if min(plan.vdl, rec.best_scl) > 0 else 0
+        volume_log = VolumeLog(pg_of_page=self.pg_of_page, epoch=self.epoch, lal=self.lal, vdl=plan.floor,
+                               next_lsn=plan.next_lsn, prev_volume_lsn=plan.vdl)
+        for pg in self.pgs.values():
+            volume_log.add_pg(pg.pg_index, pg.membership, last_lsn=tails[pg.pg_index])
+        volume_log.adopt(plan.readopt, plan.vdl)
+        self.log = volume_log
+        for pg_index, scls in scl_after.items():
+            for node, scl in scls.items():
+                volume_log.on_ack(pg_index, node, scl)
+        by_pg: dict[int, list[tuple[int, pb.LogRecord]]] = {}
+        for record, pg_index in plan.readopt:
+            by_pg.setdefault(pg_index, []).append((record.lsn, record_to_proto(record)))
+        for pg in self.pgs.values():
+            for stream in pg.streams.values():
+                stream.enqueue(by_pg.get(pg.pg_index, []))
+                stream.start()
+        self._release(volume_log.advance())
+        deadline = time.monotonic() + RECOVERY_REPLICATION_TIMEOUT_S
+        while volume_log.vdl < plan.vdl:
+            if time.monotonic() > deadline:
+                raise QuorumNotMet(f"records up to VDL {plan.vdl} did not reach write quorum again in "
+                                   f"{RECOVERY_REPLICATION_TIMEOUT_S:.0f} s")
+            self._vdl_advanced.clear()
+            try:
+                await asyncio.wait_for(self._vdl_advanced.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _fetch_records(self, stream: SegmentStream, floor: int, to_lsn: int) -> list[Any]:
+        records = []
+        cursor = floor
+        while cursor < to_lsn:
+            reply = await stream.stub.ReadRecords(pb.ReadRecordsRequest(
+                segment_id=stream.segment_id, from_lsn=cursor, to_lsn=to_lsn, max_records=READ_RECORDS_BATCH),
+                timeout=RPC_TIMEOUT_S * 5)
+            batch = [record_from_proto(r) for r in reply.records]
+            for record, crc in batch:
+                if record.crc() != crc:
+                    raise QuorumNotMet(f"record LSN {record.lsn} from {stream.node_id} failed its CRC-32C check")
+            records.extend(r for r, _ in batch)
+            if not reply.more or not batch:
+                break
+            cursor = batch[-1][0].lsn
+        return records
+
+    async def close(self) -> None:
+        for pg in self.pgs.values():
+            for stream in pg.streams.values():
+                await stream.close()
+
+    # -- writes -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.fenced:
+            raise Fenced(self._fenced_sentence())
+        assert self.log is not None and self.cache is not None
+
+    def _validate(self, patches: list[Patch]) -> None:
+        if not patches:
+            raise InvalidRequest("the MTR is empty; send at least one patch")
+        if len(patches) > MTR_RECORDS_MAX:
+            raise InvalidRequest(f"the MTR has {len(patches)} patches; at most {MTR_RECORDS_MAX} fit in one MTR")
+        total = sum(len(p.data) for p in patches)
+        if total > MTR_BYTES_MAX:
+            raise InvalidRequest(f"the MTR carries {total} bytes; at most {MTR_BYTES_MAX} fit in one MTR")
+        for p in patches:
+            if not p.data:
+                raise InvalidRequest(f"the patch to page {p.page_no} is empty")
+            if p.offset + len(p.data) > self.page_size:
+                raise InvalidRequest(f"the patch to page {p.page_no} covers bytes {p.offset}..{p.offset + len(p.data)}, "
+                                     f"past the end of a {self.page_size}-byte page")
+            if (p.page_no + 1) * self.page_size > VOLUME_BYTES_MAX:
+                raise VolumeFull(f"volume {self.volume_id} is full: page {p.page_no} lies beyond 128 TiB")
+
+    async def _ensure_pages(self, page_no: int) -> None:
+        needed_pg = self.pg_of_page(page_no)
+        if needed_pg < len(self.pgs):
+            return
+        if needed_pg - len(self.pgs) >= GROW_PGS_PER_WRITE_MAX:
+            raise PageOutOfRange(
+                f"page {page_no} is {needed_pg - len(self.pgs) + 1} PGs past the end of volume {self.volume_id} "
+                f"({self.page_count} pages); a write grows it by at most {GROW_PGS_PER_WRITE_MAX} PGs "
+                f"of {self.pages_per_pg} pages")
+        async with self._grow_lock:
+            while needed_pg >= len(self.pgs):
+                try:
+                    reply = await self.control_plane.GrowVolume(cp_pb.GrowVolumeRequest(
+                        volume_id=self.volume_id, geometry_epoch=self.geometry_epoch), timeout=RPC_TIMEOUT_S * 10)
+                except grpc.aio.AioRpcError as error:
+                    if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise VolumeFull(error.details() or f"volume {self.volume_id} is full") from None
+                    raise QuorumNotMet(f"could not grow volume {self.volume_id}: {error.details()}") from None
+                for pg in self._apply_geometry(reply.geometry):
+                    assert self.log is not None
+                    self.log.add_pg(pg.pg_index, pg.membership)
+                    for stream in pg.streams.values():
+                        stream.start()
+                    log.info("volume %s grew: PG %d (pages %d..%d)", self.volume_id, pg.pg_index, pg.first_page,
+                             pg.first_page + pg.page_count - 1)
+
+    async def _wait_write_quorum_reachable(self, pg_indexes: set[int]) -> None:
+        """Fail fast, before allocating anything, when a PG cannot reach a write quorum. Streams that are
+        (re)connecting get `CONNECT_WAIT_S` to do so."""
+        deadline = time.monotonic() + CONNECT_WAIT_S
+        for pg_index in sorted(pg_indexes):
+            pg = self.pgs[pg_index]
+            connected = [n for n, s in pg.streams.items() if s.connected]
+            while not pg.membership.write_quorum_met(connected) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+                connected = [n for n, s in pg.streams.items() if s.connected]
+            if not pg.membership.write_quorum_met(connected):
+                down = sorted(set(pg.streams) - set(connected))
+                raise QuorumNotMet(
+                    f"PG {pg_index} of volume {self.volume_id} reaches only {len(connected)} of 6 segments "
+                    f"(unreachable: {', '.join(down)}); a write needs {WRITE_QUORUM}. Nothing was written.")
+
+    async def write(self, patches: list[Patch]) -> int:
+        self._check_open()
+        self._validate(patches)
+        await self._ensure_pages(max(p.page_no for p in patches))
+        self._check_open()
+        assert self.log is not None
+        await self._wait_write_quorum_reachable({self.pg_of_page(p.page_no) for p in patches})
+        deadline = time.monotonic() + self.commit_timeout_s
+        while True:
+            try:
+                mtr = self.log.allocate_mtr(patches)
+                break
+            except LalExceeded as error:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise QuorumNotMet(f"{error}; VDL is not advancing (is a write quorum reachable?)") from None
+                self._vdl_advanced.clear()
+                try:
+                    await asyncio.wait_for(self._vdl_advanced.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+                self._check_open()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters[mtr.cpl] = future
+        self._mtr_records[mtr.cpl] = mtr.records
+        by_pg: dict[int, list[tuple[int, pb.LogRecord]]] = {}
+        for record, pg_index in zip(mtr.records, mtr.pg_of_record):
+            by_pg.setdefault(pg_index, []).append((record.lsn, record_to_proto(record)))
+        for pg_index, items in by_pg.items():
+            for stream in self.pgs[pg_index].streams.values():
+                stream.enqueue(items)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise CommitTimeout(
+                f"MTR with CPL {mtr.cpl} was sent but did not reach write quorum within {self.commit_timeout_s:.0f} s "
+                f"({self._quorum_picture(by_pg)}); it may still become durable later") from None
+
+    def _quorum_picture(self, by_pg: dict[int, Any]) -> str:
+        parts = []
+        for pg_index in by_pg:
+            pg = self.pgs[pg_index]
+            up = sum(1 for s in pg.streams.values() if s.connected)
+            parts.append(f"PG {pg_index}: {up} of 6 segments connected")
+        return "; ".join(parts)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def read(self, page_nos: list[int]) -> tuple[int, list[tuple[int, bytes, int]]]:
+        self._check_open()
+        assert self.log is not None and self.cache is not None
+        for page_no in page_nos:
+            if page_no >= self.page_count:
+                raise PageOutOfRange(f"page {page_no} is beyond the end of volume {self.volume_id} "
+                                     f"({self.page_count} pages); write to it first to grow the volume")
+        read_point = self.log.vdl
+        results = await asyncio.gather(*(self._read_page(p, read_point) for p in page_nos))
+        return read_point, [(p, data, lsn) for p, (data, lsn) in zip(page_nos, results)]
+
+    async def _read_page(self, page_no: int, read_point: int) -> tuple[bytes, int]:
+        assert self.cache is not None
+        cached = self.cache.get(page_no)
+        if cached is not None:
+            return cached
+        pg = self.pgs[self.pg_of_page(page_no)]
+        assert self.log is not None
+        data, page_lsn = await self._read_from_segments(pg, page_no, self.log.read_point(pg.pg_index))
+        self.cache.put(page_no, data, page_lsn, read_point)
+        return data, page_lsn
+
+    async def _read_from_segments(self, pg: PgInfo, page_no: int, read_point: int) -> tuple[bytes, int]:
+        assert self.log is not None
+        tried: set[str] = set()
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        quorum_refreshed = False
+        while time.monotonic() < deadline:
+            scl_of = dict(self.log.pgs[pg.pg_index].scl_of)
+            candidates = self.router.candidates(scl_of, read_point, frozenset(tried))
+            if not candidates:
+                if quorum_refreshed:
+                    break
+                # No segment known complete to the read point: ask a read quorum for their SCLs.
+                got = await self._states(pg)
+                for node, reply in got.items():
+                    self.log.pgs[pg.pg_index].on_scl(node, reply.state.scl)
+                quorum_refreshed = True
+                tried.clear()
+                continue
+            result = await self._hedged_read(pg, candidates, page_no, read_point, tried)
+            if result is not None:
+                return result
+        raise QuorumNotMet(f"no segment of PG {pg.pg_index} could serve page {page_no} at read point {read_point}")
+
+    async def _hedged_read(self, pg: PgInfo, candidates: list[str], page_no: int, read_point: int,
+                           tried: set[str]) -> tuple[bytes, int] | None:
+        first = candidates[0]
+        tried.add(first)
+        tasks = {asyncio.create_task(self._read_one(pg.streams[first], page_no, read_point)): first}
+        done, _ = await asyncio.wait(tasks, timeout=self.router.hedge_delay_ms(first) / 1000)
+        if not done and len(candidates) > 1:
+            second = candidates[1]
+            tried.add(second)
+            tasks[asyncio.create_task(self._read_one(pg.streams[second], page_no, read_point))] = second
+        pending = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, timeout=READ_TIMEOUT_S,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    return None
+                for task in done:
+                    result = task.result()
+                    if result is not None:
+                        return result
+            return None
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def _read_one(self, stream: SegmentStream, page_no: int, read_point: int) -> tuple[bytes, int] | None:
+        started = time.monotonic()
+        try:
+            reply = await stream.stub.ReadPage(pb.ReadPageRequest(
+                segment_id=stream.segment_id, page_no=page_no, read_point=read_point, volume_epoch=self.epoch),
+                timeout=READ_TIMEOUT_S)
+        except grpc.aio.AioRpcError as error:
+            if self.is_fencing_error(error):
+                self.on_fenced(stream, error.details() or "")
+                raise Fenced(self._fenced_sentence()) from None
+            self.router.penalize(stream.node_id)
+            if error.code() == grpc.StatusCode.DATA_LOSS:
+                log.warning("segment %s on %s: %s", stream.segment_id, stream.node_id, error.details())
+            return None
+        self.router.observe(stream.node_id, (time.monotonic() - started) * 1000)
+        return reply.data, reply.page_lsn
+
+    # -- status -------------------------------------------------------------------------
+
+    def status(self) -> vpb.VolumeStatus:
+        now = time.monotonic()
+        pgs = []
+        for pg in sorted(self.pgs.values(), key=lambda p: p.pg_index):
+            tracker = self.log.pgs.get(pg.pg_index) if self.log else None
+            segments = [
+                vpb.SegmentStatus(
+                    segment_id=s.segment_id, node_id=node, az=s.az, address=s.address,
+                    scl=tracker.scl_of.get(node, 0) if tracker else 0,
+                    last_ack_age_ms=int((now - s.last_ack_monotonic) * 1000) if s.last_ack_monotonic else 0,
+                    connected=s.connected, records_in_flight=s.records_in_flight,
+                )
+                for node, s in sorted(pg.streams.items())
+            ]
+            pgs.append(vpb.PgStatus(pg_index=pg.pg_index, first_page=pg.first_page, page_count=pg.page_count,
+                                    membership_epoch=pg.membership_epoch, pgcl=tracker.pgcl if tracker else 0,
+                                    segments=segments))
+        return vpb.VolumeStatus(
+            volume_id=self.volume_id, page_size=self.page_size, segment_size_bytes=self.segment_size_bytes,
+            geometry_epoch=self.geometry_epoch, volume_epoch=self.epoch,
+            vcl=self.log.vcl if self.log else 0, vdl=self.vdl,
+            lsn_allocated=self.log.lsn_allocated if self.log else 0, lal=self.lal, protection_groups=pgs,
+            fenced=self.fenced, commits=self.commits,
+        )
+
+
+def _report(state: pb.SegmentState) -> SegmentReport:
+    return SegmentReport(
+        segment_id=state.segment_id, scl=state.scl, highest_lsn=state.highest_lsn, volume_epoch=state.volume_epoch,
+        vdl_hint=state.vdl_hint,
+        truncation_ranges=tuple(TruncationRange(r.start_lsn, r.end_lsn, r.epoch) for r in state.truncation_ranges),
+    )
+
+
+__all__ = ["Volume", "Channels", "StorageError"]
