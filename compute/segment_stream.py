@@ -35,7 +35,7 @@ BATCH_BYTES_MAX = 4 * 1024 * 1024
 WINDOW_BATCHES = 8
 RETAIN_RECORDS_MAX = 500_000
 BACKOFF_MIN_S = 0.05
-BACKOFF_MAX_S = 1.0
+BACKOFF_MAX_S = 0.5
 STATE_TIMEOUT_S = 2.0
 
 
@@ -144,7 +144,15 @@ class SegmentStream:
                     await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
                     continue
-                await call.write(self._next_batch())
+                try:
+                    await call.write(self._next_batch())
+                except Exception:
+                    # After the server aborts, a write fails with a generic status; the reader
+                    # holds the real one (e.g. the epoch that fenced this writer).
+                    await asyncio.wait({reader}, timeout=1.0)
+                    if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                        raise reader.exception() from None
+                    raise
         finally:
             reader.cancel()
             call.cancel()

@@ -28,6 +28,9 @@ GROUP_BATCHES_MAX = 512  # batches folded into one synced transaction
 GROUP_RECORDS_MAX = 50_000
 INFLIGHT_BATCHES_MAX = 64  # per stream: batches received but not yet acknowledged
 SEGMENT_ID_BYTES_MAX = 255
+PAGE_SIZE_MIN = 512
+PAGE_SIZE_MAX = 65536
+PAGE_NO_LIMIT = 2**63  # first_page + page_count must stay below this
 
 
 class GroupCommitter:
@@ -142,26 +145,31 @@ class StorageServicer:
         done = object()
 
         async def pump() -> None:
-            try:
-                async for request in request_iterator:
-                    if isinstance(request, Undecodable):
-                        await inflight.put(InvalidRequest(request.sentence()))
-                        return
-                    try:
-                        batch = batch_from_proto(request)
-                        _check_segment_id(batch.segment_id)
-                        self.store.segment(batch.segment_id)
-                    except StorageError as error:
-                        await inflight.put(error)
-                        return
-                    await inflight.put(self.committer.submit(batch))
-            finally:
-                await inflight.put(done)
+            async for request in request_iterator:
+                if isinstance(request, Undecodable):
+                    await inflight.put(InvalidRequest(request.sentence()))
+                    return
+                try:
+                    batch = batch_from_proto(request)
+                    _check_segment_id(batch.segment_id)
+                    self.store.segment(batch.segment_id)
+                except StorageError as error:
+                    await inflight.put(error)
+                    return
+                await inflight.put(self.committer.submit(batch))  # waits while the window is full
+            await inflight.put(done)
 
         pump_task = asyncio.create_task(pump())
         try:
             while True:
-                item = await inflight.get()
+                getter = asyncio.ensure_future(inflight.get())
+                await asyncio.wait({getter, pump_task}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    if pump_task.exception() is not None:  # the client's side of the stream broke
+                        return
+                    continue
+                item = getter.result()
                 if item is done:
                     break
                 if isinstance(item, StorageError):
@@ -176,7 +184,12 @@ class StorageServicer:
                     records_duplicate=result.duplicates,
                 )
         finally:
+            # Nothing waits on the pump after this: it never blocks on a full queue once cancelled.
             pump_task.cancel()
+            try:
+                await pump_task
+            except BaseException:  # noqa: BLE001 - cancelled, or the client's stream error
+                pass
 
     # -- unary ----------------------------------------------------------------
 
@@ -226,10 +239,12 @@ class StorageServicer:
         _check_segment_id(request.segment_id)
         if not request.volume_id:
             raise InvalidRequest("the request names no volume_id")
-        if request.page_size < 512 or request.page_size & (request.page_size - 1):
-            raise InvalidRequest(f"page size {request.page_size} is not a power of two of at least 512 bytes")
+        if not PAGE_SIZE_MIN <= request.page_size <= PAGE_SIZE_MAX or request.page_size & (request.page_size - 1):
+            raise InvalidRequest(f"page size {request.page_size} is not a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}")
         if request.page_count == 0:
             raise InvalidRequest("a segment must hold at least one page")
+        if request.first_page + request.page_count > PAGE_NO_LIMIT:
+            raise InvalidRequest(f"pages {request.first_page}+{request.page_count} run past page {PAGE_NO_LIMIT}")
         meta = SegmentMeta(
             segment_id=request.segment_id, volume_id=request.volume_id, pg_index=request.pg_index,
             first_page=request.first_page, page_count=request.page_count, page_size=request.page_size,

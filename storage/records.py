@@ -34,7 +34,8 @@ _CRC = struct.Struct(">I")
 RECORD_HEADER_BYTES = _CRC.size + _RECORD_BODY_HEADER.size
 _VERSION_HEADER = struct.Struct(">IQQ")
 
-LSN_MAX = 2**64 - 1
+# The highest LSN a record may carry: keys are built from lsn + 1, which must fit in 64 bits.
+LSN_MAX = 2**64 - 2
 
 
 class PayloadKind(IntEnum):
@@ -152,6 +153,8 @@ def validate_shape(record: LogRecord, page_size: int) -> None:
     """Structural checks that need only the record and the page size."""
     if record.lsn == 0:
         raise InvalidRequest("LSN 0 is reserved (it means 'none' in backlinks); LSNs start at 1")
+    if record.lsn > LSN_MAX:
+        raise InvalidRequest(f"LSN {record.lsn} is above the highest LSN {LSN_MAX}")
     if not (record.prev_pg_lsn < record.lsn and record.prev_volume_lsn < record.lsn and record.prev_page_lsn < record.lsn):
         raise InvalidRequest(
             f"record LSN {record.lsn} has a backlink at or above itself "

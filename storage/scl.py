@@ -12,9 +12,10 @@ Rules (this module owns them):
    `pending` (keyed by their predecessor) until the hole below them fills.
 3. A predecessor has at most one successor. A second, different successor is a
    conflict the caller must refuse (`successor_conflict`).
-4. Truncating [start, end] rewinds SCL to the highest chain record below
-   `start` when SCL was inside or above the range, then walks forward again
-   through the records held above the range.
+4. After a truncation of [start, end] the tracker is rebuilt: the chain is
+   complete to the highest record held below `start` (every held record below
+   SCL is in the chain), and every record kept at or above `start` (records the
+   range spared, records above it) waits again for its predecessor.
 """
 
 from __future__ import annotations
@@ -56,26 +57,15 @@ class SclTracker:
             self.pending[prev_pg_lsn] = lsn
         return self.scl
 
-    def truncate(
-        self, start_lsn: int, end_lsn: int, chain_lsn_below_start: int, held_above_end: list[tuple[int, int]]
-    ) -> int:
-        """Forget records in [start_lsn, end_lsn]. The caller passes the highest LSN held below
-        `start_lsn` (0 if none) and the (lsn, prev_pg_lsn) of every record held above `end_lsn`
-        up to the current SCL. Return the new SCL."""
-        assert start_lsn <= end_lsn
-        assert chain_lsn_below_start < start_lsn
-        self.pending = {p: l for p, l in self.pending.items() if not start_lsn <= l <= end_lsn}
-        if self.scl >= start_lsn:
-            # Every held record below the old SCL was in the chain, so the highest one
-            # below the range is the chain's tail; records above the range wait again
-            # for their predecessors (which may have been inside it).
-            for lsn, prev in held_above_end:
-                assert end_lsn < lsn <= self.scl, (lsn, end_lsn, self.scl)
-                self.pending[prev] = lsn
-            self.scl = chain_lsn_below_start
-            while self.scl in self.pending:
-                self.scl = self.pending.pop(self.scl)
-        return self.scl
+    @classmethod
+    def rebuilt(cls, base: int, held: list[tuple[int, int]]) -> "SclTracker":
+        """A tracker for a segment complete to `base` that also holds `held` = [(lsn, prev_pg_lsn)]
+        above it (after a truncation: every record kept above the range's start)."""
+        tracker = cls(scl=base)
+        for lsn, prev in sorted(held):
+            if lsn > base and tracker.successor_conflict(lsn, prev) is None:
+                tracker.add(lsn, prev)
+        return tracker
 
 
 def scl_oracle(base: int, prev_pg_of: dict[int, int]) -> int:

@@ -26,7 +26,6 @@ plans made here; the gRPC servicer translates. Rules (this module owns them):
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -40,12 +39,21 @@ from storage.errors import (
     StaleEpoch,
     Truncated,
 )
-from storage.records import LogRecord, encode_checked, validate_shape
+from storage.errors import ChecksumMismatch
+from storage.records import LSN_MAX, LogRecord, decode_record, encode_checked, validate_shape
 from storage.scl import SclTracker
 
 BATCH_RECORDS_MAX = 10_000
 BATCH_BYTES_MAX = 16 * 1024 * 1024
 TRUNCATION_RANGES_MAX = 1_000
+
+
+def intact(encoded: bytes) -> bool:
+    try:
+        decode_record(encoded)
+    except ChecksumMismatch:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -60,10 +68,10 @@ class TruncationRange:
         return self.start_lsn <= lsn <= self.end_lsn and record_epoch < self.epoch
 
     def validate(self) -> None:
-        if not (1 <= self.start_lsn <= self.end_lsn):
+        if not (1 <= self.start_lsn <= self.end_lsn <= LSN_MAX):
             raise InvalidRequest(
-                f"truncation range [{self.start_lsn}, {self.end_lsn}] is empty or starts at 0; "
-                "it must satisfy 1 <= start_lsn <= end_lsn"
+                f"truncation range [{self.start_lsn}, {self.end_lsn}] is empty, starts at 0 or ends past the "
+                f"highest LSN; it must satisfy 1 <= start_lsn <= end_lsn <= {LSN_MAX}"
             )
         if self.epoch == 0:
             raise InvalidRequest("a truncation range must carry the epoch of the writer that made it (not 0)")
@@ -123,6 +131,7 @@ class AppendPlan:
     duplicates: int
     scl: int
     highest_lsn: int
+    repaired: int = 0  # rotten stored copies replaced by the good copy sent again
 
 
 @dataclass
@@ -149,11 +158,16 @@ class Segment:
 
     # -- truncation -----------------------------------------------------------
 
-    def new_truncations(self, ranges: list[TruncationRange]) -> list[TruncationRange]:
+    def new_truncations(self, ranges: list[TruncationRange], volume_epoch: int) -> list[TruncationRange]:
         known = set(self.meta.truncation_ranges)
         fresh = []
         for r in ranges:
             r.validate()
+            if r.epoch > volume_epoch:
+                raise InvalidRequest(
+                    f"truncation range [{r.start_lsn}, {r.end_lsn}] is stamped with epoch {r.epoch}, newer than the "
+                    f"request's volume epoch {volume_epoch}; a writer only truncates with its own epoch or older"
+                )
             if r not in known and r not in fresh:
                 fresh.append(r)
         if len(self.meta.truncation_ranges) + len(fresh) > TRUNCATION_RANGES_MAX:
@@ -163,12 +177,13 @@ class Segment:
         return fresh
 
     def note_truncation(
-        self, r: TruncationRange, chain_lsn_below_start: int, held_above_end: list[tuple[int, int]],
+        self, r: TruncationRange, chain_lsn_below_start: int, kept_from_start: list[tuple[int, int]],
         removed: int, highest_lsn: int,
     ) -> None:
-        """After the store removed the range's records: remember it and rewind SCL."""
+        """After the store removed the range's records: remember it and rebuild SCL from what is kept."""
         self.meta.truncation_ranges.append(r)
-        self.meta.scl = self.tracker.truncate(r.start_lsn, r.end_lsn, chain_lsn_below_start, held_above_end)
+        self.tracker = SclTracker.rebuilt(chain_lsn_below_start, kept_from_start)
+        self.meta.scl = self.tracker.scl
         self.meta.record_count -= removed
         self.meta.highest_lsn = highest_lsn
 
@@ -177,19 +192,15 @@ class Segment:
     def plan_append(self, batch: AppendBatch, lookup_stored: Callable[[int], bytes | None]) -> AppendPlan:
         """Validate every record of `batch` and advance SCL tentatively.
 
-        Raises a StorageError (leaving this segment unchanged) if any record is refused.
-        `lookup_stored(lsn)` returns the stored encoding of `lsn`, or None.
+        Raises a StorageError if any record is refused; the segment may then be half-planned,
+        so the caller works on a copy and drops it. `lookup_stored(lsn)` returns the stored
+        encoding of `lsn`, or None.
         """
         if len(batch.records) > BATCH_RECORDS_MAX:
             raise BatchTooLarge(
                 f"batch of {len(batch.records)} records exceeds the limit of {BATCH_RECORDS_MAX}; split it"
             )
-        saved = copy.deepcopy(self.tracker)
-        try:
-            return self._plan(batch, lookup_stored)
-        except Exception:
-            self.tracker = saved
-            raise
+        return self._plan(batch, lookup_stored)
 
     def _plan(self, batch: AppendBatch, lookup_stored: Callable[[int], bytes | None]) -> AppendPlan:
         m = self.meta
@@ -197,6 +208,7 @@ class Segment:
         in_batch: dict[int, bytes] = {}
         puts: list[tuple[LogRecord, bytes]] = []
         duplicates = 0
+        repaired = 0
         highest = m.highest_lsn
         for record, carried_crc in batch.records:
             encoded = encode_checked(record, carried_crc)
@@ -225,6 +237,16 @@ class Segment:
             stored = in_batch.get(record.lsn)
             if stored is None and record.lsn <= m.highest_lsn:  # above it nothing is stored yet
                 stored = lookup_stored(record.lsn)
+            if stored is not None and stored != encoded and not intact(stored):
+                # The stored copy is rotten: the good copy replaces it (invariant 6, repair by resend).
+                # A restart leaves rotten records out of the chain, so put it back in if it is missing.
+                if record.lsn > self.tracker.scl and self.tracker.pending.get(record.prev_pg_lsn) != record.lsn:
+                    if self.tracker.successor_conflict(record.lsn, record.prev_pg_lsn) is None:
+                        self.tracker.add(record.lsn, record.prev_pg_lsn)
+                puts.append((record, encoded))
+                in_batch[record.lsn] = encoded
+                repaired += 1
+                continue
             if stored is not None:
                 if stored != encoded:
                     raise LsnConflict(
@@ -249,13 +271,14 @@ class Segment:
             in_batch[record.lsn] = encoded
             puts.append((record, encoded))
             highest = max(highest, record.lsn)
-        return AppendPlan(puts=puts, duplicates=duplicates, scl=self.tracker.scl, highest_lsn=highest)
+        return AppendPlan(puts=puts, duplicates=duplicates, scl=self.tracker.scl, highest_lsn=highest,
+                          repaired=repaired)
 
     def commit_plan(self, plan: AppendPlan, vdl_hint: int = 0) -> None:
         self.meta.vdl_hint = max(self.meta.vdl_hint, vdl_hint)
         self.meta.scl = plan.scl
         self.meta.highest_lsn = plan.highest_lsn
-        self.meta.record_count += len(plan.puts)
+        self.meta.record_count += len(plan.puts) - plan.repaired
 
     # -- reads ----------------------------------------------------------------
 
@@ -268,6 +291,8 @@ class Segment:
 
     def check_read_point(self, read_point: int) -> None:
         m = self.meta
+        if read_point > LSN_MAX:
+            raise InvalidRequest(f"read point {read_point} is above the highest LSN {LSN_MAX}")
         if read_point > self.tracker.scl:
             raise ReadPointOutOfRange(
                 f"read point {read_point} is above segment {m.segment_id}'s SCL {self.tracker.scl}: it does not yet "

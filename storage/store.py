@@ -41,6 +41,7 @@ from storage.errors import (
     UnknownSegment,
 )
 from storage.records import (
+    LSN_MAX,
     LogRecord,
     apply_record,
     decode_page_version,
@@ -155,17 +156,25 @@ class SegmentStore:
                      seg.meta.highest_lsn, seg.meta.record_count)
 
     def _rebuild_segment(self, txn: lmdb.Transaction, meta: SegmentMeta) -> Segment:
-        """Re-derive the SCL tracker: the persisted SCL is exact (written with every batch);
-        records above it are the pending ones."""
-        tracker = SclTracker(scl=meta.scl)
+        """Re-derive the SCL tracker: the persisted SCL is exact (written with every batch); records
+        above it are the pending ones. A record that fails its CRC is left out (a hole, to be repaired)."""
+        held = []
         cursor = txn.cursor(db=self._records)
         if cursor.set_range(record_key(meta.seg_no, meta.scl + 1)):
             for key, raw in cursor:
-                seg_no, _ = _SEG_LSN.unpack(key)
+                seg_no, lsn = _SEG_LSN.unpack(key)
                 if seg_no != meta.seg_no:
                     break
-                lsn, prev_pg, _, _ = peek_header(raw)
-                tracker.add(lsn, prev_pg)
+                try:
+                    record = decode_record(raw, where=f"record LSN {lsn} in segment {meta.segment_id}")
+                except ChecksumMismatch as error:
+                    log.warning("%s; left out of the chain until repaired", error.message)
+                    continue
+                if record.lsn != lsn or not record.prev_pg_lsn < lsn:
+                    log.warning("record stored under LSN %d in segment %s is malformed; left out", lsn, meta.segment_id)
+                    continue
+                held.append((lsn, record.prev_pg_lsn))
+        tracker = SclTracker.rebuilt(meta.scl, held)
         meta.scl = tracker.scl
         return Segment(meta=meta, tracker=tracker)
 
@@ -304,13 +313,20 @@ class SegmentStore:
             work: dict[str, Segment] = {}
             results: list[BatchResult | StorageError] = []
             for batch in batches:
+                # Each batch in its own nested transaction on its own copy: a refused batch
+                # leaves no trace, neither on disk nor in memory.
                 try:
-                    seg = work.get(batch.segment_id)
-                    if seg is None:
-                        seg = work[batch.segment_id] = copy.deepcopy(self.segment(batch.segment_id))
-                    results.append(self._append_one(txn, batch, seg))
+                    seg = copy.deepcopy(work.get(batch.segment_id) or self.segment(batch.segment_id))
+                    with self.env.begin(write=True, parent=txn) as child:
+                        results.append(self._append_one(child, batch, seg))
+                    work[batch.segment_id] = seg
                 except StorageError as error:
                     results.append(error)
+                except lmdb.MapFullError:
+                    raise
+                except Exception as error:  # noqa: BLE001 - a bug or bad bytes must not fail the whole group
+                    log.exception("batch %d for segment %s failed", batch.batch_id, batch.segment_id)
+                    results.append(StorageError(f"the node could not apply the batch: {type(error).__name__}: {error}"))
             for seg in work.values():
                 self._put_meta(txn, seg.meta)
             return results, work
@@ -321,9 +337,10 @@ class SegmentStore:
 
     def _append_one(self, txn: lmdb.Transaction, batch: AppendBatch, seg: Segment) -> BatchResult:
         seg.check_epochs(batch.volume_epoch, batch.membership_epoch)
-        fresh = seg.new_truncations(batch.truncation_ranges)
-        # Truncations first: they decide which of the batch's records are void. They
-        # were validated above; once applied they are kept even if a record is refused.
+        if batch.vdl_hint > LSN_MAX:
+            raise InvalidRequest(f"VDL hint {batch.vdl_hint} is above the highest LSN {LSN_MAX}")
+        fresh = seg.new_truncations(batch.truncation_ranges, batch.volume_epoch)
+        # Truncations first: they decide which of the batch's records are void.
         for r in fresh:
             self._truncate_in_txn(txn, seg, r)
         seg_no = seg.meta.seg_no
@@ -345,11 +362,7 @@ class SegmentStore:
         """Apply an epoch-stamped truncation range durably; return the number of records removed."""
         current = self.segment(segment_id)
         current.check_epochs(volume_epoch, current.meta.membership_epoch)
-        if r.epoch > volume_epoch:
-            raise InvalidRequest(
-                f"truncation range stamped with epoch {r.epoch} is newer than the request's volume epoch {volume_epoch}"
-            )
-        if not current.new_truncations([r]):
+        if not current.new_truncations([r], volume_epoch):
             return 0
 
         def txn_fn(txn: lmdb.Transaction) -> tuple[int, Segment]:
@@ -397,27 +410,25 @@ class SegmentStore:
                     doomed.append(key)
         for key in doomed:
             txn.delete(key, db=self._versions)
-        below = 0
-        if cursor.set_range(record_key(seg_no, r.start_lsn)):
-            moved = cursor.prev()
-        else:
-            moved = cursor.last()
+        below = 0  # highest record held below the range: every held record below SCL is in the chain
+        moved = cursor.prev() if cursor.set_range(record_key(seg_no, r.start_lsn)) else cursor.last()
         if moved:
             key_seg, lsn = _SEG_LSN.unpack(cursor.key())
             if key_seg == seg_no and lsn < r.start_lsn:
-                below = lsn
-        held_above_end = []
-        if seg.tracker.scl > r.end_lsn and cursor.set_range(record_key(seg_no, r.end_lsn + 1)):
+                below = min(lsn, seg.tracker.scl)
+        kept_from_start = []  # every record held above the chain base: spared by the range, or outside it
+        if cursor.set_range(record_key(seg_no, below + 1)):
             for key, raw in cursor:
                 key_seg, lsn = _SEG_LSN.unpack(key)
-                if key_seg != seg_no or lsn > seg.tracker.scl:
+                if key_seg != seg_no:
                     break
                 _, prev_pg, _, _ = peek_header(raw)
-                held_above_end.append((lsn, prev_pg))
+                if prev_pg < lsn:
+                    kept_from_start.append((lsn, prev_pg))
         highest = seg.meta.highest_lsn
         if highest >= r.start_lsn:
             highest = self._highest_lsn_in_txn(txn, seg_no)
-        seg.note_truncation(r, below, held_above_end, removed, highest)
+        seg.note_truncation(r, below, kept_from_start, removed, highest)
         return removed
 
     def _highest_lsn_in_txn(self, txn: lmdb.Transaction, seg_no: int) -> int:
@@ -479,6 +490,8 @@ class SegmentStore:
     ) -> tuple[list[LogRecord], bool]:
         """Records with from_lsn < LSN <= to_lsn (to_lsn 0 = unbounded), each CRC-checked; (records, more)."""
         seg = self.segment(segment_id)
+        if from_lsn > LSN_MAX:
+            return [], False
         max_records = min(max_records or READ_RECORDS_MAX, READ_RECORDS_MAX)
         max_bytes = min(max_bytes or READ_BYTES_MAX, READ_BYTES_MAX)
         seg_no = seg.meta.seg_no
@@ -506,6 +519,7 @@ class SegmentStore:
 
     def tail_at_or_below(self, segment_id: str, lsn: int) -> int:
         """The newest record stored at or below `lsn` (0 if none)."""
+        lsn = min(lsn, LSN_MAX)
         seg_no = self.segment(segment_id).meta.seg_no
         with self._read_txn() as txn:
             cursor = txn.cursor(db=self._records)

@@ -55,11 +55,12 @@ def test_truncation_matches_oracle(case: tuple[list[tuple[int, int]], list[int]]
     top = chain[-1][0] if chain else 1
     start = data.draw(st.integers(min_value=1, max_value=top + 1))
     end = data.draw(st.integers(min_value=start, max_value=top + 5))
-    below = max((lsn for lsn in held if lsn < start), default=0)
     remaining = {lsn: prev for lsn, prev in held.items() if not start <= lsn <= end}
-    above = [(lsn, prev) for lsn, prev in held.items() if end < lsn <= tracker.scl]
-    assert tracker.truncate(start, end, below, above) == scl_oracle(0, remaining)
-    assert all(lsn in remaining for lsn, _ in chain if lsn <= tracker.scl)
+    chain_below = max((lsn for lsn in held if lsn < start and lsn <= tracker.scl), default=0)
+    kept_above = [(lsn, prev) for lsn, prev in remaining.items() if lsn >= start]
+    rebuilt = SclTracker.rebuilt(chain_below, kept_above)
+    assert rebuilt.scl == scl_oracle(0, remaining)
+    assert all(lsn in remaining for lsn, _ in chain if lsn <= rebuilt.scl)
 
 
 def test_second_successor_is_a_conflict() -> None:

@@ -327,3 +327,73 @@ def test_vdl_hint_is_kept_and_chain_tail_is_found(tmp_path) -> None:  # type: ig
     reopened = SegmentStore(path)
     assert reopened.segment(SEG).meta.vdl_hint == 6
     reopened.close()
+
+
+def test_truncation_that_spares_newer_records_keeps_them_in_the_chain(store: SegmentStore) -> None:
+    chain = ChainBuilder(epoch=2)
+    commit_ok(store, batch([chain.patch(1, b"a"), chain.patch(1, b"b"), chain.patch(1, b"c")], epoch=2))
+    assert store.truncate(SEG, 2, TruncationRange(2, 100, 2)) == 0  # epoch-2 records are not older: spared
+    assert store.segment(SEG).tracker.scl == 3
+    commit_ok(store, batch([chain.patch(1, b"d")], epoch=2))
+    assert store.segment(SEG).tracker.scl == 4
+
+
+def test_truncation_keeps_pending_records_below_the_range(store: SegmentStore) -> None:
+    chain = ChainBuilder()
+    records = [chain.patch(1, b"r%d" % i) for i in range(12)]
+    commit_ok(store, batch(records[:5] + records[6:8]))  # hole at 6; 7 and 8 pending
+    assert store.segment(SEG).tracker.scl == 5
+    store.truncate(SEG, 2, TruncationRange(10, 20, 2))
+    commit_ok(store, batch([records[5]], epoch=2))
+    assert store.segment(SEG).tracker.scl == 8
+
+
+def test_a_refused_batch_leaves_no_truncation_behind(store: SegmentStore) -> None:
+    chain = ChainBuilder()
+    commit_ok(store, batch([chain.patch(1, b"a"), chain.patch(1, b"b")]))
+    rec = chain.patch(1, b"c")
+    bad = AppendBatch(SEG, 2, 1, 9, [(rec, rec.crc() ^ 1)], [TruncationRange(2, 50, 2)])
+    (error,) = store.commit_appends([bad])
+    assert isinstance(error, BadChecksum)
+    assert store.segment(SEG).meta.truncation_ranges == [] and store.segment(SEG).tracker.scl == 2
+    assert store.volume_epoch(SEG) == 1
+    assert [r.lsn for r in store.read_records(SEG, 0, 0, 10, 0)[0]] == [1, 2]
+
+
+def test_truncation_range_newer_than_the_batch_epoch_is_refused(store: SegmentStore) -> None:
+    rec = ChainBuilder().patch(1, b"a")
+    (error,) = store.commit_appends([batch([rec], ranges=[TruncationRange(1, 10**6, 1000)])])
+    assert isinstance(error, InvalidRequest) and "newer than the request's volume epoch" in error.message
+
+
+def test_lsn_at_the_top_of_the_range_is_refused(store: SegmentStore) -> None:
+    top = LogRecord(2**64 - 1, 1, PayloadKind.PATCH, 0, b"x", 0, 0, 0, 1)
+    (error,) = store.commit_appends([batch([top])])
+    assert isinstance(error, InvalidRequest) and "highest LSN" in error.message
+    with pytest.raises(InvalidRequest):
+        store.read_page(SEG, 1, 2**64 - 1)
+    assert store.read_records(SEG, 2**64 - 1, 0, 10, 0) == ([], False)
+    assert store.tail_at_or_below(SEG, 2**64 - 1) == 0
+
+
+def test_a_rotten_record_is_ignored_at_restart_and_repaired_by_a_resend(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = str(tmp_path / "lmdb")
+    store = SegmentStore(path)
+    store.create_segment(meta())
+    chain = ChainBuilder()
+    pending = LogRecord(5, 1, PayloadKind.PATCH, 0, b"PENDING-ROT-MARK", 4, 4, 2, 1)
+    records = [chain.patch(1, b"one"), chain.patch(1, b"two"), pending]
+    commit_ok(store, batch(records))  # LSNs 1, 2, 5: 5 waits for 4
+    assert store.segment(SEG).tracker.pending == {4: 5}
+    store.close()
+    flip_byte_in_file(f"{path}/data.mdb", b"PENDING-ROT-MARK")
+    store = SegmentStore(path)  # starts despite the rotten pending record
+    assert store.segment(SEG).tracker.scl == 2
+    (ok,) = commit_ok(store, batch([records[2]]))  # the good copy replaces the rotten one
+    assert ok.stored == 1
+    assert [r.data for r in store.read_records(SEG, 0, 0, 10, 0)[0]] == [b"one", b"two", b"PENDING-ROT-MARK"]
+    assert store.segment(SEG).tracker.pending == {4: 5}
+    commit_ok(store, batch([LogRecord(3, 1, PayloadKind.PATCH, 0, b"3", 2, 2, 2, 1),
+                            LogRecord(4, 1, PayloadKind.PATCH, 0, b"4", 3, 3, 3, 1)]))
+    assert store.segment(SEG).tracker.scl == 5
+    store.close()
