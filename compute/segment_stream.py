@@ -57,6 +57,7 @@ class SegmentStream:
         self.last_ack_monotonic = 0.0
         self.dropped_records = 0
         self.batches_sent = 0
+        self.bytes_sent = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -145,7 +146,9 @@ class SegmentStream:
                     waiter.cancel()
                     continue
                 try:
-                    await call.write(self._next_batch())
+                    request = self._next_batch()
+                    self.bytes_sent += request.ByteSize()
+                    await call.write(request)
                 except Exception:
                     # After the server aborts, a write fails with a generic status; the reader
                     # holds the real one (e.g. the epoch that fenced this writer).

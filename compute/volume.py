@@ -539,7 +539,7 @@ class Volume:
                     segment_id=s.segment_id, node_id=node, az=s.az, address=s.address,
                     scl=tracker.scl_of.get(node, 0) if tracker else 0,
                     last_ack_age_ms=int((now - s.last_ack_monotonic) * 1000) if s.last_ack_monotonic else 0,
-                    connected=s.connected, records_in_flight=s.records_in_flight,
+                    connected=s.connected, records_in_flight=s.records_in_flight, bytes_sent=s.bytes_sent,
                 )
                 for node, s in sorted(pg.streams.items())
             ]
@@ -552,6 +552,7 @@ class Volume:
             vcl=self.log.vcl if self.log else 0, vdl=self.vdl,
             lsn_allocated=self.log.lsn_allocated if self.log else 0, lal=self.lal, protection_groups=pgs,
             fenced=self.fenced, commits=self.commits,
+            network_bytes_sent=sum(s.bytes_sent for pg in self.pgs.values() for s in pg.streams.values()),
         )
 
 

@@ -79,7 +79,7 @@ class GetVolumeStatusRequest(_message.Message):
     def __init__(self, volume_id: _Optional[str] = ...) -> None: ...
 
 class SegmentStatus(_message.Message):
-    __slots__ = ("segment_id", "node_id", "az", "address", "scl", "last_ack_age_ms", "connected", "records_in_flight")
+    __slots__ = ("segment_id", "node_id", "az", "address", "scl", "last_ack_age_ms", "connected", "records_in_flight", "bytes_sent")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AZ_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class SegmentStatus(_message.Message):
     LAST_ACK_AGE_MS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     RECORDS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     node_id: str
     az: str
@@ -96,7 +97,8 @@ class SegmentStatus(_message.Message):
     last_ack_age_ms: int
     connected: bool
     records_in_flight: int
-    def __init__(self, segment_id: _Optional[str] = ..., node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ..., scl: _Optional[int] = ..., last_ack_age_ms: _Optional[int] = ..., connected: _Optional[bool] = ..., records_in_flight: _Optional[int] = ...) -> None: ...
+    bytes_sent: int
+    def __init__(self, segment_id: _Optional[str] = ..., node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ..., scl: _Optional[int] = ..., last_ack_age_ms: _Optional[int] = ..., connected: _Optional[bool] = ..., records_in_flight: _Optional[int] = ..., bytes_sent: _Optional[int] = ...) -> None: ...
 
 class PgStatus(_message.Message):
     __slots__ = ("pg_index", "first_page", "page_count", "membership_epoch", "pgcl", "segments")
@@ -115,7 +117,7 @@ class PgStatus(_message.Message):
     def __init__(self, pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., pgcl: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[SegmentStatus, _Mapping]]] = ...) -> None: ...
 
 class VolumeStatus(_message.Message):
-    __slots__ = ("volume_id", "page_size", "segment_size_bytes", "geometry_epoch", "volume_epoch", "vcl", "vdl", "lsn_allocated", "lal", "protection_groups", "fenced", "commits")
+    __slots__ = ("volume_id", "page_size", "segment_size_bytes", "geometry_epoch", "volume_epoch", "vcl", "vdl", "lsn_allocated", "lal", "protection_groups", "fenced", "commits", "network_bytes_sent")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +130,7 @@ class VolumeStatus(_message.Message):
     PROTECTION_GROUPS_FIELD_NUMBER: _ClassVar[int]
     FENCED_FIELD_NUMBER: _ClassVar[int]
     COMMITS_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     volume_id: str
     page_size: int
     segment_size_bytes: int
@@ -140,7 +143,8 @@ class VolumeStatus(_message.Message):
     protection_groups: _containers.RepeatedCompositeFieldContainer[PgStatus]
     fenced: bool
     commits: int
-    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ..., geometry_epoch: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., vcl: _Optional[int] = ..., vdl: _Optional[int] = ..., lsn_allocated: _Optional[int] = ..., lal: _Optional[int] = ..., protection_groups: _Optional[_Iterable[_Union[PgStatus, _Mapping]]] = ..., fenced: _Optional[bool] = ..., commits: _Optional[int] = ...) -> None: ...
+    network_bytes_sent: int
+    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ..., geometry_epoch: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., vcl: _Optional[int] = ..., vdl: _Optional[int] = ..., lsn_allocated: _Optional[int] = ..., lal: _Optional[int] = ..., protection_groups: _Optional[_Iterable[_Union[PgStatus, _Mapping]]] = ..., fenced: _Optional[bool] = ..., commits: _Optional[int] = ..., network_bytes_sent: _Optional[int] = ...) -> None: ...
 
 class GetVolumeStatusResponse(_message.Message):
     __slots__ = ("status",)
