@@ -187,7 +187,7 @@ class Volume:
         last_error: Exception | None = None
         for attempt in range(1, RECOVERY_ATTEMPTS_MAX + 1):
             try:
-                await self._recover()
+                target_vdl = await self._recover()
                 break
             except QuorumNotMet as error:
                 last_error = error
@@ -195,6 +195,8 @@ class Volume:
                 await asyncio.sleep(0.2 * attempt)
         else:
             raise QuorumNotMet(f"could not open volume {self.volume_id}: {last_error}")
+        # The streams run from here on: no second attempt, which would fence them.
+        await self._wait_replicated(target_vdl)
         log.info("volume %s open: epoch %d, VDL %d, next LSN %d, %d PGs", self.volume_id, self.epoch,
                  self.log.vdl, self.log.next_lsn, len(self.pgs))
 
@@ -206,6 +208,7 @@ class Volume:
             except grpc.aio.AioRpcError as error:
                 if self.is_fencing_error(error) and self.log is not None:
                     self.on_fenced(None, error.details() or "")
+                log.warning("volume %s: %s: %s %s", self.volume_id, key, error.code().name, error.details())
                 return key, None
 
         results = await asyncio.gather(*(one(k, fn) for k, fn in calls.items()))
@@ -228,7 +231,9 @@ class Volume:
             states[pg.pg_index] = got
         return states
 
-    async def _recover(self) -> None:
+    async def _recover(self) -> int:
+        """Fence older writers, find VCL and VDL, truncate above VDL, start the streams.
+        Returns the VDL that re-replicated records must reach before the volume serves."""
         states = await self._read_quorum_states()
         reports = [_report(r.state) for got in states.values() for r in got.values()]
         self.epoch = next_epoch(reports)
@@ -292,10 +297,14 @@ class Volume:
                 stream.enqueue(by_pg.get(pg.pg_index, []))
                 stream.start()
         self._release(volume_log.advance())
+        return plan.vdl
+
+    async def _wait_replicated(self, target_vdl: int) -> None:
+        assert self.log is not None
         deadline = time.monotonic() + RECOVERY_REPLICATION_TIMEOUT_S
-        while volume_log.vdl < plan.vdl:
+        while self.log.vdl < target_vdl:
             if time.monotonic() > deadline:
-                raise QuorumNotMet(f"records up to VDL {plan.vdl} did not reach write quorum again in "
+                raise QuorumNotMet(f"records up to VDL {target_vdl} did not reach write quorum again in "
                                    f"{RECOVERY_REPLICATION_TIMEOUT_S:.0f} s")
             self._vdl_advanced.clear()
             try:

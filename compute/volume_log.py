@@ -99,10 +99,13 @@ class VolumeLog:
         assert last_lsn <= max(self.vdl, self.prev_volume_lsn)
         self.pgs[pg_index] = PgTracker(membership, last_lsn=last_lsn, durable_lsn=min(last_lsn, self.vdl))
 
-    def set_membership(self, pg_index: int, membership: Membership) -> None:
+    def set_membership(self, pg_index: int, membership: Membership) -> list[int]:
+        """Change a PG's quorum sets; return the CPLs that became durable (finishing a change can
+        complete records)."""
         pg = self.pgs[pg_index]
         pg.membership = membership
         pg.pgcl = max(pg.pgcl, membership.pgcl(pg.scl_of))
+        return self.advance()
 
     # -- allocation ---------------------------------------------------------------
 
@@ -142,6 +145,8 @@ class VolumeLog:
             self._above_vdl.append((record.lsn, pg_index))
             self.pgs[pg_index].last_lsn = max(self.pgs[pg_index].last_lsn, record.lsn)
             self._record_lsn_max = max(self._record_lsn_max, record.lsn)
+            self.prev_volume_lsn = max(self.prev_volume_lsn, record.lsn)
+            self.page_lsn[record.page_no] = max(self.page_lsn.get(record.page_no, 0), record.lsn)
         if vdl_target > self.vdl:
             self._cpls.append(vdl_target)
 

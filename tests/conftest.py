@@ -1,10 +1,11 @@
 """Shared pytest fixtures.
 
-- `cluster`: a running local cluster (control plane + nodes a1 a2 b1 b2 c1 c2) in
-  `tmp_path`, started through `tools.cluster.Cluster` like `sixfold up` does, and
-  always stopped afterwards, whether the test passed or not. Then every process
-  log is scanned: a line with " ERROR " or "Traceback" fails the test (as a
-  teardown error naming the log lines) unless the test expects it:
+- `cluster`: a running local cluster (control plane + nodes a1 a2 b1 b2 c1 c2 +
+  the compute node `compute` serving volume vol0) in `tmp_path`, started through
+  `tools.cluster.Cluster` like `sixfold up` does, and always stopped afterwards,
+  whether the test passed or not. Then every process log is scanned: a line
+  with " ERROR " or "Traceback" fails the test (as a teardown error naming the
+  log lines) unless the test expects it:
 
       @pytest.mark.expected_log_errors("lost quorum", "Traceback")  # lines containing these are fine
       @pytest.mark.expected_log_errors                              # any error line is fine
@@ -12,6 +13,9 @@
   Layout options for `Cluster.up()` come from another marker:
 
       @pytest.mark.cluster_options(spares=1, heartbeat_timeout_ms=1000)
+      @pytest.mark.cluster_options(compute=False)   # storage only: no compute node (saves CPU)
+
+  (Markers on the module, class and function are merged; the function's win.)
 
 - `cluster_dir`: a state dir in `tmp_path` for tests that start a cluster
   themselves (e.g. with `sixfold up --state-dir`); torn down and log-checked
@@ -83,7 +87,7 @@ def cluster_dir(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """A running local cluster in tmp_path; stopped after the test, then its logs are checked."""
-    options: dict = {}
+    options: dict = {"compute": True}
     for marker in reversed(list(request.node.iter_markers("cluster_options"))):
         options.update(marker.kwargs)
     local = Cluster(tmp_path / "cluster")

@@ -17,11 +17,21 @@ from typing import Any
 
 import pytest
 
-from tools.cluster import CONTROL_PLANE, PROJECT_ROOT, Cluster, ClusterError, UnknownProcessError, health_check
+from tools.cluster import (
+    COMPUTE,
+    CONTROL_PLANE,
+    DEFAULT_VOLUME,
+    PROJECT_ROOT,
+    Cluster,
+    ClusterError,
+    UnknownProcessError,
+    health_check,
+)
 
 pytestmark = pytest.mark.integration
 
 NODES = ["a1", "a2", "b1", "b2", "c1", "c2"]
+ALL = [CONTROL_PLANE, *NODES, COMPUTE]
 CLI_TIMEOUT_S = 120.0
 GONE_TIMEOUT_S = 10.0
 POLL_S = 0.05
@@ -78,21 +88,40 @@ def wait_gone(pids: list[int]) -> None:
 
 def test_cli_up_status_kill_start_pause_resume_stop_down(cluster_dir: Path) -> None:
     out = sixfold_ok(cluster_dir, "up")
-    for name in [CONTROL_PLANE, *NODES]:
+    for name in ALL:
         assert name in out
     assert str(cluster_dir) in out
     assert (cluster_dir / "cluster.json").exists()
 
     status = cli_status(cluster_dir)
-    assert list(status) == [CONTROL_PLANE, *NODES]
+    assert list(status) == ALL
     for name, process in status.items():
         assert process["state"] == "running" and process["health"] == "SERVING", process
         assert Path(process["log_file"]).exists() and Path(process["data_dir"]).is_dir()
     assert {n["node_id"] for n in status[CONTROL_PLANE]["nodes"]} == set(NODES)
-    assert status[CONTROL_PLANE]["volume_count"] == 0
-    assert [process["az"] for process in status.values()] == ["", "a", "a", "b", "b", "c", "c"]
+    assert status[CONTROL_PLANE]["volume_count"] == 1  # the compute node created its default volume
+    assert [process["az"] for process in status.values()] == ["", "a", "a", "b", "b", "c", "c", ""]
+    assert status[COMPUTE]["role"] == COMPUTE and status[COMPUTE]["data_dir"] == str(cluster_dir / "data" / COMPUTE)
+    assert [(v["volume_id"], v["fenced"]) for v in status[COMPUTE]["volumes"]] == [(DEFAULT_VOLUME, False)]
+    assert f"compute node:  {status[COMPUTE]['address']}" in out and DEFAULT_VOLUME in out
     table = sixfold_ok(cluster_dir, "status")
     assert "control-plane" in table and "SERVING" in table
+    compute_row = next(line for line in table.splitlines() if line.startswith(COMPUTE))
+    assert "SERVING" in compute_row and f"{DEFAULT_VOLUME} vdl=" in compute_row, table
+
+    # kill the compute node, start it again: same address, the volume reopened by a new writer (epoch + 1)
+    compute_pid, compute_address = status[COMPUTE]["pid"], status[COMPUTE]["address"]
+    epoch = status[COMPUTE]["volumes"][0]["volume_epoch"]
+    assert "killed compute" in sixfold_ok(cluster_dir, "kill", COMPUTE)
+    wait_gone([compute_pid])
+    after_kill = cli_status(cluster_dir)
+    assert after_kill[COMPUTE]["state"] == "dead" and after_kill[COMPUTE]["volumes"] == []
+    assert after_kill["a1"]["state"] == "running"
+    assert f"started compute at {compute_address}" in sixfold_ok(cluster_dir, "start", COMPUTE)
+    compute = cli_status(cluster_dir)[COMPUTE]
+    assert compute["state"] == "running" and compute["health"] == "SERVING" and compute["pid"] != compute_pid
+    assert [v["volume_id"] for v in compute["volumes"]] == [DEFAULT_VOLUME]
+    assert compute["volumes"][0]["volume_epoch"] > epoch
 
     # kill a1: its PID is gone and status says so
     a1_pid, a1_address = status["a1"]["pid"], status["a1"]["address"]
@@ -137,9 +166,10 @@ def test_cli_up_status_kill_start_pause_resume_stop_down(cluster_dir: Path) -> N
 
 
 def test_cli_up_twice_does_nothing_and_up_after_down_restarts_with_the_same_addresses(cluster_dir: Path) -> None:
-    sixfold_ok(cluster_dir, "up", "--spares", "1")
+    sixfold_ok(cluster_dir, "up", "--spares", "1", "--default-volume", "data")
     first = cli_status(cluster_dir)
-    assert list(first) == [CONTROL_PLANE, "a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3"]
+    assert list(first) == [CONTROL_PLANE, "a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3", COMPUTE]
+    assert [v["volume_id"] for v in first[COMPUTE]["volumes"]] == ["data"]
     assert [first[n]["spare"] for n in ("a2", "a3")] == [False, True]
 
     assert "already running" in sixfold_ok(cluster_dir, "up")
@@ -151,13 +181,21 @@ def test_cli_up_twice_does_nothing_and_up_after_down_restarts_with_the_same_addr
     again = cli_status(cluster_dir)
     assert {n: p["address"] for n, p in again.items()} == {n: p["address"] for n, p in first.items()}
     assert all(p["health"] == "SERVING" for p in again.values())
+    assert [v["volume_id"] for v in again[COMPUTE]["volumes"]] == ["data"]  # reopened, not created again
+    assert again[CONTROL_PLANE]["volume_count"] == 1
 
 
 def test_cli_unknown_node_exits_2_and_lists_the_names(cluster_dir: Path) -> None:
-    sixfold_ok(cluster_dir, "up", "--azs", "a,b,c", "--nodes-per-az", "2")
+    out = sixfold_ok(cluster_dir, "up", "--azs", "a,b,c", "--nodes-per-az", "2", "--no-compute")
+    assert "no compute node" in out
     result = sixfold(cluster_dir, "kill", "z9")
     assert result.returncode == 2
-    assert "z9" in result.stderr and "a1, a2, b1, b2, c1, c2" in result.stderr
+    assert "z9" in result.stderr and "control-plane, a1, a2, b1, b2, c1, c2" in result.stderr
+    assert list(cli_status(cluster_dir)) == [CONTROL_PLANE, *NODES]  # --no-compute: no compute node
+    result = sixfold(cluster_dir, "kill", COMPUTE)
+    assert result.returncode == 2 and "compute" in result.stderr
+    result = sixfold(cluster_dir, "volume", "list")
+    assert result.returncode == 1 and "no compute node" in result.stderr, result.stderr
 
 
 def test_cli_without_a_cluster_suggests_up(tmp_path: Path) -> None:
@@ -180,7 +218,8 @@ def test_cli_state_dir_defaults_to_the_environment(tmp_path: Path) -> None:
 
 
 def test_cluster_fixture_is_running_and_registered(cluster: Cluster) -> None:
-    assert cluster.names() == [CONTROL_PLANE, *NODES]
+    assert cluster.names() == ALL
+    assert cluster.node_names() == NODES
     status = cluster.status()
     for process in status.processes:
         assert process.state == "running" and process.health == "SERVING", process
@@ -189,10 +228,20 @@ def test_cluster_fixture_is_running_and_registered(cluster: Cluster) -> None:
     control_plane = status.by_name(CONTROL_PLANE)
     assert control_plane.address == cluster.control_plane_address()
     assert {(n.node_id, n.az, n.health) for n in control_plane.nodes} == {(n, n[0], "healthy") for n in NODES}
-    assert status.by_name("a1").segments == []
-    assert cluster.log_path("a1").read_text().strip()
+    # the compute node's volume vol0 has its segments on six nodes, two per AZ
+    segments = [(name[0], s) for name in NODES for s in status.by_name(name).segments]
+    per_az = [sum(1 for az, _ in segments if az == zone) for zone in "abc"]
+    assert per_az[0] > 0 and per_az == [per_az[0]] * 3, per_az
+    assert {s.volume_id for _, s in segments} == {DEFAULT_VOLUME}
+    compute = status.by_name(COMPUTE)
+    assert compute.address == cluster.compute_address() and compute.role == COMPUTE and compute.az == ""
+    assert [(v.volume_id, v.fenced) for v in compute.volumes] == [(DEFAULT_VOLUME, False)]
+    assert cluster.default_volume() == DEFAULT_VOLUME
+    assert cluster.data_dir(COMPUTE) == cluster.state_dir / "data" / COMPUTE
+    assert cluster.log_path("a1").read_text().strip() and cluster.log_path(COMPUTE).read_text().strip()
 
 
+@pytest.mark.cluster_options(compute=False)
 def test_cluster_kill_start_pause_resume_stop(cluster: Cluster) -> None:
     address = cluster.node_address("b2")
     pid = cluster.kill("b2")
@@ -220,18 +269,57 @@ def test_cluster_kill_start_pause_resume_stop(cluster: Cluster) -> None:
 
 def test_cluster_down_stops_a_paused_process(cluster: Cluster) -> None:
     pid = cluster.pause("a1")
+    compute_pid = cluster.pause(COMPUTE)
     pids = [cluster.pid(n) for n in cluster.names()]
     assert set(cluster.down()) == set(cluster.names())
     wait_gone([p for p in pids if p])
-    assert is_gone(pid)
+    assert is_gone(pid) and is_gone(compute_pid)
 
 
-@pytest.mark.cluster_options(spares=1, azs=("a", "b", "c"), nodes_per_az=2)
+def test_cluster_kill_start_pause_resume_stop_the_compute_node(cluster: Cluster) -> None:
+    """The compute node is a process like the others: same address and data after a restart, its volume reopened."""
+    address = cluster.compute_address()
+    epoch = cluster.status().by_name(COMPUTE).volumes[0].volume_epoch
+
+    pid = cluster.kill(COMPUTE)
+    assert is_gone(pid) and cluster.pid(COMPUTE) is None
+    assert cluster.status().by_name(COMPUTE).state == "dead"
+    assert all(cluster.status().by_name(n).state == "running" for n in NODES)
+    assert cluster.start(COMPUTE) is True
+    assert cluster.start(COMPUTE) is False  # already running
+    assert cluster.compute_address() == address and health_check(address) == "SERVING"
+    compute = cluster.status().by_name(COMPUTE)
+    assert [(v.volume_id, v.fenced) for v in compute.volumes] == [(DEFAULT_VOLUME, False)]
+    assert compute.volumes[0].volume_epoch > epoch  # a new writer opened (and fenced) the volume
+
+    paused = cluster.pause(COMPUTE)
+    assert proc_state(paused) == "T" and cluster.status().by_name(COMPUTE).state == "paused"
+    assert cluster.resume(COMPUTE) == paused
+    assert cluster.status().by_name(COMPUTE).health == "SERVING"
+
+    pid = cluster.pid(COMPUTE)
+    assert cluster.stop(COMPUTE) is True and is_gone(pid)
+    assert cluster.status().by_name(COMPUTE).state == "stopped"
+    assert cluster.up().started == [COMPUTE]  # `up` restarts only what is not running
+    assert health_check(cluster.compute_address()) == "SERVING"
+
+
+@pytest.mark.cluster_options(compute=False)
+def test_cluster_without_compute_has_no_compute_address(cluster: Cluster) -> None:
+    assert cluster.names() == [CONTROL_PLANE, *NODES] and not cluster.has_compute()
+    assert cluster.default_volume() is None
+    with pytest.raises(ClusterError, match="no compute node"):
+        cluster.compute_address()
+    assert cluster.status().by_name(CONTROL_PLANE).volume_count == 0
+
+
+@pytest.mark.cluster_options(spares=1, azs=("a", "b", "c"), nodes_per_az=2, compute=False)
 def test_cluster_spares_continue_the_numbering(cluster: Cluster) -> None:
     assert cluster.node_names() == ["a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3"]
     assert [cluster.record(n).spare for n in ("a3", "b3", "c3", "c2")] == [True, True, True, False]
 
 
+@pytest.mark.cluster_options(compute=False)
 @pytest.mark.expected_log_errors("Traceback")  # the node cannot bind its port
 def test_start_failure_names_the_process_and_its_log(cluster: Cluster) -> None:
     """a1's recorded port is taken while it is down: `start` fails, says where to look, leaves nothing running."""
@@ -248,11 +336,26 @@ def test_start_failure_names_the_process_and_its_log(cluster: Cluster) -> None:
     assert cluster.start("a1") is True  # the port is free again
 
 
+@pytest.mark.expected_log_errors("Traceback", " ERROR ")  # the compute node cannot bind its port
+def test_compute_start_failure_names_the_compute_node_and_its_log(cluster: Cluster) -> None:
+    port = int(cluster.compute_address().rsplit(":", 1)[1])
+    cluster.stop(COMPUTE)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        with pytest.raises(ClusterError) as raised:
+            cluster.start(COMPUTE)
+    message = str(raised.value)
+    assert message.startswith("compute node (pid ") and str(cluster.log_path(COMPUTE)) in message, message
+    assert cluster.status().by_name(COMPUTE).state == "stopped"
+    assert cluster.start(COMPUTE) is True and health_check(cluster.compute_address()) == "SERVING"
+
+
 def test_context_manager_stops_everything_when_the_body_fails(tmp_path: Path) -> None:
     pids: list[int] = []
     with pytest.raises(RuntimeError, match="test body failed"):
         with Cluster(tmp_path / "cluster") as cluster:
-            cluster.up(azs=("a", "b", "c"), nodes_per_az=2)
+            cluster.up(azs=("a", "b", "c"), nodes_per_az=2, compute=False)
             pids = [p for p in (cluster.pid(n) for n in cluster.names()) if p]
             raise RuntimeError("test body failed")
     assert len(pids) == 7

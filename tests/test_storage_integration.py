@@ -24,7 +24,7 @@ from storage.wire import record_from_proto, record_to_proto
 from tests.test_store import flip_byte_in_file
 from tools.cluster import Cluster
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster_options(compute=False)]  # storage only: saves CPU
 RPC_TIMEOUT_S = 10
 
 
@@ -154,7 +154,7 @@ def test_sigkill_mid_stream_loses_nothing_acknowledged(cluster: Cluster) -> None
 def one_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     local = Cluster(tmp_path_factory.mktemp("bad-input") / "cluster")
     with local:
-        local.up()
+        local.up(compute=False)
         yield local
 
 

@@ -3,6 +3,9 @@
     sixfold bench storage    durable batched appends to one storage node (100 B and 4 KiB payloads)
                              next to an in-process LMDB ceiling: the same records, the same batch
                              size, one synced transaction per batch, no gRPC and no protocol.
+    sixfold bench commit     durable one-page MTRs through the compute node (commits/s, p50/p99) at
+                             several concurrencies, also with two storage nodes paused, next to a bare
+                             fan-out of the same records to six segments (see tools/bench_commit.py).
 """
 
 from __future__ import annotations
@@ -31,11 +34,19 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     p.add_argument("--mib", type=float, default=0, help="MiB of payload per size (default: enough for ~4 s each)")
     p.add_argument("--records", type=int, default=0, help="records per size (overrides --mib)")
     p.add_argument("--keep", action="store_true", help="keep the node's data directory and log")
+    from tools import bench_commit
+
+    bench_commit.configure(sub.add_parser(
+        "commit", help="commits/s and latency of durable one-page MTRs through the writer, next to a bare fan-out"))
 
 
 def run(args: argparse.Namespace) -> int:
     if args.bench == "storage":
         return bench_storage(args)
+    if args.bench == "commit":
+        from tools.bench_commit import bench_commit
+
+        return bench_commit(args)
     raise SystemExit(f"unknown benchmark {args.bench!r}")
 
 

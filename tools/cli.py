@@ -13,7 +13,7 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("tools.launcher", "start a local cluster: control plane and storage nodes in 3 AZs"),
+    "up": ("tools.launcher", "start a local cluster: control plane, storage nodes in 3 AZs, and the writer"),
     "status": ("tools.launcher", "show every process of the local cluster: AZ, health, segments, SCLs"),
     "down": ("tools.launcher", "stop every process of the local cluster (by PID)"),
     "kill": ("tools.launcher", "SIGKILL one node (fault injection)"),
@@ -22,7 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("tools.launcher", "stop one node gracefully (SIGTERM)"),
     "start": ("tools.launcher", "start a stopped or killed node again, same address and data"),
     "storage-node": ("storage.node_main", "run one storage node process (the launcher does this for you)"),
+    "compute": ("compute.main", "run the compute node (the volume's writer); the launcher does this for you"),
     "control-plane": ("storage.control_plane_main", "run the control plane process (the launcher does this for you)"),
+    "volume": ("tools.volume_cli", "write and read pages of a volume through the compute node"),
     "bench": ("tools.bench", "benchmarks that print their figures beside a baseline measured in the same run"),
 }
 

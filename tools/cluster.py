@@ -1,4 +1,4 @@
-"""The local cluster: a control plane and storage nodes as real processes on this machine.
+"""The local cluster: a control plane, storage nodes and a compute node as real processes on this machine.
 
 A `Cluster` is bound to a state directory. Everything about the cluster lives
 under it and is recorded in `<state-dir>/cluster.json` (written atomically), so
@@ -11,9 +11,15 @@ process again by name:
     <state-dir>/data/<name>/        the process's data directory
     <state-dir>/run/<name>.port     the port the process bound (written by the process)
 
-Processes run `python -m tools.cli control-plane|storage-node ...` in their own
-session. The first start binds port 0 and reads the chosen port from the port
-file; every restart passes the recorded port, so addresses never change.
+Processes run `python -m tools.cli control-plane|storage-node|compute ...` in
+their own session. The first start binds port 0 and reads the chosen port from
+the port file; every restart passes the recorded port, so addresses never change.
+
+Start order: the control plane; then the storage nodes, until the control plane
+lists each of them as healthy; then the compute node (the writer, process name
+`compute`), which creates its default volume on first start and opens it
+(recovery) on every start before it reports SERVING. `down` stops the compute
+node first, so it never sees its storage disappear under it.
 
 Before a PID is signalled, its `/proc/PID/cmdline` is compared with the recorded
 command line, so a PID reused by an unrelated process is never touched.
@@ -42,6 +48,7 @@ from typing import Any, Callable, Iterator, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from compute.v1 import volume_service_pb2, volume_service_pb2_grpc
 from storage.serving import CHANNEL_OPTIONS
 from storage.v1 import (
     control_plane_service_pb2,
@@ -61,16 +68,20 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 CONTROL_PLANE = "control-plane"  # name and role of the control plane process
 STORAGE_NODE = "storage-node"  # role of a storage node
+COMPUTE = "compute"  # name and role of the compute node (the writer)
+DEFAULT_VOLUME = "vol0"  # the volume the compute node creates (if needed) and opens at start
 DEFAULT_AZS: tuple[str, ...] = ("a", "b", "c")
 DEFAULT_NODES_PER_AZ = 2
 
 STARTUP_TIMEOUT_S = 30.0  # from launch until the process answers its health check
+COMPUTE_STARTUP_TIMEOUT_S = 60.0  # the compute node's start-up includes creating/opening (recovering) its volume
 REGISTRATION_TIMEOUT_S = 30.0  # until the control plane lists every node as healthy
 STOP_TIMEOUT_S = 10.0  # SIGTERM -> exit, before SIGKILL
 KILL_TIMEOUT_S = 5.0  # SIGKILL -> gone
 SIGNAL_STATE_TIMEOUT_S = 5.0  # SIGSTOP/SIGCONT -> /proc shows the new state
 HEALTH_RPC_TIMEOUT_S = 1.0
 STATUS_RPC_TIMEOUT_S = 1.0
+COMPUTE_STATUS_RPC_TIMEOUT_S = 2.0  # ListVolumes on the compute node
 POLL_INTERVAL_S = 0.05
 LOG_TAIL_LINES = 25
 
@@ -109,8 +120,8 @@ class ProcessRecord:
     """One process of the cluster as recorded in cluster.json."""
 
     name: str
-    role: str  # CONTROL_PLANE or STORAGE_NODE
-    az: str  # "" for the control plane
+    role: str  # CONTROL_PLANE, STORAGE_NODE or COMPUTE
+    az: str  # "" for the control plane and the compute node
     spare: bool
     port: int  # 0 until the first start has bound one
     pid: int | None  # None when stopped by the launcher
@@ -125,10 +136,11 @@ class ProcessRecord:
         return f"{HOST}:{self.port}" if self.port else ""
 
     def command_for(self, control_plane_address: str) -> list[str]:
-        """The full command line: the recorded port (0 before the first start) and, for nodes, the control plane."""
+        """The full command line: the recorded port (0 before the first start) and, for storage and
+        compute nodes, the control plane's address."""
         command = [sys.executable, "-m", "tools.cli", *self.args]
         command += ["--port", str(self.port), "--port-file", self.port_file]
-        if self.role == STORAGE_NODE:
+        if self.role in (STORAGE_NODE, COMPUTE):
             command += ["--control-plane", control_plane_address]
         return command
 
@@ -138,7 +150,7 @@ class ClusterState:
     """The contents of cluster.json."""
 
     layout: dict[str, Any]  # the arguments of the first `up`
-    processes: list[ProcessRecord]  # in start order: the control plane first
+    processes: list[ProcessRecord]  # in start order: the control plane, the storage nodes, the compute node
     version: int = STATE_VERSION
 
     def to_json(self) -> str:
@@ -181,6 +193,17 @@ class NodeHealthInfo:
 
 
 @dataclass
+class VolumeInfo:
+    """One volume as the compute node reports it."""
+
+    volume_id: str
+    vdl: int
+    vcl: int
+    volume_epoch: int
+    fenced: bool
+
+
+@dataclass
 class ProcessStatus:
     name: str
     role: str
@@ -196,6 +219,7 @@ class ProcessStatus:
     segments: list[SegmentInfo] = field(default_factory=list)  # storage nodes
     nodes: list[NodeHealthInfo] = field(default_factory=list)  # control plane
     volume_count: int | None = None  # control plane
+    volumes: list[VolumeInfo] = field(default_factory=list)  # compute node
 
 
 @dataclass
@@ -268,7 +292,11 @@ def _wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
 
 
 def _label(record: ProcessRecord) -> str:
-    return record.name if record.role == CONTROL_PLANE else f"storage node {record.name}"
+    if record.role == STORAGE_NODE:
+        return f"storage node {record.name}"
+    if record.role == COMPUTE:
+        return "compute node" if record.name == COMPUTE else f"compute node {record.name}"
+    return record.name
 
 
 def _tail(path: str | Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -321,15 +349,30 @@ def _list_nodes(address: str) -> tuple[list[NodeHealthInfo], int]:
     return infos, len(volumes.volumes)
 
 
+def _list_volumes(address: str) -> list[VolumeInfo]:
+    """The compute node's volumes (VolumeService.ListVolumes)."""
+    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        stub = volume_service_pb2_grpc.VolumeServiceStub(channel)
+        reply = stub.ListVolumes(volume_service_pb2.ListVolumesRequest(), timeout=COMPUTE_STATUS_RPC_TIMEOUT_S)
+    return [VolumeInfo(v.volume_id, v.vdl, v.vcl, v.volume_epoch, v.fenced) for v in reply.volumes]
+
+
 # --- the cluster -----------------------------------------------------------------------
 
 
 class Cluster:
     """A local cluster bound to a state directory (see the module docstring)."""
 
-    def __init__(self, state_dir: str | Path, *, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        state_dir: str | Path,
+        *,
+        startup_timeout_s: float = STARTUP_TIMEOUT_S,
+        compute_startup_timeout_s: float = COMPUTE_STARTUP_TIMEOUT_S,
+    ) -> None:
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.startup_timeout_s = startup_timeout_s
+        self.compute_startup_timeout_s = compute_startup_timeout_s
         self._popen: dict[int, subprocess.Popen[bytes]] = {}  # children of this Python process, by PID
 
     # context manager: always stop everything, even when the body failed
@@ -380,7 +423,7 @@ class Cluster:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def records(self) -> list[ProcessRecord]:
-        """Every process in start order: the control plane first, then the nodes."""
+        """Every process in start order: the control plane, the storage nodes, the compute node (if any)."""
         return self._load().processes
 
     def names(self) -> list[str]:
@@ -406,6 +449,23 @@ class Cluster:
 
     def control_plane_address(self) -> str:
         return self.record(CONTROL_PLANE).address
+
+    def has_compute(self) -> bool:
+        return any(r.role == COMPUTE for r in self.records())
+
+    def compute_address(self) -> str:
+        """The compute node's address (VolumeService); ClusterError if the cluster was started without one."""
+        for record in self.records():
+            if record.role == COMPUTE:
+                return record.address
+        raise ClusterError(
+            f"the cluster in {self.state_dir} has no compute node (it was started with --no-compute); "
+            f"`sixfold down` and `sixfold up` with a new --state-dir for one"
+        )
+
+    def default_volume(self) -> str | None:
+        """The volume the compute node opens at start (None without a compute node)."""
+        return self._load().layout.get("default_volume") if self.has_compute() else None
 
     def pid(self, node: str) -> int | None:
         """The PID of the process if it is running (or paused), else None."""
@@ -447,8 +507,11 @@ class Cluster:
         lmdb_map_mib: int | None = None,
         heartbeat_timeout_ms: int | None = None,
         wait_registered: bool = True,
+        compute: bool = True,
+        default_volume: str = DEFAULT_VOLUME,
     ) -> UpResult:
-        """Start the cluster: the control plane, then every node, each waited for until healthy.
+        """Start the cluster: the control plane, then every node, each waited for until healthy,
+        then (with `compute`) the compute node, which creates `default_volume` if needed and opens it.
 
         On a state dir that already holds a cluster, the recorded layout is kept (the
         arguments are ignored): processes that are not running are restarted with their
@@ -457,16 +520,16 @@ class Cluster:
         """
         with self._locked():
             if not self.exists():
-                self._create(azs, nodes_per_az, spares, lmdb_map_mib, heartbeat_timeout_ms)
+                self._create(
+                    azs, nodes_per_az, spares, lmdb_map_mib, heartbeat_timeout_ms, default_volume if compute else None
+                )
             state = self._load()
             to_start = [r for r in state.processes if not self._alive(r)]
             if not to_start:
                 return UpResult(started=[], already_running=True)
             started: list[str] = []
             try:
-                self._start_in_order(state, to_start, started)
-                if wait_registered:
-                    self._wait_registered(state.processes)
+                self._start_in_order(state, to_start, started, wait_registered=wait_registered)
             except BaseException:
                 self._stop_names(state, started)
                 raise
@@ -479,9 +542,12 @@ class Cluster:
         spares: int,
         lmdb_map_mib: int | None,
         heartbeat_timeout_ms: int | None,
+        default_volume: str | None,
     ) -> None:
         if not azs or nodes_per_az < 1 or spares < 0:
             raise ClusterError("need at least one AZ, at least one node per AZ, and spares >= 0")
+        if default_volume is not None and not default_volume.strip():
+            raise ClusterError("the default volume needs a name")
         for sub in ("logs", "data", "run"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         cp_args = self._control_plane_args(heartbeat_timeout_ms)
@@ -493,12 +559,16 @@ class Cluster:
                 if lmdb_map_mib is not None:
                     node_args += ["--lmdb-map-mib", str(lmdb_map_mib)]
                 processes.append(self._new_record(name, STORAGE_NODE, az, index > nodes_per_az, node_args))
+        if default_volume is not None:
+            processes.append(self._new_record(COMPUTE, COMPUTE, "", False, ["--default-volume", default_volume]))
         layout = {
             "azs": list(azs),
             "nodes_per_az": nodes_per_az,
             "spares": spares,
             "lmdb_map_mib": lmdb_map_mib,
             "heartbeat_timeout_ms": heartbeat_timeout_ms,
+            "compute": default_volume is not None,
+            "default_volume": default_volume,
         }
         self._save(ClusterState(layout=layout, processes=processes))
 
@@ -522,21 +592,35 @@ class Cluster:
             args=[role, "--data-dir", str(data_dir), *extra],
         )
 
-    def _start_in_order(self, state: ClusterState, to_start: list[ProcessRecord], started: list[str]) -> None:
-        """Start the control plane (if needed) and wait for it, then launch all nodes and wait for each."""
+    def _start_in_order(
+        self, state: ClusterState, to_start: list[ProcessRecord], started: list[str], *, wait_registered: bool = False
+    ) -> None:
+        """Start the control plane (if needed) and wait for it, then launch all storage nodes and wait for
+        each; then, if a compute node is to start (or `wait_registered`), wait until the control plane
+        lists every running node as healthy; then start the compute node and wait for it."""
         records = state.processes
         control_plane = [r for r in to_start if r.role == CONTROL_PLANE]
-        nodes = [r for r in to_start if r.role != CONTROL_PLANE]
-        for batch in (control_plane, nodes):
-            if not batch:
-                continue
-            children = {r.name: self._launch(r, records) for r in batch}
-            started.extend(children)
+        nodes = [r for r in to_start if r.role == STORAGE_NODE]
+        compute = [r for r in to_start if r.role == COMPUTE]
+        for batch, timeout_s in ((control_plane, self.startup_timeout_s), (nodes, self.startup_timeout_s)):
+            self._start_batch(state, batch, started, timeout_s)
+        if wait_registered or (compute and nodes):
+            self._wait_registered(records)
+        self._start_batch(state, compute, started, self.compute_startup_timeout_s)
+
+    def _start_batch(
+        self, state: ClusterState, batch: list[ProcessRecord], started: list[str], timeout_s: float
+    ) -> None:
+        """Launch every process of `batch` at once, then wait until each serves (one deadline for all)."""
+        if not batch:
+            return
+        children = {r.name: self._launch(r, state.processes) for r in batch}
+        started.extend(children)
+        self._save(state)
+        deadline = time.monotonic() + timeout_s
+        for record in batch:
+            record.port = self._wait_serving(record, children[record.name], deadline, timeout_s)
             self._save(state)
-            deadline = time.monotonic() + self.startup_timeout_s
-            for record in batch:
-                record.port = self._wait_serving(record, children[record.name], deadline)
-                self._save(state)
 
     def _launch(self, record: ProcessRecord, records: list[ProcessRecord]) -> subprocess.Popen[bytes]:
         previous = record.pid
@@ -563,7 +647,9 @@ class Cluster:
         record.pid = child.pid
         return child
 
-    def _wait_serving(self, record: ProcessRecord, child: subprocess.Popen[bytes], deadline: float) -> int:
+    def _wait_serving(
+        self, record: ProcessRecord, child: subprocess.Popen[bytes], deadline: float, timeout_s: float
+    ) -> int:
         """Wait for the port file and a SERVING health check; return the bound port."""
         port = 0
         while time.monotonic() < deadline:
@@ -575,7 +661,7 @@ class Cluster:
                 return port
             time.sleep(POLL_INTERVAL_S)
         what = "did not write its port file" if not port else f"did not answer the health check on {HOST}:{port}"
-        raise self._startup_error(record, f"{what} within {self.startup_timeout_s:g} s")
+        raise self._startup_error(record, f"{what} within {timeout_s:g} s")
 
     @staticmethod
     def _probe_timeout(deadline: float) -> float:
@@ -632,9 +718,24 @@ class Cluster:
         return stopped
 
     def _stop_names(self, state: ClusterState, names: list[str], timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
-        """SIGTERM (+SIGCONT) all of `names` at once, wait, SIGKILL the rest; mark them stopped."""
+        """Stop `names`: the compute node first, then all the others at once; mark them stopped.
+
+        The compute node goes first so that it never runs without its storage (and has nothing to
+        complain about in its log); each group gets SIGTERM, `timeout_s`, then SIGKILL.
+        """
         targets = [r for r in state.processes if r.name in names]
         live = [r for r in targets if self._alive(r)]
+        for group in ([r for r in live if r.role == COMPUTE], [r for r in live if r.role != COMPUTE]):
+            self._terminate(group, timeout_s)
+        for record in targets:
+            record.pid = None
+        self._save(state)
+        return [r.name for r in live]
+
+    def _terminate(self, live: list[ProcessRecord], timeout_s: float) -> None:
+        """SIGTERM (+SIGCONT) every process of `live` at once, wait up to `timeout_s`, SIGKILL the rest."""
+        if not live:
+            return
         for record in live:
             assert record.pid is not None
             _send(record.pid, signal.SIGTERM)
@@ -646,10 +747,6 @@ class Cluster:
                     assert record.pid is not None
                     _send(record.pid, signal.SIGKILL)
             _wait_until(lambda: all(self._gone(pid) for pid in pids), KILL_TIMEOUT_S)
-        for record in targets:
-            record.pid = None
-        self._save(state)
-        return [r.name for r in live]
 
     def _kill_own_children(self) -> None:
         """Last resort: SIGKILL any child this object started that is somehow still running."""
@@ -727,7 +824,7 @@ class Cluster:
         return PAUSED if _proc_state(record.pid) == "T" else RUNNING
 
     def status(self) -> ClusterStatus:
-        """Every process: state from /proc, health and segments / node list over gRPC (short timeouts)."""
+        """Every process: state from /proc, health and segments / node list / volumes over gRPC (short timeouts)."""
         return ClusterStatus(str(self.state_dir), [self._process_status(r) for r in self.records()])
 
     def _process_status(self, record: ProcessRecord) -> ProcessStatus:
@@ -750,6 +847,8 @@ class Cluster:
         try:
             if record.role == STORAGE_NODE:
                 status.segments = _list_segments(record.address)
+            elif record.role == COMPUTE:
+                status.volumes = _list_volumes(record.address)
             else:
                 status.nodes, status.volume_count = _list_nodes(record.address)
         except grpc.RpcError as exc:

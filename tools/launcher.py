@@ -1,7 +1,10 @@
 """`sixfold up|status|down|kill|pause|resume|stop|start`: the local cluster from the command line.
 
 Thin wrapper over `tools.cluster.Cluster`; every subcommand takes `--state-dir`
-(default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster).
+(default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster). The processes are the
+control plane, the storage nodes (a1, a2, b1, ...) and, unless `up --no-compute`,
+the compute node `compute`, which serves the default volume (`--default-volume`,
+vol0); `sixfold volume` (tools/volume_cli.py) talks to it.
 
 Exit codes: 0 success, 1 operation failed (message on stderr), 2 unknown node name.
 """
@@ -16,9 +19,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from tools.cluster import (
+    COMPUTE,
     CONTROL_PLANE,
     DEFAULT_AZS,
     DEFAULT_NODES_PER_AZ,
+    DEFAULT_VOLUME,
     STORAGE_NODE,
     Cluster,
     ClusterError,
@@ -89,10 +94,18 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             "--heartbeat-timeout-ms", type=_positive_int, default=None,
             help="control plane: a node is unhealthy after this long without a heartbeat",
         )
+        parser.add_argument(
+            "--default-volume", default=DEFAULT_VOLUME, metavar="NAME",
+            help=f"the volume the compute node creates (if needed) and opens at start (default: {DEFAULT_VOLUME})",
+        )
+        parser.add_argument(
+            "--no-compute", dest="compute", action="store_false",
+            help="start only the control plane and the storage nodes, no compute node",
+        )
     elif name == "status":
         parser.add_argument("--json", action="store_true", help="print the status as JSON")
     elif name in NODE_COMMANDS:
-        parser.add_argument("node", help=f"process name, e.g. a1 (or {CONTROL_PLANE})")
+        parser.add_argument("node", help=f"process name, e.g. a1 (or {CONTROL_PLANE}, {COMPUTE})")
 
 
 # --- output ---------------------------------------------------------------------------
@@ -124,6 +137,9 @@ def _details(process: ProcessStatus) -> str:
     if process.role == STORAGE_NODE:
         segments = " ".join(f"{s.label} scl={s.scl}" for s in process.segments)
         return f"{len(process.segments)} segments" + (f": {segments}" if segments else "")
+    if process.role == COMPUTE:
+        volumes = " ".join(f"{v.volume_id} vdl={v.vdl}" + (" fenced" if v.fenced else "") for v in process.volumes)
+        return f"{len(process.volumes)} volumes" + (f": {volumes}" if volumes else "")
     healthy = sum(1 for n in process.nodes if n.health == "healthy")
     unhealthy = [n.node_id for n in process.nodes if n.health != "healthy"]
     text = f"nodes {healthy}/{len(process.nodes)} healthy, {process.volume_count} volumes"
@@ -152,6 +168,8 @@ def _up(cluster: Cluster, args: argparse.Namespace) -> int:
         args.spares,
         lmdb_map_mib=args.lmdb_map_mib,
         heartbeat_timeout_ms=args.heartbeat_timeout_ms,
+        compute=args.compute,
+        default_volume=args.default_volume,
     )
     if result.already_running:
         print(f"the cluster in {cluster.state_dir} is already running; nothing to do")
@@ -163,6 +181,11 @@ def _up(cluster: Cluster, args: argparse.Namespace) -> int:
     print(_layout_table(cluster.records()))
     print(f"state dir: {cluster.state_dir}  (cluster.json, logs/, data/)")
     print(f"control plane: {cluster.control_plane_address()}")
+    if cluster.has_compute():
+        print(f"compute node:  {cluster.compute_address()}  (default volume {cluster.default_volume()}; "
+              f"`sixfold volume --help` to write and read pages)")
+    else:
+        print("no compute node (--no-compute)")
     return EXIT_OK
 
 
