@@ -180,8 +180,8 @@ def test_random_run_matches_oracle(data: st.DataObject) -> None:
             else:
                 sets = transition(sets, data.draw(st.sampled_from(["back", "forward"])), "")
             sets_of[pg] = sets
-            log.set_membership(pg, Membership.of(*sets))
-            step_released = log.advance()  # set_membership itself releases nothing; the caller advances
+            step_released = log.set_membership(pg, Membership.of(*sets))  # releases what the change completes
+            assert log.advance() == []
         released.extend(step_released)
         check_against_oracle(log, oracle)
         assert log.vdl >= vdl_start
@@ -342,13 +342,12 @@ def test_durability_survives_a_membership_change_while_another_pg_holds_vcl_back
 def test_finishing_a_membership_change_can_complete_records() -> None:
     """During ABCDEF -> ABCDEG, A B C G hold everything but F is gone; dropping ABCDEF completes the records.
 
-    set_membership() returns nothing: the caller must call advance() to release the commits."""
+    set_membership() returns the commits the change released."""
     log = transitional_log()
     for segment in "ABCG":
         log.on_ack(0, segment, 5)
     assert log.vcl == 0
-    log.set_membership(0, Membership.of(ABCDEG))
-    assert log.advance() == [1, 2, 3, 4, 5]
+    assert log.set_membership(0, Membership.of(ABCDEG)) == [1, 2, 3, 4, 5]
     assert (log.vcl, log.vdl) == (5, 5)
 
 
