@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 BATCH_RECORDS_MAX = 2_000
 BATCH_BYTES_MAX = 4 * 1024 * 1024
-WINDOW_BATCHES = 8
+# Batches in flight per stream. Small on purpose: while two batches wait for their fsync, new
+# records gather into the next one (boxcar), so batches grow with load instead of leaving half empty.
+WINDOW_BATCHES = 2
 RETAIN_RECORDS_MAX = 500_000
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 0.5
@@ -134,6 +136,7 @@ class SegmentStream:
         call = self.stub.AppendRecords()
         self.connected = True
         reader = asyncio.create_task(self._read_acks(call))
+        reader.add_done_callback(lambda _: self._wake.set())  # a broken stream wakes the sender
         try:
             while not self._closed:
                 if reader.done():
@@ -141,9 +144,7 @@ class SegmentStream:
                     return
                 if not self.to_send or len(self.inflight_batches) >= WINDOW_BATCHES:
                     self._wake.clear()
-                    waiter = asyncio.create_task(self._wake.wait())
-                    await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
+                    await self._wake.wait()
                     continue
                 try:
                     request = self._next_batch()

@@ -431,12 +431,18 @@ class Volume:
         for pg_index, items in by_pg.items():
             for stream in self.pgs[pg_index].streams.values():
                 stream.enqueue(items)
+        def time_out() -> None:
+            if not future.done():  # the MTR stays in flight: it may still become durable later
+                self._waiters.pop(mtr.cpl, None)
+                future.set_exception(CommitTimeout(
+                    f"MTR with CPL {mtr.cpl} was sent but did not reach write quorum within "
+                    f"{self.commit_timeout_s:.0f} s ({self._quorum_picture(by_pg)}); it may still become durable later"))
+
+        timer = asyncio.get_running_loop().call_later(max(0.0, deadline - time.monotonic()), time_out)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            raise CommitTimeout(
-                f"MTR with CPL {mtr.cpl} was sent but did not reach write quorum within {self.commit_timeout_s:.0f} s "
-                f"({self._quorum_picture(by_pg)}); it may still become durable later") from None
+            return await future
+        finally:
+            timer.cancel()
 
     def _quorum_picture(self, by_pg: dict[int, Any]) -> str:
         parts = []

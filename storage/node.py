@@ -145,31 +145,31 @@ class StorageServicer:
         done = object()
 
         async def pump() -> None:
-            async for request in request_iterator:
-                if isinstance(request, Undecodable):
-                    await inflight.put(InvalidRequest(request.sentence()))
-                    return
-                try:
-                    batch = batch_from_proto(request)
-                    _check_segment_id(batch.segment_id)
-                    self.store.segment(batch.segment_id)
-                except StorageError as error:
-                    await inflight.put(error)
-                    return
-                await inflight.put(self.committer.submit(batch))  # waits while the window is full
+            try:
+                async for request in request_iterator:
+                    if isinstance(request, Undecodable):
+                        await inflight.put(InvalidRequest(request.sentence()))
+                        return
+                    try:
+                        batch = batch_from_proto(request)
+                        _check_segment_id(batch.segment_id)
+                        self.store.segment(batch.segment_id)
+                    except StorageError as error:
+                        await inflight.put(error)
+                        return
+                    await inflight.put(self.committer.submit(batch))  # waits while the window is full
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the client's side of the stream broke: end ours
+                pass
+            # Blocks only while the consumer is still draining the queue; once the consumer is gone
+            # it cancels this task, so the pump never outlives the call.
             await inflight.put(done)
 
         pump_task = asyncio.create_task(pump())
         try:
             while True:
-                getter = asyncio.ensure_future(inflight.get())
-                await asyncio.wait({getter, pump_task}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    if pump_task.exception() is not None:  # the client's side of the stream broke
-                        return
-                    continue
-                item = getter.result()
+                item = await inflight.get()
                 if item is done:
                     break
                 if isinstance(item, StorageError):
@@ -184,12 +184,7 @@ class StorageServicer:
                     records_duplicate=result.duplicates,
                 )
         finally:
-            # Nothing waits on the pump after this: it never blocks on a full queue once cancelled.
             pump_task.cancel()
-            try:
-                await pump_task
-            except BaseException:  # noqa: BLE001 - cancelled, or the client's stream error
-                pass
 
     # -- unary ----------------------------------------------------------------
 

@@ -27,7 +27,7 @@ plans made here; the gRPC servicer translates. Rules (this module owns them):
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
 from storage.errors import (
@@ -96,18 +96,28 @@ class SegmentMeta:
     volume_epoch: int = 0  # highest volume epoch durably seen by this segment
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        fields = {f: getattr(self, f) for f in _META_FIELDS}
+        fields["truncation_ranges"] = [[r.start_lsn, r.end_lsn, r.epoch] for r in self.truncation_ranges]
+        return json.dumps(fields).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> "SegmentMeta":
         d = json.loads(raw)
-        d["truncation_ranges"] = [TruncationRange(**r) for r in d["truncation_ranges"]]
+        d["truncation_ranges"] = [
+            TruncationRange(**r) if isinstance(r, dict) else TruncationRange(*r) for r in d["truncation_ranges"]
+        ]
         return cls(**d)
+
+    def copy(self) -> "SegmentMeta":
+        return replace(self, truncation_ranges=list(self.truncation_ranges))
 
     def same_shape(self, other: "SegmentMeta") -> bool:
         return (self.volume_id, self.pg_index, self.first_page, self.page_count, self.page_size) == (
             other.volume_id, other.pg_index, other.first_page, other.page_count, other.page_size,
         )
+
+
+_META_FIELDS = [f.name for f in fields(SegmentMeta)]
 
 
 @dataclass
@@ -138,6 +148,10 @@ class AppendPlan:
 class Segment:
     meta: SegmentMeta
     tracker: SclTracker
+
+    def copy(self) -> "Segment":
+        """A working copy: the store plans on it and publishes it only after the commit."""
+        return Segment(self.meta.copy(), SclTracker(self.tracker.scl, dict(self.tracker.pending)))
 
     # -- epochs ---------------------------------------------------------------
 

@@ -21,7 +21,6 @@ of batches (from any number of streams) in one transaction: one sync per group.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import struct
@@ -290,7 +289,7 @@ class SegmentStore:
             )
 
         def txn_fn(txn: lmdb.Transaction) -> Segment:
-            seg = copy.deepcopy(current)
+            seg = current.copy()
             seg.meta.volume_epoch = volume_epoch
             self._put_meta(txn, seg.meta)
             return seg
@@ -316,7 +315,7 @@ class SegmentStore:
                 # Each batch in its own nested transaction on its own copy: a refused batch
                 # leaves no trace, neither on disk nor in memory.
                 try:
-                    seg = copy.deepcopy(work.get(batch.segment_id) or self.segment(batch.segment_id))
+                    seg = (work.get(batch.segment_id) or self.segment(batch.segment_id)).copy()
                     with self.env.begin(write=True, parent=txn) as child:
                         results.append(self._append_one(child, batch, seg))
                     work[batch.segment_id] = seg
@@ -366,7 +365,7 @@ class SegmentStore:
             return 0
 
         def txn_fn(txn: lmdb.Transaction) -> tuple[int, Segment]:
-            seg = copy.deepcopy(current)
+            seg = current.copy()
             removed = self._truncate_in_txn(txn, seg, r)
             seg.meta.volume_epoch = max(seg.meta.volume_epoch, volume_epoch)
             self._put_meta(txn, seg.meta)

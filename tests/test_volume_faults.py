@@ -53,15 +53,16 @@ def status(address: str) -> vpb.VolumeStatus:
     return stub(address).GetVolumeStatus(vpb.GetVolumeStatusRequest(volume_id=VOLUME), timeout=CALL_TIMEOUT_S).status
 
 
-def wait_connected(address: str, count: int = 6, timeout_s: float = 30) -> None:
-    """Until every PG's writer streams to `count` segments are connected again."""
+def wait_connected(address: str, count: int = 6, timeout_s: float = 30, *, at_most: bool = False) -> None:
+    """Until every PG's writer streams to `count` segments are connected (or, with at_most, no more than that)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         st = status(address)
-        if all(sum(s.connected for s in pg.segments) >= count for pg in st.protection_groups):
+        connected = [sum(s.connected for s in pg.segments) for pg in st.protection_groups]
+        if all((n <= count) if at_most else (n >= count) for n in connected):
             return
         time.sleep(0.1)
-    raise AssertionError(f"the writer did not reconnect to {count} segments per PG in {timeout_s} s")
+    raise AssertionError(f"the writer's connected segments per PG did not reach {count} in {timeout_s} s")
 
 
 def expect_code(fn, code: grpc.StatusCode, phrase: str = "") -> str:  # type: ignore[no-untyped-def]
@@ -163,6 +164,9 @@ def test_two_nodes_down_writes_go_on_three_down_writes_refused_reads_go_on(clust
     # Three down: no write succeeds, reads still do.
     for v in ("a1", "b1", "c1"):
         cluster.kill(v)
+    # A write racing the kills may be sent and then time out (UNAVAILABLE, "may still become durable");
+    # once the writer has seen the streams break it refuses before allocating anything.
+    wait_connected(address, 3, at_most=True)
     details = expect_code(lambda: write(address, [(5, 0, b"never")]), grpc.StatusCode.UNAVAILABLE, "needs 4")
     assert "Nothing was written" in details
     for c in clients:
