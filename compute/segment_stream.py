@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,11 @@ if TYPE_CHECKING:
     from compute.volume import Volume
 
 log = logging.getLogger(__name__)
+
+
+def _now() -> float:
+    """The event loop's clock: real time in the process, virtual time in the simulator."""
+    return asyncio.get_running_loop().time()
 
 BATCH_RECORDS_MAX = 2_000
 BATCH_BYTES_MAX = 4 * 1024 * 1024
@@ -182,7 +186,7 @@ class SegmentStream:
             count = self.inflight_batches.popleft()
             for _ in range(count):
                 self.sent.popleft()
-            self.last_ack_monotonic = time.monotonic()
+            self.last_ack_monotonic = _now()
             self._on_scl(ack.scl)
             self._wake.set()
         # The server ended the stream without a status: treat as a broken stream.

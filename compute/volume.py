@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -31,6 +30,11 @@ from storage.v1 import storage_service_pb2 as pb
 from storage.wire import record_from_proto, record_to_proto, truncation_to_proto
 
 log = logging.getLogger(__name__)
+
+
+def _now() -> float:
+    """The event loop's clock: real time in the process, virtual time in the simulator."""
+    return asyncio.get_running_loop().time()
 T = TypeVar("T")
 
 VOLUME_BYTES_MAX = 128 * 2**40
@@ -54,16 +58,22 @@ class PgInfo:
     streams: dict[str, SegmentStream]  # node_id -> stream (a node holds one segment of a PG)
 
 
-class Channels:
-    """One gRPC channel per storage node address, shared by every stream and read to it."""
+def _insecure_channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
 
-    def __init__(self) -> None:
+
+class Channels:
+    """One gRPC channel per storage node address, shared by every stream and read to it.
+    The simulator passes a factory of fake channels that route over its seeded network."""
+
+    def __init__(self, factory: Callable[[str], Any] = _insecure_channel) -> None:
+        self._factory = factory
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def get(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = self._channels[address] = self._factory(address)
         return channel
 
     async def close(self) -> None:
@@ -301,9 +311,9 @@ class Volume:
 
     async def _wait_replicated(self, target_vdl: int) -> None:
         assert self.log is not None
-        deadline = time.monotonic() + RECOVERY_REPLICATION_TIMEOUT_S
+        deadline = _now() + RECOVERY_REPLICATION_TIMEOUT_S
         while self.log.vdl < target_vdl:
-            if time.monotonic() > deadline:
+            if _now() > deadline:
                 raise QuorumNotMet(f"records up to VDL {target_vdl} did not reach write quorum again in "
                                    f"{RECOVERY_REPLICATION_TIMEOUT_S:.0f} s")
             self._vdl_advanced.clear()
@@ -387,11 +397,11 @@ class Volume:
     async def _wait_write_quorum_reachable(self, pg_indexes: set[int]) -> None:
         """Fail fast, before allocating anything, when a PG cannot reach a write quorum. Streams that are
         (re)connecting get `CONNECT_WAIT_S` to do so."""
-        deadline = time.monotonic() + CONNECT_WAIT_S
+        deadline = _now() + CONNECT_WAIT_S
         for pg_index in sorted(pg_indexes):
             pg = self.pgs[pg_index]
             connected = [n for n, s in pg.streams.items() if s.connected]
-            while not pg.membership.write_quorum_met(connected) and time.monotonic() < deadline:
+            while not pg.membership.write_quorum_met(connected) and _now() < deadline:
                 await asyncio.sleep(0.02)
                 connected = [n for n, s in pg.streams.items() if s.connected]
             if not pg.membership.write_quorum_met(connected):
@@ -407,13 +417,13 @@ class Volume:
         self._check_open()
         assert self.log is not None
         await self._wait_write_quorum_reachable({self.pg_of_page(p.page_no) for p in patches})
-        deadline = time.monotonic() + self.commit_timeout_s
+        deadline = _now() + self.commit_timeout_s
         while True:
             try:
                 mtr = self.log.allocate_mtr(patches)
                 break
             except LalExceeded as error:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - _now()
                 if remaining <= 0:
                     raise QuorumNotMet(f"{error}; VDL is not advancing (is a write quorum reachable?)") from None
                 self._vdl_advanced.clear()
@@ -438,7 +448,7 @@ class Volume:
                     f"MTR with CPL {mtr.cpl} was sent but did not reach write quorum within "
                     f"{self.commit_timeout_s:.0f} s ({self._quorum_picture(by_pg)}); it may still become durable later"))
 
-        timer = asyncio.get_running_loop().call_later(max(0.0, deadline - time.monotonic()), time_out)
+        timer = asyncio.get_running_loop().call_later(max(0.0, deadline - _now()), time_out)
         try:
             return await future
         finally:
@@ -479,9 +489,9 @@ class Volume:
     async def _read_from_segments(self, pg: PgInfo, page_no: int, read_point: int) -> tuple[bytes, int]:
         assert self.log is not None
         tried: set[str] = set()
-        deadline = time.monotonic() + READ_TIMEOUT_S
+        deadline = _now() + READ_TIMEOUT_S
         quorum_refreshed = False
-        while time.monotonic() < deadline:
+        while _now() < deadline:
             scl_of = dict(self.log.pgs[pg.pg_index].scl_of)
             candidates = self.router.candidates(scl_of, read_point, frozenset(tried))
             if not candidates:
@@ -526,7 +536,7 @@ class Volume:
                 task.cancel()
 
     async def _read_one(self, stream: SegmentStream, page_no: int, read_point: int) -> tuple[bytes, int] | None:
-        started = time.monotonic()
+        started = _now()
         try:
             reply = await stream.stub.ReadPage(pb.ReadPageRequest(
                 segment_id=stream.segment_id, page_no=page_no, read_point=read_point, volume_epoch=self.epoch),
@@ -539,13 +549,13 @@ class Volume:
             if error.code() == grpc.StatusCode.DATA_LOSS:
                 log.warning("segment %s on %s: %s", stream.segment_id, stream.node_id, error.details())
             return None
-        self.router.observe(stream.node_id, (time.monotonic() - started) * 1000)
+        self.router.observe(stream.node_id, (_now() - started) * 1000)
         return reply.data, reply.page_lsn
 
     # -- status -------------------------------------------------------------------------
 
     def status(self) -> vpb.VolumeStatus:
-        now = time.monotonic()
+        now = _now()
         pgs = []
         for pg in sorted(self.pgs.values(), key=lambda p: p.pg_index):
             tracker = self.log.pgs.get(pg.pg_index) if self.log else None

@@ -113,11 +113,12 @@ def _check_segment_id(segment_id: str) -> None:
 class StorageServicer:
     """Implements storage.v1.StorageService. Registered via storage.serving.generic_handler."""
 
-    def __init__(self, store: SegmentStore, node_id: str, az: str) -> None:
+    def __init__(self, store: SegmentStore, node_id: str, az: str, writer: Any = None) -> None:
+        """`writer` runs every LMDB write (default: one dedicated thread; the simulator runs them inline)."""
         self.store = store
         self.node_id = node_id
         self.az = az
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-writer")
+        self.writer = writer or ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-writer")
         self.committer = GroupCommitter(store, self.writer)
 
     def start(self) -> None:

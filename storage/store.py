@@ -27,7 +27,7 @@ import struct
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import lmdb
 
@@ -126,10 +126,13 @@ class PageRead:
 
 
 class SegmentStore:
-    def __init__(self, path: str, map_size_bytes: int = MAP_SIZE_DEFAULT_BYTES) -> None:
-        os.makedirs(path, exist_ok=True)
+    def __init__(self, path: str, map_size_bytes: int = MAP_SIZE_DEFAULT_BYTES,
+                 open_env: Callable[..., Any] = lmdb.open) -> None:
+        """`open_env` is `lmdb.open`; the simulator passes an in-memory stand-in with the same API."""
+        if open_env is lmdb.open:
+            os.makedirs(path, exist_ok=True)
         self.path = path
-        self.env = lmdb.open(
+        self.env = open_env(
             path, map_size=map_size_bytes, max_dbs=MAX_DBS, sync=True, metasync=True,
             readahead=False, meminit=False,
         )
