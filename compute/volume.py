@@ -46,6 +46,7 @@ RECOVERY_ATTEMPTS_MAX = 5
 RECOVERY_REPLICATION_TIMEOUT_S = 30.0
 READ_RECORDS_BATCH = 5_000
 CONNECT_WAIT_S = 1.0
+GATHER_GRACE_S = 0.2
 
 
 @dataclass
@@ -210,26 +211,38 @@ class Volume:
         log.info("volume %s open: epoch %d, VDL %d, next LSN %d, %d PGs", self.volume_id, self.epoch,
                  self.log.vdl, self.log.next_lsn, len(self.pgs))
 
-    async def _gather(self, calls: dict[str, Callable[[], Awaitable[T]]]) -> dict[str, T]:
-        """Run calls concurrently; return the ones that succeeded."""
-        async def one(key: str, fn: Callable[[], Awaitable[T]]) -> tuple[str, T | None]:
+    async def _gather(self, calls: dict[str, Callable[[], Awaitable[T]]],
+                      enough: Callable[[set[str]], bool] | None = None) -> dict[str, T]:
+        """Run calls concurrently; return the ones that succeeded. With `enough`, stop waiting
+        `GATHER_GRACE_S` after the successes satisfy it (a quorum), so one hung node does not hold
+        recovery up for a whole RPC deadline; the calls still running are cancelled."""
+        results: dict[str, T] = {}
+
+        async def one(key: str, fn: Callable[[], Awaitable[T]]) -> None:
             try:
-                return key, await fn()
+                results[key] = await fn()
             except grpc.aio.AioRpcError as error:
                 if self.is_fencing_error(error) and self.log is not None:
                     self.on_fenced(None, error.details() or "")
                 log.warning("volume %s: %s: %s %s", self.volume_id, key, error.code().name, error.details())
-                return key, None
 
-        results = await asyncio.gather(*(one(k, fn) for k, fn in calls.items()))
-        return {k: v for k, v in results if v is not None}
+        tasks = [asyncio.ensure_future(one(k, fn)) for k, fn in calls.items()]
+        pending = set(tasks)
+        while pending:
+            if enough is not None and enough(set(results)):
+                await asyncio.wait(pending, timeout=GATHER_GRACE_S)
+                break
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        return {k: results[k] for k in calls if k in results}
 
     async def _states(self, pg: PgInfo) -> dict[str, Any]:
         return await self._gather({
             node: (lambda s=s: s.stub.GetSegmentState(pb.GetSegmentStateRequest(segment_id=s.segment_id),
                                                       timeout=RPC_TIMEOUT_S))
             for node, s in pg.streams.items()
-        })
+        }, enough=pg.membership.read_quorum_met)
 
     async def _read_quorum_states(self) -> dict[int, dict[str, Any]]:
         states = {}
@@ -252,7 +265,7 @@ class Volume:
                 node: (lambda s=s: s.stub.RaiseVolumeEpoch(
                     pb.RaiseVolumeEpochRequest(segment_id=s.segment_id, volume_epoch=self.epoch), timeout=RPC_TIMEOUT_S))
                 for node, s in pg.streams.items()
-            })
+            }, enough=pg.membership.write_quorum_met)
             if not pg.membership.write_quorum_met(raised):
                 raise QuorumNotMet(f"PG {pg.pg_index}: epoch {self.epoch} was taken by only {len(raised)} segments "
                                    f"({sorted(raised)}); fencing needs {WRITE_QUORUM}")
@@ -264,7 +277,11 @@ class Volume:
         for pg_index, got in states.items():
             best_node = max(got, key=lambda n: (got[n].state.scl, n))
             best_scl = got[best_node].state.scl
-            records = await self._fetch_records(self.pgs[pg_index].streams[best_node], floor, best_scl)
+            try:
+                records = await self._fetch_records(self.pgs[pg_index].streams[best_node], floor, best_scl)
+            except grpc.aio.AioRpcError as error:
+                raise QuorumNotMet(f"PG {pg_index}: reading records {floor}..{best_scl} from {best_node} failed: "
+                                   f"{error.code().name} {error.details()}") from None
             recovered[pg_index] = PgRecovered(best_node, best_scl, records)
         plan = plan_recovery(reports, recovered, self.epoch, self.lal)
         log.info("recovery of %s: floor %d, VCL %d, VDL %d, truncating [%d, %d] with epoch %d, %d records to "
@@ -279,16 +296,20 @@ class Volume:
                     segment_id=s.segment_id, volume_epoch=self.epoch, range=truncation_to_proto(plan.truncation)),
                     timeout=RPC_TIMEOUT_S * 5))
                 for node, s in pg.streams.items()
-            })
+            }, enough=pg.membership.write_quorum_met)
             if not pg.membership.write_quorum_met(truncated):
                 raise QuorumNotMet(f"PG {pg.pg_index}: the truncation reached only {len(truncated)} segments")
             scl_after[pg.pg_index] = {node: reply.state.scl for node, reply in truncated.items()}
         tails = {}
         for pg_index, rec in recovered.items():
             stream = self.pgs[pg_index].streams[rec.best_segment_id]
-            reply = await stream.stub.GetSegmentState(pb.GetSegmentStateRequest(
-                segment_id=stream.segment_id, tail_at_or_below_lsn=max(1, min(plan.vdl, rec.best_scl))),
-                timeout=RPC_TIMEOUT_S)
+            try:
+                reply = await stream.stub.GetSegmentState(pb.GetSegmentStateRequest(
+                    segment_id=stream.segment_id, tail_at_or_below_lsn=max(1, min(plan.vdl, rec.best_scl))),
+                    timeout=RPC_TIMEOUT_S)
+            except grpc.aio.AioRpcError as error:
+                raise QuorumNotMet(f"PG {pg_index}: the chain tail on {rec.best_segment_id} could not be read: "
+                                   f"{error.code().name} {error.details()}") from None
             tails[pg_index] = reply.tail_lsn if min(plan.vdl, rec.best_scl) > 0 else 0
         volume_log = VolumeLog(pg_of_page=self.pg_of_page, epoch=self.epoch, lal=self.lal, vdl=plan.floor,
                                next_lsn=plan.next_lsn, prev_volume_lsn=plan.vdl)

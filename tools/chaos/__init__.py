@@ -1,0 +1,1 @@
+"""Chaos testing: operation histories, fault scenarios and the checkers that judge them."""

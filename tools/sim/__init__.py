@@ -1,0 +1,1 @@
+"""Deterministic simulation of sixfold: real storage and writer code over a seeded fake network, disk and clock."""

@@ -1,0 +1,548 @@
+"""One simulated run: six storage nodes, writers and clients, seeded faults, invariant checks.
+
+Everything real that can be: `SegmentStore` (on an in-memory LMDB stand-in that
+survives crashes exactly as far as it was committed), `StorageServicer` and the
+server plumbing of storage/serving.py, the writer's `Volume` with its streams,
+recovery and reads. Fake: the network (tools/sim/network.py), the disk
+(tools/sim/memlmdb.py) and the clock (tools/sim/loop.py). One seed drives every
+choice, so a seed replays a run exactly.
+
+Checked as the run goes (DESIGN.md invariants):
+2. an acknowledged MTR's records are on at least four segments of their PG when
+   the client hears of it, and still are at the end;
+3. a read's point never exceeds the writer's VDL and every page it returns is
+   exactly the page at that point (applied from the records the writers
+   allocated, minus truncated ones) — which also proves 6, nothing rotten served;
+4. once a segment has taken a newer writer's epoch and moved past that writer's
+   recovered VDL, it holds none of the older records that writer truncated;
+5. an older writer is never acknowledged once a newer one has opened (its
+   acknowledged MTRs would be truncated: caught by 2 and the final check).
+At the end everything heals; every acknowledged MTR must then be durable (at or
+below VDL) and readable, and segments must agree on every LSN they both hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from compute.errors import CommitTimeout, Fenced, QuorumNotMet
+from compute.quorum import WRITE_QUORUM
+from compute.volume import Channels, Volume
+from compute.volume_log import Patch
+from storage.errors import StorageError
+from storage.node import StorageServicer
+from storage.records import LogRecord, apply_record, decode_record
+from storage.segment import SegmentMeta, TruncationRange
+from storage.serving import generic_handler
+from storage.store import SegmentStore, record_key
+from storage.v1 import control_plane_service_pb2 as cp_pb
+from storage.v1 import storage_service_pb2 as pb
+from tools.sim.loop import InlineExecutor, SimDeadlock, run
+from tools.sim.memlmdb import MemDisk
+from tools.sim.network import NetConfig, SimNetwork, SimServer, rpc_error
+
+import grpc
+
+VOLUME = "simvol"
+NODES = (("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c"), ("c2", "c"))
+PAGE_SIZE = 512
+SIM_LAL = 500
+
+
+@dataclass
+class SimConfig:
+    seed: int
+    clients: int = 3
+    ops_per_client: int = 30
+    pgs: int = 2
+    pages_per_pg: int = 16
+    duration_s: float = 20.0  # virtual seconds of faults and load
+    faults: str = "within"  # "none" | "within" (what the design survives) | "beyond"
+    mutation: str | None = None  # a deliberate protocol break (tools/sim/mutations.py)
+    net: NetConfig = field(default_factory=lambda: NetConfig(
+        unary_drop_probability=0.01, unary_duplicate_probability=0.02, stream_break_probability=0.002))
+
+
+@dataclass
+class SimResult:
+    seed: int
+    violations: list[str]
+    events: list[str]
+    ops: dict[str, int]
+    virtual_s: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256("\n".join(self.events).encode()).hexdigest()[:16]
+
+
+class Violation(Exception):
+    pass
+
+
+class _DiskExecutor(InlineExecutor):
+    """Runs an LMDB write at once (it is durable when it returns); its result arrives after a seeded fsync delay."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        import concurrent.futures
+
+        done = super().submit(fn, *args, **kwargs)
+        later: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        loop = asyncio.get_running_loop()
+
+        def finish() -> None:
+            if done.exception() is not None:
+                later.set_exception(done.exception())
+            else:
+                later.set_result(done.result())
+
+        loop.call_later(self.rng.uniform(0.0002, 0.003), finish)
+        return later
+
+
+class SimNode:
+    def __init__(self, name: str, az: str, sim: "Simulation") -> None:
+        self.name, self.az, self.sim = name, az, sim
+        self.up = False
+        self.store: SegmentStore | None = None
+        self.servicer: StorageServicer | None = None
+
+    def start(self) -> None:
+        self.store = SegmentStore(self.name, open_env=self.sim.disk.open)
+        self.servicer = StorageServicer(self.store, self.name, self.az, writer=_DiskExecutor(self.sim.rng))
+        self.servicer.start()
+        handler = generic_handler(pb.DESCRIPTOR.services_by_name["StorageService"], self.servicer, pb)
+        self.sim.network.serve(SimServer(self.name, [handler]))
+        self.up = True
+
+    async def crash(self) -> None:
+        self.sim.network.crash(self.name)
+        if self.servicer is not None:
+            await self.servicer.committer.stop()
+        self.sim.disk.crash(self.name)  # whatever was not committed is gone
+        self.store = self.servicer = None
+        self.up = False
+
+
+class FakeControlPlane:
+    """DescribeVolume from a fixed geometry; the simulated volume does not grow."""
+
+    def __init__(self, geometry: cp_pb.VolumeGeometry) -> None:
+        self.geometry = geometry
+
+    async def DescribeVolume(self, request: Any, timeout: float | None = None) -> Any:
+        return cp_pb.DescribeVolumeResponse(geometry=self.geometry)
+
+    async def GrowVolume(self, request: Any, timeout: float | None = None) -> Any:
+        raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the simulated volume does not grow")
+
+
+@dataclass
+class Recovery:
+    epoch: int
+    vdl: int
+    lal: int
+
+
+class Simulation:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.network = SimNetwork(random.Random(self.rng.getrandbits(64)), config.net)
+        self.disk = MemDisk()
+        self.nodes = {name: SimNode(name, az, self) for name, az in NODES}
+        self.events: list[str] = []
+        self.violations: list[str] = []
+        self.records: dict[int, LogRecord] = {}  # every record any writer allocated, by LSN
+        self.truncations: list[TruncationRange] = []
+        self.recoveries: list[Recovery] = []
+        self.acked: dict[int, tuple[str, list[Patch], int]] = {}  # CPL -> (token, patches, writer epoch)
+        self.rotten: set[tuple[str, bytes]] = set()  # (node, record key) flipped on purpose
+        self.writer: Volume | None = None
+        self.writers = 0
+        self.ops = {"write_ok": 0, "write_failed": 0, "write_unknown": 0, "read_ok": 0, "read_failed": 0}
+        self.geometry = self._geometry()
+
+    # -- bookkeeping ------------------------------------------------------------
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def event(self, text: str) -> None:
+        self.events.append(f"{self.now():10.4f} {text}")
+
+    def violation(self, text: str) -> None:
+        self.event(f"VIOLATION {text}")
+        self.violations.append(f"t={self.now():.4f}s: {text}")
+        raise Violation(text)
+
+    def _geometry(self) -> cp_pb.VolumeGeometry:
+        pgs = []
+        for i in range(self.config.pgs):
+            pgs.append(cp_pb.ProtectionGroup(
+                pg_index=i, first_page=i * self.config.pages_per_pg, page_count=self.config.pages_per_pg,
+                membership_epoch=1,
+                segments=[cp_pb.SegmentPlacement(segment_id=f"{VOLUME}/pg-{i:05d}", node_id=n, az=az, address=n)
+                          for n, az in NODES]))
+        return cp_pb.VolumeGeometry(volume_id=VOLUME, page_size=PAGE_SIZE,
+                                    segment_size_bytes=self.config.pages_per_pg * PAGE_SIZE, geometry_epoch=1,
+                                    protection_groups=pgs)
+
+    def _create_segments(self) -> None:
+        for node in self.nodes.values():
+            node.start()
+            for pg in self.geometry.protection_groups:
+                node.store.create_segment(SegmentMeta(
+                    segment_id=f"{VOLUME}/pg-{pg.pg_index:05d}", volume_id=VOLUME, pg_index=pg.pg_index,
+                    first_page=pg.first_page, page_count=pg.page_count, page_size=PAGE_SIZE, membership_epoch=1,
+                    seg_no=0))
+
+    # -- the oracle ---------------------------------------------------------------
+
+    def truncated(self, record: LogRecord) -> bool:
+        return any(r.covers(record.lsn, record.epoch) for r in self.truncations)
+
+    def page_at(self, page_no: int, read_point: int) -> bytes:
+        page = bytearray(PAGE_SIZE)
+        for lsn in sorted(self.records):
+            if lsn > read_point:
+                break
+            record = self.records[lsn]
+            if record.page_no == page_no and not self.truncated(record):
+                apply_record(page, record)
+        return bytes(page)
+
+    def pg_of(self, page_no: int) -> int:
+        return page_no // self.config.pages_per_pg
+
+    def holders(self, record: LogRecord) -> list[str]:
+        """Nodes whose committed (on-disk) segment holds `record` (a copy rotted on purpose counts:
+        it was durable; the rot is a disk fault, not a protocol one)."""
+        segment_id = f"{VOLUME}/pg-{self.pg_of(record.page_no):05d}".encode()
+        out = []
+        for name in self.nodes:
+            meta_raw = self.disk.get(name, b"segments", segment_id)
+            if meta_raw is None:
+                continue
+            key = record_key(SegmentMeta.from_json(meta_raw).seg_no, record.lsn)
+            raw = self.disk.get(name, b"records", key)
+            if raw is not None and (raw == record.encode() or (name, key) in self.rotten):
+                out.append(name)
+        return out
+
+    def mtr_records(self, cpl: int) -> list[LogRecord]:
+        """The records of the MTR whose CPL is `cpl`: consecutive LSNs back to the previous CPL."""
+        out = [self.records[cpl]]
+        lsn = cpl - 1
+        while lsn in self.records and not self.records[lsn].cpl:
+            out.append(self.records[lsn])
+            lsn -= 1
+        return out
+
+    # -- checks -------------------------------------------------------------------
+
+    def check_durable(self, cpl: int, where: str) -> None:
+        """Invariant 2: every record of the MTR is on a write quorum of its PG."""
+        for record in self.mtr_records(cpl):
+            holders = self.holders(record)
+            if len(holders) < WRITE_QUORUM_REAL:
+                self.violation(f"{where}: record LSN {record.lsn} of acknowledged MTR {cpl} is on only "
+                               f"{len(holders)} segments ({', '.join(holders) or 'none'}); a write quorum is "
+                               f"{WRITE_QUORUM_REAL}")
+
+    def check_read(self, writer: Volume, read_point: int, pages: list[tuple[int, bytes, int]]) -> None:
+        """Invariants 3 and 6."""
+        if read_point > writer.vdl:
+            self.violation(f"read point {read_point} is above the writer's VDL {writer.vdl}")
+        for page_no, data, _ in pages:
+            expected = self.page_at(page_no, read_point)
+            if data != expected:
+                diff = next(i for i in range(PAGE_SIZE) if data[i] != expected[i])
+                self.violation(f"page {page_no} read at {read_point} differs from the page at that point "
+                               f"(first at byte {diff}: {data[diff:diff + 12]!r} vs {expected[diff:diff + 12]!r})")
+
+    def check_truncations(self) -> None:
+        """Invariant 4 on every node's committed state."""
+        for rec in self.recoveries:
+            for name in self.nodes:
+                for pg in self.geometry.protection_groups:
+                    meta_raw = self.disk.get(name, b"segments", f"{VOLUME}/pg-{pg.pg_index:05d}".encode())
+                    if meta_raw is None:
+                        continue
+                    meta = SegmentMeta.from_json(meta_raw)
+                    if meta.volume_epoch < rec.epoch or meta.scl <= rec.vdl:
+                        continue
+                    for lsn in range(rec.vdl + 1, min(rec.vdl + rec.lal, meta.highest_lsn) + 1):
+                        raw = self.disk.get(name, b"records", record_key(meta.seg_no, lsn))
+                        if raw is None or (name, record_key(meta.seg_no, lsn)) in self.rotten:
+                            continue
+                        if decode_record(raw).epoch < rec.epoch:
+                            self.violation(
+                                f"{name} {meta.segment_id}: took epoch {meta.volume_epoch}, SCL {meta.scl} is past the "
+                                f"recovered VDL {rec.vdl} of epoch {rec.epoch}, yet it still holds LSN {lsn} from "
+                                f"epoch {decode_record(raw).epoch}, which that recovery truncated")
+
+    # -- writers --------------------------------------------------------------------
+
+    async def open_writer(self) -> Volume | None:
+        self.writers += 1
+        name = f"writer-{self.writers}"
+        self.network.down.discard(name)
+        volume = Volume(VOLUME, FakeControlPlane(self.geometry), Channels(self.network.channel_factory(name)),
+                        lal=SIM_LAL, commit_timeout_s=3.0)
+        volume.sim_name = name  # type: ignore[attr-defined]
+        try:
+            await volume.open()
+        except StorageError as error:
+            self.event(f"{name} could not open: {error.message}")
+            await volume.close()
+            return None
+        assert volume.log is not None
+        original = volume.log.allocate_mtr
+
+        def allocate(patches: list[Patch]) -> Any:
+            mtr = original(patches)
+            for record in mtr.records:
+                assert record.lsn not in self.records, f"LSN {record.lsn} allocated twice"
+                self.records[record.lsn] = record
+            return mtr
+
+        volume.log.allocate_mtr = allocate  # type: ignore[method-assign]
+        for r in volume.truncations:
+            if r not in self.truncations:
+                self.truncations.append(r)
+        self.recoveries.append(Recovery(volume.epoch, volume.log.vdl, SIM_LAL))
+        self.event(f"{name} open: epoch {volume.epoch} VDL {volume.log.vdl} next LSN {volume.log.next_lsn}")
+        self.writer = volume
+        return volume
+
+    async def crash_writer(self) -> None:
+        volume = self.writer
+        if volume is None:
+            return
+        self.writer = None
+        self.network.crash(volume.sim_name)  # type: ignore[attr-defined]
+        await volume.close()
+        self.event(f"{volume.sim_name} crashed")  # type: ignore[attr-defined]
+
+    # -- clients ------------------------------------------------------------------
+
+    async def client(self, index: int, rng: random.Random) -> None:
+        pages = [pg * self.config.pages_per_pg + p for pg in range(self.config.pgs) for p in range(4)]
+        for n in range(self.config.ops_per_client):
+            await asyncio.sleep(rng.uniform(0.01, 2 * self.config.duration_s / self.config.ops_per_client))
+            writer = self.writer
+            if writer is None:
+                continue
+            if rng.random() < 0.6:
+                token = f"c{index}n{n}e{writer.epoch}".encode()
+                chosen = rng.sample(pages, rng.randint(1, 3))
+                patches = [Patch(p, rng.randrange(PAGE_SIZE - len(token)), token) for p in chosen]
+                try:
+                    cpl = await writer.write(patches)
+                except (Fenced, QuorumNotMet, CommitTimeout) as error:
+                    kind = "write_unknown" if isinstance(error, CommitTimeout) else "write_failed"
+                    self.ops[kind] += 1
+                    self.event(f"client {index} write {token.decode()} -> {type(error).__name__}")
+                    continue
+                self.ops["write_ok"] += 1
+                self.acked[cpl] = (token.decode(), patches, writer.epoch)
+                self.event(f"client {index} write {token.decode()} -> LSN {cpl}")
+                self.check_durable(cpl, f"client {index} acknowledged")
+            else:
+                chosen = rng.sample(pages, rng.randint(1, 3))
+                try:
+                    read_point, images = await writer.read(chosen)
+                except (Fenced, QuorumNotMet) as error:
+                    self.ops["read_failed"] += 1
+                    self.event(f"client {index} read {chosen} -> {type(error).__name__}")
+                    continue
+                self.ops["read_ok"] += 1
+                self.event(f"client {index} read {chosen} at {read_point}")
+                self.check_read(writer, read_point, images)
+
+    # -- faults -------------------------------------------------------------------
+
+    def faulty(self) -> int:
+        down = sum(1 for n in self.nodes.values() if not n.up)
+        cut = {n for pair in self.network.cut for n in pair if n in self.nodes}
+        rotten_nodes = {n for n, _ in self.rotten}
+        return len({n for n, node in self.nodes.items() if not node.up} | cut | rotten_nodes)
+
+    async def faults(self, rng: random.Random) -> None:
+        budget = {"none": 0, "within": 2, "beyond": 4}[self.config.faults]
+        deadline = self.now() + self.config.duration_s
+        while self.now() < deadline and budget:
+            await asyncio.sleep(rng.uniform(0.3, 2.5))
+            action = rng.choice(["crash", "restart", "restart", "partition", "heal", "writer", "fence", "rot"])
+            down = [n for n in self.nodes.values() if not n.up]
+            if action == "crash" and self.faulty() < budget:
+                node = rng.choice([n for n in self.nodes.values() if n.up])
+                await node.crash()
+                self.event(f"crash {node.name}")
+            elif action == "restart" and down:
+                node = rng.choice(down)
+                node.start()
+                self.event(f"restart {node.name}")
+            elif action == "partition" and self.faulty() == 0 and self.writer is not None:
+                az = rng.choice("abc")
+                for name, node_az in NODES:
+                    if node_az == az:
+                        self.network.partition(self.writer.sim_name, name)  # type: ignore[attr-defined]
+                self.event(f"partition AZ {az} from {self.writer.sim_name}")  # type: ignore[attr-defined]
+            elif action == "heal" and self.network.cut:
+                self.network.heal()
+                self.event("heal partitions")
+            elif action == "writer" and self.writer is not None:
+                await self.crash_writer()
+                await asyncio.sleep(rng.uniform(0.0, 0.5))
+                await self.open_writer()
+            elif action == "fence" and self.writer is not None:
+                old = self.writer
+                new = await self.open_writer()
+                if new is not None:
+                    # The old writer keeps running: anything it acknowledges from now on would be lost.
+                    self.event(f"{old.sim_name} left running beside {new.sim_name}")  # type: ignore[attr-defined]
+                    asyncio.get_running_loop().create_task(self._old_writer_tries(old, rng))
+            elif action == "rot" and not self.rotten and self.faulty() < budget:
+                self._rot(rng)
+        self.event("faults over")
+
+    async def _old_writer_tries(self, old: Volume, rng: random.Random) -> None:
+        for n in range(5):
+            await asyncio.sleep(rng.uniform(0.01, 0.5))
+            try:
+                cpl = await old.write([Patch(0, 0, b"stale-%d" % n)])
+            except (Fenced, QuorumNotMet, CommitTimeout):
+                continue
+            self.violation(f"a fenced writer (epoch {old.epoch}) was acknowledged at LSN {cpl}")
+        await old.close()
+
+    def _rot(self, rng: random.Random) -> None:
+        candidates = []
+        for name in self.nodes:
+            for key in self.disk.keys(name, b"records"):
+                candidates.append((name, key))
+        if not candidates:
+            return
+        name, key = rng.choice(candidates)
+        self.disk.rot(name, b"records", key, rng=rng)
+        self.rotten.add((name, key))
+        self.event(f"rot a byte of {name} record key {key.hex()}")
+
+    # -- the run ------------------------------------------------------------------
+
+    async def main(self) -> None:
+        self._create_segments()
+        if await self.open_writer() is None:
+            self.violation("the first writer could not open a healthy volume")
+        try:
+            tasks = [asyncio.create_task(self.client(i, random.Random(self.rng.getrandbits(64))))
+                     for i in range(self.config.clients)]
+            tasks.append(asyncio.create_task(self.faults(random.Random(self.rng.getrandbits(64)))))
+            checker = asyncio.create_task(self._periodic_checks())
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            checker.cancel()
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()
+            await self.heal_and_check()
+        finally:
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+    async def _periodic_checks(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.check_truncations()
+
+    async def heal_and_check(self) -> None:
+        self.network.heal()
+        for node in self.nodes.values():
+            if not node.up:
+                node.start()
+        self.event("healed")
+        writer = self.writer or await self.open_writer()
+        if writer is None or writer.fenced:
+            await asyncio.sleep(1.0)
+            writer = await self.open_writer()
+        if writer is None:
+            self.violation("after healing, no writer could open the volume")
+        await asyncio.sleep(5.0)  # let the streams reconnect and resend
+        self.check_truncations()
+        for cpl, (token, _, _) in sorted(self.acked.items()):
+            if cpl > writer.vdl:
+                self.violation(f"acknowledged MTR {token} (CPL {cpl}) is above the final VDL {writer.vdl}: lost")
+            if any(self.truncated(r) for r in self.mtr_records(cpl)):
+                self.violation(f"acknowledged MTR {token} (CPL {cpl}) was truncated")
+            self.check_durable(cpl, "after healing")
+        pages = sorted({p.page_no for _, patches, _ in self.acked.values() for p in patches} | {0})
+        try:
+            read_point, images = await writer.read(pages)
+        except StorageError as error:
+            self.violation(f"after healing, the final read failed: {error.message}")
+        self.check_read(writer, read_point, images)
+        self.check_agreement()
+        self.event(f"final VDL {writer.vdl}, {len(self.acked)} acknowledged MTRs readable")
+
+    def check_agreement(self) -> None:
+        """Segments agree on every LSN two of them hold (a rotten copy aside)."""
+        for pg in self.geometry.protection_groups:
+            seen: dict[int, tuple[str, bytes]] = {}
+            for name in self.nodes:
+                meta_raw = self.disk.get(name, b"segments", f"{VOLUME}/pg-{pg.pg_index:05d}".encode())
+                if meta_raw is None:
+                    continue
+                meta = SegmentMeta.from_json(meta_raw)
+                prefix = meta.seg_no.to_bytes(4, "big")
+                for key in self.disk.keys(name, b"records"):
+                    if not key.startswith(prefix) or (name, key) in self.rotten:
+                        continue
+                    lsn = int.from_bytes(key[4:], "big")
+                    raw = self.disk.get(name, b"records", key)
+                    other = seen.setdefault(lsn, (name, raw))
+                    if other[1] != raw:
+                        self.violation(f"PG {pg.pg_index}: {name} and {other[0]} hold different records at LSN {lsn}")
+
+
+WRITE_QUORUM_REAL = WRITE_QUORUM  # what the design needs, whatever a mutation does to the writer
+
+
+def simulate(config: SimConfig) -> SimResult:
+    from tools.sim.mutations import applied
+
+    sim = Simulation(config)
+    virtual = [0.0]
+
+    async def main() -> None:
+        try:
+            await sim.main()
+        except Violation:
+            pass
+        except SimDeadlock as error:
+            sim.violations.append(f"deadlock: {error}")
+        except AssertionError as error:
+            sim.violations.append(f"assertion failed in the system under test: {error!r}")
+        finally:
+            virtual[0] = asyncio.get_running_loop().time()
+
+    with applied(config.mutation):
+        try:
+            run(main, deadline_s=config.duration_s * 20 + 120)
+        except (asyncio.TimeoutError, TimeoutError):
+            sim.violations.append("the run did not finish in its virtual time budget (liveness)")
+        except SimDeadlock as error:
+            sim.violations.append(f"deadlock: {error}")
+    return SimResult(config.seed, sim.violations, sim.events, dict(sim.ops), virtual[0])

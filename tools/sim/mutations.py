@@ -1,0 +1,58 @@
+"""Deliberate protocol breaks, to show the simulator has teeth.
+
+Each one changes the real code for the duration of a run (and restores it):
+- `ack-at-3`: the writer counts a record complete at 3 of 6 copies instead of 4;
+- `skip-truncation`: recovery truncates nothing above VDL;
+- `read-past-vdl`: the writer reads each PG at its newest allocated record, not at VDL (and its
+  buffer cache, which would hide that, misses).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Iterator
+
+MUTATIONS = ("ack-at-3", "skip-truncation", "read-past-vdl")
+
+
+@contextmanager
+def applied(name: str | None) -> Iterator[None]:
+    if name is None:
+        yield
+        return
+    import compute.quorum as quorum
+    import compute.volume as volume
+    import compute.volume_log as volume_log
+    from storage.segment import TruncationRange
+
+    saved: list[tuple[object, str, object]] = []
+
+    def patch(owner: object, attr: str, value: object) -> None:
+        saved.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, value)
+
+    if name == "ack-at-3":
+        patch(quorum, "WRITE_QUORUM", 3)
+    elif name == "skip-truncation":
+        original = volume.plan_recovery
+
+        def no_truncation(*args, **kwargs):  # type: ignore[no-untyped-def]
+            plan = original(*args, **kwargs)
+            # Same range, stamped with epoch 1: it voids no record (every record's epoch is >= 1).
+            nothing = TruncationRange(plan.truncation.start_lsn, plan.truncation.end_lsn, 1)
+            return replace(plan, truncation=nothing, known_truncations=[nothing])
+
+        patch(volume, "plan_recovery", no_truncation)
+    elif name == "read-past-vdl":
+        import compute.cache as cache
+
+        patch(volume_log.VolumeLog, "read_point", lambda self, pg_index: self.pgs[pg_index].last_lsn)
+        patch(cache.BufferCache, "get", lambda self, page_no: None)  # every read goes to storage
+    else:
+        raise ValueError(f"unknown mutation {name!r}; known: {', '.join(MUTATIONS)}")
+    try:
+        yield
+    finally:
+        for owner, attr, value in reversed(saved):
+            setattr(owner, attr, value)
