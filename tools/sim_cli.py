@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             totals[k] = totals.get(k, 0) + v
         if args.events or args.seed is not None:
             print("\n".join(result.events))
+            print(f"seed {seed}: digest {result.digest} (identical on every replay)")
         if not result.ok:
             failures.append(result)
             print(f"seed {seed}: VIOLATION {result.violations[0]}  (replay: sixfold sim --seed {seed} "
@@ -77,6 +78,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{len(seeds)} seeds, {len(failures)} with violations; operations: "
           + ", ".join(f"{k} {v}" for k, v in sorted(totals.items()))
           + f"; {time.monotonic() - started:.1f} s wall")
-    if args.seed is not None and not failures:
-        print(f"digest {simulate(SimConfig(seed=args.seed, clients=args.clients, ops_per_client=args.ops, duration_s=args.duration, faults=args.faults, mutation=args.mutation)).digest}")
     return 1 if failures and not args.mutation else 0
