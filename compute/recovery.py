@@ -15,9 +15,11 @@ carries out the plan (truncate, re-replicate, allocate above). Rules:
 4. Records in (floor, VDL] may sit on fewer than four segments: the new writer
    sends them to every segment of their PG again and waits until they meet
    write quorum before it serves anything.
-5. Everything above VDL that any writer could have allocated, [VDL + 1,
-   VDL + LAL], is truncated with the new epoch. New LSNs start above the
-   truncation and above every LSN or truncation end ever seen.
+5. Everything above VDL that any writer could have allocated is truncated with
+   the new epoch. A writer allocates at most LAL past max(VDL, the end of its
+   own truncation range) (compute.volume_log rule 1), so the range is
+   [VDL + 1, max(VDL, every truncation end seen) + LAL]. New LSNs start above
+   it and above every LSN ever seen.
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ def plan_recovery(
             vdl = vcl
     readopt = [(r, pg) for r, pg in chain if r.lsn <= vdl]
     assert epoch > max((r.epoch for r in truncations), default=0)
-    truncation = TruncationRange(vdl + 1, vdl + lal, epoch)
+    allocation_base = max([vdl, *(r.end_lsn for r in truncations)])  # where older writers' LAL windows began
+    truncation = TruncationRange(vdl + 1, allocation_base + lal, epoch)
     seen_max = max(
         [truncation.end_lsn, *(r.end_lsn for r in truncations), *(r.highest_lsn for r in reports)]
     )

@@ -1,0 +1,53 @@
+"""Recovery arithmetic (compute/recovery.py): the volume chain walk, truncation and where allocation resumes."""
+
+from __future__ import annotations
+
+from compute.recovery import PgRecovered, SegmentReport, plan_recovery
+from storage.records import LogRecord, PayloadKind
+from storage.segment import TruncationRange
+
+
+def rec(lsn: int, prev: int, cpl: bool = False, epoch: int = 1) -> LogRecord:
+    return LogRecord(lsn, lsn, PayloadKind.PATCH, 0, b"x", prev, prev, 0, epoch, cpl)
+
+
+def report(scl: int, hint: int = 0, highest: int = 0, ranges: tuple[TruncationRange, ...] = ()) -> SegmentReport:
+    return SegmentReport("s", scl, max(highest, scl), 1, hint, ranges)
+
+
+def test_walk_stops_at_a_hole_and_vdl_is_the_last_cpl() -> None:
+    # PG 0 holds 1, 3, 5(cpl), 7; PG 1 holds 2, 4(cpl) and its best segment is complete only to 4.
+    pg0 = PgRecovered("a1", 7, [rec(1, 0), rec(3, 2), rec(5, 4, cpl=True), rec(7, 6)])
+    pg1 = PgRecovered("b1", 4, [rec(2, 1), rec(4, 3, cpl=True), rec(6, 5, cpl=True)])
+    plan = plan_recovery([report(7), report(4)], {0: pg0, 1: pg1}, epoch=2, lal=100)
+    assert (plan.vcl, plan.vdl) == (5, 5)  # 6 is above PG 1's SCL: the chain stops at 5
+    assert [r.lsn for r, _ in plan.readopt] == [1, 2, 3, 4, 5]
+    assert plan.truncation == TruncationRange(6, 105, 2)
+    assert plan.next_lsn == 106
+
+
+def test_the_walk_starts_at_the_highest_vdl_hint() -> None:
+    pg0 = PgRecovered("a1", 12, [rec(11, 10), rec(12, 11, cpl=True)])
+    plan = plan_recovery([report(12, hint=10)], {0: pg0}, epoch=3, lal=50)
+    assert (plan.floor, plan.vdl) == (10, 12)
+    assert [r.lsn for r, _ in plan.readopt] == [11, 12]
+
+
+def test_truncated_records_do_not_continue_the_chain() -> None:
+    old = TruncationRange(3, 100, 2)
+    pg0 = PgRecovered("a1", 200, [rec(1, 0, cpl=True), rec(3, 1, cpl=True), rec(101, 1, epoch=2, cpl=True)])
+    plan = plan_recovery([report(200, ranges=(old,))], {0: pg0}, epoch=3, lal=100)
+    assert plan.vdl == 101  # 3 (epoch 1) is void under [3, 100]@2; the epoch-2 record 101 follows 1
+    assert old in plan.known_truncations
+
+
+def test_an_earlier_writer_whose_window_started_above_vdl_is_truncated_whole() -> None:
+    """A writer that opened at floor 500 (its range ended there) may allocate up to 500 + LAL even while
+    VDL is still 0: the next writer must truncate and allocate above that, not above VDL + LAL.
+    (The simulator found this: two writers allocated the same LSN.)"""
+    opened = TruncationRange(1, 500, 1)
+    pg0 = PgRecovered("a1", 0, [])
+    plan = plan_recovery([report(0, ranges=(opened,))], {0: pg0}, epoch=2, lal=500)
+    assert plan.vdl == 0
+    assert plan.truncation == TruncationRange(1, 1000, 2)
+    assert plan.next_lsn == 1001
