@@ -155,6 +155,7 @@ def create_segment_request(plan: cp.PgPlan) -> ss_pb2.CreateSegmentRequest:
         page_count=pg.page_count,
         page_size=plan.page_size,
         membership_epoch=pg.membership_epoch,
+        peers=[ss_pb2.SegmentPeer(node_id=s.node_id, address=s.address) for s in pg.segments],
     )
 
 

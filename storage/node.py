@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Callable
 import grpc
 
 from storage.errors import InvalidRequest, StorageError
+from storage.gossip import GOSSIP_INTERVAL_S, Gossip
 from storage.segment import AppendBatch, SegmentMeta, TruncationRange
 from storage.serving import Undecodable, abort_with
 from storage.store import BatchResult, SegmentStore
@@ -113,18 +114,25 @@ def _check_segment_id(segment_id: str) -> None:
 class StorageServicer:
     """Implements storage.v1.StorageService. Registered via storage.serving.generic_handler."""
 
-    def __init__(self, store: SegmentStore, node_id: str, az: str, writer: Any = None) -> None:
-        """`writer` runs every LMDB write (default: one dedicated thread; the simulator runs them inline)."""
+    def __init__(self, store: SegmentStore, node_id: str, az: str, writer: Any = None,
+                 peer_channel: Callable[[str], Any] | None = None, gossip_interval_s: float = GOSSIP_INTERVAL_S) -> None:
+        """`writer` runs every LMDB write (default: one dedicated thread; the simulator runs them inline).
+        `peer_channel(address)` opens a channel to a peer for gossip repair (None: no gossip)."""
         self.store = store
         self.node_id = node_id
         self.az = az
         self.writer = writer or ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-writer")
         self.committer = GroupCommitter(store, self.writer)
+        self.gossip = Gossip(self, peer_channel, gossip_interval_s) if peer_channel is not None else None
 
     def start(self) -> None:
         self.committer.start()
+        if self.gossip is not None:
+            self.gossip.start()
 
     async def stop(self) -> None:
+        if self.gossip is not None:
+            await self.gossip.stop()
         await self.committer.stop()
         self.writer.shutdown(wait=True)
 
@@ -133,7 +141,10 @@ class StorageServicer:
 
     def _state(self, segment_id: str) -> pb.SegmentState:
         seg = self.store.segment(segment_id)
-        return state_to_proto(seg.meta)
+        state = state_to_proto(seg.meta)
+        if self.gossip is not None:
+            state.records_repaired = self.gossip.records_repaired.get(segment_id, 0)
+        return state
 
     # -- the write stream -----------------------------------------------------
 
@@ -245,6 +256,7 @@ class StorageServicer:
             segment_id=request.segment_id, volume_id=request.volume_id, pg_index=request.pg_index,
             first_page=request.first_page, page_count=request.page_count, page_size=request.page_size,
             membership_epoch=max(request.membership_epoch, 1), seg_no=0,
+            peers=[[p.node_id, p.address] for p in request.peers if p.node_id != self.node_id],
         )
         created_meta, created = await self._on_writer(self.store.create_segment, meta)
         if created:

@@ -15,6 +15,7 @@ import signal
 
 import grpc
 
+from storage.faults import default_fault_file
 from storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
 from storage.store import SegmentStore
 from storage.node import StorageServicer
@@ -37,8 +38,14 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port)")
     parser.add_argument("--port-file", help="write the bound port here once serving")
     parser.add_argument("--control-plane", help="HOST:PORT of the control plane to register with and heartbeat")
+    parser.add_argument("--gossip-interval-ms", type=int, default=1000,
+                        help="how often each segment compares notes with its PG's peers and pulls what it lacks "
+                        "(default 1000)")
     parser.add_argument("--lmdb-map-mib", type=int, default=1024,
                         help="initial LMDB map size in MiB; the map doubles whenever it fills (default 1024)")
+    parser.add_argument("--fault-file",
+                        help="JSON file that injects faults into this node's gRPC server (delay, unreachable); "
+                             "see storage/faults.py (default DATA_DIR/faults.json)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,10 +89,15 @@ async def _heartbeat_loop(args: argparse.Namespace, address: str, store: Segment
 
 async def _serve(args: argparse.Namespace) -> int:
     store = SegmentStore(os.path.join(args.data_dir, "lmdb"), map_size_bytes=args.lmdb_map_mib * 1024 * 1024)
-    servicer = StorageServicer(store, args.node_id, args.az)
+    servicer = StorageServicer(
+        store, args.node_id, args.az,
+        peer_channel=lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
+        gossip_interval_s=args.gossip_interval_ms / 1000,
+    )
     servicer.start()
     service = pb.DESCRIPTOR.services_by_name["StorageService"]
-    server, port, health = await start_server(args.host, args.port, [(service, servicer, pb)])
+    fault_file = args.fault_file or default_fault_file(args.data_dir)
+    server, port, health = await start_server(args.host, args.port, [(service, servicer, pb)], fault_file=fault_file)
     address = f"{args.host}:{port}"
     write_port_file(args.port_file, port)
     log.info("storage node %s (AZ %s) serving on %s with %d segments, data in %s",

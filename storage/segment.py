@@ -94,6 +94,7 @@ class SegmentMeta:
     truncation_ranges: list[TruncationRange] = field(default_factory=list)
     vdl_hint: int = 0  # highest VDL a writer reported with a batch
     volume_epoch: int = 0  # highest volume epoch durably seen by this segment
+    peers: list[list[str]] = field(default_factory=list)  # [node_id, address] of the PG's other segments
 
     def to_json(self) -> bytes:
         fields = {f: getattr(self, f) for f in _META_FIELDS}
@@ -109,7 +110,7 @@ class SegmentMeta:
         return cls(**d)
 
     def copy(self) -> "SegmentMeta":
-        return replace(self, truncation_ranges=list(self.truncation_ranges))
+        return replace(self, truncation_ranges=list(self.truncation_ranges), peers=[list(p) for p in self.peers])
 
     def same_shape(self, other: "SegmentMeta") -> bool:
         return (self.volume_id, self.pg_index, self.first_page, self.page_count, self.page_size) == (

@@ -109,11 +109,18 @@ async def start_server(
     services: list[tuple[Any, Any, Any]],
     *,
     serving: bool = True,
+    fault_file: str | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Start an aio server serving `services` = [(descriptor, servicer, pb2 module)], plus health
     and reflection. Returns the server, the bound port and the health servicer (SERVING unless
-    `serving` is False: the caller then sets it once it is ready)."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    `serving` is False: the caller then sets it once it is ready). With `fault_file`, every RPC
+    goes through the fault injector driven by that file (storage/faults.py)."""
+    interceptors = []
+    if fault_file:
+        from storage.faults import FaultInjector
+
+        interceptors.append(FaultInjector(fault_file))
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors or None)
     names = []
     for descriptor, servicer, module in services:
         server.add_generic_rpc_handlers((generic_handler(descriptor, servicer, module),))

@@ -64,4 +64,5 @@ def state_to_proto(meta: SegmentMeta) -> pb.SegmentState:
         membership_epoch=meta.membership_epoch, retention_horizon_lsn=meta.retention_horizon_lsn,
         truncation_ranges=[truncation_to_proto(r) for r in meta.truncation_ranges],
         record_count=meta.record_count, vdl_hint=meta.vdl_hint,
+        peers=[pb.SegmentPeer(node_id=n, address=a) for n, a in meta.peers],
     )

@@ -13,6 +13,7 @@ PURE_MODULES = [
     "storage/scl.py",
     "storage/segment.py",
     "storage/chain.py",
+    "storage/repair.py",
     "storage/errors.py",
     "storage/placement.py",
     "storage/control_plane.py",

@@ -10,7 +10,7 @@ import pytest
 
 from tools.sim.harness import SimConfig, simulate
 
-SEEDS_WITHIN = range(0, 12)
+SEEDS_WITHIN = range(0, 8)
 SEEDS_BEYOND = range(100, 104)
 # A deliberate break must be caught within this many seeds (each stated in the test below).
 TEETH_SEEDS = 20

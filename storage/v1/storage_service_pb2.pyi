@@ -53,7 +53,7 @@ class TruncationRange(_message.Message):
     def __init__(self, start_lsn: _Optional[int] = ..., end_lsn: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class SegmentState(_message.Message):
-    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count", "vdl_hint")
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count", "vdl_hint", "peers", "records_repaired")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,8 @@ class SegmentState(_message.Message):
     TRUNCATION_RANGES_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
     VDL_HINT_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_REPAIRED_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_id: str
     pg_index: int
@@ -82,7 +84,9 @@ class SegmentState(_message.Message):
     truncation_ranges: _containers.RepeatedCompositeFieldContainer[TruncationRange]
     record_count: int
     vdl_hint: int
-    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ..., vdl_hint: _Optional[int] = ...) -> None: ...
+    peers: _containers.RepeatedCompositeFieldContainer[SegmentPeer]
+    records_repaired: int
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ..., vdl_hint: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., records_repaired: _Optional[int] = ...) -> None: ...
 
 class AppendRecordsRequest(_message.Message):
     __slots__ = ("segment_id", "volume_epoch", "membership_epoch", "batch_id", "records", "truncation_ranges", "vdl_hint")
@@ -216,8 +220,16 @@ class RaiseVolumeEpochResponse(_message.Message):
     state: SegmentState
     def __init__(self, volume_epoch: _Optional[int] = ..., state: _Optional[_Union[SegmentState, _Mapping]] = ...) -> None: ...
 
+class SegmentPeer(_message.Message):
+    __slots__ = ("node_id", "address")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    address: str
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
 class CreateSegmentRequest(_message.Message):
-    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "membership_epoch")
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "membership_epoch", "peers")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +237,7 @@ class CreateSegmentRequest(_message.Message):
     PAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_id: str
     pg_index: int
@@ -232,7 +245,8 @@ class CreateSegmentRequest(_message.Message):
     page_count: int
     page_size: int
     membership_epoch: int
-    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., membership_epoch: _Optional[int] = ...) -> None: ...
+    peers: _containers.RepeatedCompositeFieldContainer[SegmentPeer]
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ...) -> None: ...
 
 class CreateSegmentResponse(_message.Message):
     __slots__ = ("state", "created")

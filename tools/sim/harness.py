@@ -51,6 +51,8 @@ VOLUME = "simvol"
 NODES = (("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c"), ("c2", "c"))
 PAGE_SIZE = 512
 SIM_LAL = 500
+GOSSIP_INTERVAL_S = 1.0
+CONVERGE_S = 15.0  # virtual seconds after healing for every segment to catch up
 
 
 @dataclass
@@ -120,7 +122,9 @@ class SimNode:
 
     def start(self) -> None:
         self.store = SegmentStore(self.name, open_env=self.sim.disk.open)
-        self.servicer = StorageServicer(self.store, self.name, self.az, writer=_DiskExecutor(self.sim.rng))
+        self.servicer = StorageServicer(self.store, self.name, self.az, writer=_DiskExecutor(self.sim.rng),
+                                        peer_channel=self.sim.network.channel_factory(self.name),
+                                        gossip_interval_s=GOSSIP_INTERVAL_S)
         self.servicer.start()
         handler = generic_handler(pb.DESCRIPTOR.services_by_name["StorageService"], self.servicer, pb)
         self.sim.network.serve(SimServer(self.name, [handler]))
@@ -206,7 +210,7 @@ class Simulation:
                 node.store.create_segment(SegmentMeta(
                     segment_id=f"{VOLUME}/pg-{pg.pg_index:05d}", volume_id=VOLUME, pg_index=pg.pg_index,
                     first_page=pg.first_page, page_count=pg.page_count, page_size=PAGE_SIZE, membership_epoch=1,
-                    seg_no=0))
+                    seg_no=0, peers=[[n, n] for n, _ in NODES if n != node.name]))
 
     # -- the oracle ---------------------------------------------------------------
 
@@ -494,8 +498,28 @@ class Simulation:
         except StorageError as error:
             self.violation(f"after healing, the final read failed: {error.message}")
         self.check_read(writer, read_point, images)
+        await self.check_convergence(writer)
         self.check_agreement()
         self.event(f"final VDL {writer.vdl}, {len(self.acked)} acknowledged MTRs readable")
+
+    async def check_convergence(self, writer: Volume) -> None:
+        """Healed, every segment catches up (writer resends, gossip) to its PG's read point."""
+        assert writer.log is not None
+        deadline = self.now() + CONVERGE_S
+        while True:
+            behind = []
+            for pg in self.geometry.protection_groups:
+                target = writer.log.read_point(pg.pg_index)
+                for name, node in self.nodes.items():
+                    seg = node.store.segments.get(f"{VOLUME}/pg-{pg.pg_index:05d}") if node.store else None
+                    if seg is None or seg.tracker.scl < target:
+                        behind.append(f"{name} PG {pg.pg_index} SCL {seg.tracker.scl if seg else '-'} < {target}")
+            if not behind:
+                self.event("every segment caught up")
+                return
+            if self.now() > deadline:
+                self.violation(f"segments did not converge {CONVERGE_S:g} s after healing: {'; '.join(behind[:4])}")
+            await asyncio.sleep(0.5)
 
     def check_agreement(self) -> None:
         """Segments agree on every LSN two of them hold (a rotten copy aside)."""

@@ -1,0 +1,130 @@
+"""Gossip repair on a storage node: each segment catches up from its PG's peers.
+
+The adapter half: every `interval_s` it asks each peer of each segment for its
+state, applies the truncation ranges it lacks, and pulls missing records from
+the most complete peer (storage/repair.py decides; the records go through the
+node's own group commit, so they are checked and fsynced like any batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Callable
+
+import grpc
+
+from storage.errors import StorageError
+from storage.repair import PULL_RECORDS_MAX, PeerView, batch_epoch, plan_repair, records_to_append
+from storage.segment import AppendBatch
+from storage.v1 import storage_service_pb2 as pb
+from storage.v1 import storage_service_pb2_grpc as pb_grpc
+from storage.wire import record_from_proto, truncation_from_proto
+
+if TYPE_CHECKING:
+    from storage.node import StorageServicer
+
+log = logging.getLogger(__name__)
+
+GOSSIP_INTERVAL_S = 1.0
+PEER_TIMEOUT_S = 2.0
+
+
+class Gossip:
+    def __init__(self, servicer: "StorageServicer", channel_factory: Callable[[str], Any],
+                 interval_s: float = GOSSIP_INTERVAL_S) -> None:
+        self.servicer = servicer
+        self.store = servicer.store
+        self.channel_factory = channel_factory
+        self.interval_s = interval_s
+        self._channels: dict[str, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.records_repaired: dict[str, int] = {}
+        self.rounds = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gossip")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def _stub(self, address: str) -> pb_grpc.StorageServiceStub:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = self.channel_factory(address)
+        return pb_grpc.StorageServiceStub(channel)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            self.rounds += 1
+            for segment_id in sorted(self.store.segments):
+                try:
+                    await self.repair(segment_id)
+                except asyncio.CancelledError:
+                    raise
+                except StorageError as error:
+                    log.warning("gossip for %s: %s", segment_id, error.message)
+                except Exception:  # noqa: BLE001 - one bad round must not end repair for good
+                    log.exception("gossip for %s failed", segment_id)
+
+    async def repair(self, segment_id: str) -> int:
+        """One round for one segment; returns the number of records pulled."""
+        seg = self.store.segments.get(segment_id)
+        if seg is None or not seg.meta.peers:
+            return 0
+        peers = await self._peer_views(segment_id, seg.meta.peers)
+        plan = plan_repair(seg.tracker.scl, seg.meta.truncation_ranges, list(peers.values()))
+        for r in plan.ranges_to_apply:
+            current = self.store.segment(segment_id)
+            epoch = max(current.meta.volume_epoch, r.epoch)
+            await self.servicer._on_writer(self.store.truncate, segment_id, epoch, r)
+            log.info("gossip: %s took truncation range [%d, %d]@%d from a peer", segment_id, r.start_lsn,
+                     r.end_lsn, r.epoch)
+        if plan.pull_from is None:
+            return 0
+        address = dict((n, a) for n, a in seg.meta.peers)[plan.pull_from]
+        try:
+            reply = await self._stub(address).ReadRecords(pb.ReadRecordsRequest(
+                segment_id=segment_id, from_lsn=plan.from_lsn, to_lsn=plan.to_lsn, max_records=PULL_RECORDS_MAX),
+                timeout=PEER_TIMEOUT_S)
+        except grpc.aio.AioRpcError as error:
+            log.debug("gossip: %s: %s could not send records: %s", segment_id, plan.pull_from, error.code().name)
+            return 0
+        current = self.store.segment(segment_id)
+        pulled = [record_from_proto(r) for r in reply.records]
+        records = records_to_append([r for r, _ in pulled], current.meta.truncation_ranges)
+        if not records:
+            return 0
+        crc_of = {r.lsn: crc for r, crc in pulled}
+        batch = AppendBatch(
+            segment_id=segment_id, volume_epoch=batch_epoch(current.meta.volume_epoch, records),
+            membership_epoch=current.meta.membership_epoch, batch_id=0,
+            records=[(r, crc_of[r.lsn]) for r in records],
+        )
+        before = current.tracker.scl
+        result = await self.servicer.committer.submit(batch)
+        self.records_repaired[segment_id] = self.records_repaired.get(segment_id, 0) + result.stored
+        if result.stored:
+            log.info("gossip: %s pulled %d records from %s; SCL %d -> %d", segment_id, result.stored,
+                     plan.pull_from, before, result.scl)
+        return result.stored
+
+    async def _peer_views(self, segment_id: str, peers: list[list[str]]) -> dict[str, PeerView]:
+        async def one(node_id: str, address: str) -> tuple[str, PeerView | None]:
+            try:
+                reply = await self._stub(address).GetSegmentState(
+                    pb.GetSegmentStateRequest(segment_id=segment_id), timeout=PEER_TIMEOUT_S)
+            except grpc.aio.AioRpcError:
+                return node_id, None
+            state = reply.state
+            return node_id, PeerView(node_id, state.scl,
+                                     tuple(truncation_from_proto(r) for r in state.truncation_ranges))
+
+        results = await asyncio.gather(*(one(n, a) for n, a in peers))
+        return {n: v for n, v in results if v is not None}

@@ -1,0 +1,61 @@
+"""What a segment needs from its peers: the planning half of gossip repair.
+
+Pure. Rules (this module owns them):
+1. Truncation ranges travel first: every range a peer holds that this segment
+   lacks is applied before any record is pulled, so a record a newer writer
+   truncated is never brought back (invariant 4).
+2. Records are pulled from the peer with the highest SCL, from this segment's
+   SCL up to that peer's SCL, at most `PULL_RECORDS_MAX` per round.
+3. A pulled record is dropped if a known truncation range voids it; the rest go
+   through the ordinary append path (CRC, shape and chain checks, idempotent
+   for records already held) as one batch.
+4. The batch carries the highest epoch among this segment's and the records'
+   own: a record of epoch E exists only because writer E opened the volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.records import LogRecord
+from storage.segment import TruncationRange
+
+PULL_RECORDS_MAX = 2_000
+
+
+@dataclass(frozen=True)
+class PeerView:
+    node_id: str
+    scl: int
+    truncation_ranges: tuple[TruncationRange, ...]
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    ranges_to_apply: tuple[TruncationRange, ...]
+    pull_from: str | None  # node_id of the peer to pull records from
+    from_lsn: int  # pull records with from_lsn < LSN <= to_lsn
+    to_lsn: int
+
+
+def plan_repair(scl: int, known: list[TruncationRange], peers: list[PeerView]) -> RepairPlan:
+    known_set = set(known)
+    missing: dict[TruncationRange, None] = {}
+    for peer in peers:
+        for r in peer.truncation_ranges:
+            if r not in known_set:
+                missing[r] = None
+    ahead = [p for p in peers if p.scl > scl]
+    if not ahead:
+        return RepairPlan(tuple(missing), None, scl, scl)
+    best = max(ahead, key=lambda p: (p.scl, p.node_id))
+    return RepairPlan(tuple(missing), best.node_id, scl, best.scl)
+
+
+def records_to_append(records: list[LogRecord], ranges: list[TruncationRange]) -> list[LogRecord]:
+    """The pulled records a known truncation range does not void (resends of held ones are harmless)."""
+    return [r for r in records if not any(t.covers(r.lsn, r.epoch) for t in ranges)]
+
+
+def batch_epoch(segment_epoch: int, records: list[LogRecord]) -> int:
+    return max([segment_epoch, *(r.epoch for r in records)])
