@@ -3,62 +3,65 @@
 `SegmentStore(path, open_env=disk.open)` runs the real store on it. The disk
 (`MemDisk`) keeps, per path, only what was committed: every commit is durable
 (the store opens with `sync=True`), nothing else is. A crash is dropping the
-store and opening the same path again: the new `MemEnvironment` sees exactly the
-committed state, and the old one (with its open transactions, which are rolled
-back) stops working — a zombie write from the dead "process" raises instead of
-landing. `MemDisk.crash(path)` does the same explicitly. Faults and checks work
-on the committed state without a transaction: `rot` flips a byte of a stored
-value, `keys`/`get`/`items` read it.
+store and opening the same path again (or `MemDisk.crash(path)`): the new
+`MemEnvironment` sees exactly the committed state; the old one's open
+transactions are rolled back and it raises `lmdb.Error` from then on, so a
+zombie write from the dead "process" cannot land. Faults and checks work on
+the committed state without a transaction: `rot` flips a byte of a stored
+value; `keys`/`get`/`items` read.
 
-Rules (what is emulated, checked against the real `lmdb` module by
-tests/test_memlmdb.py):
+Rules (each checked against the real `lmdb` module by tests/test_memlmdb.py):
 
 1. A named database is a sorted map from bytes to bytes in LMDB's default
    bytewise key order. Keys are 1..511 bytes (`BadValsizeError` otherwise);
    keys and values are bytes-like, `str` is a `TypeError`.
 2. A read transaction sees the state committed when it began, whatever commits
-   later. A write transaction sees its own writes. There is at most one write
-   transaction per environment (a second one is a programmer error:
-   `AssertionError`, where LMDB would block forever in one thread).
+   later. A write transaction sees its own writes. One write transaction per
+   environment at a time: a second is a programmer error (`AssertionError`;
+   LMDB would block the thread forever).
 3. A nested write transaction (`begin(write=True, parent=txn)`) sees its
-   parent's writes; committing it hands its writes to the parent, aborting it
-   undoes them. While it is open the parent refuses `get`/`put`/`delete`/
-   `cursor`/`commit` (`BadTxnError`), as LMDB does; committing or aborting the
-   parent first aborts the open child, as py-lmdb does.
-   `with env.begin(...) as txn:` commits on normal exit and aborts when the
-   block raises.
-4. Cursors follow LMDB's own state machine for a single-leaf-page tree
-   (position index, C_INITIALIZED / C_EOF / C_DEL flags, with the patches
-   py-lmdb 3.0 applies to its bundled LMDB 0.9.36) and py-lmdb's layer
-   above it (the cached key/value refreshed after the transaction mutates, the
-   `positioned` flag, iterators that stop once the cursor is unpositioned):
-   unpositioned `next()` is `first()`, unpositioned `prev()` is `last()`,
+   parent's writes; committing it hands them to the parent, aborting it undoes
+   them. While it is open the parent refuses `get`/`put`/`delete`/`cursor`
+   (`BadTxnError`); finishing the parent first aborts the open child, as
+   py-lmdb does. `with env.begin(...) as txn:` commits on a normal exit and
+   aborts when the block raises; `abort()` of a finished transaction does
+   nothing, `commit()` raises `lmdb.Error`.
+4. Cursors follow LMDB's own state machine on a one-leaf-page tree (item
+   index and the C_INITIALIZED / C_EOF / C_DEL flags, including the patch
+   py-lmdb applies to its bundled LMDB 0.9.36) and py-lmdb's layer above it
+   (the cached key/value refreshed after the transaction mutates, the
+   `positioned` flag, iterators that stop once the cursor is unpositioned).
+   So: unpositioned `next()` is `first()` and `prev()` is `last()`;
    `set_range` past the end returns False and leaves the cursor past the end
-   (`prev()` then gives the last item), `delete()` moves to the next item and
-   after deleting the last one `key()` is b"", a cursor whose item another
-   cursor or `txn.delete` removed moves to the next one, inserts and deletes
-   keep other cursors on their items, a nested transaction's abort puts the
-   parent's cursors back where they were.
-5. Map size: the data of a write transaction (sum of key and value lengths,
-   rounded up to pages, plus two meta pages) may not exceed the map:
-   `MapFullError`, after which the transaction only aborts (`BadTxnError`),
-   as in LMDB. `set_mapsize` grows it (never below the data already stored);
-   reopening uses the size asked for, never below the data stored.
-   `info()['map_size' | 'last_pgno' | 'last_txnid']` and `stat()['psize']`
-   follow from that.
-6. Deterministic: no clock, no randomness unless a caller passes its seeded
-   `random.Random`, no threads; every iteration order is fixed.
+   (`prev()` then gives the last item); `delete()` moves to the next item and
+   after deleting the last one `key()` is b""; a cursor whose item was deleted
+   elsewhere in the transaction moves to the next one; inserts and deletes
+   keep the transaction's other cursors on their items; aborting a nested
+   transaction puts the cursors back where they were.
+5. Map size: a write transaction's data (key plus value bytes, rounded up to
+   pages, plus two meta pages) may not exceed the map: `MapFullError`, after
+   which the transaction can only abort (`BadTxnError`), as in LMDB.
+   `set_mapsize` grows it (never below the data stored; refused while a write
+   transaction is open); reopening uses the size asked for, never below the
+   data stored. `info()` (`map_size`, `last_pgno`, `last_txnid`) and
+   `stat()['psize']` follow from that.
+6. Deterministic: no clock, no threads, no randomness except from a seeded
+   `random.Random` a caller passes; every iteration order is fixed.
 
-Not emulated: dupsort/integerkey/reverse-key databases, `Cursor.put`/`replace`/
-`pop`, `Transaction.drop`/`replace`/`pop`/`stat`, `copy`, readers, `sync=False`
-(a lost-tail crash model), real page accounting (sizes are key+value bytes),
-and the main (unnamed) database listing the named ones. Multi-page trees: LMDB
-positions are the same as on one page except for a stale C_EOF flag in exotic
-sequences (documented in the test).
+Not emulated: dupsort/integerkey/reverse-key databases; `Cursor.put`/
+`replace`/`pop`/`getmulti`, `Transaction.drop`/`replace`/`pop`/`stat`,
+`copy`, readers; `sync=False` (refused: there is no lost-tail crash model);
+LMDB's page accounting (sizes are key+value bytes); the main database listing
+the named ones. Where LMDB reads freed memory, the stand-in does not imitate
+it: a cursor that has not moved since another transaction of its write chain
+(a nested one, or the parent through a cursor) changed pages returns the bytes
+it last read, where py-lmdb returns whatever the page now holds. A tree of
+several pages can keep a stale C_EOF flag that the one-page model does not.
 
-Cost: a write transaction works on the committed tables in place with an undo
-log (O(changes)); a table is copied only when a read transaction that is still
-open holds it, or when a read transaction begins while a write is open.
+Cost: a write transaction changes the committed tables in place and keeps an
+undo log (O(changes) per commit); a table is copied only while a read
+transaction that began earlier still holds it, or when a reader or `MemDisk`
+inspection needs the committed state while a write transaction is open.
 """
 
 from __future__ import annotations
@@ -353,6 +356,8 @@ class MemEnvironment:
                 dupsort: bool = False, create: bool = True, integerkey: bool = False, integerdup: bool = False,
                 dupfixed: bool = False) -> MemDatabase:
         self._check_open()
+        if txn is not None:
+            txn._check_alive()
         if reverse_key or dupsort or integerkey or integerdup or dupfixed:
             raise NotImplementedError("only plain databases (bytewise keys, one value per key) are emulated")
         name = None if key is None else _as_bytes(key)
@@ -441,7 +446,6 @@ class MemEnvironment:
         self._check_open()
 
 
-
 class _WriteChain:
     """A write transaction and the nested ones inside it: the working tables they share.
 
@@ -494,11 +498,7 @@ class _WriteChain:
         committed = dict(self.file.tables)
         for name in self.in_place:
             committed[name] = committed[name].copy()
-        for name, key, old in reversed(self.root_undo):
-            if old is _ABSENT:
-                committed[name].remove(key) if key in committed[name].values else None
-            else:
-                committed[name].set(key, old)
+        _replay(committed, self.root_undo)
         self.file.tables = committed
         self.owned |= self.in_place
         self.in_place.clear()
@@ -528,9 +528,14 @@ class _WriteChain:
         if _pages(grown) * PAGE_SIZE_BYTES > self.env._map_size:
             txn._error = True
             raise lmdb.MapFullError(f"mdb_put: {_MAP_FULL}")
-        table = self.writable(name)
+        table = self.writable(name)  # the same content as `view`: index i still holds
         self._log(name, key, old if old is not None else _ABSENT)
-        table.set(key, value)
+        if exists:
+            table.data_bytes += len(value) - len(old)
+        else:
+            table.keys.insert(i, key)
+            table.data_bytes += len(key) + len(value)
+        table.values[key] = value
         self.data_bytes = grown
         if not exists:
             for c in self.cursors:
@@ -544,7 +549,9 @@ class _WriteChain:
         key = table.keys[i]
         old = table.values[key]
         self._log(name, key, old)
-        table.remove(key)
+        del table.keys[i]
+        del table.values[key]
+        table.data_bytes -= len(key) + len(old)
         self.data_bytes -= len(key) + len(old)
         count = len(table.keys)
         same_db = [c for c in self.cursors if c._name == name]
@@ -587,16 +594,19 @@ class _WriteChain:
         self.in_place.clear()
 
     def abort(self) -> None:
-        if self.in_place:
-            for name, key, old in reversed(self.root_undo):
-                table = self.tables[name]
-                if old is _ABSENT:
-                    if key in table.values:
-                        table.remove(key)
-                else:
-                    table.set(key, old)
+        _replay(self.tables, self.root_undo)  # the tables written in place get their committed content back
         self.root_undo.clear()
         self.in_place.clear()
+
+
+def _replay(tables: dict[bytes | None, _Table], undo: list[tuple[bytes | None, bytes, Any]]) -> None:
+    """Undo logged changes, newest first: each key ends with the value it had before its oldest logged change."""
+    for name, key, old in reversed(undo):
+        table = tables[name]
+        if old is not _ABSENT:
+            table.set(key, old)
+        elif key in table.values:
+            table.remove(key)
 
 
 class MemTransaction:
