@@ -133,7 +133,7 @@ class SimNode:
     async def crash(self) -> None:
         self.sim.network.crash(self.name)
         if self.servicer is not None:
-            await self.servicer.committer.stop()
+            await self.servicer.stop()  # its background work (group commit, gossip, scrub) dies with it
         self.sim.disk.crash(self.name)  # whatever was not committed is gone
         self.store = self.servicer = None
         self.up = False
