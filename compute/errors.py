@@ -5,7 +5,7 @@ from __future__ import annotations
 from storage.errors import InvalidRequest, PageOutOfRange, StorageError, UnknownVolume, VolumeFull
 
 __all__ = ["Fenced", "QuorumNotMet", "InvalidRequest", "PageOutOfRange", "UnknownVolume", "VolumeFull",
-           "CommitTimeout"]
+           "CommitTimeout", "FencedInFlight"]
 
 
 class Fenced(StorageError):
@@ -22,3 +22,7 @@ class CommitTimeout(StorageError):
     """The MTR was sent but did not become durable in time; it may still become durable."""
 
     status_code_name = "UNAVAILABLE"
+
+
+class FencedInFlight(CommitTimeout):
+    """The writer was fenced while the MTR was in flight: the new writer's recovery may have made it durable."""

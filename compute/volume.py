@@ -15,7 +15,9 @@ from typing import Any, Awaitable, Callable, TypeVar
 import grpc
 
 from compute.cache import BufferCache
-from compute.errors import CommitTimeout, Fenced, InvalidRequest, PageOutOfRange, QuorumNotMet, VolumeFull
+from compute.errors import (
+    CommitTimeout, Fenced, FencedInFlight, InvalidRequest, PageOutOfRange, QuorumNotMet, VolumeFull,
+)
 from compute.quorum import READ_QUORUM, WRITE_QUORUM, Membership
 from compute.recovery import PgRecovered, SegmentReport, floor_of, next_epoch, plan_recovery
 from compute.routing import ReadRouter
@@ -129,9 +131,13 @@ class Volume:
         where = f" (segment {stream.segment_id} on {stream.node_id})" if stream else ""
         self.fenced_reason = f"a newer writer has opened volume {self.volume_id}{where}: {details}"
         log.warning("fenced: %s", self.fenced_reason)
-        for future in self._waiters.values():
+        # Their records are already on segments: the new writer's recovery may make them durable.
+        # Their outcome is unknown, never a definite "not written".
+        for cpl, future in self._waiters.items():
             if not future.done():
-                future.set_exception(Fenced(self._fenced_sentence()))
+                future.set_exception(FencedInFlight(
+                    f"this writer (epoch {self.epoch}) was fenced while MTR {cpl} was in flight: "
+                    f"{self.fenced_reason}; the MTR may still have become durable through the new writer"))
         self._waiters.clear()
         self._vdl_advanced.set()
 

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compute": ("compute.main", "run the compute node (the volume's writer); the launcher does this for you"),
     "control-plane": ("storage.control_plane_main", "run the control plane process (the launcher does this for you)"),
     "volume": ("tools.volume_cli", "write and read pages of a volume through the compute node"),
+    "sim": ("tools.sim_cli", "deterministic simulation: real storage and writer code over a seeded fake network, disk and clock"),
+    "chaos": ("tools.chaos_cli", "fault scenarios against a fresh local cluster, with a verdict from the clients' history"),
     "bench": ("tools.bench", "benchmarks that print their figures beside a baseline measured in the same run"),
 }
 

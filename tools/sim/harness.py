@@ -172,6 +172,7 @@ class Simulation:
         self.truncations: list[TruncationRange] = []
         self.recoveries: list[Recovery] = []
         self.acked: dict[int, tuple[str, list[Patch], int]] = {}  # CPL -> (token, patches, writer epoch)
+        self.refused: list[bytes] = []  # tokens of writes refused definitely: they must never take effect
         self.rotten: set[tuple[str, bytes]] = set()  # (node, record key) flipped on purpose
         self.writer: Volume | None = None
         self.writers = 0
@@ -358,6 +359,8 @@ class Simulation:
                 except (Fenced, QuorumNotMet, CommitTimeout) as error:
                     kind = "write_unknown" if isinstance(error, CommitTimeout) else "write_failed"
                     self.ops[kind] += 1
+                    if kind == "write_failed":
+                        self.refused.append(token)
                     self.event(f"client {index} write {token.decode()} -> {type(error).__name__}")
                     continue
                 self.ops["write_ok"] += 1
@@ -500,6 +503,11 @@ class Simulation:
         self.check_read(writer, read_point, images)
         await self.check_convergence(writer)
         self.check_agreement()
+        for token in self.refused:
+            for lsn, record in self.records.items():
+                if record.data == token and lsn <= writer.vdl and not self.truncated(record):
+                    self.violation(f"write {token.decode()} was refused as definitely not done, yet its record "
+                                   f"LSN {lsn} is durable at or below VDL {writer.vdl}")
         self.event(f"final VDL {writer.vdl}, {len(self.acked)} acknowledged MTRs readable")
 
     async def check_convergence(self, writer: Volume) -> None:

@@ -1,0 +1,198 @@
+"""The chaos runner and the node-side fault injector.
+
+- The fault injector (storage/faults.py) in a real storage node process: a fault
+  file makes it slow, then unreachable (new calls and an open stream get
+  UNAVAILABLE), and removing the file brings it back.
+- A CI-sized subset of `sixfold chaos` through the same code as the CLI:
+  kill-one and writer-kill, short, each must PASS.
+"""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from storage.faults import UNREACHABLE_DETAILS, FaultFile, FaultState, clear_fault_file, write_fault_file
+from storage.serving import CHANNEL_OPTIONS
+from storage.v1 import storage_service_pb2 as pb
+from storage.v1 import storage_service_pb2_grpc as pb_grpc
+from tools.chaos.history import FAIL, INFO
+from tools.chaos.runner import RunConfig, classify, decode_value, encode_value, hot_keys, run_scenario, table
+from tools.cluster import PROJECT_ROOT, health_check
+
+DELAY_MS = 300
+SEGMENT = "vol-t/pg-00000"
+
+
+# --- pure pieces ----------------------------------------------------------------------------------
+
+
+def test_fault_file_is_parsed_and_polled_at_most_every_interval(tmp_path: Path) -> None:
+    path = tmp_path / "faults.json"
+    now = [0.0]
+    faults = FaultFile(path, poll_interval_s=0.2, clock=lambda: now[0])
+    assert faults.current() == FaultState()
+    write_fault_file(path, {"delay_ms": 250, "jitter_ms": 50})
+    assert faults.current() == FaultState(), "re-read before the poll interval passed"
+    now[0] += 0.25
+    assert faults.current() == FaultState(delay_ms=250, jitter_ms=50)
+    write_fault_file(path, FaultState(unreachable=True))
+    now[0] += 0.25
+    assert faults.current().unreachable
+    path.write_text("{not json")
+    now[0] += 0.25
+    assert faults.current() == FaultState(), "an invalid file is ignored"
+    clear_fault_file(path)
+    now[0] += 0.25
+    assert not faults.current().active
+    with pytest.raises(ValueError):
+        FaultState.parse('{"delay": 5}')
+
+
+def test_outcomes_and_values() -> None:
+    assert classify(grpc.StatusCode.UNAVAILABLE, "PG 0 reaches only 3 of 6 segments ... Nothing was written.") == FAIL
+    assert classify(grpc.StatusCode.UNAVAILABLE, "MTR ... it may still become durable later") == INFO
+    assert classify(grpc.StatusCode.DEADLINE_EXCEEDED, "") == INFO
+    assert classify(grpc.StatusCode.FAILED_PRECONDITION, "this writer was fenced") == FAIL
+    assert classify(grpc.StatusCode.FAILED_PRECONDITION, "fenced while in flight: it may still become durable") == INFO
+    assert classify(grpc.StatusCode.INVALID_ARGUMENT, "bad") == FAIL
+    assert decode_value(bytes(4096)) is None
+    assert decode_value(encode_value("p3-17") + bytes(100)) == "p3-17"
+    assert decode_value(b"p3\x01-17".ljust(32, b"\0")).startswith("<")
+    singles, pairs = hot_keys(8)
+    assert singles == [0, 1, 2, 16384, 16385, 16386] and pairs == [(3, 16387)]
+
+
+# --- the fault injector in a real node --------------------------------------------------------------
+
+
+@pytest.fixture
+def lone_node(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """One storage node process (no control plane) with a fault file; yields (address, fault file)."""
+    data_dir = tmp_path / "node"
+    port_file = tmp_path / "node.port"
+    fault_file = tmp_path / "faults.json"
+    log = open(tmp_path / "node.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tools.cli", "storage-node", "--node-id", "x1", "--az", "x", "--data-dir", str(data_dir),
+         "--port-file", str(port_file), "--fault-file", str(fault_file)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        address = ""
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "node.log").read_text()
+            text = port_file.read_text().strip() if port_file.exists() else ""
+            if text.isdigit() and health_check(f"127.0.0.1:{text}") == "SERVING":
+                address = f"127.0.0.1:{text}"
+                break
+            time.sleep(0.05)
+        assert address, "the node did not start"
+        yield address, fault_file
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _timed(fn) -> float:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    fn()
+    return time.monotonic() - started
+
+
+def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(lone_node) -> None:  # type: ignore[no-untyped-def]
+    address, fault_file = lone_node
+    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    stub = pb_grpc.StorageServiceStub(channel)
+    list_segments = lambda: stub.ListSegments(pb.ListSegmentsRequest(), timeout=10)  # noqa: E731
+    stub.CreateSegment(pb.CreateSegmentRequest(segment_id=SEGMENT, volume_id="vol-t", pg_index=0, first_page=0,
+                                               page_count=64, page_size=4096, membership_epoch=1), timeout=10)
+    assert _timed(list_segments) < DELAY_MS / 1000 / 2
+
+    # An open AppendRecords stream: empty batches are acknowledged with the segment's SCL.
+    requests: queue.Queue = queue.Queue()
+    acks: list = []
+    ended: list = []
+
+    def feed():  # type: ignore[no-untyped-def]
+        while (item := requests.get()) is not None:
+            yield item
+
+    call = stub.AppendRecords(feed())
+
+    def read_acks() -> None:
+        try:
+            for ack in call:
+                acks.append((time.monotonic(), ack))
+        except grpc.RpcError as error:
+            ended.append((error.code(), error.details()))
+
+    reader = threading.Thread(target=read_acks, daemon=True)
+    reader.start()
+
+    def batch(n: int) -> float:
+        sent = time.monotonic()
+        requests.put(pb.AppendRecordsRequest(segment_id=SEGMENT, volume_epoch=1, membership_epoch=1, batch_id=n))
+        deadline = sent + 10
+        while len(acks) < n and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(acks) == n, ended
+        return acks[-1][0] - sent
+
+    assert batch(1) < DELAY_MS / 1000 / 2
+
+    # Slow: unary calls and every stream message wait.
+    write_fault_file(fault_file, {"delay_ms": DELAY_MS})
+    time.sleep(0.5)
+    assert _timed(list_segments) >= DELAY_MS / 1000 * 0.9
+    assert batch(2) >= DELAY_MS / 1000 * 0.9
+
+    # Unreachable: the open stream ends with UNAVAILABLE, new calls are refused, health checks too.
+    write_fault_file(fault_file, {"unreachable": True})
+    reader.join(5)
+    assert not reader.is_alive(), "the open stream was not ended"
+    assert ended and ended[0][0] == grpc.StatusCode.UNAVAILABLE and ended[0][1] == UNREACHABLE_DETAILS, ended
+    with pytest.raises(grpc.RpcError) as info:
+        list_segments()
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE and info.value.details() == UNREACHABLE_DETAILS
+    assert health_check(address) == "unreachable"
+
+    # Healed: the file is gone.
+    clear_fault_file(fault_file)
+    time.sleep(0.5)
+    assert _timed(list_segments) < DELAY_MS / 1000 / 2
+    assert [s.segment_id for s in list_segments().segments] == [SEGMENT]
+    assert health_check(address) == "SERVING"
+    requests.put(None)
+    channel.close()
+
+
+# --- chaos scenarios, CI-sized --------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("scenario", ["kill-one", "writer-kill"])
+def test_chaos_scenario_passes(scenario: str, tmp_path: Path) -> None:
+    seed = int(time.time()) % 100_000
+    print(f"seed={seed}")
+    result = run_scenario(RunConfig(scenario=scenario, out_dir=tmp_path / scenario, seed=seed, seconds=10,
+                                    clients=6))
+    print(table([result]))
+    assert (tmp_path / scenario / "history.jsonl").stat().st_size > 0
+    assert (tmp_path / scenario / "verdict.json").exists()
+    assert (tmp_path / scenario / "logs" / "compute.log").exists()
+    assert result.verdict == "PASS", [c for c in result.criteria if c.ok is False] or result.error
+    assert result.operations > 500
+    assert result.lost == 0 and result.linearizable == "yes"

@@ -1,0 +1,462 @@
+"""The chaos scenarios: what each one breaks, when, and what must hold.
+
+A scenario has two parts:
+- `inject(ctx)`: the fault schedule, run while the clients keep going. It draws
+  every choice (victims, moments) from `ctx.rng`, which is seeded from the run's
+  seed, runs blocking fault actions through `ctx.do(...)` (a worker thread), sets
+  marks (`ctx.mark("fault")`: the fault is in force) and returns when the fault
+  phase is over. The runner then heals everything (`Nemesis.heal`).
+- `judge(ctx)`: the scenario's own criteria, beyond the ones every run gets
+  (linearizable, nothing acknowledged lost, no vanished reads, multi-page MTRs
+  atomic, final reads succeed, segments converge).
+
+Every time is `time.monotonic()`; windows are measured between marks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from tools.cluster import COMPUTE
+
+if TYPE_CHECKING:
+    from tools.chaos.faults import Nemesis
+    from tools.cluster import Cluster
+
+AZS = ("a", "b", "c")
+WRITE_GAP_MAX_S = 5.0  # "writes go on": no stretch without an acknowledged write longer than this
+PAUSE_S = 8.0  # beyond the writer's commit timeout (5 s) and the control plane's heartbeat timeout (2 s)
+SLOW_DELAY_MS = 200.0
+SLOW_JITTER_MS = 300.0
+OLD_WRITER_LINGER_S = 2.5  # clients keep using the fenced writer this long after the new one opened
+NEW_WRITER = "compute-new"  # label of the second writer in the workload's records
+
+
+@dataclass
+class Criterion:
+    name: str
+    ok: bool | None  # None: reported, not judged
+    detail: str = ""
+
+
+@dataclass
+class Timing:
+    """The phases of one run (times from time.monotonic())."""
+
+    baseline_s: float
+    fault_s: float
+    post_s: float
+
+
+@dataclass
+class Context:
+    """What a scenario sees of its run."""
+
+    name: str
+    rng: random.Random
+    cluster: "Cluster"
+    nemesis: "Nemesis"
+    workload: Any  # tools.chaos.runner.Workload
+    timing: Timing
+    out_dir: Any
+    marks: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    resume_points: list[tuple[str, float]] = field(default_factory=list)  # (what, time) writes should resume after
+    log: Callable[[str], None] = print
+
+    def mark(self, name: str, at: float | None = None) -> float:
+        self.marks[name] = time.monotonic() if at is None else at
+        return self.marks[name]
+
+    async def do(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking fault action in a worker thread; the clients keep going meanwhile."""
+        return await asyncio.to_thread(fn, *args)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+    def nodes(self) -> list[str]:
+        return self.cluster.node_names()
+
+    def az_nodes(self, az: str) -> list[str]:
+        return [n for n in self.nodes() if n.startswith(az)]
+
+    def window(self, start: str, end: str) -> tuple[float, float]:
+        return self.marks[start], self.marks[end]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    does: str  # the fault, one line
+    must: str  # what must hold, one line
+    inject: Callable[[Context], Awaitable[None]]
+    judge: Callable[[Context], list[Criterion]] = lambda ctx: []
+    writes_expected_during_fault: bool = True  # where "resumed" is measured from: the fault, or the heal
+
+
+# --- helpers over the workload's records ------------------------------------------------------
+
+
+def ops(ctx: Context, kind: str | None = None, outcome: str | None = None, *, invoked_from: float | None = None,
+        invoked_to: float | None = None, completed_from: float | None = None, completed_to: float | None = None,
+        writer: str | None = None) -> list[Any]:
+    out = []
+    for r in ctx.workload.records:
+        if kind is not None and r.kind != kind:
+            continue
+        if outcome is not None and r.outcome != outcome:
+            continue
+        if writer is not None and r.writer != writer:
+            continue
+        if invoked_from is not None and r.invoked < invoked_from:
+            continue
+        if invoked_to is not None and r.invoked > invoked_to:
+            continue
+        if completed_from is not None and r.completed < completed_from:
+            continue
+        if completed_to is not None and r.completed > completed_to:
+            continue
+        out.append(r)
+    return out
+
+
+def longest_write_gap(ctx: Context, start: float, end: float) -> float:
+    """The longest stretch within [start, end] in which no write completed ok."""
+    times = sorted(r.completed for r in ops(ctx, "write", "ok", completed_from=start, completed_to=end))
+    edges = [start, *times, end]
+    return max(b - a for a, b in zip(edges, edges[1:]))
+
+
+def goes_on(ctx: Context, start: str = "fault", end: str = "heal_start", *, reads: bool = True,
+            writes: bool = True) -> list[Criterion]:
+    """Acknowledged writes (and reads) kept coming while the fault was in force."""
+    t0, t1 = ctx.window(start, end)
+    out = []
+    if writes:
+        acked = ops(ctx, "write", "ok", invoked_from=t0, completed_to=t1)
+        gap = longest_write_gap(ctx, t0, t1)
+        out.append(Criterion("writes go on", bool(acked) and gap <= WRITE_GAP_MAX_S,
+                             f"{len(acked)} writes acknowledged during the {t1 - t0:.1f} s fault; "
+                             f"longest stretch without one {gap:.2f} s (at most {WRITE_GAP_MAX_S:g} s)"))
+    if reads:
+        read_ok = ops(ctx, "read", "ok", invoked_from=t0, completed_to=t1)
+        out.append(Criterion("reads go on", bool(read_ok), f"{len(read_ok)} reads answered during the fault"))
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))
+    return ordered[index]
+
+
+# --- the scenarios ------------------------------------------------------------------------------
+
+
+async def _kill_one(ctx: Context) -> None:
+    node = ctx.rng.choice(ctx.nodes())
+    ctx.data["victims"] = [node]
+    await ctx.do(ctx.nemesis.kill, node)
+    ctx.mark("fault")
+    ctx.resume_points.append((f"kill {node}", ctx.marks["fault"]))
+    await ctx.sleep(ctx.timing.fault_s)
+
+
+async def _kill_az(ctx: Context) -> None:
+    az = ctx.rng.choice(AZS)
+    victims = ctx.az_nodes(az)
+    ctx.data["victims"] = victims
+    for node in victims:
+        await ctx.do(ctx.nemesis.kill, node)
+    ctx.mark("fault")
+    ctx.resume_points.append((f"kill AZ {az}", ctx.marks["fault"]))
+    await ctx.sleep(ctx.timing.fault_s)
+
+
+async def _kill_az_plus_one(ctx: Context) -> None:
+    az = ctx.rng.choice(AZS)
+    victims = ctx.az_nodes(az)
+    victims.append(ctx.rng.choice([n for n in ctx.nodes() if n not in victims]))
+    ctx.data["victims"] = victims
+    for node in victims:
+        await ctx.do(ctx.nemesis.kill, node)
+    ctx.mark("fault")
+    await ctx.sleep(ctx.timing.fault_s)
+
+
+def _judge_no_quorum(ctx: Context, what: str) -> list[Criterion]:
+    """While more than two nodes are down no write can reach 4 of 6: none invoked then may succeed."""
+    t0, t1 = ctx.window("fault", "heal_start")
+    false_acks = ops(ctx, "write", "ok", invoked_from=t0, invoked_to=t1)
+    refused = ops(ctx, "write", "fail", invoked_from=t0, invoked_to=t1)
+    unknown = ops(ctx, "write", "info", invoked_from=t0, invoked_to=t1)
+    return [Criterion(
+        what, not false_acks,
+        f"writes invoked while {len(ctx.data['victims'])} nodes were down: {len(false_acks)} acknowledged, "
+        f"{len(refused)} refused, {len(unknown)} unknown")]
+
+
+def _judge_kill_az_plus_one(ctx: Context) -> list[Criterion]:
+    return _judge_no_quorum(ctx, "no write acknowledged without a quorum") + goes_on(ctx, writes=False)
+
+
+async def _kill_four(ctx: Context) -> None:
+    count = ctx.rng.choice([4, 4, 5, 6])
+    victims = ctx.rng.sample(ctx.nodes(), count)
+    ctx.data["victims"] = victims
+    for node in victims:
+        await ctx.do(ctx.nemesis.kill, node)
+    ctx.mark("fault")
+    await ctx.sleep(ctx.timing.fault_s)
+
+
+def _judge_kill_four(ctx: Context) -> list[Criterion]:
+    return _judge_no_quorum(ctx, "unavailable meanwhile")
+
+
+async def _pause_two(ctx: Context) -> None:
+    victims = ctx.rng.sample(ctx.nodes(), 2)
+    ctx.data["victims"] = victims
+    for node in victims:
+        await ctx.do(ctx.nemesis.pause, node)
+    ctx.mark("fault")
+    ctx.resume_points.append((f"pause {','.join(victims)}", ctx.marks["fault"]))
+    await ctx.sleep(max(PAUSE_S, ctx.timing.fault_s))
+    for node in victims:
+        await ctx.do(ctx.nemesis.resume, node)
+    ctx.mark("resumed")
+
+
+async def _writer_kill(ctx: Context) -> None:
+    kills = max(3, min(8, int(ctx.timing.fault_s // 2.5)))
+    ctx.data["kills"] = kills
+    ctx.mark("fault")
+    for i in range(kills):
+        await ctx.sleep(ctx.rng.uniform(1.0, 3.0))
+        killed_at = time.monotonic()
+        await ctx.do(ctx.nemesis.kill, COMPUTE)
+        await ctx.sleep(ctx.rng.uniform(0.0, 0.5))
+        await ctx.do(ctx.nemesis.start, COMPUTE)
+        ctx.resume_points.append((f"writer kill {i + 1}", killed_at))
+    await ctx.sleep(1.0)
+
+
+def _judge_writer_kill(ctx: Context) -> list[Criterion]:
+    kills = [e for e in ctx.nemesis.log.events if e.action == "kill" and e.target == COMPUTE]
+    return [Criterion("writer killed mid-MTR", None,
+                      f"{len(kills)} SIGKILLs of the writer under load; "
+                      f"{len(ops(ctx, 'write', 'info'))} writes left in doubt")]
+
+
+async def _old_writer(ctx: Context) -> None:
+    old = ctx.workload.target.address
+    ctx.data["old_address"] = old
+    ctx.mark("fault")
+    new = await ctx.do(ctx.nemesis.open_second_writer, ctx.out_dir)
+    ctx.mark("new_writer_open")
+    ctx.data["new_address"] = new
+    ctx.log(f"second writer open at {new}; clients stay on the old writer for {OLD_WRITER_LINGER_S:g} s")
+    await ctx.sleep(OLD_WRITER_LINGER_S)
+    deadline = time.monotonic() + 10
+    while not await ctx.do(ctx.nemesis.writer_fenced, old) and time.monotonic() < deadline:
+        await ctx.sleep(0.2)
+    ctx.data["old_knows_fenced"] = await ctx.do(ctx.nemesis.writer_fenced, old)
+    await ctx.workload.switch(new, NEW_WRITER)
+    ctx.mark("switched")
+    ctx.resume_points.append(("clients switched to the new writer", ctx.marks["switched"]))
+    await ctx.sleep(max(2.0, ctx.timing.fault_s - OLD_WRITER_LINGER_S))
+
+
+def _judge_old_writer(ctx: Context) -> list[Criterion]:
+    opened = ctx.marks["new_writer_open"]
+    stale_acks = ops(ctx, "write", "ok", invoked_from=opened, writer=COMPUTE)
+    fenced = [r for r in ops(ctx, "write", "fail", invoked_from=opened, writer=COMPUTE)
+              if r.code == "FAILED_PRECONDITION"]
+    other = [r for r in ops(ctx, "write", invoked_from=opened, writer=COMPUTE) if r.outcome != "ok" and r not in fenced]
+    new_acks = ops(ctx, "write", "ok", writer=NEW_WRITER)
+    # A write refused as fenced counts as `fail` (nothing written); see whether any was read back anyway.
+    observed = {v for r in ops(ctx, "read", "ok") for v in r.values}
+    refused = [r for r in ops(ctx, "write", "fail") if r.code == "FAILED_PRECONDITION"]
+    resurrected = [r for r in refused if r.token in observed]
+    detail = (f"{len(refused)} writes refused as fenced (FAILED_PRECONDITION) in all; {len(resurrected)} of them "
+              f"were read back later")
+    if resurrected:
+        first = resurrected[0]
+        detail += (f", e.g. {first.token!r} to pages {list(first.keys)} refused at "
+                   f"t={first.completed - ctx.workload.origin:.3f}: the old writer failed MTRs that were already in "
+                   f"flight with 'fenced', but the new writer's recovery found them on a write quorum and made them "
+                   f"durable; an in-flight MTR's outcome is unknown when its writer is fenced "
+                   f"(compute/volume.py Volume.on_fenced)")
+    return [
+        Criterion("old writer fenced", not stale_acks and bool(fenced),
+                  f"writes sent to the old writer after the new one opened: {len(stale_acks)} acknowledged, "
+                  f"{len(fenced)} rejected as fenced (FAILED_PRECONDITION), {len(other)} other errors; "
+                  f"old writer reports fenced: {ctx.data.get('old_knows_fenced')}"),
+        Criterion("a write refused as fenced never takes effect", not resurrected, detail),
+        Criterion("clients switched to the new writer", bool(new_acks),
+                  f"{len(new_acks)} writes acknowledged by the new writer"),
+    ]
+
+
+async def _byte_flip(ctx: Context) -> None:
+    workload = ctx.workload
+    key = ctx.rng.choice(workload.single_keys)
+    node = ctx.rng.choice(ctx.nodes())
+    ctx.data.update(victim=node, key=key)
+    ctx.mark("fault")
+    await ctx.do(ctx.nemesis.stop, node)
+    # Newest acknowledged single-page tokens of the key first: one of them is surely on the node.
+    tokens = [r.token for r in reversed(ops(ctx, "write", "ok")) if r.keys == (key,)]
+    if not tokens:
+        raise RuntimeError(f"no acknowledged write to page {key} before the flip")
+    flip = await ctx.do(ctx.nemesis.flip_byte, node, key, [(t, workload.encode(t)) for t in tokens[:200]])
+    ctx.data["flip"] = flip
+    await ctx.do(ctx.nemesis.start, node)
+    await ctx.do(ctx.nemesis.wait_writer_connected, workload.target.address, 30.0, {node})
+    code, details = await ctx.do(ctx.nemesis.probe_page, node, key)
+    ctx.data["probe"] = (code, details)
+    ctx.log(f"direct read of page {key} on {node}: {code} {details[:160]}")
+    # The writer's buffer cache holds every hot page: restart it so its reads go to the segments again.
+    stopped_at = time.monotonic()
+    await ctx.do(ctx.nemesis.stop, COMPUTE)
+    await ctx.do(ctx.nemesis.start, COMPUTE)
+    ctx.resume_points.append(("writer restart (cold cache)", stopped_at))
+    await ctx.sleep(max(3.0, ctx.timing.fault_s / 2))
+
+
+def _judge_byte_flip(ctx: Context) -> list[Criterion]:
+    flip = ctx.data["flip"]
+    code, details = ctx.data["probe"]
+    needle = "CRC-32C"
+    writer_lines = ctx.workload.log_lines(COMPUTE, needle)
+    node_lines = ctx.workload.log_lines(flip.node, needle)
+    # Detected by whoever met it first: the direct read, the writer failing over, or the node itself (a scrub).
+    detected = (code == "DATA_LOSS" and needle in details) or bool(writer_lines) or bool(node_lines)
+    served = [r for r in ctx.workload.records if r.kind == "read" and r.outcome == "ok"
+              and any(v is not None and v != flip.token and v.startswith("<") for v in r.values)]
+    return [
+        Criterion("rotten record never served", not served,
+                  f"page {flip.key}, token {flip.token!r} on {flip.node}: {len(served)} reads returned undecodable "
+                  f"bytes (the linearizability checker also rejects any value no write explains)"),
+        Criterion("bit rot detected", detected,
+                  f"direct ReadPage on {flip.node}: {code} ({details[:120]}); CRC-32C lines in the writer's log: "
+                  f"{len(writer_lines)}, in {flip.node}'s log: {len(node_lines)}"),
+    ]
+
+
+async def _slow_node(ctx: Context) -> None:
+    node = ctx.rng.choice(ctx.nodes())
+    ctx.data["victim"] = node
+    await ctx.do(ctx.nemesis.slow, node, SLOW_DELAY_MS, SLOW_JITTER_MS)
+    ctx.mark("fault")
+    ctx.resume_points.append((f"slow {node}", ctx.marks["fault"]))
+    await ctx.sleep(ctx.timing.fault_s)
+
+
+def _latencies(ctx: Context, start: float, end: float) -> list[float]:
+    return [r.completed - r.invoked for r in ops(ctx, "write", "ok", invoked_from=start, completed_to=end)]
+
+
+def _judge_slow_node(ctx: Context) -> list[Criterion]:
+    base = _latencies(ctx, ctx.marks["load_start"], ctx.marks["fault_start"])
+    slow = _latencies(ctx, ctx.marks["fault"], ctx.marks["heal_start"])
+    b50, b99 = percentile(base, 0.5) * 1000, percentile(base, 0.99) * 1000
+    s50, s99 = percentile(slow, 0.5) * 1000, percentile(slow, 0.99) * 1000
+    limit = SLOW_DELAY_MS / 2
+    ctx.data["latency_ms"] = {"baseline_p50": b50, "baseline_p99": b99, "fault_p50": s50, "fault_p99": s99}
+    return goes_on(ctx, reads=False) + [Criterion(
+        "commit latency not tied to the slow node", bool(slow) and s50 < limit,
+        f"write latency p50/p99: baseline {b50:.1f}/{b99:.1f} ms ({len(base)} writes), with {ctx.data['victim']} "
+        f"delayed {SLOW_DELAY_MS:g}..{SLOW_DELAY_MS + SLOW_JITTER_MS:g} ms: {s50:.1f}/{s99:.1f} ms ({len(slow)} writes); "
+        f"p50 must stay below {limit:g} ms")]
+
+
+async def _partition_az(ctx: Context) -> None:
+    az = ctx.rng.choice(AZS)
+    victims = ctx.az_nodes(az)
+    ctx.data["victims"] = victims
+    await ctx.do(ctx.nemesis.partition, victims)
+    ctx.mark("fault")
+    ctx.notes.append(f"partition of AZ {az}: {' and '.join(victims)} refuse every RPC that reaches them (the writer's "
+                     f"streams and reads, the control plane, health checks), but their own heartbeats to the control "
+                     f"plane still go out: a one-way partition, enough to take them out of every quorum")
+    ctx.resume_points.append((f"partition AZ {az}", ctx.marks["fault"]))
+    await ctx.sleep(ctx.timing.fault_s)
+
+
+async def _rolling_restart(ctx: Context) -> None:
+    order = ctx.nodes()
+    ctx.rng.shuffle(order)
+    ctx.data["order"] = order
+    ctx.mark("fault")
+    address = ctx.workload.target.address
+    for node in order:
+        await ctx.do(ctx.nemesis.stop, node)
+        ctx.resume_points.append((f"stop {node}", time.monotonic()))
+        await ctx.sleep(ctx.rng.uniform(0.5, 1.5))
+        await ctx.do(ctx.nemesis.start, node)
+        connected = await ctx.do(ctx.nemesis.wait_writer_connected, address, 30.0, {node})
+        if not connected:
+            ctx.notes.append(f"the writer did not reconnect to {node} within 30 s")
+        await ctx.sleep(0.5)
+
+
+def _judge_rolling(ctx: Context) -> list[Criterion]:
+    return goes_on(ctx, reads=False)
+
+
+def _judge_goes_on(ctx: Context) -> list[Criterion]:
+    return goes_on(ctx)
+
+
+def _judge_pause(ctx: Context) -> list[Criterion]:
+    return goes_on(ctx, "fault", "resumed")
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
+    Scenario("kill-one", "SIGKILL one storage node", "reads and writes go on; nothing lost",
+             _kill_one, _judge_goes_on),
+    Scenario("kill-az", "SIGKILL both nodes of one AZ", "reads and writes go on; nothing lost",
+             _kill_az, _judge_goes_on),
+    Scenario("kill-az-plus-one", "SIGKILL one AZ plus one more node",
+             "no write succeeds falsely (every ok write survives); reads go on",
+             _kill_az_plus_one, _judge_kill_az_plus_one, writes_expected_during_fault=False),
+    Scenario("kill-four", "SIGKILL four or more storage nodes, then restart them all",
+             "unavailable meanwhile; nothing acknowledged lost afterwards",
+             _kill_four, _judge_kill_four, writes_expected_during_fault=False),
+    Scenario("pause-two", f"SIGSTOP two nodes for {PAUSE_S:g} s, then SIGCONT",
+             "available; a resumed node never serves stale data as current",
+             _pause_two, _judge_pause),
+    Scenario("writer-kill", "SIGKILL the writer mid-MTR several times, restart it each time",
+             "acknowledged MTRs whole, others wholly absent", _writer_kill, _judge_writer_kill,
+             writes_expected_during_fault=False),
+    Scenario("old-writer", "a second writer opens the volume while clients keep writing to the first",
+             "every old write after the new writer opened is rejected; clients move on to the new one",
+             _old_writer, _judge_old_writer, writes_expected_during_fault=False),
+    Scenario("byte-flip", "flip a byte of a stored record of a hot page in a stopped node's LMDB file",
+             "never served; detected (CRC-32C)", _byte_flip, _judge_byte_flip),
+    Scenario("slow-node", f"one node delays every request {SLOW_DELAY_MS:g}..{SLOW_DELAY_MS + SLOW_JITTER_MS:g} ms",
+             "commit latency not tied to the slow node", _slow_node, _judge_slow_node),
+    Scenario("partition-az", "partition one AZ (both its nodes unreachable)",
+             "the side with four nodes goes on; nothing lost", _partition_az, _judge_goes_on),
+    Scenario("rolling-restart", "stop/start each of the six nodes in turn under load",
+             "writes continue throughout; nothing lost", _rolling_restart, _judge_rolling),
+]}
+
+
+def resolve(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}") from None
+
+
+__all__ = ["SCENARIOS", "Scenario", "Context", "Criterion", "Timing", "resolve", "ops", "goes_on", "percentile"]
