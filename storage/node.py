@@ -3,7 +3,10 @@
 Writes (appends, truncations, epoch raises, segment create/drop) all run on one
 writer thread, so LMDB sees one writer; appends from every stream are grouped by
 `GroupCommitter` into one synced transaction per group. Reads run on the event
-loop's thread against LMDB's MVCC snapshots.
+loop's thread against LMDB's MVCC snapshots. In the background, `Gossip`
+(storage/gossip.py) pulls what a segment lacks from its peers, and `Scrubber`
+(storage/scrub.py) re-checks every stored copy and quarantines a bad one through
+the writer, so gossip fetches it again.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import grpc
 
 from storage.errors import InvalidRequest, StorageError
 from storage.gossip import GOSSIP_INTERVAL_S, Gossip
+from storage.scrub import SCRUB_INTERVAL_S, Scrubber
 from storage.segment import AppendBatch, SegmentMeta, TruncationRange
 from storage.serving import Undecodable, abort_with
 from storage.store import BatchResult, SegmentStore
@@ -115,22 +119,29 @@ class StorageServicer:
     """Implements storage.v1.StorageService. Registered via storage.serving.generic_handler."""
 
     def __init__(self, store: SegmentStore, node_id: str, az: str, writer: Any = None,
-                 peer_channel: Callable[[str], Any] | None = None, gossip_interval_s: float = GOSSIP_INTERVAL_S) -> None:
+                 peer_channel: Callable[[str], Any] | None = None, gossip_interval_s: float = GOSSIP_INTERVAL_S,
+                 scrub: bool = True, scrub_interval_s: float = SCRUB_INTERVAL_S) -> None:
         """`writer` runs every LMDB write (default: one dedicated thread; the simulator runs them inline).
-        `peer_channel(address)` opens a channel to a peer for gossip repair (None: no gossip)."""
+        `peer_channel(address)` opens a channel to a peer for gossip repair (None: no gossip).
+        `scrub`: re-check every stored copy, a pass every `scrub_interval_s` (storage/scrub.py)."""
         self.store = store
         self.node_id = node_id
         self.az = az
         self.writer = writer or ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-writer")
         self.committer = GroupCommitter(store, self.writer)
         self.gossip = Gossip(self, peer_channel, gossip_interval_s) if peer_channel is not None else None
+        self.scrubber = Scrubber(store, self._on_writer, scrub_interval_s) if scrub else None
 
     def start(self) -> None:
         self.committer.start()
         if self.gossip is not None:
             self.gossip.start()
+        if self.scrubber is not None:
+            self.scrubber.start()
 
     async def stop(self) -> None:
+        if self.scrubber is not None:
+            await self.scrubber.stop()
         if self.gossip is not None:
             await self.gossip.stop()
         await self.committer.stop()
@@ -141,10 +152,14 @@ class StorageServicer:
 
     def _state(self, segment_id: str) -> pb.SegmentState:
         seg = self.store.segment(segment_id)
-        state = state_to_proto(seg.meta)
-        if self.gossip is not None:
-            state.records_repaired = self.gossip.records_repaired.get(segment_id, 0)
-        return state
+        repaired = self.gossip.records_repaired.get(segment_id, 0) if self.gossip is not None else 0
+        scrubbed = self.scrubber.counts_of(segment_id) if self.scrubber is not None else None
+        return state_to_proto(
+            seg.meta, records_repaired=repaired,
+            records_quarantined=scrubbed.records_quarantined if scrubbed else 0,
+            versions_quarantined=scrubbed.versions_quarantined if scrubbed else 0,
+            scrub_passes=scrubbed.scrub_passes if scrubbed else 0,
+        )
 
     # -- the write stream -----------------------------------------------------
 
@@ -271,10 +286,7 @@ class StorageServicer:
         return pb.DropSegmentResponse(records_removed=removed)
 
     async def ListSegments(self, request: pb.ListSegmentsRequest, context: Any) -> pb.ListSegmentsResponse:
-        segments = [
-            state_to_proto(seg.meta)
-            for _, seg in sorted(self.store.segments.items())
-        ]
+        segments = [self._state(segment_id) for segment_id in sorted(self.store.segments)]
         return pb.ListSegmentsResponse(
             node_id=self.node_id, az=self.az, segments=segments,
             lmdb_map_size_bytes=self.store.map_size(), lmdb_used_bytes=self.store.used_bytes(),

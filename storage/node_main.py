@@ -19,6 +19,7 @@ from storage.faults import default_fault_file
 from storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
 from storage.store import SegmentStore
 from storage.node import StorageServicer
+from storage.scrub import SCRUB_INTERVAL_S
 from storage.v1 import control_plane_service_pb2 as cp_pb
 from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 from storage.v1 import storage_service_pb2 as pb
@@ -41,6 +42,10 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gossip-interval-ms", type=int, default=1000,
                         help="how often each segment compares notes with its PG's peers and pulls what it lacks "
                         "(default 1000)")
+    parser.add_argument("--scrub-interval-ms", type=int, default=int(SCRUB_INTERVAL_S * 1000),
+                        help="pause between two scrub passes, which re-check every stored record and page version "
+                        "against its CRC-32C and quarantine bad copies for gossip to fetch again; 0 turns "
+                        "scrubbing off (default %(default)s)")
     parser.add_argument("--lmdb-map-mib", type=int, default=1024,
                         help="initial LMDB map size in MiB; the map doubles whenever it fills (default 1024)")
     parser.add_argument("--fault-file",
@@ -93,6 +98,7 @@ async def _serve(args: argparse.Namespace) -> int:
         store, args.node_id, args.az,
         peer_channel=lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
         gossip_interval_s=args.gossip_interval_ms / 1000,
+        scrub=args.scrub_interval_ms > 0, scrub_interval_s=max(args.scrub_interval_ms, 1) / 1000,
     )
     servicer.start()
     service = pb.DESCRIPTOR.services_by_name["StorageService"]

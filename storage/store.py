@@ -14,6 +14,10 @@ reads may run on any thread. Growing the map needs no transaction open in the
 process, so readers pass through a `ResizeGate` that the writer closes while it
 calls `set_mapsize`.
 
+Scrubbing (storage/scrub.py) re-checks every stored copy in short read
+transactions (`scrub_records`, `scrub_versions`) and deletes a bad one through
+the writer (`quarantine_record`, `quarantine_version`).
+
 Durability: the environment is opened with `sync=True`, so each write
 transaction is fsynced when it commits; `commit_appends` writes a whole group
 of batches (from any number of streams) in one transaction: one sync per group.
@@ -49,6 +53,7 @@ from storage.records import (
     peek_header,
 )
 from storage.scl import SclTracker
+from storage.scrub import RECORDS, VERSIONS, BadCopy, Quarantined, ScrubChunk, record_problem, version_problem
 from storage.segment import AppendBatch, AppendPlan, Segment, SegmentMeta, TruncationRange
 
 log = logging.getLogger(__name__)
@@ -531,6 +536,170 @@ class SegmentStore:
                 if key_seg == seg_no:
                     return found
         return 0
+
+    # -- scrubbing (storage/scrub.py) ---------------------------------------------
+
+    def scrub_records(self, segment_id: str, start_key: bytes | None, rows_max: int, bytes_max: int) -> ScrubChunk:
+        """Check up to `rows_max` records (and `bytes_max` bytes) of a segment from `start_key` on, in one
+        short read transaction (`start_key` None: from its first record)."""
+        seg = self.segment(segment_id)
+        seg_no = seg.meta.seg_no
+        prefix = _U32.pack(seg_no)
+        checked, size, bad = 0, 0, []
+        with self._read_txn() as txn:
+            cursor = txn.cursor(db=self._records)
+            if not cursor.set_range(start_key or prefix):
+                return ScrubChunk(0, [], None)
+            for key, raw in cursor:
+                if not key.startswith(prefix):
+                    break
+                if checked >= rows_max or (checked and size + len(raw) > bytes_max):
+                    return ScrubChunk(checked, bad, key)
+                _, lsn = _SEG_LSN.unpack(key)
+
+                def indexed(page_no: int, lsn: int = lsn) -> bool:
+                    return txn.get(page_key(seg_no, page_no, lsn), db=self._page_index) is not None
+
+                problem = record_problem(seg.meta, lsn, raw, indexed)
+                if problem is not None:
+                    bad.append(BadCopy(RECORDS, lsn, 0, problem))
+                checked += 1
+                size += len(raw)
+        return ScrubChunk(checked, bad, None)
+
+    def scrub_versions(self, segment_id: str, start_key: bytes | None, rows_max: int, bytes_max: int) -> ScrubChunk:
+        """As `scrub_records`, for the segment's page versions."""
+        seg = self.segment(segment_id)
+        prefix = _U32.pack(seg.meta.seg_no)
+        checked, size, bad = 0, 0, []
+        with self._read_txn() as txn:
+            cursor = txn.cursor(db=self._versions)
+            if not cursor.set_range(start_key or prefix):
+                return ScrubChunk(0, [], None)
+            for key, raw in cursor:
+                if not key.startswith(prefix):
+                    break
+                if checked >= rows_max or (checked and size + len(raw) > bytes_max):
+                    return ScrubChunk(checked, bad, key)
+                _, page_no, lsn = _SEG_PAGE_LSN.unpack(key)
+                problem = version_problem(seg.meta, page_no, lsn, raw)
+                if problem is not None:
+                    bad.append(BadCopy(VERSIONS, lsn, page_no, problem))
+                checked += 1
+                size += len(raw)
+        return ScrubChunk(checked, bad, None)
+
+    def quarantine_record(self, segment_id: str, lsn: int) -> Quarantined | None:
+        """Delete the record stored under `lsn` if it (still) fails its check, with its page-index row,
+        and break the segment's chain at the hole: SCL falls to the record's chain predecessor and the
+        records above wait as pending until the record comes back (gossip pulls it from a peer).
+
+        None if the record is gone or sound by now (a resend repaired it since the scrubber read it).
+        Runs on the writer thread; the segment is changed on a copy published after the commit."""
+        current = self.segment(segment_id)
+
+        def txn_fn(txn: lmdb.Transaction) -> tuple[Quarantined, Segment] | None:
+            seg = current.copy()
+            seg_no = seg.meta.seg_no
+            key = record_key(seg_no, lsn)
+            raw = txn.get(key, db=self._records)
+            if raw is None:
+                return None
+
+            def indexed(page_no: int) -> bool:
+                return txn.get(page_key(seg_no, page_no, lsn), db=self._page_index) is not None
+
+            problem = record_problem(seg.meta, lsn, raw, indexed)
+            if problem is None:
+                return None
+            txn.delete(key, db=self._records)
+            rows = self._delete_index_rows(txn, seg, lsn, raw)
+            scl_before = seg.tracker.scl
+            self._break_chain_at(txn, seg, lsn)
+            seg.meta.record_count = max(0, seg.meta.record_count - 1)
+            if lsn >= seg.meta.highest_lsn:
+                seg.meta.highest_lsn = self._highest_lsn_in_txn(txn, seg_no)
+            self._put_meta(txn, seg.meta)  # the lowered SCL is durable with the deletion: a restart trusts it
+            return Quarantined(segment_id, lsn, problem, scl_before, seg.tracker.scl, rows), seg
+
+        result = self._write(txn_fn)
+        if result is None:
+            return None
+        done, seg = result
+        self.segments[segment_id] = seg
+        return done
+
+    def _delete_index_rows(self, txn: lmdb.Transaction, seg: Segment, lsn: int, raw: bytes) -> int:
+        """Delete the page-index row of the record `lsn`. Its page comes from the rotten record's header;
+        if the rot hit that field, the segment's page index is searched for the LSN (rare and slower)."""
+        seg_no, m = seg.meta.seg_no, seg.meta
+        try:
+            _, _, page_no, _ = peek_header(raw)
+        except struct.error:  # shorter than a header
+            page_no = -1
+        if m.first_page <= page_no < m.first_page + m.page_count and txn.delete(
+            page_key(seg_no, page_no, lsn), db=self._page_index
+        ):
+            return 1
+        log.warning("record LSN %d of segment %s has no page-index row for the page its header names; "
+                    "searching the segment's page index", lsn, m.segment_id)
+        prefix = _U32.pack(seg_no)
+        doomed = []
+        cursor = txn.cursor(db=self._page_index)
+        if cursor.set_range(prefix):
+            for key, _ in cursor:
+                if not key.startswith(prefix):
+                    break
+                if _SEG_PAGE_LSN.unpack(key)[2] == lsn:
+                    doomed.append(key)
+        for key in doomed:
+            txn.delete(key, db=self._page_index)
+        return len(doomed)
+
+    def _break_chain_at(self, txn: lmdb.Transaction, seg: Segment, hole_lsn: int) -> None:
+        """Rebuild the SCL tracker after the record `hole_lsn` was deleted (in this transaction).
+
+        Every held record at or below SCL is in the chain, so the highest record held below the hole is
+        its chain predecessor: the chain is complete to there (or to SCL, if the hole was above it).
+        Every sound record held above that base waits again for its predecessor; a rotten one is left
+        out (the scrubber quarantines it when it gets there; a resend puts it back, see segment._plan)."""
+        seg_no = seg.meta.seg_no
+        cursor = txn.cursor(db=self._records)
+        base = 0
+        moved = cursor.prev() if cursor.set_range(record_key(seg_no, hole_lsn)) else cursor.last()
+        if moved:
+            key_seg, lsn = _SEG_LSN.unpack(cursor.key())
+            if key_seg == seg_no and lsn < hole_lsn:
+                base = lsn
+        base = min(base, seg.tracker.scl)
+        held = []
+        if cursor.set_range(record_key(seg_no, base + 1)):
+            for key, raw in cursor:
+                key_seg, lsn = _SEG_LSN.unpack(key)
+                if key_seg != seg_no:
+                    break
+                try:
+                    record = decode_record(raw, where=f"record LSN {lsn} in segment {seg.meta.segment_id}")
+                except ChecksumMismatch:
+                    continue
+                if record.lsn == lsn and record.prev_pg_lsn < lsn:
+                    held.append((lsn, record.prev_pg_lsn))
+        seg.tracker = SclTracker.rebuilt(base, held)
+        seg.meta.scl = seg.tracker.scl
+
+    def quarantine_version(self, segment_id: str, page_no: int, lsn: int) -> bool:
+        """Delete the page version stored under (`page_no`, `lsn`) if it (still) fails its check.
+        Reads then use an older version plus the records after it. Runs on the writer thread."""
+        seg = self.segment(segment_id)
+        key = page_key(seg.meta.seg_no, page_no, lsn)
+
+        def txn_fn(txn: lmdb.Transaction) -> bool:
+            raw = txn.get(key, db=self._versions)
+            if raw is None or version_problem(seg.meta, page_no, lsn, raw) is None:
+                return False
+            return bool(txn.delete(key, db=self._versions))
+
+        return bool(self._write(txn_fn))
 
     def put_page_version(self, segment_id: str, page_no: int, lsn: int, image: bytes) -> None:
         """Store a materialized page version (coalescing writes these)."""

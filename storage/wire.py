@@ -56,7 +56,9 @@ def batch_from_proto(msg: pb.AppendRecordsRequest) -> AppendBatch:
     )
 
 
-def state_to_proto(meta: SegmentMeta) -> pb.SegmentState:
+def state_to_proto(meta: SegmentMeta, *, records_repaired: int = 0, records_quarantined: int = 0,
+                   versions_quarantined: int = 0, scrub_passes: int = 0) -> pb.SegmentState:
+    """The segment's state; the counters are the node's in-memory ones (gossip, scrubbing)."""
     return pb.SegmentState(
         segment_id=meta.segment_id, volume_id=meta.volume_id, pg_index=meta.pg_index,
         first_page=meta.first_page, page_count=meta.page_count, page_size=meta.page_size,
@@ -65,4 +67,6 @@ def state_to_proto(meta: SegmentMeta) -> pb.SegmentState:
         truncation_ranges=[truncation_to_proto(r) for r in meta.truncation_ranges],
         record_count=meta.record_count, vdl_hint=meta.vdl_hint,
         peers=[pb.SegmentPeer(node_id=n, address=a) for n, a in meta.peers],
+        records_repaired=records_repaired, records_quarantined=records_quarantined,
+        versions_quarantined=versions_quarantined, scrub_passes=scrub_passes,
     )

@@ -174,6 +174,10 @@ class SegmentInfo:
     scl: int
     highest_lsn: int
     record_count: int
+    records_repaired: int = 0  # pulled from peers by gossip since the node started
+    records_quarantined: int = 0  # found bad by scrubbing since the node started
+    versions_quarantined: int = 0
+    scrub_passes: int = 0
 
     @property
     def label(self) -> str:
@@ -327,7 +331,8 @@ def _list_segments(address: str) -> list[SegmentInfo]:
         stub = storage_service_pb2_grpc.StorageServiceStub(channel)
         reply = stub.ListSegments(storage_service_pb2.ListSegmentsRequest(), timeout=STATUS_RPC_TIMEOUT_S)
     return [
-        SegmentInfo(s.segment_id, s.volume_id, s.pg_index, s.scl, s.highest_lsn, s.record_count)
+        SegmentInfo(s.segment_id, s.volume_id, s.pg_index, s.scl, s.highest_lsn, s.record_count,
+                    s.records_repaired, s.records_quarantined, s.versions_quarantined, s.scrub_passes)
         for s in reply.segments
     ]
 

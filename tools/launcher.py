@@ -30,6 +30,7 @@ from tools.cluster import (
     ClusterStatus,
     ProcessRecord,
     ProcessStatus,
+    SegmentInfo,
     UnknownProcessError,
 )
 
@@ -129,13 +130,24 @@ def _layout_table(records: Sequence[ProcessRecord]) -> str:
     return _table(["NAME", "ROLE", "AZ", "ADDRESS", "PID", "LOG", "DATA"], rows)
 
 
+def _segment_details(segment: SegmentInfo) -> str:
+    """`vol0/pg-00000 scl=1234 repaired=3 quarantined=1`: the repair counters only when not zero."""
+    text = f"{segment.label} scl={segment.scl}"
+    if segment.records_repaired:
+        text += f" repaired={segment.records_repaired}"
+    quarantined = segment.records_quarantined + segment.versions_quarantined
+    if quarantined:
+        text += f" quarantined={quarantined}"
+    return text
+
+
 def _details(process: ProcessStatus) -> str:
     if process.error:
         return f"error: {process.error}"
     if process.state != "running":
         return ""
     if process.role == STORAGE_NODE:
-        segments = " ".join(f"{s.label} scl={s.scl}" for s in process.segments)
+        segments = " ".join(_segment_details(s) for s in process.segments)
         return f"{len(process.segments)} segments" + (f": {segments}" if segments else "")
     if process.role == COMPUTE:
         volumes = " ".join(f"{v.volume_id} vdl={v.vdl}" + (" fenced" if v.fenced else "") for v in process.volumes)

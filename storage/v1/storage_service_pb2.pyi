@@ -53,7 +53,7 @@ class TruncationRange(_message.Message):
     def __init__(self, start_lsn: _Optional[int] = ..., end_lsn: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class SegmentState(_message.Message):
-    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count", "vdl_hint", "peers", "records_repaired")
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count", "vdl_hint", "peers", "records_repaired", "records_quarantined", "versions_quarantined", "scrub_passes")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,9 @@ class SegmentState(_message.Message):
     VDL_HINT_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    SCRUB_PASSES_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_id: str
     pg_index: int
@@ -86,7 +89,10 @@ class SegmentState(_message.Message):
     vdl_hint: int
     peers: _containers.RepeatedCompositeFieldContainer[SegmentPeer]
     records_repaired: int
-    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ..., vdl_hint: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., records_repaired: _Optional[int] = ...) -> None: ...
+    records_quarantined: int
+    versions_quarantined: int
+    scrub_passes: int
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ..., vdl_hint: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., records_repaired: _Optional[int] = ..., records_quarantined: _Optional[int] = ..., versions_quarantined: _Optional[int] = ..., scrub_passes: _Optional[int] = ...) -> None: ...
 
 class AppendRecordsRequest(_message.Message):
     __slots__ = ("segment_id", "volume_epoch", "membership_epoch", "batch_id", "records", "truncation_ranges", "vdl_hint")

@@ -1,0 +1,258 @@
+"""Scrubbing: every stored record and page version is re-checked on a schedule.
+
+Invariant 6 says a copy is checked against its CRC-32C whenever it is read; a
+copy nobody reads could rot unseen until the day it is the last good one. The
+scrubber reads every copy of every segment again, pass after pass.
+
+Rules (this module owns them):
+1. What is checked. A record: its CRC-32C, that it says it is the LSN it is
+   stored under, that its page lies in the segment, that its PG backlink points
+   back, and that the page index has its row (a read would skip it otherwise).
+   A page version: its CRC-32C, that it says it is the page and LSN it is stored
+   under, and that its image is one page long. The checks are the pure
+   functions `record_problem` and `version_problem`; the store runs them.
+2. How it reads. A pass walks one segment after another, first its records,
+   then its page versions, in key order. Each tick is one short read
+   transaction of at most `SCRUB_RECORDS_PER_TICK_MAX` rows and
+   `SCRUB_BYTES_PER_TICK_MAX` bytes; no transaction is held across an await.
+   Between ticks the scrubber sleeps `SCRUB_TICK_PAUSE_S`, so a big segment is
+   spread over many ticks and appends keep the event loop and the writer. A
+   per-segment cursor (the next key) lets the pass resume where it stopped.
+   A pass starts `interval_s` after the previous one ended (the first one
+   `interval_s` after start, not in the restart's catch-up rush).
+3. What a bad copy becomes. It is quarantined on the writer thread
+   (`SegmentStore.quarantine_record` / `quarantine_version`), which checks it
+   again inside the write transaction (a resend may have repaired it since the
+   read) and deletes it in one transaction. A record: its row and its
+   page-index row go, and the SCL tracker is rebuilt so the chain breaks at the
+   hole — SCL falls to the record's chain predecessor, records above it wait as
+   pending — and the lowered SCL is persisted in the same transaction (a
+   restart trusts the persisted SCL). From then on a read at or above the hole
+   is refused, never served wrong, and gossip (storage/gossip.py), seeing peers
+   with a higher SCL, pulls the record again. A segment with no peers keeps
+   the hole (logged). A page version: it is deleted; reads fall back to an older
+   version plus the records after it (all still stored: there is no garbage
+   collection yet), and coalescing may write it again.
+4. Counters (in memory, per segment, since the node started, like gossip's
+   `records_repaired`): `records_quarantined`, `versions_quarantined`,
+   `scrub_passes` (completed passes over the segment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from storage.errors import ChecksumMismatch, StorageError, UnknownSegment
+from storage.records import decode_page_version, decode_record
+
+if TYPE_CHECKING:
+    from storage.segment import SegmentMeta
+    from storage.store import SegmentStore
+
+log = logging.getLogger(__name__)
+
+SCRUB_INTERVAL_S = 5.0  # from the end of one pass to the start of the next
+SCRUB_RECORDS_PER_TICK_MAX = 128  # rows (records or page versions) checked in one read transaction (~1.5 ms)
+SCRUB_BYTES_PER_TICK_MAX = 1 << 20  # bytes of values checked in one read transaction
+SCRUB_TICK_PAUSE_S = 0.02  # sleep between two ticks: a pass takes under a tenth of the event loop
+
+RECORDS = "records"
+VERSIONS = "versions"
+
+
+# -- the checks (pure) ----------------------------------------------------------------
+
+
+def record_problem(meta: "SegmentMeta", lsn: int, raw: bytes, indexed: Callable[[int], bool]) -> str | None:
+    """Why the record stored under `lsn` must not be served (None: it is sound).
+    `indexed(page_no)` says whether the page index has the row (page_no, lsn)."""
+    where = f"record LSN {lsn} in segment {meta.segment_id}"
+    try:
+        record = decode_record(raw, where=where)
+    except ChecksumMismatch as error:
+        return error.message
+    if record.lsn != lsn:
+        return f"{where} says it is LSN {record.lsn}"
+    if not meta.first_page <= record.page_no < meta.first_page + meta.page_count:
+        return f"{where} is for page {record.page_no}, outside the segment"
+    if not record.prev_pg_lsn < lsn:
+        return f"{where} has PG backlink {record.prev_pg_lsn}, not below itself"
+    if not indexed(record.page_no):
+        return f"{where} has no page-index row for page {record.page_no}, so reads would skip it"
+    return None
+
+
+def version_problem(meta: "SegmentMeta", page_no: int, lsn: int, raw: bytes) -> str | None:
+    """Why the page version stored under (`page_no`, `lsn`) must not be served (None: it is sound)."""
+    where = f"page version of page {page_no} at LSN {lsn} in segment {meta.segment_id}"
+    try:
+        stored_page, stored_lsn, image = decode_page_version(raw, where=where)
+    except ChecksumMismatch as error:
+        return error.message
+    if (stored_page, stored_lsn) != (page_no, lsn):
+        return f"{where} says it is page {stored_page} at LSN {stored_lsn}"
+    if len(image) != meta.page_size:
+        return f"{where} is {len(image)} bytes, not one page of {meta.page_size}"
+    return None
+
+
+# -- values the store hands back ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BadCopy:
+    """A stored copy that failed its check, as a tick found it (it is checked again before it goes)."""
+
+    kind: str  # RECORDS or VERSIONS
+    lsn: int
+    page_no: int  # the key's page for a page version; 0 for a record
+    problem: str
+
+
+@dataclass
+class ScrubChunk:
+    """What one tick checked."""
+
+    checked: int
+    bad: list[BadCopy]
+    next_key: bytes | None  # where the next tick starts; None: this kind is done for the segment
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A record the store deleted as rotten, and what that did to the segment's SCL."""
+
+    segment_id: str
+    lsn: int
+    problem: str
+    scl_before: int
+    scl_after: int
+    index_rows_removed: int
+
+
+@dataclass
+class ScrubCounts:
+    records_quarantined: int = 0
+    versions_quarantined: int = 0
+    scrub_passes: int = 0
+
+
+@dataclass
+class ScrubCursor:
+    """Where the pass over one segment stands."""
+
+    seg_no: int  # a segment dropped and created again gets a new seg_no: start over
+    kind: str = RECORDS
+    next_key: bytes | None = None  # None: the start of `kind`
+
+
+# -- the adapter ----------------------------------------------------------------------
+
+
+class Scrubber:
+    """Runs passes over every segment of a store; quarantines through `on_writer(fn, *args)`,
+    which runs `fn` on the node's single writer thread (StorageServicer._on_writer)."""
+
+    def __init__(self, store: "SegmentStore", on_writer: Callable[..., Awaitable[Any]],
+                 interval_s: float = SCRUB_INTERVAL_S, tick_pause_s: float = SCRUB_TICK_PAUSE_S,
+                 rows_per_tick_max: int = SCRUB_RECORDS_PER_TICK_MAX,
+                 bytes_per_tick_max: int = SCRUB_BYTES_PER_TICK_MAX) -> None:
+        assert interval_s > 0 and tick_pause_s >= 0 and rows_per_tick_max > 0 and bytes_per_tick_max > 0
+        self.store = store
+        self.on_writer = on_writer
+        self.interval_s = interval_s
+        self.tick_pause_s = tick_pause_s
+        self.rows_per_tick_max = rows_per_tick_max
+        self.bytes_per_tick_max = bytes_per_tick_max
+        self.counts: dict[str, ScrubCounts] = {}
+        self.cursors: dict[str, ScrubCursor] = {}
+        self.passes = 0  # completed passes over the whole store
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="scrub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def counts_of(self, segment_id: str) -> ScrubCounts:
+        return self.counts.get(segment_id) or ScrubCounts()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.scrub_pass()
+
+    async def scrub_pass(self) -> None:
+        """One pass over every segment the store holds (each resumes where an earlier pass stopped)."""
+        for segment_id in sorted(self.store.segments):
+            try:
+                await self.scrub_segment(segment_id)
+            except asyncio.CancelledError:
+                raise
+            except UnknownSegment:
+                self.cursors.pop(segment_id, None)  # dropped meanwhile
+            except StorageError as error:
+                log.warning("scrub of %s stopped; the next pass resumes there: %s", segment_id, error.message)
+            except Exception:  # noqa: BLE001 - one bad segment must not end scrubbing for good
+                log.exception("scrub of %s failed; the next pass resumes there", segment_id)
+        self.passes += 1
+
+    async def scrub_segment(self, segment_id: str) -> None:
+        """Finish the pass over one segment, tick by tick: records, then page versions."""
+        while True:
+            seg = self.store.segments.get(segment_id)
+            if seg is None:
+                self.cursors.pop(segment_id, None)
+                return
+            cursor = self.cursors.get(segment_id)
+            if cursor is None or cursor.seg_no != seg.meta.seg_no:
+                cursor = self.cursors[segment_id] = ScrubCursor(seg.meta.seg_no)
+            chunk = self._tick(segment_id, cursor)  # one short read transaction, no await inside
+            for bad in chunk.bad:
+                await self._quarantine(segment_id, bad)
+            cursor.next_key = chunk.next_key
+            if chunk.next_key is None:
+                if cursor.kind == RECORDS:
+                    cursor.kind = VERSIONS
+                else:
+                    del self.cursors[segment_id]
+                    self.counts.setdefault(segment_id, ScrubCounts()).scrub_passes += 1
+                    return
+            await asyncio.sleep(self.tick_pause_s)
+
+    def _tick(self, segment_id: str, cursor: ScrubCursor) -> ScrubChunk:
+        scan = self.store.scrub_records if cursor.kind == RECORDS else self.store.scrub_versions
+        return scan(segment_id, cursor.next_key, self.rows_per_tick_max, self.bytes_per_tick_max)
+
+    async def _quarantine(self, segment_id: str, bad: BadCopy) -> None:
+        counts = self.counts.setdefault(segment_id, ScrubCounts())
+        if bad.kind == VERSIONS:
+            if await self.on_writer(self.store.quarantine_version, segment_id, bad.page_no, bad.lsn):
+                counts.versions_quarantined += 1
+                log.warning("scrub: %s; page version quarantined (deleted): reads use an older version and the "
+                            "records after it", bad.problem)
+            return
+        done: Quarantined | None = await self.on_writer(self.store.quarantine_record, segment_id, bad.lsn)
+        if done is None:
+            log.info("scrub: record LSN %d of %s was repaired or removed before it could be quarantined",
+                     bad.lsn, segment_id)
+            return
+        counts.records_quarantined += 1
+        seg = self.store.segments.get(segment_id)
+        peers = len(seg.meta.peers) if seg is not None else 0
+        if peers:
+            log.warning("scrub: %s; quarantined (deleted), SCL %d -> %d: gossip fetches it again from one of "
+                        "%d peers", done.problem, done.scl_before, done.scl_after, peers)
+        else:
+            log.warning("scrub: %s; quarantined (deleted), SCL %d -> %d: segment %s has no peers, so it stays a "
+                        "hole and reads at or above LSN %d are refused until the record is sent again",
+                        done.problem, done.scl_before, done.scl_after, segment_id, done.lsn)
