@@ -43,7 +43,8 @@ VOLUME_BYTES_MAX = 128 * 2**40
 GROW_PGS_PER_WRITE_MAX = 8
 COMMIT_TIMEOUT_S = 5.0
 RPC_TIMEOUT_S = 2.0
-READ_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 5.0  # a whole read, across segments
+READ_ATTEMPT_TIMEOUT_S = 1.0  # one segment's answer; then the next segments are tried
 RECOVERY_ATTEMPTS_MAX = 5
 RECOVERY_REPLICATION_TIMEOUT_S = 30.0
 READ_RECORDS_BATCH = 5_000
@@ -549,7 +550,7 @@ class Volume:
         pending = set(tasks)
         try:
             while pending:
-                done, pending = await asyncio.wait(pending, timeout=READ_TIMEOUT_S,
+                done, pending = await asyncio.wait(pending, timeout=READ_ATTEMPT_TIMEOUT_S,
                                                    return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     return None
@@ -567,7 +568,7 @@ class Volume:
         try:
             reply = await stream.stub.ReadPage(pb.ReadPageRequest(
                 segment_id=stream.segment_id, page_no=page_no, read_point=read_point, volume_epoch=self.epoch),
-                timeout=READ_TIMEOUT_S)
+                timeout=READ_ATTEMPT_TIMEOUT_S)
         except grpc.aio.AioRpcError as error:
             if self.is_fencing_error(error):
                 self.on_fenced(stream, error.details() or "")
