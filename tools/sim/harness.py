@@ -13,8 +13,8 @@ Checked as the run goes (DESIGN.md invariants):
 3. a read's point never exceeds the writer's VDL and every page it returns is
    exactly the page at that point (applied from the records the writers
    allocated, minus truncated ones) — which also proves 6, nothing rotten served;
-4. once a segment has taken a newer writer's epoch and moved past that writer's
-   recovered VDL, it holds none of the older records that writer truncated;
+4. once a segment holds a newer writer's truncation range and has moved past that
+   writer's recovered VDL, it holds none of the older records that range voids;
 5. an older writer is never acknowledged once a newer one has opened (its
    acknowledged MTRs would be truncated: caught by 2 and the final check).
 At the end everything heals; every acknowledged MTR must then be durable (at or
@@ -286,7 +286,10 @@ class Simulation:
                     if meta_raw is None:
                         continue
                     meta = SegmentMeta.from_json(meta_raw)
-                    if meta.volume_epoch < rec.epoch or meta.scl <= rec.vdl:
+                    # Between raising the epoch and truncating, a segment still holds the old tail;
+                    # the invariant binds once the segment holds that recovery's truncation range.
+                    knows = any(r.epoch >= rec.epoch and r.start_lsn == rec.vdl + 1 for r in meta.truncation_ranges)
+                    if not knows or meta.scl <= rec.vdl:
                         continue
                     for lsn in range(rec.vdl + 1, min(rec.vdl + rec.lal, meta.highest_lsn) + 1):
                         raw = self.disk.get(name, b"records", record_key(meta.seg_no, lsn))
