@@ -16,7 +16,6 @@ from compute.errors import InvalidRequest, QuorumNotMet, UnknownVolume
 from compute.v1 import volume_service_pb2 as vpb
 from compute.volume import Channels, Volume
 from compute.volume_log import Patch
-from storage.errors import StorageError
 from storage.v1 import control_plane_service_pb2 as cp_pb
 
 log = logging.getLogger(__name__)
@@ -109,5 +108,3 @@ class VolumeServicer:
                 segment_size_bytes=geometry.segment_size_bytes, geometry_epoch=geometry.geometry_epoch))
         return vpb.ListVolumesResponse(volumes=out)
 
-
-__all__ = ["VolumeServicer", "StorageError"]

@@ -24,7 +24,6 @@ from compute.routing import ReadRouter
 from compute.segment_stream import SegmentStream
 from compute.volume_log import LAL_DEFAULT, MTR_BYTES_MAX, MTR_RECORDS_MAX, LalExceeded, Patch, VolumeLog
 from compute.v1 import volume_service_pb2 as vpb
-from storage.errors import StorageError
 from storage.segment import TruncationRange
 from storage.serving import CHANNEL_OPTIONS
 from storage.v1 import control_plane_service_pb2 as cp_pb
@@ -616,5 +615,3 @@ def _report(state: pb.SegmentState) -> SegmentReport:
         truncation_ranges=tuple(TruncationRange(r.start_lsn, r.end_lsn, r.epoch) for r in state.truncation_ranges),
     )
 
-
-__all__ = ["Volume", "Channels", "StorageError"]

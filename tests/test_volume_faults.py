@@ -8,7 +8,6 @@ its last acknowledged one and at most its last attempted one.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess

@@ -385,7 +385,6 @@ class Simulation:
     # -- faults -------------------------------------------------------------------
 
     def faulty(self) -> int:
-        down = sum(1 for n in self.nodes.values() if not n.up)
         cut = {n for pair in self.network.cut for n in pair if n in self.nodes}
         rotten_nodes = {n for n, _ in self.rotten}
         return len({n for n, node in self.nodes.items() if not node.up} | cut | rotten_nodes)
