@@ -4,9 +4,11 @@ Pure. Rules (this module owns them):
 1. V = 6 copies, W = 4 for writes, R = 3 for reads; W + R > V (every read quorum
    meets every write quorum) and 2W > V (two write quorums always overlap) are
    checked when the module loads (invariant 1).
-2. A PG's membership is one quorum set, or two during a change ([P18] §4.1):
+2. A PG's membership is one quorum set, or more during changes ([P18] §4.1):
    ABCDEF -> (ABCDEF and ABCDEG) -> ABCDEG. A write needs W of EVERY set; a
-   read needs R of ANY set.
+   read needs R of ANY set. Changes compose: with k changes in flight the sets
+   are the base set with every subset of the changes applied (2^k sets; at
+   most `CHANGES_MAX` changes).
 3. A segment's SCL says it holds every record of the PG up to that LSN, so the
    PG's complete LSN (PGCL) is, for each write set, the W-th highest SCL among
    its members; with two sets, the lower of the two.
@@ -20,6 +22,7 @@ from typing import Iterable, Mapping
 COPIES = 6
 WRITE_QUORUM = 4
 READ_QUORUM = 3
+CHANGES_MAX = 2
 
 assert WRITE_QUORUM + READ_QUORUM > COPIES, "every read quorum must meet every write quorum"
 assert 2 * WRITE_QUORUM > COPIES, "two write quorums must overlap"
@@ -40,12 +43,21 @@ class Membership:
     sets: tuple[QuorumSet, ...]
 
     def __post_init__(self) -> None:
-        assert 1 <= len(self.sets) <= 2, "a membership is one set, or two during a change"
+        assert 1 <= len(self.sets) <= 2**CHANGES_MAX, "a membership is one set, or up to four during changes"
 
     @classmethod
     def of(cls, *member_lists: Iterable[str]) -> "Membership":
         return cls(tuple(QuorumSet(frozenset(m)) for m in member_lists))
 
+    @classmethod
+    def with_changes(cls, base: Iterable[str], changes: Iterable[tuple[str, str]]) -> "Membership":
+        """Rule 2: the base set with every subset of the (old, new) changes applied."""
+        sets = [frozenset(base)]
+        for old, new in changes:
+            assert old in sets[0] and new not in sets[0], (old, new)
+            sets += [(s - {old}) | {new} for s in sets]
+        assert len(sets) <= 2**CHANGES_MAX, "at most two changes compose"
+        return cls(tuple(QuorumSet(s) for s in dict.fromkeys(sets)))
     @property
     def segments(self) -> frozenset[str]:
         return frozenset().union(*(s.members for s in self.sets))

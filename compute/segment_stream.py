@@ -114,7 +114,9 @@ class SegmentStream:
                 if self.volume.is_fencing_error(error):
                     self.volume.on_fenced(self, error.details() or "")
                     return
-                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                if error.code() == grpc.StatusCode.FAILED_PRECONDITION and "membership epoch" in (error.details() or ""):
+                    self.volume.request_geometry_refresh()  # the PG changed membership: resend under the new one
+                elif error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                                         grpc.StatusCode.CANCELLED):
                     log.error("segment %s on %s refused a batch: %s: %s", self.segment_id, self.node_id,
                               error.code().name, error.details())

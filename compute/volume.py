@@ -49,6 +49,9 @@ RECOVERY_REPLICATION_TIMEOUT_S = 30.0
 READ_RECORDS_BATCH = 5_000
 CONNECT_WAIT_S = 1.0
 GATHER_GRACE_S = 0.2
+# How often the writer asks the control plane for membership changes (sooner when a segment says its
+# membership epoch is newer than the writer's).
+MEMBERSHIP_POLL_S = 0.5
 
 
 @dataclass
@@ -110,6 +113,8 @@ class Volume:
         self._mtr_records: dict[int, list[Any]] = {}
         self._vdl_advanced = asyncio.Event()
         self._grow_lock = asyncio.Lock()
+        self._refresh_wanted = asyncio.Event()
+        self._follow_task: asyncio.Task[None] | None = None
 
     # -- small accessors used by the streams ---------------------------------------
 
@@ -176,16 +181,62 @@ class Volume:
         for pg in geometry.protection_groups:
             if pg.pg_index in self.pgs:
                 continue
-            streams = {
-                s.node_id: SegmentStream(self, pg.pg_index, s.segment_id, s.node_id, s.az, s.address,
-                                         self.channels.get(s.address))
-                for s in pg.segments
-            }
-            info = PgInfo(pg.pg_index, pg.first_page, pg.page_count, pg.membership_epoch,
-                          Membership.of(list(streams)), streams)
+            streams = self._new_streams(pg.pg_index, pg.segments)
+            info = PgInfo(pg.pg_index, pg.first_page, pg.page_count, pg.membership_epoch, _membership_of(pg), streams)
             self.pgs[pg.pg_index] = info
             added.append(info)
         return added
+
+    def _new_streams(self, pg_index: int, segments: Any) -> dict[str, SegmentStream]:
+        return {
+            s.node_id: SegmentStream(self, pg_index, s.segment_id, s.node_id, s.az, s.address,
+                                     self.channels.get(s.address))
+            for s in segments
+        }
+
+    # -- membership changes: the writer follows the control plane -----------------------
+
+    def request_geometry_refresh(self) -> None:
+        """A segment refused a batch for a stale membership epoch: ask the control plane now."""
+        self._refresh_wanted.set()
+
+    async def _follow_membership(self) -> None:
+        while not self.fenced:
+            try:
+                await asyncio.wait_for(self._refresh_wanted.wait(), MEMBERSHIP_POLL_S)
+            except asyncio.TimeoutError:
+                pass
+            self._refresh_wanted.clear()
+            try:
+                reply = await self.control_plane.DescribeVolume(
+                    cp_pb.DescribeVolumeRequest(volume_id=self.volume_id), timeout=RPC_TIMEOUT_S)
+            except grpc.aio.AioRpcError as error:
+                log.debug("membership poll of %s failed: %s", self.volume_id, error.details())
+                continue
+            for pg in reply.geometry.protection_groups:
+                known = self.pgs.get(pg.pg_index)
+                if known is not None and pg.membership_epoch > known.membership_epoch:
+                    await self._change_membership(known, pg)
+
+    async def _change_membership(self, info: PgInfo, pg: Any) -> None:
+        """Take the PG's new quorum sets: streams to new segments start, streams to segments no set
+        holds any more stop, and the quorum tracking switches (which may release commits)."""
+        membership = _membership_of(pg)
+        added = [s for s in pg.segments if s.node_id in membership.segments and s.node_id not in info.streams]
+        new_streams = self._new_streams(pg.pg_index, added)
+        info.streams.update(new_streams)
+        removed = [info.streams.pop(node) for node in list(info.streams) if node not in membership.segments]
+        before = info.membership_epoch
+        info.membership_epoch = pg.membership_epoch
+        info.membership = membership
+        for stream in new_streams.values():
+            stream.start()
+        for stream in removed:
+            await stream.close()
+        log.info("volume %s PG %d: membership epoch %d -> %d, quorum sets %s", self.volume_id, pg.pg_index, before,
+                 pg.membership_epoch, " & ".join("{" + ",".join(sorted(q.members)) + "}" for q in membership.sets))
+        if self.log is not None:
+            self._release(self.log.set_membership(pg.pg_index, membership))
 
     def pg_of_page(self, page_no: int) -> int:
         return page_no // self.pages_per_pg
@@ -213,6 +264,7 @@ class Volume:
         else:
             raise QuorumNotMet(f"could not open volume {self.volume_id}: {last_error}")
         # The streams run from here on: no second attempt, which would fence them.
+        self._follow_task = asyncio.create_task(self._follow_membership(), name=f"follow-{self.volume_id}")
         await self._wait_replicated(target_vdl)
         log.info("volume %s open: epoch %d, VDL %d, next LSN %d, %d PGs", self.volume_id, self.epoch,
                  self.log.vdl, self.log.next_lsn, len(self.pgs))
@@ -367,6 +419,12 @@ class Volume:
         return records
 
     async def close(self) -> None:
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+            try:
+                await self._follow_task
+            except (asyncio.CancelledError, Exception):
+                pass
         for pg in self.pgs.values():
             for stream in pg.streams.values():
                 await stream.close()
@@ -606,6 +664,14 @@ class Volume:
             fenced=self.fenced, commits=self.commits,
             network_bytes_sent=sum(s.bytes_sent for pg in self.pgs.values() for s in pg.streams.values()),
         )
+
+
+def _membership_of(pg: Any) -> Membership:
+    """A PG's quorum sets from its geometry: the base set (every segment that is not a change's new one)
+    with every subset of its changes applied."""
+    new_nodes = {c.new_node_id for c in pg.changes}
+    base = [s.node_id for s in pg.segments if s.node_id not in new_nodes]
+    return Membership.with_changes(base, [(c.old_node_id, c.new_node_id) for c in pg.changes])
 
 
 def _report(state: pb.SegmentState) -> SegmentReport:

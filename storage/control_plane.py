@@ -39,12 +39,32 @@ Rules
    place, changing nothing; the caller creates the six segments and only then
    calls `commit_pg_plan`, which re-checks the plan still applies. A plan whose
    segments could not all be created is simply dropped.
+10. Failure. A node has failed when nothing has been heard from it for
+   `failure_timeout_ms` (>= the heartbeat timeout), counting from this control
+   plane's start when it has not been heard from since.
+11. Segment replacement ([P18] 4.1). A PG has a base set of six nodes and at
+   most `MEMBERSHIP_CHANGES_MAX` changes in flight, each (old -> new). Its
+   quorum sets are the base set with every subset of the changes applied:
+   ABCDEF -> (ABCDEF, ABCDEG); a second change composes, giving four sets. For
+   a failed base node that is not already being replaced, `plan_replacements`
+   picks a healthy node of the same AZ holding no segment of the PG and no
+   segment still to be dropped (fewest segments, then node id); with none, the
+   PG waits. The caller creates the new segment, then `begin_change`.
+12. Each step bumps the PG's membership epoch: beginning a change, completing
+   it (the new node takes the old one's place in the base set) and rolling it
+   back (the new node leaves). A change completes only once it has a target
+   LSN (the caller measures it after installing the new epoch on a write
+   quorum; see control_plane_server) and the new segment's SCL has reached it.
+13. A change rolls back when its old node is healthy again before it
+   completes, or when its new node fails. The segment a node no longer holds
+   in any set (the old one after completion, the new one after a rollback) is
+   recorded as an orphan, dropped by the caller once its node answers.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from storage.errors import AlreadyExists, InvalidRequest, StaleEpoch, StorageError, UnknownVolume, VolumeFull
@@ -63,6 +83,9 @@ VOLUME_BYTES_MAX = 128 * TIB
 # Bounds the state file and the geometry message; 128 TiB / 10 GiB = 13,107 PGs fits.
 PG_COUNT_MAX = 65536
 HEARTBEAT_TIMEOUT_MS_DEFAULT = 3000
+FAILURE_TIMEOUT_MS_DEFAULT = 10_000
+# Changes in flight per PG (rule 11): two compose into four quorum sets.
+MEMBERSHIP_CHANGES_MAX = 2
 # Bound the registry and the state file rewritten after every change.
 NODE_COUNT_MAX = 1024
 VOLUME_COUNT_MAX = 4096
@@ -117,12 +140,28 @@ class NodeView:
 
 
 @dataclass(frozen=True)
+class MembershipChange:
+    """One segment being replaced (rule 11): `old_node_id` leaves, `new_node_id` joins."""
+
+    old_node_id: str
+    new_node_id: str
+    # The LSN the new segment's SCL must reach before the change completes; 0 = not measured yet.
+    target_lsn: int = 0
+
+
+@dataclass(frozen=True)
 class ProtectionGroup:
     pg_index: int
     first_page: int
     page_count: int
     membership_epoch: int
-    node_ids: tuple[str, ...]
+    node_ids: tuple[str, ...]  # the base set
+    changes: tuple[MembershipChange, ...] = ()
+
+    @property
+    def all_node_ids(self) -> tuple[str, ...]:
+        """Every node holding a segment of this PG: the base set, then each change's new node."""
+        return self.node_ids + tuple(c.new_node_id for c in self.changes)
 
 
 @dataclass
@@ -151,12 +190,52 @@ class SegmentPlacement:
 
 
 @dataclass(frozen=True)
+class ChangeView:
+    """A change in flight as the outside sees it: with the new segment's last known SCL."""
+
+    old_node_id: str
+    new_node_id: str
+    target_lsn: int
+    new_segment_scl: int
+
+
+@dataclass(frozen=True)
 class PgGeometry:
     pg_index: int
     first_page: int
     page_count: int
     membership_epoch: int
+    # The base set's six segments first, then the new segment of each change in flight.
     segments: tuple[SegmentPlacement, ...]
+    changes: tuple[ChangeView, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReplacementPlan:
+    """Rule 11: create the new segment on `new`, then call `begin_change`."""
+
+    volume_id: str
+    page_size: int
+    pg_index: int
+    first_page: int
+    page_count: int
+    base_membership_epoch: int
+    old_node_id: str
+    new: SegmentPlacement
+    # Every segment of the PG once the change has begun (its peers for gossip).
+    peers: tuple[SegmentPlacement, ...]
+
+    @property
+    def membership_epoch(self) -> int:
+        return self.base_membership_epoch + 1
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A segment no quorum set contains any more (rule 13), to drop from its node."""
+
+    node_id: str
+    segment_id: str
 
 
 @dataclass(frozen=True)
@@ -260,12 +339,19 @@ def _validate_address(node_id: str, address: str) -> None:
 class ControlPlane:
     """Node registry and volume geometries (see the rules above)."""
 
-    def __init__(self, heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT) -> None:
+    def __init__(self, heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT,
+                 failure_timeout_ms: int = FAILURE_TIMEOUT_MS_DEFAULT, started_ms: float = 0.0) -> None:
         assert heartbeat_timeout_ms > 0, heartbeat_timeout_ms
+        assert failure_timeout_ms >= heartbeat_timeout_ms, (failure_timeout_ms, heartbeat_timeout_ms)
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
+        self.failure_timeout_ms = failure_timeout_ms
+        self.started_ms = started_ms
         self._nodes: dict[str, Node] = {}
         self._volumes: dict[str, Volume] = {}
         self._segment_counts: dict[str, int] = {}
+        self._orphans: list[Orphan] = []
+        # The new segment's SCL last seen, per (volume, pg, new node): display only, not persisted.
+        self._progress: dict[tuple[str, int, str], int] = {}
 
     # -- nodes ----------------------------------------------------------------
 
@@ -316,6 +402,12 @@ class ControlPlane:
         if node.last_heartbeat_ms is None:
             return False
         return now_ms - node.last_heartbeat_ms <= self.heartbeat_timeout_ms
+
+    def is_failed(self, node_id: str, now_ms: float) -> bool:
+        """Rule 10."""
+        node = self._nodes[node_id]
+        last = node.last_heartbeat_ms if node.last_heartbeat_ms is not None else self.started_ms
+        return now_ms - last > self.failure_timeout_ms
 
     def segment_count(self, node_id: str) -> int:
         """Rule 4: segments placed on the node by this control plane."""
@@ -420,7 +512,11 @@ class ControlPlane:
             ProtectionGroup(pg.pg_index, pg.first_page, pg.page_count, pg.membership_epoch, node_ids)
         )
         for node_id in node_ids:
-            self._segment_counts[node_id] = self._segment_counts.get(node_id, 0) + 1
+            self._count(node_id, +1)
+
+    def _count(self, node_id: str, delta: int) -> None:
+        self._segment_counts[node_id] = self._segment_counts.get(node_id, 0) + delta
+        assert self._segment_counts[node_id] >= 0, node_id
 
     def _geometry(self, volume: Volume) -> VolumeGeometry:
         return VolumeGeometry(
@@ -435,9 +531,155 @@ class ControlPlane:
         segment_id = segment_id_for(volume_id, pg.pg_index)
         segments = tuple(
             SegmentPlacement(segment_id, node_id, self._nodes[node_id].az, self._nodes[node_id].address)
-            for node_id in pg.node_ids
+            for node_id in pg.all_node_ids
         )
-        return PgGeometry(pg.pg_index, pg.first_page, pg.page_count, pg.membership_epoch, segments)
+        changes = tuple(
+            ChangeView(c.old_node_id, c.new_node_id, c.target_lsn,
+                       self._progress.get((volume_id, pg.pg_index, c.new_node_id), 0))
+            for c in pg.changes
+        )
+        return PgGeometry(pg.pg_index, pg.first_page, pg.page_count, pg.membership_epoch, segments, changes)
+
+    # -- segment replacement (rules 10-13) --------------------------------------------
+
+    def plan_replacements(self, now_ms: float) -> list[ReplacementPlan]:
+        """Rule 11: one plan per failed base node of a PG that can take another change."""
+        plans = []
+        orphaned = {(o.node_id, o.segment_id) for o in self._orphans}
+        planned_counts: dict[str, int] = {}
+        for volume in self._volumes.values():
+            for pg in volume.protection_groups:
+                changing = {c.old_node_id for c in pg.changes}
+                room = MEMBERSHIP_CHANGES_MAX - len(pg.changes)
+                segment_id = segment_id_for(volume.volume_id, pg.pg_index)
+                taken = set(pg.all_node_ids)
+                for old in pg.node_ids:
+                    if room <= 0:
+                        break
+                    if old in changing or not self.is_failed(old, now_ms):
+                        continue
+                    az = self._nodes[old].az
+                    spares = [
+                        n for n in self._nodes.values()
+                        if n.az == az and n.node_id not in taken and self.is_healthy(n.node_id, now_ms)
+                        and (n.node_id, segment_id) not in orphaned
+                    ]
+                    if not spares:
+                        continue
+                    new = min(spares, key=lambda n: (self.segment_count(n.node_id) + planned_counts.get(n.node_id, 0),
+                                                     n.node_id))
+                    planned_counts[new.node_id] = planned_counts.get(new.node_id, 0) + 1
+                    taken.add(new.node_id)
+                    room -= 1
+                    new_placement = SegmentPlacement(segment_id, new.node_id, new.az, new.address)
+                    peers = self._pg_geometry(volume.volume_id, pg).segments + (new_placement,)
+                    plans.append(ReplacementPlan(
+                        volume.volume_id, volume.page_size, pg.pg_index, pg.first_page, pg.page_count,
+                        pg.membership_epoch, old, new_placement, peers,
+                    ))
+        return plans
+
+    def begin_change(self, plan: ReplacementPlan) -> PgGeometry:
+        """Rules 11-12, once the new segment exists: add the change and bump the membership epoch."""
+        volume = self._volume(plan.volume_id)
+        pg = self._pg(volume, plan.pg_index)
+        if pg.membership_epoch != plan.base_membership_epoch:
+            raise StaleEpoch(
+                f"PG {plan.pg_index} of volume {plan.volume_id} changed (membership epoch {pg.membership_epoch}, "
+                f"plan made at {plan.base_membership_epoch}); plan again"
+            )
+        assert plan.old_node_id in pg.node_ids and plan.old_node_id not in {c.old_node_id for c in pg.changes}
+        assert plan.new.node_id not in pg.all_node_ids and len(pg.changes) < MEMBERSHIP_CHANGES_MAX, plan
+        changed = replace(pg, membership_epoch=pg.membership_epoch + 1,
+                          changes=pg.changes + (MembershipChange(plan.old_node_id, plan.new.node_id),))
+        self._set_pg(volume, changed)
+        self._count(plan.new.node_id, +1)
+        return self._pg_geometry(volume.volume_id, changed)
+
+    def changes_in_flight(self) -> list[tuple[str, ProtectionGroup, MembershipChange]]:
+        return [
+            (volume.volume_id, pg, change)
+            for volume in self._volumes.values()
+            for pg in volume.protection_groups
+            for change in pg.changes
+        ]
+
+    def pg(self, volume_id: str, pg_index: int) -> ProtectionGroup:
+        return self._pg(self._volume(volume_id), pg_index)
+
+    def set_change_target(self, volume_id: str, pg_index: int, old_node_id: str, target_lsn: int) -> None:
+        """Rule 12: the LSN the new segment must reach. Set once; the epoch does not change."""
+        volume = self._volume(volume_id)
+        pg = self._pg(volume, pg_index)
+        change = self._change(pg, old_node_id)
+        assert change.target_lsn == 0, change
+        changes = tuple(replace(c, target_lsn=target_lsn) if c is change else c for c in pg.changes)
+        self._set_pg(volume, replace(pg, changes=changes))
+
+    def note_progress(self, volume_id: str, pg_index: int, new_node_id: str, scl: int) -> None:
+        self._progress[(volume_id, pg_index, new_node_id)] = scl
+
+    def complete_change(self, volume_id: str, pg_index: int, old_node_id: str) -> PgGeometry:
+        """Rule 12: the new node takes the old one's place in the base set."""
+        volume = self._volume(volume_id)
+        pg = self._pg(volume, pg_index)
+        change = self._change(pg, old_node_id)
+        assert change.target_lsn > 0, change
+        base = tuple(change.new_node_id if n == old_node_id else n for n in pg.node_ids)
+        changed = replace(pg, membership_epoch=pg.membership_epoch + 1, node_ids=base,
+                          changes=tuple(c for c in pg.changes if c is not change))
+        self._set_pg(volume, changed)
+        self._count(old_node_id, -1)
+        self._orphans.append(Orphan(old_node_id, segment_id_for(volume_id, pg_index)))
+        self._progress.pop((volume_id, pg_index, change.new_node_id), None)
+        return self._pg_geometry(volume_id, changed)
+
+    def due_rollbacks(self, now_ms: float) -> list[tuple[str, int, str, str]]:
+        """Rule 13: (volume, pg, old node, reason) of every change that must roll back."""
+        due = []
+        for volume_id, pg, change in self.changes_in_flight():
+            if self.is_healthy(change.old_node_id, now_ms):
+                due.append((volume_id, pg.pg_index, change.old_node_id,
+                            f"node {change.old_node_id} is back before its replacement completed"))
+            elif self.is_failed(change.new_node_id, now_ms):
+                due.append((volume_id, pg.pg_index, change.old_node_id,
+                            f"the new node {change.new_node_id} failed while hydrating"))
+        return due
+
+    def roll_back_change(self, volume_id: str, pg_index: int, old_node_id: str) -> PgGeometry:
+        """Rule 13: the new node leaves; the base set is unchanged."""
+        volume = self._volume(volume_id)
+        pg = self._pg(volume, pg_index)
+        change = self._change(pg, old_node_id)
+        changed = replace(pg, membership_epoch=pg.membership_epoch + 1,
+                          changes=tuple(c for c in pg.changes if c is not change))
+        self._set_pg(volume, changed)
+        self._count(change.new_node_id, -1)
+        self._orphans.append(Orphan(change.new_node_id, segment_id_for(volume_id, pg_index)))
+        self._progress.pop((volume_id, pg_index, change.new_node_id), None)
+        return self._pg_geometry(volume_id, changed)
+
+    def orphans(self) -> list[Orphan]:
+        return list(self._orphans)
+
+    def orphan_dropped(self, orphan: Orphan) -> None:
+        self._orphans.remove(orphan)
+
+    def _pg(self, volume: Volume, pg_index: int) -> ProtectionGroup:
+        if not 0 <= pg_index < len(volume.protection_groups):
+            raise InvalidRequest(f"volume {volume.volume_id} has no PG {pg_index}")
+        return volume.protection_groups[pg_index]
+
+    @staticmethod
+    def _change(pg: ProtectionGroup, old_node_id: str) -> MembershipChange:
+        for change in pg.changes:
+            if change.old_node_id == old_node_id:
+                return change
+        raise InvalidRequest(f"PG {pg.pg_index} is not replacing node {old_node_id}")
+
+    def _set_pg(self, volume: Volume, pg: ProtectionGroup) -> None:
+        _assert_pg_valid(pg)
+        volume.protection_groups[pg.pg_index] = pg
 
     # -- persistence ----------------------------------------------------------
 
@@ -450,14 +692,16 @@ class ControlPlane:
                 for n in sorted(self._nodes.values(), key=lambda n: n.node_id)
             ],
             "volumes": [_volume_to_dict(self._volumes[v]) for v in sorted(self._volumes)],
+            "orphans": [{"node_id": o.node_id, "segment_id": o.segment_id} for o in self._orphans],
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT) -> ControlPlane:
+    def from_dict(cls, data: dict[str, Any], heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT,
+                  failure_timeout_ms: int = FAILURE_TIMEOUT_MS_DEFAULT, started_ms: float = 0.0) -> ControlPlane:
         version = data.get("format_version")
         if version != STATE_FORMAT_VERSION:
             raise ValueError(f"control plane state has format version {version!r}; expected {STATE_FORMAT_VERSION}")
-        state = cls(heartbeat_timeout_ms)
+        state = cls(heartbeat_timeout_ms, failure_timeout_ms, started_ms)
         for n in data["nodes"]:
             _validate_node_fields(n["node_id"], n["az"], n["address"])
             state._nodes[n["node_id"]] = Node(n["node_id"], n["az"], n["address"])
@@ -466,9 +710,16 @@ class ControlPlane:
             validate_volume_id(volume.volume_id)
             resolve_segment_size(volume.segment_size_bytes, resolve_page_size(volume.page_size))
             state._volumes[volume.volume_id] = volume
-            for pg in v["protection_groups"]:
-                state._append_pg(volume, state._pg_geometry(volume.volume_id, _pg_from_dict(pg)))
+            for pg_data in v["protection_groups"]:
+                pg = _pg_from_dict(pg_data)
+                base = replace(pg, changes=())
+                state._append_pg(volume, state._pg_geometry(volume.volume_id, base))
+                state._set_pg(volume, pg)
+                for change in pg.changes:
+                    state._count(change.new_node_id, +1)
             assert volume.geometry_epoch == GEOMETRY_EPOCH_INITIAL + len(volume.protection_groups) - 1, v
+        for o in data.get("orphans", []):
+            state._orphans.append(Orphan(o["node_id"], o["segment_id"]))
         return state
 
 
@@ -494,6 +745,10 @@ def _volume_to_dict(volume: Volume) -> dict[str, Any]:
                 "page_count": pg.page_count,
                 "membership_epoch": pg.membership_epoch,
                 "node_ids": list(pg.node_ids),
+                "changes": [
+                    {"old_node_id": c.old_node_id, "new_node_id": c.new_node_id, "target_lsn": c.target_lsn}
+                    for c in pg.changes
+                ],
             }
             for pg in volume.protection_groups
         ],
@@ -507,4 +762,16 @@ def _pg_from_dict(pg: dict[str, Any]) -> ProtectionGroup:
         int(pg["page_count"]),
         int(pg["membership_epoch"]),
         tuple(pg["node_ids"]),
+        tuple(
+            MembershipChange(c["old_node_id"], c["new_node_id"], int(c["target_lsn"]))
+            for c in pg.get("changes", [])
+        ),
     )
+
+
+def _assert_pg_valid(pg: ProtectionGroup) -> None:
+    assert len(set(pg.node_ids)) == PG_SEGMENT_COUNT, pg
+    assert len(pg.changes) <= MEMBERSHIP_CHANGES_MAX, pg
+    assert len(set(pg.all_node_ids)) == len(pg.all_node_ids), pg
+    olds = [c.old_node_id for c in pg.changes]
+    assert len(set(olds)) == len(olds) and set(olds) <= set(pg.node_ids), pg

@@ -12,8 +12,8 @@ import logging
 import signal
 import sys
 
-from storage.control_plane import HEARTBEAT_TIMEOUT_MS_DEFAULT
-from storage.control_plane_server import HEARTBEAT_INTERVAL_MS_DEFAULT, start_control_plane
+from storage.control_plane import FAILURE_TIMEOUT_MS_DEFAULT, HEARTBEAT_TIMEOUT_MS_DEFAULT
+from storage.control_plane_server import HEAL_INTERVAL_S, HEARTBEAT_INTERVAL_MS_DEFAULT, start_control_plane
 from storage.serving import write_port_file
 
 log = logging.getLogger("sixfold.control_plane")
@@ -39,6 +39,15 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         help=f"how often nodes are told to heartbeat (default {HEARTBEAT_INTERVAL_MS_DEFAULT}, "
         f"or a third of the timeout if that is shorter)",
     )
+    parser.add_argument(
+        "--failure-timeout-ms", type=int, default=None,
+        help=f"a node silent for this long has failed and its segments are replaced on a spare or another "
+        f"node of its AZ (default {FAILURE_TIMEOUT_MS_DEFAULT}, and never below the heartbeat timeout)",
+    )
+    parser.add_argument(
+        "--no-healing", action="store_true",
+        help="never replace failed nodes' segments (membership changes in flight stay as they are)",
+    )
 
 
 def heartbeat_interval_ms(args: argparse.Namespace) -> int:
@@ -57,12 +66,19 @@ def run(args: argparse.Namespace) -> int:
             args.heartbeat_interval_ms, args.heartbeat_timeout_ms,
         )
         return 2
+    if args.failure_timeout_ms is None:
+        args.failure_timeout_ms = max(FAILURE_TIMEOUT_MS_DEFAULT, args.heartbeat_timeout_ms)
+    if args.failure_timeout_ms < args.heartbeat_timeout_ms:
+        log.error("--failure-timeout-ms (%d) must not be below --heartbeat-timeout-ms (%d)",
+                  args.failure_timeout_ms, args.heartbeat_timeout_ms)
+        return 2
     return asyncio.run(serve(args))
 
 
 async def serve(args: argparse.Namespace) -> int:
-    server, port, _servicer = await start_control_plane(
-        args.host, args.port, args.data_dir, args.heartbeat_timeout_ms, args.heartbeat_interval_ms
+    server, port, servicer = await start_control_plane(
+        args.host, args.port, args.data_dir, args.heartbeat_timeout_ms, args.heartbeat_interval_ms,
+        failure_timeout_ms=args.failure_timeout_ms, heal_interval_s=0 if args.no_healing else HEAL_INTERVAL_S,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,6 +88,7 @@ async def serve(args: argparse.Namespace) -> int:
     log.info("control plane serving on %s:%d (data dir %s)", args.host, port, args.data_dir)
     await stop.wait()
     log.info("control plane stopping")
+    await servicer.stop_healing()
     await server.stop(STOP_GRACE_S)
     return 0
 

@@ -9,6 +9,19 @@ The state machine decides; this module carries out its effects in a fixed order:
 3. State is persisted to `<data-dir>/control_plane.json` after every change
    (write a temporary file, flush, fsync, rename, fsync the directory) and
    loaded at start, so volumes and nodes survive a restart.
+4. Healing (`heal_once`, every `heal_interval_s`, under the same lock) carries
+   out rules 10-13 of storage.control_plane in this order: roll back the
+   changes that must roll back, drop orphan segments whose node answers, begin
+   replacements for failed nodes, then move each change in flight forward.
+   Beginning: CreateSegment on the new node at the next membership epoch with
+   every segment as its peers (it starts hydrating by gossip), then commit and
+   persist. Measuring the target: install the epoch (UpdateMembership) on every
+   healthy segment of the PG; once at least three segments of the base set
+   hold it, no write quorum of the older epoch can form any more (4 + 3 > 6),
+   and every write acknowledged under it is at or below the highest SCL those
+   three report; that SCL is the target. Completing: once the new segment's
+   SCL reaches the target, commit, persist and install the next epoch.
+   Every commit is persisted before its effects reach the storage nodes.
 Heartbeats only touch memory unless they carry a new address.
 """
 
@@ -36,6 +49,9 @@ log = logging.getLogger("sixfold.control_plane")
 
 STATE_FILE_NAME = "control_plane.json"
 HEARTBEAT_INTERVAL_MS_DEFAULT = 500
+HEAL_INTERVAL_S = 0.5
+# A membership epoch must reach this many base-set segments before the target is measured.
+FENCING_SEGMENTS_MIN = 3
 # One CreateSegment/DropSegment call to a storage node.
 SEGMENT_CALL_TIMEOUT_S = 5.0
 SERVICE_DESCRIPTOR = cp_pb2.DESCRIPTOR.services_by_name["ControlPlaneService"]
@@ -51,6 +67,10 @@ class SegmentClient(Protocol):
     async def create_segment(self, address: str, request: ss_pb2.CreateSegmentRequest) -> None: ...
 
     async def drop_segment(self, address: str, segment_id: str) -> None: ...
+
+    async def update_membership(self, address: str, request: ss_pb2.UpdateMembershipRequest) -> ss_pb2.SegmentState: ...
+
+    async def segment_state(self, address: str, segment_id: str) -> ss_pb2.SegmentState: ...
 
 
 class GrpcSegmentClient:
@@ -68,6 +88,18 @@ class GrpcSegmentClient:
         async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
             stub = storage_service_pb2_grpc.StorageServiceStub(channel)
             await stub.DropSegment(ss_pb2.DropSegmentRequest(segment_id=segment_id), timeout=self.timeout_s)
+
+    async def update_membership(self, address: str, request: ss_pb2.UpdateMembershipRequest) -> ss_pb2.SegmentState:
+        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            stub = storage_service_pb2_grpc.StorageServiceStub(channel)
+            return (await stub.UpdateMembership(request, timeout=self.timeout_s)).state
+
+    async def segment_state(self, address: str, segment_id: str) -> ss_pb2.SegmentState:
+        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            stub = storage_service_pb2_grpc.StorageServiceStub(channel)
+            reply = await stub.GetSegmentState(ss_pb2.GetSegmentStateRequest(segment_id=segment_id),
+                                               timeout=self.timeout_s)
+            return reply.state
 
 
 def describe_failure(error: BaseException) -> str:
@@ -98,13 +130,13 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
         os.close(dir_fd)
 
 
-def load_state(path: Path, heartbeat_timeout_ms: int) -> cp.ControlPlane:
+def load_state(path: Path, heartbeat_timeout_ms: int, failure_timeout_ms: int, started_ms: float) -> cp.ControlPlane:
     """The persisted state, or an empty one when the file does not exist yet."""
     if not path.exists():
-        return cp.ControlPlane(heartbeat_timeout_ms)
+        return cp.ControlPlane(heartbeat_timeout_ms, failure_timeout_ms, started_ms)
     with open(path) as f:
         data = json.load(f)
-    return cp.ControlPlane.from_dict(data, heartbeat_timeout_ms)
+    return cp.ControlPlane.from_dict(data, heartbeat_timeout_ms, failure_timeout_ms, started_ms)
 
 
 # ---------------------------------------------------------------------------
@@ -131,6 +163,11 @@ def pg_to_proto(pg: cp.PgGeometry) -> cp_pb2.ProtectionGroup:
         segments=[
             cp_pb2.SegmentPlacement(segment_id=s.segment_id, node_id=s.node_id, az=s.az, address=s.address)
             for s in pg.segments
+        ],
+        changes=[
+            cp_pb2.MembershipChange(old_node_id=c.old_node_id, new_node_id=c.new_node_id, target_lsn=c.target_lsn,
+                                    new_segment_scl=c.new_segment_scl)
+            for c in pg.changes
         ],
     )
 
@@ -177,16 +214,18 @@ class ControlPlaneServicer:
         heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS_DEFAULT,
         segment_client: SegmentClient | None = None,
         clock_ms: Callable[[], float] = monotonic_ms,
+        failure_timeout_ms: int = cp.FAILURE_TIMEOUT_MS_DEFAULT,
     ) -> None:
         assert 0 < heartbeat_interval_ms < heartbeat_timeout_ms, (heartbeat_interval_ms, heartbeat_timeout_ms)
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.data_dir / STATE_FILE_NAME
         self.heartbeat_interval_ms = heartbeat_interval_ms
-        self.state = load_state(self.state_path, heartbeat_timeout_ms)
-        self.segment_client: SegmentClient = segment_client or GrpcSegmentClient()
         self.clock_ms = clock_ms
+        self.state = load_state(self.state_path, heartbeat_timeout_ms, failure_timeout_ms, clock_ms())
+        self.segment_client: SegmentClient = segment_client or GrpcSegmentClient()
         self._lock = asyncio.Lock()
+        self._heal_task: asyncio.Task[None] | None = None
 
     # -- nodes ----------------------------------------------------------------
 
@@ -253,6 +292,140 @@ class ControlPlaneServicer:
     async def ListVolumes(self, request: cp_pb2.ListVolumesRequest, context: Any) -> cp_pb2.ListVolumesResponse:
         return cp_pb2.ListVolumesResponse(volumes=[geometry_to_proto(g) for g in self.state.list_volumes()])
 
+    # -- healing (module rule 4) -----------------------------------------------------
+
+    def start_healing(self, interval_s: float = HEAL_INTERVAL_S) -> None:
+        self._heal_task = asyncio.create_task(self._heal_loop(interval_s), name="heal")
+
+    async def stop_healing(self) -> None:
+        if self._heal_task is not None:
+            self._heal_task.cancel()
+            try:
+                await self._heal_task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _heal_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.heal_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one failed round must not end healing
+                log.exception("healing round failed; trying again in %.1f s", interval_s)
+
+    async def heal_once(self) -> None:
+        async with self._lock:
+            now = self.clock_ms()
+            for volume_id, pg_index, old, reason in self.state.due_rollbacks(now):
+                geometry = self.state.roll_back_change(volume_id, pg_index, old)
+                await self._persist()
+                log.warning("volume %s PG %d: rolled back the replacement of node %s (%s); membership epoch %d",
+                            volume_id, pg_index, old, reason, geometry.membership_epoch)
+                await self._install(volume_id, geometry)
+            await self._drop_orphans(now)
+            for plan in self.state.plan_replacements(now):
+                await self._begin(plan)
+            for volume_id, pg, change in self.state.changes_in_flight():
+                if change.target_lsn == 0:
+                    await self._measure_target(volume_id, pg, change)
+                else:
+                    await self._check_hydrated(volume_id, pg, change)
+
+    async def _begin(self, plan: cp.ReplacementPlan) -> None:
+        request = ss_pb2.CreateSegmentRequest(
+            segment_id=plan.new.segment_id, volume_id=plan.volume_id, pg_index=plan.pg_index,
+            first_page=plan.first_page, page_count=plan.page_count, page_size=plan.page_size,
+            membership_epoch=plan.membership_epoch,
+            peers=[ss_pb2.SegmentPeer(node_id=p.node_id, address=p.address) for p in plan.peers],
+        )
+        try:
+            await self.segment_client.create_segment(plan.new.address, request)
+        except Exception as error:  # noqa: BLE001 - any failure: try another round
+            log.warning("volume %s PG %d: could not create the replacement segment on node %s: %s",
+                        plan.volume_id, plan.pg_index, plan.new.node_id, describe_failure(error))
+            return
+        geometry = self.state.begin_change(plan)
+        await self._persist()
+        log.warning("volume %s PG %d: node %s failed; replacing it with node %s (membership epoch %d)",
+                    plan.volume_id, plan.pg_index, plan.old_node_id, plan.new.node_id, geometry.membership_epoch)
+
+    async def _install(self, volume_id: str, geometry: cp.PgGeometry) -> dict[str, ss_pb2.SegmentState]:
+        """Install the PG's membership epoch on every healthy segment; return the states of those that took it."""
+        now = self.clock_ms()
+        peers = [ss_pb2.SegmentPeer(node_id=s.node_id, address=s.address) for s in geometry.segments]
+        targets = [s for s in geometry.segments if self.state.is_healthy(s.node_id, now)]
+        request = ss_pb2.UpdateMembershipRequest(segment_id=geometry.segments[0].segment_id,
+                                                 membership_epoch=geometry.membership_epoch, peers=peers)
+        results = await asyncio.gather(
+            *(self.segment_client.update_membership(s.address, request) for s in targets), return_exceptions=True,
+        )
+        installed = {}
+        for s, r in zip(targets, results):
+            if isinstance(r, BaseException):
+                log.info("volume %s PG %d: membership epoch %d not installed on node %s: %s", volume_id,
+                         geometry.pg_index, geometry.membership_epoch, s.node_id, describe_failure(r))
+            else:
+                installed[s.node_id] = r
+        return installed
+
+    async def _measure_target(self, volume_id: str, pg: cp.ProtectionGroup, change: cp.MembershipChange) -> None:
+        geometry = self.state.describe_volume(volume_id).protection_groups[pg.pg_index]
+        installed = await self._install(volume_id, geometry)
+        base = {n: installed[n] for n in pg.node_ids if n in installed}
+        if len(base) < FENCING_SEGMENTS_MIN:
+            log.info("volume %s PG %d: membership epoch %d reached %d base segments, need %d; retrying",
+                     volume_id, pg.pg_index, geometry.membership_epoch, len(base), FENCING_SEGMENTS_MIN)
+            return
+        target = max(max(state.scl for state in base.values()), 1)
+        self.state.set_change_target(volume_id, pg.pg_index, change.old_node_id, target)
+        await self._persist()
+        log.info("volume %s PG %d: node %s must reach SCL %d to replace node %s", volume_id, pg.pg_index,
+                 change.new_node_id, target, change.old_node_id)
+        new_state = installed.get(change.new_node_id)
+        if new_state is not None:
+            self.state.note_progress(volume_id, pg.pg_index, change.new_node_id, new_state.scl)
+
+    async def _check_hydrated(self, volume_id: str, pg: cp.ProtectionGroup, change: cp.MembershipChange) -> None:
+        new = self.state.node(change.new_node_id, self.clock_ms())
+        try:
+            state = await self.segment_client.segment_state(new.address, cp.segment_id_for(volume_id, pg.pg_index))
+        except Exception as error:  # noqa: BLE001 - ask again next round
+            log.info("volume %s PG %d: cannot ask node %s how far it hydrated: %s", volume_id, pg.pg_index,
+                     new.node_id, describe_failure(error))
+            return
+        self.state.note_progress(volume_id, pg.pg_index, change.new_node_id, state.scl)
+        if state.scl < change.target_lsn:
+            return
+        geometry = self.state.complete_change(volume_id, pg.pg_index, change.old_node_id)
+        await self._persist()
+        log.warning("volume %s PG %d: node %s replaced node %s (SCL %d >= target %d); membership epoch %d",
+                    volume_id, pg.pg_index, change.new_node_id, change.old_node_id, state.scl, change.target_lsn,
+                    geometry.membership_epoch)
+        await self._install(volume_id, geometry)
+
+    async def _drop_orphans(self, now: float) -> None:
+        for orphan in self.state.orphans():
+            if not self.state.is_healthy(orphan.node_id, now):
+                continue
+            node = self.state.node(orphan.node_id, now)
+            try:
+                await self.segment_client.drop_segment(node.address, orphan.segment_id)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    log.info("could not drop orphan segment %s on node %s yet: %s", orphan.segment_id,
+                             orphan.node_id, describe_failure(error))
+                    continue
+            except Exception as error:  # noqa: BLE001 - try again next round
+                log.info("could not drop orphan segment %s on node %s yet: %s", orphan.segment_id,
+                         orphan.node_id, describe_failure(error))
+                continue
+            self.state.orphan_dropped(orphan)
+            await self._persist()
+            log.info("dropped segment %s from node %s: no quorum set holds it any more", orphan.segment_id,
+                     orphan.node_id)
+
     # -- effects --------------------------------------------------------------
 
     async def _carry_out(self, plan: cp.PgPlan) -> cp.VolumeGeometry:
@@ -310,8 +483,15 @@ async def start_control_plane(
     heartbeat_timeout_ms: int = cp.HEARTBEAT_TIMEOUT_MS_DEFAULT,
     heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS_DEFAULT,
     segment_client: SegmentClient | None = None,
+    failure_timeout_ms: int = cp.FAILURE_TIMEOUT_MS_DEFAULT,
+    heal_interval_s: float = HEAL_INTERVAL_S,
 ) -> tuple[grpc.aio.Server, int, ControlPlaneServicer]:
-    """Load the state in `data_dir` and serve the control plane. Returns (server, bound port, servicer)."""
-    servicer = ControlPlaneServicer(data_dir, heartbeat_timeout_ms, heartbeat_interval_ms, segment_client)
+    """Load the state in `data_dir` and serve the control plane. Returns (server, bound port, servicer).
+
+    `heal_interval_s` 0 leaves healing off (rule 4)."""
+    servicer = ControlPlaneServicer(data_dir, heartbeat_timeout_ms, heartbeat_interval_ms, segment_client,
+                                    failure_timeout_ms=failure_timeout_ms)
     server, bound, _health = await start_server(host, port, [(SERVICE_DESCRIPTOR, servicer, cp_pb2)])
+    if heal_interval_s > 0:
+        servicer.start_healing(heal_interval_s)
     return server, bound, servicer

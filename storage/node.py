@@ -279,6 +279,20 @@ class StorageServicer:
                      meta.pg_index, meta.first_page, meta.first_page + meta.page_count - 1)
         return pb.CreateSegmentResponse(state=self._state(created_meta.segment_id), created=created)
 
+    async def UpdateMembership(
+        self, request: pb.UpdateMembershipRequest, context: Any
+    ) -> pb.UpdateMembershipResponse:
+        _check_segment_id(request.segment_id)
+        if request.membership_epoch == 0:
+            raise InvalidRequest("membership epoch 0 is not an epoch; epochs start at 1")
+        before = self.store.segment(request.segment_id).meta.membership_epoch
+        peers = [[p.node_id, p.address] for p in request.peers if p.node_id != self.node_id]
+        epoch = await self._on_writer(self.store.update_membership, request.segment_id, request.membership_epoch, peers)
+        if epoch != before:
+            log.info("segment %s: membership epoch %d -> %d, peers %s", request.segment_id, before, epoch,
+                     ", ".join(p[0] for p in peers))
+        return pb.UpdateMembershipResponse(state=self._state(request.segment_id))
+
     async def DropSegment(self, request: pb.DropSegmentRequest, context: Any) -> pb.DropSegmentResponse:
         _check_segment_id(request.segment_id)
         removed = await self._on_writer(self.store.drop_segment, request.segment_id)

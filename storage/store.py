@@ -305,6 +305,27 @@ class SegmentStore:
         self.segments[segment_id] = self._write(txn_fn)
         return volume_epoch
 
+    def update_membership(self, segment_id: str, membership_epoch: int, peers: list[list[str]]) -> int:
+        """Install a PG membership epoch (and its peers) durably; equal epochs are idempotent."""
+        current = self.segment(segment_id)
+        if membership_epoch < current.meta.membership_epoch:
+            raise StaleEpoch(
+                f"membership epoch {membership_epoch} is older than epoch {current.meta.membership_epoch} of "
+                f"segment {segment_id}; a membership epoch only moves forward"
+            )
+        if membership_epoch == current.meta.membership_epoch and peers == current.meta.peers:
+            return membership_epoch
+
+        def txn_fn(txn: lmdb.Transaction) -> Segment:
+            seg = current.copy()
+            seg.meta.membership_epoch = membership_epoch
+            seg.meta.peers = [list(p) for p in peers]
+            self._put_meta(txn, seg.meta)
+            return seg
+
+        self.segments[segment_id] = self._write(txn_fn)
+        return membership_epoch
+
     # -- appends --------------------------------------------------------------
 
     def commit_appends(self, batches: list[AppendBatch]) -> list[BatchResult | StorageError]:

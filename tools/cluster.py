@@ -511,6 +511,7 @@ class Cluster:
         *,
         lmdb_map_mib: int | None = None,
         heartbeat_timeout_ms: int | None = None,
+        failure_timeout_ms: int | None = None,
         wait_registered: bool = True,
         compute: bool = True,
         default_volume: str = DEFAULT_VOLUME,
@@ -526,7 +527,8 @@ class Cluster:
         with self._locked():
             if not self.exists():
                 self._create(
-                    azs, nodes_per_az, spares, lmdb_map_mib, heartbeat_timeout_ms, default_volume if compute else None
+                    azs, nodes_per_az, spares, lmdb_map_mib, heartbeat_timeout_ms, default_volume if compute else None,
+                    failure_timeout_ms,
                 )
             state = self._load()
             to_start = [r for r in state.processes if not self._alive(r)]
@@ -548,6 +550,7 @@ class Cluster:
         lmdb_map_mib: int | None,
         heartbeat_timeout_ms: int | None,
         default_volume: str | None,
+        failure_timeout_ms: int | None = None,
     ) -> None:
         if not azs or nodes_per_az < 1 or spares < 0:
             raise ClusterError("need at least one AZ, at least one node per AZ, and spares >= 0")
@@ -555,7 +558,7 @@ class Cluster:
             raise ClusterError("the default volume needs a name")
         for sub in ("logs", "data", "run"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
-        cp_args = self._control_plane_args(heartbeat_timeout_ms)
+        cp_args = self._control_plane_args(heartbeat_timeout_ms, failure_timeout_ms)
         processes = [self._new_record(CONTROL_PLANE, CONTROL_PLANE, "", False, cp_args)]
         for az in azs:
             for index in range(1, nodes_per_az + spares + 1):
@@ -572,14 +575,18 @@ class Cluster:
             "spares": spares,
             "lmdb_map_mib": lmdb_map_mib,
             "heartbeat_timeout_ms": heartbeat_timeout_ms,
+            "failure_timeout_ms": failure_timeout_ms,
             "compute": default_volume is not None,
             "default_volume": default_volume,
         }
         self._save(ClusterState(layout=layout, processes=processes))
 
     @staticmethod
-    def _control_plane_args(heartbeat_timeout_ms: int | None) -> list[str]:
-        return ["--heartbeat-timeout-ms", str(heartbeat_timeout_ms)] if heartbeat_timeout_ms is not None else []
+    def _control_plane_args(heartbeat_timeout_ms: int | None, failure_timeout_ms: int | None) -> list[str]:
+        args = ["--heartbeat-timeout-ms", str(heartbeat_timeout_ms)] if heartbeat_timeout_ms is not None else []
+        if failure_timeout_ms is not None:
+            args += ["--failure-timeout-ms", str(failure_timeout_ms)]
+        return args
 
     def _new_record(self, name: str, role: str, az: str, spare: bool, extra: list[str]) -> ProcessRecord:
         data_dir = self.state_dir / "data" / name

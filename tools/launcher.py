@@ -96,6 +96,11 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             help="control plane: a node is unhealthy after this long without a heartbeat",
         )
         parser.add_argument(
+            "--failure-timeout-ms", type=_positive_int, default=None,
+            help="control plane: a node silent this long has failed and its segments move to a spare of its AZ "
+            "(default 10000; needs --spares to have somewhere to go)",
+        )
+        parser.add_argument(
             "--default-volume", default=DEFAULT_VOLUME, metavar="NAME",
             help=f"the volume the compute node creates (if needed) and opens at start (default: {DEFAULT_VOLUME})",
         )
@@ -180,6 +185,7 @@ def _up(cluster: Cluster, args: argparse.Namespace) -> int:
         args.spares,
         lmdb_map_mib=args.lmdb_map_mib,
         heartbeat_timeout_ms=args.heartbeat_timeout_ms,
+        failure_timeout_ms=args.failure_timeout_ms,
         compute=args.compute,
         default_volume=args.default_volume,
     )

@@ -44,19 +44,33 @@ class SegmentPlacement(_message.Message):
     address: str
     def __init__(self, segment_id: _Optional[str] = ..., node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
+class MembershipChange(_message.Message):
+    __slots__ = ("old_node_id", "new_node_id", "target_lsn", "new_segment_scl")
+    OLD_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NEW_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LSN_FIELD_NUMBER: _ClassVar[int]
+    NEW_SEGMENT_SCL_FIELD_NUMBER: _ClassVar[int]
+    old_node_id: str
+    new_node_id: str
+    target_lsn: int
+    new_segment_scl: int
+    def __init__(self, old_node_id: _Optional[str] = ..., new_node_id: _Optional[str] = ..., target_lsn: _Optional[int] = ..., new_segment_scl: _Optional[int] = ...) -> None: ...
+
 class ProtectionGroup(_message.Message):
-    __slots__ = ("pg_index", "first_page", "page_count", "membership_epoch", "segments")
+    __slots__ = ("pg_index", "first_page", "page_count", "membership_epoch", "segments", "changes")
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
     FIRST_PAGE_FIELD_NUMBER: _ClassVar[int]
     PAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
     pg_index: int
     first_page: int
     page_count: int
     membership_epoch: int
     segments: _containers.RepeatedCompositeFieldContainer[SegmentPlacement]
-    def __init__(self, pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[SegmentPlacement, _Mapping]]] = ...) -> None: ...
+    changes: _containers.RepeatedCompositeFieldContainer[MembershipChange]
+    def __init__(self, pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[SegmentPlacement, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[MembershipChange, _Mapping]]] = ...) -> None: ...
 
 class VolumeGeometry(_message.Message):
     __slots__ = ("volume_id", "page_size", "segment_size_bytes", "geometry_epoch", "protection_groups")

@@ -262,6 +262,22 @@ class CreateSegmentResponse(_message.Message):
     created: bool
     def __init__(self, state: _Optional[_Union[SegmentState, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
+class UpdateMembershipRequest(_message.Message):
+    __slots__ = ("segment_id", "membership_epoch", "peers")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    membership_epoch: int
+    peers: _containers.RepeatedCompositeFieldContainer[SegmentPeer]
+    def __init__(self, segment_id: _Optional[str] = ..., membership_epoch: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ...) -> None: ...
+
+class UpdateMembershipResponse(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: SegmentState
+    def __init__(self, state: _Optional[_Union[SegmentState, _Mapping]] = ...) -> None: ...
+
 class DropSegmentRequest(_message.Message):
     __slots__ = ("segment_id",)
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]

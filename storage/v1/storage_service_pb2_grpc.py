@@ -74,6 +74,11 @@ class StorageServiceStub:
                 request_serializer=storage_dot_v1_dot_storage__service__pb2.DropSegmentRequest.SerializeToString,
                 response_deserializer=storage_dot_v1_dot_storage__service__pb2.DropSegmentResponse.FromString,
                 _registered_method=True)
+        self.UpdateMembership = channel.unary_unary(
+                '/storage.v1.StorageService/UpdateMembership',
+                request_serializer=storage_dot_v1_dot_storage__service__pb2.UpdateMembershipRequest.SerializeToString,
+                response_deserializer=storage_dot_v1_dot_storage__service__pb2.UpdateMembershipResponse.FromString,
+                _registered_method=True)
         self.ListSegments = channel.unary_unary(
                 '/storage.v1.StorageService/ListSegments',
                 request_serializer=storage_dot_v1_dot_storage__service__pb2.ListSegmentsRequest.SerializeToString,
@@ -134,6 +139,12 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateMembership(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListSegments(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -182,6 +193,11 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.DropSegment,
                     request_deserializer=storage_dot_v1_dot_storage__service__pb2.DropSegmentRequest.FromString,
                     response_serializer=storage_dot_v1_dot_storage__service__pb2.DropSegmentResponse.SerializeToString,
+            ),
+            'UpdateMembership': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMembership,
+                    request_deserializer=storage_dot_v1_dot_storage__service__pb2.UpdateMembershipRequest.FromString,
+                    response_serializer=storage_dot_v1_dot_storage__service__pb2.UpdateMembershipResponse.SerializeToString,
             ),
             'ListSegments': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSegments,
@@ -405,6 +421,33 @@ class StorageService:
             '/storage.v1.StorageService/DropSegment',
             storage_dot_v1_dot_storage__service__pb2.DropSegmentRequest.SerializeToString,
             storage_dot_v1_dot_storage__service__pb2.DropSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMembership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storage.v1.StorageService/UpdateMembership',
+            storage_dot_v1_dot_storage__service__pb2.UpdateMembershipRequest.SerializeToString,
+            storage_dot_v1_dot_storage__service__pb2.UpdateMembershipResponse.FromString,
             options,
             channel_credentials,
             insecure,
