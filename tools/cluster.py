@@ -197,6 +197,26 @@ class NodeHealthInfo:
 
 
 @dataclass
+class ChangeInfo:
+    """A segment replacement in flight, as the control plane reports it."""
+
+    volume_id: str
+    pg_index: int
+    membership_epoch: int
+    old_node_id: str
+    new_node_id: str
+    target_lsn: int  # 0 until measured
+    new_segment_scl: int  # hydration progress
+
+    def describe(self) -> str:
+        where = f"{self.volume_id}/pg-{self.pg_index:05d} {self.old_node_id}->{self.new_node_id}"
+        if not self.target_lsn:
+            return f"{where} (epoch {self.membership_epoch}, measuring target)"
+        percent = min(100.0, 100.0 * self.new_segment_scl / self.target_lsn)
+        return f"{where} hydrated {self.new_segment_scl}/{self.target_lsn} ({percent:.0f}%)"
+
+
+@dataclass
 class VolumeInfo:
     """One volume as the compute node reports it."""
 
@@ -223,6 +243,7 @@ class ProcessStatus:
     segments: list[SegmentInfo] = field(default_factory=list)  # storage nodes
     nodes: list[NodeHealthInfo] = field(default_factory=list)  # control plane
     volume_count: int | None = None  # control plane
+    changes: list[ChangeInfo] = field(default_factory=list)  # control plane: replacements in flight
     volumes: list[VolumeInfo] = field(default_factory=list)  # compute node
 
 
@@ -342,7 +363,7 @@ def _health_name(value: int) -> str:
     return name.removeprefix("NODE_HEALTH_").lower()
 
 
-def _list_nodes(address: str) -> tuple[list[NodeHealthInfo], int]:
+def _list_nodes(address: str) -> tuple[list[NodeHealthInfo], int, list[ChangeInfo]]:
     with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = control_plane_service_pb2_grpc.ControlPlaneServiceStub(channel)
         nodes = stub.ListNodes(control_plane_service_pb2.ListNodesRequest(), timeout=STATUS_RPC_TIMEOUT_S)
@@ -351,7 +372,14 @@ def _list_nodes(address: str) -> tuple[list[NodeHealthInfo], int]:
         NodeHealthInfo(n.node_id, n.az, n.address, _health_name(n.health), n.last_heartbeat_age_ms, n.segment_count)
         for n in nodes.nodes
     ]
-    return infos, len(volumes.volumes)
+    changes = [
+        ChangeInfo(v.volume_id, pg.pg_index, pg.membership_epoch, c.old_node_id, c.new_node_id, c.target_lsn,
+                   c.new_segment_scl)
+        for v in volumes.volumes
+        for pg in v.protection_groups
+        for c in pg.changes
+    ]
+    return infos, len(volumes.volumes), changes
 
 
 def _list_volumes(address: str) -> list[VolumeInfo]:
@@ -703,7 +731,7 @@ class Cluster:
         def all_registered() -> bool:
             nonlocal seen
             with contextlib.suppress(grpc.RpcError):
-                nodes, _ = _list_nodes(address)
+                nodes, _, _ = _list_nodes(address)
                 seen = {n.node_id for n in nodes if n.health == "healthy"}
             return expected <= seen
 
@@ -862,7 +890,7 @@ class Cluster:
             elif record.role == COMPUTE:
                 status.volumes = _list_volumes(record.address)
             else:
-                status.nodes, status.volume_count = _list_nodes(record.address)
+                status.nodes, status.volume_count, status.changes = _list_nodes(record.address)
         except grpc.RpcError as exc:
             status.error = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
         return status

@@ -160,7 +160,10 @@ def _details(process: ProcessStatus) -> str:
     healthy = sum(1 for n in process.nodes if n.health == "healthy")
     unhealthy = [n.node_id for n in process.nodes if n.health != "healthy"]
     text = f"nodes {healthy}/{len(process.nodes)} healthy, {process.volume_count} volumes"
-    return text + (f"; unhealthy: {' '.join(unhealthy)}" if unhealthy else "")
+    text += f"; unhealthy: {' '.join(unhealthy)}" if unhealthy else ""
+    if process.changes:
+        text += "; replacing: " + ", ".join(c.describe() for c in process.changes)
+    return text
 
 
 def _status_table(status: ClusterStatus) -> str:
