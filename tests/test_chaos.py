@@ -183,7 +183,7 @@ def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(l
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("scenario", ["kill-one", "writer-kill"])
+@pytest.mark.parametrize("scenario", ["kill-one", "writer-kill", "replace"])
 def test_chaos_scenario_passes(scenario: str, tmp_path: Path) -> None:
     seed = int(time.time()) % 100_000
     print(f"seed={seed}")

@@ -397,3 +397,23 @@ def test_a_rotten_record_is_ignored_at_restart_and_repaired_by_a_resend(tmp_path
                             LogRecord(4, 1, PayloadKind.PATCH, 0, b"4", 3, 3, 3, 1)]))
     assert store.segment(SEG).tracker.scl == 5
     store.close()
+
+
+def test_membership_epoch_moves_forward_durably_and_fences_older_appends(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = str(tmp_path / "lmdb")
+    store = SegmentStore(path)
+    store.create_segment(meta())
+    chain = ChainBuilder()
+    commit_ok(store, batch([chain.patch(1, b"before")]))
+    assert store.update_membership(SEG, 3, [["b1", "127.0.0.1:1"], ["g1", "127.0.0.1:2"]]) == 3
+    assert store.update_membership(SEG, 3, [["b1", "127.0.0.1:1"], ["g1", "127.0.0.1:2"]]) == 3  # idempotent
+    with pytest.raises(StaleEpoch, match="membership epoch 2 is older than epoch 3"):
+        store.update_membership(SEG, 2, [])
+    [refused] = store.commit_appends([batch([chain.patch(1, b"after")])])  # the batch carries membership epoch 1
+    assert isinstance(refused, StaleEpoch) and "refresh the volume's geometry" in str(refused)
+    store.close()
+    store = SegmentStore(path)
+    assert store.segment(SEG).meta.membership_epoch == 3
+    assert store.segment(SEG).meta.peers == [["b1", "127.0.0.1:1"], ["g1", "127.0.0.1:2"]]
+    assert store.segment(SEG).tracker.scl == 1
+    store.close()

@@ -586,7 +586,7 @@ def run_scenario(cfg: RunConfig) -> ScenarioResult:
     nemesis = Nemesis(cluster, fault_log, VOLUME)
     holder: dict[str, Any] = {}
     try:
-        cluster.up()
+        cluster.up(**scenario.cluster_options)
         asyncio.run(_drive(cfg, scenario, cluster, nemesis, holder))
         _judge(cfg, scenario, result, holder, nemesis)
     except Exception as error:  # noqa: BLE001 - the run itself broke: that is a FAIL with the reason
