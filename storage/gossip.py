@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 GOSSIP_INTERVAL_S = 1.0
 PEER_TIMEOUT_S = 2.0
+# A segment that is behind keeps pulling batch after batch for up to this long per round (a new
+# segment hydrates at the rate of the pulls, not one batch per interval); then the next segment's turn.
+CATCH_UP_BUDGET_S = 5.0
 
 
 class Gossip:
@@ -65,7 +68,9 @@ class Gossip:
             self.rounds += 1
             for segment_id in sorted(self.store.segments):
                 try:
-                    await self.repair(segment_id)
+                    deadline = asyncio.get_running_loop().time() + CATCH_UP_BUDGET_S
+                    while await self.repair(segment_id) and asyncio.get_running_loop().time() < deadline:
+                        pass
                 except asyncio.CancelledError:
                     raise
                 except StorageError as error:

@@ -6,6 +6,9 @@
     sixfold bench commit     durable one-page MTRs through the compute node (commits/s, p50/p99) at
                              several concurrencies, also with two storage nodes paused, next to a bare
                              fan-out of the same records to six segments (see tools/bench_commit.py).
+    sixfold bench repair     time to regain six healthy copies after losing a node holding N MiB (two
+                             sizes) and the hydration rate, next to a bare copy of the same segment
+                             (see tools/bench_repair.py).
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
 
     bench_commit.configure(sub.add_parser(
         "commit", help="commits/s and latency of durable one-page MTRs through the writer, next to a bare fan-out"))
+    from tools import bench_repair
+
+    bench_repair.configure(sub.add_parser(
+        "repair", help="time to regain six healthy copies after losing a node, and the hydration rate in MB/s"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
         from tools.bench_commit import bench_commit
 
         return bench_commit(args)
+    if args.bench == "repair":
+        from tools.bench_repair import bench_repair
+
+        return bench_repair(args)
     raise SystemExit(f"unknown benchmark {args.bench!r}")
 
 
