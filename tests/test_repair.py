@@ -62,3 +62,47 @@ def test_a_node_that_was_down_catches_up_through_gossip_alone(cluster: Cluster) 
     print(f"{absent.node_id} caught up to SCL {state.scl} ({state.records_repaired} records pulled by gossip)")
     assert state.records_repaired == 3000
     assert all_records(address, absent.segment_id) == all_records(pg.segments[1].address, absent.segment_id)
+
+
+@pytest.mark.integration
+@pytest.mark.cluster_options(compute=False)
+def test_a_record_truncated_by_recovery_is_never_resurrected_by_gossip(cluster: Cluster) -> None:
+    """Records 11..15 reach only node X; X is down while a new writer (epoch 2) recovers the PG and
+    truncates above VDL 10 on the other five. When X comes back with the highest SCL of all, gossip
+    must carry the truncation to X rather than X's abandoned records to its peers."""
+    geometry = create_volume(cluster, "truncvol")
+    pg = geometry.protection_groups[0]
+    absent, others = pg.segments[0], pg.segments[1:]
+    segment_id = absent.segment_id
+    chain = ChainBuilder()
+    durable = [chain.patch(i % 4, b"kept%02d" % i) for i in range(10)]
+    for s in pg.segments:
+        append_once(s.address, segment_id, durable)
+    abandoned = [chain.patch(1, b"gone%02d" % i) for i in range(5)]  # LSN 11..15: never reached a quorum
+    append_once(absent.address, segment_id, abandoned, batch_id=2)
+    cluster.stop(absent.node_id)
+    truncation = pb.TruncationRange(start_lsn=11, end_lsn=10 + 1000, epoch=2)  # the new writer's recovery
+    for s in others:
+        stub(s.address).RaiseVolumeEpoch(pb.RaiseVolumeEpochRequest(segment_id=segment_id, volume_epoch=2))
+        reply = stub(s.address).TruncateSegment(
+            pb.TruncateSegmentRequest(segment_id=segment_id, volume_epoch=2, range=truncation))
+        assert reply.state.scl == 10
+    cluster.start(absent.node_id)
+    address = cluster.node_address(absent.node_id)
+    deadline = time.monotonic() + 30
+    state = None
+    while time.monotonic() < deadline:
+        state = stub(address).GetSegmentState(pb.GetSegmentStateRequest(segment_id=segment_id)).state
+        if any(r.start_lsn == 11 and r.epoch == 2 for r in state.truncation_ranges):
+            break
+        time.sleep(0.2)
+    assert state is not None and state.scl == 10 and state.highest_lsn == 10, state
+    time.sleep(3.0)  # several more gossip rounds: nothing may come back
+    for s in [absent, *others]:
+        where = address if s is absent else s.address
+        lsns = [r.lsn for r in all_records(where, segment_id)]
+        assert lsns == list(range(1, 11)), f"{s.node_id} holds {lsns}"
+        st = stub(where).GetSegmentState(pb.GetSegmentStateRequest(segment_id=segment_id)).state
+        assert (st.scl, st.highest_lsn, st.volume_epoch) == (10, 10, 2), (s.node_id, st)
+    print(f"{absent.node_id} came back holding LSN 11..15 above everyone; gossip truncated them there and "
+          f"no peer took them")
