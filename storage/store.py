@@ -801,6 +801,8 @@ class SegmentStore:
             seg = self.segment(segment_id).copy()
             meta = seg.meta
             bound = min(limit, seg.tracker.scl, meta.vdl_hint)  # SCL may have dropped since (a quarantine)
+            if seg.tracker.scl < meta.retention_horizon_lsn:
+                return 0, seg  # lost a copy, or being hydrated: what it holds is not to be folded
             written = 0
             for page in pages:
                 newest = self._newest_version_at_or_below(txn, meta.seg_no, page, LSN_MAX)
@@ -855,6 +857,8 @@ class SegmentStore:
             meta = seg.meta
             seg_no, horizon = meta.seg_no, meta.retention_horizon_lsn
             page: int | None = max(start_page, meta.first_page)
+            if seg.tracker.scl < horizon:
+                return None, seg  # being hydrated: hydration replaces everything at or below the horizon
             for _ in range(pages_max):
                 page = self._next_page(txn, self._versions, seg_no, page)
                 if page is None:

@@ -225,3 +225,78 @@ def test_hydration_from_page_versions_rebuilds_a_segment_exactly(tmp_path) -> No
             assert target.read_page(SEG, p, rp).data == oracle_page(records, p, rp)
     source.close()
     target.close()
+
+
+# -- real processes: a node that was down while its peers collected garbage -----------------
+
+RETENTION_FLAGS = ["--history-window-s", "0.5", "--coalesce-interval-ms", "200"]
+
+
+@pytest.mark.integration
+@pytest.mark.cluster_options(compute=False, node_flags=RETENTION_FLAGS)
+def test_a_node_back_after_its_peers_collected_garbage_hydrates_from_page_versions(cluster) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    import grpc
+
+    from storage.v1 import storage_service_pb2 as pb
+    from storage.wire import record_to_proto
+    from tests.test_storage_integration import create_volume, stub
+    from tests.test_store import oracle_page
+
+    geometry = create_volume(cluster, "gcvol")
+    pg = geometry.protection_groups[0]
+    absent, peers = pg.segments[0], pg.segments[1:]
+    cluster.stop(absent.node_id)
+    chain = ChainBuilder()
+    records: list[LogRecord] = []
+    for b in range(30):
+        batch_records = [chain.patch(i % 50, b"r%05d" % (b * 100 + i), offset=(i * 7) % 4000) for i in range(100)]
+        records += batch_records
+        request = pb.AppendRecordsRequest(
+            segment_id=absent.segment_id, volume_epoch=1, membership_epoch=1, batch_id=b,
+            records=[record_to_proto(r) for r in batch_records], vdl_hint=chain.last_lsn,
+            min_read_point=chain.last_lsn)
+        for s in peers:  # no writer: a batch straight to each live segment, reporting its VDL and read point
+            list(stub(s.address).AppendRecords(iter([request]), timeout=10))
+    last = chain.last_lsn
+
+    def state(address: str) -> pb.SegmentState:
+        return stub(address).GetSegmentState(pb.GetSegmentStateRequest(segment_id=absent.segment_id)).state
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(state(s.address).retention_horizon_lsn == last for s in peers):
+        time.sleep(0.2)
+    collected = [state(s.address) for s in peers]
+    assert all(st.retention_horizon_lsn == last and st.records_collected > 0 for st in collected), collected
+    print("peers collected", [(st.records_collected, st.versions_collected, st.versions_coalesced) for st in collected])
+    with pytest.raises(grpc.RpcError) as refused:
+        stub(peers[0].address).ReadRecords(pb.ReadRecordsRequest(segment_id=absent.segment_id, from_lsn=0))
+    assert refused.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert "garbage-collected; hydrate from page versions" in refused.value.details()
+
+    cluster.start(absent.node_id)
+    address = cluster.node_address(absent.node_id)
+    deadline = time.monotonic() + 60
+    got = state(address)
+    while time.monotonic() < deadline and got.scl != last:
+        time.sleep(0.2)
+        got = state(address)
+    assert got.scl == last, f"SCL {got.scl} != {last}"
+    print(f"{absent.node_id} hydrated {got.pages_hydrated} pages ({got.bytes_hydrated} bytes); SCL {got.scl}")
+    assert got.pages_hydrated == 50 and got.bytes_hydrated == 50 * 4096
+    for page_no in range(50):
+        reply = stub(address).ReadPage(pb.ReadPageRequest(segment_id=absent.segment_id, page_no=page_no,
+                                                          read_point=last))
+        assert reply.data == oracle_page(records, page_no, last)
+    # And it keeps up with new records linked to the collected chain.
+    more = [chain.patch(i % 5, b"late%03d" % i) for i in range(20)]
+    request = pb.AppendRecordsRequest(segment_id=absent.segment_id, volume_epoch=1, membership_epoch=1,
+                                      batch_id=99, records=[record_to_proto(r) for r in more])
+    for s in pg.segments:
+        ack, = list(stub(cluster.node_address(s.node_id)).AppendRecords(iter([request]), timeout=10))
+        assert ack.scl == chain.last_lsn
+    for page_no in range(5):
+        reply = stub(address).ReadPage(pb.ReadPageRequest(segment_id=absent.segment_id, page_no=page_no,
+                                                          read_point=chain.last_lsn))
+        assert reply.data == oracle_page(records + more, page_no, chain.last_lsn)
