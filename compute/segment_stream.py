@@ -181,6 +181,7 @@ class SegmentStream:
             segment_id=self.segment_id, volume_epoch=self.volume.epoch,
             membership_epoch=self.volume.membership_epoch(self.pg_index), batch_id=self.batches_sent,
             records=records, truncation_ranges=self.volume.truncation_protos, vdl_hint=self.volume.vdl,
+            min_read_point=self.volume.min_read_point(self.pg_index),
         )
 
     async def _read_acks(self, call: grpc.aio.StreamStreamCall) -> None:

@@ -19,6 +19,7 @@ from compute.errors import (
     CommitTimeout, Fenced, FencedInFlight, InvalidRequest, PageOutOfRange, QuorumNotMet, VolumeFull,
 )
 from compute.quorum import READ_QUORUM, WRITE_QUORUM, Membership
+from compute.read_points import ReadPoints
 from compute.recovery import PgRecovered, SegmentReport, floor_of, next_epoch, plan_recovery
 from compute.routing import ReadRouter
 from compute.segment_stream import SegmentStream
@@ -106,6 +107,7 @@ class Volume:
         self.log: VolumeLog | None = None
         self.cache: BufferCache | None = None
         self.router = ReadRouter()
+        self.read_points = ReadPoints()  # reads in flight, reported to storage (compute/read_points.py)
         self.truncations: list[TruncationRange] = []
         self.truncation_protos: list[pb.TruncationRange] = []
         self.commits = 0
@@ -121,6 +123,12 @@ class Volume:
     @property
     def vdl(self) -> int:
         return self.log.vdl if self.log else 0
+
+    def min_read_point(self, pg_index: int) -> int:
+        """The lowest read point this writer may still read the PG at (0 before it is open)."""
+        if self.log is None or pg_index not in self.log.pgs:
+            return 0
+        return self.read_points.lowest(self.log.read_point(pg_index))
 
     def membership_epoch(self, pg_index: int) -> int:
         return self.pgs[pg_index].membership_epoch
@@ -567,7 +575,11 @@ class Volume:
             return cached
         pg = self.pgs[self.pg_of_page(page_no)]
         assert self.log is not None
-        data, page_lsn = await self._read_from_segments(pg, page_no, self.log.read_point(pg.pg_index))
+        pg_read_point = self.read_points.acquire(self.log.read_point(pg.pg_index))
+        try:
+            data, page_lsn = await self._read_from_segments(pg, page_no, pg_read_point)
+        finally:
+            self.read_points.release(pg_read_point)
         self.cache.put(page_no, data, page_lsn, read_point)
         return data, page_lsn
 

@@ -4,6 +4,10 @@ The adapter half: every `interval_s` it asks each peer of each segment for its
 state, applies the truncation ranges it lacks, and pulls missing records from
 the most complete peer (storage/repair.py decides; the records go through the
 node's own group commit, so they are checked and fsynced like any batch).
+When that peer has garbage-collected the records this segment lacks, the
+segment is hydrated from the peer's page versions instead (`hydrate`): in
+batches of at most `HYDRATE_BATCH_BYTES_MAX`, each CRC-checked and stored in
+one synced write transaction, then SCL moves to the peer's LSN.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import grpc
 
-from storage.errors import StorageError
+from storage.errors import ChecksumMismatch, StorageError
+from storage.records import page_version_crc
 from storage.repair import PULL_RECORDS_MAX, PeerView, batch_epoch, plan_repair, records_to_append
 from storage.segment import AppendBatch
 from storage.v1 import storage_service_pb2 as pb
@@ -31,6 +36,7 @@ PEER_TIMEOUT_S = 2.0
 # A segment that is behind keeps pulling batch after batch for up to this long per round (a new
 # segment hydrates at the rate of the pulls, not one batch per interval); then the next segment's turn.
 CATCH_UP_BUDGET_S = 5.0
+HYDRATE_BATCH_BYTES_MAX = 1024 * 1024  # page images per ReadPageVersions call and per write transaction
 
 
 class Gossip:
@@ -79,12 +85,14 @@ class Gossip:
                     log.exception("gossip for %s failed", segment_id)
 
     async def repair(self, segment_id: str) -> int:
-        """One round for one segment; returns the number of records pulled."""
+        """One round for one segment; returns the progress made: records pulled, or 1 after a hydration
+        (so a segment that is behind keeps going within its catch-up budget)."""
         seg = self.store.segments.get(segment_id)
         if seg is None or not seg.meta.peers:
             return 0
         peers = await self._peer_views(segment_id, seg.meta.peers)
-        plan = plan_repair(seg.tracker.scl, seg.meta.truncation_ranges, list(peers.values()))
+        plan = plan_repair(seg.tracker.scl, seg.meta.truncation_ranges, list(peers.values()),
+                           seg.meta.retention_horizon_lsn)
         for r in plan.ranges_to_apply:
             current = self.store.segment(segment_id)
             epoch = max(current.meta.volume_epoch, r.epoch)
@@ -94,6 +102,8 @@ class Gossip:
         if plan.pull_from is None:
             return 0
         address = dict((n, a) for n, a in seg.meta.peers)[plan.pull_from]
+        if plan.hydrate_at:
+            return 1 if await self.hydrate(segment_id, plan.pull_from, address, plan.hydrate_at) else 0
         try:
             reply = await self._stub(address).ReadRecords(pb.ReadRecordsRequest(
                 segment_id=segment_id, from_lsn=plan.from_lsn, to_lsn=plan.to_lsn, max_records=PULL_RECORDS_MAX),
@@ -120,6 +130,41 @@ class Gossip:
                      plan.pull_from, before, result.scl)
         return result.stored
 
+    async def hydrate(self, segment_id: str, peer: str, address: str, at_lsn: int) -> bool:
+        """Copy `peer`'s pages at `at_lsn` (repair rule 5); True once the segment is complete to there.
+        A failed call leaves the segment refusing reads (SCL below its horizon); the next round resumes."""
+        store = self.store
+        log.info("gossip: %s hydrates from %s's page versions at LSN %d (the records it lacks were "
+                 "garbage-collected)", segment_id, peer, at_lsn)
+        await self.servicer._on_writer(store.begin_hydration, segment_id, at_lsn)
+        start, tail = 0, 0
+        while True:
+            try:
+                reply = await self._stub(address).ReadPageVersions(pb.ReadPageVersionsRequest(
+                    segment_id=segment_id, at_lsn=at_lsn, start_page=start, max_bytes=HYDRATE_BATCH_BYTES_MAX),
+                    timeout=PEER_TIMEOUT_S * 5)
+            except grpc.aio.AioRpcError as error:
+                log.info("gossip: %s: hydration from %s stopped at page %d: %s %s", segment_id, peer, start,
+                         error.code().name, error.details())
+                return False
+            versions = []
+            for v in reply.versions:
+                if page_version_crc(v.page_no, v.page_lsn, v.data) != v.crc32c:
+                    raise ChecksumMismatch(f"page {v.page_no} at LSN {v.page_lsn} from {peer} failed its CRC-32C "
+                                           "check; hydration starts again next round")
+                versions.append((v.page_no, v.page_lsn, v.data))
+            next_page = reply.next_page if reply.more else None
+            await self.servicer._on_writer(store.hydrate_pages, segment_id, at_lsn, start, next_page, versions)
+            tail = reply.chain_tail_lsn
+            if next_page is None:
+                break
+            start = next_page
+        scl = await self.servicer._on_writer(store.finish_hydration, segment_id, at_lsn, tail)
+        meta = store.segment(segment_id).meta
+        log.info("gossip: %s hydrated from %s at LSN %d: %d pages, %d bytes in all; SCL %d", segment_id, peer,
+                 at_lsn, meta.pages_hydrated, meta.bytes_hydrated, scl)
+        return True
+
     async def _peer_views(self, segment_id: str, peers: list[list[str]]) -> dict[str, PeerView]:
         async def one(node_id: str, address: str) -> tuple[str, PeerView | None]:
             try:
@@ -129,7 +174,8 @@ class Gossip:
                 return node_id, None
             state = reply.state
             return node_id, PeerView(node_id, state.scl,
-                                     tuple(truncation_from_proto(r) for r in state.truncation_ranges))
+                                     tuple(truncation_from_proto(r) for r in state.truncation_ranges),
+                                     state.retention_horizon_lsn, state.chain_anchor_lsn)
 
         results = await asyncio.gather(*(one(n, a) for n, a in peers))
         return {n: v for n, v in results if v is not None}

@@ -6,7 +6,8 @@ writer thread, so LMDB sees one writer; appends from every stream are grouped by
 loop's thread against LMDB's MVCC snapshots. In the background, `Gossip`
 (storage/gossip.py) pulls what a segment lacks from its peers, and `Scrubber`
 (storage/scrub.py) re-checks every stored copy and quarantines a bad one through
-the writer, so gossip fetches it again.
+the writer, so gossip fetches it again, and `Coalescer` (storage/coalesce.py) folds
+records into page versions and garbage-collects below the retention horizon.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from typing import Any, AsyncIterator, Callable
 import grpc
 
 from storage.errors import InvalidRequest, StorageError
+from storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S, Coalescer
 from storage.gossip import GOSSIP_INTERVAL_S, Gossip
 from storage.scrub import SCRUB_INTERVAL_S, Scrubber
 from storage.segment import AppendBatch, SegmentMeta, TruncationRange
+from storage.records import page_version_crc
 from storage.serving import Undecodable, abort_with
 from storage.store import BatchResult, SegmentStore
 from storage.v1 import storage_service_pb2 as pb
@@ -36,6 +39,9 @@ SEGMENT_ID_BYTES_MAX = 255
 PAGE_SIZE_MIN = 512
 PAGE_SIZE_MAX = 65536
 PAGE_NO_LIMIT = 2**63  # first_page + page_count must stay below this
+PINS_MAX = 1_000  # pinned LSNs per segment
+PAGE_VERSIONS_BYTES_MAX = 4 * 1024 * 1024  # page images in one ReadPageVersions reply
+PAGE_VERSIONS_PAGES_MAX = 1_024
 
 
 class GroupCommitter:
@@ -120,10 +126,13 @@ class StorageServicer:
 
     def __init__(self, store: SegmentStore, node_id: str, az: str, writer: Any = None,
                  peer_channel: Callable[[str], Any] | None = None, gossip_interval_s: float = GOSSIP_INTERVAL_S,
-                 scrub: bool = True, scrub_interval_s: float = SCRUB_INTERVAL_S) -> None:
+                 scrub: bool = True, scrub_interval_s: float = SCRUB_INTERVAL_S,
+                 coalesce_interval_s: float = COALESCE_INTERVAL_S, history_window_s: float = HISTORY_WINDOW_S) -> None:
         """`writer` runs every LMDB write (default: one dedicated thread; the simulator runs them inline).
         `peer_channel(address)` opens a channel to a peer for gossip repair (None: no gossip).
-        `scrub`: re-check every stored copy, a pass every `scrub_interval_s` (storage/scrub.py)."""
+        `scrub`: re-check every stored copy, a pass every `scrub_interval_s` (storage/scrub.py).
+        `coalesce_interval_s`: fold records and collect garbage that often (0: never; storage/coalesce.py),
+        keeping at least `history_window_s` of history."""
         self.store = store
         self.node_id = node_id
         self.az = az
@@ -131,6 +140,9 @@ class StorageServicer:
         self.committer = GroupCommitter(store, self.writer)
         self.gossip = Gossip(self, peer_channel, gossip_interval_s) if peer_channel is not None else None
         self.scrubber = Scrubber(store, self._on_writer, scrub_interval_s) if scrub else None
+        self.min_read_points: dict[str, int] = {}  # segment -> the writer's latest report (in memory only)
+        self.coalescer = Coalescer(store, self._on_writer, self.min_read_points.get, coalesce_interval_s,
+                                   history_window_s) if coalesce_interval_s > 0 else None
 
     def start(self) -> None:
         self.committer.start()
@@ -138,8 +150,12 @@ class StorageServicer:
             self.gossip.start()
         if self.scrubber is not None:
             self.scrubber.start()
+        if self.coalescer is not None:
+            self.coalescer.start()
 
     async def stop(self) -> None:
+        if self.coalescer is not None:
+            await self.coalescer.stop()
         if self.scrubber is not None:
             await self.scrubber.stop()
         if self.gossip is not None:
@@ -184,7 +200,7 @@ class StorageServicer:
                     except StorageError as error:
                         await inflight.put(error)
                         return
-                    await inflight.put(self.committer.submit(batch))  # waits while the window is full
+                    await inflight.put((batch, self.committer.submit(batch)))  # waits while the window is full
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the client's side of the stream broke: end ours
@@ -201,10 +217,13 @@ class StorageServicer:
                     break
                 if isinstance(item, StorageError):
                     await abort_with(context, item)
+                batch, future = item
                 try:
-                    result: BatchResult = await item
+                    result: BatchResult = await future
                 except StorageError as error:
                     await abort_with(context, error)
+                if batch.min_read_point:  # only an accepted batch's writer may move the horizon
+                    self.min_read_points[batch.segment_id] = batch.min_read_point
                 yield pb.AppendRecordsResponse(
                     batch_id=result.batch_id, segment_id=result.segment_id, scl=result.scl,
                     highest_lsn=result.highest_lsn, records_stored=result.stored,
@@ -240,6 +259,30 @@ class StorageServicer:
         state = self._state(request.segment_id)
         tail = self.store.tail_at_or_below(request.segment_id, request.tail_at_or_below_lsn) if request.tail_at_or_below_lsn else 0
         return pb.GetSegmentStateResponse(state=state, tail_lsn=tail)
+
+    # -- retention: pins and hydration (storage/retention.py) --------------------
+
+    async def PinLsns(self, request: pb.PinLsnsRequest, context: Any) -> pb.PinLsnsResponse:
+        _check_segment_id(request.segment_id)
+        self.store.segment(request.segment_id)
+        if len(request.lsns) > PINS_MAX:
+            raise InvalidRequest(f"{len(request.lsns)} pinned LSNs exceed the limit of {PINS_MAX} per segment")
+        await self._on_writer(self.store.pin_lsns, request.segment_id, list(request.lsns))
+        return pb.PinLsnsResponse(state=self._state(request.segment_id))
+
+    async def ReadPageVersions(self, request: pb.ReadPageVersionsRequest, context: Any) -> pb.ReadPageVersionsResponse:
+        _check_segment_id(request.segment_id)
+        seg = self.store.segment(request.segment_id)
+        if request.volume_epoch:
+            seg.check_epochs(request.volume_epoch, seg.meta.membership_epoch)
+        max_bytes = min(request.max_bytes or PAGE_VERSIONS_BYTES_MAX, PAGE_VERSIONS_BYTES_MAX)
+        versions, next_page, tail = self.store.read_page_versions(
+            request.segment_id, request.at_lsn, request.start_page, max_bytes, PAGE_VERSIONS_PAGES_MAX)
+        return pb.ReadPageVersionsResponse(
+            versions=[pb.PageVersion(page_no=p, page_lsn=lsn, data=image,
+                                     crc32c=page_version_crc(p, lsn, image)) for p, lsn, image in versions],
+            more=next_page is not None, next_page=next_page or 0, chain_tail_lsn=tail, scl=seg.tracker.scl,
+        )
 
     async def TruncateSegment(self, request: pb.TruncateSegmentRequest, context: Any) -> pb.TruncateSegmentResponse:
         _check_segment_id(request.segment_id)

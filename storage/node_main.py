@@ -19,6 +19,7 @@ from storage.faults import default_fault_file
 from storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
 from storage.store import SegmentStore
 from storage.node import StorageServicer
+from storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S
 from storage.scrub import SCRUB_INTERVAL_S
 from storage.v1 import control_plane_service_pb2 as cp_pb
 from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
@@ -46,6 +47,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
                         help="pause between two scrub passes, which re-check every stored record and page version "
                         "against its CRC-32C and quarantine bad copies for gossip to fetch again; 0 turns "
                         "scrubbing off (default %(default)s)")
+    parser.add_argument("--coalesce-interval-ms", type=int, default=int(COALESCE_INTERVAL_S * 1000),
+                        help="how often records are folded into page versions and garbage below the retention "
+                        "horizon is removed; 0 turns both off (default %(default)s)")
+    parser.add_argument("--history-window-s", type=float, default=HISTORY_WINDOW_S,
+                        help="history kept below the newest LSN, in seconds: the retention horizon stays at or "
+                        "below the SCL the segment had this long ago (default %(default)s)")
     parser.add_argument("--lmdb-map-mib", type=int, default=1024,
                         help="initial LMDB map size in MiB; the map doubles whenever it fills (default 1024)")
     parser.add_argument("--fault-file",
@@ -99,6 +106,7 @@ async def _serve(args: argparse.Namespace) -> int:
         peer_channel=lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
         gossip_interval_s=args.gossip_interval_ms / 1000,
         scrub=args.scrub_interval_ms > 0, scrub_interval_s=max(args.scrub_interval_ms, 1) / 1000,
+        coalesce_interval_s=max(args.coalesce_interval_ms, 0) / 1000, history_window_s=max(args.history_window_s, 0),
     )
     servicer.start()
     service = pb.DESCRIPTOR.services_by_name["StorageService"]

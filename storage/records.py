@@ -198,6 +198,11 @@ def encode_page_version(page_no: int, lsn: int, image: bytes) -> bytes:
     return _CRC.pack(crc32c(body)) + body
 
 
+def page_version_crc(page_no: int, lsn: int, image: bytes) -> int:
+    """The CRC-32C a page version carries (stored and on the wire)."""
+    return _CRC.unpack_from(encode_page_version(page_no, lsn, image), 0)[0]
+
+
 def decode_page_version(buf: bytes | memoryview, *, where: str = "page version") -> tuple[int, int, bytes]:
     """(page_no, lsn, image) of a stored page version; raise ChecksumMismatch on any bad byte."""
     if len(buf) < _VERSION_HEADER.size:

@@ -11,6 +11,12 @@ Pure. Rules (this module owns them):
    for records already held) as one batch.
 4. The batch carries the highest epoch among this segment's and the records'
    own: a record of epoch E exists only because writer E opened the volume.
+5. Hydration (storage/retention.py): when the chosen peer has garbage-collected
+   records this segment lacks (this segment's SCL is below the peer's chain
+   anchor), or this segment lost a copy below its own GC floor (its SCL is
+   below its horizon), it copies the peer's pages at
+   max(peer's horizon, own horizon) instead — if the peer's SCL reaches that
+   far — and pulls records above it in later rounds.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class PeerView:
     node_id: str
     scl: int
     truncation_ranges: tuple[TruncationRange, ...]
+    horizon: int = 0  # the peer's retention horizon (its GC floor)
+    chain_anchor: int = 0  # records above it are all still stored on the peer
 
 
 @dataclass(frozen=True)
@@ -36,19 +44,27 @@ class RepairPlan:
     pull_from: str | None  # node_id of the peer to pull records from
     from_lsn: int  # pull records with from_lsn < LSN <= to_lsn
     to_lsn: int
+    hydrate_at: int = 0  # non-zero: copy pull_from's pages at this LSN instead of pulling records (rule 5)
 
 
-def plan_repair(scl: int, known: list[TruncationRange], peers: list[PeerView]) -> RepairPlan:
+def plan_repair(scl: int, known: list[TruncationRange], peers: list[PeerView], horizon: int = 0) -> RepairPlan:
+    """`scl` and `horizon` are this segment's."""
     known_set = set(known)
     missing: dict[TruncationRange, None] = {}
     for peer in peers:
         for r in peer.truncation_ranges:
             if r not in known_set:
                 missing[r] = None
+    damaged = scl < horizon
     ahead = [p for p in peers if p.scl > scl]
     if not ahead:
         return RepairPlan(tuple(missing), None, scl, scl)
     best = max(ahead, key=lambda p: (p.scl, p.node_id))
+    if damaged or scl < best.chain_anchor:
+        at = max(best.horizon, horizon)
+        if at > best.scl:
+            return RepairPlan(tuple(missing), None, scl, scl)
+        return RepairPlan(tuple(missing), best.node_id, scl, best.scl, hydrate_at=at)
     return RepairPlan(tuple(missing), best.node_id, scl, best.scl)
 
 

@@ -31,8 +31,14 @@ Rules (this module owns them):
    is refused, never served wrong, and gossip (storage/gossip.py), seeing peers
    with a higher SCL, pulls the record again. A segment with no peers keeps
    the hole (logged). A page version: it is deleted; reads fall back to an older
-   version plus the records after it (all still stored: there is no garbage
-   collection yet), and coalescing may write it again.
+   version plus the records after it, and coalescing may write it again.
+   Garbage collection (storage/retention.py) makes some copies the only ones:
+   a record at or below the GC floor, or the version a page keeps as its base
+   there once its own record was collected. Losing one cannot be repaired from
+   records (the peers collected them too), so the store lowers SCL below the
+   floor in the same transaction: the segment refuses every read (rule 5 of
+   storage/retention.py) until gossip hydrates it again from a peer's page
+   versions, never serving a page built from what is left.
 4. Counters (in memory, per segment, since the node started, like gossip's
    `records_repaired`): `records_quarantined`, `versions_quarantined`,
    `scrub_passes` (completed passes over the segment).

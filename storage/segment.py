@@ -22,6 +22,11 @@ plans made here; the gRPC servicer translates. Rules (this module owns them):
    before the batch's records, and kept forever (they must outlive any record
    gossip could bring back).
 6. A read point is served only if retention horizon <= read point <= SCL.
+7. Retention (storage/retention.py): the retention horizon is also the GC floor;
+   records at or below it may have been garbage-collected, so a record read that
+   starts below the chain anchor (the newest chain record at or below the floor;
+   the PG has none between the two) is refused, and a resend of an LSN at or below it that is no
+   longer stored is a duplicate of a record already folded into a page version.
 """
 
 from __future__ import annotations
@@ -95,6 +100,14 @@ class SegmentMeta:
     vdl_hint: int = 0  # highest VDL a writer reported with a batch
     volume_epoch: int = 0  # highest volume epoch durably seen by this segment
     peers: list[list[str]] = field(default_factory=list)  # [node_id, address] of the PG's other segments
+    # Retention (storage/retention.py). retention_horizon_lsn is also the GC floor.
+    chain_anchor_lsn: int = 0  # newest PG chain record at or below the GC floor (it may be gone itself)
+    pinned_lsns: list[int] = field(default_factory=list)
+    versions_coalesced: int = 0
+    records_collected: int = 0
+    versions_collected: int = 0
+    pages_hydrated: int = 0
+    bytes_hydrated: int = 0
 
     def to_json(self) -> bytes:
         fields = {f: getattr(self, f) for f in _META_FIELDS}
@@ -110,7 +123,8 @@ class SegmentMeta:
         return cls(**d)
 
     def copy(self) -> "SegmentMeta":
-        return replace(self, truncation_ranges=list(self.truncation_ranges), peers=[list(p) for p in self.peers])
+        return replace(self, truncation_ranges=list(self.truncation_ranges), peers=[list(p) for p in self.peers],
+                       pinned_lsns=list(self.pinned_lsns))
 
     def same_shape(self, other: "SegmentMeta") -> bool:
         return (self.volume_id, self.pg_index, self.first_page, self.page_count, self.page_size) == (
@@ -132,6 +146,7 @@ class AppendBatch:
     records: list[tuple[LogRecord, int]]  # (record, CRC-32C it carried)
     truncation_ranges: list[TruncationRange] = field(default_factory=list)
     vdl_hint: int = 0
+    min_read_point: int = 0  # the writer's lowest read point in use (0: not reported)
 
 
 @dataclass
@@ -270,6 +285,9 @@ class Segment:
                     )
                 duplicates += 1
                 continue
+            if record.lsn <= min(self.tracker.scl, m.retention_horizon_lsn):
+                duplicates += 1  # rule 7: garbage-collected after it was folded into a page version
+                continue
             if record.lsn <= self.tracker.scl:
                 raise LsnConflict(
                     f"LSN {record.lsn} is at or below the segment's SCL {self.tracker.scl} but is not in its chain; "
@@ -306,6 +324,12 @@ class Segment:
 
     def check_read_point(self, read_point: int) -> None:
         m = self.meta
+        if self.tracker.scl < m.retention_horizon_lsn:
+            raise ReadPointOutOfRange(
+                f"segment {m.segment_id} lost a copy it needed at or below its GC floor "
+                f"{m.retention_horizon_lsn} and serves no reads until it is hydrated again from a peer; "
+                "read from another segment"
+            )
         if read_point > LSN_MAX:
             raise InvalidRequest(f"read point {read_point} is above the highest LSN {LSN_MAX}")
         if read_point > self.tracker.scl:
@@ -317,4 +341,15 @@ class Segment:
             raise ReadPointOutOfRange(
                 f"read point {read_point} is below segment {m.segment_id}'s retention horizon "
                 f"{m.retention_horizon_lsn}; page versions that old are no longer kept"
+            )
+
+    def check_records_from(self, from_lsn: int) -> None:
+        """Rule 7: records above `from_lsn` are all still stored."""
+        m = self.meta
+        # Below the floor only the chain anchor is known: the PG has no record in (anchor, floor].
+        if from_lsn < m.chain_anchor_lsn:
+            raise ReadPointOutOfRange(
+                f"records at or below LSN {m.retention_horizon_lsn} of segment {m.segment_id} were "
+                f"garbage-collected; hydrate from page versions (ReadPageVersions at LSN "
+                f"{m.retention_horizon_lsn}) and read records above it"
             )

@@ -39,6 +39,7 @@ from storage.errors import (
     AlreadyExists,
     ChecksumMismatch,
     InvalidRequest,
+    ReadPointOutOfRange,
     StaleEpoch,
     StorageError,
     UnknownSegment,
@@ -52,6 +53,7 @@ from storage.records import (
     encode_page_version,
     peek_header,
 )
+from storage.retention import coalesce_target, plan_page_gc
 from storage.scl import SclTracker
 from storage.scrub import RECORDS, VERSIONS, BadCopy, Quarantined, ScrubChunk, record_problem, version_problem
 from storage.segment import AppendBatch, AppendPlan, Segment, SegmentMeta, TruncationRange
@@ -438,12 +440,9 @@ class SegmentStore:
                     doomed.append(key)
         for key in doomed:
             txn.delete(key, db=self._versions)
-        below = 0  # highest record held below the range: every held record below SCL is in the chain
-        moved = cursor.prev() if cursor.set_range(record_key(seg_no, r.start_lsn)) else cursor.last()
-        if moved:
-            key_seg, lsn = _SEG_LSN.unpack(cursor.key())
-            if key_seg == seg_no and lsn < r.start_lsn:
-                below = min(lsn, seg.tracker.scl)
+        # Highest record held below the range (every held record below SCL is in the chain), or the
+        # chain anchor where GC removed the records.
+        below = min(self._chain_tail_at_or_below(txn, seg.meta, r.start_lsn - 1), seg.tracker.scl)
         kept_from_start = []  # every record held above the chain base: spared by the range, or outside it
         if cursor.set_range(record_key(seg_no, below + 1)):
             for key, raw in cursor:
@@ -478,46 +477,54 @@ class SegmentStore:
         seg = self.segment(segment_id)
         seg.check_page(page_no)
         seg.check_read_point(read_point)
-        seg_no, page_size = seg.meta.seg_no, seg.meta.page_size
         with self._read_txn() as txn:
-            page = bytearray(page_size)
-            page_lsn = 0
-            vcursor = txn.cursor(db=self._versions)
-            found = vcursor.set_range(page_key(seg_no, page_no, read_point + 1))
-            moved = vcursor.prev() if found else vcursor.last()
-            if moved:
-                key_seg, key_page, lsn = _SEG_PAGE_LSN.unpack(vcursor.key())
-                if key_seg == seg_no and key_page == page_no and lsn <= read_point:
-                    where = f"page version of page {page_no} at LSN {lsn} in segment {segment_id}"
-                    _, _, image = decode_page_version(vcursor.value(), where=where)
-                    page[:] = image
-                    page_lsn = lsn
-            icursor = txn.cursor(db=self._page_index)
-            if icursor.set_range(page_key(seg_no, page_no, page_lsn + 1)):
-                for key, _ in icursor:
-                    key_seg, key_page, lsn = _SEG_PAGE_LSN.unpack(key)
-                    if key_seg != seg_no or key_page != page_no or lsn > read_point:
-                        break
-                    raw = txn.get(record_key(seg_no, lsn), db=self._records)
-                    if raw is None:
-                        raise ChecksumMismatch(
-                            f"record LSN {lsn} of page {page_no} is indexed but missing in segment {segment_id}"
-                        )
-                    record = decode_record(raw, where=f"record LSN {lsn} in segment {segment_id}")
-                    if record.page_no != page_no or record.lsn != lsn:
-                        raise ChecksumMismatch(
-                            f"record stored under LSN {lsn} of page {page_no} in segment {segment_id} says it is "
-                            f"LSN {record.lsn} of page {record.page_no}; it is not served"
-                        )
-                    apply_record(page, record)
-                    page_lsn = lsn
-        return PageRead(bytes(page), page_lsn, seg.tracker.scl)
+            # GC publishes a raised horizon before it deletes anything: checked again inside the snapshot.
+            self.segment(segment_id).check_read_point(read_point)
+            data, page_lsn = self._materialize(txn, seg.meta, page_no, read_point)
+        return PageRead(data, page_lsn, seg.tracker.scl)
+
+    def _materialize(self, txn: lmdb.Transaction, meta: SegmentMeta, page_no: int, read_point: int) -> tuple[bytes, int]:
+        """(image, page_lsn) of a page at `read_point`, every copy CRC-checked."""
+        seg_no, segment_id = meta.seg_no, meta.segment_id
+        page = bytearray(meta.page_size)
+        page_lsn = 0
+        vcursor = txn.cursor(db=self._versions)
+        found = vcursor.set_range(page_key(seg_no, page_no, read_point + 1))
+        moved = vcursor.prev() if found else vcursor.last()
+        if moved:
+            key_seg, key_page, lsn = _SEG_PAGE_LSN.unpack(vcursor.key())
+            if key_seg == seg_no and key_page == page_no and lsn <= read_point:
+                where = f"page version of page {page_no} at LSN {lsn} in segment {segment_id}"
+                _, _, image = decode_page_version(vcursor.value(), where=where)
+                page[:] = image
+                page_lsn = lsn
+        icursor = txn.cursor(db=self._page_index)
+        if icursor.set_range(page_key(seg_no, page_no, page_lsn + 1)):
+            for key, _ in icursor:
+                key_seg, key_page, lsn = _SEG_PAGE_LSN.unpack(key)
+                if key_seg != seg_no or key_page != page_no or lsn > read_point:
+                    break
+                raw = txn.get(record_key(seg_no, lsn), db=self._records)
+                if raw is None:
+                    raise ChecksumMismatch(
+                        f"record LSN {lsn} of page {page_no} is indexed but missing in segment {segment_id}"
+                    )
+                record = decode_record(raw, where=f"record LSN {lsn} in segment {segment_id}")
+                if record.page_no != page_no or record.lsn != lsn:
+                    raise ChecksumMismatch(
+                        f"record stored under LSN {lsn} of page {page_no} in segment {segment_id} says it is "
+                        f"LSN {record.lsn} of page {record.page_no}; it is not served"
+                    )
+                apply_record(page, record)
+                page_lsn = lsn
+        return bytes(page), page_lsn
 
     def read_records(
         self, segment_id: str, from_lsn: int, to_lsn: int, max_records: int, max_bytes: int
     ) -> tuple[list[LogRecord], bool]:
         """Records with from_lsn < LSN <= to_lsn (to_lsn 0 = unbounded), each CRC-checked; (records, more)."""
         seg = self.segment(segment_id)
+        seg.check_records_from(from_lsn)
         if from_lsn > LSN_MAX:
             return [], False
         max_records = min(max_records or READ_RECORDS_MAX, READ_RECORDS_MAX)
@@ -527,6 +534,7 @@ class SegmentStore:
         size = 0
         more = False
         with self._read_txn() as txn:
+            self.segment(segment_id).check_records_from(from_lsn)  # GC may have run since the check above
             cursor = txn.cursor(db=self._records)
             if cursor.set_range(record_key(seg_no, from_lsn + 1)):
                 for key, raw in cursor:
@@ -546,17 +554,31 @@ class SegmentStore:
         return out, more
 
     def tail_at_or_below(self, segment_id: str, lsn: int) -> int:
-        """The newest record stored at or below `lsn` (0 if none)."""
+        """The newest PG chain record at or below `lsn` (0 if none); `lsn` at or above the GC floor
+        (below it the records may be gone: refused)."""
         lsn = min(lsn, LSN_MAX)
-        seg_no = self.segment(segment_id).meta.seg_no
+        seg = self.segment(segment_id)
+        if lsn < seg.meta.retention_horizon_lsn:
+            raise ReadPointOutOfRange(
+                f"the chain tail at or below LSN {lsn} of segment {segment_id} is unknown: records at or below "
+                f"its GC floor {seg.meta.retention_horizon_lsn} were garbage-collected"
+            )
         with self._read_txn() as txn:
-            cursor = txn.cursor(db=self._records)
-            moved = cursor.prev() if cursor.set_range(record_key(seg_no, lsn + 1)) else cursor.last()
-            if moved:
-                key_seg, found = _SEG_LSN.unpack(cursor.key())
-                if key_seg == seg_no:
-                    return found
-        return 0
+            return self._chain_tail_at_or_below(txn, self.segment(segment_id).meta, lsn)
+
+    def _chain_tail_at_or_below(self, txn: lmdb.Transaction, meta: SegmentMeta, lsn: int) -> int:
+        """The newest stored record at or below `lsn`, or the chain anchor if that is newer (GC removed
+        the records up to it)."""
+        seg_no = meta.seg_no
+        found = 0
+        cursor = txn.cursor(db=self._records)
+        moved = cursor.prev() if cursor.set_range(record_key(seg_no, lsn + 1)) else cursor.last()
+        if moved:
+            key_seg, at = _SEG_LSN.unpack(cursor.key())
+            if key_seg == seg_no:
+                found = at
+        anchor = meta.chain_anchor_lsn if meta.chain_anchor_lsn <= lsn else 0
+        return max(found, anchor)
 
     # -- scrubbing (storage/scrub.py) ---------------------------------------------
 
@@ -686,13 +708,14 @@ class SegmentStore:
         out (the scrubber quarantines it when it gets there; a resend puts it back, see segment._plan)."""
         seg_no = seg.meta.seg_no
         cursor = txn.cursor(db=self._records)
-        base = 0
-        moved = cursor.prev() if cursor.set_range(record_key(seg_no, hole_lsn)) else cursor.last()
-        if moved:
-            key_seg, lsn = _SEG_LSN.unpack(cursor.key())
-            if key_seg == seg_no and lsn < hole_lsn:
-                base = lsn
-        base = min(base, seg.tracker.scl)
+        if hole_lsn <= seg.meta.retention_horizon_lsn:
+            # Below the GC floor the chain has gaps GC made: it cannot be rebuilt from what is held.
+            # SCL drops below the floor, so the segment serves nothing until it is hydrated again
+            # from a peer's page versions (storage/retention.py rule 5).
+            seg.tracker = SclTracker(scl=min(seg.tracker.scl, hole_lsn - 1))
+            seg.meta.scl = seg.tracker.scl
+            return
+        base = min(self._chain_tail_at_or_below(txn, seg.meta, hole_lsn - 1), seg.tracker.scl)
         held = []
         if cursor.set_range(record_key(seg_no, base + 1)):
             for key, raw in cursor:
@@ -710,17 +733,320 @@ class SegmentStore:
 
     def quarantine_version(self, segment_id: str, page_no: int, lsn: int) -> bool:
         """Delete the page version stored under (`page_no`, `lsn`) if it (still) fails its check.
-        Reads then use an older version plus the records after it. Runs on the writer thread."""
-        seg = self.segment(segment_id)
-        key = page_key(seg.meta.seg_no, page_no, lsn)
+        Reads then use an older version plus the records after it, if those are still stored. If GC
+        removed them (the version is at or below the GC floor and its own record is gone), it was the
+        only copy: SCL drops below the floor and the segment serves nothing until it is hydrated again
+        from a peer (storage/retention.py rule 5). Runs on the writer thread."""
 
-        def txn_fn(txn: lmdb.Transaction) -> bool:
+        def txn_fn(txn: lmdb.Transaction) -> Segment | bool:
+            seg = self.segment(segment_id).copy()
+            seg_no = seg.meta.seg_no
+            key = page_key(seg_no, page_no, lsn)
             raw = txn.get(key, db=self._versions)
             if raw is None or version_problem(seg.meta, page_no, lsn, raw) is None:
                 return False
-            return bool(txn.delete(key, db=self._versions))
+            txn.delete(key, db=self._versions)
+            if lsn <= seg.meta.retention_horizon_lsn and txn.get(record_key(seg_no, lsn), db=self._records) is None:
+                seg.tracker = SclTracker(scl=min(seg.tracker.scl, lsn - 1))
+                seg.meta.scl = seg.tracker.scl
+                self._put_meta(txn, seg.meta)
+                log.warning("segment %s lost page %d's only copy at LSN %d (at or below its GC floor %d): SCL "
+                            "lowered to %d, it serves no reads until hydrated again from a peer", segment_id,
+                            page_no, lsn, seg.meta.retention_horizon_lsn, seg.meta.scl)
+                return seg
+            return True
 
-        return bool(self._write(txn_fn))
+        result = self._write(txn_fn)
+        if isinstance(result, Segment):
+            self.segments[segment_id] = result
+        return bool(result)
+
+    # -- retention: coalescing, GC, pins, hydration (storage/retention.py) -------------
+
+    def _page_lsns(self, txn: lmdb.Transaction, db: Any, seg_no: int, page_no: int, above: int = 0,
+                   upto: int = LSN_MAX) -> list[int]:
+        """LSNs of one page's rows in `db` (page index or versions) with above < LSN <= upto."""
+        out = []
+        cursor = txn.cursor(db=db)
+        if cursor.set_range(page_key(seg_no, page_no, above + 1)):
+            for key in cursor.iternext(keys=True, values=False):
+                key_seg, key_page, lsn = _SEG_PAGE_LSN.unpack(key)
+                if key_seg != seg_no or key_page != page_no or lsn > upto:
+                    break
+                out.append(lsn)
+        return out
+
+    def _next_page(self, txn: lmdb.Transaction, db: Any, seg_no: int, page_no: int) -> int | None:
+        """The first page at or after `page_no` with a row in `db`, or None."""
+        cursor = txn.cursor(db=db)
+        if cursor.set_range(page_key(seg_no, page_no, 0)):
+            key_seg, key_page, _ = _SEG_PAGE_LSN.unpack(cursor.key())
+            if key_seg == seg_no:
+                return key_page
+        return None
+
+    def _newest_version_at_or_below(self, txn: lmdb.Transaction, seg_no: int, page_no: int, lsn: int) -> int:
+        cursor = txn.cursor(db=self._versions)
+        moved = cursor.prev() if cursor.set_range(page_key(seg_no, page_no, lsn + 1)) else cursor.last()
+        if moved:
+            key_seg, key_page, at = _SEG_PAGE_LSN.unpack(cursor.key())
+            if key_seg == seg_no and key_page == page_no:
+                return at
+        return 0
+
+    def coalesce_candidates(self, segment_id: str, start_page: int, pages_max: int, limit: int,
+                            chain_min: int) -> tuple[list[int], int | None]:
+        """Pages from `start_page` on worth folding at `limit` (retention rule 1), looked at in one short
+        read transaction, at most `pages_max` pages; (pages, the page to resume at or None at the end)."""
+        meta = self.segment(segment_id).meta
+        seg_no = meta.seg_no
+        found = []
+        with self._read_txn() as txn:
+            page: int | None = max(start_page, meta.first_page)
+            for _ in range(pages_max):
+                page = self._next_page(txn, self._page_index, seg_no, page)
+                if page is None:
+                    return found, None
+                newest = self._newest_version_at_or_below(txn, seg_no, page, LSN_MAX)
+                lsns = self._page_lsns(txn, self._page_index, seg_no, page, above=newest, upto=limit)
+                if coalesce_target(lsns, limit, chain_min) is not None:
+                    found.append(page)
+                page += 1
+        return found, page
+
+    def coalesce_pages(self, segment_id: str, pages: list[int], limit: int, chain_min: int) -> int:
+        """Fold each page into a version at its coalesce target (planned again inside the write
+        transaction); return the number of versions written. Runs on the writer thread."""
+
+        def txn_fn(txn: lmdb.Transaction) -> tuple[int, Segment]:
+            seg = self.segment(segment_id).copy()
+            meta = seg.meta
+            bound = min(limit, seg.tracker.scl, meta.vdl_hint)  # SCL may have dropped since (a quarantine)
+            if seg.tracker.scl < meta.retention_horizon_lsn:
+                return 0, seg  # lost a copy, or being hydrated: what it holds is not to be folded
+            written = 0
+            for page in pages:
+                newest = self._newest_version_at_or_below(txn, meta.seg_no, page, LSN_MAX)
+                target = coalesce_target(
+                    self._page_lsns(txn, self._page_index, meta.seg_no, page, above=newest, upto=bound),
+                    bound, chain_min)
+                if target is None:
+                    continue
+                image, page_lsn = self._materialize(txn, meta, page, target)
+                assert page_lsn == target, (page_lsn, target)
+                txn.put(page_key(meta.seg_no, page, target), encode_page_version(page, target, image),
+                        db=self._versions)
+                written += 1
+            meta.versions_coalesced += written
+            if written:
+                self._put_meta(txn, meta)
+            return written, seg
+
+        written, seg = self._write(txn_fn)
+        if written:
+            self.segments[segment_id] = seg
+        return written
+
+    def raise_horizon(self, segment_id: str, horizon: int) -> int:
+        """Raise the retention horizon (the GC floor) to `horizon` durably, with the chain anchor at it;
+        published before any GC deletes a row below it. Returns the horizon. Runs on the writer thread."""
+
+        def txn_fn(txn: lmdb.Transaction) -> Segment | None:
+            seg = self.segment(segment_id).copy()
+            meta = seg.meta
+            # SCL may have dropped or a pin arrived since the caller planned: never past either.
+            target = min([horizon, seg.tracker.scl, meta.vdl_hint, *meta.pinned_lsns])
+            if target <= meta.retention_horizon_lsn:
+                return None
+            meta.chain_anchor_lsn = self._chain_tail_at_or_below(txn, meta, target)
+            meta.retention_horizon_lsn = target
+            self._put_meta(txn, meta)
+            return seg
+
+        seg = self._write(txn_fn)
+        if seg is not None:
+            self.segments[segment_id] = seg
+        return self.segment(segment_id).meta.retention_horizon_lsn
+
+    def collect_garbage(self, segment_id: str, start_page: int, pages_max: int) -> int | None:
+        """GC at the segment's horizon (retention rule 3) for at most `pages_max` pages with a version,
+        from `start_page` on, in one write transaction; return the page to resume at (None: done).
+        Runs on the writer thread."""
+
+        def txn_fn(txn: lmdb.Transaction) -> tuple[int | None, Segment]:
+            seg = self.segment(segment_id).copy()
+            meta = seg.meta
+            seg_no, horizon = meta.seg_no, meta.retention_horizon_lsn
+            page: int | None = max(start_page, meta.first_page)
+            if seg.tracker.scl < horizon:
+                return None, seg  # being hydrated: hydration replaces everything at or below the horizon
+            for _ in range(pages_max):
+                page = self._next_page(txn, self._versions, seg_no, page)
+                if page is None:
+                    break
+                plan = plan_page_gc(page, horizon, self._page_lsns(txn, self._versions, seg_no, page, upto=horizon),
+                                    self._page_lsns(txn, self._page_index, seg_no, page, upto=horizon))
+                for lsn in plan.versions_to_delete:
+                    txn.delete(page_key(seg_no, page, lsn), db=self._versions)
+                for lsn in plan.records_to_delete:
+                    txn.delete(page_key(seg_no, page, lsn), db=self._page_index)
+                    txn.delete(record_key(seg_no, lsn), db=self._records)
+                meta.versions_collected += len(plan.versions_to_delete)
+                meta.records_collected += len(plan.records_to_delete)
+                meta.record_count = max(0, meta.record_count - len(plan.records_to_delete))
+                page += 1
+            self._put_meta(txn, meta)
+            return page, seg
+
+        page, seg = self._write(txn_fn)
+        self.segments[segment_id] = seg
+        return page
+
+    def pin_lsns(self, segment_id: str, lsns: list[int]) -> None:
+        """Replace the segment's pinned LSNs durably. Runs on the writer thread."""
+
+        def txn_fn(txn: lmdb.Transaction) -> Segment:
+            seg = self.segment(segment_id).copy()
+            for lsn in lsns:
+                if lsn < seg.meta.retention_horizon_lsn or lsn > LSN_MAX:
+                    raise ReadPointOutOfRange(
+                        f"LSN {lsn} cannot be pinned on segment {segment_id}: it is below the retention horizon "
+                        f"{seg.meta.retention_horizon_lsn} (its page versions are no longer kept) or above "
+                        f"the highest LSN"
+                    )
+            seg.meta.pinned_lsns = sorted(set(lsns))
+            self._put_meta(txn, seg.meta)
+            return seg
+
+        self.segments[segment_id] = self._write(txn_fn)
+
+    def read_page_versions(self, segment_id: str, at_lsn: int, start_page: int, max_bytes: int,
+                           pages_max: int) -> tuple[list[tuple[int, int, bytes]], int | None, int]:
+        """Every page written at or below `at_lsn` from `start_page` on, materialized at `at_lsn`, in one
+        read transaction: ([(page_no, page_lsn, image)], the page to continue at or None, chain tail)."""
+        seg = self.segment(segment_id)
+        seg.check_read_point(at_lsn)
+        meta = seg.meta
+        seg_no = meta.seg_no
+        out: list[tuple[int, int, bytes]] = []
+        size = 0
+        with self._read_txn() as txn:
+            self.segment(segment_id).check_read_point(at_lsn)
+            tail = self._chain_tail_at_or_below(txn, meta, at_lsn)
+            page: int | None = max(start_page, meta.first_page)
+            while True:
+                candidates = [p for p in (self._next_page(txn, self._page_index, seg_no, page),
+                                          self._next_page(txn, self._versions, seg_no, page)) if p is not None]
+                if not candidates:
+                    return out, None, tail
+                page = min(candidates)
+                if len(out) >= pages_max or (out and size + meta.page_size > max_bytes):
+                    return out, page, tail
+                image, page_lsn = self._materialize(txn, meta, page, at_lsn)
+                if page_lsn:
+                    out.append((page, page_lsn, image))
+                    size += len(image)
+                page += 1
+
+    def begin_hydration(self, segment_id: str, at_lsn: int) -> None:
+        """Before copying a peer's pages at `at_lsn`: raise the horizon (and GC floor) to it while SCL stays
+        below, so the segment serves nothing while its pages are being replaced (retention rule 5).
+        Runs on the writer thread."""
+
+        def txn_fn(txn: lmdb.Transaction) -> Segment:
+            seg = self.segment(segment_id).copy()
+            meta = seg.meta
+            assert at_lsn >= meta.retention_horizon_lsn, (at_lsn, meta.retention_horizon_lsn)
+            if seg.tracker.scl >= at_lsn:  # only a segment below the peer's LSN hydrates
+                seg.tracker = SclTracker(scl=min(seg.tracker.scl, at_lsn - 1))
+                meta.scl = seg.tracker.scl
+            meta.retention_horizon_lsn = at_lsn
+            meta.vdl_hint = max(meta.vdl_hint, at_lsn)  # the peer's horizon was at or below a writer's VDL
+            self._put_meta(txn, meta)
+            return seg
+
+        self.segments[segment_id] = self._write(txn_fn)
+
+    def hydrate_pages(self, segment_id: str, at_lsn: int, start_page: int, end_page: int | None,
+                      versions: list[tuple[int, int, bytes]]) -> int:
+        """Replace everything of pages [start_page, end_page) (None: to the segment's end) at or below
+        `at_lsn` by the peer's `versions` [(page_no, page_lsn, image)], already CRC-checked, in one write
+        transaction. Returns the bytes stored. Runs on the writer thread."""
+
+        def txn_fn(txn: lmdb.Transaction) -> tuple[int, Segment]:
+            seg = self.segment(segment_id).copy()
+            meta = seg.meta
+            assert meta.retention_horizon_lsn == at_lsn and seg.tracker.scl < at_lsn, "begin_hydration first"
+            seg_no = meta.seg_no
+            stop = meta.first_page + meta.page_count if end_page is None else end_page
+            page: int | None = max(start_page, meta.first_page)
+            removed = 0
+            while True:
+                candidates = [p for p in (self._next_page(txn, self._page_index, seg_no, page),
+                                          self._next_page(txn, self._versions, seg_no, page)) if p is not None]
+                if not candidates or min(candidates) >= stop:
+                    break
+                page = min(candidates)
+                for lsn in self._page_lsns(txn, self._versions, seg_no, page, upto=at_lsn):
+                    txn.delete(page_key(seg_no, page, lsn), db=self._versions)
+                for lsn in self._page_lsns(txn, self._page_index, seg_no, page, upto=at_lsn):
+                    txn.delete(page_key(seg_no, page, lsn), db=self._page_index)
+                    txn.delete(record_key(seg_no, lsn), db=self._records)
+                    removed += 1
+                page += 1
+            stored = 0
+            for page_no, page_lsn, image in versions:
+                seg.check_page(page_no)
+                assert start_page <= page_no < stop and page_lsn <= at_lsn and len(image) == meta.page_size
+                txn.put(page_key(seg_no, page_no, page_lsn), encode_page_version(page_no, page_lsn, image),
+                        db=self._versions)
+                stored += len(image)
+            meta.record_count = max(0, meta.record_count - removed)
+            meta.pages_hydrated += len(versions)
+            meta.bytes_hydrated += stored
+            self._put_meta(txn, meta)
+            return stored, seg
+
+        stored, seg = self._write(txn_fn)
+        self.segments[segment_id] = seg
+        return stored
+
+    def finish_hydration(self, segment_id: str, at_lsn: int, chain_tail_lsn: int) -> int:
+        """Every page is as the peer had it at `at_lsn`: the segment is complete to there. SCL, GC floor
+        and chain anchor move to it and the chain is rebuilt from the records held above. Returns SCL.
+        Runs on the writer thread."""
+
+        def txn_fn(txn: lmdb.Transaction) -> Segment:
+            seg = self.segment(segment_id).copy()
+            meta = seg.meta
+            assert meta.retention_horizon_lsn == at_lsn and chain_tail_lsn <= at_lsn
+            held = []
+            cursor = txn.cursor(db=self._records)
+            if cursor.set_range(record_key(meta.seg_no, at_lsn + 1)):
+                for key, raw in cursor:
+                    key_seg, lsn = _SEG_LSN.unpack(key)
+                    if key_seg != meta.seg_no:
+                        break
+                    try:
+                        record = decode_record(raw, where=f"record LSN {lsn} in segment {segment_id}")
+                    except ChecksumMismatch:
+                        continue
+                    if record.lsn == lsn and record.prev_pg_lsn < lsn:
+                        held.append((lsn, record.prev_pg_lsn))
+            # The chain tail at at_lsn is the base the held records link to. The PG has no record in
+            # (tail, at_lsn], so its pages are the same at both: the horizon (GC floor) becomes the tail,
+            # where SCL starts (SCL is always a chain LSN).
+            seg.tracker = SclTracker.rebuilt(chain_tail_lsn, held)
+            meta.scl = seg.tracker.scl
+            meta.chain_anchor_lsn = chain_tail_lsn
+            meta.retention_horizon_lsn = chain_tail_lsn
+            meta.highest_lsn = max(meta.highest_lsn, meta.scl)
+            self._put_meta(txn, meta)
+            return seg
+
+        seg = self._write(txn_fn)
+        self.segments[segment_id] = seg
+        return seg.tracker.scl
 
     def put_page_version(self, segment_id: str, page_no: int, lsn: int, image: bytes) -> None:
         """Store a materialized page version (coalescing writes these)."""

@@ -53,6 +53,7 @@ def batch_from_proto(msg: pb.AppendRecordsRequest) -> AppendBatch:
         records=[record_from_proto(r) for r in msg.records],
         truncation_ranges=[truncation_from_proto(r) for r in msg.truncation_ranges],
         vdl_hint=msg.vdl_hint,
+        min_read_point=msg.min_read_point,
     )
 
 
@@ -69,4 +70,8 @@ def state_to_proto(meta: SegmentMeta, *, records_repaired: int = 0, records_quar
         peers=[pb.SegmentPeer(node_id=n, address=a) for n, a in meta.peers],
         records_repaired=records_repaired, records_quarantined=records_quarantined,
         versions_quarantined=versions_quarantined, scrub_passes=scrub_passes,
+        versions_coalesced=meta.versions_coalesced, records_collected=meta.records_collected,
+        versions_collected=meta.versions_collected, pages_hydrated=meta.pages_hydrated,
+        bytes_hydrated=meta.bytes_hydrated, pinned_lsns=meta.pinned_lsns,
+        chain_anchor_lsn=meta.chain_anchor_lsn,
     )

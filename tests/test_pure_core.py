@@ -14,6 +14,7 @@ PURE_MODULES = [
     "storage/segment.py",
     "storage/chain.py",
     "storage/repair.py",
+    "storage/retention.py",
     "storage/errors.py",
     "storage/placement.py",
     "storage/control_plane.py",

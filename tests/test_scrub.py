@@ -263,3 +263,47 @@ def test_scrubbing_finds_a_rotten_record_and_gossip_repairs_it(cluster: Cluster)
     (info,) = [s for s in status.segments if s.segment_id == victim.segment_id]
     assert info.records_quarantined == 1 and info.records_repaired >= 1
     assert f"{info.label} scl={chain.last_lsn} repaired={info.records_repaired} quarantined=1" in _details(status)
+
+
+def test_a_rotten_only_copy_below_the_gc_floor_makes_the_segment_refuse_until_hydrated(tmp_path: Path) -> None:
+    """With GC the page version a page keeps as its base (and the records at or below the floor) may be
+    the only copies: losing one lowers SCL below the floor, so reads are refused instead of served wrong,
+    and hydration from a peer's page versions makes the segment whole again."""
+    from storage.store import record_key
+
+    chain = ChainBuilder()
+    records = [chain.patch(i % 4, b"v%03d" % i, 10 * i) for i in range(40)]
+    stores = []
+    for name in ("sick", "healthy"):
+        store = SegmentStore(str(tmp_path / name), map_size_bytes=1 << 24)
+        store.create_segment(meta())
+        b = batch(records)
+        b.vdl_hint = 40
+        commit_ok(store, b)
+        pages, _ = store.coalesce_candidates(SEG, 0, 100, 30, 1)
+        store.coalesce_pages(SEG, pages, 30, 1)
+        store.raise_horizon(SEG, 30)
+        assert store.collect_garbage(SEG, 0, 100) is None
+        stores.append(store)
+    sick, healthy = stores
+    seg_no = sick.segment(SEG).meta.seg_no
+    base = max(r.lsn for r in records if r.page_no == 2 and r.lsn <= 30)  # page 2's base version; its records are gone
+    assert sick.read_page(SEG, 2, 30).page_lsn == base
+    with sick.env.begin(write=True) as txn:
+        assert txn.get(record_key(seg_no, base), db=sick._records) is None
+        txn.put(page_key(seg_no, 2, base), b"\0" * 40, db=sick._versions)  # rot
+    assert scrub_once(sick).counts_of(SEG).versions_quarantined == 1
+    assert sick.segment(SEG).tracker.scl < sick.segment(SEG).meta.retention_horizon_lsn
+    with pytest.raises(ReadPointOutOfRange, match="hydrated again"):
+        sick.read_page(SEG, 1, 35)
+    with pytest.raises(ReadPointOutOfRange):
+        sick.read_page(SEG, 2, 40)
+    sick.begin_hydration(SEG, 30)
+    versions, more, tail = healthy.read_page_versions(SEG, 30, 0, 1 << 20, 100)
+    assert more is None and tail == 30
+    sick.hydrate_pages(SEG, 30, 0, None, versions)
+    assert sick.finish_hydration(SEG, 30, tail) == 40
+    for page in range(4):
+        assert sick.read_page(SEG, page, 40).data == page_at(records, page, 40)
+    for store in stores:
+        store.close()

@@ -178,6 +178,12 @@ class SegmentInfo:
     records_quarantined: int = 0  # found bad by scrubbing since the node started
     versions_quarantined: int = 0
     scrub_passes: int = 0
+    retention_horizon_lsn: int = 0  # GC floor: reads below it are refused
+    versions_coalesced: int = 0
+    records_collected: int = 0  # removed by GC
+    versions_collected: int = 0
+    pages_hydrated: int = 0  # copied from a peer's page versions
+    bytes_hydrated: int = 0
 
     @property
     def label(self) -> str:
@@ -353,7 +359,9 @@ def _list_segments(address: str) -> list[SegmentInfo]:
         reply = stub.ListSegments(storage_service_pb2.ListSegmentsRequest(), timeout=STATUS_RPC_TIMEOUT_S)
     return [
         SegmentInfo(s.segment_id, s.volume_id, s.pg_index, s.scl, s.highest_lsn, s.record_count,
-                    s.records_repaired, s.records_quarantined, s.versions_quarantined, s.scrub_passes)
+                    s.records_repaired, s.records_quarantined, s.versions_quarantined, s.scrub_passes,
+                    s.retention_horizon_lsn, s.versions_coalesced, s.records_collected, s.versions_collected,
+                    s.pages_hydrated, s.bytes_hydrated)
         for s in reply.segments
     ]
 
@@ -538,6 +546,7 @@ class Cluster:
         spares: int = 0,
         *,
         lmdb_map_mib: int | None = None,
+        node_flags: Sequence[str] = (),
         heartbeat_timeout_ms: int | None = None,
         failure_timeout_ms: int | None = None,
         wait_registered: bool = True,
@@ -556,7 +565,7 @@ class Cluster:
             if not self.exists():
                 self._create(
                     azs, nodes_per_az, spares, lmdb_map_mib, heartbeat_timeout_ms, default_volume if compute else None,
-                    failure_timeout_ms,
+                    failure_timeout_ms, node_flags,
                 )
             state = self._load()
             to_start = [r for r in state.processes if not self._alive(r)]
@@ -579,6 +588,7 @@ class Cluster:
         heartbeat_timeout_ms: int | None,
         default_volume: str | None,
         failure_timeout_ms: int | None = None,
+        node_flags: Sequence[str] = (),
     ) -> None:
         if not azs or nodes_per_az < 1 or spares < 0:
             raise ClusterError("need at least one AZ, at least one node per AZ, and spares >= 0")
@@ -594,6 +604,7 @@ class Cluster:
                 node_args = ["--node-id", name, "--az", az]
                 if lmdb_map_mib is not None:
                     node_args += ["--lmdb-map-mib", str(lmdb_map_mib)]
+                node_args += list(node_flags)  # e.g. ["--history-window-s", "1"]: passed to every storage node
                 processes.append(self._new_record(name, STORAGE_NODE, az, index > nodes_per_az, node_args))
         if default_volume is not None:
             processes.append(self._new_record(COMPUTE, COMPUTE, "", False, ["--default-volume", default_volume]))

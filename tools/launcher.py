@@ -136,13 +136,22 @@ def _layout_table(records: Sequence[ProcessRecord]) -> str:
 
 
 def _segment_details(segment: SegmentInfo) -> str:
-    """`vol0/pg-00000 scl=1234 repaired=3 quarantined=1`: the repair counters only when not zero."""
+    """`vol0/pg-00000 scl=1234 repaired=3 quarantined=1 horizon=900 coalesced=40 gc=700r/30v hydrated=12p/48KiB`:
+    the repair, retention and hydration counters only when not zero."""
     text = f"{segment.label} scl={segment.scl}"
     if segment.records_repaired:
         text += f" repaired={segment.records_repaired}"
     quarantined = segment.records_quarantined + segment.versions_quarantined
     if quarantined:
         text += f" quarantined={quarantined}"
+    if segment.retention_horizon_lsn:
+        text += f" horizon={segment.retention_horizon_lsn}"
+    if segment.versions_coalesced:
+        text += f" coalesced={segment.versions_coalesced}"
+    if segment.records_collected or segment.versions_collected:
+        text += f" gc={segment.records_collected}r/{segment.versions_collected}v"
+    if segment.pages_hydrated:
+        text += f" hydrated={segment.pages_hydrated}p/{segment.bytes_hydrated // 1024}KiB"
     return text
 
 

@@ -53,7 +53,7 @@ class TruncationRange(_message.Message):
     def __init__(self, start_lsn: _Optional[int] = ..., end_lsn: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class SegmentState(_message.Message):
-    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count", "vdl_hint", "peers", "records_repaired", "records_quarantined", "versions_quarantined", "scrub_passes")
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count", "vdl_hint", "peers", "records_repaired", "records_quarantined", "versions_quarantined", "scrub_passes", "versions_coalesced", "records_collected", "versions_collected", "pages_hydrated", "bytes_hydrated", "pinned_lsns", "chain_anchor_lsn")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,13 @@ class SegmentState(_message.Message):
     RECORDS_QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     SCRUB_PASSES_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_COALESCED_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_COLLECTED_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_COLLECTED_FIELD_NUMBER: _ClassVar[int]
+    PAGES_HYDRATED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_HYDRATED_FIELD_NUMBER: _ClassVar[int]
+    PINNED_LSNS_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ANCHOR_LSN_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_id: str
     pg_index: int
@@ -92,10 +99,17 @@ class SegmentState(_message.Message):
     records_quarantined: int
     versions_quarantined: int
     scrub_passes: int
-    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ..., vdl_hint: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., records_repaired: _Optional[int] = ..., records_quarantined: _Optional[int] = ..., versions_quarantined: _Optional[int] = ..., scrub_passes: _Optional[int] = ...) -> None: ...
+    versions_coalesced: int
+    records_collected: int
+    versions_collected: int
+    pages_hydrated: int
+    bytes_hydrated: int
+    pinned_lsns: _containers.RepeatedScalarFieldContainer[int]
+    chain_anchor_lsn: int
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ..., vdl_hint: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., records_repaired: _Optional[int] = ..., records_quarantined: _Optional[int] = ..., versions_quarantined: _Optional[int] = ..., scrub_passes: _Optional[int] = ..., versions_coalesced: _Optional[int] = ..., records_collected: _Optional[int] = ..., versions_collected: _Optional[int] = ..., pages_hydrated: _Optional[int] = ..., bytes_hydrated: _Optional[int] = ..., pinned_lsns: _Optional[_Iterable[int]] = ..., chain_anchor_lsn: _Optional[int] = ...) -> None: ...
 
 class AppendRecordsRequest(_message.Message):
-    __slots__ = ("segment_id", "volume_epoch", "membership_epoch", "batch_id", "records", "truncation_ranges", "vdl_hint")
+    __slots__ = ("segment_id", "volume_epoch", "membership_epoch", "batch_id", "records", "truncation_ranges", "vdl_hint", "min_read_point")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_EPOCH_FIELD_NUMBER: _ClassVar[int]
     MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +117,7 @@ class AppendRecordsRequest(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_RANGES_FIELD_NUMBER: _ClassVar[int]
     VDL_HINT_FIELD_NUMBER: _ClassVar[int]
+    MIN_READ_POINT_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_epoch: int
     membership_epoch: int
@@ -110,7 +125,8 @@ class AppendRecordsRequest(_message.Message):
     records: _containers.RepeatedCompositeFieldContainer[LogRecord]
     truncation_ranges: _containers.RepeatedCompositeFieldContainer[TruncationRange]
     vdl_hint: int
-    def __init__(self, segment_id: _Optional[str] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., batch_id: _Optional[int] = ..., records: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., vdl_hint: _Optional[int] = ...) -> None: ...
+    min_read_point: int
+    def __init__(self, segment_id: _Optional[str] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., batch_id: _Optional[int] = ..., records: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., vdl_hint: _Optional[int] = ..., min_read_point: _Optional[int] = ...) -> None: ...
 
 class AppendRecordsResponse(_message.Message):
     __slots__ = ("batch_id", "segment_id", "scl", "highest_lsn", "records_stored", "records_duplicate")
@@ -191,6 +207,60 @@ class GetSegmentStateResponse(_message.Message):
     state: SegmentState
     tail_lsn: int
     def __init__(self, state: _Optional[_Union[SegmentState, _Mapping]] = ..., tail_lsn: _Optional[int] = ...) -> None: ...
+
+class PinLsnsRequest(_message.Message):
+    __slots__ = ("segment_id", "lsns")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LSNS_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    lsns: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, segment_id: _Optional[str] = ..., lsns: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PinLsnsResponse(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: SegmentState
+    def __init__(self, state: _Optional[_Union[SegmentState, _Mapping]] = ...) -> None: ...
+
+class PageVersion(_message.Message):
+    __slots__ = ("page_no", "page_lsn", "data", "crc32c")
+    PAGE_NO_FIELD_NUMBER: _ClassVar[int]
+    PAGE_LSN_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    page_no: int
+    page_lsn: int
+    data: bytes
+    crc32c: int
+    def __init__(self, page_no: _Optional[int] = ..., page_lsn: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32c: _Optional[int] = ...) -> None: ...
+
+class ReadPageVersionsRequest(_message.Message):
+    __slots__ = ("segment_id", "at_lsn", "start_page", "max_bytes", "volume_epoch")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_LSN_FIELD_NUMBER: _ClassVar[int]
+    START_PAGE_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    at_lsn: int
+    start_page: int
+    max_bytes: int
+    volume_epoch: int
+    def __init__(self, segment_id: _Optional[str] = ..., at_lsn: _Optional[int] = ..., start_page: _Optional[int] = ..., max_bytes: _Optional[int] = ..., volume_epoch: _Optional[int] = ...) -> None: ...
+
+class ReadPageVersionsResponse(_message.Message):
+    __slots__ = ("versions", "more", "next_page", "chain_tail_lsn", "scl")
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_TAIL_LSN_FIELD_NUMBER: _ClassVar[int]
+    SCL_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[PageVersion]
+    more: bool
+    next_page: int
+    chain_tail_lsn: int
+    scl: int
+    def __init__(self, versions: _Optional[_Iterable[_Union[PageVersion, _Mapping]]] = ..., more: _Optional[bool] = ..., next_page: _Optional[int] = ..., chain_tail_lsn: _Optional[int] = ..., scl: _Optional[int] = ...) -> None: ...
 
 class TruncateSegmentRequest(_message.Message):
     __slots__ = ("segment_id", "volume_epoch", "range")

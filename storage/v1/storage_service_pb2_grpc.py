@@ -84,6 +84,16 @@ class StorageServiceStub:
                 request_serializer=storage_dot_v1_dot_storage__service__pb2.ListSegmentsRequest.SerializeToString,
                 response_deserializer=storage_dot_v1_dot_storage__service__pb2.ListSegmentsResponse.FromString,
                 _registered_method=True)
+        self.PinLsns = channel.unary_unary(
+                '/storage.v1.StorageService/PinLsns',
+                request_serializer=storage_dot_v1_dot_storage__service__pb2.PinLsnsRequest.SerializeToString,
+                response_deserializer=storage_dot_v1_dot_storage__service__pb2.PinLsnsResponse.FromString,
+                _registered_method=True)
+        self.ReadPageVersions = channel.unary_unary(
+                '/storage.v1.StorageService/ReadPageVersions',
+                request_serializer=storage_dot_v1_dot_storage__service__pb2.ReadPageVersionsRequest.SerializeToString,
+                response_deserializer=storage_dot_v1_dot_storage__service__pb2.ReadPageVersionsResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -151,6 +161,19 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PinLsns(self, request, context):
+        """Retention: pin LSNs (snapshots, clones) and copy page versions (hydration after GC).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadPageVersions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -203,6 +226,16 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.ListSegments,
                     request_deserializer=storage_dot_v1_dot_storage__service__pb2.ListSegmentsRequest.FromString,
                     response_serializer=storage_dot_v1_dot_storage__service__pb2.ListSegmentsResponse.SerializeToString,
+            ),
+            'PinLsns': grpc.unary_unary_rpc_method_handler(
+                    servicer.PinLsns,
+                    request_deserializer=storage_dot_v1_dot_storage__service__pb2.PinLsnsRequest.FromString,
+                    response_serializer=storage_dot_v1_dot_storage__service__pb2.PinLsnsResponse.SerializeToString,
+            ),
+            'ReadPageVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadPageVersions,
+                    request_deserializer=storage_dot_v1_dot_storage__service__pb2.ReadPageVersionsRequest.FromString,
+                    response_serializer=storage_dot_v1_dot_storage__service__pb2.ReadPageVersionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -475,6 +508,60 @@ class StorageService:
             '/storage.v1.StorageService/ListSegments',
             storage_dot_v1_dot_storage__service__pb2.ListSegmentsRequest.SerializeToString,
             storage_dot_v1_dot_storage__service__pb2.ListSegmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PinLsns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storage.v1.StorageService/PinLsns',
+            storage_dot_v1_dot_storage__service__pb2.PinLsnsRequest.SerializeToString,
+            storage_dot_v1_dot_storage__service__pb2.PinLsnsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadPageVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storage.v1.StorageService/ReadPageVersions',
+            storage_dot_v1_dot_storage__service__pb2.ReadPageVersionsRequest.SerializeToString,
+            storage_dot_v1_dot_storage__service__pb2.ReadPageVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,7 @@ NODES = (("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c"), ("c2",
 PAGE_SIZE = 512
 SIM_LAL = 500
 GOSSIP_INTERVAL_S = 1.0
+COALESCE_CHAIN_MIN_SIM = 2  # fold short chains: the runs write few records per page
 CONVERGE_S = 15.0  # virtual seconds after healing for every segment to catch up
 
 
@@ -65,6 +66,9 @@ class SimConfig:
     duration_s: float = 20.0  # virtual seconds of faults and load
     faults: str = "within"  # "none" | "within" (what the design survives) | "beyond"
     mutation: str | None = None  # a deliberate protocol break (tools/sim/mutations.py)
+    # Virtual seconds of history storage keeps; a short one (2.0) makes GC and hydration run under the
+    # faults too (the default, as on real nodes, outlasts a run: only coalescing runs).
+    history_window_s: float = 300.0
     net: NetConfig = field(default_factory=lambda: NetConfig(
         unary_drop_probability=0.01, unary_duplicate_probability=0.02, stream_break_probability=0.002))
 
@@ -124,7 +128,10 @@ class SimNode:
         self.store = SegmentStore(self.name, open_env=self.sim.disk.open)
         self.servicer = StorageServicer(self.store, self.name, self.az, writer=_DiskExecutor(self.sim.rng),
                                         peer_channel=self.sim.network.channel_factory(self.name),
-                                        gossip_interval_s=GOSSIP_INTERVAL_S)
+                                        gossip_interval_s=GOSSIP_INTERVAL_S,
+                                        history_window_s=self.sim.config.history_window_s)
+        if self.servicer.coalescer is not None:
+            self.servicer.coalescer.chain_min = COALESCE_CHAIN_MIN_SIM
         self.servicer.start()
         handler = generic_handler(pb.DESCRIPTOR.services_by_name["StorageService"], self.servicer, pb)
         self.sim.network.serve(SimServer(self.name, [handler]))
@@ -233,17 +240,21 @@ class Simulation:
 
     def holders(self, record: LogRecord) -> list[str]:
         """Nodes whose committed (on-disk) segment holds `record` (a copy rotted on purpose counts:
-        it was durable; the rot is a disk fault, not a protocol one)."""
+        it was durable; the rot is a disk fault, not a protocol one; so does a record at or below the
+        segment's GC floor: it lives on in the page versions kept there)."""
         segment_id = f"{VOLUME}/pg-{self.pg_of(record.page_no):05d}".encode()
         out = []
         for name in self.nodes:
             meta_raw = self.disk.get(name, b"segments", segment_id)
             if meta_raw is None:
                 continue
-            key = record_key(SegmentMeta.from_json(meta_raw).seg_no, record.lsn)
+            meta = SegmentMeta.from_json(meta_raw)
+            key = record_key(meta.seg_no, record.lsn)
             raw = self.disk.get(name, b"records", key)
             if raw is not None and (raw == record.encode() or (name, key) in self.rotten):
                 out.append(name)
+            elif record.lsn <= meta.retention_horizon_lsn <= meta.scl:
+                out.append(name)  # folded into the page versions kept at the GC floor (reads check them)
         return out
 
     def mtr_records(self, cpl: int) -> list[LogRecord]:

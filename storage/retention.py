@@ -1,0 +1,106 @@
+"""Retention: the horizon, what coalescing folds and what garbage collection keeps.
+
+Pure: the store (storage/store.py) looks things up and carries out these plans;
+the background task (storage/coalesce.py) decides when. Rules (this module owns them):
+
+1. Coalescing folds a page's records into a page version at the newest record
+   at or below the coalesce limit = min(SCL, VDL hint), and only when at least
+   `COALESCE_CHAIN_MIN` such records lie above the page's newest version. Records
+   at or below the writer's reported VDL met write quorum, so no later recovery
+   truncates them; a record above it is never folded into a version.
+2. The retention horizon is the lowest of: the read point the writer reported
+   as its lowest in use (none reported since the node started: no advance), the
+   pinned LSNs, the history-window bound (the SCL the segment had
+   `history_window_s` ago; not known yet: no advance), the VDL hint and SCL. It
+   never goes down.
+3. Garbage collection at horizon H keeps, per page, the newest version at or
+   below H (the page's "base") and everything above it; it removes every older
+   version and every record of the page at or below the base. A page with no
+   version at or below H loses nothing. So every read point R >= H
+   materializes from what is kept exactly as from everything
+   (`materialize_oracle` in the tests checks this).
+4. The GC floor is the horizon: records at or below it may be gone, so record
+   reads that start below it are refused, and the chain anchor (the newest PG
+   chain record at or below the floor) is kept in the segment's meta so the
+   chain tail and SCL can still be found after the records themselves are gone.
+5. A segment whose SCL is below its GC floor lost a copy it needed (scrubbing
+   quarantined it) and serves no reads until it is hydrated again from a peer's
+   page versions (storage/gossip.py).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass, field
+
+COALESCE_CHAIN_MIN = 8  # records above a page's newest version before it is worth folding
+HISTORY_SAMPLES_MAX = 4096  # (time, SCL) samples kept per segment; thinned past this
+
+
+def coalesce_target(record_lsns_above_version: list[int], limit: int, chain_min: int = COALESCE_CHAIN_MIN) -> int | None:
+    """The LSN to fold a page at (rule 1), given its record LSNs above its newest version; None: not yet."""
+    assert chain_min >= 1
+    foldable = [lsn for lsn in record_lsns_above_version if lsn <= limit]
+    if len(foldable) < chain_min:
+        return None
+    return max(foldable)
+
+
+def next_horizon(current: int, *, scl: int, vdl_hint: int, min_read_point: int | None, pins: list[int],
+                 window_bound: int | None) -> int:
+    """Rule 2: the new retention horizon (never below `current`)."""
+    if min_read_point is None or window_bound is None:
+        return current
+    candidate = min([scl, vdl_hint, min_read_point, window_bound, *pins])
+    return max(current, candidate)
+
+
+@dataclass(frozen=True)
+class PageGc:
+    """What GC removes from one page (rule 3)."""
+
+    page_no: int
+    base_lsn: int  # the version kept as the page's base (0: no version at or below the horizon)
+    versions_to_delete: tuple[int, ...]
+    records_to_delete: tuple[int, ...]
+
+
+def plan_page_gc(page_no: int, horizon: int, version_lsns: list[int], record_lsns: list[int]) -> PageGc:
+    below = [v for v in version_lsns if v <= horizon]
+    if not below:
+        return PageGc(page_no, 0, (), ())
+    base = max(below)
+    return PageGc(
+        page_no, base,
+        tuple(sorted(v for v in version_lsns if v < base)),
+        tuple(sorted(r for r in record_lsns if r <= base)),
+    )
+
+
+@dataclass
+class HistoryWindow:
+    """(monotonic time, SCL) samples of one segment, to find the SCL it had `window_s` ago (rule 2).
+
+    Only what this process saw: after a restart nothing older than the restart is known, so
+    `bound` is None until the window has passed."""
+
+    window_s: float
+    times: list[float] = field(default_factory=list)
+    scls: list[int] = field(default_factory=list)
+
+    def sample(self, now: float, scl: int) -> None:
+        assert not self.times or now >= self.times[-1], (now, self.times[-1])
+        self.times.append(now)
+        self.scls.append(scl)
+        # Only the newest sample at or before the window's start is ever needed again.
+        i = bisect_right(self.times, now - self.window_s) - 1
+        if i > 0:
+            del self.times[:i], self.scls[:i]
+        if len(self.times) > HISTORY_SAMPLES_MAX:  # keep the oldest; thin the rest
+            keep = [0, *range(2, len(self.times), 2)]
+            self.times = [self.times[k] for k in keep]
+            self.scls = [self.scls[k] for k in keep]
+
+    def bound(self, now: float) -> int | None:
+        i = bisect_right(self.times, now - self.window_s) - 1
+        return self.scls[i] if i >= 0 else None
