@@ -201,3 +201,25 @@ def _segments_on(cluster: Cluster, node: str) -> list[str]:
         reply = pb_grpc.StorageServiceStub(channel).ListSegments(pb.ListSegmentsRequest(), timeout=10)
     return [s.segment_id for s in reply.segments]
 
+
+
+@pytest.mark.cluster_options(node_flags=["--history-window-s", "0.5", "--coalesce-interval-ms", "200"])
+def test_a_replacement_hydrates_from_page_versions_when_peers_collected_the_log(cluster: Cluster) -> None:
+    clients = pg0_clients(3, seed())
+    with Writers(cluster, clients) as writers:
+        writers.wait_progress("before the fault")
+        segment_id = geometry(cluster).protection_groups[0].segments[0].segment_id
+        collected = wait_for("the peers have garbage-collected records below their horizon", lambda: all(
+            segment_state(cluster, n, segment_id).records_collected > 0 for n in ("a2", "b1", "b2", "c1", "c2")), 60.0)
+        assert collected
+        cluster.kill("a1")
+        healed = wait_for("PG 0 has six healthy segments without a1", lambda: healed_without(cluster, {"a1"}))
+        writers.wait_progress("after the replacement")
+    assert node_ids(healed.protection_groups[0]) == {"a2", "a3", "b1", "b2", "c1", "c2"}
+    state = segment_state(cluster, "a3", segment_id)
+    print(f"a3 hydrated {state.pages_hydrated} pages ({state.bytes_hydrated} bytes) from page versions, then "
+          f"{state.records_repaired} records; SCL {state.scl}, horizon {state.retention_horizon_lsn}")
+    assert state.pages_hydrated > 0 and state.scl > 0
+    check_clients(cluster, clients)
+    cluster.kill("a2")  # a3 is now the only copy in AZ a: reads still see every acknowledged write
+    check_clients(cluster, clients)
