@@ -64,6 +64,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def _az_list(text: str) -> list[str]:
     azs = [az.strip() for az in text.split(",") if az.strip()]
     if not azs or len(set(azs)) != len(azs):
@@ -94,6 +104,11 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--heartbeat-timeout-ms", type=_positive_int, default=None,
             help="control plane: a node is unhealthy after this long without a heartbeat",
+        )
+        parser.add_argument(
+            "--history-window-s", type=_non_negative_float, default=None, metavar="S",
+            help="storage nodes: keep page versions and records this many seconds back before garbage "
+            "collection may remove them (default 300)",
         )
         parser.add_argument(
             "--failure-timeout-ms", type=_positive_int, default=None,
@@ -198,6 +213,7 @@ def _up(cluster: Cluster, args: argparse.Namespace) -> int:
         lmdb_map_mib=args.lmdb_map_mib,
         heartbeat_timeout_ms=args.heartbeat_timeout_ms,
         failure_timeout_ms=args.failure_timeout_ms,
+        node_flags=[] if args.history_window_s is None else ["--history-window-s", f"{args.history_window_s:g}"],
         compute=args.compute,
         default_volume=args.default_volume,
     )
