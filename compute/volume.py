@@ -221,10 +221,16 @@ class Volume:
             except grpc.aio.AioRpcError as error:
                 log.debug("membership poll of %s failed: %s", self.volume_id, error.details())
                 continue
-            for pg in reply.geometry.protection_groups:
-                known = self.pgs.get(pg.pg_index)
-                if known is not None and pg.membership_epoch > known.membership_epoch:
-                    await self._change_membership(known, pg)
+            try:
+                for pg in reply.geometry.protection_groups:
+                    known = self.pgs.get(pg.pg_index)
+                    if known is not None and pg.membership_epoch > known.membership_epoch:
+                        await self._change_membership(known, pg)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - following must outlive one bad change, or commits stall later
+                log.exception("volume %s: applying a membership change failed; trying again at the next poll",
+                              self.volume_id)
 
     async def _change_membership(self, info: PgInfo, pg: Any) -> None:
         """Take the PG's new quorum sets: streams to new segments start, streams to segments no set
@@ -235,16 +241,18 @@ class Volume:
         info.streams.update(new_streams)
         removed = [info.streams.pop(node) for node in list(info.streams) if node not in membership.segments]
         before = info.membership_epoch
+        # Switch the quorum tracking before any await, so no ack is counted under the old sets once
+        # batches go out at the new epoch.
         info.membership_epoch = pg.membership_epoch
         info.membership = membership
-        for stream in new_streams.values():
-            stream.start()
-        for stream in removed:
-            await stream.close()
-        log.info("volume %s PG %d: membership epoch %d -> %d, quorum sets %s", self.volume_id, pg.pg_index, before,
-                 pg.membership_epoch, " & ".join("{" + ",".join(sorted(q.members)) + "}" for q in membership.sets))
         if self.log is not None:
             self._release(self.log.set_membership(pg.pg_index, membership))
+        for stream in new_streams.values():
+            stream.start()
+        log.info("volume %s PG %d: membership epoch %d -> %d, quorum sets %s", self.volume_id, pg.pg_index, before,
+                 pg.membership_epoch, " & ".join("{" + ",".join(sorted(q.members)) + "}" for q in membership.sets))
+        for stream in removed:
+            await stream.close()
 
     def pg_of_page(self, page_no: int) -> int:
         return page_no // self.pages_per_pg
@@ -589,7 +597,7 @@ class Volume:
         deadline = _now() + READ_TIMEOUT_S
         quorum_refreshed = False
         while _now() < deadline:
-            scl_of = dict(self.log.pgs[pg.pg_index].scl_of)
+            scl_of = {n: scl for n, scl in self.log.pgs[pg.pg_index].scl_of.items() if n in pg.streams}
             candidates = self.router.candidates(scl_of, read_point, frozenset(tried))
             if not candidates:
                 if quorum_refreshed:

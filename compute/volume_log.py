@@ -104,6 +104,10 @@ class VolumeLog:
         complete records)."""
         pg = self.pgs[pg_index]
         pg.membership = membership
+        # A segment that left every set is forgotten: if its node joins again later, it is a new segment
+        # whose SCL starts low, and `on_scl` ignores decreases.
+        for gone in set(pg.scl_of) - membership.segments:
+            del pg.scl_of[gone]
         pg.pgcl = max(pg.pgcl, membership.pgcl(pg.scl_of))
         return self.advance()
 

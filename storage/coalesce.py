@@ -47,11 +47,13 @@ class Coalescer:
     def __init__(self, store: "SegmentStore", on_writer: Callable[..., Awaitable[Any]],
                  min_read_point: Callable[[str], int | None], interval_s: float = COALESCE_INTERVAL_S,
                  history_window_s: float = HISTORY_WINDOW_S, chain_min: int = COALESCE_CHAIN_MIN,
-                 tick_pause_s: float = TICK_PAUSE_S) -> None:
+                 tick_pause_s: float = TICK_PAUSE_S,
+                 peer_floor: Callable[[str], int | None] = lambda segment_id: None) -> None:
         assert interval_s > 0 and history_window_s >= 0 and chain_min >= 1
         self.store = store
         self.on_writer = on_writer
         self.min_read_point = min_read_point
+        self.peer_floor = peer_floor  # the lowest SCL among the segment's answering peers (retention rule 2)
         self.interval_s = interval_s
         self.history_window_s = history_window_s
         self.chain_min = chain_min
@@ -102,7 +104,7 @@ class Coalescer:
         horizon = next_horizon(
             seg.meta.retention_horizon_lsn, scl=seg.tracker.scl, vdl_hint=seg.meta.vdl_hint,
             min_read_point=self.min_read_point(segment_id), pins=seg.meta.pinned_lsns,
-            window_bound=window.bound(now),
+            window_bound=window.bound(now), peer_floor=self.peer_floor(segment_id),
         )
         raised = horizon > seg.meta.retention_horizon_lsn
         if raised:

@@ -145,8 +145,8 @@ class MembershipChange:
 
     old_node_id: str
     new_node_id: str
-    # The LSN the new segment's SCL must reach before the change completes; 0 = not measured yet.
-    target_lsn: int = 0
+    # The LSN the new segment's SCL must reach before the change completes; None = not measured yet.
+    target_lsn: int | None = None
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ class ChangeView:
 
     old_node_id: str
     new_node_id: str
-    target_lsn: int
+    target_lsn: int | None  # None: not measured yet
     new_segment_scl: int
 
 
@@ -550,7 +550,8 @@ class ControlPlane:
         for volume in self._volumes.values():
             for pg in volume.protection_groups:
                 changing = {c.old_node_id for c in pg.changes}
-                room = MEMBERSHIP_CHANGES_MAX - len(pg.changes)
+                # One begin per PG per round: each bumps the epoch the next plan must be made against.
+                room = min(1, MEMBERSHIP_CHANGES_MAX - len(pg.changes))
                 segment_id = segment_id_for(volume.volume_id, pg.pg_index)
                 taken = set(pg.all_node_ids)
                 for old in pg.node_ids:
@@ -612,7 +613,7 @@ class ControlPlane:
         volume = self._volume(volume_id)
         pg = self._pg(volume, pg_index)
         change = self._change(pg, old_node_id)
-        assert change.target_lsn == 0, change
+        assert change.target_lsn is None and target_lsn >= 0, (change, target_lsn)
         changes = tuple(replace(c, target_lsn=target_lsn) if c is change else c for c in pg.changes)
         self._set_pg(volume, replace(pg, changes=changes))
 
@@ -624,7 +625,7 @@ class ControlPlane:
         volume = self._volume(volume_id)
         pg = self._pg(volume, pg_index)
         change = self._change(pg, old_node_id)
-        assert change.target_lsn > 0, change
+        assert change.target_lsn is not None, change
         base = tuple(change.new_node_id if n == old_node_id else n for n in pg.node_ids)
         changed = replace(pg, membership_epoch=pg.membership_epoch + 1, node_ids=base,
                           changes=tuple(c for c in pg.changes if c is not change))
@@ -763,7 +764,8 @@ def _pg_from_dict(pg: dict[str, Any]) -> ProtectionGroup:
         int(pg["membership_epoch"]),
         tuple(pg["node_ids"]),
         tuple(
-            MembershipChange(c["old_node_id"], c["new_node_id"], int(c["target_lsn"]))
+            MembershipChange(c["old_node_id"], c["new_node_id"],
+                             None if c["target_lsn"] is None else int(c["target_lsn"]))
             for c in pg.get("changes", [])
         ),
     )

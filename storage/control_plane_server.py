@@ -165,7 +165,8 @@ def pg_to_proto(pg: cp.PgGeometry) -> cp_pb2.ProtectionGroup:
             for s in pg.segments
         ],
         changes=[
-            cp_pb2.MembershipChange(old_node_id=c.old_node_id, new_node_id=c.new_node_id, target_lsn=c.target_lsn,
+            cp_pb2.MembershipChange(old_node_id=c.old_node_id, new_node_id=c.new_node_id,
+                                    target_lsn=c.target_lsn or 0, target_measured=c.target_lsn is not None,
                                     new_segment_scl=c.new_segment_scl)
             for c in pg.changes
         ],
@@ -226,6 +227,9 @@ class ControlPlaneServicer:
         self.segment_client: SegmentClient = segment_client or GrpcSegmentClient()
         self._lock = asyncio.Lock()
         self._heal_task: asyncio.Task[None] | None = None
+        # Geometries as last persisted: readers never see a change that a crash could still undo.
+        self._published: dict[str, cp.VolumeGeometry] = {}
+        self._publish()
 
     # -- nodes ----------------------------------------------------------------
 
@@ -286,11 +290,15 @@ class ControlPlaneServicer:
     async def DescribeVolume(
         self, request: cp_pb2.DescribeVolumeRequest, context: Any
     ) -> cp_pb2.DescribeVolumeResponse:
-        geometry = self.state.describe_volume(request.volume_id)
+        geometry = self._published.get(request.volume_id)
+        if geometry is None:
+            self.state.describe_volume(request.volume_id)  # raises UnknownVolume (or the id's error)
+            raise Unavailable(f"volume {request.volume_id} is being created; try again in a moment")
         return cp_pb2.DescribeVolumeResponse(geometry=geometry_to_proto(geometry))
 
     async def ListVolumes(self, request: cp_pb2.ListVolumesRequest, context: Any) -> cp_pb2.ListVolumesResponse:
-        return cp_pb2.ListVolumesResponse(volumes=[geometry_to_proto(g) for g in self.state.list_volumes()])
+        return cp_pb2.ListVolumesResponse(
+            volumes=[geometry_to_proto(self._published[v]) for v in sorted(self._published)])
 
     # -- healing (module rule 4) -----------------------------------------------------
 
@@ -328,7 +336,7 @@ class ControlPlaneServicer:
             for plan in self.state.plan_replacements(now):
                 await self._begin(plan)
             for volume_id, pg, change in self.state.changes_in_flight():
-                if change.target_lsn == 0:
+                if change.target_lsn is None:
                     await self._measure_target(volume_id, pg, change)
                 else:
                     await self._check_hydrated(volume_id, pg, change)
@@ -346,7 +354,12 @@ class ControlPlaneServicer:
             log.warning("volume %s PG %d: could not create the replacement segment on node %s: %s",
                         plan.volume_id, plan.pg_index, plan.new.node_id, describe_failure(error))
             return
-        geometry = self.state.begin_change(plan)
+        try:
+            geometry = self.state.begin_change(plan)
+        except cp.StaleEpoch as error:  # the PG moved on meanwhile: drop what was created, plan again
+            log.info("volume %s PG %d: %s", plan.volume_id, plan.pg_index, error.message)
+            await self._drop_segments([plan.new])
+            return
         await self._persist()
         log.warning("volume %s PG %d: node %s failed; replacing it with node %s (membership epoch %d)",
                     plan.volume_id, plan.pg_index, plan.old_node_id, plan.new.node_id, geometry.membership_epoch)
@@ -378,7 +391,9 @@ class ControlPlaneServicer:
             log.info("volume %s PG %d: membership epoch %d reached %d base segments, need %d; retrying",
                      volume_id, pg.pg_index, geometry.membership_epoch, len(base), FENCING_SEGMENTS_MIN)
             return
-        target = max(max(state.scl for state in base.values()), 1)
+        # scl_high_water: a segment whose SCL scrubbing lowered since (a quarantined record) still
+        # counts what it once held; truncated LSNs (never durable) are not counted.
+        target = max(max(state.scl, state.scl_high_water) for state in base.values())
         self.state.set_change_target(volume_id, pg.pg_index, change.old_node_id, target)
         await self._persist()
         log.info("volume %s PG %d: node %s must reach SCL %d to replace node %s", volume_id, pg.pg_index,
@@ -386,16 +401,31 @@ class ControlPlaneServicer:
         new_state = installed.get(change.new_node_id)
         if new_state is not None:
             self.state.note_progress(volume_id, pg.pg_index, change.new_node_id, new_state.scl)
+            self._publish()
 
     async def _check_hydrated(self, volume_id: str, pg: cp.ProtectionGroup, change: cp.MembershipChange) -> None:
         new = self.state.node(change.new_node_id, self.clock_ms())
         try:
             state = await self.segment_client.segment_state(new.address, cp.segment_id_for(volume_id, pg.pg_index))
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:  # its node answers but lost the segment: give up
+                geometry = self.state.roll_back_change(volume_id, pg.pg_index, change.old_node_id)
+                await self._persist()
+                log.warning("volume %s PG %d: node %s no longer holds the new segment (%s); rolled back the "
+                            "replacement of node %s; membership epoch %d", volume_id, pg.pg_index, new.node_id,
+                            error.details(), change.old_node_id, geometry.membership_epoch)
+                await self._install(volume_id, geometry)
+            else:
+                log.info("volume %s PG %d: cannot ask node %s how far it hydrated: %s", volume_id, pg.pg_index,
+                         new.node_id, describe_failure(error))
+            return
         except Exception as error:  # noqa: BLE001 - ask again next round
             log.info("volume %s PG %d: cannot ask node %s how far it hydrated: %s", volume_id, pg.pg_index,
                      new.node_id, describe_failure(error))
             return
         self.state.note_progress(volume_id, pg.pg_index, change.new_node_id, state.scl)
+        self._publish()
+        assert change.target_lsn is not None
         if state.scl < change.target_lsn:
             return
         geometry = self.state.complete_change(volume_id, pg.pg_index, change.old_node_id)
@@ -460,8 +490,15 @@ class ControlPlaneServicer:
                 log.warning("could not drop segment %s on node %s: %s", s.segment_id, s.node_id, describe_failure(r))
 
     async def _persist(self) -> None:
+        """Write the state, then publish it: what DescribeVolume shows is always on disk first."""
         assert self._lock.locked()
         await asyncio.to_thread(write_json_atomically, self.state_path, self.state.to_dict())
+        self._publish()
+
+    def _publish(self) -> None:
+        """Call only when every change to the state is persisted (right after `_persist`, or when only
+        display-only progress changed)."""
+        self._published = {g.volume_id: g for g in self.state.list_volumes()}
 
 
 def _creation_failure_sentence(

@@ -49,6 +49,9 @@ class Gossip:
         self._channels: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
         self.records_repaired: dict[str, int] = {}
+        # The lowest SCL among each segment's peers that answered its last round: the retention horizon
+        # waits for lagging or hydrating peers (storage/retention.py rule 2).
+        self.peer_floor: dict[str, int] = {}
         self.rounds = 0
 
     def start(self) -> None:
@@ -91,6 +94,10 @@ class Gossip:
         if seg is None or not seg.meta.peers:
             return 0
         peers = await self._peer_views(segment_id, seg.meta.peers)
+        if peers:
+            self.peer_floor[segment_id] = min(v.scl for v in peers.values())
+        else:
+            self.peer_floor.pop(segment_id, None)
         plan = plan_repair(seg.tracker.scl, seg.meta.truncation_ranges, list(peers.values()),
                            seg.meta.retention_horizon_lsn)
         for r in plan.ranges_to_apply:

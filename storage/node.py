@@ -142,7 +142,10 @@ class StorageServicer:
         self.scrubber = Scrubber(store, self._on_writer, scrub_interval_s) if scrub else None
         self.min_read_points: dict[str, int] = {}  # segment -> the writer's latest report (in memory only)
         self.coalescer = Coalescer(store, self._on_writer, self.min_read_points.get, coalesce_interval_s,
-                                   history_window_s) if coalesce_interval_s > 0 else None
+                                   history_window_s, peer_floor=self._peer_floor) if coalesce_interval_s > 0 else None
+
+    def _peer_floor(self, segment_id: str) -> int | None:
+        return self.gossip.peer_floor.get(segment_id) if self.gossip is not None else None
 
     def start(self) -> None:
         self.committer.start()

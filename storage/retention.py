@@ -11,8 +11,12 @@ the background task (storage/coalesce.py) decides when. Rules (this module owns 
 2. The retention horizon is the lowest of: the read point the writer reported
    as its lowest in use (none reported since the node started: no advance), the
    pinned LSNs, the history-window bound (the SCL the segment had
-   `history_window_s` ago; not known yet: no advance), the VDL hint and SCL. It
-   never goes down.
+   `history_window_s` ago; not known yet: no advance), the VDL hint, SCL, and
+   the lowest SCL among the PG's peers that answered the last gossip round
+   (unknown, or no peer answering: no bound). The last one keeps what a lagging
+   or hydrating peer still needs: while a peer is behind, the horizon waits, so
+   the LSN it hydrates at stays servable and the records above it stay until it
+   has pulled them (a dead peer does not hold GC back). It never goes down.
 3. Garbage collection at horizon H keeps, per page, the newest version at or
    below H (the page's "base") and everything above it; it removes every older
    version and every record of the page at or below the base. A page with no
@@ -47,12 +51,14 @@ def coalesce_target(record_lsns_above_version: list[int], limit: int, chain_min:
 
 
 def next_horizon(current: int, *, scl: int, vdl_hint: int, min_read_point: int | None, pins: list[int],
-                 window_bound: int | None) -> int:
+                 window_bound: int | None, peer_floor: int | None = None) -> int:
     """Rule 2: the new retention horizon (never below `current`)."""
     if min_read_point is None or window_bound is None:
         return current
-    candidate = min([scl, vdl_hint, min_read_point, window_bound, *pins])
-    return max(current, candidate)
+    bounds = [scl, vdl_hint, min_read_point, window_bound, *pins]
+    if peer_floor is not None:
+        bounds.append(peer_floor)
+    return max(current, min(bounds))
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,8 @@ class SegmentMeta:
     versions_collected: int = 0
     pages_hydrated: int = 0
     bytes_hydrated: int = 0
+    # The highest SCL ever had (scrubbing may lower SCL; truncation lowers this too): see raise_scl_high_water.
+    scl_high_water: int = 0
 
     def to_json(self) -> bytes:
         fields = {f: getattr(self, f) for f in _META_FIELDS}
@@ -125,6 +127,15 @@ class SegmentMeta:
     def copy(self) -> "SegmentMeta":
         return replace(self, truncation_ranges=list(self.truncation_ranges), peers=[list(p) for p in self.peers],
                        pinned_lsns=list(self.pinned_lsns))
+
+    def raise_scl_high_water(self) -> None:
+        """Keep `scl_high_water` = the highest SCL ever had, except LSNs inside a truncation range:
+        those were never durable, so no acknowledged write lies there."""
+        high = max(self.scl_high_water, self.scl)
+        for r in self.truncation_ranges:
+            if r.start_lsn <= high <= r.end_lsn:
+                high = max(self.scl, r.start_lsn - 1)
+        self.scl_high_water = high
 
     def same_shape(self, other: "SegmentMeta") -> bool:
         return (self.volume_id, self.pg_index, self.first_page, self.page_count, self.page_size) == (

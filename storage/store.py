@@ -231,6 +231,7 @@ class SegmentStore:
         log.info("LMDB map grown from %d to %d bytes", current, new)
 
     def _put_meta(self, txn: lmdb.Transaction, meta: SegmentMeta) -> None:
+        meta.raise_scl_high_water()
         txn.put(meta.segment_id.encode(), meta.to_json(), db=self._segments_db)
 
     # -- segments -------------------------------------------------------------

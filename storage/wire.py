@@ -73,5 +73,5 @@ def state_to_proto(meta: SegmentMeta, *, records_repaired: int = 0, records_quar
         versions_coalesced=meta.versions_coalesced, records_collected=meta.records_collected,
         versions_collected=meta.versions_collected, pages_hydrated=meta.pages_hydrated,
         bytes_hydrated=meta.bytes_hydrated, pinned_lsns=meta.pinned_lsns,
-        chain_anchor_lsn=meta.chain_anchor_lsn,
+        chain_anchor_lsn=meta.chain_anchor_lsn, scl_high_water=max(meta.scl_high_water, meta.scl),
     )

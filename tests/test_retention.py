@@ -64,15 +64,18 @@ def test_coalesce_target_is_the_newest_foldable_record_once_the_chain_is_long(
 
 
 @given(st.integers(0, 100), st.integers(0, 100), st.integers(0, 100), st.one_of(st.none(), st.integers(0, 100)),
-       st.lists(st.integers(0, 100), max_size=3), st.one_of(st.none(), st.integers(0, 100)))
+       st.lists(st.integers(0, 100), max_size=3), st.one_of(st.none(), st.integers(0, 100)),
+       st.one_of(st.none(), st.integers(0, 100)))
 def test_the_horizon_is_the_lowest_bound_and_never_goes_down(current: int, scl: int, vdl_hint: int,
                                                               mrp: int | None, pins: list[int],
-                                                              window: int | None) -> None:
-    h = next_horizon(current, scl=scl, vdl_hint=vdl_hint, min_read_point=mrp, pins=pins, window_bound=window)
+                                                              window: int | None, peer_floor: int | None) -> None:
+    h = next_horizon(current, scl=scl, vdl_hint=vdl_hint, min_read_point=mrp, pins=pins, window_bound=window,
+                     peer_floor=peer_floor)
     assert h >= current
     if h > current:
         assert mrp is not None and window is not None
         assert h <= min([scl, vdl_hint, mrp, window, *pins])
+        assert peer_floor is None or h <= peer_floor
     if mrp is None or window is None:
         assert h == current
 

@@ -49,6 +49,13 @@ class Oracle:
         seen = self.scl_max.setdefault(pg, {})
         seen[segment] = max(seen.get(segment, 0), scl)
 
+    def leave(self, pg: int, members: frozenset[str]) -> None:
+        """A segment no quorum set holds any more is forgotten: if its node joins again, it is a new
+        segment whose SCL starts from nothing."""
+        seen = self.scl_max.get(pg, {})
+        for segment in set(seen) - members:
+            del seen[segment]
+
     def refresh(self) -> None:
         for record in self.records:
             if record.complete:
@@ -180,6 +187,7 @@ def test_random_run_matches_oracle(data: st.DataObject) -> None:
             else:
                 sets = transition(sets, data.draw(st.sampled_from(["back", "forward"])), "")
             sets_of[pg] = sets
+            oracle.leave(pg, frozenset().union(*sets))
             step_released = log.set_membership(pg, Membership.of(*sets))  # releases what the change completes
             assert log.advance() == []
         released.extend(step_released)

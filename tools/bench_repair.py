@@ -250,7 +250,7 @@ def _lose_and_regain(cluster, segment_id: str) -> tuple[float, float]:  # type: 
                 begun = now
                 print(f"  {now - killed:5.2f} s: replacing {pg.changes[0].old_node_id} with "
                       f"{pg.changes[0].new_node_id}", flush=True)
-            if pg.changes and now - last_report >= 1.0 and pg.changes[0].target_lsn:
+            if pg.changes and now - last_report >= 1.0 and pg.changes[0].target_measured:
                 c = pg.changes[0]
                 print(f"  {now - killed:5.2f} s: hydrated to LSN {c.new_segment_scl} of {c.target_lsn}", flush=True)
                 last_report = now

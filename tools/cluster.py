@@ -211,14 +211,14 @@ class ChangeInfo:
     membership_epoch: int
     old_node_id: str
     new_node_id: str
-    target_lsn: int  # 0 until measured
+    target_lsn: int | None  # None until measured
     new_segment_scl: int  # hydration progress
 
     def describe(self) -> str:
         where = f"{self.volume_id}/pg-{self.pg_index:05d} {self.old_node_id}->{self.new_node_id}"
-        if not self.target_lsn:
+        if self.target_lsn is None:
             return f"{where} (epoch {self.membership_epoch}, measuring target)"
-        percent = min(100.0, 100.0 * self.new_segment_scl / self.target_lsn)
+        percent = min(100.0, 100.0 * self.new_segment_scl / self.target_lsn) if self.target_lsn else 100.0
         return f"{where} hydrated {self.new_segment_scl}/{self.target_lsn} ({percent:.0f}%)"
 
 
@@ -381,7 +381,8 @@ def _list_nodes(address: str) -> tuple[list[NodeHealthInfo], int, list[ChangeInf
         for n in nodes.nodes
     ]
     changes = [
-        ChangeInfo(v.volume_id, pg.pg_index, pg.membership_epoch, c.old_node_id, c.new_node_id, c.target_lsn,
+        ChangeInfo(v.volume_id, pg.pg_index, pg.membership_epoch, c.old_node_id, c.new_node_id,
+                   c.target_lsn if c.target_measured else None,
                    c.new_segment_scl)
         for v in volumes.volumes
         for pg in v.protection_groups

@@ -29,6 +29,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=3, help="concurrent clients per run (default 3)")
     parser.add_argument("--ops", type=int, default=30, help="operations per client (default 30)")
     parser.add_argument("--duration", type=float, default=20.0, help="virtual seconds of load and faults (default 20)")
+    parser.add_argument("--history-window-s", type=float, default=300.0,
+                        help="virtual seconds of history storage nodes keep (default 300, longer than a run: only "
+                        "coalescing runs); a short one such as 2 makes GC and hydration run under the faults too")
     parser.add_argument("--events", action="store_true", help="print every event of each run")
     parser.add_argument("--stop-on-failure", action="store_true", help="stop at the first failing seed")
     parser.add_argument("--failures-file", default="sim-failures.txt",
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     for i, seed in enumerate(seeds, 1):
         config = SimConfig(seed=seed, clients=args.clients, ops_per_client=args.ops, duration_s=args.duration,
-                           faults=args.faults, mutation=args.mutation)
+                           faults=args.faults, mutation=args.mutation, history_window_s=args.history_window_s)
         result = simulate(config)
         for k, v in result.ops.items():
             totals[k] = totals.get(k, 0) + v

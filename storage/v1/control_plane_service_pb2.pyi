@@ -45,16 +45,18 @@ class SegmentPlacement(_message.Message):
     def __init__(self, segment_id: _Optional[str] = ..., node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class MembershipChange(_message.Message):
-    __slots__ = ("old_node_id", "new_node_id", "target_lsn", "new_segment_scl")
+    __slots__ = ("old_node_id", "new_node_id", "target_lsn", "new_segment_scl", "target_measured")
     OLD_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NEW_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_LSN_FIELD_NUMBER: _ClassVar[int]
     NEW_SEGMENT_SCL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MEASURED_FIELD_NUMBER: _ClassVar[int]
     old_node_id: str
     new_node_id: str
     target_lsn: int
     new_segment_scl: int
-    def __init__(self, old_node_id: _Optional[str] = ..., new_node_id: _Optional[str] = ..., target_lsn: _Optional[int] = ..., new_segment_scl: _Optional[int] = ...) -> None: ...
+    target_measured: bool
+    def __init__(self, old_node_id: _Optional[str] = ..., new_node_id: _Optional[str] = ..., target_lsn: _Optional[int] = ..., new_segment_scl: _Optional[int] = ..., target_measured: _Optional[bool] = ...) -> None: ...
 
 class ProtectionGroup(_message.Message):
     __slots__ = ("pg_index", "first_page", "page_count", "membership_epoch", "segments", "changes")

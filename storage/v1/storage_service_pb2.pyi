@@ -53,7 +53,7 @@ class TruncationRange(_message.Message):
     def __init__(self, start_lsn: _Optional[int] = ..., end_lsn: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class SegmentState(_message.Message):
-    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count", "vdl_hint", "peers", "records_repaired", "records_quarantined", "versions_quarantined", "scrub_passes", "versions_coalesced", "records_collected", "versions_collected", "pages_hydrated", "bytes_hydrated", "pinned_lsns", "chain_anchor_lsn")
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count", "vdl_hint", "peers", "records_repaired", "records_quarantined", "versions_quarantined", "scrub_passes", "versions_coalesced", "records_collected", "versions_collected", "pages_hydrated", "bytes_hydrated", "pinned_lsns", "chain_anchor_lsn", "scl_high_water")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class SegmentState(_message.Message):
     BYTES_HYDRATED_FIELD_NUMBER: _ClassVar[int]
     PINNED_LSNS_FIELD_NUMBER: _ClassVar[int]
     CHAIN_ANCHOR_LSN_FIELD_NUMBER: _ClassVar[int]
+    SCL_HIGH_WATER_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_id: str
     pg_index: int
@@ -106,7 +107,8 @@ class SegmentState(_message.Message):
     bytes_hydrated: int
     pinned_lsns: _containers.RepeatedScalarFieldContainer[int]
     chain_anchor_lsn: int
-    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ..., vdl_hint: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., records_repaired: _Optional[int] = ..., records_quarantined: _Optional[int] = ..., versions_quarantined: _Optional[int] = ..., scrub_passes: _Optional[int] = ..., versions_coalesced: _Optional[int] = ..., records_collected: _Optional[int] = ..., versions_collected: _Optional[int] = ..., pages_hydrated: _Optional[int] = ..., bytes_hydrated: _Optional[int] = ..., pinned_lsns: _Optional[_Iterable[int]] = ..., chain_anchor_lsn: _Optional[int] = ...) -> None: ...
+    scl_high_water: int
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ..., vdl_hint: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., records_repaired: _Optional[int] = ..., records_quarantined: _Optional[int] = ..., versions_quarantined: _Optional[int] = ..., scrub_passes: _Optional[int] = ..., versions_coalesced: _Optional[int] = ..., records_collected: _Optional[int] = ..., versions_collected: _Optional[int] = ..., pages_hydrated: _Optional[int] = ..., bytes_hydrated: _Optional[int] = ..., pinned_lsns: _Optional[_Iterable[int]] = ..., chain_anchor_lsn: _Optional[int] = ..., scl_high_water: _Optional[int] = ...) -> None: ...
 
 class AppendRecordsRequest(_message.Message):
     __slots__ = ("segment_id", "volume_epoch", "membership_epoch", "batch_id", "records", "truncation_ranges", "vdl_hint", "min_read_point")
