@@ -516,13 +516,32 @@ def _judge_replace_rollback(ctx: Context) -> list[Criterion]:
     return goes_on(ctx) + [Criterion("old node's return rolls the change back", bool(begun and rolled), detail)]
 
 
+def _two_victims(ctx: Context) -> tuple[str, str, list[str]]:
+    """Two nodes of different AZs in one PG, and the spares of their AZs to slow down, such that no PG
+    has more than two of them (the spares also hold segments of other PGs: load spreading puts them
+    there) -- the fault stays within what the design survives, so writes must go on."""
+    pgs = [_nodes_of(pg) for pg in ctx.geometry().protection_groups]
+    az = {n: ctx.cluster.record(n).az for n in ctx.nodes()}
+    pairs = [(f, s) for f in ctx.base_nodes() for s in ctx.base_nodes() if az[f] < az[s]]
+    ctx.rng.shuffle(pairs)
+    for first, second in pairs:
+        slowed = ctx.spares(az[first]) + ctx.spares(az[second])
+        impaired = {first, second, *slowed}
+        if any({first, second} <= pg for pg in pgs) and all(len(pg & impaired) <= 2 for pg in pgs):
+            return first, second, slowed
+    first, second = pairs[0]
+    ctx.notes.append(f"no pair of victims keeps every PG within two impaired nodes; spares not slowed")
+    return first, second, []
+
+
 async def _replace_two(ctx: Context) -> None:
-    first = ctx.rng.choice(ctx.base_nodes())
-    second = ctx.rng.choice([n for n in ctx.base_nodes() if ctx.cluster.record(n).az != ctx.cluster.record(first).az])
+    first, second, slowed = _two_victims(ctx)
+    if ctx.rng.random() < 0.5:
+        first, second = second, first
     ctx.data["victims"] = [first, second]
-    for az in {ctx.cluster.record(first).az, ctx.cluster.record(second).az}:
-        for spare in ctx.spares(az):
-            await ctx.do(ctx.nemesis.slow, spare, SPARE_DELAY_MS)
+    ctx.data["slowed"] = slowed
+    for spare in slowed:
+        await ctx.do(ctx.nemesis.slow, spare, SPARE_DELAY_MS)
     await ctx.do(ctx.nemesis.kill, first)
     ctx.mark("fault")
     ctx.resume_points.append((f"kill {first}", ctx.marks["fault"]))
