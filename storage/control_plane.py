@@ -580,6 +580,14 @@ class ControlPlane:
                     ))
         return plans
 
+    def reserve_new_segment(self, plan: ReplacementPlan) -> None:
+        """Rule 13, ahead of time: record the segment about to be created as an orphan, so that if it is
+        created but its change never begins (a failure, or the caller's crash) it is dropped later.
+        `begin_change` takes it off the list."""
+        orphan = Orphan(plan.new.node_id, plan.new.segment_id)
+        if orphan not in self._orphans:
+            self._orphans.append(orphan)
+
     def begin_change(self, plan: ReplacementPlan) -> PgGeometry:
         """Rules 11-12, once the new segment exists: add the change and bump the membership epoch."""
         volume = self._volume(plan.volume_id)
@@ -595,6 +603,9 @@ class ControlPlane:
                           changes=pg.changes + (MembershipChange(plan.old_node_id, plan.new.node_id),))
         self._set_pg(volume, changed)
         self._count(plan.new.node_id, +1)
+        reserved = Orphan(plan.new.node_id, plan.new.segment_id)
+        if reserved in self._orphans:
+            self._orphans.remove(reserved)
         return self._pg_geometry(volume.volume_id, changed)
 
     def changes_in_flight(self) -> list[tuple[str, ProtectionGroup, MembershipChange]]:

@@ -229,6 +229,7 @@ class ControlPlaneServicer:
         self._heal_task: asyncio.Task[None] | None = None
         # Geometries as last persisted: readers never see a change that a crash could still undo.
         self._published: dict[str, cp.VolumeGeometry] = {}
+        self._install_pending: set[tuple[str, int]] = set()  # PGs whose last install missed a healthy segment
         self._publish()
 
     # -- nodes ----------------------------------------------------------------
@@ -340,6 +341,9 @@ class ControlPlaneServicer:
                     await self._measure_target(volume_id, pg, change)
                 else:
                     await self._check_hydrated(volume_id, pg, change)
+            for volume_id, pg_index in sorted(self._install_pending):
+                geometry = self.state.describe_volume(volume_id).protection_groups[pg_index]
+                await self._install(volume_id, geometry)
 
     async def _begin(self, plan: cp.ReplacementPlan) -> None:
         request = ss_pb2.CreateSegmentRequest(
@@ -348,6 +352,8 @@ class ControlPlaneServicer:
             membership_epoch=plan.membership_epoch,
             peers=[ss_pb2.SegmentPeer(node_id=p.node_id, address=p.address) for p in plan.peers],
         )
+        self.state.reserve_new_segment(plan)  # dropped later unless the change begins
+        await self._persist()
         try:
             await self.segment_client.create_segment(plan.new.address, request)
         except Exception as error:  # noqa: BLE001 - any failure: try another round
@@ -356,9 +362,8 @@ class ControlPlaneServicer:
             return
         try:
             geometry = self.state.begin_change(plan)
-        except cp.StaleEpoch as error:  # the PG moved on meanwhile: drop what was created, plan again
+        except cp.StaleEpoch as error:  # the PG moved on meanwhile: the reservation drops what was created
             log.info("volume %s PG %d: %s", plan.volume_id, plan.pg_index, error.message)
-            await self._drop_segments([plan.new])
             return
         await self._persist()
         log.warning("volume %s PG %d: node %s failed; replacing it with node %s (membership epoch %d)",
@@ -381,6 +386,12 @@ class ControlPlaneServicer:
                          geometry.pg_index, geometry.membership_epoch, s.node_id, describe_failure(r))
             else:
                 installed[s.node_id] = r
+        # Every healthy segment should hold the epoch and the peer list (gossip uses it): retry each round.
+        key = (volume_id, geometry.pg_index)
+        if len(installed) < len(targets):
+            self._install_pending.add(key)
+        else:
+            self._install_pending.discard(key)
         return installed
 
     async def _measure_target(self, volume_id: str, pg: cp.ProtectionGroup, change: cp.MembershipChange) -> None:
@@ -426,7 +437,7 @@ class ControlPlaneServicer:
         self.state.note_progress(volume_id, pg.pg_index, change.new_node_id, state.scl)
         self._publish()
         assert change.target_lsn is not None
-        if state.scl < change.target_lsn:
+        if state.scl < change.target_lsn and not _truncated(state, change.target_lsn):
             return
         geometry = self.state.complete_change(volume_id, pg.pg_index, change.old_node_id)
         await self._persist()
@@ -499,6 +510,17 @@ class ControlPlaneServicer:
         """Call only when every change to the state is persisted (right after `_persist`, or when only
         display-only progress changed)."""
         self._published = {g.volume_id: g for g in self.state.list_volumes()}
+
+
+def _truncated(state: ss_pb2.SegmentState, target: int) -> bool:
+    """Whether every LSN in (SCL, target] lies in a truncation range the segment holds: LSNs a recovery
+    truncated were never durable, so the new segment lacks no acknowledged write below the target (an
+    idle volume would otherwise keep the change waiting for writes that carry SCL past the range)."""
+    covered = state.scl
+    for r in sorted(state.truncation_ranges, key=lambda r: r.start_lsn):
+        if r.start_lsn <= covered + 1 <= r.end_lsn + 1:
+            covered = max(covered, r.end_lsn)
+    return covered >= target
 
 
 def _creation_failure_sentence(

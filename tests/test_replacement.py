@@ -238,3 +238,32 @@ def test_a_completed_change_keeps_every_transitional_write_readable(
     for after in (completed, rolled_back):
         if after.read_quorum_met(read):
             assert acked & read, (acked, read)
+
+
+def test_a_reserved_new_segment_is_an_orphan_until_its_change_begins() -> None:
+    plane = plane_with_volume()
+    now = FAILURE_MS + 1
+    beat(plane, now, silent=("a1",))
+    [plan] = plane.plan_replacements(now)
+    plane.reserve_new_segment(plan)  # what a crash before begin_change leaves behind
+    assert plane.orphans() == [cp.Orphan("a3", "vol/pg-00000")]
+    restored = ControlPlane.from_dict(json.loads(json.dumps(plane.to_dict())), HEARTBEAT_MS, FAILURE_MS)
+    assert restored.orphans() == [cp.Orphan("a3", "vol/pg-00000")]
+    assert restored.plan_replacements(now) == []  # a3 holds a segment of the PG still to be dropped
+    plane.begin_change(plan)
+    assert plane.orphans() == []
+
+
+def test_a_gap_covered_by_truncation_ranges_counts_as_reached() -> None:
+    from storage.control_plane_server import _truncated
+    from storage.v1 import storage_service_pb2 as pb
+
+    def state(scl: int, *ranges: tuple[int, int]) -> pb.SegmentState:
+        return pb.SegmentState(scl=scl, truncation_ranges=[pb.TruncationRange(start_lsn=a, end_lsn=b, epoch=2)
+                                                           for a, b in ranges])
+
+    assert _truncated(state(10, (11, 50)), 40)
+    assert _truncated(state(10, (30, 60), (11, 29)), 60)
+    assert not _truncated(state(10, (12, 50)), 40)  # LSN 11 is missing, not truncated
+    assert not _truncated(state(10, (11, 30)), 40)
+    assert _truncated(state(40), 40)
