@@ -417,3 +417,18 @@ def test_membership_epoch_moves_forward_durably_and_fences_older_appends(tmp_pat
     assert store.segment(SEG).meta.peers == [["b1", "127.0.0.1:1"], ["g1", "127.0.0.1:2"]]
     assert store.segment(SEG).tracker.scl == 1
     store.close()
+
+
+def test_scl_high_water_keeps_the_highest_scl_except_truncated_lsns() -> None:
+    m = meta()
+    m.scl = 50
+    m.raise_scl_high_water()
+    m.scl = 20  # scrubbing quarantined a record: SCL falls to the hole's predecessor
+    m.raise_scl_high_water()
+    assert m.scl_high_water == 50
+    m.truncation_ranges.append(TruncationRange(41, 1040, 2))  # LSNs 41.. were never durable
+    m.raise_scl_high_water()
+    assert m.scl_high_water == 40
+    m.scl = 2000
+    m.raise_scl_high_water()
+    assert m.scl_high_water == 2000
