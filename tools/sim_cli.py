@@ -24,7 +24,8 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="replay exactly this seed (overrides --seeds)")
     parser.add_argument("--faults", choices=("none", "within", "beyond"), default="within",
                         help="within: up to two faulty nodes (one AZ) at once; beyond: up to four (default within)")
-    parser.add_argument("--mutation", choices=("ack-at-3", "skip-truncation", "read-past-vdl"),
+    parser.add_argument("--mutation", choices=("ack-at-3", "skip-truncation", "read-past-vdl", "replace-target-0",
+                                                 "replace-skip-hydration"),
                         help="break the protocol on purpose, to see the simulator catch it")
     parser.add_argument("--clients", type=int, default=3, help="concurrent clients per run (default 3)")
     parser.add_argument("--ops", type=int, default=30, help="operations per client (default 30)")

@@ -590,19 +590,38 @@ class Simulation:
         while True:
             await asyncio.sleep(repl.HEAL_INTERVAL_S)
             before = [self.cp_state.pg(VOLUME, i) for i in range(self.config.pgs)]
+            acked_max = self.acked_lsn_max()  # acknowledged before any target this round measures
             try:
                 await self.control_plane.heal_once()
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - reported as a violation
                 self.violation(f"a control plane healing round raised {error!r}")
-            self._note_changes(before)
+            self._note_changes(before, acked_max)
 
-    def _note_changes(self, before: list[Any]) -> None:
+    def acked_lsn_max(self) -> dict[int, int]:
+        """Per PG, the highest LSN of its records in an acknowledged MTR."""
+        out: dict[int, int] = {}
+        for cpl in self.acked:
+            for record in self.mtr_records(cpl):
+                pg = self.pg_of(record.page_no)
+                out[pg] = max(out.get(pg, 0), record.lsn)
+        return out
+
+    def _note_changes(self, before: list[Any], acked_max: dict[int, int]) -> None:
+        """Count and log membership changes; check each change's target as it is set and when it completes."""
         assert self.cp_state is not None
         completed = False
         for old in before:
             new = self.cp_state.pg(VOLUME, old.pg_index)
+            measured = {c.new_node_id for c in old.changes if c.target_lsn is not None}
+            for c in new.changes:
+                if (c.target_lsn is not None and c.new_node_id not in measured
+                        and c.target_lsn < acked_max.get(new.pg_index, 0)):
+                    # The target is the highest SCL of >= 3 base segments holding the new epoch: any 3 meet
+                    # the 4 whose SCLs acknowledged an MTR, so it is at least every acknowledged CPL.
+                    self.violation(f"PG {new.pg_index}: the target {c.target_lsn} for {c.new_node_id} replacing "
+                                   f"{c.old_node_id} is below LSN {acked_max[new.pg_index]} of an acknowledged MTR")
             if new.membership_epoch == old.membership_epoch:
                 continue
             for c in new.changes:
@@ -615,6 +634,14 @@ class Simulation:
                     continue
                 if c.new_node_id in new.node_ids:
                     completed = True
+                    assert c.target_lsn is not None
+                    for cpl in sorted(self.acked):
+                        if cpl > c.target_lsn:
+                            break
+                        for record in self.mtr_records(cpl):
+                            if self.pg_of(record.page_no) == new.pg_index and c.new_node_id not in self.holders(record):
+                                self.violation(f"PG {new.pg_index}: {c.new_node_id} replaced {c.old_node_id} at target "
+                                               f"{c.target_lsn} without holding LSN {record.lsn} of acknowledged MTR {cpl}")
                     self.ops["replace_completed"] += 1
                     self.event(f"PG {new.pg_index}: {c.new_node_id} replaced {c.old_node_id} "
                                f"(membership epoch {new.membership_epoch})")
