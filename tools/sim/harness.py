@@ -225,7 +225,8 @@ class Simulation:
             self.geometry = geometry_to_proto(self.cp_state.describe_volume(VOLUME))
             assert [[s.node_id for s in pg.segments] for pg in self.geometry.protection_groups] == [
                 [n for n, _ in NODES]] * config.pgs, self.geometry
-            self.ops.update({"replace_begun": 0, "replace_completed": 0, "replace_rolled_back": 0})
+            self.ops.update({"replace_begun": 0, "replace_completed": 0, "replace_rolled_back": 0,
+                             "return_mid_change": 0})
 
     # -- bookkeeping ------------------------------------------------------------
 
@@ -512,17 +513,32 @@ class Simulation:
                 await node.crash()
                 self.dead.add(node.name)
                 self.event(f"kill {node.name} (fails for good)")
+                if rng.random() < 0.5:  # ... or comes back about when its replacement is under way
+                    delay_s = rng.uniform(repl.FAILURE_TIMEOUT_MS / 1000, repl.FAILURE_TIMEOUT_MS / 1000 + 1.5)
+                    asyncio.get_running_loop().create_task(self._return_later(node.name, delay_s))
             elif action == "return" and self.dead:
                 name = sorted(self.dead)[0]
                 if self.changing(name) or rng.random() < 0.3:
-                    self.dead.discard(name)
-                    self.nodes[name].start()
-                    self.event(f"return {name}{' mid-change' if self.changing(name) else ''}")
+                    self._return(name)
             elif action == "cut-control-plane" and self.faulty() < budget:
                 node = rng.choice([n for n in self.nodes.values() if n.up])
                 self.network.partition(node.name, repl.CONTROL_PLANE)
                 self.event(f"partition {node.name} from the control plane")
         self.event("faults over")
+
+    def _return(self, name: str) -> None:
+        self.dead.discard(name)
+        self.nodes[name].start()
+        if self.changing(name):
+            self.ops["return_mid_change"] += 1
+            self.event(f"return {name} mid-change")
+        else:
+            self.event(f"return {name}")
+
+    async def _return_later(self, name: str, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        if name in self.dead and not self.nodes[name].up:
+            self._return(name)
 
     async def _old_writer_tries(self, old: Volume, rng: random.Random) -> None:
         for n in range(5):
