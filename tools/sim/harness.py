@@ -175,12 +175,13 @@ class FakeControlPlane:
 class FollowedControlPlane:
     """DescribeVolume and GrowVolume answered by the simulated control plane (segment replacement on)."""
 
-    def __init__(self, servicer: repl.SimControlPlane) -> None:
-        self.servicer = servicer
+    def __init__(self, sim: "Simulation") -> None:
+        self.sim = sim  # its control plane may restart
 
     async def DescribeVolume(self, request: Any, timeout: float | None = None) -> Any:
+        assert self.sim.control_plane is not None
         try:
-            return await self.servicer.DescribeVolume(request, None)
+            return await self.sim.control_plane.DescribeVolume(request, None)
         except StorageError as error:
             raise rpc_error(getattr(grpc.StatusCode, error.status_code_name), error.message) from None
 
@@ -216,6 +217,7 @@ class Simulation:
         self.ops = {"write_ok": 0, "write_failed": 0, "write_unknown": 0, "read_ok": 0, "read_failed": 0}
         self.geometry = self._geometry()
         self.control_plane: repl.SimControlPlane | None = None  # with config.replace, made in main()
+        self.healing: asyncio.Task[None] | None = None
         self.dead: set[str] = set()  # nodes failed for good (until the final heal)
         self.cp_state: repl.cp.ControlPlane | None = None
         if config.replace:
@@ -374,7 +376,7 @@ class Simulation:
         name = f"writer-{self.writers}"
         self.network.down.discard(name)
         control_plane: Any = (FakeControlPlane(self.geometry) if self.control_plane is None
-                              else FollowedControlPlane(self.control_plane))
+                              else FollowedControlPlane(self))
         volume = Volume(VOLUME, control_plane, Channels(self.network.channel_factory(name)),
                         lal=SIM_LAL, commit_timeout_s=3.0)
         volume.sim_name = name  # type: ignore[attr-defined]
@@ -474,7 +476,7 @@ class Simulation:
             await asyncio.sleep(rng.uniform(0.3, 2.5))
             actions = ["crash", "restart", "restart", "partition", "heal", "writer", "fence", "rot"]
             if self.config.replace:
-                actions += ["kill", "kill", "return", "cut-control-plane"]
+                actions += ["kill", "kill", "return", "cut-control-plane", "control-plane"]
             action = rng.choice(actions)
             down = [n for n in self.nodes.values() if not n.up and n.name not in self.dead]
             if action == "crash" and self.faulty() < budget:
@@ -520,6 +522,8 @@ class Simulation:
                 name = sorted(self.dead)[0]
                 if self.changing(name) or rng.random() < 0.3:
                     self._return(name)
+            elif action == "control-plane":
+                await self.restart_control_plane()
             elif action == "cut-control-plane" and self.faulty() < budget:
                 node = rng.choice([n for n in self.nodes.values() if n.up])
                 self.network.partition(node.name, repl.CONTROL_PLANE)
@@ -576,7 +580,7 @@ class Simulation:
             tasks.append(asyncio.create_task(self.faults(random.Random(self.rng.getrandbits(64)))))
             checker = asyncio.create_task(self._periodic_checks())
             if self.control_plane is not None:
-                asyncio.create_task(self._heal_loop())  # runs on through the final heal
+                self.healing = asyncio.create_task(self._heal_loop())  # runs on through the final heal
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             checker.cancel()
             for task in done:
@@ -589,6 +593,23 @@ class Simulation:
                     task.cancel()
 
     # -- segment replacement ------------------------------------------------------------
+
+    async def restart_control_plane(self) -> None:
+        """The control plane crashes (mid-round, perhaps) and restarts from what it last persisted: heartbeat
+        times are lost, so every node is unhealthy until heard from again (control_plane.py rule 2)."""
+        assert self.control_plane is not None and self.healing is not None
+        self.healing.cancel()
+        try:
+            await self.healing
+        except (asyncio.CancelledError, Violation):
+            pass
+        self.network.crash(repl.CONTROL_PLANE)
+        saved = self.control_plane.saved
+        self.cp_state = repl.cp.ControlPlane.from_dict(saved, repl.HEARTBEAT_TIMEOUT_MS, repl.FAILURE_TIMEOUT_MS,
+                                                        self.now() * 1000.0)
+        self._start_control_plane()
+        self.healing = asyncio.get_running_loop().create_task(self._heal_loop())
+        self.event("control plane restarted from its persisted state")
 
     def _start_control_plane(self) -> None:
         assert self.cp_state is not None
