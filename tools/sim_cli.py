@@ -4,6 +4,7 @@
     sixfold sim --seeds 100 --faults beyond   # more faults than that: the system must refuse, never lie
     sixfold sim --seed 1234 --events          # replay one seed exactly and print its event log
     sixfold sim --seeds 50 --mutation ack-at-3   # a deliberate protocol break: expect violations
+    sixfold sim --seeds 100 --replace         # spares, the real control plane replacing failed segments
 
 A failing seed is printed and appended to --failures-file; put it in
 tests/sim_regressions.txt to keep it as a regression case. Runs re-execute

@@ -19,6 +19,15 @@ Checked as the run goes (DESIGN.md invariants):
    acknowledged MTRs would be truncated: caught by 2 and the final check).
 At the end everything heals; every acknowledged MTR must then be durable (at or
 below VDL) and readable, and segments must agree on every LSN they both hold.
+
+With `SimConfig.replace` (tools/sim/replacement.py) a spare node per AZ joins and the real
+`ControlPlaneServicer` heals inside the run; faults add nodes that fail for good, failed nodes that
+return (often mid-change), nodes cut off from the control plane and control plane restarts. Then
+"a write quorum" means of the PG's base set as the control plane has decided it (a completed change
+put its new segment there), and also checked: each change's target is at least every acknowledged
+LSN of its PG when measured; a completed new segment holds every acknowledged record up to its
+target; after the final heal every change has ended, orphans are dropped, the writer follows, and
+every PG is six segments, two per AZ.
 """
 
 from __future__ import annotations
@@ -218,6 +227,7 @@ class Simulation:
         self.geometry = self._geometry()
         self.control_plane: repl.SimControlPlane | None = None  # with config.replace, made in main()
         self.healing: asyncio.Task[None] | None = None
+        self._round: tuple[list[Any], dict[int, int]] | None = None
         self.dead: set[str] = set()  # nodes failed for good (until the final heal)
         self.cp_state: repl.cp.ControlPlane | None = None
         if config.replace:
@@ -608,8 +618,11 @@ class Simulation:
         self.cp_state = repl.cp.ControlPlane.from_dict(saved, repl.HEARTBEAT_TIMEOUT_MS, repl.FAILURE_TIMEOUT_MS,
                                                         self.now() * 1000.0)
         self._start_control_plane()
-        self.healing = asyncio.get_running_loop().create_task(self._heal_loop())
         self.event("control plane restarted from its persisted state")
+        if self._round is not None:
+            self._note_changes(*self._round)  # what the cut round persisted before the crash
+            self._round = None
+        self.healing = asyncio.get_running_loop().create_task(self._heal_loop())
 
     def _start_control_plane(self) -> None:
         assert self.cp_state is not None
@@ -628,12 +641,14 @@ class Simulation:
             await asyncio.sleep(repl.HEAL_INTERVAL_S)
             before = [self.cp_state.pg(VOLUME, i) for i in range(self.config.pgs)]
             acked_max = self.acked_lsn_max()  # acknowledged before any target this round measures
+            self._round = (before, acked_max)  # for a restart that cuts the round short
             try:
                 await self.control_plane.heal_once()
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - reported as a violation
                 self.violation(f"a control plane healing round raised {error!r}")
+            self._round = None
             self._note_changes(before, acked_max)
 
     def acked_lsn_max(self) -> dict[int, int]:
