@@ -344,6 +344,21 @@ class Simulation:
                                f"{len(holders)} segments ({', '.join(holders) or 'none'}) of the base set "
                                f"{','.join(base)}; a write quorum is {WRITE_QUORUM_REAL}")
 
+    def check_quorum_sets(self, cpl: int, writer: Volume, epochs: dict[int, int], where: str) -> None:
+        """During a change: every record of an acknowledged MTR is on a write quorum of every quorum set the
+        writer held for its PG (both sets while a segment is being replaced); checked where the PG's
+        membership epoch was the same when the write began as now, so those are the sets it was acked under."""
+        for record in self.mtr_records(cpl):
+            pg = writer.pgs.get(self.pg_of(record.page_no))
+            if pg is None or epochs.get(pg.pg_index) != pg.membership_epoch:
+                continue
+            holders = set(self.holders(record))
+            for quorum_set in pg.membership.sets:
+                if len(holders & quorum_set.members) < WRITE_QUORUM_REAL:
+                    self.violation(f"{where}: record LSN {record.lsn} of acknowledged MTR {cpl} is on "
+                                   f"{sorted(holders & quorum_set.members)} of quorum set "
+                                   f"{sorted(quorum_set.members)} (membership epoch {pg.membership_epoch})")
+
     def check_read(self, writer: Volume, read_point: int, pages: list[tuple[int, bytes, int]]) -> None:
         """Invariants 3 and 6."""
         if read_point > writer.vdl:
@@ -437,6 +452,7 @@ class Simulation:
                 token = f"c{index}n{n}e{writer.epoch}".encode()
                 chosen = rng.sample(pages, rng.randint(1, 3))
                 patches = [Patch(p, rng.randrange(PAGE_SIZE - len(token)), token) for p in chosen]
+                epochs = {i: pg.membership_epoch for i, pg in writer.pgs.items()}
                 try:
                     cpl = await writer.write(patches)
                 except (Fenced, QuorumNotMet, CommitTimeout) as error:
@@ -450,6 +466,8 @@ class Simulation:
                 self.acked[cpl] = (token.decode(), patches, writer.epoch)
                 self.event(f"client {index} write {token.decode()} -> LSN {cpl}")
                 self.check_durable(cpl, f"client {index} acknowledged")
+                if self.config.replace:
+                    self.check_quorum_sets(cpl, writer, epochs, f"client {index} acknowledged")
             else:
                 chosen = rng.sample(pages, rng.randint(1, 3))
                 try:
