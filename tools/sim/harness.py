@@ -50,10 +50,10 @@ from storage.serving import generic_handler
 from storage.store import SegmentStore, record_key
 from storage.v1 import control_plane_service_pb2 as cp_pb
 from storage.v1 import storage_service_pb2 as pb
+from tools.sim import replacement as repl
 from tools.sim.loop import InlineExecutor, SimDeadlock, run
 from tools.sim.memlmdb import MemDisk
 from tools.sim.network import NetConfig, SimNetwork, SimServer, rpc_error
-from tools.sim import replacement as repl
 
 import grpc
 
@@ -709,9 +709,10 @@ class Simulation:
                         if cpl > c.target_lsn:
                             break
                         for record in self.mtr_records(cpl):
-                            if self.pg_of(record.page_no) == new.pg_index and c.new_node_id not in self.holders(record):
-                                self.violation(f"PG {new.pg_index}: {c.new_node_id} replaced {c.old_node_id} at target "
-                                               f"{c.target_lsn} without holding LSN {record.lsn} of acknowledged MTR {cpl}")
+                            if self.pg_of(record.page_no) != new.pg_index or c.new_node_id in self.holders(record):
+                                continue
+                            self.violation(f"PG {new.pg_index}: {c.new_node_id} replaced {c.old_node_id} at target "
+                                           f"{c.target_lsn} without holding LSN {record.lsn} of acknowledged MTR {cpl}")
                     self.ops["replace_completed"] += 1
                     self.event(f"PG {new.pg_index}: {c.new_node_id} replaced {c.old_node_id} "
                                f"(membership epoch {new.membership_epoch})")
