@@ -219,11 +219,10 @@ class ControlPlaneServicer:
     ) -> None:
         assert 0 < heartbeat_interval_ms < heartbeat_timeout_ms, (heartbeat_interval_ms, heartbeat_timeout_ms)
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.data_dir / STATE_FILE_NAME
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.clock_ms = clock_ms
-        self.state = load_state(self.state_path, heartbeat_timeout_ms, failure_timeout_ms, clock_ms())
+        self.state = self._load_state(heartbeat_timeout_ms, failure_timeout_ms, clock_ms())
         self.segment_client: SegmentClient = segment_client or GrpcSegmentClient()
         self._lock = asyncio.Lock()
         self._heal_task: asyncio.Task[None] | None = None
@@ -231,6 +230,11 @@ class ControlPlaneServicer:
         self._published: dict[str, cp.VolumeGeometry] = {}
         self._install_pending: set[tuple[str, int]] = set()  # PGs whose last install missed a healthy segment
         self._publish()
+
+    def _load_state(self, heartbeat_timeout_ms: int, failure_timeout_ms: int, started_ms: float) -> cp.ControlPlane:
+        """The state at start (the simulator overrides this and `_persist` to keep it in memory)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return load_state(self.state_path, heartbeat_timeout_ms, failure_timeout_ms, started_ms)
 
     # -- nodes ----------------------------------------------------------------
 

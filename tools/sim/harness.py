@@ -19,6 +19,15 @@ Checked as the run goes (DESIGN.md invariants):
    acknowledged MTRs would be truncated: caught by 2 and the final check).
 At the end everything heals; every acknowledged MTR must then be durable (at or
 below VDL) and readable, and segments must agree on every LSN they both hold.
+
+With `SimConfig.replace` (tools/sim/replacement.py) a spare node per AZ joins and the real
+`ControlPlaneServicer` heals inside the run; faults add nodes that fail for good, failed nodes that
+return (often mid-change), nodes cut off from the control plane and control plane restarts. Then
+"a write quorum" means of the PG's base set as the control plane has decided it (a completed change
+put its new segment there), and also checked: each change's target is at least every acknowledged
+LSN of its PG when measured; a completed new segment holds every acknowledged record up to its
+target; after the final heal every change has ended, orphans are dropped, the writer follows, and
+every PG is six segments, two per AZ.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from storage.serving import generic_handler
 from storage.store import SegmentStore, record_key
 from storage.v1 import control_plane_service_pb2 as cp_pb
 from storage.v1 import storage_service_pb2 as pb
+from tools.sim import replacement as repl
 from tools.sim.loop import InlineExecutor, SimDeadlock, run
 from tools.sim.memlmdb import MemDisk
 from tools.sim.network import NetConfig, SimNetwork, SimServer, rpc_error
@@ -53,6 +63,7 @@ PAGE_SIZE = 512
 SIM_LAL = 500
 GOSSIP_INTERVAL_S = 1.0
 COALESCE_CHAIN_MIN_SIM = 2  # fold short chains: the runs write few records per page
+SETTLE_S = 30.0  # virtual seconds after healing for every membership change to end (replacement on)
 CONVERGE_S = 15.0  # virtual seconds after healing for every segment to catch up
 
 
@@ -69,6 +80,9 @@ class SimConfig:
     # Virtual seconds of history storage keeps; a short one (2.0) makes GC and hydration run under the
     # faults too (the default, as on real nodes, outlasts a run: only coalescing runs).
     history_window_s: float = 300.0
+    # Segment replacement: a spare node per AZ and the real control plane healing inside the run
+    # (tools/sim/replacement.py); faults add nodes that fail for good and failed nodes that return.
+    replace: bool = False
     net: NetConfig = field(default_factory=lambda: NetConfig(
         unary_drop_probability=0.01, unary_duplicate_probability=0.02, stream_break_probability=0.002))
 
@@ -123,6 +137,7 @@ class SimNode:
         self.up = False
         self.store: SegmentStore | None = None
         self.servicer: StorageServicer | None = None
+        self.heartbeats: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.store = SegmentStore(self.name, open_env=self.sim.disk.open)
@@ -136,9 +151,16 @@ class SimNode:
         handler = generic_handler(pb.DESCRIPTOR.services_by_name["StorageService"], self.servicer, pb)
         self.sim.network.serve(SimServer(self.name, [handler]))
         self.up = True
+        if self.sim.config.replace:
+            store = self.store
+            self.heartbeats = asyncio.get_running_loop().create_task(repl.heartbeat_loop(
+                self.name, self.sim.network.channel_factory(self.name), lambda: len(store.segments)))
 
     async def crash(self) -> None:
         self.sim.network.crash(self.name)
+        if self.heartbeats is not None:
+            self.heartbeats.cancel()
+            self.heartbeats = None
         if self.servicer is not None:
             await self.servicer.stop()  # its background work (group commit, gossip, scrub) dies with it
         self.sim.disk.crash(self.name)  # whatever was not committed is gone
@@ -159,6 +181,23 @@ class FakeControlPlane:
         raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the simulated volume does not grow")
 
 
+class FollowedControlPlane:
+    """DescribeVolume and GrowVolume answered by the simulated control plane (segment replacement on)."""
+
+    def __init__(self, sim: "Simulation") -> None:
+        self.sim = sim  # its control plane may restart
+
+    async def DescribeVolume(self, request: Any, timeout: float | None = None) -> Any:
+        assert self.sim.control_plane is not None
+        try:
+            return await self.sim.control_plane.DescribeVolume(request, None)
+        except StorageError as error:
+            raise rpc_error(getattr(grpc.StatusCode, error.status_code_name), error.message) from None
+
+    async def GrowVolume(self, request: Any, timeout: float | None = None) -> Any:
+        raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the simulated volume does not grow")
+
+
 @dataclass
 class Recovery:
     epoch: int
@@ -172,7 +211,8 @@ class Simulation:
         self.rng = random.Random(config.seed)
         self.network = SimNetwork(random.Random(self.rng.getrandbits(64)), config.net)
         self.disk = MemDisk()
-        self.nodes = {name: SimNode(name, az, self) for name, az in NODES}
+        self.node_specs = NODES + (repl.SPARES if config.replace else ())
+        self.nodes = {name: SimNode(name, az, self) for name, az in self.node_specs}
         self.events: list[str] = []
         self.violations: list[str] = []
         self.records: dict[int, LogRecord] = {}  # every record any writer allocated, by LSN
@@ -185,6 +225,20 @@ class Simulation:
         self.writers = 0
         self.ops = {"write_ok": 0, "write_failed": 0, "write_unknown": 0, "read_ok": 0, "read_failed": 0}
         self.geometry = self._geometry()
+        self.control_plane: repl.SimControlPlane | None = None  # with config.replace, made in main()
+        self.healing: asyncio.Task[None] | None = None
+        self._round: tuple[list[Any], dict[int, int]] | None = None
+        self.dead: set[str] = set()  # nodes failed for good (until the final heal)
+        self.cp_state: repl.cp.ControlPlane | None = None
+        if config.replace:
+            self.cp_state = repl.initial_state(VOLUME, PAGE_SIZE, config.pages_per_pg, config.pgs, NODES,
+                                               repl.SPARES, 0.0)
+            from storage.control_plane_server import geometry_to_proto
+            self.geometry = geometry_to_proto(self.cp_state.describe_volume(VOLUME))
+            assert [[s.node_id for s in pg.segments] for pg in self.geometry.protection_groups] == [
+                [n for n, _ in NODES]] * config.pgs, self.geometry
+            self.ops.update({"replace_begun": 0, "replace_completed": 0, "replace_rolled_back": 0,
+                             "return_mid_change": 0})
 
     # -- bookkeeping ------------------------------------------------------------
 
@@ -214,6 +268,8 @@ class Simulation:
     def _create_segments(self) -> None:
         for node in self.nodes.values():
             node.start()
+            if (node.name, node.az) not in NODES:
+                continue  # a spare
             for pg in self.geometry.protection_groups:
                 node.store.create_segment(SegmentMeta(
                     segment_id=f"{VOLUME}/pg-{pg.pg_index:05d}", volume_id=VOLUME, pg_index=pg.pg_index,
@@ -237,6 +293,14 @@ class Simulation:
 
     def pg_of(self, page_no: int) -> int:
         return page_no // self.config.pages_per_pg
+
+    def membership(self, pg_index: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(base set, every node holding a segment) of a PG as the control plane has decided it now."""
+        if self.cp_state is None:
+            names = tuple(n for n, _ in NODES)
+            return names, names
+        pg = self.cp_state.pg(VOLUME, pg_index)
+        return pg.node_ids, pg.all_node_ids
 
     def holders(self, record: LogRecord) -> list[str]:
         """Nodes whose committed (on-disk) segment holds `record` (a copy rotted on purpose counts:
@@ -271,11 +335,29 @@ class Simulation:
     def check_durable(self, cpl: int, where: str) -> None:
         """Invariant 2: every record of the MTR is on a write quorum of its PG."""
         for record in self.mtr_records(cpl):
-            holders = self.holders(record)
+            # The base set: every change that completed made its new segment part of it (so this is the
+            # safety property of the change's target); a change in flight still needs the old set.
+            base, _ = self.membership(self.pg_of(record.page_no))
+            holders = [n for n in self.holders(record) if n in base]
             if len(holders) < WRITE_QUORUM_REAL:
                 self.violation(f"{where}: record LSN {record.lsn} of acknowledged MTR {cpl} is on only "
-                               f"{len(holders)} segments ({', '.join(holders) or 'none'}); a write quorum is "
-                               f"{WRITE_QUORUM_REAL}")
+                               f"{len(holders)} segments ({', '.join(holders) or 'none'}) of the base set "
+                               f"{','.join(base)}; a write quorum is {WRITE_QUORUM_REAL}")
+
+    def check_quorum_sets(self, cpl: int, writer: Volume, epochs: dict[int, int], where: str) -> None:
+        """During a change: every record of an acknowledged MTR is on a write quorum of every quorum set the
+        writer held for its PG (both sets while a segment is being replaced); checked where the PG's
+        membership epoch was the same when the write began as now, so those are the sets it was acked under."""
+        for record in self.mtr_records(cpl):
+            pg = writer.pgs.get(self.pg_of(record.page_no))
+            if pg is None or epochs.get(pg.pg_index) != pg.membership_epoch:
+                continue
+            holders = set(self.holders(record))
+            for quorum_set in pg.membership.sets:
+                if len(holders & quorum_set.members) < WRITE_QUORUM_REAL:
+                    self.violation(f"{where}: record LSN {record.lsn} of acknowledged MTR {cpl} is on "
+                                   f"{sorted(holders & quorum_set.members)} of quorum set "
+                                   f"{sorted(quorum_set.members)} (membership epoch {pg.membership_epoch})")
 
     def check_read(self, writer: Volume, read_point: int, pages: list[tuple[int, bytes, int]]) -> None:
         """Invariants 3 and 6."""
@@ -318,7 +400,9 @@ class Simulation:
         self.writers += 1
         name = f"writer-{self.writers}"
         self.network.down.discard(name)
-        volume = Volume(VOLUME, FakeControlPlane(self.geometry), Channels(self.network.channel_factory(name)),
+        control_plane: Any = (FakeControlPlane(self.geometry) if self.control_plane is None
+                              else FollowedControlPlane(self))
+        volume = Volume(VOLUME, control_plane, Channels(self.network.channel_factory(name)),
                         lal=SIM_LAL, commit_timeout_s=3.0)
         volume.sim_name = name  # type: ignore[attr-defined]
         try:
@@ -368,6 +452,7 @@ class Simulation:
                 token = f"c{index}n{n}e{writer.epoch}".encode()
                 chosen = rng.sample(pages, rng.randint(1, 3))
                 patches = [Patch(p, rng.randrange(PAGE_SIZE - len(token)), token) for p in chosen]
+                epochs = {i: pg.membership_epoch for i, pg in writer.pgs.items()}
                 try:
                     cpl = await writer.write(patches)
                 except (Fenced, QuorumNotMet, CommitTimeout) as error:
@@ -381,6 +466,8 @@ class Simulation:
                 self.acked[cpl] = (token.decode(), patches, writer.epoch)
                 self.event(f"client {index} write {token.decode()} -> LSN {cpl}")
                 self.check_durable(cpl, f"client {index} acknowledged")
+                if self.config.replace:
+                    self.check_quorum_sets(cpl, writer, epochs, f"client {index} acknowledged")
             else:
                 chosen = rng.sample(pages, rng.randint(1, 3))
                 try:
@@ -398,15 +485,28 @@ class Simulation:
     def faulty(self) -> int:
         cut = {n for pair in self.network.cut for n in pair if n in self.nodes}
         rotten_nodes = {n for n, _ in self.rotten}
-        return len({n for n, node in self.nodes.items() if not node.up} | cut | rotten_nodes)
+        down = {n for n, node in self.nodes.items() if not node.up}
+        if self.cp_state is not None:
+            # A node down (or dead for good) counts while a PG's quorum sets hold it: once replaced,
+            # it no longer weakens any PG; a spare holding nothing never did.
+            members = {n for pg in range(self.config.pgs) for n in self.membership(pg)[1]}
+            down &= members
+        return len(down | cut | rotten_nodes)
+
+    def changing(self, node: str) -> bool:
+        """Whether a change in flight is replacing `node`."""
+        return any(c.old_node_id == node for _, _, c in self.cp_state.changes_in_flight()) if self.cp_state else False
 
     async def faults(self, rng: random.Random) -> None:
         budget = {"none": 0, "within": 2, "beyond": 4}[self.config.faults]
         deadline = self.now() + self.config.duration_s
         while self.now() < deadline and budget:
             await asyncio.sleep(rng.uniform(0.3, 2.5))
-            action = rng.choice(["crash", "restart", "restart", "partition", "heal", "writer", "fence", "rot"])
-            down = [n for n in self.nodes.values() if not n.up]
+            actions = ["crash", "restart", "restart", "partition", "heal", "writer", "fence", "rot"]
+            if self.config.replace:
+                actions += ["kill", "kill", "return", "cut-control-plane", "control-plane"]
+            action = rng.choice(actions)
+            down = [n for n in self.nodes.values() if not n.up and n.name not in self.dead]
             if action == "crash" and self.faulty() < budget:
                 node = rng.choice([n for n in self.nodes.values() if n.up])
                 await node.crash()
@@ -417,7 +517,7 @@ class Simulation:
                 self.event(f"restart {node.name}")
             elif action == "partition" and self.faulty() == 0 and self.writer is not None:
                 az = rng.choice("abc")
-                for name, node_az in NODES:
+                for name, node_az in self.node_specs:
                     if node_az == az:
                         self.network.partition(self.writer.sim_name, name)  # type: ignore[attr-defined]
                 self.event(f"partition AZ {az} from {self.writer.sim_name}")  # type: ignore[attr-defined]
@@ -437,7 +537,40 @@ class Simulation:
                     asyncio.get_running_loop().create_task(self._old_writer_tries(old, rng))
             elif action == "rot" and not self.rotten and self.faulty() < budget:
                 self._rot(rng)
+            elif action == "kill" and not self.dead and self.faulty() < budget:
+                members = sorted({n for pg in range(self.config.pgs) for n in self.membership(pg)[0]})
+                node = self.nodes[rng.choice([n for n in members if self.nodes[n].up])]
+                await node.crash()
+                self.dead.add(node.name)
+                self.event(f"kill {node.name} (fails for good)")
+                if rng.random() < 0.5:  # ... or comes back about when its replacement is under way
+                    delay_s = rng.uniform(repl.FAILURE_TIMEOUT_MS / 1000, repl.FAILURE_TIMEOUT_MS / 1000 + 1.5)
+                    asyncio.get_running_loop().create_task(self._return_later(node.name, delay_s))
+            elif action == "return" and self.dead:
+                name = sorted(self.dead)[0]
+                if self.changing(name) or rng.random() < 0.3:
+                    self._return(name)
+            elif action == "control-plane":
+                await self.restart_control_plane()
+            elif action == "cut-control-plane" and self.faulty() < budget:
+                node = rng.choice([n for n in self.nodes.values() if n.up])
+                self.network.partition(node.name, repl.CONTROL_PLANE)
+                self.event(f"partition {node.name} from the control plane")
         self.event("faults over")
+
+    def _return(self, name: str) -> None:
+        self.dead.discard(name)
+        self.nodes[name].start()
+        if self.changing(name):
+            self.ops["return_mid_change"] += 1
+            self.event(f"return {name} mid-change")
+        else:
+            self.event(f"return {name}")
+
+    async def _return_later(self, name: str, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        if name in self.dead and not self.nodes[name].up:
+            self._return(name)
 
     async def _old_writer_tries(self, old: Volume, rng: random.Random) -> None:
         for n in range(5):
@@ -464,6 +597,8 @@ class Simulation:
     # -- the run ------------------------------------------------------------------
 
     async def main(self) -> None:
+        if self.config.replace:
+            self._start_control_plane()
         self._create_segments()
         if await self.open_writer() is None:
             self.violation("the first writer could not open a healthy volume")
@@ -472,6 +607,8 @@ class Simulation:
                      for i in range(self.config.clients)]
             tasks.append(asyncio.create_task(self.faults(random.Random(self.rng.getrandbits(64)))))
             checker = asyncio.create_task(self._periodic_checks())
+            if self.control_plane is not None:
+                self.healing = asyncio.create_task(self._heal_loop())  # runs on through the final heal
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             checker.cancel()
             for task in done:
@@ -483,6 +620,138 @@ class Simulation:
                 if task is not asyncio.current_task():
                     task.cancel()
 
+    # -- segment replacement ------------------------------------------------------------
+
+    async def restart_control_plane(self) -> None:
+        """The control plane crashes (mid-round, perhaps) and restarts from what it last persisted: heartbeat
+        times are lost, so every node is unhealthy until heard from again (control_plane.py rule 2)."""
+        assert self.control_plane is not None and self.healing is not None
+        self.healing.cancel()
+        try:
+            await self.healing
+        except (asyncio.CancelledError, Violation):
+            pass
+        self.network.crash(repl.CONTROL_PLANE)
+        saved = self.control_plane.saved
+        self.cp_state = repl.cp.ControlPlane.from_dict(saved, repl.HEARTBEAT_TIMEOUT_MS, repl.FAILURE_TIMEOUT_MS,
+                                                        self.now() * 1000.0)
+        self._start_control_plane()
+        self.event("control plane restarted from its persisted state")
+        if self._round is not None:
+            self._note_changes(*self._round)  # what the cut round persisted before the crash
+            self._round = None
+        self.healing = asyncio.get_running_loop().create_task(self._heal_loop())
+
+    def _start_control_plane(self) -> None:
+        assert self.cp_state is not None
+        loop = asyncio.get_running_loop()
+        self.control_plane = repl.SimControlPlane(
+            self.cp_state, repl.SimSegmentClient(self.network.channel_factory(repl.CONTROL_PLANE)),
+            clock_ms=lambda: loop.time() * 1000.0)
+        handler = generic_handler(cp_pb.DESCRIPTOR.services_by_name["ControlPlaneService"], self.control_plane, cp_pb)
+        self.network.serve(SimServer(repl.CONTROL_PLANE, [handler]))
+
+    async def _heal_loop(self) -> None:
+        """`ControlPlaneServicer.heal_once` every HEAL_INTERVAL_S; a round that raises is a bug (the real
+        loop would only log it)."""
+        assert self.control_plane is not None and self.cp_state is not None
+        while True:
+            await asyncio.sleep(repl.HEAL_INTERVAL_S)
+            before = [self.cp_state.pg(VOLUME, i) for i in range(self.config.pgs)]
+            acked_max = self.acked_lsn_max()  # acknowledged before any target this round measures
+            self._round = (before, acked_max)  # for a restart that cuts the round short
+            try:
+                await self.control_plane.heal_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - reported as a violation
+                self.violation(f"a control plane healing round raised {error!r}")
+            self._round = None
+            self._note_changes(before, acked_max)
+
+    def acked_lsn_max(self) -> dict[int, int]:
+        """Per PG, the highest LSN of its records in an acknowledged MTR."""
+        out: dict[int, int] = {}
+        for cpl in self.acked:
+            for record in self.mtr_records(cpl):
+                pg = self.pg_of(record.page_no)
+                out[pg] = max(out.get(pg, 0), record.lsn)
+        return out
+
+    def _note_changes(self, before: list[Any], acked_max: dict[int, int]) -> None:
+        """Count and log membership changes; check each change's target as it is set and when it completes."""
+        assert self.cp_state is not None
+        completed = False
+        for old in before:
+            new = self.cp_state.pg(VOLUME, old.pg_index)
+            measured = {c.new_node_id for c in old.changes if c.target_lsn is not None}
+            for c in new.changes:
+                if (c.target_lsn is not None and c.new_node_id not in measured
+                        and c.target_lsn < acked_max.get(new.pg_index, 0)):
+                    # The target is the highest SCL of >= 3 base segments holding the new epoch: any 3 meet
+                    # the 4 whose SCLs acknowledged an MTR, so it is at least every acknowledged CPL.
+                    self.violation(f"PG {new.pg_index}: the target {c.target_lsn} for {c.new_node_id} replacing "
+                                   f"{c.old_node_id} is below LSN {acked_max[new.pg_index]} of an acknowledged MTR")
+            if new.membership_epoch == old.membership_epoch:
+                continue
+            for c in new.changes:
+                if c.new_node_id not in {o.new_node_id for o in old.changes}:
+                    self.ops["replace_begun"] += 1
+                    self.event(f"PG {new.pg_index}: replacing {c.old_node_id} with {c.new_node_id} "
+                               f"(membership epoch {new.membership_epoch})")
+            for c in old.changes:
+                if c.new_node_id in {n.new_node_id for n in new.changes}:
+                    continue
+                if c.new_node_id in new.node_ids:
+                    completed = True
+                    assert c.target_lsn is not None
+                    for cpl in sorted(self.acked):
+                        if cpl > c.target_lsn:
+                            break
+                        for record in self.mtr_records(cpl):
+                            if self.pg_of(record.page_no) != new.pg_index or c.new_node_id in self.holders(record):
+                                continue
+                            self.violation(f"PG {new.pg_index}: {c.new_node_id} replaced {c.old_node_id} at target "
+                                           f"{c.target_lsn} without holding LSN {record.lsn} of acknowledged MTR {cpl}")
+                    self.ops["replace_completed"] += 1
+                    self.event(f"PG {new.pg_index}: {c.new_node_id} replaced {c.old_node_id} "
+                               f"(membership epoch {new.membership_epoch})")
+                else:
+                    self.ops["replace_rolled_back"] += 1
+                    self.event(f"PG {new.pg_index}: rolled back {c.old_node_id} -> {c.new_node_id} "
+                               f"(membership epoch {new.membership_epoch})")
+        if completed:
+            # The target's safety property: the new base set holds a write quorum of every acknowledged MTR.
+            for cpl in sorted(self.acked):
+                self.check_durable(cpl, "when a replacement completed")
+
+    async def _settle_membership(self, writer: Volume) -> None:
+        """Healed, every change ends (completes or rolls back), orphans go and the writer follows."""
+        assert self.cp_state is not None
+        deadline = self.now() + SETTLE_S
+        while True:
+            pending = [f"PG {pg.pg_index} changes {[(c.old_node_id, c.new_node_id) for c in pg.changes]}"
+                       for _, pg, _ in self.cp_state.changes_in_flight()]
+            pending += [f"orphan {o.segment_id} on {o.node_id}" for o in self.cp_state.orphans()]
+            for i in range(self.config.pgs):
+                epoch = self.cp_state.pg(VOLUME, i).membership_epoch
+                if writer.pgs[i].membership_epoch != epoch:
+                    pending.append(f"writer at PG {i} membership epoch {writer.pgs[i].membership_epoch} < {epoch}")
+            if not pending:
+                break
+            if self.now() > deadline:
+                self.violation(f"membership did not settle {SETTLE_S:g} s after healing: {'; '.join(pending[:4])}")
+            await asyncio.sleep(0.5)
+        for i in range(self.config.pgs):
+            base, everyone = self.membership(i)
+            azs = sorted(self.nodes[n].az for n in base)
+            if len(set(base)) != 6 or base != everyone or azs != ["a", "a", "b", "b", "c", "c"]:
+                self.violation(f"after healing PG {i} is held by {everyone} (base {base}), not six segments "
+                               f"two per AZ")
+        self.event("membership settled: " + "; ".join(
+            f"PG {i} {','.join(self.membership(i)[0])} epoch {self.cp_state.pg(VOLUME, i).membership_epoch}"
+            for i in range(self.config.pgs)))
+
     async def _periodic_checks(self) -> None:
         while True:
             await asyncio.sleep(0.5)
@@ -490,6 +759,7 @@ class Simulation:
 
     async def heal_and_check(self) -> None:
         self.network.heal()
+        self.dead.clear()
         for node in self.nodes.values():
             if not node.up:
                 node.start()
@@ -501,6 +771,8 @@ class Simulation:
         if writer is None:
             self.violation("after healing, no writer could open the volume")
         await asyncio.sleep(5.0)  # let the streams reconnect and resend
+        if self.control_plane is not None:
+            await self._settle_membership(writer)
         self.check_truncations()
         for cpl, (token, _, _) in sorted(self.acked.items()):
             if cpl > writer.vdl:
@@ -531,7 +803,8 @@ class Simulation:
             behind = []
             for pg in self.geometry.protection_groups:
                 target = writer.log.read_point(pg.pg_index)
-                for name, node in self.nodes.items():
+                for name in self.membership(pg.pg_index)[1]:
+                    node = self.nodes[name]
                     seg = node.store.segments.get(f"{VOLUME}/pg-{pg.pg_index:05d}") if node.store else None
                     if seg is None or seg.tracker.scl < target:
                         behind.append(f"{name} PG {pg.pg_index} SCL {seg.tracker.scl if seg else '-'} < {target}")

@@ -4,7 +4,11 @@ Each one changes the real code for the duration of a run (and restores it):
 - `ack-at-3`: the writer counts a record complete at 3 of 6 copies instead of 4;
 - `skip-truncation`: recovery truncates nothing above VDL;
 - `read-past-vdl`: the writer reads each PG at its newest allocated record, not at VDL (and its
-  buffer cache, which would hide that, misses).
+  buffer cache, which would hide that, misses);
+- `replace-target-0`: the control plane sets every replacement's target LSN to 0, so a new segment
+  takes its old one's place before it has hydrated (run with `replace=True`);
+- `replace-skip-hydration`: the target is measured right, but a change completes whatever the new
+  segment's SCL (run with `replace=True`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Iterator
 
-MUTATIONS = ("ack-at-3", "skip-truncation", "read-past-vdl")
+MUTATIONS = ("ack-at-3", "skip-truncation", "read-past-vdl", "replace-target-0", "replace-skip-hydration")
 
 
 @contextmanager
@@ -49,6 +53,19 @@ def applied(name: str | None) -> Iterator[None]:
 
         patch(volume_log.VolumeLog, "read_point", lambda self, pg_index: self.pgs[pg_index].last_lsn)
         patch(cache.BufferCache, "get", lambda self, page_no: None)  # every read goes to storage
+    elif name == "replace-target-0":
+        import storage.control_plane as cp
+
+        original_target = cp.ControlPlane.set_change_target
+
+        def target_0(self, volume_id, pg_index, old_node_id, target_lsn):  # type: ignore[no-untyped-def]
+            original_target(self, volume_id, pg_index, old_node_id, 0)
+
+        patch(cp.ControlPlane, "set_change_target", target_0)
+    elif name == "replace-skip-hydration":
+        import storage.control_plane_server as cps
+
+        patch(cps, "_truncated", lambda state, target: True)
     else:
         raise ValueError(f"unknown mutation {name!r}; known: {', '.join(MUTATIONS)}")
     try:

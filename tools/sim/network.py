@@ -37,6 +37,11 @@ class NetConfig:
     stream_break_probability: float = 0.0  # per stream message
 
 
+def endpoint_of(address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    return host if sep and port.isdigit() else address
+
+
 class SimAbort(Exception):
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
@@ -127,7 +132,8 @@ class SimNetwork:
         return delay
 
     def channel_factory(self, src: str) -> Callable[[str], "SimChannel"]:
-        return lambda dst: SimChannel(self, src, dst)
+        """Channels from endpoint `src`; an address NAME:PORT (as the control plane requires) reaches NAME."""
+        return lambda dst: SimChannel(self, src, endpoint_of(dst))
 
     # -- unary --------------------------------------------------------------------
 
