@@ -8,7 +8,10 @@ goes and what GC keeps). Every `interval_s`, for each segment:
 3. coalescing: pages with a long chain of records above their newest version are
    found in short read transactions (`COALESCE_PAGES_PER_SCAN_MAX` pages each) and
    folded on the node's writer thread, `COALESCE_PAGES_PER_TXN_MAX` pages per
-   write transaction, so appends wait for at most one short transaction;
+   write transaction, so appends wait for at most one short transaction. Only the
+   first pass after start looks at every page; later ones look only at the pages
+   that received records since (the store marks them as it commits appends) and
+   at those still holding records above the fold limit;
 4. the horizon is recomputed from the writer's reported lowest read point, the
    pinned LSNs and the history window; when it rises it is made durable first,
    then GC walks the pages `GC_PAGES_PER_TXN_MAX` per write transaction.
@@ -59,6 +62,7 @@ class Coalescer:
         self.chain_min = chain_min
         self.tick_pause_s = tick_pause_s
         self.windows: dict[str, HistoryWindow] = {}
+        self._scanned: set[str] = set()  # segments whose first, full pass is done
         self.rounds = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -87,6 +91,7 @@ class Coalescer:
                 raise
             except UnknownSegment:
                 self.windows.pop(segment_id, None)
+                self._scanned.discard(segment_id)
             except StorageError as error:
                 log.warning("coalescing/GC of %s stopped; the next round starts again: %s", segment_id, error.message)
             except Exception:  # noqa: BLE001 - one bad segment must not end coalescing for good
@@ -117,18 +122,35 @@ class Coalescer:
         seg = self.store.segment(segment_id)
         limit = min(seg.tracker.scl, seg.meta.vdl_hint)  # retention rule 1
         written = 0
-        page: int | None = 0
-        while page is not None:
-            pages, page = self.store.coalesce_candidates(segment_id, page, COALESCE_PAGES_PER_SCAN_MAX, limit,
-                                                         self.chain_min)
-            for i in range(0, len(pages), COALESCE_PAGES_PER_TXN_MAX):
-                chunk = pages[i:i + COALESCE_PAGES_PER_TXN_MAX]
-                written += await self.on_writer(self.store.coalesce_pages, segment_id, chunk, limit, self.chain_min)
+        dirty = self.store.take_dirty_pages(segment_id)
+        if segment_id not in self._scanned:
+            # The first pass after start looks at every page (what was appended before the restart is
+            # not marked); later passes only at pages that received records since the previous one.
+            page: int | None = 0
+            while page is not None:
+                pages, page = self.store.coalesce_candidates(segment_id, page, COALESCE_PAGES_PER_SCAN_MAX, limit,
+                                                             self.chain_min)
+                written += await self._fold(segment_id, pages, limit)
                 await asyncio.sleep(self.tick_pause_s)
+            self._scanned.add(segment_id)
+        ordered = sorted(dirty)
+        for i in range(0, len(ordered), COALESCE_PAGES_PER_SCAN_MAX):
+            pages, later = self.store.coalesce_candidates_among(
+                segment_id, ordered[i:i + COALESCE_PAGES_PER_SCAN_MAX], limit, self.chain_min)
+            self.store.mark_dirty_pages(segment_id, later)  # records above the limit: look again next round
+            written += await self._fold(segment_id, pages, limit)
             await asyncio.sleep(self.tick_pause_s)
         if written:
             log.debug("coalesced %d page versions of %s at or below LSN %d", written, segment_id, limit)
         return written > 0 and self.store.segment(segment_id).meta.retention_horizon_lsn > 0
+
+    async def _fold(self, segment_id: str, pages: list[int], limit: int) -> int:
+        written = 0
+        for i in range(0, len(pages), COALESCE_PAGES_PER_TXN_MAX):
+            chunk = pages[i:i + COALESCE_PAGES_PER_TXN_MAX]
+            written += await self.on_writer(self.store.coalesce_pages, segment_id, chunk, limit, self.chain_min)
+            await asyncio.sleep(self.tick_pause_s)
+        return written
 
     async def collect(self, segment_id: str) -> None:
         before = self.store.segment(segment_id).meta

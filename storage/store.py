@@ -31,7 +31,7 @@ import struct
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import lmdb
 
@@ -151,6 +151,10 @@ class SegmentStore:
         self._gate = ResizeGate()
         self._write_lock = threading.Lock()  # one writer at a time, even if callers slip
         self.segments: dict[str, Segment] = {}
+        # Pages that received records since coalescing last looked (storage/coalesce.py): appends mark
+        # them on the writer thread, the coalescer takes them on the event loop.
+        self._dirty_pages: dict[str, set[int]] = {}
+        self._dirty_lock = threading.Lock()
         self._load()
 
     # -- start-up -------------------------------------------------------------
@@ -364,7 +368,20 @@ class SegmentStore:
 
         results, work = self._write(txn_fn)
         self.segments.update(work)
+        with self._dirty_lock:
+            for batch, result in zip(batches, results):
+                if not isinstance(result, StorageError):
+                    self._dirty_pages.setdefault(batch.segment_id, set()).update(r.page_no for r, _ in batch.records)
         return results
+
+    def take_dirty_pages(self, segment_id: str) -> set[int]:
+        """The pages that received records since the last call (and forget them)."""
+        with self._dirty_lock:
+            return self._dirty_pages.pop(segment_id, set())
+
+    def mark_dirty_pages(self, segment_id: str, pages: Iterable[int]) -> None:
+        with self._dirty_lock:
+            self._dirty_pages.setdefault(segment_id, set()).update(pages)
 
     def _append_one(self, txn: lmdb.Transaction, batch: AppendBatch, seg: Segment) -> BatchResult:
         seg.check_epochs(batch.volume_epoch, batch.membership_epoch)
@@ -814,6 +831,22 @@ class SegmentStore:
                     found.append(page)
                 page += 1
         return found, page
+
+    def coalesce_candidates_among(self, segment_id: str, pages: list[int], limit: int,
+                                  chain_min: int) -> tuple[list[int], list[int]]:
+        """Of `pages`, (those worth folding at `limit`, those holding records above `limit` that may be
+        worth folding once the limit rises), in one short read transaction."""
+        meta = self.segment(segment_id).meta
+        found, later = [], []
+        with self._read_txn() as txn:
+            for page in pages:
+                newest = self._newest_version_at_or_below(txn, meta.seg_no, page, LSN_MAX)
+                lsns = self._page_lsns(txn, self._page_index, meta.seg_no, page, above=newest)
+                if coalesce_target(lsns, limit, chain_min) is not None:
+                    found.append(page)
+                if lsns and lsns[-1] > limit:
+                    later.append(page)
+        return found, later
 
     def coalesce_pages(self, segment_id: str, pages: list[int], limit: int, chain_min: int) -> int:
         """Fold each page into a version at its coalesce target (planned again inside the write

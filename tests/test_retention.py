@@ -303,3 +303,48 @@ def test_a_node_back_after_its_peers_collected_garbage_hydrates_from_page_versio
         reply = stub(address).ReadPage(pb.ReadPageRequest(segment_id=absent.segment_id, page_no=page_no,
                                                           read_point=chain.last_lsn))
         assert reply.data == oracle_page(records + more, page_no, chain.last_lsn)
+
+
+def test_after_its_first_full_pass_coalescing_looks_only_at_pages_that_received_records(
+        store: SegmentStore) -> None:
+    import asyncio
+
+    from storage.coalesce import Coalescer
+
+    async def on_writer(fn, *args):  # type: ignore[no-untyped-def]
+        return fn(*args)
+
+    coalescer = Coalescer(store, on_writer, lambda segment_id: None, tick_pause_s=0)
+    chain = ChainBuilder()
+
+    def append(page: int, count: int) -> None:
+        records = [chain.patch(page, b"x%04d" % i) for i in range(count)]
+        b = batch(records, batch_id=chain.last_lsn)
+        b.vdl_hint = chain.last_lsn
+        commit_ok(store, b)
+
+    append(1, 10)
+    append(2, 3)  # too short a chain to fold
+    assert store.take_dirty_pages(SEG) == {1, 2}
+    append(1, 1)
+    asyncio.run(coalescer.round())  # the first pass looks at every page
+    assert store.segment(SEG).meta.versions_coalesced == 1
+    asyncio.run(coalescer.round())  # nothing new: nothing looked at, nothing written
+    assert store.segment(SEG).meta.versions_coalesced == 1 and store.take_dirty_pages(SEG) == set()
+    append(2, 6)  # page 2 now has 9 records above no version; page 1 only 0 above its version
+    append(1, 3)
+    asyncio.run(coalescer.round())
+    assert store.segment(SEG).meta.versions_coalesced == 2
+    assert store.read_page(SEG, 2, chain.last_lsn).data[:5] == b"x0005"
+    # Records above the fold limit (the writer's VDL) wait, and are looked at again once it rises.
+    records = [chain.patch(3, b"y%04d" % i) for i in range(9)]
+    b = batch(records, batch_id=chain.last_lsn)
+    b.vdl_hint = records[0].lsn - 1
+    commit_ok(store, b)
+    asyncio.run(coalescer.round())
+    assert store.segment(SEG).meta.versions_coalesced == 2
+    b = batch([chain.patch(4, b"z")], batch_id=chain.last_lsn)
+    b.vdl_hint = chain.last_lsn
+    commit_ok(store, b)
+    asyncio.run(coalescer.round())
+    assert store.segment(SEG).meta.versions_coalesced == 3
