@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from storage.tasks import cancel_and_wait
 from storage.v1 import storage_service_pb2 as pb
 from storage.v1 import storage_service_pb2_grpc as pb_grpc
 
@@ -76,12 +77,7 @@ class SegmentStream:
     async def close(self) -> None:
         self._closed = True
         self._wake.set()
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
 
     def enqueue(self, records: list[tuple[int, pb.LogRecord]]) -> None:
         self.to_send.extend(records)

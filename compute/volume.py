@@ -27,6 +27,7 @@ from compute.volume_log import LAL_DEFAULT, MTR_BYTES_MAX, MTR_RECORDS_MAX, LalE
 from compute.v1 import volume_service_pb2 as vpb
 from storage.segment import TruncationRange
 from storage.serving import CHANNEL_OPTIONS
+from storage.tasks import cancel_and_wait
 from storage.v1 import control_plane_service_pb2 as cp_pb
 from storage.v1 import storage_service_pb2 as pb
 from storage.wire import record_from_proto, record_to_proto, truncation_to_proto
@@ -435,12 +436,7 @@ class Volume:
         return records
 
     async def close(self) -> None:
-        if self._follow_task is not None:
-            self._follow_task.cancel()
-            try:
-                await self._follow_task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._follow_task)
         for pg in self.pgs.values():
             for stream in pg.streams.values():
                 await stream.close()

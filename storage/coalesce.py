@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from storage.errors import StorageError, UnknownSegment
 from storage.retention import COALESCE_CHAIN_MIN, HistoryWindow, next_horizon
+from storage.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from storage.store import SegmentStore
@@ -70,12 +71,7 @@ class Coalescer:
         self._task = asyncio.create_task(self._run(), name="coalesce")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -41,6 +41,7 @@ import grpc
 from storage import control_plane as cp
 from storage.errors import Unavailable
 from storage.serving import CHANNEL_OPTIONS, start_server
+from storage.tasks import cancel_and_wait
 from storage.v1 import control_plane_service_pb2 as cp_pb2
 from storage.v1 import storage_service_pb2 as ss_pb2
 from storage.v1 import storage_service_pb2_grpc
@@ -311,12 +312,7 @@ class ControlPlaneServicer:
         self._heal_task = asyncio.create_task(self._heal_loop(interval_s), name="heal")
 
     async def stop_healing(self) -> None:
-        if self._heal_task is not None:
-            self._heal_task.cancel()
-            try:
-                await self._heal_task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._heal_task)
 
     async def _heal_loop(self, interval_s: float) -> None:
         while True:

@@ -22,6 +22,7 @@ from storage.errors import ChecksumMismatch, StorageError
 from storage.records import page_version_crc
 from storage.repair import PULL_RECORDS_MAX, PeerView, batch_epoch, plan_repair, records_to_append
 from storage.segment import AppendBatch
+from storage.tasks import cancel_and_wait
 from storage.v1 import storage_service_pb2 as pb
 from storage.v1 import storage_service_pb2_grpc as pb_grpc
 from storage.wire import record_from_proto, truncation_from_proto
@@ -58,12 +59,7 @@ class Gossip:
         self._task = asyncio.create_task(self._run(), name="gossip")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
 
     def _stub(self, address: str) -> pb_grpc.StorageServiceStub:
         channel = self._channels.get(address)

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from storage.errors import ChecksumMismatch, StorageError, UnknownSegment
 from storage.records import decode_page_version, decode_record
+from storage.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from storage.segment import SegmentMeta
@@ -182,12 +183,7 @@ class Scrubber:
         self._task = asyncio.create_task(self._run(), name="scrub")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
 
     def counts_of(self, segment_id: str) -> ScrubCounts:
         return self.counts.get(segment_id) or ScrubCounts()

@@ -603,38 +603,38 @@ class SegmentStore:
     def scrub_records(self, segment_id: str, start_key: bytes | None, rows_max: int, bytes_max: int) -> ScrubChunk:
         """Check up to `rows_max` records (and `bytes_max` bytes) of a segment from `start_key` on, in one
         short read transaction (`start_key` None: from its first record)."""
-        seg = self.segment(segment_id)
-        seg_no = seg.meta.seg_no
-        prefix = _U32.pack(seg_no)
-        checked, size, bad = 0, 0, []
-        with self._read_txn() as txn:
-            cursor = txn.cursor(db=self._records)
-            if not cursor.set_range(start_key or prefix):
-                return ScrubChunk(0, [], None)
-            for key, raw in cursor:
-                if not key.startswith(prefix):
-                    break
-                if checked >= rows_max or (checked and size + len(raw) > bytes_max):
-                    return ScrubChunk(checked, bad, key)
-                _, lsn = _SEG_LSN.unpack(key)
+        meta = self.segment(segment_id).meta
 
-                def indexed(page_no: int, lsn: int = lsn) -> bool:
-                    return txn.get(page_key(seg_no, page_no, lsn), db=self._page_index) is not None
+        def check(txn: lmdb.Transaction, key: bytes, raw: bytes) -> BadCopy | None:
+            _, lsn = _SEG_LSN.unpack(key)
 
-                problem = record_problem(seg.meta, lsn, raw, indexed)
-                if problem is not None:
-                    bad.append(BadCopy(RECORDS, lsn, 0, problem))
-                checked += 1
-                size += len(raw)
-        return ScrubChunk(checked, bad, None)
+            def indexed(page_no: int) -> bool:
+                return txn.get(page_key(meta.seg_no, page_no, lsn), db=self._page_index) is not None
+
+            problem = record_problem(meta, lsn, raw, indexed)
+            return None if problem is None else BadCopy(RECORDS, lsn, 0, problem)
+
+        return self._scrub_rows(self._records, meta.seg_no, start_key, rows_max, bytes_max, check)
 
     def scrub_versions(self, segment_id: str, start_key: bytes | None, rows_max: int, bytes_max: int) -> ScrubChunk:
         """As `scrub_records`, for the segment's page versions."""
-        seg = self.segment(segment_id)
-        prefix = _U32.pack(seg.meta.seg_no)
+        meta = self.segment(segment_id).meta
+
+        def check(txn: lmdb.Transaction, key: bytes, raw: bytes) -> BadCopy | None:
+            _, page_no, lsn = _SEG_PAGE_LSN.unpack(key)
+            problem = version_problem(meta, page_no, lsn, raw)
+            return None if problem is None else BadCopy(VERSIONS, lsn, page_no, problem)
+
+        return self._scrub_rows(self._versions, meta.seg_no, start_key, rows_max, bytes_max, check)
+
+    def _scrub_rows(self, db: Any, seg_no: int, start_key: bytes | None, rows_max: int, bytes_max: int,
+                    check: Callable[[lmdb.Transaction, bytes, bytes], BadCopy | None]) -> ScrubChunk:
+        """Walk one segment's rows of `db` from `start_key` in one read transaction, `check`ing each, until
+        `rows_max` rows or `bytes_max` bytes; the chunk says where to resume (None: at the end)."""
+        prefix = _U32.pack(seg_no)
         checked, size, bad = 0, 0, []
         with self._read_txn() as txn:
-            cursor = txn.cursor(db=self._versions)
+            cursor = txn.cursor(db=db)
             if not cursor.set_range(start_key or prefix):
                 return ScrubChunk(0, [], None)
             for key, raw in cursor:
@@ -642,10 +642,9 @@ class SegmentStore:
                     break
                 if checked >= rows_max or (checked and size + len(raw) > bytes_max):
                     return ScrubChunk(checked, bad, key)
-                _, page_no, lsn = _SEG_PAGE_LSN.unpack(key)
-                problem = version_problem(seg.meta, page_no, lsn, raw)
-                if problem is not None:
-                    bad.append(BadCopy(VERSIONS, lsn, page_no, problem))
+                found = check(txn, key, raw)
+                if found is not None:
+                    bad.append(found)
                 checked += 1
                 size += len(raw)
         return ScrubChunk(checked, bad, None)
