@@ -124,18 +124,19 @@ class VolumeClient:
     # --- reads -----------------------------------------------------------------------
 
     def read_images(
-        self, volume_id: str, page_nos: Sequence[int], *, timeout_s: float | None = None
+        self, volume_id: str, page_nos: Sequence[int], *, timeout_s: float | None = None, from_storage: bool = False
     ) -> tuple[int, list[vpb.PageImage]]:
-        """(read point, the PageImage protos: page_no, data, page_lsn) in the server's order."""
-        request = vpb.ReadPagesRequest(volume_id=volume_id, page_nos=list(page_nos))
+        """(read point, the PageImage protos: page_no, data, page_lsn) in the server's order.
+        `from_storage`: read each page from a segment, skipping the writer's buffer cache."""
+        request = vpb.ReadPagesRequest(volume_id=volume_id, page_nos=list(page_nos), from_storage=from_storage)
         reply = self._call("ReadPages", request, timeout_s)
         return int(reply.read_point), list(reply.pages)  # type: ignore[attr-defined]
 
     def read(
-        self, volume_id: str, page_nos: Sequence[int], *, timeout_s: float | None = None
+        self, volume_id: str, page_nos: Sequence[int], *, timeout_s: float | None = None, from_storage: bool = False
     ) -> tuple[int, dict[int, bytes]]:
         """(read point, {page_no: page bytes}): every page read at the same read point (a VDL)."""
-        read_point, images = self.read_images(volume_id, page_nos, timeout_s=timeout_s)
+        read_point, images = self.read_images(volume_id, page_nos, timeout_s=timeout_s, from_storage=from_storage)
         return read_point, {int(image.page_no): bytes(image.data) for image in images}
 
     def read_page(self, volume_id: str, page_no: int, *, timeout_s: float | None = None) -> bytes:

@@ -90,7 +90,7 @@ class VolumeServicer:
         if len(request.page_nos) > PAGES_PER_READ_MAX:
             raise InvalidRequest(f"{len(request.page_nos)} pages asked; at most {PAGES_PER_READ_MAX} per request")
         volume = await self.volume(request.volume_id)
-        read_point, pages = await volume.read(list(request.page_nos))
+        read_point, pages = await volume.read(list(request.page_nos), from_storage=request.from_storage)
         return vpb.ReadPagesResponse(read_point=read_point, pages=[
             vpb.PageImage(page_no=p, data=data, page_lsn=lsn) for p, data, lsn in pages])
 

@@ -112,6 +112,8 @@ class Volume:
         self.truncations: list[TruncationRange] = []
         self.truncation_protos: list[pb.TruncationRange] = []
         self.commits = 0
+        self.storage_page_reads = 0  # pages read from a segment (not the buffer cache)
+        self.hedged_reads = 0  # storage reads that also asked a second segment
         self._waiters: dict[int, asyncio.Future[int]] = {}
         self._mtr_records: dict[int, list[Any]] = {}
         self._vdl_advanced = asyncio.Event()
@@ -561,7 +563,8 @@ class Volume:
 
     # -- reads --------------------------------------------------------------------------
 
-    async def read(self, page_nos: list[int]) -> tuple[int, list[tuple[int, bytes, int]]]:
+    async def read(self, page_nos: list[int], *, from_storage: bool = False) -> tuple[int, list[tuple[int, bytes, int]]]:
+        """The pages at the current VDL. `from_storage`: every page from a segment, not the buffer cache."""
         self._check_open()
         assert self.log is not None and self.cache is not None
         for page_no in page_nos:
@@ -569,22 +572,25 @@ class Volume:
                 raise PageOutOfRange(f"page {page_no} is beyond the end of volume {self.volume_id} "
                                      f"({self.page_count} pages); write to it first to grow the volume")
         read_point = self.log.vdl
-        results = await asyncio.gather(*(self._read_page(p, read_point) for p in page_nos))
+        results = await asyncio.gather(*(self._read_page(p, read_point, from_storage) for p in page_nos))
         return read_point, [(p, data, lsn) for p, (data, lsn) in zip(page_nos, results)]
 
-    async def _read_page(self, page_no: int, read_point: int) -> tuple[bytes, int]:
+    async def _read_page(self, page_no: int, read_point: int, from_storage: bool = False) -> tuple[bytes, int]:
         assert self.cache is not None
-        cached = self.cache.get(page_no)
-        if cached is not None:
-            return cached
+        if not from_storage:
+            cached = self.cache.get(page_no)
+            if cached is not None:
+                return cached
         pg = self.pgs[self.pg_of_page(page_no)]
         assert self.log is not None
+        self.storage_page_reads += 1
         pg_read_point = self.read_points.acquire(self.log.read_point(pg.pg_index))
         try:
             data, page_lsn = await self._read_from_segments(pg, page_no, pg_read_point)
         finally:
             self.read_points.release(pg_read_point)
-        self.cache.put(page_no, data, page_lsn, read_point)
+        if not from_storage:
+            self.cache.put(page_no, data, page_lsn, read_point)
         return data, page_lsn
 
     async def _read_from_segments(self, pg: PgInfo, page_no: int, read_point: int) -> tuple[bytes, int]:
@@ -617,6 +623,7 @@ class Volume:
         tasks = {asyncio.create_task(self._read_one(pg.streams[first], page_no, read_point)): first}
         done, _ = await asyncio.wait(tasks, timeout=self.router.hedge_delay_ms(first) / 1000)
         if not done and len(candidates) > 1:
+            self.hedged_reads += 1
             second = candidates[1]
             tried.add(second)
             tasks[asyncio.create_task(self._read_one(pg.streams[second], page_no, read_point))] = second
@@ -679,6 +686,8 @@ class Volume:
             lsn_allocated=self.log.lsn_allocated if self.log else 0, lal=self.lal, protection_groups=pgs,
             fenced=self.fenced, commits=self.commits,
             network_bytes_sent=sum(s.bytes_sent for pg in self.pgs.values() for s in pg.streams.values()),
+            cache_hits=self.cache.hits if self.cache else 0, storage_page_reads=self.storage_page_reads,
+            hedged_reads=self.hedged_reads,
         )
 
 

@@ -7,6 +7,7 @@ request waits a few seconds keeps a change in flight long enough to act on it mi
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 
@@ -185,7 +186,22 @@ def test_two_overlapping_failures_compose_and_the_writer_keeps_committing(cluste
             print("sixfold status shows:", "; ".join(c.describe() for c in plane.changes))
             assert {(c.old_node_id, c.new_node_id) for c in plane.changes} >= {("a2", "a3"), ("c1", "c3")}
             writers.wait_progress("with two changes in flight")
-            healed = wait_for("both changes complete", lambda: healed_without(cluster, {"a2", "c1"}))
+            progress: dict[str, list[tuple[int, int]]] = {}  # change -> (hydrated SCL, target) as status showed
+
+            def healed_watching_progress():  # type: ignore[no-untyped-def]
+                [plane] = [p for p in cluster.status().processes if p.role == "control-plane"]
+                for change in plane.changes:
+                    shown = re.search(r"(\S+ \S+->\S+) hydrated (\d+)/(\d+) \((\d+)%\)", change.describe())
+                    if shown:
+                        progress.setdefault(shown.group(1), []).append((int(shown.group(2)), int(shown.group(3))))
+                return healed_without(cluster, {"a2", "c1"})
+
+            healed = wait_for("both changes complete", healed_watching_progress)
+            print("hydration progress seen in sixfold status:", {k: v[:3] + v[-3:] for k, v in progress.items()})
+            assert progress, "sixfold status never showed a change's hydration progress"
+            for shown in progress.values():
+                assert [scl for scl, _ in shown] == sorted(scl for scl, _ in shown), shown  # it only moves up
+                assert all(target > 0 for _, target in shown), shown
             writers.wait_progress("after both changes")
     finally:
         for fault in faults:

@@ -318,6 +318,20 @@ def test_volume_cli_through_a_real_cluster(cluster: Cluster) -> None:
     assert "fenced: no" in status and "PG 0:" in status
     assert sorted(re.findall(r"^\s+[abc][12]\s+([abc])\s", status, re.MULTILINE)) == ["a", "a", "b", "b", "c", "c"]
 
+    # --from-storage skips the buffer cache: the storage-read counter moves, the cache-hit counter does not
+    def reads() -> tuple[int, int]:
+        found = re.search(r"reads: (\d+) pages from the buffer cache, (\d+) from storage",
+                          volume_ok(cluster, "status", DEFAULT_VOLUME))
+        assert found, "status shows no read counters"
+        return int(found.group(1)), int(found.group(2))
+
+    hits, from_storage = reads()
+    out = volume_ok(cluster, "read", DEFAULT_VOLUME, "3", "--from-storage")
+    assert out.splitlines()[1] == "hello" and "from storage" in out, out
+    assert reads() == (hits, from_storage + 1)
+    volume_ok(cluster, "read", DEFAULT_VOLUME, "3")
+    assert reads() == (hits + 1, from_storage + 1)
+
     # a second volume: create, write (binary, at an offset), read back
     out = volume_ok(cluster, "create", "second", "--segment-size", "64MiB")
     assert "created volume second" in out and "64 MiB" in out

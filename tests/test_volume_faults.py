@@ -43,8 +43,10 @@ def write(address: str, patches: list[tuple[int, int, bytes]], volume: str = VOL
     return reply.lsn
 
 
-def read(address: str, pages: list[int], volume: str = VOLUME) -> dict[int, bytes]:
-    reply = stub(address).ReadPages(vpb.ReadPagesRequest(volume_id=volume, page_nos=pages), timeout=CALL_TIMEOUT_S)
+def read(address: str, pages: list[int], volume: str = VOLUME, *, from_storage: bool = False) -> dict[int, bytes]:
+    """The pages at VDL; `from_storage` skips the writer's buffer cache, so a storage segment must serve them."""
+    reply = stub(address).ReadPages(vpb.ReadPagesRequest(volume_id=volume, page_nos=pages, from_storage=from_storage),
+                                    timeout=CALL_TIMEOUT_S)
     return {p.page_no: p.data for p in reply.pages}
 
 
@@ -101,8 +103,9 @@ class Client:
         return True
 
     def check(self, address: str) -> int:
-        """Every page shows the same sequence, between the last acknowledged and the last attempted."""
-        images = read(address, self.pages)
+        """Every page shows the same sequence, between the last acknowledged and the last attempted, as
+        the storage segments hold it (never the writer's buffer cache)."""
+        images = read(address, self.pages, from_storage=True)
         seqs = set()
         for page in self.pages:
             raw = images[page][self.slot() : self.slot() + SLOT_BYTES]
@@ -170,7 +173,7 @@ def test_two_nodes_down_writes_go_on_three_down_writes_refused_reads_go_on(clust
     assert "Nothing was written" in details
     for c in clients:
         c.check(address)
-    assert read(address, [5])[5][:5] != b"never"
+    assert read(address, [5], from_storage=True)[5][:5] != b"never"
     for v in ("a1", "b1", "c1"):
         cluster.start(v)
     wait_connected(address)
@@ -227,7 +230,7 @@ def test_two_paused_nodes_do_not_stall_commits(cluster: Cluster) -> None:
         elapsed = time.monotonic() - started
         print(f"50 two-PG commits with two nodes paused took {elapsed:.2f} s")
         assert lsns == sorted(lsns)
-        assert read(address, [1])[1][:6] == b"p00049"
+        assert read(address, [1], from_storage=True)[1][:6] == b"p00049"
     finally:
         cluster.resume("a2")
         cluster.resume("c1")

@@ -122,6 +122,8 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     form = p.add_mutually_exclusive_group()
     form.add_argument("--hex", action="store_true", help="print the bytes as one hex string (all of them)")
     form.add_argument("--raw", action="store_true", help="write the bytes as they are to stdout")
+    p.add_argument("--from-storage", action="store_true",
+                   help="read the page from a storage segment, skipping the writer's buffer cache")
 
     p = sub.add_parser(
         "status", help="a volume's LSNs, epochs and segments (without NAME: every volume)",
@@ -239,6 +241,8 @@ def volume_report(v: vpb.VolumeStatus) -> str:
         f"  VDL {v.vdl}   VCL {v.vcl}   allocated LSN {v.lsn_allocated}   LAL {v.lal}   commits {v.commits}",
         f"  volume epoch {v.volume_epoch}   geometry epoch {v.geometry_epoch}   "
         f"fenced: {'YES (a newer writer opened this volume; this one may no longer change it)' if v.fenced else 'no'}",
+        f"  reads: {v.cache_hits} pages from the buffer cache, {v.storage_page_reads} from storage "
+        f"({v.hedged_reads} hedged)",
     ]
     for pg in v.protection_groups:
         last_page = pg.first_page + pg.page_count - 1 if pg.page_count else pg.first_page
@@ -293,7 +297,7 @@ def _write(client: VolumeClient, args: argparse.Namespace) -> int:
 
 
 def _read(client: VolumeClient, args: argparse.Namespace) -> int:
-    read_point, images = client.read_images(args.volume, [args.page])
+    read_point, images = client.read_images(args.volume, [args.page], from_storage=args.from_storage)
     image = next((i for i in images if i.page_no == args.page), None)
     if image is None:
         raise VolumeError("INTERNAL", f"the reply to a read of page {args.page} does not contain it")
@@ -309,7 +313,8 @@ def _read(client: VolumeClient, args: argparse.Namespace) -> int:
         return EXIT_OK
     written = f"page LSN {image.page_lsn}" if image.page_lsn else "never written"
     shown = f"bytes {args.offset}-{end - 1} of {len(page)}" if end > args.offset else f"no bytes of {len(page)}"
-    print(f"{args.volume} page {args.page} ({shown}; {written}; read at VDL {read_point}):")
+    source = "; from storage" if args.from_storage else ""
+    print(f"{args.volume} page {args.page} ({shown}; {written}; read at VDL {read_point}{source}):")
     print(readable_view(data, args.offset))
     return EXIT_OK
 

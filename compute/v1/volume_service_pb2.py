@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63ompute/v1/volume_service.proto\x12\ncompute.v1\":\n\tPagePatch\x12\x0f\n\x07page_no\x18\x01 \x01(\x04\x12\x0e\n\x06offset\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"W\n\x13\x43reateVolumeRequest\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x1a\n\x12segment_size_bytes\x18\x03 \x01(\x04\"@\n\x14\x43reateVolumeResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.compute.v1.VolumeStatus\"N\n\x11WritePagesRequest\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12&\n\x07patches\x18\x02 \x03(\x0b\x32\x15.compute.v1.PagePatch\"!\n\x12WritePagesResponse\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\"7\n\x10ReadPagesRequest\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x10\n\x08page_nos\x18\x02 \x03(\x04\"<\n\tPageImage\x12\x0f\n\x07page_no\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x10\n\x08page_lsn\x18\x03 \x01(\x04\"M\n\x11ReadPagesResponse\x12\x12\n\nread_point\x18\x01 \x01(\x04\x12$\n\x05pages\x18\x02 \x03(\x0b\x32\x15.compute.v1.PageImage\"+\n\x16GetVolumeStatusRequest\x12\x11\n\tvolume_id\x18\x01 \x01(\t\"\xb9\x01\n\rSegmentStatus\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\n\n\x02\x61z\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0b\n\x03scl\x18\x05 \x01(\x04\x12\x17\n\x0flast_ack_age_ms\x18\x06 \x01(\x04\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12\x19\n\x11records_in_flight\x18\x08 \x01(\x04\x12\x12\n\nbytes_sent\x18\t \x01(\x04\"\x99\x01\n\x08PgStatus\x12\x10\n\x08pg_index\x18\x01 \x01(\r\x12\x12\n\nfirst_page\x18\x02 \x01(\x04\x12\x12\n\npage_count\x18\x03 \x01(\x04\x12\x18\n\x10membership_epoch\x18\x04 \x01(\x04\x12\x0c\n\x04pgcl\x18\x05 \x01(\x04\x12+\n\x08segments\x18\x06 \x03(\x0b\x32\x19.compute.v1.SegmentStatus\"\xaa\x02\n\x0cVolumeStatus\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x1a\n\x12segment_size_bytes\x18\x03 \x01(\x04\x12\x16\n\x0egeometry_epoch\x18\x04 \x01(\x04\x12\x14\n\x0cvolume_epoch\x18\x05 \x01(\x04\x12\x0b\n\x03vcl\x18\x06 \x01(\x04\x12\x0b\n\x03vdl\x18\x07 \x01(\x04\x12\x15\n\rlsn_allocated\x18\x08 \x01(\x04\x12\x0b\n\x03lal\x18\t \x01(\x04\x12/\n\x11protection_groups\x18\n \x03(\x0b\x32\x14.compute.v1.PgStatus\x12\x0e\n\x06\x66\x65nced\x18\x0b \x01(\x08\x12\x0f\n\x07\x63ommits\x18\x0c \x01(\x04\x12\x1a\n\x12network_bytes_sent\x18\r \x01(\x04\"C\n\x17GetVolumeStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.compute.v1.VolumeStatus\"\x14\n\x12ListVolumesRequest\"@\n\x13ListVolumesResponse\x12)\n\x07volumes\x18\x01 \x03(\x0b\x32\x18.compute.v1.VolumeStatus2\xa5\x03\n\rVolumeService\x12Q\n\x0c\x43reateVolume\x12\x1f.compute.v1.CreateVolumeRequest\x1a .compute.v1.CreateVolumeResponse\x12K\n\nWritePages\x12\x1d.compute.v1.WritePagesRequest\x1a\x1e.compute.v1.WritePagesResponse\x12H\n\tReadPages\x12\x1c.compute.v1.ReadPagesRequest\x1a\x1d.compute.v1.ReadPagesResponse\x12Z\n\x0fGetVolumeStatus\x12\".compute.v1.GetVolumeStatusRequest\x1a#.compute.v1.GetVolumeStatusResponse\x12N\n\x0bListVolumes\x12\x1e.compute.v1.ListVolumesRequest\x1a\x1f.compute.v1.ListVolumesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63ompute/v1/volume_service.proto\x12\ncompute.v1\":\n\tPagePatch\x12\x0f\n\x07page_no\x18\x01 \x01(\x04\x12\x0e\n\x06offset\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"W\n\x13\x43reateVolumeRequest\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x1a\n\x12segment_size_bytes\x18\x03 \x01(\x04\"@\n\x14\x43reateVolumeResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.compute.v1.VolumeStatus\"N\n\x11WritePagesRequest\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12&\n\x07patches\x18\x02 \x03(\x0b\x32\x15.compute.v1.PagePatch\"!\n\x12WritePagesResponse\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\"M\n\x10ReadPagesRequest\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x10\n\x08page_nos\x18\x02 \x03(\x04\x12\x14\n\x0c\x66rom_storage\x18\x03 \x01(\x08\"<\n\tPageImage\x12\x0f\n\x07page_no\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x10\n\x08page_lsn\x18\x03 \x01(\x04\"M\n\x11ReadPagesResponse\x12\x12\n\nread_point\x18\x01 \x01(\x04\x12$\n\x05pages\x18\x02 \x03(\x0b\x32\x15.compute.v1.PageImage\"+\n\x16GetVolumeStatusRequest\x12\x11\n\tvolume_id\x18\x01 \x01(\t\"\xb9\x01\n\rSegmentStatus\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\n\n\x02\x61z\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0b\n\x03scl\x18\x05 \x01(\x04\x12\x17\n\x0flast_ack_age_ms\x18\x06 \x01(\x04\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12\x19\n\x11records_in_flight\x18\x08 \x01(\x04\x12\x12\n\nbytes_sent\x18\t \x01(\x04\"\x99\x01\n\x08PgStatus\x12\x10\n\x08pg_index\x18\x01 \x01(\r\x12\x12\n\nfirst_page\x18\x02 \x01(\x04\x12\x12\n\npage_count\x18\x03 \x01(\x04\x12\x18\n\x10membership_epoch\x18\x04 \x01(\x04\x12\x0c\n\x04pgcl\x18\x05 \x01(\x04\x12+\n\x08segments\x18\x06 \x03(\x0b\x32\x19.compute.v1.SegmentStatus\"\xf0\x02\n\x0cVolumeStatus\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x1a\n\x12segment_size_bytes\x18\x03 \x01(\x04\x12\x16\n\x0egeometry_epoch\x18\x04 \x01(\x04\x12\x14\n\x0cvolume_epoch\x18\x05 \x01(\x04\x12\x0b\n\x03vcl\x18\x06 \x01(\x04\x12\x0b\n\x03vdl\x18\x07 \x01(\x04\x12\x15\n\rlsn_allocated\x18\x08 \x01(\x04\x12\x0b\n\x03lal\x18\t \x01(\x04\x12/\n\x11protection_groups\x18\n \x03(\x0b\x32\x14.compute.v1.PgStatus\x12\x0e\n\x06\x66\x65nced\x18\x0b \x01(\x08\x12\x0f\n\x07\x63ommits\x18\x0c \x01(\x04\x12\x1a\n\x12network_bytes_sent\x18\r \x01(\x04\x12\x12\n\ncache_hits\x18\x0e \x01(\x04\x12\x1a\n\x12storage_page_reads\x18\x0f \x01(\x04\x12\x14\n\x0chedged_reads\x18\x10 \x01(\x04\"C\n\x17GetVolumeStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.compute.v1.VolumeStatus\"\x14\n\x12ListVolumesRequest\"@\n\x13ListVolumesResponse\x12)\n\x07volumes\x18\x01 \x03(\x0b\x32\x18.compute.v1.VolumeStatus2\xa5\x03\n\rVolumeService\x12Q\n\x0c\x43reateVolume\x12\x1f.compute.v1.CreateVolumeRequest\x1a .compute.v1.CreateVolumeResponse\x12K\n\nWritePages\x12\x1d.compute.v1.WritePagesRequest\x1a\x1e.compute.v1.WritePagesResponse\x12H\n\tReadPages\x12\x1c.compute.v1.ReadPagesRequest\x1a\x1d.compute.v1.ReadPagesResponse\x12Z\n\x0fGetVolumeStatus\x12\".compute.v1.GetVolumeStatusRequest\x1a#.compute.v1.GetVolumeStatusResponse\x12N\n\x0bListVolumes\x12\x1e.compute.v1.ListVolumesRequest\x1a\x1f.compute.v1.ListVolumesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,25 +42,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WRITEPAGESRESPONSE']._serialized_start=342
   _globals['_WRITEPAGESRESPONSE']._serialized_end=375
   _globals['_READPAGESREQUEST']._serialized_start=377
-  _globals['_READPAGESREQUEST']._serialized_end=432
-  _globals['_PAGEIMAGE']._serialized_start=434
-  _globals['_PAGEIMAGE']._serialized_end=494
-  _globals['_READPAGESRESPONSE']._serialized_start=496
-  _globals['_READPAGESRESPONSE']._serialized_end=573
-  _globals['_GETVOLUMESTATUSREQUEST']._serialized_start=575
-  _globals['_GETVOLUMESTATUSREQUEST']._serialized_end=618
-  _globals['_SEGMENTSTATUS']._serialized_start=621
-  _globals['_SEGMENTSTATUS']._serialized_end=806
-  _globals['_PGSTATUS']._serialized_start=809
-  _globals['_PGSTATUS']._serialized_end=962
-  _globals['_VOLUMESTATUS']._serialized_start=965
-  _globals['_VOLUMESTATUS']._serialized_end=1263
-  _globals['_GETVOLUMESTATUSRESPONSE']._serialized_start=1265
-  _globals['_GETVOLUMESTATUSRESPONSE']._serialized_end=1332
-  _globals['_LISTVOLUMESREQUEST']._serialized_start=1334
-  _globals['_LISTVOLUMESREQUEST']._serialized_end=1354
-  _globals['_LISTVOLUMESRESPONSE']._serialized_start=1356
-  _globals['_LISTVOLUMESRESPONSE']._serialized_end=1420
-  _globals['_VOLUMESERVICE']._serialized_start=1423
-  _globals['_VOLUMESERVICE']._serialized_end=1844
+  _globals['_READPAGESREQUEST']._serialized_end=454
+  _globals['_PAGEIMAGE']._serialized_start=456
+  _globals['_PAGEIMAGE']._serialized_end=516
+  _globals['_READPAGESRESPONSE']._serialized_start=518
+  _globals['_READPAGESRESPONSE']._serialized_end=595
+  _globals['_GETVOLUMESTATUSREQUEST']._serialized_start=597
+  _globals['_GETVOLUMESTATUSREQUEST']._serialized_end=640
+  _globals['_SEGMENTSTATUS']._serialized_start=643
+  _globals['_SEGMENTSTATUS']._serialized_end=828
+  _globals['_PGSTATUS']._serialized_start=831
+  _globals['_PGSTATUS']._serialized_end=984
+  _globals['_VOLUMESTATUS']._serialized_start=987
+  _globals['_VOLUMESTATUS']._serialized_end=1355
+  _globals['_GETVOLUMESTATUSRESPONSE']._serialized_start=1357
+  _globals['_GETVOLUMESTATUSRESPONSE']._serialized_end=1424
+  _globals['_LISTVOLUMESREQUEST']._serialized_start=1426
+  _globals['_LISTVOLUMESREQUEST']._serialized_end=1446
+  _globals['_LISTVOLUMESRESPONSE']._serialized_start=1448
+  _globals['_LISTVOLUMESRESPONSE']._serialized_end=1512
+  _globals['_VOLUMESERVICE']._serialized_start=1515
+  _globals['_VOLUMESERVICE']._serialized_end=1936
 # @@protoc_insertion_point(module_scope)

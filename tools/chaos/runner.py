@@ -225,14 +225,16 @@ class Workload:
         self.records.append(OpRecord(WRITE, keys, token, (), invoked, completed, outcome, code, details, target.label))
         return outcome
 
-    async def read(self, processes: tuple[int, ...], keys: tuple[int, ...]) -> tuple[str, list[str | None]]:
+    async def read(self, processes: tuple[int, ...], keys: tuple[int, ...],
+                   from_storage: bool = False) -> tuple[str, list[str | None]]:
         target = self.target
         invoked = time.monotonic()
         handles = [self.history.invoke(p, READ, k, None, invoked) for p, k in zip(processes, keys)]
         code, details, outcome = "OK", "", OK
         values: list[str | None] = []
         try:
-            reply = await target.stub.ReadPages(vpb.ReadPagesRequest(volume_id=VOLUME, page_nos=list(keys)),
+            reply = await target.stub.ReadPages(vpb.ReadPagesRequest(volume_id=VOLUME, page_nos=list(keys),
+                                                                     from_storage=from_storage),
                                                 timeout=READ_TIMEOUT_S)
             by_page = {p.page_no: p.data for p in reply.pages}
             values = [decode_value(by_page[k]) if k in by_page else f"<page {k} missing from the reply>"
@@ -286,12 +288,13 @@ class Workload:
                 await asyncio.sleep(0.5)
 
     async def final_reads(self) -> bool:
-        """Read every key in one call (one read point) until it succeeds; recorded like any read."""
+        """Read every key in one call (one read point) until it succeeds; recorded like any read. The
+        pages come from storage segments, not the writer's buffer cache: what the segments hold is judged."""
         processes = tuple(2 * self.clients + i for i in range(len(self.all_keys)))
         deadline = time.monotonic() + FINAL_READ_TIMEOUT_S
         while time.monotonic() < deadline:
             self.final_read_attempts += 1
-            outcome, values = await self.read(processes, tuple(self.all_keys))
+            outcome, values = await self.read(processes, tuple(self.all_keys), from_storage=True)
             if outcome == OK:
                 self.final_values = dict(zip(self.all_keys, values))
                 return True
