@@ -74,6 +74,9 @@ DEFAULT_KEYS = 8
 
 # Op mix: single-page write, two-page MTR, single-page read, two-page read.
 P_WRITE, P_PAIR_WRITE, P_READ = 0.45, 0.10, 0.35
+# Share of reads that skip the writer's buffer cache: the hot pages live there, so without these
+# a fault would never make a segment serve a read.
+P_FROM_STORAGE = 0.5
 
 CLIENT_CHANNEL_OPTIONS = CHANNEL_OPTIONS + [
     # The writer is restarted on the same port in some scenarios: reconnect quickly.
@@ -157,6 +160,7 @@ class OpRecord:
     code: str  # "OK" or the status code's name
     details: str
     writer: str  # label of the writer the call went to ("old", "new", ...)
+    from_storage: bool = False  # a read that skipped the writer's buffer cache (a segment served it)
 
 
 class Target:
@@ -249,7 +253,7 @@ class Workload:
             self.history.complete(handle, outcome, value=values[i] if outcome == OK else None, time=completed,
                                   error=None if outcome == OK else f"{code}: {details}"[:300])
         self.records.append(OpRecord(READ, keys, None, tuple(values), invoked, completed, outcome, code, details,
-                                     target.label))
+                                     target.label, from_storage))
         return outcome, values
 
     async def client(self, index: int) -> None:
@@ -266,9 +270,9 @@ class Workload:
                 n += 1
                 outcome = await self.write((process, shadow), rng.choice(self.pairs), f"p{process}-{n}")
             elif r < P_WRITE + P_PAIR_WRITE + P_READ:
-                outcome, _ = await self.read((process,), (rng.choice(self.all_keys),))
+                outcome, _ = await self.read((process,), (rng.choice(self.all_keys),), rng.random() < P_FROM_STORAGE)
             else:
-                outcome, _ = await self.read((process, shadow), rng.choice(self.pairs))
+                outcome, _ = await self.read((process, shadow), rng.choice(self.pairs), rng.random() < P_FROM_STORAGE)
             if outcome != OK:
                 await asyncio.sleep(ERROR_BACKOFF_S * (0.5 + rng.random()))
 

@@ -169,7 +169,10 @@ def goes_on(ctx: Context, start: str = "fault", end: str = "heal_start", *, read
                              f"longest stretch without one {gap:.2f} s (at most {WRITE_GAP_MAX_S:g} s)"))
     if reads:
         read_ok = ops(ctx, "read", "ok", invoked_from=t0, completed_to=t1)
-        out.append(Criterion("reads go on", bool(read_ok), f"{len(read_ok)} reads answered during the fault"))
+        from_storage = [r for r in read_ok if r.from_storage]
+        out.append(Criterion("reads go on", bool(from_storage),
+                             f"{len(read_ok)} reads answered during the fault, {len(from_storage)} of them by a "
+                             f"storage segment (not the writer's buffer cache)"))
     return out
 
 
