@@ -4,7 +4,7 @@
   file makes it slow, then unreachable (new calls and an open stream get
   UNAVAILABLE), and removing the file brings it back.
 - A CI-sized subset of `sixfold chaos` through the same code as the CLI:
-  kill-one and writer-kill, short, each must PASS.
+  kill-one, writer-kill and replace, short, each must PASS.
 """
 
 from __future__ import annotations
