@@ -1,0 +1,44 @@
+"""The benchmarks still run end to end and print every figure they promise (tiny sizes; no timing
+is asserted: the figures are printed, not judged)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def bench(*args: str, timeout_s: float = 240) -> str:
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "bench", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout_s)
+    print(done.stdout[-3000:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_bench_storage_prints_node_and_lmdb_rates_and_their_ratio() -> None:
+    out = bench("storage", "--records", "3000", "--payloads", "100,4096")
+    for payload in ("100B", "4096B"):
+        row = re.search(rf"^\s+{payload}\s+3000 \|\s+([\d,]+)\s+([\d.]+) \|\s+([\d,]+)\s+([\d.]+) \|\s+([\d.]+)$",
+                        out, re.MULTILINE)
+        assert row, f"no result row for {payload}"
+        node_rate, lmdb_rate, ratio = (float(row.group(i).replace(",", "")) for i in (1, 3, 5))
+        assert node_rate > 0 and lmdb_rate > 0 and ratio == pytest.approx(node_rate / lmdb_rate, abs=0.01)
+
+
+def test_bench_commit_prints_every_mode_bytes_per_commit_and_ratios() -> None:
+    out = bench("commit", "--seconds", "0.5", "--concurrency", "2")
+    for mode in ("normal", "2 paused", "bare"):
+        row = re.search(rf"^\s*{mode}\s+2 \|\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+) \|", out, re.MULTILINE)
+        assert row, f"no result row for {mode}"
+        assert int(row.group(1).replace(",", "")) > 0, f"{mode}: no commits"
+        assert re.search(rf"^\s+{mode} c=2\s+[\d,]+ B/commit\s+vs whole pages", out, re.MULTILINE), mode
+    assert re.search(r"commit at c=2:\s+[\d.]+% of bare", out)
+    assert re.search(r"2 paused at c=2:\s+[\d.]+% of normal", out)
