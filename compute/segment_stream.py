@@ -39,7 +39,7 @@ BATCH_RECORDS_MAX = 2_000
 BATCH_BYTES_MAX = 4 * 1024 * 1024
 # Batches in flight per stream. Small on purpose: while two batches wait for their fsync, new
 # records gather into the next one (boxcar), so batches grow with load instead of leaving half empty.
-WINDOW_BATCHES = 1
+WINDOW_BATCHES = 2
 RETAIN_RECORDS_MAX = 500_000
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 0.5

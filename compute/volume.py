@@ -673,6 +673,7 @@ class Volume:
                     scl=tracker.scl_of.get(node, 0) if tracker else 0,
                     last_ack_age_ms=int((now - s.last_ack_monotonic) * 1000) if s.last_ack_monotonic else 0,
                     connected=s.connected, records_in_flight=s.records_in_flight, bytes_sent=s.bytes_sent,
+                    batches_sent=s.batches_sent,
                 )
                 for node, s in sorted(pg.streams.items())
             ]

@@ -10,8 +10,10 @@ goes and what GC keeps). Every `interval_s`, for each segment:
    folded on the node's writer thread, `COALESCE_PAGES_PER_TXN_MAX` pages per
    write transaction, so appends wait for at most one short transaction. Only the
    first pass after start looks at every page; later ones look only at the pages
-   that received records since (the store marks them as it commits appends) and
-   at those still holding records above the fold limit;
+   the store counted as it committed appends: a page is read once its count of
+   records above its newest version (an upper bound, added up across rounds)
+   reaches the chain minimum, and what a look or a fold leaves (records below the
+   minimum, or above the fold limit) is counted again exactly;
 4. the horizon is recomputed from the writer's reported lowest read point, the
    pinned LSNs and the history window; when it rises it is made durable first,
    then GC walks the pages `GC_PAGES_PER_TXN_MAX` per write transaction.
@@ -121,19 +123,25 @@ class Coalescer:
         dirty = self.store.take_dirty_pages(segment_id)
         if segment_id not in self._scanned:
             # The first pass after start looks at every page (what was appended before the restart is
-            # not marked); later passes only at pages that received records since the previous one.
+            # not counted); later passes only at pages that received records since they were looked at.
             page: int | None = 0
             while page is not None:
-                pages, page = self.store.coalesce_candidates(segment_id, page, COALESCE_PAGES_PER_SCAN_MAX, limit,
-                                                             self.chain_min)
+                pages, remaining, page = self.store.coalesce_candidates(
+                    segment_id, page, COALESCE_PAGES_PER_SCAN_MAX, limit, self.chain_min)
+                self.store.mark_dirty_pages(segment_id, remaining)
                 written += await self._fold(segment_id, pages, limit)
                 await asyncio.sleep(self.tick_pause_s)
             self._scanned.add(segment_id)
-        ordered = sorted(dirty)
+            dirty.clear()  # the scan read every page after these counts were taken, and counted it exactly
+        # A page with fewer new records than a chain needs cannot be worth folding: it waits, counted,
+        # without being read. The others are read, and keep the exact count of what a fold leaves.
+        waiting = {page: count for page, count in dirty.items() if count < self.chain_min}
+        self.store.mark_dirty_pages(segment_id, waiting)
+        ordered = sorted(page for page, count in dirty.items() if count >= self.chain_min)
         for i in range(0, len(ordered), COALESCE_PAGES_PER_SCAN_MAX):
-            pages, later = self.store.coalesce_candidates_among(
+            pages, remaining = self.store.coalesce_candidates_among(
                 segment_id, ordered[i:i + COALESCE_PAGES_PER_SCAN_MAX], limit, self.chain_min)
-            self.store.mark_dirty_pages(segment_id, later)  # records above the limit: look again next round
+            self.store.mark_dirty_pages(segment_id, remaining)  # what is left: counted again, looked at later
             written += await self._fold(segment_id, pages, limit)
             await asyncio.sleep(self.tick_pause_s)
         if written:

@@ -29,6 +29,7 @@ import logging
 import os
 import struct
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
@@ -153,7 +154,7 @@ class SegmentStore:
         self.segments: dict[str, Segment] = {}
         # Pages that received records since coalescing last looked (storage/coalesce.py): appends mark
         # them on the writer thread, the coalescer takes them on the event loop.
-        self._dirty_pages: dict[str, set[int]] = {}
+        self._dirty_pages: dict[str, Counter[int]] = {}
         self._dirty_lock = threading.Lock()
         self._load()
 
@@ -371,17 +372,25 @@ class SegmentStore:
         with self._dirty_lock:
             for batch, result in zip(batches, results):
                 if not isinstance(result, StorageError):
-                    self._dirty_pages.setdefault(batch.segment_id, set()).update(r.page_no for r, _ in batch.records)
+                    self._dirty_pages.setdefault(batch.segment_id, Counter()).update(r.page_no for r, _ in batch.records)
         return results
 
-    def take_dirty_pages(self, segment_id: str) -> set[int]:
-        """The pages that received records since the last call (and forget them)."""
+    def take_dirty_pages(self, segment_id: str) -> Counter[int]:
+        """Pages that received records since the last call, each with at least as many as it has above its
+        newest page version that were not counted before (and forget them). An upper bound: coalescing
+        skips a page whose count is below its chain minimum without reading it, and checks the rest."""
         with self._dirty_lock:
-            return self._dirty_pages.pop(segment_id, set())
+            return self._dirty_pages.pop(segment_id, Counter())
 
-    def mark_dirty_pages(self, segment_id: str, pages: Iterable[int]) -> None:
+    def mark_dirty_pages(self, segment_id: str, counts: dict[int, int]) -> None:
+        """Give pages back with `counts` records above their newest version (added to any counted since)."""
         with self._dirty_lock:
-            self._dirty_pages.setdefault(segment_id, set()).update(pages)
+            self._dirty_pages.setdefault(segment_id, Counter()).update(counts)
+
+    def dirty_pages(self, segment_id: str) -> dict[int, int]:
+        """A copy of the counts, for status and tests."""
+        with self._dirty_lock:
+            return dict(self._dirty_pages.get(segment_id, {}))
 
     def _append_one(self, txn: lmdb.Transaction, batch: AppendBatch, seg: Segment) -> BatchResult:
         seg.check_epochs(batch.volume_epoch, batch.membership_epoch)
@@ -812,40 +821,47 @@ class SegmentStore:
         return 0
 
     def coalesce_candidates(self, segment_id: str, start_page: int, pages_max: int, limit: int,
-                            chain_min: int) -> tuple[list[int], int | None]:
+                            chain_min: int) -> tuple[list[int], dict[int, int], int | None]:
         """Pages from `start_page` on worth folding at `limit` (retention rule 1), looked at in one short
-        read transaction, at most `pages_max` pages; (pages, the page to resume at or None at the end)."""
+        read transaction, at most `pages_max` pages; (pages, how many records each page looked at keeps
+        above its newest version once those are folded, the page to resume at or None at the end)."""
         meta = self.segment(segment_id).meta
         seg_no = meta.seg_no
-        found = []
+        found: list[int] = []
+        remaining: dict[int, int] = {}
         with self._read_txn() as txn:
             page: int | None = max(start_page, meta.first_page)
             for _ in range(pages_max):
                 page = self._next_page(txn, self._page_index, seg_no, page)
                 if page is None:
-                    return found, None
-                newest = self._newest_version_at_or_below(txn, seg_no, page, LSN_MAX)
-                lsns = self._page_lsns(txn, self._page_index, seg_no, page, above=newest, upto=limit)
-                if coalesce_target(lsns, limit, chain_min) is not None:
-                    found.append(page)
+                    return found, remaining, None
+                self._look_at(txn, meta, page, limit, chain_min, found, remaining)
                 page += 1
-        return found, page
+        return found, remaining, page
+
+    def _look_at(self, txn: lmdb.Transaction, meta: SegmentMeta, page: int, limit: int, chain_min: int,
+                 found: list[int], remaining: dict[int, int]) -> None:
+        newest = self._newest_version_at_or_below(txn, meta.seg_no, page, LSN_MAX)
+        lsns = self._page_lsns(txn, self._page_index, meta.seg_no, page, above=newest)
+        if coalesce_target(lsns, limit, chain_min) is not None:
+            found.append(page)
+            left = sum(1 for lsn in lsns if lsn > limit)  # a fold takes every record at or below the limit
+        else:
+            left = len(lsns)
+        if left:
+            remaining[page] = left
 
     def coalesce_candidates_among(self, segment_id: str, pages: list[int], limit: int,
-                                  chain_min: int) -> tuple[list[int], list[int]]:
-        """Of `pages`, (those worth folding at `limit`, those holding records above `limit` that may be
-        worth folding once the limit rises), in one short read transaction."""
+                                  chain_min: int) -> tuple[list[int], dict[int, int]]:
+        """Of `pages`, (those worth folding at `limit`, how many records each keeps above its newest
+        version once those are folded), in one short read transaction."""
         meta = self.segment(segment_id).meta
-        found, later = [], []
+        found: list[int] = []
+        remaining: dict[int, int] = {}
         with self._read_txn() as txn:
             for page in pages:
-                newest = self._newest_version_at_or_below(txn, meta.seg_no, page, LSN_MAX)
-                lsns = self._page_lsns(txn, self._page_index, meta.seg_no, page, above=newest)
-                if coalesce_target(lsns, limit, chain_min) is not None:
-                    found.append(page)
-                if lsns and lsns[-1] > limit:
-                    later.append(page)
-        return found, later
+                self._look_at(txn, meta, page, limit, chain_min, found, remaining)
+        return found, remaining
 
     def coalesce_pages(self, segment_id: str, pages: list[int], limit: int, chain_min: int) -> int:
         """Fold each page into a version at its coalesce target (planned again inside the write

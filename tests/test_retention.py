@@ -117,7 +117,7 @@ def fill(store: SegmentStore, seed: int, count: int = 400, pages: int = 6) -> li
 
 
 def coalesce_all(store: SegmentStore, limit: int, chain_min: int = 8) -> int:
-    pages, _ = store.coalesce_candidates(SEG, 0, 1000, limit, chain_min)
+    pages, _, _ = store.coalesce_candidates(SEG, 0, 1000, limit, chain_min)
     return store.coalesce_pages(SEG, pages, limit, chain_min)
 
 
@@ -325,16 +325,19 @@ def test_after_its_first_full_pass_coalescing_looks_only_at_pages_that_received_
 
     append(1, 10)
     append(2, 3)  # too short a chain to fold
-    assert store.take_dirty_pages(SEG) == {1, 2}
+    assert store.dirty_pages(SEG) == {1: 10, 2: 3}
+    store.take_dirty_pages(SEG)  # as after a restart: the appends before it were never counted
     append(1, 1)
-    asyncio.run(coalescer.round())  # the first pass looks at every page
+    asyncio.run(coalescer.round())  # the first pass looks at every page, and counts what it leaves
     assert store.segment(SEG).meta.versions_coalesced == 1
-    asyncio.run(coalescer.round())  # nothing new: nothing looked at, nothing written
-    assert store.segment(SEG).meta.versions_coalesced == 1 and store.take_dirty_pages(SEG) == set()
-    append(2, 6)  # page 2 now has 9 records above no version; page 1 only 0 above its version
+    assert store.dirty_pages(SEG) == {2: 3}  # page 1 was folded whole; page 2 waits with 3 records
+    asyncio.run(coalescer.round())  # nothing new: page 2 waits without being read, nothing written
+    assert store.segment(SEG).meta.versions_coalesced == 1 and store.dirty_pages(SEG) == {2: 3}
+    append(2, 6)  # page 2 now has 9 records above no version; page 1 only 3 above its version
     append(1, 3)
     asyncio.run(coalescer.round())
     assert store.segment(SEG).meta.versions_coalesced == 2
+    assert store.dirty_pages(SEG) == {1: 3}
     assert store.read_page(SEG, 2, chain.last_lsn).data[:5] == b"x0005"
     # Records above the fold limit (the writer's VDL) wait, and are looked at again once it rises.
     records = [chain.patch(3, b"y%04d" % i) for i in range(9)]

@@ -280,7 +280,7 @@ def test_a_rotten_only_copy_below_the_gc_floor_makes_the_segment_refuse_until_hy
         b = batch(records)
         b.vdl_hint = 40
         commit_ok(store, b)
-        pages, _ = store.coalesce_candidates(SEG, 0, 100, 30, 1)
+        pages, _, _ = store.coalesce_candidates(SEG, 0, 100, 30, 1)
         store.coalesce_pages(SEG, pages, 30, 1)
         store.raise_horizon(SEG, 30)
         assert store.collect_garbage(SEG, 0, 100) is None

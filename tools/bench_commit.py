@@ -71,6 +71,7 @@ class Snapshot:
     at: float
     net_bytes: int = 0
     commits: int = 0
+    batches: int = 0  # AppendRecords messages sent to all segments
     cpu_s: dict[str, float] = field(default_factory=dict)  # group -> CPU seconds (user + system)
 
 
@@ -102,6 +103,13 @@ class Phase:
     def bytes_per_commit(self) -> float:
         commits = self.after.commits - self.before.commits
         return (self.after.net_bytes - self.before.net_bytes) / commits if commits else float("nan")
+
+    @property
+    def commits_per_batch(self) -> float:
+        """Commits a stream message carried on average (the boxcar): commits / (batches / segments)."""
+        batches = self.after.batches - self.before.batches
+        commits = self.after.commits - self.before.commits
+        return commits * COPIES / batches if batches else float("nan")
 
     def cores(self, group: str) -> float:
         wall = self.after.at - self.before.at
@@ -371,7 +379,9 @@ async def _run_phases(cluster: Any, concurrencies: list[int], seconds: float, me
         async def volume_snapshot() -> Snapshot:
             reply = await compute.GetVolumeStatus(vpb.GetVolumeStatusRequest(volume_id=volume_id),
                                                   timeout=CALL_TIMEOUT_S)
-            return Snapshot(time.perf_counter(), reply.status.network_bytes_sent, reply.status.commits, meter.read())
+            batches = sum(s.batches_sent for pg in reply.status.protection_groups for s in pg.segments)
+            return Snapshot(time.perf_counter(), reply.status.network_bytes_sent, reply.status.commits,
+                            batches, meter.read())
 
         async def write(rng: random.Random) -> int:
             page_no, offset, data = _patch(rng, pool, page_size)
@@ -393,7 +403,8 @@ async def _run_phases(cluster: Any, concurrencies: list[int], seconds: float, me
         fanout.open([(s.segment_id, pg.membership_epoch, channel(s.address)) for s in pg.segments], WINDOW_BATCHES)
 
         async def bare_snapshot() -> Snapshot:
-            return Snapshot(time.perf_counter(), fanout.bytes_sent, fanout.commits, meter.read())
+            return Snapshot(time.perf_counter(), fanout.bytes_sent, fanout.commits,
+                            sum(st.batch_id for st in fanout.streams), meter.read())
 
         progress(f"{BARE}: AppendRecords to the 6 segments of volume {bare_volume} PG 0 from this process "
                  f"(window {WINDOW_BATCHES} batches per stream)")
@@ -465,6 +476,12 @@ def _print_results(phases: list[Phase], page_size: int, concurrencies: list[int]
     print(f"  reference, the paper's figure, not ours: [P17] (Aurora, SIGMOD 2017, Table 1) reports "
           f"{PAPER_IO_RATIO}x fewer I/Os per transaction than mirrored MySQL")
 
+    print("\nboxcar (commits per AppendRecords message to one segment; fewer messages = less gRPC CPU everywhere):")
+    for mode in (NORMAL, PAUSED, BARE):
+        line = [f"c={c} {by[(mode, c)].commits_per_batch:5.1f}" for c in concurrencies
+                if (mode, c) in by and by[(mode, c)].commits_per_batch == by[(mode, c)].commits_per_batch]
+        if line:
+            print(f"  {mode:>8}  " + "   ".join(line))
     print("\nratios:")
     for c in concurrencies:
         normal, paused, bare = by.get((NORMAL, c)), by.get((PAUSED, c)), by.get((BARE, c))

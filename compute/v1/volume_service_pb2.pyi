@@ -81,7 +81,7 @@ class GetVolumeStatusRequest(_message.Message):
     def __init__(self, volume_id: _Optional[str] = ...) -> None: ...
 
 class SegmentStatus(_message.Message):
-    __slots__ = ("segment_id", "node_id", "az", "address", "scl", "last_ack_age_ms", "connected", "records_in_flight", "bytes_sent")
+    __slots__ = ("segment_id", "node_id", "az", "address", "scl", "last_ack_age_ms", "connected", "records_in_flight", "bytes_sent", "batches_sent")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AZ_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class SegmentStatus(_message.Message):
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     RECORDS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_SENT_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     node_id: str
     az: str
@@ -100,7 +101,8 @@ class SegmentStatus(_message.Message):
     connected: bool
     records_in_flight: int
     bytes_sent: int
-    def __init__(self, segment_id: _Optional[str] = ..., node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ..., scl: _Optional[int] = ..., last_ack_age_ms: _Optional[int] = ..., connected: _Optional[bool] = ..., records_in_flight: _Optional[int] = ..., bytes_sent: _Optional[int] = ...) -> None: ...
+    batches_sent: int
+    def __init__(self, segment_id: _Optional[str] = ..., node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ..., scl: _Optional[int] = ..., last_ack_age_ms: _Optional[int] = ..., connected: _Optional[bool] = ..., records_in_flight: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., batches_sent: _Optional[int] = ...) -> None: ...
 
 class PgStatus(_message.Message):
     __slots__ = ("pg_index", "first_page", "page_count", "membership_epoch", "pgcl", "segments")
