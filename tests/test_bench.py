@@ -35,10 +35,13 @@ def test_bench_storage_prints_node_and_lmdb_rates_and_their_ratio() -> None:
 
 def test_bench_commit_prints_every_mode_bytes_per_commit_and_ratios() -> None:
     out = bench("commit", "--seconds", "0.5", "--concurrency", "2")
-    for mode in ("normal", "2 paused", "bare"):
+    for mode in ("normal", "2 paused", "bare", "empty"):
         row = re.search(rf"^\s*{mode}\s+2 \|\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+) \|", out, re.MULTILINE)
         assert row, f"no result row for {mode}"
         assert int(row.group(1).replace(",", "")) > 0, f"{mode}: no commits"
-        assert re.search(rf"^\s+{mode} c=2\s+[\d,]+ B/commit\s+vs whole pages", out, re.MULTILINE), mode
+        if mode != "empty":
+            assert re.search(rf"^\s+{mode} c=2\s+[\d,]+ B/commit\s+vs whole pages", out, re.MULTILINE), mode
     assert re.search(r"commit at c=2:\s+[\d.]+% of bare", out)
     assert re.search(r"2 paused at c=2:\s+[\d.]+% of normal", out)
+    assert re.search(r"commit at c=2:\s+[\d.]+% of empty calls to the writer", out)
+    assert re.search(r"^\s+normal\s+c=2\s+[\d.]+\s*$", out, re.MULTILINE), "no boxcar figure"  # commits/message

@@ -10,6 +10,8 @@ is started in a temporary state directory and always stopped at the end. Then:
                of a separate bench volume's PG over one AppendRecords stream each (boxcar,
                the writer's window), a "commit" done when 4 of 6 acknowledged its batch:
                no VolumeService hop, no LSN/VCL/VDL machinery. The baseline.
+    empty      C clients calling the writer process's grpc.health.v1 Check: one unary call
+               per "commit" and nothing else, the other ceiling (a commit is one such call).
     2 paused   `normal` again with storage nodes a2 and c1 stopped (SIGSTOP), so every
                commit needs all four remaining copies; resumed afterwards.
 
@@ -52,7 +54,7 @@ TARGET_BARE_FRACTION = 0.5
 # [P17] Verbitski et al., SIGMOD 2017, Table 1: 0.95 vs 7.39 I/Os per transaction (SysBench write-only).
 PAPER_IO_RATIO = 7.7
 
-NORMAL, PAUSED, BARE = "normal", "2 paused", "bare"
+NORMAL, PAUSED, BARE, EMPTY = "normal", "2 paused", "bare", "empty"
 MACHINE = "machine"  # CPU group: the whole machine, from /proc/stat
 
 
@@ -345,6 +347,7 @@ class BareFanout:
 async def _run_phases(cluster: Any, concurrencies: list[int], seconds: float, meter: CpuMeter,
                       progress: Callable[[str], None]) -> tuple[list[Phase], int, str]:
     import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from compute.segment_stream import WINDOW_BATCHES
     from compute.v1 import volume_service_pb2 as vpb
@@ -414,6 +417,20 @@ async def _run_phases(cluster: Any, concurrencies: list[int], seconds: float, me
         finally:
             await fanout.close()
 
+        # The other ceiling: one unary call per commit to the writer process, doing nothing (its health
+        # check). A commit cannot go faster than the calls that carry it.
+        health = health_pb2_grpc.HealthStub(channel(cluster.compute_address()))
+
+        async def empty_call(rng: random.Random) -> Any:
+            return await health.Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
+
+        async def empty_snapshot() -> Snapshot:
+            return Snapshot(time.perf_counter(), cpu_s=meter.read())
+
+        progress(f"{EMPTY}: grpc.health.v1 Check on the writer process, one call per 'commit' (no storage)")
+        for c in concurrencies:
+            report(await closed_loop(empty_call, c, seconds, empty_snapshot, EMPTY))
+
         progress(f"{PAUSED}: WritePages with {' and '.join(PAUSED_NODES)} paused (SIGSTOP)")
         paused: list[str] = []
         try:
@@ -444,7 +461,7 @@ def _print_results(phases: list[Phase], page_size: int, concurrencies: list[int]
               f"{'CPU cores: writer':>17} {'6 nodes':>8} {'bench':>6} {'machine':>8}")
     print(header)
     print("-" * len(header))
-    for mode in (NORMAL, PAUSED, BARE):
+    for mode in (NORMAL, PAUSED, BARE, EMPTY):
         for c in concurrencies:
             p = by.get((mode, c))
             if p is None:
@@ -488,6 +505,10 @@ def _print_results(phases: list[Phase], page_size: int, concurrencies: list[int]
         if normal and bare and bare.per_s:
             print(f"  commit at c={c}: {normal.per_s / bare.per_s:6.1%} of bare "
                   f"({normal.per_s:,.0f} / {bare.per_s:,.0f} commits/s)")
+        empty = by.get((EMPTY, c))
+        if normal and empty and empty.per_s:
+            print(f"  commit at c={c}: {normal.per_s / empty.per_s:6.1%} of empty calls to the writer "
+                  f"({normal.per_s:,.0f} / {empty.per_s:,.0f} calls/s)")
         if normal and paused and normal.per_s:
             print(f"  2 paused at c={c}: {paused.per_s / normal.per_s:6.1%} of normal "
                   f"(p99 {paused.percentile_ms(0.99):.1f} ms vs {normal.percentile_ms(0.99):.1f} ms)")
