@@ -305,6 +305,12 @@ def test_bad_input_gets_a_clear_status_and_writes_nothing(cluster: Cluster) -> N
     expect_code(lambda: read(address, [10**9]), grpc.StatusCode.OUT_OF_RANGE, "beyond the end")
     assert status(address).vdl == vdl
     assert read(address, [3])[3][:5] == b"keep\x00"
+    # Oversized by bytes (4 KiB pages cannot reach the limit within 1,000 patches): a volume of 64 KiB pages.
+    stub(address).CreateVolume(vpb.CreateVolumeRequest(volume_id="big-pages", page_size=65536,
+                                                       segment_size_bytes=64 * 2**20), timeout=CALL_TIMEOUT_S)
+    big = [(page, 0, bytes([page]) * 65536) for page in range(65)]  # 4,259,840 bytes
+    expect_code(lambda: write(address, big, volume="big-pages"), grpc.StatusCode.INVALID_ARGUMENT, "at most 4194304")
+    assert read(address, [0], volume="big-pages", from_storage=True)[0] == bytes(65536)  # nothing was written
 
 
 def test_a_write_past_the_end_grows_the_volume(cluster: Cluster) -> None:
