@@ -42,8 +42,10 @@ HYDRATE_BATCH_BYTES_MAX = 1024 * 1024  # page images per ReadPageVersions call a
 
 class Gossip:
     def __init__(self, servicer: "StorageServicer", channel_factory: Callable[[str], Any],
-                 interval_s: float = GOSSIP_INTERVAL_S) -> None:
+                 interval_s: float = GOSSIP_INTERVAL_S, isolated: Callable[[], bool] = lambda: False) -> None:
+        """`isolated()` true (the node's fault file cuts it off): no round asks any peer."""
         self.servicer = servicer
+        self.isolated = isolated
         self.store = servicer.store
         self.channel_factory = channel_factory
         self.interval_s = interval_s
@@ -70,6 +72,8 @@ class Gossip:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
+            if self.isolated():
+                continue  # a partition cuts both ways: an isolated node reaches no peer either
             self.rounds += 1
             for segment_id in sorted(self.store.segments):
                 try:

@@ -127,18 +127,20 @@ class StorageServicer:
     def __init__(self, store: SegmentStore, node_id: str, az: str, writer: Any = None,
                  peer_channel: Callable[[str], Any] | None = None, gossip_interval_s: float = GOSSIP_INTERVAL_S,
                  scrub: bool = True, scrub_interval_s: float = SCRUB_INTERVAL_S,
-                 coalesce_interval_s: float = COALESCE_INTERVAL_S, history_window_s: float = HISTORY_WINDOW_S) -> None:
+                 coalesce_interval_s: float = COALESCE_INTERVAL_S, history_window_s: float = HISTORY_WINDOW_S,
+                 isolated: Callable[[], bool] = lambda: False) -> None:
         """`writer` runs every LMDB write (default: one dedicated thread; the simulator runs them inline).
         `peer_channel(address)` opens a channel to a peer for gossip repair (None: no gossip).
         `scrub`: re-check every stored copy, a pass every `scrub_interval_s` (storage/scrub.py).
         `coalesce_interval_s`: fold records and collect garbage that often (0: never; storage/coalesce.py),
-        keeping at least `history_window_s` of history."""
+        keeping at least `history_window_s` of history. `isolated()`: a fault file cuts the node off, so its
+        gossip asks no peer either."""
         self.store = store
         self.node_id = node_id
         self.az = az
         self.writer = writer or ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-writer")
         self.committer = GroupCommitter(store, self.writer)
-        self.gossip = Gossip(self, peer_channel, gossip_interval_s) if peer_channel is not None else None
+        self.gossip = Gossip(self, peer_channel, gossip_interval_s, isolated) if peer_channel is not None else None
         self.scrubber = Scrubber(store, self._on_writer, scrub_interval_s) if scrub else None
         self.min_read_points: dict[str, int] = {}  # segment -> the writer's latest report (in memory only)
         self.coalescer = Coalescer(store, self._on_writer, self.min_read_points.get, coalesce_interval_s,

@@ -15,7 +15,7 @@ import signal
 
 import grpc
 
-from storage.faults import default_fault_file
+from storage.faults import FaultFile, default_fault_file
 from storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
 from storage.store import SegmentStore
 from storage.node import StorageServicer
@@ -101,16 +101,18 @@ async def _heartbeat_loop(args: argparse.Namespace, address: str, store: Segment
 
 async def _serve(args: argparse.Namespace) -> int:
     store = SegmentStore(os.path.join(args.data_dir, "lmdb"), map_size_bytes=args.lmdb_map_mib * 1024 * 1024)
+    fault_file = args.fault_file or default_fault_file(args.data_dir)
+    faults = FaultFile(fault_file)
     servicer = StorageServicer(
         store, args.node_id, args.az,
         peer_channel=lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
         gossip_interval_s=args.gossip_interval_ms / 1000,
         scrub=args.scrub_interval_ms > 0, scrub_interval_s=max(args.scrub_interval_ms, 1) / 1000,
         coalesce_interval_s=max(args.coalesce_interval_ms, 0) / 1000, history_window_s=max(args.history_window_s, 0),
+        isolated=lambda: faults.current().unreachable,
     )
     servicer.start()
     service = pb.DESCRIPTOR.services_by_name["StorageService"]
-    fault_file = args.fault_file or default_fault_file(args.data_dir)
     server, port, health = await start_server(args.host, args.port, [(service, servicer, pb)], fault_file=fault_file)
     address = f"{args.host}:{port}"
     write_port_file(args.port_file, port)

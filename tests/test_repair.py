@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +108,30 @@ def test_a_record_truncated_by_recovery_is_never_resurrected_by_gossip(cluster: 
         assert (st.scl, st.highest_lsn, st.volume_epoch) == (10, 10, 2), (s.node_id, st)
     print(f"{absent.node_id} came back holding LSN 11..15 above everyone; gossip truncated them there and "
           f"no peer took them")
+
+
+def test_an_isolated_node_asks_no_peer(tmp_path: Path) -> None:
+    """The fault file's `unreachable` cuts both ways: while it holds, gossip rounds do not run at all."""
+    from storage.node import StorageServicer
+    from storage.store import SegmentStore
+
+    async def run() -> None:
+        store = SegmentStore(str(tmp_path / "lmdb"), map_size_bytes=1 << 24)
+        isolated = [True]
+        servicer = StorageServicer(store, "a1", "a", peer_channel=lambda address: None,
+                                   gossip_interval_s=0.01, scrub=False, coalesce_interval_s=0,
+                                   isolated=lambda: isolated[0])
+        assert servicer.gossip is not None
+        servicer.gossip.start()
+        try:
+            await asyncio.sleep(0.2)
+            assert servicer.gossip.rounds == 0
+            isolated[0] = False
+            await asyncio.sleep(0.2)
+            assert servicer.gossip.rounds > 0
+        finally:
+            await servicer.gossip.stop()
+            servicer.writer.shutdown(wait=True)
+            store.close()
+
+    asyncio.run(run())

@@ -322,3 +322,18 @@ def test_a_write_past_the_end_grows_the_volume(cluster: Cluster) -> None:
     assert len(st.protection_groups) == before + 2 and st.vdl >= lsn
     assert read(address, [far])[far][100:105] == b"grown"
     assert {s.az for s in st.protection_groups[-1].segments} == {"a", "b", "c"}
+
+
+def test_the_compute_node_serves_health_and_reflection(cluster: Cluster) -> None:
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    channel = grpc.insecure_channel(cluster.compute_address())
+    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    database = ProtoReflectionDescriptorDatabase(channel)
+    assert {"compute.v1.VolumeService", "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection"} <= set(database.get_services())
+    methods = {m.name for m in DescriptorPool(database).FindServiceByName("compute.v1.VolumeService").methods}
+    assert {"WritePages", "ReadPages", "GetVolumeStatus"} <= methods

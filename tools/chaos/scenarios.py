@@ -412,8 +412,9 @@ async def _partition_az(ctx: Context) -> None:
     await ctx.do(ctx.nemesis.partition, victims)
     ctx.mark("fault")
     ctx.notes.append(f"partition of AZ {az}: {' and '.join(victims)} refuse every RPC that reaches them (the writer's "
-                     f"streams and reads, the control plane, health checks), but their own heartbeats to the control "
-                     f"plane still go out: a one-way partition, enough to take them out of every quorum")
+                     f"streams and reads, their peers' gossip, the control plane, health checks) and ask no peer "
+                     f"themselves (their gossip stops); only their heartbeats to the control plane still go out, "
+                     f"so they are not replaced meanwhile")
     ctx.resume_points.append((f"partition AZ {az}", ctx.marks["fault"]))
     await ctx.sleep(ctx.timing.fault_s)
 
