@@ -583,12 +583,12 @@ class Volume:
                 return cached
         pg = self.pgs[self.pg_of_page(page_no)]
         assert self.log is not None
-        self.storage_page_reads += 1
         pg_read_point = self.read_points.acquire(self.log.read_point(pg.pg_index))
         try:
             data, page_lsn = await self._read_from_segments(pg, page_no, pg_read_point)
         finally:
             self.read_points.release(pg_read_point)
+        self.storage_page_reads += 1
         if not from_storage:
             self.cache.put(page_no, data, page_lsn, read_point)
         return data, page_lsn

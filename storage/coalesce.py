@@ -11,9 +11,10 @@ goes and what GC keeps). Every `interval_s`, for each segment:
    write transaction, so appends wait for at most one short transaction. Only the
    first pass after start looks at every page; later ones look only at the pages
    the store counted as it committed appends: a page is read once its count of
-   records above its newest version (an upper bound, added up across rounds)
-   reaches the chain minimum, and what a look or a fold leaves (records below the
-   minimum, or above the fold limit) is counted again exactly;
+   records above its newest version (never below the true number; appends add to
+   it) reaches the chain minimum; a look sets it to the exact number, and a fold
+   counts off only the records it really took once its transaction committed (a
+   failed fold takes none, so the page is read again next round);
 4. the horizon is recomputed from the writer's reported lowest read point, the
    pinned LSNs and the history window; when it rises it is made durable first,
    then GC walks the pages `GC_PAGES_PER_TXN_MAX` per write transaction.
@@ -126,24 +127,28 @@ class Coalescer:
             # not counted); later passes only at pages that received records since they were looked at.
             page: int | None = 0
             while page is not None:
-                pages, remaining, page = self.store.coalesce_candidates(
+                pages, counts, page = self.store.coalesce_candidates(
                     segment_id, page, COALESCE_PAGES_PER_SCAN_MAX, limit, self.chain_min)
-                self.store.mark_dirty_pages(segment_id, remaining)
+                self.store.mark_dirty_pages(segment_id, counts)  # a fold counts off what it takes
                 written += await self._fold(segment_id, pages, limit)
                 await asyncio.sleep(self.tick_pause_s)
             self._scanned.add(segment_id)
             dirty.clear()  # the scan read every page after these counts were taken, and counted it exactly
         # A page with fewer new records than a chain needs cannot be worth folding: it waits, counted,
-        # without being read. The others are read, and keep the exact count of what a fold leaves.
-        waiting = {page: count for page, count in dirty.items() if count < self.chain_min}
-        self.store.mark_dirty_pages(segment_id, waiting)
-        ordered = sorted(page for page, count in dirty.items() if count >= self.chain_min)
-        for i in range(0, len(ordered), COALESCE_PAGES_PER_SCAN_MAX):
-            pages, remaining = self.store.coalesce_candidates_among(
-                segment_id, ordered[i:i + COALESCE_PAGES_PER_SCAN_MAX], limit, self.chain_min)
-            self.store.mark_dirty_pages(segment_id, remaining)  # what is left: counted again, looked at later
-            written += await self._fold(segment_id, pages, limit)
-            await asyncio.sleep(self.tick_pause_s)
+        # without being read. The others are read and given back with their exact count, which a
+        # fold then lowers by what it really took (nothing, if it fails or SCL dropped meanwhile).
+        self.store.mark_dirty_pages(segment_id, {p: c for p, c in dirty.items() if c < self.chain_min})
+        ordered = sorted(p for p, c in dirty.items() if c >= self.chain_min)
+        try:
+            while ordered:
+                chunk = ordered[:COALESCE_PAGES_PER_SCAN_MAX]
+                pages, counts = self.store.coalesce_candidates_among(segment_id, chunk, limit, self.chain_min)
+                self.store.mark_dirty_pages(segment_id, counts)
+                del ordered[:len(chunk)]
+                written += await self._fold(segment_id, pages, limit)
+                await asyncio.sleep(self.tick_pause_s)
+        finally:
+            self.store.mark_dirty_pages(segment_id, {p: dirty[p] for p in ordered})  # not looked at: keep them
         if written:
             log.debug("coalesced %d page versions of %s at or below LSN %d", written, segment_id, limit)
         return written > 0 and self.store.segment(segment_id).meta.retention_horizon_lsn > 0

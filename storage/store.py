@@ -66,6 +66,8 @@ MAP_SIZE_MAX_BYTES = 1 << 40
 MAX_DBS = 8
 READ_RECORDS_MAX = 10_000
 READ_BYTES_MAX = 8 * 1024 * 1024
+# A dirty count that makes coalescing read the page at its next round, whatever its chain minimum.
+LOOK_AGAIN = 1 << 30
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -376,9 +378,9 @@ class SegmentStore:
         return results
 
     def take_dirty_pages(self, segment_id: str) -> Counter[int]:
-        """Pages that received records since the last call, each with at least as many as it has above its
-        newest page version that were not counted before (and forget them). An upper bound: coalescing
-        skips a page whose count is below its chain minimum without reading it, and checks the rest."""
+        """Per page, a count that is never below the number of its records above its newest page
+        version, then forget them all (the caller gives back what it does not settle). Appends add to
+        it; coalescing skips a page whose count is below its chain minimum without reading it."""
         with self._dirty_lock:
             return self._dirty_pages.pop(segment_id, Counter())
 
@@ -386,6 +388,15 @@ class SegmentStore:
         """Give pages back with `counts` records above their newest version (added to any counted since)."""
         with self._dirty_lock:
             self._dirty_pages.setdefault(segment_id, Counter()).update(counts)
+
+    def _unmark_folded(self, segment_id: str, folded: dict[int, int]) -> None:
+        """A fold took these records out of 'above the newest version': count them off."""
+        with self._dirty_lock:
+            counts = self._dirty_pages.setdefault(segment_id, Counter())
+            counts.subtract(folded)
+            for page in folded:
+                if counts[page] <= 0:
+                    del counts[page]
 
     def dirty_pages(self, segment_id: str) -> dict[int, int]:
         """A copy of the counts, for status and tests."""
@@ -772,6 +783,8 @@ class SegmentStore:
             if raw is None or version_problem(seg.meta, page_no, lsn, raw) is None:
                 return False
             txn.delete(key, db=self._versions)
+            # Records the version covered are above the page's newest version again: look at it.
+            self.mark_dirty_pages(segment_id, {page_no: LOOK_AGAIN})
             if lsn <= seg.meta.retention_horizon_lsn and txn.get(record_key(seg_no, lsn), db=self._records) is None:
                 seg.tracker = SclTracker(scl=min(seg.tracker.scl, lsn - 1))
                 seg.meta.scl = seg.tracker.scl
@@ -823,8 +836,8 @@ class SegmentStore:
     def coalesce_candidates(self, segment_id: str, start_page: int, pages_max: int, limit: int,
                             chain_min: int) -> tuple[list[int], dict[int, int], int | None]:
         """Pages from `start_page` on worth folding at `limit` (retention rule 1), looked at in one short
-        read transaction, at most `pages_max` pages; (pages, how many records each page looked at keeps
-        above its newest version once those are folded, the page to resume at or None at the end)."""
+        read transaction, at most `pages_max` pages; (pages, how many records each page looked at has
+        above its newest version, the page to resume at or None at the end)."""
         meta = self.segment(segment_id).meta
         seg_no = meta.seg_no
         found: list[int] = []
@@ -845,16 +858,13 @@ class SegmentStore:
         lsns = self._page_lsns(txn, self._page_index, meta.seg_no, page, above=newest)
         if coalesce_target(lsns, limit, chain_min) is not None:
             found.append(page)
-            left = sum(1 for lsn in lsns if lsn > limit)  # a fold takes every record at or below the limit
-        else:
-            left = len(lsns)
-        if left:
-            remaining[page] = left
+        if lsns:
+            remaining[page] = len(lsns)  # until a fold really takes some (coalesce_pages counts them off)
 
     def coalesce_candidates_among(self, segment_id: str, pages: list[int], limit: int,
                                   chain_min: int) -> tuple[list[int], dict[int, int]]:
-        """Of `pages`, (those worth folding at `limit`, how many records each keeps above its newest
-        version once those are folded), in one short read transaction."""
+        """Of `pages`, (those worth folding at `limit`, how many records each has above its newest
+        version), in one short read transaction."""
         meta = self.segment(segment_id).meta
         found: list[int] = []
         remaining: dict[int, int] = {}
@@ -873,28 +883,28 @@ class SegmentStore:
             bound = min(limit, seg.tracker.scl, meta.vdl_hint)  # SCL may have dropped since (a quarantine)
             if seg.tracker.scl < meta.retention_horizon_lsn:
                 return 0, seg  # lost a copy, or being hydrated: what it holds is not to be folded
-            written = 0
+            folded: dict[int, int] = {}  # page -> records the new version covers above the old one
             for page in pages:
                 newest = self._newest_version_at_or_below(txn, meta.seg_no, page, LSN_MAX)
-                target = coalesce_target(
-                    self._page_lsns(txn, self._page_index, meta.seg_no, page, above=newest, upto=bound),
-                    bound, chain_min)
+                lsns = self._page_lsns(txn, self._page_index, meta.seg_no, page, above=newest, upto=bound)
+                target = coalesce_target(lsns, bound, chain_min)
                 if target is None:
                     continue
                 image, page_lsn = self._materialize(txn, meta, page, target)
                 assert page_lsn == target, (page_lsn, target)
                 txn.put(page_key(meta.seg_no, page, target), encode_page_version(page, target, image),
                         db=self._versions)
-                written += 1
-            meta.versions_coalesced += written
-            if written:
+                folded[page] = sum(1 for lsn in lsns if lsn <= target)
+            meta.versions_coalesced += len(folded)
+            if folded:
                 self._put_meta(txn, meta)
-            return written, seg
+            return folded, seg
 
-        written, seg = self._write(txn_fn)
-        if written:
+        folded, seg = self._write(txn_fn)
+        if folded:
             self.segments[segment_id] = seg
-        return written
+            self._unmark_folded(segment_id, folded)
+        return len(folded)
 
     def raise_horizon(self, segment_id: str, horizon: int) -> int:
         """Raise the retention horizon (the GC floor) to `horizon` durably, with the chain anchor at it;

@@ -13,7 +13,7 @@ from storage.chain import ChainBuilder
 from storage.errors import ReadPointOutOfRange
 from storage.records import LogRecord
 from storage.retention import HistoryWindow, coalesce_target, next_horizon, plan_page_gc
-from storage.store import SegmentStore
+from storage.store import SegmentStore, page_key
 from tests.test_store import SEG, batch, commit_ok, meta, oracle_page
 
 # -- pure: GC keeps what every read point at or above the horizon needs ---------------------
@@ -351,3 +351,55 @@ def test_after_its_first_full_pass_coalescing_looks_only_at_pages_that_received_
     commit_ok(store, b)
     asyncio.run(coalescer.round())
     assert store.segment(SEG).meta.versions_coalesced == 3
+
+
+def test_a_fold_that_fails_leaves_its_page_counted_and_it_is_folded_next_round(store: SegmentStore) -> None:
+    """Counts go down only by what a committed fold took: a failed fold (here the writer thread raising
+    once) must not make coalescing forget the page until eight more records arrive."""
+    import asyncio
+
+    from storage.coalesce import Coalescer
+    from storage.errors import StorageError
+
+    failures = [1]
+
+    async def on_writer(fn, *args):  # type: ignore[no-untyped-def]
+        if fn == store.coalesce_pages and failures[0]:
+            failures[0] -= 1
+            raise StorageError("the map is full (injected once)")
+        return fn(*args)
+
+    coalescer = Coalescer(store, on_writer, lambda segment_id: None, tick_pause_s=0)
+    chain = ChainBuilder()
+    asyncio.run(coalescer.round())  # the first full pass, on an empty segment
+    records = [chain.patch(1, b"x%04d" % i) for i in range(10)]
+    b = batch(records, batch_id=chain.last_lsn)
+    b.vdl_hint = chain.last_lsn
+    commit_ok(store, b)
+    asyncio.run(coalescer.round())  # the fold fails: nothing written, the page stays counted
+    assert store.segment(SEG).meta.versions_coalesced == 0
+    assert store.dirty_pages(SEG) == {1: 10}
+    asyncio.run(coalescer.round())  # no new record: folded all the same
+    assert store.segment(SEG).meta.versions_coalesced == 1
+    assert store.dirty_pages(SEG) == {}
+    assert store.read_page(SEG, 1, chain.last_lsn).data[:5] == b"x0009"
+
+
+def test_a_quarantined_version_sends_its_page_back_to_coalescing(store: SegmentStore) -> None:
+    from storage.store import LOOK_AGAIN
+
+    chain = ChainBuilder()
+    records = [chain.patch(2, b"y%04d" % i) for i in range(9)]
+    b = batch(records, batch_id=chain.last_lsn)
+    b.vdl_hint = chain.last_lsn
+    commit_ok(store, b)
+    store.take_dirty_pages(SEG)
+    assert coalesce_all(store, chain.last_lsn) == 1
+    lsn = chain.last_lsn
+    seg_no = store.segment(SEG).meta.seg_no
+    with store.env.begin(write=True, db=store._versions) as txn:  # rot the version's bytes
+        raw = bytearray(txn.get(page_key(seg_no, 2, lsn)))
+        raw[-1] ^= 0xFF
+        txn.put(page_key(seg_no, 2, lsn), bytes(raw))
+    assert store.quarantine_version(SEG, 2, lsn)
+    assert store.dirty_pages(SEG).get(2, 0) >= LOOK_AGAIN

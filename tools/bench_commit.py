@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import random
 import shutil
@@ -108,10 +109,12 @@ class Phase:
 
     @property
     def commits_per_batch(self) -> float:
-        """Commits a stream message carried on average (the boxcar): commits / (batches / segments)."""
+        """Commits a stream message carried on average (the boxcar): commits / (batches / segments
+        sending; with two paused, four)."""
         batches = self.after.batches - self.before.batches
         commits = self.after.commits - self.before.commits
-        return commits * COPIES / batches if batches else float("nan")
+        sending = COPIES - len(PAUSED_NODES) if self.mode == PAUSED else COPIES
+        return commits * sending / batches if batches else float("nan")
 
     def cores(self, group: str) -> float:
         wall = self.after.at - self.before.at
@@ -496,7 +499,7 @@ def _print_results(phases: list[Phase], page_size: int, concurrencies: list[int]
     print("\nboxcar (commits per AppendRecords message to one segment; fewer messages = less gRPC CPU everywhere):")
     for mode in (NORMAL, PAUSED, BARE):
         line = [f"c={c} {by[(mode, c)].commits_per_batch:5.1f}" for c in concurrencies
-                if (mode, c) in by and by[(mode, c)].commits_per_batch == by[(mode, c)].commits_per_batch]
+                if (mode, c) in by and not math.isnan(by[(mode, c)].commits_per_batch)]
         if line:
             print(f"  {mode:>8}  " + "   ".join(line))
     print("\nratios:")
