@@ -18,7 +18,9 @@ Checked as the run goes (DESIGN.md invariants):
 5. an older writer is never acknowledged once a newer one has opened (its
    acknowledged MTRs would be truncated: caught by 2 and the final check).
 At the end everything heals; every acknowledged MTR must then be durable (at or
-below VDL) and readable, and segments must agree on every LSN they both hold.
+below VDL) and readable, a full scrub pass must find every rotten copy (records
+and page versions; up to ROTS_PER_RUN_MAX a run) still stored, and segments must
+agree on every LSN they both hold.
 
 With `SimConfig.replace` (tools/sim/replacement.py) a spare node per AZ joins and the real
 `ControlPlaneServicer` heals inside the run; faults add nodes that fail for good, failed nodes that
@@ -44,6 +46,7 @@ from compute.volume import Channels, Volume
 from compute.volume_log import Patch
 from storage.errors import StorageError
 from storage.node import StorageServicer
+from storage.scrub import Scrubber
 from storage.records import LogRecord, apply_record, decode_record
 from storage.segment import SegmentMeta, TruncationRange
 from storage.serving import generic_handler
@@ -62,6 +65,8 @@ NODES = (("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c"), ("c2",
 PAGE_SIZE = 512
 SIM_LAL = 500
 GOSSIP_INTERVAL_S = 1.0
+ROTS_PER_RUN_MAX = 3  # bytes flipped on disk per run, in records or page versions
+RECORDS, VERSIONS = b"records", b"versions"  # the store's LMDB tables a rot may hit
 COALESCE_CHAIN_MIN_SIM = 2  # fold short chains: the runs write few records per page
 SETTLE_S = 30.0  # virtual seconds after healing for every membership change to end (replacement on)
 CONVERGE_S = 15.0  # virtual seconds after healing for every segment to catch up
@@ -220,10 +225,12 @@ class Simulation:
         self.recoveries: list[Recovery] = []
         self.acked: dict[int, tuple[str, list[Patch], int]] = {}  # CPL -> (token, patches, writer epoch)
         self.refused: list[bytes] = []  # tokens of writes refused definitely: they must never take effect
-        self.rotten: set[tuple[str, bytes]] = set()  # (node, record key) flipped on purpose
+        # (node, table, key) -> the bytes a rot left there: records and page versions flipped on purpose
+        self.rotten: dict[tuple[str, bytes, bytes], bytes] = {}
         self.writer: Volume | None = None
         self.writers = 0
-        self.ops = {"write_ok": 0, "write_failed": 0, "write_unknown": 0, "read_ok": 0, "read_failed": 0}
+        self.ops = {"write_ok": 0, "write_failed": 0, "write_unknown": 0, "read_ok": 0, "read_failed": 0,
+                    "rot_records": 0, "rot_versions": 0, "rot_found_by_final_scrub": 0}
         self.geometry = self._geometry()
         self.control_plane: repl.SimControlPlane | None = None  # with config.replace, made in main()
         self.healing: asyncio.Task[None] | None = None
@@ -314,8 +321,8 @@ class Simulation:
                 continue
             meta = SegmentMeta.from_json(meta_raw)
             key = record_key(meta.seg_no, record.lsn)
-            raw = self.disk.get(name, b"records", key)
-            if raw is not None and (raw == record.encode() or (name, key) in self.rotten):
+            raw = self.disk.get(name, RECORDS, key)
+            if raw is not None and (raw == record.encode() or (name, RECORDS, key) in self.rotten):
                 out.append(name)
             elif record.lsn <= meta.retention_horizon_lsn <= meta.scl:
                 out.append(name)  # folded into the page versions kept at the GC floor (reads check them)
@@ -385,8 +392,8 @@ class Simulation:
                     if not knows or meta.scl <= rec.vdl:
                         continue
                     for lsn in range(rec.vdl + 1, min(rec.vdl + rec.lal, meta.highest_lsn) + 1):
-                        raw = self.disk.get(name, b"records", record_key(meta.seg_no, lsn))
-                        if raw is None or (name, record_key(meta.seg_no, lsn)) in self.rotten:
+                        raw = self.disk.get(name, RECORDS, record_key(meta.seg_no, lsn))
+                        if raw is None or (name, RECORDS, record_key(meta.seg_no, lsn)) in self.rotten:
                             continue
                         if decode_record(raw).epoch < rec.epoch:
                             self.violation(
@@ -483,15 +490,32 @@ class Simulation:
     # -- faults -------------------------------------------------------------------
 
     def faulty(self) -> int:
+        return len(self.faulty_nodes())
+
+    def faulty_nodes(self) -> set[str]:
         cut = {n for pair in self.network.cut for n in pair if n in self.nodes}
-        rotten_nodes = {n for n, _ in self.rotten}
+        rotten_nodes = {n for (n, table, key), rotted in self.rotten.items() if self.rot_outstanding(n, table, key, rotted)}
         down = {n for n, node in self.nodes.items() if not node.up}
         if self.cp_state is not None:
             # A node down (or dead for good) counts while a PG's quorum sets hold it: once replaced,
             # it no longer weakens any PG; a spare holding nothing never did.
             members = {n for pg in range(self.config.pgs) for n in self.membership(pg)[1]}
             down &= members
-        return len(down | cut | rotten_nodes)
+        return down | cut | rotten_nodes
+
+    def rot_outstanding(self, name: str, table: bytes, key: bytes, rotted: bytes) -> bool:
+        """Whether a rot still weakens its node: the rotten bytes are still stored, or the node has not yet got
+        back past the copy's LSN since the copy was quarantined (SCL fell to the hole, or below the GC floor
+        when it was the page's only copy there; gossip refills, hydration restores)."""
+        if self.disk.get(name, table, key) == rotted:
+            return True
+        seg_no = int.from_bytes(key[:4], "big")
+        lsn = int.from_bytes(key[-8:], "big")  # records: (seg_no, lsn); page versions: (seg_no, page_no, lsn)
+        for _, raw in self.disk.items(name, b"segments"):
+            meta = SegmentMeta.from_json(raw)
+            if meta.seg_no == seg_no:
+                return meta.scl < lsn
+        return False  # the segment was dropped
 
     def changing(self, node: str) -> bool:
         """Whether a change in flight is replacing `node`."""
@@ -535,8 +559,8 @@ class Simulation:
                     # The old writer keeps running: anything it acknowledges from now on would be lost.
                     self.event(f"{old.sim_name} left running beside {new.sim_name}")  # type: ignore[attr-defined]
                     asyncio.get_running_loop().create_task(self._old_writer_tries(old, rng))
-            elif action == "rot" and not self.rotten and self.faulty() < budget:
-                self._rot(rng)
+            elif action == "rot" and self.ops["rot_records"] + self.ops["rot_versions"] < ROTS_PER_RUN_MAX:
+                self._rot(rng, budget)
             elif action == "kill" and not self.dead and self.faulty() < budget:
                 members = sorted({n for pg in range(self.config.pgs) for n in self.membership(pg)[0]})
                 node = self.nodes[rng.choice([n for n in members if self.nodes[n].up])]
@@ -582,17 +606,26 @@ class Simulation:
             self.violation(f"a fenced writer (epoch {old.epoch}) was acknowledged at LSN {cpl}")
         await old.close()
 
-    def _rot(self, rng: random.Random) -> None:
-        candidates = []
-        for name in self.nodes:
-            for key in self.disk.keys(name, b"records"):
-                candidates.append((name, key))
+    def _rot(self, rng: random.Random, budget: int) -> None:
+        """Flip a byte of a stored record or page version (each half the time; a record when no node holds a
+        version yet). A node with a rot still outstanding counts as faulty, so a new node is picked only while
+        the budget allows; otherwise one that is faulty already."""
+        faulty = self.faulty_nodes()
+        nodes = [n for n in self.nodes if len(faulty) < budget or n in faulty]
+        table = VERSIONS if rng.random() < 0.5 else RECORDS
+        candidates = [(name, key) for name in nodes for key in self.disk.keys(name, table)]
+        if not candidates and table == VERSIONS:
+            table = RECORDS
+            candidates = [(name, key) for name in nodes for key in self.disk.keys(name, table)]
         if not candidates:
             return
         name, key = rng.choice(candidates)
-        self.disk.rot(name, b"records", key, rng=rng)
-        self.rotten.add((name, key))
-        self.event(f"rot a byte of {name} record key {key.hex()}")
+        self.disk.rot(name, table, key, rng=rng)
+        rotted = self.disk.get(name, table, key)
+        assert rotted is not None
+        self.rotten[(name, table, key)] = rotted
+        self.ops["rot_" + table.decode()] += 1
+        self.event(f"rot a byte of {name} {table.decode()} key {key.hex()}")
 
     # -- the run ------------------------------------------------------------------
 
@@ -786,6 +819,7 @@ class Simulation:
         except StorageError as error:
             self.violation(f"after healing, the final read failed: {error.message}")
         self.check_read(writer, read_point, images)
+        await self.scrub_everything()
         await self.check_convergence(writer)
         self.check_agreement()
         for token in self.refused:
@@ -794,6 +828,22 @@ class Simulation:
                     self.violation(f"write {token.decode()} was refused as definitely not done, yet its record "
                                    f"LSN {lsn} is durable at or below VDL {writer.vdl}")
         self.event(f"final VDL {writer.vdl}, {len(self.acked)} acknowledged MTRs readable")
+
+    async def scrub_everything(self) -> None:
+        """Healed, a full scrub pass over every node (a fresh `Scrubber`, so from each segment's start) finds
+        every rotten copy still stored: the detection half of invariant 6 (`check_read` is the never-served
+        half). What it quarantines, gossip and hydration then restore (checked by the convergence after)."""
+        left = [k for k, rotted in self.rotten.items() if self.disk.get(*k) == rotted]
+        for node in self.nodes.values():
+            assert node.store is not None and node.servicer is not None
+            await Scrubber(node.store, node.servicer._on_writer).scrub_pass()
+        for name, table, key in left:
+            if self.disk.get(name, table, key) == self.rotten[(name, table, key)]:
+                self.violation(f"a full scrub pass after healing left the rotten {table.decode()} copy under key "
+                               f"{key.hex()} on {name}")
+        self.ops["rot_found_by_final_scrub"] = len(left)
+        if left:
+            self.event(f"final scrub quarantined {len(left)} rotten copies")
 
     async def check_convergence(self, writer: Volume) -> None:
         """Healed, every segment catches up (writer resends, gossip) to its PG's read point."""
@@ -825,11 +875,11 @@ class Simulation:
                     continue
                 meta = SegmentMeta.from_json(meta_raw)
                 prefix = meta.seg_no.to_bytes(4, "big")
-                for key in self.disk.keys(name, b"records"):
-                    if not key.startswith(prefix) or (name, key) in self.rotten:
+                for key in self.disk.keys(name, RECORDS):
+                    if not key.startswith(prefix) or (name, RECORDS, key) in self.rotten:
                         continue
                     lsn = int.from_bytes(key[4:], "big")
-                    raw = self.disk.get(name, b"records", key)
+                    raw = self.disk.get(name, RECORDS, key)
                     other = seen.setdefault(lsn, (name, raw))
                     if other[1] != raw:
                         self.violation(f"PG {pg.pg_index}: {name} and {other[0]} hold different records at LSN {lsn}")
