@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tools.sim.harness import SimConfig, SimResult, simulate
+from tools.sim.harness import FAULT_BUDGET, SimConfig, SimResult, simulate
 from tools.sim.network import NetConfig
-from tools.sim_cli import parse_replay, replay_args
+from tools.sim_cli import FAULT_MODES, parse_replay, replay_args
 
 SEEDS_WITHIN = range(0, 8)
 SEEDS_BEYOND = range(100, 104)
+SEEDS_AZ_PLUS_ONE = range(0, 4)
 # A deliberate break must be caught within this many seeds (each stated in the test below).
 TEETH_SEEDS = 20
 REGRESSIONS = Path(__file__).with_name("sim_regressions.txt")
@@ -53,6 +54,7 @@ def test_seed_within_the_fault_budget_keeps_every_invariant(seed: int) -> None:
     print(describe(result))
     assert result.ok, replay_hint(config) + "\n".join(result.violations)
     assert result.ops["write_ok"] > 0 and result.ops["read_ok"] > 0
+    assert result.ops["nodes_down_max"] <= 2, describe(result)  # "within" stays within
 
 
 def test_rot_hits_records_and_page_versions_several_times_a_run_and_is_found() -> None:
@@ -77,10 +79,28 @@ def test_with_a_short_history_window_gc_and_hydration_keep_every_invariant(seed:
 
 @pytest.mark.parametrize("seed", SEEDS_BEYOND)
 def test_beyond_the_fault_budget_the_system_refuses_rather_than_lies(seed: int) -> None:
+    """Three, then four nodes really are down at once while clients write and read: writes are refused (an
+    acknowledged one must be on a true write quorum, checked at the acknowledgement), and after healing every
+    final check passes."""
     config = SimConfig(seed=seed, faults="beyond")
     result = simulate(config)
     print(describe(result))
     assert result.ok, replay_hint(config) + "\n".join(result.violations)
+    assert result.ops["outages"] == 1 and result.ops["nodes_down_max"] >= 4, describe(result)
+    assert result.ops["write_refused_over_2_down"] > 0, describe(result)
+
+
+@pytest.mark.parametrize("seed", SEEDS_AZ_PLUS_ONE)
+def test_with_one_az_and_one_more_node_down_reads_still_succeed(seed: int) -> None:
+    """The design's read claim: one whole AZ plus one more node down (three of six), reads still succeed (a read
+    that fails from start to end of that stretch is a violation; during it every read goes to the segments);
+    writes meanwhile are refused or acknowledged only on a true write quorum."""
+    config = SimConfig(seed=seed, faults="az-plus-one")
+    result = simulate(config)
+    print(describe(result))
+    assert result.ok, replay_hint(config) + "\n".join(result.violations)
+    assert result.ops["outages"] == 1 and result.ops["nodes_down_max"] == 3, describe(result)
+    assert result.ops["read_ok_over_2_down"] > 0 and result.ops["read_failed_over_2_down"] == 0, describe(result)
 
 
 def test_a_seed_replays_exactly() -> None:
@@ -160,6 +180,7 @@ def test_a_replay_line_carries_every_setting_that_differs_from_the_default() -> 
         assert getattr(changed, f.name) != getattr(SimConfig(seed=0), f.name) or f.name == "seed", f.name
     assert parse_replay(" ".join(replay_args(changed)) + "  # a comment") == changed
     assert replay_args(SimConfig(seed=3)) == ["--seed", "3", "--faults", "within"]
+    assert set(FAULT_MODES) == set(FAULT_BUDGET)
     assert parse_replay("5 within - replace  # old") == SimConfig(seed=5, replace=True)
     assert parse_replay("9 beyond ack-at-3") == SimConfig(seed=9, faults="beyond", mutation="ack-at-3")
     assert parse_replay("7") == SimConfig(seed=7)

@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-FAULT_MODES = ("none", "within", "beyond")
+FAULT_MODES = ("none", "within", "az-plus-one", "beyond")  # tools/sim/harness.py FAULT_BUDGET: the same
 MUTATIONS = ("ack-at-3", "skip-truncation", "read-past-vdl", "replace-target-0", "replace-skip-hydration")
 # SimConfig field -> the flag that sets it (`net`, a NetConfig, goes field by field through --net FIELD=VALUE).
 FLAGS = {"clients": "--clients", "ops_per_client": "--ops", "pgs": "--pgs", "pages_per_pg": "--pages-per-pg",
@@ -35,7 +35,10 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--seed", type=int, help="replay exactly this seed (overrides --seeds)")
     parser.add_argument("--faults", choices=FAULT_MODES, default="within",
-                        help="within: up to two faulty nodes (one AZ) at once; beyond: up to four (default within)")
+                        help="within: up to two faulty nodes (one AZ) at once; az-plus-one: that, and a stretch with "
+                        "one whole AZ and one more node down (reads must still succeed); beyond: up to four, with a "
+                        "stretch of three then four nodes down (writes must be refused, never lied about) "
+                        "(default within)")
     parser.add_argument("--mutation", choices=MUTATIONS,
                         help="break the protocol on purpose, to see the simulator catch it")
     parser.add_argument("--clients", type=int, default=3, help="concurrent clients per run (default 3)")
@@ -76,13 +79,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"sixfold sim: {len(seeds)} seed(s) from {seeds[0]} ({settings}), {args.clients} clients x {args.ops} ops, "
           f"{args.duration:g} virtual s each", flush=True)
     failures = []
-    totals: dict[str, int] = {}
+    totals: dict[str, int] = {}  # summed over the seeds; a *_max the most of any seed
+    past_two = refused_past_two = 0  # seeds that had more than two nodes down at once; a write refused then
     started = time.monotonic()
     for i, seed in enumerate(seeds, 1):
         config = config_of(args, seed)
         result = simulate(config)
         for k, v in result.ops.items():
-            totals[k] = totals.get(k, 0) + v
+            totals[k] = max(totals.get(k, 0), v) if k.endswith("_max") else totals.get(k, 0) + v
+        past_two += result.ops.get("nodes_down_max", 0) > 2
+        refused_past_two += result.ops.get("write_refused_over_2_down", 0) > 0
         if args.events or args.seed is not None:
             print("\n".join(result.events))
             print(f"seed {seed}: digest {result.digest} (identical on every replay)")
@@ -100,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{len(seeds)} seeds, {len(failures)} with violations; operations: "
           + ", ".join(f"{k} {v}" for k, v in sorted(totals.items()))
           + f"; {time.monotonic() - started:.1f} s wall")
+    print(f"most nodes down at once: {totals.get('nodes_down_max', 0)}; more than two down in {past_two} of "
+          f"{len(seeds)} seeds, a write refused meanwhile in {refused_past_two}; reads refused "
+          f"{totals.get('read_failed', 0)} ({totals.get('read_failed_over_2_down', 0)} with more than two down)")
     return 1 if failures and not args.mutation else 0
 
 

@@ -65,6 +65,14 @@ NODES = (("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c"), ("c2",
 PAGE_SIZE = 512
 SIM_LAL = 500
 GOSSIP_INTERVAL_S = 1.0
+# Faulty nodes at once the random schedule allows per mode (tools/sim_cli.py FAULT_MODES lists the same modes).
+# "az-plus-one" adds a stretch with one whole AZ and one more node down, "beyond" one with three then four nodes
+# down; both leave the random schedule within its budget around that stretch (Simulation.faults).
+FAULT_BUDGET = {"none": 0, "within": 2, "az-plus-one": 2, "beyond": 4}
+OUTAGE_START_FRACTION = (0.25, 0.45)  # of the run's duration: when the deliberate outage begins
+OUTAGE_HOLD_S = (2.5, 4.0)  # virtual seconds each step of the outage lasts (the faults stay put meanwhile)
+OUTAGE_CRASH_PROBABILITY = 0.6  # a node the outage takes is crashed; otherwise cut off from every writer
+OUTAGE_NEW_WRITER_PROBABILITY = 0.3  # beyond: with four down, the writer crashes and a new one tries to open
 ROTS_PER_RUN_MAX = 3  # bytes flipped on disk per run, in records or page versions
 RECORDS, VERSIONS = b"records", b"versions"  # the store's LMDB tables a rot may hit
 COALESCE_CHAIN_MIN_SIM = 2  # fold short chains: the runs write few records per page
@@ -80,7 +88,7 @@ class SimConfig:
     pgs: int = 2
     pages_per_pg: int = 16
     duration_s: float = 20.0  # virtual seconds of faults and load
-    faults: str = "within"  # "none" | "within" (what the design survives) | "beyond"
+    faults: str = "within"  # FAULT_BUDGET: "none" | "within" (what the design survives) | "az-plus-one" | "beyond"
     mutation: str | None = None  # a deliberate protocol break (tools/sim/mutations.py)
     # Virtual seconds of history storage keeps; a short one (2.0) makes GC and hydration run under the
     # faults too (the default, as on real nodes, outlasts a run: only coalescing runs).
@@ -230,7 +238,16 @@ class Simulation:
         self.writer: Volume | None = None
         self.writers = 0
         self.ops = {"write_ok": 0, "write_failed": 0, "write_unknown": 0, "read_ok": 0, "read_failed": 0,
-                    "rot_records": 0, "rot_versions": 0, "rot_found_by_final_scrub": 0}
+                    "rot_records": 0, "rot_versions": 0, "rot_found_by_final_scrub": 0,
+                    # most nodes down at once (crashed, or cut off from the writer), and what the clients got while
+                    # more than two were (an operation counts if that was so at any time while it ran)
+                    "nodes_down_max": 0, "write_ok_over_2_down": 0, "write_refused_over_2_down": 0,
+                    "write_unknown_over_2_down": 0, "read_ok_over_2_down": 0, "read_failed_over_2_down": 0,
+                    "outages": 0}
+        self.isolated: set[str] = set()  # nodes an outage cut off from every writer (including ones opened later)
+        self.over_two = False  # more than two nodes down now
+        self.over_two_serial = 0  # how many times more than two went down: an operation that saw it change overlapped
+        self.outage: str | None = None  # the deliberate outage in place: "az-plus-one" or "beyond"
         self.geometry = self._geometry()
         self.control_plane: repl.SimControlPlane | None = None  # with config.replace, made in main()
         self.healing: asyncio.Task[None] | None = None
@@ -407,6 +424,8 @@ class Simulation:
         self.writers += 1
         name = f"writer-{self.writers}"
         self.network.down.discard(name)
+        for node in sorted(self.isolated):
+            self.network.partition(name, node)
         control_plane: Any = (FakeControlPlane(self.geometry) if self.control_plane is None
                               else FollowedControlPlane(self))
         volume = Volume(VOLUME, control_plane, Channels(self.network.channel_factory(name)),
@@ -449,7 +468,7 @@ class Simulation:
     # -- clients ------------------------------------------------------------------
 
     async def client(self, index: int, rng: random.Random) -> None:
-        pages = [pg * self.config.pages_per_pg + p for pg in range(self.config.pgs) for p in range(4)]
+        pages = self.client_pages()
         for n in range(self.config.ops_per_client):
             await asyncio.sleep(rng.uniform(0.01, 2 * self.config.duration_s / self.config.ops_per_client))
             writer = self.writer
@@ -460,6 +479,7 @@ class Simulation:
                 chosen = rng.sample(pages, rng.randint(1, 3))
                 patches = [Patch(p, rng.randrange(PAGE_SIZE - len(token)), token) for p in chosen]
                 epochs = {i: pg.membership_epoch for i, pg in writer.pgs.items()}
+                began = self.over_two_serial, self.over_two
                 try:
                     cpl = await writer.write(patches)
                 except (Fenced, QuorumNotMet, CommitTimeout) as error:
@@ -467,30 +487,77 @@ class Simulation:
                     self.ops[kind] += 1
                     if kind == "write_failed":
                         self.refused.append(token)
+                    if self.overlapped_over_two(began):
+                        self.ops["write_unknown_over_2_down" if kind == "write_unknown"
+                                 else "write_refused_over_2_down"] += 1
                     self.event(f"client {index} write {token.decode()} -> {type(error).__name__}")
                     continue
                 self.ops["write_ok"] += 1
+                if self.overlapped_over_two(began):
+                    self.ops["write_ok_over_2_down"] += 1  # check_durable below: only on a true write quorum
                 self.acked[cpl] = (token.decode(), patches, writer.epoch)
                 self.event(f"client {index} write {token.decode()} -> LSN {cpl}")
                 self.check_durable(cpl, f"client {index} acknowledged")
                 if self.config.replace:
                     self.check_quorum_sets(cpl, writer, epochs, f"client {index} acknowledged")
             else:
-                chosen = rng.sample(pages, rng.randint(1, 3))
-                try:
-                    read_point, images = await writer.read(chosen)
-                except (Fenced, QuorumNotMet) as error:
-                    self.ops["read_failed"] += 1
-                    self.event(f"client {index} read {chosen} -> {type(error).__name__}")
-                    continue
-                self.ops["read_ok"] += 1
-                self.event(f"client {index} read {chosen} at {read_point}")
-                self.check_read(writer, read_point, images)
+                await self.read(f"client {index}", writer, rng.sample(pages, rng.randint(1, 3)))
+
+    def client_pages(self) -> list[int]:
+        return [pg * self.config.pages_per_pg + p for pg in range(self.config.pgs) for p in range(4)]
+
+    async def read(self, who: str, writer: Volume, pages: list[int]) -> None:
+        """One read, checked against the model. While more than two nodes are down it reads every page from the
+        segments (not the writer's cache), so the outage is what the read meets. With only one AZ and one more
+        node down (the az-plus-one outage) from start to end, a read must succeed: the design says so."""
+        began = self.over_two_serial, self.over_two
+        outage = self.outage
+        try:
+            read_point, images = await writer.read(pages, from_storage=self.over_two)
+        except (Fenced, QuorumNotMet) as error:
+            self.ops["read_failed"] += 1
+            self.event(f"{who} read {pages} -> {type(error).__name__}")
+            if self.overlapped_over_two(began):
+                self.ops["read_failed_over_2_down"] += 1
+            if outage == "az-plus-one" and self.outage == outage and began == (self.over_two_serial, True):
+                self.violation(f"{who}: a read failed with only one AZ and one more node down "
+                               f"({', '.join(sorted(self.down_nodes()))}): {error.message}")
+            return
+        self.ops["read_ok"] += 1
+        if self.overlapped_over_two(began):
+            self.ops["read_ok_over_2_down"] += 1
+        self.event(f"{who} read {pages} at {read_point}")
+        self.check_read(writer, read_point, images)
 
     # -- faults -------------------------------------------------------------------
 
     def faulty(self) -> int:
         return len(self.faulty_nodes())
+
+    def down_nodes(self) -> set[str]:
+        """Nodes crashed or cut off from the current writer (with replacement on: that hold a segment)."""
+        down = {n for n, node in self.nodes.items() if not node.up} | self.isolated
+        if self.writer is not None:
+            down |= {n for n in self.nodes if frozenset((n, self.writer.sim_name)) in self.network.cut}  # type: ignore[attr-defined]
+        if self.cp_state is not None:
+            down &= {n for pg in range(self.config.pgs) for n in self.membership(pg)[1]}
+        return down
+
+    def note_down(self) -> None:
+        """After every fault: record the most nodes down at once and when more than two are."""
+        down = self.down_nodes()
+        self.ops["nodes_down_max"] = max(self.ops["nodes_down_max"], len(down))
+        if len(down) > 2 and not self.over_two:
+            self.over_two = True
+            self.over_two_serial += 1
+            self.event(f"more than two nodes down: {', '.join(sorted(down))}")
+        elif len(down) <= 2 and self.over_two:
+            self.over_two = False
+            self.event(f"two or fewer nodes down again ({', '.join(sorted(down)) or 'none'})")
+
+    def overlapped_over_two(self, began: tuple[int, bool]) -> bool:
+        """Whether more than two nodes were down at some time since `began` = (over_two_serial, over_two)."""
+        return began[1] or self.over_two or began[0] != self.over_two_serial
 
     def faulty_nodes(self) -> set[str]:
         cut = {n for pair in self.network.cut for n in pair if n in self.nodes}
@@ -522,11 +589,20 @@ class Simulation:
         return any(c.old_node_id == node for _, _, c in self.cp_state.changes_in_flight()) if self.cp_state else False
 
     async def faults(self, rng: random.Random) -> None:
-        budget = {"none": 0, "within": 2, "beyond": 4}[self.config.faults]
+        budget = FAULT_BUDGET[self.config.faults]
         deadline = self.now() + self.config.duration_s
-        while self.now() < deadline and budget:
+        outage_at: float | None = None
+        if self.config.faults in ("az-plus-one", "beyond"):
+            outage_at = self.now() + rng.uniform(*OUTAGE_START_FRACTION) * self.config.duration_s
+        while (self.now() < deadline or outage_at is not None) and budget:  # the outage comes, however late
             await asyncio.sleep(rng.uniform(0.3, 2.5))
+            if outage_at is not None and self.now() >= outage_at:
+                outage_at = None
+                await self._outage(rng)
+                continue
             actions = ["crash", "restart", "restart", "partition", "heal", "writer", "fence", "rot"]
+            if self.config.faults == "az-plus-one" and outage_at is not None:
+                actions.remove("rot")  # a rot still outstanding would make the outage one AZ plus two
             if self.config.replace:
                 actions += ["kill", "kill", "return", "cut-control-plane", "control-plane"]
             action = rng.choice(actions)
@@ -580,11 +656,92 @@ class Simulation:
                 node = rng.choice([n for n in self.nodes.values() if n.up])
                 self.network.partition(node.name, repl.CONTROL_PLANE)
                 self.event(f"partition {node.name} from the control plane")
+            self.note_down()
         self.event("faults over")
+
+    # -- the deliberate outage ----------------------------------------------------------
+
+    async def _outage(self, rng: random.Random) -> None:
+        """Every node back first, then
+        az-plus-one: one whole AZ and one node of another down for a stretch; reads must succeed (Simulation.read),
+            writes are refused or acknowledged only on a true write quorum (check_durable);
+        beyond: three nodes down for a stretch, then a fourth for another (sometimes with the writer crashing
+            and a new one trying to open); nothing may be acknowledged falsely.
+        Clients keep writing and reading; a probe reads every client page from the segments in each stretch.
+        Then everything heals and the random schedule goes on."""
+        await self._restore("before the outage")
+        self.ops["outages"] += 1
+        if self.config.faults == "az-plus-one":
+            az = rng.choice("abc")
+            victims = [n for n, node_az in NODES if node_az == az]
+            victims.append(rng.choice([n for n, node_az in NODES if node_az != az]))
+            self.outage = "az-plus-one"
+            for name in victims:
+                await self._take_down(name, rng)
+            self.event(f"outage: AZ {az} and {victims[-1]} down")
+            await self._hold(rng)
+        else:
+            victims = rng.sample([n for n, _ in NODES], 4)
+            self.outage = "beyond"
+            for name in victims[:3]:
+                await self._take_down(name, rng)
+            self.event(f"outage: three nodes down ({', '.join(sorted(victims[:3]))})")
+            await self._hold(rng)
+            await self._take_down(victims[3], rng)
+            self.event(f"outage: four nodes down ({', '.join(sorted(victims))})")
+            if rng.random() < OUTAGE_NEW_WRITER_PROBABILITY and self.writer is not None:
+                await self.crash_writer()
+                opened = await self.open_writer()
+                if opened is not None and self.control_plane is None:  # (replacement may swap in reachable spares)
+                    self.violation(f"{opened.sim_name} opened with four of six segments of every PG unreachable: "  # type: ignore[attr-defined]
+                                   f"it cannot have raised the epoch on a write quorum")
+                self.note_down()
+            await self._hold(rng)
+        self.outage = None
+        await self._restore("outage over")
+
+    async def _take_down(self, name: str, rng: random.Random) -> None:
+        node = self.nodes[name]
+        if rng.random() < OUTAGE_CRASH_PROBABILITY:
+            if node.up:
+                await node.crash()
+            self.event(f"outage: crash {name}")
+        else:
+            self.isolated.add(name)  # open_writer cuts it off from every writer opened later
+            if self.writer is not None:
+                self.network.partition(self.writer.sim_name, name)  # type: ignore[attr-defined]
+            self.event(f"outage: cut {name} off from every writer")
+        self.note_down()
+
+    async def _hold(self, rng: random.Random) -> None:
+        """Keep the outage as it is for a while; a probe reads every client page from the segments meanwhile."""
+        until = self.now() + rng.uniform(*OUTAGE_HOLD_S)
+        await asyncio.sleep(rng.uniform(0.3, 1.0))
+        if self.writer is not None:
+            await self.read("outage probe", self.writer, self.client_pages())
+        await asyncio.sleep(max(0.0, until - self.now()))
+
+    async def _restore(self, why: str) -> None:
+        """Every node up (but those failed for good), every partition healed, a writer open."""
+        self.network.heal()
+        self.isolated.clear()
+        for node in self.nodes.values():
+            if not node.up and node.name not in self.dead:
+                node.start()
+        for _ in range(3):  # an open that fails takes a while (its recovery retries): heal_and_check tries again
+            if self.writer is not None and not self.writer.fenced:
+                break
+            await asyncio.sleep(0.5)
+            if self.writer is not None:
+                await self.crash_writer()
+            await self.open_writer()
+        self.note_down()
+        self.event(f"{why}: every node up, no partition")
 
     def _return(self, name: str) -> None:
         self.dead.discard(name)
         self.nodes[name].start()
+        self.note_down()
         if self.changing(name):
             self.ops["return_mid_change"] += 1
             self.event(f"return {name} mid-change")
@@ -792,10 +949,13 @@ class Simulation:
 
     async def heal_and_check(self) -> None:
         self.network.heal()
+        self.isolated.clear()
+        self.outage = None
         self.dead.clear()
         for node in self.nodes.values():
             if not node.up:
                 node.start()
+        self.note_down()
         self.event("healed")
         writer = self.writer or await self.open_writer()
         if writer is None or writer.fenced:
