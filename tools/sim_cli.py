@@ -1,7 +1,8 @@
 """`sixfold sim`: run the deterministic simulation over many seeds, or replay one.
 
     sixfold sim --seeds 200                   # seeds 0..199 within the faults the design survives
-    sixfold sim --seeds 100 --faults beyond   # more faults than that: the system must refuse, never lie
+    sixfold sim --seeds 100 --faults az-plus-one   # and a stretch with one AZ plus one node down: reads succeed
+    sixfold sim --seeds 100 --faults beyond   # three, then four nodes down: the system must refuse, never lie
     sixfold sim --seed 1234 --events          # replay one seed exactly and print its event log
     sixfold sim --seeds 50 --mutation ack-at-3   # a deliberate protocol break: expect violations
     sixfold sim --seeds 100 --replace         # spares, the real control plane replacing failed segments
