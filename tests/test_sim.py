@@ -83,7 +83,7 @@ def test_beyond_the_fault_budget_the_system_refuses_rather_than_lies(seed: int) 
     acknowledged one must be on a true write quorum, checked at the acknowledgement), and after healing every
     final check passes."""
     config = SimConfig(seed=seed, faults="beyond")
-    result = simulate(config)
+    result = run(config)
     print(describe(result))
     assert result.ok, replay_hint(config) + "\n".join(result.violations)
     assert result.ops["outages"] == 1 and result.ops["nodes_down_max"] >= 4, describe(result)
@@ -109,6 +109,8 @@ def test_a_seed_replays_exactly() -> None:
     print(describe(first))
     assert first.events == second.events and first.digest == second.digest
     assert simulate(SimConfig(seed=8)).digest != first.digest
+    outage = SimConfig(seed=SEEDS_BEYOND[0], faults="beyond")  # the seeded outage replays too
+    assert run(outage).events == simulate(outage).events
 
 
 @pytest.mark.parametrize("mutation", ["ack-at-3", "skip-truncation", "read-past-vdl"])

@@ -46,8 +46,8 @@ from compute.volume import Channels, Volume
 from compute.volume_log import Patch
 from storage.errors import StorageError
 from storage.node import StorageServicer
-from storage.scrub import Scrubber
 from storage.records import LogRecord, apply_record, decode_record
+from storage.scrub import Scrubber
 from storage.segment import SegmentMeta, TruncationRange
 from storage.serving import generic_handler
 from storage.store import SegmentStore, record_key
