@@ -3,15 +3,19 @@ simulator catches deliberate protocol breaks."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import pytest
 
-from tools.sim.harness import SimConfig, simulate
+from tools.sim.harness import FAULT_BUDGET, SimConfig, SimResult, simulate
+from tools.sim.network import NetConfig
+from tools.sim_cli import FAULT_MODES, parse_replay, replay_args
 
 SEEDS_WITHIN = range(0, 8)
 SEEDS_BEYOND = range(100, 104)
+SEEDS_AZ_PLUS_ONE = range(0, 4)
 # A deliberate break must be caught within this many seeds (each stated in the test below).
 TEETH_SEEDS = 20
 REGRESSIONS = Path(__file__).with_name("sim_regressions.txt")
@@ -23,42 +27,90 @@ def quiet_logs() -> None:
     logging.getLogger("storage").setLevel(logging.CRITICAL)
 
 
+def replay_hint(config: SimConfig) -> str:
+    return f"replay with: sixfold sim {' '.join(replay_args(config))} --events\n"
+
+
 def describe(result) -> str:  # type: ignore[no-untyped-def]
     return (f"seed {result.seed}: {result.ops}, {result.virtual_s:.1f} virtual s, digest {result.digest}; "
             f"violations: {result.violations}")
 
 
+_results: dict[tuple[str, ...], SimResult] = {}
+
+
+def run(config: SimConfig) -> SimResult:
+    """`simulate`, once per config in this session (a seed replays exactly, so a second run would add nothing)."""
+    key = tuple(replay_args(config))
+    if key not in _results:
+        _results[key] = simulate(config)
+    return _results[key]
+
+
 @pytest.mark.parametrize("seed", SEEDS_WITHIN)
 def test_seed_within_the_fault_budget_keeps_every_invariant(seed: int) -> None:
-    result = simulate(SimConfig(seed=seed))
+    config = SimConfig(seed=seed)
+    result = run(config)
     print(describe(result))
-    assert result.ok, f"replay with: sixfold sim --seed {seed} --events\n" + "\n".join(result.violations)
+    assert result.ok, replay_hint(config) + "\n".join(result.violations)
     assert result.ops["write_ok"] > 0 and result.ops["read_ok"] > 0
+    assert result.ops["nodes_down_max"] <= 2, describe(result)  # "within" stays within
+
+
+def test_rot_hits_records_and_page_versions_several_times_a_run_and_is_found() -> None:
+    """A rotten copy is never served (every read is checked against the model) and a full scrub pass after
+    healing finds every one still stored; page versions rot too, and a run may rot more than once."""
+    results = [run(SimConfig(seed=seed)) for seed in SEEDS_WITHIN]
+    assert all(r.ok for r in results), [describe(r) for r in results if not r.ok]
+    assert sum(r.ops["rot_versions"] for r in results) > 0 and sum(r.ops["rot_records"] for r in results) > 0
+    assert any(r.ops["rot_records"] + r.ops["rot_versions"] > 1 for r in results)
 
 
 @pytest.mark.parametrize("seed", range(0, 6))
 def test_with_a_short_history_window_gc_and_hydration_keep_every_invariant(seed: int) -> None:
     """Coalescing, GC and hydration from page versions run under the same faults (a record folded at or
     below a segment's GC floor counts as held there; every read is still checked against the model)."""
-    result = simulate(SimConfig(seed=seed, history_window_s=2.0))
+    config = SimConfig(seed=seed, history_window_s=2.0)
+    result = simulate(config)
     print(describe(result))
-    assert result.ok, "\n".join(result.violations)
+    assert result.ok, replay_hint(config) + "\n".join(result.violations)
     assert result.ops["write_ok"] > 0 and result.ops["read_ok"] > 0
 
 
 @pytest.mark.parametrize("seed", SEEDS_BEYOND)
 def test_beyond_the_fault_budget_the_system_refuses_rather_than_lies(seed: int) -> None:
-    result = simulate(SimConfig(seed=seed, faults="beyond"))
+    """Three, then four nodes really are down at once while clients write and read: writes are refused (an
+    acknowledged one must be on a true write quorum, checked at the acknowledgement), and after healing every
+    final check passes."""
+    config = SimConfig(seed=seed, faults="beyond")
+    result = run(config)
     print(describe(result))
-    assert result.ok, f"replay with: sixfold sim --seed {seed} --faults beyond --events\n" + "\n".join(result.violations)
+    assert result.ok, replay_hint(config) + "\n".join(result.violations)
+    assert result.ops["outages"] == 1 and result.ops["nodes_down_max"] >= 4, describe(result)
+    assert result.ops["write_refused_over_2_down"] > 0, describe(result)
+
+
+@pytest.mark.parametrize("seed", SEEDS_AZ_PLUS_ONE)
+def test_with_one_az_and_one_more_node_down_reads_still_succeed(seed: int) -> None:
+    """The design's read claim: one whole AZ plus one more node down (three of six), reads still succeed (a read
+    that fails from start to end of that stretch is a violation; during it every read goes to the segments);
+    writes meanwhile are refused or acknowledged only on a true write quorum."""
+    config = SimConfig(seed=seed, faults="az-plus-one")
+    result = simulate(config)
+    print(describe(result))
+    assert result.ok, replay_hint(config) + "\n".join(result.violations)
+    assert result.ops["outages"] == 1 and result.ops["nodes_down_max"] == 3, describe(result)
+    assert result.ops["read_ok_over_2_down"] > 0 and result.ops["read_failed_over_2_down"] == 0, describe(result)
 
 
 def test_a_seed_replays_exactly() -> None:
-    first = simulate(SimConfig(seed=7))
+    first = run(SimConfig(seed=7))  # the within test's run, if it ran already
     second = simulate(SimConfig(seed=7))
     print(describe(first))
     assert first.events == second.events and first.digest == second.digest
     assert simulate(SimConfig(seed=8)).digest != first.digest
+    outage = SimConfig(seed=SEEDS_BEYOND[0], faults="beyond")  # the seeded outage replays too
+    assert run(outage).events == simulate(outage).events
 
 
 @pytest.mark.parametrize("mutation", ["ack-at-3", "skip-truncation", "read-past-vdl"])
@@ -80,9 +132,10 @@ def test_with_segment_replacement_the_control_plane_heals_and_every_invariant_ho
     """The real control plane runs in the simulation with a spare node per AZ: nodes fail for good and
     come back mid-change; a replacement's target must cover every acknowledged record, a completed new
     segment must hold them, and after the final heal every PG has six segments and no change in flight."""
-    result = simulate(SimConfig(seed=seed, replace=True, history_window_s=history_window_s))
+    config = SimConfig(seed=seed, replace=True, history_window_s=history_window_s)
+    result = simulate(config)
     print(describe(result))
-    assert result.ok, f"replay with: sixfold sim --seed {seed} --replace --history-window-s {history_window_s:g} --events\n" + "\n".join(result.violations)
+    assert result.ok, replay_hint(config) + "\n".join(result.violations)
     assert result.ops["write_ok"] > 0 and result.ops["read_ok"] > 0
 
 
@@ -102,19 +155,35 @@ def test_the_simulator_catches_a_broken_replacement(mutation: str) -> None:
     pytest.fail(f"{mutation} went unnoticed for {TEETH_SEEDS} seeds")
 
 
-def regression_cases() -> list[tuple[int, str, str | None]]:
+def regression_cases() -> list[SimConfig]:
     cases = []
     if REGRESSIONS.exists():
         for line in REGRESSIONS.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                seed, faults, mutation, mode = (line.split() + ["within", "-", "-"])[:4]
-                cases.append((int(seed), faults, None if mutation == "-" else mutation, mode == "replace"))
+            if line.split("#", 1)[0].strip():
+                cases.append(parse_replay(line))
     return cases
 
 
-@pytest.mark.parametrize("seed, faults, mutation, replace", regression_cases() or [pytest.param(0, "within", None, False, marks=pytest.mark.skip(reason="no regression seeds recorded yet"))])
-def test_recorded_regression_seeds_stay_fixed(seed: int, faults: str, mutation: str | None, replace: bool) -> None:
-    result = simulate(SimConfig(seed=seed, faults=faults, mutation=mutation, replace=replace))
+@pytest.mark.parametrize("config", regression_cases() or [pytest.param(None, marks=pytest.mark.skip(reason="no regression seeds recorded yet"))],
+                         ids=lambda config: " ".join(replay_args(config)) if config is not None else "none")
+def test_recorded_regression_seeds_stay_fixed(config: SimConfig) -> None:
+    result = simulate(config)
     print(describe(result))
-    assert result.ok, "\n".join(result.violations)
+    assert result.ok, replay_hint(config) + "\n".join(result.violations)
+
+
+def test_a_replay_line_carries_every_setting_that_differs_from_the_default() -> None:
+    """The replay hint, the --failures-file line and tests/sim_regressions.txt use the same arguments: a config
+    with every field changed comes back whole, and the older `SEED FAULTS MUTATION [replace]` lines still read."""
+    changed = SimConfig(seed=12, clients=5, ops_per_client=7, pgs=3, pages_per_pg=8, duration_s=12.5,
+                        faults="beyond", mutation="ack-at-3", history_window_s=2.0, replace=True,
+                        net=NetConfig(**{f.name: getattr(NetConfig(), f.name) + 0.125 for f in dataclasses.fields(NetConfig)}))
+    for f in dataclasses.fields(SimConfig):
+        assert getattr(changed, f.name) != getattr(SimConfig(seed=0), f.name) or f.name == "seed", f.name
+    assert parse_replay(" ".join(replay_args(changed)) + "  # a comment") == changed
+    assert replay_args(SimConfig(seed=3)) == ["--seed", "3", "--faults", "within"]
+    assert set(FAULT_MODES) == set(FAULT_BUDGET)
+    assert parse_replay("5 within - replace  # old") == SimConfig(seed=5, replace=True)
+    assert parse_replay("9 beyond ack-at-3") == SimConfig(seed=9, faults="beyond", mutation="ack-at-3")
+    assert parse_replay("7") == SimConfig(seed=7)
+    assert parse_replay("4 within - --history-window-s 2") == SimConfig(seed=4, history_window_s=2.0)

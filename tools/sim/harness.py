@@ -18,7 +18,9 @@ Checked as the run goes (DESIGN.md invariants):
 5. an older writer is never acknowledged once a newer one has opened (its
    acknowledged MTRs would be truncated: caught by 2 and the final check).
 At the end everything heals; every acknowledged MTR must then be durable (at or
-below VDL) and readable, and segments must agree on every LSN they both hold.
+below VDL) and readable, a full scrub pass must find every rotten copy (records
+and page versions; up to ROTS_PER_RUN_MAX a run) still stored, and segments must
+agree on every LSN they both hold.
 
 With `SimConfig.replace` (tools/sim/replacement.py) a spare node per AZ joins and the real
 `ControlPlaneServicer` heals inside the run; faults add nodes that fail for good, failed nodes that
@@ -45,6 +47,7 @@ from compute.volume_log import Patch
 from storage.errors import StorageError
 from storage.node import StorageServicer
 from storage.records import LogRecord, apply_record, decode_record
+from storage.scrub import Scrubber
 from storage.segment import SegmentMeta, TruncationRange
 from storage.serving import generic_handler
 from storage.store import SegmentStore, record_key
@@ -62,6 +65,16 @@ NODES = (("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c"), ("c2",
 PAGE_SIZE = 512
 SIM_LAL = 500
 GOSSIP_INTERVAL_S = 1.0
+# Faulty nodes at once the random schedule allows per mode (tools/sim_cli.py FAULT_MODES lists the same modes).
+# "az-plus-one" adds a stretch with one whole AZ and one more node down, "beyond" one with three then four nodes
+# down; both leave the random schedule within its budget around that stretch (Simulation.faults).
+FAULT_BUDGET = {"none": 0, "within": 2, "az-plus-one": 2, "beyond": 4}
+OUTAGE_START_FRACTION = (0.25, 0.45)  # of the run's duration: when the deliberate outage begins
+OUTAGE_HOLD_S = (2.5, 4.0)  # virtual seconds each step of the outage lasts (the faults stay put meanwhile)
+OUTAGE_CRASH_PROBABILITY = 0.6  # a node the outage takes is crashed; otherwise cut off from every writer
+OUTAGE_NEW_WRITER_PROBABILITY = 0.3  # beyond: with four down, the writer crashes and a new one tries to open
+ROTS_PER_RUN_MAX = 3  # bytes flipped on disk per run, in records or page versions
+RECORDS, VERSIONS = b"records", b"versions"  # the store's LMDB tables a rot may hit
 COALESCE_CHAIN_MIN_SIM = 2  # fold short chains: the runs write few records per page
 SETTLE_S = 30.0  # virtual seconds after healing for every membership change to end (replacement on)
 CONVERGE_S = 15.0  # virtual seconds after healing for every segment to catch up
@@ -75,7 +88,7 @@ class SimConfig:
     pgs: int = 2
     pages_per_pg: int = 16
     duration_s: float = 20.0  # virtual seconds of faults and load
-    faults: str = "within"  # "none" | "within" (what the design survives) | "beyond"
+    faults: str = "within"  # FAULT_BUDGET: "none" | "within" (what the design survives) | "az-plus-one" | "beyond"
     mutation: str | None = None  # a deliberate protocol break (tools/sim/mutations.py)
     # Virtual seconds of history storage keeps; a short one (2.0) makes GC and hydration run under the
     # faults too (the default, as on real nodes, outlasts a run: only coalescing runs).
@@ -220,10 +233,21 @@ class Simulation:
         self.recoveries: list[Recovery] = []
         self.acked: dict[int, tuple[str, list[Patch], int]] = {}  # CPL -> (token, patches, writer epoch)
         self.refused: list[bytes] = []  # tokens of writes refused definitely: they must never take effect
-        self.rotten: set[tuple[str, bytes]] = set()  # (node, record key) flipped on purpose
+        # (node, table, key) -> the bytes a rot left there: records and page versions flipped on purpose
+        self.rotten: dict[tuple[str, bytes, bytes], bytes] = {}
         self.writer: Volume | None = None
         self.writers = 0
-        self.ops = {"write_ok": 0, "write_failed": 0, "write_unknown": 0, "read_ok": 0, "read_failed": 0}
+        self.ops = {"write_ok": 0, "write_failed": 0, "write_unknown": 0, "read_ok": 0, "read_failed": 0,
+                    "rot_records": 0, "rot_versions": 0, "rot_found_by_final_scrub": 0,
+                    # most nodes down at once (crashed, or cut off from the writer), and what the clients got while
+                    # more than two were (an operation counts if that was so at any time while it ran)
+                    "nodes_down_max": 0, "write_ok_over_2_down": 0, "write_refused_over_2_down": 0,
+                    "write_unknown_over_2_down": 0, "read_ok_over_2_down": 0, "read_failed_over_2_down": 0,
+                    "outages": 0}
+        self.isolated: set[str] = set()  # nodes an outage cut off from every writer (including ones opened later)
+        self.over_two = False  # more than two nodes down now
+        self.over_two_serial = 0  # how many times more than two went down: an operation that saw it change overlapped
+        self.outage: str | None = None  # the deliberate outage in place: "az-plus-one" or "beyond"
         self.geometry = self._geometry()
         self.control_plane: repl.SimControlPlane | None = None  # with config.replace, made in main()
         self.healing: asyncio.Task[None] | None = None
@@ -314,8 +338,8 @@ class Simulation:
                 continue
             meta = SegmentMeta.from_json(meta_raw)
             key = record_key(meta.seg_no, record.lsn)
-            raw = self.disk.get(name, b"records", key)
-            if raw is not None and (raw == record.encode() or (name, key) in self.rotten):
+            raw = self.disk.get(name, RECORDS, key)
+            if raw is not None and (raw == record.encode() or (name, RECORDS, key) in self.rotten):
                 out.append(name)
             elif record.lsn <= meta.retention_horizon_lsn <= meta.scl:
                 out.append(name)  # folded into the page versions kept at the GC floor (reads check them)
@@ -385,8 +409,8 @@ class Simulation:
                     if not knows or meta.scl <= rec.vdl:
                         continue
                     for lsn in range(rec.vdl + 1, min(rec.vdl + rec.lal, meta.highest_lsn) + 1):
-                        raw = self.disk.get(name, b"records", record_key(meta.seg_no, lsn))
-                        if raw is None or (name, record_key(meta.seg_no, lsn)) in self.rotten:
+                        raw = self.disk.get(name, RECORDS, record_key(meta.seg_no, lsn))
+                        if raw is None or (name, RECORDS, record_key(meta.seg_no, lsn)) in self.rotten:
                             continue
                         if decode_record(raw).epoch < rec.epoch:
                             self.violation(
@@ -400,6 +424,8 @@ class Simulation:
         self.writers += 1
         name = f"writer-{self.writers}"
         self.network.down.discard(name)
+        for node in sorted(self.isolated):
+            self.network.partition(name, node)
         control_plane: Any = (FakeControlPlane(self.geometry) if self.control_plane is None
                               else FollowedControlPlane(self))
         volume = Volume(VOLUME, control_plane, Channels(self.network.channel_factory(name)),
@@ -442,7 +468,7 @@ class Simulation:
     # -- clients ------------------------------------------------------------------
 
     async def client(self, index: int, rng: random.Random) -> None:
-        pages = [pg * self.config.pages_per_pg + p for pg in range(self.config.pgs) for p in range(4)]
+        pages = self.client_pages()
         for n in range(self.config.ops_per_client):
             await asyncio.sleep(rng.uniform(0.01, 2 * self.config.duration_s / self.config.ops_per_client))
             writer = self.writer
@@ -453,6 +479,7 @@ class Simulation:
                 chosen = rng.sample(pages, rng.randint(1, 3))
                 patches = [Patch(p, rng.randrange(PAGE_SIZE - len(token)), token) for p in chosen]
                 epochs = {i: pg.membership_epoch for i, pg in writer.pgs.items()}
+                began = self.over_two_serial, self.over_two
                 try:
                     cpl = await writer.write(patches)
                 except (Fenced, QuorumNotMet, CommitTimeout) as error:
@@ -460,49 +487,122 @@ class Simulation:
                     self.ops[kind] += 1
                     if kind == "write_failed":
                         self.refused.append(token)
+                    if self.overlapped_over_two(began):
+                        self.ops["write_unknown_over_2_down" if kind == "write_unknown"
+                                 else "write_refused_over_2_down"] += 1
                     self.event(f"client {index} write {token.decode()} -> {type(error).__name__}")
                     continue
                 self.ops["write_ok"] += 1
+                if self.overlapped_over_two(began):
+                    self.ops["write_ok_over_2_down"] += 1  # check_durable below: only on a true write quorum
                 self.acked[cpl] = (token.decode(), patches, writer.epoch)
                 self.event(f"client {index} write {token.decode()} -> LSN {cpl}")
                 self.check_durable(cpl, f"client {index} acknowledged")
                 if self.config.replace:
                     self.check_quorum_sets(cpl, writer, epochs, f"client {index} acknowledged")
             else:
-                chosen = rng.sample(pages, rng.randint(1, 3))
-                try:
-                    read_point, images = await writer.read(chosen)
-                except (Fenced, QuorumNotMet) as error:
-                    self.ops["read_failed"] += 1
-                    self.event(f"client {index} read {chosen} -> {type(error).__name__}")
-                    continue
-                self.ops["read_ok"] += 1
-                self.event(f"client {index} read {chosen} at {read_point}")
-                self.check_read(writer, read_point, images)
+                await self.read(f"client {index}", writer, rng.sample(pages, rng.randint(1, 3)))
+
+    def client_pages(self) -> list[int]:
+        return [pg * self.config.pages_per_pg + p for pg in range(self.config.pgs) for p in range(4)]
+
+    async def read(self, who: str, writer: Volume, pages: list[int]) -> None:
+        """One read, checked against the model. While more than two nodes are down it reads every page from the
+        segments (not the writer's cache), so the outage is what the read meets. With only one AZ and one more
+        node down (the az-plus-one outage) from start to end, a read must succeed: the design says so."""
+        began = self.over_two_serial, self.over_two
+        outage = self.outage
+        try:
+            read_point, images = await writer.read(pages, from_storage=self.over_two)
+        except (Fenced, QuorumNotMet) as error:
+            self.ops["read_failed"] += 1
+            self.event(f"{who} read {pages} -> {type(error).__name__}")
+            if self.overlapped_over_two(began):
+                self.ops["read_failed_over_2_down"] += 1
+            if outage == "az-plus-one" and self.outage == outage and began == (self.over_two_serial, True):
+                self.violation(f"{who}: a read failed with only one AZ and one more node down "
+                               f"({', '.join(sorted(self.down_nodes()))}): {error.message}")
+            return
+        self.ops["read_ok"] += 1
+        if self.overlapped_over_two(began):
+            self.ops["read_ok_over_2_down"] += 1
+        self.event(f"{who} read {pages} at {read_point}")
+        self.check_read(writer, read_point, images)
 
     # -- faults -------------------------------------------------------------------
 
     def faulty(self) -> int:
+        return len(self.faulty_nodes())
+
+    def down_nodes(self) -> set[str]:
+        """Nodes crashed or cut off from the current writer (with replacement on: that hold a segment)."""
+        down = {n for n, node in self.nodes.items() if not node.up} | self.isolated
+        if self.writer is not None:
+            down |= {n for n in self.nodes if frozenset((n, self.writer.sim_name)) in self.network.cut}  # type: ignore[attr-defined]
+        if self.cp_state is not None:
+            down &= {n for pg in range(self.config.pgs) for n in self.membership(pg)[1]}
+        return down
+
+    def note_down(self) -> None:
+        """After every fault: record the most nodes down at once and when more than two are."""
+        down = self.down_nodes()
+        self.ops["nodes_down_max"] = max(self.ops["nodes_down_max"], len(down))
+        if len(down) > 2 and not self.over_two:
+            self.over_two = True
+            self.over_two_serial += 1
+            self.event(f"more than two nodes down: {', '.join(sorted(down))}")
+        elif len(down) <= 2 and self.over_two:
+            self.over_two = False
+            self.event(f"two or fewer nodes down again ({', '.join(sorted(down)) or 'none'})")
+
+    def overlapped_over_two(self, began: tuple[int, bool]) -> bool:
+        """Whether more than two nodes were down at some time since `began` = (over_two_serial, over_two)."""
+        return began[1] or self.over_two or began[0] != self.over_two_serial
+
+    def faulty_nodes(self) -> set[str]:
         cut = {n for pair in self.network.cut for n in pair if n in self.nodes}
-        rotten_nodes = {n for n, _ in self.rotten}
+        rotten_nodes = {n for (n, table, key), rotted in self.rotten.items() if self.rot_outstanding(n, table, key, rotted)}
         down = {n for n, node in self.nodes.items() if not node.up}
         if self.cp_state is not None:
             # A node down (or dead for good) counts while a PG's quorum sets hold it: once replaced,
             # it no longer weakens any PG; a spare holding nothing never did.
             members = {n for pg in range(self.config.pgs) for n in self.membership(pg)[1]}
             down &= members
-        return len(down | cut | rotten_nodes)
+        return down | cut | rotten_nodes
+
+    def rot_outstanding(self, name: str, table: bytes, key: bytes, rotted: bytes) -> bool:
+        """Whether a rot still weakens its node: the rotten bytes are still stored, or the node has not yet got
+        back past the copy's LSN since the copy was quarantined (SCL fell to the hole, or below the GC floor
+        when it was the page's only copy there; gossip refills, hydration restores)."""
+        if self.disk.get(name, table, key) == rotted:
+            return True
+        seg_no = int.from_bytes(key[:4], "big")
+        lsn = int.from_bytes(key[-8:], "big")  # records: (seg_no, lsn); page versions: (seg_no, page_no, lsn)
+        for _, raw in self.disk.items(name, b"segments"):
+            meta = SegmentMeta.from_json(raw)
+            if meta.seg_no == seg_no:
+                return meta.scl < lsn
+        return False  # the segment was dropped
 
     def changing(self, node: str) -> bool:
         """Whether a change in flight is replacing `node`."""
         return any(c.old_node_id == node for _, _, c in self.cp_state.changes_in_flight()) if self.cp_state else False
 
     async def faults(self, rng: random.Random) -> None:
-        budget = {"none": 0, "within": 2, "beyond": 4}[self.config.faults]
+        budget = FAULT_BUDGET[self.config.faults]
         deadline = self.now() + self.config.duration_s
-        while self.now() < deadline and budget:
+        outage_at: float | None = None
+        if self.config.faults in ("az-plus-one", "beyond"):
+            outage_at = self.now() + rng.uniform(*OUTAGE_START_FRACTION) * self.config.duration_s
+        while (self.now() < deadline or outage_at is not None) and budget:  # the outage comes, however late
             await asyncio.sleep(rng.uniform(0.3, 2.5))
+            if outage_at is not None and self.now() >= outage_at:
+                outage_at = None
+                await self._outage(rng)
+                continue
             actions = ["crash", "restart", "restart", "partition", "heal", "writer", "fence", "rot"]
+            if self.config.faults == "az-plus-one" and outage_at is not None:
+                actions.remove("rot")  # a rot still outstanding would make the outage one AZ plus two
             if self.config.replace:
                 actions += ["kill", "kill", "return", "cut-control-plane", "control-plane"]
             action = rng.choice(actions)
@@ -535,8 +635,8 @@ class Simulation:
                     # The old writer keeps running: anything it acknowledges from now on would be lost.
                     self.event(f"{old.sim_name} left running beside {new.sim_name}")  # type: ignore[attr-defined]
                     asyncio.get_running_loop().create_task(self._old_writer_tries(old, rng))
-            elif action == "rot" and not self.rotten and self.faulty() < budget:
-                self._rot(rng)
+            elif action == "rot" and self.ops["rot_records"] + self.ops["rot_versions"] < ROTS_PER_RUN_MAX:
+                self._rot(rng, budget)
             elif action == "kill" and not self.dead and self.faulty() < budget:
                 members = sorted({n for pg in range(self.config.pgs) for n in self.membership(pg)[0]})
                 node = self.nodes[rng.choice([n for n in members if self.nodes[n].up])]
@@ -556,11 +656,92 @@ class Simulation:
                 node = rng.choice([n for n in self.nodes.values() if n.up])
                 self.network.partition(node.name, repl.CONTROL_PLANE)
                 self.event(f"partition {node.name} from the control plane")
+            self.note_down()
         self.event("faults over")
+
+    # -- the deliberate outage ----------------------------------------------------------
+
+    async def _outage(self, rng: random.Random) -> None:
+        """Every node back first, then
+        az-plus-one: one whole AZ and one node of another down for a stretch; reads must succeed (Simulation.read),
+            writes are refused or acknowledged only on a true write quorum (check_durable);
+        beyond: three nodes down for a stretch, then a fourth for another (sometimes with the writer crashing
+            and a new one trying to open); nothing may be acknowledged falsely.
+        Clients keep writing and reading; a probe reads every client page from the segments in each stretch.
+        Then everything heals and the random schedule goes on."""
+        await self._restore("before the outage")
+        self.ops["outages"] += 1
+        if self.config.faults == "az-plus-one":
+            az = rng.choice("abc")
+            victims = [n for n, node_az in NODES if node_az == az]
+            victims.append(rng.choice([n for n, node_az in NODES if node_az != az]))
+            self.outage = "az-plus-one"
+            for name in victims:
+                await self._take_down(name, rng)
+            self.event(f"outage: AZ {az} and {victims[-1]} down")
+            await self._hold(rng)
+        else:
+            victims = rng.sample([n for n, _ in NODES], 4)
+            self.outage = "beyond"
+            for name in victims[:3]:
+                await self._take_down(name, rng)
+            self.event(f"outage: three nodes down ({', '.join(sorted(victims[:3]))})")
+            await self._hold(rng)
+            await self._take_down(victims[3], rng)
+            self.event(f"outage: four nodes down ({', '.join(sorted(victims))})")
+            if rng.random() < OUTAGE_NEW_WRITER_PROBABILITY and self.writer is not None:
+                await self.crash_writer()
+                opened = await self.open_writer()
+                if opened is not None and self.control_plane is None:  # (replacement may swap in reachable spares)
+                    self.violation(f"{opened.sim_name} opened with four of six segments of every PG unreachable: "  # type: ignore[attr-defined]
+                                   f"it cannot have raised the epoch on a write quorum")
+                self.note_down()
+            await self._hold(rng)
+        self.outage = None
+        await self._restore("outage over")
+
+    async def _take_down(self, name: str, rng: random.Random) -> None:
+        node = self.nodes[name]
+        if rng.random() < OUTAGE_CRASH_PROBABILITY:
+            if node.up:
+                await node.crash()
+            self.event(f"outage: crash {name}")
+        else:
+            self.isolated.add(name)  # open_writer cuts it off from every writer opened later
+            if self.writer is not None:
+                self.network.partition(self.writer.sim_name, name)  # type: ignore[attr-defined]
+            self.event(f"outage: cut {name} off from every writer")
+        self.note_down()
+
+    async def _hold(self, rng: random.Random) -> None:
+        """Keep the outage as it is for a while; a probe reads every client page from the segments meanwhile."""
+        until = self.now() + rng.uniform(*OUTAGE_HOLD_S)
+        await asyncio.sleep(rng.uniform(0.3, 1.0))
+        if self.writer is not None:
+            await self.read("outage probe", self.writer, self.client_pages())
+        await asyncio.sleep(max(0.0, until - self.now()))
+
+    async def _restore(self, why: str) -> None:
+        """Every node up (but those failed for good), every partition healed, a writer open."""
+        self.network.heal()
+        self.isolated.clear()
+        for node in self.nodes.values():
+            if not node.up and node.name not in self.dead:
+                node.start()
+        for _ in range(3):  # an open that fails takes a while (its recovery retries): heal_and_check tries again
+            if self.writer is not None and not self.writer.fenced:
+                break
+            await asyncio.sleep(0.5)
+            if self.writer is not None:
+                await self.crash_writer()
+            await self.open_writer()
+        self.note_down()
+        self.event(f"{why}: every node up, no partition")
 
     def _return(self, name: str) -> None:
         self.dead.discard(name)
         self.nodes[name].start()
+        self.note_down()
         if self.changing(name):
             self.ops["return_mid_change"] += 1
             self.event(f"return {name} mid-change")
@@ -582,17 +763,26 @@ class Simulation:
             self.violation(f"a fenced writer (epoch {old.epoch}) was acknowledged at LSN {cpl}")
         await old.close()
 
-    def _rot(self, rng: random.Random) -> None:
-        candidates = []
-        for name in self.nodes:
-            for key in self.disk.keys(name, b"records"):
-                candidates.append((name, key))
+    def _rot(self, rng: random.Random, budget: int) -> None:
+        """Flip a byte of a stored record or page version (each half the time; a record when no node holds a
+        version yet). A node with a rot still outstanding counts as faulty, so a new node is picked only while
+        the budget allows; otherwise one that is faulty already."""
+        faulty = self.faulty_nodes()
+        nodes = [n for n in self.nodes if len(faulty) < budget or n in faulty]
+        table = VERSIONS if rng.random() < 0.5 else RECORDS
+        candidates = [(name, key) for name in nodes for key in self.disk.keys(name, table)]
+        if not candidates and table == VERSIONS:
+            table = RECORDS
+            candidates = [(name, key) for name in nodes for key in self.disk.keys(name, table)]
         if not candidates:
             return
         name, key = rng.choice(candidates)
-        self.disk.rot(name, b"records", key, rng=rng)
-        self.rotten.add((name, key))
-        self.event(f"rot a byte of {name} record key {key.hex()}")
+        self.disk.rot(name, table, key, rng=rng)
+        rotted = self.disk.get(name, table, key)
+        assert rotted is not None
+        self.rotten[(name, table, key)] = rotted
+        self.ops["rot_" + table.decode()] += 1
+        self.event(f"rot a byte of {name} {table.decode()} key {key.hex()}")
 
     # -- the run ------------------------------------------------------------------
 
@@ -759,10 +949,13 @@ class Simulation:
 
     async def heal_and_check(self) -> None:
         self.network.heal()
+        self.isolated.clear()
+        self.outage = None
         self.dead.clear()
         for node in self.nodes.values():
             if not node.up:
                 node.start()
+        self.note_down()
         self.event("healed")
         writer = self.writer or await self.open_writer()
         if writer is None or writer.fenced:
@@ -786,6 +979,7 @@ class Simulation:
         except StorageError as error:
             self.violation(f"after healing, the final read failed: {error.message}")
         self.check_read(writer, read_point, images)
+        await self.scrub_everything()
         await self.check_convergence(writer)
         self.check_agreement()
         for token in self.refused:
@@ -794,6 +988,22 @@ class Simulation:
                     self.violation(f"write {token.decode()} was refused as definitely not done, yet its record "
                                    f"LSN {lsn} is durable at or below VDL {writer.vdl}")
         self.event(f"final VDL {writer.vdl}, {len(self.acked)} acknowledged MTRs readable")
+
+    async def scrub_everything(self) -> None:
+        """Healed, a full scrub pass over every node (a fresh `Scrubber`, so from each segment's start) finds
+        every rotten copy still stored: the detection half of invariant 6 (`check_read` is the never-served
+        half). What it quarantines, gossip and hydration then restore (checked by the convergence after)."""
+        left = [k for k, rotted in self.rotten.items() if self.disk.get(*k) == rotted]
+        for node in self.nodes.values():
+            assert node.store is not None and node.servicer is not None
+            await Scrubber(node.store, node.servicer._on_writer).scrub_pass()
+        for name, table, key in left:
+            if self.disk.get(name, table, key) == self.rotten[(name, table, key)]:
+                self.violation(f"a full scrub pass after healing left the rotten {table.decode()} copy under key "
+                               f"{key.hex()} on {name}")
+        self.ops["rot_found_by_final_scrub"] = len(left)
+        if left:
+            self.event(f"final scrub quarantined {len(left)} rotten copies")
 
     async def check_convergence(self, writer: Volume) -> None:
         """Healed, every segment catches up (writer resends, gossip) to its PG's read point."""
@@ -825,11 +1035,11 @@ class Simulation:
                     continue
                 meta = SegmentMeta.from_json(meta_raw)
                 prefix = meta.seg_no.to_bytes(4, "big")
-                for key in self.disk.keys(name, b"records"):
-                    if not key.startswith(prefix) or (name, key) in self.rotten:
+                for key in self.disk.keys(name, RECORDS):
+                    if not key.startswith(prefix) or (name, RECORDS, key) in self.rotten:
                         continue
                     lsn = int.from_bytes(key[4:], "big")
-                    raw = self.disk.get(name, b"records", key)
+                    raw = self.disk.get(name, RECORDS, key)
                     other = seen.setdefault(lsn, (name, raw))
                     if other[1] != raw:
                         self.violation(f"PG {pg.pg_index}: {name} and {other[0]} hold different records at LSN {lsn}")
