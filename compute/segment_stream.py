@@ -135,7 +135,7 @@ class SegmentStream:
     async def _session(self) -> None:
         reply = await self.stub.GetSegmentState(pb.GetSegmentStateRequest(segment_id=self.segment_id),
                                                 timeout=STATE_TIMEOUT_S)
-        self._on_scl(reply.state.scl)
+        self.on_scl(reply.state.scl)
         while self.to_send and self.to_send[0][0] <= self.scl:
             self.to_send.popleft()  # the segment already holds these
         call = self.stub.AppendRecords()
@@ -189,13 +189,13 @@ class SegmentStream:
             for _ in range(count):
                 self.sent.popleft()
             self.last_ack_monotonic = _now()
-            self._on_scl(ack.scl)
+            self.on_scl(ack.scl)
             self._wake.set()
         # The server ended the stream without a status: treat as a broken stream.
         raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
                                    details="stream ended")
 
-    def _on_scl(self, scl: int) -> None:
+    def on_scl(self, scl: int) -> None:
         if scl > self.scl:
             self.scl = scl
         self.volume.on_ack(self, scl)

@@ -418,7 +418,20 @@ class Volume:
             try:
                 await asyncio.wait_for(self._vdl_advanced.wait(), 0.5)
             except asyncio.TimeoutError:
-                pass
+                await self._refresh_scls()
+
+    async def _refresh_scls(self) -> None:
+        """Ask every segment for its SCL, as a stream does when it connects. A segment that caught up
+        through gossip acknowledges nothing new (the records it lacked were never sent to it again), so
+        without asking, recovery would not count it towards the write quorum it waits for."""
+        calls = {
+            f"{pg.pg_index}/{node}": (lambda s=s: s.stub.GetSegmentState(
+                pb.GetSegmentStateRequest(segment_id=s.segment_id), timeout=RPC_TIMEOUT_S))
+            for pg in self.pgs.values() for node, s in pg.streams.items()
+        }
+        streams = {f"{pg.pg_index}/{node}": s for pg in self.pgs.values() for node, s in pg.streams.items()}
+        for key, reply in (await self._gather(calls)).items():
+            streams[key].on_scl(reply.state.scl)
 
     async def _fetch_records(self, stream: SegmentStream, floor: int, to_lsn: int) -> list[Any]:
         records = []

@@ -55,6 +55,7 @@ def test_seed_within_the_fault_budget_keeps_every_invariant(seed: int) -> None:
     assert result.ok, replay_hint(config) + "\n".join(result.violations)
     assert result.ops["write_ok"] > 0 and result.ops["read_ok"] > 0
     assert result.ops["nodes_down_max"] <= 2, describe(result)  # "within" stays within
+    assert result.ops["open_failed"] == 0, describe(result)  # within the budget every writer opens
 
 
 def test_rot_hits_records_and_page_versions_several_times_a_run_and_is_found() -> None:
@@ -101,6 +102,17 @@ def test_with_one_az_and_one_more_node_down_reads_still_succeed(seed: int) -> No
     assert result.ok, replay_hint(config) + "\n".join(result.violations)
     assert result.ops["outages"] == 1 and result.ops["nodes_down_max"] == 3, describe(result)
     assert result.ops["read_ok_over_2_down"] > 0 and result.ops["read_failed_over_2_down"] == 0, describe(result)
+    assert result.ops["open_failed"] == 0, describe(result)  # a writer opened with at most two down opens
+
+
+def test_recovery_counts_a_segment_that_caught_up_through_gossip() -> None:
+    """Regression (az-plus-one seed 1): a node that caught up through gossip acknowledged nothing new, so
+    the recovering writer, waiting for the records up to VDL to reach write quorum again, never counted it
+    and could not open for 30 s with only two nodes down. Recovery now asks segments for their SCLs."""
+    config = SimConfig(seed=1, faults="az-plus-one")
+    result = simulate(config)
+    assert result.ok, replay_hint(config) + "\n".join(result.violations)
+    assert result.ops["open_failed"] == 0, describe(result)
 
 
 def test_a_seed_replays_exactly() -> None:

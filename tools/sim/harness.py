@@ -243,6 +243,7 @@ class Simulation:
                     # more than two were (an operation counts if that was so at any time while it ran)
                     "nodes_down_max": 0, "write_ok_over_2_down": 0, "write_refused_over_2_down": 0,
                     "write_unknown_over_2_down": 0, "read_ok_over_2_down": 0, "read_failed_over_2_down": 0,
+                    "open_failed": 0, "open_failed_over_2_down": 0,
                     "outages": 0}
         self.isolated: set[str] = set()  # nodes an outage cut off from every writer (including ones opened later)
         self.over_two = False  # more than two nodes down now
@@ -431,9 +432,11 @@ class Simulation:
         volume = Volume(VOLUME, control_plane, Channels(self.network.channel_factory(name)),
                         lal=SIM_LAL, commit_timeout_s=3.0)
         volume.sim_name = name  # type: ignore[attr-defined]
+        began = self.over_two_serial, self.over_two
         try:
             await volume.open()
         except StorageError as error:
+            self.ops["open_failed_over_2_down" if self.overlapped_over_two(began) else "open_failed"] += 1
             self.event(f"{name} could not open: {error.message}")
             await volume.close()
             return None
