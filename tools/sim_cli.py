@@ -36,7 +36,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--seed", type=int, help="replay exactly this seed (overrides --seeds)")
     parser.add_argument("--faults", choices=FAULT_MODES, default="within",
-                        help="within: up to two faulty nodes (one AZ) at once; az-plus-one: that, and a stretch with "
+                        help="within: up to two faulty nodes at once (any two, e.g. a whole AZ); az-plus-one: that, and a stretch with "
                         "one whole AZ and one more node down (reads must still succeed); beyond: up to four, with a "
                         "stretch of three then four nodes down (writes must be refused, never lied about) "
                         "(default within)")
