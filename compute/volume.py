@@ -51,6 +51,8 @@ RECOVERY_REPLICATION_TIMEOUT_S = 30.0
 READ_RECORDS_BATCH = 5_000
 CONNECT_WAIT_S = 1.0
 GATHER_GRACE_S = 0.2
+QUORUM_STEP_TIMEOUT_S = 5.0  # a recovery step asks the segments that did not answer again, this long
+QUORUM_RETRY_PAUSE_S = 0.2
 # How often the writer asks the control plane for membership changes (sooner when a segment says its
 # membership epoch is newer than the writer's).
 MEMBERSHIP_POLL_S = 0.5
@@ -314,6 +316,20 @@ class Volume:
             task.cancel()
         return {k: results[k] for k in calls if k in results}
 
+    async def _gather_quorum(self, calls: dict[str, Callable[[], Awaitable[T]]],
+                             enough: Callable[[set[str]], bool]) -> dict[str, T]:
+        """`_gather` for a recovery step, asking again the segments that did not answer (a lost message, a
+        call that timed out) until `enough` of them did or `QUORUM_STEP_TIMEOUT_S` passed. Every step this
+        serves is idempotent: raising the epoch, reading state, applying a truncation range."""
+        deadline = _now() + QUORUM_STEP_TIMEOUT_S
+        results: dict[str, T] = {}
+        while True:
+            missing = {key: fn for key, fn in calls.items() if key not in results}
+            results.update(await self._gather(missing, enough=lambda got: enough(set(results) | got)))
+            if enough(set(results)) or self.fenced or _now() >= deadline:
+                return {key: results[key] for key in calls if key in results}
+            await asyncio.sleep(QUORUM_RETRY_PAUSE_S)
+
     async def _states(self, pg: PgInfo) -> dict[str, Any]:
         return await self._gather({
             node: (lambda s=s: s.stub.GetSegmentState(pb.GetSegmentStateRequest(segment_id=s.segment_id),
@@ -324,7 +340,11 @@ class Volume:
     async def _read_quorum_states(self) -> dict[int, dict[str, Any]]:
         states = {}
         for pg in self.pgs.values():
-            got = await self._states(pg)
+            got = await self._gather_quorum({
+                node: (lambda s=s: s.stub.GetSegmentState(pb.GetSegmentStateRequest(segment_id=s.segment_id),
+                                                          timeout=RPC_TIMEOUT_S))
+                for node, s in pg.streams.items()
+            }, pg.membership.read_quorum_met)
             if not pg.membership.read_quorum_met(got):
                 raise QuorumNotMet(f"PG {pg.pg_index} of volume {self.volume_id}: only {len(got)} of 6 segments "
                                    f"answered ({sorted(got)}); recovery needs {READ_QUORUM}")
@@ -338,11 +358,11 @@ class Volume:
         reports = [_report(r.state) for got in states.values() for r in got.values()]
         self.epoch = next_epoch(reports)
         for pg in self.pgs.values():
-            raised = await self._gather({
+            raised = await self._gather_quorum({
                 node: (lambda s=s: s.stub.RaiseVolumeEpoch(
                     pb.RaiseVolumeEpochRequest(segment_id=s.segment_id, volume_epoch=self.epoch), timeout=RPC_TIMEOUT_S))
                 for node, s in pg.streams.items()
-            }, enough=pg.membership.write_quorum_met)
+            }, pg.membership.write_quorum_met)
             if not pg.membership.write_quorum_met(raised):
                 raise QuorumNotMet(f"PG {pg.pg_index}: epoch {self.epoch} was taken by only {len(raised)} segments "
                                    f"({sorted(raised)}); fencing needs {WRITE_QUORUM}")
@@ -368,12 +388,12 @@ class Volume:
         self.truncation_protos = [truncation_to_proto(r) for r in self.truncations]
         scl_after: dict[int, dict[str, int]] = {}
         for pg in self.pgs.values():
-            truncated = await self._gather({
+            truncated = await self._gather_quorum({
                 node: (lambda s=s: s.stub.TruncateSegment(pb.TruncateSegmentRequest(
                     segment_id=s.segment_id, volume_epoch=self.epoch, range=truncation_to_proto(plan.truncation)),
                     timeout=RPC_TIMEOUT_S * 5))
                 for node, s in pg.streams.items()
-            }, enough=pg.membership.write_quorum_met)
+            }, pg.membership.write_quorum_met)
             if not pg.membership.write_quorum_met(truncated):
                 raise QuorumNotMet(f"PG {pg.pg_index}: the truncation reached only {len(truncated)} segments")
             scl_after[pg.pg_index] = {node: reply.state.scl for node, reply in truncated.items()}
