@@ -105,11 +105,15 @@ def test_with_one_az_and_one_more_node_down_reads_still_succeed(seed: int) -> No
     assert result.ops["open_failed"] == 0, describe(result)  # a writer opened with at most two down opens
 
 
-def test_recovery_counts_a_segment_that_caught_up_through_gossip() -> None:
-    """Regression (az-plus-one seed 1): a node that caught up through gossip acknowledged nothing new, so
-    the recovering writer, waiting for the records up to VDL to reach write quorum again, never counted it
-    and could not open for 30 s with only two nodes down. Recovery now asks segments for their SCLs."""
-    config = SimConfig(seed=1, faults="az-plus-one")
+@pytest.mark.parametrize("seed,faults", [(1, "az-plus-one"), (21033, "within")])
+def test_recovery_opens_within_the_budget(seed: int, faults: str) -> None:
+    """Regressions: a writer opened with at most two nodes down must open.
+    - az-plus-one seed 1: a node that caught up through gossip acknowledged nothing new, so the recovering
+      writer, waiting for the records up to VDL to reach write quorum again, never counted it and could not
+      open for 30 s. Recovery now asks segments for their SCLs while it waits.
+    - within seed 21033: one lost TruncateSegment made an attempt fail, and all five attempts did. Each
+      recovery step now asks the segments that did not answer again for a while."""
+    config = SimConfig(seed=seed, faults=faults)
     result = simulate(config)
     assert result.ok, replay_hint(config) + "\n".join(result.violations)
     assert result.ops["open_failed"] == 0, describe(result)
