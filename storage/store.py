@@ -32,7 +32,7 @@ import threading
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import lmdb
 
@@ -174,9 +174,17 @@ class SegmentStore:
     def _rebuild_segment(self, txn: lmdb.Transaction, meta: SegmentMeta) -> Segment:
         """Re-derive the SCL tracker: the persisted SCL is exact (written with every batch); records
         above it are the pending ones. A record that fails its CRC is left out (a hole, to be repaired)."""
+        tracker = SclTracker.rebuilt(meta.scl, self._held_above(txn, meta, meta.scl, warn=True))
+        meta.scl = tracker.scl
+        return Segment(meta=meta, tracker=tracker)
+
+    def _held_above(self, txn: lmdb.Transaction, meta: SegmentMeta, base: int,
+                    warn: bool = False) -> list[tuple[int, int]]:
+        """(LSN, PG backlink) of every sound record above `base`, for rebuilding the SCL tracker. A record
+        that fails its CRC or is malformed is left out: a hole, to be repaired (`warn`: log each one)."""
         held = []
         cursor = txn.cursor(db=self._records)
-        if cursor.set_range(record_key(meta.seg_no, meta.scl + 1)):
+        if cursor.set_range(record_key(meta.seg_no, base + 1)):
             for key, raw in cursor:
                 seg_no, lsn = _SEG_LSN.unpack(key)
                 if seg_no != meta.seg_no:
@@ -184,15 +192,16 @@ class SegmentStore:
                 try:
                     record = decode_record(raw, where=f"record LSN {lsn} in segment {meta.segment_id}")
                 except ChecksumMismatch as error:
-                    log.warning("%s; left out of the chain until repaired", error.message)
+                    if warn:
+                        log.warning("%s; left out of the chain until repaired", error.message)
                     continue
                 if record.lsn != lsn or not record.prev_pg_lsn < lsn:
-                    log.warning("record stored under LSN %d in segment %s is malformed; left out", lsn, meta.segment_id)
+                    if warn:
+                        log.warning("record stored under LSN %d in segment %s is malformed; left out", lsn,
+                                    meta.segment_id)
                     continue
                 held.append((lsn, record.prev_pg_lsn))
-        tracker = SclTracker.rebuilt(meta.scl, held)
-        meta.scl = tracker.scl
-        return Segment(meta=meta, tracker=tracker)
+        return held
 
     def close(self) -> None:
         self.env.close()
@@ -743,8 +752,6 @@ class SegmentStore:
         its chain predecessor: the chain is complete to there (or to SCL, if the hole was above it).
         Every sound record held above that base waits again for its predecessor; a rotten one is left
         out (the scrubber quarantines it when it gets there; a resend puts it back, see segment._plan)."""
-        seg_no = seg.meta.seg_no
-        cursor = txn.cursor(db=self._records)
         if hole_lsn <= seg.meta.retention_horizon_lsn:
             # Below the GC floor the chain has gaps GC made: it cannot be rebuilt from what is held.
             # SCL drops below the floor, so the segment serves nothing until it is hydrated again
@@ -753,19 +760,7 @@ class SegmentStore:
             seg.meta.scl = seg.tracker.scl
             return
         base = min(self._chain_tail_at_or_below(txn, seg.meta, hole_lsn - 1), seg.tracker.scl)
-        held = []
-        if cursor.set_range(record_key(seg_no, base + 1)):
-            for key, raw in cursor:
-                key_seg, lsn = _SEG_LSN.unpack(key)
-                if key_seg != seg_no:
-                    break
-                try:
-                    record = decode_record(raw, where=f"record LSN {lsn} in segment {seg.meta.segment_id}")
-                except ChecksumMismatch:
-                    continue
-                if record.lsn == lsn and record.prev_pg_lsn < lsn:
-                    held.append((lsn, record.prev_pg_lsn))
-        seg.tracker = SclTracker.rebuilt(base, held)
+        seg.tracker = SclTracker.rebuilt(base, self._held_above(txn, seg.meta, base))
         seg.meta.scl = seg.tracker.scl
 
     def quarantine_version(self, segment_id: str, page_no: int, lsn: int) -> bool:
@@ -1079,19 +1074,7 @@ class SegmentStore:
             seg = self.segment(segment_id).copy()
             meta = seg.meta
             assert meta.retention_horizon_lsn == at_lsn and chain_tail_lsn <= at_lsn
-            held = []
-            cursor = txn.cursor(db=self._records)
-            if cursor.set_range(record_key(meta.seg_no, at_lsn + 1)):
-                for key, raw in cursor:
-                    key_seg, lsn = _SEG_LSN.unpack(key)
-                    if key_seg != meta.seg_no:
-                        break
-                    try:
-                        record = decode_record(raw, where=f"record LSN {lsn} in segment {segment_id}")
-                    except ChecksumMismatch:
-                        continue
-                    if record.lsn == lsn and record.prev_pg_lsn < lsn:
-                        held.append((lsn, record.prev_pg_lsn))
+            held = self._held_above(txn, meta, at_lsn)
             # The chain tail at at_lsn is the base the held records link to. The PG has no record in
             # (tail, at_lsn], so its pages are the same at both: the horizon (GC floor) becomes the tail,
             # where SCL starts (SCL is always a chain LSN).

@@ -534,7 +534,7 @@ def _two_victims(ctx: Context) -> tuple[str, str, list[str]]:
         if any({first, second} <= pg for pg in pgs) and all(len(pg & impaired) <= 2 for pg in pgs):
             return first, second, slowed
     first, second = pairs[0]
-    ctx.notes.append(f"no pair of victims keeps every PG within two impaired nodes; spares not slowed")
+    ctx.notes.append("no pair of victims keeps every PG within two impaired nodes; spares not slowed")
     return first, second, []
 
 
