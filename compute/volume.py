@@ -330,21 +330,22 @@ class Volume:
                 return {key: results[key] for key in calls if key in results}
             await asyncio.sleep(QUORUM_RETRY_PAUSE_S)
 
-    async def _states(self, pg: PgInfo) -> dict[str, Any]:
-        return await self._gather({
+    @staticmethod
+    def _state_calls(pg: PgInfo) -> dict[str, Callable[[], Awaitable[Any]]]:
+        """One GetSegmentState call per segment of the PG, keyed by node."""
+        return {
             node: (lambda s=s: s.stub.GetSegmentState(pb.GetSegmentStateRequest(segment_id=s.segment_id),
                                                       timeout=RPC_TIMEOUT_S))
             for node, s in pg.streams.items()
-        }, enough=pg.membership.read_quorum_met)
+        }
+
+    async def _states(self, pg: PgInfo) -> dict[str, Any]:
+        return await self._gather(self._state_calls(pg), enough=pg.membership.read_quorum_met)
 
     async def _read_quorum_states(self) -> dict[int, dict[str, Any]]:
         states = {}
         for pg in self.pgs.values():
-            got = await self._gather_quorum({
-                node: (lambda s=s: s.stub.GetSegmentState(pb.GetSegmentStateRequest(segment_id=s.segment_id),
-                                                          timeout=RPC_TIMEOUT_S))
-                for node, s in pg.streams.items()
-            }, pg.membership.read_quorum_met)
+            got = await self._gather_quorum(self._state_calls(pg), pg.membership.read_quorum_met)
             if not pg.membership.read_quorum_met(got):
                 raise QuorumNotMet(f"PG {pg.pg_index} of volume {self.volume_id}: only {len(got)} of 6 segments "
                                    f"answered ({sorted(got)}); recovery needs {READ_QUORUM}")
@@ -444,14 +445,11 @@ class Volume:
         """Ask every segment for its SCL, as a stream does when it connects. A segment that caught up
         through gossip acknowledges nothing new (the records it lacked were never sent to it again), so
         without asking, recovery would not count it towards the write quorum it waits for."""
-        calls = {
-            f"{pg.pg_index}/{node}": (lambda s=s: s.stub.GetSegmentState(
-                pb.GetSegmentStateRequest(segment_id=s.segment_id), timeout=RPC_TIMEOUT_S))
-            for pg in self.pgs.values() for node, s in pg.streams.items()
-        }
-        streams = {f"{pg.pg_index}/{node}": s for pg in self.pgs.values() for node, s in pg.streams.items()}
-        for key, reply in (await self._gather(calls)).items():
-            streams[key].on_scl(reply.state.scl)
+        for pg in list(self.pgs.values()):
+            for node, reply in (await self._gather(self._state_calls(pg))).items():
+                stream = pg.streams.get(node)  # a membership change may have closed it meanwhile
+                if stream is not None:
+                    stream.on_scl(reply.state.scl)
 
     async def _fetch_records(self, stream: SegmentStream, floor: int, to_lsn: int) -> list[Any]:
         records = []
