@@ -15,6 +15,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,7 +31,10 @@ from tools.chaos.checkers import (
     summary,
     writes_resumed_after,
 )
+from tools.chaos.faults import FaultEvent, FaultLog
 from tools.chaos.history import FAIL, INFO, OK, READ, WRITE, History, Op
+from tools.chaos.runner import OpRecord
+from tools.chaos.scenarios import SCENARIOS, Context, Criterion, Timing, ops, quorum_possible_again
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = int(os.environ.get("CHAOS_CHECKERS_SEED", "20240607"))
@@ -527,3 +531,125 @@ def test_chaos_sized_history_is_checked_quickly() -> None:
                   for e in history.events]
         broken = check_linearizable(History(events))
         assert broken.verdict == NOT_LINEARIZABLE and broken.bad_keys == (target.key,)
+
+
+# --- "no write acknowledged without a quorum" (kill-az-plus-one, kill-four) ------------------
+
+FAULT, HEAL = 10.0, 16.0  # the "fault" mark (every victim dead) and the "heal_start" mark
+
+
+def write_op(token: str, invoked: float, completed: float, outcome: str = OK) -> OpRecord:
+    code = {OK: "OK", FAIL: "UNAVAILABLE", INFO: "DEADLINE_EXCEEDED"}[outcome]
+    return OpRecord(WRITE, (0,), token, (), invoked, completed, outcome, code, "", "compute")
+
+
+def read_op(invoked: float, completed: float) -> OpRecord:
+    return OpRecord(READ, (0,), None, ("p0-1",), invoked, completed, OK, "OK", "", "compute", from_storage=True)
+
+
+def refusals(start: float = FAULT + 0.1, end: float = HEAL - 1.0) -> list[OpRecord]:
+    """Writes the writer refused after its 1 s wait for a quorum, one after another, while the nodes were down."""
+    out, t, n = [], start, 0
+    while t + 1.0 <= end:
+        n += 1
+        out.append(write_op(f"p1-{n}", t, t + 1.0, FAIL))
+        t += 1.05
+    return out
+
+
+def no_quorum_context(records: list[OpRecord], victims: list[str],
+                      restarts: list[tuple[str, float]] | None = None) -> Context:
+    """A finished run as the scenario's judge sees it: marks, victims, the client's records and the fault
+    log (kills before the fault mark; `restarts` = (node, time the nemesis began to start it)); no processes."""
+    log = FaultLog()
+    for i, node in enumerate(victims):
+        at = FAULT - 0.1 * (len(victims) - i)
+        log.add(FaultEvent("kill", node, at, at + 0.05, "SIGKILL"))
+    for node, at in restarts or []:
+        log.add(FaultEvent("start", node, at, at + 0.3, "same port and data"))
+    return Context(name="synthetic", rng=random.Random(0), cluster=None, nemesis=SimpleNamespace(log=log),
+                   workload=SimpleNamespace(records=records, origin=0.0), timing=Timing(2.0, 6.0, 3.0),
+                   out_dir=None, marks={"load_start": 7.0, "fault_start": 8.0, "fault": FAULT, "heal_start": HEAL,
+                                        "healed": HEAL + 1.5},
+                   data={"victims": victims})
+
+
+AZ_PLUS_ONE = ["a1", "a2", "b1"]
+
+
+def criterion(ctx: Context, name: str) -> Criterion:
+    """One criterion of the scenario's own judge (kill-az-plus-one for three victims, kill-four otherwise)."""
+    scenario = "kill-az-plus-one" if len(ctx.data["victims"]) == 3 else "kill-four"
+    return next(c for c in SCENARIOS[scenario].judge(ctx) if c.name == name)
+
+
+NO_FALSE_ACK = "no write acknowledged without a quorum"
+
+
+def test_no_quorum_write_invoked_before_heal_acknowledged_after_it_is_no_false_ack() -> None:
+    # The flaky runs (seeds 424242, 424243 on a busy machine): writes invoked < 0.6 s before the heal,
+    # acknowledged once the first victim was back. The old criterion (any ok write *invoked* between the
+    # fault and the heal) failed this run; nothing in it shows an acknowledgement without a quorum.
+    records = [
+        write_op("p0-1", FAULT - 0.3, FAULT + 0.2),  # invoked before the kills were over: not judged
+        *refusals(),
+        write_op("p2-1", HEAL - 0.9, HEAL - 0.05, INFO),  # in doubt while the nodes were down: fine
+        write_op("p3-1", HEAL - 0.55, HEAL + 0.9),  # waited for its streams, allocated after the restart
+        write_op("p4-1", HEAL - 0.2, HEAL + 1.2),
+        write_op("p5-1", HEAL + 2.0, HEAL + 2.01),
+        read_op(FAULT + 1.0, FAULT + 1.01),
+    ]
+    restarts = [("a1", HEAL + 0.01), ("a2", HEAL + 0.4), ("b1", HEAL + 0.8)]
+    ctx = no_quorum_context(records, AZ_PLUS_ONE, restarts)
+    assert quorum_possible_again(ctx)[0] == HEAL + 0.01
+    verdict = criterion(ctx, NO_FALSE_ACK)
+    assert verdict.ok is True, verdict.detail
+    assert "0 acknowledged, 4 refused, 1 unknown" in verdict.detail
+    assert "not judged: 2 invoked before then and answered after it (2 acknowledged" in verdict.detail
+    # What the old criterion counted: ok writes invoked within [fault, heal_start].
+    assert len(ops(ctx, "write", "ok", invoked_from=FAULT, invoked_to=HEAL)) == 2
+
+
+def test_no_quorum_ack_completed_while_the_nodes_were_down_is_flagged() -> None:
+    ctx = no_quorum_context([*refusals(), write_op("p3-1", FAULT + 2.0, FAULT + 2.3)], AZ_PLUS_ONE,
+                            [("a1", HEAL + 0.01), ("a2", HEAL + 0.4), ("b1", HEAL + 0.8)])
+    verdict = criterion(ctx, NO_FALSE_ACK)
+    assert verdict.ok is False
+    assert "1 acknowledged" in verdict.detail and "'p3-1'" in verdict.detail
+    # Also an ack just before the heal began, of a write invoked while the nodes were down.
+    ctx = no_quorum_context([*refusals(), write_op("p3-1", HEAL - 0.6, HEAL - 0.01)], AZ_PLUS_ONE,
+                            [("a1", HEAL + 0.01)])
+    assert criterion(ctx, NO_FALSE_ACK).ok is False
+
+
+def test_no_quorum_ack_after_the_heal_began_but_before_enough_victims_restarted_is_flagged() -> None:
+    # kill-four with five victims: a quorum needs three of them back. An ack after the heal began but
+    # before the third restart began is still one without a quorum; one after it is not judged.
+    victims = ["a1", "a2", "b1", "b2", "c1"]
+    restarts = [("a1", HEAL + 0.01), ("a2", HEAL + 0.5), ("b1", HEAL + 1.0), ("b2", HEAL + 1.5), ("c1", HEAL + 2.0)]
+    early = no_quorum_context([*refusals(), write_op("p3-1", HEAL - 0.3, HEAL + 0.7)], victims, restarts)
+    q, how = quorum_possible_again(early)
+    assert q == HEAL + 1.0 and "3 needed of 5 victims" in how
+    assert criterion(early, "unavailable meanwhile").ok is False
+    late = no_quorum_context([*refusals(), write_op("p3-1", HEAL - 0.3, HEAL + 1.1)], victims, restarts)
+    assert criterion(late, "unavailable meanwhile").ok is True
+
+
+def test_no_quorum_without_restarts_in_the_fault_log_uses_the_heal_start() -> None:
+    before = no_quorum_context([*refusals(), write_op("p3-1", HEAL - 0.5, HEAL - 0.1)], AZ_PLUS_ONE)
+    after = no_quorum_context([*refusals(), write_op("p3-1", HEAL - 0.5, HEAL + 0.1)], AZ_PLUS_ONE)
+    assert quorum_possible_again(before)[0] == HEAL
+    assert criterion(before, NO_FALSE_ACK).ok is False
+    assert criterion(after, NO_FALSE_ACK).ok is True
+
+
+def test_no_quorum_does_not_pass_vacuously() -> None:
+    restarts = [("a1", HEAL + 0.01)]
+    # No write answered while the nodes were down (the writer hung, or no client wrote): nothing was shown.
+    hung = no_quorum_context([write_op("p3-1", FAULT + 0.5, HEAL + 0.5, INFO), read_op(FAULT + 1, FAULT + 1.01)],
+                             AZ_PLUS_ONE, restarts)
+    verdict = criterion(hung, NO_FALSE_ACK)
+    assert verdict.ok is False and "nothing to judge" in verdict.detail
+    # Two victims never stop a quorum: this judge cannot say anything about such a run.
+    two = no_quorum_context(refusals(), ["a1", "a2"], restarts)
+    assert criterion(two, "unavailable meanwhile").ok is False

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import grpc
 
+from compute.quorum import COPIES, WRITE_QUORUM
+from compute.volume import COMMIT_TIMEOUT_S, CONNECT_WAIT_S
 from storage.v1 import control_plane_service_pb2 as cp_pb2
 from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 from tools.cluster import COMPUTE
@@ -44,6 +46,19 @@ REPLACE_WAIT_S = 90.0
 # A spare answering this slowly keeps a change in flight long enough to act mid-way (below the
 # control plane's 5 s segment-call timeout).
 SPARE_DELAY_MS = 3500.0
+# Judging "no write acknowledged without a quorum" (`_judge_no_quorum`). Every PG of these clusters has
+# its COPIES segments on the COPIES (non-spare) storage nodes, one each, and a write needs WRITE_QUORUM
+# of them: with more than DOWN_MAX nodes down no write can become durable.
+DOWN_MAX = COPIES - WRITE_QUORUM
+# The writer's own waits (compute/volume.py Volume.write). Before it allocates an MTR (gives it LSNs) it
+# waits up to WRITER_ALLOCATION_WAIT_S for its segment streams to (re)connect to a write quorum; after,
+# the MTR waits up to WRITER_COMMIT_WAIT_S for that quorum. So a write the clients invoked while the
+# nodes were down may be allocated only once they are back (the RPC may also reach the writer late on a
+# busy machine: the client never sees when it was allocated) and be acknowledged legitimately after the
+# heal. Quoted in the criterion's detail; the judgement itself rests on completion times only.
+WRITER_ALLOCATION_WAIT_S = CONNECT_WAIT_S
+WRITER_COMMIT_WAIT_S = COMMIT_TIMEOUT_S
+RESTART_ACTIONS = ("start", "resume")  # nemesis actions that bring a down node back
 
 
 @dataclass
@@ -218,16 +233,68 @@ async def _kill_az_plus_one(ctx: Context) -> None:
     await ctx.sleep(ctx.timing.fault_s)
 
 
+def quorum_possible_again(ctx: Context) -> tuple[float, str]:
+    """The earliest moment a write quorum could exist again after the fault, and how it was found.
+
+    With `n` victims down, a quorum needs `n - DOWN_MAX` of them back. No victim comes back before the
+    nemesis begins to start (or resume) it, so the moment the nemesis *began* the (n - DOWN_MAX)-th such
+    action after the fault is never later than the real one: a bound that errs towards leniency. Without
+    those actions in the fault log: the heal's start (no victim is back before the runner heals)."""
+    t0, heal = ctx.window("fault", "heal_start")
+    victims = set(ctx.data.get("victims", ()))
+    needed = len(victims) - DOWN_MAX
+    log = getattr(ctx.nemesis, "log", None)
+    back = sorted(e.started for e in getattr(log, "events", ())
+                  if e.action in RESTART_ACTIONS and e.target in victims and e.started >= t0)
+    if needed <= 0:
+        return t0, f"{len(victims)} nodes down never stops a write quorum"
+    if len(back) < needed:
+        return heal, "the heal began (no victim restarts in the fault log)"
+    at = back[needed - 1]
+    which = "the first" if needed == 1 else f"the {needed} needed"
+    return at, f"the restart of {which} of {len(victims)} victims began, {at - heal:.3f} s after the heal began"
+
+
 def _judge_no_quorum(ctx: Context, what: str) -> list[Criterion]:
-    """While more than two nodes are down no write can reach 4 of 6: none invoked then may succeed."""
-    t0, t1 = ctx.window("fault", "heal_start")
-    false_acks = ops(ctx, "write", "ok", invoked_from=t0, invoked_to=t1)
-    refused = ops(ctx, "write", "fail", invoked_from=t0, invoked_to=t1)
-    unknown = ops(ctx, "write", "info", invoked_from=t0, invoked_to=t1)
-    return [Criterion(
-        what, not false_acks,
-        f"writes invoked while {len(ctx.data['victims'])} nodes were down: {len(false_acks)} acknowledged, "
-        f"{len(refused)} refused, {len(unknown)} unknown")]
+    """While more than DOWN_MAX nodes are down no write can reach WRITE_QUORUM of COPIES: no write
+    invoked after the fault may be acknowledged before a quorum could exist again.
+
+    What the client's history proves: a write invoked at or after the "fault" mark (every victim is dead
+    by then: Nemesis.kill waits until the process is gone) was sent only to the survivors, so its records
+    could reach a quorum only once enough victims run again, at `quorum_possible_again(ctx)` = Q at the
+    earliest; and its acknowledgement arrived after it was durable. Hence a write invoked at or after
+    the fault and acknowledged before Q was acknowledged without a quorum. A write acknowledged at or
+    after Q proves nothing either way: when the writer allocated it (after up to WRITER_ALLOCATION_WAIT_S
+    of waiting for its streams, or later if the RPC reached it late) and when it became durable lie
+    anywhere in [invoke, ack]; whether it is really durable the lost-write checker judges.
+    Not vacuous: the writer must have answered some write while no quorum was possible (refused or
+    left in doubt), or the check saw nothing."""
+    t0 = ctx.marks["fault"]
+    victims = ctx.data.get("victims", [])
+    q, how = quorum_possible_again(ctx)
+    answered = [r for r in ops(ctx, "write", invoked_from=t0) if r.completed < q]  # an ack at Q itself may be sound
+    false_acks = [r for r in answered if r.outcome == "ok"]
+    refused = [r for r in answered if r.outcome == "fail"]
+    unknown = [r for r in answered if r.outcome == "info"]
+    later = [r for r in ops(ctx, "write", invoked_from=t0, invoked_to=q) if r.completed >= q]
+    later_ok = [r for r in later if r.outcome == "ok"]
+    detail = (f"{len(victims)} nodes down from the fault until a write quorum was possible again ({how}); "
+              f"writes invoked after the fault and answered before then: {len(false_acks)} acknowledged, "
+              f"{len(refused)} refused, {len(unknown)} unknown")
+    if false_acks:
+        first = min(false_acks, key=lambda r: r.completed)
+        detail += (f"; e.g. {first.token!r} to pages {list(first.keys)} invoked {first.invoked - t0:.3f} s after "
+                   f"the fault, acknowledged {q - first.completed:.3f} s before a quorum was possible")
+    if later:
+        lead = max(q - r.invoked for r in later)
+        detail += (f"; not judged: {len(later)} invoked before then and answered after it ({len(later_ok)} "
+                   f"acknowledged; invoked up to {lead:.3f} s before it): the writer waits up to "
+                   f"{WRITER_ALLOCATION_WAIT_S:g} s for its streams before it allocates a write, then up to "
+                   f"{WRITER_COMMIT_WAIT_S:g} s for a quorum, so such a write may have been allocated and made "
+                   f"durable after the nodes were back")
+    if not answered:
+        detail += "; nothing to judge: no write was answered while a quorum was impossible"
+    return [Criterion(what, not false_acks and bool(answered), detail)]
 
 
 def _judge_kill_az_plus_one(ctx: Context) -> list[Criterion]:
@@ -635,4 +702,5 @@ def resolve(name: str) -> Scenario:
         raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}") from None
 
 
-__all__ = ["SCENARIOS", "Scenario", "Context", "Criterion", "Timing", "resolve", "ops", "goes_on", "percentile"]
+__all__ = ["SCENARIOS", "Scenario", "Context", "Criterion", "Timing", "resolve", "ops", "goes_on", "percentile",
+           "quorum_possible_again"]
