@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from storage.errors import InvalidRequest, PageOutOfRange, StorageError, UnknownVolume, VolumeFull
+from storage.errors import (
+    REASON_FENCED,
+    REASON_REOPENING,
+    InvalidRequest,
+    PageOutOfRange,
+    StorageError,
+    UnknownVolume,
+    VolumeFull,
+)
 
 __all__ = ["Fenced", "QuorumNotMet", "InvalidRequest", "PageOutOfRange", "UnknownVolume", "VolumeFull",
-           "CommitTimeout", "FencedInFlight"]
+           "CommitTimeout", "FencedInFlight", "NotCommitted", "Regaining"]
 
 
 class Fenced(StorageError):
     """A newer writer opened the volume: this one may no longer change it."""
 
     status_code_name = "FAILED_PRECONDITION"
+    reason = REASON_FENCED
 
 
 class QuorumNotMet(StorageError):
@@ -26,3 +35,17 @@ class CommitTimeout(StorageError):
 
 class FencedInFlight(CommitTimeout):
     """The writer was fenced while the MTR was in flight: the new writer's recovery may have made it durable."""
+
+
+class NotCommitted(StorageError):
+    """The MTR never became durable and never will: the writer regained the volume with a new recovery,
+    which truncated every LSN above the recovered VDL (this MTR's among them). Retry it."""
+
+    status_code_name = "ABORTED"
+
+
+class Regaining(StorageError):
+    """The writer is regaining the volume (a new recovery) after a segment refused its epoch; retry shortly."""
+
+    status_code_name = "UNAVAILABLE"
+    reason = REASON_REOPENING

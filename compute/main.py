@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from compute.service import VolumeServicer
+from storage.errors import StorageError
 from compute.v1 import volume_service_pb2 as vpb
 from compute.volume import Channels
 from storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
@@ -26,6 +27,9 @@ log = logging.getLogger("sixfold.compute")
 
 SHUTDOWN_GRACE_S = 2.0
 DEFAULT_VOLUME_SEGMENT_BYTES = 64 * 1024 * 1024
+# Opening the default volume is tried again this long after a failure (storage or the control plane
+# may be down); the node reports NOT_SERVING meanwhile and keeps trying until it is stopped.
+OPEN_RETRY_PAUSE_S = 2.0
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
@@ -42,6 +46,27 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s compute %(name)s: %(message)s")
     return asyncio.run(_serve(args))
+
+
+async def _open_default_until_open(servicer: VolumeServicer, control_plane: cp_grpc.ControlPlaneServiceStub,
+                                   args: argparse.Namespace) -> None:
+    """Open (creating it the first time) the default volume, trying again until it works."""
+    failures = 0
+    while True:
+        try:
+            await _open_default(servicer, control_plane, args)
+            return
+        except (StorageError, grpc.aio.AioRpcError, asyncio.TimeoutError) as error:
+            failures += 1
+            if isinstance(error, StorageError):
+                text = error.message
+            elif isinstance(error, grpc.aio.AioRpcError):
+                text = f"{error.code().name}: {error.details()}"
+            else:
+                text = "it timed out"
+            log.warning("could not open volume %s (attempt %d): %s; trying again in %.0f s", args.default_volume,
+                        failures, text, OPEN_RETRY_PAUSE_S)
+            await asyncio.sleep(OPEN_RETRY_PAUSE_S)
 
 
 async def _open_default(servicer: VolumeServicer, control_plane: cp_grpc.ControlPlaneServiceStub,
@@ -71,11 +96,12 @@ async def _serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if args.default_volume:
-        opener = asyncio.create_task(_open_default(servicer, control_plane, args))
+        opener = asyncio.create_task(_open_default_until_open(servicer, control_plane, args))
         done, _ = await asyncio.wait({opener, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
         if opener in done and opener.exception() is not None:
             log.error("could not open volume %s: %s", args.default_volume, opener.exception())
             return 1
+        opener.cancel()
     if not stop.is_set():
         await health.set("", health_pb2.HealthCheckResponse.SERVING)
         await health.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)

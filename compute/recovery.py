@@ -26,8 +26,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from storage.records import LogRecord
-from storage.segment import TruncationRange
+from storage.epochs import EPOCH_MAX
+from storage.errors import VolumeFull
+from storage.records import LSN_MAX, LogRecord
+from storage.truncation import TruncationRange, voided
+
+
+class NewerRecovery(Exception):
+    """A truncation range stamped with `epoch`, not older than this recovery's, showed up: start again."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"a writer with epoch {epoch} recovered the volume meanwhile")
+        self.epoch = epoch
 
 
 @dataclass(frozen=True)
@@ -60,8 +70,12 @@ class RecoveryPlan:
     readopt: list[tuple[LogRecord, int]]  # (record, pg_index) in (floor, vdl], LSN order
 
 
-def next_epoch(reports: list[SegmentReport]) -> int:
-    return max((r.volume_epoch for r in reports), default=0) + 1
+def next_epoch(reports: list[SegmentReport], refused: int = 0) -> int:
+    """One past every epoch a segment reported (or refused a raise with): strictly newer than any writer's."""
+    epoch = max([refused, *(r.volume_epoch for r in reports)]) + 1
+    if epoch > EPOCH_MAX:
+        raise VolumeFull(f"the volume has used up its epochs: epoch {epoch} would be above the highest {EPOCH_MAX}")
+    return epoch
 
 
 def floor_of(reports: list[SegmentReport]) -> int:
@@ -77,13 +91,20 @@ def known_truncations(reports: list[SegmentReport]) -> list[TruncationRange]:
 
 
 def plan_recovery(
-    reports: list[SegmentReport], pgs: dict[int, PgRecovered], epoch: int, lal: int
+    reports: list[SegmentReport], pgs: dict[int, PgRecovered], epoch: int, lal: int,
+    others: list[SegmentReport] = (),  # type: ignore[assignment]
+    sent: list[TruncationRange] = (),  # type: ignore[assignment]
 ) -> RecoveryPlan:
+    """`reports` are the read quorum's (whole segments); `others` any more that answered (segments that are
+    not whole: their truncation ranges and highest LSNs still count, never their VDL hints or chains);
+    `sent` the ranges this writer sent in earlier attempts (a failed attempt may have left its range on a
+    few segments only: the next attempt must not make durable what that range voids there)."""
     floor = floor_of(reports)
-    truncations = known_truncations(reports)
+    truncations = sorted(set(known_truncations([*reports, *others])) | set(sent),
+                         key=lambda r: (r.start_lsn, r.end_lsn, r.epoch))
 
     def void(record: LogRecord) -> bool:
-        return any(r.covers(record.lsn, record.epoch) for r in truncations)
+        return voided(truncations, record.lsn, record.epoch)
 
     successor: dict[int, tuple[LogRecord, int]] = {}
     for pg_index, recovered in pgs.items():
@@ -104,12 +125,19 @@ def plan_recovery(
         if record.cpl:
             vdl = vcl
     readopt = [(r, pg) for r, pg in chain if r.lsn <= vdl]
-    assert epoch > max((r.epoch for r in truncations), default=0)
+    newest = max((r.epoch for r in truncations), default=0)
+    if epoch <= newest:
+        # A writer with a newer epoch recovered the volume between this recovery's epoch raise and its read:
+        # this one is fenced; it must start again with an epoch above that one.
+        raise NewerRecovery(newest)
     allocation_base = max([vdl, *(r.end_lsn for r in truncations)])  # where older writers' LAL windows began
-    truncation = TruncationRange(vdl + 1, allocation_base + lal, epoch)
+    # Every LSN is at most LSN_MAX (storage refuses more), so these sums fit; the range stops at LSN_MAX.
+    truncation = TruncationRange(vdl + 1, min(allocation_base + lal, LSN_MAX), epoch)
     seen_max = max(
-        [truncation.end_lsn, *(r.end_lsn for r in truncations), *(r.highest_lsn for r in reports)]
+        [truncation.end_lsn, *(r.end_lsn for r in truncations), *(r.highest_lsn for r in [*reports, *others])]
     )
+    if seen_max >= LSN_MAX:
+        raise VolumeFull(f"the volume has used up its LSNs: LSNs up to {seen_max} are taken, the highest is {LSN_MAX}")
     return RecoveryPlan(
         floor=floor, vcl=vcl, vdl=vdl, truncation=truncation,
         known_truncations=[*truncations, truncation], next_lsn=seen_max + 1, readopt=readopt,

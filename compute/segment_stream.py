@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from storage.status import detail_of
 from storage.tasks import cancel_and_wait
 from storage.v1 import storage_service_pb2 as pb
 from storage.v1 import storage_service_pb2_grpc as pb_grpc
@@ -70,6 +71,7 @@ class SegmentStream:
         self.bytes_sent = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._call: grpc.aio.StreamStreamCall | None = None
         self._closed = False
 
     # -- called by the volume ---------------------------------------------------
@@ -110,11 +112,20 @@ class SegmentStream:
                 raise
             except grpc.aio.AioRpcError as error:
                 self.connected = False
-                if self.volume.is_fencing_error(error):
-                    self.volume.on_fenced(self, error.details() or "")
-                    return
-                if error.code() == grpc.StatusCode.FAILED_PRECONDITION and "membership epoch" in (error.details() or ""):
+                refused = self.volume.refused_epoch_of(error)
+                if refused is not None:
+                    # A newer epoch on this segment: the volume judges whether a newer writer stands behind it
+                    # (fenced) or not (it regains the volume); this stream waits meanwhile.
+                    self.volume.on_epoch_refusal(f"segment {self.segment_id} on {self.node_id}", refused,
+                                                 error.details() or "")
+                    backoff = BACKOFF_MAX_S
+                elif self.volume.is_membership_refusal(error):
                     self.volume.request_geometry_refresh()  # the PG changed membership: resend under the new one
+                elif error.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DATA_LOSS) and \
+                        detail_of(error).reason:
+                    # The node's disk is full or failed (it reports that itself, once): try again later.
+                    log.debug("segment %s on %s: %s", self.segment_id, self.node_id, error.details())
+                    backoff = BACKOFF_MAX_S
                 elif error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                                         grpc.StatusCode.CANCELLED):
                     log.error("segment %s on %s refused a batch: %s: %s", self.segment_id, self.node_id,
@@ -132,13 +143,27 @@ class SegmentStream:
         self.sent.clear()
         self.inflight_batches.clear()
 
+    def redirect(self, address: str, channel: grpc.aio.Channel) -> None:
+        """The node moved (a restart on a new port): dial the new address; the current session ends, and
+        whatever it had not acknowledged is sent again there."""
+        self.address = address
+        self.stub = pb_grpc.StorageServiceStub(channel)
+        call = self._call
+        if call is not None:
+            call.cancel()
+        self._wake.set()
+
     async def _session(self) -> None:
         reply = await self.stub.GetSegmentState(pb.GetSegmentStateRequest(segment_id=self.segment_id),
                                                 timeout=STATE_TIMEOUT_S)
-        self.on_scl(reply.state.scl)
+        # What the segment holds now, even if less than it said before (it lost a copy and is rebuilding);
+        # nothing, for this writer, if it holds a newer epoch (Volume.state_counts).
+        if self.volume.state_counts(f"segment {self.segment_id} on {self.node_id}", reply.state):
+            self.scl = reply.state.scl
+            self.volume.on_session_scl(self, reply.state.scl)
         while self.to_send and self.to_send[0][0] <= self.scl:
             self.to_send.popleft()  # the segment already holds these
-        call = self.stub.AppendRecords()
+        call = self._call = self.stub.AppendRecords()
         self.connected = True
         reader = asyncio.create_task(self._read_acks(call))
         reader.add_done_callback(lambda _: self._wake.set())  # a broken stream wakes the sender
@@ -165,6 +190,7 @@ class SegmentStream:
         finally:
             reader.cancel()
             call.cancel()
+            self._call = None
 
     def _next_batch(self) -> pb.AppendRecordsRequest:
         records = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -16,17 +17,20 @@ import grpc
 
 from compute.cache import BufferCache
 from compute.errors import (
-    CommitTimeout, Fenced, FencedInFlight, InvalidRequest, PageOutOfRange, QuorumNotMet, VolumeFull,
+    CommitTimeout, Fenced, FencedInFlight, InvalidRequest, NotCommitted, PageOutOfRange, QuorumNotMet, Regaining,
+    VolumeFull,
 )
 from compute.quorum import READ_QUORUM, WRITE_QUORUM, Membership
 from compute.read_points import ReadPoints
-from compute.recovery import PgRecovered, SegmentReport, floor_of, next_epoch, plan_recovery
+from compute.recovery import NewerRecovery, PgRecovered, SegmentReport, floor_of, next_epoch, plan_recovery
 from compute.routing import ReadRouter
 from compute.segment_stream import SegmentStream
 from compute.volume_log import LAL_DEFAULT, MTR_BYTES_MAX, MTR_RECORDS_MAX, LalExceeded, Patch, VolumeLog
 from compute.v1 import volume_service_pb2 as vpb
+from storage.errors import REASON_STALE_MEMBERSHIP_EPOCH, REASON_STALE_VOLUME_EPOCH, StorageError
 from storage.segment import TruncationRange
 from storage.serving import CHANNEL_OPTIONS
+from storage.status import detail_of
 from storage.tasks import cancel_and_wait
 from storage.v1 import control_plane_service_pb2 as cp_pb
 from storage.v1 import storage_service_pb2 as pb
@@ -46,13 +50,33 @@ COMMIT_TIMEOUT_S = 5.0
 RPC_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 5.0  # a whole read, across segments
 READ_ATTEMPT_TIMEOUT_S = 1.0  # one segment's answer; then the next segments are tried
-RECOVERY_ATTEMPTS_MAX = 5
+# An open (or a regain) tries recovery again, with a growing pause, until it succeeds or this long has
+# passed; within the fault budget it succeeds well before (the simulator checks every writer opens).
+OPEN_DEADLINE_S = 40.0
+RECOVERY_ATTEMPTS_MAX = 60
+RECOVERY_PAUSE_MAX_S = 2.0
 RECOVERY_REPLICATION_TIMEOUT_S = 30.0
+# After a segment refuses this writer's epoch, the writer waits this long (a newer writer may be mid-open)
+# and then judges: fenced for good if a newer writer finished its recovery, else it regains the volume.
+FENCE_GRACE_S = 1.0
+FENCE_JUDGE_PAUSE_S = 0.5  # between two looks when too few segments answered to judge
+# A newer epoch on a write quorum of some PG is a writer opening: it gets this long to finish before this
+# writer takes the volume back (an open's steps each retry lost messages for up to QUORUM_STEP_TIMEOUT_S).
+OPENER_GRACE_S = 10.0
+FENCED, OPENING, NOT_FENCED, UNKNOWN = "fenced", "opening", "not fenced", "unknown"  # _newer_writer_opened
+
+
+class _Superseded(Exception):
+    """A regain gives way: another writer raised a newer epoch or finished a recovery meanwhile."""
+# Writes and reads that arrive while the writer regains the volume wait this long before UNAVAILABLE.
+REGAIN_WAIT_S = 5.0
 READ_RECORDS_BATCH = 5_000
 CONNECT_WAIT_S = 1.0
 GATHER_GRACE_S = 0.2
 QUORUM_STEP_TIMEOUT_S = 5.0  # a recovery step asks the segments that did not answer again, this long
 QUORUM_RETRY_PAUSE_S = 0.2
+RECOVERY_CALL_TRIES = 3  # a single recovery call (records, chain tail) is asked this many times
+TRUNCATE_TIMEOUT_S = 5.0  # a segment deletes what the range voids before it answers
 # How often the writer asks the control plane for membership changes (sooner when a segment says its
 # membership epoch is newer than the writer's).
 MEMBERSHIP_POLL_S = 0.5
@@ -93,8 +117,10 @@ class Channels:
 
 class Volume:
     def __init__(self, volume_id: str, control_plane: Any, channels: Channels, *, lal: int = LAL_DEFAULT,
-                 commit_timeout_s: float = COMMIT_TIMEOUT_S) -> None:
+                 commit_timeout_s: float = COMMIT_TIMEOUT_S, writer_id: str | None = None) -> None:
         self.volume_id = volume_id
+        # Names this writer to the segments when it raises an epoch (a lost reply is then rescued by asking again).
+        self.writer_id = writer_id or uuid.uuid4().hex
         self.control_plane = control_plane  # ControlPlaneServiceStub (aio)
         self.channels = channels
         self.lal = lal
@@ -112,6 +138,7 @@ class Volume:
         self.router = ReadRouter()
         self.read_points = ReadPoints()  # reads in flight, reported to storage (compute/read_points.py)
         self.truncations: list[TruncationRange] = []
+        self._sent_truncations: set[TruncationRange] = set()  # every range any attempt of this writer sent
         self.truncation_protos: list[pb.TruncationRange] = []
         self.commits = 0
         self.storage_page_reads = 0  # pages read from a segment (not the buffer cache)
@@ -122,6 +149,19 @@ class Volume:
         self._grow_lock = asyncio.Lock()
         self._refresh_wanted = asyncio.Event()
         self._follow_task: asyncio.Task[None] | None = None
+        # Epoch refusals (storage/epochs.py): the highest epoch a segment said it holds; the task judging them.
+        self.refused_epoch = 0
+        self.regains = 0  # new recoveries this writer made after refusals that no newer writer stood behind
+        self.regaining = False
+        self.running_epoch = 0  # the epoch of the last open or regain that completed
+        self._regained = asyncio.Event()
+        self._regained.set()
+        self._fence_task: asyncio.Task[None] | None = None
+        self._closed = False
+        # Told of every MTR as it is allocated, and of the truncation ranges each recovery is about to send (the
+        # simulator keeps its oracle of the volume this way).
+        self.on_allocate: Callable[[Any], None] | None = None
+        self.on_truncating: Callable[[list[TruncationRange]], None] | None = None
 
     # -- small accessors used by the streams ---------------------------------------
 
@@ -139,13 +179,38 @@ class Volume:
         return self.pgs[pg_index].membership_epoch
 
     @staticmethod
-    def is_fencing_error(error: grpc.aio.AioRpcError) -> bool:
-        return error.code() == grpc.StatusCode.FAILED_PRECONDITION and "volume epoch" in (error.details() or "")
+    def refused_epoch_of(error: grpc.aio.AioRpcError) -> int | None:
+        """The epoch a segment holds when it refused this writer's as stale (None: not such a refusal)."""
+        detail = detail_of(error)
+        return detail.int_of("volume_epoch") if detail.reason == REASON_STALE_VOLUME_EPOCH else None
+
+    @staticmethod
+    def is_membership_refusal(error: grpc.aio.AioRpcError) -> bool:
+        return detail_of(error).reason == REASON_STALE_MEMBERSHIP_EPOCH
+
+    def on_epoch_refusal(self, where: str, epoch: int, details: str) -> None:
+        """A segment refused this writer's epoch: it holds `epoch`. One segment, or a few, are failing ones
+        (a stray raise, an opener that failed midway); the writer is fenced only if a newer writer finished
+        its recovery, which `_judge_fence` finds out. Otherwise it regains the volume."""
+        if self.fenced or self._closed or self.log is None:
+            return
+        self.refused_epoch = max(self.refused_epoch, epoch)
+        if self.regaining or (self._fence_task is not None and not self._fence_task.done()):
+            return
+        log.warning("volume %s: %s holds epoch %d, newer than this writer's %d (%s); checking in %.1f s whether a "
+                    "newer writer opened the volume", self.volume_id, where, epoch, self.epoch, details,
+                    FENCE_GRACE_S)
+        self._fence_task = asyncio.create_task(self._judge_fence(), name=f"fence-{self.volume_id}")
+
+    def _end_regain(self) -> None:
+        self.regaining = False
+        self._regained.set()
 
     def on_fenced(self, stream: SegmentStream | None, details: str) -> None:
         if self.fenced:
             return
         self.fenced = True
+        self._end_regain()
         where = f" (segment {stream.segment_id} on {stream.node_id})" if stream else ""
         self.fenced_reason = f"a newer writer has opened volume {self.volume_id}{where}: {details}"
         log.warning("fenced: %s", self.fenced_reason)
@@ -162,6 +227,26 @@ class Volume:
     def _fenced_sentence(self) -> str:
         return (f"this writer (epoch {self.epoch}) was fenced: {self.fenced_reason}; "
                 "it may no longer change the volume, send writes to the new writer")
+
+    def state_counts(self, where: str, state: Any) -> bool:
+        """Whether a segment's state (GetSegmentState) may count towards this writer's quorums. Its SCL runs
+        along its PG's chain as the segment knows it: once it holds a newer epoch, that chain may go through a
+        newer writer's records, past LSNs of this writer that a newer recovery truncated, so its SCL says
+        nothing about this writer's records. (An append's ack is different: a segment that accepted this
+        writer's batch holds no newer epoch, so its chain has no newer writer's records.)"""
+        if state.volume_epoch <= self.epoch:
+            return True
+        self.on_epoch_refusal(where, state.volume_epoch, "its state shows the newer epoch")
+        return False
+
+    def on_session_scl(self, stream: SegmentStream, scl: int) -> None:
+        """A stream (re)connected and the segment said its SCL, which may be below what it said before."""
+        if self.log is None:
+            return
+        if stream.pg_index in self.log.pgs:
+            released = self.log.reset_scl(stream.pg_index, stream.node_id, scl)
+            if released:
+                self._release(released)
 
     def on_ack(self, stream: SegmentStream, scl: int) -> None:
         if self.log is None:
@@ -231,11 +316,23 @@ class Volume:
                     known = self.pgs.get(pg.pg_index)
                     if known is not None and pg.membership_epoch > known.membership_epoch:
                         await self._change_membership(known, pg)
+                    if known is not None:
+                        self._follow_addresses(known, pg)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - following must outlive one bad change, or commits stall later
                 log.exception("volume %s: applying a membership change failed; trying again at the next poll",
                               self.volume_id)
+
+    def _follow_addresses(self, info: PgInfo, pg: Any) -> None:
+        """A node that restarted on a new port registered its new address: its stream dials that from now on
+        (what it had not acknowledged is sent there)."""
+        for placement in pg.segments:
+            stream = info.streams.get(placement.node_id)
+            if stream is not None and placement.address and stream.address != placement.address:
+                log.info("volume %s PG %d: node %s moved from %s to %s", self.volume_id, pg.pg_index,
+                         placement.node_id, stream.address, placement.address)
+                stream.redirect(placement.address, self.channels.get(placement.address))
 
     async def _change_membership(self, info: PgInfo, pg: Any) -> None:
         """Take the PG's new quorum sets: streams to new segments start, streams to segments no set
@@ -273,22 +370,141 @@ class Volume:
                                                         timeout=RPC_TIMEOUT_S * 5)
         self._apply_geometry(reply.geometry)
         self.cache = BufferCache(self.page_size)
-        last_error: Exception | None = None
-        for attempt in range(1, RECOVERY_ATTEMPTS_MAX + 1):
-            try:
-                target_vdl = await self._recover()
-                break
-            except QuorumNotMet as error:
-                last_error = error
-                log.warning("recovery of %s, attempt %d: %s", self.volume_id, attempt, error.message)
-                await asyncio.sleep(0.2 * attempt)
-        else:
-            raise QuorumNotMet(f"could not open volume {self.volume_id}: {last_error}")
+        target_vdl = await self._recover_until_open()
         # The streams run from here on: no second attempt, which would fence them.
         self._follow_task = asyncio.create_task(self._follow_membership(), name=f"follow-{self.volume_id}")
         await self._wait_replicated(target_vdl)
+        assert self.log is not None
+        self.running_epoch = self.epoch
         log.info("volume %s open: epoch %d, VDL %d, next LSN %d, %d PGs", self.volume_id, self.epoch,
                  self.log.vdl, self.log.next_lsn, len(self.pgs))
+
+    async def _recover_until_open(self, regain: bool = False) -> int:
+        """Recovery attempts, each with a newer epoch, until one succeeds or OPEN_DEADLINE_S passed. A regain
+        (`regain`) gives way instead (`_Superseded`) when another writer raised an epoch at least as new as
+        its attempt's or finished a recovery since this writer's last open: two writers must not take the
+        volume from each other in turn."""
+        deadline = _now() + OPEN_DEADLINE_S
+        last_error: StorageError | None = None
+        for attempt in range(1, RECOVERY_ATTEMPTS_MAX + 1):
+            try:
+                return await self._recover(regain)
+            except QuorumNotMet as error:
+                last_error = error
+                log.warning("recovery of %s, attempt %d: %s", self.volume_id, attempt, error.message)
+                if regain and self.refused_epoch >= self.epoch:
+                    raise _Superseded(f"another writer took epoch {self.refused_epoch} meanwhile") from None
+            pause = min(RECOVERY_PAUSE_MAX_S, 0.2 * attempt)
+            if _now() + pause > deadline:
+                break
+            await asyncio.sleep(pause)
+        raise QuorumNotMet(f"could not open volume {self.volume_id} in {OPEN_DEADLINE_S:.0f} s: {last_error}")
+
+    # -- a segment refused this writer's epoch: fenced for good, or regain the volume -------------------
+
+    async def _judge_fence(self) -> None:
+        await asyncio.sleep(FENCE_GRACE_S)
+        waited = FENCE_GRACE_S
+        while not self.fenced and not self._closed:
+            verdict, why = await self._newer_writer_opened()
+            if verdict == FENCED:
+                self.on_fenced(None, why)
+                return
+            if verdict == NOT_FENCED or (verdict == OPENING and waited >= OPENER_GRACE_S):
+                log.warning("volume %s: %s", self.volume_id, why)
+                if await self._regain():
+                    return
+                waited = 0.0  # another writer raised an epoch meanwhile: judge again, giving it time
+            await asyncio.sleep(FENCE_JUDGE_PAUSE_S)  # an opener at work, or too few answers to tell
+            waited += FENCE_JUDGE_PAUSE_S
+
+    async def _newer_writer_opened(self) -> tuple[str, str]:
+        """(verdict, why). FENCED: a newer writer finished its recovery: in every PG a segment holds a
+        truncation range stamped with a newer epoch (a recovery truncates a write quorum of every PG before it
+        serves, so a read quorum sees it). OPENING: not that, but some PG has a newer epoch on a write quorum:
+        a writer is opening (it gets OPENER_GRACE_S). NOT_FENCED: neither (a stray raise, an opener that gave
+        up). UNKNOWN: too few segments answered to tell."""
+        found: list[str] = []
+        opening = False
+        lacking = ""
+        for pg in self.pgs.values():
+            got = await self._gather(self._state_calls(pg))
+            raised = {n for n, r in got.items()
+                      if r.state.volume_epoch > self.running_epoch and r.state.volume_epoch_owner != self.writer_id}
+            if pg.membership.write_quorum_met(raised):
+                opening = True
+            newer = [(node, r) for node, reply in got.items() for r in reply.state.truncation_ranges
+                     if r.epoch > self.running_epoch and _range_of(r) not in self._sent_truncations]
+            if newer:
+                node, r = newer[0]
+                found.append(f"PG {pg.pg_index}: segment on {node} holds truncation range [{r.start_lsn}, "
+                             f"{r.end_lsn}] of epoch {r.epoch}")
+                continue
+            whole = {node for node, reply in got.items() if reply.state.whole}
+            if not pg.membership.read_quorum_met(whole):
+                return UNKNOWN, f"PG {pg.pg_index}: too few whole segments answered"
+            lacking = lacking or f"PG {pg.pg_index}: no whole segment of a read quorum holds a newer truncation"
+        if not lacking:
+            return FENCED, f"a newer writer recovered the volume ({'; '.join(found)})"
+        if opening:
+            return OPENING, f"a newer epoch is on a write quorum, but its writer has not finished ({lacking})"
+        return NOT_FENCED, (f"no newer writer stands behind the epoch {self.refused_epoch} some segments hold "
+                            f"({lacking}); regaining the volume")
+
+    async def _regain(self) -> bool:
+        """No newer writer stands behind the refusal: open the volume again in place, with a new recovery at
+        a newer epoch (which every segment takes again). MTRs in flight become durable if the recovery finds
+        them below its VDL, else they are truncated (NotCommitted). Returns False when another writer raised
+        an epoch or finished a recovery meanwhile (the caller judges again), True when done (regained, or
+        fenced because it could not)."""
+        assert self.log is not None
+        self.regaining = True
+        self._regained.clear()
+        self.regains += 1
+        log.warning("volume %s: regaining it with a new recovery (segments hold epoch %d, this writer %d)",
+                    self.volume_id, self.refused_epoch, self.running_epoch)
+        try:
+            await cancel_and_wait(self._follow_task)
+            for pg in self.pgs.values():
+                for stream in pg.streams.values():
+                    await stream.close()
+            reply = await self.control_plane.DescribeVolume(
+                cp_pb.DescribeVolumeRequest(volume_id=self.volume_id), timeout=RPC_TIMEOUT_S * 5)
+            self.pgs = {}
+            self._apply_geometry(reply.geometry)
+            self.cache = BufferCache(self.page_size)
+            target_vdl = await self._recover_until_open(regain=True)
+            self._follow_task = asyncio.create_task(self._follow_membership(), name=f"follow-{self.volume_id}")
+            await self._wait_replicated(target_vdl)
+        except _Superseded as why:
+            log.warning("volume %s: stopped regaining: %s", self.volume_id, why)
+            return False
+        except (StorageError, grpc.aio.AioRpcError) as error:
+            text = error.message if isinstance(error, StorageError) else f"{error.code().name}: {error.details()}"
+            self.on_fenced(None, f"it could not regain the volume after a segment refused its epoch: {text}")
+            return True
+        self.running_epoch = self.epoch
+        self._end_regain()
+        vdl = self.log.vdl
+        for cpl in [c for c in self._waiters if c > vdl]:
+            future = self._waiters.pop(cpl)
+            self._mtr_records.pop(cpl, None)
+            if not future.done():
+                future.set_exception(NotCommitted(
+                    f"MTR {cpl} was not committed: the writer regained volume {self.volume_id} with a new recovery "
+                    f"(epoch {self.epoch}), which truncated every LSN above VDL {vdl}; retry it"))
+        log.warning("volume %s regained: epoch %d, VDL %d", self.volume_id, self.epoch, vdl)
+        return True
+
+    async def _ready(self) -> None:
+        """Before a write or read: wait (bounded) for a regain in progress, then check the writer is open."""
+        if self.regaining:
+            try:
+                await asyncio.wait_for(self._regained.wait(), REGAIN_WAIT_S)
+            except asyncio.TimeoutError:
+                raise Regaining(f"the writer is regaining volume {self.volume_id} (a new recovery after a segment "
+                                "refused its epoch); retry in a moment") from None
+        self._check_open()
 
     async def _gather(self, calls: dict[str, Callable[[], Awaitable[T]]],
                       enough: Callable[[set[str]], bool] | None = None) -> dict[str, T]:
@@ -301,8 +517,9 @@ class Volume:
             try:
                 results[key] = await fn()
             except grpc.aio.AioRpcError as error:
-                if self.is_fencing_error(error) and self.log is not None:
-                    self.on_fenced(None, error.details() or "")
+                refused = self.refused_epoch_of(error)
+                if refused is not None:  # it did not take the step; the next attempt picks a newer epoch
+                    self.refused_epoch = max(self.refused_epoch, refused)
                 log.warning("volume %s: %s: %s %s", self.volume_id, key, error.code().name, error.details())
 
         tasks = [asyncio.ensure_future(one(k, fn)) for k, fn in calls.items()]
@@ -342,34 +559,66 @@ class Volume:
     async def _states(self, pg: PgInfo) -> dict[str, Any]:
         return await self._gather(self._state_calls(pg), enough=pg.membership.read_quorum_met)
 
-    async def _read_quorum_states(self) -> dict[int, dict[str, Any]]:
-        states = {}
+    async def _read_quorum_states(self) -> tuple[dict[int, dict[str, Any]], list[SegmentReport]]:
+        """Per PG, the states of a read quorum of whole segments (storage/segment.py `whole`: a segment that
+        lost a copy it may have acknowledged does not count), and the reports of the others that answered."""
+        states: dict[int, dict[str, Any]] = {}
+        others: list[SegmentReport] = []
         for pg in self.pgs.values():
-            got = await self._gather_quorum(self._state_calls(pg), pg.membership.read_quorum_met)
-            if not pg.membership.read_quorum_met(got):
-                raise QuorumNotMet(f"PG {pg.pg_index} of volume {self.volume_id}: only {len(got)} of 6 segments "
-                                   f"answered ({sorted(got)}); recovery needs {READ_QUORUM}")
-            states[pg.pg_index] = got
-        return states
+            whole: set[str] = set()
 
-    async def _recover(self) -> int:
+            def noting_whole(node: str, call: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+                async def run() -> Any:
+                    reply = await call()
+                    if reply.state.whole:
+                        whole.add(node)
+                    return reply
+                return run
+
+            calls = {node: noting_whole(node, call) for node, call in self._state_calls(pg).items()}
+            got = await self._gather_quorum(calls, lambda answered: pg.membership.read_quorum_met(answered & whole))
+            if not pg.membership.read_quorum_met(whole & set(got)):
+                not_whole = sorted(n for n in got if n not in whole)
+                raise QuorumNotMet(
+                    f"PG {pg.pg_index} of volume {self.volume_id}: only {len(whole & set(got))} whole segments "
+                    f"of 6 answered ({sorted(whole & set(got))}"
+                    + (f"; not whole, so not counted: {not_whole}" if not_whole else "")
+                    + f"); recovery needs {READ_QUORUM}")
+            states[pg.pg_index] = {n: r for n, r in got.items() if n in whole}
+            others += [_report(r.state) for n, r in got.items() if n not in whole]
+        return states, others
+
+    def _check_not_superseded(self, reports: list[SegmentReport]) -> None:
+        """A regain gives way to a writer that finished a recovery since this one last opened (ranges this
+        writer's own earlier attempts sent do not count)."""
+        newest = max((r.epoch for report in reports for r in report.truncation_ranges
+                      if r not in self._sent_truncations), default=0)
+        if newest > self.running_epoch:
+            raise _Superseded(f"a writer with epoch {newest} recovered the volume meanwhile")
+
+    async def _recover(self, regain: bool = False) -> int:
         """Fence older writers, find VCL and VDL, truncate above VDL, start the streams.
         Returns the VDL that re-replicated records must reach before the volume serves."""
-        states = await self._read_quorum_states()
+        states, others = await self._read_quorum_states()
         reports = [_report(r.state) for got in states.values() for r in got.values()]
-        self.epoch = next_epoch(reports)
+        if regain:
+            self._check_not_superseded(reports + others)
+        self.epoch = next_epoch(reports + others, self.refused_epoch)
         for pg in self.pgs.values():
             raised = await self._gather_quorum({
                 node: (lambda s=s: s.stub.RaiseVolumeEpoch(
-                    pb.RaiseVolumeEpochRequest(segment_id=s.segment_id, volume_epoch=self.epoch), timeout=RPC_TIMEOUT_S))
+                    pb.RaiseVolumeEpochRequest(segment_id=s.segment_id, volume_epoch=self.epoch,
+                                               writer_id=self.writer_id), timeout=RPC_TIMEOUT_S))
                 for node, s in pg.streams.items()
             }, pg.membership.write_quorum_met)
             if not pg.membership.write_quorum_met(raised):
                 raise QuorumNotMet(f"PG {pg.pg_index}: epoch {self.epoch} was taken by only {len(raised)} segments "
                                    f"({sorted(raised)}); fencing needs {WRITE_QUORUM}")
         # With the epoch raised on a write quorum everywhere, no older writer can complete a write.
-        states = await self._read_quorum_states()
+        states, others = await self._read_quorum_states()
         reports = [_report(r.state) for got in states.values() for r in got.values()]
+        if regain:
+            self._check_not_superseded(reports + others)
         floor = floor_of(reports)
         recovered: dict[int, PgRecovered] = {}
         for pg_index, got in states.items():
@@ -381,18 +630,26 @@ class Volume:
                 raise QuorumNotMet(f"PG {pg_index}: reading records {floor}..{best_scl} from {best_node} failed: "
                                    f"{error.code().name} {error.details()}") from None
             recovered[pg_index] = PgRecovered(best_node, best_scl, records)
-        plan = plan_recovery(reports, recovered, self.epoch, self.lal)
+        try:
+            plan = plan_recovery(reports, recovered, self.epoch, self.lal, others, sorted(self._sent_truncations,
+                                 key=lambda r: (r.start_lsn, r.end_lsn, r.epoch)))
+        except NewerRecovery as newer:
+            self.refused_epoch = max(self.refused_epoch, newer.epoch)
+            raise QuorumNotMet(f"epoch {self.epoch} is stale: {newer}; trying again with a newer one") from None
         log.info("recovery of %s: floor %d, VCL %d, VDL %d, truncating [%d, %d] with epoch %d, %d records to "
                  "re-replicate", self.volume_id, plan.floor, plan.vcl, plan.vdl, plan.truncation.start_lsn,
                  plan.truncation.end_lsn, self.epoch, len(plan.readopt))
         self.truncations = plan.known_truncations
         self.truncation_protos = [truncation_to_proto(r) for r in self.truncations]
+        self._sent_truncations.update(self.truncations)
+        if self.on_truncating is not None:
+            self.on_truncating(self.truncations)
         scl_after: dict[int, dict[str, int]] = {}
         for pg in self.pgs.values():
             truncated = await self._gather_quorum({
                 node: (lambda s=s: s.stub.TruncateSegment(pb.TruncateSegmentRequest(
                     segment_id=s.segment_id, volume_epoch=self.epoch, range=truncation_to_proto(plan.truncation)),
-                    timeout=RPC_TIMEOUT_S * 5))
+                    timeout=TRUNCATE_TIMEOUT_S))
                 for node, s in pg.streams.items()
             }, pg.membership.write_quorum_met)
             if not pg.membership.write_quorum_met(truncated):
@@ -402,9 +659,9 @@ class Volume:
         for pg_index, rec in recovered.items():
             stream = self.pgs[pg_index].streams[rec.best_segment_id]
             try:
-                reply = await stream.stub.GetSegmentState(pb.GetSegmentStateRequest(
-                    segment_id=stream.segment_id, tail_at_or_below_lsn=max(1, min(plan.vdl, rec.best_scl))),
-                    timeout=RPC_TIMEOUT_S)
+                tail_request = pb.GetSegmentStateRequest(
+                    segment_id=stream.segment_id, tail_at_or_below_lsn=max(1, min(plan.vdl, rec.best_scl)))
+                reply = await self._call_again(lambda: stream.stub.GetSegmentState(tail_request, timeout=RPC_TIMEOUT_S))
             except grpc.aio.AioRpcError as error:
                 raise QuorumNotMet(f"PG {pg_index}: the chain tail on {rec.best_segment_id} could not be read: "
                                    f"{error.code().name} {error.details()}") from None
@@ -448,16 +705,30 @@ class Volume:
         for pg in list(self.pgs.values()):
             for node, reply in (await self._gather(self._state_calls(pg))).items():
                 stream = pg.streams.get(node)  # a membership change may have closed it meanwhile
-                if stream is not None:
+                if stream is not None and self.state_counts(f"segment {stream.segment_id} on {node}", reply.state):
                     stream.on_scl(reply.state.scl)
+
+    @staticmethod
+    async def _call_again(call: Callable[[], Awaitable[T]]) -> T:
+        """One recovery call, asked again (up to RECOVERY_CALL_TRIES times) when it timed out or its node was
+        unreachable: a lost message must not hold recovery up for a long deadline."""
+        for attempt in range(1, RECOVERY_CALL_TRIES + 1):
+            try:
+                return await call()
+            except grpc.aio.AioRpcError as error:
+                if attempt == RECOVERY_CALL_TRIES or error.code() not in (
+                        grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                    raise
+            await asyncio.sleep(QUORUM_RETRY_PAUSE_S)
+        raise AssertionError("unreachable")
 
     async def _fetch_records(self, stream: SegmentStream, floor: int, to_lsn: int) -> list[Any]:
         records = []
         cursor = floor
         while cursor < to_lsn:
-            reply = await stream.stub.ReadRecords(pb.ReadRecordsRequest(
-                segment_id=stream.segment_id, from_lsn=cursor, to_lsn=to_lsn, max_records=READ_RECORDS_BATCH),
-                timeout=RPC_TIMEOUT_S * 5)
+            request = pb.ReadRecordsRequest(segment_id=stream.segment_id, from_lsn=cursor, to_lsn=to_lsn,
+                                            max_records=READ_RECORDS_BATCH)
+            reply = await self._call_again(lambda: stream.stub.ReadRecords(request, timeout=RPC_TIMEOUT_S))
             batch = [record_from_proto(r) for r in reply.records]
             for record, crc in batch:
                 if record.crc() != crc:
@@ -469,6 +740,8 @@ class Volume:
         return records
 
     async def close(self) -> None:
+        self._closed = True
+        await cancel_and_wait(self._fence_task)
         await cancel_and_wait(self._follow_task)
         for pg in self.pgs.values():
             for stream in pg.streams.values():
@@ -541,16 +814,21 @@ class Volume:
                     f"(unreachable: {', '.join(down)}); a write needs {WRITE_QUORUM}. Nothing was written.")
 
     async def write(self, patches: list[Patch]) -> int:
-        self._check_open()
+        await self._ready()
         self._validate(patches)
         await self._ensure_pages(max(p.page_no for p in patches))
-        self._check_open()
-        assert self.log is not None
+        await self._ready()
         await self._wait_write_quorum_reachable({self.pg_of_page(p.page_no) for p in patches})
         deadline = _now() + self.commit_timeout_s
         while True:
+            # Allocating and enqueueing take no await: the MTR goes to this log and these streams as one step
+            # (a regain that begins later finds it among the waiters).
+            await self._ready()
+            assert self.log is not None
             try:
                 mtr = self.log.allocate_mtr(patches)
+                if self.on_allocate is not None:
+                    self.on_allocate(mtr)
                 break
             except LalExceeded as error:
                 remaining = deadline - _now()
@@ -561,7 +839,6 @@ class Volume:
                     await asyncio.wait_for(self._vdl_advanced.wait(), remaining)
                 except asyncio.TimeoutError:
                     pass
-                self._check_open()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters[mtr.cpl] = future
         self._mtr_records[mtr.cpl] = mtr.records
@@ -596,7 +873,7 @@ class Volume:
 
     async def read(self, page_nos: list[int], *, from_storage: bool = False) -> tuple[int, list[tuple[int, bytes, int]]]:
         """The pages at the current VDL. `from_storage`: every page from a segment, not the buffer cache."""
-        self._check_open()
+        await self._ready()
         assert self.log is not None and self.cache is not None
         for page_no in page_nos:
             if page_no >= self.page_count:
@@ -638,13 +915,18 @@ class Volume:
                 # No segment known complete to the read point: ask a read quorum for their SCLs.
                 got = await self._states(pg)
                 for node, reply in got.items():
-                    self.log.pgs[pg.pg_index].on_scl(node, reply.state.scl)
+                    if self.state_counts(f"segment {reply.state.segment_id} on {node}", reply.state):
+                        self.log.pgs[pg.pg_index].on_scl(node, reply.state.scl)
                 quorum_refreshed = True
                 tried.clear()
                 continue
             result = await self._hedged_read(pg, candidates, page_no, read_point, tried)
             if result is not None:
                 return result
+        self._check_open()  # segments refused this writer's epoch: say fenced, or regaining, not "no segment"
+        if self.regaining or (self._fence_task is not None and not self._fence_task.done()):
+            raise Regaining(f"segments of volume {self.volume_id} refuse this writer's epoch {self.epoch}; the writer "
+                            "is finding out whether a newer writer opened it, or regaining it; retry in a moment")
         raise QuorumNotMet(f"no segment of PG {pg.pg_index} could serve page {page_no} at read point {read_point}")
 
     async def _hedged_read(self, pg: PgInfo, candidates: list[str], page_no: int, read_point: int,
@@ -681,9 +963,9 @@ class Volume:
                 segment_id=stream.segment_id, page_no=page_no, read_point=read_point, volume_epoch=self.epoch),
                 timeout=READ_ATTEMPT_TIMEOUT_S)
         except grpc.aio.AioRpcError as error:
-            if self.is_fencing_error(error):
-                self.on_fenced(stream, error.details() or "")
-                raise Fenced(self._fenced_sentence()) from None
+            refused = self.refused_epoch_of(error)
+            if refused is not None:  # one segment holds a newer epoch: judged apart, read elsewhere meanwhile
+                self.on_epoch_refusal(f"segment {stream.segment_id} on {stream.node_id}", refused, error.details() or "")
             self.router.penalize(stream.node_id)
             if error.code() == grpc.StatusCode.DATA_LOSS:
                 log.warning("segment %s on %s: %s", stream.segment_id, stream.node_id, error.details())
@@ -719,8 +1001,13 @@ class Volume:
             fenced=self.fenced, commits=self.commits,
             network_bytes_sent=sum(s.bytes_sent for pg in self.pgs.values() for s in pg.streams.values()),
             cache_hits=self.cache.hits if self.cache else 0, storage_page_reads=self.storage_page_reads,
-            hedged_reads=self.hedged_reads,
+            hedged_reads=self.hedged_reads, fenced_reason=self.fenced_reason, regains=self.regains,
+            regaining=self.regaining,
         )
+
+
+def _range_of(r: pb.TruncationRange) -> TruncationRange:
+    return TruncationRange(r.start_lsn, r.end_lsn, r.epoch)
 
 
 def _membership_of(pg: Any) -> Membership:

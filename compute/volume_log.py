@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from compute.quorum import Membership
-from storage.records import LogRecord, PayloadKind
+from storage.errors import VolumeFull
+from storage.records import LSN_MAX, LogRecord, PayloadKind
 
 LAL_DEFAULT = 100_000
 MTR_RECORDS_MAX = 1_000
@@ -116,6 +117,8 @@ class VolumeLog:
     def allocate_mtr(self, patches: list[Patch]) -> Mtr:
         assert patches and len(patches) <= MTR_RECORDS_MAX
         last = self.next_lsn + len(patches) - 1
+        if last > LSN_MAX:
+            raise VolumeFull(f"the volume has used up its LSNs: LSN {last} would be above the highest LSN {LSN_MAX}")
         if last > max(self.vdl, self._lal_floor) + self.lal:
             raise LalExceeded(f"LSN {last} would be more than LAL {self.lal} above VDL {self.vdl}")
         records, pgs = [], []
@@ -155,6 +158,15 @@ class VolumeLog:
             self._cpls.append(vdl_target)
 
     # -- acknowledgements -----------------------------------------------------------
+
+    def reset_scl(self, pg_index: int, segment_id: str, scl: int) -> list[int]:
+        """A segment said its SCL when its stream (re)connected: it may be lower than before (it lost a copy
+        and is rebuilding), so reads stop going there; the PG's PGCL never goes back. Returns the CPLs now
+        durable, as `on_ack` does."""
+        pg = self.pgs[pg_index]
+        pg.scl_of[segment_id] = scl
+        pg.pgcl = max(pg.pgcl, pg.membership.pgcl(pg.scl_of))
+        return self.advance()
 
     def on_ack(self, pg_index: int, segment_id: str, scl: int) -> list[int]:
         """A segment reported its SCL; return the CPLs now durable (commits to release), in order."""

@@ -31,6 +31,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from storage.errors import StorageError, UnknownSegment
+from storage.lmdb_env import OK
 from storage.retention import COALESCE_CHAIN_MIN, HistoryWindow, next_horizon
 from storage.tasks import cancel_and_wait
 
@@ -67,6 +68,7 @@ class Coalescer:
         self.tick_pause_s = tick_pause_s
         self.windows: dict[str, HistoryWindow] = {}
         self._scanned: set[str] = set()  # segments whose first, full pass is done
+        self._seg_nos: dict[str, int] = {}  # a segment created again (new seg_no) starts afresh
         self.rounds = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -84,6 +86,8 @@ class Coalescer:
     async def round(self) -> None:
         now = asyncio.get_running_loop().time()
         for segment_id in sorted(self.store.segments):
+            if self.store.disk.condition.state != OK:
+                break  # nothing could be written (storage/disk_doctor.py sees to the disk)
             try:
                 await self.segment_round(segment_id, now)
             except asyncio.CancelledError:
@@ -99,6 +103,10 @@ class Coalescer:
 
     async def segment_round(self, segment_id: str, now: float) -> None:
         seg = self.store.segment(segment_id)
+        if self._seg_nos.get(segment_id) != seg.meta.seg_no:
+            self._seg_nos[segment_id] = seg.meta.seg_no
+            self.windows.pop(segment_id, None)
+            self._scanned.discard(segment_id)
         window = self.windows.setdefault(segment_id, HistoryWindow(self.history_window_s))
         window.sample(now, seg.tracker.scl)
         if seg.tracker.scl < seg.meta.retention_horizon_lsn:

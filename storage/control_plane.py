@@ -59,6 +59,11 @@ Rules
    completes, or when its new node fails. The segment a node no longer holds
    in any set (the old one after completion, the new one after a rollback) is
    recorded as an orphan, dropped by the caller once its node answers.
+14. Copies (storage/copies.py): heartbeats report the segments a node holds
+   and its disk's condition; a placement a healthy node's reports lack for a
+   while is a lost copy, created again on the same node (`plan_copy_repairs`,
+   `CopyRepair`), and a node whose disk is not fine or whose copies are not
+   whole is shown degraded.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from storage.copies import CopyWatch, NodeCopies, NodeReport
 from storage.errors import AlreadyExists, InvalidRequest, StaleEpoch, StorageError, UnknownVolume, VolumeFull
 from storage.placement import Candidate, PG_SEGMENT_COUNT, choose_pg_nodes
 
@@ -137,6 +143,7 @@ class NodeView:
     last_heartbeat_age_ms: int
     segment_count: int
     reported_segment_count: int
+    copies: NodeCopies = NodeCopies("ok", "", (), ())  # rule 14
 
 
 @dataclass(frozen=True)
@@ -228,6 +235,22 @@ class ReplacementPlan:
     @property
     def membership_epoch(self) -> int:
         return self.base_membership_epoch + 1
+
+
+@dataclass(frozen=True)
+class CopyRepair:
+    """Rule 14: create `segment_id` again on `node_id` (rebuilding), with every segment of its PG as peers."""
+
+    volume_id: str
+    page_size: int
+    pg_index: int
+    first_page: int
+    page_count: int
+    membership_epoch: int
+    node_id: str
+    address: str
+    segment_id: str
+    peers: tuple[SegmentPlacement, ...]
 
 
 @dataclass(frozen=True)
@@ -350,6 +373,7 @@ class ControlPlane:
         self._volumes: dict[str, Volume] = {}
         self._segment_counts: dict[str, int] = {}
         self._orphans: list[Orphan] = []
+        self.copies = CopyWatch()  # rule 14 (memory only, like heartbeat times)
         # The new segment's SCL last seen, per (volume, pg, new node): display only, not persisted.
         self._progress: dict[tuple[str, int, str], int] = {}
 
@@ -373,8 +397,9 @@ class ControlPlane:
         node.last_heartbeat_ms = now_ms
         return self._view(node, now_ms)
 
-    def heartbeat(self, node_id: str, address: str, reported_segment_count: int, now_ms: float) -> bool:
-        """Rule 3. Returns True when the heartbeat changed persistent state (a new address)."""
+    def heartbeat(self, node_id: str, address: str, reported_segment_count: int, now_ms: float,
+                  report: NodeReport | None = None) -> bool:
+        """Rules 3 and 14. Returns True when the heartbeat changed persistent state (a new address)."""
         node = self._nodes.get(node_id)
         if node is None:
             raise UnknownNode(f"node {node_id} is not registered; register first")
@@ -385,7 +410,36 @@ class ControlPlane:
             changed = True
         node.last_heartbeat_ms = now_ms
         node.reported_segment_count = reported_segment_count
+        if report is not None:
+            self.copies.note_report(node_id, report, self.placed_on(node_id), now_ms)
         return changed
+
+    def placed_on(self, node_id: str) -> set[str]:
+        """Every segment placed on the node: in a PG's base set or the new one of a change in flight."""
+        return {segment_id_for(v.volume_id, pg.pg_index) for v in self._volumes.values()
+                for pg in v.protection_groups if node_id in pg.all_node_ids}
+
+    def pgs_of_node(self, node_id: str) -> list[tuple[str, int]]:
+        return sorted((v.volume_id, pg.pg_index) for v in self._volumes.values()
+                      for pg in v.protection_groups if node_id in pg.all_node_ids)
+
+    def plan_copy_repairs(self, now_ms: float) -> list[CopyRepair]:
+        """Rule 14: the lost copies on healthy nodes that are due to be created again."""
+        plans = []
+        by_id = {segment_id_for(v.volume_id, pg.pg_index): (v, pg) for v in self._volumes.values()
+                 for pg in v.protection_groups}
+        for node_id, segment_id in self.copies.due(now_ms):
+            found = by_id.get(segment_id)
+            if found is None or node_id not in self._nodes or not self.is_healthy(node_id, now_ms):
+                continue
+            volume, pg = found
+            if node_id not in pg.all_node_ids:
+                continue
+            node = self._nodes[node_id]
+            plans.append(CopyRepair(volume.volume_id, volume.page_size, pg.pg_index, pg.first_page, pg.page_count,
+                                    pg.membership_epoch, node_id, node.address, segment_id,
+                                    self._pg_geometry(volume.volume_id, pg).segments))
+        return plans
 
     def node(self, node_id: str, now_ms: float) -> NodeView:
         node = self._nodes.get(node_id)
@@ -423,6 +477,7 @@ class ControlPlane:
             last_heartbeat_age_ms=age_ms,
             segment_count=self.segment_count(node.node_id),
             reported_segment_count=node.reported_segment_count,
+            copies=self.copies.of(node.node_id, self.placed_on(node.node_id), now_ms),
         )
 
     def _candidates(self, now_ms: float) -> list[Candidate]:

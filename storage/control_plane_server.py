@@ -39,7 +39,8 @@ from typing import Any, Protocol
 import grpc
 
 from storage import control_plane as cp
-from storage.errors import Unavailable
+from storage.copies import HeldCopy, NodeReport
+from storage.errors import InvalidRequest, Unavailable
 from storage.serving import CHANNEL_OPTIONS, start_server
 from storage.tasks import cancel_and_wait
 from storage.v1 import control_plane_service_pb2 as cp_pb2
@@ -51,6 +52,7 @@ log = logging.getLogger("sixfold.control_plane")
 STATE_FILE_NAME = "control_plane.json"
 HEARTBEAT_INTERVAL_MS_DEFAULT = 500
 HEAL_INTERVAL_S = 0.5
+HELD_SEGMENTS_MAX = 100_000  # segments one heartbeat may list
 # A membership epoch must reach this many base-set segments before the target is measured.
 FENCING_SEGMENTS_MIN = 3
 # One CreateSegment/DropSegment call to a storage node.
@@ -144,15 +146,36 @@ def load_state(path: Path, heartbeat_timeout_ms: int, failure_timeout_ms: int, s
 # Conversions (protobuf stops here)
 
 
+DISK_CONDITION_NAMES = {ss_pb2.DISK_CONDITION_OK: "ok", ss_pb2.DISK_CONDITION_FULL: "disk_full",
+                        ss_pb2.DISK_CONDITION_IO_ERROR: "io_error", ss_pb2.DISK_CONDITION_FAILED: "failed"}
+DISK_CONDITIONS = {name: value for value, name in DISK_CONDITION_NAMES.items()}
+
+
 def node_to_proto(node: cp.NodeView) -> cp_pb2.NodeInfo:
+    copies = node.copies
+    if not node.healthy:
+        health = cp_pb2.NODE_HEALTH_UNHEALTHY
+    else:
+        health = cp_pb2.NODE_HEALTH_DEGRADED if copies.degraded else cp_pb2.NODE_HEALTH_HEALTHY
     return cp_pb2.NodeInfo(
         node_id=node.node_id,
         az=node.az,
         address=node.address,
-        health=cp_pb2.NODE_HEALTH_HEALTHY if node.healthy else cp_pb2.NODE_HEALTH_UNHEALTHY,
+        health=health,
         last_heartbeat_age_ms=node.last_heartbeat_age_ms,
         segment_count=node.segment_count,
+        condition=DISK_CONDITIONS.get(copies.disk, ss_pb2.DISK_CONDITION_UNSPECIFIED),
+        condition_detail=copies.disk_detail,
+        segments_missing=copies.missing,
+        segments_rebuilding=copies.rebuilding,
     )
+
+
+def report_from_proto(request: cp_pb2.HeartbeatRequest) -> NodeReport:
+    """What a heartbeat says the node holds (storage/copies.py rule 1)."""
+    held = {h.segment_id: HeldCopy(h.segment_id, h.membership_epoch, h.scl, h.whole, h.rebuilding)
+            for h in request.segments}
+    return NodeReport(held, DISK_CONDITION_NAMES.get(request.condition, "ok"), request.condition_detail[:1000])
 
 
 def pg_to_proto(pg: cp.PgGeometry) -> cp_pb2.ProtectionGroup:
@@ -246,6 +269,7 @@ class ControlPlaneServicer:
             if (node.az, node.address) != before:
                 await self._persist()
                 log.info("registered node %s in AZ %s at %s", node.node_id, node.az, node.address)
+                self._reinstall_peers(node.node_id)
         return cp_pb2.RegisterNodeResponse(node=node_to_proto(node))
 
     def _registration(self, node_id: str) -> tuple[str, str] | None:
@@ -256,12 +280,22 @@ class ControlPlaneServicer:
         return node.az, node.address
 
     async def Heartbeat(self, request: cp_pb2.HeartbeatRequest, context: Any) -> cp_pb2.HeartbeatResponse:
-        changed = self.state.heartbeat(request.node_id, request.address, request.segment_count, self.clock_ms())
+        if len(request.segments) > HELD_SEGMENTS_MAX:
+            raise InvalidRequest(f"a heartbeat lists {len(request.segments)} segments; at most {HELD_SEGMENTS_MAX}")
+        changed = self.state.heartbeat(request.node_id, request.address, request.segment_count, self.clock_ms(),
+                                       report_from_proto(request) if request.segments_reported else None)
         if changed:
             log.info("node %s moved to %s", request.node_id, request.address)
             async with self._lock:
                 await self._persist()
+            self._reinstall_peers(request.node_id)
         return cp_pb2.HeartbeatResponse(heartbeat_interval_ms=self.heartbeat_interval_ms)
+
+    def _reinstall_peers(self, node_id: str) -> None:
+        """A node moved: every segment of its PGs learns the new address (UpdateMembership at the same epoch
+        carries the peers) at the next healing round; writers follow DescribeVolume."""
+        for key in self.state.pgs_of_node(node_id):
+            self._install_pending.add(key)
 
     async def ListNodes(self, request: cp_pb2.ListNodesRequest, context: Any) -> cp_pb2.ListNodesResponse:
         return cp_pb2.ListNodesResponse(nodes=[node_to_proto(n) for n in self.state.nodes(self.clock_ms())])
@@ -334,6 +368,8 @@ class ControlPlaneServicer:
                             volume_id, pg_index, old, reason, geometry.membership_epoch)
                 await self._install(volume_id, geometry)
             await self._drop_orphans(now)
+            for repair in self.state.plan_copy_repairs(now):
+                await self._recreate_copy(repair)
             for plan in self.state.plan_replacements(now):
                 await self._begin(plan)
             for volume_id, pg, change in self.state.changes_in_flight():
@@ -368,6 +404,26 @@ class ControlPlaneServicer:
         await self._persist()
         log.warning("volume %s PG %d: node %s failed; replacing it with node %s (membership epoch %d)",
                     plan.volume_id, plan.pg_index, plan.old_node_id, plan.new.node_id, geometry.membership_epoch)
+
+    async def _recreate_copy(self, repair: cp.CopyRepair) -> None:
+        """Rule 14 of storage.control_plane: a healthy node lost its copy; create it again there, rebuilding
+        from its peers (it counts towards no read quorum until it has caught up)."""
+        request = ss_pb2.CreateSegmentRequest(
+            segment_id=repair.segment_id, volume_id=repair.volume_id, pg_index=repair.pg_index,
+            first_page=repair.first_page, page_count=repair.page_count, page_size=repair.page_size,
+            membership_epoch=repair.membership_epoch, rebuild=True,
+            peers=[ss_pb2.SegmentPeer(node_id=p.node_id, address=p.address) for p in repair.peers],
+        )
+        try:
+            await self.segment_client.create_segment(repair.address, request)
+        except Exception as error:  # noqa: BLE001 - any failure: the next round tries again
+            log.warning("volume %s PG %d: node %s lost its copy %s; creating it again failed: %s; trying again",
+                        repair.volume_id, repair.pg_index, repair.node_id, repair.segment_id,
+                        describe_failure(error))
+            return
+        self.state.copies.recreating(repair.node_id, repair.segment_id)
+        log.warning("volume %s PG %d: node %s lost its copy %s; created it again, rebuilding from its peers",
+                    repair.volume_id, repair.pg_index, repair.node_id, repair.segment_id)
 
     async def _install(self, volume_id: str, geometry: cp.PgGeometry) -> dict[str, ss_pb2.SegmentState]:
         """Install the PG's membership epoch on every healthy segment; return the states of those that took it."""

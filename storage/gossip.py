@@ -20,7 +20,8 @@ import grpc
 
 from storage.errors import ChecksumMismatch, StorageError
 from storage.records import page_version_crc
-from storage.repair import PULL_RECORDS_MAX, PeerView, batch_epoch, plan_repair, records_to_append
+from storage.lmdb_env import OK
+from storage.repair import PULL_RECORDS_MAX, PeerView, batch_epoch, plan_repair, rebuild_target, records_to_append
 from storage.segment import AppendBatch
 from storage.tasks import cancel_and_wait
 from storage.v1 import storage_service_pb2 as pb
@@ -74,6 +75,8 @@ class Gossip:
             await asyncio.sleep(self.interval_s)
             if self.isolated():
                 continue  # a partition cuts both ways: an isolated node reaches no peer either
+            if self.store.disk.condition.state != OK:
+                continue  # nothing could be stored (the disk doctor sees to it: storage/disk_doctor.py)
             self.rounds += 1
             for segment_id in sorted(self.store.segments):
                 try:
@@ -98,6 +101,13 @@ class Gossip:
             self.peer_floor[segment_id] = min(v.scl for v in peers.values())
         else:
             self.peer_floor.pop(segment_id, None)
+        if seg.meta.rebuilding:
+            target = rebuild_target(list(peers.values()))
+            if target is not None:
+                seg = await self.servicer._on_writer(self.store.set_rebuild_target, segment_id, target)
+                log.info("gossip: %s (rebuilding a lost copy) must catch up to LSN %d, the most %d peers may have "
+                         "acknowledged; it is whole once its SCL (now %d) gets there", segment_id, target, len(peers),
+                         seg.tracker.scl)
         plan = plan_repair(seg.tracker.scl, seg.meta.truncation_ranges, list(peers.values()),
                            seg.meta.retention_horizon_lsn)
         for r in plan.ranges_to_apply:
@@ -182,7 +192,8 @@ class Gossip:
             state = reply.state
             return node_id, PeerView(node_id, state.scl,
                                      tuple(truncation_from_proto(r) for r in state.truncation_ranges),
-                                     state.retention_horizon_lsn, state.chain_anchor_lsn)
+                                     state.retention_horizon_lsn, state.chain_anchor_lsn, state.scl_high_water,
+                                     state.rebuilding)
 
         results = await asyncio.gather(*(one(n, a) for n, a in peers))
         return {n: v for n, v in results if v is not None}

@@ -19,14 +19,21 @@ from typing import Any, AsyncIterator, Callable
 
 import grpc
 
+from storage.epochs import EPOCH_MAX
 from storage.errors import InvalidRequest, StorageError
 from storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S, Coalescer
+from storage.disk_doctor import DiskDoctor
 from storage.gossip import GOSSIP_INTERVAL_S, Gossip
+from storage.lmdb_env import FAILED, FULL, IO_ERROR, OK
 from storage.scrub import SCRUB_INTERVAL_S, Scrubber
-from storage.segment import AppendBatch, SegmentMeta, TruncationRange
+from storage.segment import (
+    PAGE_NO_LIMIT, PAGE_SIZE_MAX, PAGE_SIZE_MIN, PEERS_MAX, SEGMENT_ID_BYTES_MAX, AppendBatch, SegmentMeta,
+    TruncationRange,
+)
 from storage.records import page_version_crc
 from storage.serving import Undecodable, abort_with
 from storage.store import BatchResult, SegmentStore
+from storage.v1 import control_plane_service_pb2 as cp_pb
 from storage.v1 import storage_service_pb2 as pb
 from storage.wire import batch_from_proto, record_to_proto, state_to_proto, truncation_from_proto
 
@@ -35,13 +42,11 @@ log = logging.getLogger(__name__)
 GROUP_BATCHES_MAX = 512  # batches folded into one synced transaction
 GROUP_RECORDS_MAX = 50_000
 INFLIGHT_BATCHES_MAX = 64  # per stream: batches received but not yet acknowledged
-SEGMENT_ID_BYTES_MAX = 255
-PAGE_SIZE_MIN = 512
-PAGE_SIZE_MAX = 65536
-PAGE_NO_LIMIT = 2**63  # first_page + page_count must stay below this
 PINS_MAX = 1_000  # pinned LSNs per segment
 PAGE_VERSIONS_BYTES_MAX = 4 * 1024 * 1024  # page images in one ReadPageVersions reply
 PAGE_VERSIONS_PAGES_MAX = 1_024
+DISK_CONDITIONS = {OK: pb.DISK_CONDITION_OK, FULL: pb.DISK_CONDITION_FULL, IO_ERROR: pb.DISK_CONDITION_IO_ERROR,
+                   FAILED: pb.DISK_CONDITION_FAILED}
 
 
 class GroupCommitter:
@@ -98,7 +103,9 @@ class GroupCommitter:
                     results = await loop.run_in_executor(
                         self._writer, self._store.commit_appends, [b for b, _ in group]
                     )
-                except Exception as exc:  # an LMDB failure: nobody in the group is acknowledged
+                except StorageError as error:  # the disk (full, failed): reported once by the disk, no traceback
+                    results = [error] * len(group)
+                except Exception as exc:  # a bug: nobody in the group is acknowledged
                     log.exception("group commit of %d batches failed", len(group))
                     error = StorageError(f"the node could not persist the batch: {exc}")
                     error.status_code_name = "UNAVAILABLE"
@@ -145,12 +152,14 @@ class StorageServicer:
         self.min_read_points: dict[str, int] = {}  # segment -> the writer's latest report (in memory only)
         self.coalescer = Coalescer(store, self._on_writer, self.min_read_points.get, coalesce_interval_s,
                                    history_window_s, peer_floor=self._peer_floor) if coalesce_interval_s > 0 else None
+        self.doctor = DiskDoctor(store, self._on_writer)
 
     def _peer_floor(self, segment_id: str) -> int | None:
         return self.gossip.peer_floor.get(segment_id) if self.gossip is not None else None
 
     def start(self) -> None:
         self.committer.start()
+        self.doctor.start()
         if self.gossip is not None:
             self.gossip.start()
         if self.scrubber is not None:
@@ -165,6 +174,7 @@ class StorageServicer:
             await self.scrubber.stop()
         if self.gossip is not None:
             await self.gossip.stop()
+        await self.doctor.stop()
         await self.committer.stop()
         self.writer.shutdown(wait=True)
 
@@ -176,11 +186,23 @@ class StorageServicer:
         repaired = self.gossip.records_repaired.get(segment_id, 0) if self.gossip is not None else 0
         scrubbed = self.scrubber.counts_of(segment_id) if self.scrubber is not None else None
         return state_to_proto(
-            seg.meta, records_repaired=repaired,
+            seg, records_repaired=repaired,
             records_quarantined=scrubbed.records_quarantined if scrubbed else 0,
             versions_quarantined=scrubbed.versions_quarantined if scrubbed else 0,
             scrub_passes=scrubbed.scrub_passes if scrubbed else 0,
+            chain_gaps=scrubbed.chain_gaps if scrubbed else 0,
+            metadata_repaired=scrubbed.metadata_repaired if scrubbed else 0,
         )
+
+    def heartbeat_report(self) -> tuple[list[cp_pb.HeldSegment], int, str]:
+        """What a heartbeat tells the control plane: every segment held, and the disk's condition."""
+        held = [
+            cp_pb.HeldSegment(segment_id=seg.meta.segment_id, membership_epoch=seg.meta.membership_epoch,
+                              scl=seg.tracker.scl, whole=seg.whole, rebuilding=seg.meta.rebuilding)
+            for seg in sorted(self.store.segments.values(), key=lambda s: s.meta.segment_id)
+        ]
+        condition = self.store.disk.condition
+        return held, DISK_CONDITIONS[condition.state], condition.detail
 
     # -- the write stream -----------------------------------------------------
 
@@ -302,7 +324,8 @@ class StorageServicer:
 
     async def RaiseVolumeEpoch(self, request: pb.RaiseVolumeEpochRequest, context: Any) -> pb.RaiseVolumeEpochResponse:
         _check_segment_id(request.segment_id)
-        epoch = await self._on_writer(self.store.raise_volume_epoch, request.segment_id, request.volume_epoch)
+        epoch = await self._on_writer(self.store.raise_volume_epoch, request.segment_id, request.volume_epoch,
+                                      request.writer_id)
         return pb.RaiseVolumeEpochResponse(volume_epoch=epoch, state=self._state(request.segment_id))
 
     async def CreateSegment(self, request: pb.CreateSegmentRequest, context: Any) -> pb.CreateSegmentResponse:
@@ -315,16 +338,19 @@ class StorageServicer:
             raise InvalidRequest("a segment must hold at least one page")
         if request.first_page + request.page_count > PAGE_NO_LIMIT:
             raise InvalidRequest(f"pages {request.first_page}+{request.page_count} run past page {PAGE_NO_LIMIT}")
+        if request.membership_epoch > EPOCH_MAX:
+            raise InvalidRequest(f"membership epoch {request.membership_epoch} is above the highest epoch {EPOCH_MAX}")
         meta = SegmentMeta(
             segment_id=request.segment_id, volume_id=request.volume_id, pg_index=request.pg_index,
             first_page=request.first_page, page_count=request.page_count, page_size=request.page_size,
             membership_epoch=max(request.membership_epoch, 1), seg_no=0,
-            peers=[[p.node_id, p.address] for p in request.peers if p.node_id != self.node_id],
+            peers=self._peers_of(request.peers),
         )
-        created_meta, created = await self._on_writer(self.store.create_segment, meta)
+        created_meta, created = await self._on_writer(self.store.create_segment, meta, request.rebuild)
         if created:
-            log.info("segment %s created: volume %s PG %d pages %d..%d", meta.segment_id, meta.volume_id,
-                     meta.pg_index, meta.first_page, meta.first_page + meta.page_count - 1)
+            log.info("segment %s created%s: volume %s PG %d pages %d..%d", meta.segment_id,
+                     " to replace a lost copy (rebuilding from its peers)" if request.rebuild else "",
+                     meta.volume_id, meta.pg_index, meta.first_page, meta.first_page + meta.page_count - 1)
         return pb.CreateSegmentResponse(state=self._state(created_meta.segment_id), created=created)
 
     async def UpdateMembership(
@@ -334,12 +360,24 @@ class StorageServicer:
         if request.membership_epoch == 0:
             raise InvalidRequest("membership epoch 0 is not an epoch; epochs start at 1")
         before = self.store.segment(request.segment_id).meta.membership_epoch
-        peers = [[p.node_id, p.address] for p in request.peers if p.node_id != self.node_id]
+        peers = self._peers_of(request.peers)
         epoch = await self._on_writer(self.store.update_membership, request.segment_id, request.membership_epoch, peers)
         if epoch != before:
             log.info("segment %s: membership epoch %d -> %d, peers %s", request.segment_id, before, epoch,
                      ", ".join(p[0] for p in peers))
         return pb.UpdateMembershipResponse(state=self._state(request.segment_id))
+
+    def _peers_of(self, peers: Any) -> list[list[str]]:
+        """The PG's other segments as [node_id, address], bounded (they are stored with the segment)."""
+        if len(peers) > PEERS_MAX:
+            raise InvalidRequest(f"{len(peers)} peers exceed the limit of {PEERS_MAX}")
+        out = []
+        for p in peers:
+            if not p.node_id or len(p.node_id.encode()) > SEGMENT_ID_BYTES_MAX or len(p.address.encode()) > SEGMENT_ID_BYTES_MAX:
+                raise InvalidRequest(f"peer {p.node_id[:40]!r} has an empty or over-long node id or address")
+            if p.node_id != self.node_id:
+                out.append([p.node_id, p.address])
+        return out
 
     async def DropSegment(self, request: pb.DropSegmentRequest, context: Any) -> pb.DropSegmentResponse:
         _check_segment_id(request.segment_id)
@@ -349,7 +387,12 @@ class StorageServicer:
 
     async def ListSegments(self, request: pb.ListSegmentsRequest, context: Any) -> pb.ListSegmentsResponse:
         segments = [self._state(segment_id) for segment_id in sorted(self.store.segments)]
+        condition = self.store.disk.condition
+        healthy = condition.state != FAILED
         return pb.ListSegmentsResponse(
             node_id=self.node_id, az=self.az, segments=segments,
-            lmdb_map_size_bytes=self.store.map_size(), lmdb_used_bytes=self.store.used_bytes(),
+            lmdb_map_size_bytes=self.store.map_size() if healthy else 0,
+            lmdb_used_bytes=self.store.used_bytes() if healthy else 0,
+            disk_condition=DISK_CONDITIONS[condition.state], disk_detail=condition.detail,
+            lost_segments=sorted(self.store.lost), environments_replaced=self.store.disk.replacements,
         )

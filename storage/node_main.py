@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(args))
 
 
-async def _heartbeat_loop(args: argparse.Namespace, address: str, store: SegmentStore) -> None:
+async def _heartbeat_loop(args: argparse.Namespace, address: str, servicer: StorageServicer) -> None:
     """Register, then heartbeat forever; an unreachable control plane is retried, never fatal."""
     interval_s = HEARTBEAT_INTERVAL_DEFAULT_MS / 1000
     registered = False
@@ -83,8 +83,11 @@ async def _heartbeat_loop(args: argparse.Namespace, address: str, store: Segment
                     )
                     registered = True
                     log.info("registered with the control plane at %s", args.control_plane)
+                held, condition, detail = servicer.heartbeat_report()
                 reply = await stub.Heartbeat(
-                    cp_pb.HeartbeatRequest(node_id=args.node_id, address=address, segment_count=len(store.segments)),
+                    cp_pb.HeartbeatRequest(node_id=args.node_id, address=address, segment_count=len(held),
+                                           segments=held, condition=condition, condition_detail=detail,
+                                           segments_reported=True),
                     timeout=HEARTBEAT_TIMEOUT_MS / 1000,
                 )
                 if reply.heartbeat_interval_ms:
@@ -123,7 +126,7 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    heartbeat = asyncio.create_task(_heartbeat_loop(args, address, store)) if args.control_plane else None
+    heartbeat = asyncio.create_task(_heartbeat_loop(args, address, servicer)) if args.control_plane else None
     await stop.wait()
     log.info("stopping")
     if heartbeat:

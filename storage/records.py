@@ -24,6 +24,7 @@ from enum import IntEnum
 
 import google_crc32c
 
+from storage.epochs import EPOCH_MAX
 from storage.errors import BadChecksum, ChecksumMismatch, InvalidRequest
 
 RECORD_FORMAT_VERSION = 1
@@ -34,8 +35,13 @@ _CRC = struct.Struct(">I")
 RECORD_HEADER_BYTES = _CRC.size + _RECORD_BODY_HEADER.size
 _VERSION_HEADER = struct.Struct(">IQQ")
 
-# The highest LSN a record may carry: keys are built from lsn + 1, which must fit in 64 bits.
-LSN_MAX = 2**64 - 2
+# The highest LSN anything may carry (records, truncation ranges, read points, pins, hints): far below
+# 2**64, so every sum a writer or recovery forms from LSNs (an LSN plus LAL, plus one) still fits a
+# uint64 on the wire. Keys are built from lsn + 1.
+LSN_MAX = 2**62
+# How far a record may lie past its volume predecessor: a writer allocates densely, and jumps only
+# over the truncation ranges of recoveries (LAL each), so a larger gap is not one a writer made.
+LSN_STEP_MAX = 2**40
 
 
 class PayloadKind(IntEnum):
@@ -155,6 +161,11 @@ def validate_shape(record: LogRecord, page_size: int) -> None:
         raise InvalidRequest("LSN 0 is reserved (it means 'none' in backlinks); LSNs start at 1")
     if record.lsn > LSN_MAX:
         raise InvalidRequest(f"LSN {record.lsn} is above the highest LSN {LSN_MAX}")
+    if record.lsn - record.prev_volume_lsn > LSN_STEP_MAX:
+        raise InvalidRequest(
+            f"record LSN {record.lsn} lies {record.lsn - record.prev_volume_lsn} past its volume predecessor "
+            f"{record.prev_volume_lsn}; a writer never skips more than {LSN_STEP_MAX} LSNs"
+        )
     if not (record.prev_pg_lsn < record.lsn and record.prev_volume_lsn < record.lsn and record.prev_page_lsn < record.lsn):
         raise InvalidRequest(
             f"record LSN {record.lsn} has a backlink at or above itself "
@@ -167,6 +178,8 @@ def validate_shape(record: LogRecord, page_size: int) -> None:
         )
     if record.epoch == 0:
         raise InvalidRequest(f"record LSN {record.lsn} has epoch 0; epochs start at 1")
+    if record.epoch > EPOCH_MAX:
+        raise InvalidRequest(f"record LSN {record.lsn} has epoch {record.epoch}, above the highest epoch {EPOCH_MAX}")
     if record.kind == PayloadKind.IMAGE:
         if record.offset != 0 or len(record.data) != page_size:
             raise InvalidRequest(

@@ -17,6 +17,13 @@ Pure. Rules (this module owns them):
    below its horizon), it copies the peer's pages at
    max(peer's horizon, own horizon) instead — if the peer's SCL reaches that
    far — and pulls records above it in later rounds.
+6. A segment created again to replace a lost copy (`rebuilding`) measures how
+   far it must catch up before it counts as whole: the highest SCL (or high
+   water: a peer that lost a record still counts what it once held) among at
+   least REBUILD_PEERS_MIN peers that are not rebuilding themselves. Any write
+   it may have acknowledged before it lost its copy is on a write quorum of four,
+   so on at least three of its five peers, and any three of those five include
+   one of them (`rebuild_target`).
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storage.records import LogRecord
-from storage.segment import TruncationRange
+from storage.truncation import TruncationRange, voided
 
 PULL_RECORDS_MAX = 2_000
+REBUILD_PEERS_MIN = 3  # rule 6: any three of a segment's five peers include one of a write quorum's other three
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,8 @@ class PeerView:
     truncation_ranges: tuple[TruncationRange, ...]
     horizon: int = 0  # the peer's retention horizon (its GC floor)
     chain_anchor: int = 0  # records above it are all still stored on the peer
+    high_water: int = 0  # the highest SCL the peer ever had
+    rebuilding: bool = False  # the peer is itself rebuilding a lost copy
 
 
 @dataclass(frozen=True)
@@ -68,9 +78,17 @@ def plan_repair(scl: int, known: list[TruncationRange], peers: list[PeerView], h
     return RepairPlan(tuple(missing), best.node_id, scl, best.scl)
 
 
+def rebuild_target(peers: list[PeerView]) -> int | None:
+    """Rule 6: the LSN a rebuilding segment must reach, or None until enough peers answered."""
+    counted = [p for p in peers if not p.rebuilding]
+    if len(counted) < REBUILD_PEERS_MIN:
+        return None
+    return max(max(p.scl, p.high_water) for p in counted)
+
+
 def records_to_append(records: list[LogRecord], ranges: list[TruncationRange]) -> list[LogRecord]:
     """The pulled records a known truncation range does not void (resends of held ones are harmless)."""
-    return [r for r in records if not any(t.covers(r.lsn, r.epoch) for t in ranges)]
+    return [r for r in records if not voided(ranges, r.lsn, r.epoch)]
 
 
 def batch_epoch(segment_epoch: int, records: list[LogRecord]) -> int:

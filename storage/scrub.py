@@ -9,10 +9,15 @@ Rules (this module owns them):
    stored under, that its page lies in the segment, that its PG backlink points
    back, and that the page index has its row (a read would skip it otherwise).
    A page version: its CRC-32C, that it says it is the page and LSN it is stored
-   under, and that its image is one page long. The checks are the pure
-   functions `record_problem` and `version_problem`; the store runs them.
-2. How it reads. A pass walks one segment after another, first its records,
-   then its page versions, in key order. Each tick is one short read
+   under, and that its image is one page long. The chain: every record at or
+   below SCL (as the same snapshot stores it) names a PG predecessor the
+   segment holds, or one at or below its chain anchor (GC may have collected
+   those): SCL never claims more than the records prove. The metadata: both
+   stored copies pass their CRC-32C and bounds and are equal. The checks are
+   the pure functions `record_problem`, `version_problem` and `chain_gap`; the
+   store runs them.
+2. How it reads. A pass walks one segment after another, first its metadata,
+   then its records, then its page versions, in key order. Each tick is one short read
    transaction of at most `SCRUB_RECORDS_PER_TICK_MAX` rows and
    `SCRUB_BYTES_PER_TICK_MAX` bytes; no transaction is held across an await.
    Between ticks the scrubber sleeps `SCRUB_TICK_PAUSE_S`, so a big segment is
@@ -39,9 +44,16 @@ Rules (this module owns them):
    floor in the same transaction: the segment refuses every read (rule 5 of
    storage/retention.py) until gossip hydrates it again from a peer's page
    versions, never serving a page built from what is left.
+   A chain gap: the chain breaks at the missing LSN (SCL falls below it, as
+   for a quarantined record) and gossip fetches it. A metadata copy that fails:
+   both copies are written again from the segment's state in memory (checked
+   when the node started, kept since).
 4. Counters (in memory, per segment, since the node started, like gossip's
    `records_repaired`): `records_quarantined`, `versions_quarantined`,
-   `scrub_passes` (completed passes over the segment).
+   `chain_gaps`, `metadata_repaired`, `scrub_passes` (completed passes over the
+   segment).
+5. While the node's disk is failed or full nothing is scrubbed (the disk's
+   condition is reported once, by storage/lmdb_env.py).
 """
 
 from __future__ import annotations
@@ -68,6 +80,7 @@ SCRUB_TICK_PAUSE_S = 0.1  # sleep between two ticks: at most ~1,300 rows a secon
 
 RECORDS = "records"
 VERSIONS = "versions"
+CHAIN = "chain"
 
 
 # -- the checks (pure) ----------------------------------------------------------------
@@ -106,6 +119,18 @@ def version_problem(meta: "SegmentMeta", page_no: int, lsn: int, raw: bytes) -> 
     return None
 
 
+def chain_gap(meta: "SegmentMeta", lsn: int, prev_pg_lsn: int, held: Callable[[int], bool]) -> str | None:
+    """Why the record `lsn` (at or below the snapshot's SCL) shows SCL claims more than the records prove:
+    its PG predecessor is above the chain anchor yet not held (None: the link is sound). `meta` is the
+    segment's metadata as the same snapshot stored it; `held(lsn)` says whether a record is stored."""
+    if meta.scl < meta.retention_horizon_lsn or lsn > meta.scl:
+        return None  # hydrating, or above SCL: no claim to check
+    if prev_pg_lsn == 0 or prev_pg_lsn <= meta.chain_anchor_lsn or held(prev_pg_lsn):
+        return None
+    return (f"record LSN {lsn} of segment {meta.segment_id} lies at or below SCL {meta.scl}, but its PG "
+            f"predecessor LSN {prev_pg_lsn} is not held: SCL claims a chain its records do not prove")
+
+
 # -- values the store hands back ------------------------------------------------------------
 
 
@@ -113,8 +138,8 @@ def version_problem(meta: "SegmentMeta", page_no: int, lsn: int, raw: bytes) -> 
 class BadCopy:
     """A stored copy that failed its check, as a tick found it (it is checked again before it goes)."""
 
-    kind: str  # RECORDS or VERSIONS
-    lsn: int
+    kind: str  # RECORDS, VERSIONS or CHAIN
+    lsn: int  # CHAIN: the missing predecessor
     page_no: int  # the key's page for a page version; 0 for a record
     problem: str
 
@@ -144,6 +169,8 @@ class Quarantined:
 class ScrubCounts:
     records_quarantined: int = 0
     versions_quarantined: int = 0
+    chain_gaps: int = 0
+    metadata_repaired: int = 0
     scrub_passes: int = 0
 
 
@@ -196,6 +223,8 @@ class Scrubber:
     async def scrub_pass(self) -> None:
         """One pass over every segment the store holds (each resumes where an earlier pass stopped)."""
         for segment_id in sorted(self.store.segments):
+            if self.store.disk.condition.state != "ok":
+                return  # rule 5: a failed or full disk is reported by the disk, not scrubbed
             try:
                 await self.scrub_segment(segment_id)
             except asyncio.CancelledError:
@@ -218,6 +247,7 @@ class Scrubber:
             cursor = self.cursors.get(segment_id)
             if cursor is None or cursor.seg_no != seg.meta.seg_no:
                 cursor = self.cursors[segment_id] = ScrubCursor(seg.meta.seg_no)
+                await self._check_metadata(segment_id)
             chunk = self._tick(segment_id, cursor)  # one short read transaction, no await inside
             for bad in chunk.bad:
                 await self._quarantine(segment_id, bad)
@@ -235,8 +265,23 @@ class Scrubber:
         scan = self.store.scrub_records if cursor.kind == RECORDS else self.store.scrub_versions
         return scan(segment_id, cursor.next_key, self.rows_per_tick_max, self.bytes_per_tick_max)
 
+    async def _check_metadata(self, segment_id: str) -> None:
+        problem = self.store.scrub_metadata(segment_id)
+        if problem is None:
+            return
+        if await self.on_writer(self.store.repair_metadata, segment_id):
+            self.counts.setdefault(segment_id, ScrubCounts()).metadata_repaired += 1
+            log.warning("scrub: %s; both copies written again from the segment's state", problem)
+
     async def _quarantine(self, segment_id: str, bad: BadCopy) -> None:
         counts = self.counts.setdefault(segment_id, ScrubCounts())
+        if bad.kind == CHAIN:
+            gap: Quarantined | None = await self.on_writer(self.store.break_chain_at_gap, segment_id, bad.lsn)
+            if gap is not None:
+                counts.chain_gaps += 1
+                log.warning("scrub: %s; SCL %d -> %d: gossip fetches it from a peer", bad.problem, gap.scl_before,
+                            gap.scl_after)
+            return
         if bad.kind == VERSIONS:
             if await self.on_writer(self.store.quarantine_version, segment_id, bad.page_no, bad.lsn):
                 counts.versions_quarantined += 1

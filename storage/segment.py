@@ -32,25 +32,42 @@ plans made here; the gRPC servicer translates. Rules (this module owns them):
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass, field, fields, replace
-from typing import Callable
+from typing import Any, Callable
 
+from storage import epochs
+from storage.epochs import EPOCH_MAX
 from storage.errors import (
     BatchTooLarge,
+    ChecksumMismatch,
     InvalidRequest,
     LsnConflict,
     PageOutOfRange,
     ReadPointOutOfRange,
-    StaleEpoch,
     Truncated,
 )
-from storage.errors import ChecksumMismatch
-from storage.records import LSN_MAX, LogRecord, decode_record, encode_checked, validate_shape
+from storage.records import LSN_MAX, LogRecord, crc32c, decode_record, encode_checked, validate_shape
 from storage.scl import SclTracker
+from storage.truncation import TruncationRange, voided
 
 BATCH_RECORDS_MAX = 10_000
 BATCH_BYTES_MAX = 16 * 1024 * 1024
 TRUNCATION_RANGES_MAX = 1_000
+# Quarantined records not yet restored, remembered per segment (storage/scrub.py); past this many
+# only the highest are kept (they bound what the segment must hold again, see `whole`).
+HOLES_MAX = 256
+PEERS_MAX = 64
+SEGMENT_ID_BYTES_MAX = 255
+PAGE_SIZE_MIN = 512
+PAGE_SIZE_MAX = 65536
+PAGE_NO_LIMIT = 2**63  # first_page + page_count stays below this
+SEG_NO_MAX = 2**32 - 1  # seg_no is the u32 prefix of every row key
+
+# Stored segment metadata: magic | CRC-32C of the JSON body | JSON body. Two copies are kept in
+# separate tables (storage/store.py); a copy that fails its CRC or its bounds is never trusted.
+META_MAGIC = b"SFM1"
+_META_HEADER = struct.Struct(">4sI")
 
 
 def intact(encoded: bytes) -> bool:
@@ -59,27 +76,6 @@ def intact(encoded: bytes) -> bool:
     except ChecksumMismatch:
         return False
     return True
-
-
-@dataclass(frozen=True)
-class TruncationRange:
-    """Records with start_lsn <= LSN <= end_lsn and an epoch older than `epoch` are void."""
-
-    start_lsn: int
-    end_lsn: int
-    epoch: int
-
-    def covers(self, lsn: int, record_epoch: int) -> bool:
-        return self.start_lsn <= lsn <= self.end_lsn and record_epoch < self.epoch
-
-    def validate(self) -> None:
-        if not (1 <= self.start_lsn <= self.end_lsn <= LSN_MAX):
-            raise InvalidRequest(
-                f"truncation range [{self.start_lsn}, {self.end_lsn}] is empty, starts at 0 or ends past the "
-                f"highest LSN; it must satisfy 1 <= start_lsn <= end_lsn <= {LSN_MAX}"
-            )
-        if self.epoch == 0:
-            raise InvalidRequest("a truncation range must carry the epoch of the writer that made it (not 0)")
 
 
 @dataclass
@@ -108,34 +104,114 @@ class SegmentMeta:
     versions_collected: int = 0
     pages_hydrated: int = 0
     bytes_hydrated: int = 0
-    # The highest SCL ever had (scrubbing may lower SCL; truncation lowers this too): see raise_scl_high_water.
+    # The highest SCL ever had, kept a chain LSN: every record at or below it the segment once held (it may
+    # have acknowledged them), so it must hold them again before it counts as whole. Scrubbing lowers SCL,
+    # never this; a truncation lowers it to below its range (storage/store.py `_truncate_in_txn`).
     scl_high_water: int = 0
+    volume_epoch_owner: str = ""  # the writer that raised `volume_epoch` (epochs.py rule 4)
+    # Created to replace a copy that was lost (or in a fresh environment after the disk failed): it holds
+    # nothing it may have acknowledged until it has measured, from its peers, how far it must catch up
+    # (storage/gossip.py); until then it is not whole.
+    rebuilding: bool = False
+    holes: list[int] = field(default_factory=list)  # quarantined LSNs above SCL, not yet restored
 
-    def to_json(self) -> bytes:
+    def to_bytes(self) -> bytes:
+        """The stored form: magic, CRC-32C of the body, then the body (compact JSON)."""
         fields = {f: getattr(self, f) for f in _META_FIELDS}
         fields["truncation_ranges"] = [[r.start_lsn, r.end_lsn, r.epoch] for r in self.truncation_ranges]
-        return json.dumps(fields).encode()
+        body = json.dumps(fields, separators=(",", ":")).encode()
+        return _META_HEADER.pack(META_MAGIC, crc32c(body)) + body
 
     @classmethod
-    def from_json(cls, raw: bytes) -> "SegmentMeta":
-        d = json.loads(raw)
-        d["truncation_ranges"] = [
-            TruncationRange(**r) if isinstance(r, dict) else TruncationRange(*r) for r in d["truncation_ranges"]
-        ]
-        return cls(**d)
+    def from_bytes(cls, raw: bytes | memoryview, where: str = "segment metadata") -> "SegmentMeta":
+        """Decode and check a stored copy; raise ChecksumMismatch if any byte, type or bound is wrong."""
+        raw = bytes(raw)
+        if len(raw) < _META_HEADER.size:
+            raise ChecksumMismatch(f"{where} is {len(raw)} bytes, shorter than its header; it is not trusted")
+        magic, stored_crc = _META_HEADER.unpack_from(raw, 0)
+        body = raw[_META_HEADER.size:]
+        if magic != META_MAGIC:
+            raise ChecksumMismatch(f"{where} does not start with {META_MAGIC!r}; it is not trusted")
+        actual = crc32c(body)
+        if actual != stored_crc:
+            raise ChecksumMismatch(
+                f"{where} failed its CRC-32C check (stored {stored_crc:08x}, computed {actual:08x}); it is not trusted"
+            )
+        try:
+            d = json.loads(body)
+            meta = cls._from_dict(d)
+            meta.validate()
+        except (ValueError, TypeError, KeyError, InvalidRequest) as error:
+            text = error.message if isinstance(error, InvalidRequest) else f"{type(error).__name__}: {error}"
+            raise ChecksumMismatch(f"{where} passes its CRC-32C but does not make sense ({text}); it is not trusted")
+        return meta
+
+    @classmethod
+    def _from_dict(cls, d: Any) -> "SegmentMeta":
+        if not isinstance(d, dict) or set(d) != set(_META_FIELDS):
+            raise ValueError("the fields are not those of segment metadata")
+        values: dict[str, Any] = {}
+        for name, kind in _META_TYPES.items():
+            value = d[name]
+            if kind is int and (type(value) is not int or value < 0):
+                raise ValueError(f"{name} is not a non-negative integer")
+            if kind is str and type(value) is not str:
+                raise ValueError(f"{name} is not a string")
+            if kind is bool and type(value) is not bool:
+                raise ValueError(f"{name} is not a boolean")
+            values[name] = value
+        ranges, peers, pins, holes = d["truncation_ranges"], d["peers"], d["pinned_lsns"], d["holes"]
+        if not isinstance(ranges, list) or not all(
+                isinstance(r, list) and len(r) == 3 and all(type(x) is int for x in r) for r in ranges):
+            raise ValueError("truncation_ranges is not a list of [start, end, epoch]")
+        if not isinstance(peers, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(type(x) is str for x in p) for p in peers):
+            raise ValueError("peers is not a list of [node_id, address]")
+        for name, lsns in (("pinned_lsns", pins), ("holes", holes)):
+            if not isinstance(lsns, list) or not all(type(x) is int and x >= 0 for x in lsns):
+                raise ValueError(f"{name} is not a list of LSNs")
+        values["truncation_ranges"] = [TruncationRange(*r) for r in ranges]
+        values["peers"] = [list(p) for p in peers]
+        values["pinned_lsns"] = list(pins)
+        values["holes"] = list(holes)
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Every field within its bounds (what a stored copy must satisfy to be trusted)."""
+        if not self.segment_id or len(self.segment_id.encode()) > SEGMENT_ID_BYTES_MAX or not self.volume_id:
+            raise InvalidRequest("segment or volume id is empty or too long")
+        if not PAGE_SIZE_MIN <= self.page_size <= PAGE_SIZE_MAX or self.page_size & (self.page_size - 1):
+            raise InvalidRequest(f"page size {self.page_size} is not a power of two in range")
+        if self.page_count == 0 or self.first_page + self.page_count > PAGE_NO_LIMIT or self.pg_index > SEG_NO_MAX:
+            raise InvalidRequest("the page range or PG index is out of bounds")
+        if not 1 <= self.seg_no <= SEG_NO_MAX:
+            raise InvalidRequest(f"seg_no {self.seg_no} is out of bounds")
+        if not 1 <= self.membership_epoch <= EPOCH_MAX or self.volume_epoch > EPOCH_MAX:
+            raise InvalidRequest("an epoch is out of bounds")
+        lsns = [self.scl, self.highest_lsn, self.retention_horizon_lsn, self.vdl_hint, self.chain_anchor_lsn,
+                self.scl_high_water, *self.pinned_lsns, *self.holes]
+        if any(lsn > LSN_MAX for lsn in lsns):
+            raise InvalidRequest("an LSN is above the highest LSN")
+        if self.chain_anchor_lsn > self.retention_horizon_lsn:
+            raise InvalidRequest("the chain anchor is above the GC floor")
+        if (len(self.truncation_ranges) > TRUNCATION_RANGES_MAX or len(self.peers) > PEERS_MAX
+                or len(self.holes) > HOLES_MAX):
+            raise InvalidRequest("too many truncation ranges, peers or holes")
+        for r in self.truncation_ranges:
+            r.validate()
 
     def copy(self) -> "SegmentMeta":
         return replace(self, truncation_ranges=list(self.truncation_ranges), peers=[list(p) for p in self.peers],
-                       pinned_lsns=list(self.pinned_lsns))
+                       pinned_lsns=list(self.pinned_lsns), holes=list(self.holes))
 
     def raise_scl_high_water(self) -> None:
-        """Keep `scl_high_water` = the highest SCL ever had, except LSNs inside a truncation range:
-        those were never durable, so no acknowledged write lies there."""
-        high = max(self.scl_high_water, self.scl)
-        for r in self.truncation_ranges:
-            if r.start_lsn <= high <= r.end_lsn:
-                high = max(self.scl, r.start_lsn - 1)
-        self.scl_high_water = high
+        """`scl_high_water` follows SCL up; holes SCL has passed are restored (the chain runs through them)."""
+        self.scl_high_water = max(self.scl_high_water, self.scl)
+        if self.holes:
+            self.holes = [h for h in self.holes if h > self.scl]
+
+    def note_hole(self, lsn: int) -> None:
+        self.holes = sorted(set(self.holes) | {lsn})[-HOLES_MAX:]
 
     def same_shape(self, other: "SegmentMeta") -> bool:
         return (self.volume_id, self.pg_index, self.first_page, self.page_count, self.page_size) == (
@@ -144,6 +220,11 @@ class SegmentMeta:
 
 
 _META_FIELDS = [f.name for f in fields(SegmentMeta)]
+# The scalar fields and their JSON types (the list fields are checked one by one in `_from_dict`).
+_META_TYPES: dict[str, type] = {
+    f.name: {"int": int, "str": str, "bool": bool}[str(f.type)]
+    for f in fields(SegmentMeta) if str(f.type) in ("int", "str", "bool")
+}
 
 
 @dataclass
@@ -180,22 +261,20 @@ class Segment:
         """A working copy: the store plans on it and publishes it only after the commit."""
         return Segment(self.meta.copy(), SclTracker(self.tracker.scl, dict(self.tracker.pending)))
 
-    # -- epochs ---------------------------------------------------------------
+    @property
+    def whole(self) -> bool:
+        """Whether the segment holds every record it may ever have acknowledged: not rebuilding a lost copy,
+        not hydrating (SCL below its GC floor), and back at or past the highest SCL it ever had. Only a
+        whole segment counts towards a read quorum (compute/volume.py): a quorum of three must include one
+        of the four that acknowledged a write, and still hold it."""
+        m = self.meta
+        return not m.rebuilding and self.tracker.scl >= m.retention_horizon_lsn and self.tracker.scl >= m.scl_high_water
+
+    # -- epochs (the rules live in storage/epochs.py) -------------------------------
 
     def check_epochs(self, volume_epoch: int, membership_epoch: int) -> None:
-        durable_volume_epoch = self.meta.volume_epoch
-        if volume_epoch == 0:
-            raise InvalidRequest("the request carries volume epoch 0; every write names the writer's volume epoch")
-        if volume_epoch < durable_volume_epoch:
-            raise StaleEpoch(
-                f"volume epoch {volume_epoch} is older than epoch {durable_volume_epoch} segment "
-                f"{self.meta.segment_id} has durably seen: a newer writer has opened the volume (this writer is fenced)"
-            )
-        if membership_epoch < self.meta.membership_epoch:
-            raise StaleEpoch(
-                f"membership epoch {membership_epoch} is older than epoch {self.meta.membership_epoch} of segment "
-                f"{self.meta.segment_id}: refresh the volume's geometry"
-            )
+        epochs.check_request(volume_epoch, membership_epoch, self.meta.volume_epoch, self.meta.membership_epoch,
+                             self.meta.segment_id)
 
     # -- truncation -----------------------------------------------------------
 
@@ -204,11 +283,7 @@ class Segment:
         fresh = []
         for r in ranges:
             r.validate()
-            if r.epoch > volume_epoch:
-                raise InvalidRequest(
-                    f"truncation range [{r.start_lsn}, {r.end_lsn}] is stamped with epoch {r.epoch}, newer than the "
-                    f"request's volume epoch {volume_epoch}; a writer only truncates with its own epoch or older"
-                )
+            epochs.check_carried(f"truncation range [{r.start_lsn}, {r.end_lsn}]", r.epoch, volume_epoch)
             if r not in known and r not in fresh:
                 fresh.append(r)
         if len(self.meta.truncation_ranges) + len(fresh) > TRUNCATION_RANGES_MAX:
@@ -219,14 +294,22 @@ class Segment:
 
     def note_truncation(
         self, r: TruncationRange, chain_lsn_below_start: int, kept_from_start: list[tuple[int, int]],
-        removed: int, highest_lsn: int,
+        removed: int, highest_lsn: int, stored_tail_below_start: int,
     ) -> None:
-        """After the store removed the range's records: remember it and rebuild SCL from what is kept."""
-        self.meta.truncation_ranges.append(r)
+        """After the store removed what the range voids: remember it and rebuild SCL from what is kept.
+
+        The high water falls with it when the range voids it: what the segment must hold again is then
+        the PG's records below the range, up to the newest it stores there (`stored_tail_below_start`) or
+        a quarantined one above that; nothing inside the range was ever durable."""
+        m = self.meta
+        m.truncation_ranges.append(r)
+        m.record_count = max(0, m.record_count - removed)
+        m.highest_lsn = highest_lsn
         self.tracker = SclTracker.rebuilt(chain_lsn_below_start, kept_from_start)
-        self.meta.scl = self.tracker.scl
-        self.meta.record_count -= removed
-        self.meta.highest_lsn = highest_lsn
+        m.scl = self.tracker.scl
+        m.holes = [h for h in m.holes if not r.start_lsn <= h <= r.end_lsn]
+        if r.start_lsn <= m.scl_high_water <= r.end_lsn:
+            m.scl_high_water = max([m.scl, stored_tail_below_start, *(h for h in m.holes if h < r.start_lsn)])
 
     # -- appends --------------------------------------------------------------
 
@@ -264,17 +347,12 @@ class Segment:
                     f"record LSN {record.lsn} is for page {record.page_no}, outside segment {m.segment_id} "
                     f"(pages {m.first_page}..{m.first_page + m.page_count - 1})"
                 )
-            if record.epoch > batch.volume_epoch:
-                raise InvalidRequest(
-                    f"record LSN {record.lsn} has epoch {record.epoch}, newer than the request's volume epoch "
-                    f"{batch.volume_epoch}"
+            epochs.check_carried(f"record LSN {record.lsn}", record.epoch, batch.volume_epoch)
+            if voided(m.truncation_ranges, record.lsn, record.epoch):
+                raise Truncated(
+                    f"record LSN {record.lsn} (epoch {record.epoch}) lies in a truncation range a newer writer's "
+                    "recovery made; it must not come back"
                 )
-            for r in m.truncation_ranges:
-                if r.covers(record.lsn, record.epoch):
-                    raise Truncated(
-                        f"record LSN {record.lsn} (epoch {record.epoch}) lies in truncation range "
-                        f"[{r.start_lsn}, {r.end_lsn}] made by epoch {r.epoch}; it must not come back"
-                    )
             stored = in_batch.get(record.lsn)
             if stored is None and record.lsn <= m.highest_lsn:  # above it nothing is stored yet
                 stored = lookup_stored(record.lsn)
@@ -355,8 +433,13 @@ class Segment:
             )
 
     def check_records_from(self, from_lsn: int) -> None:
-        """Rule 7: records above `from_lsn` are all still stored."""
+        """Rule 7: records above `from_lsn` are all still stored (and none is being replaced by hydration)."""
         m = self.meta
+        if self.tracker.scl < m.retention_horizon_lsn:
+            raise ReadPointOutOfRange(
+                f"segment {m.segment_id} is being hydrated again from a peer (it lacks copies at or below its GC "
+                f"floor {m.retention_horizon_lsn}) and sends no records meanwhile; read them from another segment"
+            )
         # Below the floor only the chain anchor is known: the PG has no record in (anchor, floor].
         if from_lsn < m.chain_anchor_lsn:
             raise ReadPointOutOfRange(

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from storage.errors import StorageError
+from storage.status import abort_with
 
 # gRPC's own limit on one message; a batch is further bounded by the node's limits.
 MESSAGE_BYTES_MAX = 64 * 1024 * 1024
@@ -57,14 +58,6 @@ def _safe_deserializer(message_cls: Any) -> Callable[[bytes], Any]:
             return Undecodable(type_name, str(exc) or type(exc).__name__)
 
     return deserialize
-
-
-def status_code(error: StorageError) -> grpc.StatusCode:
-    return getattr(grpc.StatusCode, error.status_code_name)
-
-
-async def abort_with(context: grpc.aio.ServicerContext, error: StorageError) -> None:
-    await context.abort(status_code(error), error.message)
 
 
 def generic_handler(service_descriptor: Any, servicer: Any, messages_module: Any) -> grpc.GenericRpcHandler:

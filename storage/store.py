@@ -1,50 +1,49 @@
-"""The storage node's LMDB environment: segments, log records, page versions.
+"""The storage node's segments in its LMDB environment: log records, page versions, segment metadata.
 
-One environment per node, opened in the process that uses it. Layout (named
-databases; integers big-endian so keys sort by number):
+The environment itself (opening, the one writer, readers, map growth, what a failing disk becomes) is
+storage/lmdb_env.py; what is trusted at start is storage/segment_load.py; row keys are storage/keys.py.
 
-    meta        b"next_seg_no"                 -> u32
-    segments    segment_id (utf-8)             -> SegmentMeta JSON (epochs, SCL, truncation ranges, ...)
-    records     seg_no u32 | lsn u64           -> encoded LogRecord (CRC-32C inside)
-    page_index  seg_no u32 | page u64 | lsn u64 -> b""   (which records touch a page)
-    versions    seg_no u32 | page u64 | lsn u64 -> encoded page version (CRC-32C inside)
+Threading: every write transaction runs on one thread (the node's writer); reads may run on any
+thread. A read takes the segment's metadata inside its read transaction, so a segment recreated
+meanwhile (a new seg_no) is never read under an old one.
 
-Threading: every write transaction runs on one thread (the node's writer);
-reads may run on any thread. Growing the map needs no transaction open in the
-process, so readers pass through a `ResizeGate` that the writer closes while it
-calls `set_mapsize`.
+Scrubbing (storage/scrub.py) re-checks every stored copy in short read transactions (`scrub_records`,
+`scrub_versions`, `scrub_metadata`) and deletes or rewrites a bad one through the writer
+(`quarantine_record`, `quarantine_version`, `repair_metadata`).
 
-Scrubbing (storage/scrub.py) re-checks every stored copy in short read
-transactions (`scrub_records`, `scrub_versions`) and deletes a bad one through
-the writer (`quarantine_record`, `quarantine_version`).
+Durability: each write transaction is fsynced when it commits; `commit_appends` writes a whole group
+of batches (from any number of streams) in one transaction: one sync per group. Segment metadata is
+written twice in the same transaction (tables `segments` and `segments_copy`), each copy with its
+CRC-32C.
 
-Durability: the environment is opened with `sync=True`, so each write
-transaction is fsynced when it commits; `commit_appends` writes a whole group
-of batches (from any number of streams) in one transaction: one sync per group.
+A failed disk (storage/lmdb_env.py rule 4): `rebuild_in_fresh_environment` moves the environment
+aside, opens a fresh one and creates every segment it knew again, empty and `rebuilding`, to be
+filled from its peers (storage/gossip.py); segments whose metadata could not be read are left to the
+control plane, which sees them missing from the node's heartbeats and creates them again.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import threading
 from collections import Counter
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import lmdb
 
+from storage import epochs, segment_load
 from storage.errors import (
     AlreadyExists,
     ChecksumMismatch,
     InvalidRequest,
     ReadPointOutOfRange,
-    StaleEpoch,
     StorageError,
     UnknownSegment,
 )
+from storage.keys import SEG_LSN, SEG_PAGE_LSN, page_key, prefix, record_key
+from storage.lmdb_env import MAP_SIZE_DEFAULT_BYTES, LmdbEnvironment
 from storage.records import (
     LSN_MAX,
     LogRecord,
@@ -56,66 +55,22 @@ from storage.records import (
 )
 from storage.retention import coalesce_target, plan_page_gc
 from storage.scl import SclTracker
-from storage.scrub import RECORDS, VERSIONS, BadCopy, Quarantined, ScrubChunk, record_problem, version_problem
-from storage.segment import AppendBatch, AppendPlan, Segment, SegmentMeta, TruncationRange
+from storage.scrub import (
+    CHAIN, RECORDS, VERSIONS, BadCopy, Quarantined, ScrubChunk, chain_gap, record_problem, version_problem,
+)
+from storage.segment import SEG_NO_MAX, AppendBatch, AppendPlan, Segment, SegmentMeta, TruncationRange
+from storage.segment_load import held_above
 
 log = logging.getLogger(__name__)
 
-MAP_SIZE_DEFAULT_BYTES = 1 << 30
-MAP_SIZE_MAX_BYTES = 1 << 40
-MAX_DBS = 8
 READ_RECORDS_MAX = 10_000
 READ_BYTES_MAX = 8 * 1024 * 1024
 # A dirty count that makes coalescing read the page at its next round, whatever its chain minimum.
 LOOK_AGAIN = 1 << 30
+# Rows deleted per write transaction when clearing out orphan or dropped rows (bounds one transaction).
+DELETE_ROWS_PER_TXN_MAX = 50_000
 
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-_SEG_LSN = struct.Struct(">IQ")
-_SEG_PAGE_LSN = struct.Struct(">IQQ")
-
-
-def record_key(seg_no: int, lsn: int) -> bytes:
-    return _SEG_LSN.pack(seg_no, lsn)
-
-
-def page_key(seg_no: int, page_no: int, lsn: int) -> bytes:
-    return _SEG_PAGE_LSN.pack(seg_no, page_no, lsn)
-
-
-class ResizeGate:
-    """Readers share the environment; the writer takes it alone to grow the map."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._resizing = False
-
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def resizing(self) -> Iterator[None]:
-        with self._cond:
-            self._resizing = True
-            while self._readers:
-                self._cond.wait()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._resizing = False
-                self._cond.notify_all()
+__all__ = ["SegmentStore", "BatchResult", "PageRead", "record_key", "page_key"]
 
 
 @dataclass
@@ -137,74 +92,112 @@ class PageRead:
 
 class SegmentStore:
     def __init__(self, path: str, map_size_bytes: int = MAP_SIZE_DEFAULT_BYTES,
-                 open_env: Callable[..., Any] = lmdb.open) -> None:
-        """`open_env` is `lmdb.open`; the simulator passes an in-memory stand-in with the same API."""
-        if open_env is lmdb.open:
-            os.makedirs(path, exist_ok=True)
+                 open_env: Callable[..., Any] = lmdb.open, discard_env: Callable[[str], None] | None = None) -> None:
+        """`open_env` is `lmdb.open`; the simulator passes an in-memory stand-in with the same API, and
+        `discard_env(path)` to throw a failed environment away (default: move it aside)."""
         self.path = path
-        self.env = open_env(
-            path, map_size=map_size_bytes, max_dbs=MAX_DBS, sync=True, metasync=True,
-            readahead=False, meminit=False,
-        )
-        self._meta = self.env.open_db(b"meta")
-        self._segments_db = self.env.open_db(b"segments")
-        self._records = self.env.open_db(b"records")
-        self._page_index = self.env.open_db(b"page_index")
-        self._versions = self.env.open_db(b"versions")
-        self._gate = ResizeGate()
-        self._write_lock = threading.Lock()  # one writer at a time, even if callers slip
+        self.disk = LmdbEnvironment(path, map_size_bytes, open_env=open_env, discard=discard_env)
         self.segments: dict[str, Segment] = {}
+        self.lost: dict[str, str] = {}  # segment_id -> why its metadata was not trusted at start
+        self.metadata_repaired = 0  # metadata copies written again after failing their check
+        self._next_seg_no = 1
         # Pages that received records since coalescing last looked (storage/coalesce.py): appends mark
         # them on the writer thread, the coalescer takes them on the event loop.
         self._dirty_pages: dict[str, Counter[int]] = {}
         self._dirty_lock = threading.Lock()
         self._load()
 
-    # -- start-up -------------------------------------------------------------
+    # -- tables (looked up at each use: a fresh environment has new handles) --------
+
+    @property
+    def env(self) -> Any:
+        return self.disk.env
+
+    @property
+    def _records(self) -> Any:
+        return self.disk.dbs[b"records"]
+
+    @property
+    def _page_index(self) -> Any:
+        return self.disk.dbs[b"page_index"]
+
+    @property
+    def _versions(self) -> Any:
+        return self.disk.dbs[b"versions"]
+
+    # -- start-up and a failed disk ----------------------------------------------------
 
     def _load(self) -> None:
-        with self.env.begin() as txn:
-            metas = [SegmentMeta.from_json(raw) for _, raw in txn.cursor(db=self._segments_db)]
-            for meta in metas:
-                self.segments[meta.segment_id] = self._rebuild_segment(txn, meta)
+        try:
+            self.disk.open()
+            with self.disk.read() as txn:
+                loaded = segment_load.load(txn, self.disk.dbs)
+        except StorageError as error:
+            salvaged = segment_load.salvage(self.disk.env, self.disk.dbs)
+            log.warning("%s; %d segments' metadata salvaged, rebuilt empty from their peers", error.message,
+                      len(salvaged))
+            self.rebuild_in_fresh_environment(salvaged)
+            return
+        self.segments, self.lost, self._next_seg_no = loaded.segments, loaded.lost, loaded.next_seg_no
+        try:
+            self._settle_load(loaded)
+        except StorageError as error:  # e.g. a full disk: the same fixes are found again at the next start
+            log.warning("could not store what the start-up checks fixed: %s", error.message)
         for seg in self.segments.values():
-            log.info("segment %s: scl=%d highest_lsn=%d records=%d", seg.meta.segment_id, seg.meta.scl,
-                     seg.meta.highest_lsn, seg.meta.record_count)
+            log.info("segment %s: scl=%d highest_lsn=%d records=%d%s", seg.meta.segment_id, seg.meta.scl,
+                     seg.meta.highest_lsn, seg.meta.record_count, "" if seg.whole else " (not whole)")
 
-    def _rebuild_segment(self, txn: lmdb.Transaction, meta: SegmentMeta) -> Segment:
-        """Re-derive the SCL tracker: the persisted SCL is exact (written with every batch); records
-        above it are the pending ones. A record that fails its CRC is left out (a hole, to be repaired)."""
-        tracker = SclTracker.rebuilt(meta.scl, self._held_above(txn, meta, meta.scl, warn=True))
-        meta.scl = tracker.scl
-        return Segment(meta=meta, tracker=tracker)
+    def _settle_load(self, loaded: segment_load.Loaded) -> None:
+        """Store what the start-up checks fixed: metadata written again (both copies), the keys of lost
+        segments removed, orphan rows deleted (in bounded transactions)."""
+        metas_db, copies_db = self.disk.dbs[b"segments"], self.disk.dbs[b"segments_copy"]
 
-    def _held_above(self, txn: lmdb.Transaction, meta: SegmentMeta, base: int,
-                    warn: bool = False) -> list[tuple[int, int]]:
-        """(LSN, PG backlink) of every sound record above `base`, for rebuilding the SCL tracker. A record
-        that fails its CRC or is malformed is left out: a hole, to be repaired (`warn`: log each one)."""
-        held = []
-        cursor = txn.cursor(db=self._records)
-        if cursor.set_range(record_key(meta.seg_no, base + 1)):
-            for key, raw in cursor:
-                seg_no, lsn = _SEG_LSN.unpack(key)
-                if seg_no != meta.seg_no:
-                    break
-                try:
-                    record = decode_record(raw, where=f"record LSN {lsn} in segment {meta.segment_id}")
-                except ChecksumMismatch as error:
-                    if warn:
-                        log.warning("%s; left out of the chain until repaired", error.message)
-                    continue
-                if record.lsn != lsn or not record.prev_pg_lsn < lsn:
-                    if warn:
-                        log.warning("record stored under LSN %d in segment %s is malformed; left out", lsn,
-                                    meta.segment_id)
-                    continue
-                held.append((lsn, record.prev_pg_lsn))
-        return held
+        def fix(txn: Any) -> None:
+            for meta in loaded.rewrite:
+                self._put_meta(txn, meta)
+            for segment_id in loaded.lost:
+                txn.delete(segment_id.encode(), db=metas_db)
+                txn.delete(segment_id.encode(), db=copies_db)
+
+        if loaded.rewrite or loaded.lost:
+            self.disk.write(fix)
+            self.metadata_repaired += len(loaded.rewrite)
+        for seg_no in loaded.orphan_seg_nos:
+            removed = self._delete_rows(seg_no)
+            log.warning("deleted %d orphan rows of seg_no %d (no trusted segment owns them)", removed, seg_no)
+
+    def rebuild_in_fresh_environment(self, keep: list[SegmentMeta] | None = None) -> list[str]:
+        """The disk failed: move the environment aside, open a fresh one and create every segment of
+        `keep` (default: every segment held now) again, empty and `rebuilding` (it fills from its peers).
+        Its identity, epochs, truncation ranges, pins and high water are kept; nothing it stored is.
+        Returns the segment ids. Runs on the writer thread."""
+        keep = [s.meta for s in self.segments.values()] if keep is None else keep
+        self.disk.replace()
+        fresh: dict[str, Segment] = {}
+        next_seg_no = max([self._next_seg_no, *(m.seg_no + 1 for m in keep)])
+        for meta in sorted(keep, key=lambda m: m.segment_id):
+            rebuilt = replace(
+                meta.copy(), seg_no=next_seg_no, scl=0, highest_lsn=0, record_count=0, retention_horizon_lsn=0,
+                chain_anchor_lsn=0, vdl_hint=0, holes=[], rebuilding=True,
+                versions_coalesced=0, records_collected=0, versions_collected=0, pages_hydrated=0, bytes_hydrated=0,
+            )
+            next_seg_no += 1
+            fresh[meta.segment_id] = Segment(meta=rebuilt, tracker=SclTracker(scl=0))
+
+        def put_all(txn: Any) -> None:
+            for seg in fresh.values():
+                self._put_meta(txn, seg.meta)
+
+        self.disk.write(put_all)
+        self.segments, self._next_seg_no = fresh, next_seg_no
+        with self._dirty_lock:
+            self._dirty_pages.clear()
+        log.warning("fresh LMDB environment at %s: %d segments created again, rebuilding from their peers: %s",
+                    self.path, len(fresh), ", ".join(sorted(fresh)) or "none")
+        return sorted(fresh)
 
     def close(self) -> None:
-        self.env.close()
+        self.disk.close()
 
     # -- helpers --------------------------------------------------------------
 
@@ -217,43 +210,18 @@ class SegmentStore:
     def volume_epoch(self, segment_id: str) -> int:
         return self.segment(segment_id).meta.volume_epoch
 
-    @contextmanager
-    def _read_txn(self) -> Iterator[lmdb.Transaction]:
-        with self._gate.reading():
-            with self.env.begin(buffers=False) as txn:
-                yield txn
-
-    def _write(self, fn, *args):  # type: ignore[no-untyped-def]
-        """Run fn(txn, *args) in one synced write transaction, growing the map when full.
-
-        `fn` must leave in-memory state untouched until it returns (or restore it on error):
-        on MapFullError the transaction is aborted and fn runs again from the start.
-        """
-        with self._write_lock:
-            while True:
-                try:
-                    with self.env.begin(write=True) as txn:
-                        return fn(txn, *args)
-                except lmdb.MapFullError:
-                    self._grow_map()
-
-    def _grow_map(self) -> None:
-        current = self.env.info()["map_size"]
-        new = current * 2
-        if new > MAP_SIZE_MAX_BYTES:
-            raise StorageError(f"the LMDB map would exceed {MAP_SIZE_MAX_BYTES} bytes; this node is out of room")
-        with self._gate.resizing():
-            self.env.set_mapsize(new)
-        log.info("LMDB map grown from %d to %d bytes", current, new)
-
-    def _put_meta(self, txn: lmdb.Transaction, meta: SegmentMeta) -> None:
+    def _put_meta(self, txn: Any, meta: SegmentMeta) -> None:
         meta.raise_scl_high_water()
-        txn.put(meta.segment_id.encode(), meta.to_json(), db=self._segments_db)
+        encoded = meta.to_bytes()
+        key = meta.segment_id.encode()
+        txn.put(key, encoded, db=self.disk.dbs[b"segments"])
+        txn.put(key, encoded, db=self.disk.dbs[b"segments_copy"])
 
     # -- segments -------------------------------------------------------------
 
-    def create_segment(self, meta: SegmentMeta) -> tuple[SegmentMeta, bool]:
-        """Create a segment (idempotent for an identical one). `meta.seg_no` is assigned here."""
+    def create_segment(self, meta: SegmentMeta, rebuild: bool = False) -> tuple[SegmentMeta, bool]:
+        """Create a segment (idempotent for an identical one). `meta.seg_no` is assigned here. `rebuild`:
+        it replaces a copy that was lost, so it is not whole until it has caught up (SegmentMeta.rebuilding)."""
         existing = self.segments.get(meta.segment_id)
         if existing is not None:
             if existing.meta.same_shape(meta):
@@ -263,40 +231,47 @@ class SegmentStore:
                 f"(volume {existing.meta.volume_id}, PG {existing.meta.pg_index}, pages "
                 f"{existing.meta.first_page}+{existing.meta.page_count}, page size {existing.meta.page_size})"
             )
-
-        def txn_fn(txn: lmdb.Transaction) -> SegmentMeta:
-            raw = txn.get(b"next_seg_no", db=self._meta)
-            seg_no = _U32.unpack(raw)[0] if raw else 1
-            txn.put(b"next_seg_no", _U32.pack(seg_no + 1), db=self._meta)
-            fresh = SegmentMeta(**{**meta.__dict__, "seg_no": seg_no, "truncation_ranges": []})
-            self._put_meta(txn, fresh)
-            return fresh
-
-        fresh = self._write(txn_fn)
+        seg_no = self._next_seg_no
+        if seg_no > SEG_NO_MAX:
+            raise StorageError(f"this node has used every one of its {SEG_NO_MAX} segment numbers")
+        fresh = SegmentMeta(**{**meta.__dict__, "seg_no": seg_no, "truncation_ranges": [], "rebuilding": rebuild})
+        self.disk.write(self._put_meta, fresh)
+        self._next_seg_no = seg_no + 1
+        self.lost.pop(fresh.segment_id, None)
         self.segments[fresh.segment_id] = Segment(meta=fresh, tracker=SclTracker(scl=fresh.scl))
         return fresh, True
 
     def drop_segment(self, segment_id: str) -> int:
         seg = self.segment(segment_id)
-        seg_no = seg.meta.seg_no
 
-        def txn_fn(txn: lmdb.Transaction) -> int:
-            removed = self._delete_prefix(txn, self._records, _U32.pack(seg_no))
-            self._delete_prefix(txn, self._page_index, _U32.pack(seg_no))
-            self._delete_prefix(txn, self._versions, _U32.pack(seg_no))
-            txn.delete(segment_id.encode(), db=self._segments_db)
-            return removed
+        def txn_fn(txn: Any) -> None:
+            txn.delete(segment_id.encode(), db=self.disk.dbs[b"segments"])
+            txn.delete(segment_id.encode(), db=self.disk.dbs[b"segments_copy"])
 
-        removed = self._write(txn_fn)
+        self.disk.write(txn_fn)
         del self.segments[segment_id]
+        return self._delete_rows(seg.meta.seg_no)
+
+    def _delete_rows(self, seg_no: int) -> int:
+        """Delete every row of `seg_no` (records, page index, versions) in bounded transactions; return the
+        records removed. The metadata is gone first, so a crash midway leaves orphans the next start clears."""
+        removed = 0
+        for db_name in (b"records", b"page_index", b"versions"):
+            while True:
+                n = self.disk.write(self._delete_prefix, self.disk.dbs[db_name], prefix(seg_no),
+                                    DELETE_ROWS_PER_TXN_MAX)
+                if db_name == b"records":
+                    removed += n
+                if n < DELETE_ROWS_PER_TXN_MAX:
+                    break
         return removed
 
     @staticmethod
-    def _delete_prefix(txn: lmdb.Transaction, db: lmdb._Database, prefix: bytes) -> int:
+    def _delete_prefix(txn: Any, db: Any, key_prefix: bytes, limit: int) -> int:
         cursor = txn.cursor(db=db)
         removed = 0
-        if cursor.set_range(prefix):
-            while cursor.key() and cursor.key().startswith(prefix):
+        if cursor.set_range(key_prefix):
+            while removed < limit and cursor.key() and bytes(cursor.key()).startswith(key_prefix):
                 removed += 1
                 if not cursor.delete():
                     break
@@ -304,46 +279,56 @@ class SegmentStore:
 
     # -- epochs ---------------------------------------------------------------
 
-    def raise_volume_epoch(self, segment_id: str, volume_epoch: int) -> int:
+    def raise_volume_epoch(self, segment_id: str, volume_epoch: int, writer_id: str = "") -> int:
+        """Take `volume_epoch` for `writer_id` durably (storage/epochs.py rule 4; the same writer raising the
+        same epoch again is a no-op). Returns the epoch. Runs on the writer thread."""
         current = self.segment(segment_id)
-        if volume_epoch == 0:
-            raise InvalidRequest("volume epoch 0 is not an epoch; epochs start at 1")
-        if volume_epoch <= current.meta.volume_epoch:
-            # Strictly newer: two writers that picked the same epoch cannot both win a quorum.
-            raise StaleEpoch(
-                f"volume epoch {volume_epoch} is not newer than epoch {current.meta.volume_epoch} segment "
-                f"{segment_id} has durably seen; an epoch only moves forward (pick a higher one)"
-            )
+        if not epochs.plan_raise(volume_epoch, writer_id, current.meta.volume_epoch, current.meta.volume_epoch_owner,
+                                 segment_id):
+            return volume_epoch
 
-        def txn_fn(txn: lmdb.Transaction) -> Segment:
-            seg = current.copy()
+        def txn_fn(txn: Any) -> Segment:
+            seg = self.segment(segment_id).copy()
             seg.meta.volume_epoch = volume_epoch
+            seg.meta.volume_epoch_owner = writer_id
             self._put_meta(txn, seg.meta)
             return seg
 
-        self.segments[segment_id] = self._write(txn_fn)
+        self.segments[segment_id] = self.disk.write(txn_fn)
         return volume_epoch
 
     def update_membership(self, segment_id: str, membership_epoch: int, peers: list[list[str]]) -> int:
         """Install a PG membership epoch (and its peers) durably; equal epochs are idempotent."""
         current = self.segment(segment_id)
-        if membership_epoch < current.meta.membership_epoch:
-            raise StaleEpoch(
-                f"membership epoch {membership_epoch} is older than epoch {current.meta.membership_epoch} of "
-                f"segment {segment_id}; a membership epoch only moves forward"
-            )
+        epochs.check_membership_raise(membership_epoch, current.meta.membership_epoch, segment_id)
         if membership_epoch == current.meta.membership_epoch and peers == current.meta.peers:
             return membership_epoch
 
-        def txn_fn(txn: lmdb.Transaction) -> Segment:
-            seg = current.copy()
+        def txn_fn(txn: Any) -> Segment:
+            seg = self.segment(segment_id).copy()
             seg.meta.membership_epoch = membership_epoch
             seg.meta.peers = [list(p) for p in peers]
             self._put_meta(txn, seg.meta)
             return seg
 
-        self.segments[segment_id] = self._write(txn_fn)
+        self.segments[segment_id] = self.disk.write(txn_fn)
         return membership_epoch
+
+    def set_rebuild_target(self, segment_id: str, target_lsn: int) -> Segment:
+        """A rebuilding segment measured, from its peers, the highest SCL it may have acknowledged before
+        its copy was lost (storage/gossip.py): it must catch up to there before it is whole again. Runs on
+        the writer thread."""
+
+        def txn_fn(txn: Any) -> Segment:
+            seg = self.segment(segment_id).copy()
+            seg.meta.scl_high_water = max(seg.meta.scl_high_water, min(target_lsn, LSN_MAX))
+            seg.meta.rebuilding = False
+            self._put_meta(txn, seg.meta)
+            return seg
+
+        seg = self.disk.write(txn_fn)
+        self.segments[segment_id] = seg
+        return seg
 
     # -- appends --------------------------------------------------------------
 
@@ -356,7 +341,7 @@ class SegmentStore:
         so a concurrent reader never trusts an SCL whose records are not yet durable.
         """
 
-        def txn_fn(txn: lmdb.Transaction) -> tuple[list[BatchResult | StorageError], dict[str, Segment]]:
+        def txn_fn(txn: Any) -> tuple[list[BatchResult | StorageError], dict[str, Segment]]:
             work: dict[str, Segment] = {}
             results: list[BatchResult | StorageError] = []
             for batch in batches:
@@ -364,13 +349,13 @@ class SegmentStore:
                 # leaves no trace, neither on disk nor in memory.
                 try:
                     seg = (work.get(batch.segment_id) or self.segment(batch.segment_id)).copy()
-                    with self.env.begin(write=True, parent=txn) as child:
+                    with self.disk.env.begin(write=True, parent=txn) as child:
                         results.append(self._append_one(child, batch, seg))
                     work[batch.segment_id] = seg
                 except StorageError as error:
                     results.append(error)
-                except lmdb.MapFullError:
-                    raise
+                except lmdb.Error:
+                    raise  # the disk's, not the batch's (storage/lmdb_env.py rule 4)
                 except Exception as error:  # noqa: BLE001 - a bug or bad bytes must not fail the whole group
                     log.exception("batch %d for segment %s failed", batch.batch_id, batch.segment_id)
                     results.append(StorageError(f"the node could not apply the batch: {type(error).__name__}: {error}"))
@@ -378,7 +363,7 @@ class SegmentStore:
                 self._put_meta(txn, seg.meta)
             return results, work
 
-        results, work = self._write(txn_fn)
+        results, work = self.disk.write(txn_fn)
         self.segments.update(work)
         with self._dirty_lock:
             for batch, result in zip(batches, results):
@@ -412,7 +397,7 @@ class SegmentStore:
         with self._dirty_lock:
             return dict(self._dirty_pages.get(segment_id, {}))
 
-    def _append_one(self, txn: lmdb.Transaction, batch: AppendBatch, seg: Segment) -> BatchResult:
+    def _append_one(self, txn: Any, batch: AppendBatch, seg: Segment) -> BatchResult:
         seg.check_epochs(batch.volume_epoch, batch.membership_epoch)
         if batch.vdl_hint > LSN_MAX:
             raise InvalidRequest(f"VDL hint {batch.vdl_hint} is above the highest LSN {LSN_MAX}")
@@ -442,18 +427,19 @@ class SegmentStore:
         if not current.new_truncations([r], volume_epoch):
             return 0
 
-        def txn_fn(txn: lmdb.Transaction) -> tuple[int, Segment]:
-            seg = current.copy()
+        def txn_fn(txn: Any) -> tuple[int, Segment]:
+            seg = self.segment(segment_id).copy()
             removed = self._truncate_in_txn(txn, seg, r)
             seg.meta.volume_epoch = max(seg.meta.volume_epoch, volume_epoch)
             self._put_meta(txn, seg.meta)
             return removed, seg
 
-        removed, seg = self._write(txn_fn)
+        removed, seg = self.disk.write(txn_fn)
         self.segments[segment_id] = seg
         return removed
 
-    def _truncate_in_txn(self, txn: lmdb.Transaction, seg: Segment, r: TruncationRange) -> int:
+    def _truncate_in_txn(self, txn: Any, seg: Segment, r: TruncationRange) -> int:
+        """Apply `r`: delete what it voids (storage/truncation.py), rebuild SCL, and remember `r` for ever."""
         seg_no = seg.meta.seg_no
         cursor = txn.cursor(db=self._records)
         removed = 0
@@ -462,7 +448,7 @@ class SegmentStore:
                 key = cursor.key()
                 if not key:  # deleting the last row leaves the cursor unpositioned
                     break
-                key_seg, lsn = _SEG_LSN.unpack(key)
+                key_seg, lsn = SEG_LSN.unpack(key)
                 if key_seg != seg_no or lsn > r.end_lsn:
                     break
                 raw = cursor.value()
@@ -476,43 +462,38 @@ class SegmentStore:
                     break
         # Page versions folded from now-void records go too.
         vcursor = txn.cursor(db=self._versions)
-        prefix = _U32.pack(seg_no)
+        seg_prefix = prefix(seg_no)
         doomed = []
-        if vcursor.set_range(prefix):
+        if vcursor.set_range(seg_prefix):
             for key, _ in vcursor:
-                if not key.startswith(prefix):
+                if not key.startswith(seg_prefix):
                     break
-                _, _, lsn = _SEG_PAGE_LSN.unpack(key)
+                _, _, lsn = SEG_PAGE_LSN.unpack(key)
                 if r.start_lsn <= lsn <= r.end_lsn:
                     doomed.append(key)
         for key in doomed:
             txn.delete(key, db=self._versions)
         # Highest record held below the range (every held record below SCL is in the chain), or the
         # chain anchor where GC removed the records.
-        below = min(self._chain_tail_at_or_below(txn, seg.meta, r.start_lsn - 1), seg.tracker.scl)
-        kept_from_start = []  # every record held above the chain base: spared by the range, or outside it
-        if cursor.set_range(record_key(seg_no, below + 1)):
-            for key, raw in cursor:
-                key_seg, lsn = _SEG_LSN.unpack(key)
-                if key_seg != seg_no:
-                    break
-                _, prev_pg, _, _ = peek_header(raw)
-                if prev_pg < lsn:
-                    kept_from_start.append((lsn, prev_pg))
+        stored_tail = self._chain_tail_at_or_below(txn, seg.meta, r.start_lsn - 1)
+        below = min(stored_tail, seg.tracker.scl)
+        # Every sound record held above the chain base (spared by the range, or outside it) waits again for
+        # its predecessor; a rotten one is left out (the scrubber quarantines it, a resend restores it).
+        kept_from_start = held_above(txn, self._records, seg.meta, below)
         highest = seg.meta.highest_lsn
         if highest >= r.start_lsn:
             highest = self._highest_lsn_in_txn(txn, seg_no)
-        seg.note_truncation(r, below, kept_from_start, removed, highest)
+        seg.note_truncation(r, below, kept_from_start, removed, highest, stored_tail)
         return removed
 
-    def _highest_lsn_in_txn(self, txn: lmdb.Transaction, seg_no: int) -> int:
+    def _highest_lsn_in_txn(self, txn: Any, seg_no: int) -> int:
         cursor = txn.cursor(db=self._records)
         if cursor.set_range(record_key(seg_no + 1, 0)):
             moved = cursor.prev()
         else:
             moved = cursor.last()
         if moved:
-            key_seg, lsn = _SEG_LSN.unpack(cursor.key())
+            key_seg, lsn = SEG_LSN.unpack(cursor.key())
             if key_seg == seg_no:
                 return lsn
         return 0
@@ -524,13 +505,15 @@ class SegmentStore:
         seg = self.segment(segment_id)
         seg.check_page(page_no)
         seg.check_read_point(read_point)
-        with self._read_txn() as txn:
-            # GC publishes a raised horizon before it deletes anything: checked again inside the snapshot.
-            self.segment(segment_id).check_read_point(read_point)
+        with self.disk.read() as txn:
+            # GC publishes a raised horizon before it deletes anything: checked again inside the snapshot,
+            # on the segment as it is now (a fresh environment may have created it again meanwhile).
+            seg = self.segment(segment_id)
+            seg.check_read_point(read_point)
             data, page_lsn = self._materialize(txn, seg.meta, page_no, read_point)
         return PageRead(data, page_lsn, seg.tracker.scl)
 
-    def _materialize(self, txn: lmdb.Transaction, meta: SegmentMeta, page_no: int, read_point: int) -> tuple[bytes, int]:
+    def _materialize(self, txn: Any, meta: SegmentMeta, page_no: int, read_point: int) -> tuple[bytes, int]:
         """(image, page_lsn) of a page at `read_point`, every copy CRC-checked."""
         seg_no, segment_id = meta.seg_no, meta.segment_id
         page = bytearray(meta.page_size)
@@ -539,7 +522,7 @@ class SegmentStore:
         found = vcursor.set_range(page_key(seg_no, page_no, read_point + 1))
         moved = vcursor.prev() if found else vcursor.last()
         if moved:
-            key_seg, key_page, lsn = _SEG_PAGE_LSN.unpack(vcursor.key())
+            key_seg, key_page, lsn = SEG_PAGE_LSN.unpack(vcursor.key())
             if key_seg == seg_no and key_page == page_no and lsn <= read_point:
                 where = f"page version of page {page_no} at LSN {lsn} in segment {segment_id}"
                 _, _, image = decode_page_version(vcursor.value(), where=where)
@@ -548,7 +531,7 @@ class SegmentStore:
         icursor = txn.cursor(db=self._page_index)
         if icursor.set_range(page_key(seg_no, page_no, page_lsn + 1)):
             for key, _ in icursor:
-                key_seg, key_page, lsn = _SEG_PAGE_LSN.unpack(key)
+                key_seg, key_page, lsn = SEG_PAGE_LSN.unpack(key)
                 if key_seg != seg_no or key_page != page_no or lsn > read_point:
                     break
                 raw = txn.get(record_key(seg_no, lsn), db=self._records)
@@ -576,16 +559,17 @@ class SegmentStore:
             return [], False
         max_records = min(max_records or READ_RECORDS_MAX, READ_RECORDS_MAX)
         max_bytes = min(max_bytes or READ_BYTES_MAX, READ_BYTES_MAX)
-        seg_no = seg.meta.seg_no
         out: list[LogRecord] = []
         size = 0
         more = False
-        with self._read_txn() as txn:
-            self.segment(segment_id).check_records_from(from_lsn)  # GC may have run since the check above
+        with self.disk.read() as txn:
+            seg = self.segment(segment_id)
+            seg.check_records_from(from_lsn)  # GC may have run since the check above
+            seg_no = seg.meta.seg_no
             cursor = txn.cursor(db=self._records)
             if cursor.set_range(record_key(seg_no, from_lsn + 1)):
                 for key, raw in cursor:
-                    key_seg, lsn = _SEG_LSN.unpack(key)
+                    key_seg, lsn = SEG_LSN.unpack(key)
                     if key_seg != seg_no or (to_lsn and lsn > to_lsn):
                         break
                     if len(out) >= max_records or (out and size + len(raw) > max_bytes):
@@ -610,10 +594,10 @@ class SegmentStore:
                 f"the chain tail at or below LSN {lsn} of segment {segment_id} is unknown: records at or below "
                 f"its GC floor {seg.meta.retention_horizon_lsn} were garbage-collected"
             )
-        with self._read_txn() as txn:
+        with self.disk.read() as txn:
             return self._chain_tail_at_or_below(txn, self.segment(segment_id).meta, lsn)
 
-    def _chain_tail_at_or_below(self, txn: lmdb.Transaction, meta: SegmentMeta, lsn: int) -> int:
+    def _chain_tail_at_or_below(self, txn: Any, meta: SegmentMeta, lsn: int) -> int:
         """The newest stored record at or below `lsn`, or the chain anchor if that is newer (GC removed
         the records up to it)."""
         seg_no = meta.seg_no
@@ -621,7 +605,7 @@ class SegmentStore:
         cursor = txn.cursor(db=self._records)
         moved = cursor.prev() if cursor.set_range(record_key(seg_no, lsn + 1)) else cursor.last()
         if moved:
-            key_seg, at = _SEG_LSN.unpack(cursor.key())
+            key_seg, at = SEG_LSN.unpack(cursor.key())
             if key_seg == seg_no:
                 found = at
         anchor = meta.chain_anchor_lsn if meta.chain_anchor_lsn <= lsn else 0
@@ -631,52 +615,141 @@ class SegmentStore:
 
     def scrub_records(self, segment_id: str, start_key: bytes | None, rows_max: int, bytes_max: int) -> ScrubChunk:
         """Check up to `rows_max` records (and `bytes_max` bytes) of a segment from `start_key` on, in one
-        short read transaction (`start_key` None: from its first record)."""
+        short read transaction (`start_key` None: from its first record): each copy (`record_problem`),
+        and that every record at or below SCL links to a record the segment holds (`chain_gap`), with SCL
+        and the chain anchor as this transaction's snapshot stored them."""
         meta = self.segment(segment_id).meta
 
-        def check(txn: lmdb.Transaction, key: bytes, raw: bytes) -> BadCopy | None:
-            _, lsn = _SEG_LSN.unpack(key)
+        def check(txn: Any, key: bytes, raw: bytes, snapshot: SegmentMeta | None) -> BadCopy | None:
+            _, lsn = SEG_LSN.unpack(key)
 
             def indexed(page_no: int) -> bool:
                 return txn.get(page_key(meta.seg_no, page_no, lsn), db=self._page_index) is not None
 
             problem = record_problem(meta, lsn, raw, indexed)
-            return None if problem is None else BadCopy(RECORDS, lsn, 0, problem)
+            if problem is not None:
+                return BadCopy(RECORDS, lsn, 0, problem)
+            if snapshot is None or lsn > snapshot.scl:
+                return None
+            prev_pg = peek_header(raw)[1]  # sound: record_problem checked its CRC
 
-        return self._scrub_rows(self._records, meta.seg_no, start_key, rows_max, bytes_max, check)
+            def held(prev: int) -> bool:
+                return txn.get(record_key(meta.seg_no, prev), db=self._records) is not None
+
+            gap = chain_gap(snapshot, lsn, prev_pg, held)
+            return None if gap is None else BadCopy(CHAIN, prev_pg, 0, gap)
+
+        return self._scrub_rows(self._records, meta.seg_no, start_key, rows_max, bytes_max, check,
+                                segment_id=segment_id)
 
     def scrub_versions(self, segment_id: str, start_key: bytes | None, rows_max: int, bytes_max: int) -> ScrubChunk:
         """As `scrub_records`, for the segment's page versions."""
         meta = self.segment(segment_id).meta
 
-        def check(txn: lmdb.Transaction, key: bytes, raw: bytes) -> BadCopy | None:
-            _, page_no, lsn = _SEG_PAGE_LSN.unpack(key)
+        def check(txn: Any, key: bytes, raw: bytes, snapshot: SegmentMeta | None) -> BadCopy | None:
+            _, page_no, lsn = SEG_PAGE_LSN.unpack(key)
             problem = version_problem(meta, page_no, lsn, raw)
             return None if problem is None else BadCopy(VERSIONS, lsn, page_no, problem)
 
         return self._scrub_rows(self._versions, meta.seg_no, start_key, rows_max, bytes_max, check)
 
     def _scrub_rows(self, db: Any, seg_no: int, start_key: bytes | None, rows_max: int, bytes_max: int,
-                    check: Callable[[lmdb.Transaction, bytes, bytes], BadCopy | None]) -> ScrubChunk:
+                    check: Callable[[Any, bytes, bytes, SegmentMeta | None], BadCopy | None],
+                    segment_id: str | None = None) -> ScrubChunk:
         """Walk one segment's rows of `db` from `start_key` in one read transaction, `check`ing each, until
-        `rows_max` rows or `bytes_max` bytes; the chunk says where to resume (None: at the end)."""
-        prefix = _U32.pack(seg_no)
+        `rows_max` rows or `bytes_max` bytes; the chunk says where to resume (None: at the end). With
+        `segment_id`, `check` also gets the segment's metadata as stored in the same snapshot."""
+        seg_prefix = prefix(seg_no)
         checked, size, bad = 0, 0, []
-        with self._read_txn() as txn:
+        with self.disk.read() as txn:
+            snapshot = self._stored_meta(txn, segment_id) if segment_id is not None else None
+            if snapshot is not None and snapshot.seg_no != seg_no:
+                snapshot = None
             cursor = txn.cursor(db=db)
-            if not cursor.set_range(start_key or prefix):
+            if not cursor.set_range(start_key or seg_prefix):
                 return ScrubChunk(0, [], None)
             for key, raw in cursor:
-                if not key.startswith(prefix):
+                if not key.startswith(seg_prefix):
                     break
                 if checked >= rows_max or (checked and size + len(raw) > bytes_max):
                     return ScrubChunk(checked, bad, key)
-                found = check(txn, key, raw)
+                found = check(txn, key, raw, snapshot)
                 if found is not None:
                     bad.append(found)
                 checked += 1
                 size += len(raw)
         return ScrubChunk(checked, bad, None)
+
+    def _stored_meta(self, txn: Any, segment_id: str) -> SegmentMeta | None:
+        """The segment's metadata as this transaction's snapshot stores it (either good copy), or None."""
+        for table in segment_load.META_TABLES:
+            raw = txn.get(segment_id.encode(), db=self.disk.dbs[table])
+            if raw is None:
+                continue
+            try:
+                return SegmentMeta.from_bytes(raw)
+            except ChecksumMismatch:
+                continue
+        return None
+
+    def scrub_metadata(self, segment_id: str) -> str | None:
+        """Why one of the segment's two stored metadata copies must not be trusted (None: both sound and
+        equal), read in one short read transaction."""
+        with self.disk.read() as txn:
+            return self._metadata_problem(txn, segment_id)
+
+    def _metadata_problem(self, txn: Any, segment_id: str) -> str | None:
+        decoded = []
+        for table in segment_load.META_TABLES:
+            where = f"metadata copy of segment {segment_id} in {table.decode()}"
+            raw = txn.get(segment_id.encode(), db=self.disk.dbs[table])
+            if raw is None:
+                return f"{where} is missing"
+            try:
+                decoded.append(SegmentMeta.from_bytes(raw, where=where))
+            except ChecksumMismatch as error:
+                return error.message
+        if decoded[0] != decoded[1]:
+            return f"the two metadata copies of segment {segment_id} both check but differ"
+        return None
+
+    def repair_metadata(self, segment_id: str) -> bool:
+        """Write both metadata copies again from the segment's state in memory (verified when the node
+        started, kept since) if a stored copy (still) fails its check. Runs on the writer thread."""
+
+        def txn_fn(txn: Any) -> bool:
+            if segment_id not in self.segments or self._metadata_problem(txn, segment_id) is None:
+                return False
+            self._put_meta(txn, self.segment(segment_id).meta.copy())
+            return True
+
+        repaired = bool(self.disk.write(txn_fn))
+        self.metadata_repaired += repaired
+        return repaired
+
+    def break_chain_at_gap(self, segment_id: str, missing_lsn: int) -> Quarantined | None:
+        """A record at or below SCL names a PG predecessor the segment does not hold (scrub rule 1): the
+        chain breaks there (SCL falls below it, as after a quarantine) if it (still) does, and gossip
+        fetches what is missing. None if the gap is gone or SCL is below it already. Runs on the writer."""
+
+        def txn_fn(txn: Any) -> tuple[Quarantined, Segment] | None:
+            seg = self.segment(segment_id).copy()
+            m = seg.meta
+            if (seg.tracker.scl <= missing_lsn or missing_lsn <= m.chain_anchor_lsn or seg.tracker.scl < m.retention_horizon_lsn
+                    or txn.get(record_key(m.seg_no, missing_lsn), db=self._records) is not None):
+                return None
+            scl_before = seg.tracker.scl
+            self._break_chain_at(txn, seg, missing_lsn)
+            self._put_meta(txn, m)
+            problem = f"SCL {scl_before} of segment {segment_id} ran past LSN {missing_lsn}, which it does not hold"
+            return Quarantined(segment_id, missing_lsn, problem, scl_before, seg.tracker.scl, 0), seg
+
+        result = self.disk.write(txn_fn)
+        if result is None:
+            return None
+        done, seg = result
+        self.segments[segment_id] = seg
+        return done
 
     def quarantine_record(self, segment_id: str, lsn: int) -> Quarantined | None:
         """Delete the record stored under `lsn` if it (still) fails its check, with its page-index row,
@@ -685,10 +758,8 @@ class SegmentStore:
 
         None if the record is gone or sound by now (a resend repaired it since the scrubber read it).
         Runs on the writer thread; the segment is changed on a copy published after the commit."""
-        current = self.segment(segment_id)
-
-        def txn_fn(txn: lmdb.Transaction) -> tuple[Quarantined, Segment] | None:
-            seg = current.copy()
+        def txn_fn(txn: Any) -> tuple[Quarantined, Segment] | None:
+            seg = self.segment(segment_id).copy()
             seg_no = seg.meta.seg_no
             key = record_key(seg_no, lsn)
             raw = txn.get(key, db=self._records)
@@ -711,14 +782,14 @@ class SegmentStore:
             self._put_meta(txn, seg.meta)  # the lowered SCL is durable with the deletion: a restart trusts it
             return Quarantined(segment_id, lsn, problem, scl_before, seg.tracker.scl, rows), seg
 
-        result = self._write(txn_fn)
+        result = self.disk.write(txn_fn)
         if result is None:
             return None
         done, seg = result
         self.segments[segment_id] = seg
         return done
 
-    def _delete_index_rows(self, txn: lmdb.Transaction, seg: Segment, lsn: int, raw: bytes) -> int:
+    def _delete_index_rows(self, txn: Any, seg: Segment, lsn: int, raw: bytes) -> int:
         """Delete the page-index row of the record `lsn`. Its page comes from the rotten record's header;
         if the rot hit that field, the segment's page index is searched for the LSN (rare and slower)."""
         seg_no, m = seg.meta.seg_no, seg.meta
@@ -732,20 +803,20 @@ class SegmentStore:
             return 1
         log.warning("record LSN %d of segment %s has no page-index row for the page its header names; "
                     "searching the segment's page index", lsn, m.segment_id)
-        prefix = _U32.pack(seg_no)
+        seg_prefix = prefix(seg_no)
         doomed = []
         cursor = txn.cursor(db=self._page_index)
-        if cursor.set_range(prefix):
+        if cursor.set_range(seg_prefix):
             for key, _ in cursor:
-                if not key.startswith(prefix):
+                if not key.startswith(seg_prefix):
                     break
-                if _SEG_PAGE_LSN.unpack(key)[2] == lsn:
+                if SEG_PAGE_LSN.unpack(key)[2] == lsn:
                     doomed.append(key)
         for key in doomed:
             txn.delete(key, db=self._page_index)
         return len(doomed)
 
-    def _break_chain_at(self, txn: lmdb.Transaction, seg: Segment, hole_lsn: int) -> None:
+    def _break_chain_at(self, txn: Any, seg: Segment, hole_lsn: int) -> None:
         """Rebuild the SCL tracker after the record `hole_lsn` was deleted (in this transaction).
 
         Every held record at or below SCL is in the chain, so the highest record held below the hole is
@@ -760,8 +831,10 @@ class SegmentStore:
             seg.meta.scl = seg.tracker.scl
             return
         base = min(self._chain_tail_at_or_below(txn, seg.meta, hole_lsn - 1), seg.tracker.scl)
-        seg.tracker = SclTracker.rebuilt(base, self._held_above(txn, seg.meta, base))
+        seg.tracker = SclTracker.rebuilt(base, held_above(txn, self._records, seg.meta, base))
         seg.meta.scl = seg.tracker.scl
+        if hole_lsn > seg.meta.scl:
+            seg.meta.note_hole(hole_lsn)
 
     def quarantine_version(self, segment_id: str, page_no: int, lsn: int) -> bool:
         """Delete the page version stored under (`page_no`, `lsn`) if it (still) fails its check.
@@ -770,7 +843,7 @@ class SegmentStore:
         only copy: SCL drops below the floor and the segment serves nothing until it is hydrated again
         from a peer (storage/retention.py rule 5). Runs on the writer thread."""
 
-        def txn_fn(txn: lmdb.Transaction) -> Segment | bool:
+        def txn_fn(txn: Any) -> Segment | bool:
             seg = self.segment(segment_id).copy()
             seg_no = seg.meta.seg_no
             key = page_key(seg_no, page_no, lsn)
@@ -790,40 +863,40 @@ class SegmentStore:
                 return seg
             return True
 
-        result = self._write(txn_fn)
+        result = self.disk.write(txn_fn)
         if isinstance(result, Segment):
             self.segments[segment_id] = result
         return bool(result)
 
     # -- retention: coalescing, GC, pins, hydration (storage/retention.py) -------------
 
-    def _page_lsns(self, txn: lmdb.Transaction, db: Any, seg_no: int, page_no: int, above: int = 0,
+    def _page_lsns(self, txn: Any, db: Any, seg_no: int, page_no: int, above: int = 0,
                    upto: int = LSN_MAX) -> list[int]:
         """LSNs of one page's rows in `db` (page index or versions) with above < LSN <= upto."""
         out = []
         cursor = txn.cursor(db=db)
         if cursor.set_range(page_key(seg_no, page_no, above + 1)):
             for key in cursor.iternext(keys=True, values=False):
-                key_seg, key_page, lsn = _SEG_PAGE_LSN.unpack(key)
+                key_seg, key_page, lsn = SEG_PAGE_LSN.unpack(key)
                 if key_seg != seg_no or key_page != page_no or lsn > upto:
                     break
                 out.append(lsn)
         return out
 
-    def _next_page(self, txn: lmdb.Transaction, db: Any, seg_no: int, page_no: int) -> int | None:
+    def _next_page(self, txn: Any, db: Any, seg_no: int, page_no: int) -> int | None:
         """The first page at or after `page_no` with a row in `db`, or None."""
         cursor = txn.cursor(db=db)
         if cursor.set_range(page_key(seg_no, page_no, 0)):
-            key_seg, key_page, _ = _SEG_PAGE_LSN.unpack(cursor.key())
+            key_seg, key_page, _ = SEG_PAGE_LSN.unpack(cursor.key())
             if key_seg == seg_no:
                 return key_page
         return None
 
-    def _newest_version_at_or_below(self, txn: lmdb.Transaction, seg_no: int, page_no: int, lsn: int) -> int:
+    def _newest_version_at_or_below(self, txn: Any, seg_no: int, page_no: int, lsn: int) -> int:
         cursor = txn.cursor(db=self._versions)
         moved = cursor.prev() if cursor.set_range(page_key(seg_no, page_no, lsn + 1)) else cursor.last()
         if moved:
-            key_seg, key_page, at = _SEG_PAGE_LSN.unpack(cursor.key())
+            key_seg, key_page, at = SEG_PAGE_LSN.unpack(cursor.key())
             if key_seg == seg_no and key_page == page_no:
                 return at
         return 0
@@ -837,7 +910,7 @@ class SegmentStore:
         seg_no = meta.seg_no
         found: list[int] = []
         remaining: dict[int, int] = {}
-        with self._read_txn() as txn:
+        with self.disk.read() as txn:
             page: int | None = max(start_page, meta.first_page)
             for _ in range(pages_max):
                 page = self._next_page(txn, self._page_index, seg_no, page)
@@ -847,7 +920,7 @@ class SegmentStore:
                 page += 1
         return found, remaining, page
 
-    def _look_at(self, txn: lmdb.Transaction, meta: SegmentMeta, page: int, limit: int, chain_min: int,
+    def _look_at(self, txn: Any, meta: SegmentMeta, page: int, limit: int, chain_min: int,
                  found: list[int], remaining: dict[int, int]) -> None:
         newest = self._newest_version_at_or_below(txn, meta.seg_no, page, LSN_MAX)
         lsns = self._page_lsns(txn, self._page_index, meta.seg_no, page, above=newest)
@@ -863,7 +936,7 @@ class SegmentStore:
         meta = self.segment(segment_id).meta
         found: list[int] = []
         remaining: dict[int, int] = {}
-        with self._read_txn() as txn:
+        with self.disk.read() as txn:
             for page in pages:
                 self._look_at(txn, meta, page, limit, chain_min, found, remaining)
         return found, remaining
@@ -872,7 +945,7 @@ class SegmentStore:
         """Fold each page into a version at its coalesce target (planned again inside the write
         transaction); return the number of versions written. Runs on the writer thread."""
 
-        def txn_fn(txn: lmdb.Transaction) -> tuple[int, Segment]:
+        def txn_fn(txn: Any) -> tuple[int, Segment]:
             seg = self.segment(segment_id).copy()
             meta = seg.meta
             bound = min(limit, seg.tracker.scl, meta.vdl_hint)  # SCL may have dropped since (a quarantine)
@@ -895,7 +968,7 @@ class SegmentStore:
                 self._put_meta(txn, meta)
             return folded, seg
 
-        folded, seg = self._write(txn_fn)
+        folded, seg = self.disk.write(txn_fn)
         if folded:
             self.segments[segment_id] = seg
             self._unmark_folded(segment_id, folded)
@@ -905,7 +978,7 @@ class SegmentStore:
         """Raise the retention horizon (the GC floor) to `horizon` durably, with the chain anchor at it;
         published before any GC deletes a row below it. Returns the horizon. Runs on the writer thread."""
 
-        def txn_fn(txn: lmdb.Transaction) -> Segment | None:
+        def txn_fn(txn: Any) -> Segment | None:
             seg = self.segment(segment_id).copy()
             meta = seg.meta
             # SCL may have dropped or a pin arrived since the caller planned: never past either.
@@ -917,7 +990,7 @@ class SegmentStore:
             self._put_meta(txn, meta)
             return seg
 
-        seg = self._write(txn_fn)
+        seg = self.disk.write(txn_fn)
         if seg is not None:
             self.segments[segment_id] = seg
         return self.segment(segment_id).meta.retention_horizon_lsn
@@ -927,7 +1000,7 @@ class SegmentStore:
         from `start_page` on, in one write transaction; return the page to resume at (None: done).
         Runs on the writer thread."""
 
-        def txn_fn(txn: lmdb.Transaction) -> tuple[int | None, Segment]:
+        def txn_fn(txn: Any) -> tuple[int | None, Segment]:
             seg = self.segment(segment_id).copy()
             meta = seg.meta
             seg_no, horizon = meta.seg_no, meta.retention_horizon_lsn
@@ -952,14 +1025,14 @@ class SegmentStore:
             self._put_meta(txn, meta)
             return page, seg
 
-        page, seg = self._write(txn_fn)
+        page, seg = self.disk.write(txn_fn)
         self.segments[segment_id] = seg
         return page
 
     def pin_lsns(self, segment_id: str, lsns: list[int]) -> None:
         """Replace the segment's pinned LSNs durably. Runs on the writer thread."""
 
-        def txn_fn(txn: lmdb.Transaction) -> Segment:
+        def txn_fn(txn: Any) -> Segment:
             seg = self.segment(segment_id).copy()
             for lsn in lsns:
                 if lsn < seg.meta.retention_horizon_lsn or lsn > LSN_MAX:
@@ -972,20 +1045,20 @@ class SegmentStore:
             self._put_meta(txn, seg.meta)
             return seg
 
-        self.segments[segment_id] = self._write(txn_fn)
+        self.segments[segment_id] = self.disk.write(txn_fn)
 
     def read_page_versions(self, segment_id: str, at_lsn: int, start_page: int, max_bytes: int,
                            pages_max: int) -> tuple[list[tuple[int, int, bytes]], int | None, int]:
         """Every page written at or below `at_lsn` from `start_page` on, materialized at `at_lsn`, in one
         read transaction: ([(page_no, page_lsn, image)], the page to continue at or None, chain tail)."""
-        seg = self.segment(segment_id)
-        seg.check_read_point(at_lsn)
-        meta = seg.meta
-        seg_no = meta.seg_no
+        self.segment(segment_id).check_read_point(at_lsn)
         out: list[tuple[int, int, bytes]] = []
         size = 0
-        with self._read_txn() as txn:
-            self.segment(segment_id).check_read_point(at_lsn)
+        with self.disk.read() as txn:
+            seg = self.segment(segment_id)
+            seg.check_read_point(at_lsn)
+            meta = seg.meta
+            seg_no = meta.seg_no
             tail = self._chain_tail_at_or_below(txn, meta, at_lsn)
             page: int | None = max(start_page, meta.first_page)
             while True:
@@ -1007,7 +1080,7 @@ class SegmentStore:
         below, so the segment serves nothing while its pages are being replaced (retention rule 5).
         Runs on the writer thread."""
 
-        def txn_fn(txn: lmdb.Transaction) -> Segment:
+        def txn_fn(txn: Any) -> Segment:
             seg = self.segment(segment_id).copy()
             meta = seg.meta
             assert at_lsn >= meta.retention_horizon_lsn, (at_lsn, meta.retention_horizon_lsn)
@@ -1019,7 +1092,7 @@ class SegmentStore:
             self._put_meta(txn, meta)
             return seg
 
-        self.segments[segment_id] = self._write(txn_fn)
+        self.segments[segment_id] = self.disk.write(txn_fn)
 
     def hydrate_pages(self, segment_id: str, at_lsn: int, start_page: int, end_page: int | None,
                       versions: list[tuple[int, int, bytes]]) -> int:
@@ -1027,7 +1100,7 @@ class SegmentStore:
         `at_lsn` by the peer's `versions` [(page_no, page_lsn, image)], already CRC-checked, in one write
         transaction. Returns the bytes stored. Runs on the writer thread."""
 
-        def txn_fn(txn: lmdb.Transaction) -> tuple[int, Segment]:
+        def txn_fn(txn: Any) -> tuple[int, Segment]:
             seg = self.segment(segment_id).copy()
             meta = seg.meta
             assert meta.retention_horizon_lsn == at_lsn and seg.tracker.scl < at_lsn, "begin_hydration first"
@@ -1061,7 +1134,7 @@ class SegmentStore:
             self._put_meta(txn, meta)
             return stored, seg
 
-        stored, seg = self._write(txn_fn)
+        stored, seg = self.disk.write(txn_fn)
         self.segments[segment_id] = seg
         return stored
 
@@ -1070,11 +1143,11 @@ class SegmentStore:
         and chain anchor move to it and the chain is rebuilt from the records held above. Returns SCL.
         Runs on the writer thread."""
 
-        def txn_fn(txn: lmdb.Transaction) -> Segment:
+        def txn_fn(txn: Any) -> Segment:
             seg = self.segment(segment_id).copy()
             meta = seg.meta
             assert meta.retention_horizon_lsn == at_lsn and chain_tail_lsn <= at_lsn
-            held = self._held_above(txn, meta, at_lsn)
+            held = held_above(txn, self._records, meta, at_lsn)
             # The chain tail at at_lsn is the base the held records link to. The PG has no record in
             # (tail, at_lsn], so its pages are the same at both: the horizon (GC floor) becomes the tail,
             # where SCL starts (SCL is always a chain LSN).
@@ -1086,7 +1159,7 @@ class SegmentStore:
             self._put_meta(txn, meta)
             return seg
 
-        seg = self._write(txn_fn)
+        seg = self.disk.write(txn_fn)
         self.segments[segment_id] = seg
         return seg.tracker.scl
 
@@ -1097,11 +1170,10 @@ class SegmentStore:
         if len(image) != seg.meta.page_size:
             raise InvalidRequest(f"a page version is {seg.meta.page_size} bytes, not {len(image)}")
         encoded = encode_page_version(page_no, lsn, image)
-        self._write(lambda txn: txn.put(page_key(seg.meta.seg_no, page_no, lsn), encoded, db=self._versions))
+        self.disk.write(lambda txn: txn.put(page_key(seg.meta.seg_no, page_no, lsn), encoded, db=self._versions))
 
     def used_bytes(self) -> int:
-        info, stat = self.env.info(), self.env.stat()
-        return (info["last_pgno"] + 1) * stat["psize"]
+        return self.disk.used_bytes()
 
     def map_size(self) -> int:
-        return self.env.info()["map_size"]
+        return self.disk.map_size()

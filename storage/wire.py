@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from storage.errors import InvalidRequest
 from storage.records import LogRecord, PayloadKind
-from storage.segment import AppendBatch, SegmentMeta, TruncationRange
+from storage.segment import AppendBatch, Segment, TruncationRange
 from storage.v1 import storage_service_pb2 as pb
 
 
@@ -57,9 +57,11 @@ def batch_from_proto(msg: pb.AppendRecordsRequest) -> AppendBatch:
     )
 
 
-def state_to_proto(meta: SegmentMeta, *, records_repaired: int = 0, records_quarantined: int = 0,
-                   versions_quarantined: int = 0, scrub_passes: int = 0) -> pb.SegmentState:
+def state_to_proto(seg: Segment, *, records_repaired: int = 0, records_quarantined: int = 0,
+                   versions_quarantined: int = 0, scrub_passes: int = 0, chain_gaps: int = 0,
+                   metadata_repaired: int = 0) -> pb.SegmentState:
     """The segment's state; the counters are the node's in-memory ones (gossip, scrubbing)."""
+    meta = seg.meta
     return pb.SegmentState(
         segment_id=meta.segment_id, volume_id=meta.volume_id, pg_index=meta.pg_index,
         first_page=meta.first_page, page_count=meta.page_count, page_size=meta.page_size,
@@ -74,4 +76,6 @@ def state_to_proto(meta: SegmentMeta, *, records_repaired: int = 0, records_quar
         versions_collected=meta.versions_collected, pages_hydrated=meta.pages_hydrated,
         bytes_hydrated=meta.bytes_hydrated, pinned_lsns=meta.pinned_lsns,
         chain_anchor_lsn=meta.chain_anchor_lsn, scl_high_water=max(meta.scl_high_water, meta.scl),
+        whole=seg.whole, rebuilding=meta.rebuilding, chain_gaps=chain_gaps, metadata_repaired=metadata_repaired,
+        volume_epoch_owner=meta.volume_epoch_owner,
     )

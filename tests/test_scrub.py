@@ -59,8 +59,9 @@ def test_a_rotten_record_below_scl_is_quarantined_and_the_chain_breaks_there(tmp
     flip_byte_in_file(f"{path}/data.mdb", b"SCRUB-ROT-TARGET-0001")
     store = SegmentStore(path)
     try:
-        # The restart trusts the persisted SCL: it does not notice rot below it. The scrubber does.
-        assert store.segment(SEG).tracker.scl == 5
+        # The restart recomputes SCL from the records: the chain stops before the rotten copy. The scrubber
+        # then deletes that copy (a quarantine), so a resend or gossip can store the good one.
+        assert store.segment(SEG).tracker.scl == 1 and not store.segment(SEG).whole
         scrubber = scrub_once(store)
         counts = scrubber.counts_of(SEG)
         assert (counts.records_quarantined, counts.versions_quarantined, counts.scrub_passes) == (1, 0, 1)
@@ -243,26 +244,28 @@ def test_scrubbing_finds_a_rotten_record_and_gossip_repairs_it(cluster: Cluster)
     state = None
     while time.monotonic() < deadline:
         state = stub(address).GetSegmentState(pb.GetSegmentStateRequest(segment_id=victim.segment_id)).state
-        if state.records_quarantined >= 1 and state.records_repaired >= 1 and state.scl == chain.last_lsn:
+        if state.records_repaired >= 1 and state.scl == chain.last_lsn and state.whole:
             break
         time.sleep(0.2)
     assert state is not None
     print(f"{victim.node_id}: {copies} copies of LSN {target.lsn} rotted; quarantined {state.records_quarantined}, "
           f"repaired {state.records_repaired}, SCL {state.scl}, scrub passes {state.scrub_passes}")
-    assert state.records_quarantined == 1, "the scrubber found the rotten record"
+    # The restart already proves SCL from the records: the chain stops below the rotten copy, so gossip pulls
+    # the good one at once and it replaces the rotten copy; the scrubber quarantines it if it gets there first.
+    assert state.records_quarantined in (0, 1)
     assert state.records_repaired >= 1, "gossip fetched it again"
-    assert state.scl == chain.last_lsn, "SCL is back to its peers'"
+    assert state.scl == chain.last_lsn and state.whole, "SCL is back to its peers'"
     mine, theirs = all_records(address, victim.segment_id), all_records(peer.address, victim.segment_id)
     assert mine == theirs and len(mine) == chain.last_lsn
     for proto in mine:
         record, carried = record_from_proto(proto)
         assert record.crc() == carried
     log = cluster.log_path(victim.node_id).read_text()
-    assert "quarantined" in log and f"record LSN {target.lsn}" in log
+    assert f"record LSN {target.lsn}" in log and ("quarantined" in log or "left out of the chain" in log)
     status = cluster.status().by_name(victim.node_id)
     (info,) = [s for s in status.segments if s.segment_id == victim.segment_id]
-    assert info.records_quarantined == 1 and info.records_repaired >= 1
-    assert f"{info.label} scl={chain.last_lsn} repaired={info.records_repaired} quarantined=1" in _details(status)
+    assert info.records_repaired >= 1
+    assert f"{info.label} scl={chain.last_lsn} repaired={info.records_repaired}" in _details(status)
 
 
 def test_a_rotten_only_copy_below_the_gc_floor_makes_the_segment_refuse_until_hydrated(tmp_path: Path) -> None:

@@ -156,8 +156,8 @@ def test_with_segment_replacement_the_control_plane_heals_and_every_invariant_ho
 
 
 def test_segment_replacement_runs_replay_exactly_and_replace_something() -> None:
-    first = simulate(SimConfig(seed=5, replace=True))
-    assert first.events == simulate(SimConfig(seed=5, replace=True)).events
+    first = simulate(SimConfig(seed=3, replace=True))
+    assert first.events == simulate(SimConfig(seed=3, replace=True)).events
     assert first.ops["replace_completed"] > 0, describe(first)
 
 

@@ -24,7 +24,7 @@ from storage.errors import (
 )
 from storage.records import LogRecord, PayloadKind, apply_record
 from storage.segment import BATCH_RECORDS_MAX, AppendBatch, SegmentMeta, TruncationRange
-from storage.store import SegmentStore
+from storage.store import SegmentStore, record_key
 
 SEG = "vol/pg-00000"
 PAGE = 4096
@@ -273,17 +273,23 @@ def test_flipped_byte_on_disk_is_detected_and_never_served(tmp_path) -> None:  #
     store = SegmentStore(path)
     store.create_segment(meta())
     chain = ChainBuilder()
-    commit_ok(store, batch([chain.patch(3, b"before"), chain.patch(3, b"UNIQUE-PAYLOAD-TO-ROT", 100),
-                            chain.patch(4, b"other")]))
+    records = [chain.patch(3, b"before"), chain.patch(3, b"UNIQUE-PAYLOAD-TO-ROT", 100), chain.patch(4, b"other")]
+    commit_ok(store, batch(records))
     store.close()
     flip_byte_in_file(f"{path}/data.mdb", b"UNIQUE-PAYLOAD-TO-ROT")
     store = SegmentStore(path)
-    with pytest.raises(ChecksumMismatch, match="CRC-32C"):
+    # The SCL is what the records prove, not the stored number: the chain stops before the rotten record.
+    assert store.segment(SEG).tracker.scl == 1 and not store.segment(SEG).whole
+    with pytest.raises(ReadPointOutOfRange, match="SCL 1"):
         store.read_page(SEG, 3, 3)
     with pytest.raises(ChecksumMismatch):
         store.read_records(SEG, 0, 0, 100, 0)
     assert store.read_page(SEG, 3, 1).data[:6] == b"before"  # below the bad record
-    assert store.read_page(SEG, 4, 3).data[:5] == b"other"  # other pages unaffected
+    # The good copy sent again (a writer's resend, or gossip) repairs it and the chain is whole again.
+    commit_ok(store, batch(records))
+    assert store.segment(SEG).tracker.scl == 3 and store.segment(SEG).whole
+    assert store.read_page(SEG, 3, 3).data[100:121] == b"UNIQUE-PAYLOAD-TO-ROT"
+    assert store.read_page(SEG, 4, 3).data[:5] == b"other"
     store.close()
 
 
@@ -306,12 +312,36 @@ def test_flipped_byte_in_a_page_version_is_detected(tmp_path) -> None:  # type: 
 
 def test_raising_the_volume_epoch_must_be_strictly_newer(store: SegmentStore) -> None:
     assert store.raise_volume_epoch(SEG, 4) == 4
-    with pytest.raises(StaleEpoch, match="not newer than epoch 4"):
-        store.raise_volume_epoch(SEG, 4)
+    with pytest.raises(StaleEpoch, match="raised by another writer"):
+        store.raise_volume_epoch(SEG, 4)  # no writer id: never the same writer
     with pytest.raises(StaleEpoch):
         store.raise_volume_epoch(SEG, 3)
     (error,) = store.commit_appends([batch([ChainBuilder(epoch=3).patch(1, b"a")], epoch=3)])
     assert isinstance(error, StaleEpoch) and "fenced" in error.message
+
+
+def test_raising_the_same_epoch_again_is_idempotent_for_the_same_writer_only(store: SegmentStore) -> None:
+    """A lost reply is rescued by asking again; two writers that picked the same epoch still cannot both win."""
+    assert store.raise_volume_epoch(SEG, 5, "writer-a") == 5
+    assert store.raise_volume_epoch(SEG, 5, "writer-a") == 5
+    with pytest.raises(StaleEpoch, match="raised by another writer") as refused:
+        store.raise_volume_epoch(SEG, 5, "writer-b")
+    assert refused.value.metadata["volume_epoch"] == "5"
+    assert store.raise_volume_epoch(SEG, 6, "writer-b") == 6
+    with pytest.raises(StaleEpoch, match="older than epoch 6"):
+        store.raise_volume_epoch(SEG, 5, "writer-a")
+
+
+def test_epochs_near_the_top_of_uint64_are_refused(store: SegmentStore) -> None:
+    """An epoch whose successor no writer could pick, or one far past the segment's, is not one a writer picked."""
+    from storage.epochs import EPOCH_MAX, EPOCH_STEP_MAX
+
+    for epoch in (2**64 - 1, EPOCH_MAX + 1, EPOCH_STEP_MAX + 1):
+        with pytest.raises(InvalidRequest):
+            store.raise_volume_epoch(SEG, epoch, "w")
+    assert store.segment(SEG).meta.volume_epoch == 0
+    (error,) = store.commit_appends([batch([ChainBuilder(epoch=1).patch(1, b"a")], epoch=EPOCH_MAX + 1)])
+    assert isinstance(error, InvalidRequest) and "highest epoch" in error.message
 
 
 def test_vdl_hint_is_kept_and_chain_tail_is_found(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -419,16 +449,32 @@ def test_membership_epoch_moves_forward_durably_and_fences_older_appends(tmp_pat
     store.close()
 
 
-def test_scl_high_water_keeps_the_highest_scl_except_truncated_lsns() -> None:
-    m = meta()
-    m.scl = 50
-    m.raise_scl_high_water()
-    m.scl = 20  # scrubbing quarantined a record: SCL falls to the hole's predecessor
-    m.raise_scl_high_water()
-    assert m.scl_high_water == 50
-    m.truncation_ranges.append(TruncationRange(41, 1040, 2))  # LSNs 41.. were never durable
-    m.raise_scl_high_water()
-    assert m.scl_high_water == 40
-    m.scl = 2000
-    m.raise_scl_high_water()
-    assert m.scl_high_water == 2000
+def test_scl_high_water_keeps_the_highest_scl_a_truncation_lowers_it_to_a_held_record(store: SegmentStore) -> None:
+    """The high water is what the segment must hold again to be whole: it stays when scrubbing lowers SCL,
+    and a truncation over it lowers it to the newest record held below the range (a chain LSN SCL can
+    reach), or to a quarantined one there (it must be fetched again first)."""
+    chain = ChainBuilder()
+    records = [chain.patch(p % 4, b"x%d" % p) for p in range(1, 9)]  # LSNs 1..8
+    commit_ok(store, batch(records))
+    assert store.segment(SEG).meta.scl_high_water == 8 and store.segment(SEG).whole
+    assert store.quarantine_record(SEG, 3) is None  # sound: nothing to do
+    store.truncate(SEG, 2, TruncationRange(7, 100, 2))  # LSNs 7.. were never durable
+    seg = store.segment(SEG)
+    assert (seg.tracker.scl, seg.meta.scl_high_water) == (6, 6) and seg.whole
+    # A rotten record at 5 is quarantined: SCL falls to 4, the high water stays: not whole.
+    with store.disk.read() as txn:
+        raw = bytearray(txn.get(record_key(seg.meta.seg_no, 5), db=store._records))
+    raw[-1] ^= 0xFF
+    store.disk.write(lambda txn: txn.put(record_key(seg.meta.seg_no, 5), bytes(raw), db=store._records))
+    assert store.quarantine_record(SEG, 5) is not None
+    seg = store.segment(SEG)
+    assert (seg.tracker.scl, seg.meta.scl_high_water, seg.meta.holes) == (4, 6, [5]) and not seg.whole
+    # A truncation over 6 keeps the high water at the hole: the segment is whole only once 5 is back.
+    store.truncate(SEG, 3, TruncationRange(6, 200, 3))
+    seg = store.segment(SEG)
+    assert (seg.tracker.scl, seg.meta.scl_high_water) == (4, 5) and not seg.whole
+    commit_ok(store, batch([records[4]], epoch=3))
+    seg = store.segment(SEG)
+    assert (seg.tracker.scl, seg.meta.holes) == (5, []) and seg.whole
+
+

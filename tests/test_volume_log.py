@@ -470,3 +470,18 @@ def test_first_record_after_adopt_links_to_the_adopted_chain() -> None:
     assert record.prev_pg_lsn == 20  # PG 2: adopt() did advance this one
     assert record.prev_page_lsn == 17  # page 5 was last written at LSN 17
     assert record.prev_volume_lsn == 20
+
+
+def test_a_segment_reporting_a_lower_scl_on_reconnect_is_taken_at_its_word_and_pgcl_still_follows() -> None:
+    """A stream that reconnects takes the segment's SCL as it is now, even lower (it lost a copy and is
+    rebuilding): reads stop going there. PGCL never goes back, and an SCL that meets quorum again counts."""
+    log = VolumeLog(pg_of_page=lambda page: 0, epoch=1)
+    log.add_pg(0, Membership.of(["a", "b", "c", "d", "e", "f"]))
+    mtr = log.allocate_mtr([Patch(0, 0, b"x")])
+    for node in "abc":
+        assert log.on_ack(0, node, mtr.cpl) == []
+    assert log.reset_scl(0, "d", 0) == []  # a rebuilding segment says it holds nothing yet
+    assert log.pgs[0].scl_of["d"] == 0
+    assert log.reset_scl(0, "d", mtr.cpl) == [mtr.cpl]  # the same SCL as a reconnect reports it: counted
+    log.reset_scl(0, "a", 0)
+    assert log.pgs[0].pgcl == mtr.cpl and log.vdl == mtr.cpl

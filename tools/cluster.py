@@ -184,6 +184,10 @@ class SegmentInfo:
     versions_collected: int = 0
     pages_hydrated: int = 0  # copied from a peer's page versions
     bytes_hydrated: int = 0
+    whole: bool = True  # holds every record it may have acknowledged (storage/segment.py)
+    rebuilding: bool = False  # created again to replace a lost copy
+    chain_gaps: int = 0
+    metadata_repaired: int = 0
 
     @property
     def label(self) -> str:
@@ -197,9 +201,13 @@ class NodeHealthInfo:
     node_id: str
     az: str
     address: str
-    health: str  # "healthy" / "unhealthy" / "unspecified"
+    health: str  # "healthy" / "degraded" / "unhealthy" / "unspecified"
     last_heartbeat_age_ms: int
     segment_count: int
+    condition: str = "ok"  # the node's disk: ok / full / io_error / failed
+    condition_detail: str = ""
+    segments_missing: list[str] = field(default_factory=list)  # lost copies (created again by the control plane)
+    segments_rebuilding: list[str] = field(default_factory=list)  # held, not whole yet
 
 
 @dataclass
@@ -247,6 +255,9 @@ class ProcessStatus:
     data_dir: str
     error: str = ""  # why an RPC failed, if one did
     segments: list[SegmentInfo] = field(default_factory=list)  # storage nodes
+    disk: str = ""  # storage nodes: ok / full / io_error / failed
+    disk_detail: str = ""
+    lost_segments: list[str] = field(default_factory=list)  # storage nodes: metadata not trusted at start
     nodes: list[NodeHealthInfo] = field(default_factory=list)  # control plane
     volume_count: int | None = None  # control plane
     changes: list[ChangeInfo] = field(default_factory=list)  # control plane: replacements in flight
@@ -353,17 +364,23 @@ def health_check(address: str, timeout_s: float = HEALTH_RPC_TIMEOUT_S) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
-def _list_segments(address: str) -> list[SegmentInfo]:
+def _disk_name(value: int) -> str:
+    return storage_service_pb2.DiskCondition.Name(value).removeprefix("DISK_CONDITION_").lower()
+
+
+def _list_segments(address: str) -> tuple[list[SegmentInfo], str, str, list[str]]:
+    """(segments, disk condition, its sentence, segments lost at start) of one storage node."""
     with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = storage_service_pb2_grpc.StorageServiceStub(channel)
         reply = stub.ListSegments(storage_service_pb2.ListSegmentsRequest(), timeout=STATUS_RPC_TIMEOUT_S)
-    return [
+    segments = [
         SegmentInfo(s.segment_id, s.volume_id, s.pg_index, s.scl, s.highest_lsn, s.record_count,
                     s.records_repaired, s.records_quarantined, s.versions_quarantined, s.scrub_passes,
                     s.retention_horizon_lsn, s.versions_coalesced, s.records_collected, s.versions_collected,
-                    s.pages_hydrated, s.bytes_hydrated)
+                    s.pages_hydrated, s.bytes_hydrated, s.whole, s.rebuilding, s.chain_gaps, s.metadata_repaired)
         for s in reply.segments
     ]
+    return segments, _disk_name(reply.disk_condition), reply.disk_detail, list(reply.lost_segments)
 
 
 def _health_name(value: int) -> str:
@@ -377,7 +394,9 @@ def _list_nodes(address: str) -> tuple[list[NodeHealthInfo], int, list[ChangeInf
         nodes = stub.ListNodes(control_plane_service_pb2.ListNodesRequest(), timeout=STATUS_RPC_TIMEOUT_S)
         volumes = stub.ListVolumes(control_plane_service_pb2.ListVolumesRequest(), timeout=STATUS_RPC_TIMEOUT_S)
     infos = [
-        NodeHealthInfo(n.node_id, n.az, n.address, _health_name(n.health), n.last_heartbeat_age_ms, n.segment_count)
+        NodeHealthInfo(n.node_id, n.az, n.address, _health_name(n.health), n.last_heartbeat_age_ms, n.segment_count,
+                       _disk_name(n.condition) if n.condition else "ok", n.condition_detail,
+                       list(n.segments_missing), list(n.segments_rebuilding))
         for n in nodes.nodes
     ]
     changes = [
@@ -898,7 +917,7 @@ class Cluster:
         status.health = health_check(record.address, STATUS_RPC_TIMEOUT_S)
         try:
             if record.role == STORAGE_NODE:
-                status.segments = _list_segments(record.address)
+                status.segments, status.disk, status.disk_detail, status.lost_segments = _list_segments(record.address)
             elif record.role == COMPUTE:
                 status.volumes = _list_volumes(record.address)
             else:

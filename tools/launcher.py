@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from tools.cluster import (
     COMPUTE,
@@ -167,6 +167,14 @@ def _segment_details(segment: SegmentInfo) -> str:
         text += f" gc={segment.records_collected}r/{segment.versions_collected}v"
     if segment.pages_hydrated:
         text += f" hydrated={segment.pages_hydrated}p/{segment.bytes_hydrated // 1024}KiB"
+    if segment.chain_gaps:
+        text += f" chain-gaps={segment.chain_gaps}"
+    if segment.metadata_repaired:
+        text += f" meta-repaired={segment.metadata_repaired}"
+    if segment.rebuilding:
+        text += " REBUILDING"
+    elif not segment.whole:
+        text += " NOT-WHOLE"
     return text
 
 
@@ -177,17 +185,36 @@ def _details(process: ProcessStatus) -> str:
         return ""
     if process.role == STORAGE_NODE:
         segments = " ".join(_segment_details(s) for s in process.segments)
-        return f"{len(process.segments)} segments" + (f": {segments}" if segments else "")
+        text = f"{len(process.segments)} segments" + (f": {segments}" if segments else "")
+        if process.disk and process.disk != "ok":
+            text = f"DISK {process.disk.upper()}: {process.disk_detail}; " + text
+        if process.lost_segments:
+            text += f"; lost at start: {' '.join(process.lost_segments)}"
+        return text
     if process.role == COMPUTE:
         volumes = " ".join(f"{v.volume_id} vdl={v.vdl}" + (" fenced" if v.fenced else "") for v in process.volumes)
         return f"{len(process.volumes)} volumes" + (f": {volumes}" if volumes else "")
     healthy = sum(1 for n in process.nodes if n.health == "healthy")
-    unhealthy = [n.node_id for n in process.nodes if n.health != "healthy"]
+    unhealthy = [n.node_id for n in process.nodes if n.health not in ("healthy", "degraded")]
+    degraded = [_degraded(n) for n in process.nodes if n.health == "degraded"]
     text = f"nodes {healthy}/{len(process.nodes)} healthy, {process.volume_count} volumes"
     text += f"; unhealthy: {' '.join(unhealthy)}" if unhealthy else ""
+    text += f"; degraded: {', '.join(degraded)}" if degraded else ""
     if process.changes:
         text += "; replacing: " + ", ".join(c.describe() for c in process.changes)
     return text
+
+
+def _degraded(node: Any) -> str:
+    """`a1 (disk full)`, `b2 (missing vol0/pg-00000)`, `c1 (rebuilding vol0/pg-00001)`."""
+    why = []
+    if node.condition not in ("ok", ""):
+        why.append(f"disk {node.condition.replace('_', ' ')}")
+    if node.segments_missing:
+        why.append("missing " + " ".join(node.segments_missing))
+    if node.segments_rebuilding:
+        why.append("rebuilding " + " ".join(node.segments_rebuilding))
+    return f"{node.node_id} ({'; '.join(why) or 'degraded'})"
 
 
 def _status_table(status: ClusterStatus) -> str:

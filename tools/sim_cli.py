@@ -24,7 +24,8 @@ import time
 from typing import Any
 
 FAULT_MODES = ("none", "within", "az-plus-one", "beyond")  # tools/sim/harness.py FAULT_BUDGET: the same
-MUTATIONS = ("ack-at-3", "skip-truncation", "read-past-vdl", "replace-target-0", "replace-skip-hydration")
+MUTATIONS = ("ack-at-3", "skip-truncation", "read-past-vdl", "replace-target-0", "replace-skip-hydration",
+             "trust-stored-scl")
 # SimConfig field -> the flag that sets it (`net`, a NetConfig, goes field by field through --net FIELD=VALUE).
 FLAGS = {"clients": "--clients", "ops_per_client": "--ops", "pgs": "--pgs", "pages_per_pg": "--pages-per-pg",
          "duration_s": "--duration", "faults": "--faults", "mutation": "--mutation",
@@ -58,6 +59,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
                         "unary_drop_probability=0.05; repeatable")
     parser.add_argument("--events", action="store_true", help="print every event of each run")
     parser.add_argument("--stop-on-failure", action="store_true", help="stop at the first failing seed")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="run seeds in this many processes at once (default 1; results are the same, reported "
+                        "in seed order)")
     parser.add_argument("--failures-file", default="sim-failures.txt",
                         help="append failing seeds here (default ./sim-failures.txt)")
 
@@ -83,9 +87,18 @@ def run(args: argparse.Namespace) -> int:
     totals: dict[str, int] = {}  # summed over the seeds; a *_max the most of any seed
     past_two = refused_past_two = 0  # seeds that had more than two nodes down at once; a write refused then
     started = time.monotonic()
-    for i, seed in enumerate(seeds, 1):
-        config = config_of(args, seed)
-        result = simulate(config)
+    if args.jobs < 1:
+        raise SystemExit("--jobs must be at least 1")
+    configs = [config_of(args, seed) for seed in seeds]
+    pool = None
+    if args.jobs > 1 and len(seeds) > 1:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("fork").Pool(args.jobs)
+        results = pool.imap(simulate, configs, chunksize=4)
+    else:
+        results = map(simulate, configs)
+    for i, (seed, config, result) in enumerate(zip(seeds, configs, results), 1):
         for k, v in result.ops.items():
             totals[k] = max(totals.get(k, 0), v) if k.endswith("_max") else totals.get(k, 0) + v
         past_two += result.ops.get("nodes_down_max", 0) > 2
@@ -101,9 +114,11 @@ def run(args: argparse.Namespace) -> int:
                 f.write(f"{replay}  # {result.violations[0][:120]}\n")
             if args.stop_on_failure:
                 break
-        if i % 25 == 0 or i == len(seeds):
+        if i % (25 * args.jobs) == 0 or i == len(seeds):
             print(f"  {i}/{len(seeds)} seeds, {len(failures)} with violations, {time.monotonic() - started:.0f} s",
                   flush=True)
+    if pool is not None:
+        pool.terminate()
     print(f"\n{len(seeds)} seeds, {len(failures)} with violations; operations: "
           + ", ".join(f"{k} {v}" for k, v in sorted(totals.items()))
           + f"; {time.monotonic() - started:.1f} s wall")

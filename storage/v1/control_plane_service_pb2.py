@@ -22,55 +22,58 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from storage.v1 import storage_service_pb2 as storage_dot_v1_dot_storage__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&storage/v1/control_plane_service.proto\x12\nstorage.v1\"\x96\x01\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\n\n\x02\x61z\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12&\n\x06health\x18\x04 \x01(\x0e\x32\x16.storage.v1.NodeHealth\x12\x1d\n\x15last_heartbeat_age_ms\x18\x05 \x01(\x04\x12\x15\n\rsegment_count\x18\x06 \x01(\r\"T\n\x10SegmentPlacement\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\n\n\x02\x61z\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"\x82\x01\n\x10MembershipChange\x12\x13\n\x0bold_node_id\x18\x01 \x01(\t\x12\x13\n\x0bnew_node_id\x18\x02 \x01(\t\x12\x12\n\ntarget_lsn\x18\x03 \x01(\x04\x12\x17\n\x0fnew_segment_scl\x18\x04 \x01(\x04\x12\x17\n\x0ftarget_measured\x18\x05 \x01(\x08\"\xc4\x01\n\x0fProtectionGroup\x12\x10\n\x08pg_index\x18\x01 \x01(\r\x12\x12\n\nfirst_page\x18\x02 \x01(\x04\x12\x12\n\npage_count\x18\x03 \x01(\x04\x12\x18\n\x10membership_epoch\x18\x04 \x01(\x04\x12.\n\x08segments\x18\x05 \x03(\x0b\x32\x1c.storage.v1.SegmentPlacement\x12-\n\x07\x63hanges\x18\x06 \x03(\x0b\x32\x1c.storage.v1.MembershipChange\"\xa2\x01\n\x0eVolumeGeometry\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x1a\n\x12segment_size_bytes\x18\x03 \x01(\x04\x12\x16\n\x0egeometry_epoch\x18\x04 \x01(\x04\x12\x36\n\x11protection_groups\x18\x05 \x03(\x0b\x32\x1b.storage.v1.ProtectionGroup\"C\n\x13RegisterNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\n\n\x02\x61z\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\":\n\x14RegisterNodeResponse\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.storage.v1.NodeInfo\"K\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x15\n\rsegment_count\x18\x03 \x01(\r\"2\n\x11HeartbeatResponse\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\x04\"\x12\n\x10ListNodesRequest\"8\n\x11ListNodesResponse\x12#\n\x05nodes\x18\x01 \x03(\x0b\x32\x14.storage.v1.NodeInfo\"W\n\x13\x43reateVolumeRequest\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x1a\n\x12segment_size_bytes\x18\x03 \x01(\x04\"D\n\x14\x43reateVolumeResponse\x12,\n\x08geometry\x18\x01 \x01(\x0b\x32\x1a.storage.v1.VolumeGeometry\">\n\x11GrowVolumeRequest\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x16\n\x0egeometry_epoch\x18\x02 \x01(\x04\"B\n\x12GrowVolumeResponse\x12,\n\x08geometry\x18\x01 \x01(\x0b\x32\x1a.storage.v1.VolumeGeometry\"*\n\x15\x44\x65scribeVolumeRequest\x12\x11\n\tvolume_id\x18\x01 \x01(\t\"F\n\x16\x44\x65scribeVolumeResponse\x12,\n\x08geometry\x18\x01 \x01(\x0b\x32\x1a.storage.v1.VolumeGeometry\"\x14\n\x12ListVolumesRequest\"B\n\x13ListVolumesResponse\x12+\n\x07volumes\x18\x01 \x03(\x0b\x32\x1a.storage.v1.VolumeGeometry*]\n\nNodeHealth\x12\x1b\n\x17NODE_HEALTH_UNSPECIFIED\x10\x00\x12\x17\n\x13NODE_HEALTH_HEALTHY\x10\x01\x12\x19\n\x15NODE_HEALTH_UNHEALTHY\x10\x02\x32\xc5\x04\n\x13\x43ontrolPlaneService\x12Q\n\x0cRegisterNode\x12\x1f.storage.v1.RegisterNodeRequest\x1a .storage.v1.RegisterNodeResponse\x12H\n\tHeartbeat\x12\x1c.storage.v1.HeartbeatRequest\x1a\x1d.storage.v1.HeartbeatResponse\x12H\n\tListNodes\x12\x1c.storage.v1.ListNodesRequest\x1a\x1d.storage.v1.ListNodesResponse\x12Q\n\x0c\x43reateVolume\x12\x1f.storage.v1.CreateVolumeRequest\x1a .storage.v1.CreateVolumeResponse\x12K\n\nGrowVolume\x12\x1d.storage.v1.GrowVolumeRequest\x1a\x1e.storage.v1.GrowVolumeResponse\x12W\n\x0e\x44\x65scribeVolume\x12!.storage.v1.DescribeVolumeRequest\x1a\".storage.v1.DescribeVolumeResponse\x12N\n\x0bListVolumes\x12\x1e.storage.v1.ListVolumesRequest\x1a\x1f.storage.v1.ListVolumesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&storage/v1/control_plane_service.proto\x12\nstorage.v1\x1a storage/v1/storage_service.proto\"\x95\x02\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\n\n\x02\x61z\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12&\n\x06health\x18\x04 \x01(\x0e\x32\x16.storage.v1.NodeHealth\x12\x1d\n\x15last_heartbeat_age_ms\x18\x05 \x01(\x04\x12\x15\n\rsegment_count\x18\x06 \x01(\r\x12,\n\tcondition\x18\x07 \x01(\x0e\x32\x19.storage.v1.DiskCondition\x12\x18\n\x10\x63ondition_detail\x18\x08 \x01(\t\x12\x18\n\x10segments_missing\x18\t \x03(\t\x12\x1b\n\x13segments_rebuilding\x18\n \x03(\t\"T\n\x10SegmentPlacement\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\n\n\x02\x61z\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"\x82\x01\n\x10MembershipChange\x12\x13\n\x0bold_node_id\x18\x01 \x01(\t\x12\x13\n\x0bnew_node_id\x18\x02 \x01(\t\x12\x12\n\ntarget_lsn\x18\x03 \x01(\x04\x12\x17\n\x0fnew_segment_scl\x18\x04 \x01(\x04\x12\x17\n\x0ftarget_measured\x18\x05 \x01(\x08\"\xc4\x01\n\x0fProtectionGroup\x12\x10\n\x08pg_index\x18\x01 \x01(\r\x12\x12\n\nfirst_page\x18\x02 \x01(\x04\x12\x12\n\npage_count\x18\x03 \x01(\x04\x12\x18\n\x10membership_epoch\x18\x04 \x01(\x04\x12.\n\x08segments\x18\x05 \x03(\x0b\x32\x1c.storage.v1.SegmentPlacement\x12-\n\x07\x63hanges\x18\x06 \x03(\x0b\x32\x1c.storage.v1.MembershipChange\"\xa2\x01\n\x0eVolumeGeometry\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x1a\n\x12segment_size_bytes\x18\x03 \x01(\x04\x12\x16\n\x0egeometry_epoch\x18\x04 \x01(\x04\x12\x36\n\x11protection_groups\x18\x05 \x03(\x0b\x32\x1b.storage.v1.ProtectionGroup\"C\n\x13RegisterNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\n\n\x02\x61z\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\":\n\x14RegisterNodeResponse\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.storage.v1.NodeInfo\"k\n\x0bHeldSegment\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x18\n\x10membership_epoch\x18\x02 \x01(\x04\x12\x0b\n\x03scl\x18\x03 \x01(\x04\x12\r\n\x05whole\x18\x04 \x01(\x08\x12\x12\n\nrebuilding\x18\x05 \x01(\x08\"\xd9\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x15\n\rsegment_count\x18\x03 \x01(\r\x12)\n\x08segments\x18\x04 \x03(\x0b\x32\x17.storage.v1.HeldSegment\x12,\n\tcondition\x18\x05 \x01(\x0e\x32\x19.storage.v1.DiskCondition\x12\x18\n\x10\x63ondition_detail\x18\x06 \x01(\t\x12\x19\n\x11segments_reported\x18\x07 \x01(\x08\"2\n\x11HeartbeatResponse\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\x04\"\x12\n\x10ListNodesRequest\"8\n\x11ListNodesResponse\x12#\n\x05nodes\x18\x01 \x03(\x0b\x32\x14.storage.v1.NodeInfo\"W\n\x13\x43reateVolumeRequest\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x1a\n\x12segment_size_bytes\x18\x03 \x01(\x04\"D\n\x14\x43reateVolumeResponse\x12,\n\x08geometry\x18\x01 \x01(\x0b\x32\x1a.storage.v1.VolumeGeometry\">\n\x11GrowVolumeRequest\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x16\n\x0egeometry_epoch\x18\x02 \x01(\x04\"B\n\x12GrowVolumeResponse\x12,\n\x08geometry\x18\x01 \x01(\x0b\x32\x1a.storage.v1.VolumeGeometry\"*\n\x15\x44\x65scribeVolumeRequest\x12\x11\n\tvolume_id\x18\x01 \x01(\t\"F\n\x16\x44\x65scribeVolumeResponse\x12,\n\x08geometry\x18\x01 \x01(\x0b\x32\x1a.storage.v1.VolumeGeometry\"\x14\n\x12ListVolumesRequest\"B\n\x13ListVolumesResponse\x12+\n\x07volumes\x18\x01 \x03(\x0b\x32\x1a.storage.v1.VolumeGeometry*w\n\nNodeHealth\x12\x1b\n\x17NODE_HEALTH_UNSPECIFIED\x10\x00\x12\x17\n\x13NODE_HEALTH_HEALTHY\x10\x01\x12\x19\n\x15NODE_HEALTH_UNHEALTHY\x10\x02\x12\x18\n\x14NODE_HEALTH_DEGRADED\x10\x03\x32\xc5\x04\n\x13\x43ontrolPlaneService\x12Q\n\x0cRegisterNode\x12\x1f.storage.v1.RegisterNodeRequest\x1a .storage.v1.RegisterNodeResponse\x12H\n\tHeartbeat\x12\x1c.storage.v1.HeartbeatRequest\x1a\x1d.storage.v1.HeartbeatResponse\x12H\n\tListNodes\x12\x1c.storage.v1.ListNodesRequest\x1a\x1d.storage.v1.ListNodesResponse\x12Q\n\x0c\x43reateVolume\x12\x1f.storage.v1.CreateVolumeRequest\x1a .storage.v1.CreateVolumeResponse\x12K\n\nGrowVolume\x12\x1d.storage.v1.GrowVolumeRequest\x1a\x1e.storage.v1.GrowVolumeResponse\x12W\n\x0e\x44\x65scribeVolume\x12!.storage.v1.DescribeVolumeRequest\x1a\".storage.v1.DescribeVolumeResponse\x12N\n\x0bListVolumes\x12\x1e.storage.v1.ListVolumesRequest\x1a\x1f.storage.v1.ListVolumesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'storage.v1.control_plane_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NODEHEALTH']._serialized_start=1623
-  _globals['_NODEHEALTH']._serialized_end=1716
-  _globals['_NODEINFO']._serialized_start=55
-  _globals['_NODEINFO']._serialized_end=205
-  _globals['_SEGMENTPLACEMENT']._serialized_start=207
-  _globals['_SEGMENTPLACEMENT']._serialized_end=291
-  _globals['_MEMBERSHIPCHANGE']._serialized_start=294
-  _globals['_MEMBERSHIPCHANGE']._serialized_end=424
-  _globals['_PROTECTIONGROUP']._serialized_start=427
-  _globals['_PROTECTIONGROUP']._serialized_end=623
-  _globals['_VOLUMEGEOMETRY']._serialized_start=626
-  _globals['_VOLUMEGEOMETRY']._serialized_end=788
-  _globals['_REGISTERNODEREQUEST']._serialized_start=790
-  _globals['_REGISTERNODEREQUEST']._serialized_end=857
-  _globals['_REGISTERNODERESPONSE']._serialized_start=859
-  _globals['_REGISTERNODERESPONSE']._serialized_end=917
-  _globals['_HEARTBEATREQUEST']._serialized_start=919
-  _globals['_HEARTBEATREQUEST']._serialized_end=994
-  _globals['_HEARTBEATRESPONSE']._serialized_start=996
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1046
-  _globals['_LISTNODESREQUEST']._serialized_start=1048
-  _globals['_LISTNODESREQUEST']._serialized_end=1066
-  _globals['_LISTNODESRESPONSE']._serialized_start=1068
-  _globals['_LISTNODESRESPONSE']._serialized_end=1124
-  _globals['_CREATEVOLUMEREQUEST']._serialized_start=1126
-  _globals['_CREATEVOLUMEREQUEST']._serialized_end=1213
-  _globals['_CREATEVOLUMERESPONSE']._serialized_start=1215
-  _globals['_CREATEVOLUMERESPONSE']._serialized_end=1283
-  _globals['_GROWVOLUMEREQUEST']._serialized_start=1285
-  _globals['_GROWVOLUMEREQUEST']._serialized_end=1347
-  _globals['_GROWVOLUMERESPONSE']._serialized_start=1349
-  _globals['_GROWVOLUMERESPONSE']._serialized_end=1415
-  _globals['_DESCRIBEVOLUMEREQUEST']._serialized_start=1417
-  _globals['_DESCRIBEVOLUMEREQUEST']._serialized_end=1459
-  _globals['_DESCRIBEVOLUMERESPONSE']._serialized_start=1461
-  _globals['_DESCRIBEVOLUMERESPONSE']._serialized_end=1531
-  _globals['_LISTVOLUMESREQUEST']._serialized_start=1533
-  _globals['_LISTVOLUMESREQUEST']._serialized_end=1553
-  _globals['_LISTVOLUMESRESPONSE']._serialized_start=1555
-  _globals['_LISTVOLUMESRESPONSE']._serialized_end=1621
-  _globals['_CONTROLPLANESERVICE']._serialized_start=1719
-  _globals['_CONTROLPLANESERVICE']._serialized_end=2300
+  _globals['_NODEHEALTH']._serialized_start=2036
+  _globals['_NODEHEALTH']._serialized_end=2155
+  _globals['_NODEINFO']._serialized_start=89
+  _globals['_NODEINFO']._serialized_end=366
+  _globals['_SEGMENTPLACEMENT']._serialized_start=368
+  _globals['_SEGMENTPLACEMENT']._serialized_end=452
+  _globals['_MEMBERSHIPCHANGE']._serialized_start=455
+  _globals['_MEMBERSHIPCHANGE']._serialized_end=585
+  _globals['_PROTECTIONGROUP']._serialized_start=588
+  _globals['_PROTECTIONGROUP']._serialized_end=784
+  _globals['_VOLUMEGEOMETRY']._serialized_start=787
+  _globals['_VOLUMEGEOMETRY']._serialized_end=949
+  _globals['_REGISTERNODEREQUEST']._serialized_start=951
+  _globals['_REGISTERNODEREQUEST']._serialized_end=1018
+  _globals['_REGISTERNODERESPONSE']._serialized_start=1020
+  _globals['_REGISTERNODERESPONSE']._serialized_end=1078
+  _globals['_HELDSEGMENT']._serialized_start=1080
+  _globals['_HELDSEGMENT']._serialized_end=1187
+  _globals['_HEARTBEATREQUEST']._serialized_start=1190
+  _globals['_HEARTBEATREQUEST']._serialized_end=1407
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1409
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1459
+  _globals['_LISTNODESREQUEST']._serialized_start=1461
+  _globals['_LISTNODESREQUEST']._serialized_end=1479
+  _globals['_LISTNODESRESPONSE']._serialized_start=1481
+  _globals['_LISTNODESRESPONSE']._serialized_end=1537
+  _globals['_CREATEVOLUMEREQUEST']._serialized_start=1539
+  _globals['_CREATEVOLUMEREQUEST']._serialized_end=1626
+  _globals['_CREATEVOLUMERESPONSE']._serialized_start=1628
+  _globals['_CREATEVOLUMERESPONSE']._serialized_end=1696
+  _globals['_GROWVOLUMEREQUEST']._serialized_start=1698
+  _globals['_GROWVOLUMEREQUEST']._serialized_end=1760
+  _globals['_GROWVOLUMERESPONSE']._serialized_start=1762
+  _globals['_GROWVOLUMERESPONSE']._serialized_end=1828
+  _globals['_DESCRIBEVOLUMEREQUEST']._serialized_start=1830
+  _globals['_DESCRIBEVOLUMEREQUEST']._serialized_end=1872
+  _globals['_DESCRIBEVOLUMERESPONSE']._serialized_start=1874
+  _globals['_DESCRIBEVOLUMERESPONSE']._serialized_end=1944
+  _globals['_LISTVOLUMESREQUEST']._serialized_start=1946
+  _globals['_LISTVOLUMESREQUEST']._serialized_end=1966
+  _globals['_LISTVOLUMESRESPONSE']._serialized_start=1968
+  _globals['_LISTVOLUMESRESPONSE']._serialized_end=2034
+  _globals['_CONTROLPLANESERVICE']._serialized_start=2158
+  _globals['_CONTROLPLANESERVICE']._serialized_end=2739
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from storage.v1 import storage_service_pb2 as _storage_service_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -12,25 +13,35 @@ class NodeHealth(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NODE_HEALTH_UNSPECIFIED: _ClassVar[NodeHealth]
     NODE_HEALTH_HEALTHY: _ClassVar[NodeHealth]
     NODE_HEALTH_UNHEALTHY: _ClassVar[NodeHealth]
+    NODE_HEALTH_DEGRADED: _ClassVar[NodeHealth]
 NODE_HEALTH_UNSPECIFIED: NodeHealth
 NODE_HEALTH_HEALTHY: NodeHealth
 NODE_HEALTH_UNHEALTHY: NodeHealth
+NODE_HEALTH_DEGRADED: NodeHealth
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "az", "address", "health", "last_heartbeat_age_ms", "segment_count")
+    __slots__ = ("node_id", "az", "address", "health", "last_heartbeat_age_ms", "segment_count", "condition", "condition_detail", "segments_missing", "segments_rebuilding")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AZ_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_AGE_MS_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_MISSING_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_REBUILDING_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     az: str
     address: str
     health: NodeHealth
     last_heartbeat_age_ms: int
     segment_count: int
-    def __init__(self, node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ..., health: _Optional[_Union[NodeHealth, str]] = ..., last_heartbeat_age_ms: _Optional[int] = ..., segment_count: _Optional[int] = ...) -> None: ...
+    condition: _storage_service_pb2.DiskCondition
+    condition_detail: str
+    segments_missing: _containers.RepeatedScalarFieldContainer[str]
+    segments_rebuilding: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ..., health: _Optional[_Union[NodeHealth, str]] = ..., last_heartbeat_age_ms: _Optional[int] = ..., segment_count: _Optional[int] = ..., condition: _Optional[_Union[_storage_service_pb2.DiskCondition, str]] = ..., condition_detail: _Optional[str] = ..., segments_missing: _Optional[_Iterable[str]] = ..., segments_rebuilding: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SegmentPlacement(_message.Message):
     __slots__ = ("segment_id", "node_id", "az", "address")
@@ -104,15 +115,37 @@ class RegisterNodeResponse(_message.Message):
     node: NodeInfo
     def __init__(self, node: _Optional[_Union[NodeInfo, _Mapping]] = ...) -> None: ...
 
+class HeldSegment(_message.Message):
+    __slots__ = ("segment_id", "membership_epoch", "scl", "whole", "rebuilding")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SCL_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_FIELD_NUMBER: _ClassVar[int]
+    REBUILDING_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    membership_epoch: int
+    scl: int
+    whole: bool
+    rebuilding: bool
+    def __init__(self, segment_id: _Optional[str] = ..., membership_epoch: _Optional[int] = ..., scl: _Optional[int] = ..., whole: _Optional[bool] = ..., rebuilding: _Optional[bool] = ...) -> None: ...
+
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "address", "segment_count")
+    __slots__ = ("node_id", "address", "segment_count", "segments", "condition", "condition_detail", "segments_reported")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_REPORTED_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     segment_count: int
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., segment_count: _Optional[int] = ...) -> None: ...
+    segments: _containers.RepeatedCompositeFieldContainer[HeldSegment]
+    condition: _storage_service_pb2.DiskCondition
+    condition_detail: str
+    segments_reported: bool
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., segment_count: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[HeldSegment, _Mapping]]] = ..., condition: _Optional[_Union[_storage_service_pb2.DiskCondition, str]] = ..., condition_detail: _Optional[str] = ..., segments_reported: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("heartbeat_interval_ms",)

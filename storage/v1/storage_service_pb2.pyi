@@ -12,9 +12,22 @@ class PayloadKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYLOAD_KIND_UNSPECIFIED: _ClassVar[PayloadKind]
     PAYLOAD_KIND_PATCH: _ClassVar[PayloadKind]
     PAYLOAD_KIND_IMAGE: _ClassVar[PayloadKind]
+
+class DiskCondition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DISK_CONDITION_UNSPECIFIED: _ClassVar[DiskCondition]
+    DISK_CONDITION_OK: _ClassVar[DiskCondition]
+    DISK_CONDITION_FULL: _ClassVar[DiskCondition]
+    DISK_CONDITION_IO_ERROR: _ClassVar[DiskCondition]
+    DISK_CONDITION_FAILED: _ClassVar[DiskCondition]
 PAYLOAD_KIND_UNSPECIFIED: PayloadKind
 PAYLOAD_KIND_PATCH: PayloadKind
 PAYLOAD_KIND_IMAGE: PayloadKind
+DISK_CONDITION_UNSPECIFIED: DiskCondition
+DISK_CONDITION_OK: DiskCondition
+DISK_CONDITION_FULL: DiskCondition
+DISK_CONDITION_IO_ERROR: DiskCondition
+DISK_CONDITION_FAILED: DiskCondition
 
 class LogRecord(_message.Message):
     __slots__ = ("lsn", "page_no", "kind", "offset", "data", "prev_volume_lsn", "prev_pg_lsn", "prev_page_lsn", "epoch", "cpl", "crc32c")
@@ -53,7 +66,7 @@ class TruncationRange(_message.Message):
     def __init__(self, start_lsn: _Optional[int] = ..., end_lsn: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class SegmentState(_message.Message):
-    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count", "vdl_hint", "peers", "records_repaired", "records_quarantined", "versions_quarantined", "scrub_passes", "versions_coalesced", "records_collected", "versions_collected", "pages_hydrated", "bytes_hydrated", "pinned_lsns", "chain_anchor_lsn", "scl_high_water")
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count", "vdl_hint", "peers", "records_repaired", "records_quarantined", "versions_quarantined", "scrub_passes", "versions_coalesced", "records_collected", "versions_collected", "pages_hydrated", "bytes_hydrated", "pinned_lsns", "chain_anchor_lsn", "scl_high_water", "whole", "rebuilding", "chain_gaps", "metadata_repaired", "volume_epoch_owner")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +94,11 @@ class SegmentState(_message.Message):
     PINNED_LSNS_FIELD_NUMBER: _ClassVar[int]
     CHAIN_ANCHOR_LSN_FIELD_NUMBER: _ClassVar[int]
     SCL_HIGH_WATER_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_FIELD_NUMBER: _ClassVar[int]
+    REBUILDING_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_GAPS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_EPOCH_OWNER_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_id: str
     pg_index: int
@@ -108,7 +126,12 @@ class SegmentState(_message.Message):
     pinned_lsns: _containers.RepeatedScalarFieldContainer[int]
     chain_anchor_lsn: int
     scl_high_water: int
-    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ..., vdl_hint: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., records_repaired: _Optional[int] = ..., records_quarantined: _Optional[int] = ..., versions_quarantined: _Optional[int] = ..., scrub_passes: _Optional[int] = ..., versions_coalesced: _Optional[int] = ..., records_collected: _Optional[int] = ..., versions_collected: _Optional[int] = ..., pages_hydrated: _Optional[int] = ..., bytes_hydrated: _Optional[int] = ..., pinned_lsns: _Optional[_Iterable[int]] = ..., chain_anchor_lsn: _Optional[int] = ..., scl_high_water: _Optional[int] = ...) -> None: ...
+    whole: bool
+    rebuilding: bool
+    chain_gaps: int
+    metadata_repaired: int
+    volume_epoch_owner: str
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ..., vdl_hint: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., records_repaired: _Optional[int] = ..., records_quarantined: _Optional[int] = ..., versions_quarantined: _Optional[int] = ..., scrub_passes: _Optional[int] = ..., versions_coalesced: _Optional[int] = ..., records_collected: _Optional[int] = ..., versions_collected: _Optional[int] = ..., pages_hydrated: _Optional[int] = ..., bytes_hydrated: _Optional[int] = ..., pinned_lsns: _Optional[_Iterable[int]] = ..., chain_anchor_lsn: _Optional[int] = ..., scl_high_water: _Optional[int] = ..., whole: _Optional[bool] = ..., rebuilding: _Optional[bool] = ..., chain_gaps: _Optional[int] = ..., metadata_repaired: _Optional[int] = ..., volume_epoch_owner: _Optional[str] = ...) -> None: ...
 
 class AppendRecordsRequest(_message.Message):
     __slots__ = ("segment_id", "volume_epoch", "membership_epoch", "batch_id", "records", "truncation_ranges", "vdl_hint", "min_read_point")
@@ -283,12 +306,14 @@ class TruncateSegmentResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[SegmentState, _Mapping]] = ..., records_removed: _Optional[int] = ...) -> None: ...
 
 class RaiseVolumeEpochRequest(_message.Message):
-    __slots__ = ("segment_id", "volume_epoch")
+    __slots__ = ("segment_id", "volume_epoch", "writer_id")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    WRITER_ID_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_epoch: int
-    def __init__(self, segment_id: _Optional[str] = ..., volume_epoch: _Optional[int] = ...) -> None: ...
+    writer_id: str
+    def __init__(self, segment_id: _Optional[str] = ..., volume_epoch: _Optional[int] = ..., writer_id: _Optional[str] = ...) -> None: ...
 
 class RaiseVolumeEpochResponse(_message.Message):
     __slots__ = ("volume_epoch", "state")
@@ -307,7 +332,7 @@ class SegmentPeer(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class CreateSegmentRequest(_message.Message):
-    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "membership_epoch", "peers")
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "membership_epoch", "peers", "rebuild")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -316,6 +341,7 @@ class CreateSegmentRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    REBUILD_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_id: str
     pg_index: int
@@ -324,7 +350,8 @@ class CreateSegmentRequest(_message.Message):
     page_size: int
     membership_epoch: int
     peers: _containers.RepeatedCompositeFieldContainer[SegmentPeer]
-    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ...) -> None: ...
+    rebuild: bool
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., rebuild: _Optional[bool] = ...) -> None: ...
 
 class CreateSegmentResponse(_message.Message):
     __slots__ = ("state", "created")
@@ -367,15 +394,23 @@ class ListSegmentsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListSegmentsResponse(_message.Message):
-    __slots__ = ("node_id", "az", "segments", "lmdb_map_size_bytes", "lmdb_used_bytes")
+    __slots__ = ("node_id", "az", "segments", "lmdb_map_size_bytes", "lmdb_used_bytes", "disk_condition", "disk_detail", "lost_segments", "environments_replaced")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AZ_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     LMDB_MAP_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     LMDB_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DISK_CONDITION_FIELD_NUMBER: _ClassVar[int]
+    DISK_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    LOST_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENTS_REPLACED_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     az: str
     segments: _containers.RepeatedCompositeFieldContainer[SegmentState]
     lmdb_map_size_bytes: int
     lmdb_used_bytes: int
-    def __init__(self, node_id: _Optional[str] = ..., az: _Optional[str] = ..., segments: _Optional[_Iterable[_Union[SegmentState, _Mapping]]] = ..., lmdb_map_size_bytes: _Optional[int] = ..., lmdb_used_bytes: _Optional[int] = ...) -> None: ...
+    disk_condition: DiskCondition
+    disk_detail: str
+    lost_segments: _containers.RepeatedScalarFieldContainer[str]
+    environments_replaced: int
+    def __init__(self, node_id: _Optional[str] = ..., az: _Optional[str] = ..., segments: _Optional[_Iterable[_Union[SegmentState, _Mapping]]] = ..., lmdb_map_size_bytes: _Optional[int] = ..., lmdb_used_bytes: _Optional[int] = ..., disk_condition: _Optional[_Union[DiskCondition, str]] = ..., disk_detail: _Optional[str] = ..., lost_segments: _Optional[_Iterable[str]] = ..., environments_replaced: _Optional[int] = ...) -> None: ...

@@ -40,19 +40,21 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from compute.errors import CommitTimeout, Fenced, QuorumNotMet
+from compute.errors import CommitTimeout, Fenced, NotCommitted, QuorumNotMet, Regaining
 from compute.quorum import WRITE_QUORUM
 from compute.volume import Channels, Volume
 from compute.volume_log import Patch
 from storage.errors import StorageError
 from storage.node import StorageServicer
-from storage.records import LogRecord, apply_record, decode_record
+from storage.records import LogRecord, apply_record, decode_record, peek_header
 from storage.scrub import Scrubber
 from storage.segment import SegmentMeta, TruncationRange
 from storage.serving import generic_handler
 from storage.store import SegmentStore, record_key
 from storage.v1 import control_plane_service_pb2 as cp_pb
 from storage.v1 import storage_service_pb2 as pb
+from storage.truncation import voided
+from tools.sim import integrity
 from tools.sim import replacement as repl
 from tools.sim.loop import InlineExecutor, SimDeadlock, run
 from tools.sim.memlmdb import MemDisk
@@ -153,7 +155,7 @@ class SimNode:
         self.heartbeats: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.store = SegmentStore(self.name, open_env=self.sim.disk.open)
+        self.store = SegmentStore(self.name, open_env=self.sim.disk.open, discard_env=self.sim.disk.wipe)
         self.servicer = StorageServicer(self.store, self.name, self.az, writer=_DiskExecutor(self.sim.rng),
                                         peer_channel=self.sim.network.channel_factory(self.name),
                                         gossip_interval_s=GOSSIP_INTERVAL_S,
@@ -165,9 +167,8 @@ class SimNode:
         self.sim.network.serve(SimServer(self.name, [handler]))
         self.up = True
         if self.sim.config.replace:
-            store = self.store
             self.heartbeats = asyncio.get_running_loop().create_task(repl.heartbeat_loop(
-                self.name, self.sim.network.channel_factory(self.name), lambda: len(store.segments)))
+                self.name, self.sim.network.channel_factory(self.name), self.servicer.heartbeat_report))
 
     async def crash(self) -> None:
         self.sim.network.crash(self.name)
@@ -211,13 +212,6 @@ class FollowedControlPlane:
         raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the simulated volume does not grow")
 
 
-@dataclass
-class Recovery:
-    epoch: int
-    vdl: int
-    lal: int
-
-
 class Simulation:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
@@ -230,13 +224,14 @@ class Simulation:
         self.violations: list[str] = []
         self.records: dict[int, LogRecord] = {}  # every record any writer allocated, by LSN
         self.truncations: list[TruncationRange] = []
-        self.recoveries: list[Recovery] = []
         self.acked: dict[int, tuple[str, list[Patch], int]] = {}  # CPL -> (token, patches, writer epoch)
         self.refused: list[bytes] = []  # tokens of writes refused definitely: they must never take effect
         # (node, table, key) -> the bytes a rot left there: records and page versions flipped on purpose
         self.rotten: dict[tuple[str, bytes, bytes], bytes] = {}
         self.writer: Volume | None = None
         self.writers = 0
+        self.opening = False  # a writer is being opened (the supervisor opens none meanwhile)
+        self.supervisor = integrity.WriterSupervisor(self)
         self.ops = {"write_ok": 0, "write_failed": 0, "write_unknown": 0, "read_ok": 0, "read_failed": 0,
                     "rot_records": 0, "rot_versions": 0, "rot_found_by_final_scrub": 0,
                     # most nodes down at once (crashed, or cut off from the writer), and what the clients got while
@@ -244,7 +239,7 @@ class Simulation:
                     "nodes_down_max": 0, "write_ok_over_2_down": 0, "write_refused_over_2_down": 0,
                     "write_unknown_over_2_down": 0, "read_ok_over_2_down": 0, "read_failed_over_2_down": 0,
                     "open_failed": 0, "open_failed_over_2_down": 0,
-                    "outages": 0}
+                    "outages": 0, **integrity.counters()}
         self.isolated: set[str] = set()  # nodes an outage cut off from every writer (including ones opened later)
         self.over_two = False  # more than two nodes down now
         self.over_two_serial = 0  # how many times more than two went down: an operation that saw it change overlapped
@@ -304,7 +299,7 @@ class Simulation:
     # -- the oracle ---------------------------------------------------------------
 
     def truncated(self, record: LogRecord) -> bool:
-        return any(r.covers(record.lsn, record.epoch) for r in self.truncations)
+        return voided(self.truncations, record.lsn, record.epoch)
 
     def page_at(self, page_no: int, read_point: int) -> bytes:
         page = bytearray(PAGE_SIZE)
@@ -334,10 +329,9 @@ class Simulation:
         segment_id = f"{VOLUME}/pg-{self.pg_of(record.page_no):05d}".encode()
         out = []
         for name in self.nodes:
-            meta_raw = self.disk.get(name, b"segments", segment_id)
-            if meta_raw is None:
+            meta = integrity.meta_on_disk(self, name, segment_id.decode())
+            if meta is None:
                 continue
-            meta = SegmentMeta.from_json(meta_raw)
             key = record_key(meta.seg_no, record.lsn)
             raw = self.disk.get(name, RECORDS, key)
             if raw is not None and (raw == record.encode() or (name, RECORDS, key) in self.rotten):
@@ -396,28 +390,21 @@ class Simulation:
                                f"(first at byte {diff}: {data[diff:diff + 12]!r} vs {expected[diff:diff + 12]!r})")
 
     def check_truncations(self) -> None:
-        """Invariant 4 on every node's committed state."""
-        for rec in self.recoveries:
-            for name in self.nodes:
-                for pg in self.geometry.protection_groups:
-                    meta_raw = self.disk.get(name, b"segments", f"{VOLUME}/pg-{pg.pg_index:05d}".encode())
-                    if meta_raw is None:
+        """Invariant 4 on every node's committed state: a segment holds no record that a truncation range it
+        holds voids (it deletes them when it learns the range, and refuses them after)."""
+        for name in self.nodes:
+            for pg in self.geometry.protection_groups:
+                meta = integrity.meta_on_disk(self, name, f"{VOLUME}/pg-{pg.pg_index:05d}")
+                if meta is None or not meta.truncation_ranges:
+                    continue
+                prefix = meta.seg_no.to_bytes(4, "big")
+                for key, raw in self.disk.items(name, RECORDS):
+                    if not key.startswith(prefix) or (name, RECORDS, key) in self.rotten:
                         continue
-                    meta = SegmentMeta.from_json(meta_raw)
-                    # Between raising the epoch and truncating, a segment still holds the old tail;
-                    # the invariant binds once the segment holds that recovery's truncation range.
-                    knows = any(r.epoch >= rec.epoch and r.start_lsn == rec.vdl + 1 for r in meta.truncation_ranges)
-                    if not knows or meta.scl <= rec.vdl:
-                        continue
-                    for lsn in range(rec.vdl + 1, min(rec.vdl + rec.lal, meta.highest_lsn) + 1):
-                        raw = self.disk.get(name, RECORDS, record_key(meta.seg_no, lsn))
-                        if raw is None or (name, RECORDS, record_key(meta.seg_no, lsn)) in self.rotten:
-                            continue
-                        if decode_record(raw).epoch < rec.epoch:
-                            self.violation(
-                                f"{name} {meta.segment_id}: took epoch {meta.volume_epoch}, SCL {meta.scl} is past the "
-                                f"recovered VDL {rec.vdl} of epoch {rec.epoch}, yet it still holds LSN {lsn} from "
-                                f"epoch {decode_record(raw).epoch}, which that recovery truncated")
+                    lsn, _, _, epoch = peek_header(raw)
+                    if voided(meta.truncation_ranges, lsn, epoch):
+                        self.violation(f"{name} {meta.segment_id} still holds LSN {lsn} of epoch {epoch}, which a "
+                                       "truncation range it holds voids")
 
     # -- writers --------------------------------------------------------------------
 
@@ -430,9 +417,17 @@ class Simulation:
         control_plane: Any = (FakeControlPlane(self.geometry) if self.control_plane is None
                               else FollowedControlPlane(self))
         volume = Volume(VOLUME, control_plane, Channels(self.network.channel_factory(name)),
-                        lal=SIM_LAL, commit_timeout_s=3.0)
+                        lal=SIM_LAL, commit_timeout_s=3.0, writer_id=name)
         volume.sim_name = name  # type: ignore[attr-defined]
+
+        def truncating(ranges: list[TruncationRange]) -> None:
+            for r in ranges:
+                if r not in self.truncations:
+                    self.truncations.append(r)
+
+        volume.on_truncating = truncating
         began = self.over_two_serial, self.over_two
+        self.opening = True
         try:
             await volume.open()
         except StorageError as error:
@@ -440,23 +435,19 @@ class Simulation:
             self.event(f"{name} could not open: {error.message}")
             await volume.close()
             return None
+        finally:
+            self.opening = False
         assert volume.log is not None
-        original = volume.log.allocate_mtr
 
-        def allocate(patches: list[Patch]) -> Any:
-            mtr = original(patches)
+        def allocated(mtr: Any) -> None:
             for record in mtr.records:
                 assert record.lsn not in self.records, f"LSN {record.lsn} allocated twice"
                 self.records[record.lsn] = record
-            return mtr
 
-        volume.log.allocate_mtr = allocate  # type: ignore[method-assign]
-        for r in volume.truncations:
-            if r not in self.truncations:
-                self.truncations.append(r)
-        self.recoveries.append(Recovery(volume.epoch, volume.log.vdl, SIM_LAL))
+        volume.on_allocate = allocated
         self.event(f"{name} open: epoch {volume.epoch} VDL {volume.log.vdl} next LSN {volume.log.next_lsn}")
         self.writer = volume
+        self.supervisor.note()
         return volume
 
     async def crash_writer(self) -> None:
@@ -467,6 +458,7 @@ class Simulation:
         self.network.crash(volume.sim_name)  # type: ignore[attr-defined]
         await volume.close()
         self.event(f"{volume.sim_name} crashed")  # type: ignore[attr-defined]
+        self.supervisor.note()
 
     # -- clients ------------------------------------------------------------------
 
@@ -485,7 +477,7 @@ class Simulation:
                 began = self.over_two_serial, self.over_two
                 try:
                     cpl = await writer.write(patches)
-                except (Fenced, QuorumNotMet, CommitTimeout) as error:
+                except (Fenced, QuorumNotMet, CommitTimeout, NotCommitted, Regaining) as error:
                     kind = "write_unknown" if isinstance(error, CommitTimeout) else "write_failed"
                     self.ops[kind] += 1
                     if kind == "write_failed":
@@ -517,7 +509,7 @@ class Simulation:
         outage = self.outage
         try:
             read_point, images = await writer.read(pages, from_storage=self.over_two)
-        except (Fenced, QuorumNotMet) as error:
+        except (Fenced, QuorumNotMet, Regaining) as error:
             self.ops["read_failed"] += 1
             self.event(f"{who} read {pages} -> {type(error).__name__}")
             if self.overlapped_over_two(began):
@@ -571,7 +563,7 @@ class Simulation:
             # it no longer weakens any PG; a spare holding nothing never did.
             members = {n for pg in range(self.config.pgs) for n in self.membership(pg)[1]}
             down &= members
-        return down | cut | rotten_nodes
+        return down | cut | rotten_nodes | integrity.impaired_nodes(self)
 
     def rot_outstanding(self, name: str, table: bytes, key: bytes, rotted: bytes) -> bool:
         """Whether a rot still weakens its node: the rotten bytes are still stored, or the node has not yet got
@@ -581,9 +573,9 @@ class Simulation:
             return True
         seg_no = int.from_bytes(key[:4], "big")
         lsn = int.from_bytes(key[-8:], "big")  # records: (seg_no, lsn); page versions: (seg_no, page_no, lsn)
-        for _, raw in self.disk.items(name, b"segments"):
-            meta = SegmentMeta.from_json(raw)
-            if meta.seg_no == seg_no:
+        for key_id, _ in self.disk.items(name, b"segments"):
+            meta = integrity.meta_on_disk(self, name, key_id.decode())
+            if meta is not None and meta.seg_no == seg_no:
                 return meta.scl < lsn
         return False  # the segment was dropped
 
@@ -603,11 +595,14 @@ class Simulation:
                 outage_at = None
                 await self._outage(rng)
                 continue
-            actions = ["crash", "restart", "restart", "partition", "heal", "writer", "fence", "rot"]
+            actions = ["crash", "restart", "restart", "partition", "heal", "writer", "fence", "rot",
+                       "meta-rot", "hostile-epoch", "tree-rot"]
             if self.config.faults == "az-plus-one" and outage_at is not None:
-                actions.remove("rot")  # a rot still outstanding would make the outage one AZ plus two
+                # a fault still outstanding would make the outage one AZ plus two
+                for lasting in ("rot", "meta-rot", "hostile-epoch", "tree-rot"):
+                    actions.remove(lasting)
             if self.config.replace:
-                actions += ["kill", "kill", "return", "cut-control-plane", "control-plane"]
+                actions += ["kill", "kill", "return", "cut-control-plane", "control-plane", "drop-segment"]
             action = rng.choice(actions)
             down = [n for n in self.nodes.values() if not n.up and n.name not in self.dead]
             if action == "crash" and self.faulty() < budget:
@@ -655,6 +650,14 @@ class Simulation:
                     self._return(name)
             elif action == "control-plane":
                 await self.restart_control_plane()
+            elif action == "meta-rot":
+                await integrity.meta_rot(self, rng, budget)
+            elif action == "hostile-epoch":
+                await integrity.hostile_epoch(self, rng, budget)
+            elif action == "tree-rot":
+                integrity.tree_rot(self, rng, budget)
+            elif action == "drop-segment":
+                await integrity.drop_segment(self, rng, budget)
             elif action == "cut-control-plane" and self.faulty() < budget:
                 node = rng.choice([n for n in self.nodes.values() if n.up])
                 self.network.partition(node.name, repl.CONTROL_PLANE)
@@ -761,7 +764,7 @@ class Simulation:
             await asyncio.sleep(rng.uniform(0.01, 0.5))
             try:
                 cpl = await old.write([Patch(0, 0, b"stale-%d" % n)])
-            except (Fenced, QuorumNotMet, CommitTimeout):
+            except (Fenced, QuorumNotMet, CommitTimeout, NotCommitted, Regaining):
                 continue
             self.violation(f"a fenced writer (epoch {old.epoch}) was acknowledged at LSN {cpl}")
         await old.close()
@@ -800,10 +803,12 @@ class Simulation:
                      for i in range(self.config.clients)]
             tasks.append(asyncio.create_task(self.faults(random.Random(self.rng.getrandbits(64)))))
             checker = asyncio.create_task(self._periodic_checks())
+            supervising = asyncio.create_task(self.supervisor.run())
             if self.control_plane is not None:
                 self.healing = asyncio.create_task(self._heal_loop())  # runs on through the final heal
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             checker.cancel()
+            supervising.cancel()
             for task in done:
                 if task.exception() is not None:
                     raise task.exception()
@@ -946,9 +951,28 @@ class Simulation:
             for i in range(self.config.pgs)))
 
     async def _periodic_checks(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(0.5)
-            self.check_truncations()
+            ticks += 1
+            self.supervisor.note()
+            if ticks % 4 == 0:
+                self.check_truncations()
+                integrity.check_scl_truth(self)
+
+    async def _settled_writer(self) -> Volume:
+        """Healed: the writer open now (a regain in progress is waited for; one fenced for good is replaced)."""
+        deadline = self.now() + SETTLE_S
+        while self.now() < deadline:
+            writer = self.writer
+            if writer is not None and writer.regaining:
+                await asyncio.sleep(0.5)
+                continue
+            if writer is not None and not writer.fenced:
+                return writer
+            await self.open_writer()
+        self.violation(f"after healing, no writer was open within {SETTLE_S:g} virtual s")
+        raise AssertionError("unreachable")
 
     async def heal_and_check(self) -> None:
         self.network.heal()
@@ -960,13 +984,9 @@ class Simulation:
                 node.start()
         self.note_down()
         self.event("healed")
-        writer = self.writer or await self.open_writer()
-        if writer is None or writer.fenced:
-            await asyncio.sleep(1.0)
-            writer = await self.open_writer()
-        if writer is None:
-            self.violation("after healing, no writer could open the volume")
+        writer = await self._settled_writer()
         await asyncio.sleep(5.0)  # let the streams reconnect and resend
+        writer = await self._settled_writer()
         if self.control_plane is not None:
             await self._settle_membership(writer)
         self.check_truncations()
@@ -984,6 +1004,7 @@ class Simulation:
         self.check_read(writer, read_point, images)
         await self.scrub_everything()
         await self.check_convergence(writer)
+        integrity.check_scl_truth(self)
         self.check_agreement()
         for token in self.refused:
             for lsn, record in self.records.items():
@@ -1019,8 +1040,11 @@ class Simulation:
                 for name in self.membership(pg.pg_index)[1]:
                     node = self.nodes[name]
                     seg = node.store.segments.get(f"{VOLUME}/pg-{pg.pg_index:05d}") if node.store else None
-                    if seg is None or seg.tracker.scl < target:
-                        behind.append(f"{name} PG {pg.pg_index} SCL {seg.tracker.scl if seg else '-'} < {target}")
+                    if seg is None or seg.tracker.scl < target or not seg.whole:
+                        behind.append(f"{name} PG {pg.pg_index} SCL {seg.tracker.scl if seg else '-'} < {target}"
+                                      if seg is None or seg.tracker.scl < target else
+                                      f"{name} PG {pg.pg_index} not whole (SCL {seg.tracker.scl}, high water "
+                                      f"{seg.meta.scl_high_water}, rebuilding {seg.meta.rebuilding})")
             if not behind:
                 self.event("every segment caught up")
                 return
@@ -1033,10 +1057,9 @@ class Simulation:
         for pg in self.geometry.protection_groups:
             seen: dict[int, tuple[str, bytes]] = {}
             for name in self.nodes:
-                meta_raw = self.disk.get(name, b"segments", f"{VOLUME}/pg-{pg.pg_index:05d}".encode())
-                if meta_raw is None:
+                meta = integrity.meta_on_disk(self, name, f"{VOLUME}/pg-{pg.pg_index:05d}")
+                if meta is None:
                     continue
-                meta = SegmentMeta.from_json(meta_raw)
                 prefix = meta.seg_no.to_bytes(4, "big")
                 for key in self.disk.keys(name, RECORDS):
                     if not key.startswith(prefix) or (name, RECORDS, key) in self.rotten:

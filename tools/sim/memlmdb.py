@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import bisect
 import random
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import lmdb
 
@@ -171,6 +171,9 @@ class _DiskFile:
         self.tables: dict[bytes | None, _Table] = {None: _Table()}
         self.last_txnid = 0
         self.env: MemEnvironment | None = None  # the environment open on this path, if any
+        # `MemDisk.corrupt`: accesses fail as LMDB's do on a bad page: to the tables named (None: every access)
+        self.corrupt: str | None = None
+        self.corrupt_tables: frozenset[bytes | None] | None = None
 
     def data_bytes(self) -> int:
         """Bytes of keys and values committed."""
@@ -215,6 +218,32 @@ class MemDisk:
         """The disk at `path` is replaced by an empty one (after a crash of whatever held it)."""
         self.crash(path)
         self._files.pop(path, None)
+
+    def corrupt(self, path: str, tables: Iterable[bytes | str] | None = None) -> None:
+        """The tree at `path` is damaged (bytes overwritten inside the file): from now on every access to
+        `tables` (None: to anything) raises `lmdb.CorruptedError`, as LMDB does when it meets a page of the
+        wrong type, until the path is wiped (a fresh environment)."""
+        file = self._file(path, create=True)
+        file.corrupt = "mdb_cursor_get: MDB_CORRUPTED: Located page was wrong type"
+        file.corrupt_tables = None if tables is None else frozenset(_db_key(t) for t in tables)
+
+    def is_corrupt(self, path: str) -> bool:
+        file = self._files.get(path)
+        return file is not None and file.corrupt is not None
+
+    def overwrite(self, path: str, db_name: bytes | str, key: bytes | str, value: bytes) -> None:
+        """Replace one committed value outright (a forged copy: `rot` flips a byte, this writes any bytes).
+        Refused while a write transaction is open on `path`."""
+        file = self._files.get(path)
+        name, key = _db_key(db_name), _key_bytes(key)
+        if file is None or file.env is not None and file.env._chain is not None:
+            raise ValueError(f"cannot overwrite on {path!r}: it does not exist or a write transaction is open on it")
+        table = file.tables.get(name)
+        if table is None or key not in table.values:
+            raise KeyError(f"{path}: database {name!r} holds no key {key.hex()}")
+        fresh = table.copy()  # copy-on-write: an open reader keeps its snapshot
+        fresh.values[key] = bytes(value)
+        file.tables = {**file.tables, name: fresh}
 
     def rot(self, path: str, db_name: bytes | str, key: bytes | str, byte_index: int | None = None,
             rng: random.Random | None = None) -> int:
@@ -343,6 +372,8 @@ class MemEnvironment:
     def _check_open(self) -> None:
         if self._closed is not None:
             raise lmdb.Error(self._closed)
+        if self._file.corrupt is not None and self._file.corrupt_tables is None:
+            raise lmdb.CorruptedError(self._file.corrupt)
 
     def __enter__(self) -> MemEnvironment:
         return self
@@ -662,6 +693,9 @@ class MemTransaction:
             db = self._db
         if db._env is not self._env:
             raise lmdb.Error("Database handle belongs to another Environment.")
+        file = self._env._file
+        if file.corrupt is not None and file.corrupt_tables is not None and db.name in file.corrupt_tables:
+            raise lmdb.CorruptedError(file.corrupt)
         return db.name
 
     def _out(self, value: bytes) -> bytes | memoryview:

@@ -8,7 +8,9 @@ Each one changes the real code for the duration of a run (and restores it):
 - `replace-target-0`: the control plane sets every replacement's target LSN to 0, so a new segment
   takes its old one's place before it has hydrated (run with `replace=True`);
 - `replace-skip-hydration`: the target is measured right, but a change completes whatever the new
-  segment's SCL (run with `replace=True`).
+  segment's SCL (run with `replace=True`);
+- `trust-stored-scl`: a storage node starting up takes the SCL its metadata stores instead of the one
+  its records prove (a forged or rotten copy then makes it claim records it does not hold).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Iterator
 
-MUTATIONS = ("ack-at-3", "skip-truncation", "read-past-vdl", "replace-target-0", "replace-skip-hydration")
+MUTATIONS = ("ack-at-3", "skip-truncation", "read-past-vdl", "replace-target-0", "replace-skip-hydration",
+             "trust-stored-scl")
 
 
 @contextmanager
@@ -66,6 +69,18 @@ def applied(name: str | None) -> Iterator[None]:
         import storage.control_plane_server as cps
 
         patch(cps, "_truncated", lambda state, target: True)
+    elif name == "trust-stored-scl":
+        import storage.segment_load as segment_load
+        from storage.scl import SclTracker
+        from storage.segment import Segment
+
+        def trusting(txn, records, meta, record_count):  # type: ignore[no-untyped-def]
+            tracker = SclTracker.rebuilt(meta.scl, segment_load.held_above(txn, records, meta, meta.scl))
+            fixed = meta.copy()
+            fixed.scl = tracker.scl
+            return Segment(meta=fixed, tracker=tracker), False
+
+        patch(segment_load, "_verified", trusting)
     else:
         raise ValueError(f"unknown mutation {name!r}; known: {', '.join(MUTATIONS)}")
     try:

@@ -43,21 +43,26 @@ def endpoint_of(address: str) -> str:
 
 
 class SimAbort(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Any = ()) -> None:
         super().__init__(details)
         self.code = code
         self.details = details
+        self.trailing_metadata = tuple(trailing_metadata or ())
+
+    def error(self) -> grpc.aio.AioRpcError:
+        """The error the caller sees, with the servicer's trailing metadata (the rich status)."""
+        return rpc_error(self.code, self.details, self.trailing_metadata)
 
 
-def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
+def rpc_error(code: grpc.StatusCode, details: str, trailing_metadata: Any = ()) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing_metadata), details=details)
 
 
 class FakeContext:
     """The slice of grpc.aio.ServicerContext that the servicers use."""
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
-        raise SimAbort(code, details)
+        raise SimAbort(code, details, trailing_metadata)
 
     def peer(self) -> str:
         return "sim"
@@ -159,7 +164,7 @@ class SimNetwork:
         if loop.time() > deadline:
             raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         if isinstance(response, SimAbort):
-            raise rpc_error(response.code, response.details)
+            raise response.error()
         return response
 
     @staticmethod
@@ -253,7 +258,7 @@ class SimStreamCall:
                 stream.send_to_client(handler.response_serializer(reply))
             stream.send_to_client(EOF_MARK)
         except SimAbort as abort:
-            stream.send_to_client(rpc_error(abort.code, abort.details))
+            stream.send_to_client(abort.error())
         except asyncio.CancelledError:
             pass
 

@@ -112,13 +112,16 @@ def initial_state(volume_id: str, page_size: int, pages_per_pg: int, pgs: int,
     return state
 
 
-async def heartbeat_loop(node_id: str, channel_factory: Callable[[str], Any], segment_count: Callable[[], int]) -> None:
-    """What storage/node_main.py's heartbeat loop does, over the sim network."""
+async def heartbeat_loop(node_id: str, channel_factory: Callable[[str], Any], report: Callable[[], Any]) -> None:
+    """What storage/node_main.py's heartbeat loop does, over the sim network. `report()` is the servicer's
+    `heartbeat_report` (segments held, disk condition)."""
     stub = cp_grpc.ControlPlaneServiceStub(channel_factory(CONTROL_PLANE))
     while True:
         try:
+            held, condition, detail = report()
             await stub.Heartbeat(cp_pb.HeartbeatRequest(node_id=node_id, address=address_of(node_id),
-                                                        segment_count=segment_count()),
+                                                        segment_count=len(held), segments=held, condition=condition,
+                                                        condition_detail=detail, segments_reported=True),
                                  timeout=HEARTBEAT_RPC_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - an unreachable control plane is retried, as on a real node
             pass
