@@ -73,6 +73,7 @@ class SegmentStream:
         self._task: asyncio.Task[None] | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
         self._closed = False
+        self._missing_reported = False  # a NOT_FOUND from the node is said once, until the segment is back
 
     # -- called by the volume ---------------------------------------------------
 
@@ -121,6 +122,13 @@ class SegmentStream:
                     backoff = BACKOFF_MAX_S
                 elif self.volume.is_membership_refusal(error):
                     self.volume.request_geometry_refresh()  # the PG changed membership: resend under the new one
+                elif error.code() == grpc.StatusCode.NOT_FOUND:
+                    # The node lost its copy (or is being given a new one): the control plane creates it again.
+                    if not self._missing_reported:
+                        log.warning("segment %s is missing on %s (%s); waiting for it to be created again",
+                                    self.segment_id, self.node_id, error.details())
+                        self._missing_reported = True
+                    backoff = BACKOFF_MAX_S
                 elif error.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DATA_LOSS) and \
                         detail_of(error).reason:
                     # The node's disk is full or failed (it reports that itself, once): try again later.
@@ -158,6 +166,7 @@ class SegmentStream:
                                                 timeout=STATE_TIMEOUT_S)
         # What the segment holds now, even if less than it said before (it lost a copy and is rebuilding);
         # nothing, for this writer, if it holds a newer epoch (Volume.state_counts).
+        self._missing_reported = False
         if self.volume.state_counts(f"segment {self.segment_id} on {self.node_id}", reply.state):
             self.scl = reply.state.scl
             self.volume.on_session_scl(self, reply.state.scl)

@@ -486,6 +486,7 @@ class Volume:
         self.running_epoch = self.epoch
         self._end_regain()
         vdl = self.log.vdl
+        self._release(sorted(c for c in self._waiters if c <= vdl))  # the recovery found them durable
         for cpl in [c for c in self._waiters if c > vdl]:
             future = self._waiters.pop(cpl)
             self._mtr_records.pop(cpl, None)

@@ -205,6 +205,10 @@ class LmdbEnvironment:
         else:
             log.error("disk: %s", sentence)
 
+    def fail(self, error: BaseException) -> DiskFailed:
+        """The owner found the environment unusable (any LMDB error while it was being loaded)."""
+        return self._corrupt(error)
+
     def _corrupt(self, error: BaseException) -> DiskFailed:
         sentence = (f"the LMDB environment at {self.path} is corrupt ({error}); nothing in it is served, and its "
                     "segments are rebuilt from their peers in a fresh environment")
@@ -226,7 +230,8 @@ class LmdbEnvironment:
             try:
                 with self.env.begin(buffers=False) as txn:
                     yield txn
-            except CORRUPTION_ERRORS as error:
+            except (*CORRUPTION_ERRORS, lmdb.BadTxnError) as error:
+                # A read transaction has no child: MDB_BAD_TXN there means it met a bad page and went invalid.
                 raise self._corrupt(error) from None
             except lmdb.PanicError:
                 raise Unavailable(f"the LMDB environment at {self.path} must be reopened; retry") from None

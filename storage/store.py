@@ -129,9 +129,12 @@ class SegmentStore:
 
     def _load(self) -> None:
         try:
-            self.disk.open()
-            with self.disk.read() as txn:
-                loaded = segment_load.load(txn, self.disk.dbs)
+            try:
+                self.disk.open()
+                with self.disk.read() as txn:
+                    loaded = segment_load.load(txn, self.disk.dbs)
+            except lmdb.Error as error:  # at start, any LMDB error means the environment cannot be trusted
+                raise self.disk.fail(error) from None
         except StorageError as error:
             salvaged = segment_load.salvage(self.disk.env, self.disk.dbs)
             log.warning("%s; %d segments' metadata salvaged, rebuilt empty from their peers", error.message,

@@ -870,13 +870,17 @@ class Cluster:
             raise ClusterError(f"{node} is not running (state: {state}); start it with `sixfold start {node}`")
         return record
 
-    def start(self, node: str) -> bool:
-        """Start one stopped or dead process again: same arguments, port and data. False if already running."""
+    def start(self, node: str, *, new_port: bool = False) -> bool:
+        """Start one stopped or dead process again: same arguments and data, and the same port unless
+        `new_port` (any free one: a storage node registers its new address, and writers and peers follow).
+        False if already running."""
         with self._locked():
             state = self._load()
             record = self._find(state.processes, node)
             if self._alive(record):
                 return False
+            if new_port:
+                record.port = 0
             started: list[str] = []
             try:
                 self._start_in_order(state, [record], started)

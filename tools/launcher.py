@@ -127,6 +127,10 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--json", action="store_true", help="print the status as JSON")
     elif name in NODE_COMMANDS:
         parser.add_argument("node", help=f"process name, e.g. a1 (or {CONTROL_PLANE}, {COMPUTE})")
+        if name == "start":
+            parser.add_argument("--new-port", action="store_true",
+                                help="listen on any free port instead of the recorded one (the node registers "
+                                "its new address; the writer and its peers follow)")
 
 
 # --- output ---------------------------------------------------------------------------
@@ -301,7 +305,7 @@ def _stop(cluster: Cluster, args: argparse.Namespace) -> int:
 
 
 def _start(cluster: Cluster, args: argparse.Namespace) -> int:
-    if cluster.start(args.node):
+    if cluster.start(args.node, new_port=args.new_port):
         print(f"started {args.node} at {cluster.node_address(args.node)} (pid {cluster.pid(args.node)})")
     else:
         print(f"{args.node} is already running (pid {cluster.pid(args.node)})")

@@ -83,14 +83,20 @@ def edit_metadata(path: str | Path, segment_id: str, field: str, delta: int, *, 
 
 
 def overwrite_pages(path: str | Path, needle: bytes, pages: int, rng: random.Random) -> tuple[int, int]:
-    """Overwrite `pages` whole LMDB pages with random bytes, starting at the page holding `needle`; returns
-    (first byte overwritten, bytes overwritten)."""
+    """Overwrite `pages` whole LMDB pages with random bytes from each page holding `needle` (the live copy of
+    a page and older copies LMDB left in freed pages look alike, so every one is hit); returns (first byte
+    overwritten, bytes overwritten)."""
     data = bytearray(Path(path).read_bytes())
-    at = data.find(needle)
-    if at < 0:
+    starts = sorted({max(LMDB_META_PAGES, m.start() // LMDB_PAGE_BYTES) * LMDB_PAGE_BYTES
+                     for m in re.finditer(re.escape(needle), bytes(data))})
+    if not starts:
         raise ValueError(f"{needle!r} is not in {path}")
-    first = max(LMDB_META_PAGES, at // LMDB_PAGE_BYTES) * LMDB_PAGE_BYTES
-    end = min(len(data), first + pages * LMDB_PAGE_BYTES)
-    data[first:end] = bytes(rng.getrandbits(8) for _ in range(end - first))
+    done: set[int] = set()
+    for first in starts:
+        for page_start in range(first, min(len(data), first + pages * LMDB_PAGE_BYTES), LMDB_PAGE_BYTES):
+            if page_start not in done:
+                done.add(page_start)
+                data[page_start:page_start + LMDB_PAGE_BYTES] = bytes(
+                    rng.getrandbits(8) for _ in range(LMDB_PAGE_BYTES))
     Path(path).write_bytes(bytes(data))
-    return first, end - first
+    return starts[0], len(done) * LMDB_PAGE_BYTES
