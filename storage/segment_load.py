@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import lmdb
 
@@ -208,6 +208,21 @@ def _verified(txn: Any, records: Any, meta: SegmentMeta, record_count: int) -> t
     fixed.scl, fixed.highest_lsn, fixed.record_count = tracker.scl, highest, record_count
     fixed.raise_scl_high_water()
     return Segment(meta=fixed, tracker=tracker), stored != (fixed.scl, fixed.highest_lsn, fixed.record_count)
+
+
+def trusted_copy(copies: Iterable[bytes | memoryview | None], segment_id: str) -> SegmentMeta | None:
+    """The first of a segment's stored metadata copies that checks and names it, or None (rule 1 in brief,
+    for readers that need the metadata as stored: scrubbing's snapshot, the simulator's checks)."""
+    for raw in copies:
+        if raw is None:
+            continue
+        try:
+            meta = SegmentMeta.from_bytes(raw)
+        except ChecksumMismatch:
+            continue
+        if meta.segment_id == segment_id:
+            return meta
+    return None
 
 
 def held_above(txn: Any, records: Any, meta: SegmentMeta, base: int, warn: bool = False) -> list[tuple[int, int]]:

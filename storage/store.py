@@ -685,15 +685,8 @@ class SegmentStore:
 
     def _stored_meta(self, txn: Any, segment_id: str) -> SegmentMeta | None:
         """The segment's metadata as this transaction's snapshot stores it (either good copy), or None."""
-        for table in segment_load.META_TABLES:
-            raw = txn.get(segment_id.encode(), db=self.disk.dbs[table])
-            if raw is None:
-                continue
-            try:
-                return SegmentMeta.from_bytes(raw)
-            except ChecksumMismatch:
-                continue
-        return None
+        return segment_load.trusted_copy(
+            (txn.get(segment_id.encode(), db=self.disk.dbs[table]) for table in segment_load.META_TABLES), segment_id)
 
     def scrub_metadata(self, segment_id: str) -> str | None:
         """Why one of the segment's two stored metadata copies must not be trusted (None: both sound and
@@ -730,6 +723,17 @@ class SegmentStore:
         self.metadata_repaired += repaired
         return repaired
 
+    def _write_published(self, segment_id: str, txn_fn: Callable[[Any], tuple[Quarantined, Segment] | None],
+                         ) -> Quarantined | None:
+        """Run `txn_fn` (which returns None, or what it did and the segment's new state) and publish the state
+        once the transaction committed."""
+        result = self.disk.write(txn_fn)
+        if result is None:
+            return None
+        done, seg = result
+        self.segments[segment_id] = seg
+        return done
+
     def break_chain_at_gap(self, segment_id: str, missing_lsn: int) -> Quarantined | None:
         """A record at or below SCL names a PG predecessor the segment does not hold (scrub rule 1): the
         chain breaks there (SCL falls below it, as after a quarantine) if it (still) does, and gossip
@@ -747,12 +751,7 @@ class SegmentStore:
             problem = f"SCL {scl_before} of segment {segment_id} ran past LSN {missing_lsn}, which it does not hold"
             return Quarantined(segment_id, missing_lsn, problem, scl_before, seg.tracker.scl, 0), seg
 
-        result = self.disk.write(txn_fn)
-        if result is None:
-            return None
-        done, seg = result
-        self.segments[segment_id] = seg
-        return done
+        return self._write_published(segment_id, txn_fn)
 
     def quarantine_record(self, segment_id: str, lsn: int) -> Quarantined | None:
         """Delete the record stored under `lsn` if it (still) fails its check, with its page-index row,
@@ -785,12 +784,7 @@ class SegmentStore:
             self._put_meta(txn, seg.meta)  # the lowered SCL is durable with the deletion: a restart trusts it
             return Quarantined(segment_id, lsn, problem, scl_before, seg.tracker.scl, rows), seg
 
-        result = self.disk.write(txn_fn)
-        if result is None:
-            return None
-        done, seg = result
-        self.segments[segment_id] = seg
-        return done
+        return self._write_published(segment_id, txn_fn)
 
     def _delete_index_rows(self, txn: Any, seg: Segment, lsn: int, raw: bytes) -> int:
         """Delete the page-index row of the record `lsn`. Its page comes from the rotten record's header;

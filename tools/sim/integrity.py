@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from storage.epochs import EPOCH_MAX, EPOCH_STEP_MAX
-from storage.errors import ChecksumMismatch
 from storage.segment import SegmentMeta
+from storage.segment_load import META_TABLES, trusted_copy
 from storage.truncation import voided
 from storage.v1 import storage_service_pb2 as pb
 from storage.v1 import storage_service_pb2_grpc as pb_grpc
@@ -41,7 +41,6 @@ from storage.v1 import storage_service_pb2_grpc as pb_grpc
 if TYPE_CHECKING:
     from tools.sim.harness import Simulation
 
-META_TABLES = (b"segments", b"segments_copy")
 # What a tree rot damages: the big tables, where an overwrite of a few pages of a node's file lands; the
 # metadata (a few small pages) still reads, so the node salvages its segments' identities.
 TREE_ROT_TABLES = (b"records", b"page_index", b"versions")
@@ -62,15 +61,7 @@ SUPERVISOR_PATIENCE_S = 1.0  # the "writer" fault reopens within 0.5 s of its cr
 
 def meta_on_disk(sim: "Simulation", name: str, segment_id: str) -> SegmentMeta | None:
     """A segment's metadata as the node's disk holds it (either good copy), or None."""
-    for table in META_TABLES:
-        raw = sim.disk.get(name, table, segment_id.encode())
-        if raw is None:
-            continue
-        try:
-            return SegmentMeta.from_bytes(raw)
-        except ChecksumMismatch:
-            continue
-    return None
+    return trusted_copy((sim.disk.get(name, table, segment_id.encode()) for table in META_TABLES), segment_id)
 
 
 def expected_segments(sim: "Simulation", name: str) -> list[str]:
@@ -106,16 +97,21 @@ def _pick(sim: "Simulation", rng: random.Random, budget: int) -> str | None:
     return rng.choice(names) if names else None
 
 
-async def meta_rot(sim: "Simulation", rng: random.Random, budget: int) -> None:
+def _pick_segment(sim: "Simulation", rng: random.Random, budget: int) -> tuple[str, str] | None:
+    """(node, one of its segments) for a fault that makes the node faulty (`_pick`), or None."""
     name = _pick(sim, rng, budget)
-    if name is None:
+    store = sim.nodes[name].store if name is not None else None
+    if name is None or store is None or not store.segments:
+        return None
+    return name, rng.choice(sorted(store.segments))
+
+
+async def meta_rot(sim: "Simulation", rng: random.Random, budget: int) -> None:
+    picked = _pick_segment(sim, rng, budget)
+    if picked is None:
         return
+    name, segment_id = picked
     node = sim.nodes[name]
-    assert node.store is not None
-    segment_ids = sorted(node.store.segments)
-    if not segment_ids:
-        return
-    segment_id = rng.choice(segment_ids)
     await node.crash()
     modes = ["flip-one", "forge-one", "forge-both"] + (["flip-both"] if sim.config.replace else [])
     mode = rng.choice(modes)
@@ -143,16 +139,13 @@ async def meta_rot(sim: "Simulation", rng: random.Random, budget: int) -> None:
 
 
 async def hostile_epoch(sim: "Simulation", rng: random.Random, budget: int) -> None:
-    name = _pick(sim, rng, budget)
-    if name is None:
+    picked = _pick_segment(sim, rng, budget)
+    if picked is None:
         return
-    node = sim.nodes[name]
-    assert node.store is not None
-    segment_ids = sorted(node.store.segments)
-    if not segment_ids:
-        return
-    segment_id = rng.choice(segment_ids)
-    current = node.store.segments[segment_id].meta.volume_epoch
+    name, segment_id = picked
+    store = sim.nodes[name].store
+    assert store is not None
+    current = store.segments[segment_id].meta.volume_epoch
     huge = rng.random() < HOSTILE_HUGE_PROBABILITY
     epoch = (rng.choice([2**64 - 1, EPOCH_MAX + 1, current + EPOCH_STEP_MAX + 1]) if huge
              else current + rng.randint(1, HOSTILE_EPOCH_STEP_MAX))
