@@ -666,7 +666,13 @@ class Volume:
             except grpc.aio.AioRpcError as error:
                 raise QuorumNotMet(f"PG {pg_index}: the chain tail on {rec.best_segment_id} could not be read: "
                                    f"{error.code().name} {error.details()}") from None
-            tails[pg_index] = reply.tail_lsn if min(plan.vdl, rec.best_scl) > 0 else 0
+            needed = min(plan.vdl, rec.best_scl)
+            if not reply.state.whole or reply.state.scl < needed:
+                # Its copy changed since the read (it lost a record, or its disk failed and it is rebuilding):
+                # its chain tail is no longer the PG's.
+                raise QuorumNotMet(f"PG {pg_index}: segment on {rec.best_segment_id} no longer holds the chain to "
+                                   f"LSN {needed} (SCL {reply.state.scl}, whole {reply.state.whole})")
+            tails[pg_index] = reply.tail_lsn if needed > 0 else 0
         volume_log = VolumeLog(pg_of_page=self.pg_of_page, epoch=self.epoch, lal=self.lal, vdl=plan.floor,
                                next_lsn=plan.next_lsn, prev_volume_lsn=plan.vdl)
         for pg in self.pgs.values():
@@ -730,6 +736,11 @@ class Volume:
             request = pb.ReadRecordsRequest(segment_id=stream.segment_id, from_lsn=cursor, to_lsn=to_lsn,
                                             max_records=READ_RECORDS_BATCH)
             reply = await self._call_again(lambda: stream.stub.ReadRecords(request, timeout=RPC_TIMEOUT_S))
+            if reply.scl < to_lsn:
+                # The copy changed since its state was read (it lost records, or its disk failed and it is being
+                # rebuilt): what it returns may stop short of records that met quorum. Never plan on that.
+                raise QuorumNotMet(f"segment on {stream.node_id} no longer holds the chain to LSN {to_lsn} "
+                                   f"(its SCL is {reply.scl}); reading again")
             batch = [record_from_proto(r) for r in reply.records]
             for record, crc in batch:
                 if record.crc() != crc:
@@ -885,9 +896,12 @@ class Volume:
         return read_point, [(p, data, lsn) for p, (data, lsn) in zip(page_nos, results)]
 
     async def _read_page(self, page_no: int, read_point: int, from_storage: bool = False) -> tuple[bytes, int]:
-        assert self.cache is not None
+        # The cache this read may fill: a regain meanwhile starts a new one, which must not take an image read
+        # before it (the new one has not seen the records that became durable between).
+        cache = self.cache
+        assert cache is not None
         if not from_storage:
-            cached = self.cache.get(page_no)
+            cached = cache.get(page_no)
             if cached is not None:
                 return cached
         pg = self.pgs[self.pg_of_page(page_no)]
@@ -899,7 +913,7 @@ class Volume:
             self.read_points.release(pg_read_point)
         self.storage_page_reads += 1
         if not from_storage:
-            self.cache.put(page_no, data, page_lsn, read_point)
+            cache.put(page_no, data, page_lsn, read_point)
         return data, page_lsn
 
     async def _read_from_segments(self, pg: PgInfo, page_no: int, read_point: int) -> tuple[bytes, int]:

@@ -276,10 +276,10 @@ class StorageServicer:
             seg.check_epochs(request.volume_epoch, seg.meta.membership_epoch)
         if request.to_lsn and request.to_lsn < request.from_lsn:
             raise InvalidRequest(f"to_lsn {request.to_lsn} is below from_lsn {request.from_lsn}")
-        records, more = self.store.read_records(
+        records, more, scl = self.store.read_records_with_scl(
             request.segment_id, request.from_lsn, request.to_lsn, request.max_records, request.max_bytes
         )
-        return pb.ReadRecordsResponse(records=[record_to_proto(r) for r in records], scl=seg.tracker.scl, more=more)
+        return pb.ReadRecordsResponse(records=[record_to_proto(r) for r in records], scl=scl, more=more)
 
     async def GetSegmentState(self, request: pb.GetSegmentStateRequest, context: Any) -> pb.GetSegmentStateResponse:
         _check_segment_id(request.segment_id)

@@ -556,10 +556,18 @@ class SegmentStore:
         self, segment_id: str, from_lsn: int, to_lsn: int, max_records: int, max_bytes: int
     ) -> tuple[list[LogRecord], bool]:
         """Records with from_lsn < LSN <= to_lsn (to_lsn 0 = unbounded), each CRC-checked; (records, more)."""
+        records, more, _ = self.read_records_with_scl(segment_id, from_lsn, to_lsn, max_records, max_bytes)
+        return records, more
+
+    def read_records_with_scl(
+        self, segment_id: str, from_lsn: int, to_lsn: int, max_records: int, max_bytes: int
+    ) -> tuple[list[LogRecord], bool, int]:
+        """`read_records`, and the segment's SCL as stored in the same snapshot: the records up to that SCL
+        are all there (a reader can tell a copy that was lost or rebuilt since it last asked)."""
         seg = self.segment(segment_id)
         seg.check_records_from(from_lsn)
         if from_lsn > LSN_MAX:
-            return [], False
+            return [], False, seg.tracker.scl
         max_records = min(max_records or READ_RECORDS_MAX, READ_RECORDS_MAX)
         max_bytes = min(max_bytes or READ_BYTES_MAX, READ_BYTES_MAX)
         out: list[LogRecord] = []
@@ -569,6 +577,8 @@ class SegmentStore:
             seg = self.segment(segment_id)
             seg.check_records_from(from_lsn)  # GC may have run since the check above
             seg_no = seg.meta.seg_no
+            stored = self._stored_meta(txn, segment_id)
+            scl = min(seg.tracker.scl, stored.scl) if stored is not None and stored.seg_no == seg_no else 0
             cursor = txn.cursor(db=self._records)
             if cursor.set_range(record_key(seg_no, from_lsn + 1)):
                 for key, raw in cursor:
@@ -585,7 +595,7 @@ class SegmentStore:
                         )
                     out.append(record)
                     size += len(raw)
-        return out, more
+        return out, more, scl
 
     def tail_at_or_below(self, segment_id: str, lsn: int) -> int:
         """The newest PG chain record at or below `lsn` (0 if none); `lsn` at or above the GC floor
