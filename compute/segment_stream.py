@@ -134,6 +134,11 @@ class SegmentStream:
                     # The node's disk is full or failed (it reports that itself, once): try again later.
                     log.debug("segment %s on %s: %s", self.segment_id, self.node_id, error.details())
                     backoff = BACKOFF_MAX_S
+                elif error.code() == grpc.StatusCode.INTERNAL:
+                    # What gRPC's core says when the node's process stops mid-call ("Internal error from
+                    # Core"): the stream reconnects like after any broken connection.
+                    log.warning("stream to segment %s on %s broke: %s", self.segment_id, self.node_id,
+                                error.details())
                 elif error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                                         grpc.StatusCode.CANCELLED):
                     log.error("segment %s on %s refused a batch: %s: %s", self.segment_id, self.node_id,

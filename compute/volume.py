@@ -76,7 +76,9 @@ GATHER_GRACE_S = 0.2
 QUORUM_STEP_TIMEOUT_S = 5.0  # a recovery step asks the segments that did not answer again, this long
 QUORUM_RETRY_PAUSE_S = 0.2
 RECOVERY_CALL_TRIES = 3  # a single recovery call (records, chain tail) is asked this many times
-TRUNCATE_TIMEOUT_S = 5.0  # a segment deletes what the range voids before it answers
+# A segment deletes what the range voids (at most LAL's worth of records) before it answers; a lost
+# request is asked again within the step's QUORUM_STEP_TIMEOUT_S (applying a range twice is harmless).
+TRUNCATE_TIMEOUT_S = 2.0
 # How often the writer asks the control plane for membership changes (sooner when a segment says its
 # membership epoch is newer than the writer's).
 MEMBERSHIP_POLL_S = 0.5

@@ -135,7 +135,8 @@ class LmdbEnvironment:
         self.map_size_bytes = map_size_bytes
         self._open_env = open_env
         self._discard = discard or move_aside
-        self._real = open_env is lmdb.open
+        self.real = open_env is lmdb.open  # the real LMDB (not the simulator's stand-in)
+        self._real = self.real
         self._free_bytes = free_bytes or (_free_bytes_of if self._real else _plenty)
         self.gate = ResizeGate()
         self._write_lock = threading.RLock()  # one writer at a time, even if callers slip

@@ -261,6 +261,19 @@ def last_lsn(txn: Any, records: Any, seg_no: int) -> int:
     return 0
 
 
+def salvaged_from(copies: Iterable[tuple[bytes, bytes, bytes]]) -> list[SegmentMeta]:
+    """Segments whose metadata a walk of a failed environment read, (table, key, value) each, as
+    `salvage` would trust them (either copy that checks and names its key)."""
+    found: dict[str, SegmentMeta] = {}
+    for _, key, value in copies:
+        segment_id = key.decode(errors="replace")
+        if segment_id not in found:
+            meta = trusted_copy([value], segment_id)
+            if meta is not None:
+                found[segment_id] = meta
+    return [found[k] for k in sorted(found)]
+
+
 def salvage(env: Any, dbs: dict[bytes, Any]) -> list[SegmentMeta]:
     """From a failed environment: every segment whose metadata still reads and checks (either copy), as
     far as the tree can be read; nothing else of it is trusted (the caller rebuilds them from peers)."""

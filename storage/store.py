@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import lmdb
 
-from storage import epochs, segment_load
+from storage import epochs, segment_load, tree_check
 from storage.errors import (
     AlreadyExists,
     ChecksumMismatch,
@@ -128,6 +128,16 @@ class SegmentStore:
     # -- start-up and a failed disk ----------------------------------------------------
 
     def _load(self) -> None:
+        if self.disk.real:
+            # Some corrupt pages abort LMDB itself (a C assertion): walk the tree in a child process first.
+            check = tree_check.check_in_child(self.path)
+            if not check.ok:
+                salvaged = segment_load.salvaged_from(check.metadata)
+                log.error("the LMDB environment at %s is corrupt (%s); %d segments' metadata salvaged, rebuilt "
+                          "empty from their peers", self.path, check.problem, len(salvaged))
+                self.disk.fail(RuntimeError(check.problem))
+                self.rebuild_in_fresh_environment(salvaged)
+                return
         try:
             try:
                 self.disk.open()

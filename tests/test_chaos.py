@@ -3,8 +3,10 @@
 - The fault injector (storage/faults.py) in a real storage node process: a fault
   file makes it slow, then unreachable (new calls and an open stream get
   UNAVAILABLE), and removing the file brings it back.
+- The LMDB file walk the disk-rot scenarios aim with (tools/chaos/lmdb_pages.py), on a real
+  store's file: live pages told from stale copies, metadata edited in the live copies only.
 - A CI-sized subset of `sixfold chaos` through the same code as the CLI:
-  kill-one, writer-kill and replace, short, each must PASS.
+  kill-one, writer-kill, replace and meta-rot, short, each must PASS.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from pathlib import Path
 import grpc
 import pytest
 
+from storage.chain import ChainBuilder
 from storage.faults import UNREACHABLE_DETAILS, FaultFile, FaultState, clear_fault_file, write_fault_file
 from storage.serving import CHANNEL_OPTIONS
+from storage.store import SegmentStore
 from storage.v1 import storage_service_pb2 as pb
 from storage.v1 import storage_service_pb2_grpc as pb_grpc
+from tests.test_store import SEG, batch, commit_ok, meta
+from tools.chaos import lmdb_pages
 from tools.chaos.history import FAIL, INFO
 from tools.chaos.runner import RunConfig, classify, decode_value, encode_value, hot_keys, run_scenario, table
 from tools.cluster import PROJECT_ROOT, health_check
@@ -68,6 +74,60 @@ def test_outcomes_and_values() -> None:
     assert decode_value(b"p3\x01-17".ljust(32, b"\0")).startswith("<")
     singles, pairs = hot_keys(8)
     assert singles == [0, 1, 2, 16384, 16385, 16386] and pairs == [(3, 16387)]
+
+
+# --- aiming at live LMDB pages ----------------------------------------------------------------------
+
+META_TABLES = ("segments", "segments_copy")
+
+
+def _many_commits(tmp_path: Path, commits: int = 60) -> tuple[str, int]:
+    """A closed store whose one segment took `commits` single-record commits (each rewrites its metadata,
+    so freed pages hold stale copies of it); returns (path, SCL)."""
+    path = str(tmp_path / "lmdb")
+    store = SegmentStore(path, map_size_bytes=1 << 24)
+    store.create_segment(meta())
+    chain = ChainBuilder()
+    for i in range(commits):
+        commit_ok(store, batch([chain.patch(i % 8, b"AIM-%04d-" % i + bytes(300))], batch_id=i + 1))
+    scl = store.segment(SEG).tracker.scl
+    store.close()
+    return path, scl
+
+
+def test_the_walk_finds_live_pages_and_live_metadata_copies(tmp_path: Path) -> None:
+    path, scl = _many_commits(tmp_path)
+    blob = Path(path, "data.mdb").read_bytes()
+    lay = lmdb_pages.layout(blob, META_TABLES)
+    assert lay.page_size == 4096 and {"records", "page_index", *META_TABLES} <= set(lay.owner.values())
+    assert blob.count(b"SFM1") > 2, "stale metadata copies lie in freed pages"
+    live = [v for v in lay.values if v.key == SEG.encode()]
+    assert sorted(v.table for v in live) == sorted(META_TABLES)
+    assert all(blob[v.offset:v.offset + 4] == b"SFM1" for v in live)
+    assert [c.scl for c in lmdb_pages.metadata_copies(Path(path, "data.mdb"), SEG, META_TABLES)] == [scl, scl]
+    page = lmdb_pages.live_page_of(blob, lay, b"AIM-0059-", ("records",))
+    assert page is not None and lay.table_of(page) == "records"
+    assert lmdb_pages.live_page_of(blob, lay, b"no such payload", ("records",)) is None
+
+
+@pytest.mark.parametrize("mode", ["one-copy", "both-copies", "forged"])
+def test_metadata_rotted_in_the_live_copies_is_what_the_node_reads(tmp_path: Path, mode: str) -> None:
+    path, scl = _many_commits(tmp_path)
+    tables = ("segments_copy",) if mode == "one-copy" else META_TABLES
+    edits = lmdb_pages.edit_live_metadata(Path(path, "data.mdb"), SEG, 7, tables, fix_crc=mode == "forged")
+    assert edits == [(t, scl, scl + 7) for t in tables]
+    copies = lmdb_pages.metadata_copies(Path(path, "data.mdb"), SEG, META_TABLES)
+    assert [c.checks for c in copies] == {"one-copy": [True, False], "both-copies": [False, False],
+                                          "forged": [True, True]}[mode]
+    store = SegmentStore(path)
+    try:
+        if mode == "both-copies":
+            assert SEG not in store.segments and "CRC-32C" in store.lost[SEG]
+        else:
+            assert store.segment(SEG).tracker.scl == scl, "the records refute the raised SCL"
+            assert store.metadata_repaired == 1
+    finally:
+        store.close()
 
 
 # --- the fault injector in a real node --------------------------------------------------------------
@@ -183,7 +243,7 @@ def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(l
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("scenario", ["kill-one", "writer-kill", "replace"])
+@pytest.mark.parametrize("scenario", ["kill-one", "writer-kill", "replace", "meta-rot"])
 def test_chaos_scenario_passes(scenario: str, tmp_path: Path) -> None:
     seed = int(time.time()) % 100_000
     print(f"seed={seed}")

@@ -14,6 +14,11 @@ Mechanisms:
   heartbeats to the control plane still go out: a one-way partition, which is
   enough to take it out of every quorum.
 - Bit rot: one byte flipped inside stored records of a stopped node's LMDB file.
+- Disk rot (`rot_metadata`, `rot_tree`): a segment's stored metadata edited in place (a rotten digit, or
+  a forged copy with a valid CRC-32C), or whole LMDB pages overwritten with random bytes, in live pages
+  of a stopped node's file (tools/chaos/lmdb_pages.py finds them); `abandon` leaves a node that cannot
+  start on its disk down through the heal.
+- A lost copy: DropSegment on a healthy member (the control plane must create it again).
 - A second writer: another `sixfold compute` process opening the same volume,
   which fences the first (started and stopped here by PID).
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -40,6 +46,7 @@ from storage.faults import FaultState, clear_fault_file, default_fault_file, wri
 from storage.serving import CHANNEL_OPTIONS
 from storage.v1 import storage_service_pb2 as pb
 from storage.v1 import storage_service_pb2_grpc as pb_grpc
+from tools.chaos import lmdb_pages
 from tools.cluster import COMPUTE, DEAD, PAUSED, PROJECT_ROOT, RUNNING, STOPPED, Cluster, health_check
 
 STATUS_TIMEOUT_S = 3.0
@@ -93,6 +100,42 @@ class FlipResult:
     data_file: str
     copies_flipped: int  # LMDB's copy-on-write leaves old copies of a page behind; all are flipped
     offsets: list[int]
+
+
+@dataclass
+class MetaRot:
+    """One segment's stored metadata rotted on a stopped node."""
+
+    node: str
+    segment_id: str
+    mode: str  # "one-copy" (a rotten digit in one copy), "both-copies" (in both), "forged" (CRC fixed, both)
+    edits: list[tuple[str, int, int]]  # (table, SCL before, SCL after) per copy edited
+    copies_after: list[lmdb_pages.CopyState]  # what the node will read
+
+    @property
+    def held(self) -> int:
+        """The SCL stored before the edit: what the segment's records proved when the node stopped."""
+        return self.edits[0][1]
+
+    @property
+    def claimed(self) -> int:
+        return self.edits[0][2]
+
+
+@dataclass
+class TreeRot:
+    node: str
+    token: str  # the acknowledged payload whose live page the noise starts around
+    page: int  # the live page holding it
+    first_byte: int
+    bytes_overwritten: int
+    pages: int
+    tables_hit: dict[str, int]  # table -> live pages of it overwritten ("free" for free pages)
+    data_file: str
+    targeted: bool  # False: the live pages could not be told apart; the first copy of the token was hit
+
+
+META_TABLES = ("segments", "segments_copy")
 
 
 class SecondWriter:
@@ -159,6 +202,7 @@ class Nemesis:
         self.volume = volume
         self.fault_files: set[str] = set()
         self.second_writer: SecondWriter | None = None
+        self.abandoned: set[str] = set()  # nodes `heal` leaves down (they cannot start on their disk)
 
     def _act(self, action: str, target: str, fn: Callable[[], Any], detail: str = "") -> Any:
         started = time.monotonic()
@@ -186,6 +230,13 @@ class Nemesis:
 
     def resume(self, node: str) -> None:
         self._act("resume", node, lambda: self.cluster.resume(node), "SIGCONT")
+
+    def abandon(self, node: str, why: str) -> None:
+        """Leave `node` down through the heal: it failed to start on its own disk, and starting it again
+        would fail the same way (the run goes on without it, and the verdict says why)."""
+        self.abandoned.add(node)
+        now = time.monotonic()
+        self.log.add(FaultEvent("abandon", node, now, now, why[:300]))
 
     def state_of(self, node: str) -> str:
         return self.cluster._state_of(self.cluster.record(node))  # noqa: SLF001 - the launcher's own view
@@ -280,6 +331,104 @@ class Nemesis:
                     return "OK", repr(bytes(reply.data[:32]).rstrip(b"\0"))
         return "NOT_FOUND", f"no segment of {self.volume} holding page {key} on {node}"
 
+    # -- disk rot ------------------------------------------------------------------------
+
+    def data_file(self, node: str) -> Path:
+        return Path(self.cluster.data_dir(node)) / "lmdb" / "data.mdb"
+
+    def stored_metadata(self, node: str, segment_id: str) -> list[lmdb_pages.CopyState]:
+        """The live metadata copies of a segment in a stopped node's file."""
+        return lmdb_pages.metadata_copies(self.data_file(node), segment_id, META_TABLES)
+
+    def rot_metadata(self, node: str, segment_id: str, mode: str, delta: int, table: str = "segments") -> MetaRot:
+        """Raise the SCL in a stopped node's stored metadata of `segment_id` by `delta`, in place, keeping
+        the number of digits, in the live copies only (stale copies in freed pages are never read):
+        - "one-copy": the copy in `table`, its CRC-32C left as it was (that copy no longer checks);
+        - "both-copies": both copies, CRCs left (no copy checks: the segment is lost);
+        - "forged": both copies, CRCs recomputed (they check; only the records can refute them)."""
+        tables = (table,) if mode == "one-copy" else META_TABLES
+        path = self.data_file(node)
+
+        def go() -> MetaRot:
+            edits = lmdb_pages.edit_live_metadata(path, segment_id, delta, tables, fix_crc=mode == "forged")
+            return MetaRot(node, segment_id, mode, edits, self.stored_metadata(node, segment_id))
+
+        rot: MetaRot = self._act("meta-rot", node, go, f"{segment_id} {mode}")
+        self.log.events[-1].detail = (f"{segment_id}: SCL {rot.held} -> {rot.claimed} in "
+                                      f"{', '.join(t for t, _, _ in rot.edits)} ({mode}); the node will read: "
+                                      + "; ".join(f"{c.table} {'checks' if c.checks else 'fails'}"
+                                                  for c in rot.copies_after))
+        return rot
+
+    def rot_tree(self, node: str, needles: list[tuple[str, bytes]], pages: int, rng: random.Random) -> TreeRot:
+        """Overwrite `pages` whole LMDB pages of a stopped node's file with random bytes, around the live
+        page (of the records table, else of any table) holding the first needle (newest first) found
+        there: the pages the node reads, not stale copies in freed pages."""
+        path = self.data_file(node)
+
+        def go() -> TreeRot:
+            blob = path.read_bytes()
+            try:
+                lay: lmdb_pages.Layout | None = lmdb_pages.layout(blob)
+            except ValueError:
+                lay = None
+            found: tuple[str, int, bool] | None = None
+            if lay is not None:
+                for tables in (("records",), tuple(sorted(set(lay.owner.values())))):
+                    found = next(((token, page, True) for token, needle in needles
+                                  if (page := lmdb_pages.live_page_of(blob, lay, needle, tables)) is not None), None)
+                    if found:
+                        break
+            if found is None:
+                found = next(((token, blob.find(needle) // lmdb_pages.LMDB_PAGE, False)
+                              for token, needle in needles if blob.find(needle) >= 0), None)
+            if found is None:
+                raise RuntimeError(f"none of the {len(needles)} acknowledged tokens is in {path}")
+            token, page, targeted = found
+            page_size = lay.page_size if lay is not None else lmdb_pages.LMDB_PAGE
+            first_page = max(lmdb_pages.META_PAGES, page - rng.randrange(pages))
+            noise = bytes(rng.getrandbits(8) for _ in range(pages * page_size))
+            first, size = lmdb_pages.overwrite(path, first_page, pages, noise, page_size)
+            hit: dict[str, int] = {}
+            for p in range(first // page_size, (first + size) // page_size):
+                table = (lay.table_of(p) if lay is not None else None) or "free"
+                hit[table] = hit.get(table, 0) + 1
+            return TreeRot(node, token, page, first, size, size // page_size, hit, str(path), targeted)
+
+        rot: TreeRot = self._act("tree-rot", node, go, f"{pages} pages")
+        self.log.events[-1].detail = (f"{rot.pages} pages ({rot.bytes_overwritten} bytes) from byte {rot.first_byte} "
+                                      f"overwritten with random bytes, around page {rot.page} holding {rot.token!r}; "
+                                      f"live pages hit: {rot.tables_hit}")
+        return rot
+
+    # -- storage node calls ------------------------------------------------------------------
+
+    def list_segments(self, node: str, timeout_s: float = STATUS_TIMEOUT_S) -> pb.ListSegmentsResponse:
+        with grpc.insecure_channel(self.cluster.node_address(node), options=CHANNEL_OPTIONS) as channel:
+            return pb_grpc.StorageServiceStub(channel).ListSegments(pb.ListSegmentsRequest(), timeout=timeout_s)
+
+    def segment_state(self, address: str, segment_id: str, timeout_s: float = STATUS_TIMEOUT_S,
+                      ) -> tuple[str, pb.SegmentState | None]:
+        """("OK", state) or (status code name, None)."""
+        with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            try:
+                reply = pb_grpc.StorageServiceStub(channel).GetSegmentState(
+                    pb.GetSegmentStateRequest(segment_id=segment_id), timeout=timeout_s)
+            except grpc.RpcError as error:
+                return error.code().name, None  # type: ignore[attr-defined]
+        return "OK", reply.state
+
+    def drop_segment(self, node: str, segment_id: str) -> int:
+        """DropSegment on a healthy member: its copy is gone (records, metadata); the records removed."""
+        def go() -> int:
+            with grpc.insecure_channel(self.cluster.node_address(node), options=CHANNEL_OPTIONS) as channel:
+                return int(pb_grpc.StorageServiceStub(channel).DropSegment(
+                    pb.DropSegmentRequest(segment_id=segment_id), timeout=STATUS_TIMEOUT_S * 3).records_removed)
+
+        removed: int = self._act("drop-segment", node, go, segment_id)
+        self.log.events[-1].detail = f"{segment_id}: {removed} records removed"
+        return removed
+
     # -- a second writer ----------------------------------------------------------------
 
     def open_second_writer(self, out_dir: Path) -> str:
@@ -335,6 +484,9 @@ class Nemesis:
                 self.resume(node)
                 done.append(f"resumed {node}")
         for node in names:
+            if node in self.abandoned:
+                done.append(f"left {node} down (it cannot start on its disk)")
+                continue
             if self.state_of(node) in (DEAD, STOPPED):
                 self.start(node)
                 done.append(f"started {node}")
@@ -356,4 +508,4 @@ class Nemesis:
             self.second_writer.stop()
 
 
-__all__ = ["Nemesis", "FaultLog", "FaultEvent", "FlipResult", "SecondWriter"]
+__all__ = ["Nemesis", "FaultLog", "FaultEvent", "FlipResult", "MetaRot", "TreeRot", "SecondWriter"]

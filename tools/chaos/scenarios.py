@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
@@ -27,7 +28,8 @@ from compute.quorum import COPIES, WRITE_QUORUM
 from compute.volume import COMMIT_TIMEOUT_S, CONNECT_WAIT_S
 from storage.v1 import control_plane_service_pb2 as cp_pb2
 from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
-from tools.cluster import COMPUTE
+from storage.v1 import storage_service_pb2 as pb
+from tools.cluster import COMPUTE, ClusterError
 
 if TYPE_CHECKING:
     from tools.chaos.faults import Nemesis
@@ -59,6 +61,21 @@ DOWN_MAX = COPIES - WRITE_QUORUM
 WRITER_ALLOCATION_WAIT_S = CONNECT_WAIT_S
 WRITER_COMMIT_WAIT_S = COMMIT_TIMEOUT_S
 RESTART_ACTIONS = ("start", "resume")  # nemesis actions that bring a down node back
+# Disk rot and lost copies. A node back from a rotted disk, or a dropped copy, must have every PG's six
+# segments whole again within WHOLE_WAIT_S (the control plane creates a lost copy again once it has been
+# missing from the node's heartbeats for 2 s; rebuilding then measures its target from three peers and
+# gossip fills it); the run waits up to WHOLE_WAIT_MAX_S to say how long it took.
+WHOLE_WAIT_S = 30.0
+WHOLE_WAIT_MAX_S = 2 * WHOLE_WAIT_S
+AT_REST_WAIT_S = 20.0  # after the clients stopped: the six copies of each PG whole and equal
+META_DELTA = (300, 5000)  # SCL raised by this much (clipped so that no digit is added)
+META_TABLES = ("segments", "segments_copy")
+TREE_ROT_PAGES = (2, 16)  # 8..64 KiB of 4 KiB pages
+ROT_NEEDLES_MAX = 400  # newest acknowledged tokens tried as needles
+# The ERROR lines a rotted disk must cause (storage/segment_load.py, storage/lmdb_env.py); any other ERROR
+# or Traceback line in a storage node's log fails these scenarios. A dropped copy causes none.
+META_ROT_ERRORS = ("is lost: ",)  # "segment <id> is lost: <why>; its rows are deleted ..."
+TREE_ROT_ERRORS = ("disk: the LMDB environment at ",)  # "... is corrupt (...); nothing in it is served ..."
 
 
 @dataclass
@@ -293,8 +310,11 @@ def _judge_no_quorum(ctx: Context, what: str) -> list[Criterion]:
                    f"{WRITER_COMMIT_WAIT_S:g} s for a quorum, so such a write may have been allocated and made "
                    f"durable after the nodes were back")
     if not answered:
+        # A short fault window can pass with every client still waiting on a write sent before it (the
+        # writer's waits above): reported as not judged, never as a pass.
         detail += "; nothing to judge: no write was answered while a quorum was impossible"
-    return [Criterion(what, not false_acks and bool(answered), detail)]
+        return [Criterion(what, None, detail)]
+    return [Criterion(what, not false_acks, detail)]
 
 
 def _judge_kill_az_plus_one(ctx: Context) -> list[Criterion]:
@@ -643,6 +663,414 @@ def _judge_replace_two(ctx: Context) -> list[Criterion]:
     ]
 
 
+# --- disk rot and lost copies (meta-rot, tree-rot, drop-segment) ---------------------------------
+
+
+def _placed_on(ctx: Context, node: str) -> list[tuple[int, str]]:
+    """(PG index, segment id) of every segment of the volume placed on `node`."""
+    return sorted((pg.pg_index, s.segment_id) for pg in ctx.geometry().protection_groups for s in pg.segments
+                  if s.node_id == node)
+
+
+def _log_size(ctx: Context, node: str) -> int:
+    path = ctx.cluster.log_path(node)
+    return path.stat().st_size if path.exists() else 0
+
+
+def _log_since(ctx: Context, node: str, offset: int) -> list[str]:
+    """The lines `node` logged after byte `offset` of its log (appended across restarts)."""
+    path = ctx.cluster.log_path(node)
+    if not path.exists():
+        return []
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace").splitlines()
+
+
+def _pg_states(ctx: Context, last: str | None = None) -> dict[int, dict[str, tuple[str, Any]]]:
+    """Per PG: node -> (code, SegmentState or None) from GetSegmentState on each of its segments, the
+    segments on `last` asked last (so its SCL is never compared with newer peer SCLs than its own)."""
+    out: dict[int, dict[str, tuple[str, Any]]] = {}
+    for pg in ctx.geometry().protection_groups:
+        placements = sorted(pg.segments, key=lambda s: s.node_id == last)
+        out[pg.pg_index] = {s.node_id: ctx.nemesis.segment_state(s.address, s.segment_id) for s in placements}
+    return out
+
+
+def _describe_states(states: dict[int, dict[str, tuple[str, Any]]]) -> str:
+    parts = []
+    for pg, by_node in sorted(states.items()):
+        cells = []
+        for node, (code, st) in sorted(by_node.items()):
+            if st is None:
+                cells.append(f"{node} {code}")
+            else:
+                flags = "" if st.whole else (" rebuilding" if st.rebuilding else " not whole")
+                cells.append(f"{node} {st.scl}{flags}")
+        parts.append(f"pg{pg}: " + ", ".join(cells))
+    return "; ".join(parts)
+
+
+def _whole_again(states: dict[int, dict[str, tuple[str, Any]]], victim: str) -> bool:
+    """Every segment of every PG is held and whole, and the victim's copies have caught up with the tail:
+    SCL at least the lowest of its peers' (asked before it)."""
+    for by_node in states.values():
+        if any(st is None or not st.whole for _, st in by_node.values()):
+            return False
+        if victim in by_node:
+            peers = [st.scl for node, (_, st) in by_node.items() if node != victim]
+            if peers and by_node[victim][1].scl < min(peers):
+                return False
+    return bool(states)
+
+
+def _note_control_plane_view(ctx: Context, node: str) -> None:
+    """Remember each change in what the control plane says of `node` (ctx.data["control_plane_views"])."""
+    try:
+        info = _control_plane_view(ctx, node)
+    except grpc.RpcError:
+        return
+    if info is None:
+        return
+    view = cp_pb2.NodeHealth.Name(info.health).removeprefix("NODE_HEALTH_")
+    if info.segments_missing:
+        view += f" missing {list(info.segments_missing)}"
+    if info.segments_rebuilding:
+        view += f" rebuilding {list(info.segments_rebuilding)}"
+    views = ctx.data.setdefault("control_plane_views", [])
+    if not views or views[-1] != view:
+        views.append(view)
+
+
+def _wait_whole(ctx: Context, victim: str, timeout_s: float = WHOLE_WAIT_MAX_S) -> float | None:
+    """Poll until every PG's six segments are whole again (`_whole_again`); the time, or None."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        _note_control_plane_view(ctx, victim)
+        try:
+            states = _pg_states(ctx, last=victim)
+        except grpc.RpcError:
+            time.sleep(0.2)
+            continue
+        last = _describe_states(states)
+        if _whole_again(states, victim):
+            ctx.data["whole_view"] = last
+            return time.monotonic()
+        time.sleep(0.2)
+    ctx.data["whole_view"] = last
+    ctx.notes.append(f"after {timeout_s:g} s not every segment was whole again: {last}")
+    return None
+
+
+def _control_plane_view(ctx: Context, node: str) -> Any:
+    with grpc.insecure_channel(ctx.cluster.control_plane_address()) as channel:
+        nodes = cp_grpc.ControlPlaneServiceStub(channel).ListNodes(cp_pb2.ListNodesRequest(), timeout=5).nodes
+    return next((n for n in nodes if n.node_id == node), None)
+
+
+def _judge_whole(ctx: Context, since: str, what: str) -> Criterion:
+    """The bound on becoming whole again, measured from mark `since`."""
+    start, done = ctx.marks.get(since), ctx.marks.get("whole_again")
+    took = None if start is None or done is None else done - start
+    if took is not None:
+        head = (f"every PG's six segments whole, {ctx.data.get('victim')}'s caught up with its peers, "
+                f"{took:.1f} s after {what}")
+    elif "start_error" in ctx.data:
+        head = f"{ctx.data.get('victim')} never came back"
+    else:
+        head = f"not within {WHOLE_WAIT_MAX_S:g} s of {what}"
+    return Criterion(f"whole again within {WHOLE_WAIT_S:g} s", took is not None and took <= WHOLE_WAIT_S, head
+                     + f"; last view: {ctx.data.get('whole_view', '-')}; meanwhile the control plane said of "
+                     f"{ctx.data.get('victim')}: {' -> '.join(ctx.data.get('control_plane_views', [])) or '-'}")
+
+
+def _judge_at_rest(ctx: Context, timeout_s: float = AT_REST_WAIT_S) -> Criterion:
+    """Once the clients stopped: every segment of every PG whole, the six SCLs of each PG equal."""
+    deadline = time.monotonic() + timeout_s
+    view = "no answer"
+    agree = False
+    while True:
+        try:
+            states = _pg_states(ctx)
+            view = _describe_states(states)
+            agree = bool(states) and all(
+                all(st is not None and st.whole for _, st in by_node.values())
+                and len({st.scl for _, st in by_node.values()}) == 1 for by_node in states.values())
+        except grpc.RpcError as error:
+            view = f"could not ask: {error}"
+        if agree or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return Criterion("six whole copies at rest", agree, f"after the clients stopped: {view}")
+
+
+def _judge_log_errors(ctx: Context, expected: tuple[str, ...]) -> list[Criterion]:
+    """ERROR and Traceback lines in the storage nodes' logs other than the ones the fault must cause (judged:
+    a rotted disk or a lost copy is reported as designed, never a traceback), and in the other processes'
+    logs (reported only: e.g. the writer logs a stream that a node's SIGTERM tore down)."""
+    nodes = set(ctx.nodes())
+    every = ctx.cluster.log_errors()
+    unexpected = ctx.cluster.log_errors(expected)
+    storage = [line for line in unexpected if line.split(":", 1)[0] in nodes]
+    others = [line for line in unexpected if line.split(":", 1)[0] not in nodes]
+    return [
+        Criterion("storage nodes log only the expected errors", not storage,
+                  f"{len(every) - len(unexpected)} expected error lines (containing "
+                  f"{' or '.join(repr(e) for e in expected) or 'nothing'}), {len(storage)} others"
+                  + (": " + " | ".join(line[:200] for line in storage[:3]) if storage else "")),
+        Criterion("error lines of the other processes", None,
+                  f"{len(others)}" + (": " + " | ".join(line[:200] for line in others[:3]) if others else "")),
+    ]
+
+
+def _read_tokens(ctx: Context) -> list[tuple[str, bytes]]:
+    """Acknowledged tokens, newest first: the node that was up when they were written surely holds most."""
+    return [(r.token, ctx.workload.encode(r.token)) for r in reversed(ops(ctx, "write", "ok"))][:ROT_NEEDLES_MAX]
+
+
+def _garbled_reads(ctx: Context) -> list[Any]:
+    """Reads that returned bytes no write explains (undecodable: `<hex>`)."""
+    return [r for r in ops(ctx, "read", "ok") if any(v is not None and v.startswith("<") for v in r.values)]
+
+
+async def _start_or_abandon(ctx: Context, node: str) -> bool:
+    """Start a node whose disk was rotted; if it cannot start (it crashed on its own disk), say so and leave it
+    down through the heal (it would crash again), so the rest of the run can still be judged."""
+    offset = _log_size(ctx, node)
+    try:
+        await ctx.do(ctx.nemesis.start, node)
+    except ClusterError as error:
+        first = str(error).splitlines()[0].split("; log:")[0]
+        last = [line for line in _log_since(ctx, node, offset) if line.strip()][-2:]
+        ctx.data["start_error"] = f"{first}; its log ends: {' | '.join(last)}"
+        ctx.nemesis.abandon(node, ctx.data["start_error"])
+        ctx.log(f"{node} could not start on its rotted disk: {ctx.data['start_error']}")
+        return False
+    return True
+
+
+async def _meta_rot(ctx: Context) -> None:
+    victim = ctx.rng.choice(ctx.base_nodes())
+    placed = _placed_on(ctx, victim)
+    ctx.rng.shuffle(placed)
+    # One segment gets a forged copy (CRC fixed: only its records refute it), the other a rotten digit with the
+    # CRC left as it was (one copy: the other copy is used; both: the segment is lost and created again).
+    modes = ["forged", ctx.rng.choice(["one-copy", "both-copies"])]
+    if len(placed) == 1:
+        modes = [ctx.rng.choice(modes)]
+    ctx.data["victim"] = victim
+    ctx.mark("fault")
+    ctx.resume_points.append((f"stop {victim}", ctx.marks["fault"]))
+    await ctx.do(ctx.nemesis.stop, victim)
+    ctx.data["log_offset"] = _log_size(ctx, victim)
+    rots = []
+    for (pg, segment_id), mode in zip(placed, modes):
+        copies = await ctx.do(ctx.nemesis.stored_metadata, victim, segment_id)
+        scl = min(c.scl for c in copies if c.scl is not None)
+        room = 10 ** len(str(scl)) - 1 - scl  # the digit count stays: a digit rots, none is added
+        delta = min(ctx.rng.randint(*META_DELTA), room)
+        if delta < 1:
+            ctx.notes.append(f"{segment_id}: SCL {scl} leaves no room to raise it without another digit; left alone")
+            continue
+        rots.append(await ctx.do(ctx.nemesis.rot_metadata, victim, segment_id, mode, delta,
+                                 ctx.rng.choice(META_TABLES)))
+    if not rots:
+        raise RuntimeError(f"no segment metadata on {victim} could be rotted")
+    ctx.data["rots"] = rots
+    await ctx.sleep(ctx.rng.uniform(0.5, 1.5))  # the load goes on with five nodes
+    # The writer stops before the victim returns: its peers' SCLs then stand still, so what the victim claims
+    # first can be told from what gossip brings it; and the writer's buffer cache is cold when it returns.
+    stopped_at = time.monotonic()
+    await ctx.do(ctx.nemesis.stop, COMPUTE)
+    ctx.resume_points.append(("writer restart (cold cache)", stopped_at))
+    before = await ctx.do(_pg_states, ctx)
+    pg_of = {segment_id: pg for pg, segment_id in placed}
+    ctx.data["peer_scl"] = {rot.segment_id: max((st.scl for node, (_, st) in before[pg_of[rot.segment_id]].items()
+                                                  if node != victim and st is not None), default=0) for rot in rots}
+    started = await _start_or_abandon(ctx, victim)
+    ctx.mark("victim_back")
+    if started:
+        address = ctx.cluster.node_address(victim)
+        first: dict[str, tuple[str, Any]] = {}
+        for rot in rots:  # at once: before gossip (every 1 s) brings it anything
+            first[rot.segment_id] = await ctx.do(ctx.nemesis.segment_state, address, rot.segment_id)
+        ctx.data["first_state"] = first
+        listing = await ctx.do(ctx.nemesis.list_segments, victim)
+        ctx.data["lost_segments"] = list(listing.lost_segments)
+        said = []
+        for rot in rots:
+            code, st = first[rot.segment_id]
+            said.append(f"{rot.segment_id} " + (code if st is None else f"SCL {st.scl}")
+                        + f" (held {rot.held}, claimed {rot.claimed})")
+        ctx.log(f"{victim} back: {'; '.join(said)}; lost: {list(listing.lost_segments)}")
+    await ctx.do(ctx.nemesis.start, COMPUTE)
+    if started:
+        whole = await ctx.do(_wait_whole, ctx, victim)
+        if whole is not None:
+            ctx.mark("whole_again", whole)
+    await ctx.sleep(max(2.0, ctx.timing.fault_s / 3))
+
+
+META_EXPECTED = {  # what the node must say about each kind of rotten metadata (storage/segment_load.py)
+    "one-copy": ("CRC-32C", "using the other copy"),
+    "both-copies": ("is lost",),
+    "forged": ("records prove",),
+}
+
+
+def _judge_meta_rot(ctx: Context) -> list[Criterion]:
+    victim, rots = ctx.data["victim"], ctx.data.get("rots", [])
+    first, peers = ctx.data.get("first_state", {}), ctx.data.get("peer_scl", {})
+    lines = _log_since(ctx, victim, ctx.data.get("log_offset", 0))
+    claims, honest = [], True
+    for rot in rots:
+        code, st = first.get(rot.segment_id, ("not asked", None))
+        startup = [int(m.group(1)) for line in lines
+                   if (m := re.search(rf"segment {re.escape(rot.segment_id)}: scl=(\d+)", line))]
+        if startup and startup[0] > rot.held:
+            honest = False
+        head = (f"{rot.segment_id} ({rot.mode}: stored SCL {rot.held} raised to {rot.claimed}): SCL at start-up "
+                f"{startup[0] if startup else 'not logged (not held)'}")
+        if st is None:
+            claims.append(f"{head}; first GetSegmentState after the restart: {code} (not held)")
+            continue
+        refilled = st.records_repaired + st.pages_hydrated
+        bound, by = (rot.held, "what its records held") if not refilled else (
+            peers.get(rot.segment_id, rot.held), "its peers' highest SCL (gossip had already brought records)")
+        ok = st.scl <= bound
+        honest = honest and ok
+        claims.append(f"{head}; first GetSegmentState after the restart: SCL {st.scl}, whole {st.whole}, "
+                      f"{refilled} records repaired; must not exceed {by}, {bound}")
+    noticed, said = True, []
+    for rot in rots:
+        phrases = META_EXPECTED[rot.mode]
+        hits = [line for line in lines if rot.segment_id in line and all(p in line for p in phrases)]
+        noticed = noticed and bool(hits)
+        said.append(f"{rot.segment_id} ({rot.mode}, expects {' + '.join(repr(p) for p in phrases)}): "
+                    + (hits[0].split(" ", 3)[-1][:200] if hits else "nothing"))
+    started = "start_error" not in ctx.data
+    return [
+        Criterion("no SCL claimed above what was held", bool(rots) and started and honest,
+                  "; ".join(claims) if started else f"{victim} could not start: {ctx.data['start_error']}"),
+        Criterion("metadata problem noticed", bool(rots) and noticed, f"{victim}'s log since its restart: "
+                  + "; ".join(said)),
+        _judge_whole(ctx, "victim_back", f"{victim} restarted"),
+        Criterion("rotten metadata never served", not _garbled_reads(ctx),
+                  f"{len(_garbled_reads(ctx))} reads returned bytes no write explains; lost segments reported by "
+                  f"{victim}: {ctx.data.get('lost_segments', '-')}"),
+        _judge_at_rest(ctx),
+    ] + _judge_log_errors(ctx, META_ROT_ERRORS)
+
+
+async def _tree_rot(ctx: Context) -> None:
+    victim = ctx.rng.choice(ctx.base_nodes())
+    pages = ctx.rng.randint(*TREE_ROT_PAGES)
+    ctx.data["victim"] = victim
+    ctx.mark("fault")
+    ctx.resume_points.append((f"stop {victim}", ctx.marks["fault"]))
+    await ctx.do(ctx.nemesis.stop, victim)
+    ctx.data["log_offset"] = _log_size(ctx, victim)
+    needles = _read_tokens(ctx)
+    if not needles:
+        raise RuntimeError("no acknowledged write before the tree rot")
+    noise = random.Random(ctx.rng.getrandbits(64))
+    ctx.data["rot"] = await ctx.do(ctx.nemesis.rot_tree, victim, needles, pages, noise)
+    await ctx.sleep(ctx.rng.uniform(0.5, 1.5))  # the load goes on with five nodes
+    started = await _start_or_abandon(ctx, victim)
+    ctx.mark("victim_back")
+    if started:
+        listing = await ctx.do(ctx.nemesis.list_segments, victim)
+        ctx.data["listing"] = {"disk_condition": pb.DiskCondition.Name(listing.disk_condition),
+                               "disk_detail": listing.disk_detail[:200],
+                               "environments_replaced": listing.environments_replaced,
+                               "lost_segments": list(listing.lost_segments),
+                               "segments": {s.segment_id: f"SCL {s.scl}" + ("" if s.whole else " rebuilding"
+                                                                            if s.rebuilding else " not whole")
+                                            for s in listing.segments}}
+        ctx.log(f"{victim} back: {ctx.data['listing']}")
+        whole = await ctx.do(_wait_whole, ctx, victim)
+        if whole is not None:
+            ctx.mark("whole_again", whole)
+    await ctx.sleep(max(2.0, ctx.timing.fault_s / 3))
+
+
+def _judge_tree_rot(ctx: Context) -> list[Criterion]:
+    victim, rot = ctx.data["victim"], ctx.data["rot"]
+    lines = _log_since(ctx, victim, ctx.data.get("log_offset", 0))
+    listing = ctx.data.get("listing", {})
+    corrupt = [line for line in lines if "is corrupt" in line]
+    failed = listing.get("disk_condition") == "DISK_CONDITION_FAILED"
+    replaced = listing.get("environments_replaced", 0)
+    started = "start_error" not in ctx.data
+    what = (f"{rot.bytes_overwritten} bytes ({rot.pages} pages) of {victim}'s data.mdb overwritten around the live "
+            f"page holding {rot.token!r}; live pages hit per table: {rot.tables_hit}"
+            + ("" if rot.targeted else " (the live pages could not be told apart: the first copy was hit)"))
+    garbled = _garbled_reads(ctx)
+    return goes_on(ctx, "fault", "heal_start") + [
+        Criterion("node survives its rotten tree", started,
+                  f"{victim} started again on its rotten disk" if started else
+                  f"{victim} could not start on its rotten disk: {ctx.data['start_error']}"),
+        Criterion("rotten tree detected", failed or replaced >= 1 or bool(corrupt),
+                  f"{what}; {victim} reports disk {listing.get('disk_condition', '-')}, "
+                  f"{replaced} environment(s) replaced, lost segments {listing.get('lost_segments', '-')}; "
+                  f"'is corrupt' lines in its log: {len(corrupt)}"
+                  + (f" ({corrupt[0].split(' ', 3)[-1][:160]})" if corrupt else "")),
+        Criterion("rotten tree never served", not garbled,
+                  f"{len(garbled)} reads returned bytes no write explains (the linearizability checker also "
+                  f"rejects any value no write explains)"),
+        _judge_whole(ctx, "victim_back", f"{victim} restarted on a fresh environment"),
+        _judge_at_rest(ctx),
+    ] + _judge_log_errors(ctx, TREE_ROT_ERRORS)
+
+
+async def _drop_segment(ctx: Context) -> None:
+    victim = ctx.rng.choice(ctx.base_nodes())
+    pg, segment_id = ctx.rng.choice(_placed_on(ctx, victim))
+    ctx.data.update(victim=victim, segment_id=segment_id, pg=pg)
+    ctx.mark("fault")
+    ctx.data["records_removed"] = await ctx.do(ctx.nemesis.drop_segment, victim, segment_id)
+    ctx.resume_points.append((f"drop {segment_id} on {victim}", ctx.marks["fault"]))
+    seen = await ctx.do(_wait_recreated, ctx, victim, segment_id, WHOLE_WAIT_MAX_S)
+    if seen is not None:
+        ctx.mark("recreated", seen)
+        whole = await ctx.do(_wait_whole, ctx, victim)
+        if whole is not None:
+            ctx.mark("whole_again", whole)
+    await ctx.sleep(max(2.0, ctx.timing.fault_s - (time.monotonic() - ctx.marks["fault"])))
+
+
+def _wait_recreated(ctx: Context, node: str, segment_id: str, timeout_s: float) -> float | None:
+    """Poll the node until it holds `segment_id` again; meanwhile note what the control plane says of it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _note_control_plane_view(ctx, node)
+        try:
+            held = {s.segment_id: s for s in ctx.nemesis.list_segments(node).segments}
+        except grpc.RpcError:
+            time.sleep(0.2)
+            continue
+        if segment_id in held:
+            s = held[segment_id]
+            ctx.data["recreated_as"] = f"SCL {s.scl}, rebuilding {s.rebuilding}, whole {s.whole}"
+            return time.monotonic()
+        time.sleep(0.2)
+    return None
+
+
+def _judge_drop_segment(ctx: Context) -> list[Criterion]:
+    victim, segment_id = ctx.data["victim"], ctx.data["segment_id"]
+    t0, recreated = ctx.marks["fault"], ctx.marks.get("recreated")
+    return goes_on(ctx, "fault", "heal_start") + [
+        Criterion("the control plane creates the copy again", recreated is not None,
+                  f"DropSegment {segment_id} on {victim} removed {ctx.data.get('records_removed')} records; "
+                  + (f"held again {recreated - t0:.1f} s later ({ctx.data.get('recreated_as')})" if recreated
+                     else f"not held again within {WHOLE_WAIT_MAX_S:g} s")),
+        _judge_whole(ctx, "fault", f"the drop of {segment_id}"),
+        _judge_at_rest(ctx),
+    ] + _judge_log_errors(ctx, ())
+
+
 def _judge_rolling(ctx: Context) -> list[Criterion]:
     return goes_on(ctx, reads=False)
 
@@ -683,6 +1111,17 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "the side with four nodes goes on; nothing lost", _partition_az, _judge_goes_on),
     Scenario("rolling-restart", "stop/start each of the six nodes in turn under load",
              "writes continue throughout; nothing lost", _rolling_restart, _judge_rolling),
+    Scenario("meta-rot", "raise the SCL in a stopped node's segment metadata (a rotten digit, a forged CRC), "
+             "restart it and the writer",
+             f"no SCL claimed above what the records hold; noticed; whole again within {WHOLE_WAIT_S:g} s; "
+             "nothing lost", _meta_rot, _judge_meta_rot),
+    Scenario("tree-rot", f"overwrite {TREE_ROT_PAGES[0]}..{TREE_ROT_PAGES[1]} live LMDB pages of a stopped node "
+             "with random bytes, restart it",
+             f"detected, never served; rebuilt from peers, whole within {WHOLE_WAIT_S:g} s; writes go on; nothing lost",
+             _tree_rot, _judge_tree_rot),
+    Scenario("drop-segment", "DropSegment on a healthy member of a PG while clients write",
+             f"the control plane creates it again, whole within {WHOLE_WAIT_S:g} s; reads and writes go on; "
+             "nothing lost", _drop_segment, _judge_drop_segment),
     Scenario("replace", "SIGKILL one storage node for good (one spare per AZ)",
              "six healthy copies again with no one acting; reads and writes go on; nothing lost",
              _replace, _judge_replace, cluster_options=REPLACE_CLUSTER),
