@@ -156,6 +156,7 @@ class Volume:
         self.regains = 0  # new recoveries this writer made after refusals that no newer writer stood behind
         self.regaining = False
         self.running_epoch = 0  # the epoch of the last open or regain that completed
+        self.gave_up = False  # fenced because a regain could not finish, not because a newer writer recovered
         self._regained = asyncio.Event()
         self._regained.set()
         self._fence_task: asyncio.Task[None] | None = None
@@ -208,10 +209,12 @@ class Volume:
         self.regaining = False
         self._regained.set()
 
-    def on_fenced(self, stream: SegmentStream | None, details: str) -> None:
+    def on_fenced(self, stream: SegmentStream | None, details: str, gave_up: bool = False) -> None:
+        """Fenced for good: a newer writer recovered the volume, or (`gave_up`) a regain could not finish."""
         if self.fenced:
             return
         self.fenced = True
+        self.gave_up = gave_up
         self._end_regain()
         where = f" (segment {stream.segment_id} on {stream.node_id})" if stream else ""
         self.fenced_reason = f"a newer writer has opened volume {self.volume_id}{where}: {details}"
@@ -483,7 +486,8 @@ class Volume:
             return False
         except (StorageError, grpc.aio.AioRpcError) as error:
             text = error.message if isinstance(error, StorageError) else f"{error.code().name}: {error.details()}"
-            self.on_fenced(None, f"it could not regain the volume after a segment refused its epoch: {text}")
+            self.on_fenced(None, f"it could not regain the volume after a segment refused its epoch: {text}",
+                           gave_up=True)
             return True
         self.running_epoch = self.epoch
         self._end_regain()

@@ -123,13 +123,25 @@ def test_integrity_faults_hit_every_run_kind_and_every_invariant_holds() -> None
 @pytest.mark.parametrize("seed", [777232, 777648])
 def test_a_failing_opener_or_a_crashed_writer_leaves_the_volume_without_a_writer_only_briefly(seed: int) -> None:
     """Regressions (issue 10): these seeds left the volume with no open writer for 36-45 virtual s (an opener
-    that failed fenced the running writer first; or the previous writer crashed). Every open must succeed
-    within the budget and a writer be open again within WRITER_GAP_MAX_S (the harness's supervisor checks)."""
-    config = SimConfig(seed=seed)
+    that failed fenced the running writer first; or the previous writer crashed). They replay with the fault
+    menu they were found with (`classic_faults`: the integrity faults added since would draw another
+    schedule); the faults react to the writers, so once the fixed writer behaves differently the runs part
+    from the old ones. Every open must succeed within the budget, a writer be open again within
+    WRITER_GAP_MAX_S (the harness's supervisor), and a writer that declares itself fenced be right."""
+    config = SimConfig(seed=seed, classic_faults=True)
     result = simulate(config)
     print(describe(result))
     assert result.ok, replay_hint(config) + "\n".join(result.violations)
     assert result.ops["open_failed"] == 0, describe(result)
+
+
+def test_the_old_fencing_rule_fails_the_first_regression_seed() -> None:
+    """Teeth for the seeds above: the writer as it was (fenced by any segment's newer epoch, with no judgement
+    and no regain) is caught on seed 777232, with the same fault menu."""
+    config = SimConfig(seed=777232, classic_faults=True, mutation="fence-on-refusal")
+    result = simulate(config)
+    print(describe(result))
+    assert not result.ok and "declared itself fenced" in result.violations[0], describe(result)
 
 
 @pytest.mark.parametrize("seed,faults", [(1, "az-plus-one"), (21033, "within")])
@@ -156,7 +168,8 @@ def test_a_seed_replays_exactly() -> None:
     assert run(outage).events == simulate(outage).events
 
 
-@pytest.mark.parametrize("mutation", ["ack-at-3", "skip-truncation", "read-past-vdl", "trust-stored-scl"])
+@pytest.mark.parametrize("mutation", ["ack-at-3", "skip-truncation", "read-past-vdl", "trust-stored-scl",
+                                      "fence-on-refusal"])
 def test_the_simulator_catches_a_deliberate_protocol_break(mutation: str) -> None:
     for seed in range(TEETH_SEEDS):
         result = simulate(SimConfig(seed=seed, mutation=mutation))
@@ -219,7 +232,7 @@ def test_a_replay_line_carries_every_setting_that_differs_from_the_default() -> 
     """The replay hint, the --failures-file line and tests/sim_regressions.txt use the same arguments: a config
     with every field changed comes back whole, and the older `SEED FAULTS MUTATION [replace]` lines still read."""
     changed = SimConfig(seed=12, clients=5, ops_per_client=7, pgs=3, pages_per_pg=8, duration_s=12.5,
-                        faults="beyond", mutation="ack-at-3", history_window_s=2.0, replace=True,
+                        faults="beyond", mutation="ack-at-3", history_window_s=2.0, replace=True, classic_faults=True,
                         net=NetConfig(**{f.name: getattr(NetConfig(), f.name) + 0.125 for f in dataclasses.fields(NetConfig)}))
     for f in dataclasses.fields(SimConfig):
         assert getattr(changed, f.name) != getattr(SimConfig(seed=0), f.name) or f.name == "seed", f.name

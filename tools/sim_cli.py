@@ -23,13 +23,14 @@ import sys
 import time
 from typing import Any
 
+from tools.sim.mutations import MUTATIONS  # cheap: the module imports what it breaks only when applied
+
 FAULT_MODES = ("none", "within", "az-plus-one", "beyond")  # tools/sim/harness.py FAULT_BUDGET: the same
-MUTATIONS = ("ack-at-3", "skip-truncation", "read-past-vdl", "replace-target-0", "replace-skip-hydration",
-             "trust-stored-scl")
 # SimConfig field -> the flag that sets it (`net`, a NetConfig, goes field by field through --net FIELD=VALUE).
 FLAGS = {"clients": "--clients", "ops_per_client": "--ops", "pgs": "--pgs", "pages_per_pg": "--pages-per-pg",
          "duration_s": "--duration", "faults": "--faults", "mutation": "--mutation",
-         "history_window_s": "--history-window-s", "replace": "--replace"}
+         "history_window_s": "--history-window-s", "replace": "--replace",
+         "classic_faults": "--classic-faults"}
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replace", action="store_true",
                         help="segment replacement: a spare node per AZ, the real control plane healing inside the run, "
                         "nodes that fail for good and failed nodes that return")
+    parser.add_argument("--classic-faults", action="store_true",
+                        help="the fault menu from before the integrity faults (metadata rot, hostile epochs, tree rot, "
+                        "dropped copies) joined it: a seed found then replays the same fault schedule")
     parser.add_argument("--pgs", type=int, default=2, help="protection groups of the simulated volume (default 2)")
     parser.add_argument("--pages-per-pg", type=int, default=16, help="pages per protection group (default 16)")
     parser.add_argument("--net", action="append", default=[], metavar="FIELD=VALUE",
@@ -144,7 +148,8 @@ def config_of(args: argparse.Namespace, seed: int) -> Any:
         setattr(net, name, type(getattr(net, name))(value))
     return SimConfig(seed=seed, clients=args.clients, ops_per_client=args.ops, pgs=args.pgs,
                      pages_per_pg=args.pages_per_pg, duration_s=args.duration, faults=args.faults,
-                     mutation=args.mutation, history_window_s=args.history_window_s, replace=args.replace, net=net)
+                     mutation=args.mutation, history_window_s=args.history_window_s, replace=args.replace,
+                     classic_faults=args.classic_faults, net=net)
 
 
 def replay_args(config: Any) -> list[str]:

@@ -98,6 +98,9 @@ class SimConfig:
     # Segment replacement: a spare node per AZ and the real control plane healing inside the run
     # (tools/sim/replacement.py); faults add nodes that fail for good and failed nodes that return.
     replace: bool = False
+    # The fault menu before the integrity faults (tools/sim/integrity.py) joined it, so that a seed found
+    # then draws the same schedule again (its regression test replays the bug it was found with).
+    classic_faults: bool = False
     net: NetConfig = field(default_factory=lambda: NetConfig(
         unary_drop_probability=0.01, unary_duplicate_probability=0.02, stream_break_probability=0.002))
 
@@ -426,6 +429,7 @@ class Simulation:
                     self.truncations.append(r)
 
         volume.on_truncating = truncating
+        integrity.watch_fencing(self, volume)
         began = self.over_two_serial, self.over_two
         self.opening = True
         try:
@@ -595,14 +599,16 @@ class Simulation:
                 outage_at = None
                 await self._outage(rng)
                 continue
+            integrity_faults = [] if self.config.classic_faults else ["meta-rot", "hostile-epoch", "tree-rot"]
             actions = ["crash", "restart", "restart", "partition", "heal", "writer", "fence", "rot",
-                       "meta-rot", "hostile-epoch", "tree-rot"]
+                       *integrity_faults]
             if self.config.faults == "az-plus-one" and outage_at is not None:
                 # a fault still outstanding would make the outage one AZ plus two
-                for lasting in ("rot", "meta-rot", "hostile-epoch", "tree-rot"):
+                for lasting in ("rot", *integrity_faults):
                     actions.remove(lasting)
             if self.config.replace:
-                actions += ["kill", "kill", "return", "cut-control-plane", "control-plane", "drop-segment"]
+                actions += ["kill", "kill", "return", "cut-control-plane", "control-plane"]
+                actions += [] if self.config.classic_faults else ["drop-segment"]
             action = rng.choice(actions)
             down = [n for n in self.nodes.values() if not n.up and n.name not in self.dead]
             if action == "crash" and self.faulty() < budget:

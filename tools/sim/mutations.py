@@ -10,7 +10,9 @@ Each one changes the real code for the duration of a run (and restores it):
 - `replace-skip-hydration`: the target is measured right, but a change completes whatever the new
   segment's SCL (run with `replace=True`);
 - `trust-stored-scl`: a storage node starting up takes the SCL its metadata stores instead of the one
-  its records prove (a forged or rotten copy then makes it claim records it does not hold).
+  its records prove (a forged or rotten copy then makes it claim records it does not hold);
+- `fence-on-refusal`: the writer takes any segment's refusal of its epoch as proof that a newer writer
+  opened the volume and stops for good (as before issue 10), instead of judging and regaining it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import replace
 from typing import Iterator
 
 MUTATIONS = ("ack-at-3", "skip-truncation", "read-past-vdl", "replace-target-0", "replace-skip-hydration",
-             "trust-stored-scl")
+             "trust-stored-scl", "fence-on-refusal")
 
 
 @contextmanager
@@ -81,6 +83,13 @@ def applied(name: str | None) -> Iterator[None]:
             return Segment(meta=fixed, tracker=tracker), False
 
         patch(segment_load, "_verified", trusting)
+    elif name == "fence-on-refusal":
+
+        def fenced_at_once(self, where, epoch, details):  # type: ignore[no-untyped-def]
+            if not self.fenced and not self._closed and self.log is not None:
+                self.on_fenced(None, f"{where} holds epoch {epoch}: {details}")
+
+        patch(volume.Volume, "on_epoch_refusal", fenced_at_once)
     else:
         raise ValueError(f"unknown mutation {name!r}; known: {', '.join(MUTATIONS)}")
     try:
