@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from storage.records import LogRecord, apply_record
+from sixfold.storage.records import LogRecord, apply_record
 
 CACHE_PAGES_DEFAULT = 8192
 

@@ -29,9 +29,9 @@ from typing import Iterable, Sequence
 
 import grpc
 
-from compute.v1 import volume_service_pb2 as vpb
-from compute.v1 import volume_service_pb2_grpc as vgrpc
-from storage.serving import CHANNEL_OPTIONS
+from sixfold.compute.v1 import volume_service_pb2 as vpb
+from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
+from sixfold.storage.serving import CHANNEL_OPTIONS
 
 DEFAULT_TIMEOUT_S = 10.0
 

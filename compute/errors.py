@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storage.errors import (
+from sixfold.storage.errors import (
     REASON_FENCED,
     REASON_REOPENING,
     InvalidRequest,

@@ -15,13 +15,13 @@ import signal
 import grpc
 from grpc_health.v1 import health_pb2
 
-from compute.service import VolumeServicer
-from storage.errors import StorageError
-from compute.v1 import volume_service_pb2 as vpb
-from compute.volume import Channels
-from storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
-from storage.v1 import control_plane_service_pb2 as cp_pb
-from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
+from sixfold.compute.service import VolumeServicer
+from sixfold.storage.errors import StorageError
+from sixfold.compute.v1 import volume_service_pb2 as vpb
+from sixfold.compute.volume import Channels
+from sixfold.storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
+from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
+from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 
 log = logging.getLogger("sixfold.compute")
 

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from storage.epochs import EPOCH_MAX
-from storage.errors import VolumeFull
-from storage.records import LSN_MAX, LogRecord
-from storage.truncation import TruncationRange, voided
+from sixfold.storage.epochs import EPOCH_MAX
+from sixfold.storage.errors import VolumeFull
+from sixfold.storage.records import LSN_MAX, LogRecord
+from sixfold.storage.truncation import TruncationRange, voided
 
 
 class NewerRecovery(Exception):

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from storage.status import detail_of
-from storage.tasks import cancel_and_wait
-from storage.v1 import storage_service_pb2 as pb
-from storage.v1 import storage_service_pb2_grpc as pb_grpc
+from sixfold.storage.status import detail_of
+from sixfold.storage.tasks import cancel_and_wait
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    from compute.volume import Volume
+    from sixfold.compute.volume import Volume
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import grpc
 
-from compute.errors import InvalidRequest, QuorumNotMet, UnknownVolume
-from compute.v1 import volume_service_pb2 as vpb
-from compute.volume import Channels, Volume
-from compute.volume_log import Patch
-from storage.v1 import control_plane_service_pb2 as cp_pb
+from sixfold.compute.errors import InvalidRequest, QuorumNotMet, UnknownVolume
+from sixfold.compute.v1 import volume_service_pb2 as vpb
+from sixfold.compute.volume import Channels, Volume
+from sixfold.compute.volume_log import Patch
+from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 
 log = logging.getLogger(__name__)
 

@@ -15,26 +15,26 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import grpc
 
-from compute.cache import BufferCache
-from compute.errors import (
+from sixfold.compute.cache import BufferCache
+from sixfold.compute.errors import (
     CommitTimeout, Fenced, FencedInFlight, InvalidRequest, NotCommitted, PageOutOfRange, QuorumNotMet, Regaining,
     VolumeFull,
 )
-from compute.quorum import READ_QUORUM, WRITE_QUORUM, Membership
-from compute.read_points import ReadPoints
-from compute.recovery import NewerRecovery, PgRecovered, SegmentReport, floor_of, next_epoch, plan_recovery
-from compute.routing import ReadRouter
-from compute.segment_stream import SegmentStream
-from compute.volume_log import LAL_DEFAULT, MTR_BYTES_MAX, MTR_RECORDS_MAX, LalExceeded, Patch, VolumeLog
-from compute.v1 import volume_service_pb2 as vpb
-from storage.errors import REASON_STALE_MEMBERSHIP_EPOCH, REASON_STALE_VOLUME_EPOCH, StorageError
-from storage.segment import TruncationRange
-from storage.serving import CHANNEL_OPTIONS
-from storage.status import detail_of
-from storage.tasks import cancel_and_wait
-from storage.v1 import control_plane_service_pb2 as cp_pb
-from storage.v1 import storage_service_pb2 as pb
-from storage.wire import record_from_proto, record_to_proto, truncation_to_proto
+from sixfold.compute.quorum import READ_QUORUM, WRITE_QUORUM, Membership
+from sixfold.compute.read_points import ReadPoints
+from sixfold.compute.recovery import NewerRecovery, PgRecovered, SegmentReport, floor_of, next_epoch, plan_recovery
+from sixfold.compute.routing import ReadRouter
+from sixfold.compute.segment_stream import SegmentStream
+from sixfold.compute.volume_log import LAL_DEFAULT, MTR_BYTES_MAX, MTR_RECORDS_MAX, LalExceeded, Patch, VolumeLog
+from sixfold.compute.v1 import volume_service_pb2 as vpb
+from sixfold.storage.errors import REASON_STALE_MEMBERSHIP_EPOCH, REASON_STALE_VOLUME_EPOCH, StorageError
+from sixfold.storage.segment import TruncationRange
+from sixfold.storage.serving import CHANNEL_OPTIONS
+from sixfold.storage.status import detail_of
+from sixfold.storage.tasks import cancel_and_wait
+from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.wire import record_from_proto, record_to_proto, truncation_to_proto
 
 log = logging.getLogger(__name__)
 

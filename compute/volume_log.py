@@ -26,9 +26,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from compute.quorum import Membership
-from storage.errors import VolumeFull
-from storage.records import LSN_MAX, LogRecord, PayloadKind
+from sixfold.compute.quorum import Membership
+from sixfold.storage.errors import VolumeFull
+from sixfold.storage.records import LSN_MAX, LogRecord, PayloadKind
 
 LAL_DEFAULT = 100_000
 MTR_RECORDS_MAX = 1_000

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from storage.records import LogRecord, PayloadKind
+from sixfold.storage.records import LogRecord, PayloadKind
 
 
 @dataclass

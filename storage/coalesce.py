@@ -30,13 +30,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from storage.errors import StorageError, UnknownSegment
-from storage.lmdb_env import OK
-from storage.retention import COALESCE_CHAIN_MIN, HistoryWindow, next_horizon
-from storage.tasks import cancel_and_wait
+from sixfold.storage.errors import StorageError, UnknownSegment
+from sixfold.storage.lmdb_env import OK
+from sixfold.storage.retention import COALESCE_CHAIN_MIN, HistoryWindow, next_horizon
+from sixfold.storage.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from storage.store import SegmentStore
+    from sixfold.storage.store import SegmentStore
 
 log = logging.getLogger(__name__)
 

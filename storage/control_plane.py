@@ -72,9 +72,9 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from storage.copies import CopyWatch, NodeCopies, NodeReport
-from storage.errors import AlreadyExists, InvalidRequest, StaleEpoch, StorageError, UnknownVolume, VolumeFull
-from storage.placement import Candidate, PG_SEGMENT_COUNT, choose_pg_nodes
+from sixfold.storage.copies import CopyWatch, NodeCopies, NodeReport
+from sixfold.storage.errors import AlreadyExists, InvalidRequest, StaleEpoch, StorageError, UnknownVolume, VolumeFull
+from sixfold.storage.placement import Candidate, PG_SEGMENT_COUNT, choose_pg_nodes
 
 KIB = 2**10
 MIB = 2**20

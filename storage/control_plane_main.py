@@ -12,9 +12,9 @@ import logging
 import signal
 import sys
 
-from storage.control_plane import FAILURE_TIMEOUT_MS_DEFAULT, HEARTBEAT_TIMEOUT_MS_DEFAULT
-from storage.control_plane_server import HEAL_INTERVAL_S, HEARTBEAT_INTERVAL_MS_DEFAULT, start_control_plane
-from storage.serving import write_port_file
+from sixfold.storage.control_plane import FAILURE_TIMEOUT_MS_DEFAULT, HEARTBEAT_TIMEOUT_MS_DEFAULT
+from sixfold.storage.control_plane_server import HEAL_INTERVAL_S, HEARTBEAT_INTERVAL_MS_DEFAULT, start_control_plane
+from sixfold.storage.serving import write_port_file
 
 log = logging.getLogger("sixfold.control_plane")
 

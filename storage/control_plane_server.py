@@ -38,14 +38,14 @@ from typing import Any, Protocol
 
 import grpc
 
-from storage import control_plane as cp
-from storage.copies import HeldCopy, NodeReport
-from storage.errors import InvalidRequest, Unavailable
-from storage.serving import CHANNEL_OPTIONS, start_server
-from storage.tasks import cancel_and_wait
-from storage.v1 import control_plane_service_pb2 as cp_pb2
-from storage.v1 import storage_service_pb2 as ss_pb2
-from storage.v1 import storage_service_pb2_grpc
+from sixfold.storage import control_plane as cp
+from sixfold.storage.copies import HeldCopy, NodeReport
+from sixfold.storage.errors import InvalidRequest, Unavailable
+from sixfold.storage.serving import CHANNEL_OPTIONS, start_server
+from sixfold.storage.tasks import cancel_and_wait
+from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
+from sixfold.storage.v1 import storage_service_pb2 as ss_pb2
+from sixfold.storage.v1 import storage_service_pb2_grpc
 
 log = logging.getLogger("sixfold.control_plane")
 

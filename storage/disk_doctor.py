@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import lmdb
 
-from storage.errors import StorageError
-from storage.lmdb_env import FAILED, FULL, IO_ERROR
-from storage.tasks import cancel_and_wait
+from sixfold.storage.errors import StorageError
+from sixfold.storage.lmdb_env import FAILED, FULL, IO_ERROR
+from sixfold.storage.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from storage.store import SegmentStore
+    from sixfold.storage.store import SegmentStore
 
 log = logging.getLogger(__name__)
 

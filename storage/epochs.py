@@ -24,7 +24,7 @@ functions and carry out what they decide:
 
 from __future__ import annotations
 
-from storage.errors import InvalidRequest, StaleMembershipEpoch, StaleVolumeEpoch
+from sixfold.storage.errors import InvalidRequest, StaleMembershipEpoch, StaleVolumeEpoch
 
 # The highest epoch (volume or membership) a segment accepts; far below 2**64 so that every
 # successor a writer computes still fits a uint64 on the wire.

@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import grpc
 
-from storage.errors import ChecksumMismatch, StorageError
-from storage.records import page_version_crc
-from storage.lmdb_env import OK
-from storage.repair import PULL_RECORDS_MAX, PeerView, batch_epoch, plan_repair, rebuild_target, records_to_append
-from storage.segment import AppendBatch
-from storage.tasks import cancel_and_wait
-from storage.v1 import storage_service_pb2 as pb
-from storage.v1 import storage_service_pb2_grpc as pb_grpc
-from storage.wire import record_from_proto, truncation_from_proto
+from sixfold.storage.errors import ChecksumMismatch, StorageError
+from sixfold.storage.records import page_version_crc
+from sixfold.storage.lmdb_env import OK
+from sixfold.storage.repair import PULL_RECORDS_MAX, PeerView, batch_epoch, plan_repair, rebuild_target, records_to_append
+from sixfold.storage.segment import AppendBatch
+from sixfold.storage.tasks import cancel_and_wait
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from sixfold.storage.wire import record_from_proto, truncation_from_proto
 
 if TYPE_CHECKING:
-    from storage.node import StorageServicer
+    from sixfold.storage.node import StorageServicer
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator
 
 import lmdb
 
-from storage.errors import DiskFailed, DiskFull, StorageError, Unavailable
+from sixfold.storage.errors import DiskFailed, DiskFull, StorageError, Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -19,23 +19,23 @@ from typing import Any, AsyncIterator, Callable
 
 import grpc
 
-from storage.epochs import EPOCH_MAX
-from storage.errors import InvalidRequest, StorageError
-from storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S, Coalescer
-from storage.disk_doctor import DiskDoctor
-from storage.gossip import GOSSIP_INTERVAL_S, Gossip
-from storage.lmdb_env import FAILED, FULL, IO_ERROR, OK
-from storage.scrub import SCRUB_INTERVAL_S, Scrubber
-from storage.segment import (
+from sixfold.storage.epochs import EPOCH_MAX
+from sixfold.storage.errors import InvalidRequest, StorageError
+from sixfold.storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S, Coalescer
+from sixfold.storage.disk_doctor import DiskDoctor
+from sixfold.storage.gossip import GOSSIP_INTERVAL_S, Gossip
+from sixfold.storage.lmdb_env import FAILED, FULL, IO_ERROR, OK
+from sixfold.storage.scrub import SCRUB_INTERVAL_S, Scrubber
+from sixfold.storage.segment import (
     PAGE_NO_LIMIT, PAGE_SIZE_MAX, PAGE_SIZE_MIN, PEERS_MAX, SEGMENT_ID_BYTES_MAX, AppendBatch, SegmentMeta,
     TruncationRange,
 )
-from storage.records import page_version_crc
-from storage.serving import Undecodable, abort_with
-from storage.store import BatchResult, SegmentStore
-from storage.v1 import control_plane_service_pb2 as cp_pb
-from storage.v1 import storage_service_pb2 as pb
-from storage.wire import batch_from_proto, record_to_proto, state_to_proto, truncation_from_proto
+from sixfold.storage.records import page_version_crc
+from sixfold.storage.serving import Undecodable, abort_with
+from sixfold.storage.store import BatchResult, SegmentStore
+from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.wire import batch_from_proto, record_to_proto, state_to_proto, truncation_from_proto
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,15 @@ import signal
 
 import grpc
 
-from storage.faults import FaultFile, default_fault_file
-from storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
-from storage.store import SegmentStore
-from storage.node import StorageServicer
-from storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S
-from storage.scrub import SCRUB_INTERVAL_S
-from storage.v1 import control_plane_service_pb2 as cp_pb
-from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
-from storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.faults import FaultFile, default_fault_file
+from sixfold.storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
+from sixfold.storage.store import SegmentStore
+from sixfold.storage.node import StorageServicer
+from sixfold.storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S
+from sixfold.storage.scrub import SCRUB_INTERVAL_S
+from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
+from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
+from sixfold.storage.v1 import storage_service_pb2 as pb
 
 log = logging.getLogger("sixfold.storage_node")
 

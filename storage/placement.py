@@ -28,7 +28,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from storage.errors import Unavailable
+from sixfold.storage.errors import Unavailable
 
 AZ_COUNT = 3
 NODES_PER_AZ = 2

@@ -24,8 +24,8 @@ from enum import IntEnum
 
 import google_crc32c
 
-from storage.epochs import EPOCH_MAX
-from storage.errors import BadChecksum, ChecksumMismatch, InvalidRequest
+from sixfold.storage.epochs import EPOCH_MAX
+from sixfold.storage.errors import BadChecksum, ChecksumMismatch, InvalidRequest
 
 RECORD_FORMAT_VERSION = 1
 FLAG_CPL = 0x0001

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.records import LogRecord
-from storage.truncation import TruncationRange, voided
+from sixfold.storage.records import LogRecord
+from sixfold.storage.truncation import TruncationRange, voided
 
 PULL_RECORDS_MAX = 2_000
 REBUILD_PEERS_MIN = 3  # rule 6: any three of a segment's five peers include one of a write quorum's other three

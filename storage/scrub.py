@@ -63,13 +63,13 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from storage.errors import ChecksumMismatch, StorageError, UnknownSegment
-from storage.records import decode_page_version, decode_record
-from storage.tasks import cancel_and_wait
+from sixfold.storage.errors import ChecksumMismatch, StorageError, UnknownSegment
+from sixfold.storage.records import decode_page_version, decode_record
+from sixfold.storage.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from storage.segment import SegmentMeta
-    from storage.store import SegmentStore
+    from sixfold.storage.segment import SegmentMeta
+    from sixfold.storage.store import SegmentStore
 
 log = logging.getLogger(__name__)
 

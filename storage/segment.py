@@ -36,9 +36,9 @@ import struct
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
-from storage import epochs
-from storage.epochs import EPOCH_MAX
-from storage.errors import (
+from sixfold.storage import epochs
+from sixfold.storage.epochs import EPOCH_MAX
+from sixfold.storage.errors import (
     BatchTooLarge,
     ChecksumMismatch,
     InvalidRequest,
@@ -47,9 +47,9 @@ from storage.errors import (
     ReadPointOutOfRange,
     Truncated,
 )
-from storage.records import LSN_MAX, LogRecord, crc32c, decode_record, encode_checked, validate_shape
-from storage.scl import SclTracker
-from storage.truncation import TruncationRange, voided
+from sixfold.storage.records import LSN_MAX, LogRecord, crc32c, decode_record, encode_checked, validate_shape
+from sixfold.storage.scl import SclTracker
+from sixfold.storage.truncation import TruncationRange, voided
 
 BATCH_RECORDS_MAX = 10_000
 BATCH_BYTES_MAX = 16 * 1024 * 1024

@@ -35,11 +35,11 @@ from typing import Any, Iterable
 
 import lmdb
 
-from storage.errors import ChecksumMismatch, StorageError
-from storage.keys import SEG_LSN, prefix, record_key, seg_no_of
-from storage.records import decode_record
-from storage.scl import SclTracker
-from storage.segment import Segment, SegmentMeta
+from sixfold.storage.errors import ChecksumMismatch, StorageError
+from sixfold.storage.keys import SEG_LSN, prefix, record_key, seg_no_of
+from sixfold.storage.records import decode_record
+from sixfold.storage.scl import SclTracker
+from sixfold.storage.segment import Segment, SegmentMeta
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from storage.errors import StorageError
-from storage.status import abort_with
+from sixfold.storage.errors import StorageError
+from sixfold.storage.status import abort_with
 
 # gRPC's own limit on one message; a batch is further bounded by the node's limits.
 MESSAGE_BYTES_MAX = 64 * 1024 * 1024
@@ -114,7 +114,7 @@ async def start_server(
     goes through the fault injector driven by that file (storage/faults.py)."""
     interceptors = []
     if fault_file:
-        from storage.faults import FaultInjector
+        from sixfold.storage.faults import FaultInjector
 
         interceptors.append(FaultInjector(fault_file))
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors or None)

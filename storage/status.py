@@ -15,7 +15,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from storage.errors import ERROR_DOMAIN, StorageError
+from sixfold.storage.errors import ERROR_DOMAIN, StorageError
 
 DETAILS_KEY = "grpc-status-details-bin"
 

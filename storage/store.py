@@ -33,8 +33,8 @@ from typing import Any, Callable
 
 import lmdb
 
-from storage import epochs, segment_load, tree_check
-from storage.errors import (
+from sixfold.storage import epochs, segment_load, tree_check
+from sixfold.storage.errors import (
     AlreadyExists,
     ChecksumMismatch,
     InvalidRequest,
@@ -42,9 +42,9 @@ from storage.errors import (
     StorageError,
     UnknownSegment,
 )
-from storage.keys import SEG_LSN, SEG_PAGE_LSN, page_key, prefix, record_key
-from storage.lmdb_env import MAP_SIZE_DEFAULT_BYTES, LmdbEnvironment
-from storage.records import (
+from sixfold.storage.keys import SEG_LSN, SEG_PAGE_LSN, page_key, prefix, record_key
+from sixfold.storage.lmdb_env import MAP_SIZE_DEFAULT_BYTES, LmdbEnvironment
+from sixfold.storage.records import (
     LSN_MAX,
     LogRecord,
     apply_record,
@@ -53,13 +53,13 @@ from storage.records import (
     encode_page_version,
     peek_header,
 )
-from storage.retention import coalesce_target, plan_page_gc
-from storage.scl import SclTracker
-from storage.scrub import (
+from sixfold.storage.retention import coalesce_target, plan_page_gc
+from sixfold.storage.scl import SclTracker
+from sixfold.storage.scrub import (
     CHAIN, RECORDS, VERSIONS, BadCopy, Quarantined, ScrubChunk, chain_gap, record_problem, version_problem,
 )
-from storage.segment import SEG_NO_MAX, AppendBatch, AppendPlan, Segment, SegmentMeta, TruncationRange
-from storage.segment_load import held_above
+from sixfold.storage.segment import SEG_NO_MAX, AppendBatch, AppendPlan, Segment, SegmentMeta, TruncationRange
+from sixfold.storage.segment_load import held_above
 
 log = logging.getLogger(__name__)
 

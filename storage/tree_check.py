@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import lmdb
 
-from storage.lmdb_env import MAX_DBS, TABLES
-from storage.segment_load import META_TABLES
+from sixfold.storage.lmdb_env import MAX_DBS, TABLES
+from sixfold.storage.segment_load import META_TABLES
 
 CHECK_TIMEOUT_S = 600.0  # a walk of every key; a node with hundreds of GiB takes minutes
 OK_LINE = "OK"
@@ -39,7 +39,7 @@ def check_in_child(path: str, timeout_s: float = CHECK_TIMEOUT_S) -> TreeCheck:
     if not os.path.exists(os.path.join(path, "data.mdb")):
         return TreeCheck(True)
     try:
-        done = subprocess.run([sys.executable, "-m", "storage.tree_check", path], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", "sixfold.storage.tree_check", path], capture_output=True, text=True,
                               timeout=timeout_s, env={**os.environ, "PYTHONFAULTHANDLER": ""})
     except subprocess.TimeoutExpired:
         return TreeCheck(False, f"walking the tree took more than {timeout_s:.0f} s")

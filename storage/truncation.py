@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from storage.epochs import EPOCH_MAX
-from storage.errors import InvalidRequest
-from storage.records import LSN_MAX
+from sixfold.storage.epochs import EPOCH_MAX
+from sixfold.storage.errors import InvalidRequest
+from sixfold.storage.records import LSN_MAX
 
 # A truncation range never spans more than this many LSNs: a recovery truncates LAL past the highest
 # end it has seen, so spans grow by LAL per failed recovery; far larger is not one a writer made.

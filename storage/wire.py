@@ -5,10 +5,10 @@ Protobuf objects stop here: the store and the segment rules see dataclasses.
 
 from __future__ import annotations
 
-from storage.errors import InvalidRequest
-from storage.records import LogRecord, PayloadKind
-from storage.segment import AppendBatch, Segment, TruncationRange
-from storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.errors import InvalidRequest
+from sixfold.storage.records import LogRecord, PayloadKind
+from sixfold.storage.segment import AppendBatch, Segment, TruncationRange
+from sixfold.storage.v1 import storage_service_pb2 as pb
 
 
 _KINDS = {int(k): k for k in PayloadKind}

@@ -33,7 +33,7 @@ from typing import Iterator
 
 import pytest
 
-from tools.cluster import Cluster
+from sixfold.tools.cluster import Cluster
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def bench(*args: str, timeout_s: float = 240) -> str:
-    done = subprocess.run([sys.executable, "-m", "tools.cli", "bench", *args], cwd=REPO, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "sixfold.tools.cli", "bench", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout_s)
     print(done.stdout[-3000:])
     assert done.returncode == 0, done.stderr[-3000:]

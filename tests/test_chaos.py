@@ -21,17 +21,17 @@ from pathlib import Path
 import grpc
 import pytest
 
-from storage.chain import ChainBuilder
-from storage.faults import UNREACHABLE_DETAILS, FaultFile, FaultState, clear_fault_file, write_fault_file
-from storage.serving import CHANNEL_OPTIONS
-from storage.store import SegmentStore
-from storage.v1 import storage_service_pb2 as pb
-from storage.v1 import storage_service_pb2_grpc as pb_grpc
+from sixfold.storage.chain import ChainBuilder
+from sixfold.storage.faults import UNREACHABLE_DETAILS, FaultFile, FaultState, clear_fault_file, write_fault_file
+from sixfold.storage.serving import CHANNEL_OPTIONS
+from sixfold.storage.store import SegmentStore
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from tests.test_store import SEG, batch, commit_ok, meta
-from tools.chaos import lmdb_pages
-from tools.chaos.history import FAIL, INFO
-from tools.chaos.runner import RunConfig, classify, decode_value, encode_value, hot_keys, run_scenario, table
-from tools.cluster import PROJECT_ROOT, health_check
+from sixfold.tools.chaos import lmdb_pages
+from sixfold.tools.chaos.history import FAIL, INFO
+from sixfold.tools.chaos.runner import RunConfig, classify, decode_value, encode_value, hot_keys, run_scenario, table
+from sixfold.tools.cluster import PROJECT_ROOT, health_check
 
 DELAY_MS = 300
 SEGMENT = "vol-t/pg-00000"
@@ -141,7 +141,7 @@ def lone_node(tmp_path: Path):  # type: ignore[no-untyped-def]
     fault_file = tmp_path / "faults.json"
     log = open(tmp_path / "node.log", "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "tools.cli", "storage-node", "--node-id", "x1", "--az", "x", "--data-dir", str(data_dir),
+        [sys.executable, "-m", "sixfold.tools.cli", "storage-node", "--node-id", "x1", "--az", "x", "--data-dir", str(data_dir),
          "--port-file", str(port_file), "--fault-file", str(fault_file)],
         stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True)
     try:

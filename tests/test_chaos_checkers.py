@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tools.chaos.checkers import (
+from sixfold.tools.chaos.checkers import (
     LINEARIZABLE,
     NOT_LINEARIZABLE,
     UNKNOWN,
@@ -31,10 +31,10 @@ from tools.chaos.checkers import (
     summary,
     writes_resumed_after,
 )
-from tools.chaos.faults import FaultEvent, FaultLog
-from tools.chaos.history import FAIL, INFO, OK, READ, WRITE, History, Op
-from tools.chaos.runner import OpRecord
-from tools.chaos.scenarios import SCENARIOS, Context, Criterion, Timing, ops, quorum_possible_again
+from sixfold.tools.chaos.faults import FaultEvent, FaultLog
+from sixfold.tools.chaos.history import FAIL, INFO, OK, READ, WRITE, History, Op
+from sixfold.tools.chaos.runner import OpRecord
+from sixfold.tools.chaos.scenarios import SCENARIOS, Context, Criterion, Timing, ops, quorum_possible_again
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = int(os.environ.get("CHAOS_CHECKERS_SEED", "20240607"))

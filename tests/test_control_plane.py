@@ -18,15 +18,15 @@ from typing import Any
 import grpc
 import pytest
 
-from storage import control_plane as cp
-from storage.control_plane import ControlPlane, RegistryFull, UnknownNode
-from storage.control_plane_server import STATE_FILE_NAME, start_control_plane
-from storage.errors import AlreadyExists, InvalidRequest, StaleEpoch, UnknownVolume, Unavailable, VolumeFull
-from storage.serving import CHANNEL_OPTIONS, start_server
-from storage.v1 import control_plane_service_pb2 as cp_pb2
-from storage.v1 import control_plane_service_pb2_grpc
-from storage.v1 import storage_service_pb2 as ss_pb2
-from storage.v1 import storage_service_pb2_grpc
+from sixfold.storage import control_plane as cp
+from sixfold.storage.control_plane import ControlPlane, RegistryFull, UnknownNode
+from sixfold.storage.control_plane_server import STATE_FILE_NAME, start_control_plane
+from sixfold.storage.errors import AlreadyExists, InvalidRequest, StaleEpoch, UnknownVolume, Unavailable, VolumeFull
+from sixfold.storage.serving import CHANNEL_OPTIONS, start_server
+from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
+from sixfold.storage.v1 import control_plane_service_pb2_grpc
+from sixfold.storage.v1 import storage_service_pb2 as ss_pb2
+from sixfold.storage.v1 import storage_service_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODES = [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c"), ("c2", "c")]
@@ -480,7 +480,7 @@ def test_control_plane_process_serves_and_stops_on_sigterm(tmp_path: Path) -> No
     log_path = tmp_path / "control_plane.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "control-plane", "--data-dir", str(tmp_path / "cp"),
+            [sys.executable, "-m", "sixfold.tools.cli", "control-plane", "--data-dir", str(tmp_path / "cp"),
              "--port-file", str(port_file), "--heartbeat-timeout-ms", "2000"],
             cwd=REPO_ROOT, stderr=log, stdout=log,
         )
@@ -500,14 +500,14 @@ def test_control_plane_process_serves_and_stops_on_sigterm(tmp_path: Path) -> No
 
 
 def test_cli_wires_the_control_plane_subcommand() -> None:
-    from tools.cli import build_parser
+    from sixfold.tools.cli import build_parser
 
-    from storage.control_plane_main import heartbeat_interval_ms
+    from sixfold.storage.control_plane_main import heartbeat_interval_ms
 
     parser = build_parser("control-plane")
     args = parser.parse_args(["control-plane", "--data-dir", "d"])
     assert (args._module, args.host, args.port, args.port_file, args.heartbeat_timeout_ms) == (
-        "storage.control_plane_main", "127.0.0.1", 0, None, 3000)
+        "sixfold.storage.control_plane_main", "127.0.0.1", 0, None, 3000)
     assert heartbeat_interval_ms(args) == 500
     short = parser.parse_args(["control-plane", "--data-dir", "d", "--heartbeat-timeout-ms", "600"])
     assert heartbeat_interval_ms(short) == 200
@@ -518,7 +518,7 @@ def test_cli_wires_the_control_plane_subcommand() -> None:
 # ---------------------------------------------------------------------------
 # Six real storage nodes (storage/node_main.py) against the control plane
 
-NODE_MAIN_MISSING = importlib.util.find_spec("storage.node_main") is None
+NODE_MAIN_MISSING = importlib.util.find_spec("sixfold.storage.node_main") is None
 
 
 
@@ -562,7 +562,7 @@ def start_storage_node(tmp_path: Path, node_id: str, az: str, cp_port: int) -> s
     log = open(tmp_path / f"{node_id}.log", "w")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "storage-node", "--node-id", node_id, "--az", az,
+            [sys.executable, "-m", "sixfold.tools.cli", "storage-node", "--node-id", node_id, "--az", az,
              "--data-dir", str(tmp_path / node_id), "--port", "0", "--port-file", str(tmp_path / f"{node_id}.port"),
              "--control-plane", f"127.0.0.1:{cp_port}"],
             cwd=REPO_ROOT, stdout=log, stderr=log,

@@ -24,15 +24,15 @@ from typing import Callable
 import grpc
 import pytest
 
-from storage.chain import ChainBuilder
-from storage.v1 import control_plane_service_pb2 as cp_pb
-from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
-from storage.v1 import storage_service_pb2 as pb
-from storage.wire import record_to_proto
+from sixfold.storage.chain import ChainBuilder
+from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
+from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.wire import record_to_proto
 from tests.test_storage_integration import stub
 from tests.test_volume_faults import CALL_TIMEOUT_S, read, status, write
-from tools.cluster import COMPUTE, Cluster
-from tools.lmdb_tamper import edit_metadata, overwrite_pages
+from sixfold.tools.cluster import COMPUTE, Cluster
+from sixfold.tools.lmdb_tamper import edit_metadata, overwrite_pages
 
 pytestmark = pytest.mark.integration
 

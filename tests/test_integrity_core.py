@@ -10,16 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compute.recovery import NewerRecovery, PgRecovered, SegmentReport, next_epoch, plan_recovery
-from storage import epochs
-from storage.copies import CopyWatch, HeldCopy, NodeReport
-from storage.epochs import EPOCH_MAX, EPOCH_STEP_MAX
-from storage.errors import ChecksumMismatch, InvalidRequest, StaleEpoch, VolumeFull
-from storage.records import LSN_MAX, LSN_STEP_MAX, make_record, validate_shape
-from storage.repair import REBUILD_PEERS_MIN, PeerView, rebuild_target
-from storage.segment import SegmentMeta
-from storage.segment_load import merge_copies
-from storage.truncation import TRUNCATION_SPAN_MAX, TruncationRange
+from sixfold.compute.recovery import NewerRecovery, PgRecovered, SegmentReport, next_epoch, plan_recovery
+from sixfold.storage import epochs
+from sixfold.storage.copies import CopyWatch, HeldCopy, NodeReport
+from sixfold.storage.epochs import EPOCH_MAX, EPOCH_STEP_MAX
+from sixfold.storage.errors import ChecksumMismatch, InvalidRequest, StaleEpoch, VolumeFull
+from sixfold.storage.records import LSN_MAX, LSN_STEP_MAX, make_record, validate_shape
+from sixfold.storage.repair import REBUILD_PEERS_MIN, PeerView, rebuild_target
+from sixfold.storage.segment import SegmentMeta
+from sixfold.storage.segment_load import merge_copies
+from sixfold.storage.truncation import TRUNCATION_SPAN_MAX, TruncationRange
 
 
 def meta(**changes: object) -> SegmentMeta:

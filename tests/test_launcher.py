@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tools.cluster import (
+from sixfold.tools.cluster import (
     COMPUTE,
     CONTROL_PLANE,
     DEFAULT_VOLUME,
@@ -43,7 +43,7 @@ POLL_S = 0.05
 def sixfold(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run `sixfold ARGS --state-dir STATE_DIR` as a subprocess, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "tools.cli", *args, "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "sixfold.tools.cli", *args, "--state-dir", str(state_dir)],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -208,7 +208,7 @@ def test_cli_without_a_cluster_suggests_up(tmp_path: Path) -> None:
 def test_cli_state_dir_defaults_to_the_environment(tmp_path: Path) -> None:
     env = dict(os.environ, SIXFOLD_STATE_DIR=str(tmp_path / "from-env"))
     result = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "status"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "sixfold.tools.cli", "status"], cwd=PROJECT_ROOT, capture_output=True, text=True,
         env=env, timeout=CLI_TIMEOUT_S,
     )
     assert result.returncode == 1 and str(tmp_path / "from-env") in result.stderr
@@ -371,7 +371,7 @@ def test_down_never_signals_a_reused_pid(tmp_path: Path) -> None:
         record = {
             "name": "a1", "role": "storage-node", "az": "a", "spare": False, "port": 1, "pid": stranger.pid,
             "log_file": str(cluster_dir / "a1.log"), "data_dir": str(cluster_dir), "port_file": str(cluster_dir / "a1.port"),
-            "args": ["storage-node"], "command": [sys.executable, "-m", "tools.cli", "storage-node"],
+            "args": ["storage-node"], "command": [sys.executable, "-m", "sixfold.tools.cli", "storage-node"],
         }
         (cluster_dir / "cluster.json").write_text(json.dumps({"version": 1, "layout": {}, "processes": [record]}))
         cluster = Cluster(cluster_dir)

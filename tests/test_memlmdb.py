@@ -9,18 +9,18 @@ from typing import Any, Callable
 import lmdb
 import pytest
 
-from storage.errors import StorageError
-from storage.lmdb_env import TABLES
+from sixfold.storage.errors import StorageError
+from sixfold.storage.lmdb_env import TABLES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage.chain import ChainBuilder
-from storage.errors import ChecksumMismatch
-from storage.records import LogRecord, PayloadKind
-from storage.segment import AppendBatch, TruncationRange
-from storage.store import SegmentStore, record_key
+from sixfold.storage.chain import ChainBuilder
+from sixfold.storage.errors import ChecksumMismatch
+from sixfold.storage.records import LogRecord, PayloadKind
+from sixfold.storage.segment import AppendBatch, TruncationRange
+from sixfold.storage.store import SegmentStore, record_key
 from tests.test_store import PAGE, SEG, batch, commit_ok, meta, oracle_page
-from tools.sim.memlmdb import MemDisk, open_mem_env
+from sixfold.tools.sim.memlmdb import MemDisk, open_mem_env
 
 # -- differential driver: one sequence of operations, applied to real LMDB and to the stand-in ---------------
 

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage.errors import Unavailable
-from storage.placement import AZ_COUNT, NODES_PER_AZ, PG_SEGMENT_COUNT, Candidate, choose_pg_nodes
+from sixfold.storage.errors import Unavailable
+from sixfold.storage.placement import AZ_COUNT, NODES_PER_AZ, PG_SEGMENT_COUNT, Candidate, choose_pg_nodes
 
 AZ_NAMES = ["a", "b", "c", "d"]
 
@@ -179,7 +179,7 @@ def test_unavailable_with_two_azs_and_with_no_nodes() -> None:
 
 
 def test_placement_is_pure() -> None:
-    import storage.placement as module
+    import sixfold.storage.placement as module
 
     source = open(module.__file__).read()
     for forbidden in ("grpc", "lmdb", "time", "random", "threading"):

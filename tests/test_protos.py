@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.gen_protos import REPO_ROOT, generate
+from sixfold.tools.gen_protos import REPO_ROOT, generate
 
 
 def test_committed_generated_code_is_current(tmp_path: Path) -> None:
@@ -16,13 +16,13 @@ def test_committed_generated_code_is_current(tmp_path: Path) -> None:
         committed = REPO_ROOT / rel
         if not committed.exists() or committed.read_bytes() != path.read_bytes():
             stale.append(str(rel))
-    assert not stale, f"generated code is stale; run `python -m tools.gen_protos` and commit: {stale}"
+    assert not stale, f"generated code is stale; run `python -m sixfold.tools.gen_protos` and commit: {stale}"
 
 
 def test_every_service_follows_the_style() -> None:
     """buf style: versioned package, services end in Service, one request/response per RPC, enum zero UNSPECIFIED."""
-    from compute.v1 import volume_service_pb2
-    from storage.v1 import control_plane_service_pb2, storage_service_pb2
+    from sixfold.compute.v1 import volume_service_pb2
+    from sixfold.storage.v1 import control_plane_service_pb2, storage_service_pb2
 
     for module in (storage_service_pb2, control_plane_service_pb2, volume_service_pb2):
         descriptor = module.DESCRIPTOR

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compute.quorum import COPIES, READ_QUORUM, WRITE_QUORUM, Membership
+from sixfold.compute.quorum import COPIES, READ_QUORUM, WRITE_QUORUM, Membership
 
 POOL = "ABCDEFGHIJ"
 ABCDEF = "ABCDEF"

@@ -15,11 +15,11 @@ import grpc
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compute.quorum import Membership
-from compute.routing import HEDGE_DELAY_MAX_MS, HEDGE_DELAY_MIN_MS, ReadRouter
-from compute.volume import PgInfo, Volume
-from compute.volume_log import VolumeLog
-from storage.v1 import storage_service_pb2 as pb
+from sixfold.compute.quorum import Membership
+from sixfold.compute.routing import HEDGE_DELAY_MAX_MS, HEDGE_DELAY_MIN_MS, ReadRouter
+from sixfold.compute.volume import PgInfo, Volume
+from sixfold.compute.volume_log import VolumeLog
+from sixfold.storage.v1 import storage_service_pb2 as pb
 
 NODES = ["a1", "a2", "b1", "b2", "c1", "c2"]
 PAGE = 3

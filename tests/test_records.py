@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage.errors import BadChecksum, ChecksumMismatch, InvalidRequest
-from storage.records import (
+from sixfold.storage.errors import BadChecksum, ChecksumMismatch, InvalidRequest
+from sixfold.storage.records import (
     LogRecord,
     PayloadKind,
     apply_record,

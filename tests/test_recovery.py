@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from compute.recovery import PgRecovered, SegmentReport, plan_recovery
-from storage.records import LogRecord, PayloadKind
-from storage.segment import TruncationRange
+from sixfold.compute.recovery import PgRecovered, SegmentReport, plan_recovery
+from sixfold.storage.records import LogRecord, PayloadKind
+from sixfold.storage.segment import TruncationRange
 
 
 def rec(lsn: int, prev: int, cpl: bool = False, epoch: int = 1) -> LogRecord:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from storage.chain import ChainBuilder
-from storage.records import LogRecord, PayloadKind
-from storage.repair import PeerView, batch_epoch, plan_repair, records_to_append
-from storage.segment import TruncationRange
-from storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.chain import ChainBuilder
+from sixfold.storage.records import LogRecord, PayloadKind
+from sixfold.storage.repair import PeerView, batch_epoch, plan_repair, records_to_append
+from sixfold.storage.segment import TruncationRange
+from sixfold.storage.v1 import storage_service_pb2 as pb
 from tests.test_storage_integration import all_records, append_once, create_volume, stub
-from tools.cluster import Cluster
+from sixfold.tools.cluster import Cluster
 
 
 def test_ranges_travel_before_records_and_the_most_complete_peer_is_chosen() -> None:
@@ -112,8 +112,8 @@ def test_a_record_truncated_by_recovery_is_never_resurrected_by_gossip(cluster: 
 
 def test_an_isolated_node_asks_no_peer(tmp_path: Path) -> None:
     """The fault file's `unreachable` cuts both ways: while it holds, gossip rounds do not run at all."""
-    from storage.node import StorageServicer
-    from storage.store import SegmentStore
+    from sixfold.storage.node import StorageServicer
+    from sixfold.storage.store import SegmentStore
 
     async def run() -> None:
         store = SegmentStore(str(tmp_path / "lmdb"), map_size_bytes=1 << 24)

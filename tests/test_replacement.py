@@ -9,9 +9,9 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
-from compute.quorum import READ_QUORUM, WRITE_QUORUM, Membership
-from storage import control_plane as cp
-from storage.control_plane import ControlPlane
+from sixfold.compute.quorum import READ_QUORUM, WRITE_QUORUM, Membership
+from sixfold.storage import control_plane as cp
+from sixfold.storage.control_plane import ControlPlane
 
 HEARTBEAT_MS = 1000
 FAILURE_MS = 5000
@@ -255,8 +255,8 @@ def test_a_reserved_new_segment_is_an_orphan_until_its_change_begins() -> None:
 
 
 def test_a_gap_covered_by_truncation_ranges_counts_as_reached() -> None:
-    from storage.control_plane_server import _truncated
-    from storage.v1 import storage_service_pb2 as pb
+    from sixfold.storage.control_plane_server import _truncated
+    from sixfold.storage.v1 import storage_service_pb2 as pb
 
     def state(scl: int, *ranges: tuple[int, int]) -> pb.SegmentState:
         return pb.SegmentState(scl=scl, truncation_ranges=[pb.TruncationRange(start_lsn=a, end_lsn=b, epoch=2)

@@ -14,13 +14,13 @@ import time
 import grpc
 import pytest
 
-from storage.faults import FaultState, clear_fault_file, default_fault_file, write_fault_file
-from storage.v1 import control_plane_service_pb2 as cp_pb2
-from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
-from storage.v1 import storage_service_pb2 as pb
-from storage.v1 import storage_service_pb2_grpc as pb_grpc
+from sixfold.storage.faults import FaultState, clear_fault_file, default_fault_file, write_fault_file
+from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
+from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from tests.test_volume_faults import VOLUME, Client, clients_for, run_clients, seed, status
-from tools.cluster import Cluster
+from sixfold.tools.cluster import Cluster
 
 pytestmark = [
     pytest.mark.integration,

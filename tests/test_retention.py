@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage.chain import ChainBuilder
-from storage.errors import ReadPointOutOfRange
-from storage.records import LogRecord
-from storage.retention import HistoryWindow, coalesce_target, next_horizon, plan_page_gc
-from storage.store import SegmentStore, page_key
+from sixfold.storage.chain import ChainBuilder
+from sixfold.storage.errors import ReadPointOutOfRange
+from sixfold.storage.records import LogRecord
+from sixfold.storage.retention import HistoryWindow, coalesce_target, next_horizon, plan_page_gc
+from sixfold.storage.store import SegmentStore, page_key
 from tests.test_store import SEG, batch, commit_ok, meta, oracle_page
 
 # -- pure: GC keeps what every read point at or above the horizon needs ---------------------
@@ -242,8 +242,8 @@ def test_a_node_back_after_its_peers_collected_garbage_hydrates_from_page_versio
 
     import grpc
 
-    from storage.v1 import storage_service_pb2 as pb
-    from storage.wire import record_to_proto
+    from sixfold.storage.v1 import storage_service_pb2 as pb
+    from sixfold.storage.wire import record_to_proto
     from tests.test_storage_integration import create_volume, stub
     from tests.test_store import oracle_page
 
@@ -309,7 +309,7 @@ def test_after_its_first_full_pass_coalescing_looks_only_at_pages_that_received_
         store: SegmentStore) -> None:
     import asyncio
 
-    from storage.coalesce import Coalescer
+    from sixfold.storage.coalesce import Coalescer
 
     async def on_writer(fn, *args):  # type: ignore[no-untyped-def]
         return fn(*args)
@@ -358,8 +358,8 @@ def test_a_fold_that_fails_leaves_its_page_counted_and_it_is_folded_next_round(s
     once) must not make coalescing forget the page until eight more records arrive."""
     import asyncio
 
-    from storage.coalesce import Coalescer
-    from storage.errors import StorageError
+    from sixfold.storage.coalesce import Coalescer
+    from sixfold.storage.errors import StorageError
 
     failures = [1]
 
@@ -386,7 +386,7 @@ def test_a_fold_that_fails_leaves_its_page_counted_and_it_is_folded_next_round(s
 
 
 def test_a_quarantined_version_sends_its_page_back_to_coalescing(store: SegmentStore) -> None:
-    from storage.store import LOOK_AGAIN
+    from sixfold.storage.store import LOOK_AGAIN
 
     chain = ChainBuilder()
     records = [chain.patch(2, b"y%04d" % i) for i in range(9)]

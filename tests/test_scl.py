@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage.scl import SclTracker, scl_oracle
+from sixfold.storage.scl import SclTracker, scl_oracle
 
 
 @st.composite

@@ -10,17 +10,17 @@ from typing import Any
 
 import pytest
 
-from storage.chain import ChainBuilder
-from storage.errors import ReadPointOutOfRange
-from storage.records import LogRecord, apply_record
-from storage.scrub import Scrubber, record_problem, version_problem
-from storage.store import SegmentStore, page_key
-from storage.v1 import storage_service_pb2 as pb
-from storage.wire import record_from_proto
+from sixfold.storage.chain import ChainBuilder
+from sixfold.storage.errors import ReadPointOutOfRange
+from sixfold.storage.records import LogRecord, apply_record
+from sixfold.storage.scrub import Scrubber, record_problem, version_problem
+from sixfold.storage.store import SegmentStore, page_key
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.wire import record_from_proto
 from tests.test_storage_integration import all_records, append_once, create_volume, stub
 from tests.test_store import PAGE, SEG, batch, commit_ok, flip_byte_in_file, meta
-from tools.cluster import Cluster
-from tools.launcher import _details
+from sixfold.tools.cluster import Cluster
+from sixfold.tools.launcher import _details
 
 
 async def inline(fn: Any, *args: Any) -> Any:
@@ -198,7 +198,7 @@ def test_the_checks_name_what_is_wrong() -> None:
     assert "CRC-32C" in (record_problem(m, 1, raw[:-1] + b"X", lambda page: True) or "")
     far = ChainBuilder().patch(m.page_count + 5, b"ok").encode()
     assert "outside the segment" in (record_problem(m, 1, far, lambda page: True) or "")
-    from storage.records import encode_page_version
+    from sixfold.storage.records import encode_page_version
 
     version = encode_page_version(3, 7, bytes(PAGE))
     assert version_problem(m, 3, 7, version) is None
@@ -272,7 +272,7 @@ def test_a_rotten_only_copy_below_the_gc_floor_makes_the_segment_refuse_until_hy
     """With GC the page version a page keeps as its base (and the records at or below the floor) may be
     the only copies: losing one lowers SCL below the floor, so reads are refused instead of served wrong,
     and hydration from a peer's page versions makes the segment whole again."""
-    from storage.store import record_key
+    from sixfold.storage.store import record_key
 
     chain = ChainBuilder()
     records = [chain.patch(i % 4, b"v%03d" % i, 10 * i) for i in range(40)]

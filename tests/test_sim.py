@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tools.sim.harness import FAULT_BUDGET, SimConfig, SimResult, simulate
-from tools.sim.network import NetConfig
-from tools.sim_cli import FAULT_MODES, parse_replay, replay_args
+from sixfold.tools.sim.harness import FAULT_BUDGET, SimConfig, SimResult, simulate
+from sixfold.tools.sim.network import NetConfig
+from sixfold.tools.sim_cli import FAULT_MODES, parse_replay, replay_args
 
 SEEDS_WITHIN = range(0, 8)
 SEEDS_BEYOND = range(100, 104)
@@ -23,8 +23,7 @@ REGRESSIONS = Path(__file__).with_name("sim_regressions.txt")
 
 @pytest.fixture(autouse=True)
 def quiet_logs() -> None:
-    logging.getLogger("compute").setLevel(logging.CRITICAL)
-    logging.getLogger("storage").setLevel(logging.CRITICAL)
+    logging.getLogger("sixfold").setLevel(logging.CRITICAL)
 
 
 def replay_hint(config: SimConfig) -> str:
@@ -109,7 +108,7 @@ def test_integrity_faults_hit_every_run_kind_and_every_invariant_holds() -> None
     """Metadata rot (flipped and forged copies), hostile epoch raises, corrupt trees and dropped copies are
     among the faults within the budget: over the within seeds each happens, and every check passed (a
     segment's SCL never claims a record it lacks; a writer is open again within the bound)."""
-    from tools.sim.integrity import WRITER_GAP_MAX_S
+    from sixfold.tools.sim.integrity import WRITER_GAP_MAX_S
 
     results = [run(SimConfig(seed=seed)) for seed in SEEDS_WITHIN]
     assert all(r.ok for r in results), [describe(r) for r in results if not r.ok]

@@ -12,17 +12,17 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from storage.chain import ChainBuilder
-from storage.records import LogRecord, decode_record
-from storage.segment import BATCH_RECORDS_MAX
-from storage.serving import CHANNEL_OPTIONS
-from storage.v1 import control_plane_service_pb2 as cp_pb
-from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
-from storage.v1 import storage_service_pb2 as pb
-from storage.v1 import storage_service_pb2_grpc as pb_grpc
-from storage.wire import record_from_proto, record_to_proto
+from sixfold.storage.chain import ChainBuilder
+from sixfold.storage.records import LogRecord, decode_record
+from sixfold.storage.segment import BATCH_RECORDS_MAX
+from sixfold.storage.serving import CHANNEL_OPTIONS
+from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
+from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from sixfold.storage.wire import record_from_proto, record_to_proto
 from tests.test_store import flip_byte_in_file
-from tools.cluster import Cluster
+from sixfold.tools.cluster import Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster_options(compute=False)]  # storage only: saves CPU
 RPC_TIMEOUT_S = 10

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage.chain import ChainBuilder
-from storage.errors import (
+from sixfold.storage.chain import ChainBuilder
+from sixfold.storage.errors import (
     AlreadyExists,
     BadChecksum,
     BatchTooLarge,
@@ -22,9 +22,9 @@ from storage.errors import (
     Truncated,
     UnknownSegment,
 )
-from storage.records import LogRecord, PayloadKind, apply_record
-from storage.segment import BATCH_RECORDS_MAX, AppendBatch, SegmentMeta, TruncationRange
-from storage.store import SegmentStore, record_key
+from sixfold.storage.records import LogRecord, PayloadKind, apply_record
+from sixfold.storage.segment import BATCH_RECORDS_MAX, AppendBatch, SegmentMeta, TruncationRange
+from sixfold.storage.store import SegmentStore, record_key
 
 SEG = "vol/pg-00000"
 PAGE = 4096
@@ -334,7 +334,7 @@ def test_raising_the_same_epoch_again_is_idempotent_for_the_same_writer_only(sto
 
 def test_epochs_near_the_top_of_uint64_are_refused(store: SegmentStore) -> None:
     """An epoch whose successor no writer could pick, or one far past the segment's, is not one a writer picked."""
-    from storage.epochs import EPOCH_MAX, EPOCH_STEP_MAX
+    from sixfold.storage.epochs import EPOCH_MAX, EPOCH_STEP_MAX
 
     for epoch in (2**64 - 1, EPOCH_MAX + 1, EPOCH_STEP_MAX + 1):
         with pytest.raises(InvalidRequest):

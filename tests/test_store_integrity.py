@@ -13,14 +13,14 @@ from typing import Any
 import lmdb
 import pytest
 
-from storage.chain import ChainBuilder
-from storage.errors import DiskFailed, DiskFull, ReadPointOutOfRange
-from storage.keys import record_key
-from storage.lmdb_env import FAILED, FULL, OK
-from storage.scrub import Scrubber
-from storage.store import SegmentStore
+from sixfold.storage.chain import ChainBuilder
+from sixfold.storage.errors import DiskFailed, DiskFull, ReadPointOutOfRange
+from sixfold.storage.keys import record_key
+from sixfold.storage.lmdb_env import FAILED, FULL, OK
+from sixfold.storage.scrub import Scrubber
+from sixfold.storage.store import SegmentStore
 from tests.test_store import PAGE, SEG, batch, commit_ok, meta
-from tools.lmdb_tamper import edit_metadata, overwrite_pages
+from sixfold.tools.lmdb_tamper import edit_metadata, overwrite_pages
 
 
 async def inline(fn: Any, *args: Any) -> Any:
@@ -105,7 +105,7 @@ def test_a_corrupt_tree_is_moved_aside_and_its_segments_rebuilt_empty(tmp_path: 
 
 
 def test_a_corrupt_tree_met_while_running_is_data_loss_then_a_fresh_environment(tmp_path: Path) -> None:
-    from tools.sim.memlmdb import MemDisk
+    from sixfold.tools.sim.memlmdb import MemDisk
 
     disk = MemDisk()
     store = SegmentStore("node", open_env=disk.open, discard_env=disk.wipe)
@@ -149,7 +149,7 @@ class FullDisk:
         self.full = False
 
     def open(self, path: str, **options: Any) -> Any:
-        from tools.sim.memlmdb import MemDisk
+        from sixfold.tools.sim.memlmdb import MemDisk
 
         env = MemDisk().open(path, **options)
         real_begin = env.begin
@@ -211,7 +211,7 @@ def test_a_tree_that_aborts_lmdb_itself_is_walked_in_a_child_and_rebuilt(tmp_pat
     """Some corrupt pages trip an assertion in LMDB's C code (SIGABRT) rather than an LMDB error: the store
     walks its tree in a child process first, so it fails the environment and rebuilds instead of dying at
     every start. (These seeds aborted the walker on this project's LMDB; either way the store must open.)"""
-    from storage.tree_check import check_in_child
+    from sixfold.storage.tree_check import check_in_child
 
     path, records = filled(tmp_path, count=400)
     rng = random.Random(seed)

@@ -19,12 +19,12 @@ from typing import Iterator
 import grpc
 import pytest
 
-from compute.client import VolumeClient, VolumeError
-from compute.v1 import volume_service_pb2 as vpb
-from compute.v1 import volume_service_pb2_grpc as vgrpc
-from tools.cli import main
-from tools.cluster import COMPUTE, DEFAULT_VOLUME, PROJECT_ROOT, Cluster
-from tools.volume_cli import hex_dump, parse_size, printable_text, readable_view
+from sixfold.compute.client import VolumeClient, VolumeError
+from sixfold.compute.v1 import volume_service_pb2 as vpb
+from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
+from sixfold.tools.cli import main
+from sixfold.tools.cluster import COMPUTE, DEFAULT_VOLUME, PROJECT_ROOT, Cluster
+from sixfold.tools.volume_cli import hex_dump, parse_size, printable_text, readable_view
 
 CLI_TIMEOUT_S = 60.0
 FAKE_PAGE_SIZE = 4096
@@ -291,7 +291,7 @@ def test_readable_view_and_sizes() -> None:
 def sixfold_volume(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     """`sixfold volume ARGS --state-dir STATE_DIR` as a subprocess, as a user would run it."""
     return subprocess.run(
-        [sys.executable, "-m", "tools.cli", "volume", *args, "--state-dir", str(cluster.state_dir)],
+        [sys.executable, "-m", "sixfold.tools.cli", "volume", *args, "--state-dir", str(cluster.state_dir)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
     )
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from compute.v1 import volume_service_pb2 as vpb
-from compute.v1 import volume_service_pb2_grpc as vgrpc
-from tools.cluster import Cluster
+from sixfold.compute.v1 import volume_service_pb2 as vpb
+from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
+from sixfold.tools.cluster import Cluster
 
 pytestmark = pytest.mark.integration
 
@@ -244,7 +244,7 @@ def test_a_second_writer_fences_the_first(cluster: Cluster, tmp_path: Path) -> N
     port_file = tmp_path / "second.port"
     log_file = open(tmp_path / "second-writer.log", "wb")
     second = subprocess.Popen(
-        [sys.executable, "-m", "tools.cli", "compute", "--control-plane", cluster.control_plane_address(),
+        [sys.executable, "-m", "sixfold.tools.cli", "compute", "--control-plane", cluster.control_plane_address(),
          "--port-file", str(port_file), "--default-volume", VOLUME],
         stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from compute.quorum import Membership
-from compute.volume_log import LalExceeded, Patch, VolumeLog
-from storage.records import LogRecord, PayloadKind
+from sixfold.compute.quorum import Membership
+from sixfold.compute.volume_log import LalExceeded, Patch, VolumeLog
+from sixfold.storage.records import LogRecord, PayloadKind
 
 ABCDEF = "ABCDEF"
 ABCDEG = "ABCDEG"

@@ -37,11 +37,11 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     p.add_argument("--mib", type=float, default=0, help="MiB of payload per size (default: enough for ~4 s each)")
     p.add_argument("--records", type=int, default=0, help="records per size (overrides --mib)")
     p.add_argument("--keep", action="store_true", help="keep the node's data directory and log")
-    from tools import bench_commit
+    from sixfold.tools import bench_commit
 
     bench_commit.configure(sub.add_parser(
         "commit", help="commits/s and latency of durable one-page MTRs through the writer, next to a bare fan-out"))
-    from tools import bench_repair
+    from sixfold.tools import bench_repair
 
     bench_repair.configure(sub.add_parser(
         "repair", help="time to regain six healthy copies after losing a node, and the hydration rate in MB/s"))
@@ -51,11 +51,11 @@ def run(args: argparse.Namespace) -> int:
     if args.bench == "storage":
         return bench_storage(args)
     if args.bench == "commit":
-        from tools.bench_commit import bench_commit
+        from sixfold.tools.bench_commit import bench_commit
 
         return bench_commit(args)
     if args.bench == "repair":
-        from tools.bench_repair import bench_repair
+        from sixfold.tools.bench_repair import bench_repair
 
         return bench_repair(args)
     raise SystemExit(f"unknown benchmark {args.bench!r}")
@@ -88,7 +88,7 @@ def _records_for(size: int, args: argparse.Namespace) -> int:
 
 
 def _make_records(count: int, size: int, page_size: int, pages: int):  # type: ignore[no-untyped-def]
-    from storage.chain import ChainBuilder
+    from sixfold.storage.chain import ChainBuilder
 
     chain = ChainBuilder()
     out = []
@@ -106,7 +106,7 @@ def _start_node(data_dir: str) -> tuple[subprocess.Popen, str, str]:
     log_path = os.path.join(data_dir, "node.log")
     log = open(log_path, "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.cli", "storage-node", "--node-id", "bench", "--az", "a",
+        [sys.executable, "-m", "sixfold.tools.cli", "storage-node", "--node-id", "bench", "--az", "a",
          "--data-dir", os.path.join(data_dir, "node"), "--port-file", port_file],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
@@ -133,10 +133,10 @@ def _stop(proc: subprocess.Popen) -> None:
 async def _stream_to_node(address: str, segment_id: str, records, batch_records: int, window: int) -> float:  # type: ignore[no-untyped-def]
     import grpc
 
-    from storage.serving import CHANNEL_OPTIONS
-    from storage.v1 import storage_service_pb2 as pb
-    from storage.v1 import storage_service_pb2_grpc as pb_grpc
-    from storage.wire import record_to_proto
+    from sixfold.storage.serving import CHANNEL_OPTIONS
+    from sixfold.storage.v1 import storage_service_pb2 as pb
+    from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
+    from sixfold.storage.wire import record_to_proto
 
     requests = [
         pb.AppendRecordsRequest(
@@ -168,8 +168,8 @@ async def _stream_to_node(address: str, segment_id: str, records, batch_records:
 def _create_segment(address: str, segment_id: str, page_size: int, pages: int) -> None:
     import grpc
 
-    from storage.v1 import storage_service_pb2 as pb
-    from storage.v1 import storage_service_pb2_grpc as pb_grpc
+    from sixfold.storage.v1 import storage_service_pb2 as pb
+    from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 
     with grpc.insecure_channel(address) as channel:
         pb_grpc.StorageServiceStub(channel).CreateSegment(
@@ -183,7 +183,7 @@ def _lmdb_ceiling(path: str, records, batch_records: int) -> float:  # type: ign
     """The same encoded records and page-index rows, one synced LMDB transaction per batch, in process."""
     import lmdb
 
-    from storage.store import page_key, record_key
+    from sixfold.storage.store import page_key, record_key
 
     env = lmdb.open(path, map_size=1 << 32, max_dbs=4, sync=True, metasync=True, readahead=False)
     rec_db, idx_db = env.open_db(b"records"), env.open_db(b"page_index")

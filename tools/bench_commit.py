@@ -217,7 +217,7 @@ class BareStream:
 
     def __init__(self, fanout: "BareFanout", index: int, segment_id: str, membership_epoch: int,
                  channel: Any, window: int) -> None:
-        from storage.v1 import storage_service_pb2_grpc as pb_grpc
+        from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 
         self.fanout = fanout
         self.index = index
@@ -240,7 +240,7 @@ class BareStream:
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        from storage.v1 import storage_service_pb2 as pb
+        from sixfold.storage.v1 import storage_service_pb2 as pb
 
         call = self.stub.AppendRecords()
         reader = asyncio.create_task(self._acks(call))
@@ -285,7 +285,7 @@ class BareFanout:
     """Commits of one record each: enqueue on all six streams, done once 4 acknowledged a batch holding it."""
 
     def __init__(self, page_size: int, pool: list[bytes]) -> None:
-        from storage.chain import ChainBuilder
+        from sixfold.storage.chain import ChainBuilder
 
         self.chain = ChainBuilder(epoch=1)
         self.page_size = page_size
@@ -314,7 +314,7 @@ class BareFanout:
         return sum(s.bytes_sent for s in self.streams)
 
     async def commit(self, rng: random.Random) -> int:
-        from storage.wire import record_to_proto
+        from sixfold.storage.wire import record_to_proto
 
         if self.error:
             raise RuntimeError(self.error)
@@ -352,12 +352,12 @@ async def _run_phases(cluster: Any, concurrencies: list[int], seconds: float, me
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from compute.segment_stream import WINDOW_BATCHES
-    from compute.v1 import volume_service_pb2 as vpb
-    from compute.v1 import volume_service_pb2_grpc as vgrpc
-    from storage.serving import CHANNEL_OPTIONS
-    from storage.v1 import control_plane_service_pb2 as cp_pb
-    from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
+    from sixfold.compute.segment_stream import WINDOW_BATCHES
+    from sixfold.compute.v1 import volume_service_pb2 as vpb
+    from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
+    from sixfold.storage.serving import CHANNEL_OPTIONS
+    from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
+    from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 
     volume_id = cluster.default_volume()
     data_rng = random.Random(2017)
@@ -534,7 +534,7 @@ def _print_results(phases: list[Phase], page_size: int, concurrencies: list[int]
 
 
 def bench_commit(args: argparse.Namespace) -> int:
-    from tools.cluster import Cluster
+    from sixfold.tools.cluster import Cluster
 
     concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not concurrencies or min(concurrencies) < 1:

@@ -97,7 +97,7 @@ def bench_repair(args: argparse.Namespace) -> int:
 
 
 def _one_size(mib: float, args: argparse.Namespace) -> RepairFigure:
-    from tools.cluster import Cluster
+    from sixfold.tools.cluster import Cluster
 
     workdir = Path(tempfile.mkdtemp(prefix=f"sixfold-bench-repair-{mib:g}-"))
     cluster = Cluster(workdir / "cluster")
@@ -131,8 +131,8 @@ def _one_size(mib: float, args: argparse.Namespace) -> RepairFigure:
 def _create_volume(control_plane: str):  # type: ignore[no-untyped-def]
     import grpc
 
-    from storage.v1 import control_plane_service_pb2 as cp_pb
-    from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
+    from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
+    from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 
     with grpc.insecure_channel(control_plane) as channel:
         return cp_grpc.ControlPlaneServiceStub(channel).CreateVolume(
@@ -141,7 +141,7 @@ def _create_volume(control_plane: str):  # type: ignore[no-untyped-def]
 
 
 def _make_records(count: int):  # type: ignore[no-untyped-def]
-    from storage.chain import ChainBuilder
+    from sixfold.storage.chain import ChainBuilder
 
     chain = ChainBuilder()
     return [chain.image(i % PAGES, (i.to_bytes(8, "big") * (PAGE_SIZE // 8))) for i in range(count)]
@@ -151,9 +151,9 @@ def _append_stream(address: str, segment_id: str, batches, last_lsn: int) -> Non
     """Send the batches over one AppendRecords stream with WINDOW in flight; every ack is a synced batch."""
     import grpc
 
-    from storage.serving import CHANNEL_OPTIONS
-    from storage.v1 import storage_service_pb2 as pb
-    from storage.v1 import storage_service_pb2_grpc as pb_grpc
+    from sixfold.storage.serving import CHANNEL_OPTIONS
+    from sixfold.storage.v1 import storage_service_pb2 as pb
+    from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 
     credit = threading.Semaphore(WINDOW)
 
@@ -174,7 +174,7 @@ def _append_stream(address: str, segment_id: str, batches, last_lsn: int) -> Non
 
 
 def _load(nodes: dict[str, str], segment_id: str, records) -> None:  # type: ignore[no-untyped-def]
-    from storage.wire import record_to_proto
+    from sixfold.storage.wire import record_to_proto
 
     protos = [record_to_proto(r) for r in records]
     batches = [protos[i:i + BATCH_RECORDS] for i in range(0, len(protos), BATCH_RECORDS)]
@@ -199,8 +199,8 @@ def _baseline_copy(source: str, target: str, segment_id: str, last_lsn: int) -> 
     """Read every record from `source` and append it to a scratch segment on `target`; the seconds it took."""
     import grpc
 
-    from storage.v1 import storage_service_pb2 as pb
-    from storage.v1 import storage_service_pb2_grpc as pb_grpc
+    from sixfold.storage.v1 import storage_service_pb2 as pb
+    from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 
     scratch = f"{VOLUME}-baseline/pg-00000"
     with grpc.insecure_channel(target) as channel:
@@ -232,8 +232,8 @@ def _baseline_copy(source: str, target: str, segment_id: str, last_lsn: int) -> 
 def _lose_and_regain(cluster, segment_id: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     import grpc
 
-    from storage.v1 import control_plane_service_pb2 as cp_pb
-    from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
+    from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
+    from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 
     with grpc.insecure_channel(cluster.control_plane_address()) as channel:
         stub = cp_grpc.ControlPlaneServiceStub(channel)

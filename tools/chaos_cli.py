@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools.chaos.runner import (
+from sixfold.tools.chaos.runner import (
     DEFAULT_CLIENTS,
     DEFAULT_KEYS,
     DEFAULT_SECONDS,
@@ -29,7 +29,7 @@ from tools.chaos.runner import (
     run_scenario,
     table,
 )
-from tools.chaos.scenarios import SCENARIOS
+from sixfold.tools.chaos.scenarios import SCENARIOS
 
 DEFAULT_OUT_ROOT = Path("chaos-out")
 

@@ -13,21 +13,21 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("tools.launcher", "start a local cluster: control plane, storage nodes in 3 AZs, and the writer"),
-    "status": ("tools.launcher", "show every process of the local cluster: AZ, health, segments, SCLs"),
-    "down": ("tools.launcher", "stop every process of the local cluster (by PID)"),
-    "kill": ("tools.launcher", "SIGKILL one node (fault injection)"),
-    "pause": ("tools.launcher", "SIGSTOP one node (fault injection)"),
-    "resume": ("tools.launcher", "SIGCONT a paused node"),
-    "stop": ("tools.launcher", "stop one node gracefully (SIGTERM)"),
-    "start": ("tools.launcher", "start a stopped or killed node again, same address and data"),
-    "storage-node": ("storage.node_main", "run one storage node process (the launcher does this for you)"),
-    "compute": ("compute.main", "run the compute node (the volume's writer); the launcher does this for you"),
-    "control-plane": ("storage.control_plane_main", "run the control plane process (the launcher does this for you)"),
-    "volume": ("tools.volume_cli", "write and read pages of a volume through the compute node"),
-    "sim": ("tools.sim_cli", "deterministic simulation: real storage and writer code over a seeded fake network, disk and clock"),
-    "chaos": ("tools.chaos_cli", "fault scenarios against a fresh local cluster, with a verdict from the clients' history"),
-    "bench": ("tools.bench", "benchmarks that print their figures beside a baseline measured in the same run"),
+    "up": ("sixfold.tools.launcher", "start a local cluster: control plane, storage nodes in 3 AZs, and the writer"),
+    "status": ("sixfold.tools.launcher", "show every process of the local cluster: AZ, health, segments, SCLs"),
+    "down": ("sixfold.tools.launcher", "stop every process of the local cluster (by PID)"),
+    "kill": ("sixfold.tools.launcher", "SIGKILL one node (fault injection)"),
+    "pause": ("sixfold.tools.launcher", "SIGSTOP one node (fault injection)"),
+    "resume": ("sixfold.tools.launcher", "SIGCONT a paused node"),
+    "stop": ("sixfold.tools.launcher", "stop one node gracefully (SIGTERM)"),
+    "start": ("sixfold.tools.launcher", "start a stopped or killed node again, same address and data"),
+    "storage-node": ("sixfold.storage.node_main", "run one storage node process (the launcher does this for you)"),
+    "compute": ("sixfold.compute.main", "run the compute node (the volume's writer); the launcher does this for you"),
+    "control-plane": ("sixfold.storage.control_plane_main", "run the control plane process (the launcher does this for you)"),
+    "volume": ("sixfold.tools.volume_cli", "write and read pages of a volume through the compute node"),
+    "sim": ("sixfold.tools.sim_cli", "deterministic simulation: real storage and writer code over a seeded fake network, disk and clock"),
+    "chaos": ("sixfold.tools.chaos_cli", "fault scenarios against a fresh local cluster, with a verdict from the clients' history"),
+    "bench": ("sixfold.tools.bench", "benchmarks that print their figures beside a baseline measured in the same run"),
 }
 
 

@@ -11,7 +11,7 @@ process again by name:
     <state-dir>/data/<name>/        the process's data directory
     <state-dir>/run/<name>.port     the port the process bound (written by the process)
 
-Processes run `python -m tools.cli control-plane|storage-node|compute ...` in
+Processes run `python -m sixfold.tools.cli control-plane|storage-node|compute ...` in
 their own session. The first start binds port 0 and reads the chosen port from
 the port file; every restart passes the recorded port, so addresses never change.
 
@@ -48,9 +48,9 @@ from typing import Any, Callable, Iterator, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from compute.v1 import volume_service_pb2, volume_service_pb2_grpc
-from storage.serving import CHANNEL_OPTIONS
-from storage.v1 import (
+from sixfold.compute.v1 import volume_service_pb2, volume_service_pb2_grpc
+from sixfold.storage.serving import CHANNEL_OPTIONS
+from sixfold.storage.v1 import (
     control_plane_service_pb2,
     control_plane_service_pb2_grpc,
     storage_service_pb2,
@@ -63,7 +63,7 @@ STATE_FILE = "cluster.json"
 LOCK_FILE = "cluster.lock"
 STATE_VERSION = 1
 HOST = "127.0.0.1"
-# Processes run from here, so `python -m tools.cli` is this same code wherever the launcher is called from.
+# Processes run from here, so `python -m sixfold.tools.cli` is this same code wherever the launcher is called from.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 CONTROL_PLANE = "control-plane"  # name and role of the control plane process
@@ -138,7 +138,7 @@ class ProcessRecord:
     def command_for(self, control_plane_address: str) -> list[str]:
         """The full command line: the recorded port (0 before the first start) and, for storage and
         compute nodes, the control plane's address."""
-        command = [sys.executable, "-m", "tools.cli", *self.args]
+        command = [sys.executable, "-m", "sixfold.tools.cli", *self.args]
         command += ["--port", str(self.port), "--port-file", self.port_file]
         if self.role in (STORAGE_NODE, COMPUTE):
             command += ["--control-plane", control_plane_address]

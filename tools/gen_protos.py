@@ -1,20 +1,30 @@
 """Regenerate the committed gRPC/protobuf code from proto/.
 
-    python -m tools.gen_protos            # write generated code beside its component
-    python -m tools.gen_protos --out DIR  # write into DIR instead (the staleness test uses this)
+    python -m sixfold.tools.gen_protos            # write generated code beside its component
+    python -m sixfold.tools.gen_protos --out DIR  # write into DIR instead (the staleness test uses this)
 
 Every `proto/<component>/<version>/*.proto` becomes `<component>/<version>/*_pb2.py`,
-`*_pb2.pyi` and `*_pb2_grpc.py` at the repository root.
+`*_pb2.pyi` and `*_pb2_grpc.py` at the repository root. Installed, the components live
+under the `sixfold` namespace, so the generated imports between them (protoc writes
+`from storage.v1 import ...`) are rewritten to `from sixfold.storage.v1 import ...`; the
+proto packages on the wire stay `storage.v1` and `compute.v1`.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO_ROOT / "proto"
+_COMPONENT_IMPORT = re.compile(r"^(from|import) (storage|compute)\.", re.MULTILINE)
+
+
+def namespaced(source: str) -> str:
+    """protoc's imports between generated modules, moved under the sixfold namespace."""
+    return _COMPONENT_IMPORT.sub(r"\1 sixfold.\2.", source)
 
 
 def proto_files() -> list[Path]:
@@ -47,6 +57,8 @@ def generate(out_dir: Path) -> list[Path]:
         rel = f.relative_to(PROTO_ROOT).with_suffix("")
         for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py"):
             generated.append(out_dir / rel.parent / (rel.name + suffix))
+    for path in generated:
+        path.write_text(namespaced(path.read_text()))
     for package_dir in {p.parent for p in generated}:
         init = package_dir / "__init__.py"
         if not init.exists():

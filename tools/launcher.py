@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tools.cluster import (
+from sixfold.tools.cluster import (
     COMPUTE,
     CONTROL_PLANE,
     DEFAULT_AZS,

@@ -17,8 +17,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.records import crc32c
-from storage.segment import META_MAGIC
+from sixfold.storage.records import crc32c
+from sixfold.storage.segment import META_MAGIC
 
 _HEADER = struct.Struct(">4sI")
 LMDB_PAGE_BYTES = 4096

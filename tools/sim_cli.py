@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from tools.sim.mutations import MUTATIONS  # cheap: the module imports what it breaks only when applied
+from sixfold.tools.sim.mutations import MUTATIONS  # cheap: the module imports what it breaks only when applied
 
 FAULT_MODES = ("none", "within", "az-plus-one", "beyond")  # tools/sim/harness.py FAULT_BUDGET: the same
 # SimConfig field -> the flag that sets it (`net`, a NetConfig, goes field by field through --net FIELD=VALUE).
@@ -73,7 +73,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
 def _reexec_with_fixed_hash_seed() -> None:
     if os.environ.get("PYTHONHASHSEED") != "0":
         env = dict(os.environ, PYTHONHASHSEED="0")
-        os.execve(sys.executable, [sys.executable, "-m", "tools.cli", *sys.argv[1:]], env)
+        os.execve(sys.executable, [sys.executable, "-m", "sixfold.tools.cli", *sys.argv[1:]], env)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.CRITICAL)  # the system under test's logs would drown the report
-    from tools.sim.harness import simulate
+    from sixfold.tools.sim.harness import simulate
 
     seeds = [args.seed] if args.seed is not None else list(range(args.start, args.start + args.seeds))
     settings = " ".join(replay_args(config_of(args, seeds[0]))[2:])  # all but --seed
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
 def config_of(args: argparse.Namespace, seed: int) -> Any:
     """The SimConfig that parsed `sixfold sim` arguments describe, for `seed`."""
-    from tools.sim.harness import SimConfig
+    from sixfold.tools.sim.harness import SimConfig
 
     net = SimConfig(seed=seed).net
     for item in args.net:
@@ -155,7 +155,7 @@ def config_of(args: argparse.Namespace, seed: int) -> Any:
 def replay_args(config: Any) -> list[str]:
     """`sixfold sim` arguments that rebuild `config` exactly: its seed, its fault mode and every other field
     that differs from the default (floats as repr, which reads back to the same value)."""
-    from tools.sim.harness import SimConfig
+    from sixfold.tools.sim.harness import SimConfig
 
     default = SimConfig(seed=config.seed)
     out = ["--seed", str(config.seed), "--faults", config.faults]  # the fault mode always, for the reader

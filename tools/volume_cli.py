@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from compute.client import DEFAULT_TIMEOUT_S, VolumeClient, VolumeError
-from compute.v1 import volume_service_pb2 as vpb
+from sixfold.compute.client import DEFAULT_TIMEOUT_S, VolumeClient, VolumeError
+from sixfold.compute.v1 import volume_service_pb2 as vpb
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -368,8 +368,8 @@ def compute_address(args: argparse.Namespace) -> str:
     """--address, else the running `compute` process of the cluster in --state-dir."""
     if args.address:
         return str(args.address)
-    from tools.cluster import COMPUTE, Cluster, ClusterError
-    from tools.launcher import default_state_dir
+    from sixfold.tools.cluster import COMPUTE, Cluster, ClusterError
+    from sixfold.tools.launcher import default_state_dir
 
     cluster = Cluster(args.state_dir or default_state_dir())
     try:

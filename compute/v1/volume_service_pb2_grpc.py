@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from compute.v1 import volume_service_pb2 as compute_dot_v1_dot_volume__service__pb2
+from sixfold.compute.v1 import volume_service_pb2 as compute_dot_v1_dot_volume__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -1,4 +1,4 @@
-from storage.v1 import storage_service_pb2 as _storage_service_pb2
+from sixfold.storage.v1 import storage_service_pb2 as _storage_service_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor

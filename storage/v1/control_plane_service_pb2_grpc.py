@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from storage.v1 import control_plane_service_pb2 as storage_dot_v1_dot_control__plane__service__pb2
+from sixfold.storage.v1 import control_plane_service_pb2 as storage_dot_v1_dot_control__plane__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -49,7 +49,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from tools.chaos.history import FAIL, INFO, OK, READ, WRITE, History, Operation
+from sixfold.tools.chaos.history import FAIL, INFO, OK, READ, WRITE, History, Operation
 
 EXPLANATIONS_MAX = 10
 CONFIGURATIONS_MAX = 500_000  # per key; a configuration costs roughly 200 bytes of cache

@@ -40,14 +40,14 @@ from typing import Any, Callable
 
 import grpc
 
-from compute.v1 import volume_service_pb2 as vpb
-from compute.v1 import volume_service_pb2_grpc as vgrpc
-from storage.faults import FaultState, clear_fault_file, default_fault_file, write_fault_file
-from storage.serving import CHANNEL_OPTIONS
-from storage.v1 import storage_service_pb2 as pb
-from storage.v1 import storage_service_pb2_grpc as pb_grpc
-from tools.chaos import lmdb_pages
-from tools.cluster import COMPUTE, DEAD, PAUSED, PROJECT_ROOT, RUNNING, STOPPED, Cluster, health_check
+from sixfold.compute.v1 import volume_service_pb2 as vpb
+from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
+from sixfold.storage.faults import FaultState, clear_fault_file, default_fault_file, write_fault_file
+from sixfold.storage.serving import CHANNEL_OPTIONS
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from sixfold.tools.chaos import lmdb_pages
+from sixfold.tools.cluster import COMPUTE, DEAD, PAUSED, PROJECT_ROOT, RUNNING, STOPPED, Cluster, health_check
 
 STATUS_TIMEOUT_S = 3.0
 CONNECTED_POLL_S = 0.1
@@ -154,7 +154,7 @@ class SecondWriter:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.port_file.unlink()
-        command = [sys.executable, "-m", "tools.cli", "compute", "--control-plane", self.cluster.control_plane_address(),
+        command = [sys.executable, "-m", "sixfold.tools.cli", "compute", "--control-plane", self.cluster.control_plane_address(),
                    "--port-file", str(self.port_file), "--default-volume", self.volume]
         with open(self.log_file, "ab") as log:
             log.write(f"--- chaos runner: starting a second writer: {' '.join(command)}\n".encode())

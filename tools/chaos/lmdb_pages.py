@@ -24,8 +24,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage.records import crc32c
-from storage.segment import META_MAGIC, SegmentMeta
+from sixfold.storage.records import crc32c
+from sixfold.storage.segment import META_MAGIC, SegmentMeta
 
 MDB_MAGIC = 0xBEEFC0DE
 PAGE_HEADER = 16

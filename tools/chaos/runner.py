@@ -47,16 +47,16 @@ from typing import Any, Callable
 
 import grpc
 
-from compute.v1 import volume_service_pb2 as vpb
-from compute.v1 import volume_service_pb2_grpc as vgrpc
-from storage.serving import CHANNEL_OPTIONS
-from storage.v1 import storage_service_pb2 as pb
-from storage.v1 import storage_service_pb2_grpc as pb_grpc
-from tools.chaos import checkers
-from tools.chaos.faults import FaultLog, Nemesis
-from tools.chaos.history import FAIL, INFO, OK, READ, WRITE, History
-from tools.chaos.scenarios import SCENARIOS, Context, Criterion, Scenario, Timing, resolve
-from tools.cluster import COMPUTE, Cluster
+from sixfold.compute.v1 import volume_service_pb2 as vpb
+from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
+from sixfold.storage.serving import CHANNEL_OPTIONS
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from sixfold.tools.chaos import checkers
+from sixfold.tools.chaos.faults import FaultLog, Nemesis
+from sixfold.tools.chaos.history import FAIL, INFO, OK, READ, WRITE, History
+from sixfold.tools.chaos.scenarios import SCENARIOS, Context, Criterion, Scenario, Timing, resolve
+from sixfold.tools.cluster import COMPUTE, Cluster
 
 VOLUME = "vol0"
 PAGES_PER_PG = 16384  # vol0: 64 MiB segments of 4 KiB pages

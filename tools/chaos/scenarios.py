@@ -24,16 +24,16 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import grpc
 
-from compute.quorum import COPIES, WRITE_QUORUM
-from compute.volume import COMMIT_TIMEOUT_S, CONNECT_WAIT_S
-from storage.v1 import control_plane_service_pb2 as cp_pb2
-from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
-from storage.v1 import storage_service_pb2 as pb
-from tools.cluster import COMPUTE, ClusterError
+from sixfold.compute.quorum import COPIES, WRITE_QUORUM
+from sixfold.compute.volume import COMMIT_TIMEOUT_S, CONNECT_WAIT_S
+from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
+from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.tools.cluster import COMPUTE, ClusterError
 
 if TYPE_CHECKING:
-    from tools.chaos.faults import Nemesis
-    from tools.cluster import Cluster
+    from sixfold.tools.chaos.faults import Nemesis
+    from sixfold.tools.cluster import Cluster
 
 AZS = ("a", "b", "c")
 WRITE_GAP_MAX_S = 5.0  # "writes go on": no stretch without an acknowledged write longer than this

@@ -40,25 +40,25 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from compute.errors import CommitTimeout, Fenced, NotCommitted, QuorumNotMet, Regaining
-from compute.quorum import WRITE_QUORUM
-from compute.volume import Channels, Volume
-from compute.volume_log import Patch
-from storage.errors import StorageError
-from storage.node import StorageServicer
-from storage.records import LogRecord, apply_record, decode_record, peek_header
-from storage.scrub import Scrubber
-from storage.segment import SegmentMeta, TruncationRange
-from storage.serving import generic_handler
-from storage.store import SegmentStore, record_key
-from storage.v1 import control_plane_service_pb2 as cp_pb
-from storage.v1 import storage_service_pb2 as pb
-from storage.truncation import voided
-from tools.sim import integrity
-from tools.sim import replacement as repl
-from tools.sim.loop import InlineExecutor, SimDeadlock, run
-from tools.sim.memlmdb import MemDisk
-from tools.sim.network import NetConfig, SimNetwork, SimServer, rpc_error
+from sixfold.compute.errors import CommitTimeout, Fenced, NotCommitted, QuorumNotMet, Regaining
+from sixfold.compute.quorum import WRITE_QUORUM
+from sixfold.compute.volume import Channels, Volume
+from sixfold.compute.volume_log import Patch
+from sixfold.storage.errors import StorageError
+from sixfold.storage.node import StorageServicer
+from sixfold.storage.records import LogRecord, apply_record, decode_record, peek_header
+from sixfold.storage.scrub import Scrubber
+from sixfold.storage.segment import SegmentMeta, TruncationRange
+from sixfold.storage.serving import generic_handler
+from sixfold.storage.store import SegmentStore, record_key
+from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.truncation import voided
+from sixfold.tools.sim import integrity
+from sixfold.tools.sim import replacement as repl
+from sixfold.tools.sim.loop import InlineExecutor, SimDeadlock, run
+from sixfold.tools.sim.memlmdb import MemDisk
+from sixfold.tools.sim.network import NetConfig, SimNetwork, SimServer, rpc_error
 
 import grpc
 
@@ -256,7 +256,7 @@ class Simulation:
         if config.replace:
             self.cp_state = repl.initial_state(VOLUME, PAGE_SIZE, config.pages_per_pg, config.pgs, NODES,
                                                repl.SPARES, 0.0)
-            from storage.control_plane_server import geometry_to_proto
+            from sixfold.storage.control_plane_server import geometry_to_proto
             self.geometry = geometry_to_proto(self.cp_state.describe_volume(VOLUME))
             assert [[s.node_id for s in pg.segments] for pg in self.geometry.protection_groups] == [
                 [n for n, _ in NODES]] * config.pgs, self.geometry
@@ -1081,7 +1081,7 @@ WRITE_QUORUM_REAL = WRITE_QUORUM  # what the design needs, whatever a mutation d
 
 
 def simulate(config: SimConfig) -> SimResult:
-    from tools.sim.mutations import applied
+    from sixfold.tools.sim.mutations import applied
 
     sim = Simulation(config)
     virtual = [0.0]

@@ -31,16 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from storage.epochs import EPOCH_MAX, EPOCH_STEP_MAX
-from storage.segment import SegmentMeta
-from storage.segment_load import META_TABLES, trusted_copy
-from storage.truncation import voided
-from storage.v1 import storage_service_pb2 as pb
-from storage.v1 import storage_service_pb2_grpc as pb_grpc
+from sixfold.storage.epochs import EPOCH_MAX, EPOCH_STEP_MAX
+from sixfold.storage.segment import SegmentMeta
+from sixfold.storage.segment_load import META_TABLES, trusted_copy
+from sixfold.storage.truncation import voided
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    from compute.volume import Volume
-    from tools.sim.harness import Simulation
+    from sixfold.compute.volume import Volume
+    from sixfold.tools.sim.harness import Simulation
 
 # What a tree rot damages: the big tables, where an overwrite of a few pages of a node's file lands; the
 # metadata (a few small pages) still reads, so the node salvages its segments' identities.
@@ -66,7 +66,7 @@ def meta_on_disk(sim: "Simulation", name: str, segment_id: str) -> SegmentMeta |
 
 
 def expected_segments(sim: "Simulation", name: str) -> list[str]:
-    from tools.sim.harness import VOLUME
+    from sixfold.tools.sim.harness import VOLUME
 
     return [f"{VOLUME}/pg-{pg:05d}" for pg in range(sim.config.pgs) if name in sim.membership(pg)[1]]
 
@@ -225,7 +225,7 @@ def check_scl_truth(sim: "Simulation") -> None:
 
 
 def _record_key(seg_no: int, lsn: int) -> bytes:
-    from storage.keys import record_key
+    from sixfold.storage.keys import record_key
 
     return record_key(seg_no, lsn)
 
@@ -236,7 +236,7 @@ def watch_fencing(sim: "Simulation", volume: "Volume") -> None:
     quorum of every PG before its writer serves). A writer fenced by a stray epoch, or by an opener that never
     finished, would stop the volume for nothing (issue 10 item 3). A regain that gave up is judged by the
     supervisor's gap bound instead."""
-    from tools.sim.harness import VOLUME
+    from sixfold.tools.sim.harness import VOLUME
 
     original = volume.on_fenced
 

@@ -30,10 +30,10 @@ def applied(name: str | None) -> Iterator[None]:
     if name is None:
         yield
         return
-    import compute.quorum as quorum
-    import compute.volume as volume
-    import compute.volume_log as volume_log
-    from storage.segment import TruncationRange
+    import sixfold.compute.quorum as quorum
+    import sixfold.compute.volume as volume
+    import sixfold.compute.volume_log as volume_log
+    from sixfold.storage.segment import TruncationRange
 
     saved: list[tuple[object, str, object]] = []
 
@@ -54,12 +54,12 @@ def applied(name: str | None) -> Iterator[None]:
 
         patch(volume, "plan_recovery", no_truncation)
     elif name == "read-past-vdl":
-        import compute.cache as cache
+        import sixfold.compute.cache as cache
 
         patch(volume_log.VolumeLog, "read_point", lambda self, pg_index: self.pgs[pg_index].last_lsn)
         patch(cache.BufferCache, "get", lambda self, page_no: None)  # every read goes to storage
     elif name == "replace-target-0":
-        import storage.control_plane as cp
+        import sixfold.storage.control_plane as cp
 
         original_target = cp.ControlPlane.set_change_target
 
@@ -68,13 +68,13 @@ def applied(name: str | None) -> Iterator[None]:
 
         patch(cp.ControlPlane, "set_change_target", target_0)
     elif name == "replace-skip-hydration":
-        import storage.control_plane_server as cps
+        import sixfold.storage.control_plane_server as cps
 
         patch(cps, "_truncated", lambda state, target: True)
     elif name == "trust-stored-scl":
-        import storage.segment_load as segment_load
-        from storage.scl import SclTracker
-        from storage.segment import Segment
+        import sixfold.storage.segment_load as segment_load
+        from sixfold.storage.scl import SclTracker
+        from sixfold.storage.segment import Segment
 
         def trusting(txn, records, meta, record_count):  # type: ignore[no-untyped-def]
             tracker = SclTracker.rebuilt(meta.scl, segment_load.held_above(txn, records, meta, meta.scl))

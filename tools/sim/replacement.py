@@ -17,12 +17,12 @@ import asyncio
 import json
 from typing import Any, Callable
 
-from storage import control_plane as cp
-from storage.control_plane_server import ControlPlaneServicer
-from storage.v1 import control_plane_service_pb2 as cp_pb
-from storage.v1 import control_plane_service_pb2_grpc as cp_grpc
-from storage.v1 import storage_service_pb2 as pb
-from storage.v1 import storage_service_pb2_grpc as pb_grpc
+from sixfold.storage import control_plane as cp
+from sixfold.storage.control_plane_server import ControlPlaneServicer
+from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
+from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
+from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 
 CONTROL_PLANE = "control-plane"
 SPARES = (("a3", "a"), ("b3", "b"), ("c3", "c"))  # one spare node per AZ
