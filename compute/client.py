@@ -24,8 +24,8 @@ the compute node uses:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Iterable, Sequence
 
 import grpc
 
@@ -111,7 +111,9 @@ class VolumeClient:
         """Write the patches as one MTR (all visible together, or none); its LSN, durable on return."""
         request = vpb.WritePagesRequest(
             volume_id=volume_id,
-            patches=[vpb.PagePatch(page_no=page_no, offset=offset, data=bytes(data)) for page_no, offset, data in patches],
+            patches=[
+                vpb.PagePatch(page_no=page_no, offset=offset, data=bytes(data)) for page_no, offset, data in patches
+            ],
         )
         return int(self._call("WritePages", request, timeout_s).lsn)  # type: ignore[attr-defined]
 

@@ -12,8 +12,18 @@ from sixfold.storage.errors import (
     VolumeFull,
 )
 
-__all__ = ["Fenced", "QuorumNotMet", "InvalidRequest", "PageOutOfRange", "UnknownVolume", "VolumeFull",
-           "CommitTimeout", "FencedInFlight", "NotCommitted", "Regaining"]
+__all__ = [
+    "CommitTimeout",
+    "Fenced",
+    "FencedInFlight",
+    "InvalidRequest",
+    "NotCommitted",
+    "PageOutOfRange",
+    "QuorumNotMet",
+    "Regaining",
+    "UnknownVolume",
+    "VolumeFull",
+]
 
 
 class Fenced(StorageError):

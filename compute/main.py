@@ -16,9 +16,9 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from sixfold.compute.service import VolumeServicer
-from sixfold.storage.errors import StorageError
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.volume import Channels
+from sixfold.storage.errors import StorageError
 from sixfold.storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
@@ -39,8 +39,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port)")
     parser.add_argument("--port-file", help="write the bound port here once serving")
     parser.add_argument("--default-volume", help="create this volume if needed and open it before serving")
-    parser.add_argument("--default-volume-segment-mib", type=int, default=DEFAULT_VOLUME_SEGMENT_BYTES >> 20,
-                        help="segment size of the default volume when it is created, MiB (default 64)")
+    parser.add_argument(
+        "--default-volume-segment-mib",
+        type=int,
+        default=DEFAULT_VOLUME_SEGMENT_BYTES >> 20,
+        help="segment size of the default volume when it is created, MiB (default 64)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,15 +52,16 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(args))
 
 
-async def _open_default_until_open(servicer: VolumeServicer, control_plane: cp_grpc.ControlPlaneServiceStub,
-                                   args: argparse.Namespace) -> None:
+async def _open_default_until_open(
+    servicer: VolumeServicer, control_plane: cp_grpc.ControlPlaneServiceStub, args: argparse.Namespace
+) -> None:
     """Open (creating it the first time) the default volume, trying again until it works."""
     failures = 0
     while True:
         try:
             await _open_default(servicer, control_plane, args)
             return
-        except (StorageError, grpc.aio.AioRpcError, asyncio.TimeoutError) as error:
+        except (TimeoutError, StorageError, grpc.aio.AioRpcError) as error:
             failures += 1
             if isinstance(error, StorageError):
                 text = error.message
@@ -64,20 +69,30 @@ async def _open_default_until_open(servicer: VolumeServicer, control_plane: cp_g
                 text = f"{error.code().name}: {error.details()}"
             else:
                 text = "it timed out"
-            log.warning("could not open volume %s (attempt %d): %s; trying again in %.0f s", args.default_volume,
-                        failures, text, OPEN_RETRY_PAUSE_S)
+            log.warning(
+                "could not open volume %s (attempt %d): %s; trying again in %.0f s",
+                args.default_volume,
+                failures,
+                text,
+                OPEN_RETRY_PAUSE_S,
+            )
             await asyncio.sleep(OPEN_RETRY_PAUSE_S)
 
 
-async def _open_default(servicer: VolumeServicer, control_plane: cp_grpc.ControlPlaneServiceStub,
-                        args: argparse.Namespace) -> None:
+async def _open_default(
+    servicer: VolumeServicer, control_plane: cp_grpc.ControlPlaneServiceStub, args: argparse.Namespace
+) -> None:
     try:
         await control_plane.DescribeVolume(cp_pb.DescribeVolumeRequest(volume_id=args.default_volume), timeout=10)
     except grpc.aio.AioRpcError as error:
         if error.code() != grpc.StatusCode.NOT_FOUND:
             raise
-        await control_plane.CreateVolume(cp_pb.CreateVolumeRequest(
-            volume_id=args.default_volume, segment_size_bytes=args.default_volume_segment_mib << 20), timeout=30)
+        await control_plane.CreateVolume(
+            cp_pb.CreateVolumeRequest(
+                volume_id=args.default_volume, segment_size_bytes=args.default_volume_segment_mib << 20
+            ),
+            timeout=30,
+        )
         log.info("created volume %s", args.default_volume)
     await servicer.volume(args.default_volume)
 

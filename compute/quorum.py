@@ -16,8 +16,8 @@ Pure. Rules (this module owns them):
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 COPIES = 6
 WRITE_QUORUM = 4
@@ -46,11 +46,11 @@ class Membership:
         assert 1 <= len(self.sets) <= 2**CHANGES_MAX, "a membership is one set, or up to four during changes"
 
     @classmethod
-    def of(cls, *member_lists: Iterable[str]) -> "Membership":
+    def of(cls, *member_lists: Iterable[str]) -> Membership:
         return cls(tuple(QuorumSet(frozenset(m)) for m in member_lists))
 
     @classmethod
-    def with_changes(cls, base: Iterable[str], changes: Iterable[tuple[str, str]]) -> "Membership":
+    def with_changes(cls, base: Iterable[str], changes: Iterable[tuple[str, str]]) -> Membership:
         """Rule 2: the base set with every subset of the (old, new) changes applied."""
         sets = [frozenset(base)]
         for old, new in changes:
@@ -58,6 +58,7 @@ class Membership:
             sets += [(s - {old}) | {new} for s in sets]
         assert len(sets) <= 2**CHANGES_MAX, "at most two changes compose"
         return cls(tuple(QuorumSet(s) for s in dict.fromkeys(sets)))
+
     @property
     def segments(self) -> frozenset[str]:
         return frozenset().union(*(s.members for s in self.sets))

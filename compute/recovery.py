@@ -91,7 +91,10 @@ def known_truncations(reports: list[SegmentReport]) -> list[TruncationRange]:
 
 
 def plan_recovery(
-    reports: list[SegmentReport], pgs: dict[int, PgRecovered], epoch: int, lal: int,
+    reports: list[SegmentReport],
+    pgs: dict[int, PgRecovered],
+    epoch: int,
+    lal: int,
     others: list[SegmentReport] = (),  # type: ignore[assignment]
     sent: list[TruncationRange] = (),  # type: ignore[assignment]
 ) -> RecoveryPlan:
@@ -100,8 +103,9 @@ def plan_recovery(
     `sent` the ranges this writer sent in earlier attempts (a failed attempt may have left its range on a
     few segments only: the next attempt must not make durable what that range voids there)."""
     floor = floor_of(reports)
-    truncations = sorted(set(known_truncations([*reports, *others])) | set(sent),
-                         key=lambda r: (r.start_lsn, r.end_lsn, r.epoch))
+    truncations = sorted(
+        set(known_truncations([*reports, *others])) | set(sent), key=lambda r: (r.start_lsn, r.end_lsn, r.epoch)
+    )
 
     def void(record: LogRecord) -> bool:
         return voided(truncations, record.lsn, record.epoch)
@@ -139,6 +143,11 @@ def plan_recovery(
     if seen_max >= LSN_MAX:
         raise VolumeFull(f"the volume has used up its LSNs: LSNs up to {seen_max} are taken, the highest is {LSN_MAX}")
     return RecoveryPlan(
-        floor=floor, vcl=vcl, vdl=vdl, truncation=truncation,
-        known_truncations=[*truncations, truncation], next_lsn=seen_max + 1, readopt=readopt,
+        floor=floor,
+        vcl=vcl,
+        vdl=vdl,
+        truncation=truncation,
+        known_truncations=[*truncations, truncation],
+        next_lsn=seen_max + 1,
+        readopt=readopt,
     )

@@ -36,6 +36,7 @@ def _now() -> float:
     """The event loop's clock: real time in the process, virtual time in the simulator."""
     return asyncio.get_running_loop().time()
 
+
 BATCH_RECORDS_MAX = 2_000
 BATCH_BYTES_MAX = 4 * 1024 * 1024
 # Batches in flight per stream. Small on purpose: while a batch waits for its fsync, new records
@@ -51,8 +52,16 @@ STATE_TIMEOUT_S = 2.0
 
 
 class SegmentStream:
-    def __init__(self, volume: "Volume", pg_index: int, segment_id: str, node_id: str, az: str,
-                 address: str, channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self,
+        volume: Volume,
+        pg_index: int,
+        segment_id: str,
+        node_id: str,
+        az: str,
+        address: str,
+        channel: grpc.aio.Channel,
+    ) -> None:
         self.volume = volume
         self.pg_index = pg_index
         self.segment_id = segment_id
@@ -92,8 +101,12 @@ class SegmentStream:
             for _ in range(min(overflow, len(self.to_send))):
                 self.to_send.popleft()
             if self.dropped_records == 0:
-                log.warning("segment %s on %s is %d records behind; dropping the oldest, it must catch up from peers",
-                            self.segment_id, self.node_id, RETAIN_RECORDS_MAX)
+                log.warning(
+                    "segment %s on %s is %d records behind; dropping the oldest, it must catch up from peers",
+                    self.segment_id,
+                    self.node_id,
+                    RETAIN_RECORDS_MAX,
+                )
             self.dropped_records += overflow
         self._wake.set()
 
@@ -117,32 +130,46 @@ class SegmentStream:
                 if refused is not None:
                     # A newer epoch on this segment: the volume judges whether a newer writer stands behind it
                     # (fenced) or not (it regains the volume); this stream waits meanwhile.
-                    self.volume.on_epoch_refusal(f"segment {self.segment_id} on {self.node_id}", refused,
-                                                 error.details() or "")
+                    self.volume.on_epoch_refusal(
+                        f"segment {self.segment_id} on {self.node_id}", refused, error.details() or ""
+                    )
                     backoff = BACKOFF_MAX_S
                 elif self.volume.is_membership_refusal(error):
                     self.volume.request_geometry_refresh()  # the PG changed membership: resend under the new one
                 elif error.code() == grpc.StatusCode.NOT_FOUND:
                     # The node lost its copy (or is being given a new one): the control plane creates it again.
                     if not self._missing_reported:
-                        log.warning("segment %s is missing on %s (%s); waiting for it to be created again",
-                                    self.segment_id, self.node_id, error.details())
+                        log.warning(
+                            "segment %s is missing on %s (%s); waiting for it to be created again",
+                            self.segment_id,
+                            self.node_id,
+                            error.details(),
+                        )
                         self._missing_reported = True
                     backoff = BACKOFF_MAX_S
-                elif error.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DATA_LOSS) and \
-                        detail_of(error).reason:
+                elif (
+                    error.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DATA_LOSS)
+                    and detail_of(error).reason
+                ):
                     # The node's disk is full or failed (it reports that itself, once): try again later.
                     log.debug("segment %s on %s: %s", self.segment_id, self.node_id, error.details())
                     backoff = BACKOFF_MAX_S
                 elif error.code() == grpc.StatusCode.INTERNAL:
                     # What gRPC's core says when the node's process stops mid-call ("Internal error from
                     # Core"): the stream reconnects like after any broken connection.
-                    log.warning("stream to segment %s on %s broke: %s", self.segment_id, self.node_id,
-                                error.details())
-                elif error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                        grpc.StatusCode.CANCELLED):
-                    log.error("segment %s on %s refused a batch: %s: %s", self.segment_id, self.node_id,
-                              error.code().name, error.details())
+                    log.warning("stream to segment %s on %s broke: %s", self.segment_id, self.node_id, error.details())
+                elif error.code() not in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.CANCELLED,
+                ):
+                    log.error(
+                        "segment %s on %s refused a batch: %s: %s",
+                        self.segment_id,
+                        self.node_id,
+                        error.code().name,
+                        error.details(),
+                    )
             except Exception as error:  # noqa: BLE001 - a broken call surfaces as several types; reconnect
                 self.connected = False
                 log.warning("stream to segment %s on %s broke: %r", self.segment_id, self.node_id, error)
@@ -167,8 +194,9 @@ class SegmentStream:
         self._wake.set()
 
     async def _session(self) -> None:
-        reply = await self.stub.GetSegmentState(pb.GetSegmentStateRequest(segment_id=self.segment_id),
-                                                timeout=STATE_TIMEOUT_S)
+        reply = await self.stub.GetSegmentState(
+            pb.GetSegmentStateRequest(segment_id=self.segment_id), timeout=STATE_TIMEOUT_S
+        )
         # What the segment holds now, even if less than it said before (it lost a copy and is rebuilding);
         # nothing, for this writer, if it holds a newer epoch (Volume.state_counts).
         self._missing_reported = False
@@ -217,9 +245,13 @@ class SegmentStream:
         self.inflight_batches.append(len(records))
         self.batches_sent += 1
         return pb.AppendRecordsRequest(
-            segment_id=self.segment_id, volume_epoch=self.volume.epoch,
-            membership_epoch=self.volume.membership_epoch(self.pg_index), batch_id=self.batches_sent,
-            records=records, truncation_ranges=self.volume.truncation_protos, vdl_hint=self.volume.vdl,
+            segment_id=self.segment_id,
+            volume_epoch=self.volume.epoch,
+            membership_epoch=self.volume.membership_epoch(self.pg_index),
+            batch_id=self.batches_sent,
+            records=records,
+            truncation_ranges=self.volume.truncation_protos,
+            vdl_hint=self.volume.vdl,
             min_read_point=self.volume.min_read_point(self.pg_index),
         )
 
@@ -232,8 +264,9 @@ class SegmentStream:
             self.on_scl(ack.scl)
             self._wake.set()
         # The server ended the stream without a status: treat as a broken stream.
-        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
-                                   details="stream ended")
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="stream ended"
+        )
 
     def on_scl(self, scl: int) -> None:
         if scl > self.scl:

@@ -70,9 +70,14 @@ class VolumeServicer:
         if not request.volume_id:
             raise InvalidRequest("the request names no volume_id")
         try:
-            await self.control_plane.CreateVolume(cp_pb.CreateVolumeRequest(
-                volume_id=request.volume_id, page_size=request.page_size,
-                segment_size_bytes=request.segment_size_bytes), timeout=30)
+            await self.control_plane.CreateVolume(
+                cp_pb.CreateVolumeRequest(
+                    volume_id=request.volume_id,
+                    page_size=request.page_size,
+                    segment_size_bytes=request.segment_size_bytes,
+                ),
+                timeout=30,
+            )
         except grpc.aio.AioRpcError as error:
             await context.abort(error.code(), error.details() or "the control plane refused the volume")
         volume = await self.volume(request.volume_id)
@@ -91,8 +96,9 @@ class VolumeServicer:
             raise InvalidRequest(f"{len(request.page_nos)} pages asked; at most {PAGES_PER_READ_MAX} per request")
         volume = await self.volume(request.volume_id)
         read_point, pages = await volume.read(list(request.page_nos), from_storage=request.from_storage)
-        return vpb.ReadPagesResponse(read_point=read_point, pages=[
-            vpb.PageImage(page_no=p, data=data, page_lsn=lsn) for p, data, lsn in pages])
+        return vpb.ReadPagesResponse(
+            read_point=read_point, pages=[vpb.PageImage(page_no=p, data=data, page_lsn=lsn) for p, data, lsn in pages]
+        )
 
     async def GetVolumeStatus(self, request: vpb.GetVolumeStatusRequest, context: Any) -> vpb.GetVolumeStatusResponse:
         volume = await self.volume(request.volume_id)
@@ -103,8 +109,14 @@ class VolumeServicer:
         out = []
         for geometry in reply.volumes:
             volume = self.volumes.get(geometry.volume_id)
-            out.append(volume.status() if volume else vpb.VolumeStatus(
-                volume_id=geometry.volume_id, page_size=geometry.page_size,
-                segment_size_bytes=geometry.segment_size_bytes, geometry_epoch=geometry.geometry_epoch))
+            out.append(
+                volume.status()
+                if volume
+                else vpb.VolumeStatus(
+                    volume_id=geometry.volume_id,
+                    page_size=geometry.page_size,
+                    segment_size_bytes=geometry.segment_size_bytes,
+                    geometry_epoch=geometry.geometry_epoch,
+                )
+            )
         return vpb.ListVolumesResponse(volumes=out)
-

@@ -8,16 +8,26 @@ one asyncio loop, so the pure state is only ever touched from one thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
 from sixfold.compute.cache import BufferCache
 from sixfold.compute.errors import (
-    CommitTimeout, Fenced, FencedInFlight, InvalidRequest, NotCommitted, PageOutOfRange, QuorumNotMet, Regaining,
+    CommitTimeout,
+    Fenced,
+    FencedInFlight,
+    InvalidRequest,
+    NotCommitted,
+    PageOutOfRange,
+    QuorumNotMet,
+    Regaining,
     VolumeFull,
 )
 from sixfold.compute.quorum import READ_QUORUM, WRITE_QUORUM, Membership
@@ -25,8 +35,8 @@ from sixfold.compute.read_points import ReadPoints
 from sixfold.compute.recovery import NewerRecovery, PgRecovered, SegmentReport, floor_of, next_epoch, plan_recovery
 from sixfold.compute.routing import ReadRouter
 from sixfold.compute.segment_stream import SegmentStream
-from sixfold.compute.volume_log import LAL_DEFAULT, MTR_BYTES_MAX, MTR_RECORDS_MAX, LalExceeded, Patch, VolumeLog
 from sixfold.compute.v1 import volume_service_pb2 as vpb
+from sixfold.compute.volume_log import LAL_DEFAULT, MTR_BYTES_MAX, MTR_RECORDS_MAX, LalExceeded, Patch, VolumeLog
 from sixfold.storage.errors import REASON_STALE_MEMBERSHIP_EPOCH, REASON_STALE_VOLUME_EPOCH, StorageError
 from sixfold.storage.segment import TruncationRange
 from sixfold.storage.serving import CHANNEL_OPTIONS
@@ -42,6 +52,8 @@ log = logging.getLogger(__name__)
 def _now() -> float:
     """The event loop's clock: real time in the process, virtual time in the simulator."""
     return asyncio.get_running_loop().time()
+
+
 T = TypeVar("T")
 
 VOLUME_BYTES_MAX = 128 * 2**40
@@ -68,6 +80,8 @@ FENCED, OPENING, NOT_FENCED, UNKNOWN = "fenced", "opening", "not fenced", "unkno
 
 class _Superseded(Exception):
     """A regain gives way: another writer raised a newer epoch or finished a recovery meanwhile."""
+
+
 # Writes and reads that arrive while the writer regains the volume wait this long before UNAVAILABLE.
 REGAIN_WAIT_S = 5.0
 READ_RECORDS_BATCH = 5_000
@@ -118,8 +132,16 @@ class Channels:
 
 
 class Volume:
-    def __init__(self, volume_id: str, control_plane: Any, channels: Channels, *, lal: int = LAL_DEFAULT,
-                 commit_timeout_s: float = COMMIT_TIMEOUT_S, writer_id: str | None = None) -> None:
+    def __init__(
+        self,
+        volume_id: str,
+        control_plane: Any,
+        channels: Channels,
+        *,
+        lal: int = LAL_DEFAULT,
+        commit_timeout_s: float = COMMIT_TIMEOUT_S,
+        writer_id: str | None = None,
+    ) -> None:
         self.volume_id = volume_id
         # Names this writer to the segments when it raises an epoch (a lost reply is then rescued by asking again).
         self.writer_id = writer_id or uuid.uuid4().hex
@@ -200,9 +222,16 @@ class Volume:
         self.refused_epoch = max(self.refused_epoch, epoch)
         if self.regaining or (self._fence_task is not None and not self._fence_task.done()):
             return
-        log.warning("volume %s: %s holds epoch %d, newer than this writer's %d (%s); checking in %.1f s whether a "
-                    "newer writer opened the volume", self.volume_id, where, epoch, self.epoch, details,
-                    FENCE_GRACE_S)
+        log.warning(
+            "volume %s: %s holds epoch %d, newer than this writer's %d (%s); checking in %.1f s whether a "
+            "newer writer opened the volume",
+            self.volume_id,
+            where,
+            epoch,
+            self.epoch,
+            details,
+            FENCE_GRACE_S,
+        )
         self._fence_task = asyncio.create_task(self._judge_fence(), name=f"fence-{self.volume_id}")
 
     def _end_regain(self) -> None:
@@ -223,15 +252,20 @@ class Volume:
         # Their outcome is unknown, never a definite "not written".
         for cpl, future in self._waiters.items():
             if not future.done():
-                future.set_exception(FencedInFlight(
-                    f"this writer (epoch {self.epoch}) was fenced while MTR {cpl} was in flight: "
-                    f"{self.fenced_reason}; the MTR may still have become durable through the new writer"))
+                future.set_exception(
+                    FencedInFlight(
+                        f"this writer (epoch {self.epoch}) was fenced while MTR {cpl} was in flight: "
+                        f"{self.fenced_reason}; the MTR may still have become durable through the new writer"
+                    )
+                )
         self._waiters.clear()
         self._vdl_advanced.set()
 
     def _fenced_sentence(self) -> str:
-        return (f"this writer (epoch {self.epoch}) was fenced: {self.fenced_reason}; "
-                "it may no longer change the volume, send writes to the new writer")
+        return (
+            f"this writer (epoch {self.epoch}) was fenced: {self.fenced_reason}; "
+            "it may no longer change the volume, send writes to the new writer"
+        )
 
     def state_counts(self, where: str, state: Any) -> bool:
         """Whether a segment's state (GetSegmentState) may count towards this writer's quorums. Its SCL runs
@@ -292,8 +326,9 @@ class Volume:
 
     def _new_streams(self, pg_index: int, segments: Any) -> dict[str, SegmentStream]:
         return {
-            s.node_id: SegmentStream(self, pg_index, s.segment_id, s.node_id, s.az, s.address,
-                                     self.channels.get(s.address))
+            s.node_id: SegmentStream(
+                self, pg_index, s.segment_id, s.node_id, s.az, s.address, self.channels.get(s.address)
+            )
             for s in segments
         }
 
@@ -305,14 +340,13 @@ class Volume:
 
     async def _follow_membership(self) -> None:
         while not self.fenced:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._refresh_wanted.wait(), MEMBERSHIP_POLL_S)
-            except asyncio.TimeoutError:
-                pass
             self._refresh_wanted.clear()
             try:
                 reply = await self.control_plane.DescribeVolume(
-                    cp_pb.DescribeVolumeRequest(volume_id=self.volume_id), timeout=RPC_TIMEOUT_S)
+                    cp_pb.DescribeVolumeRequest(volume_id=self.volume_id), timeout=RPC_TIMEOUT_S
+                )
             except grpc.aio.AioRpcError as error:
                 log.debug("membership poll of %s failed: %s", self.volume_id, error.details())
                 continue
@@ -325,9 +359,10 @@ class Volume:
                         self._follow_addresses(known, pg)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - following must outlive one bad change, or commits stall later
-                log.exception("volume %s: applying a membership change failed; trying again at the next poll",
-                              self.volume_id)
+            except Exception:
+                log.exception(
+                    "volume %s: applying a membership change failed; trying again at the next poll", self.volume_id
+                )
 
     def _follow_addresses(self, info: PgInfo, pg: Any) -> None:
         """A node that restarted on a new port registered its new address: its stream dials that from now on
@@ -335,8 +370,14 @@ class Volume:
         for placement in pg.segments:
             stream = info.streams.get(placement.node_id)
             if stream is not None and placement.address and stream.address != placement.address:
-                log.info("volume %s PG %d: node %s moved from %s to %s", self.volume_id, pg.pg_index,
-                         placement.node_id, stream.address, placement.address)
+                log.info(
+                    "volume %s PG %d: node %s moved from %s to %s",
+                    self.volume_id,
+                    pg.pg_index,
+                    placement.node_id,
+                    stream.address,
+                    placement.address,
+                )
                 stream.redirect(placement.address, self.channels.get(placement.address))
 
     async def _change_membership(self, info: PgInfo, pg: Any) -> None:
@@ -356,8 +397,14 @@ class Volume:
             self._release(self.log.set_membership(pg.pg_index, membership))
         for stream in new_streams.values():
             stream.start()
-        log.info("volume %s PG %d: membership epoch %d -> %d, quorum sets %s", self.volume_id, pg.pg_index, before,
-                 pg.membership_epoch, " & ".join("{" + ",".join(sorted(q.members)) + "}" for q in membership.sets))
+        log.info(
+            "volume %s PG %d: membership epoch %d -> %d, quorum sets %s",
+            self.volume_id,
+            pg.pg_index,
+            before,
+            pg.membership_epoch,
+            " & ".join("{" + ",".join(sorted(q.members)) + "}" for q in membership.sets),
+        )
         for stream in removed:
             await stream.close()
 
@@ -371,8 +418,9 @@ class Volume:
     # -- opening: recovery and fencing -------------------------------------------------
 
     async def open(self) -> None:
-        reply = await self.control_plane.DescribeVolume(cp_pb.DescribeVolumeRequest(volume_id=self.volume_id),
-                                                        timeout=RPC_TIMEOUT_S * 5)
+        reply = await self.control_plane.DescribeVolume(
+            cp_pb.DescribeVolumeRequest(volume_id=self.volume_id), timeout=RPC_TIMEOUT_S * 5
+        )
         self._apply_geometry(reply.geometry)
         self.cache = BufferCache(self.page_size)
         target_vdl = await self._recover_until_open()
@@ -381,8 +429,14 @@ class Volume:
         await self._wait_replicated(target_vdl)
         assert self.log is not None
         self.running_epoch = self.epoch
-        log.info("volume %s open: epoch %d, VDL %d, next LSN %d, %d PGs", self.volume_id, self.epoch,
-                 self.log.vdl, self.log.next_lsn, len(self.pgs))
+        log.info(
+            "volume %s open: epoch %d, VDL %d, next LSN %d, %d PGs",
+            self.volume_id,
+            self.epoch,
+            self.log.vdl,
+            self.log.next_lsn,
+            len(self.pgs),
+        )
 
     async def _recover_until_open(self, regain: bool = False) -> int:
         """Recovery attempts, each with a newer epoch, until one succeeds or OPEN_DEADLINE_S passed. A regain
@@ -434,16 +488,25 @@ class Volume:
         lacking = ""
         for pg in self.pgs.values():
             got = await self._gather(self._state_calls(pg))
-            raised = {n for n, r in got.items()
-                      if r.state.volume_epoch > self.running_epoch and r.state.volume_epoch_owner != self.writer_id}
+            raised = {
+                n
+                for n, r in got.items()
+                if r.state.volume_epoch > self.running_epoch and r.state.volume_epoch_owner != self.writer_id
+            }
             if pg.membership.write_quorum_met(raised):
                 opening = True
-            newer = [(node, r) for node, reply in got.items() for r in reply.state.truncation_ranges
-                     if r.epoch > self.running_epoch and _range_of(r) not in self._sent_truncations]
+            newer = [
+                (node, r)
+                for node, reply in got.items()
+                for r in reply.state.truncation_ranges
+                if r.epoch > self.running_epoch and _range_of(r) not in self._sent_truncations
+            ]
             if newer:
                 node, r = newer[0]
-                found.append(f"PG {pg.pg_index}: segment on {node} holds truncation range [{r.start_lsn}, "
-                             f"{r.end_lsn}] of epoch {r.epoch}")
+                found.append(
+                    f"PG {pg.pg_index}: segment on {node} holds truncation range [{r.start_lsn}, "
+                    f"{r.end_lsn}] of epoch {r.epoch}"
+                )
                 continue
             whole = {node for node, reply in got.items() if reply.state.whole}
             if not pg.membership.read_quorum_met(whole):
@@ -453,8 +516,10 @@ class Volume:
             return FENCED, f"a newer writer recovered the volume ({'; '.join(found)})"
         if opening:
             return OPENING, f"a newer epoch is on a write quorum, but its writer has not finished ({lacking})"
-        return NOT_FENCED, (f"no newer writer stands behind the epoch {self.refused_epoch} some segments hold "
-                            f"({lacking}); regaining the volume")
+        return NOT_FENCED, (
+            f"no newer writer stands behind the epoch {self.refused_epoch} some segments hold "
+            f"({lacking}); regaining the volume"
+        )
 
     async def _regain(self) -> bool:
         """No newer writer stands behind the refusal: open the volume again in place, with a new recovery at
@@ -466,15 +531,20 @@ class Volume:
         self.regaining = True
         self._regained.clear()
         self.regains += 1
-        log.warning("volume %s: regaining it with a new recovery (segments hold epoch %d, this writer %d)",
-                    self.volume_id, self.refused_epoch, self.running_epoch)
+        log.warning(
+            "volume %s: regaining it with a new recovery (segments hold epoch %d, this writer %d)",
+            self.volume_id,
+            self.refused_epoch,
+            self.running_epoch,
+        )
         try:
             await cancel_and_wait(self._follow_task)
             for pg in self.pgs.values():
                 for stream in pg.streams.values():
                     await stream.close()
             reply = await self.control_plane.DescribeVolume(
-                cp_pb.DescribeVolumeRequest(volume_id=self.volume_id), timeout=RPC_TIMEOUT_S * 5)
+                cp_pb.DescribeVolumeRequest(volume_id=self.volume_id), timeout=RPC_TIMEOUT_S * 5
+            )
             self.pgs = {}
             self._apply_geometry(reply.geometry)
             self.cache = BufferCache(self.page_size)
@@ -486,8 +556,9 @@ class Volume:
             return False
         except (StorageError, grpc.aio.AioRpcError) as error:
             text = error.message if isinstance(error, StorageError) else f"{error.code().name}: {error.details()}"
-            self.on_fenced(None, f"it could not regain the volume after a segment refused its epoch: {text}",
-                           gave_up=True)
+            self.on_fenced(
+                None, f"it could not regain the volume after a segment refused its epoch: {text}", gave_up=True
+            )
             return True
         self.running_epoch = self.epoch
         self._end_regain()
@@ -497,9 +568,12 @@ class Volume:
             future = self._waiters.pop(cpl)
             self._mtr_records.pop(cpl, None)
             if not future.done():
-                future.set_exception(NotCommitted(
-                    f"MTR {cpl} was not committed: the writer regained volume {self.volume_id} with a new recovery "
-                    f"(epoch {self.epoch}), which truncated every LSN above VDL {vdl}; retry it"))
+                future.set_exception(
+                    NotCommitted(
+                        f"MTR {cpl} was not committed: the writer regained volume {self.volume_id} with a new recovery "
+                        f"(epoch {self.epoch}), which truncated every LSN above VDL {vdl}; retry it"
+                    )
+                )
         log.warning("volume %s regained: epoch %d, VDL %d", self.volume_id, self.epoch, vdl)
         return True
 
@@ -508,13 +582,16 @@ class Volume:
         if self.regaining:
             try:
                 await asyncio.wait_for(self._regained.wait(), REGAIN_WAIT_S)
-            except asyncio.TimeoutError:
-                raise Regaining(f"the writer is regaining volume {self.volume_id} (a new recovery after a segment "
-                                "refused its epoch); retry in a moment") from None
+            except TimeoutError:
+                raise Regaining(
+                    f"the writer is regaining volume {self.volume_id} (a new recovery after a segment "
+                    "refused its epoch); retry in a moment"
+                ) from None
         self._check_open()
 
-    async def _gather(self, calls: dict[str, Callable[[], Awaitable[T]]],
-                      enough: Callable[[set[str]], bool] | None = None) -> dict[str, T]:
+    async def _gather(
+        self, calls: dict[str, Callable[[], Awaitable[T]]], enough: Callable[[set[str]], bool] | None = None
+    ) -> dict[str, T]:
         """Run calls concurrently; return the ones that succeeded. With `enough`, stop waiting
         `GATHER_GRACE_S` after the successes satisfy it (a quorum), so one hung node does not hold
         recovery up for a whole RPC deadline; the calls still running are cancelled."""
@@ -540,8 +617,9 @@ class Volume:
             task.cancel()
         return {k: results[k] for k in calls if k in results}
 
-    async def _gather_quorum(self, calls: dict[str, Callable[[], Awaitable[T]]],
-                             enough: Callable[[set[str]], bool]) -> dict[str, T]:
+    async def _gather_quorum(
+        self, calls: dict[str, Callable[[], Awaitable[T]]], enough: Callable[[set[str]], bool]
+    ) -> dict[str, T]:
         """`_gather` for a recovery step, asking again the segments that did not answer (a lost message, a
         call that timed out) until `enough` of them did or `QUORUM_STEP_TIMEOUT_S` passed. Every step this
         serves is idempotent: raising the epoch, reading state, applying a truncation range."""
@@ -558,8 +636,11 @@ class Volume:
     def _state_calls(pg: PgInfo) -> dict[str, Callable[[], Awaitable[Any]]]:
         """One GetSegmentState call per segment of the PG, keyed by node."""
         return {
-            node: (lambda s=s: s.stub.GetSegmentState(pb.GetSegmentStateRequest(segment_id=s.segment_id),
-                                                      timeout=RPC_TIMEOUT_S))
+            node: (
+                lambda s=s: s.stub.GetSegmentState(
+                    pb.GetSegmentStateRequest(segment_id=s.segment_id), timeout=RPC_TIMEOUT_S
+                )
+            )
             for node, s in pg.streams.items()
         }
 
@@ -574,23 +655,29 @@ class Volume:
         for pg in self.pgs.values():
             whole: set[str] = set()
 
-            def noting_whole(node: str, call: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+            def noting_whole(
+                node: str, call: Callable[[], Awaitable[Any]], whole: set[str]
+            ) -> Callable[[], Awaitable[Any]]:
                 async def run() -> Any:
                     reply = await call()
                     if reply.state.whole:
                         whole.add(node)
                     return reply
+
                 return run
 
-            calls = {node: noting_whole(node, call) for node, call in self._state_calls(pg).items()}
-            got = await self._gather_quorum(calls, lambda answered: pg.membership.read_quorum_met(answered & whole))
+            calls = {node: noting_whole(node, call, whole) for node, call in self._state_calls(pg).items()}
+            got = await self._gather_quorum(
+                calls, lambda answered, m=pg.membership, seen=whole: m.read_quorum_met(answered & seen)
+            )
             if not pg.membership.read_quorum_met(whole & set(got)):
                 not_whole = sorted(n for n in got if n not in whole)
                 raise QuorumNotMet(
                     f"PG {pg.pg_index} of volume {self.volume_id}: only {len(whole & set(got))} whole segments "
                     f"of 6 answered ({sorted(whole & set(got))}"
                     + (f"; not whole, so not counted: {not_whole}" if not_whole else "")
-                    + f"); recovery needs {READ_QUORUM}")
+                    + f"); recovery needs {READ_QUORUM}"
+                )
             states[pg.pg_index] = {n: r for n, r in got.items() if n in whole}
             others += [_report(r.state) for n, r in got.items() if n not in whole]
         return states, others
@@ -598,8 +685,10 @@ class Volume:
     def _check_not_superseded(self, reports: list[SegmentReport]) -> None:
         """A regain gives way to a writer that finished a recovery since this one last opened (ranges this
         writer's own earlier attempts sent do not count)."""
-        newest = max((r.epoch for report in reports for r in report.truncation_ranges
-                      if r not in self._sent_truncations), default=0)
+        newest = max(
+            (r.epoch for report in reports for r in report.truncation_ranges if r not in self._sent_truncations),
+            default=0,
+        )
         if newest > self.running_epoch:
             raise _Superseded(f"a writer with epoch {newest} recovered the volume meanwhile")
 
@@ -612,15 +701,25 @@ class Volume:
             self._check_not_superseded(reports + others)
         self.epoch = next_epoch(reports + others, self.refused_epoch)
         for pg in self.pgs.values():
-            raised = await self._gather_quorum({
-                node: (lambda s=s: s.stub.RaiseVolumeEpoch(
-                    pb.RaiseVolumeEpochRequest(segment_id=s.segment_id, volume_epoch=self.epoch,
-                                               writer_id=self.writer_id), timeout=RPC_TIMEOUT_S))
-                for node, s in pg.streams.items()
-            }, pg.membership.write_quorum_met)
+            raised = await self._gather_quorum(
+                {
+                    node: (
+                        lambda s=s: s.stub.RaiseVolumeEpoch(
+                            pb.RaiseVolumeEpochRequest(
+                                segment_id=s.segment_id, volume_epoch=self.epoch, writer_id=self.writer_id
+                            ),
+                            timeout=RPC_TIMEOUT_S,
+                        )
+                    )
+                    for node, s in pg.streams.items()
+                },
+                pg.membership.write_quorum_met,
+            )
             if not pg.membership.write_quorum_met(raised):
-                raise QuorumNotMet(f"PG {pg.pg_index}: epoch {self.epoch} was taken by only {len(raised)} segments "
-                                   f"({sorted(raised)}); fencing needs {WRITE_QUORUM}")
+                raise QuorumNotMet(
+                    f"PG {pg.pg_index}: epoch {self.epoch} was taken by only {len(raised)} segments "
+                    f"({sorted(raised)}); fencing needs {WRITE_QUORUM}"
+                )
         # With the epoch raised on a write quorum everywhere, no older writer can complete a write.
         states, others = await self._read_quorum_states()
         reports = [_report(r.state) for got in states.values() for r in got.values()]
@@ -634,18 +733,34 @@ class Volume:
             try:
                 records = await self._fetch_records(self.pgs[pg_index].streams[best_node], floor, best_scl)
             except grpc.aio.AioRpcError as error:
-                raise QuorumNotMet(f"PG {pg_index}: reading records {floor}..{best_scl} from {best_node} failed: "
-                                   f"{error.code().name} {error.details()}") from None
+                raise QuorumNotMet(
+                    f"PG {pg_index}: reading records {floor}..{best_scl} from {best_node} failed: "
+                    f"{error.code().name} {error.details()}"
+                ) from None
             recovered[pg_index] = PgRecovered(best_node, best_scl, records)
         try:
-            plan = plan_recovery(reports, recovered, self.epoch, self.lal, others, sorted(self._sent_truncations,
-                                 key=lambda r: (r.start_lsn, r.end_lsn, r.epoch)))
+            plan = plan_recovery(
+                reports,
+                recovered,
+                self.epoch,
+                self.lal,
+                others,
+                sorted(self._sent_truncations, key=lambda r: (r.start_lsn, r.end_lsn, r.epoch)),
+            )
         except NewerRecovery as newer:
             self.refused_epoch = max(self.refused_epoch, newer.epoch)
             raise QuorumNotMet(f"epoch {self.epoch} is stale: {newer}; trying again with a newer one") from None
-        log.info("recovery of %s: floor %d, VCL %d, VDL %d, truncating [%d, %d] with epoch %d, %d records to "
-                 "re-replicate", self.volume_id, plan.floor, plan.vcl, plan.vdl, plan.truncation.start_lsn,
-                 plan.truncation.end_lsn, self.epoch, len(plan.readopt))
+        log.info(
+            "recovery of %s: floor %d, VCL %d, VDL %d, truncating [%d, %d] with epoch %d, %d records to re-replicate",
+            self.volume_id,
+            plan.floor,
+            plan.vcl,
+            plan.vdl,
+            plan.truncation.start_lsn,
+            plan.truncation.end_lsn,
+            self.epoch,
+            len(plan.readopt),
+        )
         self.truncations = plan.known_truncations
         self.truncation_protos = [truncation_to_proto(r) for r in self.truncations]
         self._sent_truncations.update(self.truncations)
@@ -653,12 +768,22 @@ class Volume:
             self.on_truncating(self.truncations)
         scl_after: dict[int, dict[str, int]] = {}
         for pg in self.pgs.values():
-            truncated = await self._gather_quorum({
-                node: (lambda s=s: s.stub.TruncateSegment(pb.TruncateSegmentRequest(
-                    segment_id=s.segment_id, volume_epoch=self.epoch, range=truncation_to_proto(plan.truncation)),
-                    timeout=TRUNCATE_TIMEOUT_S))
-                for node, s in pg.streams.items()
-            }, pg.membership.write_quorum_met)
+            truncated = await self._gather_quorum(
+                {
+                    node: (
+                        lambda s=s: s.stub.TruncateSegment(
+                            pb.TruncateSegmentRequest(
+                                segment_id=s.segment_id,
+                                volume_epoch=self.epoch,
+                                range=truncation_to_proto(plan.truncation),
+                            ),
+                            timeout=TRUNCATE_TIMEOUT_S,
+                        )
+                    )
+                    for node, s in pg.streams.items()
+                },
+                pg.membership.write_quorum_met,
+            )
             if not pg.membership.write_quorum_met(truncated):
                 raise QuorumNotMet(f"PG {pg.pg_index}: the truncation reached only {len(truncated)} segments")
             scl_after[pg.pg_index] = {node: reply.state.scl for node, reply in truncated.items()}
@@ -667,20 +792,33 @@ class Volume:
             stream = self.pgs[pg_index].streams[rec.best_segment_id]
             try:
                 tail_request = pb.GetSegmentStateRequest(
-                    segment_id=stream.segment_id, tail_at_or_below_lsn=max(1, min(plan.vdl, rec.best_scl)))
-                reply = await self._call_again(lambda: stream.stub.GetSegmentState(tail_request, timeout=RPC_TIMEOUT_S))
+                    segment_id=stream.segment_id, tail_at_or_below_lsn=max(1, min(plan.vdl, rec.best_scl))
+                )
+                reply = await self._call_again(
+                    functools.partial(stream.stub.GetSegmentState, tail_request, timeout=RPC_TIMEOUT_S)
+                )
             except grpc.aio.AioRpcError as error:
-                raise QuorumNotMet(f"PG {pg_index}: the chain tail on {rec.best_segment_id} could not be read: "
-                                   f"{error.code().name} {error.details()}") from None
+                raise QuorumNotMet(
+                    f"PG {pg_index}: the chain tail on {rec.best_segment_id} could not be read: "
+                    f"{error.code().name} {error.details()}"
+                ) from None
             needed = min(plan.vdl, rec.best_scl)
             if not reply.state.whole or reply.state.scl < needed:
                 # Its copy changed since the read (it lost a record, or its disk failed and it is rebuilding):
                 # its chain tail is no longer the PG's.
-                raise QuorumNotMet(f"PG {pg_index}: segment on {rec.best_segment_id} no longer holds the chain to "
-                                   f"LSN {needed} (SCL {reply.state.scl}, whole {reply.state.whole})")
+                raise QuorumNotMet(
+                    f"PG {pg_index}: segment on {rec.best_segment_id} no longer holds the chain to "
+                    f"LSN {needed} (SCL {reply.state.scl}, whole {reply.state.whole})"
+                )
             tails[pg_index] = reply.tail_lsn if needed > 0 else 0
-        volume_log = VolumeLog(pg_of_page=self.pg_of_page, epoch=self.epoch, lal=self.lal, vdl=plan.floor,
-                               next_lsn=plan.next_lsn, prev_volume_lsn=plan.vdl)
+        volume_log = VolumeLog(
+            pg_of_page=self.pg_of_page,
+            epoch=self.epoch,
+            lal=self.lal,
+            vdl=plan.floor,
+            next_lsn=plan.next_lsn,
+            prev_volume_lsn=plan.vdl,
+        )
         for pg in self.pgs.values():
             volume_log.add_pg(pg.pg_index, pg.membership, last_lsn=tails[pg.pg_index])
         volume_log.adopt(plan.readopt, plan.vdl)
@@ -703,12 +841,14 @@ class Volume:
         deadline = _now() + RECOVERY_REPLICATION_TIMEOUT_S
         while self.log.vdl < target_vdl:
             if _now() > deadline:
-                raise QuorumNotMet(f"records up to VDL {target_vdl} did not reach write quorum again in "
-                                   f"{RECOVERY_REPLICATION_TIMEOUT_S:.0f} s")
+                raise QuorumNotMet(
+                    f"records up to VDL {target_vdl} did not reach write quorum again in "
+                    f"{RECOVERY_REPLICATION_TIMEOUT_S:.0f} s"
+                )
             self._vdl_advanced.clear()
             try:
                 await asyncio.wait_for(self._vdl_advanced.wait(), 0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self._refresh_scls()
 
     async def _refresh_scls(self) -> None:
@@ -730,7 +870,9 @@ class Volume:
                 return await call()
             except grpc.aio.AioRpcError as error:
                 if attempt == RECOVERY_CALL_TRIES or error.code() not in (
-                        grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.UNAVAILABLE,
+                ):
                     raise
             await asyncio.sleep(QUORUM_RETRY_PAUSE_S)
         raise AssertionError("unreachable")
@@ -739,14 +881,17 @@ class Volume:
         records = []
         cursor = floor
         while cursor < to_lsn:
-            request = pb.ReadRecordsRequest(segment_id=stream.segment_id, from_lsn=cursor, to_lsn=to_lsn,
-                                            max_records=READ_RECORDS_BATCH)
-            reply = await self._call_again(lambda: stream.stub.ReadRecords(request, timeout=RPC_TIMEOUT_S))
+            request = pb.ReadRecordsRequest(
+                segment_id=stream.segment_id, from_lsn=cursor, to_lsn=to_lsn, max_records=READ_RECORDS_BATCH
+            )
+            reply = await self._call_again(functools.partial(stream.stub.ReadRecords, request, timeout=RPC_TIMEOUT_S))
             if reply.scl < to_lsn:
                 # The copy changed since its state was read (it lost records, or its disk failed and it is being
                 # rebuilt): what it returns may stop short of records that met quorum. Never plan on that.
-                raise QuorumNotMet(f"segment on {stream.node_id} no longer holds the chain to LSN {to_lsn} "
-                                   f"(its SCL is {reply.scl}); reading again")
+                raise QuorumNotMet(
+                    f"segment on {stream.node_id} no longer holds the chain to LSN {to_lsn} "
+                    f"(its SCL is {reply.scl}); reading again"
+                )
             batch = [record_from_proto(r) for r in reply.records]
             for record, crc in batch:
                 if record.crc() != crc:
@@ -784,8 +929,10 @@ class Volume:
             if not p.data:
                 raise InvalidRequest(f"the patch to page {p.page_no} is empty")
             if p.offset + len(p.data) > self.page_size:
-                raise InvalidRequest(f"the patch to page {p.page_no} covers bytes {p.offset}..{p.offset + len(p.data)}, "
-                                     f"past the end of a {self.page_size}-byte page")
+                raise InvalidRequest(
+                    f"the patch to page {p.page_no} covers bytes {p.offset}..{p.offset + len(p.data)}, "
+                    f"past the end of a {self.page_size}-byte page"
+                )
             if (p.page_no + 1) * self.page_size > VOLUME_BYTES_MAX:
                 raise VolumeFull(f"volume {self.volume_id} is full: page {p.page_no} lies beyond 128 TiB")
 
@@ -797,12 +944,15 @@ class Volume:
             raise PageOutOfRange(
                 f"page {page_no} is {needed_pg - len(self.pgs) + 1} PGs past the end of volume {self.volume_id} "
                 f"({self.page_count} pages); a write grows it by at most {GROW_PGS_PER_WRITE_MAX} PGs "
-                f"of {self.pages_per_pg} pages")
+                f"of {self.pages_per_pg} pages"
+            )
         async with self._grow_lock:
             while needed_pg >= len(self.pgs):
                 try:
-                    reply = await self.control_plane.GrowVolume(cp_pb.GrowVolumeRequest(
-                        volume_id=self.volume_id, geometry_epoch=self.geometry_epoch), timeout=RPC_TIMEOUT_S * 10)
+                    reply = await self.control_plane.GrowVolume(
+                        cp_pb.GrowVolumeRequest(volume_id=self.volume_id, geometry_epoch=self.geometry_epoch),
+                        timeout=RPC_TIMEOUT_S * 10,
+                    )
                 except grpc.aio.AioRpcError as error:
                     if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                         raise VolumeFull(error.details() or f"volume {self.volume_id} is full") from None
@@ -812,8 +962,13 @@ class Volume:
                     self.log.add_pg(pg.pg_index, pg.membership)
                     for stream in pg.streams.values():
                         stream.start()
-                    log.info("volume %s grew: PG %d (pages %d..%d)", self.volume_id, pg.pg_index, pg.first_page,
-                             pg.first_page + pg.page_count - 1)
+                    log.info(
+                        "volume %s grew: PG %d (pages %d..%d)",
+                        self.volume_id,
+                        pg.pg_index,
+                        pg.first_page,
+                        pg.first_page + pg.page_count - 1,
+                    )
 
     async def _wait_write_quorum_reachable(self, pg_indexes: set[int]) -> None:
         """Fail fast, before allocating anything, when a PG cannot reach a write quorum. Streams that are
@@ -829,7 +984,8 @@ class Volume:
                 down = sorted(set(pg.streams) - set(connected))
                 raise QuorumNotMet(
                     f"PG {pg_index} of volume {self.volume_id} reaches only {len(connected)} of 6 segments "
-                    f"(unreachable: {', '.join(down)}); a write needs {WRITE_QUORUM}. Nothing was written.")
+                    f"(unreachable: {', '.join(down)}); a write needs {WRITE_QUORUM}. Nothing was written."
+                )
 
     async def write(self, patches: list[Patch]) -> int:
         await self._ready()
@@ -853,10 +1009,8 @@ class Volume:
                 if remaining <= 0:
                     raise QuorumNotMet(f"{error}; VDL is not advancing (is a write quorum reachable?)") from None
                 self._vdl_advanced.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._vdl_advanced.wait(), remaining)
-                except asyncio.TimeoutError:
-                    pass
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters[mtr.cpl] = future
         self._mtr_records[mtr.cpl] = mtr.records
@@ -866,12 +1020,17 @@ class Volume:
         for pg_index, items in by_pg.items():
             for stream in self.pgs[pg_index].streams.values():
                 stream.enqueue(items)
+
         def time_out() -> None:
             if not future.done():  # the MTR stays in flight: it may still become durable later
                 self._waiters.pop(mtr.cpl, None)
-                future.set_exception(CommitTimeout(
-                    f"MTR with CPL {mtr.cpl} was sent but did not reach write quorum within "
-                    f"{self.commit_timeout_s:.0f} s ({self._quorum_picture(by_pg)}); it may still become durable later"))
+                future.set_exception(
+                    CommitTimeout(
+                        f"MTR with CPL {mtr.cpl} was sent but did not reach write quorum within "
+                        f"{self.commit_timeout_s:.0f} s ({self._quorum_picture(by_pg)}); "
+                        "it may still become durable later"
+                    )
+                )
 
         timer = asyncio.get_running_loop().call_later(max(0.0, deadline - _now()), time_out)
         try:
@@ -889,14 +1048,18 @@ class Volume:
 
     # -- reads --------------------------------------------------------------------------
 
-    async def read(self, page_nos: list[int], *, from_storage: bool = False) -> tuple[int, list[tuple[int, bytes, int]]]:
+    async def read(
+        self, page_nos: list[int], *, from_storage: bool = False
+    ) -> tuple[int, list[tuple[int, bytes, int]]]:
         """The pages at the current VDL. `from_storage`: every page from a segment, not the buffer cache."""
         await self._ready()
         assert self.log is not None and self.cache is not None
         for page_no in page_nos:
             if page_no >= self.page_count:
-                raise PageOutOfRange(f"page {page_no} is beyond the end of volume {self.volume_id} "
-                                     f"({self.page_count} pages); write to it first to grow the volume")
+                raise PageOutOfRange(
+                    f"page {page_no} is beyond the end of volume {self.volume_id} "
+                    f"({self.page_count} pages); write to it first to grow the volume"
+                )
         read_point = self.log.vdl
         results = await asyncio.gather(*(self._read_page(p, read_point, from_storage) for p in page_nos))
         return read_point, [(p, data, lsn) for p, (data, lsn) in zip(page_nos, results)]
@@ -946,12 +1109,15 @@ class Volume:
                 return result
         self._check_open()  # segments refused this writer's epoch: say fenced, or regaining, not "no segment"
         if self.regaining or (self._fence_task is not None and not self._fence_task.done()):
-            raise Regaining(f"segments of volume {self.volume_id} refuse this writer's epoch {self.epoch}; the writer "
-                            "is finding out whether a newer writer opened it, or regaining it; retry in a moment")
+            raise Regaining(
+                f"segments of volume {self.volume_id} refuse this writer's epoch {self.epoch}; the writer "
+                "is finding out whether a newer writer opened it, or regaining it; retry in a moment"
+            )
         raise QuorumNotMet(f"no segment of PG {pg.pg_index} could serve page {page_no} at read point {read_point}")
 
-    async def _hedged_read(self, pg: PgInfo, candidates: list[str], page_no: int, read_point: int,
-                           tried: set[str]) -> tuple[bytes, int] | None:
+    async def _hedged_read(
+        self, pg: PgInfo, candidates: list[str], page_no: int, read_point: int, tried: set[str]
+    ) -> tuple[bytes, int] | None:
         first = candidates[0]
         tried.add(first)
         tasks = {asyncio.create_task(self._read_one(pg.streams[first], page_no, read_point)): first}
@@ -964,8 +1130,9 @@ class Volume:
         pending = set(tasks)
         try:
             while pending:
-                done, pending = await asyncio.wait(pending, timeout=READ_ATTEMPT_TIMEOUT_S,
-                                                   return_when=asyncio.FIRST_COMPLETED)
+                done, pending = await asyncio.wait(
+                    pending, timeout=READ_ATTEMPT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+                )
                 if not done:
                     return None
                 for task in done:
@@ -980,13 +1147,18 @@ class Volume:
     async def _read_one(self, stream: SegmentStream, page_no: int, read_point: int) -> tuple[bytes, int] | None:
         started = _now()
         try:
-            reply = await stream.stub.ReadPage(pb.ReadPageRequest(
-                segment_id=stream.segment_id, page_no=page_no, read_point=read_point, volume_epoch=self.epoch),
-                timeout=READ_ATTEMPT_TIMEOUT_S)
+            reply = await stream.stub.ReadPage(
+                pb.ReadPageRequest(
+                    segment_id=stream.segment_id, page_no=page_no, read_point=read_point, volume_epoch=self.epoch
+                ),
+                timeout=READ_ATTEMPT_TIMEOUT_S,
+            )
         except grpc.aio.AioRpcError as error:
             refused = self.refused_epoch_of(error)
             if refused is not None:  # one segment holds a newer epoch: judged apart, read elsewhere meanwhile
-                self.on_epoch_refusal(f"segment {stream.segment_id} on {stream.node_id}", refused, error.details() or "")
+                self.on_epoch_refusal(
+                    f"segment {stream.segment_id} on {stream.node_id}", refused, error.details() or ""
+                )
             self.router.penalize(stream.node_id)
             if error.code() == grpc.StatusCode.DATA_LOSS:
                 log.warning("segment %s on %s: %s", stream.segment_id, stream.node_id, error.details())
@@ -1003,26 +1175,48 @@ class Volume:
             tracker = self.log.pgs.get(pg.pg_index) if self.log else None
             segments = [
                 vpb.SegmentStatus(
-                    segment_id=s.segment_id, node_id=node, az=s.az, address=s.address,
+                    segment_id=s.segment_id,
+                    node_id=node,
+                    az=s.az,
+                    address=s.address,
                     scl=tracker.scl_of.get(node, 0) if tracker else 0,
                     last_ack_age_ms=int((now - s.last_ack_monotonic) * 1000) if s.last_ack_monotonic else 0,
-                    connected=s.connected, records_in_flight=s.records_in_flight, bytes_sent=s.bytes_sent,
+                    connected=s.connected,
+                    records_in_flight=s.records_in_flight,
+                    bytes_sent=s.bytes_sent,
                     batches_sent=s.batches_sent,
                 )
                 for node, s in sorted(pg.streams.items())
             ]
-            pgs.append(vpb.PgStatus(pg_index=pg.pg_index, first_page=pg.first_page, page_count=pg.page_count,
-                                    membership_epoch=pg.membership_epoch, pgcl=tracker.pgcl if tracker else 0,
-                                    segments=segments))
+            pgs.append(
+                vpb.PgStatus(
+                    pg_index=pg.pg_index,
+                    first_page=pg.first_page,
+                    page_count=pg.page_count,
+                    membership_epoch=pg.membership_epoch,
+                    pgcl=tracker.pgcl if tracker else 0,
+                    segments=segments,
+                )
+            )
         return vpb.VolumeStatus(
-            volume_id=self.volume_id, page_size=self.page_size, segment_size_bytes=self.segment_size_bytes,
-            geometry_epoch=self.geometry_epoch, volume_epoch=self.epoch,
-            vcl=self.log.vcl if self.log else 0, vdl=self.vdl,
-            lsn_allocated=self.log.lsn_allocated if self.log else 0, lal=self.lal, protection_groups=pgs,
-            fenced=self.fenced, commits=self.commits,
+            volume_id=self.volume_id,
+            page_size=self.page_size,
+            segment_size_bytes=self.segment_size_bytes,
+            geometry_epoch=self.geometry_epoch,
+            volume_epoch=self.epoch,
+            vcl=self.log.vcl if self.log else 0,
+            vdl=self.vdl,
+            lsn_allocated=self.log.lsn_allocated if self.log else 0,
+            lal=self.lal,
+            protection_groups=pgs,
+            fenced=self.fenced,
+            commits=self.commits,
             network_bytes_sent=sum(s.bytes_sent for pg in self.pgs.values() for s in pg.streams.values()),
-            cache_hits=self.cache.hits if self.cache else 0, storage_page_reads=self.storage_page_reads,
-            hedged_reads=self.hedged_reads, fenced_reason=self.fenced_reason, regains=self.regains,
+            cache_hits=self.cache.hits if self.cache else 0,
+            storage_page_reads=self.storage_page_reads,
+            hedged_reads=self.hedged_reads,
+            fenced_reason=self.fenced_reason,
+            regains=self.regains,
             regaining=self.regaining,
         )
 
@@ -1041,8 +1235,10 @@ def _membership_of(pg: Any) -> Membership:
 
 def _report(state: pb.SegmentState) -> SegmentReport:
     return SegmentReport(
-        segment_id=state.segment_id, scl=state.scl, highest_lsn=state.highest_lsn, volume_epoch=state.volume_epoch,
+        segment_id=state.segment_id,
+        scl=state.scl,
+        highest_lsn=state.highest_lsn,
+        volume_epoch=state.volume_epoch,
         vdl_hint=state.vdl_hint,
         truncation_ranges=tuple(TruncationRange(r.start_lsn, r.end_lsn, r.epoch) for r in state.truncation_ranges),
     )
-

@@ -23,8 +23,8 @@ returns. Rules (this module owns them):
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from sixfold.compute.quorum import Membership
 from sixfold.storage.errors import VolumeFull
@@ -126,11 +126,20 @@ class VolumeLog:
             lsn = self.next_lsn + i
             pg_index = self.pg_of_page(patch.page_no)
             pg = self.pgs[pg_index]
-            records.append(LogRecord(
-                lsn=lsn, page_no=patch.page_no, kind=PayloadKind.PATCH, offset=patch.offset, data=patch.data,
-                prev_volume_lsn=self.prev_volume_lsn, prev_pg_lsn=pg.last_lsn,
-                prev_page_lsn=self.page_lsn.get(patch.page_no, 0), epoch=self.epoch, cpl=i == len(patches) - 1,
-            ))
+            records.append(
+                LogRecord(
+                    lsn=lsn,
+                    page_no=patch.page_no,
+                    kind=PayloadKind.PATCH,
+                    offset=patch.offset,
+                    data=patch.data,
+                    prev_volume_lsn=self.prev_volume_lsn,
+                    prev_pg_lsn=pg.last_lsn,
+                    prev_page_lsn=self.page_lsn.get(patch.page_no, 0),
+                    epoch=self.epoch,
+                    cpl=i == len(patches) - 1,
+                )
+            )
             pgs.append(pg_index)
             self.prev_volume_lsn = lsn
             pg.last_lsn = lsn

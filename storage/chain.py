@@ -28,9 +28,16 @@ class ChainBuilder:
     def _next(self, page_no: int, kind: PayloadKind, offset: int, data: bytes, cpl: bool, lsn_gap: int) -> LogRecord:
         lsn = self.next_lsn + lsn_gap
         record = LogRecord(
-            lsn=lsn, page_no=page_no, kind=kind, offset=offset, data=data,
-            prev_volume_lsn=self.last_lsn, prev_pg_lsn=self.last_lsn,
-            prev_page_lsn=self.last_lsn_of_page.get(page_no, 0), epoch=self.epoch, cpl=cpl,
+            lsn=lsn,
+            page_no=page_no,
+            kind=kind,
+            offset=offset,
+            data=data,
+            prev_volume_lsn=self.last_lsn,
+            prev_pg_lsn=self.last_lsn,
+            prev_page_lsn=self.last_lsn_of_page.get(page_no, 0),
+            epoch=self.epoch,
+            cpl=cpl,
         )
         self.last_lsn = lsn
         self.last_lsn_of_page[page_no] = lsn

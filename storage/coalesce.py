@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from sixfold.storage.errors import StorageError, UnknownSegment
 from sixfold.storage.lmdb_env import OK
@@ -52,11 +53,17 @@ class Coalescer:
     """`on_writer(fn, *args)` runs `fn` on the node's writer thread; `min_read_point(segment_id)` is the
     lowest read point the writer last reported for the segment (None: none since the node started)."""
 
-    def __init__(self, store: "SegmentStore", on_writer: Callable[..., Awaitable[Any]],
-                 min_read_point: Callable[[str], int | None], interval_s: float = COALESCE_INTERVAL_S,
-                 history_window_s: float = HISTORY_WINDOW_S, chain_min: int = COALESCE_CHAIN_MIN,
-                 tick_pause_s: float = TICK_PAUSE_S,
-                 peer_floor: Callable[[str], int | None] = lambda segment_id: None) -> None:
+    def __init__(
+        self,
+        store: SegmentStore,
+        on_writer: Callable[..., Awaitable[Any]],
+        min_read_point: Callable[[str], int | None],
+        interval_s: float = COALESCE_INTERVAL_S,
+        history_window_s: float = HISTORY_WINDOW_S,
+        chain_min: int = COALESCE_CHAIN_MIN,
+        tick_pause_s: float = TICK_PAUSE_S,
+        peer_floor: Callable[[str], int | None] = lambda segment_id: None,
+    ) -> None:
         assert interval_s > 0 and history_window_s >= 0 and chain_min >= 1
         self.store = store
         self.on_writer = on_writer
@@ -97,7 +104,7 @@ class Coalescer:
                 self._scanned.discard(segment_id)
             except StorageError as error:
                 log.warning("coalescing/GC of %s stopped; the next round starts again: %s", segment_id, error.message)
-            except Exception:  # noqa: BLE001 - one bad segment must not end coalescing for good
+            except Exception:
                 log.exception("coalescing/GC of %s failed; the next round starts again", segment_id)
         self.rounds += 1
 
@@ -114,9 +121,13 @@ class Coalescer:
         folded_below_horizon = await self.coalesce(segment_id)
         seg = self.store.segment(segment_id)
         horizon = next_horizon(
-            seg.meta.retention_horizon_lsn, scl=seg.tracker.scl, vdl_hint=seg.meta.vdl_hint,
-            min_read_point=self.min_read_point(segment_id), pins=seg.meta.pinned_lsns,
-            window_bound=window.bound(now), peer_floor=self.peer_floor(segment_id),
+            seg.meta.retention_horizon_lsn,
+            scl=seg.tracker.scl,
+            vdl_hint=seg.meta.vdl_hint,
+            min_read_point=self.min_read_point(segment_id),
+            pins=seg.meta.pinned_lsns,
+            window_bound=window.bound(now),
+            peer_floor=self.peer_floor(segment_id),
         )
         raised = horizon > seg.meta.retention_horizon_lsn
         if raised:
@@ -136,7 +147,8 @@ class Coalescer:
             page: int | None = 0
             while page is not None:
                 pages, counts, page = self.store.coalesce_candidates(
-                    segment_id, page, COALESCE_PAGES_PER_SCAN_MAX, limit, self.chain_min)
+                    segment_id, page, COALESCE_PAGES_PER_SCAN_MAX, limit, self.chain_min
+                )
                 self.store.mark_dirty_pages(segment_id, counts)  # a fold counts off what it takes
                 written += await self._fold(segment_id, pages, limit)
                 await asyncio.sleep(self.tick_pause_s)
@@ -152,7 +164,7 @@ class Coalescer:
                 chunk = ordered[:COALESCE_PAGES_PER_SCAN_MAX]
                 pages, counts = self.store.coalesce_candidates_among(segment_id, chunk, limit, self.chain_min)
                 self.store.mark_dirty_pages(segment_id, counts)
-                del ordered[:len(chunk)]
+                del ordered[: len(chunk)]
                 written += await self._fold(segment_id, pages, limit)
                 await asyncio.sleep(self.tick_pause_s)
         finally:
@@ -164,7 +176,7 @@ class Coalescer:
     async def _fold(self, segment_id: str, pages: list[int], limit: int) -> int:
         written = 0
         for i in range(0, len(pages), COALESCE_PAGES_PER_TXN_MAX):
-            chunk = pages[i:i + COALESCE_PAGES_PER_TXN_MAX]
+            chunk = pages[i : i + COALESCE_PAGES_PER_TXN_MAX]
             written += await self.on_writer(self.store.coalesce_pages, segment_id, chunk, limit, self.chain_min)
             await asyncio.sleep(self.tick_pause_s)
         return written
@@ -178,6 +190,10 @@ class Coalescer:
             await asyncio.sleep(self.tick_pause_s)
         after = self.store.segment(segment_id).meta
         if after.records_collected > records or after.versions_collected > versions:
-            log.info("GC of %s at horizon %d: %d records and %d page versions removed", segment_id,
-                     after.retention_horizon_lsn, after.records_collected - records,
-                     after.versions_collected - versions)
+            log.info(
+                "GC of %s at horizon %d: %d records and %d page versions removed",
+                segment_id,
+                after.retention_horizon_lsn,
+                after.records_collected - records,
+                after.versions_collected - versions,
+            )

@@ -74,7 +74,7 @@ from typing import Any
 
 from sixfold.storage.copies import CopyWatch, NodeCopies, NodeReport
 from sixfold.storage.errors import AlreadyExists, InvalidRequest, StaleEpoch, StorageError, UnknownVolume, VolumeFull
-from sixfold.storage.placement import Candidate, PG_SEGMENT_COUNT, choose_pg_nodes
+from sixfold.storage.placement import PG_SEGMENT_COUNT, Candidate, choose_pg_nodes
 
 KIB = 2**10
 MIB = 2**20
@@ -143,7 +143,7 @@ class NodeView:
     last_heartbeat_age_ms: int
     segment_count: int
     reported_segment_count: int
-    copies: NodeCopies = NodeCopies("ok", "", (), ())  # rule 14
+    copies: NodeCopies = field(default_factory=lambda: NodeCopies("ok", "", (), ()))  # rule 14
 
 
 @dataclass(frozen=True)
@@ -362,8 +362,12 @@ def _validate_address(node_id: str, address: str) -> None:
 class ControlPlane:
     """Node registry and volume geometries (see the rules above)."""
 
-    def __init__(self, heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT,
-                 failure_timeout_ms: int = FAILURE_TIMEOUT_MS_DEFAULT, started_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT,
+        failure_timeout_ms: int = FAILURE_TIMEOUT_MS_DEFAULT,
+        started_ms: float = 0.0,
+    ) -> None:
         assert heartbeat_timeout_ms > 0, heartbeat_timeout_ms
         assert failure_timeout_ms >= heartbeat_timeout_ms, (failure_timeout_ms, heartbeat_timeout_ms)
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
@@ -397,8 +401,9 @@ class ControlPlane:
         node.last_heartbeat_ms = now_ms
         return self._view(node, now_ms)
 
-    def heartbeat(self, node_id: str, address: str, reported_segment_count: int, now_ms: float,
-                  report: NodeReport | None = None) -> bool:
+    def heartbeat(
+        self, node_id: str, address: str, reported_segment_count: int, now_ms: float, report: NodeReport | None = None
+    ) -> bool:
         """Rules 3 and 14. Returns True when the heartbeat changed persistent state (a new address)."""
         node = self._nodes.get(node_id)
         if node is None:
@@ -416,18 +421,29 @@ class ControlPlane:
 
     def placed_on(self, node_id: str) -> set[str]:
         """Every segment placed on the node: in a PG's base set or the new one of a change in flight."""
-        return {segment_id_for(v.volume_id, pg.pg_index) for v in self._volumes.values()
-                for pg in v.protection_groups if node_id in pg.all_node_ids}
+        return {
+            segment_id_for(v.volume_id, pg.pg_index)
+            for v in self._volumes.values()
+            for pg in v.protection_groups
+            if node_id in pg.all_node_ids
+        }
 
     def pgs_of_node(self, node_id: str) -> list[tuple[str, int]]:
-        return sorted((v.volume_id, pg.pg_index) for v in self._volumes.values()
-                      for pg in v.protection_groups if node_id in pg.all_node_ids)
+        return sorted(
+            (v.volume_id, pg.pg_index)
+            for v in self._volumes.values()
+            for pg in v.protection_groups
+            if node_id in pg.all_node_ids
+        )
 
     def plan_copy_repairs(self, now_ms: float) -> list[CopyRepair]:
         """Rule 14: the lost copies on healthy nodes that are due to be created again."""
         plans = []
-        by_id = {segment_id_for(v.volume_id, pg.pg_index): (v, pg) for v in self._volumes.values()
-                 for pg in v.protection_groups}
+        by_id = {
+            segment_id_for(v.volume_id, pg.pg_index): (v, pg)
+            for v in self._volumes.values()
+            for pg in v.protection_groups
+        }
         for node_id, segment_id in self.copies.due(now_ms):
             found = by_id.get(segment_id)
             if found is None or node_id not in self._nodes or not self.is_healthy(node_id, now_ms):
@@ -436,9 +452,20 @@ class ControlPlane:
             if node_id not in pg.all_node_ids:
                 continue
             node = self._nodes[node_id]
-            plans.append(CopyRepair(volume.volume_id, volume.page_size, pg.pg_index, pg.first_page, pg.page_count,
-                                    pg.membership_epoch, node_id, node.address, segment_id,
-                                    self._pg_geometry(volume.volume_id, pg).segments))
+            plans.append(
+                CopyRepair(
+                    volume.volume_id,
+                    volume.page_size,
+                    pg.pg_index,
+                    pg.first_page,
+                    pg.page_count,
+                    pg.membership_epoch,
+                    node_id,
+                    node.address,
+                    segment_id,
+                    self._pg_geometry(volume.volume_id, pg).segments,
+                )
+            )
         return plans
 
     def node(self, node_id: str, now_ms: float) -> NodeView:
@@ -488,9 +515,7 @@ class ControlPlane:
 
     # -- volumes --------------------------------------------------------------
 
-    def plan_create_volume(
-        self, volume_id: str, page_size: int, segment_size_bytes: int, now_ms: float
-    ) -> PgPlan:
+    def plan_create_volume(self, volume_id: str, page_size: int, segment_size_bytes: int, now_ms: float) -> PgPlan:
         """Rules 5-7 and 9: validate and place PG 0 of a new volume; changes nothing."""
         validate_volume_id(volume_id)
         page_size = resolve_page_size(page_size)
@@ -551,9 +576,7 @@ class ControlPlane:
     def _place_pg(self, volume_id: str, pg_index: int, pages_per_pg: int, now_ms: float) -> PgGeometry:
         chosen = choose_pg_nodes(self._candidates(now_ms))
         segment_id = segment_id_for(volume_id, pg_index)
-        segments = tuple(
-            SegmentPlacement(segment_id, c.node_id, c.az, self._nodes[c.node_id].address) for c in chosen
-        )
+        segments = tuple(SegmentPlacement(segment_id, c.node_id, c.az, self._nodes[c.node_id].address) for c in chosen)
         return PgGeometry(pg_index, pg_index * pages_per_pg, pages_per_pg, MEMBERSHIP_EPOCH_INITIAL, segments)
 
     def _append_pg(self, volume: Volume, pg: PgGeometry) -> None:
@@ -589,8 +612,12 @@ class ControlPlane:
             for node_id in pg.all_node_ids
         )
         changes = tuple(
-            ChangeView(c.old_node_id, c.new_node_id, c.target_lsn,
-                       self._progress.get((volume_id, pg.pg_index, c.new_node_id), 0))
+            ChangeView(
+                c.old_node_id,
+                c.new_node_id,
+                c.target_lsn,
+                self._progress.get((volume_id, pg.pg_index, c.new_node_id), 0),
+            )
             for c in pg.changes
         )
         return PgGeometry(pg.pg_index, pg.first_page, pg.page_count, pg.membership_epoch, segments, changes)
@@ -616,23 +643,37 @@ class ControlPlane:
                         continue
                     az = self._nodes[old].az
                     spares = [
-                        n for n in self._nodes.values()
-                        if n.az == az and n.node_id not in taken and self.is_healthy(n.node_id, now_ms)
+                        n
+                        for n in self._nodes.values()
+                        if n.az == az
+                        and n.node_id not in taken
+                        and self.is_healthy(n.node_id, now_ms)
                         and (n.node_id, segment_id) not in orphaned
                     ]
                     if not spares:
                         continue
-                    new = min(spares, key=lambda n: (self.segment_count(n.node_id) + planned_counts.get(n.node_id, 0),
-                                                     n.node_id))
+                    new = min(
+                        spares,
+                        key=lambda n: (self.segment_count(n.node_id) + planned_counts.get(n.node_id, 0), n.node_id),
+                    )
                     planned_counts[new.node_id] = planned_counts.get(new.node_id, 0) + 1
                     taken.add(new.node_id)
                     room -= 1
                     new_placement = SegmentPlacement(segment_id, new.node_id, new.az, new.address)
                     peers = self._pg_geometry(volume.volume_id, pg).segments + (new_placement,)
-                    plans.append(ReplacementPlan(
-                        volume.volume_id, volume.page_size, pg.pg_index, pg.first_page, pg.page_count,
-                        pg.membership_epoch, old, new_placement, peers,
-                    ))
+                    plans.append(
+                        ReplacementPlan(
+                            volume.volume_id,
+                            volume.page_size,
+                            pg.pg_index,
+                            pg.first_page,
+                            pg.page_count,
+                            pg.membership_epoch,
+                            old,
+                            new_placement,
+                            peers,
+                        )
+                    )
         return plans
 
     def reserve_new_segment(self, plan: ReplacementPlan) -> None:
@@ -654,8 +695,11 @@ class ControlPlane:
             )
         assert plan.old_node_id in pg.node_ids and plan.old_node_id not in {c.old_node_id for c in pg.changes}
         assert plan.new.node_id not in pg.all_node_ids and len(pg.changes) < MEMBERSHIP_CHANGES_MAX, plan
-        changed = replace(pg, membership_epoch=pg.membership_epoch + 1,
-                          changes=pg.changes + (MembershipChange(plan.old_node_id, plan.new.node_id),))
+        changed = replace(
+            pg,
+            membership_epoch=pg.membership_epoch + 1,
+            changes=pg.changes + (MembershipChange(plan.old_node_id, plan.new.node_id),),
+        )
         self._set_pg(volume, changed)
         self._count(plan.new.node_id, +1)
         reserved = Orphan(plan.new.node_id, plan.new.segment_id)
@@ -693,8 +737,12 @@ class ControlPlane:
         change = self._change(pg, old_node_id)
         assert change.target_lsn is not None, change
         base = tuple(change.new_node_id if n == old_node_id else n for n in pg.node_ids)
-        changed = replace(pg, membership_epoch=pg.membership_epoch + 1, node_ids=base,
-                          changes=tuple(c for c in pg.changes if c is not change))
+        changed = replace(
+            pg,
+            membership_epoch=pg.membership_epoch + 1,
+            node_ids=base,
+            changes=tuple(c for c in pg.changes if c is not change),
+        )
         self._set_pg(volume, changed)
         self._count(old_node_id, -1)
         self._orphans.append(Orphan(old_node_id, segment_id_for(volume_id, pg_index)))
@@ -706,11 +754,23 @@ class ControlPlane:
         due = []
         for volume_id, pg, change in self.changes_in_flight():
             if self.is_healthy(change.old_node_id, now_ms):
-                due.append((volume_id, pg.pg_index, change.old_node_id,
-                            f"node {change.old_node_id} is back before its replacement completed"))
+                due.append(
+                    (
+                        volume_id,
+                        pg.pg_index,
+                        change.old_node_id,
+                        f"node {change.old_node_id} is back before its replacement completed",
+                    )
+                )
             elif self.is_failed(change.new_node_id, now_ms):
-                due.append((volume_id, pg.pg_index, change.old_node_id,
-                            f"the new node {change.new_node_id} failed while hydrating"))
+                due.append(
+                    (
+                        volume_id,
+                        pg.pg_index,
+                        change.old_node_id,
+                        f"the new node {change.new_node_id} failed while hydrating",
+                    )
+                )
         return due
 
     def roll_back_change(self, volume_id: str, pg_index: int, old_node_id: str) -> PgGeometry:
@@ -718,8 +778,9 @@ class ControlPlane:
         volume = self._volume(volume_id)
         pg = self._pg(volume, pg_index)
         change = self._change(pg, old_node_id)
-        changed = replace(pg, membership_epoch=pg.membership_epoch + 1,
-                          changes=tuple(c for c in pg.changes if c is not change))
+        changed = replace(
+            pg, membership_epoch=pg.membership_epoch + 1, changes=tuple(c for c in pg.changes if c is not change)
+        )
         self._set_pg(volume, changed)
         self._count(change.new_node_id, -1)
         self._orphans.append(Orphan(change.new_node_id, segment_id_for(volume_id, pg_index)))
@@ -763,8 +824,13 @@ class ControlPlane:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT,
-                  failure_timeout_ms: int = FAILURE_TIMEOUT_MS_DEFAULT, started_ms: float = 0.0) -> ControlPlane:
+    def from_dict(
+        cls,
+        data: dict[str, Any],
+        heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT,
+        failure_timeout_ms: int = FAILURE_TIMEOUT_MS_DEFAULT,
+        started_ms: float = 0.0,
+    ) -> ControlPlane:
         version = data.get("format_version")
         if version != STATE_FORMAT_VERSION:
             raise ValueError(f"control plane state has format version {version!r}; expected {STATE_FORMAT_VERSION}")
@@ -830,8 +896,9 @@ def _pg_from_dict(pg: dict[str, Any]) -> ProtectionGroup:
         int(pg["membership_epoch"]),
         tuple(pg["node_ids"]),
         tuple(
-            MembershipChange(c["old_node_id"], c["new_node_id"],
-                             None if c["target_lsn"] is None else int(c["target_lsn"]))
+            MembershipChange(
+                c["old_node_id"], c["new_node_id"], None if c["target_lsn"] is None else int(c["target_lsn"])
+            )
             for c in pg.get("changes", [])
         ),
     )

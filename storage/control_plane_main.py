@@ -31,21 +31,28 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: pick a free port)")
     parser.add_argument("--port-file", default=None, help="write the bound port to this file once serving")
     parser.add_argument(
-        "--heartbeat-timeout-ms", type=int, default=HEARTBEAT_TIMEOUT_MS_DEFAULT,
+        "--heartbeat-timeout-ms",
+        type=int,
+        default=HEARTBEAT_TIMEOUT_MS_DEFAULT,
         help=f"a node without a heartbeat for this long is unhealthy (default {HEARTBEAT_TIMEOUT_MS_DEFAULT})",
     )
     parser.add_argument(
-        "--heartbeat-interval-ms", type=int, default=None,
+        "--heartbeat-interval-ms",
+        type=int,
+        default=None,
         help=f"how often nodes are told to heartbeat (default {HEARTBEAT_INTERVAL_MS_DEFAULT}, "
         f"or a third of the timeout if that is shorter)",
     )
     parser.add_argument(
-        "--failure-timeout-ms", type=int, default=None,
+        "--failure-timeout-ms",
+        type=int,
+        default=None,
         help=f"a node silent for this long has failed and its segments are replaced on a spare or another "
         f"node of its AZ (default {FAILURE_TIMEOUT_MS_DEFAULT}, and never below the heartbeat timeout)",
     )
     parser.add_argument(
-        "--no-healing", action="store_true",
+        "--no-healing",
+        action="store_true",
         help="never replace failed nodes' segments (membership changes in flight stay as they are)",
     )
 
@@ -63,22 +70,31 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.heartbeat_interval_ms < args.heartbeat_timeout_ms:
         log.error(
             "--heartbeat-interval-ms (%d) must be positive and below --heartbeat-timeout-ms (%d)",
-            args.heartbeat_interval_ms, args.heartbeat_timeout_ms,
+            args.heartbeat_interval_ms,
+            args.heartbeat_timeout_ms,
         )
         return 2
     if args.failure_timeout_ms is None:
         args.failure_timeout_ms = max(FAILURE_TIMEOUT_MS_DEFAULT, args.heartbeat_timeout_ms)
     if args.failure_timeout_ms < args.heartbeat_timeout_ms:
-        log.error("--failure-timeout-ms (%d) must not be below --heartbeat-timeout-ms (%d)",
-                  args.failure_timeout_ms, args.heartbeat_timeout_ms)
+        log.error(
+            "--failure-timeout-ms (%d) must not be below --heartbeat-timeout-ms (%d)",
+            args.failure_timeout_ms,
+            args.heartbeat_timeout_ms,
+        )
         return 2
     return asyncio.run(serve(args))
 
 
 async def serve(args: argparse.Namespace) -> int:
     server, port, servicer = await start_control_plane(
-        args.host, args.port, args.data_dir, args.heartbeat_timeout_ms, args.heartbeat_interval_ms,
-        failure_timeout_ms=args.failure_timeout_ms, heal_interval_s=0 if args.no_healing else HEAL_INTERVAL_S,
+        args.host,
+        args.port,
+        args.data_dir,
+        args.heartbeat_timeout_ms,
+        args.heartbeat_interval_ms,
+        failure_timeout_ms=args.failure_timeout_ms,
+        heal_interval_s=0 if args.no_healing else HEAL_INTERVAL_S,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -100,8 +100,9 @@ class GrpcSegmentClient:
     async def segment_state(self, address: str, segment_id: str) -> ss_pb2.SegmentState:
         async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
             stub = storage_service_pb2_grpc.StorageServiceStub(channel)
-            reply = await stub.GetSegmentState(ss_pb2.GetSegmentStateRequest(segment_id=segment_id),
-                                               timeout=self.timeout_s)
+            reply = await stub.GetSegmentState(
+                ss_pb2.GetSegmentStateRequest(segment_id=segment_id), timeout=self.timeout_s
+            )
             return reply.state
 
 
@@ -146,8 +147,12 @@ def load_state(path: Path, heartbeat_timeout_ms: int, failure_timeout_ms: int, s
 # Conversions (protobuf stops here)
 
 
-DISK_CONDITION_NAMES = {ss_pb2.DISK_CONDITION_OK: "ok", ss_pb2.DISK_CONDITION_FULL: "disk_full",
-                        ss_pb2.DISK_CONDITION_IO_ERROR: "io_error", ss_pb2.DISK_CONDITION_FAILED: "failed"}
+DISK_CONDITION_NAMES = {
+    ss_pb2.DISK_CONDITION_OK: "ok",
+    ss_pb2.DISK_CONDITION_FULL: "disk_full",
+    ss_pb2.DISK_CONDITION_IO_ERROR: "io_error",
+    ss_pb2.DISK_CONDITION_FAILED: "failed",
+}
 DISK_CONDITIONS = {name: value for value, name in DISK_CONDITION_NAMES.items()}
 
 
@@ -173,8 +178,9 @@ def node_to_proto(node: cp.NodeView) -> cp_pb2.NodeInfo:
 
 def report_from_proto(request: cp_pb2.HeartbeatRequest) -> NodeReport:
     """What a heartbeat says the node holds (storage/copies.py rule 1)."""
-    held = {h.segment_id: HeldCopy(h.segment_id, h.membership_epoch, h.scl, h.whole, h.rebuilding)
-            for h in request.segments}
+    held = {
+        h.segment_id: HeldCopy(h.segment_id, h.membership_epoch, h.scl, h.whole, h.rebuilding) for h in request.segments
+    }
     return NodeReport(held, DISK_CONDITION_NAMES.get(request.condition, "ok"), request.condition_detail[:1000])
 
 
@@ -189,9 +195,13 @@ def pg_to_proto(pg: cp.PgGeometry) -> cp_pb2.ProtectionGroup:
             for s in pg.segments
         ],
         changes=[
-            cp_pb2.MembershipChange(old_node_id=c.old_node_id, new_node_id=c.new_node_id,
-                                    target_lsn=c.target_lsn or 0, target_measured=c.target_lsn is not None,
-                                    new_segment_scl=c.new_segment_scl)
+            cp_pb2.MembershipChange(
+                old_node_id=c.old_node_id,
+                new_node_id=c.new_node_id,
+                target_lsn=c.target_lsn or 0,
+                target_measured=c.target_lsn is not None,
+                new_segment_scl=c.new_segment_scl,
+            )
             for c in pg.changes
         ],
     )
@@ -282,8 +292,13 @@ class ControlPlaneServicer:
     async def Heartbeat(self, request: cp_pb2.HeartbeatRequest, context: Any) -> cp_pb2.HeartbeatResponse:
         if len(request.segments) > HELD_SEGMENTS_MAX:
             raise InvalidRequest(f"a heartbeat lists {len(request.segments)} segments; at most {HELD_SEGMENTS_MAX}")
-        changed = self.state.heartbeat(request.node_id, request.address, request.segment_count, self.clock_ms(),
-                                       report_from_proto(request) if request.segments_reported else None)
+        changed = self.state.heartbeat(
+            request.node_id,
+            request.address,
+            request.segment_count,
+            self.clock_ms(),
+            report_from_proto(request) if request.segments_reported else None,
+        )
         if changed:
             log.info("node %s moved to %s", request.node_id, request.address)
             async with self._lock:
@@ -310,7 +325,9 @@ class ControlPlaneServicer:
             geometry = await self._carry_out(plan)
         log.info(
             "created volume %s (page size %d, segment size %s)",
-            geometry.volume_id, geometry.page_size, cp.format_bytes(geometry.segment_size_bytes),
+            geometry.volume_id,
+            geometry.page_size,
+            cp.format_bytes(geometry.segment_size_bytes),
         )
         return cp_pb2.CreateVolumeResponse(geometry=geometry_to_proto(geometry))
 
@@ -323,7 +340,9 @@ class ControlPlaneServicer:
                 geometry = await self._carry_out(plan)
                 log.info(
                     "grew volume %s to %d PGs (geometry epoch %d)",
-                    geometry.volume_id, len(geometry.protection_groups), geometry.geometry_epoch,
+                    geometry.volume_id,
+                    len(geometry.protection_groups),
+                    geometry.geometry_epoch,
                 )
         return cp_pb2.GrowVolumeResponse(geometry=geometry_to_proto(geometry))
 
@@ -338,7 +357,8 @@ class ControlPlaneServicer:
 
     async def ListVolumes(self, request: cp_pb2.ListVolumesRequest, context: Any) -> cp_pb2.ListVolumesResponse:
         return cp_pb2.ListVolumesResponse(
-            volumes=[geometry_to_proto(self._published[v]) for v in sorted(self._published)])
+            volumes=[geometry_to_proto(self._published[v]) for v in sorted(self._published)]
+        )
 
     # -- healing (module rule 4) -----------------------------------------------------
 
@@ -355,7 +375,7 @@ class ControlPlaneServicer:
                 await self.heal_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - one failed round must not end healing
+            except Exception:
                 log.exception("healing round failed; trying again in %.1f s", interval_s)
 
     async def heal_once(self) -> None:
@@ -364,8 +384,14 @@ class ControlPlaneServicer:
             for volume_id, pg_index, old, reason in self.state.due_rollbacks(now):
                 geometry = self.state.roll_back_change(volume_id, pg_index, old)
                 await self._persist()
-                log.warning("volume %s PG %d: rolled back the replacement of node %s (%s); membership epoch %d",
-                            volume_id, pg_index, old, reason, geometry.membership_epoch)
+                log.warning(
+                    "volume %s PG %d: rolled back the replacement of node %s (%s); membership epoch %d",
+                    volume_id,
+                    pg_index,
+                    old,
+                    reason,
+                    geometry.membership_epoch,
+                )
                 await self._install(volume_id, geometry)
             await self._drop_orphans(now)
             for repair in self.state.plan_copy_repairs(now):
@@ -383,8 +409,12 @@ class ControlPlaneServicer:
 
     async def _begin(self, plan: cp.ReplacementPlan) -> None:
         request = ss_pb2.CreateSegmentRequest(
-            segment_id=plan.new.segment_id, volume_id=plan.volume_id, pg_index=plan.pg_index,
-            first_page=plan.first_page, page_count=plan.page_count, page_size=plan.page_size,
+            segment_id=plan.new.segment_id,
+            volume_id=plan.volume_id,
+            pg_index=plan.pg_index,
+            first_page=plan.first_page,
+            page_count=plan.page_count,
+            page_size=plan.page_size,
             membership_epoch=plan.membership_epoch,
             peers=[ss_pb2.SegmentPeer(node_id=p.node_id, address=p.address) for p in plan.peers],
         )
@@ -393,8 +423,13 @@ class ControlPlaneServicer:
         try:
             await self.segment_client.create_segment(plan.new.address, request)
         except Exception as error:  # noqa: BLE001 - any failure: try another round
-            log.warning("volume %s PG %d: could not create the replacement segment on node %s: %s",
-                        plan.volume_id, plan.pg_index, plan.new.node_id, describe_failure(error))
+            log.warning(
+                "volume %s PG %d: could not create the replacement segment on node %s: %s",
+                plan.volume_id,
+                plan.pg_index,
+                plan.new.node_id,
+                describe_failure(error),
+            )
             return
         try:
             geometry = self.state.begin_change(plan)
@@ -402,44 +437,73 @@ class ControlPlaneServicer:
             log.info("volume %s PG %d: %s", plan.volume_id, plan.pg_index, error.message)
             return
         await self._persist()
-        log.warning("volume %s PG %d: node %s failed; replacing it with node %s (membership epoch %d)",
-                    plan.volume_id, plan.pg_index, plan.old_node_id, plan.new.node_id, geometry.membership_epoch)
+        log.warning(
+            "volume %s PG %d: node %s failed; replacing it with node %s (membership epoch %d)",
+            plan.volume_id,
+            plan.pg_index,
+            plan.old_node_id,
+            plan.new.node_id,
+            geometry.membership_epoch,
+        )
 
     async def _recreate_copy(self, repair: cp.CopyRepair) -> None:
         """Rule 14 of storage.control_plane: a healthy node lost its copy; create it again there, rebuilding
         from its peers (it counts towards no read quorum until it has caught up)."""
         request = ss_pb2.CreateSegmentRequest(
-            segment_id=repair.segment_id, volume_id=repair.volume_id, pg_index=repair.pg_index,
-            first_page=repair.first_page, page_count=repair.page_count, page_size=repair.page_size,
-            membership_epoch=repair.membership_epoch, rebuild=True,
+            segment_id=repair.segment_id,
+            volume_id=repair.volume_id,
+            pg_index=repair.pg_index,
+            first_page=repair.first_page,
+            page_count=repair.page_count,
+            page_size=repair.page_size,
+            membership_epoch=repair.membership_epoch,
+            rebuild=True,
             peers=[ss_pb2.SegmentPeer(node_id=p.node_id, address=p.address) for p in repair.peers],
         )
         try:
             await self.segment_client.create_segment(repair.address, request)
         except Exception as error:  # noqa: BLE001 - any failure: the next round tries again
-            log.warning("volume %s PG %d: node %s lost its copy %s; creating it again failed: %s; trying again",
-                        repair.volume_id, repair.pg_index, repair.node_id, repair.segment_id,
-                        describe_failure(error))
+            log.warning(
+                "volume %s PG %d: node %s lost its copy %s; creating it again failed: %s; trying again",
+                repair.volume_id,
+                repair.pg_index,
+                repair.node_id,
+                repair.segment_id,
+                describe_failure(error),
+            )
             return
         self.state.copies.recreating(repair.node_id, repair.segment_id)
-        log.warning("volume %s PG %d: node %s lost its copy %s; created it again, rebuilding from its peers",
-                    repair.volume_id, repair.pg_index, repair.node_id, repair.segment_id)
+        log.warning(
+            "volume %s PG %d: node %s lost its copy %s; created it again, rebuilding from its peers",
+            repair.volume_id,
+            repair.pg_index,
+            repair.node_id,
+            repair.segment_id,
+        )
 
     async def _install(self, volume_id: str, geometry: cp.PgGeometry) -> dict[str, ss_pb2.SegmentState]:
         """Install the PG's membership epoch on every healthy segment; return the states of those that took it."""
         now = self.clock_ms()
         peers = [ss_pb2.SegmentPeer(node_id=s.node_id, address=s.address) for s in geometry.segments]
         targets = [s for s in geometry.segments if self.state.is_healthy(s.node_id, now)]
-        request = ss_pb2.UpdateMembershipRequest(segment_id=geometry.segments[0].segment_id,
-                                                 membership_epoch=geometry.membership_epoch, peers=peers)
+        request = ss_pb2.UpdateMembershipRequest(
+            segment_id=geometry.segments[0].segment_id, membership_epoch=geometry.membership_epoch, peers=peers
+        )
         results = await asyncio.gather(
-            *(self.segment_client.update_membership(s.address, request) for s in targets), return_exceptions=True,
+            *(self.segment_client.update_membership(s.address, request) for s in targets),
+            return_exceptions=True,
         )
         installed = {}
         for s, r in zip(targets, results):
             if isinstance(r, BaseException):
-                log.info("volume %s PG %d: membership epoch %d not installed on node %s: %s", volume_id,
-                         geometry.pg_index, geometry.membership_epoch, s.node_id, describe_failure(r))
+                log.info(
+                    "volume %s PG %d: membership epoch %d not installed on node %s: %s",
+                    volume_id,
+                    geometry.pg_index,
+                    geometry.membership_epoch,
+                    s.node_id,
+                    describe_failure(r),
+                )
             else:
                 installed[s.node_id] = r
         # Every healthy segment should hold the epoch and the peer list (gossip uses it): retry each round.
@@ -455,16 +519,28 @@ class ControlPlaneServicer:
         installed = await self._install(volume_id, geometry)
         base = {n: installed[n] for n in pg.node_ids if n in installed}
         if len(base) < FENCING_SEGMENTS_MIN:
-            log.info("volume %s PG %d: membership epoch %d reached %d base segments, need %d; retrying",
-                     volume_id, pg.pg_index, geometry.membership_epoch, len(base), FENCING_SEGMENTS_MIN)
+            log.info(
+                "volume %s PG %d: membership epoch %d reached %d base segments, need %d; retrying",
+                volume_id,
+                pg.pg_index,
+                geometry.membership_epoch,
+                len(base),
+                FENCING_SEGMENTS_MIN,
+            )
             return
         # scl_high_water: a segment whose SCL scrubbing lowered since (a quarantined record) still
         # counts what it once held; truncated LSNs (never durable) are not counted.
         target = max(max(state.scl, state.scl_high_water) for state in base.values())
         self.state.set_change_target(volume_id, pg.pg_index, change.old_node_id, target)
         await self._persist()
-        log.info("volume %s PG %d: node %s must reach SCL %d to replace node %s", volume_id, pg.pg_index,
-                 change.new_node_id, target, change.old_node_id)
+        log.info(
+            "volume %s PG %d: node %s must reach SCL %d to replace node %s",
+            volume_id,
+            pg.pg_index,
+            change.new_node_id,
+            target,
+            change.old_node_id,
+        )
         new_state = installed.get(change.new_node_id)
         if new_state is not None:
             self.state.note_progress(volume_id, pg.pg_index, change.new_node_id, new_state.scl)
@@ -478,17 +554,34 @@ class ControlPlaneServicer:
             if error.code() == grpc.StatusCode.NOT_FOUND:  # its node answers but lost the segment: give up
                 geometry = self.state.roll_back_change(volume_id, pg.pg_index, change.old_node_id)
                 await self._persist()
-                log.warning("volume %s PG %d: node %s no longer holds the new segment (%s); rolled back the "
-                            "replacement of node %s; membership epoch %d", volume_id, pg.pg_index, new.node_id,
-                            error.details(), change.old_node_id, geometry.membership_epoch)
+                log.warning(
+                    "volume %s PG %d: node %s no longer holds the new segment (%s); rolled back the "
+                    "replacement of node %s; membership epoch %d",
+                    volume_id,
+                    pg.pg_index,
+                    new.node_id,
+                    error.details(),
+                    change.old_node_id,
+                    geometry.membership_epoch,
+                )
                 await self._install(volume_id, geometry)
             else:
-                log.info("volume %s PG %d: cannot ask node %s how far it hydrated: %s", volume_id, pg.pg_index,
-                         new.node_id, describe_failure(error))
+                log.info(
+                    "volume %s PG %d: cannot ask node %s how far it hydrated: %s",
+                    volume_id,
+                    pg.pg_index,
+                    new.node_id,
+                    describe_failure(error),
+                )
             return
         except Exception as error:  # noqa: BLE001 - ask again next round
-            log.info("volume %s PG %d: cannot ask node %s how far it hydrated: %s", volume_id, pg.pg_index,
-                     new.node_id, describe_failure(error))
+            log.info(
+                "volume %s PG %d: cannot ask node %s how far it hydrated: %s",
+                volume_id,
+                pg.pg_index,
+                new.node_id,
+                describe_failure(error),
+            )
             return
         self.state.note_progress(volume_id, pg.pg_index, change.new_node_id, state.scl)
         self._publish()
@@ -497,9 +590,16 @@ class ControlPlaneServicer:
             return
         geometry = self.state.complete_change(volume_id, pg.pg_index, change.old_node_id)
         await self._persist()
-        log.warning("volume %s PG %d: node %s replaced node %s (SCL %d >= target %d); membership epoch %d",
-                    volume_id, pg.pg_index, change.new_node_id, change.old_node_id, state.scl, change.target_lsn,
-                    geometry.membership_epoch)
+        log.warning(
+            "volume %s PG %d: node %s replaced node %s (SCL %d >= target %d); membership epoch %d",
+            volume_id,
+            pg.pg_index,
+            change.new_node_id,
+            change.old_node_id,
+            state.scl,
+            change.target_lsn,
+            geometry.membership_epoch,
+        )
         await self._install(volume_id, geometry)
 
     async def _drop_orphans(self, now: float) -> None:
@@ -511,17 +611,26 @@ class ControlPlaneServicer:
                 await self.segment_client.drop_segment(node.address, orphan.segment_id)
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.NOT_FOUND:
-                    log.info("could not drop orphan segment %s on node %s yet: %s", orphan.segment_id,
-                             orphan.node_id, describe_failure(error))
+                    log.info(
+                        "could not drop orphan segment %s on node %s yet: %s",
+                        orphan.segment_id,
+                        orphan.node_id,
+                        describe_failure(error),
+                    )
                     continue
             except Exception as error:  # noqa: BLE001 - try again next round
-                log.info("could not drop orphan segment %s on node %s yet: %s", orphan.segment_id,
-                         orphan.node_id, describe_failure(error))
+                log.info(
+                    "could not drop orphan segment %s on node %s yet: %s",
+                    orphan.segment_id,
+                    orphan.node_id,
+                    describe_failure(error),
+                )
                 continue
             self.state.orphan_dropped(orphan)
             await self._persist()
-            log.info("dropped segment %s from node %s: no quorum set holds it any more", orphan.segment_id,
-                     orphan.node_id)
+            log.info(
+                "dropped segment %s from node %s: no quorum set holds it any more", orphan.segment_id, orphan.node_id
+            )
 
     # -- effects --------------------------------------------------------------
 
@@ -579,9 +688,7 @@ def _truncated(state: ss_pb2.SegmentState, target: int) -> bool:
     return covered >= target
 
 
-def _creation_failure_sentence(
-    plan: cp.PgPlan, failures: list[tuple[cp.SegmentPlacement, BaseException]]
-) -> str:
+def _creation_failure_sentence(plan: cp.PgPlan, failures: list[tuple[cp.SegmentPlacement, BaseException]]) -> str:
     outcome = "was not created" if plan.creates_volume else "did not grow"
     what = f"volume {plan.volume_id} {outcome}"
     nodes = "; ".join(f"node {s.node_id} ({s.address}): {describe_failure(e)}" for s, e in failures)
@@ -604,8 +711,9 @@ async def start_control_plane(
     """Load the state in `data_dir` and serve the control plane. Returns (server, bound port, servicer).
 
     `heal_interval_s` 0 leaves healing off (rule 4)."""
-    servicer = ControlPlaneServicer(data_dir, heartbeat_timeout_ms, heartbeat_interval_ms, segment_client,
-                                    failure_timeout_ms=failure_timeout_ms)
+    servicer = ControlPlaneServicer(
+        data_dir, heartbeat_timeout_ms, heartbeat_interval_ms, segment_client, failure_timeout_ms=failure_timeout_ms
+    )
     server, bound, _health = await start_server(host, port, [(SERVICE_DESCRIPTOR, servicer, cp_pb2)])
     if heal_interval_s > 0:
         servicer.start_healing(heal_interval_s)

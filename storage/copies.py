@@ -103,7 +103,12 @@ class CopyWatch:
         report = self._reports.get(node_id)
         if report is None:
             return NodeCopies(DISK_OK, "", (), ())
-        missing = tuple(sorted(s for s in placed if s not in report.held
-                               and (a := self._absent.get((node_id, s))) is not None and self._lost(a, now_ms)))
+        missing = tuple(
+            sorted(
+                s
+                for s in placed
+                if s not in report.held and (a := self._absent.get((node_id, s))) is not None and self._lost(a, now_ms)
+            )
+        )
         rebuilding = tuple(sorted(s for s, c in report.held.items() if s in placed and not c.whole))
         return NodeCopies(report.disk, report.disk_detail, missing, rebuilding)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 
@@ -35,8 +36,13 @@ REBUILD_RETRY_S = 5.0  # a fresh environment that could not be made is tried aga
 
 
 class DiskDoctor:
-    def __init__(self, store: "SegmentStore", on_writer: Callable[..., Awaitable[Any]],
-                 check_interval_s: float = CHECK_INTERVAL_S, probe_interval_s: float = PROBE_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        store: SegmentStore,
+        on_writer: Callable[..., Awaitable[Any]],
+        check_interval_s: float = CHECK_INTERVAL_S,
+        probe_interval_s: float = PROBE_INTERVAL_S,
+    ) -> None:
         self.store = store
         self.on_writer = on_writer
         self.check_interval_s = check_interval_s
@@ -66,8 +72,11 @@ class DiskDoctor:
         try:
             rebuilt = await self.on_writer(self.store.rebuild_in_fresh_environment)
         except (StorageError, OSError, lmdb.Error) as error:
-            log.error("could not make a fresh LMDB environment (%s); trying again in %.0f s",
-                      getattr(error, "message", error), REBUILD_RETRY_S)
+            log.error(
+                "could not make a fresh LMDB environment (%s); trying again in %.0f s",
+                getattr(error, "message", error),
+                REBUILD_RETRY_S,
+            )
             await asyncio.sleep(REBUILD_RETRY_S)
             return
         self.rebuilds += 1

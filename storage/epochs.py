@@ -54,21 +54,25 @@ def check_step(what: str, epoch: int, current: int, segment_id: str) -> None:
 
 def stale_volume_epoch(volume_epoch: int, current: int, segment_id: str, what: str) -> StaleVolumeEpoch:
     return StaleVolumeEpoch(
-        f"volume epoch {volume_epoch} is older than epoch {current} segment {segment_id} has durably seen: "
-        f"{what}",
+        f"volume epoch {volume_epoch} is older than epoch {current} segment {segment_id} has durably seen: {what}",
         {"volume_epoch": str(current), "segment_id": segment_id},
     )
 
 
-def check_request(volume_epoch: int, membership_epoch: int, current_volume_epoch: int,
-                  current_membership_epoch: int, segment_id: str) -> None:
+def check_request(
+    volume_epoch: int, membership_epoch: int, current_volume_epoch: int, current_membership_epoch: int, segment_id: str
+) -> None:
     """Rules 1-3 for a request that reads or changes a segment on a writer's behalf."""
     if volume_epoch == 0:
         raise InvalidRequest("the request carries volume epoch 0; every write names the writer's volume epoch")
     check_step("volume epoch", volume_epoch, current_volume_epoch, segment_id)
     if volume_epoch < current_volume_epoch:
-        raise stale_volume_epoch(volume_epoch, current_volume_epoch, segment_id,
-                                 "a newer writer has opened the volume (this writer is fenced)")
+        raise stale_volume_epoch(
+            volume_epoch,
+            current_volume_epoch,
+            segment_id,
+            "a newer writer has opened the volume (this writer is fenced)",
+        )
     if membership_epoch > EPOCH_MAX:
         raise InvalidRequest(f"membership epoch {membership_epoch} is above the highest epoch {EPOCH_MAX}")
     if membership_epoch < current_membership_epoch:
@@ -114,5 +118,7 @@ def check_carried(what: str, epoch: int, volume_epoch: int) -> None:
     if epoch == 0:
         raise InvalidRequest(f"{what} has epoch 0; epochs start at 1")
     if epoch > volume_epoch:
-        raise InvalidRequest(f"{what} has epoch {epoch}, newer than the request's volume epoch {volume_epoch}; "
-                             "a writer only writes with its own epoch or older ones")
+        raise InvalidRequest(
+            f"{what} has epoch {epoch}, newer than the request's volume epoch {volume_epoch}; "
+            "a writer only writes with its own epoch or older ones"
+        )

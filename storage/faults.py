@@ -33,14 +33,16 @@ layer per message) so that they can be cut when a partition starts later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
 import os
 import random
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 
@@ -123,17 +125,19 @@ def write_fault_file(path: str | os.PathLike[str], state: FaultState | dict[str,
 
 
 def clear_fault_file(path: str | os.PathLike[str]) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class FaultFile:
     """The fault file, re-read at most every `poll_interval_s` and only when it changed."""
 
-    def __init__(self, path: str | os.PathLike[str], poll_interval_s: float = POLL_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        poll_interval_s: float = POLL_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = os.fspath(path)
         self.poll_interval_s = poll_interval_s
         self._clock = clock
@@ -175,7 +179,7 @@ class FaultFile:
 class _OpenStream:
     """One streaming RPC in progress, so that a partition can end it."""
 
-    __slots__ = ("task", "in_handler", "cut")
+    __slots__ = ("cut", "in_handler", "task")
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.task = task
@@ -186,8 +190,9 @@ class _OpenStream:
 class FaultInjector(grpc.aio.ServerInterceptor):
     """grpc.aio server interceptor applying the fault in `FaultFile` to every RPC."""
 
-    def __init__(self, path: str | os.PathLike[str], poll_interval_s: float = POLL_INTERVAL_S,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], poll_interval_s: float = POLL_INTERVAL_S, seed: int | None = None
+    ) -> None:
         self.faults = FaultFile(path, poll_interval_s)
         self.poll_interval_s = poll_interval_s
         self._rng = random.Random(seed)
@@ -235,14 +240,18 @@ class FaultInjector(grpc.aio.ServerInterceptor):
     # -- streams -------------------------------------------------------------------
 
     def _wrap_streaming(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        kwargs = dict(request_deserializer=handler.request_deserializer,
-                      response_serializer=handler.response_serializer)
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
         if handler.request_streaming and handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
-                self._streaming(handler.stream_stream, requests_stream=True), **kwargs)
+                self._streaming(handler.stream_stream, requests_stream=True), **kwargs
+            )
         if handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream, requests_stream=False), **kwargs)
+                self._streaming(handler.unary_stream, requests_stream=False), **kwargs
+            )
         return grpc.stream_unary_rpc_method_handler(self._stream_unary(handler.stream_unary), **kwargs)
 
     async def _delayed(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -278,6 +287,7 @@ class FaultInjector(grpc.aio.ServerInterceptor):
         injector = self
 
         if inspect.isasyncgenfunction(behavior):
+
             async def stream_gen(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 await injector._refuse_or_delay(context)
                 stream = injector._open()
@@ -343,5 +353,14 @@ def default_fault_file(data_dir: str) -> str:
     return os.path.join(data_dir, DEFAULT_FILE_NAME)
 
 
-__all__ = ["FaultInjector", "FaultFile", "FaultState", "NO_FAULT", "write_fault_file", "clear_fault_file",
-           "default_fault_file", "UNREACHABLE_DETAILS", "POLL_INTERVAL_S"]
+__all__ = [
+    "NO_FAULT",
+    "POLL_INTERVAL_S",
+    "UNREACHABLE_DETAILS",
+    "FaultFile",
+    "FaultInjector",
+    "FaultState",
+    "clear_fault_file",
+    "default_fault_file",
+    "write_fault_file",
+]

@@ -14,14 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from sixfold.storage.errors import ChecksumMismatch, StorageError
-from sixfold.storage.records import page_version_crc
 from sixfold.storage.lmdb_env import OK
-from sixfold.storage.repair import PULL_RECORDS_MAX, PeerView, batch_epoch, plan_repair, rebuild_target, records_to_append
+from sixfold.storage.records import page_version_crc
+from sixfold.storage.repair import (
+    PULL_RECORDS_MAX,
+    PeerView,
+    batch_epoch,
+    plan_repair,
+    rebuild_target,
+    records_to_append,
+)
 from sixfold.storage.segment import AppendBatch
 from sixfold.storage.tasks import cancel_and_wait
 from sixfold.storage.v1 import storage_service_pb2 as pb
@@ -42,8 +50,13 @@ HYDRATE_BATCH_BYTES_MAX = 1024 * 1024  # page images per ReadPageVersions call a
 
 
 class Gossip:
-    def __init__(self, servicer: "StorageServicer", channel_factory: Callable[[str], Any],
-                 interval_s: float = GOSSIP_INTERVAL_S, isolated: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        servicer: StorageServicer,
+        channel_factory: Callable[[str], Any],
+        interval_s: float = GOSSIP_INTERVAL_S,
+        isolated: Callable[[], bool] = lambda: False,
+    ) -> None:
         """`isolated()` true (the node's fault file cuts it off): no round asks any peer."""
         self.servicer = servicer
         self.isolated = isolated
@@ -87,7 +100,7 @@ class Gossip:
                     raise
                 except StorageError as error:
                     log.warning("gossip for %s: %s", segment_id, error.message)
-                except Exception:  # noqa: BLE001 - one bad round must not end repair for good
+                except Exception:
                     log.exception("gossip for %s failed", segment_id)
 
     async def repair(self, segment_id: str) -> int:
@@ -105,26 +118,36 @@ class Gossip:
             target = rebuild_target(list(peers.values()))
             if target is not None:
                 seg = await self.servicer._on_writer(self.store.set_rebuild_target, segment_id, target)
-                log.info("gossip: %s (rebuilding a lost copy) must catch up to LSN %d, the most %d peers may have "
-                         "acknowledged; it is whole once its SCL (now %d) gets there", segment_id, target, len(peers),
-                         seg.tracker.scl)
-        plan = plan_repair(seg.tracker.scl, seg.meta.truncation_ranges, list(peers.values()),
-                           seg.meta.retention_horizon_lsn)
+                log.info(
+                    "gossip: %s (rebuilding a lost copy) must catch up to LSN %d, the most %d peers may have "
+                    "acknowledged; it is whole once its SCL (now %d) gets there",
+                    segment_id,
+                    target,
+                    len(peers),
+                    seg.tracker.scl,
+                )
+        plan = plan_repair(
+            seg.tracker.scl, seg.meta.truncation_ranges, list(peers.values()), seg.meta.retention_horizon_lsn
+        )
         for r in plan.ranges_to_apply:
             current = self.store.segment(segment_id)
             epoch = max(current.meta.volume_epoch, r.epoch)
             await self.servicer._on_writer(self.store.truncate, segment_id, epoch, r)
-            log.info("gossip: %s took truncation range [%d, %d]@%d from a peer", segment_id, r.start_lsn,
-                     r.end_lsn, r.epoch)
+            log.info(
+                "gossip: %s took truncation range [%d, %d]@%d from a peer", segment_id, r.start_lsn, r.end_lsn, r.epoch
+            )
         if plan.pull_from is None:
             return 0
-        address = dict((n, a) for n, a in seg.meta.peers)[plan.pull_from]
+        address = dict(seg.meta.peers)[plan.pull_from]
         if plan.hydrate_at:
             return 1 if await self.hydrate(segment_id, plan.pull_from, address, plan.hydrate_at) else 0
         try:
-            reply = await self._stub(address).ReadRecords(pb.ReadRecordsRequest(
-                segment_id=segment_id, from_lsn=plan.from_lsn, to_lsn=plan.to_lsn, max_records=PULL_RECORDS_MAX),
-                timeout=PEER_TIMEOUT_S)
+            reply = await self._stub(address).ReadRecords(
+                pb.ReadRecordsRequest(
+                    segment_id=segment_id, from_lsn=plan.from_lsn, to_lsn=plan.to_lsn, max_records=PULL_RECORDS_MAX
+                ),
+                timeout=PEER_TIMEOUT_S,
+            )
         except grpc.aio.AioRpcError as error:
             log.debug("gossip: %s: %s could not send records: %s", segment_id, plan.pull_from, error.code().name)
             return 0
@@ -135,40 +158,63 @@ class Gossip:
             return 0
         crc_of = {r.lsn: crc for r, crc in pulled}
         batch = AppendBatch(
-            segment_id=segment_id, volume_epoch=batch_epoch(current.meta.volume_epoch, records),
-            membership_epoch=current.meta.membership_epoch, batch_id=0,
+            segment_id=segment_id,
+            volume_epoch=batch_epoch(current.meta.volume_epoch, records),
+            membership_epoch=current.meta.membership_epoch,
+            batch_id=0,
             records=[(r, crc_of[r.lsn]) for r in records],
         )
         before = current.tracker.scl
         result = await self.servicer.committer.submit(batch)
         self.records_repaired[segment_id] = self.records_repaired.get(segment_id, 0) + result.stored
         if result.stored:
-            log.info("gossip: %s pulled %d records from %s; SCL %d -> %d", segment_id, result.stored,
-                     plan.pull_from, before, result.scl)
+            log.info(
+                "gossip: %s pulled %d records from %s; SCL %d -> %d",
+                segment_id,
+                result.stored,
+                plan.pull_from,
+                before,
+                result.scl,
+            )
         return result.stored
 
     async def hydrate(self, segment_id: str, peer: str, address: str, at_lsn: int) -> bool:
         """Copy `peer`'s pages at `at_lsn` (repair rule 5); True once the segment is complete to there.
         A failed call leaves the segment refusing reads (SCL below its horizon); the next round resumes."""
         store = self.store
-        log.info("gossip: %s hydrates from %s's page versions at LSN %d (the records it lacks were "
-                 "garbage-collected)", segment_id, peer, at_lsn)
+        log.info(
+            "gossip: %s hydrates from %s's page versions at LSN %d (the records it lacks were garbage-collected)",
+            segment_id,
+            peer,
+            at_lsn,
+        )
         await self.servicer._on_writer(store.begin_hydration, segment_id, at_lsn)
         start, tail = 0, 0
         while True:
             try:
-                reply = await self._stub(address).ReadPageVersions(pb.ReadPageVersionsRequest(
-                    segment_id=segment_id, at_lsn=at_lsn, start_page=start, max_bytes=HYDRATE_BATCH_BYTES_MAX),
-                    timeout=PEER_TIMEOUT_S * 5)
+                reply = await self._stub(address).ReadPageVersions(
+                    pb.ReadPageVersionsRequest(
+                        segment_id=segment_id, at_lsn=at_lsn, start_page=start, max_bytes=HYDRATE_BATCH_BYTES_MAX
+                    ),
+                    timeout=PEER_TIMEOUT_S * 5,
+                )
             except grpc.aio.AioRpcError as error:
-                log.info("gossip: %s: hydration from %s stopped at page %d: %s %s", segment_id, peer, start,
-                         error.code().name, error.details())
+                log.info(
+                    "gossip: %s: hydration from %s stopped at page %d: %s %s",
+                    segment_id,
+                    peer,
+                    start,
+                    error.code().name,
+                    error.details(),
+                )
                 return False
             versions = []
             for v in reply.versions:
                 if page_version_crc(v.page_no, v.page_lsn, v.data) != v.crc32c:
-                    raise ChecksumMismatch(f"page {v.page_no} at LSN {v.page_lsn} from {peer} failed its CRC-32C "
-                                           "check; hydration starts again next round")
+                    raise ChecksumMismatch(
+                        f"page {v.page_no} at LSN {v.page_lsn} from {peer} failed its CRC-32C "
+                        "check; hydration starts again next round"
+                    )
                 versions.append((v.page_no, v.page_lsn, v.data))
             next_page = reply.next_page if reply.more else None
             await self.servicer._on_writer(store.hydrate_pages, segment_id, at_lsn, start, next_page, versions)
@@ -178,22 +224,35 @@ class Gossip:
             start = next_page
         scl = await self.servicer._on_writer(store.finish_hydration, segment_id, at_lsn, tail)
         meta = store.segment(segment_id).meta
-        log.info("gossip: %s hydrated from %s at LSN %d: %d pages, %d bytes in all; SCL %d", segment_id, peer,
-                 at_lsn, meta.pages_hydrated, meta.bytes_hydrated, scl)
+        log.info(
+            "gossip: %s hydrated from %s at LSN %d: %d pages, %d bytes in all; SCL %d",
+            segment_id,
+            peer,
+            at_lsn,
+            meta.pages_hydrated,
+            meta.bytes_hydrated,
+            scl,
+        )
         return True
 
     async def _peer_views(self, segment_id: str, peers: list[list[str]]) -> dict[str, PeerView]:
         async def one(node_id: str, address: str) -> tuple[str, PeerView | None]:
             try:
                 reply = await self._stub(address).GetSegmentState(
-                    pb.GetSegmentStateRequest(segment_id=segment_id), timeout=PEER_TIMEOUT_S)
+                    pb.GetSegmentStateRequest(segment_id=segment_id), timeout=PEER_TIMEOUT_S
+                )
             except grpc.aio.AioRpcError:
                 return node_id, None
             state = reply.state
-            return node_id, PeerView(node_id, state.scl,
-                                     tuple(truncation_from_proto(r) for r in state.truncation_ranges),
-                                     state.retention_horizon_lsn, state.chain_anchor_lsn, state.scl_high_water,
-                                     state.rebuilding)
+            return node_id, PeerView(
+                node_id,
+                state.scl,
+                tuple(truncation_from_proto(r) for r in state.truncation_ranges),
+                state.retention_horizon_lsn,
+                state.chain_anchor_lsn,
+                state.scl_high_water,
+                state.rebuilding,
+            )
 
         results = await asyncio.gather(*(one(n, a) for n, a in peers))
         return {n: v for n, v in results if v is not None}

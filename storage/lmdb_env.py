@@ -40,9 +40,10 @@ import os
 import shutil
 import threading
 import time
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import lmdb
 
@@ -62,8 +63,12 @@ DISK_FULL_FREE_FRACTION = 0.05
 DISK_RESUME_FREE_BYTES = 128 * 1024 * 1024
 DISK_RESUME_FREE_FRACTION = 0.10
 CORRUPTION_ERRORS: tuple[type[BaseException], ...] = (
-    lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.VersionMismatchError,
-    lmdb.BadRslotError, lmdb.IncompatibleError,
+    lmdb.CorruptedError,
+    lmdb.PageNotFoundError,
+    lmdb.InvalidError,
+    lmdb.VersionMismatchError,
+    lmdb.BadRslotError,
+    lmdb.IncompatibleError,
 )
 _SPACE_WORDS = ("no space left", "disk quota exceeded", "file too large")
 
@@ -126,9 +131,14 @@ def move_aside(path: str) -> None:
 
 
 class LmdbEnvironment:
-    def __init__(self, path: str, map_size_bytes: int = MAP_SIZE_DEFAULT_BYTES,
-                 open_env: Callable[..., Any] = lmdb.open, discard: Callable[[str], None] | None = None,
-                 free_bytes: Callable[[str], tuple[int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        map_size_bytes: int = MAP_SIZE_DEFAULT_BYTES,
+        open_env: Callable[..., Any] = lmdb.open,
+        discard: Callable[[str], None] | None = None,
+        free_bytes: Callable[[str], tuple[int, int]] | None = None,
+    ) -> None:
         """`open_env` is `lmdb.open`; the simulator passes an in-memory stand-in with the same API (and its
         own `discard` and `free_bytes`)."""
         self.path = path
@@ -153,18 +163,23 @@ class LmdbEnvironment:
         if self._real:
             os.makedirs(self.path, exist_ok=True)
         try:
-            self.env = self._open_env(self.path, map_size=self.map_size_bytes, max_dbs=MAX_DBS, sync=True,
-                                      metasync=True, readahead=False, meminit=False)
+            self.env = self._open_env(
+                self.path,
+                map_size=self.map_size_bytes,
+                max_dbs=MAX_DBS,
+                sync=True,
+                metasync=True,
+                readahead=False,
+                meminit=False,
+            )
             self.dbs = {name: self.env.open_db(name) for name in TABLES}
         except CORRUPTION_ERRORS as error:
             raise self._corrupt(error) from None
 
     def close(self) -> None:
         if self.env is not None:
-            try:
+            with suppress(lmdb.Error):
                 self.env.close()
-            except lmdb.Error:  # noqa: S110 - closing a failed environment: nothing more to do
-                pass
 
     def replace(self) -> None:
         """Close the environment, move its files aside and open a fresh, empty one. Call on the writer
@@ -175,7 +190,7 @@ class LmdbEnvironment:
             self.env = None
             self.open()
         self.replacements += 1
-        self._set(DiskCondition(OK), "a fresh LMDB environment replaced the failed one at %s" % self.path)
+        self._set(DiskCondition(OK), f"a fresh LMDB environment replaced the failed one at {self.path}")
 
     def reopen(self) -> None:
         """After MDB_PANIC: the same files again (their last committed state is intact)."""
@@ -211,8 +226,10 @@ class LmdbEnvironment:
         return self._corrupt(error)
 
     def _corrupt(self, error: BaseException) -> DiskFailed:
-        sentence = (f"the LMDB environment at {self.path} is corrupt ({error}); nothing in it is served, and its "
-                    "segments are rebuilt from their peers in a fresh environment")
+        sentence = (
+            f"the LMDB environment at {self.path} is corrupt ({error}); nothing in it is served, and its "
+            "segments are rebuilt from their peers in a fresh environment"
+        )
         if not self.failed:
             self._set(DiskCondition(FAILED, sentence, time.monotonic()), sentence)
         return DiskFailed(sentence)
@@ -270,13 +287,17 @@ class LmdbEnvironment:
         free, total = self._free_bytes(self.path)
         nearly_full = free < min(DISK_FULL_FREE_BYTES, total * DISK_FULL_FREE_FRACTION)
         if any(word in text.lower() for word in _SPACE_WORDS) or nearly_full:
-            sentence = (f"the disk holding {self.path} is full ({free} bytes free; LMDB said: {text}); nothing "
-                        f"was stored, and writes resume once space is freed")
+            sentence = (
+                f"the disk holding {self.path} is full ({free} bytes free; LMDB said: {text}); nothing "
+                f"was stored, and writes resume once space is freed"
+            )
             if self._condition.state != FULL:
                 self._set(DiskCondition(FULL, sentence, time.monotonic()), sentence)
             return DiskFull(sentence, {"free_bytes": str(free)})
-        sentence = (f"a write to {self.path} failed with an I/O error ({text}) although {free} bytes are free; "
-                    "nothing was stored")
+        sentence = (
+            f"a write to {self.path} failed with an I/O error ({text}) although {free} bytes are free; "
+            "nothing was stored"
+        )
         if self._condition.state != IO_ERROR:
             self._set(DiskCondition(IO_ERROR, sentence, time.monotonic()), sentence)
         return DiskFailed(sentence)
@@ -292,6 +313,7 @@ class LmdbEnvironment:
 
     def probe(self) -> bool:
         """One tiny synced write (a disk that was full or failing may be fine again); True if it committed."""
+
         def put(txn: Any) -> None:
             txn.put(b"probe", str(time.monotonic()).encode(), db=self.dbs[b"meta"])
 

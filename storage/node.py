@@ -13,24 +13,32 @@ records into page versions and garbage-collects below the retention horizon.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
-from sixfold.storage.epochs import EPOCH_MAX
-from sixfold.storage.errors import InvalidRequest, StorageError
 from sixfold.storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S, Coalescer
 from sixfold.storage.disk_doctor import DiskDoctor
+from sixfold.storage.epochs import EPOCH_MAX
+from sixfold.storage.errors import InvalidRequest, StorageError
 from sixfold.storage.gossip import GOSSIP_INTERVAL_S, Gossip
 from sixfold.storage.lmdb_env import FAILED, FULL, IO_ERROR, OK
+from sixfold.storage.records import page_version_crc
 from sixfold.storage.scrub import SCRUB_INTERVAL_S, Scrubber
 from sixfold.storage.segment import (
-    PAGE_NO_LIMIT, PAGE_SIZE_MAX, PAGE_SIZE_MIN, PEERS_MAX, SEGMENT_ID_BYTES_MAX, AppendBatch, SegmentMeta,
+    PAGE_NO_LIMIT,
+    PAGE_SIZE_MAX,
+    PAGE_SIZE_MIN,
+    PEERS_MAX,
+    SEGMENT_ID_BYTES_MAX,
+    AppendBatch,
+    SegmentMeta,
     TruncationRange,
 )
-from sixfold.storage.records import page_version_crc
 from sixfold.storage.serving import Undecodable, abort_with
 from sixfold.storage.store import BatchResult, SegmentStore
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
@@ -45,8 +53,12 @@ INFLIGHT_BATCHES_MAX = 64  # per stream: batches received but not yet acknowledg
 PINS_MAX = 1_000  # pinned LSNs per segment
 PAGE_VERSIONS_BYTES_MAX = 4 * 1024 * 1024  # page images in one ReadPageVersions reply
 PAGE_VERSIONS_PAGES_MAX = 1_024
-DISK_CONDITIONS = {OK: pb.DISK_CONDITION_OK, FULL: pb.DISK_CONDITION_FULL, IO_ERROR: pb.DISK_CONDITION_IO_ERROR,
-                   FAILED: pb.DISK_CONDITION_FAILED}
+DISK_CONDITIONS = {
+    OK: pb.DISK_CONDITION_OK,
+    FULL: pb.DISK_CONDITION_FULL,
+    IO_ERROR: pb.DISK_CONDITION_IO_ERROR,
+    FAILED: pb.DISK_CONDITION_FAILED,
+}
 
 
 class GroupCommitter:
@@ -71,10 +83,8 @@ class GroupCommitter:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     def submit(self, batch: AppendBatch) -> asyncio.Future[BatchResult]:
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
@@ -85,7 +95,7 @@ class GroupCommitter:
     def _take_group(self) -> list[tuple[AppendBatch, asyncio.Future[BatchResult]]]:
         group, records = [], 0
         while self._queue and len(group) < GROUP_BATCHES_MAX:
-            batch, future = self._queue[0]
+            batch, _future = self._queue[0]
             if group and records + len(batch.records) > GROUP_RECORDS_MAX:
                 break
             group.append(self._queue.pop(0))
@@ -131,11 +141,20 @@ def _check_segment_id(segment_id: str) -> None:
 class StorageServicer:
     """Implements storage.v1.StorageService. Registered via storage.serving.generic_handler."""
 
-    def __init__(self, store: SegmentStore, node_id: str, az: str, writer: Any = None,
-                 peer_channel: Callable[[str], Any] | None = None, gossip_interval_s: float = GOSSIP_INTERVAL_S,
-                 scrub: bool = True, scrub_interval_s: float = SCRUB_INTERVAL_S,
-                 coalesce_interval_s: float = COALESCE_INTERVAL_S, history_window_s: float = HISTORY_WINDOW_S,
-                 isolated: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        store: SegmentStore,
+        node_id: str,
+        az: str,
+        writer: Any = None,
+        peer_channel: Callable[[str], Any] | None = None,
+        gossip_interval_s: float = GOSSIP_INTERVAL_S,
+        scrub: bool = True,
+        scrub_interval_s: float = SCRUB_INTERVAL_S,
+        coalesce_interval_s: float = COALESCE_INTERVAL_S,
+        history_window_s: float = HISTORY_WINDOW_S,
+        isolated: Callable[[], bool] = lambda: False,
+    ) -> None:
         """`writer` runs every LMDB write (default: one dedicated thread; the simulator runs them inline).
         `peer_channel(address)` opens a channel to a peer for gossip repair (None: no gossip).
         `scrub`: re-check every stored copy, a pass every `scrub_interval_s` (storage/scrub.py).
@@ -150,8 +169,18 @@ class StorageServicer:
         self.gossip = Gossip(self, peer_channel, gossip_interval_s, isolated) if peer_channel is not None else None
         self.scrubber = Scrubber(store, self._on_writer, scrub_interval_s) if scrub else None
         self.min_read_points: dict[str, int] = {}  # segment -> the writer's latest report (in memory only)
-        self.coalescer = Coalescer(store, self._on_writer, self.min_read_points.get, coalesce_interval_s,
-                                   history_window_s, peer_floor=self._peer_floor) if coalesce_interval_s > 0 else None
+        self.coalescer = (
+            Coalescer(
+                store,
+                self._on_writer,
+                self.min_read_points.get,
+                coalesce_interval_s,
+                history_window_s,
+                peer_floor=self._peer_floor,
+            )
+            if coalesce_interval_s > 0
+            else None
+        )
         self.doctor = DiskDoctor(store, self._on_writer)
 
     def _peer_floor(self, segment_id: str) -> int | None:
@@ -186,7 +215,8 @@ class StorageServicer:
         repaired = self.gossip.records_repaired.get(segment_id, 0) if self.gossip is not None else 0
         scrubbed = self.scrubber.counts_of(segment_id) if self.scrubber is not None else None
         return state_to_proto(
-            seg, records_repaired=repaired,
+            seg,
+            records_repaired=repaired,
             records_quarantined=scrubbed.records_quarantined if scrubbed else 0,
             versions_quarantined=scrubbed.versions_quarantined if scrubbed else 0,
             scrub_passes=scrubbed.scrub_passes if scrubbed else 0,
@@ -197,8 +227,13 @@ class StorageServicer:
     def heartbeat_report(self) -> tuple[list[cp_pb.HeldSegment], int, str]:
         """What a heartbeat tells the control plane: every segment held, and the disk's condition."""
         held = [
-            cp_pb.HeldSegment(segment_id=seg.meta.segment_id, membership_epoch=seg.meta.membership_epoch,
-                              scl=seg.tracker.scl, whole=seg.whole, rebuilding=seg.meta.rebuilding)
+            cp_pb.HeldSegment(
+                segment_id=seg.meta.segment_id,
+                membership_epoch=seg.meta.membership_epoch,
+                scl=seg.tracker.scl,
+                whole=seg.whole,
+                rebuilding=seg.meta.rebuilding,
+            )
             for seg in sorted(self.store.segments.values(), key=lambda s: s.meta.segment_id)
         ]
         condition = self.store.disk.condition
@@ -252,8 +287,11 @@ class StorageServicer:
                 if batch.min_read_point:  # only an accepted batch's writer may move the horizon
                     self.min_read_points[batch.segment_id] = batch.min_read_point
                 yield pb.AppendRecordsResponse(
-                    batch_id=result.batch_id, segment_id=result.segment_id, scl=result.scl,
-                    highest_lsn=result.highest_lsn, records_stored=result.stored,
+                    batch_id=result.batch_id,
+                    segment_id=result.segment_id,
+                    scl=result.scl,
+                    highest_lsn=result.highest_lsn,
+                    records_stored=result.stored,
                     records_duplicate=result.duplicates,
                 )
         finally:
@@ -284,7 +322,11 @@ class StorageServicer:
     async def GetSegmentState(self, request: pb.GetSegmentStateRequest, context: Any) -> pb.GetSegmentStateResponse:
         _check_segment_id(request.segment_id)
         state = self._state(request.segment_id)
-        tail = self.store.tail_at_or_below(request.segment_id, request.tail_at_or_below_lsn) if request.tail_at_or_below_lsn else 0
+        tail = (
+            self.store.tail_at_or_below(request.segment_id, request.tail_at_or_below_lsn)
+            if request.tail_at_or_below_lsn
+            else 0
+        )
         return pb.GetSegmentStateResponse(state=state, tail_lsn=tail)
 
     # -- retention: pins and hydration (storage/retention.py) --------------------
@@ -304,11 +346,17 @@ class StorageServicer:
             seg.check_epochs(request.volume_epoch, seg.meta.membership_epoch)
         max_bytes = min(request.max_bytes or PAGE_VERSIONS_BYTES_MAX, PAGE_VERSIONS_BYTES_MAX)
         versions, next_page, tail = self.store.read_page_versions(
-            request.segment_id, request.at_lsn, request.start_page, max_bytes, PAGE_VERSIONS_PAGES_MAX)
+            request.segment_id, request.at_lsn, request.start_page, max_bytes, PAGE_VERSIONS_PAGES_MAX
+        )
         return pb.ReadPageVersionsResponse(
-            versions=[pb.PageVersion(page_no=p, page_lsn=lsn, data=image,
-                                     crc32c=page_version_crc(p, lsn, image)) for p, lsn, image in versions],
-            more=next_page is not None, next_page=next_page or 0, chain_tail_lsn=tail, scl=seg.tracker.scl,
+            versions=[
+                pb.PageVersion(page_no=p, page_lsn=lsn, data=image, crc32c=page_version_crc(p, lsn, image))
+                for p, lsn, image in versions
+            ],
+            more=next_page is not None,
+            next_page=next_page or 0,
+            chain_tail_lsn=tail,
+            scl=seg.tracker.scl,
         )
 
     async def TruncateSegment(self, request: pb.TruncateSegmentRequest, context: Any) -> pb.TruncateSegmentResponse:
@@ -318,14 +366,21 @@ class StorageServicer:
         r: TruncationRange = truncation_from_proto(request.range)
         r.validate()
         removed = await self._on_writer(self.store.truncate, request.segment_id, request.volume_epoch, r)
-        log.info("segment %s truncated [%d, %d] epoch %d: %d records removed", request.segment_id,
-                 r.start_lsn, r.end_lsn, r.epoch, removed)
+        log.info(
+            "segment %s truncated [%d, %d] epoch %d: %d records removed",
+            request.segment_id,
+            r.start_lsn,
+            r.end_lsn,
+            r.epoch,
+            removed,
+        )
         return pb.TruncateSegmentResponse(state=self._state(request.segment_id), records_removed=removed)
 
     async def RaiseVolumeEpoch(self, request: pb.RaiseVolumeEpochRequest, context: Any) -> pb.RaiseVolumeEpochResponse:
         _check_segment_id(request.segment_id)
-        epoch = await self._on_writer(self.store.raise_volume_epoch, request.segment_id, request.volume_epoch,
-                                      request.writer_id)
+        epoch = await self._on_writer(
+            self.store.raise_volume_epoch, request.segment_id, request.volume_epoch, request.writer_id
+        )
         return pb.RaiseVolumeEpochResponse(volume_epoch=epoch, state=self._state(request.segment_id))
 
     async def CreateSegment(self, request: pb.CreateSegmentRequest, context: Any) -> pb.CreateSegmentResponse:
@@ -333,7 +388,9 @@ class StorageServicer:
         if not request.volume_id:
             raise InvalidRequest("the request names no volume_id")
         if not PAGE_SIZE_MIN <= request.page_size <= PAGE_SIZE_MAX or request.page_size & (request.page_size - 1):
-            raise InvalidRequest(f"page size {request.page_size} is not a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}")
+            raise InvalidRequest(
+                f"page size {request.page_size} is not a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}"
+            )
         if request.page_count == 0:
             raise InvalidRequest("a segment must hold at least one page")
         if request.first_page + request.page_count > PAGE_NO_LIMIT:
@@ -341,21 +398,30 @@ class StorageServicer:
         if request.membership_epoch > EPOCH_MAX:
             raise InvalidRequest(f"membership epoch {request.membership_epoch} is above the highest epoch {EPOCH_MAX}")
         meta = SegmentMeta(
-            segment_id=request.segment_id, volume_id=request.volume_id, pg_index=request.pg_index,
-            first_page=request.first_page, page_count=request.page_count, page_size=request.page_size,
-            membership_epoch=max(request.membership_epoch, 1), seg_no=0,
+            segment_id=request.segment_id,
+            volume_id=request.volume_id,
+            pg_index=request.pg_index,
+            first_page=request.first_page,
+            page_count=request.page_count,
+            page_size=request.page_size,
+            membership_epoch=max(request.membership_epoch, 1),
+            seg_no=0,
             peers=self._peers_of(request.peers),
         )
         created_meta, created = await self._on_writer(self.store.create_segment, meta, request.rebuild)
         if created:
-            log.info("segment %s created%s: volume %s PG %d pages %d..%d", meta.segment_id,
-                     " to replace a lost copy (rebuilding from its peers)" if request.rebuild else "",
-                     meta.volume_id, meta.pg_index, meta.first_page, meta.first_page + meta.page_count - 1)
+            log.info(
+                "segment %s created%s: volume %s PG %d pages %d..%d",
+                meta.segment_id,
+                " to replace a lost copy (rebuilding from its peers)" if request.rebuild else "",
+                meta.volume_id,
+                meta.pg_index,
+                meta.first_page,
+                meta.first_page + meta.page_count - 1,
+            )
         return pb.CreateSegmentResponse(state=self._state(created_meta.segment_id), created=created)
 
-    async def UpdateMembership(
-        self, request: pb.UpdateMembershipRequest, context: Any
-    ) -> pb.UpdateMembershipResponse:
+    async def UpdateMembership(self, request: pb.UpdateMembershipRequest, context: Any) -> pb.UpdateMembershipResponse:
         _check_segment_id(request.segment_id)
         if request.membership_epoch == 0:
             raise InvalidRequest("membership epoch 0 is not an epoch; epochs start at 1")
@@ -363,8 +429,13 @@ class StorageServicer:
         peers = self._peers_of(request.peers)
         epoch = await self._on_writer(self.store.update_membership, request.segment_id, request.membership_epoch, peers)
         if epoch != before:
-            log.info("segment %s: membership epoch %d -> %d, peers %s", request.segment_id, before, epoch,
-                     ", ".join(p[0] for p in peers))
+            log.info(
+                "segment %s: membership epoch %d -> %d, peers %s",
+                request.segment_id,
+                before,
+                epoch,
+                ", ".join(p[0] for p in peers),
+            )
         return pb.UpdateMembershipResponse(state=self._state(request.segment_id))
 
     def _peers_of(self, peers: Any) -> list[list[str]]:
@@ -373,7 +444,11 @@ class StorageServicer:
             raise InvalidRequest(f"{len(peers)} peers exceed the limit of {PEERS_MAX}")
         out = []
         for p in peers:
-            if not p.node_id or len(p.node_id.encode()) > SEGMENT_ID_BYTES_MAX or len(p.address.encode()) > SEGMENT_ID_BYTES_MAX:
+            if (
+                not p.node_id
+                or len(p.node_id.encode()) > SEGMENT_ID_BYTES_MAX
+                or len(p.address.encode()) > SEGMENT_ID_BYTES_MAX
+            ):
                 raise InvalidRequest(f"peer {p.node_id[:40]!r} has an empty or over-long node id or address")
             if p.node_id != self.node_id:
                 out.append([p.node_id, p.address])
@@ -390,9 +465,13 @@ class StorageServicer:
         condition = self.store.disk.condition
         healthy = condition.state != FAILED
         return pb.ListSegmentsResponse(
-            node_id=self.node_id, az=self.az, segments=segments,
+            node_id=self.node_id,
+            az=self.az,
+            segments=segments,
             lmdb_map_size_bytes=self.store.map_size() if healthy else 0,
             lmdb_used_bytes=self.store.used_bytes() if healthy else 0,
-            disk_condition=DISK_CONDITIONS[condition.state], disk_detail=condition.detail,
-            lost_segments=sorted(self.store.lost), environments_replaced=self.store.disk.replacements,
+            disk_condition=DISK_CONDITIONS[condition.state],
+            disk_detail=condition.detail,
+            lost_segments=sorted(self.store.lost),
+            environments_replaced=self.store.disk.replacements,
         )

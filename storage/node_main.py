@@ -15,12 +15,12 @@ import signal
 
 import grpc
 
+from sixfold.storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S
 from sixfold.storage.faults import FaultFile, default_fault_file
+from sixfold.storage.node import StorageServicer
+from sixfold.storage.scrub import SCRUB_INTERVAL_S
 from sixfold.storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
 from sixfold.storage.store import SegmentStore
-from sixfold.storage.node import StorageServicer
-from sixfold.storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S
-from sixfold.storage.scrub import SCRUB_INTERVAL_S
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 from sixfold.storage.v1 import storage_service_pb2 as pb
@@ -40,24 +40,45 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port)")
     parser.add_argument("--port-file", help="write the bound port here once serving")
     parser.add_argument("--control-plane", help="HOST:PORT of the control plane to register with and heartbeat")
-    parser.add_argument("--gossip-interval-ms", type=int, default=1000,
-                        help="how often each segment compares notes with its PG's peers and pulls what it lacks "
-                        "(default 1000)")
-    parser.add_argument("--scrub-interval-ms", type=int, default=int(SCRUB_INTERVAL_S * 1000),
-                        help="pause between two scrub passes, which re-check every stored record and page version "
-                        "against its CRC-32C and quarantine bad copies for gossip to fetch again; 0 turns "
-                        "scrubbing off (default %(default)s)")
-    parser.add_argument("--coalesce-interval-ms", type=int, default=int(COALESCE_INTERVAL_S * 1000),
-                        help="how often records are folded into page versions and garbage below the retention "
-                        "horizon is removed; 0 turns both off (default %(default)s)")
-    parser.add_argument("--history-window-s", type=float, default=HISTORY_WINDOW_S,
-                        help="history kept below the newest LSN, in seconds: the retention horizon stays at or "
-                        "below the SCL the segment had this long ago (default %(default)s)")
-    parser.add_argument("--lmdb-map-mib", type=int, default=1024,
-                        help="initial LMDB map size in MiB; the map doubles whenever it fills (default 1024)")
-    parser.add_argument("--fault-file",
-                        help="JSON file that injects faults into this node's gRPC server (delay, unreachable); "
-                             "see storage/faults.py (default DATA_DIR/faults.json)")
+    parser.add_argument(
+        "--gossip-interval-ms",
+        type=int,
+        default=1000,
+        help="how often each segment compares notes with its PG's peers and pulls what it lacks (default 1000)",
+    )
+    parser.add_argument(
+        "--scrub-interval-ms",
+        type=int,
+        default=int(SCRUB_INTERVAL_S * 1000),
+        help="pause between two scrub passes, which re-check every stored record and page version "
+        "against its CRC-32C and quarantine bad copies for gossip to fetch again; 0 turns "
+        "scrubbing off (default %(default)s)",
+    )
+    parser.add_argument(
+        "--coalesce-interval-ms",
+        type=int,
+        default=int(COALESCE_INTERVAL_S * 1000),
+        help="how often records are folded into page versions and garbage below the retention "
+        "horizon is removed; 0 turns both off (default %(default)s)",
+    )
+    parser.add_argument(
+        "--history-window-s",
+        type=float,
+        default=HISTORY_WINDOW_S,
+        help="history kept below the newest LSN, in seconds: the retention horizon stays at or "
+        "below the SCL the segment had this long ago (default %(default)s)",
+    )
+    parser.add_argument(
+        "--lmdb-map-mib",
+        type=int,
+        default=1024,
+        help="initial LMDB map size in MiB; the map doubles whenever it fills (default 1024)",
+    )
+    parser.add_argument(
+        "--fault-file",
+        help="JSON file that injects faults into this node's gRPC server (delay, unreachable); "
+        "see storage/faults.py (default DATA_DIR/faults.json)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,9 +106,15 @@ async def _heartbeat_loop(args: argparse.Namespace, address: str, servicer: Stor
                     log.info("registered with the control plane at %s", args.control_plane)
                 held, condition, detail = servicer.heartbeat_report()
                 reply = await stub.Heartbeat(
-                    cp_pb.HeartbeatRequest(node_id=args.node_id, address=address, segment_count=len(held),
-                                           segments=held, condition=condition, condition_detail=detail,
-                                           segments_reported=True),
+                    cp_pb.HeartbeatRequest(
+                        node_id=args.node_id,
+                        address=address,
+                        segment_count=len(held),
+                        segments=held,
+                        condition=condition,
+                        condition_detail=detail,
+                        segments_reported=True,
+                    ),
                     timeout=HEARTBEAT_TIMEOUT_MS / 1000,
                 )
                 if reply.heartbeat_interval_ms:
@@ -107,11 +134,15 @@ async def _serve(args: argparse.Namespace) -> int:
     fault_file = args.fault_file or default_fault_file(args.data_dir)
     faults = FaultFile(fault_file)
     servicer = StorageServicer(
-        store, args.node_id, args.az,
+        store,
+        args.node_id,
+        args.az,
         peer_channel=lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
         gossip_interval_s=args.gossip_interval_ms / 1000,
-        scrub=args.scrub_interval_ms > 0, scrub_interval_s=max(args.scrub_interval_ms, 1) / 1000,
-        coalesce_interval_s=max(args.coalesce_interval_ms, 0) / 1000, history_window_s=max(args.history_window_s, 0),
+        scrub=args.scrub_interval_ms > 0,
+        scrub_interval_s=max(args.scrub_interval_ms, 1) / 1000,
+        coalesce_interval_s=max(args.coalesce_interval_ms, 0) / 1000,
+        history_window_s=max(args.history_window_s, 0),
         isolated=lambda: faults.current().unreachable,
     )
     servicer.start()
@@ -119,8 +150,14 @@ async def _serve(args: argparse.Namespace) -> int:
     server, port, health = await start_server(args.host, args.port, [(service, servicer, pb)], fault_file=fault_file)
     address = f"{args.host}:{port}"
     write_port_file(args.port_file, port)
-    log.info("storage node %s (AZ %s) serving on %s with %d segments, data in %s",
-             args.node_id, args.az, address, len(store.segments), args.data_dir)
+    log.info(
+        "storage node %s (AZ %s) serving on %s with %d segments, data in %s",
+        args.node_id,
+        args.az,
+        address,
+        len(store.segments),
+        args.data_dir,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

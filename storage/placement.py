@@ -104,13 +104,11 @@ def _assert_valid(chosen: Sequence[Candidate]) -> None:
     assert len(per_az) == AZ_COUNT and all(n == NODES_PER_AZ for n in per_az.values()), chosen
 
 
-def _shortfall_sentence(
-    everyone: Sequence[Candidate], eligible: Sequence[Candidate], excluded: frozenset[str]
-) -> str:
+def _shortfall_sentence(everyone: Sequence[Candidate], eligible: Sequence[Candidate], excluded: frozenset[str]) -> str:
     need = f"a PG needs {NODES_PER_AZ} healthy nodes per AZ in {AZ_COUNT} AZs"
     if not everyone:
         return f"cannot place a PG: no storage nodes are registered; {need}"
-    eligible_count: dict[str, int] = {az: 0 for az in sorted({c.az for c in everyone})}
+    eligible_count: dict[str, int] = dict.fromkeys(sorted({c.az for c in everyone}), 0)
     for c in eligible:
         eligible_count[c.az] += 1
     short = [f"AZ {az} has {_node_phrase(n, excluded)}" for az, n in eligible_count.items() if n < NODES_PER_AZ]
@@ -118,8 +116,10 @@ def _shortfall_sentence(
     missing = AZ_COUNT - len(eligible_count)
     if missing > 0:
         known = ", ".join(eligible_count)
-        short.append(f"only {len(eligible_count)} AZ{'s' if len(eligible_count) != 1 else ''} ({known}) "
-                     f"{'have' if len(eligible_count) != 1 else 'has'} any registered node")
+        short.append(
+            f"only {len(eligible_count)} AZ{'s' if len(eligible_count) != 1 else ''} ({known}) "
+            f"{'have' if len(eligible_count) != 1 else 'has'} any registered node"
+        )
     qualifying_text = ", ".join(qualifying) if qualifying else "none"
     return f"cannot place a PG: {'; '.join(short)}; {need} (AZs that qualify: {qualifying_text})"
 

@@ -129,7 +129,15 @@ def decode_record(buf: bytes | memoryview, *, where: str = "record") -> LogRecor
     if version != RECORD_FORMAT_VERSION or kind not in (PayloadKind.PATCH, PayloadKind.IMAGE):
         raise ChecksumMismatch(f"{where} has format version {version} kind {kind}, which this node does not know")
     return LogRecord(
-        lsn, page_no, PayloadKind(kind), offset, body[_RECORD_BODY_HEADER.size :], pv, pp, ppage, epoch,
+        lsn,
+        page_no,
+        PayloadKind(kind),
+        offset,
+        body[_RECORD_BODY_HEADER.size :],
+        pv,
+        pp,
+        ppage,
+        epoch,
         bool(flags & FLAG_CPL),
     )
 
@@ -166,10 +174,13 @@ def validate_shape(record: LogRecord, page_size: int) -> None:
             f"record LSN {record.lsn} lies {record.lsn - record.prev_volume_lsn} past its volume predecessor "
             f"{record.prev_volume_lsn}; a writer never skips more than {LSN_STEP_MAX} LSNs"
         )
-    if not (record.prev_pg_lsn < record.lsn and record.prev_volume_lsn < record.lsn and record.prev_page_lsn < record.lsn):
+    if not (
+        record.prev_pg_lsn < record.lsn and record.prev_volume_lsn < record.lsn and record.prev_page_lsn < record.lsn
+    ):
         raise InvalidRequest(
             f"record LSN {record.lsn} has a backlink at or above itself "
-            f"(volume {record.prev_volume_lsn}, PG {record.prev_pg_lsn}, page {record.prev_page_lsn}); backlinks point back"
+            f"(volume {record.prev_volume_lsn}, PG {record.prev_pg_lsn}, page {record.prev_page_lsn}); "
+            "backlinks point back"
         )
     if record.prev_pg_lsn < record.prev_page_lsn:
         raise InvalidRequest(

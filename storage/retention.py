@@ -41,7 +41,9 @@ COALESCE_CHAIN_MIN = 8  # records above a page's newest version before it is wor
 HISTORY_SAMPLES_MAX = 4096  # (time, SCL) samples kept per segment; thinned past this
 
 
-def coalesce_target(record_lsns_above_version: list[int], limit: int, chain_min: int = COALESCE_CHAIN_MIN) -> int | None:
+def coalesce_target(
+    record_lsns_above_version: list[int], limit: int, chain_min: int = COALESCE_CHAIN_MIN
+) -> int | None:
     """The LSN to fold a page at (rule 1), given its record LSNs above its newest version; None: not yet."""
     assert chain_min >= 1
     foldable = [lsn for lsn in record_lsns_above_version if lsn <= limit]
@@ -50,8 +52,16 @@ def coalesce_target(record_lsns_above_version: list[int], limit: int, chain_min:
     return max(foldable)
 
 
-def next_horizon(current: int, *, scl: int, vdl_hint: int, min_read_point: int | None, pins: list[int],
-                 window_bound: int | None, peer_floor: int | None = None) -> int:
+def next_horizon(
+    current: int,
+    *,
+    scl: int,
+    vdl_hint: int,
+    min_read_point: int | None,
+    pins: list[int],
+    window_bound: int | None,
+    peer_floor: int | None = None,
+) -> int:
     """Rule 2: the new retention horizon (never below `current`)."""
     if min_read_point is None or window_bound is None:
         return current
@@ -77,7 +87,8 @@ def plan_page_gc(page_no: int, horizon: int, version_lsns: list[int], record_lsn
         return PageGc(page_no, 0, (), ())
     base = max(below)
     return PageGc(
-        page_no, base,
+        page_no,
+        base,
         tuple(sorted(v for v in version_lsns if v < base)),
         tuple(sorted(r for r in record_lsns if r <= base)),
     )

@@ -58,7 +58,7 @@ class SclTracker:
         return self.scl
 
     @classmethod
-    def rebuilt(cls, base: int, held: list[tuple[int, int]]) -> "SclTracker":
+    def rebuilt(cls, base: int, held: list[tuple[int, int]]) -> SclTracker:
         """A tracker for a segment complete to `base` that also holds `held` = [(lsn, prev_pg_lsn)]
         above it (after a truncation: every record kept above the range's start)."""
         tracker = cls(scl=base)

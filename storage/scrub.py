@@ -60,8 +60,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from sixfold.storage.errors import ChecksumMismatch, StorageError, UnknownSegment
 from sixfold.storage.records import decode_page_version, decode_record
@@ -86,7 +87,7 @@ CHAIN = "chain"
 # -- the checks (pure) ----------------------------------------------------------------
 
 
-def record_problem(meta: "SegmentMeta", lsn: int, raw: bytes, indexed: Callable[[int], bool]) -> str | None:
+def record_problem(meta: SegmentMeta, lsn: int, raw: bytes, indexed: Callable[[int], bool]) -> str | None:
     """Why the record stored under `lsn` must not be served (None: it is sound).
     `indexed(page_no)` says whether the page index has the row (page_no, lsn)."""
     where = f"record LSN {lsn} in segment {meta.segment_id}"
@@ -105,7 +106,7 @@ def record_problem(meta: "SegmentMeta", lsn: int, raw: bytes, indexed: Callable[
     return None
 
 
-def version_problem(meta: "SegmentMeta", page_no: int, lsn: int, raw: bytes) -> str | None:
+def version_problem(meta: SegmentMeta, page_no: int, lsn: int, raw: bytes) -> str | None:
     """Why the page version stored under (`page_no`, `lsn`) must not be served (None: it is sound)."""
     where = f"page version of page {page_no} at LSN {lsn} in segment {meta.segment_id}"
     try:
@@ -119,7 +120,7 @@ def version_problem(meta: "SegmentMeta", page_no: int, lsn: int, raw: bytes) -> 
     return None
 
 
-def chain_gap(meta: "SegmentMeta", lsn: int, prev_pg_lsn: int, held: Callable[[int], bool]) -> str | None:
+def chain_gap(meta: SegmentMeta, lsn: int, prev_pg_lsn: int, held: Callable[[int], bool]) -> str | None:
     """Why the record `lsn` (at or below the snapshot's SCL) shows SCL claims more than the records prove:
     its PG predecessor is above the chain anchor yet not held (None: the link is sound). `meta` is the
     segment's metadata as the same snapshot stored it; `held(lsn)` says whether a record is stored."""
@@ -127,8 +128,10 @@ def chain_gap(meta: "SegmentMeta", lsn: int, prev_pg_lsn: int, held: Callable[[i
         return None  # hydrating, or above SCL: no claim to check
     if prev_pg_lsn == 0 or prev_pg_lsn <= meta.chain_anchor_lsn or held(prev_pg_lsn):
         return None
-    return (f"record LSN {lsn} of segment {meta.segment_id} lies at or below SCL {meta.scl}, but its PG "
-            f"predecessor LSN {prev_pg_lsn} is not held: SCL claims a chain its records do not prove")
+    return (
+        f"record LSN {lsn} of segment {meta.segment_id} lies at or below SCL {meta.scl}, but its PG "
+        f"predecessor LSN {prev_pg_lsn} is not held: SCL claims a chain its records do not prove"
+    )
 
 
 # -- values the store hands back ------------------------------------------------------------
@@ -190,10 +193,15 @@ class Scrubber:
     """Runs passes over every segment of a store; quarantines through `on_writer(fn, *args)`,
     which runs `fn` on the node's single writer thread (StorageServicer._on_writer)."""
 
-    def __init__(self, store: "SegmentStore", on_writer: Callable[..., Awaitable[Any]],
-                 interval_s: float = SCRUB_INTERVAL_S, tick_pause_s: float = SCRUB_TICK_PAUSE_S,
-                 rows_per_tick_max: int = SCRUB_RECORDS_PER_TICK_MAX,
-                 bytes_per_tick_max: int = SCRUB_BYTES_PER_TICK_MAX) -> None:
+    def __init__(
+        self,
+        store: SegmentStore,
+        on_writer: Callable[..., Awaitable[Any]],
+        interval_s: float = SCRUB_INTERVAL_S,
+        tick_pause_s: float = SCRUB_TICK_PAUSE_S,
+        rows_per_tick_max: int = SCRUB_RECORDS_PER_TICK_MAX,
+        bytes_per_tick_max: int = SCRUB_BYTES_PER_TICK_MAX,
+    ) -> None:
         assert interval_s > 0 and tick_pause_s >= 0 and rows_per_tick_max > 0 and bytes_per_tick_max > 0
         self.store = store
         self.on_writer = on_writer
@@ -233,7 +241,7 @@ class Scrubber:
                 self.cursors.pop(segment_id, None)  # dropped meanwhile
             except StorageError as error:
                 log.warning("scrub of %s stopped; the next pass resumes there: %s", segment_id, error.message)
-            except Exception:  # noqa: BLE001 - one bad segment must not end scrubbing for good
+            except Exception:
                 log.exception("scrub of %s failed; the next pass resumes there", segment_id)
         self.passes += 1
 
@@ -279,27 +287,43 @@ class Scrubber:
             gap: Quarantined | None = await self.on_writer(self.store.break_chain_at_gap, segment_id, bad.lsn)
             if gap is not None:
                 counts.chain_gaps += 1
-                log.warning("scrub: %s; SCL %d -> %d: gossip fetches it from a peer", bad.problem, gap.scl_before,
-                            gap.scl_after)
+                log.warning(
+                    "scrub: %s; SCL %d -> %d: gossip fetches it from a peer", bad.problem, gap.scl_before, gap.scl_after
+                )
             return
         if bad.kind == VERSIONS:
             if await self.on_writer(self.store.quarantine_version, segment_id, bad.page_no, bad.lsn):
                 counts.versions_quarantined += 1
-                log.warning("scrub: %s; page version quarantined (deleted): reads use an older version and the "
-                            "records after it", bad.problem)
+                log.warning(
+                    "scrub: %s; page version quarantined (deleted): reads use an older version and the "
+                    "records after it",
+                    bad.problem,
+                )
             return
         done: Quarantined | None = await self.on_writer(self.store.quarantine_record, segment_id, bad.lsn)
         if done is None:
-            log.info("scrub: record LSN %d of %s was repaired or removed before it could be quarantined",
-                     bad.lsn, segment_id)
+            log.info(
+                "scrub: record LSN %d of %s was repaired or removed before it could be quarantined", bad.lsn, segment_id
+            )
             return
         counts.records_quarantined += 1
         seg = self.store.segments.get(segment_id)
         peers = len(seg.meta.peers) if seg is not None else 0
         if peers:
-            log.warning("scrub: %s; quarantined (deleted), SCL %d -> %d: gossip fetches it again from one of "
-                        "%d peers", done.problem, done.scl_before, done.scl_after, peers)
+            log.warning(
+                "scrub: %s; quarantined (deleted), SCL %d -> %d: gossip fetches it again from one of %d peers",
+                done.problem,
+                done.scl_before,
+                done.scl_after,
+                peers,
+            )
         else:
-            log.warning("scrub: %s; quarantined (deleted), SCL %d -> %d: segment %s has no peers, so it stays a "
-                        "hole and reads at or above LSN %d are refused until the record is sent again",
-                        done.problem, done.scl_before, done.scl_after, segment_id, done.lsn)
+            log.warning(
+                "scrub: %s; quarantined (deleted), SCL %d -> %d: segment %s has no peers, so it stays a "
+                "hole and reads at or above LSN %d are refused until the record is sent again",
+                done.problem,
+                done.scl_before,
+                done.scl_after,
+                segment_id,
+                done.lsn,
+            )

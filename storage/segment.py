@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable
+from typing import Any
 
 from sixfold.storage import epochs
 from sixfold.storage.epochs import EPOCH_MAX
@@ -123,13 +124,13 @@ class SegmentMeta:
         return _META_HEADER.pack(META_MAGIC, crc32c(body)) + body
 
     @classmethod
-    def from_bytes(cls, raw: bytes | memoryview, where: str = "segment metadata") -> "SegmentMeta":
+    def from_bytes(cls, raw: bytes | memoryview, where: str = "segment metadata") -> SegmentMeta:
         """Decode and check a stored copy; raise ChecksumMismatch if any byte, type or bound is wrong."""
         raw = bytes(raw)
         if len(raw) < _META_HEADER.size:
             raise ChecksumMismatch(f"{where} is {len(raw)} bytes, shorter than its header; it is not trusted")
         magic, stored_crc = _META_HEADER.unpack_from(raw, 0)
-        body = raw[_META_HEADER.size:]
+        body = raw[_META_HEADER.size :]
         if magic != META_MAGIC:
             raise ChecksumMismatch(f"{where} does not start with {META_MAGIC!r}; it is not trusted")
         actual = crc32c(body)
@@ -143,11 +144,13 @@ class SegmentMeta:
             meta.validate()
         except (ValueError, TypeError, KeyError, InvalidRequest) as error:
             text = error.message if isinstance(error, InvalidRequest) else f"{type(error).__name__}: {error}"
-            raise ChecksumMismatch(f"{where} passes its CRC-32C but does not make sense ({text}); it is not trusted")
+            raise ChecksumMismatch(
+                f"{where} passes its CRC-32C but does not make sense ({text}); it is not trusted"
+            ) from error
         return meta
 
     @classmethod
-    def _from_dict(cls, d: Any) -> "SegmentMeta":
+    def _from_dict(cls, d: Any) -> SegmentMeta:
         if not isinstance(d, dict) or set(d) != set(_META_FIELDS):
             raise ValueError("the fields are not those of segment metadata")
         values: dict[str, Any] = {}
@@ -162,10 +165,12 @@ class SegmentMeta:
             values[name] = value
         ranges, peers, pins, holes = d["truncation_ranges"], d["peers"], d["pinned_lsns"], d["holes"]
         if not isinstance(ranges, list) or not all(
-                isinstance(r, list) and len(r) == 3 and all(type(x) is int for x in r) for r in ranges):
+            isinstance(r, list) and len(r) == 3 and all(type(x) is int for x in r) for r in ranges
+        ):
             raise ValueError("truncation_ranges is not a list of [start, end, epoch]")
         if not isinstance(peers, list) or not all(
-                isinstance(p, list) and len(p) == 2 and all(type(x) is str for x in p) for p in peers):
+            isinstance(p, list) and len(p) == 2 and all(type(x) is str for x in p) for p in peers
+        ):
             raise ValueError("peers is not a list of [node_id, address]")
         for name, lsns in (("pinned_lsns", pins), ("holes", holes)):
             if not isinstance(lsns, list) or not all(type(x) is int and x >= 0 for x in lsns):
@@ -188,21 +193,37 @@ class SegmentMeta:
             raise InvalidRequest(f"seg_no {self.seg_no} is out of bounds")
         if not 1 <= self.membership_epoch <= EPOCH_MAX or self.volume_epoch > EPOCH_MAX:
             raise InvalidRequest("an epoch is out of bounds")
-        lsns = [self.scl, self.highest_lsn, self.retention_horizon_lsn, self.vdl_hint, self.chain_anchor_lsn,
-                self.scl_high_water, *self.pinned_lsns, *self.holes]
+        lsns = [
+            self.scl,
+            self.highest_lsn,
+            self.retention_horizon_lsn,
+            self.vdl_hint,
+            self.chain_anchor_lsn,
+            self.scl_high_water,
+            *self.pinned_lsns,
+            *self.holes,
+        ]
         if any(lsn > LSN_MAX for lsn in lsns):
             raise InvalidRequest("an LSN is above the highest LSN")
         if self.chain_anchor_lsn > self.retention_horizon_lsn:
             raise InvalidRequest("the chain anchor is above the GC floor")
-        if (len(self.truncation_ranges) > TRUNCATION_RANGES_MAX or len(self.peers) > PEERS_MAX
-                or len(self.holes) > HOLES_MAX):
+        if (
+            len(self.truncation_ranges) > TRUNCATION_RANGES_MAX
+            or len(self.peers) > PEERS_MAX
+            or len(self.holes) > HOLES_MAX
+        ):
             raise InvalidRequest("too many truncation ranges, peers or holes")
         for r in self.truncation_ranges:
             r.validate()
 
-    def copy(self) -> "SegmentMeta":
-        return replace(self, truncation_ranges=list(self.truncation_ranges), peers=[list(p) for p in self.peers],
-                       pinned_lsns=list(self.pinned_lsns), holes=list(self.holes))
+    def copy(self) -> SegmentMeta:
+        return replace(
+            self,
+            truncation_ranges=list(self.truncation_ranges),
+            peers=[list(p) for p in self.peers],
+            pinned_lsns=list(self.pinned_lsns),
+            holes=list(self.holes),
+        )
 
     def raise_scl_high_water(self) -> None:
         """`scl_high_water` follows SCL up; holes SCL has passed are restored (the chain runs through them)."""
@@ -213,9 +234,13 @@ class SegmentMeta:
     def note_hole(self, lsn: int) -> None:
         self.holes = sorted(set(self.holes) | {lsn})[-HOLES_MAX:]
 
-    def same_shape(self, other: "SegmentMeta") -> bool:
+    def same_shape(self, other: SegmentMeta) -> bool:
         return (self.volume_id, self.pg_index, self.first_page, self.page_count, self.page_size) == (
-            other.volume_id, other.pg_index, other.first_page, other.page_count, other.page_size,
+            other.volume_id,
+            other.pg_index,
+            other.first_page,
+            other.page_count,
+            other.page_size,
         )
 
 
@@ -223,7 +248,8 @@ _META_FIELDS = [f.name for f in fields(SegmentMeta)]
 # The scalar fields and their JSON types (the list fields are checked one by one in `_from_dict`).
 _META_TYPES: dict[str, type] = {
     f.name: {"int": int, "str": str, "bool": bool}[str(f.type)]
-    for f in fields(SegmentMeta) if str(f.type) in ("int", "str", "bool")
+    for f in fields(SegmentMeta)
+    if str(f.type) in ("int", "str", "bool")
 }
 
 
@@ -257,7 +283,7 @@ class Segment:
     meta: SegmentMeta
     tracker: SclTracker
 
-    def copy(self) -> "Segment":
+    def copy(self) -> Segment:
         """A working copy: the store plans on it and publishes it only after the commit."""
         return Segment(self.meta.copy(), SclTracker(self.tracker.scl, dict(self.tracker.pending)))
 
@@ -273,8 +299,9 @@ class Segment:
     # -- epochs (the rules live in storage/epochs.py) -------------------------------
 
     def check_epochs(self, volume_epoch: int, membership_epoch: int) -> None:
-        epochs.check_request(volume_epoch, membership_epoch, self.meta.volume_epoch, self.meta.membership_epoch,
-                             self.meta.segment_id)
+        epochs.check_request(
+            volume_epoch, membership_epoch, self.meta.volume_epoch, self.meta.membership_epoch, self.meta.segment_id
+        )
 
     # -- truncation -----------------------------------------------------------
 
@@ -293,8 +320,13 @@ class Segment:
         return fresh
 
     def note_truncation(
-        self, r: TruncationRange, chain_lsn_below_start: int, kept_from_start: list[tuple[int, int]],
-        removed: int, highest_lsn: int, stored_tail_below_start: int,
+        self,
+        r: TruncationRange,
+        chain_lsn_below_start: int,
+        kept_from_start: list[tuple[int, int]],
+        removed: int,
+        highest_lsn: int,
+        stored_tail_below_start: int,
     ) -> None:
         """After the store removed what the range voids: remember it and rebuild SCL from what is kept.
 
@@ -359,9 +391,12 @@ class Segment:
             if stored is not None and stored != encoded and not intact(stored):
                 # The stored copy is rotten: the good copy replaces it (invariant 6, repair by resend).
                 # A restart leaves rotten records out of the chain, so put it back in if it is missing.
-                if record.lsn > self.tracker.scl and self.tracker.pending.get(record.prev_pg_lsn) != record.lsn:
-                    if self.tracker.successor_conflict(record.lsn, record.prev_pg_lsn) is None:
-                        self.tracker.add(record.lsn, record.prev_pg_lsn)
+                if (
+                    record.lsn > self.tracker.scl
+                    and self.tracker.pending.get(record.prev_pg_lsn) != record.lsn
+                    and self.tracker.successor_conflict(record.lsn, record.prev_pg_lsn) is None
+                ):
+                    self.tracker.add(record.lsn, record.prev_pg_lsn)
                 puts.append((record, encoded))
                 in_batch[record.lsn] = encoded
                 repaired += 1
@@ -393,8 +428,9 @@ class Segment:
             in_batch[record.lsn] = encoded
             puts.append((record, encoded))
             highest = max(highest, record.lsn)
-        return AppendPlan(puts=puts, duplicates=duplicates, scl=self.tracker.scl, highest_lsn=highest,
-                          repaired=repaired)
+        return AppendPlan(
+            puts=puts, duplicates=duplicates, scl=self.tracker.scl, highest_lsn=highest, repaired=repaired
+        )
 
     def commit_plan(self, plan: AppendPlan, vdl_hint: int = 0) -> None:
         self.meta.vdl_hint = max(self.meta.vdl_hint, vdl_hint)
@@ -408,7 +444,8 @@ class Segment:
         m = self.meta
         if not m.first_page <= page_no < m.first_page + m.page_count:
             raise PageOutOfRange(
-                f"page {page_no} is outside segment {m.segment_id} (pages {m.first_page}..{m.first_page + m.page_count - 1})"
+                f"page {page_no} is outside segment {m.segment_id} "
+                f"(pages {m.first_page}..{m.first_page + m.page_count - 1})"
             )
 
     def check_read_point(self, read_point: int) -> None:

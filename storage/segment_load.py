@@ -30,8 +30,9 @@ Rules (this module owns them):
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import lmdb
 
@@ -109,16 +110,20 @@ def _read_metas(txn: Any, dbs: dict[bytes, Any], lost: dict[str, str]) -> tuple[
                 continue
             trusted[segment_id] = merged
             repaired.add(segment_id)
-            log.warning("segment %s: its two metadata copies both check but differ; merged the safe way (newer "
-                        "epochs, every truncation range, the lower chain anchor) and written again", segment_id)
+            log.warning(
+                "segment %s: its two metadata copies both check but differ; merged the safe way (newer "
+                "epochs, every truncation range, the lower chain anchor) and written again",
+                segment_id,
+            )
         elif not good:
             lost[segment_id] = "; ".join(problems)
         else:
             trusted[segment_id] = good[0]
             if len(good) == 1:
                 repaired.add(segment_id)
-                log.warning("segment %s: %s; using the other copy and writing both again", segment_id,
-                            "; ".join(problems))
+                log.warning(
+                    "segment %s: %s; using the other copy and writing both again", segment_id, "; ".join(problems)
+                )
     by_seg_no: dict[int, list[str]] = {}
     for meta in trusted.values():
         by_seg_no.setdefault(meta.seg_no, []).append(meta.segment_id)
@@ -128,8 +133,12 @@ def _read_metas(txn: Any, dbs: dict[bytes, Any], lost: dict[str, str]) -> tuple[
                 lost[segment_id] = f"segments {', '.join(ids)} all claim seg_no {seg_no}"
                 trusted.pop(segment_id)
     for segment_id, why in lost.items():
-        log.error("segment %s is lost: %s; its rows are deleted and the control plane creates it again, to be "
-                  "rebuilt from its peers", segment_id, why)
+        log.error(
+            "segment %s is lost: %s; its rows are deleted and the control plane creates it again, to be "
+            "rebuilt from its peers",
+            segment_id,
+            why,
+        )
     return trusted, repaired
 
 
@@ -148,8 +157,9 @@ def merge_copies(a: SegmentMeta, b: SegmentMeta) -> SegmentMeta | None:
     m.membership_epoch, m.peers = newer_members.membership_epoch, [list(p) for p in newer_members.peers]
     newer_writer = b if b.volume_epoch > a.volume_epoch else a
     m.volume_epoch, m.volume_epoch_owner = newer_writer.volume_epoch, newer_writer.volume_epoch_owner
-    m.truncation_ranges = sorted(set(a.truncation_ranges) | set(b.truncation_ranges),
-                                 key=lambda r: (r.start_lsn, r.end_lsn, r.epoch))
+    m.truncation_ranges = sorted(
+        set(a.truncation_ranges) | set(b.truncation_ranges), key=lambda r: (r.start_lsn, r.end_lsn, r.epoch)
+    )
     m.pinned_lsns = sorted(set(a.pinned_lsns) | set(b.pinned_lsns))
     m.holes = sorted(set(a.holes) | set(b.holes))
     m.rebuilding = a.rebuilding or b.rebuilding
@@ -202,8 +212,13 @@ def _verified(txn: Any, records: Any, meta: SegmentMeta, record_count: int) -> t
     highest = max(last_lsn(txn, records, meta.seg_no), meta.chain_anchor_lsn, tracker.scl)
     stored = (meta.scl, meta.highest_lsn, meta.record_count)
     if tracker.scl != meta.scl:
-        log.warning("segment %s: its metadata says SCL %d but its records prove %d; SCL is %d", meta.segment_id,
-                    meta.scl, tracker.scl, tracker.scl)
+        log.warning(
+            "segment %s: its metadata says SCL %d but its records prove %d; SCL is %d",
+            meta.segment_id,
+            meta.scl,
+            tracker.scl,
+            tracker.scl,
+        )
     fixed = meta.copy()
     fixed.scl, fixed.highest_lsn, fixed.record_count = tracker.scl, highest, record_count
     fixed.raise_scl_high_water()
@@ -243,8 +258,7 @@ def held_above(txn: Any, records: Any, meta: SegmentMeta, base: int, warn: bool 
                 continue
             if record.lsn != lsn or not record.prev_pg_lsn < lsn:
                 if warn:
-                    log.warning("record stored under LSN %d in segment %s is malformed; left out", lsn,
-                                meta.segment_id)
+                    log.warning("record stored under LSN %d in segment %s is malformed; left out", lsn, meta.segment_id)
                 continue
             held.append((lsn, record.prev_pg_lsn))
     return held

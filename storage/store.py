@@ -28,8 +28,9 @@ import logging
 import struct
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import lmdb
 
@@ -56,7 +57,15 @@ from sixfold.storage.records import (
 from sixfold.storage.retention import coalesce_target, plan_page_gc
 from sixfold.storage.scl import SclTracker
 from sixfold.storage.scrub import (
-    CHAIN, RECORDS, VERSIONS, BadCopy, Quarantined, ScrubChunk, chain_gap, record_problem, version_problem,
+    CHAIN,
+    RECORDS,
+    VERSIONS,
+    BadCopy,
+    Quarantined,
+    ScrubChunk,
+    chain_gap,
+    record_problem,
+    version_problem,
 )
 from sixfold.storage.segment import SEG_NO_MAX, AppendBatch, AppendPlan, Segment, SegmentMeta, TruncationRange
 from sixfold.storage.segment_load import held_above
@@ -70,7 +79,7 @@ LOOK_AGAIN = 1 << 30
 # Rows deleted per write transaction when clearing out orphan or dropped rows (bounds one transaction).
 DELETE_ROWS_PER_TXN_MAX = 50_000
 
-__all__ = ["SegmentStore", "BatchResult", "PageRead", "record_key", "page_key"]
+__all__ = ["BatchResult", "PageRead", "SegmentStore", "page_key", "record_key"]
 
 
 @dataclass
@@ -91,8 +100,13 @@ class PageRead:
 
 
 class SegmentStore:
-    def __init__(self, path: str, map_size_bytes: int = MAP_SIZE_DEFAULT_BYTES,
-                 open_env: Callable[..., Any] = lmdb.open, discard_env: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        map_size_bytes: int = MAP_SIZE_DEFAULT_BYTES,
+        open_env: Callable[..., Any] = lmdb.open,
+        discard_env: Callable[[str], None] | None = None,
+    ) -> None:
         """`open_env` is `lmdb.open`; the simulator passes an in-memory stand-in with the same API, and
         `discard_env(path)` to throw a failed environment away (default: move it aside)."""
         self.path = path
@@ -133,8 +147,13 @@ class SegmentStore:
             check = tree_check.check_in_child(self.path)
             if not check.ok:
                 salvaged = segment_load.salvaged_from(check.metadata)
-                log.error("the LMDB environment at %s is corrupt (%s); %d segments' metadata salvaged, rebuilt "
-                          "empty from their peers", self.path, check.problem, len(salvaged))
+                log.error(
+                    "the LMDB environment at %s is corrupt (%s); %d segments' metadata salvaged, rebuilt "
+                    "empty from their peers",
+                    self.path,
+                    check.problem,
+                    len(salvaged),
+                )
                 self.disk.fail(RuntimeError(check.problem))
                 self.rebuild_in_fresh_environment(salvaged)
                 return
@@ -147,8 +166,9 @@ class SegmentStore:
                 raise self.disk.fail(error) from None
         except StorageError as error:
             salvaged = segment_load.salvage(self.disk.env, self.disk.dbs)
-            log.warning("%s; %d segments' metadata salvaged, rebuilt empty from their peers", error.message,
-                      len(salvaged))
+            log.warning(
+                "%s; %d segments' metadata salvaged, rebuilt empty from their peers", error.message, len(salvaged)
+            )
             self.rebuild_in_fresh_environment(salvaged)
             return
         self.segments, self.lost, self._next_seg_no = loaded.segments, loaded.lost, loaded.next_seg_no
@@ -157,8 +177,14 @@ class SegmentStore:
         except StorageError as error:  # e.g. a full disk: the same fixes are found again at the next start
             log.warning("could not store what the start-up checks fixed: %s", error.message)
         for seg in self.segments.values():
-            log.info("segment %s: scl=%d highest_lsn=%d records=%d%s", seg.meta.segment_id, seg.meta.scl,
-                     seg.meta.highest_lsn, seg.meta.record_count, "" if seg.whole else " (not whole)")
+            log.info(
+                "segment %s: scl=%d highest_lsn=%d records=%d%s",
+                seg.meta.segment_id,
+                seg.meta.scl,
+                seg.meta.highest_lsn,
+                seg.meta.record_count,
+                "" if seg.whole else " (not whole)",
+            )
 
     def _settle_load(self, loaded: segment_load.Loaded) -> None:
         """Store what the start-up checks fixed: metadata written again (both copies), the keys of lost
@@ -190,9 +216,21 @@ class SegmentStore:
         next_seg_no = max([self._next_seg_no, *(m.seg_no + 1 for m in keep)])
         for meta in sorted(keep, key=lambda m: m.segment_id):
             rebuilt = replace(
-                meta.copy(), seg_no=next_seg_no, scl=0, highest_lsn=0, record_count=0, retention_horizon_lsn=0,
-                chain_anchor_lsn=0, vdl_hint=0, holes=[], rebuilding=True,
-                versions_coalesced=0, records_collected=0, versions_collected=0, pages_hydrated=0, bytes_hydrated=0,
+                meta.copy(),
+                seg_no=next_seg_no,
+                scl=0,
+                highest_lsn=0,
+                record_count=0,
+                retention_horizon_lsn=0,
+                chain_anchor_lsn=0,
+                vdl_hint=0,
+                holes=[],
+                rebuilding=True,
+                versions_coalesced=0,
+                records_collected=0,
+                versions_collected=0,
+                pages_hydrated=0,
+                bytes_hydrated=0,
             )
             next_seg_no += 1
             fresh[meta.segment_id] = Segment(meta=rebuilt, tracker=SclTracker(scl=0))
@@ -205,8 +243,12 @@ class SegmentStore:
         self.segments, self._next_seg_no = fresh, next_seg_no
         with self._dirty_lock:
             self._dirty_pages.clear()
-        log.warning("fresh LMDB environment at %s: %d segments created again, rebuilding from their peers: %s",
-                    self.path, len(fresh), ", ".join(sorted(fresh)) or "none")
+        log.warning(
+            "fresh LMDB environment at %s: %d segments created again, rebuilding from their peers: %s",
+            self.path,
+            len(fresh),
+            ", ".join(sorted(fresh)) or "none",
+        )
         return sorted(fresh)
 
     def close(self) -> None:
@@ -271,8 +313,9 @@ class SegmentStore:
         removed = 0
         for db_name in (b"records", b"page_index", b"versions"):
             while True:
-                n = self.disk.write(self._delete_prefix, self.disk.dbs[db_name], prefix(seg_no),
-                                    DELETE_ROWS_PER_TXN_MAX)
+                n = self.disk.write(
+                    self._delete_prefix, self.disk.dbs[db_name], prefix(seg_no), DELETE_ROWS_PER_TXN_MAX
+                )
                 if db_name == b"records":
                     removed += n
                 if n < DELETE_ROWS_PER_TXN_MAX:
@@ -296,8 +339,9 @@ class SegmentStore:
         """Take `volume_epoch` for `writer_id` durably (storage/epochs.py rule 4; the same writer raising the
         same epoch again is a no-op). Returns the epoch. Runs on the writer thread."""
         current = self.segment(segment_id)
-        if not epochs.plan_raise(volume_epoch, writer_id, current.meta.volume_epoch, current.meta.volume_epoch_owner,
-                                 segment_id):
+        if not epochs.plan_raise(
+            volume_epoch, writer_id, current.meta.volume_epoch, current.meta.volume_epoch_owner, segment_id
+        ):
             return volume_epoch
 
         def txn_fn(txn: Any) -> Segment:
@@ -369,7 +413,7 @@ class SegmentStore:
                     results.append(error)
                 except lmdb.Error:
                     raise  # the disk's, not the batch's (storage/lmdb_env.py rule 4)
-                except Exception as error:  # noqa: BLE001 - a bug or bad bytes must not fail the whole group
+                except Exception as error:
                     log.exception("batch %d for segment %s failed", batch.batch_id, batch.segment_id)
                     results.append(StorageError(f"the node could not apply the batch: {type(error).__name__}: {error}"))
             for seg in work.values():
@@ -381,7 +425,9 @@ class SegmentStore:
         with self._dirty_lock:
             for batch, result in zip(batches, results):
                 if not isinstance(result, StorageError):
-                    self._dirty_pages.setdefault(batch.segment_id, Counter()).update(r.page_no for r, _ in batch.records)
+                    self._dirty_pages.setdefault(batch.segment_id, Counter()).update(
+                        r.page_no for r, _ in batch.records
+                    )
         return results
 
     def take_dirty_pages(self, segment_id: str) -> Counter[int]:
@@ -429,7 +475,9 @@ class SegmentStore:
             txn.put(page_key(seg_no, record.page_no, record.lsn), b"", db=self._page_index)
         seg.commit_plan(plan, batch.vdl_hint)
         seg.meta.volume_epoch = max(seg.meta.volume_epoch, batch.volume_epoch)
-        return BatchResult(batch.batch_id, batch.segment_id, plan.scl, plan.highest_lsn, len(plan.puts), plan.duplicates)
+        return BatchResult(
+            batch.batch_id, batch.segment_id, plan.scl, plan.highest_lsn, len(plan.puts), plan.duplicates
+        )
 
     # -- truncation -----------------------------------------------------------
 
@@ -501,10 +549,7 @@ class SegmentStore:
 
     def _highest_lsn_in_txn(self, txn: Any, seg_no: int) -> int:
         cursor = txn.cursor(db=self._records)
-        if cursor.set_range(record_key(seg_no + 1, 0)):
-            moved = cursor.prev()
-        else:
-            moved = cursor.last()
+        moved = cursor.prev() if cursor.set_range(record_key(seg_no + 1, 0)) else cursor.last()
         if moved:
             key_seg, lsn = SEG_LSN.unpack(cursor.key())
             if key_seg == seg_no:
@@ -662,8 +707,9 @@ class SegmentStore:
             gap = chain_gap(snapshot, lsn, prev_pg, held)
             return None if gap is None else BadCopy(CHAIN, prev_pg, 0, gap)
 
-        return self._scrub_rows(self._records, meta.seg_no, start_key, rows_max, bytes_max, check,
-                                segment_id=segment_id)
+        return self._scrub_rows(
+            self._records, meta.seg_no, start_key, rows_max, bytes_max, check, segment_id=segment_id
+        )
 
     def scrub_versions(self, segment_id: str, start_key: bytes | None, rows_max: int, bytes_max: int) -> ScrubChunk:
         """As `scrub_records`, for the segment's page versions."""
@@ -676,9 +722,16 @@ class SegmentStore:
 
         return self._scrub_rows(self._versions, meta.seg_no, start_key, rows_max, bytes_max, check)
 
-    def _scrub_rows(self, db: Any, seg_no: int, start_key: bytes | None, rows_max: int, bytes_max: int,
-                    check: Callable[[Any, bytes, bytes, SegmentMeta | None], BadCopy | None],
-                    segment_id: str | None = None) -> ScrubChunk:
+    def _scrub_rows(
+        self,
+        db: Any,
+        seg_no: int,
+        start_key: bytes | None,
+        rows_max: int,
+        bytes_max: int,
+        check: Callable[[Any, bytes, bytes, SegmentMeta | None], BadCopy | None],
+        segment_id: str | None = None,
+    ) -> ScrubChunk:
         """Walk one segment's rows of `db` from `start_key` in one read transaction, `check`ing each, until
         `rows_max` rows or `bytes_max` bytes; the chunk says where to resume (None: at the end). With
         `segment_id`, `check` also gets the segment's metadata as stored in the same snapshot."""
@@ -706,7 +759,8 @@ class SegmentStore:
     def _stored_meta(self, txn: Any, segment_id: str) -> SegmentMeta | None:
         """The segment's metadata as this transaction's snapshot stores it (either good copy), or None."""
         return segment_load.trusted_copy(
-            (txn.get(segment_id.encode(), db=self.disk.dbs[table]) for table in segment_load.META_TABLES), segment_id)
+            (txn.get(segment_id.encode(), db=self.disk.dbs[table]) for table in segment_load.META_TABLES), segment_id
+        )
 
     def scrub_metadata(self, segment_id: str) -> str | None:
         """Why one of the segment's two stored metadata copies must not be trusted (None: both sound and
@@ -743,8 +797,11 @@ class SegmentStore:
         self.metadata_repaired += repaired
         return repaired
 
-    def _write_published(self, segment_id: str, txn_fn: Callable[[Any], tuple[Quarantined, Segment] | None],
-                         ) -> Quarantined | None:
+    def _write_published(
+        self,
+        segment_id: str,
+        txn_fn: Callable[[Any], tuple[Quarantined, Segment] | None],
+    ) -> Quarantined | None:
         """Run `txn_fn` (which returns None, or what it did and the segment's new state) and publish the state
         once the transaction committed."""
         result = self.disk.write(txn_fn)
@@ -762,8 +819,12 @@ class SegmentStore:
         def txn_fn(txn: Any) -> tuple[Quarantined, Segment] | None:
             seg = self.segment(segment_id).copy()
             m = seg.meta
-            if (seg.tracker.scl <= missing_lsn or missing_lsn <= m.chain_anchor_lsn or seg.tracker.scl < m.retention_horizon_lsn
-                    or txn.get(record_key(m.seg_no, missing_lsn), db=self._records) is not None):
+            if (
+                seg.tracker.scl <= missing_lsn
+                or missing_lsn <= m.chain_anchor_lsn
+                or seg.tracker.scl < m.retention_horizon_lsn
+                or txn.get(record_key(m.seg_no, missing_lsn), db=self._records) is not None
+            ):
                 return None
             scl_before = seg.tracker.scl
             self._break_chain_at(txn, seg, missing_lsn)
@@ -780,6 +841,7 @@ class SegmentStore:
 
         None if the record is gone or sound by now (a resend repaired it since the scrubber read it).
         Runs on the writer thread; the segment is changed on a copy published after the commit."""
+
         def txn_fn(txn: Any) -> tuple[Quarantined, Segment] | None:
             seg = self.segment(segment_id).copy()
             seg_no = seg.meta.seg_no
@@ -818,8 +880,12 @@ class SegmentStore:
             page_key(seg_no, page_no, lsn), db=self._page_index
         ):
             return 1
-        log.warning("record LSN %d of segment %s has no page-index row for the page its header names; "
-                    "searching the segment's page index", lsn, m.segment_id)
+        log.warning(
+            "record LSN %d of segment %s has no page-index row for the page its header names; "
+            "searching the segment's page index",
+            lsn,
+            m.segment_id,
+        )
         seg_prefix = prefix(seg_no)
         doomed = []
         cursor = txn.cursor(db=self._page_index)
@@ -874,9 +940,15 @@ class SegmentStore:
                 seg.tracker = SclTracker(scl=min(seg.tracker.scl, lsn - 1))
                 seg.meta.scl = seg.tracker.scl
                 self._put_meta(txn, seg.meta)
-                log.warning("segment %s lost page %d's only copy at LSN %d (at or below its GC floor %d): SCL "
-                            "lowered to %d, it serves no reads until hydrated again from a peer", segment_id,
-                            page_no, lsn, seg.meta.retention_horizon_lsn, seg.meta.scl)
+                log.warning(
+                    "segment %s lost page %d's only copy at LSN %d (at or below its GC floor %d): SCL "
+                    "lowered to %d, it serves no reads until hydrated again from a peer",
+                    segment_id,
+                    page_no,
+                    lsn,
+                    seg.meta.retention_horizon_lsn,
+                    seg.meta.scl,
+                )
                 return seg
             return True
 
@@ -887,8 +959,9 @@ class SegmentStore:
 
     # -- retention: coalescing, GC, pins, hydration (storage/retention.py) -------------
 
-    def _page_lsns(self, txn: Any, db: Any, seg_no: int, page_no: int, above: int = 0,
-                   upto: int = LSN_MAX) -> list[int]:
+    def _page_lsns(
+        self, txn: Any, db: Any, seg_no: int, page_no: int, above: int = 0, upto: int = LSN_MAX
+    ) -> list[int]:
         """LSNs of one page's rows in `db` (page index or versions) with above < LSN <= upto."""
         out = []
         cursor = txn.cursor(db=db)
@@ -918,8 +991,9 @@ class SegmentStore:
                 return at
         return 0
 
-    def coalesce_candidates(self, segment_id: str, start_page: int, pages_max: int, limit: int,
-                            chain_min: int) -> tuple[list[int], dict[int, int], int | None]:
+    def coalesce_candidates(
+        self, segment_id: str, start_page: int, pages_max: int, limit: int, chain_min: int
+    ) -> tuple[list[int], dict[int, int], int | None]:
         """Pages from `start_page` on worth folding at `limit` (retention rule 1), looked at in one short
         read transaction, at most `pages_max` pages; (pages, how many records each page looked at has
         above its newest version, the page to resume at or None at the end)."""
@@ -937,8 +1011,16 @@ class SegmentStore:
                 page += 1
         return found, remaining, page
 
-    def _look_at(self, txn: Any, meta: SegmentMeta, page: int, limit: int, chain_min: int,
-                 found: list[int], remaining: dict[int, int]) -> None:
+    def _look_at(
+        self,
+        txn: Any,
+        meta: SegmentMeta,
+        page: int,
+        limit: int,
+        chain_min: int,
+        found: list[int],
+        remaining: dict[int, int],
+    ) -> None:
         newest = self._newest_version_at_or_below(txn, meta.seg_no, page, LSN_MAX)
         lsns = self._page_lsns(txn, self._page_index, meta.seg_no, page, above=newest)
         if coalesce_target(lsns, limit, chain_min) is not None:
@@ -946,8 +1028,9 @@ class SegmentStore:
         if lsns:
             remaining[page] = len(lsns)  # until a fold really takes some (coalesce_pages counts them off)
 
-    def coalesce_candidates_among(self, segment_id: str, pages: list[int], limit: int,
-                                  chain_min: int) -> tuple[list[int], dict[int, int]]:
+    def coalesce_candidates_among(
+        self, segment_id: str, pages: list[int], limit: int, chain_min: int
+    ) -> tuple[list[int], dict[int, int]]:
         """Of `pages`, (those worth folding at `limit`, how many records each has above its newest
         version), in one short read transaction."""
         meta = self.segment(segment_id).meta
@@ -977,8 +1060,9 @@ class SegmentStore:
                     continue
                 image, page_lsn = self._materialize(txn, meta, page, target)
                 assert page_lsn == target, (page_lsn, target)
-                txn.put(page_key(meta.seg_no, page, target), encode_page_version(page, target, image),
-                        db=self._versions)
+                txn.put(
+                    page_key(meta.seg_no, page, target), encode_page_version(page, target, image), db=self._versions
+                )
                 folded[page] = sum(1 for lsn in lsns if lsn <= target)
             meta.versions_coalesced += len(folded)
             if folded:
@@ -1028,8 +1112,12 @@ class SegmentStore:
                 page = self._next_page(txn, self._versions, seg_no, page)
                 if page is None:
                     break
-                plan = plan_page_gc(page, horizon, self._page_lsns(txn, self._versions, seg_no, page, upto=horizon),
-                                    self._page_lsns(txn, self._page_index, seg_no, page, upto=horizon))
+                plan = plan_page_gc(
+                    page,
+                    horizon,
+                    self._page_lsns(txn, self._versions, seg_no, page, upto=horizon),
+                    self._page_lsns(txn, self._page_index, seg_no, page, upto=horizon),
+                )
                 for lsn in plan.versions_to_delete:
                     txn.delete(page_key(seg_no, page, lsn), db=self._versions)
                 for lsn in plan.records_to_delete:
@@ -1064,8 +1152,9 @@ class SegmentStore:
 
         self.segments[segment_id] = self.disk.write(txn_fn)
 
-    def read_page_versions(self, segment_id: str, at_lsn: int, start_page: int, max_bytes: int,
-                           pages_max: int) -> tuple[list[tuple[int, int, bytes]], int | None, int]:
+    def read_page_versions(
+        self, segment_id: str, at_lsn: int, start_page: int, max_bytes: int, pages_max: int
+    ) -> tuple[list[tuple[int, int, bytes]], int | None, int]:
         """Every page written at or below `at_lsn` from `start_page` on, materialized at `at_lsn`, in one
         read transaction: ([(page_no, page_lsn, image)], the page to continue at or None, chain tail)."""
         self.segment(segment_id).check_read_point(at_lsn)
@@ -1079,8 +1168,14 @@ class SegmentStore:
             tail = self._chain_tail_at_or_below(txn, meta, at_lsn)
             page: int | None = max(start_page, meta.first_page)
             while True:
-                candidates = [p for p in (self._next_page(txn, self._page_index, seg_no, page),
-                                          self._next_page(txn, self._versions, seg_no, page)) if p is not None]
+                candidates = [
+                    p
+                    for p in (
+                        self._next_page(txn, self._page_index, seg_no, page),
+                        self._next_page(txn, self._versions, seg_no, page),
+                    )
+                    if p is not None
+                ]
                 if not candidates:
                     return out, None, tail
                 page = min(candidates)
@@ -1111,8 +1206,14 @@ class SegmentStore:
 
         self.segments[segment_id] = self.disk.write(txn_fn)
 
-    def hydrate_pages(self, segment_id: str, at_lsn: int, start_page: int, end_page: int | None,
-                      versions: list[tuple[int, int, bytes]]) -> int:
+    def hydrate_pages(
+        self,
+        segment_id: str,
+        at_lsn: int,
+        start_page: int,
+        end_page: int | None,
+        versions: list[tuple[int, int, bytes]],
+    ) -> int:
         """Replace everything of pages [start_page, end_page) (None: to the segment's end) at or below
         `at_lsn` by the peer's `versions` [(page_no, page_lsn, image)], already CRC-checked, in one write
         transaction. Returns the bytes stored. Runs on the writer thread."""
@@ -1126,8 +1227,14 @@ class SegmentStore:
             page: int | None = max(start_page, meta.first_page)
             removed = 0
             while True:
-                candidates = [p for p in (self._next_page(txn, self._page_index, seg_no, page),
-                                          self._next_page(txn, self._versions, seg_no, page)) if p is not None]
+                candidates = [
+                    p
+                    for p in (
+                        self._next_page(txn, self._page_index, seg_no, page),
+                        self._next_page(txn, self._versions, seg_no, page),
+                    )
+                    if p is not None
+                ]
                 if not candidates or min(candidates) >= stop:
                     break
                 page = min(candidates)
@@ -1142,8 +1249,11 @@ class SegmentStore:
             for page_no, page_lsn, image in versions:
                 seg.check_page(page_no)
                 assert start_page <= page_no < stop and page_lsn <= at_lsn and len(image) == meta.page_size
-                txn.put(page_key(seg_no, page_no, page_lsn), encode_page_version(page_no, page_lsn, image),
-                        db=self._versions)
+                txn.put(
+                    page_key(seg_no, page_no, page_lsn),
+                    encode_page_version(page_no, page_lsn, image),
+                    db=self._versions,
+                )
                 stored += len(image)
             meta.record_count = max(0, meta.record_count - removed)
             meta.pages_hydrated += len(versions)

@@ -39,8 +39,13 @@ def check_in_child(path: str, timeout_s: float = CHECK_TIMEOUT_S) -> TreeCheck:
     if not os.path.exists(os.path.join(path, "data.mdb")):
         return TreeCheck(True)
     try:
-        done = subprocess.run([sys.executable, "-m", "sixfold.storage.tree_check", path], capture_output=True, text=True,
-                              timeout=timeout_s, env={**os.environ, "PYTHONFAULTHANDLER": ""})
+        done = subprocess.run(
+            [sys.executable, "-m", "sixfold.storage.tree_check", path],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env={**os.environ, "PYTHONFAULTHANDLER": ""},
+        )
     except subprocess.TimeoutExpired:
         return TreeCheck(False, f"walking the tree took more than {timeout_s:.0f} s")
     metadata = []

@@ -16,8 +16,8 @@ Rules (this module owns them):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from sixfold.storage.epochs import EPOCH_MAX
 from sixfold.storage.errors import InvalidRequest
@@ -51,7 +51,6 @@ class TruncationRange:
             raise InvalidRequest("a truncation range must carry the epoch of the writer that made it (not 0)")
         if self.epoch > EPOCH_MAX:
             raise InvalidRequest(f"truncation range epoch {self.epoch} is above the highest epoch {EPOCH_MAX}")
-
 
     def covers(self, lsn: int, record_epoch: int) -> bool:
         """Rule 1 for this range alone."""

@@ -28,8 +28,8 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -38,10 +38,13 @@ from sixfold.tools.cluster import Cluster
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "expected_log_errors(*substrings): process log error lines containing one of these are expected "
-        "(no arguments: any error line is expected)"
+        "markers",
+        "expected_log_errors(*substrings): process log error lines containing one of these are expected "
+        "(no arguments: any error line is expected)",
     )
-    config.addinivalue_line("markers", "cluster_options(**kwargs): keyword arguments for Cluster.up() in the `cluster` fixture")
+    config.addinivalue_line(
+        "markers", "cluster_options(**kwargs): keyword arguments for Cluster.up() in the `cluster` fixture"
+    )
 
 
 def free_port() -> int:

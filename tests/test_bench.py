@@ -16,8 +16,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def bench(*args: str, timeout_s: float = 240) -> str:
-    done = subprocess.run([sys.executable, "-m", "sixfold.tools.cli", "bench", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout_s)
+    done = subprocess.run(
+        [sys.executable, "-m", "sixfold.tools.cli", "bench", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
     print(done.stdout[-3000:])
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -26,8 +31,9 @@ def bench(*args: str, timeout_s: float = 240) -> str:
 def test_bench_storage_prints_node_and_lmdb_rates_and_their_ratio() -> None:
     out = bench("storage", "--records", "3000", "--payloads", "100,4096")
     for payload in ("100B", "4096B"):
-        row = re.search(rf"^\s+{payload}\s+3000 \|\s+([\d,]+)\s+([\d.]+) \|\s+([\d,]+)\s+([\d.]+) \|\s+([\d.]+)$",
-                        out, re.MULTILINE)
+        row = re.search(
+            rf"^\s+{payload}\s+3000 \|\s+([\d,]+)\s+([\d.]+) \|\s+([\d,]+)\s+([\d.]+) \|\s+([\d.]+)$", out, re.MULTILINE
+        )
         assert row, f"no result row for {payload}"
         node_rate, lmdb_rate, ratio = (float(row.group(i).replace(",", "")) for i in (1, 3, 5))
         assert node_rate > 0 and lmdb_rate > 0 and ratio == pytest.approx(node_rate / lmdb_rate, abs=0.01)

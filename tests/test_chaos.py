@@ -27,11 +27,11 @@ from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.store import SegmentStore
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
-from tests.test_store import SEG, batch, commit_ok, meta
 from sixfold.tools.chaos import lmdb_pages
 from sixfold.tools.chaos.history import FAIL, INFO
 from sixfold.tools.chaos.runner import RunConfig, classify, decode_value, encode_value, hot_keys, run_scenario, table
 from sixfold.tools.cluster import PROJECT_ROOT, health_check
+from tests.test_store import SEG, batch, commit_ok, meta
 
 DELAY_MS = 300
 SEGMENT = "vol-t/pg-00000"
@@ -103,7 +103,7 @@ def test_the_walk_finds_live_pages_and_live_metadata_copies(tmp_path: Path) -> N
     assert blob.count(b"SFM1") > 2, "stale metadata copies lie in freed pages"
     live = [v for v in lay.values if v.key == SEG.encode()]
     assert sorted(v.table for v in live) == sorted(META_TABLES)
-    assert all(blob[v.offset:v.offset + 4] == b"SFM1" for v in live)
+    assert all(blob[v.offset : v.offset + 4] == b"SFM1" for v in live)
     assert [c.scl for c in lmdb_pages.metadata_copies(Path(path, "data.mdb"), SEG, META_TABLES)] == [scl, scl]
     page = lmdb_pages.live_page_of(blob, lay, b"AIM-0059-", ("records",))
     assert page is not None and lay.table_of(page) == "records"
@@ -117,8 +117,11 @@ def test_metadata_rotted_in_the_live_copies_is_what_the_node_reads(tmp_path: Pat
     edits = lmdb_pages.edit_live_metadata(Path(path, "data.mdb"), SEG, 7, tables, fix_crc=mode == "forged")
     assert edits == [(t, scl, scl + 7) for t in tables]
     copies = lmdb_pages.metadata_copies(Path(path, "data.mdb"), SEG, META_TABLES)
-    assert [c.checks for c in copies] == {"one-copy": [True, False], "both-copies": [False, False],
-                                          "forged": [True, True]}[mode]
+    assert [c.checks for c in copies] == {
+        "one-copy": [True, False],
+        "both-copies": [False, False],
+        "forged": [True, True],
+    }[mode]
     store = SegmentStore(path)
     try:
         if mode == "both-copies":
@@ -141,9 +144,27 @@ def lone_node(tmp_path: Path):  # type: ignore[no-untyped-def]
     fault_file = tmp_path / "faults.json"
     log = open(tmp_path / "node.log", "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "sixfold.tools.cli", "storage-node", "--node-id", "x1", "--az", "x", "--data-dir", str(data_dir),
-         "--port-file", str(port_file), "--fault-file", str(fault_file)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "sixfold.tools.cli",
+            "storage-node",
+            "--node-id",
+            "x1",
+            "--az",
+            "x",
+            "--data-dir",
+            str(data_dir),
+            "--port-file",
+            str(port_file),
+            "--fault-file",
+            str(fault_file),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 30
         address = ""
@@ -177,8 +198,18 @@ def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(l
     channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
     stub = pb_grpc.StorageServiceStub(channel)
     list_segments = lambda: stub.ListSegments(pb.ListSegmentsRequest(), timeout=10)  # noqa: E731
-    stub.CreateSegment(pb.CreateSegmentRequest(segment_id=SEGMENT, volume_id="vol-t", pg_index=0, first_page=0,
-                                               page_count=64, page_size=4096, membership_epoch=1), timeout=10)
+    stub.CreateSegment(
+        pb.CreateSegmentRequest(
+            segment_id=SEGMENT,
+            volume_id="vol-t",
+            pg_index=0,
+            first_page=0,
+            page_count=64,
+            page_size=4096,
+            membership_epoch=1,
+        ),
+        timeout=10,
+    )
     assert _timed(list_segments) < DELAY_MS / 1000 / 2
 
     # An open AppendRecords stream: empty batches are acknowledged with the segment's SCL.
@@ -247,8 +278,7 @@ def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(l
 def test_chaos_scenario_passes(scenario: str, tmp_path: Path) -> None:
     seed = int(time.time()) % 100_000
     print(f"seed={seed}")
-    result = run_scenario(RunConfig(scenario=scenario, out_dir=tmp_path / scenario, seed=seed, seconds=10,
-                                    clients=6))
+    result = run_scenario(RunConfig(scenario=scenario, out_dir=tmp_path / scenario, seed=seed, seconds=10, clients=6))
     print(table([result]))
     assert (tmp_path / scenario / "history.jsonl").stat().st_size > 0
     assert (tmp_path / scenario / "verdict.json").exists()

@@ -32,7 +32,7 @@ from sixfold.tools.chaos.checkers import (
     writes_resumed_after,
 )
 from sixfold.tools.chaos.faults import FaultEvent, FaultLog
-from sixfold.tools.chaos.history import FAIL, INFO, OK, READ, WRITE, History, Op
+from sixfold.tools.chaos.history import FAIL, INFO, OK, READ, WRITE, History, Op, Operation
 from sixfold.tools.chaos.runner import OpRecord
 from sixfold.tools.chaos.scenarios import SCENARIOS, Context, Criterion, Timing, ops, quorum_possible_again
 
@@ -44,6 +44,7 @@ INFINITY = float("inf")
 # --- building histories by hand --------------------------------------------------------
 
 INVOKE_EVENT, COMPLETE_EVENT = "invoke", "complete"
+
 
 @dataclass
 class Spec:
@@ -79,13 +80,16 @@ def build(*specs: Spec) -> History:
     handles = {}
     for _, _, n, kind, spec in events:
         if kind == INVOKE_EVENT:
-            handles[n] = history.invoke(spec.process, spec.f, spec.key, spec.value if spec.f == WRITE else None, spec.start)
+            handles[n] = history.invoke(
+                spec.process, spec.f, spec.key, spec.value if spec.f == WRITE else None, spec.start
+            )
         else:
             history.complete(handles[n], spec.type, spec.value if spec.type == OK else None, time=spec.end)
     return history
 
 
 # --- the oracle ------------------------------------------------------------------------
+
 
 def brute_force_linearizable(history: History) -> bool:
     """Try every order of the operations that respects real time, for every choice of info writes.
@@ -100,7 +104,12 @@ def brute_force_linearizable(history: History) -> bool:
         chosen = [op for i, op in enumerate(ops) if i not in left_out]
         ends = [op.complete_time if op.type == OK else INFINITY for op in chosen]
 
-        def extend(done: frozenset[int], registers: dict[int, str | None]) -> bool:
+        def extend(
+            done: frozenset[int],
+            registers: dict[int, str | None],
+            chosen: list[Operation] = chosen,
+            ends: list[float] = ends,
+        ) -> bool:
             if len(done) == len(chosen):
                 return True
             for i, op in enumerate(chosen):
@@ -121,6 +130,7 @@ def brute_force_linearizable(history: History) -> bool:
 
 
 # --- random histories ------------------------------------------------------------------
+
 
 def execution(rng: random.Random, ops_max: int = 7, keys_max: int = 2, processes_max: int = 3) -> list[Spec]:
     """A small history of a real register per key: each operation takes effect at one point
@@ -171,7 +181,9 @@ def mutate(rng: random.Random, specs: list[Spec]) -> list[Spec]:
             if spec.f == READ:
                 spec.value = rng.choice(written + [None]) if spec.type == OK else None
         elif choice == 2 and spec.end is not None and spec.end - spec.start > 1:
-            spec.end = spec.start + rng.randint(1, int(spec.end - spec.start) - 1)  # shrink: stays inside the process's slot
+            spec.end = spec.start + rng.randint(
+                1, int(spec.end - spec.start) - 1
+            )  # shrink: stays inside the process's slot
         elif choice == 3 and spec.end is not None and spec.end - spec.start > 1:
             spec.start = spec.end - rng.randint(1, int(spec.end - spec.start) - 1)
         elif choice == 4 and spec.f == WRITE:
@@ -197,7 +209,8 @@ def test_random_executions_are_linearizable_and_mutations_match_the_oracle() -> 
         result = check_linearizable(mutated)
         assert result.verdict == (LINEARIZABLE if expected else NOT_LINEARIZABLE), (
             f"case {case} (seed {SEED}): oracle says {expected}, checker {result.verdict}\n{describe(mutated)}\n"
-            + "\n".join(result.explanations))
+            + "\n".join(result.explanations)
+        )
         outcomes[expected] += 1
     print(f"mutated histories: {outcomes[True]} linearizable, {outcomes[False]} not")
     assert outcomes[True] >= 300 and outcomes[False] >= 300, outcomes
@@ -215,6 +228,7 @@ def test_checker_matches_brute_force_oracle(rng: random.Random, mutations: bool)
 
 
 # --- classic histories -----------------------------------------------------------------
+
 
 def test_sequential_history_is_linearizable() -> None:
     h = build(w(1, 0, "a", 0, 1), r(2, 0, "a", 2, 3), w(1, 0, "b", 4, 5), r(2, 0, "b", 6, 7))
@@ -342,6 +356,7 @@ def test_explanations_are_capped() -> None:
 
 # --- lost writes and vanished reads ----------------------------------------------------
 
+
 def test_lost_write() -> None:
     h = build(w(1, 0, "a", 0, 1), w(1, 0, "b", 2, 3), r(2, 0, "a", 4, 5), r(2, 0, "a", 6, 7))
     result = check_lost_writes(h)
@@ -385,12 +400,14 @@ def test_reads_that_do_not_vanish() -> None:
     assert check_no_vanished_reads(h).ok
     h = build(w(1, 0, "a", 0, 1), w(1, 0, "b", 2, 3), r(2, 0, "b", 4, 6), r(3, 0, "a", 5, 7))
     assert check_no_vanished_reads(h).ok
-    h = build(w(1, 0, "a", 0, 1), w(2, 0, "b", 2, 3, type=INFO), r(3, 0, "a", 4, 5), r(3, 0, "b", 6, 7),
-              r(3, 0, "b", 8, 9))
+    h = build(
+        w(1, 0, "a", 0, 1), w(2, 0, "b", 2, 3, type=INFO), r(3, 0, "a", 4, 5), r(3, 0, "b", 6, 7), r(3, 0, "b", 8, 9)
+    )
     assert check_no_vanished_reads(h).ok
 
 
 # --- history bookkeeping ---------------------------------------------------------------
+
 
 def test_history_records_and_pairs() -> None:
     h = History()
@@ -403,11 +420,24 @@ def test_history_records_and_pairs() -> None:
     h.invoke(2, WRITE, 3, "p2-1", 3.5)  # never completes
     pairs = h.pairs()
     assert [(op.f, op.type, op.value, op.pending) for op in pairs] == [
-        (WRITE, OK, "p1-0", False), (READ, INFO, None, False), (READ, OK, "p1-0", False), (WRITE, INFO, "p2-1", True)]
+        (WRITE, OK, "p1-0", False),
+        (READ, INFO, None, False),
+        (READ, OK, "p1-0", False),
+        (WRITE, INFO, "p2-1", True),
+    ]
     assert pairs[1].error == "deadline exceeded" and (pairs[0].invoke_time, pairs[0].complete_time) == (0.0, 1.0)
     assert h.counts() == {"invoke": 4, OK: 2, FAIL: 0, INFO: 1, "pending": 1}
-    assert summary(h) == {"operations": 4, OK: 2, FAIL: 0, INFO: 2, "pending": 1, "reads": 2, "writes": 2,
-                          "reads_ok": 1, "writes_ok": 1}
+    assert summary(h) == {
+        "operations": 4,
+        OK: 2,
+        FAIL: 0,
+        INFO: 2,
+        "pending": 1,
+        "reads": 2,
+        "writes": 2,
+        "reads_ok": 1,
+        "writes_ok": 1,
+    }
     assert h.outstanding() == {2: h[6]}
 
 
@@ -442,7 +472,10 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
     h.to_jsonl(path)
     lines = path.read_text().splitlines()
     assert len(lines) == 5
-    assert lines[0] == '{"process": 0, "type": "invoke", "f": "write", "key": 7, "value": "p0-1", "time": 10.25, "index": 0}'
+    assert (
+        lines[0]
+        == '{"process": 0, "type": "invoke", "f": "write", "key": 7, "value": "p0-1", "time": 10.25, "index": 0}'
+    )
     assert '"error": "UNAVAILABLE: lost quorum"' in lines[3]
     again = History.from_jsonl(path)
     assert again.events == h.events and again.pairs() == h.pairs() and again.outstanding() == h.outstanding()
@@ -473,8 +506,10 @@ def test_checker_modules_are_pure() -> None:
 
 # --- a chaos-sized history -------------------------------------------------------------
 
-def chaos_history(rng: random.Random, operations: int = 3000, keys: int = 8, processes: int = 6,
-                  timeout: float = 0.5) -> History:
+
+def chaos_history(
+    rng: random.Random, operations: int = 3000, keys: int = 8, processes: int = 6, timeout: float = 0.5
+) -> History:
     """A real register per key driven by `processes` clients; during two fault windows operations
     time out (info) and a timed-out write takes effect later or never. Linearizable by construction."""
     faults = [(0.3, 0.5), (0.7, 0.8)]  # fractions of the run
@@ -514,8 +549,10 @@ def test_chaos_sized_history_is_checked_quickly() -> None:
     print(f"seed {SEED}")
     history = chaos_history(random.Random(SEED))
     result = check_linearizable(history)
-    print(f"{result.operations} operations over {result.keys} keys: {result.verdict}, "
-          f"{result.configurations} configurations, {result.info_writes_unobserved} unobserved info writes")
+    print(
+        f"{result.operations} operations over {result.keys} keys: {result.verdict}, "
+        f"{result.configurations} configurations, {result.info_writes_unobserved} unobserved info writes"
+    )
     assert result.ok, result.explanations
     assert result.configurations < 50_000
     assert check_no_vanished_reads(history).ok
@@ -524,11 +561,16 @@ def test_chaos_sized_history_is_checked_quickly() -> None:
     pairs = history.pairs()
     reads = [op for op in pairs if op.f == READ and op.type == OK and op.value is not None]
     target = reads[len(reads) // 2]
-    older = [op for op in pairs if op.f == WRITE and op.key == target.key and op.type == OK
-             and op.complete_time < target.invoke_time - 1.0]
+    older = [
+        op
+        for op in pairs
+        if op.f == WRITE and op.key == target.key and op.type == OK and op.complete_time < target.invoke_time - 1.0
+    ]
     if older:
-        events = [e if e.index != target.complete_index else Op(**{**vars(e), "value": older[0].value})
-                  for e in history.events]
+        events = [
+            e if e.index != target.complete_index else Op(**{**vars(e), "value": older[0].value})
+            for e in history.events
+        ]
         broken = check_linearizable(History(events))
         assert broken.verdict == NOT_LINEARIZABLE and broken.bad_keys == (target.key,)
 
@@ -557,8 +599,9 @@ def refusals(start: float = FAULT + 0.1, end: float = HEAL - 1.0) -> list[OpReco
     return out
 
 
-def no_quorum_context(records: list[OpRecord], victims: list[str],
-                      restarts: list[tuple[str, float]] | None = None) -> Context:
+def no_quorum_context(
+    records: list[OpRecord], victims: list[str], restarts: list[tuple[str, float]] | None = None
+) -> Context:
     """A finished run as the scenario's judge sees it: marks, victims, the client's records and the fault
     log (kills before the fault mark; `restarts` = (node, time the nemesis began to start it)); no processes."""
     log = FaultLog()
@@ -567,11 +610,17 @@ def no_quorum_context(records: list[OpRecord], victims: list[str],
         log.add(FaultEvent("kill", node, at, at + 0.05, "SIGKILL"))
     for node, at in restarts or []:
         log.add(FaultEvent("start", node, at, at + 0.3, "same port and data"))
-    return Context(name="synthetic", rng=random.Random(0), cluster=None, nemesis=SimpleNamespace(log=log),
-                   workload=SimpleNamespace(records=records, origin=0.0), timing=Timing(2.0, 6.0, 3.0),
-                   out_dir=None, marks={"load_start": 7.0, "fault_start": 8.0, "fault": FAULT, "heal_start": HEAL,
-                                        "healed": HEAL + 1.5},
-                   data={"victims": victims})
+    return Context(
+        name="synthetic",
+        rng=random.Random(0),
+        cluster=None,
+        nemesis=SimpleNamespace(log=log),
+        workload=SimpleNamespace(records=records, origin=0.0),
+        timing=Timing(2.0, 6.0, 3.0),
+        out_dir=None,
+        marks={"load_start": 7.0, "fault_start": 8.0, "fault": FAULT, "heal_start": HEAL, "healed": HEAL + 1.5},
+        data={"victims": victims},
+    )
 
 
 AZ_PLUS_ONE = ["a1", "a2", "b1"]
@@ -611,14 +660,18 @@ def test_no_quorum_write_invoked_before_heal_acknowledged_after_it_is_no_false_a
 
 
 def test_no_quorum_ack_completed_while_the_nodes_were_down_is_flagged() -> None:
-    ctx = no_quorum_context([*refusals(), write_op("p3-1", FAULT + 2.0, FAULT + 2.3)], AZ_PLUS_ONE,
-                            [("a1", HEAL + 0.01), ("a2", HEAL + 0.4), ("b1", HEAL + 0.8)])
+    ctx = no_quorum_context(
+        [*refusals(), write_op("p3-1", FAULT + 2.0, FAULT + 2.3)],
+        AZ_PLUS_ONE,
+        [("a1", HEAL + 0.01), ("a2", HEAL + 0.4), ("b1", HEAL + 0.8)],
+    )
     verdict = criterion(ctx, NO_FALSE_ACK)
     assert verdict.ok is False
     assert "1 acknowledged" in verdict.detail and "'p3-1'" in verdict.detail
     # Also an ack just before the heal began, of a write invoked while the nodes were down.
-    ctx = no_quorum_context([*refusals(), write_op("p3-1", HEAL - 0.6, HEAL - 0.01)], AZ_PLUS_ONE,
-                            [("a1", HEAL + 0.01)])
+    ctx = no_quorum_context(
+        [*refusals(), write_op("p3-1", HEAL - 0.6, HEAL - 0.01)], AZ_PLUS_ONE, [("a1", HEAL + 0.01)]
+    )
     assert criterion(ctx, NO_FALSE_ACK).ok is False
 
 
@@ -646,8 +699,9 @@ def test_no_quorum_without_restarts_in_the_fault_log_uses_the_heal_start() -> No
 def test_no_quorum_does_not_pass_vacuously() -> None:
     restarts = [("a1", HEAL + 0.01)]
     # No write answered while the nodes were down (the writer hung, or no client wrote): nothing was shown.
-    hung = no_quorum_context([write_op("p3-1", FAULT + 0.5, HEAL + 0.5, INFO), read_op(FAULT + 1, FAULT + 1.01)],
-                             AZ_PLUS_ONE, restarts)
+    hung = no_quorum_context(
+        [write_op("p3-1", FAULT + 0.5, HEAL + 0.5, INFO), read_op(FAULT + 1, FAULT + 1.01)], AZ_PLUS_ONE, restarts
+    )
     verdict = criterion(hung, NO_FALSE_ACK)
     assert verdict.ok is None and "nothing to judge" in verdict.detail  # reported, never a pass
     # Two victims never stop a quorum: this judge cannot say anything about such a run.

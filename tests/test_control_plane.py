@@ -21,12 +21,11 @@ import pytest
 from sixfold.storage import control_plane as cp
 from sixfold.storage.control_plane import ControlPlane, RegistryFull, UnknownNode
 from sixfold.storage.control_plane_server import STATE_FILE_NAME, start_control_plane
-from sixfold.storage.errors import AlreadyExists, InvalidRequest, StaleEpoch, UnknownVolume, Unavailable, VolumeFull
+from sixfold.storage.errors import AlreadyExists, InvalidRequest, StaleEpoch, Unavailable, UnknownVolume, VolumeFull
 from sixfold.storage.serving import CHANNEL_OPTIONS, start_server
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
-from sixfold.storage.v1 import control_plane_service_pb2_grpc
+from sixfold.storage.v1 import control_plane_service_pb2_grpc, storage_service_pb2_grpc
 from sixfold.storage.v1 import storage_service_pb2 as ss_pb2
-from sixfold.storage.v1 import storage_service_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODES = [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c"), ("c2", "c")]
@@ -41,8 +40,9 @@ def six_node_plane(now_ms: float = 0.0, timeout_ms: int = 3000) -> ControlPlane:
     return plane
 
 
-def create(plane: ControlPlane, volume_id: str, page_size: int = 0, segment_size_bytes: int = MIB,
-           now_ms: float = 0.0) -> cp.VolumeGeometry:
+def create(
+    plane: ControlPlane, volume_id: str, page_size: int = 0, segment_size_bytes: int = MIB, now_ms: float = 0.0
+) -> cp.VolumeGeometry:
     return plane.commit_pg_plan(plane.plan_create_volume(volume_id, page_size, segment_size_bytes, now_ms))
 
 
@@ -78,7 +78,9 @@ def test_grow_adds_one_pg_and_bumps_epoch() -> None:
     assert geometry.geometry_epoch == 2
     pages_per_pg = MIB // 8192
     assert [(pg.pg_index, pg.first_page, pg.page_count) for pg in geometry.protection_groups] == [
-        (0, 0, pages_per_pg), (1, pages_per_pg, pages_per_pg)]
+        (0, 0, pages_per_pg),
+        (1, pages_per_pg, pages_per_pg),
+    ]
     assert geometry.protection_groups[1].segments[0].segment_id == "v/pg-00001"
     assert grow(plane, "v", 0).geometry_epoch == 3  # 0 = grow whatever the epoch
 
@@ -181,7 +183,7 @@ def test_health_from_heartbeat_age() -> None:
 
 
 def test_heartbeat_from_unknown_node() -> None:
-    with pytest.raises(UnknownNode, match="^node zz is not registered; register first$"):
+    with pytest.raises(UnknownNode, match=r"^node zz is not registered; register first$"):
         six_node_plane().heartbeat("zz", "127.0.0.1:1", 0, 0.0)
 
 
@@ -200,10 +202,18 @@ def test_re_registration_updates_address_and_az() -> None:
     assert plane.describe_volume("v").protection_groups[0].segments[0].address == "127.0.0.1:8888"
 
 
-@pytest.mark.parametrize("node_id, az, address", [
-    ("", "a", "h:1"), ("a b", "a", "h:1"), ("n", "", "h:1"), ("n", "a/b", "h:1"),
-    ("n", "a", "nohost"), ("n", "a", ":1"), ("n", "a", "h:port"),
-])
+@pytest.mark.parametrize(
+    "node_id, az, address",
+    [
+        ("", "a", "h:1"),
+        ("a b", "a", "h:1"),
+        ("n", "", "h:1"),
+        ("n", "a/b", "h:1"),
+        ("n", "a", "nohost"),
+        ("n", "a", ":1"),
+        ("n", "a", "h:port"),
+    ],
+)
 def test_bad_registrations(node_id: str, az: str, address: str) -> None:
     with pytest.raises(InvalidRequest, match="is not valid"):
         ControlPlane().register_node(node_id, az, address, 0.0)
@@ -340,14 +350,21 @@ def test_server_registers_creates_grows_and_survives_restart(tmp_path: Path) -> 
                 assert all(n.health == cp_pb2.NODE_HEALTH_HEALTHY and n.segment_count == 0 for n in nodes)
 
                 created = await stub.CreateVolume(
-                    cp_pb2.CreateVolumeRequest(volume_id="vol", page_size=4096, segment_size_bytes=MIB))
+                    cp_pb2.CreateVolumeRequest(volume_id="vol", page_size=4096, segment_size_bytes=MIB)
+                )
                 geometry = created.geometry
                 assert geometry.geometry_epoch == 1 and len(geometry.protection_groups) == 1
                 assert {s.node_id for s in geometry.protection_groups[0].segments} == set(fakes)
-                for node_id, fake in fakes.items():
+                for fake in fakes.values():
                     request = fake.segments["vol/pg-00000"]
-                    assert (request.volume_id, request.pg_index, request.first_page, request.page_count,
-                            request.page_size, request.membership_epoch) == ("vol", 0, 0, 256, 4096, 1)
+                    assert (
+                        request.volume_id,
+                        request.pg_index,
+                        request.first_page,
+                        request.page_count,
+                        request.page_size,
+                        request.membership_epoch,
+                    ) == ("vol", 0, 0, 256, 4096, 1)
 
                 grown = (await stub.GrowVolume(cp_pb2.GrowVolumeRequest(volume_id="vol", geometry_epoch=1))).geometry
                 again = (await stub.GrowVolume(cp_pb2.GrowVolumeRequest(volume_id="vol", geometry_epoch=1))).geometry
@@ -355,8 +372,9 @@ def test_server_registers_creates_grows_and_survives_restart(tmp_path: Path) -> 
                 assert all("vol/pg-00001" in fake.segments for fake in fakes.values())
                 assert grown.protection_groups[1].first_page == 256
                 # Two clients growing from the same epoch at once: one PG is added, not two.
-                racing = await asyncio.gather(*(
-                    stub.GrowVolume(cp_pb2.GrowVolumeRequest(volume_id="vol", geometry_epoch=2)) for _ in range(2)))
+                racing = await asyncio.gather(
+                    *(stub.GrowVolume(cp_pb2.GrowVolumeRequest(volume_id="vol", geometry_epoch=2)) for _ in range(2))
+                )
                 assert [len(r.geometry.protection_groups) for r in racing] == [3, 3]
                 grown = racing[0].geometry
 
@@ -480,9 +498,21 @@ def test_control_plane_process_serves_and_stops_on_sigterm(tmp_path: Path) -> No
     log_path = tmp_path / "control_plane.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sixfold.tools.cli", "control-plane", "--data-dir", str(tmp_path / "cp"),
-             "--port-file", str(port_file), "--heartbeat-timeout-ms", "2000"],
-            cwd=REPO_ROOT, stderr=log, stdout=log,
+            [
+                sys.executable,
+                "-m",
+                "sixfold.tools.cli",
+                "control-plane",
+                "--data-dir",
+                str(tmp_path / "cp"),
+                "--port-file",
+                str(port_file),
+                "--heartbeat-timeout-ms",
+                "2000",
+            ],
+            cwd=REPO_ROOT,
+            stderr=log,
+            stdout=log,
         )
     try:
         port = wait_for_port_file(port_file, proc, "the control plane")
@@ -500,14 +530,18 @@ def test_control_plane_process_serves_and_stops_on_sigterm(tmp_path: Path) -> No
 
 
 def test_cli_wires_the_control_plane_subcommand() -> None:
-    from sixfold.tools.cli import build_parser
-
     from sixfold.storage.control_plane_main import heartbeat_interval_ms
+    from sixfold.tools.cli import build_parser
 
     parser = build_parser("control-plane")
     args = parser.parse_args(["control-plane", "--data-dir", "d"])
     assert (args._module, args.host, args.port, args.port_file, args.heartbeat_timeout_ms) == (
-        "sixfold.storage.control_plane_main", "127.0.0.1", 0, None, 3000)
+        "sixfold.storage.control_plane_main",
+        "127.0.0.1",
+        0,
+        None,
+        3000,
+    )
     assert heartbeat_interval_ms(args) == 500
     short = parser.parse_args(["control-plane", "--data-dir", "d", "--heartbeat-timeout-ms", "600"])
     assert heartbeat_interval_ms(short) == 200
@@ -521,7 +555,6 @@ def test_cli_wires_the_control_plane_subcommand() -> None:
 NODE_MAIN_MISSING = importlib.util.find_spec("sixfold.storage.node_main") is None
 
 
-
 @pytest.mark.skipif(NODE_MAIN_MISSING, reason="storage/node_main.py does not exist yet")
 def test_six_real_storage_nodes(tmp_path: Path) -> None:
     async def scenario() -> None:
@@ -533,14 +566,19 @@ def test_six_real_storage_nodes(tmp_path: Path) -> None:
             ports = {}
             for node_id, proc in procs:
                 ports[node_id] = await asyncio.to_thread(
-                    wait_for_port_file, tmp_path / f"{node_id}.port", proc, f"storage node {node_id}")
+                    wait_for_port_file, tmp_path / f"{node_id}.port", proc, f"storage node {node_id}"
+                )
             async with grpc.aio.insecure_channel(f"127.0.0.1:{cp_port}") as channel:
                 stub = cp_stub(channel)
                 await wait_until_healthy(stub, len(NODES))
-                geometry = (await stub.CreateVolume(
-                    cp_pb2.CreateVolumeRequest(volume_id="real", segment_size_bytes=MIB))).geometry
-                geometry = (await stub.GrowVolume(
-                    cp_pb2.GrowVolumeRequest(volume_id="real", geometry_epoch=geometry.geometry_epoch))).geometry
+                geometry = (
+                    await stub.CreateVolume(cp_pb2.CreateVolumeRequest(volume_id="real", segment_size_bytes=MIB))
+                ).geometry
+                geometry = (
+                    await stub.GrowVolume(
+                        cp_pb2.GrowVolumeRequest(volume_id="real", geometry_epoch=geometry.geometry_epoch)
+                    )
+                ).geometry
                 assert len(geometry.protection_groups) == 2
                 for placement in geometry.protection_groups[1].segments:
                     assert placement.address.endswith(f":{ports[placement.node_id]}")
@@ -548,7 +586,7 @@ def test_six_real_storage_nodes(tmp_path: Path) -> None:
                 nodes = (await stub.ListNodes(cp_pb2.ListNodesRequest())).nodes
                 assert all(n.segment_count == 2 for n in nodes)
         finally:
-            for node_id, proc in procs:
+            for _node_id, proc in procs:
                 stop_process(proc)
             await server.stop(None)
         for node_id, _ in procs:
@@ -562,10 +600,27 @@ def start_storage_node(tmp_path: Path, node_id: str, az: str, cp_port: int) -> s
     log = open(tmp_path / f"{node_id}.log", "w")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "sixfold.tools.cli", "storage-node", "--node-id", node_id, "--az", az,
-             "--data-dir", str(tmp_path / node_id), "--port", "0", "--port-file", str(tmp_path / f"{node_id}.port"),
-             "--control-plane", f"127.0.0.1:{cp_port}"],
-            cwd=REPO_ROOT, stdout=log, stderr=log,
+            [
+                sys.executable,
+                "-m",
+                "sixfold.tools.cli",
+                "storage-node",
+                "--node-id",
+                node_id,
+                "--az",
+                az,
+                "--data-dir",
+                str(tmp_path / node_id),
+                "--port",
+                "0",
+                "--port-file",
+                str(tmp_path / f"{node_id}.port"),
+                "--control-plane",
+                f"127.0.0.1:{cp_port}",
+            ],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=log,
         )
     finally:
         log.close()

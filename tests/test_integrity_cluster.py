@@ -18,8 +18,8 @@ import random
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import grpc
 import pytest
@@ -29,10 +29,10 @@ from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.wire import record_to_proto
-from tests.test_storage_integration import stub
-from tests.test_volume_faults import CALL_TIMEOUT_S, read, status, write
 from sixfold.tools.cluster import COMPUTE, Cluster
 from sixfold.tools.lmdb_tamper import edit_metadata, overwrite_pages
+from tests.test_storage_integration import stub
+from tests.test_volume_faults import CALL_TIMEOUT_S, read, status, write
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +66,11 @@ def check_pages(cluster: Cluster, expected: dict[int, bytes], reads: int = 3) ->
 
 def segment_state(cluster: Cluster, node: str) -> pb.SegmentState | None:
     try:
-        return stub(cluster.node_address(node)).GetSegmentState(
-            pb.GetSegmentStateRequest(segment_id=SEGMENT), timeout=CALL_TIMEOUT_S).state
+        return (
+            stub(cluster.node_address(node))
+            .GetSegmentState(pb.GetSegmentStateRequest(segment_id=SEGMENT), timeout=CALL_TIMEOUT_S)
+            .state
+        )
     except grpc.RpcError as error:
         if error.code() == grpc.StatusCode.NOT_FOUND:
             return None
@@ -167,7 +170,8 @@ def write_for(cluster: Cluster, seconds: float) -> tuple[int, float]:
 
 def raise_epoch(cluster: Cluster, node: str, epoch: int, writer_id: str = "not-a-writer") -> None:
     stub(cluster.node_address(node)).RaiseVolumeEpoch(
-        pb.RaiseVolumeEpochRequest(segment_id=SEGMENT, volume_epoch=epoch, writer_id=writer_id), timeout=CALL_TIMEOUT_S)
+        pb.RaiseVolumeEpochRequest(segment_id=SEGMENT, volume_epoch=epoch, writer_id=writer_id), timeout=CALL_TIMEOUT_S
+    )
 
 
 def test_a_segment_holding_a_newer_epoch_does_not_stop_the_writer(cluster: Cluster) -> None:
@@ -179,8 +183,10 @@ def test_a_segment_holding_a_newer_epoch_does_not_stop_the_writer(cluster: Clust
     raise_epoch(cluster, "b2", epoch + 1)
     acked, longest = write_for(cluster, 6.0)
     st = status(writer(cluster))
-    print(f"one segment at epoch {epoch + 1}: {acked} writes acknowledged in 6 s, longest gap {longest:.2f} s; "
-          f"writer epoch {st.volume_epoch}, regains {st.regains}")
+    print(
+        f"one segment at epoch {epoch + 1}: {acked} writes acknowledged in 6 s, longest gap {longest:.2f} s; "
+        f"writer epoch {st.volume_epoch}, regains {st.regains}"
+    )
     assert acked > 0 and longest < 5.0 and not st.fenced
     assert st.regains >= 1 and st.volume_epoch > epoch + 1
     epoch = st.volume_epoch
@@ -188,8 +194,10 @@ def test_a_segment_holding_a_newer_epoch_does_not_stop_the_writer(cluster: Clust
         raise_epoch(cluster, node, epoch + 1, writer_id="opener-that-gave-up")
     acked, longest = write_for(cluster, 16.0)
     st = status(writer(cluster))
-    print(f"a write quorum at epoch {epoch + 1}, no opener: {acked} writes in 16 s, longest gap {longest:.2f} s; "
-          f"regains {st.regains}")
+    print(
+        f"a write quorum at epoch {epoch + 1}, no opener: {acked} writes in 16 s, longest gap {longest:.2f} s; "
+        f"regains {st.regains}"
+    )
     assert acked > 0 and not st.fenced and st.regains >= 2 and st.volume_epoch > epoch + 1
     assert longest < 15.0
     check_pages(cluster, expected)  # the writes above went to another offset of the pages
@@ -205,13 +213,23 @@ def test_epochs_and_lsns_near_the_top_of_uint64_are_refused_and_the_volume_still
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "highest epoch" in refused.value.details()
     epoch = status(writer(cluster)).volume_epoch
     with pytest.raises(grpc.RpcError) as refused:
-        stub(address).TruncateSegment(pb.TruncateSegmentRequest(
-            segment_id=SEGMENT, volume_epoch=epoch, range=pb.TruncationRange(
-                start_lsn=2**64 - 100, end_lsn=2**64 - 2, epoch=epoch)), timeout=CALL_TIMEOUT_S)
+        stub(address).TruncateSegment(
+            pb.TruncateSegmentRequest(
+                segment_id=SEGMENT,
+                volume_epoch=epoch,
+                range=pb.TruncationRange(start_lsn=2**64 - 100, end_lsn=2**64 - 2, epoch=epoch),
+            ),
+            timeout=CALL_TIMEOUT_S,
+        )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "highest LSN" in refused.value.details()
     chain = ChainBuilder(epoch=epoch, next_lsn=2**64 - 2, last_lsn=2**64 - 3)
-    request = pb.AppendRecordsRequest(segment_id=SEGMENT, volume_epoch=epoch, membership_epoch=1, batch_id=1,
-                                      records=[record_to_proto(chain.patch(1, b"x"))])
+    request = pb.AppendRecordsRequest(
+        segment_id=SEGMENT,
+        volume_epoch=epoch,
+        membership_epoch=1,
+        batch_id=1,
+        records=[record_to_proto(chain.patch(1, b"x"))],
+    )
     with pytest.raises(grpc.RpcError) as refused:
         list(stub(address).AppendRecords(iter([request]), timeout=CALL_TIMEOUT_S))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -234,8 +252,9 @@ def test_a_dropped_copy_on_a_healthy_node_is_noticed_and_created_again(cluster: 
     expected = fill(cluster, rounds=1)
     stub(cluster.node_address("b2")).DropSegment(pb.DropSegmentRequest(segment_id=SEGMENT), timeout=CALL_TIMEOUT_S)
     assert segment_state(cluster, "b2") is None
-    took = wait_for("the copy exists again and is whole", lambda: (s := segment_state(cluster, "b2")) is not None
-                    and s.whole)
+    took = wait_for(
+        "the copy exists again and is whole", lambda: (s := segment_state(cluster, "b2")) is not None and s.whole
+    )
     print(f"created again and whole {took:.1f} s after the drop")
     assert node_info(cluster, "b2").health == cp_pb.NODE_HEALTH_HEALTHY
     assert "lost its copy" in cluster.log_path("control-plane").read_text()
@@ -244,13 +263,15 @@ def test_a_dropped_copy_on_a_healthy_node_is_noticed_and_created_again(cluster: 
 
 
 def _mount_tmpfs(path: Path, size_bytes: int) -> None:
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)], check=True, capture_output=True
+    )
 
 
 @pytest.mark.expected_log_errors("is full")
-def test_a_full_disk_is_reported_as_such_and_the_node_recovers_when_space_returns(cluster: Cluster,
-                                                                                   tmp_path: Path) -> None:
+def test_a_full_disk_is_reported_as_such_and_the_node_recovers_when_space_returns(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     """Item 6: c2's data directory on a small file system that fills: the node says so (ENOSPC or a short
     write, with a sentence, no tracebacks), shows degraded on the control plane and in `sixfold status`, the
     volume goes on with the others, and c2 catches up once there is room again."""
@@ -271,23 +292,35 @@ def test_a_full_disk_is_reported_as_such_and_the_node_recovers_when_space_return
         address = cluster.node_address("c2")
         payload = bytes(range(256)) * 12
         page = 0
-        while stub(address).ListSegments(pb.ListSegmentsRequest(), timeout=CALL_TIMEOUT_S).disk_condition != \
-                pb.DISK_CONDITION_FULL:
+        while (
+            stub(address).ListSegments(pb.ListSegmentsRequest(), timeout=CALL_TIMEOUT_S).disk_condition
+            != pb.DISK_CONDITION_FULL
+        ):
             write(writer(cluster), [(page % 500, 0, payload)])  # goes on with the five other copies
             page += 1
             assert page < 5_000, "c2's disk never filled"
         print(f"c2's disk full after {page} writes of {len(payload)} bytes")
-        wait_for("the control plane shows c2 degraded",
-                 lambda: node_info(cluster, "c2").health == cp_pb.NODE_HEALTH_DEGRADED, 10)
+        wait_for(
+            "the control plane shows c2 degraded",
+            lambda: node_info(cluster, "c2").health == cp_pb.NODE_HEALTH_DEGRADED,
+            10,
+        )
         assert node_info(cluster, "c2").condition == pb.DISK_CONDITION_FULL
-        shown = subprocess.run(["sixfold", "status", "--state-dir", str(cluster.state_dir)], capture_output=True,
-                               text=True, timeout=60).stdout
+        shown = subprocess.run(
+            ["sixfold", "status", "--state-dir", str(cluster.state_dir)], capture_output=True, text=True, timeout=60
+        ).stdout
         assert "degraded: c2 (disk full)" in shown and "DISK FULL" in shown, shown
         for i in range(20):
             write(writer(cluster), [(i, 0, b"while-c2-is-full")])
         subprocess.run(["mount", "-o", "remount,size=64m", str(data)], check=True, capture_output=True)
-        wait_for("c2's disk fine again", lambda: stub(address).ListSegments(
-            pb.ListSegmentsRequest(), timeout=CALL_TIMEOUT_S).disk_condition == pb.DISK_CONDITION_OK, 20)
+        wait_for(
+            "c2's disk fine again",
+            lambda: (
+                stub(address).ListSegments(pb.ListSegmentsRequest(), timeout=CALL_TIMEOUT_S).disk_condition
+                == pb.DISK_CONDITION_OK
+            ),
+            20,
+        )
         wait_for("c2 caught up", lambda: all_whole(cluster))
         log = cluster.log_path("c2").read_text()
         assert "Traceback" not in log
@@ -309,14 +342,15 @@ def test_the_writer_and_the_peers_follow_a_node_restarted_on_a_new_port(cluster:
 
     def followed() -> bool:
         st = status(writer(cluster))
-        writer_sees = any(s.node_id == "a1" and s.address == after and s.connected
-                          for pg in st.protection_groups for s in pg.segments)
+        writer_sees = any(
+            s.node_id == "a1" and s.address == after and s.connected for pg in st.protection_groups for s in pg.segments
+        )
         peer = segment_state(cluster, "c2")
         return writer_sees and peer is not None and [after] == [p.address for p in peer.peers if p.node_id == "a1"]
 
     took = wait_for("the writer and a peer use a1's new address", followed, 15)
     print(f"a1 moved {before} -> {after}; followed in {took:.1f} s")
-    expected.update({p: b"after-the-move" for p in range(5)})
+    expected.update(dict.fromkeys(range(5), b"after-the-move"))
     for p in range(5):
         write(writer(cluster), [(p, 0, b"after-the-move")])
     wait_for("a1 holds the writes made after the move", lambda: all_whole(cluster))

@@ -79,23 +79,29 @@ def test_records_near_the_top_of_the_lsn_space_or_far_past_their_predecessor_are
 
 
 def test_truncation_ranges_out_of_bounds_are_refused() -> None:
-    for r in (TruncationRange(1, 2**64 - 2, 2), TruncationRange(5, 5 + TRUNCATION_SPAN_MAX, 2),
-              TruncationRange(5, 6, EPOCH_MAX + 1), TruncationRange(5, 6, 0)):
+    for r in (
+        TruncationRange(1, 2**64 - 2, 2),
+        TruncationRange(5, 5 + TRUNCATION_SPAN_MAX, 2),
+        TruncationRange(5, 6, EPOCH_MAX + 1),
+        TruncationRange(5, 6, 0),
+    ):
         with pytest.raises(InvalidRequest):
             r.validate()
 
 
 def report(epoch: int = 1, highest: int = 0, ranges: tuple[TruncationRange, ...] = ()) -> SegmentReport:
-    return SegmentReport("s", scl=highest, highest_lsn=highest, volume_epoch=epoch, vdl_hint=0,
-                         truncation_ranges=ranges)
+    return SegmentReport(
+        "s", scl=highest, highest_lsn=highest, volume_epoch=epoch, vdl_hint=0, truncation_ranges=ranges
+    )
 
 
 def test_recovery_arithmetic_stays_inside_the_lsn_and_epoch_space() -> None:
     near_top = TruncationRange(LSN_MAX - 10, LSN_MAX - 1, 3)
     with pytest.raises(VolumeFull, match="used up its LSNs"):
         plan_recovery([report(3, 0, (near_top,))], {0: PgRecovered("s", 0)}, epoch=4, lal=500)
-    plan = plan_recovery([report(3, 0, (TruncationRange(100, LSN_MAX - 1000, 3),))], {0: PgRecovered("s", 0)},
-                         epoch=4, lal=500)
+    plan = plan_recovery(
+        [report(3, 0, (TruncationRange(100, LSN_MAX - 1000, 3),))], {0: PgRecovered("s", 0)}, epoch=4, lal=500
+    )
     assert plan.truncation.end_lsn <= LSN_MAX and plan.next_lsn == plan.truncation.end_lsn + 1
     with pytest.raises(VolumeFull, match="used up its epochs"):
         next_epoch([report(EPOCH_MAX)])
@@ -111,10 +117,21 @@ def test_a_recovery_older_than_a_truncation_it_reads_starts_again() -> None:
 
 
 metas = st.builds(
-    meta, scl=st.integers(0, LSN_MAX), highest_lsn=st.integers(0, LSN_MAX), volume_epoch=st.integers(0, EPOCH_MAX),
-    vdl_hint=st.integers(0, LSN_MAX), rebuilding=st.booleans(),
-    truncation_ranges=st.lists(st.builds(lambda s, n, e: TruncationRange(s, s + n, e), st.integers(1, 10**9),
-                                         st.integers(0, 10**6), st.integers(1, 99)), max_size=4),
+    meta,
+    scl=st.integers(0, LSN_MAX),
+    highest_lsn=st.integers(0, LSN_MAX),
+    volume_epoch=st.integers(0, EPOCH_MAX),
+    vdl_hint=st.integers(0, LSN_MAX),
+    rebuilding=st.booleans(),
+    truncation_ranges=st.lists(
+        st.builds(
+            lambda s, n, e: TruncationRange(s, s + n, e),
+            st.integers(1, 10**9),
+            st.integers(0, 10**6),
+            st.integers(1, 99),
+        ),
+        max_size=4,
+    ),
     peers=st.lists(st.lists(st.text("abc123", min_size=1, max_size=4), min_size=2, max_size=2), max_size=5),
 )
 
@@ -133,17 +150,39 @@ def test_metadata_round_trips_and_any_flipped_byte_is_caught(m: SegmentMeta, dat
 
 
 def test_metadata_that_checks_but_breaks_a_bound_is_not_trusted() -> None:
-    for bad in (meta(scl=LSN_MAX + 1), meta(volume_epoch=EPOCH_MAX + 1), meta(chain_anchor_lsn=5),
-                meta(seg_no=0), meta(page_size=1000)):
+    for bad in (
+        meta(scl=LSN_MAX + 1),
+        meta(volume_epoch=EPOCH_MAX + 1),
+        meta(chain_anchor_lsn=5),
+        meta(seg_no=0),
+        meta(page_size=1000),
+    ):
         with pytest.raises(ChecksumMismatch, match="does not make sense"):
             SegmentMeta.from_bytes(bad.to_bytes())
 
 
 def test_two_copies_that_differ_merge_the_safe_way() -> None:
-    a = meta(scl=50, volume_epoch=4, truncation_ranges=[TruncationRange(10, 20, 3)], chain_anchor_lsn=5,
-             retention_horizon_lsn=5, scl_high_water=50, vdl_hint=40, pinned_lsns=[7])
-    b = meta(scl=90, volume_epoch=6, volume_epoch_owner="w6", truncation_ranges=[TruncationRange(30, 40, 5)],
-             chain_anchor_lsn=3, retention_horizon_lsn=8, scl_high_water=90, vdl_hint=60, pinned_lsns=[9])
+    a = meta(
+        scl=50,
+        volume_epoch=4,
+        truncation_ranges=[TruncationRange(10, 20, 3)],
+        chain_anchor_lsn=5,
+        retention_horizon_lsn=5,
+        scl_high_water=50,
+        vdl_hint=40,
+        pinned_lsns=[7],
+    )
+    b = meta(
+        scl=90,
+        volume_epoch=6,
+        volume_epoch_owner="w6",
+        truncation_ranges=[TruncationRange(30, 40, 5)],
+        chain_anchor_lsn=3,
+        retention_horizon_lsn=8,
+        scl_high_water=90,
+        vdl_hint=60,
+        pinned_lsns=[9],
+    )
     m = merge_copies(a, b)
     assert m is not None
     assert (m.volume_epoch, m.volume_epoch_owner) == (6, "w6")

@@ -53,7 +53,9 @@ def sixfold(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def sixfold_ok(state_dir: Path, *args: str) -> str:
     result = sixfold(state_dir, *args)
-    assert result.returncode == 0, f"sixfold {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"sixfold {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    )
     return result.stdout
 
 
@@ -95,7 +97,7 @@ def test_cli_up_status_kill_start_pause_resume_stop_down(cluster_dir: Path) -> N
 
     status = cli_status(cluster_dir)
     assert list(status) == ALL
-    for name, process in status.items():
+    for process in status.values():
         assert process["state"] == "running" and process["health"] == "SERVING", process
         assert Path(process["log_file"]).exists() and Path(process["data_dir"]).is_dir()
     assert {n["node_id"] for n in status[CONTROL_PLANE]["nodes"]} == set(NODES)
@@ -208,8 +210,12 @@ def test_cli_without_a_cluster_suggests_up(tmp_path: Path) -> None:
 def test_cli_state_dir_defaults_to_the_environment(tmp_path: Path) -> None:
     env = dict(os.environ, SIXFOLD_STATE_DIR=str(tmp_path / "from-env"))
     result = subprocess.run(
-        [sys.executable, "-m", "sixfold.tools.cli", "status"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-        env=env, timeout=CLI_TIMEOUT_S,
+        [sys.executable, "-m", "sixfold.tools.cli", "status"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=CLI_TIMEOUT_S,
     )
     assert result.returncode == 1 and str(tmp_path / "from-env") in result.stderr
 
@@ -353,11 +359,10 @@ def test_compute_start_failure_names_the_compute_node_and_its_log(cluster: Clust
 
 def test_context_manager_stops_everything_when_the_body_fails(tmp_path: Path) -> None:
     pids: list[int] = []
-    with pytest.raises(RuntimeError, match="test body failed"):
-        with Cluster(tmp_path / "cluster") as cluster:
-            cluster.up(azs=("a", "b", "c"), nodes_per_az=2, compute=False)
-            pids = [p for p in (cluster.pid(n) for n in cluster.names()) if p]
-            raise RuntimeError("test body failed")
+    with pytest.raises(RuntimeError, match="test body failed"), Cluster(tmp_path / "cluster") as cluster:
+        cluster.up(azs=("a", "b", "c"), nodes_per_az=2, compute=False)
+        pids = [p for p in (cluster.pid(n) for n in cluster.names()) if p]
+        raise RuntimeError("test body failed")
     assert len(pids) == 7
     wait_gone(pids)
 
@@ -369,9 +374,17 @@ def test_down_never_signals_a_reused_pid(tmp_path: Path) -> None:
         cluster_dir = tmp_path / "cluster"
         cluster_dir.mkdir()
         record = {
-            "name": "a1", "role": "storage-node", "az": "a", "spare": False, "port": 1, "pid": stranger.pid,
-            "log_file": str(cluster_dir / "a1.log"), "data_dir": str(cluster_dir), "port_file": str(cluster_dir / "a1.port"),
-            "args": ["storage-node"], "command": [sys.executable, "-m", "sixfold.tools.cli", "storage-node"],
+            "name": "a1",
+            "role": "storage-node",
+            "az": "a",
+            "spare": False,
+            "port": 1,
+            "pid": stranger.pid,
+            "log_file": str(cluster_dir / "a1.log"),
+            "data_dir": str(cluster_dir),
+            "port_file": str(cluster_dir / "a1.port"),
+            "args": ["storage-node"],
+            "command": [sys.executable, "-m", "sixfold.tools.cli", "storage-node"],
         }
         (cluster_dir / "cluster.json").write_text(json.dumps({"version": 1, "layout": {}, "processes": [record]}))
         cluster = Cluster(cluster_dir)

@@ -4,28 +4,26 @@ from __future__ import annotations
 
 import random
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lmdb
 import pytest
-
-from sixfold.storage.errors import StorageError
-from sixfold.storage.lmdb_env import TABLES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixfold.storage.chain import ChainBuilder
-from sixfold.storage.errors import ChecksumMismatch
+from sixfold.storage.errors import ChecksumMismatch, StorageError
+from sixfold.storage.lmdb_env import TABLES
 from sixfold.storage.records import LogRecord, PayloadKind
 from sixfold.storage.segment import AppendBatch, TruncationRange
 from sixfold.storage.store import SegmentStore, record_key
-from tests.test_store import PAGE, SEG, batch, commit_ok, meta, oracle_page
 from sixfold.tools.sim.memlmdb import MemDisk, open_mem_env
+from tests.test_store import PAGE, SEG, batch, commit_ok, meta, oracle_page
 
 # -- differential driver: one sequence of operations, applied to real LMDB and to the stand-in ---------------
 
-CURSOR_OPS = ["first", "last", "next", "prev", "set_range", "set_key", "key", "value", "item", "delete", "get",
-              "close"]
+CURSOR_OPS = ["first", "last", "next", "prev", "set_range", "set_key", "key", "value", "item", "delete", "get", "close"]
 WRITE_DEPTH_MAX = 3
 READERS_MAX = 3
 
@@ -88,7 +86,7 @@ class Driver:
         kind = op[0]
         if kind == "begin":
             write = op[1]
-            if write and len(self.writes) >= WRITE_DEPTH_MAX or not write and len(self.reads) >= READERS_MAX:
+            if (write and len(self.writes) >= WRITE_DEPTH_MAX) or (not write and len(self.reads) >= READERS_MAX):
                 return "skip"
             parent = self.writes[-1] if write and self.writes else None
             txn = self.env.begin(write=write, parent=parent, buffers=op[2])
@@ -114,8 +112,12 @@ class Driver:
             c = op[1] % len(self.cursors)
             cursor = self.cursors[c]
             if kind == "iter":
-                make = [lambda: iter(cursor), lambda: cursor.iternext(values=False), lambda: cursor.iterprev(),
-                        lambda: cursor.iterprev(keys=False)][op[2]]
+                make = [
+                    lambda: iter(cursor),
+                    lambda: cursor.iternext(values=False),
+                    cursor.iterprev,
+                    lambda: cursor.iterprev(keys=False),
+                ][op[2]]
                 self.iters.append(make())
                 self.iter_cursor.append(c)
                 return len(self.iters) - 1
@@ -143,7 +145,7 @@ class Driver:
                 return txn.commit() if op[2] else txn.abort()
             finally:
                 if txn in self.writes:
-                    del self.writes[self.writes.index(txn):]
+                    del self.writes[self.writes.index(txn) :]
                     # A nested transaction's pages are freed or handed over: the chain's cursors go stale.
                     self.stale |= {i for i, t in enumerate(self.cursor_txn) if any(t is w for w in self.writes)}
                 if txn in self.reads:
@@ -253,10 +255,9 @@ def test_cursor_semantics_the_store_relies_on(tmp_path) -> None:  # type: ignore
         with env.begin(write=True, db=db) as txn:
             with env.begin(write=True, parent=txn, db=db) as child:
                 child.put(b"c", b"cc")
-            with pytest.raises(RuntimeError):
-                with env.begin(write=True, parent=txn, db=db) as child:
-                    child.delete(b"b")
-                    raise RuntimeError("abort the child")
+            with pytest.raises(RuntimeError), env.begin(write=True, parent=txn, db=db) as child:
+                child.delete(b"b")
+                raise RuntimeError("abort the child")
             assert [k for k, _ in txn.cursor()] == [b"b", b"c", b"d", b"f"]
         reader = env.begin(db=db)
         with env.begin(write=True, db=db) as txn:
@@ -379,8 +380,9 @@ def test_segment_store_runs_on_memdisk_and_survives_a_crash() -> None:
     store = mem_store(disk)
     store.create_segment(meta())
     chain = ChainBuilder()
-    records = [chain.patch(i % 4, b"r%d" % i, 8 * i) if i % 5 else chain.image(i % 4, bytes([i]) * PAGE)
-               for i in range(30)]
+    records = [
+        chain.patch(i % 4, b"r%d" % i, 8 * i) if i % 5 else chain.image(i % 4, bytes([i]) * PAGE) for i in range(30)
+    ]
     commit_ok(store, batch(records[:10]), batch(records[12:20], batch_id=2))  # hole at 11, 12
     assert store.segment(SEG).tracker.scl == 10
     commit_ok(store, batch(records[10:12], batch_id=3))
@@ -409,8 +411,10 @@ def test_a_rotten_record_is_never_served() -> None:
     store = mem_store(disk)
     store.create_segment(meta())
     chain = ChainBuilder()
-    commit_ok(store, batch([chain.patch(3, b"before"), chain.patch(3, b"UNIQUE-PAYLOAD-TO-ROT", 100),
-                            chain.patch(4, b"other")]))
+    commit_ok(
+        store,
+        batch([chain.patch(3, b"before"), chain.patch(3, b"UNIQUE-PAYLOAD-TO-ROT", 100), chain.patch(4, b"other")]),
+    )
     seg_no = store.segment(SEG).meta.seg_no
     raw = disk.get("node-a1", b"records", record_key(seg_no, 2))
     disk.rot("node-a1", b"records", record_key(seg_no, 2), byte_index=raw.index(b"UNIQUE"))
@@ -492,8 +496,12 @@ def plain(value: Any) -> Any:
     return value
 
 
-def store_transcript(open_store: Callable[[], SegmentStore], crash: Callable[[SegmentStore], None],
-                     ops: list[tuple], records: list[LogRecord]) -> list[Any]:
+def store_transcript(
+    open_store: Callable[[], SegmentStore],
+    crash: Callable[[SegmentStore], None],
+    ops: list[tuple],
+    records: list[LogRecord],
+) -> list[Any]:
     store = open_store()
     out: list[Any] = [store.create_segment(meta())]
     epoch = 1
@@ -501,9 +509,17 @@ def store_transcript(open_store: Callable[[], SegmentStore], crash: Callable[[Se
         try:
             if op[0] == "append":
                 _, start, count, stale, group = op
-                batches = [AppendBatch(SEG, epoch - stale, 1, start + g, [(r, r.crc()) for r in
-                                                                           records[start + g: start + g + count]], [])
-                           for g in range(group)]
+                batches = [
+                    AppendBatch(
+                        SEG,
+                        epoch - stale,
+                        1,
+                        start + g,
+                        [(r, r.crc()) for r in records[start + g : start + g + count]],
+                        [],
+                    )
+                    for g in range(group)
+                ]
                 out.append(store.commit_appends(batches))
             elif op[0] == "truncate":
                 _, start, length, bump = op
@@ -534,23 +550,31 @@ def store_transcript(open_store: Callable[[], SegmentStore], crash: Callable[[Se
 
 @settings(max_examples=25, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(0, 3), st.binary(min_size=1, max_size=12), st.booleans()), min_size=5,
-             max_size=30),
-    st.lists(st.one_of(
-        st.tuples(st.just("append"), st.integers(0, 29), st.integers(1, 6), st.sampled_from([0, 0, 0, 1]),
-                  st.integers(1, 3)),
-        st.tuples(st.just("truncate"), st.integers(1, 30), st.integers(0, 10), st.integers(0, 1)),
-        st.tuples(st.just("version"), st.integers(0, 3), st.integers(1, 30)),
-        st.tuples(st.just("read"), st.integers(0, 3), st.integers(0, 31)),
-        st.tuples(st.just("records"), st.integers(0, 30)),
-        st.tuples(st.just("tail"), st.integers(0, 31)),
-        st.tuples(st.just("crash")),
-    ), max_size=15),
+    st.lists(st.tuples(st.integers(0, 3), st.binary(min_size=1, max_size=12), st.booleans()), min_size=5, max_size=30),
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("append"),
+                st.integers(0, 29),
+                st.integers(1, 6),
+                st.sampled_from([0, 0, 0, 1]),
+                st.integers(1, 3),
+            ),
+            st.tuples(st.just("truncate"), st.integers(1, 30), st.integers(0, 10), st.integers(0, 1)),
+            st.tuples(st.just("version"), st.integers(0, 3), st.integers(1, 30)),
+            st.tuples(st.just("read"), st.integers(0, 3), st.integers(0, 31)),
+            st.tuples(st.just("records"), st.integers(0, 30)),
+            st.tuples(st.just("tail"), st.integers(0, 31)),
+            st.tuples(st.just("crash")),
+        ),
+        max_size=15,
+    ),
 )
 def test_segment_store_on_memdisk_matches_segment_store_on_lmdb(writes: list, ops: list[tuple]) -> None:
     chain = ChainBuilder()
-    records = [chain.image(p, (data * PAGE)[:PAGE]) if image else chain.patch(p, data, 16 * p)
-               for p, data, image in writes]
+    records = [
+        chain.image(p, (data * PAGE)[:PAGE]) if image else chain.patch(p, data, 16 * p) for p, data, image in writes
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         real = store_transcript(lambda: SegmentStore(tmp, map_size_bytes=1 << 24), lambda s: s.close(), ops, records)
     disk = MemDisk()

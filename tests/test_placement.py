@@ -53,11 +53,13 @@ def is_valid(chosen: list[Candidate], exclude: frozenset[str] = frozenset()) -> 
 
 
 @st.composite
-def _fleets(draw: st.DrawFn, az_counts: st.SearchStrategy[int], node_counts: st.SearchStrategy[int],
-            unhealthy_max: int) -> list[Candidate]:
+def _fleets(
+    draw: st.DrawFn, az_counts: st.SearchStrategy[int], node_counts: st.SearchStrategy[int], unhealthy_max: int
+) -> list[Candidate]:
     per_az = [draw(node_counts) for _ in range(draw(az_counts))]
-    ids = draw(st.lists(st.text("xyz0123", min_size=1, max_size=3), min_size=sum(per_az),
-                        max_size=sum(per_az), unique=True))
+    ids = draw(
+        st.lists(st.text("xyz0123", min_size=1, max_size=3), min_size=sum(per_az), max_size=sum(per_az), unique=True)
+    )
     azs = [az for az, n in zip(AZ_NAMES, per_az) for _ in range(n)]
     unhealthy = draw(st.sets(st.sampled_from(ids), max_size=unhealthy_max)) if ids else set()
     loads = draw(st.lists(st.integers(min_value=0, max_value=3), min_size=len(ids), max_size=len(ids)))
@@ -139,9 +141,14 @@ def test_tie_break_is_by_node_id() -> None:
 
 def test_fewest_segments_first() -> None:
     fleet = [
-        Candidate("a1", "a", 5), Candidate("a2", "a", 1), Candidate("a3", "a", 0),
-        Candidate("b1", "b", 0), Candidate("b2", "b", 0),
-        Candidate("c1", "c", 9), Candidate("c2", "c", 9), Candidate("c3", "c", 2),
+        Candidate("a1", "a", 5),
+        Candidate("a2", "a", 1),
+        Candidate("a3", "a", 0),
+        Candidate("b1", "b", 0),
+        Candidate("b2", "b", 0),
+        Candidate("c1", "c", 9),
+        Candidate("c2", "c", 9),
+        Candidate("c3", "c", 2),
     ]
     assert [c.node_id for c in choose_pg_nodes(fleet)] == ["a2", "a3", "b1", "b2", "c1", "c3"]
 
@@ -157,8 +164,14 @@ def test_unhealthy_nodes_are_skipped() -> None:
 
 
 def test_unavailable_names_the_short_az() -> None:
-    fleet = [Candidate("a1", "a", 0), Candidate("a2", "a", 0), Candidate("b1", "b", 0),
-             Candidate("b2", "b", 0, healthy=False), Candidate("c1", "c", 0), Candidate("c2", "c", 0)]
+    fleet = [
+        Candidate("a1", "a", 0),
+        Candidate("a2", "a", 0),
+        Candidate("b1", "b", 0),
+        Candidate("b2", "b", 0, healthy=False),
+        Candidate("c1", "c", 0),
+        Candidate("c2", "c", 0),
+    ]
     with pytest.raises(Unavailable) as info:
         choose_pg_nodes(fleet)
     message = info.value.message

@@ -33,8 +33,14 @@ PURE_MODULES = [
     "compute/errors.py",
 ]
 # compute/ is pure except these adapters (the writer process's I/O); a new module is pure unless listed here.
-COMPUTE_ADAPTERS = {"compute/volume.py", "compute/segment_stream.py", "compute/service.py", "compute/client.py",
-                    "compute/main.py", "compute/__init__.py"}
+COMPUTE_ADAPTERS = {
+    "compute/volume.py",
+    "compute/segment_stream.py",
+    "compute/service.py",
+    "compute/client.py",
+    "compute/main.py",
+    "compute/__init__.py",
+}
 FORBIDDEN = {"grpc", "lmdb", "time", "random", "threading", "asyncio", "socket", "subprocess"}
 
 

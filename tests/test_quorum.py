@@ -8,8 +8,8 @@ has 4 members with SCL >= L.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from itertools import chain, combinations
-from typing import Iterable, Mapping
 
 import pytest
 from hypothesis import given, settings
@@ -137,7 +137,9 @@ def test_write_and_read_quorum_match_brute_force(sets: list[frozenset[str]], pre
     assert membership.segments == frozenset().union(*sets)
 
 
-@pytest.mark.parametrize("sets", [[ABCDEF], [ABCDEF, ABCDEG], [ABCDEG, ABCDEF]], ids=["one-set", "two-sets", "two-sets-rev"])
+@pytest.mark.parametrize(
+    "sets", [[ABCDEF], [ABCDEF, ABCDEG], [ABCDEG, ABCDEF]], ids=["one-set", "two-sets", "two-sets-rev"]
+)
 def test_every_subset_against_oracle(sets: list[str]) -> None:
     frozen = [frozenset(s) for s in sets]
     membership = Membership.of(*sets)
@@ -185,9 +187,7 @@ def test_every_read_quorum_meets_every_write_quorum(sets: list[str]) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(memberships(), st.sets(st.sampled_from(POOL)), st.sets(st.sampled_from(POOL)))
-def test_random_read_and_write_quorums_intersect(
-    sets: list[frozenset[str]], write: set[str], read: set[str]
-) -> None:
+def test_random_read_and_write_quorums_intersect(sets: list[frozenset[str]], write: set[str], read: set[str]) -> None:
     membership = Membership.of(*sets)
     if membership.write_quorum_met(write) and membership.read_quorum_met(read):
         assert write & read & membership.segments

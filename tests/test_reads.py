@@ -74,12 +74,13 @@ class FakeStub:
     cancelled: int = 0
     hung: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def ReadPage(self, request: pb.ReadPageRequest, timeout: float) -> pb.ReadPageResponse:  # noqa: N802
+    async def ReadPage(self, request: pb.ReadPageRequest, timeout: float) -> pb.ReadPageResponse:
         self.reads += 1
         assert request.read_point <= self.scl, "a segment was asked for a read point above its SCL"
         if self.fail:
-            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
-                                       details="down")
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="down"
+            )
         if self.hang:
             try:
                 await asyncio.Event().wait()  # never answers; only cancellation ends it
@@ -88,7 +89,7 @@ class FakeStub:
                 raise
         return pb.ReadPageResponse(data=self.node.encode().ljust(16, b"."), page_lsn=READ_POINT, scl=self.scl)
 
-    async def GetSegmentState(self, request: pb.GetSegmentStateRequest, timeout: float) -> Any:  # noqa: N802
+    async def GetSegmentState(self, request: pb.GetSegmentStateRequest, timeout: float) -> Any:
         self.state_calls += 1
         return pb.GetSegmentStateResponse(state=pb.SegmentState(segment_id=request.segment_id, scl=self.scl))
 
@@ -116,7 +117,7 @@ def volume_with(stubs: dict[str, FakeStub], known_scl: dict[str, int]) -> tuple[
 def test_a_hung_first_segment_is_hedged_and_the_second_answers() -> None:
     async def run() -> None:
         stubs = {n: FakeStub(n, READ_POINT) for n in NODES}
-        volume, pg = volume_with(stubs, {n: READ_POINT for n in NODES})
+        volume, pg = volume_with(stubs, dict.fromkeys(NODES, READ_POINT))
         for rank, node in enumerate(NODES):  # a1 is the fastest so far: it is asked first, then a2
             volume.router.observe(node, 1.0 + rank)
         stubs["a1"].hang = True
@@ -128,19 +129,21 @@ def test_a_hung_first_segment_is_hedged_and_the_second_answers() -> None:
         assert all(stubs[n].reads == 0 for n in ("b1", "b2", "c1", "c2"))
         await asyncio.sleep(0)
         assert stubs["a1"].cancelled == 1  # the losing read is cancelled, not left running
+
     asyncio.run(run())
 
 
 def test_a_fast_first_segment_is_not_hedged() -> None:
     async def run() -> None:
         stubs = {n: FakeStub(n, READ_POINT) for n in NODES}
-        volume, pg = volume_with(stubs, {n: READ_POINT for n in NODES})
+        volume, pg = volume_with(stubs, dict.fromkeys(NODES, READ_POINT))
         for node in NODES:
             volume.router.observe(node, 1.0 if node == "b2" else 5.0)
         data, _ = await volume._read_from_segments(pg, PAGE, READ_POINT)
         assert data.startswith(b"b2")
         assert volume.hedged_reads == 0
         assert sum(s.reads for s in stubs.values()) == 1
+
     asyncio.run(run())
 
 
@@ -154,6 +157,7 @@ def test_segments_behind_the_read_point_are_never_asked_and_a_failure_moves_on()
         data, _ = await volume._read_from_segments(pg, PAGE, READ_POINT)
         assert data.startswith(b"c2")  # b1 failed; the others are behind (FakeStub asserts they are not asked)
         assert stubs["b1"].reads == 1 and stubs["c2"].reads == 1
+
     asyncio.run(run())
 
 
@@ -166,4 +170,5 @@ def test_with_no_segment_known_complete_a_read_quorum_is_asked_for_scls() -> Non
         asked = [n for n, s in stubs.items() if s.state_calls]
         assert len(asked) >= 3, asked  # a read quorum answered before routing again
         assert volume.log is not None and volume.log.pgs[0].scl_of["c1"] == READ_POINT
+
     asyncio.run(run())

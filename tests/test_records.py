@@ -12,10 +12,10 @@ from sixfold.storage.records import (
     LogRecord,
     PayloadKind,
     apply_record,
-    encode_checked,
     crc32c,
     decode_page_version,
     decode_record,
+    encode_checked,
     encode_page_version,
     validate_shape,
 )

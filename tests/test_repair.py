@@ -13,8 +13,8 @@ from sixfold.storage.records import LogRecord, PayloadKind
 from sixfold.storage.repair import PeerView, batch_epoch, plan_repair, records_to_append
 from sixfold.storage.segment import TruncationRange
 from sixfold.storage.v1 import storage_service_pb2 as pb
-from tests.test_storage_integration import all_records, append_once, create_volume, stub
 from sixfold.tools.cluster import Cluster
+from tests.test_storage_integration import all_records, append_once, create_volume, stub
 
 
 def test_ranges_travel_before_records_and_the_most_complete_peer_is_chosen() -> None:
@@ -49,8 +49,10 @@ def test_a_node_that_was_down_catches_up_through_gossip_alone(cluster: Cluster) 
     for s in pg.segments[1:]:  # no writer: records go straight to the five live segments
         for n, batch in enumerate(batches):
             append_once(s.address, s.segment_id, batch, batch_id=n)
-    assert stub(pg.segments[1].address).GetSegmentState(
-        pb.GetSegmentStateRequest(segment_id=absent.segment_id)).state.scl == chain.last_lsn
+    assert (
+        stub(pg.segments[1].address).GetSegmentState(pb.GetSegmentStateRequest(segment_id=absent.segment_id)).state.scl
+        == chain.last_lsn
+    )
     cluster.start(absent.node_id)
     address = cluster.node_address(absent.node_id)
     deadline = time.monotonic() + 60
@@ -87,7 +89,8 @@ def test_a_record_truncated_by_recovery_is_never_resurrected_by_gossip(cluster: 
     for s in others:
         stub(s.address).RaiseVolumeEpoch(pb.RaiseVolumeEpochRequest(segment_id=segment_id, volume_epoch=2))
         reply = stub(s.address).TruncateSegment(
-            pb.TruncateSegmentRequest(segment_id=segment_id, volume_epoch=2, range=truncation))
+            pb.TruncateSegmentRequest(segment_id=segment_id, volume_epoch=2, range=truncation)
+        )
         assert reply.state.scl == 10
     cluster.start(absent.node_id)
     address = cluster.node_address(absent.node_id)
@@ -106,8 +109,10 @@ def test_a_record_truncated_by_recovery_is_never_resurrected_by_gossip(cluster: 
         assert lsns == list(range(1, 11)), f"{s.node_id} holds {lsns}"
         st = stub(where).GetSegmentState(pb.GetSegmentStateRequest(segment_id=segment_id)).state
         assert (st.scl, st.highest_lsn, st.volume_epoch) == (10, 10, 2), (s.node_id, st)
-    print(f"{absent.node_id} came back holding LSN 11..15 above everyone; gossip truncated them there and "
-          f"no peer took them")
+    print(
+        f"{absent.node_id} came back holding LSN 11..15 above everyone; gossip truncated them there and "
+        f"no peer took them"
+    )
 
 
 def test_an_isolated_node_asks_no_peer(tmp_path: Path) -> None:
@@ -118,9 +123,16 @@ def test_an_isolated_node_asks_no_peer(tmp_path: Path) -> None:
     async def run() -> None:
         store = SegmentStore(str(tmp_path / "lmdb"), map_size_bytes=1 << 24)
         isolated = [True]
-        servicer = StorageServicer(store, "a1", "a", peer_channel=lambda address: None,
-                                   gossip_interval_s=0.01, scrub=False, coalesce_interval_s=0,
-                                   isolated=lambda: isolated[0])
+        servicer = StorageServicer(
+            store,
+            "a1",
+            "a",
+            peer_channel=lambda address: None,
+            gossip_interval_s=0.01,
+            scrub=False,
+            coalesce_interval_s=0,
+            isolated=lambda: isolated[0],
+        )
         assert servicer.gossip is not None
         servicer.gossip.start()
         try:

@@ -7,7 +7,8 @@ import itertools
 import json
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sixfold.compute.quorum import READ_QUORUM, WRITE_QUORUM, Membership
 from sixfold.storage import control_plane as cp
@@ -122,8 +123,10 @@ def test_two_failures_compose_into_four_quorum_sets() -> None:
         [s.node_id for s in geometry.segments[:6]], [(c.old_node_id, c.new_node_id) for c in geometry.changes]
     )
     assert {frozenset(s.members) for s in membership.sets} == {
-        frozenset("a1 a2 b1 b2 c1 c2".split()), frozenset("a3 a2 b1 b2 c1 c2".split()),
-        frozenset("a1 a2 b3 b2 c1 c2".split()), frozenset("a3 a2 b3 b2 c1 c2".split()),
+        frozenset(["a1", "a2", "b1", "b2", "c1", "c2"]),
+        frozenset(["a3", "a2", "b1", "b2", "c1", "c2"]),
+        frozenset(["a1", "a2", "b3", "b2", "c1", "c2"]),
+        frozenset(["a3", "a2", "b3", "b2", "c1", "c2"]),
     }
     # With a1 and b1 gone, a write needs all four others of the base set: a2 b2 c1 c2.
     assert membership.write_quorum_met(["a2", "b2", "c1", "c2"])
@@ -196,7 +199,7 @@ NAMES = [chr(ord("A") + i) for i in range(10)]
 def memberships(draw: st.DrawFn) -> tuple[list[str], list[tuple[str, str]]]:
     base = draw(st.permutations(NAMES[:6]))
     olds = draw(st.lists(st.sampled_from(base), unique=True, max_size=2))
-    news = NAMES[6:6 + len(olds)]
+    news = NAMES[6 : 6 + len(olds)]
     return list(base), list(zip(olds, news))
 
 
@@ -212,8 +215,9 @@ def oracle_sets(base: list[str], changes: list[tuple[str, str]]) -> set[frozense
 
 
 @given(memberships(), st.sets(st.sampled_from(NAMES)))
-def test_composed_sets_and_quorums_match_the_oracle(m: tuple[list[str], list[tuple[str, str]]],
-                                                    answered: set[str]) -> None:
+def test_composed_sets_and_quorums_match_the_oracle(
+    m: tuple[list[str], list[tuple[str, str]]], answered: set[str]
+) -> None:
     base, changes = m
     membership = Membership.with_changes(base, changes)
     sets = oracle_sets(base, changes)
@@ -259,8 +263,9 @@ def test_a_gap_covered_by_truncation_ranges_counts_as_reached() -> None:
     from sixfold.storage.v1 import storage_service_pb2 as pb
 
     def state(scl: int, *ranges: tuple[int, int]) -> pb.SegmentState:
-        return pb.SegmentState(scl=scl, truncation_ranges=[pb.TruncationRange(start_lsn=a, end_lsn=b, epoch=2)
-                                                           for a, b in ranges])
+        return pb.SegmentState(
+            scl=scl, truncation_ranges=[pb.TruncationRange(start_lsn=a, end_lsn=b, epoch=2) for a, b in ranges]
+        )
 
     assert _truncated(state(10, (11, 50)), 40)
     assert _truncated(state(10, (30, 60), (11, 29)), 60)

@@ -19,8 +19,8 @@ from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
 from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
-from tests.test_volume_faults import VOLUME, Client, clients_for, run_clients, seed, status
 from sixfold.tools.cluster import Cluster
+from tests.test_volume_faults import VOLUME, Client, clients_for, run_clients, seed, status
 
 pytestmark = [
     pytest.mark.integration,
@@ -36,7 +36,8 @@ SPARE_DELAY_MS = 3500
 def geometry(cluster: Cluster) -> cp_pb2.VolumeGeometry:
     with grpc.insecure_channel(cluster.control_plane_address()) as channel:
         reply = cp_grpc.ControlPlaneServiceStub(channel).DescribeVolume(
-            cp_pb2.DescribeVolumeRequest(volume_id=VOLUME), timeout=10)
+            cp_pb2.DescribeVolumeRequest(volume_id=VOLUME), timeout=10
+        )
     return reply.geometry
 
 
@@ -67,10 +68,11 @@ class Writers:
         self.clients = clients
         self.stop_event = threading.Event()
         address = cluster.compute_address()
-        self.thread = threading.Thread(target=run_clients, args=(lambda: address, clients, 600.0, self.stop_event),
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=run_clients, args=(lambda: address, clients, 600.0, self.stop_event), daemon=True
+        )
 
-    def __enter__(self) -> "Writers":
+    def __enter__(self) -> Writers:
         self.thread.start()
         return self
 
@@ -90,14 +92,19 @@ def check_clients(cluster: Cluster, clients: list[Client]) -> None:
     address = cluster.compute_address()
     for c in clients:
         seq = c.check(address)
-        print(f"client {c.client_id}: acknowledged {c.acked}, attempted {c.attempted}, visible {seq}, "
-              f"failures {len(c.failures)}")
+        print(
+            f"client {c.client_id}: acknowledged {c.acked}, attempted {c.attempted}, visible {seq}, "
+            f"failures {len(c.failures)}"
+        )
 
 
 def segment_state(cluster: Cluster, node: str, segment_id: str) -> pb.SegmentState:
     with grpc.insecure_channel(cluster.node_address(node)) as channel:
-        return pb_grpc.StorageServiceStub(channel).GetSegmentState(
-            pb.GetSegmentStateRequest(segment_id=segment_id), timeout=10).state
+        return (
+            pb_grpc.StorageServiceStub(channel)
+            .GetSegmentState(pb.GetSegmentStateRequest(segment_id=segment_id), timeout=10)
+            .state
+        )
 
 
 def slow(cluster: Cluster, node: str, delay_ms: float) -> str:
@@ -120,7 +127,9 @@ def test_a_node_killed_for_good_is_replaced_while_clients_write(cluster: Cluster
         victim = "a1"
         cluster.kill(victim)
         killed = time.monotonic()
-        healed = wait_for(f"every PG has six healthy segments without {victim}", lambda: healed_without(cluster, {victim}))
+        healed = wait_for(
+            f"every PG has six healthy segments without {victim}", lambda: healed_without(cluster, {victim})
+        )
         took = time.monotonic() - killed
         writers.wait_progress("after the replacement")
     assert len(healed.protection_groups) == 2
@@ -149,8 +158,10 @@ def test_the_old_node_returning_mid_change_rolls_the_change_back(cluster: Cluste
         with Writers(cluster, clients) as writers:
             writers.wait_progress("before the fault")
             cluster.kill("b2")
-            changing = wait_for("a change to replace b2 begins", lambda: [
-                pg for pg in geometry(cluster).protection_groups if pg.changes])
+            changing = wait_for(
+                "a change to replace b2 begins",
+                lambda: [pg for pg in geometry(cluster).protection_groups if pg.changes],
+            )
             assert changing[0].changes[0].old_node_id == "b2" and changing[0].changes[0].new_node_id == "b3"
             cluster.start("b2")
             rolled = wait_for("every change is rolled back", lambda: healed_without(cluster, {"b3"}))
@@ -172,7 +183,7 @@ def test_two_overlapping_failures_compose_and_the_writer_keeps_committing(cluste
 
     def both_in_flight() -> bool:
         g = geometry(cluster)
-        most_changes[0] = max(most_changes[0], max(len(pg.changes) for pg in g.protection_groups))
+        most_changes[0] = max(most_changes[0], *(len(pg.changes) for pg in g.protection_groups))
         return most_changes[0] == 2
 
     try:
@@ -218,23 +229,29 @@ def _segments_on(cluster: Cluster, node: str) -> list[str]:
     return [s.segment_id for s in reply.segments]
 
 
-
 @pytest.mark.cluster_options(node_flags=["--history-window-s", "0.5", "--coalesce-interval-ms", "200"])
 def test_a_replacement_hydrates_from_page_versions_when_peers_collected_the_log(cluster: Cluster) -> None:
     clients = pg0_clients(3, seed())
     with Writers(cluster, clients) as writers:
         writers.wait_progress("before the fault")
         segment_id = geometry(cluster).protection_groups[0].segments[0].segment_id
-        collected = wait_for("the peers have garbage-collected records below their horizon", lambda: all(
-            segment_state(cluster, n, segment_id).records_collected > 0 for n in ("a2", "b1", "b2", "c1", "c2")), 60.0)
+        collected = wait_for(
+            "the peers have garbage-collected records below their horizon",
+            lambda: all(
+                segment_state(cluster, n, segment_id).records_collected > 0 for n in ("a2", "b1", "b2", "c1", "c2")
+            ),
+            60.0,
+        )
         assert collected
         cluster.kill("a1")
         healed = wait_for("PG 0 has six healthy segments without a1", lambda: healed_without(cluster, {"a1"}))
         writers.wait_progress("after the replacement")
     assert node_ids(healed.protection_groups[0]) == {"a2", "a3", "b1", "b2", "c1", "c2"}
     state = segment_state(cluster, "a3", segment_id)
-    print(f"a3 hydrated {state.pages_hydrated} pages ({state.bytes_hydrated} bytes) from page versions, then "
-          f"{state.records_repaired} records; SCL {state.scl}, horizon {state.retention_horizon_lsn}")
+    print(
+        f"a3 hydrated {state.pages_hydrated} pages ({state.bytes_hydrated} bytes) from page versions, then "
+        f"{state.records_repaired} records; SCL {state.scl}, horizon {state.retention_horizon_lsn}"
+    )
     assert state.pages_hydrated > 0 and state.scl > 0
     check_clients(cluster, clients)
     cluster.kill("a2")  # a3 is now the only copy in AZ a: reads still see every acknowledged write

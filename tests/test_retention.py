@@ -44,8 +44,9 @@ def test_gc_keeps_every_read_point_at_or_above_the_horizon_exact(universe: set[i
     kept_records = universe - set(plan.records_to_delete)
     assert set(plan.versions_to_delete) <= versions and set(plan.records_to_delete) <= universe
     for read_point in range(horizon, 72):
-        assert content(kept_versions, kept_records, read_point, universe) == \
-            content(versions, universe, read_point, universe), (read_point, plan)
+        assert content(kept_versions, kept_records, read_point, universe) == content(
+            versions, universe, read_point, universe
+        ), (read_point, plan)
     # And it keeps nothing it does not need: at most one version at or below the horizon.
     assert len([v for v in kept_versions if v <= horizon]) <= 1
     if plan.base_lsn:
@@ -54,7 +55,8 @@ def test_gc_keeps_every_read_point_at_or_above_the_horizon_exact(universe: set[i
 
 @given(st.lists(st.integers(1, 100), unique=True, max_size=20), st.integers(0, 110), st.integers(1, 10))
 def test_coalesce_target_is_the_newest_foldable_record_once_the_chain_is_long(
-        lsns: list[int], limit: int, chain_min: int) -> None:
+    lsns: list[int], limit: int, chain_min: int
+) -> None:
     target = coalesce_target(sorted(lsns), limit, chain_min)
     foldable = [x for x in lsns if x <= limit]
     if len(foldable) >= chain_min:
@@ -63,14 +65,21 @@ def test_coalesce_target_is_the_newest_foldable_record_once_the_chain_is_long(
         assert target is None
 
 
-@given(st.integers(0, 100), st.integers(0, 100), st.integers(0, 100), st.one_of(st.none(), st.integers(0, 100)),
-       st.lists(st.integers(0, 100), max_size=3), st.one_of(st.none(), st.integers(0, 100)),
-       st.one_of(st.none(), st.integers(0, 100)))
-def test_the_horizon_is_the_lowest_bound_and_never_goes_down(current: int, scl: int, vdl_hint: int,
-                                                              mrp: int | None, pins: list[int],
-                                                              window: int | None, peer_floor: int | None) -> None:
-    h = next_horizon(current, scl=scl, vdl_hint=vdl_hint, min_read_point=mrp, pins=pins, window_bound=window,
-                     peer_floor=peer_floor)
+@given(
+    st.integers(0, 100),
+    st.integers(0, 100),
+    st.integers(0, 100),
+    st.one_of(st.none(), st.integers(0, 100)),
+    st.lists(st.integers(0, 100), max_size=3),
+    st.one_of(st.none(), st.integers(0, 100)),
+    st.one_of(st.none(), st.integers(0, 100)),
+)
+def test_the_horizon_is_the_lowest_bound_and_never_goes_down(
+    current: int, scl: int, vdl_hint: int, mrp: int | None, pins: list[int], window: int | None, peer_floor: int | None
+) -> None:
+    h = next_horizon(
+        current, scl=scl, vdl_hint=vdl_hint, min_read_point=mrp, pins=pins, window_bound=window, peer_floor=peer_floor
+    )
     assert h >= current
     if h > current:
         assert mrp is not None and window is not None
@@ -107,10 +116,12 @@ def store(tmp_path):  # type: ignore[no-untyped-def]
 def fill(store: SegmentStore, seed: int, count: int = 400, pages: int = 6) -> list[LogRecord]:
     rng = random.Random(seed)
     chain = ChainBuilder()
-    records = [chain.patch(rng.randrange(pages), bytes([rng.randrange(256)]) * rng.randrange(1, 40),
-                           rng.randrange(4000)) for _ in range(count)]
+    records = [
+        chain.patch(rng.randrange(pages), bytes([rng.randrange(256)]) * rng.randrange(1, 40), rng.randrange(4000))
+        for _ in range(count)
+    ]
     for i in range(0, count, 100):
-        b = batch(records[i:i + 100], batch_id=i)
+        b = batch(records[i : i + 100], batch_id=i)
         b.vdl_hint = records[min(i + 99, count - 1)].lsn
         commit_ok(store, b)
     return records
@@ -222,7 +233,9 @@ def test_hydration_from_page_versions_rebuilds_a_segment_exactly(tmp_path) -> No
     b = batch(got, batch_id=9)
     commit_ok(target, b)
     m = target.segment(SEG).meta
-    assert target.segment(SEG).tracker.scl == 300 and m.pages_hydrated > 0 and m.bytes_hydrated == m.pages_hydrated * 4096
+    assert (
+        target.segment(SEG).tracker.scl == 300 and m.pages_hydrated > 0 and m.bytes_hydrated == m.pages_hydrated * 4096
+    )
     for rp in (200, 250, 300):
         for p in range(20):
             assert target.read_page(SEG, p, rp).data == oracle_page(records, p, rp)
@@ -257,9 +270,14 @@ def test_a_node_back_after_its_peers_collected_garbage_hydrates_from_page_versio
         batch_records = [chain.patch(i % 50, b"r%05d" % (b * 100 + i), offset=(i * 7) % 4000) for i in range(100)]
         records += batch_records
         request = pb.AppendRecordsRequest(
-            segment_id=absent.segment_id, volume_epoch=1, membership_epoch=1, batch_id=b,
-            records=[record_to_proto(r) for r in batch_records], vdl_hint=chain.last_lsn,
-            min_read_point=chain.last_lsn)
+            segment_id=absent.segment_id,
+            volume_epoch=1,
+            membership_epoch=1,
+            batch_id=b,
+            records=[record_to_proto(r) for r in batch_records],
+            vdl_hint=chain.last_lsn,
+            min_read_point=chain.last_lsn,
+        )
         for s in peers:  # no writer: a batch straight to each live segment, reporting its VDL and read point
             list(stub(s.address).AppendRecords(iter([request]), timeout=10))
     last = chain.last_lsn
@@ -289,24 +307,30 @@ def test_a_node_back_after_its_peers_collected_garbage_hydrates_from_page_versio
     print(f"{absent.node_id} hydrated {got.pages_hydrated} pages ({got.bytes_hydrated} bytes); SCL {got.scl}")
     assert got.pages_hydrated == 50 and got.bytes_hydrated == 50 * 4096
     for page_no in range(50):
-        reply = stub(address).ReadPage(pb.ReadPageRequest(segment_id=absent.segment_id, page_no=page_no,
-                                                          read_point=last))
+        reply = stub(address).ReadPage(
+            pb.ReadPageRequest(segment_id=absent.segment_id, page_no=page_no, read_point=last)
+        )
         assert reply.data == oracle_page(records, page_no, last)
     # And it keeps up with new records linked to the collected chain.
     more = [chain.patch(i % 5, b"late%03d" % i) for i in range(20)]
-    request = pb.AppendRecordsRequest(segment_id=absent.segment_id, volume_epoch=1, membership_epoch=1,
-                                      batch_id=99, records=[record_to_proto(r) for r in more])
+    request = pb.AppendRecordsRequest(
+        segment_id=absent.segment_id,
+        volume_epoch=1,
+        membership_epoch=1,
+        batch_id=99,
+        records=[record_to_proto(r) for r in more],
+    )
     for s in pg.segments:
-        ack, = list(stub(cluster.node_address(s.node_id)).AppendRecords(iter([request]), timeout=10))
+        (ack,) = list(stub(cluster.node_address(s.node_id)).AppendRecords(iter([request]), timeout=10))
         assert ack.scl == chain.last_lsn
     for page_no in range(5):
-        reply = stub(address).ReadPage(pb.ReadPageRequest(segment_id=absent.segment_id, page_no=page_no,
-                                                          read_point=chain.last_lsn))
+        reply = stub(address).ReadPage(
+            pb.ReadPageRequest(segment_id=absent.segment_id, page_no=page_no, read_point=chain.last_lsn)
+        )
         assert reply.data == oracle_page(records + more, page_no, chain.last_lsn)
 
 
-def test_after_its_first_full_pass_coalescing_looks_only_at_pages_that_received_records(
-        store: SegmentStore) -> None:
+def test_after_its_first_full_pass_coalescing_looks_only_at_pages_that_received_records(store: SegmentStore) -> None:
     import asyncio
 
     from sixfold.storage.coalesce import Coalescer

@@ -17,10 +17,10 @@ from sixfold.storage.scrub import Scrubber, record_problem, version_problem
 from sixfold.storage.store import SegmentStore, page_key
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.wire import record_from_proto
-from tests.test_storage_integration import all_records, append_once, create_volume, stub
-from tests.test_store import PAGE, SEG, batch, commit_ok, flip_byte_in_file, meta
 from sixfold.tools.cluster import Cluster
 from sixfold.tools.launcher import _details
+from tests.test_storage_integration import all_records, append_once, create_volume, stub
+from tests.test_store import PAGE, SEG, batch, commit_ok, flip_byte_in_file, meta
 
 
 async def inline(fn: Any, *args: Any) -> Any:
@@ -53,8 +53,13 @@ def written(tmp_path: Path, records: list[LogRecord]) -> str:
 
 def test_a_rotten_record_below_scl_is_quarantined_and_the_chain_breaks_there(tmp_path: Path) -> None:
     chain = ChainBuilder()
-    records = [chain.patch(3, b"before"), chain.patch(3, b"SCRUB-ROT-TARGET-0001", 100), chain.patch(4, b"after"),
-               chain.patch(3, b"later", 200), chain.patch(5, b"last")]
+    records = [
+        chain.patch(3, b"before"),
+        chain.patch(3, b"SCRUB-ROT-TARGET-0001", 100),
+        chain.patch(4, b"after"),
+        chain.patch(3, b"later", 200),
+        chain.patch(5, b"last"),
+    ]
     path = written(tmp_path, records)
     flip_byte_in_file(f"{path}/data.mdb", b"SCRUB-ROT-TARGET-0001")
     store = SegmentStore(path)
@@ -248,8 +253,10 @@ def test_scrubbing_finds_a_rotten_record_and_gossip_repairs_it(cluster: Cluster)
             break
         time.sleep(0.2)
     assert state is not None
-    print(f"{victim.node_id}: {copies} copies of LSN {target.lsn} rotted; quarantined {state.records_quarantined}, "
-          f"repaired {state.records_repaired}, SCL {state.scl}, scrub passes {state.scrub_passes}")
+    print(
+        f"{victim.node_id}: {copies} copies of LSN {target.lsn} rotted; quarantined {state.records_quarantined}, "
+        f"repaired {state.records_repaired}, SCL {state.scl}, scrub passes {state.scrub_passes}"
+    )
     # The restart already proves SCL from the records: the chain stops below the rotten copy, so gossip pulls
     # the good one at once and it replaces the rotten copy; the scrubber quarantines it if it gets there first.
     assert state.records_quarantined in (0, 1)

@@ -13,9 +13,9 @@ from sixfold.tools.sim.harness import FAULT_BUDGET, SimConfig, SimResult, simula
 from sixfold.tools.sim.network import NetConfig
 from sixfold.tools.sim_cli import FAULT_MODES, parse_replay, replay_args
 
-SEEDS_WITHIN = range(0, 8)
+SEEDS_WITHIN = range(8)
 SEEDS_BEYOND = range(100, 104)
-SEEDS_AZ_PLUS_ONE = range(0, 4)
+SEEDS_AZ_PLUS_ONE = range(4)
 # A deliberate break must be caught within this many seeds (each stated in the test below).
 TEETH_SEEDS = 20
 REGRESSIONS = Path(__file__).with_name("sim_regressions.txt")
@@ -31,8 +31,10 @@ def replay_hint(config: SimConfig) -> str:
 
 
 def describe(result) -> str:  # type: ignore[no-untyped-def]
-    return (f"seed {result.seed}: {result.ops}, {result.virtual_s:.1f} virtual s, digest {result.digest}; "
-            f"violations: {result.violations}")
+    return (
+        f"seed {result.seed}: {result.ops}, {result.virtual_s:.1f} virtual s, digest {result.digest}; "
+        f"violations: {result.violations}"
+    )
 
 
 _results: dict[tuple[str, ...], SimResult] = {}
@@ -66,7 +68,7 @@ def test_rot_hits_records_and_page_versions_several_times_a_run_and_is_found() -
     assert any(r.ops["rot_records"] + r.ops["rot_versions"] > 1 for r in results)
 
 
-@pytest.mark.parametrize("seed", range(0, 6))
+@pytest.mark.parametrize("seed", range(6))
 def test_with_a_short_history_window_gc_and_hydration_keep_every_invariant(seed: int) -> None:
     """Coalescing, GC and hydration from page versions run under the same faults (a record folded at or
     below a segment's GC floor counts as held there; every read is still checked against the model)."""
@@ -167,8 +169,9 @@ def test_a_seed_replays_exactly() -> None:
     assert run(outage).events == simulate(outage).events
 
 
-@pytest.mark.parametrize("mutation", ["ack-at-3", "skip-truncation", "read-past-vdl", "trust-stored-scl",
-                                      "fence-on-refusal"])
+@pytest.mark.parametrize(
+    "mutation", ["ack-at-3", "skip-truncation", "read-past-vdl", "trust-stored-scl", "fence-on-refusal"]
+)
 def test_the_simulator_catches_a_deliberate_protocol_break(mutation: str) -> None:
     for seed in range(TEETH_SEEDS):
         result = simulate(SimConfig(seed=seed, mutation=mutation))
@@ -178,12 +181,13 @@ def test_the_simulator_catches_a_deliberate_protocol_break(mutation: str) -> Non
     pytest.fail(f"{mutation} went unnoticed for {TEETH_SEEDS} seeds")
 
 
-SEEDS_REPLACE = range(0, 4)
+SEEDS_REPLACE = range(4)
 
 
 @pytest.mark.parametrize("seed, history_window_s", [(seed, 300.0) for seed in SEEDS_REPLACE] + [(0, 2.0), (1, 2.0)])
 def test_with_segment_replacement_the_control_plane_heals_and_every_invariant_holds(
-        seed: int, history_window_s: float) -> None:
+    seed: int, history_window_s: float
+) -> None:
     """The real control plane runs in the simulation with a spare node per AZ: nodes fail for good and
     come back mid-change; a replacement's target must cover every acknowledged record, a completed new
     segment must hold them, and after the final heal every PG has six segments and no change in flight."""
@@ -219,8 +223,11 @@ def regression_cases() -> list[SimConfig]:
     return cases
 
 
-@pytest.mark.parametrize("config", regression_cases() or [pytest.param(None, marks=pytest.mark.skip(reason="no regression seeds recorded yet"))],
-                         ids=lambda config: " ".join(replay_args(config)) if config is not None else "none")
+@pytest.mark.parametrize(
+    "config",
+    regression_cases() or [pytest.param(None, marks=pytest.mark.skip(reason="no regression seeds recorded yet"))],
+    ids=lambda config: " ".join(replay_args(config)) if config is not None else "none",
+)
 def test_recorded_regression_seeds_stay_fixed(config: SimConfig) -> None:
     result = simulate(config)
     print(describe(result))
@@ -230,9 +237,20 @@ def test_recorded_regression_seeds_stay_fixed(config: SimConfig) -> None:
 def test_a_replay_line_carries_every_setting_that_differs_from_the_default() -> None:
     """The replay hint, the --failures-file line and tests/sim_regressions.txt use the same arguments: a config
     with every field changed comes back whole, and the older `SEED FAULTS MUTATION [replace]` lines still read."""
-    changed = SimConfig(seed=12, clients=5, ops_per_client=7, pgs=3, pages_per_pg=8, duration_s=12.5,
-                        faults="beyond", mutation="ack-at-3", history_window_s=2.0, replace=True, classic_faults=True,
-                        net=NetConfig(**{f.name: getattr(NetConfig(), f.name) + 0.125 for f in dataclasses.fields(NetConfig)}))
+    changed = SimConfig(
+        seed=12,
+        clients=5,
+        ops_per_client=7,
+        pgs=3,
+        pages_per_pg=8,
+        duration_s=12.5,
+        faults="beyond",
+        mutation="ack-at-3",
+        history_window_s=2.0,
+        replace=True,
+        classic_faults=True,
+        net=NetConfig(**{f.name: getattr(NetConfig(), f.name) + 0.125 for f in dataclasses.fields(NetConfig)}),
+    )
     for f in dataclasses.fields(SimConfig):
         assert getattr(changed, f.name) != getattr(SimConfig(seed=0), f.name) or f.name == "seed", f.name
     assert parse_replay(" ".join(replay_args(changed)) + "  # a comment") == changed

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import pytest
@@ -21,8 +21,8 @@ from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from sixfold.storage.wire import record_from_proto, record_to_proto
-from tests.test_store import flip_byte_in_file
 from sixfold.tools.cluster import Cluster
+from tests.test_store import flip_byte_in_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster_options(compute=False)]  # storage only: saves CPU
 RPC_TIMEOUT_S = 10
@@ -41,10 +41,22 @@ def create_volume(cluster: Cluster, volume_id: str, page_size: int = 4096, segme
     return reply.geometry
 
 
-def append_once(address: str, segment_id: str, records: list[LogRecord], *, epoch: int = 1,
-                crc_of=lambda r: r.crc(), batch_id: int = 1) -> pb.AppendRecordsResponse:
-    request = pb.AppendRecordsRequest(segment_id=segment_id, volume_epoch=epoch, membership_epoch=1,
-                                      batch_id=batch_id, records=[record_to_proto(r) for r in records])
+def append_once(
+    address: str,
+    segment_id: str,
+    records: list[LogRecord],
+    *,
+    epoch: int = 1,
+    crc_of=lambda r: r.crc(),
+    batch_id: int = 1,
+) -> pb.AppendRecordsResponse:
+    request = pb.AppendRecordsRequest(
+        segment_id=segment_id,
+        volume_epoch=epoch,
+        membership_epoch=1,
+        batch_id=batch_id,
+        records=[record_to_proto(r) for r in records],
+    )
     for proto, record in zip(request.records, records):
         proto.crc32c = crc_of(record)
     (ack,) = list(stub(address).AppendRecords(iter([request]), timeout=RPC_TIMEOUT_S))
@@ -55,7 +67,8 @@ def all_records(address: str, segment_id: str) -> list[pb.LogRecord]:
     out, from_lsn = [], 0
     while True:
         reply = stub(address).ReadRecords(
-            pb.ReadRecordsRequest(segment_id=segment_id, from_lsn=from_lsn), timeout=RPC_TIMEOUT_S)
+            pb.ReadRecordsRequest(segment_id=segment_id, from_lsn=from_lsn), timeout=RPC_TIMEOUT_S
+        )
         out.extend(reply.records)
         if not reply.more:
             return out
@@ -81,8 +94,13 @@ class SegmentStreamer(threading.Thread):
     def requests(self) -> Iterator[pb.AppendRecordsRequest]:
         for i, batch in enumerate(self.batches):
             self.credit.acquire()
-            yield pb.AppendRecordsRequest(segment_id=self.segment_id, volume_epoch=1, membership_epoch=1,
-                                          batch_id=i, records=[record_to_proto(r) for r in batch])
+            yield pb.AppendRecordsRequest(
+                segment_id=self.segment_id,
+                volume_epoch=1,
+                membership_epoch=1,
+                batch_id=i,
+                records=[record_to_proto(r) for r in batch],
+            )
             time.sleep(0.002)  # keep the stream going long enough to be cut mid-way
 
     def run(self) -> None:
@@ -109,8 +127,13 @@ def test_sigkill_mid_stream_loses_nothing_acknowledged(cluster: Cluster) -> None
     assert len(pg.segments) == 6 and len({s.node_id for s in pg.segments}) == 6
     assert sorted(s.az for s in pg.segments) == ["a", "a", "b", "b", "c", "c"]
     chain = ChainBuilder()
-    batches = [[chain.patch(rng.randrange(pg.page_count), rng.randbytes(rng.randint(1, 200)))
-                for _ in range(rng.randint(1, 60))] for _ in range(600)]
+    batches = [
+        [
+            chain.patch(rng.randrange(pg.page_count), rng.randbytes(rng.randint(1, 200)))
+            for _ in range(rng.randint(1, 60))
+        ]
+        for _ in range(600)
+    ]
     streamers = {s.node_id: SegmentStreamer(s.address, s.segment_id, batches) for s in pg.segments}
     victim = rng.choice(sorted(streamers))
     for streamer in streamers.values():
@@ -125,7 +148,7 @@ def test_sigkill_mid_stream_loses_nothing_acknowledged(cluster: Cluster) -> None
         assert not streamer.is_alive()
     acked = streamers[victim].acknowledged_records()
     assert streamers[victim].error is not None, "the victim's stream should have been cut"
-    assert 50 <= len(streamers[victim].acknowledged_records()) or streamers[victim].acked_batches >= 50
+    assert len(streamers[victim].acknowledged_records()) >= 50 or streamers[victim].acked_batches >= 50
     assert streamers[victim].acked_batches < len(batches), "the kill came too late to be mid-stream"
     for node, streamer in streamers.items():
         if node != victim:
@@ -187,9 +210,11 @@ def test_bad_input_gets_a_clear_status_and_changes_nothing(one_cluster: Cluster)
         "bad CRC": lambda: append_once(address, segment_id, [nxt], epoch=3, crc_of=lambda r: r.crc() ^ 0xDEAD),
         "unknown segment": lambda: append_once(address, "badvol/pg-99999", [nxt], epoch=3),
         "page outside": lambda: append_once(
-            address, segment_id, [LogRecord(3, 10_000, nxt.kind, 0, b"x", 2, 2, 0, 3)], epoch=3),
+            address, segment_id, [LogRecord(3, 10_000, nxt.kind, 0, b"x", 2, 2, 0, 3)], epoch=3
+        ),
         "LSN conflict": lambda: append_once(
-            address, segment_id, [LogRecord(2, 2, nxt.kind, 0, b"CHANGED", 1, 1, 0, 3)], epoch=3),
+            address, segment_id, [LogRecord(2, 2, nxt.kind, 0, b"CHANGED", 1, 1, 0, 3)], epoch=3
+        ),
         "oversized batch": lambda: append_once(address, segment_id, [nxt] * (BATCH_RECORDS_MAX + 1), epoch=3),
     }
     expected = {
@@ -204,30 +229,53 @@ def test_bad_input_gets_a_clear_status_and_changes_nothing(one_cluster: Cluster)
         code, phrase = expected[name]
         expect_status(call, code, phrase)
     # Read-side bad input.
-    expect_status(lambda: stub(address).ReadPage(pb.ReadPageRequest(segment_id=segment_id, page_no=10_000, read_point=1)),
-                  grpc.StatusCode.OUT_OF_RANGE, "outside segment")
-    expect_status(lambda: stub(address).ReadPage(pb.ReadPageRequest(segment_id=segment_id, page_no=1, read_point=99)),
-                  grpc.StatusCode.OUT_OF_RANGE, "above segment")
-    expect_status(lambda: stub(address).ReadPage(
-        pb.ReadPageRequest(segment_id=segment_id, page_no=1, read_point=1, volume_epoch=1)),
-        grpc.StatusCode.FAILED_PRECONDITION, "fenced")
-    expect_status(lambda: stub(address).RaiseVolumeEpoch(pb.RaiseVolumeEpochRequest(segment_id=segment_id, volume_epoch=2)),
-                  grpc.StatusCode.FAILED_PRECONDITION, "only moves forward")
+    expect_status(
+        lambda: stub(address).ReadPage(pb.ReadPageRequest(segment_id=segment_id, page_no=10_000, read_point=1)),
+        grpc.StatusCode.OUT_OF_RANGE,
+        "outside segment",
+    )
+    expect_status(
+        lambda: stub(address).ReadPage(pb.ReadPageRequest(segment_id=segment_id, page_no=1, read_point=99)),
+        grpc.StatusCode.OUT_OF_RANGE,
+        "above segment",
+    )
+    expect_status(
+        lambda: stub(address).ReadPage(
+            pb.ReadPageRequest(segment_id=segment_id, page_no=1, read_point=1, volume_epoch=1)
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "fenced",
+    )
+    expect_status(
+        lambda: stub(address).RaiseVolumeEpoch(pb.RaiseVolumeEpochRequest(segment_id=segment_id, volume_epoch=2)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "only moves forward",
+    )
     # Garbage bytes, unary and on the stream.
     channel = grpc.insecure_channel(address)
-    raw_unary = channel.unary_unary("/storage.v1.StorageService/ReadPage",
-                                    request_serializer=lambda b: b, response_deserializer=lambda b: b)
-    expect_status(lambda: raw_unary(b"\xff\xff\xff\xff\xff\x0f\x01garbage", timeout=RPC_TIMEOUT_S),
-                  grpc.StatusCode.INVALID_ARGUMENT, "not a valid storage.v1.ReadPageRequest")
-    raw_stream = channel.stream_stream("/storage.v1.StorageService/AppendRecords",
-                                       request_serializer=lambda b: b, response_deserializer=lambda b: b)
-    expect_status(lambda: list(raw_stream(iter([b"\x0a\xff\xff\xff\xff\x0f"]), timeout=RPC_TIMEOUT_S)),
-                  grpc.StatusCode.INVALID_ARGUMENT, "not a valid storage.v1.AppendRecordsRequest")
+    raw_unary = channel.unary_unary(
+        "/storage.v1.StorageService/ReadPage", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+    expect_status(
+        lambda: raw_unary(b"\xff\xff\xff\xff\xff\x0f\x01garbage", timeout=RPC_TIMEOUT_S),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not a valid storage.v1.ReadPageRequest",
+    )
+    raw_stream = channel.stream_stream(
+        "/storage.v1.StorageService/AppendRecords", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+    expect_status(
+        lambda: list(raw_stream(iter([b"\x0a\xff\xff\xff\xff\x0f"]), timeout=RPC_TIMEOUT_S)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not a valid storage.v1.AppendRecordsRequest",
+    )
 
     # The node kept serving and nothing already stored changed.
     assert healthy(address)
     assert all_records(address, segment_id) == before_records
-    assert stub(address).ReadPage(pb.ReadPageRequest(segment_id=segment_id, page_no=2, read_point=2)).data == before_page
+    assert (
+        stub(address).ReadPage(pb.ReadPageRequest(segment_id=segment_id, page_no=2, read_point=2)).data == before_page
+    )
     assert append_once(address, segment_id, [nxt], epoch=3).scl == 3
 
 
@@ -236,8 +284,11 @@ def test_flipped_byte_in_a_nodes_lmdb_file_is_detected_and_never_served(one_clus
     geometry = create_volume(one_cluster, "rotvol")
     seg = geometry.protection_groups[0].segments[1]
     chain = ChainBuilder()
-    append_once(seg.address, seg.segment_id,
-                [chain.patch(5, b"good"), chain.patch(5, b"ROT-ME-PLEASE-0123456789", 64), chain.patch(6, b"fine")])
+    append_once(
+        seg.address,
+        seg.segment_id,
+        [chain.patch(5, b"good"), chain.patch(5, b"ROT-ME-PLEASE-0123456789", 64), chain.patch(6, b"fine")],
+    )
     one_cluster.stop(seg.node_id)
     data_files = list(Path(one_cluster.data_dir(seg.node_id)).rglob("data.mdb"))
     assert len(data_files) == 1
@@ -246,12 +297,18 @@ def test_flipped_byte_in_a_nodes_lmdb_file_is_detected_and_never_served(one_clus
     address = one_cluster.node_address(seg.node_id)
     # The restart proves SCL from the records: the chain stops before the rotten one, so nothing at or above
     # it is served (it is not whole: it once held more), and the rotten copy itself is never sent.
-    expect_status(lambda: stub(address).ReadPage(pb.ReadPageRequest(segment_id=seg.segment_id, page_no=5, read_point=3)),
-                  grpc.StatusCode.OUT_OF_RANGE, "SCL 1")
+    expect_status(
+        lambda: stub(address).ReadPage(pb.ReadPageRequest(segment_id=seg.segment_id, page_no=5, read_point=3)),
+        grpc.StatusCode.OUT_OF_RANGE,
+        "SCL 1",
+    )
     expect_status(lambda: all_records(address, seg.segment_id), grpc.StatusCode.DATA_LOSS, "CRC-32C")
     state = stub(address).GetSegmentState(pb.GetSegmentStateRequest(segment_id=seg.segment_id)).state
     assert state.scl == 1 and state.scl_high_water == 3 and not state.whole
-    assert stub(address).ReadPage(pb.ReadPageRequest(segment_id=seg.segment_id, page_no=5, read_point=1)).data[:4] == b"good"
+    assert (
+        stub(address).ReadPage(pb.ReadPageRequest(segment_id=seg.segment_id, page_no=5, read_point=1)).data[:4]
+        == b"good"
+    )
     assert healthy(address)
 
 

@@ -34,8 +34,14 @@ def meta(segment_id: str = SEG, first_page: int = 0, page_count: int = 64) -> Se
     return SegmentMeta(segment_id, "vol", 0, first_page, page_count, PAGE, membership_epoch=1, seg_no=0)
 
 
-def batch(records: list[LogRecord], *, epoch: int = 1, batch_id: int = 1, segment_id: str = SEG,
-          ranges: list[TruncationRange] | None = None) -> AppendBatch:
+def batch(
+    records: list[LogRecord],
+    *,
+    epoch: int = 1,
+    batch_id: int = 1,
+    segment_id: str = SEG,
+    ranges: list[TruncationRange] | None = None,
+) -> AppendBatch:
     return AppendBatch(segment_id, epoch, 1, batch_id, [(r, r.crc()) for r in records], ranges or [])
 
 
@@ -64,10 +70,13 @@ def oracle_page(records: list[LogRecord], page_no: int, read_point: int) -> byte
 
 @st.composite
 def writes(draw: st.DrawFn) -> list[tuple[int, int, bytes, bool]]:
-    return draw(st.lists(
-        st.tuples(st.integers(0, 3), st.integers(0, PAGE - 64), st.binary(min_size=1, max_size=64), st.booleans()),
-        min_size=1, max_size=40,
-    ))
+    return draw(
+        st.lists(
+            st.tuples(st.integers(0, 3), st.integers(0, PAGE - 64), st.binary(min_size=1, max_size=64), st.booleans()),
+            min_size=1,
+            max_size=40,
+        )
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -89,9 +98,11 @@ def test_read_page_matches_oracle_at_every_read_point(ops, batch_size: int, data
             # A page version in the middle must give the same answers.
             if data.draw(st.booleans()):
                 lsn = data.draw(st.integers(1, len(records)))
-                store.put_page_version(SEG, records[lsn - 1].page_no, lsn, oracle_page(records, records[lsn - 1].page_no, lsn))
+                store.put_page_version(
+                    SEG, records[lsn - 1].page_no, lsn, oracle_page(records, records[lsn - 1].page_no, lsn)
+                )
             assert store.segment(SEG).tracker.scl == len(records)
-            for read_point in range(0, len(records) + 1):
+            for read_point in range(len(records) + 1):
                 for page_no in range(4):
                     got = store.read_page(SEG, page_no, read_point)
                     assert got.data == oracle_page(records, page_no, read_point), (page_no, read_point)
@@ -132,8 +143,10 @@ def test_refused_batch_changes_nothing_and_others_in_the_group_commit(store: Seg
     assert store.read_records(SEG, 0, 0, 100, 0)[0] == good1
 
 
-@pytest.mark.parametrize("case", ["bad_crc", "stale_epoch", "future_record_epoch", "too_many", "unknown_segment",
-                                  "epoch_zero", "bad_membership"])
+@pytest.mark.parametrize(
+    "case",
+    ["bad_crc", "stale_epoch", "future_record_epoch", "too_many", "unknown_segment", "epoch_zero", "bad_membership"],
+)
 def test_bad_batches_are_refused_with_a_sentence(store: SegmentStore, case: str) -> None:
     chain = ChainBuilder(epoch=2)
     commit_ok(store, batch([chain.patch(1, b"a")], epoch=2))
@@ -423,8 +436,15 @@ def test_a_rotten_record_is_ignored_at_restart_and_repaired_by_a_resend(tmp_path
     assert ok.stored == 1
     assert [r.data for r in store.read_records(SEG, 0, 0, 10, 0)[0]] == [b"one", b"two", b"PENDING-ROT-MARK"]
     assert store.segment(SEG).tracker.pending == {4: 5}
-    commit_ok(store, batch([LogRecord(3, 1, PayloadKind.PATCH, 0, b"3", 2, 2, 2, 1),
-                            LogRecord(4, 1, PayloadKind.PATCH, 0, b"4", 3, 3, 3, 1)]))
+    commit_ok(
+        store,
+        batch(
+            [
+                LogRecord(3, 1, PayloadKind.PATCH, 0, b"3", 2, 2, 2, 1),
+                LogRecord(4, 1, PayloadKind.PATCH, 0, b"4", 3, 3, 3, 1),
+            ]
+        ),
+    )
     assert store.segment(SEG).tracker.scl == 5
     store.close()
 
@@ -476,5 +496,3 @@ def test_scl_high_water_keeps_the_highest_scl_a_truncation_lowers_it_to_a_held_r
     commit_ok(store, batch([records[4]], epoch=3))
     seg = store.segment(SEG)
     assert (seg.tracker.scl, seg.meta.holes) == (5, []) and seg.whole
-
-

@@ -19,8 +19,8 @@ from sixfold.storage.keys import record_key
 from sixfold.storage.lmdb_env import FAILED, FULL, OK
 from sixfold.storage.scrub import Scrubber
 from sixfold.storage.store import SegmentStore
-from tests.test_store import PAGE, SEG, batch, commit_ok, meta
 from sixfold.tools.lmdb_tamper import edit_metadata, overwrite_pages
+from tests.test_store import PAGE, SEG, batch, commit_ok, meta
 
 
 async def inline(fn: Any, *args: Any) -> Any:
@@ -73,7 +73,7 @@ def test_a_forged_scl_with_a_valid_crc_is_not_trusted_over_the_records(tmp_path:
 
 
 def test_both_metadata_copies_rotten_the_segment_is_lost_and_its_rows_go(tmp_path: Path) -> None:
-    path, records = filled(tmp_path)
+    path, _records = filled(tmp_path)
     edit_metadata(f"{path}/data.mdb", SEG, "scl", 50)
     store = SegmentStore(path)
     try:
@@ -131,7 +131,7 @@ class _FailingCommit:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def __enter__(self) -> "_FailingCommit":
+    def __enter__(self) -> _FailingCommit:
         self._inner.__enter__()
         return self
 
@@ -203,7 +203,7 @@ def test_scrubbing_repairs_a_metadata_copy_and_breaks_the_chain_at_a_missing_rec
 
 
 def test_page_size_constant_matches_the_fixture() -> None:
-    assert PAGE == meta().page_size
+    assert meta().page_size == PAGE
 
 
 @pytest.mark.parametrize("seed", [36, 45])
@@ -213,7 +213,7 @@ def test_a_tree_that_aborts_lmdb_itself_is_walked_in_a_child_and_rebuilt(tmp_pat
     every start. (These seeds aborted the walker on this project's LMDB; either way the store must open.)"""
     from sixfold.storage.tree_check import check_in_child
 
-    path, records = filled(tmp_path, count=400)
+    path, _records = filled(tmp_path, count=400)
     rng = random.Random(seed)
     overwrite_pages(f"{path}/data.mdb", b"TAMPER-%04d-" % rng.randrange(400), rng.choice([1, 2, 4]), rng)
     check = check_in_child(path)

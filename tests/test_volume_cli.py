@@ -12,9 +12,9 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import pytest
@@ -50,25 +50,35 @@ class FakeVolumeService(vgrpc.VolumeServiceServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"volume {volume_id!r} does not exist; create it first")
         return self.volumes[volume_id]
 
-    def CreateVolume(self, request, context):  # noqa: N802
+    def CreateVolume(self, request, context):
         with self.lock:
             if request.volume_id in self.volumes:
                 context.abort(grpc.StatusCode.ALREADY_EXISTS, f"volume {request.volume_id!r} already exists")
             segments = [
-                vpb.SegmentStatus(segment_id=f"{request.volume_id}/pg-00000", node_id=f"{az}{i}", az=az,
-                                  address="127.0.0.1:1", connected=True)
-                for az in "abc" for i in (1, 2)
+                vpb.SegmentStatus(
+                    segment_id=f"{request.volume_id}/pg-00000",
+                    node_id=f"{az}{i}",
+                    az=az,
+                    address="127.0.0.1:1",
+                    connected=True,
+                )
+                for az in "abc"
+                for i in (1, 2)
             ]
             status = vpb.VolumeStatus(
-                volume_id=request.volume_id, page_size=request.page_size or FAKE_PAGE_SIZE,
-                segment_size_bytes=request.segment_size_bytes or FAKE_SEGMENT_BYTES, volume_epoch=1, geometry_epoch=1,
-                protection_groups=[vpb.PgStatus(pg_index=0, first_page=0, page_count=1000, membership_epoch=1,
-                                                segments=segments)],
+                volume_id=request.volume_id,
+                page_size=request.page_size or FAKE_PAGE_SIZE,
+                segment_size_bytes=request.segment_size_bytes or FAKE_SEGMENT_BYTES,
+                volume_epoch=1,
+                geometry_epoch=1,
+                protection_groups=[
+                    vpb.PgStatus(pg_index=0, first_page=0, page_count=1000, membership_epoch=1, segments=segments)
+                ],
             )
             self.volumes[request.volume_id] = status
             return vpb.CreateVolumeResponse(status=status)
 
-    def WritePages(self, request, context):  # noqa: N802
+    def WritePages(self, request, context):
         with self.lock:
             volume = self._volume(request.volume_id, context)
             if not request.patches:
@@ -88,7 +98,7 @@ class FakeVolumeService(vgrpc.VolumeServiceServicer):
             volume.commits += 1
             return vpb.WritePagesResponse(lsn=volume.vdl)
 
-    def ReadPages(self, request, context):  # noqa: N802
+    def ReadPages(self, request, context):
         with self.lock:
             volume = self._volume(request.volume_id, context)
             images = []
@@ -97,11 +107,11 @@ class FakeVolumeService(vgrpc.VolumeServiceServicer):
                 images.append(vpb.PageImage(page_no=page_no, data=bytes(page), page_lsn=lsn))
             return vpb.ReadPagesResponse(read_point=volume.vdl, pages=images)
 
-    def GetVolumeStatus(self, request, context):  # noqa: N802
+    def GetVolumeStatus(self, request, context):
         with self.lock:
             return vpb.GetVolumeStatusResponse(status=self._volume(request.volume_id, context))
 
-    def ListVolumes(self, request, context):  # noqa: N802
+    def ListVolumes(self, request, context):
         with self.lock:
             return vpb.ListVolumesResponse(volumes=[self.volumes[name] for name in sorted(self.volumes)])
 
@@ -170,9 +180,8 @@ def test_client_writes_reads_and_reports_errors(fake: tuple[str, FakeVolumeServi
 def test_client_to_nothing_is_unavailable() -> None:
     from tests.conftest import free_port
 
-    with VolumeClient(f"127.0.0.1:{free_port()}", timeout_s=2.0) as client:
-        with pytest.raises(VolumeError) as raised:
-            client.list_volumes()
+    with VolumeClient(f"127.0.0.1:{free_port()}", timeout_s=2.0) as client, pytest.raises(VolumeError) as raised:
+        client.list_volumes()
     assert raised.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -215,7 +224,9 @@ def test_cli_binary_data_is_shown_as_a_hex_dump(
     assert bytes.fromhex(out.strip()) == bytes(range(256))
 
 
-def test_cli_raw_read_writes_the_bytes(fake: tuple[str, FakeVolumeService], capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+def test_cli_raw_read_writes_the_bytes(
+    fake: tuple[str, FakeVolumeService], capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
     address, _ = fake
     assert main(["volume", "write", DEFAULT_VOLUME, "2", "--text", "héllo", "--address", address]) == 0
     capsysbinary.readouterr()
@@ -248,7 +259,9 @@ def test_cli_create_status_and_list(fake: tuple[str, FakeVolumeService], capsys:
     assert code == 0 and '"vdl": 1' in out and '"volume_id": "second"' in out
 
 
-def test_cli_errors_print_one_line_and_exit_1(fake: tuple[str, FakeVolumeService], capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_print_one_line_and_exit_1(
+    fake: tuple[str, FakeVolumeService], capsys: pytest.CaptureFixture[str]
+) -> None:
     address, _ = fake
     code, out, err = cli(capsys, address, "read", "nosuch", "0")
     assert (code, out) == (1, "")
@@ -292,13 +305,18 @@ def sixfold_volume(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[
     """`sixfold volume ARGS --state-dir STATE_DIR` as a subprocess, as a user would run it."""
     return subprocess.run(
         [sys.executable, "-m", "sixfold.tools.cli", "volume", *args, "--state-dir", str(cluster.state_dir)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
     )
 
 
 def volume_ok(cluster: Cluster, *args: str) -> str:
     result = sixfold_volume(cluster, *args)
-    assert result.returncode == 0, f"sixfold volume {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"sixfold volume {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    )
     return result.stdout
 
 
@@ -320,8 +338,10 @@ def test_volume_cli_through_a_real_cluster(cluster: Cluster) -> None:
 
     # --from-storage skips the buffer cache: the storage-read counter moves, the cache-hit counter does not
     def reads() -> tuple[int, int]:
-        found = re.search(r"reads: (\d+) pages from the buffer cache, (\d+) from storage",
-                          volume_ok(cluster, "status", DEFAULT_VOLUME))
+        found = re.search(
+            r"reads: (\d+) pages from the buffer cache, (\d+) from storage",
+            volume_ok(cluster, "status", DEFAULT_VOLUME),
+        )
         assert found, "status shows no read counters"
         return int(found.group(1)), int(found.group(2))
 
@@ -339,8 +359,11 @@ def test_volume_cli_through_a_real_cluster(cluster: Cluster) -> None:
     assert lsn2 > 0
     assert volume_ok(cluster, "read", "second", "7", "--offset", "100", "--length", "4", "--hex").strip() == "deadbeef"
     dump = volume_ok(cluster, "read", "second", "7").splitlines()
-    assert dump[1:4] == [f"00000000  {' '.join(['00'] * 16)}  |{'.' * 16}|", "*",
-                         "00000060  00 00 00 00 de ad be ef" + " " * 24 + "  |........|"], dump
+    assert dump[1:4] == [
+        f"00000000  {' '.join(['00'] * 16)}  |{'.' * 16}|",
+        "*",
+        "00000060  00 00 00 00 de ad be ef" + " " * 24 + "  |........|",
+    ], dump
     assert "hello" in volume_ok(cluster, "read", DEFAULT_VOLUME, "3")  # the first volume is untouched
     listing = volume_ok(cluster, "list")
     assert re.search(r"^second\s", listing, re.MULTILINE) and re.search(r"^vol0\s", listing, re.MULTILINE)

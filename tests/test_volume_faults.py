@@ -37,16 +37,20 @@ def stub(address: str) -> vgrpc.VolumeServiceStub:
 
 
 def write(address: str, patches: list[tuple[int, int, bytes]], volume: str = VOLUME) -> int:
-    reply = stub(address).WritePages(vpb.WritePagesRequest(
-        volume_id=volume, patches=[vpb.PagePatch(page_no=p, offset=o, data=d) for p, o, d in patches]),
-        timeout=CALL_TIMEOUT_S)
+    reply = stub(address).WritePages(
+        vpb.WritePagesRequest(
+            volume_id=volume, patches=[vpb.PagePatch(page_no=p, offset=o, data=d) for p, o, d in patches]
+        ),
+        timeout=CALL_TIMEOUT_S,
+    )
     return reply.lsn
 
 
 def read(address: str, pages: list[int], volume: str = VOLUME, *, from_storage: bool = False) -> dict[int, bytes]:
     """The pages at VDL; `from_storage` skips the writer's buffer cache, so a storage segment must serve them."""
-    reply = stub(address).ReadPages(vpb.ReadPagesRequest(volume_id=volume, page_nos=pages, from_storage=from_storage),
-                                    timeout=CALL_TIMEOUT_S)
+    reply = stub(address).ReadPages(
+        vpb.ReadPagesRequest(volume_id=volume, page_nos=pages, from_storage=from_storage), timeout=CALL_TIMEOUT_S
+    )
     return {p.page_no: p.data for p in reply.pages}
 
 
@@ -113,7 +117,8 @@ class Client:
         assert len(seqs) == 1, f"client {self.client_id}: an MTR is partly visible: {sorted(seqs)} on {self.pages}"
         (seq,) = seqs
         assert self.acked <= seq <= self.attempted, (
-            f"client {self.client_id}: pages show {seq}; acknowledged {self.acked}, attempted {self.attempted}")
+            f"client {self.client_id}: pages show {seq}; acknowledged {self.acked}, attempted {self.attempted}"
+        )
         return seq
 
 
@@ -244,9 +249,22 @@ def test_a_second_writer_fences_the_first(cluster: Cluster, tmp_path: Path) -> N
     port_file = tmp_path / "second.port"
     log_file = open(tmp_path / "second-writer.log", "wb")
     second = subprocess.Popen(
-        [sys.executable, "-m", "sixfold.tools.cli", "compute", "--control-plane", cluster.control_plane_address(),
-         "--port-file", str(port_file), "--default-volume", VOLUME],
-        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "sixfold.tools.cli",
+            "compute",
+            "--control-plane",
+            cluster.control_plane_address(),
+            "--port-file",
+            str(port_file),
+            "--default-volume",
+            VOLUME,
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         new = None
@@ -300,14 +318,18 @@ def test_bad_input_gets_a_clear_status_and_writes_nothing(cluster: Cluster) -> N
         ([(2**40, 0, b"y")], grpc.StatusCode.RESOURCE_EXHAUSTED, "full"),
     ]
     for patches, code, phrase in cases:
-        expect_code(lambda: write(address, patches), code, phrase)
-    expect_code(lambda: write(address, [(1, 0, b"x")], volume="no-such-volume"), grpc.StatusCode.NOT_FOUND, "does not exist")
+        expect_code(lambda patches=patches: write(address, patches), code, phrase)
+    expect_code(
+        lambda: write(address, [(1, 0, b"x")], volume="no-such-volume"), grpc.StatusCode.NOT_FOUND, "does not exist"
+    )
     expect_code(lambda: read(address, [10**9]), grpc.StatusCode.OUT_OF_RANGE, "beyond the end")
     assert status(address).vdl == vdl
     assert read(address, [3])[3][:5] == b"keep\x00"
     # Oversized by bytes (4 KiB pages cannot reach the limit within 1,000 patches): a volume of 64 KiB pages.
-    stub(address).CreateVolume(vpb.CreateVolumeRequest(volume_id="big-pages", page_size=65536,
-                                                       segment_size_bytes=64 * 2**20), timeout=CALL_TIMEOUT_S)
+    stub(address).CreateVolume(
+        vpb.CreateVolumeRequest(volume_id="big-pages", page_size=65536, segment_size_bytes=64 * 2**20),
+        timeout=CALL_TIMEOUT_S,
+    )
     big = [(page, 0, bytes([page]) * 65536) for page in range(65)]  # 4,259,840 bytes
     expect_code(lambda: write(address, big, volume="big-pages"), grpc.StatusCode.INVALID_ARGUMENT, "at most 4194304")
     assert read(address, [0], volume="big-pages", from_storage=True)[0] == bytes(65536)  # nothing was written
@@ -333,7 +355,8 @@ def test_the_compute_node_serves_health_and_reflection(cluster: Cluster) -> None
     reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     database = ProtoReflectionDescriptorDatabase(channel)
-    assert {"compute.v1.VolumeService", "grpc.health.v1.Health",
-            "grpc.reflection.v1alpha.ServerReflection"} <= set(database.get_services())
+    assert {"compute.v1.VolumeService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= set(
+        database.get_services()
+    )
     methods = {m.name for m in DescriptorPool(database).FindServiceByName("compute.v1.VolumeService").methods}
     assert {"WritePages", "ReadPages", "GetVolumeStatus"} <= methods

@@ -12,6 +12,7 @@ reported SCL, and recomputes everything from scratch after every step:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import pytest
@@ -209,7 +210,7 @@ def test_random_run_matches_oracle(data: st.DataObject) -> None:
 
     cpls = [r.lsn for r in oracle.records if r.cpl]
     assert released == [c for c in cpls if c <= log.vdl]
-    assert all(a < b for a, b in zip(released, released[1:]))
+    assert all(a < b for a, b in itertools.pairwise(released))
     event(f"VDL before the drain > 0: {vdl_before > 0}")
 
 
@@ -372,8 +373,16 @@ def recovered_log(lal: int) -> tuple[VolumeLog, list[tuple[LogRecord, int]]]:
     for lsn in range(11, 21):
         page_no = lsn  # page_no % 3 == PG
         record = LogRecord(
-            lsn=lsn, page_no=page_no, kind=PayloadKind.PATCH, offset=0, data=b"old", prev_volume_lsn=lsn - 1,
-            prev_pg_lsn=lsn - 3, prev_page_lsn=0, epoch=1, cpl=lsn == 20,
+            lsn=lsn,
+            page_no=page_no,
+            kind=PayloadKind.PATCH,
+            offset=0,
+            data=b"old",
+            prev_volume_lsn=lsn - 1,
+            prev_pg_lsn=lsn - 3,
+            prev_page_lsn=0,
+            epoch=1,
+            cpl=lsn == 20,
         )
         adopted.append((record, page_no % 3))
     log.adopt(adopted, vdl_target=20)
@@ -454,8 +463,13 @@ def test_first_record_after_adopt_links_to_the_adopted_chain() -> None:
     backlink is the newest adopted record of its PG. The constructor was given the state at VDL 10."""
     lal = 50
     log = VolumeLog(
-        pg_of_page=lambda page_no: page_no % 3, epoch=2, lal=lal, vdl=10, next_lsn=10 + lal + 1,
-        prev_volume_lsn=10, page_lsn={p: p for p in range(1, 11)},
+        pg_of_page=lambda page_no: page_no % 3,
+        epoch=2,
+        lal=lal,
+        vdl=10,
+        next_lsn=10 + lal + 1,
+        prev_volume_lsn=10,
+        page_lsn={p: p for p in range(1, 11)},
     )
     for pg in range(3):
         log.add_pg(pg, Membership.of(ABCDEF), last_lsn=max(lsn for lsn in range(1, 11) if lsn % 3 == pg))

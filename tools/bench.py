@@ -1,14 +1,14 @@
 """`sixfold bench …`: benchmarks that print their figures beside a baseline from the same run.
 
-    sixfold bench storage    durable batched appends to one storage node (100 B and 4 KiB payloads)
-                             next to an in-process LMDB ceiling: the same records, the same batch
-                             size, one synced transaction per batch, no gRPC and no protocol.
-    sixfold bench commit     durable one-page MTRs through the compute node (commits/s, p50/p99) at
-                             several concurrencies, also with two storage nodes paused, next to a bare
-                             fan-out of the same records to six segments (see tools/bench_commit.py).
-    sixfold bench repair     time to regain six healthy copies after losing a node holding N MiB (two
-                             sizes) and the hydration rate, next to a bare copy of the same segment
-                             (see tools/bench_repair.py).
+sixfold bench storage    durable batched appends to one storage node (100 B and 4 KiB payloads)
+                         next to an in-process LMDB ceiling: the same records, the same batch
+                         size, one synced transaction per batch, no gRPC and no protocol.
+sixfold bench commit     durable one-page MTRs through the compute node (commits/s, p50/p99) at
+                         several concurrencies, also with two storage nodes paused, next to a bare
+                         fan-out of the same records to six segments (see tools/bench_commit.py).
+sixfold bench repair     time to regain six healthy copies after losing a node holding N MiB (two
+                         sizes) and the hydration rate, next to a bare copy of the same segment
+                         (see tools/bench_repair.py).
 """
 
 from __future__ import annotations
@@ -39,12 +39,18 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true", help="keep the node's data directory and log")
     from sixfold.tools import bench_commit
 
-    bench_commit.configure(sub.add_parser(
-        "commit", help="commits/s and latency of durable one-page MTRs through the writer, next to a bare fan-out"))
+    bench_commit.configure(
+        sub.add_parser(
+            "commit", help="commits/s and latency of durable one-page MTRs through the writer, next to a bare fan-out"
+        )
+    )
     from sixfold.tools import bench_repair
 
-    bench_repair.configure(sub.add_parser(
-        "repair", help="time to regain six healthy copies after losing a node, and the hydration rate in MB/s"))
+    bench_repair.configure(
+        sub.add_parser(
+            "repair", help="time to regain six healthy copies after losing a node, and the hydration rate in MB/s"
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,9 +112,23 @@ def _start_node(data_dir: str) -> tuple[subprocess.Popen, str, str]:
     log_path = os.path.join(data_dir, "node.log")
     log = open(log_path, "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sixfold.tools.cli", "storage-node", "--node-id", "bench", "--az", "a",
-         "--data-dir", os.path.join(data_dir, "node"), "--port-file", port_file],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "sixfold.tools.cli",
+            "storage-node",
+            "--node-id",
+            "bench",
+            "--az",
+            "a",
+            "--data-dir",
+            os.path.join(data_dir, "node"),
+            "--port-file",
+            port_file,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.monotonic() + PORT_WAIT_S
     while not os.path.exists(port_file):
@@ -140,7 +160,10 @@ async def _stream_to_node(address: str, segment_id: str, records, batch_records:
 
     requests = [
         pb.AppendRecordsRequest(
-            segment_id=segment_id, volume_epoch=1, membership_epoch=1, batch_id=i,
+            segment_id=segment_id,
+            volume_epoch=1,
+            membership_epoch=1,
+            batch_id=i,
             records=[record_to_proto(r) for r in records[i : i + batch_records]],
         )
         for i in range(0, len(records), batch_records)
@@ -156,12 +179,14 @@ async def _stream_to_node(address: str, segment_id: str, records, batch_records:
 
         started = time.perf_counter()
         acks = 0
+        last_scl = 0
         async for ack in stub.AppendRecords(produce()):
             acks += 1
+            last_scl = ack.scl
             credit.release()
         elapsed = time.perf_counter() - started
         assert acks == len(requests), (acks, len(requests))
-        assert ack.scl == records[-1].lsn, (ack.scl, records[-1].lsn)
+        assert last_scl == records[-1].lsn, (last_scl, records[-1].lsn)
     return elapsed
 
 
@@ -173,8 +198,15 @@ def _create_segment(address: str, segment_id: str, page_size: int, pages: int) -
 
     with grpc.insecure_channel(address) as channel:
         pb_grpc.StorageServiceStub(channel).CreateSegment(
-            pb.CreateSegmentRequest(segment_id=segment_id, volume_id="bench", pg_index=0, first_page=0,
-                                    page_count=pages, page_size=page_size, membership_epoch=1),
+            pb.CreateSegmentRequest(
+                segment_id=segment_id,
+                volume_id="bench",
+                pg_index=0,
+                first_page=0,
+                page_count=pages,
+                page_size=page_size,
+                membership_epoch=1,
+            ),
             timeout=10,
         )
 
@@ -203,8 +235,10 @@ def bench_storage(args: argparse.Namespace) -> int:
     sizes = [int(s) for s in args.payloads.split(",") if s.strip()]
     page_size, pages = 4096, 1024
     workdir = tempfile.mkdtemp(prefix="sixfold-bench-storage-")
-    print(f"sixfold bench storage: batches of {args.batch_records} records, {args.window} in flight, "
-          f"one storage node process on loopback; data in {workdir}")
+    print(
+        f"sixfold bench storage: batches of {args.batch_records} records, {args.window} in flight, "
+        f"one storage node process on loopback; data in {workdir}"
+    )
     proc, address, log_path = _start_node(workdir)
     rows = []
     try:
@@ -221,14 +255,22 @@ def bench_storage(args: argparse.Namespace) -> int:
     finally:
         _stop(proc)
     print()
-    header = f"{'payload':>8} {'records':>8} | {'node rec/s':>11} {'node MB/s':>10} | {'LMDB rec/s':>11} {'LMDB MB/s':>10} | {'ratio':>6}"
+    header = (
+        f"{'payload':>8} {'records':>8} | {'node rec/s':>11} {'node MB/s':>10} | "
+        f"{'LMDB rec/s':>11} {'LMDB MB/s':>10} | {'ratio':>6}"
+    )
     print(header)
     print("-" * len(header))
     for size, node, ceiling in rows:
-        print(f"{size:>7}B {node.records:>8} | {node.records_per_s:>11,.0f} {node.mb_per_s:>10.1f} | "
-              f"{ceiling.records_per_s:>11,.0f} {ceiling.mb_per_s:>10.1f} | {node.records_per_s / ceiling.records_per_s:>6.2f}")
-    print("\nnode: acknowledged after each group of batches was persisted and fsynced (gRPC stream, CRC checks, "
-          "segment rules);\nLMDB: the same rows put in process, one synced transaction per batch (the ceiling).")
+        print(
+            f"{size:>7}B {node.records:>8} | {node.records_per_s:>11,.0f} {node.mb_per_s:>10.1f} | "
+            f"{ceiling.records_per_s:>11,.0f} {ceiling.mb_per_s:>10.1f} | "
+            f"{node.records_per_s / ceiling.records_per_s:>6.2f}"
+        )
+    print(
+        "\nnode: acknowledged after each group of batches was persisted and fsynced (gRPC stream, CRC checks, "
+        "segment rules);\nLMDB: the same rows put in process, one synced transaction per batch (the ceiling)."
+    )
     if args.keep:
         print(f"kept {workdir} (log {log_path})")
     else:

@@ -32,8 +32,9 @@ import shutil
 import tempfile
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 PAGES = 1_000  # the pages the MTRs land on (one page per MTR)
 PATCH_BYTES = 100
@@ -61,8 +62,9 @@ MACHINE = "machine"  # CPU group: the whole machine, from /proc/stat
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per phase (default 5)")
-    parser.add_argument("--concurrency", default="1,16,64",
-                        help="closed-loop clients per phase, comma-separated (default 1,16,64)")
+    parser.add_argument(
+        "--concurrency", default="1,16,64", help="closed-loop clients per phase, comma-separated (default 1,16,64)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the cluster's state directory (logs, data)")
 
 
@@ -215,8 +217,9 @@ def _patch(rng: random.Random, pool: list[bytes], page_size: int) -> tuple[int, 
 class BareStream:
     """One AppendRecords stream to one segment: boxcar whatever is queued, at most `window` batches in flight."""
 
-    def __init__(self, fanout: "BareFanout", index: int, segment_id: str, membership_epoch: int,
-                 channel: Any, window: int) -> None:
+    def __init__(
+        self, fanout: BareFanout, index: int, segment_id: str, membership_epoch: int, channel: Any, window: int
+    ) -> None:
         from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 
         self.fanout = fanout
@@ -262,8 +265,11 @@ class BareStream:
                 self.inflight.append(last)
                 self.batch_id += 1
                 request = pb.AppendRecordsRequest(
-                    segment_id=self.segment_id, volume_epoch=1, membership_epoch=self.membership_epoch,
-                    batch_id=self.batch_id, records=records,
+                    segment_id=self.segment_id,
+                    volume_epoch=1,
+                    membership_epoch=self.membership_epoch,
+                    batch_id=self.batch_id,
+                    records=records,
                 )
                 self.bytes_sent += request.ByteSize()
                 await call.write(request)
@@ -297,8 +303,9 @@ class BareFanout:
         self.error = ""
 
     def open(self, segments: list[tuple[str, int, Any]], window: int) -> None:
-        self.streams = [BareStream(self, i, sid, m_epoch, channel, window)
-                        for i, (sid, m_epoch, channel) in enumerate(segments)]
+        self.streams = [
+            BareStream(self, i, sid, m_epoch, channel, window) for i, (sid, m_epoch, channel) in enumerate(segments)
+        ]
         self.acked = [0] * len(self.streams)
         for stream in self.streams:
             stream.start()
@@ -347,8 +354,9 @@ class BareFanout:
 # -- the run ------------------------------------------------------------------------
 
 
-async def _run_phases(cluster: Any, concurrencies: list[int], seconds: float, meter: CpuMeter,
-                      progress: Callable[[str], None]) -> tuple[list[Phase], int, str]:
+async def _run_phases(
+    cluster: Any, concurrencies: list[int], seconds: float, meter: CpuMeter, progress: Callable[[str], None]
+) -> tuple[list[Phase], int, str]:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -373,26 +381,32 @@ async def _run_phases(cluster: Any, concurrencies: list[int], seconds: float, me
     def report(phase: Phase) -> None:
         phases.append(phase)
         errors = f", {len(phase.errors)} errors" if phase.errors else ""
-        progress(f"  {phase.mode:>8} c={phase.concurrency:<3} {phase.per_s:>8,.0f} commits/s  "
-                 f"p50 {phase.percentile_ms(0.5):6.1f} ms  p99 {phase.percentile_ms(0.99):6.1f} ms{errors}")
+        progress(
+            f"  {phase.mode:>8} c={phase.concurrency:<3} {phase.per_s:>8,.0f} commits/s  "
+            f"p50 {phase.percentile_ms(0.5):6.1f} ms  p99 {phase.percentile_ms(0.99):6.1f} ms{errors}"
+        )
 
     try:
         compute = vgrpc.VolumeServiceStub(channel(cluster.compute_address()))
-        status = (await compute.GetVolumeStatus(vpb.GetVolumeStatusRequest(volume_id=volume_id),
-                                                timeout=CALL_TIMEOUT_S)).status
+        status = (
+            await compute.GetVolumeStatus(vpb.GetVolumeStatusRequest(volume_id=volume_id), timeout=CALL_TIMEOUT_S)
+        ).status
         page_size = status.page_size
 
         async def volume_snapshot() -> Snapshot:
-            reply = await compute.GetVolumeStatus(vpb.GetVolumeStatusRequest(volume_id=volume_id),
-                                                  timeout=CALL_TIMEOUT_S)
+            reply = await compute.GetVolumeStatus(
+                vpb.GetVolumeStatusRequest(volume_id=volume_id), timeout=CALL_TIMEOUT_S
+            )
             batches = sum(s.batches_sent for pg in reply.status.protection_groups for s in pg.segments)
-            return Snapshot(time.perf_counter(), reply.status.network_bytes_sent, reply.status.commits,
-                            batches, meter.read())
+            return Snapshot(
+                time.perf_counter(), reply.status.network_bytes_sent, reply.status.commits, batches, meter.read()
+            )
 
         async def write(rng: random.Random) -> int:
             page_no, offset, data = _patch(rng, pool, page_size)
-            request = vpb.WritePagesRequest(volume_id=volume_id,
-                                            patches=[vpb.PagePatch(page_no=page_no, offset=offset, data=data)])
+            request = vpb.WritePagesRequest(
+                volume_id=volume_id, patches=[vpb.PagePatch(page_no=page_no, offset=offset, data=data)]
+            )
             return (await compute.WritePages(request, timeout=CALL_TIMEOUT_S)).lsn
 
         progress(f"{NORMAL}: WritePages on {volume_id} (page size {page_size})")
@@ -402,18 +416,28 @@ async def _run_phases(cluster: Any, concurrencies: list[int], seconds: float, me
         # The bare baseline runs before the paused phase, so no node is catching up a backlog during it.
         control_plane = cp_grpc.ControlPlaneServiceStub(channel(cluster.control_plane_address()))
         bare_volume = f"{BARE_VOLUME}-{os.getpid()}"
-        geometry = (await control_plane.CreateVolume(
-            cp_pb.CreateVolumeRequest(volume_id=bare_volume, page_size=page_size), timeout=30)).geometry
+        geometry = (
+            await control_plane.CreateVolume(
+                cp_pb.CreateVolumeRequest(volume_id=bare_volume, page_size=page_size), timeout=30
+            )
+        ).geometry
         pg = geometry.protection_groups[0]
         fanout = BareFanout(page_size, pool)
         fanout.open([(s.segment_id, pg.membership_epoch, channel(s.address)) for s in pg.segments], WINDOW_BATCHES)
 
         async def bare_snapshot() -> Snapshot:
-            return Snapshot(time.perf_counter(), fanout.bytes_sent, fanout.commits,
-                            sum(st.batch_id for st in fanout.streams), meter.read())
+            return Snapshot(
+                time.perf_counter(),
+                fanout.bytes_sent,
+                fanout.commits,
+                sum(st.batch_id for st in fanout.streams),
+                meter.read(),
+            )
 
-        progress(f"{BARE}: AppendRecords to the 6 segments of volume {bare_volume} PG 0 from this process "
-                 f"(window {WINDOW_BATCHES} batches per stream)")
+        progress(
+            f"{BARE}: AppendRecords to the 6 segments of volume {bare_volume} PG 0 from this process "
+            f"(window {WINDOW_BATCHES} batches per stream)"
+        )
         try:
             for c in concurrencies:
                 report(await closed_loop(fanout.commit, c, seconds, bare_snapshot, BARE))
@@ -460,8 +484,10 @@ def _mark(ok: bool) -> str:
 def _print_results(phases: list[Phase], page_size: int, concurrencies: list[int]) -> None:
     by = {(p.mode, p.concurrency): p for p in phases}
     print()
-    header = (f"{'mode':>8} {'C':>4} | {'commits/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} | "
-              f"{'CPU cores: writer':>17} {'6 nodes':>8} {'bench':>6} {'machine':>8}")
+    header = (
+        f"{'mode':>8} {'C':>4} | {'commits/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} | "
+        f"{'CPU cores: writer':>17} {'6 nodes':>8} {'bench':>6} {'machine':>8}"
+    )
     print(header)
     print("-" * len(header))
     for mode in (NORMAL, PAUSED, BARE, EMPTY):
@@ -469,68 +495,95 @@ def _print_results(phases: list[Phase], page_size: int, concurrencies: list[int]
             p = by.get((mode, c))
             if p is None:
                 continue
-            print(f"{mode:>8} {c:>4} | {p.per_s:>10,.0f} {p.percentile_ms(0.5):>8.1f} {p.percentile_ms(0.99):>8.1f} "
-                  f"{len(p.errors):>6} | {p.cores('writer'):>17.2f} {p.cores('nodes'):>8.2f} {p.cores('bench'):>6.2f} "
-                  f"{p.cores(MACHINE):>8.2f}")
+            print(
+                f"{mode:>8} {c:>4} | {p.per_s:>10,.0f} {p.percentile_ms(0.5):>8.1f} {p.percentile_ms(0.99):>8.1f} "
+                f"{len(p.errors):>6} | {p.cores('writer'):>17.2f} {p.cores('nodes'):>8.2f} {p.cores('bench'):>6.2f} "
+                f"{p.cores(MACHINE):>8.2f}"
+            )
     for p in phases:
         if p.errors:
             print(f"  {p.mode} c={p.concurrency}: first error: {p.errors[0]}")
-    print(f"(one {PATCH_BYTES}-byte patch at a random offset of one of {PAGES:,} pages per commit; latency = call "
-          f"to durable return;\n CPU = cores used during the measured window by the writer (compute) process, the six "
-          f"storage nodes together,\n this bench process, and the whole machine ({os.cpu_count()} CPUs; it includes "
-          f"any other load on the machine))")
+    print(
+        f"(one {PATCH_BYTES}-byte patch at a random offset of one of {PAGES:,} pages per commit; latency = call "
+        f"to durable return;\n CPU = cores used during the measured window by the writer (compute) process, the six "
+        f"storage nodes together,\n this bench process, and the whole machine ({os.cpu_count()} CPUs; it includes "
+        f"any other load on the machine))"
+    )
 
     whole_page = page_size * COPIES
-    print(f"\nnetwork per commit (serialized AppendRecords bytes the writer sent to all {COPIES} segments, "
-          f"delta over each phase / delta of commits):")
+    print(
+        f"\nnetwork per commit (serialized AppendRecords bytes the writer sent to all {COPIES} segments, "
+        f"delta over each phase / delta of commits):"
+    )
     for mode in (NORMAL, PAUSED, BARE):
         for c in concurrencies:
             p = by.get((mode, c))
             if p is None or p.bytes_per_commit != p.bytes_per_commit:  # NaN: no commits
                 continue
-            print(f"  {mode:>8} c={c:<3} {p.bytes_per_commit:>7,.0f} B/commit  vs whole pages "
-                  f"{page_size:,} B x {COPIES} = {whole_page:,} B: {whole_page / p.bytes_per_commit:5.1f}x fewer bytes")
+            print(
+                f"  {mode:>8} c={c:<3} {p.bytes_per_commit:>7,.0f} B/commit  vs whole pages "
+                f"{page_size:,} B x {COPIES} = {whole_page:,} B: {whole_page / p.bytes_per_commit:5.1f}x fewer bytes"
+            )
     if any(p.mode == PAUSED for p in phases):
-        print(f"  ({PAUSED}: the writer queues the records of the two paused segments and sends them after "
-              f"resume,\n   so only 4 copies are counted)")
-    print(f"  reference, the paper's figure, not ours: [P17] (Aurora, SIGMOD 2017, Table 1) reports "
-          f"{PAPER_IO_RATIO}x fewer I/Os per transaction than mirrored MySQL")
+        print(
+            f"  ({PAUSED}: the writer queues the records of the two paused segments and sends them after "
+            f"resume,\n   so only 4 copies are counted)"
+        )
+    print(
+        f"  reference, the paper's figure, not ours: [P17] (Aurora, SIGMOD 2017, Table 1) reports "
+        f"{PAPER_IO_RATIO}x fewer I/Os per transaction than mirrored MySQL"
+    )
 
     print("\nboxcar (commits per AppendRecords message to one segment; fewer messages = less gRPC CPU everywhere):")
     for mode in (NORMAL, PAUSED, BARE):
-        line = [f"c={c} {by[(mode, c)].commits_per_batch:5.1f}" for c in concurrencies
-                if (mode, c) in by and not math.isnan(by[(mode, c)].commits_per_batch)]
+        line = [
+            f"c={c} {by[(mode, c)].commits_per_batch:5.1f}"
+            for c in concurrencies
+            if (mode, c) in by and not math.isnan(by[(mode, c)].commits_per_batch)
+        ]
         if line:
             print(f"  {mode:>8}  " + "   ".join(line))
     print("\nratios:")
     for c in concurrencies:
         normal, paused, bare = by.get((NORMAL, c)), by.get((PAUSED, c)), by.get((BARE, c))
         if normal and bare and bare.per_s:
-            print(f"  commit at c={c}: {normal.per_s / bare.per_s:6.1%} of bare "
-                  f"({normal.per_s:,.0f} / {bare.per_s:,.0f} commits/s)")
+            print(
+                f"  commit at c={c}: {normal.per_s / bare.per_s:6.1%} of bare "
+                f"({normal.per_s:,.0f} / {bare.per_s:,.0f} commits/s)"
+            )
         empty = by.get((EMPTY, c))
         if normal and empty and empty.per_s:
-            print(f"  commit at c={c}: {normal.per_s / empty.per_s:6.1%} of empty calls to the writer "
-                  f"({normal.per_s:,.0f} / {empty.per_s:,.0f} calls/s)")
+            print(
+                f"  commit at c={c}: {normal.per_s / empty.per_s:6.1%} of empty calls to the writer "
+                f"({normal.per_s:,.0f} / {empty.per_s:,.0f} calls/s)"
+            )
         if normal and paused and normal.per_s:
-            print(f"  2 paused at c={c}: {paused.per_s / normal.per_s:6.1%} of normal "
-                  f"(p99 {paused.percentile_ms(0.99):.1f} ms vs {normal.percentile_ms(0.99):.1f} ms)")
+            print(
+                f"  2 paused at c={c}: {paused.per_s / normal.per_s:6.1%} of normal "
+                f"(p99 {paused.percentile_ms(0.99):.1f} ms vs {normal.percentile_ms(0.99):.1f} ms)"
+            )
 
     c = TARGET_CONCURRENCY
-    print(f"\ntarget (the aim from the issue, not asserted): at concurrency {c}, >= {TARGET_COMMITS_PER_S:,} commits/s "
-          f"with p99 < {TARGET_P99_MS:.0f} ms, and >= {TARGET_BARE_FRACTION:.0%} of the bare baseline")
+    print(
+        f"\ntarget (the aim from the issue, not asserted): at concurrency {c}, >= {TARGET_COMMITS_PER_S:,} commits/s "
+        f"with p99 < {TARGET_P99_MS:.0f} ms, and >= {TARGET_BARE_FRACTION:.0%} of the bare baseline"
+    )
     normal, bare = by.get((NORMAL, c)), by.get((BARE, c))
     if normal is None:
         print(f"  not measured: add {c} to --concurrency")
         return
-    print(f"  [{_mark(normal.per_s >= TARGET_COMMITS_PER_S)}] commits/s at c={c}: {normal.per_s:,.0f} "
-          f"(target >= {TARGET_COMMITS_PER_S:,})")
+    print(
+        f"  [{_mark(normal.per_s >= TARGET_COMMITS_PER_S)}] commits/s at c={c}: {normal.per_s:,.0f} "
+        f"(target >= {TARGET_COMMITS_PER_S:,})"
+    )
     p99 = normal.percentile_ms(0.99)
     print(f"  [{_mark(p99 < TARGET_P99_MS)}] p99 at c={c}: {p99:.1f} ms (target < {TARGET_P99_MS:.0f} ms)")
     if bare and bare.per_s:
         share = normal.per_s / bare.per_s
-        print(f"  [{_mark(share >= TARGET_BARE_FRACTION)}] share of bare at c={c}: {share:.1%} "
-              f"(target >= {TARGET_BARE_FRACTION:.0%})")
+        print(
+            f"  [{_mark(share >= TARGET_BARE_FRACTION)}] share of bare at c={c}: {share:.1%} "
+            f"(target >= {TARGET_BARE_FRACTION:.0%})"
+        )
 
 
 def bench_commit(args: argparse.Namespace) -> int:
@@ -541,12 +594,14 @@ def bench_commit(args: argparse.Namespace) -> int:
         raise SystemExit("--concurrency needs positive integers, e.g. 1,16,64")
     state_dir = tempfile.mkdtemp(prefix="sixfold-bench-commit-")
     phase_s = WARMUP_S + args.seconds
-    print(f"sixfold bench commit: durable one-page MTRs ({PATCH_BYTES}-byte patch, random offset, {PAGES:,} pages), "
-          f"closed loop at concurrency {','.join(map(str, concurrencies))};\n"
-          f"{WARMUP_S:g} s warm-up + {args.seconds:g} s measured per phase, 3 modes "
-          f"(~{3 * len(concurrencies) * phase_s:.0f} s plus start-up); cluster state in {state_dir}\n"
-          f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before the cluster starts",
-          flush=True)
+    print(
+        f"sixfold bench commit: durable one-page MTRs ({PATCH_BYTES}-byte patch, random offset, {PAGES:,} pages), "
+        f"closed loop at concurrency {','.join(map(str, concurrencies))};\n"
+        f"{WARMUP_S:g} s warm-up + {args.seconds:g} s measured per phase, 3 modes "
+        f"(~{3 * len(concurrencies) * phase_s:.0f} s plus start-up); cluster state in {state_dir}\n"
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before the cluster starts",
+        flush=True,
+    )
 
     def progress(line: str) -> None:
         print(line, flush=True)
@@ -557,13 +612,15 @@ def bench_commit(args: argparse.Namespace) -> int:
         with Cluster(state_dir) as cluster:
             started = time.perf_counter()
             cluster.up()
-            progress(f"cluster up in {time.perf_counter() - started:.1f} s: control plane, "
-                     f"{len(cluster.node_names())} storage nodes, writer at {cluster.compute_address()}")
+            progress(
+                f"cluster up in {time.perf_counter() - started:.1f} s: control plane, "
+                f"{len(cluster.node_names())} storage nodes, writer at {cluster.compute_address()}"
+            )
             nodes = [pid for name in cluster.node_names() if (pid := cluster.pid(name))]
-            meter = CpuMeter({"writer": [p for p in [cluster.pid("compute")] if p], "nodes": nodes,
-                              "bench": [os.getpid()]})
-            phases, page_size, _ = asyncio.run(
-                _run_phases(cluster, concurrencies, args.seconds, meter, progress))
+            meter = CpuMeter(
+                {"writer": [p for p in [cluster.pid("compute")] if p], "nodes": nodes, "bench": [os.getpid()]}
+            )
+            phases, page_size, _ = asyncio.run(_run_phases(cluster, concurrencies, args.seconds, meter, progress))
             progress("stopping the cluster")
     finally:
         if args.keep:

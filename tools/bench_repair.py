@@ -36,10 +36,17 @@ VOLUME = "benchrepair"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes-mib", default="16,64",
-                        help="MiB of log payload on the lost node's segment, comma-separated (default 16,64)")
-    parser.add_argument("--failure-timeout-ms", type=int, default=FAILURE_TIMEOUT_MS,
-                        help=f"the control plane's failure timeout in the benchmark cluster (default {FAILURE_TIMEOUT_MS})")
+    parser.add_argument(
+        "--sizes-mib",
+        default="16,64",
+        help="MiB of log payload on the lost node's segment, comma-separated (default 16,64)",
+    )
+    parser.add_argument(
+        "--failure-timeout-ms",
+        type=int,
+        default=FAILURE_TIMEOUT_MS,
+        help=f"the control plane's failure timeout in the benchmark cluster (default {FAILURE_TIMEOUT_MS})",
+    )
     parser.add_argument("--keep", action="store_true", help="keep each cluster's state dir (logs, data)")
 
 
@@ -74,25 +81,34 @@ def bench_repair(args: argparse.Namespace) -> int:
         raise SystemExit("--sizes-mib needs positive sizes")
     if args.failure_timeout_ms < HEARTBEAT_TIMEOUT_MS:
         raise SystemExit(f"--failure-timeout-ms must be at least the heartbeat timeout ({HEARTBEAT_TIMEOUT_MS} ms)")
-    print(f"sixfold bench repair: lose node {VICTIM} holding N MiB of 4 KiB page images in one PG; the control "
-          f"plane (failure timeout {args.failure_timeout_ms} ms) replaces its segment on spare {SPARE}", flush=True)
+    print(
+        f"sixfold bench repair: lose node {VICTIM} holding N MiB of 4 KiB page images in one PG; the control "
+        f"plane (failure timeout {args.failure_timeout_ms} ms) replaces its segment on spare {SPARE}",
+        flush=True,
+    )
     figures = []
     for mib in sizes:
         figures.append(_one_size(mib, args))
     print()
-    header = (f"{'size':>8} {'records':>8} | {'baseline copy':>13} {'MB/s':>7} | {'regain 6':>8} {'detect':>7} "
-              f"{'hydrate':>8} {'MB/s':>7} {'of base':>7}")
+    header = (
+        f"{'size':>8} {'records':>8} | {'baseline copy':>13} {'MB/s':>7} | {'regain 6':>8} {'detect':>7} "
+        f"{'hydrate':>8} {'MB/s':>7} {'of base':>7}"
+    )
     print(header)
     print("-" * len(header))
     for f in figures:
-        print(f"{f.mib:>5g}MiB {f.records:>8} | {f.baseline_s:>12.2f}s {f.baseline_mb_s:>7.1f} | "
-              f"{f.regain_s:>7.2f}s {f.detect_s:>6.2f}s {f.hydrate_s:>7.2f}s {f.hydrate_mb_s:>7.1f} "
-              f"{f.hydrate_mb_s / f.baseline_mb_s:>6.0%}")
-    print("\nregain 6 = from the SIGKILL until the control plane records six segments without the lost node "
-          "(detect + hydrate);\ndetect = until the replacement begins (the failure timeout plus up to one healing "
-          "round); hydrate = until the new segment's SCL reached its target and the change completed;\nbaseline "
-          "copy = one client reading the segment's records from a surviving peer and appending them, synced, to a "
-          "scratch segment on the same spare.")
+        print(
+            f"{f.mib:>5g}MiB {f.records:>8} | {f.baseline_s:>12.2f}s {f.baseline_mb_s:>7.1f} | "
+            f"{f.regain_s:>7.2f}s {f.detect_s:>6.2f}s {f.hydrate_s:>7.2f}s {f.hydrate_mb_s:>7.1f} "
+            f"{f.hydrate_mb_s / f.baseline_mb_s:>6.0%}"
+        )
+    print(
+        "\nregain 6 = from the SIGKILL until the control plane records six segments without the lost node "
+        "(detect + hydrate);\ndetect = until the replacement begins (the failure timeout plus up to one healing "
+        "round); hydrate = until the new segment's SCL reached its target and the change completed;\nbaseline "
+        "copy = one client reading the segment's records from a surviving peer and appending them, synced, to a "
+        "scratch segment on the same spare."
+    )
     return 0
 
 
@@ -103,8 +119,12 @@ def _one_size(mib: float, args: argparse.Namespace) -> RepairFigure:
     cluster = Cluster(workdir / "cluster")
     with cluster:
         print(f"\n{mib:g} MiB: starting a cluster with one spare per AZ in {workdir}", flush=True)
-        cluster.up(spares=1, heartbeat_timeout_ms=HEARTBEAT_TIMEOUT_MS, failure_timeout_ms=args.failure_timeout_ms,
-                   compute=False)
+        cluster.up(
+            spares=1,
+            heartbeat_timeout_ms=HEARTBEAT_TIMEOUT_MS,
+            failure_timeout_ms=args.failure_timeout_ms,
+            compute=False,
+        )
         geometry = _create_volume(cluster.control_plane_address())
         pg = geometry.protection_groups[0]
         nodes = {s.node_id: s.address for s in pg.segments}
@@ -115,8 +135,9 @@ def _one_size(mib: float, args: argparse.Namespace) -> RepairFigure:
         load_s = time.perf_counter() - started
         print(f"  loaded {len(records)} records ({mib:g} MiB) onto 6 segments in {load_s:.1f} s", flush=True)
         peer = next(n for n in nodes if n != VICTIM)
-        baseline_s = _baseline_copy(nodes[peer], cluster.node_address(SPARE), pg.segments[0].segment_id,
-                                    records[-1].lsn)
+        baseline_s = _baseline_copy(
+            nodes[peer], cluster.node_address(SPARE), pg.segments[0].segment_id, records[-1].lsn
+        )
         print(f"  baseline: copied the segment from {peer} to {SPARE} in {baseline_s:.2f} s", flush=True)
         detect_s, hydrate_s = _lose_and_regain(cluster, pg.segments[0].segment_id)
         if args.keep:
@@ -135,9 +156,14 @@ def _create_volume(control_plane: str):  # type: ignore[no-untyped-def]
     from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 
     with grpc.insecure_channel(control_plane) as channel:
-        return cp_grpc.ControlPlaneServiceStub(channel).CreateVolume(
-            cp_pb.CreateVolumeRequest(volume_id=VOLUME, page_size=PAGE_SIZE, segment_size_bytes=PAGES * PAGE_SIZE),
-            timeout=30).geometry
+        return (
+            cp_grpc.ControlPlaneServiceStub(channel)
+            .CreateVolume(
+                cp_pb.CreateVolumeRequest(volume_id=VOLUME, page_size=PAGE_SIZE, segment_size_bytes=PAGES * PAGE_SIZE),
+                timeout=30,
+            )
+            .geometry
+        )
 
 
 def _make_records(count: int):  # type: ignore[no-untyped-def]
@@ -160,13 +186,15 @@ def _append_stream(address: str, segment_id: str, batches, last_lsn: int) -> Non
     def requests():  # type: ignore[no-untyped-def]
         for i, records in enumerate(batches):
             credit.acquire()
-            yield pb.AppendRecordsRequest(segment_id=segment_id, volume_epoch=1, membership_epoch=1, batch_id=i,
-                                          records=records)
+            yield pb.AppendRecordsRequest(
+                segment_id=segment_id, volume_epoch=1, membership_epoch=1, batch_id=i, records=records
+            )
 
     scl = 0
     with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-        for ack in pb_grpc.StorageServiceStub(channel).AppendRecords(requests(), timeout=REGAIN_TIMEOUT_S,
-                                                                             wait_for_ready=True):
+        for ack in pb_grpc.StorageServiceStub(channel).AppendRecords(
+            requests(), timeout=REGAIN_TIMEOUT_S, wait_for_ready=True
+        ):
             scl = ack.scl
             credit.release()
     if scl != last_lsn:
@@ -177,7 +205,7 @@ def _load(nodes: dict[str, str], segment_id: str, records) -> None:  # type: ign
     from sixfold.storage.wire import record_to_proto
 
     protos = [record_to_proto(r) for r in records]
-    batches = [protos[i:i + BATCH_RECORDS] for i in range(0, len(protos), BATCH_RECORDS)]
+    batches = [protos[i : i + BATCH_RECORDS] for i in range(0, len(protos), BATCH_RECORDS)]
     errors: list[BaseException] = []
 
     def one(address: str) -> None:
@@ -204,17 +232,27 @@ def _baseline_copy(source: str, target: str, segment_id: str, last_lsn: int) -> 
 
     scratch = f"{VOLUME}-baseline/pg-00000"
     with grpc.insecure_channel(target) as channel:
-        pb_grpc.StorageServiceStub(channel).CreateSegment(pb.CreateSegmentRequest(
-            segment_id=scratch, volume_id=f"{VOLUME}-baseline", pg_index=0, first_page=0, page_count=PAGES,
-            page_size=PAGE_SIZE, membership_epoch=1), timeout=30)
+        pb_grpc.StorageServiceStub(channel).CreateSegment(
+            pb.CreateSegmentRequest(
+                segment_id=scratch,
+                volume_id=f"{VOLUME}-baseline",
+                pg_index=0,
+                first_page=0,
+                page_count=PAGES,
+                page_size=PAGE_SIZE,
+                membership_epoch=1,
+            ),
+            timeout=30,
+        )
 
     def batches():  # type: ignore[no-untyped-def]
         with grpc.insecure_channel(source) as channel:
             stub = pb_grpc.StorageServiceStub(channel)
             cursor = 0
             while True:
-                reply = stub.ReadRecords(pb.ReadRecordsRequest(segment_id=segment_id, from_lsn=cursor,
-                                                               max_records=BATCH_RECORDS), timeout=60)
+                reply = stub.ReadRecords(
+                    pb.ReadRecordsRequest(segment_id=segment_id, from_lsn=cursor, max_records=BATCH_RECORDS), timeout=60
+                )
                 if reply.records:
                     yield list(reply.records)
                     cursor = reply.records[-1].lsn
@@ -243,13 +281,16 @@ def _lose_and_regain(cluster, segment_id: str) -> tuple[float, float]:  # type: 
         begun = None
         last_report = 0.0
         while time.perf_counter() - killed < REGAIN_TIMEOUT_S:
-            pg = stub.DescribeVolume(cp_pb.DescribeVolumeRequest(volume_id=VOLUME), timeout=10).geometry \
-                .protection_groups[0]
+            pg = stub.DescribeVolume(
+                cp_pb.DescribeVolumeRequest(volume_id=VOLUME), timeout=10
+            ).geometry.protection_groups[0]
             now = time.perf_counter()
             if pg.changes and begun is None:
                 begun = now
-                print(f"  {now - killed:5.2f} s: replacing {pg.changes[0].old_node_id} with "
-                      f"{pg.changes[0].new_node_id}", flush=True)
+                print(
+                    f"  {now - killed:5.2f} s: replacing {pg.changes[0].old_node_id} with {pg.changes[0].new_node_id}",
+                    flush=True,
+                )
             if pg.changes and now - last_report >= 1.0 and pg.changes[0].target_measured:
                 c = pg.changes[0]
                 print(f"  {now - killed:5.2f} s: hydrated to LSN {c.new_segment_scl} of {c.target_lsn}", flush=True)

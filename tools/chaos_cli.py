@@ -37,17 +37,26 @@ DEFAULT_OUT_ROOT = Path("chaos-out")
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "scenarios:\n" + "\n".join(f"  {s.name:18} {s.does}" for s in SCENARIOS.values())
-    parser.add_argument("scenario", metavar="SCENARIO", choices=[*SCENARIOS, "all", "list"],
-                        help="a scenario name, `all`, or `list`")
-    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
-                        help=f"seconds of client load per scenario: baseline, fault, after the heal "
-                             f"(default {DEFAULT_SECONDS:g}; restarts add to it)")
-    parser.add_argument("--clients", type=int, default=DEFAULT_CLIENTS,
-                        help=f"concurrent client processes (default {DEFAULT_CLIENTS})")
-    parser.add_argument("--keys", type=int, default=DEFAULT_KEYS,
-                        help=f"hot pages, half in each of vol0's first two PGs (default {DEFAULT_KEYS})")
-    parser.add_argument("--out", type=Path,
-                        help="output directory (default ./chaos-out/<timestamp>-<scenario>/)")
+    parser.add_argument(
+        "scenario", metavar="SCENARIO", choices=[*SCENARIOS, "all", "list"], help="a scenario name, `all`, or `list`"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=DEFAULT_SECONDS,
+        help=f"seconds of client load per scenario: baseline, fault, after the heal "
+        f"(default {DEFAULT_SECONDS:g}; restarts add to it)",
+    )
+    parser.add_argument(
+        "--clients", type=int, default=DEFAULT_CLIENTS, help=f"concurrent client processes (default {DEFAULT_CLIENTS})"
+    )
+    parser.add_argument(
+        "--keys",
+        type=int,
+        default=DEFAULT_KEYS,
+        help=f"hot pages, half in each of vol0's first two PGs (default {DEFAULT_KEYS})",
+    )
+    parser.add_argument("--out", type=Path, help="output directory (default ./chaos-out/<timestamp>-<scenario>/)")
     parser.add_argument("--seed", type=int, help="seed of the fault schedule and the clients (default: random)")
 
 
@@ -76,9 +85,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"sixfold chaos {args.scenario}: seed {seed} (rerun with --seed {seed}); output in {out}", flush=True)
     results: list[ScenarioResult] = []
     for name in names:
-        cfg = RunConfig(scenario=name, out_dir=out / name if len(names) > 1 else out, seed=seed,
-                        seconds=args.seconds, clients=args.clients, keys=args.keys,
-                        log=lambda text: print(text, flush=True))
+        cfg = RunConfig(
+            scenario=name,
+            out_dir=out / name if len(names) > 1 else out,
+            seed=seed,
+            seconds=args.seconds,
+            clients=args.clients,
+            keys=args.keys,
+            log=lambda text: print(text, flush=True),
+        )
         results.append(run_scenario(cfg))
         print(flush=True)
     print(f"seed {seed}; output in {out}")

@@ -23,10 +23,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "start": ("sixfold.tools.launcher", "start a stopped or killed node again, same address and data"),
     "storage-node": ("sixfold.storage.node_main", "run one storage node process (the launcher does this for you)"),
     "compute": ("sixfold.compute.main", "run the compute node (the volume's writer); the launcher does this for you"),
-    "control-plane": ("sixfold.storage.control_plane_main", "run the control plane process (the launcher does this for you)"),
+    "control-plane": (
+        "sixfold.storage.control_plane_main",
+        "run the control plane process (the launcher does this for you)",
+    ),
     "volume": ("sixfold.tools.volume_cli", "write and read pages of a volume through the compute node"),
-    "sim": ("sixfold.tools.sim_cli", "deterministic simulation: real storage and writer code over a seeded fake network, disk and clock"),
-    "chaos": ("sixfold.tools.chaos_cli", "fault scenarios against a fresh local cluster, with a verdict from the clients' history"),
+    "sim": (
+        "sixfold.tools.sim_cli",
+        "deterministic simulation: real storage and writer code over a seeded fake network, disk and clock",
+    ),
+    "chaos": (
+        "sixfold.tools.chaos_cli",
+        "fault scenarios against a fresh local cluster, with a verdict from the clients' history",
+    ),
     "bench": ("sixfold.tools.bench", "benchmarks that print their figures beside a baseline measured in the same run"),
 }
 

@@ -40,10 +40,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -374,10 +375,28 @@ def _list_segments(address: str) -> tuple[list[SegmentInfo], str, str, list[str]
         stub = storage_service_pb2_grpc.StorageServiceStub(channel)
         reply = stub.ListSegments(storage_service_pb2.ListSegmentsRequest(), timeout=STATUS_RPC_TIMEOUT_S)
     segments = [
-        SegmentInfo(s.segment_id, s.volume_id, s.pg_index, s.scl, s.highest_lsn, s.record_count,
-                    s.records_repaired, s.records_quarantined, s.versions_quarantined, s.scrub_passes,
-                    s.retention_horizon_lsn, s.versions_coalesced, s.records_collected, s.versions_collected,
-                    s.pages_hydrated, s.bytes_hydrated, s.whole, s.rebuilding, s.chain_gaps, s.metadata_repaired)
+        SegmentInfo(
+            s.segment_id,
+            s.volume_id,
+            s.pg_index,
+            s.scl,
+            s.highest_lsn,
+            s.record_count,
+            s.records_repaired,
+            s.records_quarantined,
+            s.versions_quarantined,
+            s.scrub_passes,
+            s.retention_horizon_lsn,
+            s.versions_coalesced,
+            s.records_collected,
+            s.versions_collected,
+            s.pages_hydrated,
+            s.bytes_hydrated,
+            s.whole,
+            s.rebuilding,
+            s.chain_gaps,
+            s.metadata_repaired,
+        )
         for s in reply.segments
     ]
     return segments, _disk_name(reply.disk_condition), reply.disk_detail, list(reply.lost_segments)
@@ -394,15 +413,30 @@ def _list_nodes(address: str) -> tuple[list[NodeHealthInfo], int, list[ChangeInf
         nodes = stub.ListNodes(control_plane_service_pb2.ListNodesRequest(), timeout=STATUS_RPC_TIMEOUT_S)
         volumes = stub.ListVolumes(control_plane_service_pb2.ListVolumesRequest(), timeout=STATUS_RPC_TIMEOUT_S)
     infos = [
-        NodeHealthInfo(n.node_id, n.az, n.address, _health_name(n.health), n.last_heartbeat_age_ms, n.segment_count,
-                       _disk_name(n.condition) if n.condition else "ok", n.condition_detail,
-                       list(n.segments_missing), list(n.segments_rebuilding))
+        NodeHealthInfo(
+            n.node_id,
+            n.az,
+            n.address,
+            _health_name(n.health),
+            n.last_heartbeat_age_ms,
+            n.segment_count,
+            _disk_name(n.condition) if n.condition else "ok",
+            n.condition_detail,
+            list(n.segments_missing),
+            list(n.segments_rebuilding),
+        )
         for n in nodes.nodes
     ]
     changes = [
-        ChangeInfo(v.volume_id, pg.pg_index, pg.membership_epoch, c.old_node_id, c.new_node_id,
-                   c.target_lsn if c.target_measured else None,
-                   c.new_segment_scl)
+        ChangeInfo(
+            v.volume_id,
+            pg.pg_index,
+            pg.membership_epoch,
+            c.old_node_id,
+            c.new_node_id,
+            c.target_lsn if c.target_measured else None,
+            c.new_segment_scl,
+        )
         for v in volumes.volumes
         for pg in v.protection_groups
         for c in pg.changes
@@ -584,8 +618,14 @@ class Cluster:
         with self._locked():
             if not self.exists():
                 self._create(
-                    azs, nodes_per_az, spares, lmdb_map_mib, heartbeat_timeout_ms, default_volume if compute else None,
-                    failure_timeout_ms, node_flags,
+                    azs,
+                    nodes_per_az,
+                    spares,
+                    lmdb_map_mib,
+                    heartbeat_timeout_ms,
+                    default_volume if compute else None,
+                    failure_timeout_ms,
+                    node_flags,
                 )
             state = self._load()
             to_start = [r for r in state.processes if not self._alive(r)]

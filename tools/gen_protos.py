@@ -33,8 +33,9 @@ def proto_files() -> list[Path]:
 
 def generate(out_dir: Path) -> list[Path]:
     """Run protoc on every proto file; return the generated files."""
-    from grpc_tools import protoc  # imported here: only this tool needs grpc_tools
     import importlib.resources
+
+    from grpc_tools import protoc  # imported here: only this tool needs grpc_tools
 
     files = proto_files()
     if not files:

@@ -15,8 +15,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from sixfold.tools.cluster import (
     COMPUTE,
@@ -102,25 +103,36 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             "--lmdb-map-mib", type=_positive_int, default=None, help="initial LMDB map size of each node, MiB"
         )
         parser.add_argument(
-            "--heartbeat-timeout-ms", type=_positive_int, default=None,
+            "--heartbeat-timeout-ms",
+            type=_positive_int,
+            default=None,
             help="control plane: a node is unhealthy after this long without a heartbeat",
         )
         parser.add_argument(
-            "--history-window-s", type=_non_negative_float, default=None, metavar="S",
+            "--history-window-s",
+            type=_non_negative_float,
+            default=None,
+            metavar="S",
             help="storage nodes: keep page versions and records this many seconds back before garbage "
             "collection may remove them (default 300)",
         )
         parser.add_argument(
-            "--failure-timeout-ms", type=_positive_int, default=None,
+            "--failure-timeout-ms",
+            type=_positive_int,
+            default=None,
             help="control plane: a node silent this long has failed and its segments move to a spare of its AZ "
             "(default 10000; needs --spares to have somewhere to go)",
         )
         parser.add_argument(
-            "--default-volume", default=DEFAULT_VOLUME, metavar="NAME",
+            "--default-volume",
+            default=DEFAULT_VOLUME,
+            metavar="NAME",
             help=f"the volume the compute node creates (if needed) and opens at start (default: {DEFAULT_VOLUME})",
         )
         parser.add_argument(
-            "--no-compute", dest="compute", action="store_false",
+            "--no-compute",
+            dest="compute",
+            action="store_false",
             help="start only the control plane and the storage nodes, no compute node",
         )
     elif name == "status":
@@ -128,9 +140,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     elif name in NODE_COMMANDS:
         parser.add_argument("node", help=f"process name, e.g. a1 (or {CONTROL_PLANE}, {COMPUTE})")
         if name == "start":
-            parser.add_argument("--new-port", action="store_true",
-                                help="listen on any free port instead of the recorded one (the node registers "
-                                "its new address; the writer and its peers follow)")
+            parser.add_argument(
+                "--new-port",
+                action="store_true",
+                help="listen on any free port instead of the recorded one (the node registers "
+                "its new address; the writer and its peers follow)",
+            )
 
 
 # --- output ---------------------------------------------------------------------------
@@ -224,8 +239,14 @@ def _degraded(node: Any) -> str:
 def _status_table(status: ClusterStatus) -> str:
     rows = [
         [
-            p.name, _role(p.role, p.spare), p.az or "-", p.address or "-", str(p.pid or "-"),
-            p.state, p.health, _details(p),
+            p.name,
+            _role(p.role, p.spare),
+            p.az or "-",
+            p.address or "-",
+            str(p.pid or "-"),
+            p.state,
+            p.health,
+            _details(p),
         ]
         for p in status.processes
     ]
@@ -259,8 +280,10 @@ def _up(cluster: Cluster, args: argparse.Namespace) -> int:
     print(f"state dir: {cluster.state_dir}  (cluster.json, logs/, data/)")
     print(f"control plane: {cluster.control_plane_address()}")
     if cluster.has_compute():
-        print(f"compute node:  {cluster.compute_address()}  (default volume {cluster.default_volume()}; "
-              f"`sixfold volume --help` to write and read pages)")
+        print(
+            f"compute node:  {cluster.compute_address()}  (default volume {cluster.default_volume()}; "
+            f"`sixfold volume --help` to write and read pages)"
+        )
     else:
         print("no compute node (--no-compute)")
     return EXIT_OK

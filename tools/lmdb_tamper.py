@@ -40,17 +40,18 @@ def _copies(blob: bytes, segment_id: str) -> list[tuple[int, int, int]]:
     for match in re.finditer(re.escape(META_MAGIC), blob):
         start = match.start() + _HEADER.size
         try:
-            _, end = json.JSONDecoder().raw_decode(blob[start:start + 65536].decode("latin-1"))
+            _, end = json.JSONDecoder().raw_decode(blob[start : start + 65536].decode("latin-1"))
         except ValueError:
             continue
-        body = blob[start:start + end]
+        body = blob[start : start + end]
         if b'"segment_id":' + needle in body:
             found.append((match.start(), start, start + end))
     return found
 
 
-def edit_metadata(path: str | Path, segment_id: str, field: str, delta: int, *, fix_crc: bool = False,
-                  copies: int | None = None) -> list[MetaEdit]:
+def edit_metadata(
+    path: str | Path, segment_id: str, field: str, delta: int, *, fix_crc: bool = False, copies: int | None = None
+) -> list[MetaEdit]:
     """Add `delta` to integer `field` in the stored metadata of `segment_id`, keeping the number of digits (as a
     one-character edit would): in every copy holding the field's newest value (the live copies; older ones lie
     in freed pages), or the first `copies` of them; `fix_crc` makes the copy check again."""
@@ -71,7 +72,7 @@ def edit_metadata(path: str | Path, segment_id: str, field: str, delta: int, *, 
         after = before + delta
         if len(str(after)) != len(match.group(1)):
             raise ValueError(f"{field} {before} + {delta} changes the number of digits; pick another delta")
-        body = body[:match.start(1)] + str(after).encode() + body[match.end(1):]
+        body = body[: match.start(1)] + str(after).encode() + body[match.end(1) :]
         data[start:end] = body
         if fix_crc:
             data[offset:start] = _HEADER.pack(META_MAGIC, crc32c(body))
@@ -87,8 +88,12 @@ def overwrite_pages(path: str | Path, needle: bytes, pages: int, rng: random.Ran
     a page and older copies LMDB left in freed pages look alike, so every one is hit); returns (first byte
     overwritten, bytes overwritten)."""
     data = bytearray(Path(path).read_bytes())
-    starts = sorted({max(LMDB_META_PAGES, m.start() // LMDB_PAGE_BYTES) * LMDB_PAGE_BYTES
-                     for m in re.finditer(re.escape(needle), bytes(data))})
+    starts = sorted(
+        {
+            max(LMDB_META_PAGES, m.start() // LMDB_PAGE_BYTES) * LMDB_PAGE_BYTES
+            for m in re.finditer(re.escape(needle), bytes(data))
+        }
+    )
     if not starts:
         raise ValueError(f"{needle!r} is not in {path}")
     done: set[int] = set()
@@ -96,7 +101,8 @@ def overwrite_pages(path: str | Path, needle: bytes, pages: int, rng: random.Ran
         for page_start in range(first, min(len(data), first + pages * LMDB_PAGE_BYTES), LMDB_PAGE_BYTES):
             if page_start not in done:
                 done.add(page_start)
-                data[page_start:page_start + LMDB_PAGE_BYTES] = bytes(
-                    rng.getrandbits(8) for _ in range(LMDB_PAGE_BYTES))
+                data[page_start : page_start + LMDB_PAGE_BYTES] = bytes(
+                    rng.getrandbits(8) for _ in range(LMDB_PAGE_BYTES)
+                )
     Path(path).write_bytes(bytes(data))
     return starts[0], len(done) * LMDB_PAGE_BYTES

@@ -27,47 +27,78 @@ from sixfold.tools.sim.mutations import MUTATIONS  # cheap: the module imports w
 
 FAULT_MODES = ("none", "within", "az-plus-one", "beyond")  # tools/sim/harness.py FAULT_BUDGET: the same
 # SimConfig field -> the flag that sets it (`net`, a NetConfig, goes field by field through --net FIELD=VALUE).
-FLAGS = {"clients": "--clients", "ops_per_client": "--ops", "pgs": "--pgs", "pages_per_pg": "--pages-per-pg",
-         "duration_s": "--duration", "faults": "--faults", "mutation": "--mutation",
-         "history_window_s": "--history-window-s", "replace": "--replace",
-         "classic_faults": "--classic-faults"}
+FLAGS = {
+    "clients": "--clients",
+    "ops_per_client": "--ops",
+    "pgs": "--pgs",
+    "pages_per_pg": "--pages-per-pg",
+    "duration_s": "--duration",
+    "faults": "--faults",
+    "mutation": "--mutation",
+    "history_window_s": "--history-window-s",
+    "replace": "--replace",
+    "classic_faults": "--classic-faults",
+}
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=100, help="how many seeds to run (default 100)")
     parser.add_argument("--start", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--seed", type=int, help="replay exactly this seed (overrides --seeds)")
-    parser.add_argument("--faults", choices=FAULT_MODES, default="within",
-                        help="within: up to two faulty nodes at once (any two, e.g. a whole AZ); az-plus-one: that, and a stretch with "
-                        "one whole AZ and one more node down (reads must still succeed); beyond: up to four, with a "
-                        "stretch of three then four nodes down (writes must be refused, never lied about) "
-                        "(default within)")
-    parser.add_argument("--mutation", choices=MUTATIONS,
-                        help="break the protocol on purpose, to see the simulator catch it")
+    parser.add_argument(
+        "--faults",
+        choices=FAULT_MODES,
+        default="within",
+        help="within: up to two faulty nodes at once (any two, e.g. a whole AZ); az-plus-one: that, and a stretch with "
+        "one whole AZ and one more node down (reads must still succeed); beyond: up to four, with a "
+        "stretch of three then four nodes down (writes must be refused, never lied about) "
+        "(default within)",
+    )
+    parser.add_argument(
+        "--mutation", choices=MUTATIONS, help="break the protocol on purpose, to see the simulator catch it"
+    )
     parser.add_argument("--clients", type=int, default=3, help="concurrent clients per run (default 3)")
     parser.add_argument("--ops", type=int, default=30, help="operations per client (default 30)")
     parser.add_argument("--duration", type=float, default=20.0, help="virtual seconds of load and faults (default 20)")
-    parser.add_argument("--history-window-s", type=float, default=300.0,
-                        help="virtual seconds of history storage nodes keep (default 300, longer than a run: only "
-                        "coalescing runs); a short one such as 2 makes GC and hydration run under the faults too")
-    parser.add_argument("--replace", action="store_true",
-                        help="segment replacement: a spare node per AZ, the real control plane healing inside the run, "
-                        "nodes that fail for good and failed nodes that return")
-    parser.add_argument("--classic-faults", action="store_true",
-                        help="the fault menu from before the integrity faults (metadata rot, hostile epochs, tree rot, "
-                        "dropped copies) joined it: a seed found then replays the same fault schedule")
+    parser.add_argument(
+        "--history-window-s",
+        type=float,
+        default=300.0,
+        help="virtual seconds of history storage nodes keep (default 300, longer than a run: only "
+        "coalescing runs); a short one such as 2 makes GC and hydration run under the faults too",
+    )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="segment replacement: a spare node per AZ, the real control plane healing inside the run, "
+        "nodes that fail for good and failed nodes that return",
+    )
+    parser.add_argument(
+        "--classic-faults",
+        action="store_true",
+        help="the fault menu from before the integrity faults (metadata rot, hostile epochs, tree rot, "
+        "dropped copies) joined it: a seed found then replays the same fault schedule",
+    )
     parser.add_argument("--pgs", type=int, default=2, help="protection groups of the simulated volume (default 2)")
     parser.add_argument("--pages-per-pg", type=int, default=16, help="pages per protection group (default 16)")
-    parser.add_argument("--net", action="append", default=[], metavar="FIELD=VALUE",
-                        help="a fake-network setting (tools/sim/network.py NetConfig), e.g. "
-                        "unary_drop_probability=0.05; repeatable")
+    parser.add_argument(
+        "--net",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a fake-network setting (tools/sim/network.py NetConfig), e.g. unary_drop_probability=0.05; repeatable",
+    )
     parser.add_argument("--events", action="store_true", help="print every event of each run")
     parser.add_argument("--stop-on-failure", action="store_true", help="stop at the first failing seed")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="run seeds in this many processes at once (default 1; results are the same, reported "
-                        "in seed order)")
-    parser.add_argument("--failures-file", default="sim-failures.txt",
-                        help="append failing seeds here (default ./sim-failures.txt)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="run seeds in this many processes at once (default 1; results are the same, reported in seed order)",
+    )
+    parser.add_argument(
+        "--failures-file", default="sim-failures.txt", help="append failing seeds here (default ./sim-failures.txt)"
+    )
 
 
 def _reexec_with_fixed_hash_seed() -> None:
@@ -85,8 +116,11 @@ def run(args: argparse.Namespace) -> int:
 
     seeds = [args.seed] if args.seed is not None else list(range(args.start, args.start + args.seeds))
     settings = " ".join(replay_args(config_of(args, seeds[0]))[2:])  # all but --seed
-    print(f"sixfold sim: {len(seeds)} seed(s) from {seeds[0]} ({settings}), {args.clients} clients x {args.ops} ops, "
-          f"{args.duration:g} virtual s each", flush=True)
+    print(
+        f"sixfold sim: {len(seeds)} seed(s) from {seeds[0]} ({settings}), {args.clients} clients x {args.ops} ops, "
+        f"{args.duration:g} virtual s each",
+        flush=True,
+    )
     failures = []
     totals: dict[str, int] = {}  # summed over the seeds; a *_max the most of any seed
     past_two = refused_past_two = 0  # seeds that had more than two nodes down at once; a write refused then
@@ -119,16 +153,22 @@ def run(args: argparse.Namespace) -> int:
             if args.stop_on_failure:
                 break
         if i % (25 * args.jobs) == 0 or i == len(seeds):
-            print(f"  {i}/{len(seeds)} seeds, {len(failures)} with violations, {time.monotonic() - started:.0f} s",
-                  flush=True)
+            print(
+                f"  {i}/{len(seeds)} seeds, {len(failures)} with violations, {time.monotonic() - started:.0f} s",
+                flush=True,
+            )
     if pool is not None:
         pool.terminate()
-    print(f"\n{len(seeds)} seeds, {len(failures)} with violations; operations: "
-          + ", ".join(f"{k} {v}" for k, v in sorted(totals.items()))
-          + f"; {time.monotonic() - started:.1f} s wall")
-    print(f"most nodes down at once: {totals.get('nodes_down_max', 0)}; more than two down in {past_two} of "
-          f"{len(seeds)} seeds, a write refused meanwhile in {refused_past_two}; reads refused "
-          f"{totals.get('read_failed', 0)} ({totals.get('read_failed_over_2_down', 0)} with more than two down)")
+    print(
+        f"\n{len(seeds)} seeds, {len(failures)} with violations; operations: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(totals.items()))
+        + f"; {time.monotonic() - started:.1f} s wall"
+    )
+    print(
+        f"most nodes down at once: {totals.get('nodes_down_max', 0)}; more than two down in {past_two} of "
+        f"{len(seeds)} seeds, a write refused meanwhile in {refused_past_two}; reads refused "
+        f"{totals.get('read_failed', 0)} ({totals.get('read_failed_over_2_down', 0)} with more than two down)"
+    )
     return 1 if failures and not args.mutation else 0
 
 
@@ -143,13 +183,25 @@ def config_of(args: argparse.Namespace, seed: int) -> Any:
     for item in args.net:
         name, sep, value = item.partition("=")
         if not sep or name not in {f.name for f in dataclasses.fields(net)}:
-            raise SystemExit(f"--net {item}: expected FIELD=VALUE with FIELD one of "
-                             f"{', '.join(f.name for f in dataclasses.fields(net))}")
+            raise SystemExit(
+                f"--net {item}: expected FIELD=VALUE with FIELD one of "
+                f"{', '.join(f.name for f in dataclasses.fields(net))}"
+            )
         setattr(net, name, type(getattr(net, name))(value))
-    return SimConfig(seed=seed, clients=args.clients, ops_per_client=args.ops, pgs=args.pgs,
-                     pages_per_pg=args.pages_per_pg, duration_s=args.duration, faults=args.faults,
-                     mutation=args.mutation, history_window_s=args.history_window_s, replace=args.replace,
-                     classic_faults=args.classic_faults, net=net)
+    return SimConfig(
+        seed=seed,
+        clients=args.clients,
+        ops_per_client=args.ops,
+        pgs=args.pgs,
+        pages_per_pg=args.pages_per_pg,
+        duration_s=args.duration,
+        faults=args.faults,
+        mutation=args.mutation,
+        history_window_s=args.history_window_s,
+        replace=args.replace,
+        classic_faults=args.classic_faults,
+        net=net,
+    )
 
 
 def replay_args(config: Any) -> list[str]:
@@ -186,11 +238,15 @@ def parse_replay(line: str) -> Any:
         positional = []
         while tokens and (tokens[0] == "-" or not tokens[0].startswith("-")) and len(positional) < 4:
             positional.append(tokens.pop(0))
-        seed, faults, mutation, mode = positional + ["within", "-", "-"][len(positional) - 1:]
+        seed, faults, mutation, mode = positional + ["within", "-", "-"][len(positional) - 1 :]
         if mode not in ("replace", "-"):
             raise SystemExit(f"{line!r}: the fourth word is 'replace' or '-', not {mode!r}")
-        tokens = (["--seed", seed, "--faults", faults] + (["--mutation", mutation] if mutation != "-" else [])
-                  + (["--replace"] if mode == "replace" else []) + tokens)
+        tokens = (
+            ["--seed", seed, "--faults", faults]
+            + (["--mutation", mutation] if mutation != "-" else [])
+            + (["--replace"] if mode == "replace" else [])
+            + tokens
+        )
     parser = argparse.ArgumentParser(prog="sixfold sim", add_help=False)
     configure("sim", parser)
     args = parser.parse_args(tokens)

@@ -22,8 +22,8 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from sixfold.compute.client import DEFAULT_TIMEOUT_S, VolumeClient, VolumeError
 from sixfold.compute.v1 import volume_service_pb2 as vpb
@@ -72,15 +72,22 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) 
     # sub-subcommand's copies default to SUPPRESS so they do not overwrite a value given earlier.
     default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
     parser.add_argument(
-        "--address", default=default(None), metavar="HOST:PORT",
+        "--address",
+        default=default(None),
+        metavar="HOST:PORT",
         help="the compute node (default: the `compute` process of the cluster in --state-dir)",
     )
     parser.add_argument(
-        "--state-dir", type=Path, default=default(None),
+        "--state-dir",
+        type=Path,
+        default=default(None),
         help="the local cluster (default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=default(DEFAULT_TIMEOUT_S), metavar="SECONDS",
+        "--timeout",
+        type=float,
+        default=default(DEFAULT_TIMEOUT_S),
+        metavar="SECONDS",
         help=f"deadline of each call (default: {DEFAULT_TIMEOUT_S:g})",
     )
 
@@ -94,12 +101,16 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     p.add_argument("volume", metavar="NAME")
     p.add_argument("--page-size", type=parse_size, default=0, help="bytes per page (default: the server's, 4096)")
     p.add_argument(
-        "--segment-size", type=parse_size, default=0, metavar="BYTES",
+        "--segment-size",
+        type=parse_size,
+        default=0,
+        metavar="BYTES",
         help="bytes of page space per segment, e.g. 64MiB (default: the server's, 10GiB)",
     )
 
     p = sub.add_parser(
-        "write", help="write bytes into one page (one MTR); prints the LSN",
+        "write",
+        help="write bytes into one page (one MTR); prints the LSN",
         description="Write bytes at an offset of one page as one mini-transaction; prints its LSN once durable.",
     )
     p.add_argument("volume", metavar="NAME")
@@ -111,7 +122,8 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     data.add_argument("--file", type=Path, help="write this file's bytes ('-' for stdin)")
 
     p = sub.add_parser(
-        "read", help="read one page at VDL",
+        "read",
+        help="read one page at VDL",
         description="Read one page at the volume's VDL. By default: text if it is printable, else a hex dump; "
         "trailing zero bytes are left out (with a note).",
     )
@@ -122,11 +134,15 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     form = p.add_mutually_exclusive_group()
     form.add_argument("--hex", action="store_true", help="print the bytes as one hex string (all of them)")
     form.add_argument("--raw", action="store_true", help="write the bytes as they are to stdout")
-    p.add_argument("--from-storage", action="store_true",
-                   help="read the page from a storage segment, skipping the writer's buffer cache")
+    p.add_argument(
+        "--from-storage",
+        action="store_true",
+        help="read the page from a storage segment, skipping the writer's buffer cache",
+    )
 
     p = sub.add_parser(
-        "status", help="a volume's LSNs, epochs and segments (without NAME: every volume)",
+        "status",
+        help="a volume's LSNs, epochs and segments (without NAME: every volume)",
         description="A volume's VDL, VCL, allocated LSN, epochs, fencing and every protection group's segments; "
         "without NAME, one line per volume.",
     )
@@ -212,7 +228,9 @@ def _status_to_json(message: object) -> dict:
     from google.protobuf.json_format import MessageToDict
 
     return MessageToDict(  # type: ignore[arg-type]
-        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True,
+        message,
+        always_print_fields_with_no_presence=True,
+        preserving_proto_field_name=True,
         unquote_int64_if_possible=True,
     )
 
@@ -221,8 +239,14 @@ def volume_line(v: vpb.VolumeStatus) -> list[object]:
     segments = [s for pg in v.protection_groups for s in pg.segments]
     connected = sum(1 for s in segments if s.connected)
     return [
-        v.volume_id, v.vdl, v.vcl, v.lsn_allocated, v.volume_epoch, "yes" if v.fenced else "no",
-        len(v.protection_groups), f"{connected}/{len(segments)}",
+        v.volume_id,
+        v.vdl,
+        v.vcl,
+        v.lsn_allocated,
+        v.volume_epoch,
+        "yes" if v.fenced else "no",
+        len(v.protection_groups),
+        f"{connected}/{len(segments)}",
     ]
 
 
@@ -252,8 +276,14 @@ def volume_report(v: vpb.VolumeStatus) -> str:
         )
         rows = [
             [
-                s.node_id, s.az, s.address, s.scl, format_age(s.last_ack_age_ms),
-                "yes" if s.connected else "NO", s.records_in_flight, s.segment_id,
+                s.node_id,
+                s.az,
+                s.address,
+                s.scl,
+                format_age(s.last_ack_age_ms),
+                "yes" if s.connected else "NO",
+                s.records_in_flight,
+                s.segment_id,
             ]
             for s in pg.segments
         ]
@@ -342,8 +372,12 @@ def _list(client: VolumeClient, args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [
         [
-            v.volume_id, f"{v.page_size} B", format_size(v.segment_size_bytes), len(v.protection_groups),
-            v.vdl, "yes" if v.fenced else "no",
+            v.volume_id,
+            f"{v.page_size} B",
+            format_size(v.segment_size_bytes),
+            len(v.protection_groups),
+            v.vdl,
+            "yes" if v.fenced else "no",
         ]
         for v in volumes
     ]

@@ -46,8 +46,8 @@ Pure: no clock, randomness, threads or I/O.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from sixfold.tools.chaos.history import FAIL, INFO, OK, READ, WRITE, History, Operation
 
@@ -85,6 +85,7 @@ def _completed_by(op: Operation) -> float:
 
 # --- linearizability -------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class KeyLinearizability:
     key: int
@@ -113,8 +114,9 @@ class LinearizabilityResult:
         return self.verdict == UNKNOWN
 
 
-def check_linearizable(history: History | Sequence[Operation],
-                       configurations_max: int = CONFIGURATIONS_MAX) -> LinearizabilityResult:
+def check_linearizable(
+    history: History | Sequence[Operation], configurations_max: int = CONFIGURATIONS_MAX
+) -> LinearizabilityResult:
     """Is the history linearizable as one register per key (initial value None)?"""
     assert configurations_max >= 1
     operations = _operations(history)
@@ -156,9 +158,13 @@ def check_linearizable(history: History | Sequence[Operation],
     )
 
 
-def _impossible_reads(key: int, ops: list[Operation], writers: dict[str | None, list[Operation]],
-                      keys_by_value: dict[str | None, set[int]],
-                      failed_writes: dict[tuple[int, str | None], Operation]) -> list[str]:
+def _impossible_reads(
+    key: int,
+    ops: list[Operation],
+    writers: dict[str | None, list[Operation]],
+    keys_by_value: dict[str | None, set[int]],
+    failed_writes: dict[tuple[int, str | None], Operation],
+) -> list[str]:
     """Reads no ordering can explain: of a value never written here, or before its write began."""
     lines = []
     for read in ops:
@@ -176,14 +182,20 @@ def _impossible_reads(key: int, ops: list[Operation], writers: dict[str | None, 
                 why = "which no operation wrote"
             lines.append(f"k{key}: {read.describe()} returned {_show(read.value)}, {why}")
         elif all(w.invoke_time > read.complete_time for w in candidates):
-            lines.append(f"k{key}: {read.describe()} returned {_show(read.value)} before its write was invoked: "
-                         f"{candidates[0].describe()}")
+            lines.append(
+                f"k{key}: {read.describe()} returned {_show(read.value)} before its write was invoked: "
+                f"{candidates[0].describe()}"
+            )
     return lines
 
 
-def _check_key(key: int, ops: list[Operation], keys_by_value: dict[str | None, set[int]],
-               failed_writes: dict[tuple[int, str | None], Operation],
-               configurations_max: int) -> tuple[KeyLinearizability, int]:
+def _check_key(
+    key: int,
+    ops: list[Operation],
+    keys_by_value: dict[str | None, set[int]],
+    failed_writes: dict[tuple[int, str | None], Operation],
+    configurations_max: int,
+) -> tuple[KeyLinearizability, int]:
     writers: dict[str | None, list[Operation]] = defaultdict(list)
     readers: dict[str | None, list[Operation]] = defaultdict(list)
     for op in ops:
@@ -212,16 +224,19 @@ def _check_key(key: int, ops: list[Operation], keys_by_value: dict[str | None, s
     verdict, configurations, best = _search(searched, guarded, configurations_max)
     lines: list[str] = []
     if verdict == UNKNOWN:
-        lines.append(f"k{key}: unknown: search limit of {configurations_max} configurations reached "
-                     f"with {len(searched)} operations")
+        lines.append(
+            f"k{key}: unknown: search limit of {configurations_max} configurations reached "
+            f"with {len(searched)} operations"
+        )
     elif verdict == NOT_LINEARIZABLE:
         lines = _explain_failure(key, searched, best, configurations)
     return KeyLinearizability(key, verdict, len(searched), configurations, _capped(lines)), unobserved
 
 
-def _search(searched: list[tuple[Operation, float]], guarded: set[str | None],
-            configurations_max: int) -> tuple[str, int, tuple[list[int], str | None]]:
-    """Wing–Gong search with memoized configurations (rules 3 and 4).
+def _search(
+    searched: list[tuple[Operation, float]], guarded: set[str | None], configurations_max: int
+) -> tuple[str, int, tuple[list[int], str | None]]:
+    """Wing-Gong search with memoized configurations (rules 3 and 4).
 
     The operations' calls and deadlines form one time-ordered doubly linked list;
     a linearized operation is lifted out of it. From each configuration the search
@@ -246,8 +261,10 @@ def _search(searched: list[tuple[Operation, float]], guarded: set[str | None],
     observed = {op.value for op, _ in searched if op.f == READ}
     unobserved = [is_write[i] and value[i] in guarded and value[i] not in observed for i in range(n)]
     # Entries: a call and a deadline per operation, by time; at equal times calls first (rule 1).
-    order = sorted([(op.invoke_time, 0, i) for i, (op, _) in enumerate(searched)]
-                   + [(deadline, 1, i) for i, (_, deadline) in enumerate(searched)])
+    order = sorted(
+        [(op.invoke_time, 0, i) for i, (op, _) in enumerate(searched)]
+        + [(deadline, 1, i) for i, (_, deadline) in enumerate(searched)]
+    )
     entries = len(order)
     head = entries  # sentinel
     entry_op = [i for _, _, i in order]
@@ -262,7 +279,7 @@ def _search(searched: list[tuple[Operation, float]], guarded: set[str | None],
             match[call_entry[entry_op[e]]] = e
     nxt = list(range(1, entries + 1)) + [0]
     nxt[entries - 1] = -1
-    prv = [head] + list(range(0, entries - 1)) + [-1]
+    prv = [head] + list(range(entries - 1)) + [-1]
     nxt[head] = 0
 
     def lift(e: int) -> None:
@@ -363,16 +380,21 @@ def _search(searched: list[tuple[Operation, float]], guarded: set[str | None],
     return LINEARIZABLE, len(cache), best
 
 
-def _explain_failure(key: int, searched: list[tuple[Operation, float]], best: tuple[list[int], str | None],
-                     configurations: int) -> list[str]:
+def _explain_failure(
+    key: int, searched: list[tuple[Operation, float]], best: tuple[list[int], str | None], configurations: int
+) -> list[str]:
     done, state = best
     done_set = set(done)
-    lines = [f"k{key}: not linearizable: no order of its {len(searched)} operations fits "
-             f"({configurations} configurations explored)"]
+    lines = [
+        f"k{key}: not linearizable: no order of its {len(searched)} operations fits "
+        f"({configurations} configurations explored)"
+    ]
     if done:
         last = ", ".join(searched[i][0].describe() for i in done[-3:])
-        lines.append(f"k{key}: longest linearizable prefix: {len(done)} operation(s), register then holds "
-                     f"{_show(state)}; last: {last}")
+        lines.append(
+            f"k{key}: longest linearizable prefix: {len(done)} operation(s), register then holds "
+            f"{_show(state)}; last: {last}"
+        )
     else:
         lines.append(f"k{key}: not even the first operation can be linearized (register holds None)")
     left = [i for i in range(len(searched)) if i not in done_set]
@@ -389,8 +411,9 @@ def _explain_failure(key: int, searched: list[tuple[Operation, float]], best: tu
             return f"it would overwrite {_show(state)}, which {searched[unread[0]][0].describe()} must still read"
         return "it can go first, but nothing fits after it"
 
-    lines.append(f"k{key}: then {stuck_op.describe()} must take effect before it {by} "
-                 f"(t={stuck_deadline:.3f}), but {why(stuck)}")
+    lines.append(
+        f"k{key}: then {stuck_op.describe()} must take effect before it {by} (t={stuck_deadline:.3f}), but {why(stuck)}"
+    )
     rivals = [i for i in left if i != stuck and searched[i][0].invoke_time <= stuck_deadline]
     for i in rivals[:4]:
         lines.append(f"k{key}:   concurrent {searched[i][0].describe()}: {why(i)}")
@@ -400,6 +423,7 @@ def _explain_failure(key: int, searched: list[tuple[Operation, float]], best: tu
 
 
 # --- lost writes ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LostWritesResult:
@@ -451,7 +475,7 @@ def check_lost_writes(history: History | Sequence[Operation]) -> LostWritesResul
         judged += len(acked)
         writer_of = {w.value: w for w in writes}
 
-        def survives(w: Operation, read: Operation) -> bool:
+        def survives(w: Operation, read: Operation, writer_of: dict[str | None, Operation] = writer_of) -> bool:
             if read.value is None:
                 return False
             older = writer_of.get(read.value)
@@ -461,8 +485,10 @@ def check_lost_writes(history: History | Sequence[Operation]) -> LostWritesResul
             if not any(survives(w, read) for read in finals):
                 lost.append(w)
                 seen = sorted({_show(r.value) for r in finals})
-                lines.append(f"k{key}: lost {w.describe()}: {len(finals)} final read(s) returned "
-                             f"{', '.join(seen)}, e.g. {finals[0].describe()}")
+                lines.append(
+                    f"k{key}: lost {w.describe()}: {len(finals)} final read(s) returned "
+                    f"{', '.join(seen)}, e.g. {finals[0].describe()}"
+                )
     return LostWritesResult(
         ok=not lost,
         writes_acknowledged=acknowledged,
@@ -476,6 +502,7 @@ def check_lost_writes(history: History | Sequence[Operation]) -> LostWritesResul
 
 
 # --- vanished reads ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class VanishedReadsResult:
@@ -530,9 +557,11 @@ def check_no_vanished_reads(history: History | Sequence[Operation]) -> VanishedR
     for earlier, later in violations:
         older = writer_of.get((later.key, later.value))
         detail = "" if older is None else f", written by {older.describe()}"
-        lines.append(f"k{later.key}: {later.describe()} went back to {_show(later.value)}{detail} "
-                     f"after {earlier.describe()} had returned {_show(earlier.value)}, "
-                     f"written by {writer_of[(earlier.key, earlier.value)].describe()}")
+        lines.append(
+            f"k{later.key}: {later.describe()} went back to {_show(later.value)}{detail} "
+            f"after {earlier.describe()} had returned {_show(earlier.value)}, "
+            f"written by {writer_of[(earlier.key, earlier.value)].describe()}"
+        )
     return VanishedReadsResult(
         ok=not violations,
         reads=sum(len(rs) for rs in reads_by_key.values()),
@@ -544,11 +573,21 @@ def check_no_vanished_reads(history: History | Sequence[Operation]) -> VanishedR
 
 # --- summary ----------------------------------------------------------------------------
 
+
 def summary(history: History | Sequence[Operation]) -> dict[str, int]:
     """Operation counts: operations, ok, fail, info (pending included), pending, reads, writes, reads_ok, writes_ok."""
     operations = _operations(history)
-    counts = {"operations": len(operations), OK: 0, FAIL: 0, INFO: 0, "pending": 0,
-              "reads": 0, "writes": 0, "reads_ok": 0, "writes_ok": 0}
+    counts = {
+        "operations": len(operations),
+        OK: 0,
+        FAIL: 0,
+        INFO: 0,
+        "pending": 0,
+        "reads": 0,
+        "writes": 0,
+        "reads_ok": 0,
+        "writes_ok": 0,
+    }
     for op in operations:
         counts[op.type] += 1
         counts["pending"] += op.pending
@@ -560,6 +599,9 @@ def summary(history: History | Sequence[Operation]) -> dict[str, int]:
 
 def writes_resumed_after(history: History | Sequence[Operation], fault_time: float) -> float | None:
     """Seconds from `fault_time` until the first `ok` write completed after it (None: none did)."""
-    done = [op.complete_time for op in _operations(history)
-            if op.f == WRITE and op.type == OK and op.complete_time is not None and op.complete_time >= fault_time]
+    done = [
+        op.complete_time
+        for op in _operations(history)
+        if op.f == WRITE and op.type == OK and op.complete_time is not None and op.complete_time >= fault_time
+    ]
     return min(done) - fault_time if done else None

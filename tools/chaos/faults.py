@@ -34,9 +34,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 
@@ -84,7 +85,7 @@ class FaultLog:
     def to_jsonl(self, path: Path, origin: float) -> None:
         with open(path, "w") as f:
             for e in self.events:
-                record = {k: v for k, v in asdict(e).items()}
+                record = dict(asdict(e).items())
                 record["t"] = round(e.started - origin, 3)
                 f.write(json.dumps(record) + "\n")
 
@@ -154,13 +155,29 @@ class SecondWriter:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.port_file.unlink()
-        command = [sys.executable, "-m", "sixfold.tools.cli", "compute", "--control-plane", self.cluster.control_plane_address(),
-                   "--port-file", str(self.port_file), "--default-volume", self.volume]
+        command = [
+            sys.executable,
+            "-m",
+            "sixfold.tools.cli",
+            "compute",
+            "--control-plane",
+            self.cluster.control_plane_address(),
+            "--port-file",
+            str(self.port_file),
+            "--default-volume",
+            self.volume,
+        ]
         with open(self.log_file, "ab") as log:
             log.write(f"--- chaos runner: starting a second writer: {' '.join(command)}\n".encode())
             log.flush()
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            cwd=PROJECT_ROOT, start_new_session=True)
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT,
+                start_new_session=True,
+            )
 
     def wait_open(self, timeout_s: float = SECOND_WRITER_OPEN_TIMEOUT_S) -> str:
         """Until the new writer serves (it reports SERVING only once it opened the volume); its address."""
@@ -239,7 +256,7 @@ class Nemesis:
         self.log.add(FaultEvent("abandon", node, now, now, why[:300]))
 
     def state_of(self, node: str) -> str:
-        return self.cluster._state_of(self.cluster.record(node))  # noqa: SLF001 - the launcher's own view
+        return self.cluster._state_of(self.cluster.record(node))
 
     # -- node-side fault injection -------------------------------------------------------
 
@@ -310,9 +327,11 @@ class Nemesis:
             raise RuntimeError(f"none of the {len(needles)} tokens written to page {key} is in {data_file}")
 
         result: FlipResult = self._act("flip-byte", node, go, f"page {key}")
-        self.log.events[-1].detail = (f"page {key}: flipped byte {len(result.token) // 2} of {result.token!r} "
-                                      f"({result.copies_flipped} cop{'y' if result.copies_flipped == 1 else 'ies'} "
-                                      f"in {Path(result.data_file).name})")
+        self.log.events[-1].detail = (
+            f"page {key}: flipped byte {len(result.token) // 2} of {result.token!r} "
+            f"({result.copies_flipped} cop{'y' if result.copies_flipped == 1 else 'ies'} "
+            f"in {Path(result.data_file).name})"
+        )
         return result
 
     def probe_page(self, node: str, key: int, timeout_s: float = STATUS_TIMEOUT_S) -> tuple[str, str]:
@@ -324,8 +343,10 @@ class Nemesis:
             for seg in segments:
                 if seg.volume_id == self.volume and seg.first_page <= key < seg.first_page + seg.page_count:
                     try:
-                        reply = stub.ReadPage(pb.ReadPageRequest(segment_id=seg.segment_id, page_no=key,
-                                                                 read_point=seg.scl), timeout=timeout_s)
+                        reply = stub.ReadPage(
+                            pb.ReadPageRequest(segment_id=seg.segment_id, page_no=key, read_point=seg.scl),
+                            timeout=timeout_s,
+                        )
                     except grpc.RpcError as error:
                         return error.code().name, error.details() or ""  # type: ignore[attr-defined]
                     return "OK", repr(bytes(reply.data[:32]).rstrip(b"\0"))
@@ -354,10 +375,11 @@ class Nemesis:
             return MetaRot(node, segment_id, mode, edits, self.stored_metadata(node, segment_id))
 
         rot: MetaRot = self._act("meta-rot", node, go, f"{segment_id} {mode}")
-        self.log.events[-1].detail = (f"{segment_id}: SCL {rot.held} -> {rot.claimed} in "
-                                      f"{', '.join(t for t, _, _ in rot.edits)} ({mode}); the node will read: "
-                                      + "; ".join(f"{c.table} {'checks' if c.checks else 'fails'}"
-                                                  for c in rot.copies_after))
+        self.log.events[-1].detail = (
+            f"{segment_id}: SCL {rot.held} -> {rot.claimed} in "
+            f"{', '.join(t for t, _, _ in rot.edits)} ({mode}); the node will read: "
+            + "; ".join(f"{c.table} {'checks' if c.checks else 'fails'}" for c in rot.copies_after)
+        )
         return rot
 
     def rot_tree(self, node: str, needles: list[tuple[str, bytes]], pages: int, rng: random.Random) -> TreeRot:
@@ -375,13 +397,25 @@ class Nemesis:
             found: tuple[str, int, bool] | None = None
             if lay is not None:
                 for tables in (("records",), tuple(sorted(set(lay.owner.values())))):
-                    found = next(((token, page, True) for token, needle in needles
-                                  if (page := lmdb_pages.live_page_of(blob, lay, needle, tables)) is not None), None)
+                    found = next(
+                        (
+                            (token, page, True)
+                            for token, needle in needles
+                            if (page := lmdb_pages.live_page_of(blob, lay, needle, tables)) is not None
+                        ),
+                        None,
+                    )
                     if found:
                         break
             if found is None:
-                found = next(((token, blob.find(needle) // lmdb_pages.LMDB_PAGE, False)
-                              for token, needle in needles if blob.find(needle) >= 0), None)
+                found = next(
+                    (
+                        (token, blob.find(needle) // lmdb_pages.LMDB_PAGE, False)
+                        for token, needle in needles
+                        if blob.find(needle) >= 0
+                    ),
+                    None,
+                )
             if found is None:
                 raise RuntimeError(f"none of the {len(needles)} acknowledged tokens is in {path}")
             token, page, targeted = found
@@ -396,9 +430,11 @@ class Nemesis:
             return TreeRot(node, token, page, first, size, size // page_size, hit, str(path), targeted)
 
         rot: TreeRot = self._act("tree-rot", node, go, f"{pages} pages")
-        self.log.events[-1].detail = (f"{rot.pages} pages ({rot.bytes_overwritten} bytes) from byte {rot.first_byte} "
-                                      f"overwritten with random bytes, around page {rot.page} holding {rot.token!r}; "
-                                      f"live pages hit: {rot.tables_hit}")
+        self.log.events[-1].detail = (
+            f"{rot.pages} pages ({rot.bytes_overwritten} bytes) from byte {rot.first_byte} "
+            f"overwritten with random bytes, around page {rot.page} holding {rot.token!r}; "
+            f"live pages hit: {rot.tables_hit}"
+        )
         return rot
 
     # -- storage node calls ------------------------------------------------------------------
@@ -407,23 +443,32 @@ class Nemesis:
         with grpc.insecure_channel(self.cluster.node_address(node), options=CHANNEL_OPTIONS) as channel:
             return pb_grpc.StorageServiceStub(channel).ListSegments(pb.ListSegmentsRequest(), timeout=timeout_s)
 
-    def segment_state(self, address: str, segment_id: str, timeout_s: float = STATUS_TIMEOUT_S,
-                      ) -> tuple[str, pb.SegmentState | None]:
+    def segment_state(
+        self,
+        address: str,
+        segment_id: str,
+        timeout_s: float = STATUS_TIMEOUT_S,
+    ) -> tuple[str, pb.SegmentState | None]:
         """("OK", state) or (status code name, None)."""
         with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
             try:
                 reply = pb_grpc.StorageServiceStub(channel).GetSegmentState(
-                    pb.GetSegmentStateRequest(segment_id=segment_id), timeout=timeout_s)
+                    pb.GetSegmentStateRequest(segment_id=segment_id), timeout=timeout_s
+                )
             except grpc.RpcError as error:
                 return error.code().name, None  # type: ignore[attr-defined]
         return "OK", reply.state
 
     def drop_segment(self, node: str, segment_id: str) -> int:
         """DropSegment on a healthy member: its copy is gone (records, metadata); the records removed."""
+
         def go() -> int:
             with grpc.insecure_channel(self.cluster.node_address(node), options=CHANNEL_OPTIONS) as channel:
-                return int(pb_grpc.StorageServiceStub(channel).DropSegment(
-                    pb.DropSegmentRequest(segment_id=segment_id), timeout=STATUS_TIMEOUT_S * 3).records_removed)
+                return int(
+                    pb_grpc.StorageServiceStub(channel)
+                    .DropSegment(pb.DropSegmentRequest(segment_id=segment_id), timeout=STATUS_TIMEOUT_S * 3)
+                    .records_removed
+                )
 
         removed: int = self._act("drop-segment", node, go, segment_id)
         self.log.events[-1].detail = f"{segment_id}: {removed} records removed"
@@ -449,10 +494,13 @@ class Nemesis:
             stub = vgrpc.VolumeServiceStub(channel)
             while time.monotonic() < deadline:
                 with contextlib.suppress(grpc.RpcError):
-                    status = stub.GetVolumeStatus(vpb.GetVolumeStatusRequest(volume_id=self.volume),
-                                                  timeout=STATUS_TIMEOUT_S).status
+                    status = stub.GetVolumeStatus(
+                        vpb.GetVolumeStatusRequest(volume_id=self.volume), timeout=STATUS_TIMEOUT_S
+                    ).status
                     if status.protection_groups and all(
-                        s.connected for pg in status.protection_groups for s in pg.segments
+                        s.connected
+                        for pg in status.protection_groups
+                        for s in pg.segments
                         if nodes is None or s.node_id in nodes
                     ):
                         return True
@@ -463,8 +511,9 @@ class Nemesis:
         with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
             stub = vgrpc.VolumeServiceStub(channel)
             try:
-                status = stub.GetVolumeStatus(vpb.GetVolumeStatusRequest(volume_id=self.volume),
-                                              timeout=STATUS_TIMEOUT_S).status
+                status = stub.GetVolumeStatus(
+                    vpb.GetVolumeStatusRequest(volume_id=self.volume), timeout=STATUS_TIMEOUT_S
+                ).status
             except grpc.RpcError:
                 return False
         return bool(status.fenced)
@@ -508,4 +557,4 @@ class Nemesis:
             self.second_writer.stop()
 
 
-__all__ = ["Nemesis", "FaultLog", "FaultEvent", "FlipResult", "MetaRot", "TreeRot", "SecondWriter"]
+__all__ = ["FaultEvent", "FaultLog", "FlipResult", "MetaRot", "Nemesis", "SecondWriter", "TreeRot"]

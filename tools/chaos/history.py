@@ -32,9 +32,9 @@ Pure: no clock, randomness, threads or I/O beyond reading and writing a file.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 INVOKE = "invoke"
 OK = "ok"
@@ -79,12 +79,14 @@ class Op:
         return record
 
     @classmethod
-    def from_json(cls, record: dict[str, object]) -> "Op":
+    def from_json(cls, record: dict[str, object]) -> Op:
         unknown = set(record) - set(JSONL_FIELDS)
         missing = set(JSONL_FIELDS_REQUIRED) - set(record)
         if unknown or missing:
-            raise ValueError(f"history event needs fields {JSONL_FIELDS_REQUIRED} (+ optional error); "
-                             f"unknown {sorted(unknown)}, missing {sorted(missing)}: {record}")
+            raise ValueError(
+                f"history event needs fields {JSONL_FIELDS_REQUIRED} (+ optional error); "
+                f"unknown {sorted(unknown)}, missing {sorted(missing)}: {record}"
+            )
         return cls(
             process=record["process"],  # type: ignore[arg-type]
             type=record["type"],  # type: ignore[arg-type]
@@ -120,13 +122,12 @@ class Operation:
         """A short human-readable name, e.g. `#12 p3 write k5 'p3-17' ok [1.200-1.250]`."""
         outcome = "pending" if self.pending else self.type
         end = "…" if self.complete_time is None else f"{self.complete_time:.3f}"
-        if self.f == READ and self.type != OK:
-            shown = ""
-        else:
-            shown = " " + ("None" if self.value is None else repr(self.value))
+        shown = "" if self.f == READ and self.type != OK else " " + ("None" if self.value is None else repr(self.value))
         arrow = " ->" if self.f == READ and shown else ""
-        return (f"#{self.invoke_index} p{self.process} {self.f} k{self.key}{arrow}{shown} {outcome} "
-                f"[{self.invoke_time:.3f}-{end}]")
+        return (
+            f"#{self.invoke_index} p{self.process} {self.f} k{self.key}{arrow}{shown} {outcome} "
+            f"[{self.invoke_time:.3f}-{end}]"
+        )
 
 
 class History:
@@ -151,14 +152,18 @@ class History:
 
     def append(self, event: Op) -> Op:
         """Add one event; its `index` must be its position. Returns the event."""
-        assert isinstance(event.process, int) and not isinstance(event.process, bool), f"process must be an int: {event}"
+        assert isinstance(event.process, int) and not isinstance(event.process, bool), (
+            f"process must be an int: {event}"
+        )
         assert event.type in EVENT_TYPES, f"type must be one of {EVENT_TYPES}: {event}"
         assert event.f in FUNCTIONS, f"f must be one of {FUNCTIONS}: {event}"
         assert isinstance(event.key, int) and not isinstance(event.key, bool), f"key must be an int: {event}"
         assert event.value is None or isinstance(event.value, str), f"value must be a str or None: {event}"
         assert isinstance(event.time, (int, float)) and event.time == event.time, f"time must be a number: {event}"
         assert event.error is None or isinstance(event.error, str), f"error must be a str or None: {event}"
-        assert event.index == len(self.events), f"event index {event.index} is not its position {len(self.events)}: {event}"
+        assert event.index == len(self.events), (
+            f"event index {event.index} is not its position {len(self.events)}: {event}"
+        )
         if event.f == WRITE:
             assert event.value is not None, f"a write carries the value written: {event}"
         pending = self._outstanding.get(event.process)
@@ -169,12 +174,14 @@ class History:
             self._outstanding[event.process] = event
         else:
             assert pending is not None, f"completion without an outstanding invoke by process {event.process}: {event}"
-            assert (event.f, event.key) == (pending.f, pending.key), \
+            assert (event.f, event.key) == (pending.f, pending.key), (
                 f"completion {event} does not match its invoke {pending}"
+            )
             assert event.time >= pending.time, f"completion {event} is earlier than its invoke {pending}"
             if event.f == WRITE:
-                assert event.value == pending.value, \
+                assert event.value == pending.value, (
                     f"write completion {event} carries another value than its invoke {pending}"
+                )
             elif event.type != OK:
                 assert event.value is None, f"a read that did not complete ok observed nothing: {event}"
             del self._outstanding[event.process]
@@ -183,11 +190,13 @@ class History:
 
     def invoke(self, process: int, f: str, key: int, value: str | None, time: float) -> Op:
         """Record an invoke; the returned event is the handle to `complete`."""
-        return self.append(Op(process=process, type=INVOKE, f=f, key=key, value=value, time=float(time),
-                              index=len(self.events)))
+        return self.append(
+            Op(process=process, type=INVOKE, f=f, key=key, value=value, time=float(time), index=len(self.events))
+        )
 
-    def complete(self, handle: Op, type: str, value: str | None = None, time: float | None = None,
-                 error: str | None = None) -> Op:
+    def complete(
+        self, handle: Op, type: str, value: str | None = None, time: float | None = None, error: str | None = None
+    ) -> Op:
         """Record the completion (`ok`, `fail` or `info`) of the invoke `handle`.
 
         For a write, `value` defaults to the value written; for an `ok` read it is the
@@ -196,12 +205,23 @@ class History:
         assert time is not None, "complete() needs the completion time"
         assert type in COMPLETION_TYPES, f"a completion is one of {COMPLETION_TYPES}, not {type!r}"
         assert handle.type == INVOKE, f"complete() takes the invoke event: {handle}"
-        assert self._outstanding.get(handle.process) is handle, \
+        assert self._outstanding.get(handle.process) is handle, (
             f"{handle} is not the outstanding invoke of process {handle.process}"
+        )
         if handle.f == WRITE and value is None:
             value = handle.value
-        return self.append(Op(process=handle.process, type=type, f=handle.f, key=handle.key, value=value,
-                              time=float(time), index=len(self.events), error=error))
+        return self.append(
+            Op(
+                process=handle.process,
+                type=type,
+                f=handle.f,
+                key=handle.key,
+                value=value,
+                time=float(time),
+                index=len(self.events),
+                error=error,
+            )
+        )
 
     # --- reading ---------------------------------------------------------------------
 
@@ -224,19 +244,39 @@ class History:
         for invoke in invokes:
             completion = completion_of.get(invoke.index)
             if completion is None:
-                operations.append(Operation(
-                    process=invoke.process, f=invoke.f, key=invoke.key, type=INFO, value=invoke.value,
-                    invoke_time=invoke.time, complete_time=None, invoke_index=invoke.index, complete_index=None))
+                operations.append(
+                    Operation(
+                        process=invoke.process,
+                        f=invoke.f,
+                        key=invoke.key,
+                        type=INFO,
+                        value=invoke.value,
+                        invoke_time=invoke.time,
+                        complete_time=None,
+                        invoke_index=invoke.index,
+                        complete_index=None,
+                    )
+                )
             else:
-                operations.append(Operation(
-                    process=invoke.process, f=invoke.f, key=invoke.key, type=completion.type, value=completion.value,
-                    invoke_time=invoke.time, complete_time=completion.time, invoke_index=invoke.index,
-                    complete_index=completion.index, error=completion.error))
+                operations.append(
+                    Operation(
+                        process=invoke.process,
+                        f=invoke.f,
+                        key=invoke.key,
+                        type=completion.type,
+                        value=completion.value,
+                        invoke_time=invoke.time,
+                        complete_time=completion.time,
+                        invoke_index=invoke.index,
+                        complete_index=completion.index,
+                        error=completion.error,
+                    )
+                )
         return operations
 
     def counts(self) -> dict[str, int]:
         """Events by type (`invoke`, `ok`, `fail`, `info`) and `pending` invokes (no completion)."""
-        counts = {kind: 0 for kind in EVENT_TYPES}
+        counts = dict.fromkeys(EVENT_TYPES, 0)
         for event in self.events:
             counts[event.type] += 1
         counts["pending"] = len(self._outstanding)
@@ -244,19 +284,19 @@ class History:
 
     def writes_resumed_after(self, fault_time: float) -> float | None:
         """Seconds from `fault_time` until the first `ok` write completed after it (None: none did)."""
-        completions = [event.time for event in self.events
-                       if event.type == OK and event.f == WRITE and event.time >= fault_time]
+        completions = [
+            event.time for event in self.events if event.type == OK and event.f == WRITE and event.time >= fault_time
+        ]
         return min(completions) - fault_time if completions else None
 
     # --- files -----------------------------------------------------------------------
 
     def to_jsonl(self, path: str | Path) -> None:
         with open(path, "w", encoding="utf-8") as file:
-            for event in self.events:
-                file.write(json.dumps(event.to_json()) + "\n")
+            file.writelines(json.dumps(event.to_json()) + "\n" for event in self.events)
 
     @classmethod
-    def from_jsonl(cls, path: str | Path) -> "History":
+    def from_jsonl(cls, path: str | Path) -> History:
         history = cls()
         with open(path, encoding="utf-8") as file:
             for line_number, line in enumerate(file, start=1):

@@ -108,7 +108,7 @@ def layout(blob: bytes, value_tables: tuple[str, ...] = ()) -> Layout:
                 if flags & P_BRANCH:
                     stack.append(lo | hi << 16 | node_flags << 32)
                     continue
-                key = bytes(blob[key_at:key_at + key_size])
+                key = bytes(blob[key_at : key_at + key_size])
                 data_at = key_at + key_size
                 if node_flags & F_DUPDATA:
                     raise ValueError(f"table {table} has duplicate-key data, which this walk does not follow")
@@ -165,7 +165,7 @@ def metadata_copies(path: str | Path, segment_id: str, tables: tuple[str, ...]) 
         if value is None:
             out.append(CopyState(table, False, None, "no copy"))
             continue
-        raw = blob[value.offset:value.offset + value.size]
+        raw = blob[value.offset : value.offset + value.size]
         scl = _scl_in(raw)
         try:
             meta = SegmentMeta.from_bytes(raw, where=f"{table}")
@@ -182,15 +182,16 @@ def _scl_in(raw: bytes) -> int | None:
     if at < 0:
         return None
     digits = bytearray()
-    for b in raw[at + len(marker):]:
+    for b in raw[at + len(marker) :]:
         if not 0x30 <= b <= 0x39:
             break
         digits.append(b)
     return int(digits) if digits else None
 
 
-def edit_live_metadata(path: str | Path, segment_id: str, delta: int, tables: tuple[str, ...],
-                       fix_crc: bool) -> list[tuple[str, int, int]]:
+def edit_live_metadata(
+    path: str | Path, segment_id: str, delta: int, tables: tuple[str, ...], fix_crc: bool
+) -> list[tuple[str, int, int]]:
     """Add `delta` to the SCL of the live metadata copies of `segment_id` in `tables`, in place and keeping
     the number of digits (a rotten digit); `fix_crc` recomputes the copy's CRC-32C (a forged copy).
     Returns (table, before, after) per copy edited. The file is synced."""
@@ -201,11 +202,11 @@ def edit_live_metadata(path: str | Path, segment_id: str, delta: int, tables: tu
         value = lay.value(table, segment_id.encode())
         if value is None:
             raise ValueError(f"no live copy of segment {segment_id}'s metadata in table {table}")
-        raw = bytes(data[value.offset:value.offset + value.size])
+        raw = bytes(data[value.offset : value.offset + value.size])
         magic, _crc = _META_HEADER.unpack_from(raw, 0)
         if magic != META_MAGIC:
             raise ValueError(f"segment {segment_id}'s metadata in {table} does not start with {META_MAGIC!r}")
-        body = raw[_META_HEADER.size:]
+        body = raw[_META_HEADER.size :]
         marker = b'"scl":'
         at = body.find(marker)
         before = _scl_in(raw)
@@ -216,9 +217,9 @@ def edit_live_metadata(path: str | Path, segment_id: str, delta: int, tables: tu
         if len(old) != len(new):
             raise ValueError(f"SCL {before} + {delta} changes the number of digits")
         start = at + len(marker)
-        body = body[:start] + new + body[start + len(old):]
+        body = body[:start] + new + body[start + len(old) :]
         crc = crc32c(body) if fix_crc else _crc
-        data[value.offset:value.offset + value.size] = _META_HEADER.pack(magic, crc) + body
+        data[value.offset : value.offset + value.size] = _META_HEADER.pack(magic, crc) + body
         edits.append((table, before, after))
     _write_synced(path, bytes(data))
     return edits
@@ -230,7 +231,7 @@ def overwrite(path: str | Path, first_page: int, pages: int, noise: bytes, page_
     data = bytearray(Path(path).read_bytes())
     first = max(META_PAGES, first_page) * page_size
     end = min(len(data), first + pages * page_size)
-    data[first:end] = noise[:end - first]
+    data[first:end] = noise[: end - first]
     _write_synced(path, bytes(data))
     return first, end - first
 
@@ -242,5 +243,18 @@ def _write_synced(path: str | Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-__all__ = ["Layout", "StoredValue", "CopyState", "layout", "read_layout", "live_page_of", "metadata_copies",
-           "edit_live_metadata", "overwrite", "FREE_TREE", "MAIN_TREE", "LMDB_PAGE", "META_PAGES"]
+__all__ = [
+    "FREE_TREE",
+    "LMDB_PAGE",
+    "MAIN_TREE",
+    "META_PAGES",
+    "CopyState",
+    "Layout",
+    "StoredValue",
+    "edit_live_metadata",
+    "layout",
+    "live_page_of",
+    "metadata_copies",
+    "overwrite",
+    "read_layout",
+]

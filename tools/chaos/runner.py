@@ -35,15 +35,17 @@ Outcome of an operation:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
 import shutil
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 
@@ -95,9 +97,11 @@ FAIL_CODES = {
 NOTHING_WRITTEN = "Nothing was written"
 MAY_STILL = "may still"  # "... it may still become durable later"
 
-CONVERGENCE_NOTE = ("a segment that missed records while the writer restarted cannot get them from the new writer; "
-                    "it converges only through gossip repair between segments (storage/gossip.py), so a mismatch "
-                    "there is reported, not judged")
+CONVERGENCE_NOTE = (
+    "a segment that missed records while the writer restarted cannot get them from the new writer; "
+    "it converges only through gossip repair between segments (storage/gossip.py), so a mismatch "
+    "there is reported, not judged"
+)
 
 
 def classify(code: grpc.StatusCode, details: str) -> str:
@@ -214,9 +218,12 @@ class Workload:
         handles = [self.history.invoke(p, WRITE, k, token, invoked) for p, k in zip(processes, keys)]
         code, details, outcome = "OK", "", OK
         try:
-            await target.stub.WritePages(vpb.WritePagesRequest(
-                volume_id=VOLUME, patches=[vpb.PagePatch(page_no=k, offset=0, data=data) for k in keys]),
-                timeout=WRITE_TIMEOUT_S)
+            await target.stub.WritePages(
+                vpb.WritePagesRequest(
+                    volume_id=VOLUME, patches=[vpb.PagePatch(page_no=k, offset=0, data=data) for k in keys]
+                ),
+                timeout=WRITE_TIMEOUT_S,
+            )
         except grpc.aio.AioRpcError as error:
             code, details = error.code().name, error.details() or ""
             outcome = classify(error.code(), details)
@@ -224,25 +231,27 @@ class Workload:
             code, details, outcome = type(error).__name__, str(error), INFO
         completed = time.monotonic()
         for handle in handles:
-            self.history.complete(handle, outcome, time=completed,
-                                  error=None if outcome == OK else f"{code}: {details}"[:300])
+            self.history.complete(
+                handle, outcome, time=completed, error=None if outcome == OK else f"{code}: {details}"[:300]
+            )
         self.records.append(OpRecord(WRITE, keys, token, (), invoked, completed, outcome, code, details, target.label))
         return outcome
 
-    async def read(self, processes: tuple[int, ...], keys: tuple[int, ...],
-                   from_storage: bool = False) -> tuple[str, list[str | None]]:
+    async def read(
+        self, processes: tuple[int, ...], keys: tuple[int, ...], from_storage: bool = False
+    ) -> tuple[str, list[str | None]]:
         target = self.target
         invoked = time.monotonic()
         handles = [self.history.invoke(p, READ, k, None, invoked) for p, k in zip(processes, keys)]
         code, details, outcome = "OK", "", OK
         values: list[str | None] = []
         try:
-            reply = await target.stub.ReadPages(vpb.ReadPagesRequest(volume_id=VOLUME, page_nos=list(keys),
-                                                                     from_storage=from_storage),
-                                                timeout=READ_TIMEOUT_S)
+            reply = await target.stub.ReadPages(
+                vpb.ReadPagesRequest(volume_id=VOLUME, page_nos=list(keys), from_storage=from_storage),
+                timeout=READ_TIMEOUT_S,
+            )
             by_page = {p.page_no: p.data for p in reply.pages}
-            values = [decode_value(by_page[k]) if k in by_page else f"<page {k} missing from the reply>"
-                      for k in keys]
+            values = [decode_value(by_page[k]) if k in by_page else f"<page {k} missing from the reply>" for k in keys]
         except grpc.aio.AioRpcError as error:
             code, details = error.code().name, error.details() or ""
             outcome = classify(error.code(), details)
@@ -250,10 +259,18 @@ class Workload:
             code, details, outcome = type(error).__name__, str(error), INFO
         completed = time.monotonic()
         for i, handle in enumerate(handles):
-            self.history.complete(handle, outcome, value=values[i] if outcome == OK else None, time=completed,
-                                  error=None if outcome == OK else f"{code}: {details}"[:300])
-        self.records.append(OpRecord(READ, keys, None, tuple(values), invoked, completed, outcome, code, details,
-                                     target.label, from_storage))
+            self.history.complete(
+                handle,
+                outcome,
+                value=values[i] if outcome == OK else None,
+                time=completed,
+                error=None if outcome == OK else f"{code}: {details}"[:300],
+            )
+        self.records.append(
+            OpRecord(
+                READ, keys, None, tuple(values), invoked, completed, outcome, code, details, target.label, from_storage
+            )
+        )
         return outcome, values
 
     async def client(self, index: int) -> None:
@@ -282,9 +299,12 @@ class Workload:
         page = PAGES_PER_PG + 1000
         while True:
             try:
-                await self.target.stub.WritePages(vpb.WritePagesRequest(
-                    volume_id=VOLUME, patches=[vpb.PagePatch(page_no=page, offset=0, data=b"grow")]),
-                    timeout=WRITE_TIMEOUT_S)
+                await self.target.stub.WritePages(
+                    vpb.WritePagesRequest(
+                        volume_id=VOLUME, patches=[vpb.PagePatch(page_no=page, offset=0, data=b"grow")]
+                    ),
+                    timeout=WRITE_TIMEOUT_S,
+                )
                 return
             except grpc.aio.AioRpcError:
                 if time.monotonic() > deadline:
@@ -321,12 +341,15 @@ def check_atomicity(workload: Workload) -> Criterion:
                 torn.append(f"read at t={r.invoked - workload.origin:.3f}: {dict(zip(r.keys, r.values))}")
     for a, b in workload.pairs:
         if workload.final_values and workload.final_values.get(a) != workload.final_values.get(b):
-            torn.append(f"final read: page {a} = {workload.final_values.get(a)!r}, "
-                        f"page {b} = {workload.final_values.get(b)!r}")
+            torn.append(
+                f"final read: page {a} = {workload.final_values.get(a)!r}, page {b} = {workload.final_values.get(b)!r}"
+            )
     mtrs = [r for r in workload.records if r.kind == WRITE and len(r.keys) == 2]
     by_outcome = {o: sum(1 for r in mtrs if r.outcome == o) for o in (OK, FAIL, INFO)}
-    detail = (f"{len(mtrs)} two-page MTRs across both PGs (ok {by_outcome[OK]}, fail {by_outcome[FAIL]}, "
-              f"info {by_outcome[INFO]}); {pair_reads} two-page reads and the final read: {len(torn)} torn")
+    detail = (
+        f"{len(mtrs)} two-page MTRs across both PGs (ok {by_outcome[OK]}, fail {by_outcome[FAIL]}, "
+        f"info {by_outcome[INFO]}); {pair_reads} two-page reads and the final read: {len(torn)} torn"
+    )
     if torn:
         detail += ": " + "; ".join(torn[:5])
     return Criterion("MTRs atomic", not torn, detail)
@@ -343,15 +366,19 @@ def segment_states(writer_address: str) -> dict[str, dict[str, tuple[int, int]]]
     """For each PG of vol0 (as the writer lists them): node -> (SCL, highest LSN) from GetSegmentState."""
     out: dict[str, dict[str, tuple[int, int]]] = {}
     with grpc.insecure_channel(writer_address, options=CHANNEL_OPTIONS) as channel:
-        status = vgrpc.VolumeServiceStub(channel).GetVolumeStatus(
-            vpb.GetVolumeStatusRequest(volume_id=VOLUME), timeout=5).status
+        status = (
+            vgrpc.VolumeServiceStub(channel)
+            .GetVolumeStatus(vpb.GetVolumeStatusRequest(volume_id=VOLUME), timeout=5)
+            .status
+        )
     for pg in status.protection_groups:
         states: dict[str, tuple[int, int]] = {}
         for seg in pg.segments:
             with grpc.insecure_channel(seg.address, options=CHANNEL_OPTIONS) as channel:
                 try:
                     reply = pb_grpc.StorageServiceStub(channel).GetSegmentState(
-                        pb.GetSegmentStateRequest(segment_id=seg.segment_id), timeout=3)
+                        pb.GetSegmentStateRequest(segment_id=seg.segment_id), timeout=3
+                    )
                     states[seg.node_id] = (reply.state.scl, reply.state.highest_lsn)
                 except grpc.RpcError:
                     states[seg.node_id] = (-1, -1)
@@ -436,26 +463,39 @@ def _resumed(workload: Workload, at: float) -> float | None:
 
 
 def _writer_restarted(nemesis: Nemesis) -> bool:
-    return any((e.target == COMPUTE and e.action in ("kill", "stop", "start")) or e.action == "second-writer"
-               for e in nemesis.log.events)
+    return any(
+        (e.target == COMPUTE and e.action in ("kill", "stop", "start")) or e.action == "second-writer"
+        for e in nemesis.log.events
+    )
 
 
-async def _drive(cfg: RunConfig, scenario: Scenario, cluster: Cluster, nemesis: Nemesis,
-                 holder: dict[str, Any]) -> None:
+async def _drive(
+    cfg: RunConfig, scenario: Scenario, cluster: Cluster, nemesis: Nemesis, holder: dict[str, Any]
+) -> None:
     timing = cfg.timing()
     rng = random.Random(f"{cfg.seed}:{scenario.name}")
-    workload = Workload(clients=cfg.clients, keys=cfg.keys, seed=cfg.seed, address=cluster.compute_address(),
-                        cluster=cluster)
+    workload = Workload(
+        clients=cfg.clients, keys=cfg.keys, seed=cfg.seed, address=cluster.compute_address(), cluster=cluster
+    )
     holder["workload"] = workload
     origin = workload.origin
 
     def say(text: str) -> None:
         cfg.log(f"  [{time.monotonic() - origin:6.1f}s] {text}")
 
-    nemesis.log.listener = lambda e: say(f"fault: {e.action} {e.target} ({e.detail}) "
-                                         f"{'took' if e.ok else 'FAILED after'} {e.ended - e.started:.1f} s")
-    ctx = Context(name=scenario.name, rng=rng, cluster=cluster, nemesis=nemesis, workload=workload, timing=timing,
-                  out_dir=cfg.out_dir, log=say)
+    nemesis.log.listener = lambda e: say(
+        f"fault: {e.action} {e.target} ({e.detail}) {'took' if e.ok else 'FAILED after'} {e.ended - e.started:.1f} s"
+    )
+    ctx = Context(
+        name=scenario.name,
+        rng=rng,
+        cluster=cluster,
+        nemesis=nemesis,
+        workload=workload,
+        timing=timing,
+        out_dir=cfg.out_dir,
+        log=say,
+    )
     holder["ctx"] = ctx
     try:
         await workload.prepare()
@@ -472,10 +512,13 @@ async def _drive(cfg: RunConfig, scenario: Scenario, cluster: Cluster, nemesis: 
             ctx.mark("heal_start")
             done = await asyncio.to_thread(nemesis.heal)
             say("heal: " + (", ".join(done) if done else "nothing to undo"))
-            connected = await asyncio.to_thread(nemesis.wait_writer_connected, workload.target.address,
-                                                HEAL_CONNECT_TIMEOUT_S)
+            connected = await asyncio.to_thread(
+                nemesis.wait_writer_connected, workload.target.address, HEAL_CONNECT_TIMEOUT_S
+            )
             if not connected:
-                ctx.notes.append(f"after heal the writer did not reconnect to all segments in {HEAL_CONNECT_TIMEOUT_S:g} s")
+                ctx.notes.append(
+                    f"after heal the writer did not reconnect to all segments in {HEAL_CONNECT_TIMEOUT_S:g} s"
+                )
             ctx.mark("healed")
             say(f"healed; {timing.post_s:.0f} s more load")
             await asyncio.sleep(timing.post_s)
@@ -493,14 +536,19 @@ async def _drive(cfg: RunConfig, scenario: Scenario, cluster: Cluster, nemesis: 
         await workload.close()
 
 
-def _judge(cfg: RunConfig, scenario: Scenario, result: ScenarioResult, holder: dict[str, Any],
-           nemesis: Nemesis) -> None:
+def _judge(
+    cfg: RunConfig, scenario: Scenario, result: ScenarioResult, holder: dict[str, Any], nemesis: Nemesis
+) -> None:
     workload: Workload = holder["workload"]
     ctx: Context = holder["ctx"]
     history = workload.history
     counts = checkers.summary(history)
-    result.operations, result.ok, result.fail, result.info = (counts["operations"], counts[OK], counts[FAIL],
-                                                               counts[INFO])
+    result.operations, result.ok, result.fail, result.info = (
+        counts["operations"],
+        counts[OK],
+        counts[FAIL],
+        counts[INFO],
+    )
     result.details["counts"] = counts
     cfg.log(f"  checking {counts['operations']} operations")
     lin = checkers.check_linearizable(history)
@@ -511,23 +559,38 @@ def _judge(cfg: RunConfig, scenario: Scenario, result: ScenarioResult, holder: d
     result.vanished = vanished.vanished
     final_ok = bool(workload.final_values)
     criteria = [
-        Criterion("final reads", final_ok,
-                  f"every key read after heal in {workload.final_read_attempts} attempt(s)" if final_ok
-                  else "the volume could not be read after heal"),
-        Criterion("linearizable", False if lin.verdict == checkers.NOT_LINEARIZABLE else
-                  (True if lin.ok else None),
-                  f"{lin.verdict}: {lin.operations} operations on {lin.keys} keys, {lin.configurations} "
-                  f"configurations; {lin.info_writes_unobserved} unobserved info writes dropped"
-                  + ("; " + " | ".join(lin.explanations) if lin.explanations else "")),
-        Criterion("nothing acknowledged lost", lost.ok and not lost.keys_without_final_read,
-                  f"{lost.writes_acknowledged} acknowledged writes, {lost.writes_judged} judged by "
-                  f"{lost.final_reads} final reads: {lost.lost_writes} lost"
-                  + (f"; keys without a final read: {list(lost.keys_without_final_read)}"
-                     if lost.keys_without_final_read else "")
-                  + ("; " + " | ".join(lost.explanations) if lost.explanations else "")),
-        Criterion("no vanished reads", vanished.ok,
-                  f"{vanished.reads} ok reads: {vanished.vanished} went back to an older value"
-                  + ("; " + " | ".join(vanished.explanations) if vanished.explanations else "")),
+        Criterion(
+            "final reads",
+            final_ok,
+            f"every key read after heal in {workload.final_read_attempts} attempt(s)"
+            if final_ok
+            else "the volume could not be read after heal",
+        ),
+        Criterion(
+            "linearizable",
+            False if lin.verdict == checkers.NOT_LINEARIZABLE else (True if lin.ok else None),
+            f"{lin.verdict}: {lin.operations} operations on {lin.keys} keys, {lin.configurations} "
+            f"configurations; {lin.info_writes_unobserved} unobserved info writes dropped"
+            + ("; " + " | ".join(lin.explanations) if lin.explanations else ""),
+        ),
+        Criterion(
+            "nothing acknowledged lost",
+            lost.ok and not lost.keys_without_final_read,
+            f"{lost.writes_acknowledged} acknowledged writes, {lost.writes_judged} judged by "
+            f"{lost.final_reads} final reads: {lost.lost_writes} lost"
+            + (
+                f"; keys without a final read: {list(lost.keys_without_final_read)}"
+                if lost.keys_without_final_read
+                else ""
+            )
+            + ("; " + " | ".join(lost.explanations) if lost.explanations else ""),
+        ),
+        Criterion(
+            "no vanished reads",
+            vanished.ok,
+            f"{vanished.reads} ok reads: {vanished.vanished} went back to an older value"
+            + ("; " + " | ".join(vanished.explanations) if vanished.explanations else ""),
+        ),
         check_atomicity(workload),
     ]
     try:
@@ -543,9 +606,13 @@ def _judge(cfg: RunConfig, scenario: Scenario, result: ScenarioResult, holder: d
         criteria.append(Criterion("segments converge once healed", True, convergence.detail))
     elif restarted:
         result.converged = "no*"
-        criteria.append(Criterion("segments converge once healed", None,
-                                  f"{convergence.detail} (not judged: the writer was restarted in this scenario; "
-                                  f"{CONVERGENCE_NOTE})"))
+        criteria.append(
+            Criterion(
+                "segments converge once healed",
+                None,
+                f"{convergence.detail} (not judged: the writer was restarted in this scenario; {CONVERGENCE_NOTE})",
+            )
+        )
         ctx.notes.append(f"* segments did not converge: {CONVERGENCE_NOTE}")
     else:
         result.converged = "no"
@@ -567,13 +634,23 @@ def _judge(cfg: RunConfig, scenario: Scenario, result: ScenarioResult, holder: d
     result.criteria = criteria
     result.notes += ctx.notes
     result.details["marks"] = {k: round(v - workload.origin, 3) for k, v in ctx.marks.items()}
-    result.details["scenario"] = {k: (v if isinstance(v, (int, float, str, bool, list, dict, type(None))) else repr(v))
-                                  for k, v in ctx.data.items()}
+    result.details["scenario"] = {
+        k: (v if isinstance(v, (int, float, str, bool, list, dict, type(None))) else repr(v))
+        for k, v in ctx.data.items()
+    }
     result.details["checkers"] = {
-        "linearizable": {"verdict": lin.verdict, "operations": lin.operations, "bad_keys": list(lin.bad_keys),
-                         "unknown_keys": list(lin.unknown_keys), "explanations": list(lin.explanations)},
-        "lost_writes": {"lost": lost.lost_writes, "acknowledged": lost.writes_acknowledged,
-                        "explanations": list(lost.explanations)},
+        "linearizable": {
+            "verdict": lin.verdict,
+            "operations": lin.operations,
+            "bad_keys": list(lin.bad_keys),
+            "unknown_keys": list(lin.unknown_keys),
+            "explanations": list(lin.explanations),
+        },
+        "lost_writes": {
+            "lost": lost.lost_writes,
+            "acknowledged": lost.writes_acknowledged,
+            "explanations": list(lost.explanations),
+        },
         "vanished_reads": {"vanished": vanished.vanished, "explanations": list(vanished.explanations)},
     }
     result.verdict = "FAIL" if any(c.ok is False for c in criteria) else "PASS"
@@ -602,10 +679,8 @@ def run_scenario(cfg: RunConfig) -> ScenarioResult:
         result.details["traceback"] = traceback.format_exc()
         cfg.log(f"  run failed: {result.error}")
         if "workload" in holder and "ctx" in holder:
-            try:
+            with contextlib.suppress(Exception):  # the run failed already; a verdict is a bonus
                 _judge(cfg, scenario, result, holder, nemesis)
-            except Exception:  # noqa: BLE001
-                pass
             result.verdict = "FAIL"
     finally:
         nemesis.close()
@@ -616,8 +691,14 @@ def run_scenario(cfg: RunConfig) -> ScenarioResult:
     return result
 
 
-def _save(cfg: RunConfig, result: ScenarioResult, holder: dict[str, Any], cluster: Cluster, fault_log: FaultLog,
-          started: float) -> None:
+def _save(
+    cfg: RunConfig,
+    result: ScenarioResult,
+    holder: dict[str, Any],
+    cluster: Cluster,
+    fault_log: FaultLog,
+    started: float,
+) -> None:
     out = cfg.out_dir
     result.seconds = round(time.monotonic() - started, 1)
     workload: Workload | None = holder.get("workload")
@@ -642,15 +723,36 @@ def _save(cfg: RunConfig, result: ScenarioResult, holder: dict[str, Any], cluste
 
 # --- the verdict table ---------------------------------------------------------------------------
 
-COLUMNS = ("scenario", "ops", "ok", "fail", "info", "lost", "linearizable", "vanished", "resumed", "converged",
-           "verdict")
+COLUMNS = (
+    "scenario",
+    "ops",
+    "ok",
+    "fail",
+    "info",
+    "lost",
+    "linearizable",
+    "vanished",
+    "resumed",
+    "converged",
+    "verdict",
+)
 
 
 def _row(r: ScenarioResult) -> list[str]:
     resumed = "-" if r.resumed_after == "" else ("never" if r.resumed_s is None else f"{r.resumed_s:.2f}s")
-    return [r.scenario, str(r.operations), str(r.ok), str(r.fail), str(r.info),
-            "-" if r.lost is None else str(r.lost), r.linearizable, "-" if r.vanished is None else str(r.vanished),
-            resumed, r.converged, r.verdict]
+    return [
+        r.scenario,
+        str(r.operations),
+        str(r.ok),
+        str(r.fail),
+        str(r.info),
+        "-" if r.lost is None else str(r.lost),
+        r.linearizable,
+        "-" if r.vanished is None else str(r.vanished),
+        resumed,
+        r.converged,
+        r.verdict,
+    ]
 
 
 def table(results: list[ScenarioResult]) -> str:
@@ -658,17 +760,20 @@ def table(results: list[ScenarioResult]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = []
     for n, row in enumerate(rows):
-        cells = [cell.ljust(w) if i in (0, len(row) - 1) else cell.rjust(w)
-                 for i, (cell, w) in enumerate(zip(row, widths))]
+        cells = [
+            cell.ljust(w) if i in (0, len(row) - 1) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
+        ]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     footnotes = []
     if any(r.converged == "no*" for r in results):
         footnotes.append(f"no* = not converged, not judged: the writer restarted in the scenario; {CONVERGENCE_NOTE}.")
-    footnotes.append("resumed = seconds from the fault until a write issued after it was acknowledged (from the "
-                     "heal where writes cannot go on: kill-az-plus-one, kill-four; from the kill or stop of the writer; "
-                     "from the switch to the new writer); the worst one where there were several.")
+    footnotes.append(
+        "resumed = seconds from the fault until a write issued after it was acknowledged (from the "
+        "heal where writes cannot go on: kill-az-plus-one, kill-four; from the kill or stop of the writer; "
+        "from the switch to the new writer); the worst one where there were several."
+    )
     for r in results:
         if r.error:
             footnotes.append(f"{r.scenario}: {r.error}")
@@ -682,5 +787,17 @@ def scenario_names() -> list[str]:
     return list(SCENARIOS)
 
 
-__all__ = ["RunConfig", "ScenarioResult", "run_scenario", "table", "scenario_names", "Workload", "classify",
-           "decode_value", "encode_value", "hot_keys", "check_convergence", "check_atomicity"]
+__all__ = [
+    "RunConfig",
+    "ScenarioResult",
+    "Workload",
+    "check_atomicity",
+    "check_convergence",
+    "classify",
+    "decode_value",
+    "encode_value",
+    "hot_keys",
+    "run_scenario",
+    "scenario_names",
+    "table",
+]

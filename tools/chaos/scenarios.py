@@ -16,11 +16,13 @@ Every time is `time.monotonic()`; windows are measured between marks.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -100,8 +102,8 @@ class Context:
 
     name: str
     rng: random.Random
-    cluster: "Cluster"
-    nemesis: "Nemesis"
+    cluster: Cluster
+    nemesis: Nemesis
     workload: Any  # tools.chaos.runner.Workload
     timing: Timing
     out_dir: Any
@@ -140,8 +142,11 @@ class Context:
 
     def geometry(self) -> cp_pb2.VolumeGeometry:
         with grpc.insecure_channel(self.cluster.control_plane_address()) as channel:
-            return cp_grpc.ControlPlaneServiceStub(channel).DescribeVolume(
-                cp_pb2.DescribeVolumeRequest(volume_id=self.nemesis.volume), timeout=5).geometry
+            return (
+                cp_grpc.ControlPlaneServiceStub(channel)
+                .DescribeVolume(cp_pb2.DescribeVolumeRequest(volume_id=self.nemesis.volume), timeout=5)
+                .geometry
+            )
 
 
 @dataclass(frozen=True)
@@ -158,9 +163,17 @@ class Scenario:
 # --- helpers over the workload's records ------------------------------------------------------
 
 
-def ops(ctx: Context, kind: str | None = None, outcome: str | None = None, *, invoked_from: float | None = None,
-        invoked_to: float | None = None, completed_from: float | None = None, completed_to: float | None = None,
-        writer: str | None = None) -> list[Any]:
+def ops(
+    ctx: Context,
+    kind: str | None = None,
+    outcome: str | None = None,
+    *,
+    invoked_from: float | None = None,
+    invoked_to: float | None = None,
+    completed_from: float | None = None,
+    completed_to: float | None = None,
+    writer: str | None = None,
+) -> list[Any]:
     out = []
     for r in ctx.workload.records:
         if kind is not None and r.kind != kind:
@@ -185,26 +198,37 @@ def longest_write_gap(ctx: Context, start: float, end: float) -> float:
     """The longest stretch within [start, end] in which no write completed ok."""
     times = sorted(r.completed for r in ops(ctx, "write", "ok", completed_from=start, completed_to=end))
     edges = [start, *times, end]
-    return max(b - a for a, b in zip(edges, edges[1:]))
+    return max(b - a for a, b in itertools.pairwise(edges))
 
 
-def goes_on(ctx: Context, start: str = "fault", end: str = "heal_start", *, reads: bool = True,
-            writes: bool = True) -> list[Criterion]:
+def goes_on(
+    ctx: Context, start: str = "fault", end: str = "heal_start", *, reads: bool = True, writes: bool = True
+) -> list[Criterion]:
     """Acknowledged writes (and reads) kept coming while the fault was in force."""
     t0, t1 = ctx.window(start, end)
     out = []
     if writes:
         acked = ops(ctx, "write", "ok", invoked_from=t0, completed_to=t1)
         gap = longest_write_gap(ctx, t0, t1)
-        out.append(Criterion("writes go on", bool(acked) and gap <= WRITE_GAP_MAX_S,
-                             f"{len(acked)} writes acknowledged during the {t1 - t0:.1f} s fault; "
-                             f"longest stretch without one {gap:.2f} s (at most {WRITE_GAP_MAX_S:g} s)"))
+        out.append(
+            Criterion(
+                "writes go on",
+                bool(acked) and gap <= WRITE_GAP_MAX_S,
+                f"{len(acked)} writes acknowledged during the {t1 - t0:.1f} s fault; "
+                f"longest stretch without one {gap:.2f} s (at most {WRITE_GAP_MAX_S:g} s)",
+            )
+        )
     if reads:
         read_ok = ops(ctx, "read", "ok", invoked_from=t0, completed_to=t1)
         from_storage = [r for r in read_ok if r.from_storage]
-        out.append(Criterion("reads go on", bool(from_storage),
-                             f"{len(read_ok)} reads answered during the fault, {len(from_storage)} of them by a "
-                             f"storage segment (not the writer's buffer cache)"))
+        out.append(
+            Criterion(
+                "reads go on",
+                bool(from_storage),
+                f"{len(read_ok)} reads answered during the fault, {len(from_storage)} of them by a "
+                f"storage segment (not the writer's buffer cache)",
+            )
+        )
     return out
 
 
@@ -212,7 +236,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
 
 
@@ -261,8 +285,11 @@ def quorum_possible_again(ctx: Context) -> tuple[float, str]:
     victims = set(ctx.data.get("victims", ()))
     needed = len(victims) - DOWN_MAX
     log = getattr(ctx.nemesis, "log", None)
-    back = sorted(e.started for e in getattr(log, "events", ())
-                  if e.action in RESTART_ACTIONS and e.target in victims and e.started >= t0)
+    back = sorted(
+        e.started
+        for e in getattr(log, "events", ())
+        if e.action in RESTART_ACTIONS and e.target in victims and e.started >= t0
+    )
     if needed <= 0:
         return t0, f"{len(victims)} nodes down never stops a write quorum"
     if len(back) < needed:
@@ -295,20 +322,26 @@ def _judge_no_quorum(ctx: Context, what: str) -> list[Criterion]:
     unknown = [r for r in answered if r.outcome == "info"]
     later = [r for r in ops(ctx, "write", invoked_from=t0, invoked_to=q) if r.completed >= q]
     later_ok = [r for r in later if r.outcome == "ok"]
-    detail = (f"{len(victims)} nodes down from the fault until a write quorum was possible again ({how}); "
-              f"writes invoked after the fault and answered before then: {len(false_acks)} acknowledged, "
-              f"{len(refused)} refused, {len(unknown)} unknown")
+    detail = (
+        f"{len(victims)} nodes down from the fault until a write quorum was possible again ({how}); "
+        f"writes invoked after the fault and answered before then: {len(false_acks)} acknowledged, "
+        f"{len(refused)} refused, {len(unknown)} unknown"
+    )
     if false_acks:
         first = min(false_acks, key=lambda r: r.completed)
-        detail += (f"; e.g. {first.token!r} to pages {list(first.keys)} invoked {first.invoked - t0:.3f} s after "
-                   f"the fault, acknowledged {q - first.completed:.3f} s before a quorum was possible")
+        detail += (
+            f"; e.g. {first.token!r} to pages {list(first.keys)} invoked {first.invoked - t0:.3f} s after "
+            f"the fault, acknowledged {q - first.completed:.3f} s before a quorum was possible"
+        )
     if later:
         lead = max(q - r.invoked for r in later)
-        detail += (f"; not judged: {len(later)} invoked before then and answered after it ({len(later_ok)} "
-                   f"acknowledged; invoked up to {lead:.3f} s before it): the writer waits up to "
-                   f"{WRITER_ALLOCATION_WAIT_S:g} s for its streams before it allocates a write, then up to "
-                   f"{WRITER_COMMIT_WAIT_S:g} s for a quorum, so such a write may have been allocated and made "
-                   f"durable after the nodes were back")
+        detail += (
+            f"; not judged: {len(later)} invoked before then and answered after it ({len(later_ok)} "
+            f"acknowledged; invoked up to {lead:.3f} s before it): the writer waits up to "
+            f"{WRITER_ALLOCATION_WAIT_S:g} s for its streams before it allocates a write, then up to "
+            f"{WRITER_COMMIT_WAIT_S:g} s for a quorum, so such a write may have been allocated and made "
+            f"durable after the nodes were back"
+        )
     if not answered:
         # A short fault window can pass with every client still waiting on a write sent before it (the
         # writer's waits above): reported as not judged, never as a pass.
@@ -364,9 +397,13 @@ async def _writer_kill(ctx: Context) -> None:
 
 def _judge_writer_kill(ctx: Context) -> list[Criterion]:
     kills = [e for e in ctx.nemesis.log.events if e.action == "kill" and e.target == COMPUTE]
-    return [Criterion("writer killed mid-MTR", None,
-                      f"{len(kills)} SIGKILLs of the writer under load; "
-                      f"{len(ops(ctx, 'write', 'info'))} writes left in doubt")]
+    return [
+        Criterion(
+            "writer killed mid-MTR",
+            None,
+            f"{len(kills)} SIGKILLs of the writer under load; {len(ops(ctx, 'write', 'info'))} writes left in doubt",
+        )
+    ]
 
 
 async def _old_writer(ctx: Context) -> None:
@@ -391,31 +428,42 @@ async def _old_writer(ctx: Context) -> None:
 def _judge_old_writer(ctx: Context) -> list[Criterion]:
     opened = ctx.marks["new_writer_open"]
     stale_acks = ops(ctx, "write", "ok", invoked_from=opened, writer=COMPUTE)
-    fenced = [r for r in ops(ctx, "write", "fail", invoked_from=opened, writer=COMPUTE)
-              if r.code == "FAILED_PRECONDITION"]
+    fenced = [
+        r for r in ops(ctx, "write", "fail", invoked_from=opened, writer=COMPUTE) if r.code == "FAILED_PRECONDITION"
+    ]
     other = [r for r in ops(ctx, "write", invoked_from=opened, writer=COMPUTE) if r.outcome != "ok" and r not in fenced]
     new_acks = ops(ctx, "write", "ok", writer=NEW_WRITER)
     # A write refused as fenced counts as `fail` (nothing written); see whether any was read back anyway.
     observed = {v for r in ops(ctx, "read", "ok") for v in r.values}
     refused = [r for r in ops(ctx, "write", "fail") if r.code == "FAILED_PRECONDITION"]
     resurrected = [r for r in refused if r.token in observed]
-    detail = (f"{len(refused)} writes refused as fenced (FAILED_PRECONDITION) in all; {len(resurrected)} of them "
-              f"were read back later")
+    detail = (
+        f"{len(refused)} writes refused as fenced (FAILED_PRECONDITION) in all; {len(resurrected)} of them "
+        f"were read back later"
+    )
     if resurrected:
         first = resurrected[0]
-        detail += (f", e.g. {first.token!r} to pages {list(first.keys)} refused at "
-                   f"t={first.completed - ctx.workload.origin:.3f}: the old writer failed MTRs that were already in "
-                   f"flight with 'fenced', but the new writer's recovery found them on a write quorum and made them "
-                   f"durable; an in-flight MTR's outcome is unknown when its writer is fenced "
-                   f"(compute/volume.py Volume.on_fenced)")
+        detail += (
+            f", e.g. {first.token!r} to pages {list(first.keys)} refused at "
+            f"t={first.completed - ctx.workload.origin:.3f}: the old writer failed MTRs that were already in "
+            f"flight with 'fenced', but the new writer's recovery found them on a write quorum and made them "
+            f"durable; an in-flight MTR's outcome is unknown when its writer is fenced "
+            f"(compute/volume.py Volume.on_fenced)"
+        )
     return [
-        Criterion("old writer fenced", not stale_acks and bool(fenced),
-                  f"writes sent to the old writer after the new one opened: {len(stale_acks)} acknowledged, "
-                  f"{len(fenced)} rejected as fenced (FAILED_PRECONDITION), {len(other)} other errors; "
-                  f"old writer reports fenced: {ctx.data.get('old_knows_fenced')}"),
+        Criterion(
+            "old writer fenced",
+            not stale_acks and bool(fenced),
+            f"writes sent to the old writer after the new one opened: {len(stale_acks)} acknowledged, "
+            f"{len(fenced)} rejected as fenced (FAILED_PRECONDITION), {len(other)} other errors; "
+            f"old writer reports fenced: {ctx.data.get('old_knows_fenced')}",
+        ),
         Criterion("a write refused as fenced never takes effect", not resurrected, detail),
-        Criterion("clients switched to the new writer", bool(new_acks),
-                  f"{len(new_acks)} writes acknowledged by the new writer"),
+        Criterion(
+            "clients switched to the new writer",
+            bool(new_acks),
+            f"{len(new_acks)} writes acknowledged by the new writer",
+        ),
     ]
 
 
@@ -453,15 +501,26 @@ def _judge_byte_flip(ctx: Context) -> list[Criterion]:
     node_lines = ctx.workload.log_lines(flip.node, needle)
     # Detected by whoever met it first: the direct read, the writer failing over, or the node itself (a scrub).
     detected = (code == "DATA_LOSS" and needle in details) or bool(writer_lines) or bool(node_lines)
-    served = [r for r in ctx.workload.records if r.kind == "read" and r.outcome == "ok"
-              and any(v is not None and v != flip.token and v.startswith("<") for v in r.values)]
+    served = [
+        r
+        for r in ctx.workload.records
+        if r.kind == "read"
+        and r.outcome == "ok"
+        and any(v is not None and v != flip.token and v.startswith("<") for v in r.values)
+    ]
     return [
-        Criterion("rotten record never served", not served,
-                  f"page {flip.key}, token {flip.token!r} on {flip.node}: {len(served)} reads returned undecodable "
-                  f"bytes (the linearizability checker also rejects any value no write explains)"),
-        Criterion("bit rot detected", detected,
-                  f"direct ReadPage on {flip.node}: {code} ({details[:120]}); CRC-32C lines in the writer's log: "
-                  f"{len(writer_lines)}, in {flip.node}'s log: {len(node_lines)}"),
+        Criterion(
+            "rotten record never served",
+            not served,
+            f"page {flip.key}, token {flip.token!r} on {flip.node}: {len(served)} reads returned undecodable "
+            f"bytes (the linearizability checker also rejects any value no write explains)",
+        ),
+        Criterion(
+            "bit rot detected",
+            detected,
+            f"direct ReadPage on {flip.node}: {code} ({details[:120]}); CRC-32C lines in the writer's log: "
+            f"{len(writer_lines)}, in {flip.node}'s log: {len(node_lines)}",
+        ),
     ]
 
 
@@ -485,11 +544,16 @@ def _judge_slow_node(ctx: Context) -> list[Criterion]:
     s50, s99 = percentile(slow, 0.5) * 1000, percentile(slow, 0.99) * 1000
     limit = SLOW_DELAY_MS / 2
     ctx.data["latency_ms"] = {"baseline_p50": b50, "baseline_p99": b99, "fault_p50": s50, "fault_p99": s99}
-    return goes_on(ctx, reads=False) + [Criterion(
-        "commit latency not tied to the slow node", bool(slow) and s50 < limit,
-        f"write latency p50/p99: baseline {b50:.1f}/{b99:.1f} ms ({len(base)} writes), with {ctx.data['victim']} "
-        f"delayed {SLOW_DELAY_MS:g}..{SLOW_DELAY_MS + SLOW_JITTER_MS:g} ms: {s50:.1f}/{s99:.1f} ms ({len(slow)} writes); "
-        f"p50 must stay below {limit:g} ms")]
+    return goes_on(ctx, reads=False) + [
+        Criterion(
+            "commit latency not tied to the slow node",
+            bool(slow) and s50 < limit,
+            f"write latency p50/p99: baseline {b50:.1f}/{b99:.1f} ms ({len(base)} writes), with {ctx.data['victim']} "
+            f"delayed {SLOW_DELAY_MS:g}..{SLOW_DELAY_MS + SLOW_JITTER_MS:g} ms: "
+            f"{s50:.1f}/{s99:.1f} ms ({len(slow)} writes); "
+            f"p50 must stay below {limit:g} ms",
+        )
+    ]
 
 
 async def _partition_az(ctx: Context) -> None:
@@ -498,10 +562,12 @@ async def _partition_az(ctx: Context) -> None:
     ctx.data["victims"] = victims
     await ctx.do(ctx.nemesis.partition, victims)
     ctx.mark("fault")
-    ctx.notes.append(f"partition of AZ {az}: {' and '.join(victims)} refuse every RPC that reaches them (the writer's "
-                     f"streams and reads, their peers' gossip, the control plane, health checks) and ask no peer "
-                     f"themselves (their gossip stops); only their heartbeats to the control plane still go out, "
-                     f"so they are not replaced meanwhile")
+    ctx.notes.append(
+        f"partition of AZ {az}: {' and '.join(victims)} refuse every RPC that reaches them (the writer's "
+        f"streams and reads, their peers' gossip, the control plane, health checks) and ask no peer "
+        f"themselves (their gossip stops); only their heartbeats to the control plane still go out, "
+        f"so they are not replaced meanwhile"
+    )
     ctx.resume_points.append((f"partition AZ {az}", ctx.marks["fault"]))
     await ctx.sleep(ctx.timing.fault_s)
 
@@ -523,8 +589,12 @@ async def _rolling_restart(ctx: Context) -> None:
         await ctx.sleep(0.5)
 
 
-def _wait_geometry(ctx: Context, what: str, predicate: Callable[[Any], bool], timeout_s: float = REPLACE_WAIT_S,
-                   ) -> float | None:
+def _wait_geometry(
+    ctx: Context,
+    what: str,
+    predicate: Callable[[Any], bool],
+    timeout_s: float = REPLACE_WAIT_S,
+) -> float | None:
     """Poll the control plane until `predicate(geometry)`; the time it held, or None after the timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -543,8 +613,9 @@ def _nodes_of(pg: Any) -> set[str]:
 
 
 def _six_without(gone: set[str]) -> Callable[[Any], bool]:
-    return lambda g: all(not pg.changes and len(pg.segments) == 6 and not (_nodes_of(pg) & gone)
-                         for pg in g.protection_groups)
+    return lambda g: all(
+        not pg.changes and len(pg.segments) == 6 and not (_nodes_of(pg) & gone) for pg in g.protection_groups
+    )
 
 
 async def _replace(ctx: Context) -> None:
@@ -558,8 +629,10 @@ async def _replace(ctx: Context) -> None:
     if regained is not None:
         ctx.mark("replaced", regained)
         ctx.data["after"] = {pg.pg_index: sorted(_nodes_of(pg)) for pg in ctx.geometry().protection_groups}
-        ctx.log(f"six healthy copies again {regained - ctx.marks['fault']:.1f} s after {victim} was killed: "
-                f"{ctx.data['after']}")
+        ctx.log(
+            f"six healthy copies again {regained - ctx.marks['fault']:.1f} s after {victim} was killed: "
+            f"{ctx.data['after']}"
+        )
     await ctx.sleep(ctx.timing.fault_s / 2)  # load on the new membership, the victim still dead
 
 
@@ -567,11 +640,15 @@ def _judge_replace(ctx: Context) -> list[Criterion]:
     victim = ctx.data["victim"]
     replaced = ctx.marks.get("replaced")
     took = f"{replaced - ctx.marks['fault']:.1f} s" if replaced else "never"
-    return goes_on(ctx) + [Criterion(
-        "six healthy copies regained", replaced is not None,
-        f"{victim} killed for good; every PG back to six segments without it after {took} "
-        f"(failure timeout {REPLACE_CLUSTER['failure_timeout_ms'] / 1000:g} s); before {ctx.data['before']}, "
-        f"after {ctx.data.get('after')}")]
+    return goes_on(ctx) + [
+        Criterion(
+            "six healthy copies regained",
+            replaced is not None,
+            f"{victim} killed for good; every PG back to six segments without it after {took} "
+            f"(failure timeout {REPLACE_CLUSTER['failure_timeout_ms'] / 1000:g} s); before {ctx.data['before']}, "
+            f"after {ctx.data.get('after')}",
+        )
+    ]
 
 
 async def _replace_rollback(ctx: Context) -> None:
@@ -583,16 +660,26 @@ async def _replace_rollback(ctx: Context) -> None:
     await ctx.do(ctx.nemesis.kill, victim)
     ctx.mark("fault")
     ctx.resume_points.append((f"kill {victim}", ctx.marks["fault"]))
-    begun = await ctx.do(_wait_geometry, ctx, f"a change replacing {victim} begins",
-                         lambda g: any(c.old_node_id == victim for pg in g.protection_groups for c in pg.changes))
+    begun = await ctx.do(
+        _wait_geometry,
+        ctx,
+        f"a change replacing {victim} begins",
+        lambda g: any(c.old_node_id == victim for pg in g.protection_groups for c in pg.changes),
+    )
     if begun is None:
         return
     ctx.mark("change_begun", begun)
     await ctx.do(ctx.nemesis.start, victim)
     ctx.mark("old_node_back")
-    back = await ctx.do(_wait_geometry, ctx, f"the change rolls back and {victim} stays",
-                        lambda g: all(not pg.changes for pg in g.protection_groups)
-                        and any(victim in _nodes_of(pg) for pg in g.protection_groups))
+    back = await ctx.do(
+        _wait_geometry,
+        ctx,
+        f"the change rolls back and {victim} stays",
+        lambda g: (
+            all(not pg.changes for pg in g.protection_groups)
+            and any(victim in _nodes_of(pg) for pg in g.protection_groups)
+        ),
+    )
     if back is not None:
         ctx.mark("rolled_back", back)
     await ctx.sleep(ctx.timing.fault_s / 2)
@@ -601,9 +688,12 @@ async def _replace_rollback(ctx: Context) -> None:
 def _judge_replace_rollback(ctx: Context) -> list[Criterion]:
     victim = ctx.data["victim"]
     begun, rolled = ctx.marks.get("change_begun"), ctx.marks.get("rolled_back")
-    detail = (f"{victim} killed; change began {begun - ctx.marks['fault']:.1f} s later; {victim} restarted; "
-              f"rolled back {rolled - ctx.marks['old_node_back']:.1f} s after it was started"
-              if begun and rolled else f"change began: {bool(begun)}, rolled back: {bool(rolled)}")
+    detail = (
+        f"{victim} killed; change began {begun - ctx.marks['fault']:.1f} s later; {victim} restarted; "
+        f"rolled back {rolled - ctx.marks['old_node_back']:.1f} s after it was started"
+        if begun and rolled
+        else f"change began: {bool(begun)}, rolled back: {bool(rolled)}"
+    )
     return goes_on(ctx) + [Criterion("old node's return rolls the change back", bool(begun and rolled), detail)]
 
 
@@ -636,16 +726,25 @@ async def _replace_two(ctx: Context) -> None:
     await ctx.do(ctx.nemesis.kill, first)
     ctx.mark("fault")
     ctx.resume_points.append((f"kill {first}", ctx.marks["fault"]))
-    await ctx.do(_wait_geometry, ctx, f"a change replacing {first} begins",
-                 lambda g: any(c.old_node_id == first for pg in g.protection_groups for c in pg.changes))
+    await ctx.do(
+        _wait_geometry,
+        ctx,
+        f"a change replacing {first} begins",
+        lambda g: any(c.old_node_id == first for pg in g.protection_groups for c in pg.changes),
+    )
     await ctx.do(ctx.nemesis.kill, second)
     ctx.resume_points.append((f"kill {second}", time.monotonic()))
-    both = await ctx.do(_wait_geometry, ctx, "two changes are in flight in one PG",
-                        lambda g: any(len(pg.changes) == 2 for pg in g.protection_groups))
+    both = await ctx.do(
+        _wait_geometry,
+        ctx,
+        "two changes are in flight in one PG",
+        lambda g: any(len(pg.changes) == 2 for pg in g.protection_groups),
+    )
     if both is not None:
         ctx.mark("composed", both)
-    done = await ctx.do(_wait_geometry, ctx, f"six healthy copies without {first} and {second}",
-                        _six_without({first, second}))
+    done = await ctx.do(
+        _wait_geometry, ctx, f"six healthy copies without {first} and {second}", _six_without({first, second})
+    )
     if done is not None:
         ctx.mark("replaced", done)
         ctx.data["after"] = {pg.pg_index: sorted(_nodes_of(pg)) for pg in ctx.geometry().protection_groups}
@@ -656,10 +755,16 @@ def _judge_replace_two(ctx: Context) -> list[Criterion]:
     first, second = ctx.data["victims"]
     composed, replaced = ctx.marks.get("composed"), ctx.marks.get("replaced")
     return goes_on(ctx) + [
-        Criterion("two failures compose", composed is not None,
-                  f"{first} then {second} killed; two changes in flight in one PG: {composed is not None}"),
-        Criterion("six healthy copies regained", replaced is not None,
-                  f"after {replaced - ctx.marks['fault']:.1f} s: {ctx.data.get('after')}" if replaced else "never"),
+        Criterion(
+            "two failures compose",
+            composed is not None,
+            f"{first} then {second} killed; two changes in flight in one PG: {composed is not None}",
+        ),
+        Criterion(
+            "six healthy copies regained",
+            replaced is not None,
+            f"after {replaced - ctx.marks['fault']:.1f} s: {ctx.data.get('after')}" if replaced else "never",
+        ),
     ]
 
 
@@ -668,8 +773,9 @@ def _judge_replace_two(ctx: Context) -> list[Criterion]:
 
 def _placed_on(ctx: Context, node: str) -> list[tuple[int, str]]:
     """(PG index, segment id) of every segment of the volume placed on `node`."""
-    return sorted((pg.pg_index, s.segment_id) for pg in ctx.geometry().protection_groups for s in pg.segments
-                  if s.node_id == node)
+    return sorted(
+        (pg.pg_index, s.segment_id) for pg in ctx.geometry().protection_groups for s in pg.segments if s.node_id == node
+    )
 
 
 def _log_size(ctx: Context, node: str) -> int:
@@ -774,15 +880,20 @@ def _judge_whole(ctx: Context, since: str, what: str) -> Criterion:
     start, done = ctx.marks.get(since), ctx.marks.get("whole_again")
     took = None if start is None or done is None else done - start
     if took is not None:
-        head = (f"every PG's six segments whole, {ctx.data.get('victim')}'s caught up with its peers, "
-                f"{took:.1f} s after {what}")
+        head = (
+            f"every PG's six segments whole, {ctx.data.get('victim')}'s caught up with its peers, "
+            f"{took:.1f} s after {what}"
+        )
     elif "start_error" in ctx.data:
         head = f"{ctx.data.get('victim')} never came back"
     else:
         head = f"not within {WHOLE_WAIT_MAX_S:g} s of {what}"
-    return Criterion(f"whole again within {WHOLE_WAIT_S:g} s", took is not None and took <= WHOLE_WAIT_S, head
-                     + f"; last view: {ctx.data.get('whole_view', '-')}; meanwhile the control plane said of "
-                     f"{ctx.data.get('victim')}: {' -> '.join(ctx.data.get('control_plane_views', [])) or '-'}")
+    return Criterion(
+        f"whole again within {WHOLE_WAIT_S:g} s",
+        took is not None and took <= WHOLE_WAIT_S,
+        head + f"; last view: {ctx.data.get('whole_view', '-')}; meanwhile the control plane said of "
+        f"{ctx.data.get('victim')}: {' -> '.join(ctx.data.get('control_plane_views', [])) or '-'}",
+    )
 
 
 def _judge_at_rest(ctx: Context, timeout_s: float = AT_REST_WAIT_S) -> Criterion:
@@ -796,7 +907,9 @@ def _judge_at_rest(ctx: Context, timeout_s: float = AT_REST_WAIT_S) -> Criterion
             view = _describe_states(states)
             agree = bool(states) and all(
                 all(st is not None and st.whole for _, st in by_node.values())
-                and len({st.scl for _, st in by_node.values()}) == 1 for by_node in states.values())
+                and len({st.scl for _, st in by_node.values()}) == 1
+                for by_node in states.values()
+            )
         except grpc.RpcError as error:
             view = f"could not ask: {error}"
         if agree or time.monotonic() > deadline:
@@ -815,12 +928,18 @@ def _judge_log_errors(ctx: Context, expected: tuple[str, ...]) -> list[Criterion
     storage = [line for line in unexpected if line.split(":", 1)[0] in nodes]
     others = [line for line in unexpected if line.split(":", 1)[0] not in nodes]
     return [
-        Criterion("storage nodes log only the expected errors", not storage,
-                  f"{len(every) - len(unexpected)} expected error lines (containing "
-                  f"{' or '.join(repr(e) for e in expected) or 'nothing'}), {len(storage)} others"
-                  + (": " + " | ".join(line[:200] for line in storage[:3]) if storage else "")),
-        Criterion("error lines of the other processes", None,
-                  f"{len(others)}" + (": " + " | ".join(line[:200] for line in others[:3]) if others else "")),
+        Criterion(
+            "storage nodes log only the expected errors",
+            not storage,
+            f"{len(every) - len(unexpected)} expected error lines (containing "
+            f"{' or '.join(repr(e) for e in expected) or 'nothing'}), {len(storage)} others"
+            + (": " + " | ".join(line[:200] for line in storage[:3]) if storage else ""),
+        ),
+        Criterion(
+            "error lines of the other processes",
+            None,
+            f"{len(others)}" + (": " + " | ".join(line[:200] for line in others[:3]) if others else ""),
+        ),
     ]
 
 
@@ -865,7 +984,7 @@ async def _meta_rot(ctx: Context) -> None:
     await ctx.do(ctx.nemesis.stop, victim)
     ctx.data["log_offset"] = _log_size(ctx, victim)
     rots = []
-    for (pg, segment_id), mode in zip(placed, modes):
+    for (_pg, segment_id), mode in zip(placed, modes):
         copies = await ctx.do(ctx.nemesis.stored_metadata, victim, segment_id)
         scl = min(c.scl for c in copies if c.scl is not None)
         room = 10 ** len(str(scl)) - 1 - scl  # the digit count stays: a digit rots, none is added
@@ -873,8 +992,9 @@ async def _meta_rot(ctx: Context) -> None:
         if delta < 1:
             ctx.notes.append(f"{segment_id}: SCL {scl} leaves no room to raise it without another digit; left alone")
             continue
-        rots.append(await ctx.do(ctx.nemesis.rot_metadata, victim, segment_id, mode, delta,
-                                 ctx.rng.choice(META_TABLES)))
+        rots.append(
+            await ctx.do(ctx.nemesis.rot_metadata, victim, segment_id, mode, delta, ctx.rng.choice(META_TABLES))
+        )
     if not rots:
         raise RuntimeError(f"no segment metadata on {victim} could be rotted")
     ctx.data["rots"] = rots
@@ -886,8 +1006,13 @@ async def _meta_rot(ctx: Context) -> None:
     ctx.resume_points.append(("writer restart (cold cache)", stopped_at))
     before = await ctx.do(_pg_states, ctx)
     pg_of = {segment_id: pg for pg, segment_id in placed}
-    ctx.data["peer_scl"] = {rot.segment_id: max((st.scl for node, (_, st) in before[pg_of[rot.segment_id]].items()
-                                                  if node != victim and st is not None), default=0) for rot in rots}
+    ctx.data["peer_scl"] = {
+        rot.segment_id: max(
+            (st.scl for node, (_, st) in before[pg_of[rot.segment_id]].items() if node != victim and st is not None),
+            default=0,
+        )
+        for rot in rots
+    }
     started = await _start_or_abandon(ctx, victim)
     ctx.mark("victim_back")
     if started:
@@ -901,8 +1026,11 @@ async def _meta_rot(ctx: Context) -> None:
         said = []
         for rot in rots:
             code, st = first[rot.segment_id]
-            said.append(f"{rot.segment_id} " + (code if st is None else f"SCL {st.scl}")
-                        + f" (held {rot.held}, claimed {rot.claimed})")
+            said.append(
+                f"{rot.segment_id} "
+                + (code if st is None else f"SCL {st.scl}")
+                + f" (held {rot.held}, claimed {rot.claimed})"
+            )
         ctx.log(f"{victim} back: {'; '.join(said)}; lost: {list(listing.lost_segments)}")
     await ctx.do(ctx.nemesis.start, COMPUTE)
     if started:
@@ -926,39 +1054,58 @@ def _judge_meta_rot(ctx: Context) -> list[Criterion]:
     claims, honest = [], True
     for rot in rots:
         code, st = first.get(rot.segment_id, ("not asked", None))
-        startup = [int(m.group(1)) for line in lines
-                   if (m := re.search(rf"segment {re.escape(rot.segment_id)}: scl=(\d+)", line))]
+        startup = [
+            int(m.group(1))
+            for line in lines
+            if (m := re.search(rf"segment {re.escape(rot.segment_id)}: scl=(\d+)", line))
+        ]
         if startup and startup[0] > rot.held:
             honest = False
-        head = (f"{rot.segment_id} ({rot.mode}: stored SCL {rot.held} raised to {rot.claimed}): SCL at start-up "
-                f"{startup[0] if startup else 'not logged (not held)'}")
+        head = (
+            f"{rot.segment_id} ({rot.mode}: stored SCL {rot.held} raised to {rot.claimed}): SCL at start-up "
+            f"{startup[0] if startup else 'not logged (not held)'}"
+        )
         if st is None:
             claims.append(f"{head}; first GetSegmentState after the restart: {code} (not held)")
             continue
         refilled = st.records_repaired + st.pages_hydrated
-        bound, by = (rot.held, "what its records held") if not refilled else (
-            peers.get(rot.segment_id, rot.held), "its peers' highest SCL (gossip had already brought records)")
+        bound, by = (
+            (rot.held, "what its records held")
+            if not refilled
+            else (peers.get(rot.segment_id, rot.held), "its peers' highest SCL (gossip had already brought records)")
+        )
         ok = st.scl <= bound
         honest = honest and ok
-        claims.append(f"{head}; first GetSegmentState after the restart: SCL {st.scl}, whole {st.whole}, "
-                      f"{refilled} records repaired; must not exceed {by}, {bound}")
+        claims.append(
+            f"{head}; first GetSegmentState after the restart: SCL {st.scl}, whole {st.whole}, "
+            f"{refilled} records repaired; must not exceed {by}, {bound}"
+        )
     noticed, said = True, []
     for rot in rots:
         phrases = META_EXPECTED[rot.mode]
         hits = [line for line in lines if rot.segment_id in line and all(p in line for p in phrases)]
         noticed = noticed and bool(hits)
-        said.append(f"{rot.segment_id} ({rot.mode}, expects {' + '.join(repr(p) for p in phrases)}): "
-                    + (hits[0].split(" ", 3)[-1][:200] if hits else "nothing"))
+        said.append(
+            f"{rot.segment_id} ({rot.mode}, expects {' + '.join(repr(p) for p in phrases)}): "
+            + (hits[0].split(" ", 3)[-1][:200] if hits else "nothing")
+        )
     started = "start_error" not in ctx.data
     return [
-        Criterion("no SCL claimed above what was held", bool(rots) and started and honest,
-                  "; ".join(claims) if started else f"{victim} could not start: {ctx.data['start_error']}"),
-        Criterion("metadata problem noticed", bool(rots) and noticed, f"{victim}'s log since its restart: "
-                  + "; ".join(said)),
+        Criterion(
+            "no SCL claimed above what was held",
+            bool(rots) and started and honest,
+            "; ".join(claims) if started else f"{victim} could not start: {ctx.data['start_error']}",
+        ),
+        Criterion(
+            "metadata problem noticed", bool(rots) and noticed, f"{victim}'s log since its restart: " + "; ".join(said)
+        ),
         _judge_whole(ctx, "victim_back", f"{victim} restarted"),
-        Criterion("rotten metadata never served", not _garbled_reads(ctx),
-                  f"{len(_garbled_reads(ctx))} reads returned bytes no write explains; lost segments reported by "
-                  f"{victim}: {ctx.data.get('lost_segments', '-')}"),
+        Criterion(
+            "rotten metadata never served",
+            not _garbled_reads(ctx),
+            f"{len(_garbled_reads(ctx))} reads returned bytes no write explains; lost segments reported by "
+            f"{victim}: {ctx.data.get('lost_segments', '-')}",
+        ),
         _judge_at_rest(ctx),
     ] + _judge_log_errors(ctx, META_ROT_ERRORS)
 
@@ -981,13 +1128,16 @@ async def _tree_rot(ctx: Context) -> None:
     ctx.mark("victim_back")
     if started:
         listing = await ctx.do(ctx.nemesis.list_segments, victim)
-        ctx.data["listing"] = {"disk_condition": pb.DiskCondition.Name(listing.disk_condition),
-                               "disk_detail": listing.disk_detail[:200],
-                               "environments_replaced": listing.environments_replaced,
-                               "lost_segments": list(listing.lost_segments),
-                               "segments": {s.segment_id: f"SCL {s.scl}" + ("" if s.whole else " rebuilding"
-                                                                            if s.rebuilding else " not whole")
-                                            for s in listing.segments}}
+        ctx.data["listing"] = {
+            "disk_condition": pb.DiskCondition.Name(listing.disk_condition),
+            "disk_detail": listing.disk_detail[:200],
+            "environments_replaced": listing.environments_replaced,
+            "lost_segments": list(listing.lost_segments),
+            "segments": {
+                s.segment_id: f"SCL {s.scl}" + ("" if s.whole else " rebuilding" if s.rebuilding else " not whole")
+                for s in listing.segments
+            },
+        }
         ctx.log(f"{victim} back: {ctx.data['listing']}")
         whole = await ctx.do(_wait_whole, ctx, victim)
         if whole is not None:
@@ -1003,25 +1153,41 @@ def _judge_tree_rot(ctx: Context) -> list[Criterion]:
     failed = listing.get("disk_condition") == "DISK_CONDITION_FAILED"
     replaced = listing.get("environments_replaced", 0)
     started = "start_error" not in ctx.data
-    what = (f"{rot.bytes_overwritten} bytes ({rot.pages} pages) of {victim}'s data.mdb overwritten around the live "
-            f"page holding {rot.token!r}; live pages hit per table: {rot.tables_hit}"
-            + ("" if rot.targeted else " (the live pages could not be told apart: the first copy was hit)"))
+    what = (
+        f"{rot.bytes_overwritten} bytes ({rot.pages} pages) of {victim}'s data.mdb overwritten around the live "
+        f"page holding {rot.token!r}; live pages hit per table: {rot.tables_hit}"
+        + ("" if rot.targeted else " (the live pages could not be told apart: the first copy was hit)")
+    )
     garbled = _garbled_reads(ctx)
-    return goes_on(ctx, "fault", "heal_start") + [
-        Criterion("node survives its rotten tree", started,
-                  f"{victim} started again on its rotten disk" if started else
-                  f"{victim} could not start on its rotten disk: {ctx.data['start_error']}"),
-        Criterion("rotten tree detected", failed or replaced >= 1 or bool(corrupt),
-                  f"{what}; {victim} reports disk {listing.get('disk_condition', '-')}, "
-                  f"{replaced} environment(s) replaced, lost segments {listing.get('lost_segments', '-')}; "
-                  f"'is corrupt' lines in its log: {len(corrupt)}"
-                  + (f" ({corrupt[0].split(' ', 3)[-1][:160]})" if corrupt else "")),
-        Criterion("rotten tree never served", not garbled,
-                  f"{len(garbled)} reads returned bytes no write explains (the linearizability checker also "
-                  f"rejects any value no write explains)"),
-        _judge_whole(ctx, "victim_back", f"{victim} restarted on a fresh environment"),
-        _judge_at_rest(ctx),
-    ] + _judge_log_errors(ctx, TREE_ROT_ERRORS)
+    return (
+        goes_on(ctx, "fault", "heal_start")
+        + [
+            Criterion(
+                "node survives its rotten tree",
+                started,
+                f"{victim} started again on its rotten disk"
+                if started
+                else f"{victim} could not start on its rotten disk: {ctx.data['start_error']}",
+            ),
+            Criterion(
+                "rotten tree detected",
+                failed or replaced >= 1 or bool(corrupt),
+                f"{what}; {victim} reports disk {listing.get('disk_condition', '-')}, "
+                f"{replaced} environment(s) replaced, lost segments {listing.get('lost_segments', '-')}; "
+                f"'is corrupt' lines in its log: {len(corrupt)}"
+                + (f" ({corrupt[0].split(' ', 3)[-1][:160]})" if corrupt else ""),
+            ),
+            Criterion(
+                "rotten tree never served",
+                not garbled,
+                f"{len(garbled)} reads returned bytes no write explains (the linearizability checker also "
+                f"rejects any value no write explains)",
+            ),
+            _judge_whole(ctx, "victim_back", f"{victim} restarted on a fresh environment"),
+            _judge_at_rest(ctx),
+        ]
+        + _judge_log_errors(ctx, TREE_ROT_ERRORS)
+    )
 
 
 async def _drop_segment(ctx: Context) -> None:
@@ -1061,14 +1227,24 @@ def _wait_recreated(ctx: Context, node: str, segment_id: str, timeout_s: float) 
 def _judge_drop_segment(ctx: Context) -> list[Criterion]:
     victim, segment_id = ctx.data["victim"], ctx.data["segment_id"]
     t0, recreated = ctx.marks["fault"], ctx.marks.get("recreated")
-    return goes_on(ctx, "fault", "heal_start") + [
-        Criterion("the control plane creates the copy again", recreated is not None,
-                  f"DropSegment {segment_id} on {victim} removed {ctx.data.get('records_removed')} records; "
-                  + (f"held again {recreated - t0:.1f} s later ({ctx.data.get('recreated_as')})" if recreated
-                     else f"not held again within {WHOLE_WAIT_MAX_S:g} s")),
-        _judge_whole(ctx, "fault", f"the drop of {segment_id}"),
-        _judge_at_rest(ctx),
-    ] + _judge_log_errors(ctx, ())
+    return (
+        goes_on(ctx, "fault", "heal_start")
+        + [
+            Criterion(
+                "the control plane creates the copy again",
+                recreated is not None,
+                f"DropSegment {segment_id} on {victim} removed {ctx.data.get('records_removed')} records; "
+                + (
+                    f"held again {recreated - t0:.1f} s later ({ctx.data.get('recreated_as')})"
+                    if recreated
+                    else f"not held again within {WHOLE_WAIT_MAX_S:g} s"
+                ),
+            ),
+            _judge_whole(ctx, "fault", f"the drop of {segment_id}"),
+            _judge_at_rest(ctx),
+        ]
+        + _judge_log_errors(ctx, ())
+    )
 
 
 def _judge_rolling(ctx: Context) -> list[Criterion]:
@@ -1083,55 +1259,132 @@ def _judge_pause(ctx: Context) -> list[Criterion]:
     return goes_on(ctx, "fault", "resumed")
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
-    Scenario("kill-one", "SIGKILL one storage node", "reads and writes go on; nothing lost",
-             _kill_one, _judge_goes_on),
-    Scenario("kill-az", "SIGKILL both nodes of one AZ", "reads and writes go on; nothing lost",
-             _kill_az, _judge_goes_on),
-    Scenario("kill-az-plus-one", "SIGKILL one AZ plus one more node",
-             "no write succeeds falsely (every ok write survives); reads go on",
-             _kill_az_plus_one, _judge_kill_az_plus_one, writes_expected_during_fault=False),
-    Scenario("kill-four", "SIGKILL four or more storage nodes, then restart them all",
-             "unavailable meanwhile; nothing acknowledged lost afterwards",
-             _kill_four, _judge_kill_four, writes_expected_during_fault=False),
-    Scenario("pause-two", f"SIGSTOP two nodes for {PAUSE_S:g} s, then SIGCONT",
-             "available; a resumed node never serves stale data as current",
-             _pause_two, _judge_pause),
-    Scenario("writer-kill", "SIGKILL the writer mid-MTR several times, restart it each time",
-             "acknowledged MTRs whole, others wholly absent", _writer_kill, _judge_writer_kill,
-             writes_expected_during_fault=False),
-    Scenario("old-writer", "a second writer opens the volume while clients keep writing to the first",
-             "every old write after the new writer opened is rejected; clients move on to the new one",
-             _old_writer, _judge_old_writer, writes_expected_during_fault=False),
-    Scenario("byte-flip", "flip a byte of a stored record of a hot page in a stopped node's LMDB file",
-             "never served; detected (CRC-32C)", _byte_flip, _judge_byte_flip),
-    Scenario("slow-node", f"one node delays every request {SLOW_DELAY_MS:g}..{SLOW_DELAY_MS + SLOW_JITTER_MS:g} ms",
-             "commit latency not tied to the slow node", _slow_node, _judge_slow_node),
-    Scenario("partition-az", "partition one AZ (both its nodes unreachable)",
-             "the side with four nodes goes on; nothing lost", _partition_az, _judge_goes_on),
-    Scenario("rolling-restart", "stop/start each of the six nodes in turn under load",
-             "writes continue throughout; nothing lost", _rolling_restart, _judge_rolling),
-    Scenario("meta-rot", "raise the SCL in a stopped node's segment metadata (a rotten digit, a forged CRC), "
-             "restart it and the writer",
-             f"no SCL claimed above what the records hold; noticed; whole again within {WHOLE_WAIT_S:g} s; "
-             "nothing lost", _meta_rot, _judge_meta_rot),
-    Scenario("tree-rot", f"overwrite {TREE_ROT_PAGES[0]}..{TREE_ROT_PAGES[1]} live LMDB pages of a stopped node "
-             "with random bytes, restart it",
-             f"detected, never served; rebuilt from peers, whole within {WHOLE_WAIT_S:g} s; writes go on; nothing lost",
-             _tree_rot, _judge_tree_rot),
-    Scenario("drop-segment", "DropSegment on a healthy member of a PG while clients write",
-             f"the control plane creates it again, whole within {WHOLE_WAIT_S:g} s; reads and writes go on; "
-             "nothing lost", _drop_segment, _judge_drop_segment),
-    Scenario("replace", "SIGKILL one storage node for good (one spare per AZ)",
-             "six healthy copies again with no one acting; reads and writes go on; nothing lost",
-             _replace, _judge_replace, cluster_options=REPLACE_CLUSTER),
-    Scenario("replace-rollback", "SIGKILL a node, start it again while its replacement (a slow spare) hydrates",
-             "the change rolls back; reads and writes go on; nothing lost",
-             _replace_rollback, _judge_replace_rollback, cluster_options=REPLACE_CLUSTER),
-    Scenario("replace-two", "SIGKILL a node, then one in another AZ while the first is being replaced",
-             "the two changes compose and both complete; writes go on; nothing lost",
-             _replace_two, _judge_replace_two, cluster_options=REPLACE_CLUSTER),
-]}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario(
+            "kill-one", "SIGKILL one storage node", "reads and writes go on; nothing lost", _kill_one, _judge_goes_on
+        ),
+        Scenario(
+            "kill-az", "SIGKILL both nodes of one AZ", "reads and writes go on; nothing lost", _kill_az, _judge_goes_on
+        ),
+        Scenario(
+            "kill-az-plus-one",
+            "SIGKILL one AZ plus one more node",
+            "no write succeeds falsely (every ok write survives); reads go on",
+            _kill_az_plus_one,
+            _judge_kill_az_plus_one,
+            writes_expected_during_fault=False,
+        ),
+        Scenario(
+            "kill-four",
+            "SIGKILL four or more storage nodes, then restart them all",
+            "unavailable meanwhile; nothing acknowledged lost afterwards",
+            _kill_four,
+            _judge_kill_four,
+            writes_expected_during_fault=False,
+        ),
+        Scenario(
+            "pause-two",
+            f"SIGSTOP two nodes for {PAUSE_S:g} s, then SIGCONT",
+            "available; a resumed node never serves stale data as current",
+            _pause_two,
+            _judge_pause,
+        ),
+        Scenario(
+            "writer-kill",
+            "SIGKILL the writer mid-MTR several times, restart it each time",
+            "acknowledged MTRs whole, others wholly absent",
+            _writer_kill,
+            _judge_writer_kill,
+            writes_expected_during_fault=False,
+        ),
+        Scenario(
+            "old-writer",
+            "a second writer opens the volume while clients keep writing to the first",
+            "every old write after the new writer opened is rejected; clients move on to the new one",
+            _old_writer,
+            _judge_old_writer,
+            writes_expected_during_fault=False,
+        ),
+        Scenario(
+            "byte-flip",
+            "flip a byte of a stored record of a hot page in a stopped node's LMDB file",
+            "never served; detected (CRC-32C)",
+            _byte_flip,
+            _judge_byte_flip,
+        ),
+        Scenario(
+            "slow-node",
+            f"one node delays every request {SLOW_DELAY_MS:g}..{SLOW_DELAY_MS + SLOW_JITTER_MS:g} ms",
+            "commit latency not tied to the slow node",
+            _slow_node,
+            _judge_slow_node,
+        ),
+        Scenario(
+            "partition-az",
+            "partition one AZ (both its nodes unreachable)",
+            "the side with four nodes goes on; nothing lost",
+            _partition_az,
+            _judge_goes_on,
+        ),
+        Scenario(
+            "rolling-restart",
+            "stop/start each of the six nodes in turn under load",
+            "writes continue throughout; nothing lost",
+            _rolling_restart,
+            _judge_rolling,
+        ),
+        Scenario(
+            "meta-rot",
+            "raise the SCL in a stopped node's segment metadata (a rotten digit, a forged CRC), "
+            "restart it and the writer",
+            f"no SCL claimed above what the records hold; noticed; whole again within {WHOLE_WAIT_S:g} s; nothing lost",
+            _meta_rot,
+            _judge_meta_rot,
+        ),
+        Scenario(
+            "tree-rot",
+            f"overwrite {TREE_ROT_PAGES[0]}..{TREE_ROT_PAGES[1]} live LMDB pages of a stopped node "
+            "with random bytes, restart it",
+            f"detected, never served; rebuilt from peers, whole within {WHOLE_WAIT_S:g} s; writes go on; nothing lost",
+            _tree_rot,
+            _judge_tree_rot,
+        ),
+        Scenario(
+            "drop-segment",
+            "DropSegment on a healthy member of a PG while clients write",
+            f"the control plane creates it again, whole within {WHOLE_WAIT_S:g} s; reads and writes go on; "
+            "nothing lost",
+            _drop_segment,
+            _judge_drop_segment,
+        ),
+        Scenario(
+            "replace",
+            "SIGKILL one storage node for good (one spare per AZ)",
+            "six healthy copies again with no one acting; reads and writes go on; nothing lost",
+            _replace,
+            _judge_replace,
+            cluster_options=REPLACE_CLUSTER,
+        ),
+        Scenario(
+            "replace-rollback",
+            "SIGKILL a node, start it again while its replacement (a slow spare) hydrates",
+            "the change rolls back; reads and writes go on; nothing lost",
+            _replace_rollback,
+            _judge_replace_rollback,
+            cluster_options=REPLACE_CLUSTER,
+        ),
+        Scenario(
+            "replace-two",
+            "SIGKILL a node, then one in another AZ while the first is being replaced",
+            "the two changes compose and both complete; writes go on; nothing lost",
+            _replace_two,
+            _judge_replace_two,
+            cluster_options=REPLACE_CLUSTER,
+        ),
+    ]
+}
 
 
 def resolve(name: str) -> Scenario:
@@ -1141,5 +1394,15 @@ def resolve(name: str) -> Scenario:
         raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}") from None
 
 
-__all__ = ["SCENARIOS", "Scenario", "Context", "Criterion", "Timing", "resolve", "ops", "goes_on", "percentile",
-           "quorum_possible_again"]
+__all__ = [
+    "SCENARIOS",
+    "Context",
+    "Criterion",
+    "Scenario",
+    "Timing",
+    "goes_on",
+    "ops",
+    "percentile",
+    "quorum_possible_again",
+    "resolve",
+]

@@ -35,10 +35,13 @@ every PG is six segments, two per AZ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 from dataclasses import dataclass, field
 from typing import Any
+
+import grpc
 
 from sixfold.compute.errors import CommitTimeout, Fenced, NotCommitted, QuorumNotMet, Regaining
 from sixfold.compute.quorum import WRITE_QUORUM
@@ -46,21 +49,19 @@ from sixfold.compute.volume import Channels, Volume
 from sixfold.compute.volume_log import Patch
 from sixfold.storage.errors import StorageError
 from sixfold.storage.node import StorageServicer
-from sixfold.storage.records import LogRecord, apply_record, decode_record, peek_header
+from sixfold.storage.records import LogRecord, apply_record, peek_header
 from sixfold.storage.scrub import Scrubber
 from sixfold.storage.segment import SegmentMeta, TruncationRange
 from sixfold.storage.serving import generic_handler
 from sixfold.storage.store import SegmentStore, record_key
+from sixfold.storage.truncation import voided
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.storage.v1 import storage_service_pb2 as pb
-from sixfold.storage.truncation import voided
 from sixfold.tools.sim import integrity
 from sixfold.tools.sim import replacement as repl
 from sixfold.tools.sim.loop import InlineExecutor, SimDeadlock, run
 from sixfold.tools.sim.memlmdb import MemDisk
 from sixfold.tools.sim.network import NetConfig, SimNetwork, SimServer, rpc_error
-
-import grpc
 
 VOLUME = "simvol"
 NODES = (("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c"), ("c2", "c"))
@@ -101,8 +102,11 @@ class SimConfig:
     # The fault menu before the integrity faults (tools/sim/integrity.py) joined it, so that a seed found
     # then draws the same schedule again (its regression test replays the bug it was found with).
     classic_faults: bool = False
-    net: NetConfig = field(default_factory=lambda: NetConfig(
-        unary_drop_probability=0.01, unary_duplicate_probability=0.02, stream_break_probability=0.002))
+    net: NetConfig = field(
+        default_factory=lambda: NetConfig(
+            unary_drop_probability=0.01, unary_duplicate_probability=0.02, stream_break_probability=0.002
+        )
+    )
 
 
 @dataclass
@@ -150,7 +154,7 @@ class _DiskExecutor(InlineExecutor):
 
 
 class SimNode:
-    def __init__(self, name: str, az: str, sim: "Simulation") -> None:
+    def __init__(self, name: str, az: str, sim: Simulation) -> None:
         self.name, self.az, self.sim = name, az, sim
         self.up = False
         self.store: SegmentStore | None = None
@@ -159,10 +163,15 @@ class SimNode:
 
     def start(self) -> None:
         self.store = SegmentStore(self.name, open_env=self.sim.disk.open, discard_env=self.sim.disk.wipe)
-        self.servicer = StorageServicer(self.store, self.name, self.az, writer=_DiskExecutor(self.sim.rng),
-                                        peer_channel=self.sim.network.channel_factory(self.name),
-                                        gossip_interval_s=GOSSIP_INTERVAL_S,
-                                        history_window_s=self.sim.config.history_window_s)
+        self.servicer = StorageServicer(
+            self.store,
+            self.name,
+            self.az,
+            writer=_DiskExecutor(self.sim.rng),
+            peer_channel=self.sim.network.channel_factory(self.name),
+            gossip_interval_s=GOSSIP_INTERVAL_S,
+            history_window_s=self.sim.config.history_window_s,
+        )
         if self.servicer.coalescer is not None:
             self.servicer.coalescer.chain_min = COALESCE_CHAIN_MIN_SIM
         self.servicer.start()
@@ -170,8 +179,11 @@ class SimNode:
         self.sim.network.serve(SimServer(self.name, [handler]))
         self.up = True
         if self.sim.config.replace:
-            self.heartbeats = asyncio.get_running_loop().create_task(repl.heartbeat_loop(
-                self.name, self.sim.network.channel_factory(self.name), self.servicer.heartbeat_report))
+            self.heartbeats = asyncio.get_running_loop().create_task(
+                repl.heartbeat_loop(
+                    self.name, self.sim.network.channel_factory(self.name), self.servicer.heartbeat_report
+                )
+            )
 
     async def crash(self) -> None:
         self.sim.network.crash(self.name)
@@ -201,7 +213,7 @@ class FakeControlPlane:
 class FollowedControlPlane:
     """DescribeVolume and GrowVolume answered by the simulated control plane (segment replacement on)."""
 
-    def __init__(self, sim: "Simulation") -> None:
+    def __init__(self, sim: Simulation) -> None:
         self.sim = sim  # its control plane may restart
 
     async def DescribeVolume(self, request: Any, timeout: float | None = None) -> Any:
@@ -235,14 +247,28 @@ class Simulation:
         self.writers = 0
         self.opening = False  # a writer is being opened (the supervisor opens none meanwhile)
         self.supervisor = integrity.WriterSupervisor(self)
-        self.ops = {"write_ok": 0, "write_failed": 0, "write_unknown": 0, "read_ok": 0, "read_failed": 0,
-                    "rot_records": 0, "rot_versions": 0, "rot_found_by_final_scrub": 0,
-                    # most nodes down at once (crashed, or cut off from the writer), and what the clients got while
-                    # more than two were (an operation counts if that was so at any time while it ran)
-                    "nodes_down_max": 0, "write_ok_over_2_down": 0, "write_refused_over_2_down": 0,
-                    "write_unknown_over_2_down": 0, "read_ok_over_2_down": 0, "read_failed_over_2_down": 0,
-                    "open_failed": 0, "open_failed_over_2_down": 0,
-                    "outages": 0, **integrity.counters()}
+        self.ops = {
+            "write_ok": 0,
+            "write_failed": 0,
+            "write_unknown": 0,
+            "read_ok": 0,
+            "read_failed": 0,
+            "rot_records": 0,
+            "rot_versions": 0,
+            "rot_found_by_final_scrub": 0,
+            # most nodes down at once (crashed, or cut off from the writer), and what the clients got while
+            # more than two were (an operation counts if that was so at any time while it ran)
+            "nodes_down_max": 0,
+            "write_ok_over_2_down": 0,
+            "write_refused_over_2_down": 0,
+            "write_unknown_over_2_down": 0,
+            "read_ok_over_2_down": 0,
+            "read_failed_over_2_down": 0,
+            "open_failed": 0,
+            "open_failed_over_2_down": 0,
+            "outages": 0,
+            **integrity.counters(),
+        }
         self.isolated: set[str] = set()  # nodes an outage cut off from every writer (including ones opened later)
         self.over_two = False  # more than two nodes down now
         self.over_two_serial = 0  # how many times more than two went down: an operation that saw it change overlapped
@@ -254,14 +280,18 @@ class Simulation:
         self.dead: set[str] = set()  # nodes failed for good (until the final heal)
         self.cp_state: repl.cp.ControlPlane | None = None
         if config.replace:
-            self.cp_state = repl.initial_state(VOLUME, PAGE_SIZE, config.pages_per_pg, config.pgs, NODES,
-                                               repl.SPARES, 0.0)
+            self.cp_state = repl.initial_state(
+                VOLUME, PAGE_SIZE, config.pages_per_pg, config.pgs, NODES, repl.SPARES, 0.0
+            )
             from sixfold.storage.control_plane_server import geometry_to_proto
+
             self.geometry = geometry_to_proto(self.cp_state.describe_volume(VOLUME))
             assert [[s.node_id for s in pg.segments] for pg in self.geometry.protection_groups] == [
-                [n for n, _ in NODES]] * config.pgs, self.geometry
-            self.ops.update({"replace_begun": 0, "replace_completed": 0, "replace_rolled_back": 0,
-                             "return_mid_change": 0})
+                [n for n, _ in NODES]
+            ] * config.pgs, self.geometry
+            self.ops.update(
+                {"replace_begun": 0, "replace_completed": 0, "replace_rolled_back": 0, "return_mid_change": 0}
+            )
 
     # -- bookkeeping ------------------------------------------------------------
 
@@ -279,14 +309,25 @@ class Simulation:
     def _geometry(self) -> cp_pb.VolumeGeometry:
         pgs = []
         for i in range(self.config.pgs):
-            pgs.append(cp_pb.ProtectionGroup(
-                pg_index=i, first_page=i * self.config.pages_per_pg, page_count=self.config.pages_per_pg,
-                membership_epoch=1,
-                segments=[cp_pb.SegmentPlacement(segment_id=f"{VOLUME}/pg-{i:05d}", node_id=n, az=az, address=n)
-                          for n, az in NODES]))
-        return cp_pb.VolumeGeometry(volume_id=VOLUME, page_size=PAGE_SIZE,
-                                    segment_size_bytes=self.config.pages_per_pg * PAGE_SIZE, geometry_epoch=1,
-                                    protection_groups=pgs)
+            pgs.append(
+                cp_pb.ProtectionGroup(
+                    pg_index=i,
+                    first_page=i * self.config.pages_per_pg,
+                    page_count=self.config.pages_per_pg,
+                    membership_epoch=1,
+                    segments=[
+                        cp_pb.SegmentPlacement(segment_id=f"{VOLUME}/pg-{i:05d}", node_id=n, az=az, address=n)
+                        for n, az in NODES
+                    ],
+                )
+            )
+        return cp_pb.VolumeGeometry(
+            volume_id=VOLUME,
+            page_size=PAGE_SIZE,
+            segment_size_bytes=self.config.pages_per_pg * PAGE_SIZE,
+            geometry_epoch=1,
+            protection_groups=pgs,
+        )
 
     def _create_segments(self) -> None:
         for node in self.nodes.values():
@@ -294,10 +335,19 @@ class Simulation:
             if (node.name, node.az) not in NODES:
                 continue  # a spare
             for pg in self.geometry.protection_groups:
-                node.store.create_segment(SegmentMeta(
-                    segment_id=f"{VOLUME}/pg-{pg.pg_index:05d}", volume_id=VOLUME, pg_index=pg.pg_index,
-                    first_page=pg.first_page, page_count=pg.page_count, page_size=PAGE_SIZE, membership_epoch=1,
-                    seg_no=0, peers=[[n, n] for n, _ in NODES if n != node.name]))
+                node.store.create_segment(
+                    SegmentMeta(
+                        segment_id=f"{VOLUME}/pg-{pg.pg_index:05d}",
+                        volume_id=VOLUME,
+                        pg_index=pg.pg_index,
+                        first_page=pg.first_page,
+                        page_count=pg.page_count,
+                        page_size=PAGE_SIZE,
+                        membership_epoch=1,
+                        seg_no=0,
+                        peers=[[n, n] for n, _ in NODES if n != node.name],
+                    )
+                )
 
     # -- the oracle ---------------------------------------------------------------
 
@@ -362,9 +412,11 @@ class Simulation:
             base, _ = self.membership(self.pg_of(record.page_no))
             holders = [n for n in self.holders(record) if n in base]
             if len(holders) < WRITE_QUORUM_REAL:
-                self.violation(f"{where}: record LSN {record.lsn} of acknowledged MTR {cpl} is on only "
-                               f"{len(holders)} segments ({', '.join(holders) or 'none'}) of the base set "
-                               f"{','.join(base)}; a write quorum is {WRITE_QUORUM_REAL}")
+                self.violation(
+                    f"{where}: record LSN {record.lsn} of acknowledged MTR {cpl} is on only "
+                    f"{len(holders)} segments ({', '.join(holders) or 'none'}) of the base set "
+                    f"{','.join(base)}; a write quorum is {WRITE_QUORUM_REAL}"
+                )
 
     def check_quorum_sets(self, cpl: int, writer: Volume, epochs: dict[int, int], where: str) -> None:
         """During a change: every record of an acknowledged MTR is on a write quorum of every quorum set the
@@ -377,9 +429,11 @@ class Simulation:
             holders = set(self.holders(record))
             for quorum_set in pg.membership.sets:
                 if len(holders & quorum_set.members) < WRITE_QUORUM_REAL:
-                    self.violation(f"{where}: record LSN {record.lsn} of acknowledged MTR {cpl} is on "
-                                   f"{sorted(holders & quorum_set.members)} of quorum set "
-                                   f"{sorted(quorum_set.members)} (membership epoch {pg.membership_epoch})")
+                    self.violation(
+                        f"{where}: record LSN {record.lsn} of acknowledged MTR {cpl} is on "
+                        f"{sorted(holders & quorum_set.members)} of quorum set "
+                        f"{sorted(quorum_set.members)} (membership epoch {pg.membership_epoch})"
+                    )
 
     def check_read(self, writer: Volume, read_point: int, pages: list[tuple[int, bytes, int]]) -> None:
         """Invariants 3 and 6."""
@@ -389,8 +443,10 @@ class Simulation:
             expected = self.page_at(page_no, read_point)
             if data != expected:
                 diff = next(i for i in range(PAGE_SIZE) if data[i] != expected[i])
-                self.violation(f"page {page_no} read at {read_point} differs from the page at that point "
-                               f"(first at byte {diff}: {data[diff:diff + 12]!r} vs {expected[diff:diff + 12]!r})")
+                self.violation(
+                    f"page {page_no} read at {read_point} differs from the page at that point "
+                    f"(first at byte {diff}: {data[diff : diff + 12]!r} vs {expected[diff : diff + 12]!r})"
+                )
 
     def check_truncations(self) -> None:
         """Invariant 4 on every node's committed state: a segment holds no record that a truncation range it
@@ -406,8 +462,10 @@ class Simulation:
                         continue
                     lsn, _, _, epoch = peek_header(raw)
                     if voided(meta.truncation_ranges, lsn, epoch):
-                        self.violation(f"{name} {meta.segment_id} still holds LSN {lsn} of epoch {epoch}, which a "
-                                       "truncation range it holds voids")
+                        self.violation(
+                            f"{name} {meta.segment_id} still holds LSN {lsn} of epoch {epoch}, which a "
+                            "truncation range it holds voids"
+                        )
 
     # -- writers --------------------------------------------------------------------
 
@@ -417,10 +475,17 @@ class Simulation:
         self.network.down.discard(name)
         for node in sorted(self.isolated):
             self.network.partition(name, node)
-        control_plane: Any = (FakeControlPlane(self.geometry) if self.control_plane is None
-                              else FollowedControlPlane(self))
-        volume = Volume(VOLUME, control_plane, Channels(self.network.channel_factory(name)),
-                        lal=SIM_LAL, commit_timeout_s=3.0, writer_id=name)
+        control_plane: Any = (
+            FakeControlPlane(self.geometry) if self.control_plane is None else FollowedControlPlane(self)
+        )
+        volume = Volume(
+            VOLUME,
+            control_plane,
+            Channels(self.network.channel_factory(name)),
+            lal=SIM_LAL,
+            commit_timeout_s=3.0,
+            writer_id=name,
+        )
         volume.sim_name = name  # type: ignore[attr-defined]
 
         def truncating(ranges: list[TruncationRange]) -> None:
@@ -487,8 +552,9 @@ class Simulation:
                     if kind == "write_failed":
                         self.refused.append(token)
                     if self.overlapped_over_two(began):
-                        self.ops["write_unknown_over_2_down" if kind == "write_unknown"
-                                 else "write_refused_over_2_down"] += 1
+                        self.ops[
+                            "write_unknown_over_2_down" if kind == "write_unknown" else "write_refused_over_2_down"
+                        ] += 1
                     self.event(f"client {index} write {token.decode()} -> {type(error).__name__}")
                     continue
                 self.ops["write_ok"] += 1
@@ -519,8 +585,10 @@ class Simulation:
             if self.overlapped_over_two(began):
                 self.ops["read_failed_over_2_down"] += 1
             if outage == "az-plus-one" and self.outage == outage and began == (self.over_two_serial, True):
-                self.violation(f"{who}: a read failed with only one AZ and one more node down "
-                               f"({', '.join(sorted(self.down_nodes()))}): {error.message}")
+                self.violation(
+                    f"{who}: a read failed with only one AZ and one more node down "
+                    f"({', '.join(sorted(self.down_nodes()))}): {error.message}"
+                )
             return
         self.ops["read_ok"] += 1
         if self.overlapped_over_two(began):
@@ -560,7 +628,9 @@ class Simulation:
 
     def faulty_nodes(self) -> set[str]:
         cut = {n for pair in self.network.cut for n in pair if n in self.nodes}
-        rotten_nodes = {n for (n, table, key), rotted in self.rotten.items() if self.rot_outstanding(n, table, key, rotted)}
+        rotten_nodes = {
+            n for (n, table, key), rotted in self.rotten.items() if self.rot_outstanding(n, table, key, rotted)
+        }
         down = {n for n, node in self.nodes.items() if not node.up}
         if self.cp_state is not None:
             # A node down (or dead for good) counts while a PG's quorum sets hold it: once replaced,
@@ -600,8 +670,7 @@ class Simulation:
                 await self._outage(rng)
                 continue
             integrity_faults = [] if self.config.classic_faults else ["meta-rot", "hostile-epoch", "tree-rot"]
-            actions = ["crash", "restart", "restart", "partition", "heal", "writer", "fence", "rot",
-                       *integrity_faults]
+            actions = ["crash", "restart", "restart", "partition", "heal", "writer", "fence", "rot", *integrity_faults]
             if self.config.faults == "az-plus-one" and outage_at is not None:
                 # a fault still outstanding would make the outage one AZ plus two
                 for lasting in ("rot", *integrity_faults):
@@ -651,7 +720,7 @@ class Simulation:
                     delay_s = rng.uniform(repl.FAILURE_TIMEOUT_MS / 1000, repl.FAILURE_TIMEOUT_MS / 1000 + 1.5)
                     asyncio.get_running_loop().create_task(self._return_later(node.name, delay_s))
             elif action == "return" and self.dead:
-                name = sorted(self.dead)[0]
+                name = min(self.dead)
                 if self.changing(name) or rng.random() < 0.3:
                     self._return(name)
             elif action == "control-plane":
@@ -705,8 +774,10 @@ class Simulation:
                 await self.crash_writer()
                 opened = await self.open_writer()
                 if opened is not None and self.control_plane is None:  # (replacement may swap in reachable spares)
-                    self.violation(f"{opened.sim_name} opened with four of six segments of every PG unreachable: "  # type: ignore[attr-defined]
-                                   f"it cannot have raised the epoch on a write quorum")
+                    self.violation(
+                        f"{opened.sim_name} opened with four of six segments of every PG unreachable: "  # type: ignore[attr-defined]
+                        f"it cannot have raised the epoch on a write quorum"
+                    )
                 self.note_down()
             await self._hold(rng)
         self.outage = None
@@ -805,14 +876,16 @@ class Simulation:
         if await self.open_writer() is None:
             self.violation("the first writer could not open a healthy volume")
         try:
-            tasks = [asyncio.create_task(self.client(i, random.Random(self.rng.getrandbits(64))))
-                     for i in range(self.config.clients)]
+            tasks = [
+                asyncio.create_task(self.client(i, random.Random(self.rng.getrandbits(64))))
+                for i in range(self.config.clients)
+            ]
             tasks.append(asyncio.create_task(self.faults(random.Random(self.rng.getrandbits(64)))))
             checker = asyncio.create_task(self._periodic_checks())
             supervising = asyncio.create_task(self.supervisor.run())
             if self.control_plane is not None:
                 self.healing = asyncio.create_task(self._heal_loop())  # runs on through the final heal
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             checker.cancel()
             supervising.cancel()
             for task in done:
@@ -831,14 +904,13 @@ class Simulation:
         times are lost, so every node is unhealthy until heard from again (control_plane.py rule 2)."""
         assert self.control_plane is not None and self.healing is not None
         self.healing.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Violation):
             await self.healing
-        except (asyncio.CancelledError, Violation):
-            pass
         self.network.crash(repl.CONTROL_PLANE)
         saved = self.control_plane.saved
-        self.cp_state = repl.cp.ControlPlane.from_dict(saved, repl.HEARTBEAT_TIMEOUT_MS, repl.FAILURE_TIMEOUT_MS,
-                                                        self.now() * 1000.0)
+        self.cp_state = repl.cp.ControlPlane.from_dict(
+            saved, repl.HEARTBEAT_TIMEOUT_MS, repl.FAILURE_TIMEOUT_MS, self.now() * 1000.0
+        )
         self._start_control_plane()
         self.event("control plane restarted from its persisted state")
         if self._round is not None:
@@ -850,8 +922,10 @@ class Simulation:
         assert self.cp_state is not None
         loop = asyncio.get_running_loop()
         self.control_plane = repl.SimControlPlane(
-            self.cp_state, repl.SimSegmentClient(self.network.channel_factory(repl.CONTROL_PLANE)),
-            clock_ms=lambda: loop.time() * 1000.0)
+            self.cp_state,
+            repl.SimSegmentClient(self.network.channel_factory(repl.CONTROL_PLANE)),
+            clock_ms=lambda: loop.time() * 1000.0,
+        )
         handler = generic_handler(cp_pb.DESCRIPTOR.services_by_name["ControlPlaneService"], self.control_plane, cp_pb)
         self.network.serve(SimServer(repl.CONTROL_PLANE, [handler]))
 
@@ -890,19 +964,26 @@ class Simulation:
             new = self.cp_state.pg(VOLUME, old.pg_index)
             measured = {c.new_node_id for c in old.changes if c.target_lsn is not None}
             for c in new.changes:
-                if (c.target_lsn is not None and c.new_node_id not in measured
-                        and c.target_lsn < acked_max.get(new.pg_index, 0)):
+                if (
+                    c.target_lsn is not None
+                    and c.new_node_id not in measured
+                    and c.target_lsn < acked_max.get(new.pg_index, 0)
+                ):
                     # The target is the highest SCL of >= 3 base segments holding the new epoch: any 3 meet
                     # the 4 whose SCLs acknowledged an MTR, so it is at least every acknowledged CPL.
-                    self.violation(f"PG {new.pg_index}: the target {c.target_lsn} for {c.new_node_id} replacing "
-                                   f"{c.old_node_id} is below LSN {acked_max[new.pg_index]} of an acknowledged MTR")
+                    self.violation(
+                        f"PG {new.pg_index}: the target {c.target_lsn} for {c.new_node_id} replacing "
+                        f"{c.old_node_id} is below LSN {acked_max[new.pg_index]} of an acknowledged MTR"
+                    )
             if new.membership_epoch == old.membership_epoch:
                 continue
             for c in new.changes:
                 if c.new_node_id not in {o.new_node_id for o in old.changes}:
                     self.ops["replace_begun"] += 1
-                    self.event(f"PG {new.pg_index}: replacing {c.old_node_id} with {c.new_node_id} "
-                               f"(membership epoch {new.membership_epoch})")
+                    self.event(
+                        f"PG {new.pg_index}: replacing {c.old_node_id} with {c.new_node_id} "
+                        f"(membership epoch {new.membership_epoch})"
+                    )
             for c in old.changes:
                 if c.new_node_id in {n.new_node_id for n in new.changes}:
                     continue
@@ -915,15 +996,21 @@ class Simulation:
                         for record in self.mtr_records(cpl):
                             if self.pg_of(record.page_no) != new.pg_index or c.new_node_id in self.holders(record):
                                 continue
-                            self.violation(f"PG {new.pg_index}: {c.new_node_id} replaced {c.old_node_id} at target "
-                                           f"{c.target_lsn} without holding LSN {record.lsn} of acknowledged MTR {cpl}")
+                            self.violation(
+                                f"PG {new.pg_index}: {c.new_node_id} replaced {c.old_node_id} at target "
+                                f"{c.target_lsn} without holding LSN {record.lsn} of acknowledged MTR {cpl}"
+                            )
                     self.ops["replace_completed"] += 1
-                    self.event(f"PG {new.pg_index}: {c.new_node_id} replaced {c.old_node_id} "
-                               f"(membership epoch {new.membership_epoch})")
+                    self.event(
+                        f"PG {new.pg_index}: {c.new_node_id} replaced {c.old_node_id} "
+                        f"(membership epoch {new.membership_epoch})"
+                    )
                 else:
                     self.ops["replace_rolled_back"] += 1
-                    self.event(f"PG {new.pg_index}: rolled back {c.old_node_id} -> {c.new_node_id} "
-                               f"(membership epoch {new.membership_epoch})")
+                    self.event(
+                        f"PG {new.pg_index}: rolled back {c.old_node_id} -> {c.new_node_id} "
+                        f"(membership epoch {new.membership_epoch})"
+                    )
         if completed:
             # The target's safety property: the new base set holds a write quorum of every acknowledged MTR.
             for cpl in sorted(self.acked):
@@ -934,8 +1021,10 @@ class Simulation:
         assert self.cp_state is not None
         deadline = self.now() + SETTLE_S
         while True:
-            pending = [f"PG {pg.pg_index} changes {[(c.old_node_id, c.new_node_id) for c in pg.changes]}"
-                       for _, pg, _ in self.cp_state.changes_in_flight()]
+            pending = [
+                f"PG {pg.pg_index} changes {[(c.old_node_id, c.new_node_id) for c in pg.changes]}"
+                for _, pg, _ in self.cp_state.changes_in_flight()
+            ]
             pending += [f"orphan {o.segment_id} on {o.node_id}" for o in self.cp_state.orphans()]
             for i in range(self.config.pgs):
                 epoch = self.cp_state.pg(VOLUME, i).membership_epoch
@@ -950,11 +1039,14 @@ class Simulation:
             base, everyone = self.membership(i)
             azs = sorted(self.nodes[n].az for n in base)
             if len(set(base)) != 6 or base != everyone or azs != ["a", "a", "b", "b", "c", "c"]:
-                self.violation(f"after healing PG {i} is held by {everyone} (base {base}), not six segments "
-                               f"two per AZ")
-        self.event("membership settled: " + "; ".join(
-            f"PG {i} {','.join(self.membership(i)[0])} epoch {self.cp_state.pg(VOLUME, i).membership_epoch}"
-            for i in range(self.config.pgs)))
+                self.violation(f"after healing PG {i} is held by {everyone} (base {base}), not six segments two per AZ")
+        self.event(
+            "membership settled: "
+            + "; ".join(
+                f"PG {i} {','.join(self.membership(i)[0])} epoch {self.cp_state.pg(VOLUME, i).membership_epoch}"
+                for i in range(self.config.pgs)
+            )
+        )
 
     async def _periodic_checks(self) -> None:
         ticks = 0
@@ -1015,8 +1107,10 @@ class Simulation:
         for token in self.refused:
             for lsn, record in self.records.items():
                 if record.data == token and lsn <= writer.vdl and not self.truncated(record):
-                    self.violation(f"write {token.decode()} was refused as definitely not done, yet its record "
-                                   f"LSN {lsn} is durable at or below VDL {writer.vdl}")
+                    self.violation(
+                        f"write {token.decode()} was refused as definitely not done, yet its record "
+                        f"LSN {lsn} is durable at or below VDL {writer.vdl}"
+                    )
         self.event(f"final VDL {writer.vdl}, {len(self.acked)} acknowledged MTRs readable")
 
     async def scrub_everything(self) -> None:
@@ -1029,8 +1123,10 @@ class Simulation:
             await Scrubber(node.store, node.servicer._on_writer).scrub_pass()
         for name, table, key in left:
             if self.disk.get(name, table, key) == self.rotten[(name, table, key)]:
-                self.violation(f"a full scrub pass after healing left the rotten {table.decode()} copy under key "
-                               f"{key.hex()} on {name}")
+                self.violation(
+                    f"a full scrub pass after healing left the rotten {table.decode()} copy under key "
+                    f"{key.hex()} on {name}"
+                )
         self.ops["rot_found_by_final_scrub"] = len(left)
         if left:
             self.event(f"final scrub quarantined {len(left)} rotten copies")
@@ -1047,10 +1143,12 @@ class Simulation:
                     node = self.nodes[name]
                     seg = node.store.segments.get(f"{VOLUME}/pg-{pg.pg_index:05d}") if node.store else None
                     if seg is None or seg.tracker.scl < target or not seg.whole:
-                        behind.append(f"{name} PG {pg.pg_index} SCL {seg.tracker.scl if seg else '-'} < {target}"
-                                      if seg is None or seg.tracker.scl < target else
-                                      f"{name} PG {pg.pg_index} not whole (SCL {seg.tracker.scl}, high water "
-                                      f"{seg.meta.scl_high_water}, rebuilding {seg.meta.rebuilding})")
+                        behind.append(
+                            f"{name} PG {pg.pg_index} SCL {seg.tracker.scl if seg else '-'} < {target}"
+                            if seg is None or seg.tracker.scl < target
+                            else f"{name} PG {pg.pg_index} not whole (SCL {seg.tracker.scl}, high water "
+                            f"{seg.meta.scl_high_water}, rebuilding {seg.meta.rebuilding})"
+                        )
             if not behind:
                 self.event("every segment caught up")
                 return
@@ -1101,7 +1199,7 @@ def simulate(config: SimConfig) -> SimResult:
     with applied(config.mutation):
         try:
             run(main, deadline_s=config.duration_s * 20 + 120)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             sim.violations.append("the run did not finish in its virtual time budget (liveness)")
         except SimDeadlock as error:
             sim.violations.append(f"deadlock: {error}")

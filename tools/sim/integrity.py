@@ -60,18 +60,18 @@ SUPERVISE_INTERVAL_S = 0.5
 SUPERVISOR_PATIENCE_S = 1.0  # the "writer" fault reopens within 0.5 s of its crash: the supervisor waits longer
 
 
-def meta_on_disk(sim: "Simulation", name: str, segment_id: str) -> SegmentMeta | None:
+def meta_on_disk(sim: Simulation, name: str, segment_id: str) -> SegmentMeta | None:
     """A segment's metadata as the node's disk holds it (either good copy), or None."""
     return trusted_copy((sim.disk.get(name, table, segment_id.encode()) for table in META_TABLES), segment_id)
 
 
-def expected_segments(sim: "Simulation", name: str) -> list[str]:
+def expected_segments(sim: Simulation, name: str) -> list[str]:
     from sixfold.tools.sim.harness import VOLUME
 
     return [f"{VOLUME}/pg-{pg:05d}" for pg in range(sim.config.pgs) if name in sim.membership(pg)[1]]
 
 
-def impaired_nodes(sim: "Simulation") -> set[str]:
+def impaired_nodes(sim: Simulation) -> set[str]:
     """Nodes up whose disk is corrupt, that lack a segment they should hold, hold one that is not whole, or
     hold an epoch newer than the current writer's (a hostile raise): each weakens its PGs like a fault."""
     out = set()
@@ -90,15 +90,16 @@ def impaired_nodes(sim: "Simulation") -> set[str]:
     return out
 
 
-def _pick(sim: "Simulation", rng: random.Random, budget: int) -> str | None:
+def _pick(sim: Simulation, rng: random.Random, budget: int) -> str | None:
     """A node that is up, for a fault that makes it faulty: any while the budget allows, else a faulty one."""
     faulty = sim.faulty_nodes()
-    names = sorted(n for n, node in sim.nodes.items()
-                   if node.up and n not in sim.dead and (len(faulty) < budget or n in faulty))
+    names = sorted(
+        n for n, node in sim.nodes.items() if node.up and n not in sim.dead and (len(faulty) < budget or n in faulty)
+    )
     return rng.choice(names) if names else None
 
 
-def _pick_segment(sim: "Simulation", rng: random.Random, budget: int) -> tuple[str, str] | None:
+def _pick_segment(sim: Simulation, rng: random.Random, budget: int) -> tuple[str, str] | None:
     """(node, one of its segments) for a fault that makes the node faulty (`_pick`), or None."""
     name = _pick(sim, rng, budget)
     store = sim.nodes[name].store if name is not None else None
@@ -107,7 +108,7 @@ def _pick_segment(sim: "Simulation", rng: random.Random, budget: int) -> tuple[s
     return name, rng.choice(sorted(store.segments))
 
 
-async def meta_rot(sim: "Simulation", rng: random.Random, budget: int) -> None:
+async def meta_rot(sim: Simulation, rng: random.Random, budget: int) -> None:
     picked = _pick_segment(sim, rng, budget)
     if picked is None:
         return
@@ -139,7 +140,7 @@ async def meta_rot(sim: "Simulation", rng: random.Random, budget: int) -> None:
     sim.note_down()
 
 
-async def hostile_epoch(sim: "Simulation", rng: random.Random, budget: int) -> None:
+async def hostile_epoch(sim: Simulation, rng: random.Random, budget: int) -> None:
     picked = _pick_segment(sim, rng, budget)
     if picked is None:
         return
@@ -148,28 +149,38 @@ async def hostile_epoch(sim: "Simulation", rng: random.Random, budget: int) -> N
     assert store is not None
     current = store.segments[segment_id].meta.volume_epoch
     huge = rng.random() < HOSTILE_HUGE_PROBABILITY
-    epoch = (rng.choice([2**64 - 1, EPOCH_MAX + 1, current + EPOCH_STEP_MAX + 1]) if huge
-             else current + rng.randint(1, HOSTILE_EPOCH_STEP_MAX))
+    epoch = (
+        rng.choice([2**64 - 1, EPOCH_MAX + 1, current + EPOCH_STEP_MAX + 1])
+        if huge
+        else current + rng.randint(1, HOSTILE_EPOCH_STEP_MAX)
+    )
     stub = pb_grpc.StorageServiceStub(sim.network.channel_factory(HOSTILE)(name))
     sim.ops["hostile_epochs"] += 1
     try:
-        await stub.RaiseVolumeEpoch(pb.RaiseVolumeEpochRequest(segment_id=segment_id, volume_epoch=epoch,
-                                                               writer_id=HOSTILE), timeout=2.0)
+        await stub.RaiseVolumeEpoch(
+            pb.RaiseVolumeEpochRequest(segment_id=segment_id, volume_epoch=epoch, writer_id=HOSTILE), timeout=2.0
+        )
     except grpc.aio.AioRpcError as error:
         sim.event(f"hostile epoch {epoch} to {name} {segment_id}: {error.code().name}")
-        if huge and error.code() not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                         grpc.StatusCode.UNAVAILABLE):
-            sim.violation(f"epoch {epoch} near the top of uint64 was refused with {error.code().name}, not "
-                          "INVALID_ARGUMENT")
+        if huge and error.code() not in (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.UNAVAILABLE,
+        ):
+            sim.violation(
+                f"epoch {epoch} near the top of uint64 was refused with {error.code().name}, not INVALID_ARGUMENT"
+            )
         return
     if huge:
         sim.violation(f"{name} took epoch {epoch}, near the top of uint64: no writer could ever follow it")
-    sim.event(f"hostile epoch {epoch} taken by {name} {segment_id} (the writer holds "
-              f"{sim.writer.epoch if sim.writer else '-'})")
+    sim.event(
+        f"hostile epoch {epoch} taken by {name} {segment_id} (the writer holds "
+        f"{sim.writer.epoch if sim.writer else '-'})"
+    )
     sim.note_down()
 
 
-def tree_rot(sim: "Simulation", rng: random.Random, budget: int) -> None:
+def tree_rot(sim: Simulation, rng: random.Random, budget: int) -> None:
     name = _pick(sim, rng, budget)
     if name is None:
         return
@@ -179,7 +190,7 @@ def tree_rot(sim: "Simulation", rng: random.Random, budget: int) -> None:
     sim.note_down()
 
 
-async def drop_segment(sim: "Simulation", rng: random.Random, budget: int) -> None:
+async def drop_segment(sim: Simulation, rng: random.Random, budget: int) -> None:
     name = _pick(sim, rng, budget)
     if name is None:
         return
@@ -198,7 +209,7 @@ async def drop_segment(sim: "Simulation", rng: random.Random, budget: int) -> No
     sim.note_down()
 
 
-def check_scl_truth(sim: "Simulation") -> None:
+def check_scl_truth(sim: Simulation) -> None:
     """No segment's SCL claims a record it does not hold."""
     by_pg: dict[int, list[int]] = {}
     for lsn in sorted(sim.records):
@@ -220,8 +231,10 @@ def check_scl_truth(sim: "Simulation") -> None:
                 if voided(meta.truncation_ranges, lsn, record.epoch):
                     continue
                 if sim.disk.get(name, RECORDS, _record_key(meta.seg_no, lsn)) is None:
-                    sim.violation(f"{name} {segment_id} claims SCL {scl} but does not hold record LSN {lsn} of its "
-                                  "PG: a segment claims completeness it does not have")
+                    sim.violation(
+                        f"{name} {segment_id} claims SCL {scl} but does not hold record LSN {lsn} of its "
+                        "PG: a segment claims completeness it does not have"
+                    )
 
 
 def _record_key(seg_no: int, lsn: int) -> bytes:
@@ -230,7 +243,7 @@ def _record_key(seg_no: int, lsn: int) -> bytes:
     return record_key(seg_no, lsn)
 
 
-def watch_fencing(sim: "Simulation", volume: "Volume") -> None:
+def watch_fencing(sim: Simulation, volume: Volume) -> None:
     """A writer that says a newer writer recovered the volume must be right: when it declares itself fenced,
     every PG has a segment whose disk holds a truncation range of a newer epoch (a recovery truncates a write
     quorum of every PG before its writer serves). A writer fenced by a stray epoch, or by an opener that never
@@ -247,11 +260,12 @@ def watch_fencing(sim: "Simulation", volume: "Volume") -> None:
             for pg in range(sim.config.pgs):
                 segment_id = f"{VOLUME}/pg-{pg:05d}"
                 metas = [meta_on_disk(sim, name, segment_id) for name in sim.nodes]
-                if not any(r.epoch > volume.running_epoch for m in metas if m is not None
-                           for r in m.truncation_ranges):
-                    sim.violation(f"{getattr(volume, 'sim_name', 'a writer')} (epoch {volume.running_epoch}) "
-                                  f"declared itself fenced, but no segment of PG {pg} holds a newer writer's "
-                                  f"truncation: no newer writer recovered the volume ({details})")
+                if not any(r.epoch > volume.running_epoch for m in metas if m is not None for r in m.truncation_ranges):
+                    sim.violation(
+                        f"{getattr(volume, 'sim_name', 'a writer')} (epoch {volume.running_epoch}) "
+                        f"declared itself fenced, but no segment of PG {pg} holds a newer writer's "
+                        f"truncation: no newer writer recovered the volume ({details})"
+                    )
                     break
 
     volume.on_fenced = on_fenced  # type: ignore[method-assign]
@@ -261,7 +275,7 @@ class WriterSupervisor:
     """Opens a writer whenever none is open (a deployment's supervisor), and measures each stretch without
     one: longer than WRITER_GAP_MAX_S while at most two nodes were faulty is a violation."""
 
-    def __init__(self, sim: "Simulation") -> None:
+    def __init__(self, sim: Simulation) -> None:
         self.sim = sim
         self.gap_since: float | None = None
         self.gap_began_over_two: tuple[int, bool] = (0, False)
@@ -288,10 +302,15 @@ class WriterSupervisor:
     def _judge(self, gap_s: float) -> None:
         self.longest_gap_s = max(self.longest_gap_s, gap_s)
         self.sim.ops["writer_gap_ms_max"] = max(self.sim.ops["writer_gap_ms_max"], int(gap_s * 1000))
-        if gap_s > WRITER_GAP_MAX_S and not self.sim.overlapped_over_two(self.gap_began_over_two) \
-                and self.sim.config.faults != "beyond":
-            self.sim.violation(f"no writer was open for {gap_s:.1f} virtual s (more than {WRITER_GAP_MAX_S:g}) "
-                               "with at most two nodes faulty")
+        if (
+            gap_s > WRITER_GAP_MAX_S
+            and not self.sim.overlapped_over_two(self.gap_began_over_two)
+            and self.sim.config.faults != "beyond"
+        ):
+            self.sim.violation(
+                f"no writer was open for {gap_s:.1f} virtual s (more than {WRITER_GAP_MAX_S:g}) "
+                "with at most two nodes faulty"
+            )
 
     async def run(self) -> None:
         while True:

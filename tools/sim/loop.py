@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import selectors
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class SimDeadlock(Exception):
@@ -19,7 +21,7 @@ class SimDeadlock(Exception):
 
 
 class _VirtualSelector(selectors.BaseSelector):
-    def __init__(self, loop: "SimLoop") -> None:
+    def __init__(self, loop: SimLoop) -> None:
         self._loop = loop
         self._map: dict[int, selectors.SelectorKey] = {}
 
@@ -86,9 +88,7 @@ def run(main: Callable[[], Any], *, deadline_s: float = 3600.0) -> Any:
     finally:
         for task in asyncio.all_tasks(loop):
             task.cancel()
-        try:
+        with contextlib.suppress(SimDeadlock):
             loop.run_until_complete(asyncio.sleep(0))
-        except SimDeadlock:
-            pass
         loop.close()
         asyncio.set_event_loop(None)

@@ -68,7 +68,8 @@ from __future__ import annotations
 
 import bisect
 import random
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import lmdb
 
@@ -133,10 +134,11 @@ def _pages(data_bytes: int) -> int:
 class _Table:
     """One named database: keys kept sorted (bytewise, as LMDB's default comparator) beside a dict."""
 
-    __slots__ = ("keys", "values", "data_bytes", "readers")
+    __slots__ = ("data_bytes", "keys", "readers", "values")
 
-    def __init__(self, keys: list[bytes] | None = None, values: dict[bytes, bytes] | None = None,
-                 data_bytes: int = 0) -> None:
+    def __init__(
+        self, keys: list[bytes] | None = None, values: dict[bytes, bytes] | None = None, data_bytes: int = 0
+    ) -> None:
         self.keys = keys if keys is not None else []
         self.values = values if values is not None else {}
         self.data_bytes = data_bytes
@@ -236,7 +238,7 @@ class MemDisk:
         Refused while a write transaction is open on `path`."""
         file = self._files.get(path)
         name, key = _db_key(db_name), _key_bytes(key)
-        if file is None or file.env is not None and file.env._chain is not None:
+        if file is None or (file.env is not None and file.env._chain is not None):
             raise ValueError(f"cannot overwrite on {path!r}: it does not exist or a write transaction is open on it")
         table = file.tables.get(name)
         if table is None or key not in table.values:
@@ -245,8 +247,14 @@ class MemDisk:
         fresh.values[key] = bytes(value)
         file.tables = {**file.tables, name: fresh}
 
-    def rot(self, path: str, db_name: bytes | str, key: bytes | str, byte_index: int | None = None,
-            rng: random.Random | None = None) -> int:
+    def rot(
+        self,
+        path: str,
+        db_name: bytes | str,
+        key: bytes | str,
+        byte_index: int | None = None,
+        rng: random.Random | None = None,
+    ) -> int:
         """Flip bits of one byte of a committed value; returns the byte's index.
 
         The byte is `byte_index`, else one drawn from `rng` (no hidden randomness:
@@ -255,7 +263,7 @@ class MemDisk:
         """
         file = self._files.get(path)
         name, key = _db_key(db_name), _key_bytes(key)
-        if file is None or file.env is not None and file.env._chain is not None:
+        if file is None or (file.env is not None and file.env._chain is not None):
             raise ValueError(f"cannot rot {path!r}: it does not exist or a write transaction is open on it")
         table = file.tables.get(name)
         if table is None or key not in table.values:
@@ -334,11 +342,26 @@ class MemDatabase:
 class MemEnvironment:
     """`lmdb.Environment` over a `MemDisk` path."""
 
-    def __init__(self, disk: MemDisk, path: str, map_size: int = MAP_SIZE_DEFAULT_BYTES, subdir: bool = True,
-                 readonly: bool = False, metasync: bool = True, sync: bool = True, map_async: bool = False,
-                 mode: int = 0o755, create: bool = True, readahead: bool = True, writemap: bool = False,
-                 meminit: bool = True, max_readers: int = MAX_READERS, max_dbs: int = 0, max_spare_txns: int = 1,
-                 lock: bool = True) -> None:
+    def __init__(
+        self,
+        disk: MemDisk,
+        path: str,
+        map_size: int = MAP_SIZE_DEFAULT_BYTES,
+        subdir: bool = True,
+        readonly: bool = False,
+        metasync: bool = True,
+        sync: bool = True,
+        map_async: bool = False,
+        mode: int = 0o755,
+        create: bool = True,
+        readahead: bool = True,
+        writemap: bool = False,
+        meminit: bool = True,
+        max_readers: int = MAX_READERS,
+        max_dbs: int = 0,
+        max_spare_txns: int = 1,
+        lock: bool = True,
+    ) -> None:
         if not (sync and metasync) or map_async:
             raise NotImplementedError("only synced commits are emulated (sync=True, metasync=True, map_async=False)")
         file = disk._file(path, create=create and not readonly)
@@ -364,8 +387,9 @@ class MemEnvironment:
         for txn in list(self._txns):
             if txn._alive and txn._parent is None:
                 txn._end(commit=False)
-        self._closed = (f"{_INVALID} (the environment at {self._path!r} crashed or was opened again)"
-                        if crashed else _INVALID)
+        self._closed = (
+            f"{_INVALID} (the environment at {self._path!r} crashed or was opened again)" if crashed else _INVALID
+        )
         if self._file.env is self:
             self._file.env = None
 
@@ -383,9 +407,17 @@ class MemEnvironment:
 
     # -- databases and transactions ------------------------------------------------
 
-    def open_db(self, key: bytes | None = None, txn: MemTransaction | None = None, reverse_key: bool = False,
-                dupsort: bool = False, create: bool = True, integerkey: bool = False, integerdup: bool = False,
-                dupfixed: bool = False) -> MemDatabase:
+    def open_db(
+        self,
+        key: bytes | None = None,
+        txn: MemTransaction | None = None,
+        reverse_key: bool = False,
+        dupsort: bool = False,
+        create: bool = True,
+        integerkey: bool = False,
+        integerdup: bool = False,
+        dupfixed: bool = False,
+    ) -> MemDatabase:
         self._check_open()
         if txn is not None:
             txn._check_alive()
@@ -401,7 +433,7 @@ class MemEnvironment:
         if not exists:
             if not create:
                 raise lmdb.NotFoundError(f"mdb_dbi_open: {_NOT_FOUND}")
-            if self._readonly or txn is not None and not txn._write:
+            if self._readonly or (txn is not None and not txn._write):
                 raise lmdb.ReadonlyError("mdb_dbi_open: Permission denied")
             if txn is not None:
                 txn._check_usable("mdb_dbi_open")
@@ -413,8 +445,13 @@ class MemEnvironment:
         handle = self._dbs[name] = MemDatabase(self, name)
         return handle
 
-    def begin(self, db: MemDatabase | None = None, parent: MemTransaction | None = None, write: bool = False,
-              buffers: bool = False) -> MemTransaction:
+    def begin(
+        self,
+        db: MemDatabase | None = None,
+        parent: MemTransaction | None = None,
+        write: bool = False,
+        buffers: bool = False,
+    ) -> MemTransaction:
         self._check_open()
         if db is not None and db._env is not self:
             raise lmdb.Error("Database handle belongs to another Environment.")
@@ -430,8 +467,9 @@ class MemEnvironment:
             if self._readonly:
                 raise lmdb.ReadonlyError("mdb_txn_begin: Permission denied")
             if self._chain is not None:
-                raise AssertionError(f"a write transaction is already open on {self._path!r}: "
-                                     "LMDB would block this thread forever")
+                raise AssertionError(
+                    f"a write transaction is already open on {self._path!r}: LMDB would block this thread forever"
+                )
             self._chain = _WriteChain(self)
             return MemTransaction(self, db, self._chain, None, True, buffers)
         return MemTransaction(self, db, None, None, False, buffers)
@@ -454,8 +492,14 @@ class MemEnvironment:
         tables = self._file.committed()
         main = tables[None]
         leaf_pages = -(-main.data_bytes // PAGE_SIZE_BYTES)
-        return {"psize": PAGE_SIZE_BYTES, "depth": 1 if main.keys or len(tables) > 1 else 0, "branch_pages": 0,
-                "leaf_pages": leaf_pages, "overflow_pages": 0, "entries": len(main.keys) + len(tables) - 1}
+        return {
+            "psize": PAGE_SIZE_BYTES,
+            "depth": 1 if main.keys or len(tables) > 1 else 0,
+            "branch_pages": 0,
+            "leaf_pages": leaf_pages,
+            "overflow_pages": 0,
+            "entries": len(main.keys) + len(tables) - 1,
+        }
 
     def set_mapsize(self, map_size: int) -> None:
         self._check_open()
@@ -545,8 +589,9 @@ class _WriteChain:
 
     # -- the two mutations, with LMDB's cursor bookkeeping ------------------------------
 
-    def put(self, txn: MemTransaction, name: bytes | None, key: bytes, value: bytes, overwrite: bool,
-            append: bool) -> int:
+    def put(
+        self, txn: MemTransaction, name: bytes | None, key: bytes, value: bytes, overwrite: bool, append: bool
+    ) -> int:
         view = self.tables.get(name, _EMPTY)
         i = bisect.bisect_left(view.keys, key)
         exists = i < len(view.keys) and view.keys[i] == key
@@ -643,8 +688,15 @@ def _replay(tables: dict[bytes | None, _Table], undo: list[tuple[bytes | None, b
 class MemTransaction:
     """`lmdb.Transaction`."""
 
-    def __init__(self, env: MemEnvironment, db: MemDatabase | None, chain: _WriteChain | None,
-                 parent: MemTransaction | None, write: bool, buffers: bool) -> None:
+    def __init__(
+        self,
+        env: MemEnvironment,
+        db: MemDatabase | None,
+        chain: _WriteChain | None,
+        parent: MemTransaction | None,
+        write: bool,
+        buffers: bool,
+    ) -> None:
         self._env = env
         self._db = db if db is not None else env._dbs[None]
         self._chain = chain
@@ -713,8 +765,15 @@ class MemTransaction:
         value = self._view().get(name, _EMPTY).values.get(key)
         return default if value is None else self._out(value)
 
-    def put(self, key: bytes, value: bytes, dupdata: bool = True, overwrite: bool = True, append: bool = False,
-            db: MemDatabase | None = None) -> bool:
+    def put(
+        self,
+        key: bytes,
+        value: bytes,
+        dupdata: bool = True,
+        overwrite: bool = True,
+        append: bool = False,
+        db: MemDatabase | None = None,
+    ) -> bool:
         self._check_alive()
         name = self._db_name(db)
         key, value = _as_bytes(key), _as_bytes(value)

@@ -17,12 +17,19 @@ Each one changes the real code for the duration of a run (and restores it):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Iterator
 
-MUTATIONS = ("ack-at-3", "skip-truncation", "read-past-vdl", "replace-target-0", "replace-skip-hydration",
-             "trust-stored-scl", "fence-on-refusal")
+MUTATIONS = (
+    "ack-at-3",
+    "skip-truncation",
+    "read-past-vdl",
+    "replace-target-0",
+    "replace-skip-hydration",
+    "trust-stored-scl",
+    "fence-on-refusal",
+)
 
 
 @contextmanager

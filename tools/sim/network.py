@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 
@@ -97,7 +98,7 @@ class SimNetwork:
         self.down: set[str] = set()  # crashed endpoints (servers or clients)
         self.cut: set[frozenset[str]] = set()  # pairs of endpoints that cannot talk
         self.messages = 0
-        self.streams: dict[int, "_Stream"] = {}  # open streams, in the order they opened (deterministic)
+        self.streams: dict[int, _Stream] = {}  # open streams, in the order they opened (deterministic)
         self._stream_ids = 0
 
     # -- topology ---------------------------------------------------------------
@@ -120,10 +121,14 @@ class SimNetwork:
         self.cut.clear()
 
     def reachable(self, src: str, dst: str) -> bool:
-        return (src not in self.down and dst not in self.down and dst in self.servers
-                and frozenset((src, dst)) not in self.cut)
+        return (
+            src not in self.down
+            and dst not in self.down
+            and dst in self.servers
+            and frozenset((src, dst)) not in self.cut
+        )
 
-    def _break_streams(self, which: Callable[["_Stream"], bool]) -> None:
+    def _break_streams(self, which: Callable[[_Stream], bool]) -> None:
         for stream in list(self.streams.values()):
             if which(stream):
                 stream.break_(f"connection between {stream.src} and {stream.dst} lost")
@@ -136,7 +141,7 @@ class SimNetwork:
             delay += self.rng.uniform(0, c.spike_s)
         return delay
 
-    def channel_factory(self, src: str) -> Callable[[str], "SimChannel"]:
+    def channel_factory(self, src: str) -> Callable[[str], SimChannel]:
         """Channels from endpoint `src`; an address NAME:PORT (as the control plane requires) reaches NAME."""
         return lambda dst: SimChannel(self, src, endpoint_of(dst))
 
@@ -314,16 +319,18 @@ class SimChannel:
     def __init__(self, network: SimNetwork, src: str, dst: str) -> None:
         self.network, self.src, self.dst = network, src, dst
 
-    def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
-                    **_: Any) -> Callable[..., Any]:
+    def unary_unary(
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any
+    ) -> Callable[..., Any]:
         async def call(request: Any, timeout: float | None = None, **__: Any) -> Any:
             reply = await self.network.unary(self.src, self.dst, method, request_serializer(request), timeout)
             return response_deserializer(reply)
 
         return call
 
-    def stream_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
-                      **_: Any) -> Callable[..., SimStreamCall]:
+    def stream_stream(
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any
+    ) -> Callable[..., SimStreamCall]:
         def call(*_args: Any, **__: Any) -> SimStreamCall:
             return SimStreamCall(self.network, self.src, self.dst, method, request_serializer, response_deserializer)
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sixfold.storage import control_plane as cp
 from sixfold.storage.control_plane_server import ControlPlaneServicer
@@ -56,26 +57,33 @@ class SimSegmentClient:
         return (await self._stub(address).UpdateMembership(request, timeout=self.timeout_s)).state
 
     async def segment_state(self, address: str, segment_id: str) -> pb.SegmentState:
-        reply = await self._stub(address).GetSegmentState(pb.GetSegmentStateRequest(segment_id=segment_id),
-                                                          timeout=self.timeout_s)
+        reply = await self._stub(address).GetSegmentState(
+            pb.GetSegmentStateRequest(segment_id=segment_id), timeout=self.timeout_s
+        )
         return reply.state
 
 
 class SimControlPlane(ControlPlaneServicer):
     """The real servicer with its state kept in memory, on virtual time."""
 
-    def __init__(self, state: cp.ControlPlane, segment_client: SimSegmentClient,
-                 clock_ms: Callable[[], float]) -> None:
+    def __init__(self, state: cp.ControlPlane, segment_client: SimSegmentClient, clock_ms: Callable[[], float]) -> None:
         self._initial = state
         self.saved: dict[str, Any] = {}
         self.persists = 0
-        super().__init__("/nonexistent-sim-control-plane", HEARTBEAT_TIMEOUT_MS,
-                         int(HEARTBEAT_INTERVAL_S * 1000), segment_client, clock_ms=clock_ms,
-                         failure_timeout_ms=FAILURE_TIMEOUT_MS)
+        super().__init__(
+            "/nonexistent-sim-control-plane",
+            HEARTBEAT_TIMEOUT_MS,
+            int(HEARTBEAT_INTERVAL_S * 1000),
+            segment_client,
+            clock_ms=clock_ms,
+            failure_timeout_ms=FAILURE_TIMEOUT_MS,
+        )
 
     def _load_state(self, heartbeat_timeout_ms: int, failure_timeout_ms: int, started_ms: float) -> cp.ControlPlane:
         assert (self._initial.heartbeat_timeout_ms, self._initial.failure_timeout_ms) == (
-            heartbeat_timeout_ms, failure_timeout_ms)
+            heartbeat_timeout_ms,
+            failure_timeout_ms,
+        )
         self.saved = self._initial.to_dict()
         return self._initial
 
@@ -94,9 +102,15 @@ def address_of(node_id: str) -> str:
     return f"{node_id}:{SIM_PORT}"
 
 
-def initial_state(volume_id: str, page_size: int, pages_per_pg: int, pgs: int,
-                  nodes: tuple[tuple[str, str], ...], spares: tuple[tuple[str, str], ...],
-                  now_ms: float) -> cp.ControlPlane:
+def initial_state(
+    volume_id: str,
+    page_size: int,
+    pages_per_pg: int,
+    pgs: int,
+    nodes: tuple[tuple[str, str], ...],
+    spares: tuple[tuple[str, str], ...],
+    now_ms: float,
+) -> cp.ControlPlane:
     """A control plane that placed `pgs` PGs on `nodes` (two per AZ: placement has no other choice),
     then learned of the spares."""
     state = cp.ControlPlane(HEARTBEAT_TIMEOUT_MS, FAILURE_TIMEOUT_MS, now_ms)
@@ -119,10 +133,18 @@ async def heartbeat_loop(node_id: str, channel_factory: Callable[[str], Any], re
     while True:
         try:
             held, condition, detail = report()
-            await stub.Heartbeat(cp_pb.HeartbeatRequest(node_id=node_id, address=address_of(node_id),
-                                                        segment_count=len(held), segments=held, condition=condition,
-                                                        condition_detail=detail, segments_reported=True),
-                                 timeout=HEARTBEAT_RPC_TIMEOUT_S)
+            await stub.Heartbeat(
+                cp_pb.HeartbeatRequest(
+                    node_id=node_id,
+                    address=address_of(node_id),
+                    segment_count=len(held),
+                    segments=held,
+                    condition=condition,
+                    condition_detail=detail,
+                    segments_reported=True,
+                ),
+                timeout=HEARTBEAT_RPC_TIMEOUT_S,
+            )
         except Exception:  # noqa: BLE001 - an unreachable control plane is retried, as on a real node
             pass
         await asyncio.sleep(HEARTBEAT_INTERVAL_S)
