@@ -55,8 +55,8 @@ class VolumeError(Exception):
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> VolumeError:
-        code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
-        details = error.details() if hasattr(error, "details") else str(error)  # type: ignore[attr-defined]
+        code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+        details = error.details() if hasattr(error, "details") else str(error)
         return cls(code or grpc.StatusCode.UNKNOWN, details or "(no details)", error)
 
 

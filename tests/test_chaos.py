@@ -137,7 +137,7 @@ def test_metadata_rotted_in_the_live_copies_is_what_the_node_reads(tmp_path: Pat
 
 
 @pytest.fixture
-def lone_node(tmp_path: Path):  # type: ignore[no-untyped-def]
+def lone_node(tmp_path: Path):
     """One storage node process (no control plane) with a fault file; yields (address, fault file)."""
     data_dir = tmp_path / "node"
     port_file = tmp_path / "node.port"
@@ -187,13 +187,13 @@ def lone_node(tmp_path: Path):  # type: ignore[no-untyped-def]
         log.close()
 
 
-def _timed(fn) -> float:  # type: ignore[no-untyped-def]
+def _timed(fn) -> float:
     started = time.monotonic()
     fn()
     return time.monotonic() - started
 
 
-def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(lone_node) -> None:  # type: ignore[no-untyped-def]
+def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(lone_node) -> None:
     address, fault_file = lone_node
     channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
     stub = pb_grpc.StorageServiceStub(channel)
@@ -217,7 +217,7 @@ def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(l
     acks: list = []
     ended: list = []
 
-    def feed():  # type: ignore[no-untyped-def]
+    def feed():
         while (item := requests.get()) is not None:
             yield item
 

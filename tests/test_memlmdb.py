@@ -231,7 +231,7 @@ def test_memenv_matches_lmdb_with_values_spanning_pages(ops: list[tuple]) -> Non
     run_both(ops)
 
 
-def test_cursor_semantics_the_store_relies_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cursor_semantics_the_store_relies_on(tmp_path) -> None:
     """The handful of py-lmdb behaviours storage/store.py depends on, spelled out (and run on both)."""
     for env in [lmdb.open(str(tmp_path), max_dbs=2), open_mem_env("x", max_dbs=2)]:
         db = env.open_db(b"t")

@@ -45,7 +45,7 @@ def node_ids(pg: cp_pb2.ProtectionGroup) -> set[str]:
     return {s.node_id for s in pg.segments}
 
 
-def wait_for(what: str, predicate, timeout_s: float = HEAL_WAIT_S, poll_s: float = 0.05):  # type: ignore[no-untyped-def]
+def wait_for(what: str, predicate, timeout_s: float = HEAL_WAIT_S, poll_s: float = 0.05):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
@@ -199,7 +199,7 @@ def test_two_overlapping_failures_compose_and_the_writer_keeps_committing(cluste
             writers.wait_progress("with two changes in flight")
             progress: dict[str, list[tuple[int, int]]] = {}  # change -> (hydrated SCL, target) as status showed
 
-            def healed_watching_progress():  # type: ignore[no-untyped-def]
+            def healed_watching_progress():
                 [plane] = [p for p in cluster.status().processes if p.role == "control-plane"]
                 for change in plane.changes:
                     shown = re.search(r"(\S+ \S+->\S+) hydrated (\d+)/(\d+) \((\d+)%\)", change.describe())

@@ -106,7 +106,7 @@ def test_the_history_window_knows_nothing_older_than_its_first_sample() -> None:
 
 
 @pytest.fixture
-def store(tmp_path):  # type: ignore[no-untyped-def]
+def store(tmp_path):
     s = SegmentStore(str(tmp_path / "lmdb"), map_size_bytes=1 << 25)
     s.create_segment(meta())
     yield s
@@ -178,7 +178,7 @@ def test_the_horizon_never_passes_scl_vdl_hint_or_a_pin(store: SegmentStore) -> 
     assert store.raise_horizon(SEG, 50) == 200  # never goes down
 
 
-def test_restart_after_gc_keeps_scl_tail_and_the_chain(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_restart_after_gc_keeps_scl_tail_and_the_chain(tmp_path) -> None:
     path = str(tmp_path / "lmdb")
     store = SegmentStore(path, map_size_bytes=1 << 25)
     store.create_segment(meta())
@@ -207,7 +207,7 @@ def test_restart_after_gc_keeps_scl_tail_and_the_chain(tmp_path) -> None:  # typ
     store.close()
 
 
-def test_hydration_from_page_versions_rebuilds_a_segment_exactly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_hydration_from_page_versions_rebuilds_a_segment_exactly(tmp_path) -> None:
     source = SegmentStore(str(tmp_path / "a"), map_size_bytes=1 << 25)
     source.create_segment(meta())
     records = fill(source, 3, count=300, pages=20)
@@ -250,7 +250,7 @@ RETENTION_FLAGS = ["--history-window-s", "0.5", "--coalesce-interval-ms", "200"]
 
 @pytest.mark.integration
 @pytest.mark.cluster_options(compute=False, node_flags=RETENTION_FLAGS)
-def test_a_node_back_after_its_peers_collected_garbage_hydrates_from_page_versions(cluster) -> None:  # type: ignore[no-untyped-def]
+def test_a_node_back_after_its_peers_collected_garbage_hydrates_from_page_versions(cluster) -> None:
     import time
 
     import grpc
@@ -335,7 +335,7 @@ def test_after_its_first_full_pass_coalescing_looks_only_at_pages_that_received_
 
     from sixfold.storage.coalesce import Coalescer
 
-    async def on_writer(fn, *args):  # type: ignore[no-untyped-def]
+    async def on_writer(fn, *args):
         return fn(*args)
 
     coalescer = Coalescer(store, on_writer, lambda segment_id: None, tick_pause_s=0)
@@ -387,7 +387,7 @@ def test_a_fold_that_fails_leaves_its_page_counted_and_it_is_folded_next_round(s
 
     failures = [1]
 
-    async def on_writer(fn, *args):  # type: ignore[no-untyped-def]
+    async def on_writer(fn, *args):
         if fn == store.coalesce_pages and failures[0]:
             failures[0] -= 1
             raise StorageError("the map is full (injected once)")

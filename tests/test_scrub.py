@@ -145,7 +145,7 @@ def test_a_big_segment_is_scrubbed_over_many_ticks_resuming_where_it_stopped(tmp
         starts: list[bytes | None] = []
         scan = store.scrub_records
 
-        def counted(segment_id: str, start_key: bytes | None, rows_max: int, bytes_max: int):  # type: ignore[no-untyped-def]
+        def counted(segment_id: str, start_key: bytes | None, rows_max: int, bytes_max: int):
             starts.append(start_key)
             chunk = scan(segment_id, start_key, rows_max, bytes_max)
             assert chunk.checked <= rows_max == 5

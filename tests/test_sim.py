@@ -30,7 +30,7 @@ def replay_hint(config: SimConfig) -> str:
     return f"replay with: sixfold sim {' '.join(replay_args(config))} --events\n"
 
 
-def describe(result) -> str:  # type: ignore[no-untyped-def]
+def describe(result) -> str:
     return (
         f"seed {result.seed}: {result.ops}, {result.virtual_s:.1f} virtual s, digest {result.digest}; "
         f"violations: {result.violations}"

@@ -181,7 +181,7 @@ def one_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield local
 
 
-def expect_status(call, code: grpc.StatusCode, *phrases: str) -> str:  # type: ignore[no-untyped-def]
+def expect_status(call, code: grpc.StatusCode, *phrases: str) -> str:
     with pytest.raises(grpc.RpcError) as info:
         call()
     assert info.value.code() == code, (info.value.code(), info.value.details())

@@ -45,7 +45,7 @@ def batch(
     return AppendBatch(segment_id, epoch, 1, batch_id, [(r, r.crc()) for r in records], ranges or [])
 
 
-def commit_ok(store: SegmentStore, *batches: AppendBatch):  # type: ignore[no-untyped-def]
+def commit_ok(store: SegmentStore, *batches: AppendBatch):
     results = store.commit_appends(list(batches))
     for r in results:
         assert not isinstance(r, Exception), r
@@ -53,7 +53,7 @@ def commit_ok(store: SegmentStore, *batches: AppendBatch):  # type: ignore[no-un
 
 
 @pytest.fixture
-def store(tmp_path):  # type: ignore[no-untyped-def]
+def store(tmp_path):
     s = SegmentStore(str(tmp_path / "lmdb"), map_size_bytes=1 << 24)
     s.create_segment(meta())
     yield s
@@ -192,7 +192,7 @@ def test_read_point_bounds(store: SegmentStore) -> None:
         store.read_page(SEG, 1, 0)
 
 
-def test_truncation_removes_records_rewinds_scl_and_refuses_them_forever(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_truncation_removes_records_rewinds_scl_and_refuses_them_forever(tmp_path) -> None:
     path = str(tmp_path / "lmdb")
     store = SegmentStore(path)
     store.create_segment(meta())
@@ -229,7 +229,7 @@ def test_truncation_carried_by_a_batch_is_applied_first(store: SegmentStore) -> 
     assert [r.lsn for r in store.read_records(SEG, 0, 0, 100, 0)[0]] == [1, 10]
 
 
-def test_restart_rebuilds_scl_and_pending_holes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_restart_rebuilds_scl_and_pending_holes(tmp_path) -> None:
     path = str(tmp_path / "lmdb")
     store = SegmentStore(path)
     store.create_segment(meta())
@@ -245,7 +245,7 @@ def test_restart_rebuilds_scl_and_pending_holes(tmp_path) -> None:  # type: igno
     store.close()
 
 
-def test_map_grows_when_full(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_map_grows_when_full(tmp_path) -> None:
     store = SegmentStore(str(tmp_path / "lmdb"), map_size_bytes=256 * 1024)
     store.create_segment(meta())
     chain = ChainBuilder()
@@ -281,7 +281,7 @@ def flip_byte_in_file(path: str, needle: bytes) -> int:
     return at
 
 
-def test_flipped_byte_on_disk_is_detected_and_never_served(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_flipped_byte_on_disk_is_detected_and_never_served(tmp_path) -> None:
     path = str(tmp_path / "lmdb")
     store = SegmentStore(path)
     store.create_segment(meta())
@@ -306,7 +306,7 @@ def test_flipped_byte_on_disk_is_detected_and_never_served(tmp_path) -> None:  #
     store.close()
 
 
-def test_flipped_byte_in_a_page_version_is_detected(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_flipped_byte_in_a_page_version_is_detected(tmp_path) -> None:
     path = str(tmp_path / "lmdb")
     store = SegmentStore(path)
     store.create_segment(meta())
@@ -357,7 +357,7 @@ def test_epochs_near_the_top_of_uint64_are_refused(store: SegmentStore) -> None:
     assert isinstance(error, InvalidRequest) and "highest epoch" in error.message
 
 
-def test_vdl_hint_is_kept_and_chain_tail_is_found(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_vdl_hint_is_kept_and_chain_tail_is_found(tmp_path) -> None:
     path = str(tmp_path / "lmdb")
     store = SegmentStore(path)
     store.create_segment(meta())
@@ -419,7 +419,7 @@ def test_lsn_at_the_top_of_the_range_is_refused(store: SegmentStore) -> None:
     assert store.tail_at_or_below(SEG, 2**64 - 1) == 0
 
 
-def test_a_rotten_record_is_ignored_at_restart_and_repaired_by_a_resend(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_rotten_record_is_ignored_at_restart_and_repaired_by_a_resend(tmp_path) -> None:
     path = str(tmp_path / "lmdb")
     store = SegmentStore(path)
     store.create_segment(meta())
@@ -449,7 +449,7 @@ def test_a_rotten_record_is_ignored_at_restart_and_repaired_by_a_resend(tmp_path
     store.close()
 
 
-def test_membership_epoch_moves_forward_durably_and_fences_older_appends(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_membership_epoch_moves_forward_durably_and_fences_older_appends(tmp_path) -> None:
     path = str(tmp_path / "lmdb")
     store = SegmentStore(path)
     store.create_segment(meta())

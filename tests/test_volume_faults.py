@@ -70,7 +70,7 @@ def wait_connected(address: str, count: int = 6, timeout_s: float = 30, *, at_mo
     raise AssertionError(f"the writer's connected segments per PG did not reach {count} in {timeout_s} s")
 
 
-def expect_code(fn, code: grpc.StatusCode, phrase: str = "") -> str:  # type: ignore[no-untyped-def]
+def expect_code(fn, code: grpc.StatusCode, phrase: str = "") -> str:
     with pytest.raises(grpc.RpcError) as info:
         fn()
     assert info.value.code() == code, (info.value.code(), info.value.details())
@@ -128,7 +128,7 @@ def clients_for(count: int, rng: random.Random) -> list[Client]:
     return [Client(i, sorted({hot, rng.randrange(100), PAGES_PER_PG + rng.randrange(100)})) for i in range(count)]
 
 
-def run_clients(address_of, clients: list[Client], seconds: float, stop: threading.Event | None = None) -> None:  # type: ignore[no-untyped-def]
+def run_clients(address_of, clients: list[Client], seconds: float, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     deadline = time.monotonic() + seconds
 

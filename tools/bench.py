@@ -93,7 +93,7 @@ def _records_for(size: int, args: argparse.Namespace) -> int:
     return 100_000 if size <= 256 else 20_000
 
 
-def _make_records(count: int, size: int, page_size: int, pages: int):  # type: ignore[no-untyped-def]
+def _make_records(count: int, size: int, page_size: int, pages: int):
     from sixfold.storage.chain import ChainBuilder
 
     chain = ChainBuilder()
@@ -150,7 +150,7 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-async def _stream_to_node(address: str, segment_id: str, records, batch_records: int, window: int) -> float:  # type: ignore[no-untyped-def]
+async def _stream_to_node(address: str, segment_id: str, records, batch_records: int, window: int) -> float:
     import grpc
 
     from sixfold.storage.serving import CHANNEL_OPTIONS
@@ -172,7 +172,7 @@ async def _stream_to_node(address: str, segment_id: str, records, batch_records:
         stub = pb_grpc.StorageServiceStub(channel)
         credit = asyncio.Semaphore(window)
 
-        async def produce():  # type: ignore[no-untyped-def]
+        async def produce():
             for request in requests:
                 await credit.acquire()
                 yield request
@@ -211,7 +211,7 @@ def _create_segment(address: str, segment_id: str, page_size: int, pages: int) -
         )
 
 
-def _lmdb_ceiling(path: str, records, batch_records: int) -> float:  # type: ignore[no-untyped-def]
+def _lmdb_ceiling(path: str, records, batch_records: int) -> float:
     """The same encoded records and page-index rows, one synced LMDB transaction per batch, in process."""
     import lmdb
 

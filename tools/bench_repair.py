@@ -149,7 +149,7 @@ def _one_size(mib: float, args: argparse.Namespace) -> RepairFigure:
     return RepairFigure(mib, len(records), load_s, baseline_s, detect_s, hydrate_s)
 
 
-def _create_volume(control_plane: str):  # type: ignore[no-untyped-def]
+def _create_volume(control_plane: str):
     import grpc
 
     from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
@@ -166,14 +166,14 @@ def _create_volume(control_plane: str):  # type: ignore[no-untyped-def]
         )
 
 
-def _make_records(count: int):  # type: ignore[no-untyped-def]
+def _make_records(count: int):
     from sixfold.storage.chain import ChainBuilder
 
     chain = ChainBuilder()
     return [chain.image(i % PAGES, (i.to_bytes(8, "big") * (PAGE_SIZE // 8))) for i in range(count)]
 
 
-def _append_stream(address: str, segment_id: str, batches, last_lsn: int) -> None:  # type: ignore[no-untyped-def]
+def _append_stream(address: str, segment_id: str, batches, last_lsn: int) -> None:
     """Send the batches over one AppendRecords stream with WINDOW in flight; every ack is a synced batch."""
     import grpc
 
@@ -183,7 +183,7 @@ def _append_stream(address: str, segment_id: str, batches, last_lsn: int) -> Non
 
     credit = threading.Semaphore(WINDOW)
 
-    def requests():  # type: ignore[no-untyped-def]
+    def requests():
         for i, records in enumerate(batches):
             credit.acquire()
             yield pb.AppendRecordsRequest(
@@ -201,7 +201,7 @@ def _append_stream(address: str, segment_id: str, batches, last_lsn: int) -> Non
         raise SystemExit(f"segment {segment_id} on {address} acknowledged up to SCL {scl}, not {last_lsn}")
 
 
-def _load(nodes: dict[str, str], segment_id: str, records) -> None:  # type: ignore[no-untyped-def]
+def _load(nodes: dict[str, str], segment_id: str, records) -> None:
     from sixfold.storage.wire import record_to_proto
 
     protos = [record_to_proto(r) for r in records]
@@ -245,7 +245,7 @@ def _baseline_copy(source: str, target: str, segment_id: str, last_lsn: int) -> 
             timeout=30,
         )
 
-    def batches():  # type: ignore[no-untyped-def]
+    def batches():
         with grpc.insecure_channel(source) as channel:
             stub = pb_grpc.StorageServiceStub(channel)
             cursor = 0
@@ -267,7 +267,7 @@ def _baseline_copy(source: str, target: str, segment_id: str, last_lsn: int) -> 
     return elapsed
 
 
-def _lose_and_regain(cluster, segment_id: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def _lose_and_regain(cluster, segment_id: str) -> tuple[float, float]:
     import grpc
 
     from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb

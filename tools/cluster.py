@@ -967,7 +967,7 @@ class Cluster:
             else:
                 status.nodes, status.volume_count, status.changes = _list_nodes(record.address)
         except grpc.RpcError as exc:
-            status.error = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+            status.error = f"{exc.code().name}: {exc.details()}"
         return status
 
     # logs

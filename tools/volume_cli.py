@@ -227,7 +227,7 @@ def readable_view(data: bytes, start: int) -> str:
 def _status_to_json(message: object) -> dict:
     from google.protobuf.json_format import MessageToDict
 
-    return MessageToDict(  # type: ignore[arg-type]
+    return MessageToDict(
         message,
         always_print_fields_with_no_presence=True,
         preserving_proto_field_name=True,

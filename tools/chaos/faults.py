@@ -348,7 +348,7 @@ class Nemesis:
                             timeout=timeout_s,
                         )
                     except grpc.RpcError as error:
-                        return error.code().name, error.details() or ""  # type: ignore[attr-defined]
+                        return error.code().name, error.details() or ""
                     return "OK", repr(bytes(reply.data[:32]).rstrip(b"\0"))
         return "NOT_FOUND", f"no segment of {self.volume} holding page {key} on {node}"
 
@@ -456,7 +456,7 @@ class Nemesis:
                     pb.GetSegmentStateRequest(segment_id=segment_id), timeout=timeout_s
                 )
             except grpc.RpcError as error:
-                return error.code().name, None  # type: ignore[attr-defined]
+                return error.code().name, None
         return "OK", reply.state
 
     def drop_segment(self, node: str, segment_id: str) -> int:

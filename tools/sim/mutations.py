@@ -53,7 +53,7 @@ def applied(name: str | None) -> Iterator[None]:
     elif name == "skip-truncation":
         original = volume.plan_recovery
 
-        def no_truncation(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def no_truncation(*args, **kwargs):
             plan = original(*args, **kwargs)
             # Same range, stamped with epoch 1: it voids no record (every record's epoch is >= 1).
             nothing = TruncationRange(plan.truncation.start_lsn, plan.truncation.end_lsn, 1)
@@ -70,7 +70,7 @@ def applied(name: str | None) -> Iterator[None]:
 
         original_target = cp.ControlPlane.set_change_target
 
-        def target_0(self, volume_id, pg_index, old_node_id, target_lsn):  # type: ignore[no-untyped-def]
+        def target_0(self, volume_id, pg_index, old_node_id, target_lsn):
             original_target(self, volume_id, pg_index, old_node_id, 0)
 
         patch(cp.ControlPlane, "set_change_target", target_0)
@@ -83,7 +83,7 @@ def applied(name: str | None) -> Iterator[None]:
         from sixfold.storage.scl import SclTracker
         from sixfold.storage.segment import Segment
 
-        def trusting(txn, records, meta, record_count):  # type: ignore[no-untyped-def]
+        def trusting(txn, records, meta, record_count):
             tracker = SclTracker.rebuilt(meta.scl, segment_load.held_above(txn, records, meta, meta.scl))
             fixed = meta.copy()
             fixed.scl = tracker.scl
@@ -92,7 +92,7 @@ def applied(name: str | None) -> Iterator[None]:
         patch(segment_load, "_verified", trusting)
     elif name == "fence-on-refusal":
 
-        def fenced_at_once(self, where, epoch, details):  # type: ignore[no-untyped-def]
+        def fenced_at_once(self, where, epoch, details):
             if not self.fenced and not self._closed and self.log is not None:
                 self.on_fenced(None, f"{where} holds epoch {epoch}: {details}")
 
