@@ -19,21 +19,39 @@ the compute node uses:
     RESOURCE_EXHAUSTED   the volume is full
     UNAVAILABLE          no write quorum (or the compute node is not reachable)
     FAILED_PRECONDITION  this writer was fenced by a newer one
+    ABORTED              the write was not committed and never will be; retry it
     DEADLINE_EXCEEDED    the call took longer than the timeout (a write may still commit)
+
+`.reason` is the machine-readable reason the server attached (google.rpc.ErrorInfo,
+see storage/errors.py: FENCED, REOPENING, OUTCOME_UNKNOWN, NOT_COMMITTED, ...; "" if
+none). `.may_have_committed` says whether a failed write may still have been stored:
+read the page back before writing it again. Arguments out of the wire's range (a page
+number over 2^64-1, an offset over 2^32-1) raise VolumeError(INVALID_ARGUMENT) before
+any call; a timeout must be more than 0 seconds.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from types import TracebackType
+from typing import Any
 
 import grpc
 
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
+from sixfold.storage.errors import REASON_OUTCOME_UNKNOWN
 from sixfold.storage.serving import CHANNEL_OPTIONS
+from sixfold.storage.status import reason_of
 
 DEFAULT_TIMEOUT_S = 10.0
+U32_MAX = (1 << 32) - 1  # offsets and page sizes on the wire
+U64_MAX = (1 << 64) - 1  # page numbers and segment sizes on the wire
+# Codes after which a write's fate is unknown: the call ended before its answer arrived.
+_OUTCOME_UNKNOWN_CODES = frozenset(
+    {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
+)
 
 Patch = tuple[int, int, bytes]  # (page_no, offset, data)
 
@@ -41,13 +59,21 @@ Patch = tuple[int, int, bytes]  # (page_no, offset, data)
 class VolumeError(Exception):
     """A VolumeService call failed: `.code` (grpc.StatusCode) and `.details` (the server's sentence)."""
 
-    def __init__(self, code_name: str | grpc.StatusCode, details: str, rpc_error: grpc.RpcError | None = None) -> None:
+    def __init__(
+        self, code_name: str | grpc.StatusCode, details: str, rpc_error: grpc.RpcError | None = None, reason: str = ""
+    ) -> None:
         self.code: grpc.StatusCode = (
             code_name if isinstance(code_name, grpc.StatusCode) else getattr(grpc.StatusCode, code_name)
         )
         self.details = details
         self.rpc_error = rpc_error
+        self.reason = reason
         super().__init__(f"{self.code.name}: {details}")
+
+    @property
+    def may_have_committed(self) -> bool:
+        """A write that failed this way may still have been stored (or become durable later)."""
+        return self.reason == REASON_OUTCOME_UNKNOWN or self.code in _OUTCOME_UNKNOWN_CODES
 
     @property
     def code_name(self) -> str:
@@ -57,7 +83,7 @@ class VolumeError(Exception):
     def from_rpc_error(cls, error: grpc.RpcError) -> VolumeError:
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         details = error.details() if hasattr(error, "details") else str(error)
-        return cls(code or grpc.StatusCode.UNKNOWN, details or "(no details)", error)
+        return cls(code or grpc.StatusCode.UNKNOWN, details or "(no details)", error, reason_of(error))
 
 
 class VolumeClient:
@@ -65,7 +91,7 @@ class VolumeClient:
 
     def __init__(self, address: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.address = address
-        self.timeout_s = timeout_s
+        self.timeout_s = _checked_timeout(timeout_s)
         self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = vgrpc.VolumeServiceStub(self._channel)
 
@@ -80,9 +106,10 @@ class VolumeClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: str, request: object, timeout_s: float | None) -> object:
+    def _call(self, method: str, request: object, timeout_s: float | None) -> Any:
+        timeout = self.timeout_s if timeout_s is None else _checked_timeout(timeout_s)
         try:
-            return getattr(self._stub, method)(request, timeout=self.timeout_s if timeout_s is None else timeout_s)
+            return getattr(self._stub, method)(request, timeout=timeout)
         except grpc.RpcError as error:
             raise VolumeError.from_rpc_error(error) from error
 
@@ -92,30 +119,32 @@ class VolumeClient:
         self, volume_id: str, page_size: int = 0, segment_size_bytes: int = 0, *, timeout_s: float | None = None
     ) -> vpb.VolumeStatus:
         """Create a volume (0 = the server's default page size / segment size); its status."""
+        _in_range("the page size", page_size, U32_MAX)
+        _in_range("the segment size", segment_size_bytes, U64_MAX)
         request = vpb.CreateVolumeRequest(
             volume_id=volume_id, page_size=page_size, segment_size_bytes=segment_size_bytes
         )
-        return self._call("CreateVolume", request, timeout_s).status  # type: ignore[attr-defined]
+        return self._call("CreateVolume", request, timeout_s).status
 
     def status(self, volume_id: str, *, timeout_s: float | None = None) -> vpb.VolumeStatus:
         request = vpb.GetVolumeStatusRequest(volume_id=volume_id)
-        return self._call("GetVolumeStatus", request, timeout_s).status  # type: ignore[attr-defined]
+        return self._call("GetVolumeStatus", request, timeout_s).status
 
     def list_volumes(self, *, timeout_s: float | None = None) -> list[vpb.VolumeStatus]:
         reply = self._call("ListVolumes", vpb.ListVolumesRequest(), timeout_s)
-        return list(reply.volumes)  # type: ignore[attr-defined]
+        return list(reply.volumes)
 
     # --- writes ----------------------------------------------------------------------
 
     def write(self, volume_id: str, patches: Iterable[Patch], *, timeout_s: float | None = None) -> int:
         """Write the patches as one MTR (all visible together, or none); its LSN, durable on return."""
-        request = vpb.WritePagesRequest(
-            volume_id=volume_id,
-            patches=[
-                vpb.PagePatch(page_no=page_no, offset=offset, data=bytes(data)) for page_no, offset, data in patches
-            ],
-        )
-        return int(self._call("WritePages", request, timeout_s).lsn)  # type: ignore[attr-defined]
+        checked = []
+        for page_no, offset, data in patches:
+            _in_range("a page number", page_no, U64_MAX)
+            _in_range("an offset", offset, U32_MAX)
+            checked.append(vpb.PagePatch(page_no=page_no, offset=offset, data=bytes(data)))
+        request = vpb.WritePagesRequest(volume_id=volume_id, patches=checked)
+        return int(self._call("WritePages", request, timeout_s).lsn)
 
     def write_page(
         self, volume_id: str, page_no: int, data: bytes, offset: int = 0, *, timeout_s: float | None = None
@@ -130,9 +159,11 @@ class VolumeClient:
     ) -> tuple[int, list[vpb.PageImage]]:
         """(read point, the PageImage protos: page_no, data, page_lsn) in the server's order.
         `from_storage`: read each page from a segment, skipping the writer's buffer cache."""
+        for page_no in page_nos:
+            _in_range("a page number", page_no, U64_MAX)
         request = vpb.ReadPagesRequest(volume_id=volume_id, page_nos=list(page_nos), from_storage=from_storage)
         reply = self._call("ReadPages", request, timeout_s)
-        return int(reply.read_point), list(reply.pages)  # type: ignore[attr-defined]
+        return int(reply.read_point), list(reply.pages)
 
     def read(
         self, volume_id: str, page_nos: Sequence[int], *, timeout_s: float | None = None, from_storage: bool = False
@@ -146,3 +177,14 @@ class VolumeClient:
         if page_no not in pages:
             raise VolumeError(grpc.StatusCode.INTERNAL, f"the reply to a read of page {page_no} does not contain it")
         return pages[page_no]
+
+
+def _in_range(what: str, value: int, most: int) -> None:
+    if not 0 <= value <= most:
+        raise VolumeError(grpc.StatusCode.INVALID_ARGUMENT, f"{what} must be from 0 to {most}, got {value}")
+
+
+def _checked_timeout(timeout_s: float) -> float:
+    if not (timeout_s > 0 and math.isfinite(timeout_s)):
+        raise ValueError(f"a timeout must be a number of seconds above 0, got {timeout_s}")
+    return float(timeout_s)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sixfold.storage.errors import (
     REASON_FENCED,
+    REASON_NOT_COMMITTED,
+    REASON_OUTCOME_UNKNOWN,
     REASON_REOPENING,
     InvalidRequest,
     PageOutOfRange,
@@ -41,6 +43,7 @@ class CommitTimeout(StorageError):
     """The MTR was sent but did not become durable in time; it may still become durable."""
 
     status_code_name = "UNAVAILABLE"
+    reason = REASON_OUTCOME_UNKNOWN
 
 
 class FencedInFlight(CommitTimeout):
@@ -52,6 +55,7 @@ class NotCommitted(StorageError):
     which truncated every LSN above the recovered VDL (this MTR's among them). Retry it."""
 
     status_code_name = "ABORTED"
+    reason = REASON_NOT_COMMITTED
 
 
 class Regaining(StorageError):

@@ -2,6 +2,9 @@
 
 Volumes are opened on first use (recovery runs then) and stay open. Each
 request names its volume; a volume the control plane does not know is NOT_FOUND.
+A control plane that does not answer is UNAVAILABLE with a sentence that says so
+(never the control plane's raw gRPC error), and the sentences name CLI commands a
+user can run, not RPCs.
 """
 
 from __future__ import annotations
@@ -12,16 +15,37 @@ from typing import Any
 
 import grpc
 
-from sixfold.compute.errors import InvalidRequest, QuorumNotMet, UnknownVolume
+from sixfold.compute.errors import InvalidRequest, UnknownVolume
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.volume import Channels, Volume
 from sixfold.compute.volume_log import Patch
+from sixfold.storage.errors import AlreadyExists, StorageError
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 
 log = logging.getLogger(__name__)
 
 PAGES_PER_READ_MAX = 256
 OPEN_TIMEOUT_S = 60.0
+CONTROL_PLANE_TIMEOUT_S = 10.0
+CREATE_TIMEOUT_S = 30.0
+
+
+class ControlPlaneUnavailable(StorageError):
+    """The control plane did not answer (or failed): the volume's geometry cannot be read now."""
+
+    status_code_name = "UNAVAILABLE"
+
+
+def control_plane_error(error: grpc.aio.AioRpcError, doing: str) -> StorageError:
+    """A sentence for a failed control-plane call made while `doing` something for a client."""
+    code = error.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return ControlPlaneUnavailable(
+            f"the control plane did not answer while {doing}; is it running? (`sixfold status` shows it)"
+        )
+    failed = ControlPlaneUnavailable(f"the control plane failed while {doing}: {code.name}: {error.details()}")
+    failed.status_code_name = code.name if code != grpc.StatusCode.UNKNOWN else "UNAVAILABLE"
+    return failed
 
 
 class VolumeServicer:
@@ -48,11 +72,15 @@ class VolumeServicer:
 
     async def _open(self, volume_id: str) -> Volume:
         try:
-            await self.control_plane.DescribeVolume(cp_pb.DescribeVolumeRequest(volume_id=volume_id), timeout=10)
+            await self.control_plane.DescribeVolume(
+                cp_pb.DescribeVolumeRequest(volume_id=volume_id), timeout=CONTROL_PLANE_TIMEOUT_S
+            )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise UnknownVolume(f"volume {volume_id!r} does not exist; create it first") from None
-            raise QuorumNotMet(f"the control plane did not answer: {error.details()}") from None
+                raise UnknownVolume(
+                    f"volume {volume_id!r} does not exist; create it first (`sixfold volume create {volume_id}`)"
+                ) from None
+            raise control_plane_error(error, f"opening volume {volume_id!r}") from None
         volume = Volume(volume_id, self.control_plane, self.channels)
         try:
             await asyncio.wait_for(volume.open(), OPEN_TIMEOUT_S)
@@ -76,10 +104,17 @@ class VolumeServicer:
                     page_size=request.page_size,
                     segment_size_bytes=request.segment_size_bytes,
                 ),
-                timeout=30,
+                timeout=CREATE_TIMEOUT_S,
             )
         except grpc.aio.AioRpcError as error:
-            await context.abort(error.code(), error.details() or "the control plane refused the volume")
+            if error.code() == grpc.StatusCode.ALREADY_EXISTS:
+                raise AlreadyExists(
+                    f"volume {request.volume_id!r} already exists (`sixfold volume status {request.volume_id}` "
+                    "shows it)"
+                ) from None
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidRequest(error.details() or "the control plane refused the volume's geometry") from None
+            raise control_plane_error(error, f"creating volume {request.volume_id!r}") from None
         volume = await self.volume(request.volume_id)
         return vpb.CreateVolumeResponse(status=volume.status())
 
@@ -105,7 +140,10 @@ class VolumeServicer:
         return vpb.GetVolumeStatusResponse(status=volume.status())
 
     async def ListVolumes(self, request: vpb.ListVolumesRequest, context: Any) -> vpb.ListVolumesResponse:
-        reply = await self.control_plane.ListVolumes(cp_pb.ListVolumesRequest(), timeout=10)
+        try:
+            reply = await self.control_plane.ListVolumes(cp_pb.ListVolumesRequest(), timeout=CONTROL_PLANE_TIMEOUT_S)
+        except grpc.aio.AioRpcError as error:
+            raise control_plane_error(error, "listing the volumes") from None
         out = []
         for geometry in reply.volumes:
             volume = self.volumes.get(geometry.volume_id)

@@ -19,6 +19,8 @@ REASON_DISK_FULL = "DISK_FULL"  # metadata: free_bytes
 REASON_DISK_FAILED = "DISK_FAILED"
 REASON_FENCED = "FENCED"  # the writer: a newer writer opened the volume
 REASON_REOPENING = "REOPENING"  # the writer: it is regaining the volume (a new recovery); retry
+REASON_OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"  # the writer: the MTR was sent; it may still become durable
+REASON_NOT_COMMITTED = "NOT_COMMITTED"  # the writer: the MTR was truncated by a recovery; it never will be
 
 
 class StorageError(Exception):

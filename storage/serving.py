@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,8 @@ from grpc_reflection.v1alpha import reflection
 
 from sixfold.storage.errors import StorageError
 from sixfold.storage.status import abort_with
+
+log = logging.getLogger(__name__)
 
 # gRPC's own limit on one message; a batch is further bounded by the node's limits.
 MESSAGE_BYTES_MAX = 64 * 1024 * 1024
@@ -97,6 +101,15 @@ def _wrap_unary(impl: Callable[..., Any]) -> Callable[..., Any]:
             return await impl(request, context)
         except StorageError as error:
             await abort_with(context, error)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as error:
+            log.exception("%s failed", impl.__name__)
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"{impl.__name__} failed inside the server ({type(error).__name__}: {error}); the server log has "
+                "the details",
+            )
 
     return handle
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sixfold.tools.gen_protos import REPO_ROOT, generate
+
+pytestmark = pytest.mark.unit
 
 
 def test_committed_generated_code_is_current(tmp_path: Path) -> None:

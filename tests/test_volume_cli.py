@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -23,7 +24,7 @@ from sixfold.compute.client import VolumeClient, VolumeError
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
 from sixfold.tools.cli import main
-from sixfold.tools.cluster import COMPUTE, DEFAULT_VOLUME, PROJECT_ROOT, Cluster
+from sixfold.tools.cluster import COMPUTE, CONTROL_PLANE, DEFAULT_VOLUME, PROJECT_ROOT, Cluster
 from sixfold.tools.volume_cli import hex_dump, parse_size, printable_text, readable_view
 
 CLI_TIMEOUT_S = 60.0
@@ -43,6 +44,8 @@ class FakeVolumeService(vgrpc.VolumeServiceServicer):
         self.volumes: dict[str, vpb.VolumeStatus] = {}
         self.pages: dict[tuple[str, int], tuple[bytearray, int]] = {}
         self.timeouts: list[float | None] = []
+        self.write_delay_s = 0.0  # a slow writer: the write is stored, the answer comes late
+        self.read_delay_s = 0.0
 
     def _volume(self, volume_id: str, context: grpc.ServicerContext) -> vpb.VolumeStatus:
         self.timeouts.append(context.time_remaining())
@@ -96,7 +99,8 @@ class FakeVolumeService(vgrpc.VolumeServiceServicer):
                 self.pages[key] = (page, volume.lsn_allocated)
             volume.vdl = volume.vcl = volume.lsn_allocated
             volume.commits += 1
-            return vpb.WritePagesResponse(lsn=volume.vdl)
+        time.sleep(self.write_delay_s)
+        return vpb.WritePagesResponse(lsn=volume.vdl)
 
     def ReadPages(self, request, context):
         with self.lock:
@@ -105,7 +109,8 @@ class FakeVolumeService(vgrpc.VolumeServiceServicer):
             for page_no in request.page_nos:
                 page, lsn = self.pages.get((request.volume_id, page_no), (bytearray(volume.page_size), 0))
                 images.append(vpb.PageImage(page_no=page_no, data=bytes(page), page_lsn=lsn))
-            return vpb.ReadPagesResponse(read_point=volume.vdl, pages=images)
+        time.sleep(self.read_delay_s)
+        return vpb.ReadPagesResponse(read_point=volume.vdl, pages=images)
 
     def GetVolumeStatus(self, request, context):
         with self.lock:
@@ -147,6 +152,7 @@ def lsn_of(out: str) -> int:
 # --- the client, against the fake -------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_client_writes_reads_and_reports_errors(fake: tuple[str, FakeVolumeService]) -> None:
     address, servicer = fake
     with VolumeClient(address, timeout_s=5.0) as client:
@@ -177,6 +183,7 @@ def test_client_writes_reads_and_reports_errors(fake: tuple[str, FakeVolumeServi
     assert VolumeError("UNAVAILABLE", "x").code == grpc.StatusCode.UNAVAILABLE
 
 
+@pytest.mark.unit
 def test_client_to_nothing_is_unavailable() -> None:
     from tests.conftest import free_port
 
@@ -188,6 +195,7 @@ def test_client_to_nothing_is_unavailable() -> None:
 # --- the CLI, against the fake ------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_cli_write_text_then_read_shows_it_with_a_note_on_zeros(
     fake: tuple[str, FakeVolumeService], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -206,6 +214,7 @@ def test_cli_write_text_then_read_shows_it_with_a_note_on_zeros(
     assert code == 0 and "never written" in out and f"all {FAKE_PAGE_SIZE} bytes are zero" in out
 
 
+@pytest.mark.unit
 def test_cli_binary_data_is_shown_as_a_hex_dump(
     fake: tuple[str, FakeVolumeService], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -224,6 +233,7 @@ def test_cli_binary_data_is_shown_as_a_hex_dump(
     assert bytes.fromhex(out.strip()) == bytes(range(256))
 
 
+@pytest.mark.unit
 def test_cli_raw_read_writes_the_bytes(
     fake: tuple[str, FakeVolumeService], capsysbinary: pytest.CaptureFixture[bytes]
 ) -> None:
@@ -235,6 +245,7 @@ def test_cli_raw_read_writes_the_bytes(
     assert len(out) == FAKE_PAGE_SIZE and out.startswith("héllo".encode())
 
 
+@pytest.mark.unit
 def test_cli_create_status_and_list(fake: tuple[str, FakeVolumeService], capsys: pytest.CaptureFixture[str]) -> None:
     address, _ = fake
     code, out, _ = cli(capsys, address, "create", "second", "--page-size", "8KiB", "--segment-size", "64MiB")
@@ -259,6 +270,7 @@ def test_cli_create_status_and_list(fake: tuple[str, FakeVolumeService], capsys:
     assert code == 0 and '"vdl": 1' in out and '"volume_id": "second"' in out
 
 
+@pytest.mark.unit
 def test_cli_errors_print_one_line_and_exit_1(
     fake: tuple[str, FakeVolumeService], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -277,12 +289,89 @@ def test_cli_errors_print_one_line_and_exit_1(
     assert raised.value.code == 2 and "not hex bytes" in capsys.readouterr().err
 
 
+@pytest.mark.unit
+def test_numbers_beyond_the_wire_are_refused_with_a_sentence(
+    fake: tuple[str, FakeVolumeService], capsys: pytest.CaptureFixture[str]
+) -> None:
+    address, _ = fake
+    cases = [
+        (["read", DEFAULT_VOLUME, str(1 << 64)], f"must be at most {(1 << 64) - 1}"),
+        (["write", DEFAULT_VOLUME, "1", "--offset", str(1 << 32), "--text", "x"], f"must be at most {(1 << 32) - 1}"),
+        (["read", DEFAULT_VOLUME, "1", "--timeout", "0"], "must be a number of seconds above 0"),
+        (["read", DEFAULT_VOLUME, "1", "--timeout", "-1"], "must be a number of seconds above 0"),
+        (["read", DEFAULT_VOLUME, "1", "--timeout", "nan"], "must be a number of seconds above 0"),
+    ]
+    for args, sentence in cases:
+        with pytest.raises(SystemExit) as raised:
+            main(["volume", *args, "--address", address])
+        err = capsys.readouterr().err
+        assert raised.value.code == 2 and sentence in err and "Traceback" not in err, (args, err)
+    with VolumeClient(address) as client:
+        with pytest.raises(VolumeError, match="a page number must be from 0 to 18446744073709551615") as error:
+            client.write_page(DEFAULT_VOLUME, 1 << 64, b"x")
+        assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(VolumeError, match="an offset must be from 0 to 4294967295"):
+            client.write_page(DEFAULT_VOLUME, 1, b"x", offset=1 << 32)
+        with pytest.raises(ValueError, match="above 0"):
+            client.read(DEFAULT_VOLUME, [1], timeout_s=0)
+    with pytest.raises(ValueError, match="above 0"):
+        VolumeClient(address, timeout_s=-1)
+
+
+@pytest.mark.unit
+def test_a_write_whose_answer_is_late_says_it_may_have_committed(
+    fake: tuple[str, FakeVolumeService], capsys: pytest.CaptureFixture[str]
+) -> None:
+    address, servicer = fake
+    servicer.write_delay_s = 1.0
+    code, out, err = cli(capsys, address, "write", DEFAULT_VOLUME, "5", "--text", "late", "--timeout", "0.2")
+    assert (code, out) == (1, "")
+    assert err.startswith("error: DEADLINE_EXCEEDED: "), err
+    assert "may have been stored" in err and f"`sixfold volume read {DEFAULT_VOLUME} 5`" in err, err
+    servicer.write_delay_s = 0.0
+    code, out, _ = cli(capsys, address, "read", DEFAULT_VOLUME, "5")  # it was stored all along
+    assert code == 0 and out.splitlines()[1] == "late", out
+    servicer.read_delay_s = 1.0
+    code, _, err = cli(capsys, address, "read", DEFAULT_VOLUME, "5", "--timeout", "0.2")
+    assert code == 1 and "did not answer within 0.2 s (--timeout)" in err, err
+
+
+@pytest.mark.unit
+def test_a_closed_pipe_ends_quietly(fake: tuple[str, FakeVolumeService]) -> None:
+    address, _ = fake
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sixfold.tools.cli", "volume", "status", "--address", address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before anything is written (as `| head -0`)
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=CLI_TIMEOUT_S) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+@pytest.mark.unit
+def test_global_options_may_come_before_the_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    assert main(["--state-dir", str(empty), "volume", "list"]) == 1
+    assert f"no cluster in {empty}" in capsys.readouterr().err
+    assert main(["--state-dir", str(empty), "status"]) == 1
+    assert "no cluster" in capsys.readouterr().err
+    assert not empty.exists() or not any(empty.iterdir()), "status on an empty dir left something behind"
+    with pytest.raises(SystemExit) as raised:
+        main(["--state-dir", str(empty), "sim", "--seeds", "1"])
+    assert raised.value.code == 2 and "`sixfold sim` does not take --state-dir" in capsys.readouterr().err
+
+
+@pytest.mark.unit
 def test_cli_without_a_cluster_says_how_to_start_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["volume", "list", "--state-dir", str(tmp_path / "nothing")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: no cluster in ") and "sixfold up" in err
 
 
+@pytest.mark.unit
 def test_readable_view_and_sizes() -> None:
     assert parse_size("4096") == 4096 and parse_size("64MiB") == 64 << 20 and parse_size("10GiB") == 10 << 30
     assert parse_size("8k") == 8192 and parse_size("1 TiB") == 1 << 40
@@ -388,6 +477,18 @@ def test_volume_cli_errors_through_a_real_cluster(cluster: Cluster) -> None:
     assert re.match(r"error: (OUT_OF_RANGE|RESOURCE_EXHAUSTED): .*128 TiB", result.stderr), result.stderr
     result = sixfold_volume(cluster, "write", DEFAULT_VOLUME, "1", "--offset", "4094", "--text", "abc")
     assert result.returncode == 1 and result.stderr.startswith("error: INVALID_ARGUMENT: "), result.stderr
+
+    result = sixfold_volume(cluster, "create", DEFAULT_VOLUME)
+    assert result.returncode == 1, result.stderr
+    assert f"`sixfold volume status {DEFAULT_VOLUME}` shows it" in result.stderr and "Describe" not in result.stderr
+
+    # the control plane down: the compute node says so in a sentence, no traceback anywhere
+    cluster.stop(CONTROL_PLANE)
+    for args in (["list"], ["read", "never-opened", "1"]):
+        result = sixfold_volume(cluster, *args)
+        assert result.returncode == 1 and "the control plane did not answer" in result.stderr, result.stderr
+        assert "sixfold status" in result.stderr and "AioRpcError" not in result.stderr, result.stderr
+    cluster.start(CONTROL_PLANE)
 
     # the compute node down: a clear sentence, then fine again after `start`
     cluster.stop(COMPUTE)

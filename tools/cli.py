@@ -3,13 +3,19 @@
 Each subcommand lives in its own module, which provides `configure(parser)` to
 declare its arguments and `run(args) -> int` to carry it out. Modules are
 imported only when their subcommand runs, so `sixfold --help` stays fast.
+
+Global options (`--state-dir DIR`) may come before the subcommand as well as after it.
+Output cut short by a closed pipe (`sixfold status | head -3`) ends quietly with the
+shell's code for SIGPIPE (141), not a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -39,6 +45,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("sixfold.tools.bench", "benchmarks that print their figures beside a baseline measured in the same run"),
 }
 
+# Options accepted before the subcommand: (flag, dest on the subcommand, type, metavar, help).
+GLOBAL_OPTIONS: tuple[tuple[str, str, type, str, str], ...] = (
+    ("--state-dir", "state_dir", Path, "DIR", "the local cluster's directory, for the subcommands that use one"),
+)
+EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a process ended by SIGPIPE
+
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """Every subcommand is listed; only `selected` imports its module to declare arguments."""
@@ -46,6 +58,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         prog="sixfold",
         description="sixfold: an Aurora-style storage engine, run as a local multi-process cluster.",
     )
+    for flag, dest, kind, metavar, help_text in GLOBAL_OPTIONS:
+        parser.add_argument(flag, dest=f"global_{dest}", type=kind, metavar=metavar, default=None, help=help_text)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():
@@ -56,16 +70,50 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def subcommand_of(argv: list[str]) -> str | None:
+    """The first word that is neither an option nor a global option's value."""
+    takes_value = {flag for flag, *_ in GLOBAL_OPTIONS}
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in takes_value:
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _apply_global_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for flag, dest, *_ in GLOBAL_OPTIONS:
+        value = getattr(args, f"global_{dest}")
+        if value is None:
+            continue
+        if not hasattr(args, dest):
+            parser.error(f"`sixfold {args.command}` does not take {flag}")
+        if getattr(args, dest) is None:  # given after the subcommand too: that one wins
+            setattr(args, dest, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    selected = next((a for a in argv if not a.startswith("-")), None)
+    selected = subcommand_of(argv)
     parser = build_parser(selected if selected in COMMANDS else None)
     args = parser.parse_args(argv)
+    _apply_global_options(parser, args)
     module = importlib.import_module(args._module)
     try:
-        return int(module.run(args) or 0)
+        code = int(module.run(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that went away is met here, not at exit
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader (`| head`) closed the pipe: stop quietly; point stdout at /dev/null so the
+        # interpreter's own flush at exit does not complain again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

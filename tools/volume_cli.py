@@ -13,19 +13,24 @@
 
 The compute node is `--address HOST:PORT`, else the `compute` process of the
 local cluster in `--state-dir` (default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster).
-A failed call prints `error: CODE: details` on stderr and exits 1.
+A failed call prints `error: CODE: details` on stderr, then what to do about it
+where that is known (a write that may have committed: how to check), and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sixfold.compute.client import DEFAULT_TIMEOUT_S, VolumeClient, VolumeError
+import grpc
+from google.protobuf.message import Message
+
+from sixfold.compute.client import DEFAULT_TIMEOUT_S, U32_MAX, U64_MAX, VolumeClient, VolumeError
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 
 EXIT_OK = 0
@@ -49,13 +54,33 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
 
 
-def _non_negative_int(text: str) -> int:
+def _non_negative_int(text: str, most: int = U64_MAX) -> int:
     try:
         value = int(text) if text.strip().isdigit() else int(text, 0)  # '010' is 10; '0x10' is 16
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    if value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most}, got {value}")
+    return value
+
+
+def _page_number(text: str) -> int:
+    return _non_negative_int(text, U64_MAX)  # page numbers are 64-bit on the wire
+
+
+def _offset(text: str) -> int:
+    return _non_negative_int(text, U32_MAX)  # offsets within a page are 32-bit on the wire
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
     return value
 
 
@@ -85,7 +110,7 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) 
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_timeout,
         default=default(DEFAULT_TIMEOUT_S),
         metavar="SECONDS",
         help=f"deadline of each call (default: {DEFAULT_TIMEOUT_S:g})",
@@ -114,8 +139,8 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         description="Write bytes at an offset of one page as one mini-transaction; prints its LSN once durable.",
     )
     p.add_argument("volume", metavar="NAME")
-    p.add_argument("page", type=_non_negative_int, metavar="PAGE")
-    p.add_argument("--offset", type=_non_negative_int, default=0, help="byte offset within the page (default: 0)")
+    p.add_argument("page", type=_page_number, metavar="PAGE")
+    p.add_argument("--offset", type=_offset, default=0, help="byte offset within the page (default: 0)")
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument("--text", help="UTF-8 text to write")
     data.add_argument("--hex", type=_hex_bytes, help="bytes in hex, e.g. 'deadbeef' or 'de ad be ef'")
@@ -128,9 +153,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         "trailing zero bytes are left out (with a note).",
     )
     p.add_argument("volume", metavar="NAME")
-    p.add_argument("page", type=_non_negative_int, metavar="PAGE")
-    p.add_argument("--offset", type=_non_negative_int, default=0, help="first byte to show (default: 0)")
-    p.add_argument("--length", type=_non_negative_int, default=None, help="bytes to show (default: to the page's end)")
+    p.add_argument("page", type=_page_number, metavar="PAGE")
+    p.add_argument("--offset", type=_offset, default=0, help="first byte to show (default: 0)")
+    p.add_argument("--length", type=_offset, default=None, help="bytes to show (default: to the page's end)")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--hex", action="store_true", help="print the bytes as one hex string (all of them)")
     form.add_argument("--raw", action="store_true", help="write the bytes as they are to stdout")
@@ -224,7 +249,7 @@ def readable_view(data: bytes, start: int) -> str:
     return body
 
 
-def _status_to_json(message: object) -> dict:
+def _status_to_json(message: Message) -> dict:
     from google.protobuf.json_format import MessageToDict
 
     return MessageToDict(
@@ -420,6 +445,20 @@ def compute_address(args: argparse.Namespace) -> str:
     return address
 
 
+def failure_hint(error: VolumeError, args: argparse.Namespace) -> str | None:
+    """What a user can do about a failed call, where the CLI knows (None: the details say it all)."""
+    if args.volume_command == "write" and error.may_have_committed:
+        return (
+            f"the write may have been stored (its outcome is unknown); check with "
+            f"`sixfold volume read {args.volume} {args.page}` before writing it again"
+        )
+    if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"the compute node did not answer within {args.timeout:g} s (--timeout)"
+    if error.code == grpc.StatusCode.UNAVAILABLE and "connect" in error.details.lower():
+        return "is the cluster running? `sixfold status` shows its processes"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         address = compute_address(args)
@@ -427,6 +466,9 @@ def run(args: argparse.Namespace) -> int:
             return HANDLERS[args.volume_command](client, args)
     except VolumeError as exc:
         print(f"error: {exc.code.name}: {exc.details}", file=sys.stderr)
+        hint = failure_hint(exc, args)
+        if hint:
+            print(f"  {hint}", file=sys.stderr)
         return EXIT_FAILED
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
