@@ -107,7 +107,9 @@ def test_a_raised_scl_in_a_nodes_metadata_is_never_trusted(cluster: Cluster) -> 
     their CRC: the segment is lost and created again, rebuilding) and once forged with a valid CRC (the
     records prove less). Neither node claims records it lacks, and no page is served wrong."""
     expected = fill(cluster)
-    true_scl = segment_state(cluster, "c1").scl  # a peer: what every segment holds
+    peer = segment_state(cluster, "c1")  # a peer: what every segment holds
+    assert peer is not None, "c1 holds no copy of the segment"
+    true_scl = peer.scl
     for node, fix_crc in (("a2", False), ("b1", True)):
         cluster.stop(node)
         edits = edit_metadata(data_file(cluster, node), SEGMENT, "scl", 1000, fix_crc=fix_crc)
@@ -162,7 +164,7 @@ def write_for(cluster: Cluster, seconds: float) -> tuple[int, float]:
             longest = max(longest, now - last)
             last = now
         except grpc.RpcError as error:
-            print(f"write refused: {error.code().name}: {error.details()[:120]}")
+            print(f"write refused: {error.code().name}: {(error.details() or '')[:120]}")
             time.sleep(0.05)
         page += 1
     return acked, max(longest, time.monotonic() - last)
@@ -210,7 +212,9 @@ def test_epochs_and_lsns_near_the_top_of_uint64_are_refused_and_the_volume_still
     for epoch in (2**64 - 1, 2**62 + 1):
         with pytest.raises(grpc.RpcError) as refused:
             raise_epoch(cluster, "a1", epoch)
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "highest epoch" in refused.value.details()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "highest epoch" in (
+            refused.value.details() or ""
+        )
     epoch = status(writer(cluster)).volume_epoch
     with pytest.raises(grpc.RpcError) as refused:
         stub(address).TruncateSegment(
@@ -221,7 +225,7 @@ def test_epochs_and_lsns_near_the_top_of_uint64_are_refused_and_the_volume_still
             ),
             timeout=CALL_TIMEOUT_S,
         )
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "highest LSN" in refused.value.details()
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "highest LSN" in (refused.value.details() or "")
     chain = ChainBuilder(epoch=epoch, next_lsn=2**64 - 2, last_lsn=2**64 - 3)
     request = pb.AppendRecordsRequest(
         segment_id=SEGMENT,

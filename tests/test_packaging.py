@@ -46,11 +46,12 @@ def test_no_module_imports_a_component_by_its_bare_name() -> None:
     for component in (*COMPONENTS, "tests"):
         for path in (REPO / component).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                names = []
                 if isinstance(node, ast.Import):
                     names = [alias.name for alias in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                     names = [node.module]
+                else:
+                    continue
                 bare += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names if n.split(".")[0] in COMPONENTS]
     assert not bare, f"import these as sixfold.<component>: {bare}"
 
