@@ -7,6 +7,9 @@
   store's file: live pages told from stale copies, metadata edited in the live copies only.
 - A CI-sized subset of `sixfold chaos` through the same code as the CLI:
   kill-one, writer-kill, replace and meta-rot, short, each must PASS.
+
+Tiers, per test: the pure pieces are `unit`, the lone node `integration`, the
+scenarios `chaos`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -31,6 +35,7 @@ from sixfold.tools.chaos import lmdb_pages
 from sixfold.tools.chaos.history import FAIL, INFO
 from sixfold.tools.chaos.runner import RunConfig, classify, decode_value, encode_value, hot_keys, run_scenario, table
 from sixfold.tools.cluster import PROJECT_ROOT, health_check
+from tests.polling import wait_until
 from tests.test_store import SEG, batch, commit_ok, meta
 
 DELAY_MS = 300
@@ -40,6 +45,7 @@ SEGMENT = "vol-t/pg-00000"
 # --- pure pieces ----------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_fault_file_is_parsed_and_polled_at_most_every_interval(tmp_path: Path) -> None:
     path = tmp_path / "faults.json"
     now = [0.0]
@@ -62,6 +68,7 @@ def test_fault_file_is_parsed_and_polled_at_most_every_interval(tmp_path: Path) 
         FaultState.parse('{"delay": 5}')
 
 
+@pytest.mark.unit
 def test_outcomes_and_values() -> None:
     assert classify(grpc.StatusCode.UNAVAILABLE, "PG 0 reaches only 3 of 6 segments ... Nothing was written.") == FAIL
     assert classify(grpc.StatusCode.UNAVAILABLE, "MTR ... it may still become durable later") == INFO
@@ -71,7 +78,8 @@ def test_outcomes_and_values() -> None:
     assert classify(grpc.StatusCode.INVALID_ARGUMENT, "bad") == FAIL
     assert decode_value(bytes(4096)) is None
     assert decode_value(encode_value("p3-17") + bytes(100)) == "p3-17"
-    assert decode_value(b"p3\x01-17".ljust(32, b"\0")).startswith("<")
+    garbled = decode_value(b"p3\x01-17".ljust(32, b"\0"))
+    assert garbled is not None and garbled.startswith("<")
     singles, pairs = hot_keys(8)
     assert singles == [0, 1, 2, 16384, 16385, 16386] and pairs == [(3, 16387)]
 
@@ -95,6 +103,7 @@ def _many_commits(tmp_path: Path, commits: int = 60) -> tuple[str, int]:
     return path, scl
 
 
+@pytest.mark.unit
 def test_the_walk_finds_live_pages_and_live_metadata_copies(tmp_path: Path) -> None:
     path, scl = _many_commits(tmp_path)
     blob = Path(path, "data.mdb").read_bytes()
@@ -110,6 +119,7 @@ def test_the_walk_finds_live_pages_and_live_metadata_copies(tmp_path: Path) -> N
     assert lmdb_pages.live_page_of(blob, lay, b"no such payload", ("records",)) is None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("mode", ["one-copy", "both-copies", "forged"])
 def test_metadata_rotted_in_the_live_copies_is_what_the_node_reads(tmp_path: Path, mode: str) -> None:
     path, scl = _many_commits(tmp_path)
@@ -137,7 +147,7 @@ def test_metadata_rotted_in_the_live_copies_is_what_the_node_reads(tmp_path: Pat
 
 
 @pytest.fixture
-def lone_node(tmp_path: Path):
+def lone_node(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """One storage node process (no control plane) with a fault file; yields (address, fault file)."""
     data_dir = tmp_path / "node"
     port_file = tmp_path / "node.port"
@@ -165,18 +175,16 @@ def lone_node(tmp_path: Path):
         cwd=PROJECT_ROOT,
         start_new_session=True,
     )
+
+    def serving() -> str:
+        """The node's address once it serves; "" before."""
+        assert process.poll() is None, (tmp_path / "node.log").read_text()
+        text = port_file.read_text().strip() if port_file.exists() else ""
+        serves = text.isdigit() and health_check(f"127.0.0.1:{text}") == "SERVING"
+        return f"127.0.0.1:{text}" if serves else ""
+
     try:
-        deadline = time.monotonic() + 30
-        address = ""
-        while time.monotonic() < deadline:
-            assert process.poll() is None, (tmp_path / "node.log").read_text()
-            text = port_file.read_text().strip() if port_file.exists() else ""
-            if text.isdigit() and health_check(f"127.0.0.1:{text}") == "SERVING":
-                address = f"127.0.0.1:{text}"
-                break
-            time.sleep(0.05)
-        assert address, "the node did not start"
-        yield address, fault_file
+        yield wait_until(serving, 30, "the storage node serves"), fault_file
     finally:
         process.terminate()
         try:
@@ -187,17 +195,32 @@ def lone_node(tmp_path: Path):
         log.close()
 
 
-def _timed(fn) -> float:
+def _timed(fn: Callable[[], object]) -> float:
     started = time.monotonic()
     fn()
     return time.monotonic() - started
 
 
-def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(lone_node) -> None:
+@pytest.mark.integration
+def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(lone_node: tuple[str, Path]) -> None:
     address, fault_file = lone_node
     channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
     stub = pb_grpc.StorageServiceStub(channel)
-    list_segments = lambda: stub.ListSegments(pb.ListSegmentsRequest(), timeout=10)  # noqa: E731
+
+    def list_segments() -> pb.ListSegmentsResponse:
+        return stub.ListSegments(pb.ListSegmentsRequest(), timeout=10)
+
+    def slow() -> bool:
+        return _timed(list_segments) >= DELAY_MS / 1000 * 0.9
+
+    def prompt() -> bool:
+        try:
+            return _timed(list_segments) < DELAY_MS / 1000 / 2
+        except grpc.RpcError as error:
+            if error.details() == UNREACHABLE_DETAILS:
+                return False  # the node has not re-read its fault file yet
+            raise
+
     stub.CreateSegment(
         pb.CreateSegmentRequest(
             segment_id=SEGMENT,
@@ -213,11 +236,11 @@ def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(l
     assert _timed(list_segments) < DELAY_MS / 1000 / 2
 
     # An open AppendRecords stream: empty batches are acknowledged with the segment's SCL.
-    requests: queue.Queue = queue.Queue()
-    acks: list = []
-    ended: list = []
+    requests: queue.Queue[pb.AppendRecordsRequest | None] = queue.Queue()
+    acks: list[tuple[float, pb.AppendRecordsResponse]] = []
+    ended: list[tuple[grpc.StatusCode, str | None]] = []
 
-    def feed():
+    def feed() -> Iterator[pb.AppendRecordsRequest]:
         while (item := requests.get()) is not None:
             yield item
 
@@ -236,9 +259,7 @@ def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(l
     def batch(n: int) -> float:
         sent = time.monotonic()
         requests.put(pb.AppendRecordsRequest(segment_id=SEGMENT, volume_epoch=1, membership_epoch=1, batch_id=n))
-        deadline = sent + 10
-        while len(acks) < n and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: len(acks) >= n or ended, 10, f"batch {n} is acknowledged", poll_s=0.005)
         assert len(acks) == n, ended
         return acks[-1][0] - sent
 
@@ -246,8 +267,7 @@ def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(l
 
     # Slow: unary calls and every stream message wait.
     write_fault_file(fault_file, {"delay_ms": DELAY_MS})
-    time.sleep(0.5)
-    assert _timed(list_segments) >= DELAY_MS / 1000 * 0.9
+    wait_until(slow, 5, f"the node delays a call by {DELAY_MS} ms as its fault file says")
     assert batch(2) >= DELAY_MS / 1000 * 0.9
 
     # Unreachable: the open stream ends with UNAVAILABLE, new calls are refused, health checks too.
@@ -262,8 +282,7 @@ def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(l
 
     # Healed: the file is gone.
     clear_fault_file(fault_file)
-    time.sleep(0.5)
-    assert _timed(list_segments) < DELAY_MS / 1000 / 2
+    wait_until(prompt, 5, "the node answers promptly again once its fault file is gone")
     assert [s.segment_id for s in list_segments().segments] == [SEGMENT]
     assert health_check(address) == "SERVING"
     requests.put(None)
@@ -273,7 +292,7 @@ def test_a_fault_file_makes_a_node_slow_then_unreachable_and_removing_it_heals(l
 # --- chaos scenarios, CI-sized --------------------------------------------------------------------
 
 
-@pytest.mark.integration
+@pytest.mark.chaos
 @pytest.mark.parametrize("scenario", ["kill-one", "writer-kill", "replace", "meta-rot"])
 def test_chaos_scenario_passes(scenario: str, tmp_path: Path) -> None:
     seed = int(time.time()) % 100_000

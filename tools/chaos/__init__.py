@@ -1,1 +1,12 @@
-"""Chaos testing: operation histories, fault scenarios and the checkers that judge them."""
+"""Chaos testing: operation histories, fault scenarios and the checkers that judge them.
+
+Where things live:
+- the run: `runner` (one scenario end to end), `workload` (the clients), `verdict`
+  (every criterion), `run_checks` (MTR atomicity, segment convergence), `report`
+  (result, output files, the verdict table);
+- the faults: `faults` (the nemesis), `fault_log`, `disk_rot`, `lmdb_pages`, `second_writer`;
+- the scenarios: `scenarios` (the registry), `scenario_base` (what a scenario sees),
+  `scenarios_crash`, `scenarios_writer`, `scenarios_network`, `scenarios_integrity`
+  (with `integrity_probes`), `scenarios_membership`;
+- the history and its checkers (pure): `history`, `checkers`, `linearizability`, `check_support`.
+"""

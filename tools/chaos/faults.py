@@ -3,7 +3,7 @@
 Every action is blocking (the launcher waits for a process to die, stop or
 serve) and is meant to run in a worker thread while the clients keep going on
 the event loop. Each one is logged with its `time.monotonic()` start and end so
-the verdict can relate the history to the faults (`FaultLog`).
+the verdict can relate the history to the faults (`FaultLog`, fault_log.py).
 
 Mechanisms:
 - SIGKILL / SIGSTOP / SIGCONT / SIGTERM and restarts: `tools.cluster.Cluster`.
@@ -13,29 +13,21 @@ Mechanisms:
   streams and reads, the control plane's calls, health checks), but its own
   heartbeats to the control plane still go out: a one-way partition, which is
   enough to take it out of every quorum.
-- Bit rot: one byte flipped inside stored records of a stopped node's LMDB file.
-- Disk rot (`rot_metadata`, `rot_tree`): a segment's stored metadata edited in place (a rotten digit, or
-  a forged copy with a valid CRC-32C), or whole LMDB pages overwritten with random bytes, in live pages
-  of a stopped node's file (tools/chaos/lmdb_pages.py finds them); `abandon` leaves a node that cannot
-  start on its disk down through the heal.
+- Bit rot and disk rot (disk_rot.py): one byte flipped inside stored records, a segment's stored
+  metadata edited in place (a rotten digit, or a forged copy with a valid CRC-32C), or whole LMDB pages
+  overwritten with random bytes, in live pages of a stopped node's file (tools/chaos/lmdb_pages.py
+  finds them); `abandon` leaves a node that cannot start on its disk down through the heal.
 - A lost copy: DropSegment on a healthy member (the control plane must create it again).
-- A second writer: another `sixfold compute` process opening the same volume,
-  which fences the first (started and stopped here by PID).
+- A second writer (second_writer.py): another `sixfold compute` process opening the same volume,
+  which fences the first (started and stopped by PID).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,167 +39,15 @@ from sixfold.storage.faults import FaultState, clear_fault_file, default_fault_f
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
-from sixfold.tools.chaos import lmdb_pages
-from sixfold.tools.cluster import COMPUTE, DEAD, PAUSED, PROJECT_ROOT, RUNNING, STOPPED, Cluster, health_check
+from sixfold.tools.chaos import disk_rot, lmdb_pages
+from sixfold.tools.chaos.disk_rot import FlipResult, MetaRot, TreeRot
+from sixfold.tools.chaos.fault_log import FaultEvent, FaultLog
+from sixfold.tools.chaos.second_writer import SecondWriter
+from sixfold.tools.cluster import COMPUTE, DEAD, PAUSED, RUNNING, STOPPED, Cluster
 
 STATUS_TIMEOUT_S = 3.0
 CONNECTED_POLL_S = 0.1
-SECOND_WRITER_OPEN_TIMEOUT_S = 60.0
-SECOND_WRITER_STOP_TIMEOUT_S = 10.0
 INJECTOR_POLL_GRACE_S = 0.5  # the node re-reads its fault file at most every 0.2 s; give it a little more
-
-
-@dataclass
-class FaultEvent:
-    action: str  # "kill", "start", "pause", "partition", ...
-    target: str  # node name(s)
-    started: float  # time.monotonic()
-    ended: float
-    detail: str = ""
-    ok: bool = True
-
-
-@dataclass
-class FaultLog:
-    """Every fault action of a run, in order; thread-safe."""
-
-    events: list[FaultEvent] = field(default_factory=list)
-    listener: Callable[[FaultEvent], None] | None = None  # told of every event (the runner prints them)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, event: FaultEvent) -> FaultEvent:
-        with self._lock:
-            self.events.append(event)
-        if self.listener is not None:
-            self.listener(event)
-        return event
-
-    def to_jsonl(self, path: Path, origin: float) -> None:
-        with open(path, "w") as f:
-            for e in self.events:
-                record = dict(asdict(e).items())
-                record["t"] = round(e.started - origin, 3)
-                f.write(json.dumps(record) + "\n")
-
-    def first(self, action: str) -> FaultEvent | None:
-        return next((e for e in self.events if e.action == action), None)
-
-
-@dataclass
-class FlipResult:
-    node: str
-    key: int
-    token: str
-    data_file: str
-    copies_flipped: int  # LMDB's copy-on-write leaves old copies of a page behind; all are flipped
-    offsets: list[int]
-
-
-@dataclass
-class MetaRot:
-    """One segment's stored metadata rotted on a stopped node."""
-
-    node: str
-    segment_id: str
-    mode: str  # "one-copy" (a rotten digit in one copy), "both-copies" (in both), "forged" (CRC fixed, both)
-    edits: list[tuple[str, int, int]]  # (table, SCL before, SCL after) per copy edited
-    copies_after: list[lmdb_pages.CopyState]  # what the node will read
-
-    @property
-    def held(self) -> int:
-        """The SCL stored before the edit: what the segment's records proved when the node stopped."""
-        return self.edits[0][1]
-
-    @property
-    def claimed(self) -> int:
-        return self.edits[0][2]
-
-
-@dataclass
-class TreeRot:
-    node: str
-    token: str  # the acknowledged payload whose live page the noise starts around
-    page: int  # the live page holding it
-    first_byte: int
-    bytes_overwritten: int
-    pages: int
-    tables_hit: dict[str, int]  # table -> live pages of it overwritten ("free" for free pages)
-    data_file: str
-    targeted: bool  # False: the live pages could not be told apart; the first copy of the token was hit
-
-
-META_TABLES = ("segments", "segments_copy")
-
-
-class SecondWriter:
-    """Another compute process for the same volume: opening it fences the cluster's writer."""
-
-    def __init__(self, cluster: Cluster, out_dir: Path, volume: str) -> None:
-        self.cluster = cluster
-        self.volume = volume
-        self.port_file = out_dir / "run" / "compute-new.port"
-        self.log_file = out_dir / "logs" / "compute-new.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.address = ""
-
-    def start(self) -> None:
-        self.port_file.parent.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.port_file.unlink()
-        command = [
-            sys.executable,
-            "-m",
-            "sixfold.tools.cli",
-            "compute",
-            "--control-plane",
-            self.cluster.control_plane_address(),
-            "--port-file",
-            str(self.port_file),
-            "--default-volume",
-            self.volume,
-        ]
-        with open(self.log_file, "ab") as log:
-            log.write(f"--- chaos runner: starting a second writer: {' '.join(command)}\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=PROJECT_ROOT,
-                start_new_session=True,
-            )
-
-    def wait_open(self, timeout_s: float = SECOND_WRITER_OPEN_TIMEOUT_S) -> str:
-        """Until the new writer serves (it reports SERVING only once it opened the volume); its address."""
-        assert self.process is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the second writer exited with code {self.process.returncode}; see {self.log_file}")
-            text = self.port_file.read_text().strip() if self.port_file.exists() else ""
-            if text.isdigit():
-                address = f"127.0.0.1:{text}"
-                if health_check(address, 1.0) == "SERVING":
-                    self.address = address
-                    return address
-            time.sleep(0.05)
-        raise RuntimeError(f"the second writer did not open volume {self.volume} within {timeout_s:g} s")
-
-    def stop(self) -> None:
-        """SIGTERM by PID (its own session), SIGKILL after a timeout."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(SECOND_WRITER_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
 
 
 class Nemesis:
@@ -298,35 +138,12 @@ class Nemesis:
     # -- bit rot -------------------------------------------------------------------------
 
     def flip_byte(self, node: str, key: int, needles: list[tuple[str, bytes]]) -> FlipResult:
-        """Flip one byte in the middle of the first needle (newest first) found in the node's LMDB file.
-
-        The node must be stopped. Every copy of the needle in the file is flipped: LMDB
-        writes pages copy-on-write, so stale copies of a leaf page may sit in free pages
-        beside the live one, and only flipping them all makes sure the live record is hit.
-        """
-        data_file = Path(self.cluster.data_dir(node)) / "lmdb" / "data.mdb"
-
-        def go() -> FlipResult:
-            blob = bytearray(data_file.read_bytes())
-            for token, needle in needles:
-                offsets = []
-                at = blob.find(needle)
-                while at >= 0:
-                    offsets.append(at)
-                    at = blob.find(needle, at + 1)
-                if not offsets:
-                    continue
-                middle = len(token.encode()) // 2  # inside the token itself, not its padding
-                with open(data_file, "r+b") as f:
-                    for at in offsets:
-                        f.seek(at + middle)
-                        f.write(bytes([blob[at + middle] ^ 0x01]))
-                    f.flush()
-                    os.fsync(f.fileno())
-                return FlipResult(node, key, token, str(data_file), len(offsets), offsets)
-            raise RuntimeError(f"none of the {len(needles)} tokens written to page {key} is in {data_file}")
-
-        result: FlipResult = self._act("flip-byte", node, go, f"page {key}")
+        """Flip one byte in the middle of the first needle (newest first) found in the stopped node's
+        LMDB file, in every copy of it (`disk_rot.flip_byte`)."""
+        data_file = self.data_file(node)
+        result: FlipResult = self._act(
+            "flip-byte", node, lambda: disk_rot.flip_byte(node, data_file, key, needles), f"page {key}"
+        )
         self.log.events[-1].detail = (
             f"page {key}: flipped byte {len(result.token) // 2} of {result.token!r} "
             f"({result.copies_flipped} cop{'y' if result.copies_flipped == 1 else 'ies'} "
@@ -359,22 +176,18 @@ class Nemesis:
 
     def stored_metadata(self, node: str, segment_id: str) -> list[lmdb_pages.CopyState]:
         """The live metadata copies of a segment in a stopped node's file."""
-        return lmdb_pages.metadata_copies(self.data_file(node), segment_id, META_TABLES)
+        return disk_rot.stored_metadata(self.data_file(node), segment_id)
 
     def rot_metadata(self, node: str, segment_id: str, mode: str, delta: int, table: str = "segments") -> MetaRot:
-        """Raise the SCL in a stopped node's stored metadata of `segment_id` by `delta`, in place, keeping
-        the number of digits, in the live copies only (stale copies in freed pages are never read):
-        - "one-copy": the copy in `table`, its CRC-32C left as it was (that copy no longer checks);
-        - "both-copies": both copies, CRCs left (no copy checks: the segment is lost);
-        - "forged": both copies, CRCs recomputed (they check; only the records can refute them)."""
-        tables = (table,) if mode == "one-copy" else META_TABLES
+        """Raise the SCL in a stopped node's stored metadata of `segment_id` by `delta`, in the live copies
+        (`disk_rot.rot_metadata` says how each `mode` rots them)."""
         path = self.data_file(node)
-
-        def go() -> MetaRot:
-            edits = lmdb_pages.edit_live_metadata(path, segment_id, delta, tables, fix_crc=mode == "forged")
-            return MetaRot(node, segment_id, mode, edits, self.stored_metadata(node, segment_id))
-
-        rot: MetaRot = self._act("meta-rot", node, go, f"{segment_id} {mode}")
+        rot: MetaRot = self._act(
+            "meta-rot",
+            node,
+            lambda: disk_rot.rot_metadata(node, path, segment_id, mode, delta, table),
+            f"{segment_id} {mode}",
+        )
         self.log.events[-1].detail = (
             f"{segment_id}: SCL {rot.held} -> {rot.claimed} in "
             f"{', '.join(t for t, _, _ in rot.edits)} ({mode}); the node will read: "
@@ -384,52 +197,11 @@ class Nemesis:
 
     def rot_tree(self, node: str, needles: list[tuple[str, bytes]], pages: int, rng: random.Random) -> TreeRot:
         """Overwrite `pages` whole LMDB pages of a stopped node's file with random bytes, around the live
-        page (of the records table, else of any table) holding the first needle (newest first) found
-        there: the pages the node reads, not stale copies in freed pages."""
+        page holding the first needle found there (`disk_rot.rot_tree`)."""
         path = self.data_file(node)
-
-        def go() -> TreeRot:
-            blob = path.read_bytes()
-            try:
-                lay: lmdb_pages.Layout | None = lmdb_pages.layout(blob)
-            except ValueError:
-                lay = None
-            found: tuple[str, int, bool] | None = None
-            if lay is not None:
-                for tables in (("records",), tuple(sorted(set(lay.owner.values())))):
-                    found = next(
-                        (
-                            (token, page, True)
-                            for token, needle in needles
-                            if (page := lmdb_pages.live_page_of(blob, lay, needle, tables)) is not None
-                        ),
-                        None,
-                    )
-                    if found:
-                        break
-            if found is None:
-                found = next(
-                    (
-                        (token, blob.find(needle) // lmdb_pages.LMDB_PAGE, False)
-                        for token, needle in needles
-                        if blob.find(needle) >= 0
-                    ),
-                    None,
-                )
-            if found is None:
-                raise RuntimeError(f"none of the {len(needles)} acknowledged tokens is in {path}")
-            token, page, targeted = found
-            page_size = lay.page_size if lay is not None else lmdb_pages.LMDB_PAGE
-            first_page = max(lmdb_pages.META_PAGES, page - rng.randrange(pages))
-            noise = bytes(rng.getrandbits(8) for _ in range(pages * page_size))
-            first, size = lmdb_pages.overwrite(path, first_page, pages, noise, page_size)
-            hit: dict[str, int] = {}
-            for p in range(first // page_size, (first + size) // page_size):
-                table = (lay.table_of(p) if lay is not None else None) or "free"
-                hit[table] = hit.get(table, 0) + 1
-            return TreeRot(node, token, page, first, size, size // page_size, hit, str(path), targeted)
-
-        rot: TreeRot = self._act("tree-rot", node, go, f"{pages} pages")
+        rot: TreeRot = self._act(
+            "tree-rot", node, lambda: disk_rot.rot_tree(node, path, needles, pages, rng), f"{pages} pages"
+        )
         self.log.events[-1].detail = (
             f"{rot.pages} pages ({rot.bytes_overwritten} bytes) from byte {rot.first_byte} "
             f"overwritten with random bytes, around page {rot.page} holding {rot.token!r}; "

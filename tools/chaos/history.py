@@ -35,6 +35,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 INVOKE = "invoke"
 OK = "ok"
@@ -79,7 +80,9 @@ class Op:
         return record
 
     @classmethod
-    def from_json(cls, record: dict[str, object]) -> Op:
+    def from_json(cls, record: dict[str, Any]) -> Op:
+        """An event from one JSONL line's object (values as `json.loads` gives them: `History.append`
+        checks their types)."""
         unknown = set(record) - set(JSONL_FIELDS)
         missing = set(JSONL_FIELDS_REQUIRED) - set(record)
         if unknown or missing:
@@ -88,14 +91,14 @@ class Op:
                 f"unknown {sorted(unknown)}, missing {sorted(missing)}: {record}"
             )
         return cls(
-            process=record["process"],  # type: ignore[arg-type]
-            type=record["type"],  # type: ignore[arg-type]
-            f=record["f"],  # type: ignore[arg-type]
-            key=record["key"],  # type: ignore[arg-type]
-            value=record["value"],  # type: ignore[arg-type]
-            time=float(record["time"]),  # type: ignore[arg-type]
-            index=record["index"],  # type: ignore[arg-type]
-            error=record.get("error"),  # type: ignore[arg-type]
+            process=record["process"],
+            type=record["type"],
+            f=record["f"],
+            key=record["key"],
+            value=record["value"],
+            time=float(record["time"]),
+            index=record["index"],
+            error=record.get("error"),
         )
 
 

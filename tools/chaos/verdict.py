@@ -1,0 +1,158 @@
+"""The verdict of one chaos run: every criterion, judged from the history, the records and the faults.
+
+Every run is judged for final reads, linearizability, lost writes, vanished reads
+(tools/chaos/checkers.py), MTR atomicity and segment convergence (run_checks.py);
+then the scenario's own criteria. The run FAILs if any criterion is False; None is
+reported, not judged. It also measures when writes resumed after each fault.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from sixfold.tools.chaos import checkers
+from sixfold.tools.chaos.faults import Nemesis
+from sixfold.tools.chaos.history import FAIL, INFO, OK, WRITE
+from sixfold.tools.chaos.report import ScenarioResult
+from sixfold.tools.chaos.run_checks import CONVERGENCE_NOTE, Convergence, check_atomicity
+from sixfold.tools.chaos.scenario_base import Context, Criterion, Scenario
+from sixfold.tools.chaos.workload import Workload
+from sixfold.tools.cluster import COMPUTE
+
+
+def _resumed(workload: Workload, at: float) -> float | None:
+    """Seconds from `at` until a write invoked at or after it was acknowledged."""
+    done = [r.completed for r in workload.records if r.kind == WRITE and r.outcome == OK and r.invoked >= at]
+    return min(done) - at if done else None
+
+
+def _writer_restarted(nemesis: Nemesis) -> bool:
+    return any(
+        (e.target == COMPUTE and e.action in ("kill", "stop", "start")) or e.action == "second-writer"
+        for e in nemesis.log.events
+    )
+
+
+def judge(
+    scenario: Scenario,
+    result: ScenarioResult,
+    workload: Workload,
+    ctx: Context,
+    convergence: Convergence | None,
+    nemesis: Nemesis,
+    log: Callable[[str], None],
+) -> None:
+    """Fill in `result` (counts, criteria, resumption, details, verdict) for a run that got as far as its load."""
+    history = workload.history
+    counts = checkers.summary(history)
+    result.operations, result.ok, result.fail, result.info = (
+        counts["operations"],
+        counts[OK],
+        counts[FAIL],
+        counts[INFO],
+    )
+    result.details["counts"] = counts
+    log(f"  checking {counts['operations']} operations")
+    lin = checkers.check_linearizable(history)
+    lost = checkers.check_lost_writes(history)
+    vanished = checkers.check_no_vanished_reads(history)
+    result.linearizable = {checkers.LINEARIZABLE: "yes", checkers.NOT_LINEARIZABLE: "no"}.get(lin.verdict, "unknown")
+    result.lost = lost.lost_writes
+    result.vanished = vanished.vanished
+    final_ok = bool(workload.final_values)
+    criteria = [
+        Criterion(
+            "final reads",
+            final_ok,
+            f"every key read after heal in {workload.final_read_attempts} attempt(s)"
+            if final_ok
+            else "the volume could not be read after heal",
+        ),
+        Criterion(
+            "linearizable",
+            False if lin.verdict == checkers.NOT_LINEARIZABLE else (True if lin.ok else None),
+            f"{lin.verdict}: {lin.operations} operations on {lin.keys} keys, {lin.configurations} "
+            f"configurations; {lin.info_writes_unobserved} unobserved info writes dropped"
+            + ("; " + " | ".join(lin.explanations) if lin.explanations else ""),
+        ),
+        Criterion(
+            "nothing acknowledged lost",
+            lost.ok and not lost.keys_without_final_read,
+            f"{lost.writes_acknowledged} acknowledged writes, {lost.writes_judged} judged by "
+            f"{lost.final_reads} final reads: {lost.lost_writes} lost"
+            + (
+                f"; keys without a final read: {list(lost.keys_without_final_read)}"
+                if lost.keys_without_final_read
+                else ""
+            )
+            + ("; " + " | ".join(lost.explanations) if lost.explanations else ""),
+        ),
+        Criterion(
+            "no vanished reads",
+            vanished.ok,
+            f"{vanished.reads} ok reads: {vanished.vanished} went back to an older value"
+            + ("; " + " | ".join(vanished.explanations) if vanished.explanations else ""),
+        ),
+        check_atomicity(workload),
+    ]
+    try:
+        criteria += scenario.judge(ctx)
+    except Exception as error:  # noqa: BLE001 - a judge that cannot judge is a failed criterion
+        criteria.append(Criterion(f"{scenario.name} criteria", False, f"could not judge: {error!r}"))
+    restarted = _writer_restarted(nemesis)
+    if convergence is None:
+        result.converged = "-"
+    elif convergence.converged:
+        result.converged = "yes"
+        criteria.append(Criterion("segments converge once healed", True, convergence.detail))
+    elif restarted:
+        result.converged = "no*"
+        criteria.append(
+            Criterion(
+                "segments converge once healed",
+                None,
+                f"{convergence.detail} (not judged: the writer was restarted in this scenario; {CONVERGENCE_NOTE})",
+            )
+        )
+        ctx.notes.append(f"* segments did not converge: {CONVERGENCE_NOTE}")
+    else:
+        result.converged = "no"
+        criteria.append(Criterion("segments converge once healed", False, convergence.detail))
+    if convergence is not None:
+        result.details["segments"] = convergence.per_pg
+    # When writes resumed: after the fault where the system should stay available, after the heal otherwise.
+    points = list(ctx.resume_points)
+    if not points:
+        anchor = "heal_start" if not scenario.writes_expected_during_fault else "fault"
+        if anchor in ctx.marks:
+            points = [("heal" if anchor == "heal_start" else "fault", ctx.marks[anchor])]
+    resumes = [(what, _resumed(workload, at)) for what, at in points]
+    if resumes:
+        worst = max(resumes, key=lambda p: math.inf if p[1] is None else p[1])
+        result.resumed_s = worst[1]
+        result.resumed_after = worst[0] + (f" (worst of {len(resumes)})" if len(resumes) > 1 else "")
+        result.details["resumed"] = [{"after": what, "seconds": s} for what, s in resumes]
+    result.criteria = criteria
+    result.notes += ctx.notes
+    result.details["marks"] = {k: round(v - workload.origin, 3) for k, v in ctx.marks.items()}
+    result.details["scenario"] = {
+        k: (v if isinstance(v, (int, float, str, bool, list, dict, type(None))) else repr(v))
+        for k, v in ctx.data.items()
+    }
+    result.details["checkers"] = {
+        "linearizable": {
+            "verdict": lin.verdict,
+            "operations": lin.operations,
+            "bad_keys": list(lin.bad_keys),
+            "unknown_keys": list(lin.unknown_keys),
+            "explanations": list(lin.explanations),
+        },
+        "lost_writes": {
+            "lost": lost.lost_writes,
+            "acknowledged": lost.writes_acknowledged,
+            "explanations": list(lost.explanations),
+        },
+        "vanished_reads": {"vanished": vanished.vanished, "explanations": list(vanished.explanations)},
+    }
+    result.verdict = "FAIL" if any(c.ok is False for c in criteria) else "PASS"
