@@ -49,12 +49,13 @@ Rules
    a failed base node that is not already being replaced, `plan_replacements`
    picks a healthy node of the same AZ holding no segment of the PG and no
    segment still to be dropped (fewest segments, then node id); with none, the
-   PG waits. The caller creates the new segment, then `begin_change`.
+   PG waits (storage/replacement.py rules 1-3 decide). The caller creates the
+   new segment, then `begin_change`.
 12. Each step bumps the PG's membership epoch: beginning a change, completing
    it (the new node takes the old one's place in the base set) and rolling it
    back (the new node leaves). A change completes only once it has a target
-   LSN (the caller measures it after installing the new epoch on a write
-   quorum; see control_plane_server) and the new segment's SCL has reached it.
+   LSN (the caller measures it after installing the new epoch on enough
+   segments: storage/replacement.py rule 6) and the new segment's SCL has reached it.
 13. A change rolls back when its old node is healthy again before it
    completes, or when its new node fails. The segment a node no longer holds
    in any set (the old one after completion, the new one after a rollback) is
@@ -64,302 +65,89 @@ Rules
    while is a lost copy, created again on the same node (`plan_copy_repairs`,
    `CopyRepair`), and a node whose disk is not fine or whose copies are not
    whole is shown degraded.
+
+Where the parts live: limits and validation in `storage.control_plane_limits`,
+the values in `storage.control_plane_values`, the replacement decisions in
+`storage.replacement`, the state file format in `storage.control_plane_state_file`,
+the quorum constants in `storage.quorum`. Their public names are importable from
+here as well.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sixfold.storage.copies import CopyWatch, NodeCopies, NodeReport
-from sixfold.storage.errors import AlreadyExists, InvalidRequest, StaleEpoch, StorageError, UnknownVolume, VolumeFull
-from sixfold.storage.placement import PG_SEGMENT_COUNT, Candidate, choose_pg_nodes
+from sixfold.storage import replacement
+from sixfold.storage.control_plane_limits import (
+    FAILURE_TIMEOUT_MS_DEFAULT,
+    HEARTBEAT_TIMEOUT_MS_DEFAULT,
+    RegistryFull,
+    UnknownNode,
+    check_volume_room,
+    format_bytes,
+    resolve_page_size,
+    resolve_segment_size,
+    validate_volume_id,
+    volume_full_sentence,
+)
+from sixfold.storage.control_plane_nodes import NodeRegistry
+from sixfold.storage.control_plane_state_file import (
+    STATE_FORMAT_VERSION,
+    check_format_version,
+    node_from_dict,
+    orphans_from_dict,
+    pg_from_dict,
+    state_to_dict,
+    volume_from_dict,
+)
+from sixfold.storage.control_plane_values import (
+    ChangeView,
+    CopyRepair,
+    MembershipChange,
+    NodeView,
+    Orphan,
+    PgGeometry,
+    PgPlan,
+    ProtectionGroup,
+    ReplacementPlan,
+    SegmentPlacement,
+    Volume,
+    VolumeGeometry,
+    segment_id_for,
+)
+from sixfold.storage.errors import AlreadyExists, InvalidRequest, StaleEpoch, UnknownVolume, VolumeFull
+from sixfold.storage.placement import Candidate, choose_pg_nodes
+from sixfold.storage.quorum import COPIES, MEMBERSHIP_CHANGES_MAX
 
-KIB = 2**10
-MIB = 2**20
-GIB = 2**30
-TIB = 2**40
-
-PAGE_SIZE_DEFAULT = 4096
-PAGE_SIZE_MIN = 512
-PAGE_SIZE_MAX = 65536
-SEGMENT_SIZE_BYTES_DEFAULT = 10 * GIB
-VOLUME_BYTES_MAX = 128 * TIB
-# Bounds the state file and the geometry message; 128 TiB / 10 GiB = 13,107 PGs fits.
-PG_COUNT_MAX = 65536
-HEARTBEAT_TIMEOUT_MS_DEFAULT = 3000
-FAILURE_TIMEOUT_MS_DEFAULT = 10_000
-# Changes in flight per PG (rule 11): two compose into four quorum sets.
-MEMBERSHIP_CHANGES_MAX = 2
-# Bound the registry and the state file rewritten after every change.
-NODE_COUNT_MAX = 1024
-VOLUME_COUNT_MAX = 4096
 MEMBERSHIP_EPOCH_INITIAL = 1
 GEOMETRY_EPOCH_INITIAL = 1
-STATE_FORMAT_VERSION = 1
 
-VOLUME_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-# Node ids and AZ names: printable, no spaces or slashes (they appear in paths and logs).
-NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-AZ_PATTERN = NODE_ID_PATTERN
-ADDRESS_BYTES_MAX = 255
-
-
-class UnknownNode(StorageError):
-    """A heartbeat from a node the control plane has no record of."""
-
-    status_code_name = "NOT_FOUND"
-
-
-class RegistryFull(StorageError):
-    """NODE_COUNT_MAX nodes or VOLUME_COUNT_MAX volumes are already recorded."""
-
-    status_code_name = "RESOURCE_EXHAUSTED"
-
-
-# ---------------------------------------------------------------------------
-# Values
-
-
-@dataclass
-class Node:
-    node_id: str
-    az: str
-    address: str
-    # Time of the last heartbeat or registration since start; None = not heard from.
-    last_heartbeat_ms: float | None = None
-    reported_segment_count: int = 0
-
-
-@dataclass(frozen=True)
-class NodeView:
-    """A node as the outside sees it at one instant."""
-
-    node_id: str
-    az: str
-    address: str
-    healthy: bool
-    last_heartbeat_age_ms: int
-    segment_count: int
-    reported_segment_count: int
-    copies: NodeCopies = field(default_factory=lambda: NodeCopies("ok", "", (), ()))  # rule 14
-
-
-@dataclass(frozen=True)
-class MembershipChange:
-    """One segment being replaced (rule 11): `old_node_id` leaves, `new_node_id` joins."""
-
-    old_node_id: str
-    new_node_id: str
-    # The LSN the new segment's SCL must reach before the change completes; None = not measured yet.
-    target_lsn: int | None = None
-
-
-@dataclass(frozen=True)
-class ProtectionGroup:
-    pg_index: int
-    first_page: int
-    page_count: int
-    membership_epoch: int
-    node_ids: tuple[str, ...]  # the base set
-    changes: tuple[MembershipChange, ...] = ()
-
-    @property
-    def all_node_ids(self) -> tuple[str, ...]:
-        """Every node holding a segment of this PG: the base set, then each change's new node."""
-        return self.node_ids + tuple(c.new_node_id for c in self.changes)
-
-
-@dataclass
-class Volume:
-    volume_id: str
-    page_size: int
-    segment_size_bytes: int
-    geometry_epoch: int
-    protection_groups: list[ProtectionGroup] = field(default_factory=list)
-
-    @property
-    def pages_per_pg(self) -> int:
-        return self.segment_size_bytes // self.page_size
-
-    @property
-    def pg_count_max(self) -> int:
-        return min(PG_COUNT_MAX, VOLUME_BYTES_MAX // self.segment_size_bytes)
-
-
-@dataclass(frozen=True)
-class SegmentPlacement:
-    segment_id: str
-    node_id: str
-    az: str
-    address: str
-
-
-@dataclass(frozen=True)
-class ChangeView:
-    """A change in flight as the outside sees it: with the new segment's last known SCL."""
-
-    old_node_id: str
-    new_node_id: str
-    target_lsn: int | None  # None: not measured yet
-    new_segment_scl: int
-
-
-@dataclass(frozen=True)
-class PgGeometry:
-    pg_index: int
-    first_page: int
-    page_count: int
-    membership_epoch: int
-    # The base set's six segments first, then the new segment of each change in flight.
-    segments: tuple[SegmentPlacement, ...]
-    changes: tuple[ChangeView, ...] = ()
-
-
-@dataclass(frozen=True)
-class ReplacementPlan:
-    """Rule 11: create the new segment on `new`, then call `begin_change`."""
-
-    volume_id: str
-    page_size: int
-    pg_index: int
-    first_page: int
-    page_count: int
-    base_membership_epoch: int
-    old_node_id: str
-    new: SegmentPlacement
-    # Every segment of the PG once the change has begun (its peers for gossip).
-    peers: tuple[SegmentPlacement, ...]
-
-    @property
-    def membership_epoch(self) -> int:
-        return self.base_membership_epoch + 1
-
-
-@dataclass(frozen=True)
-class CopyRepair:
-    """Rule 14: create `segment_id` again on `node_id` (rebuilding), with every segment of its PG as peers."""
-
-    volume_id: str
-    page_size: int
-    pg_index: int
-    first_page: int
-    page_count: int
-    membership_epoch: int
-    node_id: str
-    address: str
-    segment_id: str
-    peers: tuple[SegmentPlacement, ...]
-
-
-@dataclass(frozen=True)
-class Orphan:
-    """A segment no quorum set contains any more (rule 13), to drop from its node."""
-
-    node_id: str
-    segment_id: str
-
-
-@dataclass(frozen=True)
-class VolumeGeometry:
-    volume_id: str
-    page_size: int
-    segment_size_bytes: int
-    geometry_epoch: int
-    protection_groups: tuple[PgGeometry, ...]
-
-
-@dataclass(frozen=True)
-class PgPlan:
-    """A PG to add (rule 9): the caller creates `pg.segments` on their nodes, then commits."""
-
-    volume_id: str
-    page_size: int
-    segment_size_bytes: int
-    # The geometry epoch the plan was made against; 0 = the volume does not exist yet.
-    base_geometry_epoch: int
-    pg: PgGeometry
-
-    @property
-    def creates_volume(self) -> bool:
-        return self.base_geometry_epoch == 0
-
-
-def segment_id_for(volume_id: str, pg_index: int) -> str:
-    return f"{volume_id}/pg-{pg_index:05d}"
-
-
-def format_bytes(n: int) -> str:
-    for unit, size in (("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
-        if n >= size and n % size == 0:
-            return f"{n // size} {unit}"
-    return f"{n} bytes"
-
-
-# ---------------------------------------------------------------------------
-# Validation (rule 5)
-
-
-def validate_volume_id(volume_id: str) -> None:
-    if not VOLUME_ID_PATTERN.fullmatch(volume_id):
-        raise InvalidRequest(
-            f"volume id {volume_id!r} is not valid: use 1 to 63 lowercase letters, digits and '-', "
-            "starting with a letter or digit"
-        )
-
-
-def resolve_page_size(page_size: int) -> int:
-    """0 means the default; anything else must be a power of two in range."""
-    if page_size == 0:
-        return PAGE_SIZE_DEFAULT
-    if not (PAGE_SIZE_MIN <= page_size <= PAGE_SIZE_MAX) or page_size & (page_size - 1):
-        raise InvalidRequest(
-            f"page size {page_size} is not valid: use a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX} "
-            "(or 0 for 4096)"
-        )
-    return page_size
-
-
-def resolve_segment_size(segment_size_bytes: int, page_size: int) -> int:
-    """0 means the default; anything else must be a positive multiple of the page size."""
-    if segment_size_bytes == 0:
-        return SEGMENT_SIZE_BYTES_DEFAULT
-    if segment_size_bytes < 0 or segment_size_bytes % page_size:
-        raise InvalidRequest(
-            f"segment size {segment_size_bytes} bytes is not a multiple of the page size {page_size}; "
-            "use a positive multiple (or 0 for 10 GiB)"
-        )
-    if segment_size_bytes > VOLUME_BYTES_MAX:
-        raise InvalidRequest(
-            f"segment size {format_bytes(segment_size_bytes)} exceeds the volume limit of "
-            f"{format_bytes(VOLUME_BYTES_MAX)}"
-        )
-    return segment_size_bytes
-
-
-def _validate_node_fields(node_id: str, az: str, address: str) -> None:
-    if not NODE_ID_PATTERN.fullmatch(node_id):
-        raise InvalidRequest(
-            f"node id {node_id!r} is not valid: use 1 to 63 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    if not AZ_PATTERN.fullmatch(az):
-        raise InvalidRequest(f"AZ {az!r} of node {node_id} is not valid: use 1 to 63 letters, digits, '.', '_' or '-'")
-    _validate_address(node_id, address)
-
-
-def _validate_address(node_id: str, address: str) -> None:
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or len(address) > ADDRESS_BYTES_MAX:
-        raise InvalidRequest(f"address {address!r} of node {node_id} is not valid: use HOST:PORT")
-
-
-# ---------------------------------------------------------------------------
-# The state machine
-
-
-class ControlPlane:
+__all__ = [  # the names importers use, wherever they now live
+    "FAILURE_TIMEOUT_MS_DEFAULT",
+    "HEARTBEAT_TIMEOUT_MS_DEFAULT",
+    "MEMBERSHIP_CHANGES_MAX",
+    "STATE_FORMAT_VERSION",
+    "ChangeView",
+    "ControlPlane",
+    "CopyRepair",
+    "MembershipChange",
+    "NodeView",
+    "Orphan",
+    "PgGeometry",
+    "PgPlan",
+    "ProtectionGroup",
+    "RegistryFull",
+    "ReplacementPlan",
+    "SegmentPlacement",
+    "StaleEpoch",
+    "UnknownNode",
+    "VolumeGeometry",
+    "format_bytes",
+    "segment_id_for",
+]
+
+
+class ControlPlane(NodeRegistry):
     """Node registry and volume geometries (see the rules above)."""
 
     def __init__(
@@ -368,73 +156,20 @@ class ControlPlane:
         failure_timeout_ms: int = FAILURE_TIMEOUT_MS_DEFAULT,
         started_ms: float = 0.0,
     ) -> None:
-        assert heartbeat_timeout_ms > 0, heartbeat_timeout_ms
-        assert failure_timeout_ms >= heartbeat_timeout_ms, (failure_timeout_ms, heartbeat_timeout_ms)
-        self.heartbeat_timeout_ms = heartbeat_timeout_ms
-        self.failure_timeout_ms = failure_timeout_ms
-        self.started_ms = started_ms
-        self._nodes: dict[str, Node] = {}
+        super().__init__(heartbeat_timeout_ms, failure_timeout_ms, started_ms)
         self._volumes: dict[str, Volume] = {}
-        self._segment_counts: dict[str, int] = {}
         self._orphans: list[Orphan] = []
-        self.copies = CopyWatch()  # rule 14 (memory only, like heartbeat times)
         # The new segment's SCL last seen, per (volume, pg, new node): display only, not persisted.
         self._progress: dict[tuple[str, int, str], int] = {}
 
-    # -- nodes ----------------------------------------------------------------
-
-    def register_node(self, node_id: str, az: str, address: str, now_ms: float) -> NodeView:
-        """Rule 1. Returns the node as now registered."""
-        _validate_node_fields(node_id, az, address)
-        node = self._nodes.get(node_id)
-        if node is None:
-            if len(self._nodes) >= NODE_COUNT_MAX:
-                raise RegistryFull(f"cannot register node {node_id}: {NODE_COUNT_MAX} nodes are registered, the limit")
-            node = self._nodes[node_id] = Node(node_id, az, address)
-        elif node.az != az and self.segment_count(node_id) > 0:
-            raise InvalidRequest(
-                f"node {node_id} holds {self.segment_count(node_id)} segments in AZ {node.az}; "
-                f"it cannot re-register in AZ {az}: use a new node id"
-            )
-        node.az = az
-        node.address = address
-        node.last_heartbeat_ms = now_ms
-        return self._view(node, now_ms)
-
-    def heartbeat(
-        self, node_id: str, address: str, reported_segment_count: int, now_ms: float, report: NodeReport | None = None
-    ) -> bool:
-        """Rules 3 and 14. Returns True when the heartbeat changed persistent state (a new address)."""
-        node = self._nodes.get(node_id)
-        if node is None:
-            raise UnknownNode(f"node {node_id} is not registered; register first")
-        changed = False
-        if address and address != node.address:
-            _validate_address(node_id, address)
-            node.address = address
-            changed = True
-        node.last_heartbeat_ms = now_ms
-        node.reported_segment_count = reported_segment_count
-        if report is not None:
-            self.copies.note_report(node_id, report, self.placed_on(node_id), now_ms)
-        return changed
+    # -- placements on the nodes (rules 4 and 14) -------------------------------
 
     def placed_on(self, node_id: str) -> set[str]:
         """Every segment placed on the node: in a PG's base set or the new one of a change in flight."""
-        return {
-            segment_id_for(v.volume_id, pg.pg_index)
-            for v in self._volumes.values()
-            for pg in v.protection_groups
-            if node_id in pg.all_node_ids
-        }
+        return {segment_id_for(volume_id, pg.pg_index) for volume_id, pg in self._pgs() if node_id in pg.all_node_ids}
 
     def pgs_of_node(self, node_id: str) -> list[tuple[str, int]]:
-        return sorted(
-            (v.volume_id, pg.pg_index)
-            for v in self._volumes.values()
-            for pg in v.protection_groups
-            if node_id in pg.all_node_ids
-        )
+        return sorted((volume_id, pg.pg_index) for volume_id, pg in self._pgs() if node_id in pg.all_node_ids)
 
     def plan_copy_repairs(self, now_ms: float) -> list[CopyRepair]:
         """Rule 14: the lost copies on healthy nodes that are due to be created again."""
@@ -451,7 +186,6 @@ class ControlPlane:
             volume, pg = found
             if node_id not in pg.all_node_ids:
                 continue
-            node = self._nodes[node_id]
             plans.append(
                 CopyRepair(
                     volume.volume_id,
@@ -461,57 +195,12 @@ class ControlPlane:
                     pg.page_count,
                     pg.membership_epoch,
                     node_id,
-                    node.address,
+                    self._nodes[node_id].address,
                     segment_id,
                     self._pg_geometry(volume.volume_id, pg).segments,
                 )
             )
         return plans
-
-    def node(self, node_id: str, now_ms: float) -> NodeView:
-        node = self._nodes.get(node_id)
-        if node is None:
-            raise UnknownNode(f"node {node_id} is not registered; register first")
-        return self._view(node, now_ms)
-
-    def nodes(self, now_ms: float) -> list[NodeView]:
-        return [self._view(self._nodes[node_id], now_ms) for node_id in sorted(self._nodes)]
-
-    def is_healthy(self, node_id: str, now_ms: float) -> bool:
-        """Rule 2."""
-        node = self._nodes[node_id]
-        if node.last_heartbeat_ms is None:
-            return False
-        return now_ms - node.last_heartbeat_ms <= self.heartbeat_timeout_ms
-
-    def is_failed(self, node_id: str, now_ms: float) -> bool:
-        """Rule 10."""
-        node = self._nodes[node_id]
-        last = node.last_heartbeat_ms if node.last_heartbeat_ms is not None else self.started_ms
-        return now_ms - last > self.failure_timeout_ms
-
-    def segment_count(self, node_id: str) -> int:
-        """Rule 4: segments placed on the node by this control plane."""
-        return self._segment_counts.get(node_id, 0)
-
-    def _view(self, node: Node, now_ms: float) -> NodeView:
-        age_ms = 0 if node.last_heartbeat_ms is None else max(0, int(now_ms - node.last_heartbeat_ms))
-        return NodeView(
-            node_id=node.node_id,
-            az=node.az,
-            address=node.address,
-            healthy=self.is_healthy(node.node_id, now_ms),
-            last_heartbeat_age_ms=age_ms,
-            segment_count=self.segment_count(node.node_id),
-            reported_segment_count=node.reported_segment_count,
-            copies=self.copies.of(node.node_id, self.placed_on(node.node_id), now_ms),
-        )
-
-    def _candidates(self, now_ms: float) -> list[Candidate]:
-        return [
-            Candidate(node.node_id, node.az, self.segment_count(node.node_id), self.is_healthy(node.node_id, now_ms))
-            for node in self._nodes.values()
-        ]
 
     # -- volumes --------------------------------------------------------------
 
@@ -522,8 +211,7 @@ class ControlPlane:
         segment_size_bytes = resolve_segment_size(segment_size_bytes, page_size)
         if volume_id in self._volumes:
             raise AlreadyExists(f"volume {volume_id} already exists; use DescribeVolume to read its geometry")
-        if len(self._volumes) >= VOLUME_COUNT_MAX:
-            raise RegistryFull(f"cannot create volume {volume_id}: {VOLUME_COUNT_MAX} volumes exist, the limit")
+        check_volume_room(volume_id, len(self._volumes))
         pg = self._place_pg(volume_id, 0, segment_size_bytes // page_size, now_ms)
         return PgPlan(volume_id, page_size, segment_size_bytes, 0, pg)
 
@@ -539,7 +227,7 @@ class ControlPlane:
             return None
         pg_index = len(volume.protection_groups)
         if pg_index >= volume.pg_count_max:
-            raise VolumeFull(_volume_full_sentence(volume))
+            raise VolumeFull(volume_full_sentence(volume.volume_id, volume.segment_size_bytes))
         pg = self._place_pg(volume_id, pg_index, volume.pages_per_pg, now_ms)
         return PgPlan(volume_id, volume.page_size, volume.segment_size_bytes, volume.geometry_epoch, pg)
 
@@ -573,10 +261,20 @@ class ControlPlane:
             raise UnknownVolume(f"volume {volume_id} does not exist; create it first")
         return volume
 
+    def _pgs(self) -> list[tuple[str, ProtectionGroup]]:
+        """Every PG with its volume id, volumes in the order they were recorded."""
+        return [(v.volume_id, pg) for v in self._volumes.values() for pg in v.protection_groups]
+
     def _place_pg(self, volume_id: str, pg_index: int, pages_per_pg: int, now_ms: float) -> PgGeometry:
-        chosen = choose_pg_nodes(self._candidates(now_ms))
+        candidates = [
+            Candidate(n.node_id, n.az, self.segment_count(n.node_id), self.is_healthy(n.node_id, now_ms))
+            for n in self._nodes.values()
+        ]
         segment_id = segment_id_for(volume_id, pg_index)
-        segments = tuple(SegmentPlacement(segment_id, c.node_id, c.az, self._nodes[c.node_id].address) for c in chosen)
+        segments = tuple(
+            SegmentPlacement(segment_id, c.node_id, c.az, self._nodes[c.node_id].address)
+            for c in choose_pg_nodes(candidates)
+        )
         return PgGeometry(pg_index, pg_index * pages_per_pg, pages_per_pg, MEMBERSHIP_EPOCH_INITIAL, segments)
 
     def _append_pg(self, volume: Volume, pg: PgGeometry) -> None:
@@ -584,17 +282,13 @@ class ControlPlane:
         assert pg.first_page == pg.pg_index * volume.pages_per_pg and pg.page_count == volume.pages_per_pg, pg
         assert len(volume.protection_groups) < volume.pg_count_max, volume.volume_id
         node_ids = tuple(s.node_id for s in pg.segments)
-        assert len(set(node_ids)) == PG_SEGMENT_COUNT, node_ids
+        assert len(set(node_ids)) == COPIES, node_ids
         assert all(node_id in self._nodes for node_id in node_ids), node_ids
         volume.protection_groups.append(
             ProtectionGroup(pg.pg_index, pg.first_page, pg.page_count, pg.membership_epoch, node_ids)
         )
         for node_id in node_ids:
             self._count(node_id, +1)
-
-    def _count(self, node_id: str, delta: int) -> None:
-        self._segment_counts[node_id] = self._segment_counts.get(node_id, 0) + delta
-        assert self._segment_counts[node_id] >= 0, node_id
 
     def _geometry(self, volume: Volume) -> VolumeGeometry:
         return VolumeGeometry(
@@ -622,58 +316,43 @@ class ControlPlane:
         )
         return PgGeometry(pg.pg_index, pg.first_page, pg.page_count, pg.membership_epoch, segments, changes)
 
-    # -- segment replacement (rules 10-13) --------------------------------------------
+    # -- segment replacement (rules 10-13; storage/replacement.py decides) ----------
 
     def plan_replacements(self, now_ms: float) -> list[ReplacementPlan]:
         """Rule 11: one plan per failed base node of a PG that can take another change."""
+        nodes = {
+            n.node_id: replacement.NodeState(
+                n.node_id,
+                n.az,
+                self.segment_count(n.node_id),
+                self.is_healthy(n.node_id, now_ms),
+                self.is_failed(n.node_id, now_ms),
+            )
+            for n in self._nodes.values()
+        }
+        orphans = {(o.node_id, o.segment_id) for o in self._orphans}
         plans = []
-        orphaned = {(o.node_id, o.segment_id) for o in self._orphans}
-        planned_counts: dict[str, int] = {}
-        for volume in self._volumes.values():
-            for pg in volume.protection_groups:
-                changing = {c.old_node_id for c in pg.changes}
-                # One begin per PG per round: each bumps the epoch the next plan must be made against.
-                room = min(1, MEMBERSHIP_CHANGES_MAX - len(pg.changes))
-                segment_id = segment_id_for(volume.volume_id, pg.pg_index)
-                taken = set(pg.all_node_ids)
-                for old in pg.node_ids:
-                    if room <= 0:
-                        break
-                    if old in changing or not self.is_failed(old, now_ms):
-                        continue
-                    az = self._nodes[old].az
-                    spares = [
-                        n
-                        for n in self._nodes.values()
-                        if n.az == az
-                        and n.node_id not in taken
-                        and self.is_healthy(n.node_id, now_ms)
-                        and (n.node_id, segment_id) not in orphaned
-                    ]
-                    if not spares:
-                        continue
-                    new = min(
-                        spares,
-                        key=lambda n: (self.segment_count(n.node_id) + planned_counts.get(n.node_id, 0), n.node_id),
-                    )
-                    planned_counts[new.node_id] = planned_counts.get(new.node_id, 0) + 1
-                    taken.add(new.node_id)
-                    room -= 1
-                    new_placement = SegmentPlacement(segment_id, new.node_id, new.az, new.address)
-                    peers = self._pg_geometry(volume.volume_id, pg).segments + (new_placement,)
-                    plans.append(
-                        ReplacementPlan(
-                            volume.volume_id,
-                            volume.page_size,
-                            pg.pg_index,
-                            pg.first_page,
-                            pg.page_count,
-                            pg.membership_epoch,
-                            old,
-                            new_placement,
-                            peers,
-                        )
-                    )
+        for chosen in replacement.choose_replacements(self._pgs(), nodes, orphans):
+            volume = self._volume(chosen.volume_id)
+            pg = self._pg(volume, chosen.pg_index)
+            new = self._nodes[chosen.new_node_id]
+            new_placement = SegmentPlacement(
+                segment_id_for(volume.volume_id, pg.pg_index), new.node_id, new.az, new.address
+            )
+            peers = self._pg_geometry(volume.volume_id, pg).segments + (new_placement,)
+            plans.append(
+                ReplacementPlan(
+                    volume.volume_id,
+                    volume.page_size,
+                    pg.pg_index,
+                    pg.first_page,
+                    pg.page_count,
+                    pg.membership_epoch,
+                    chosen.old_node_id,
+                    new_placement,
+                    peers,
+                )
+            )
         return plans
 
     def reserve_new_segment(self, plan: ReplacementPlan) -> None:
@@ -693,13 +372,7 @@ class ControlPlane:
                 f"PG {plan.pg_index} of volume {plan.volume_id} changed (membership epoch {pg.membership_epoch}, "
                 f"plan made at {plan.base_membership_epoch}); plan again"
             )
-        assert plan.old_node_id in pg.node_ids and plan.old_node_id not in {c.old_node_id for c in pg.changes}
-        assert plan.new.node_id not in pg.all_node_ids and len(pg.changes) < MEMBERSHIP_CHANGES_MAX, plan
-        changed = replace(
-            pg,
-            membership_epoch=pg.membership_epoch + 1,
-            changes=pg.changes + (MembershipChange(plan.old_node_id, plan.new.node_id),),
-        )
+        changed = replacement.begin(pg, plan.old_node_id, plan.new.node_id)
         self._set_pg(volume, changed)
         self._count(plan.new.node_id, +1)
         reserved = Orphan(plan.new.node_id, plan.new.segment_id)
@@ -708,12 +381,7 @@ class ControlPlane:
         return self._pg_geometry(volume.volume_id, changed)
 
     def changes_in_flight(self) -> list[tuple[str, ProtectionGroup, MembershipChange]]:
-        return [
-            (volume.volume_id, pg, change)
-            for volume in self._volumes.values()
-            for pg in volume.protection_groups
-            for change in pg.changes
-        ]
+        return [(volume_id, pg, change) for volume_id, pg in self._pgs() for change in pg.changes]
 
     def pg(self, volume_id: str, pg_index: int) -> ProtectionGroup:
         return self._pg(self._volume(volume_id), pg_index)
@@ -721,11 +389,7 @@ class ControlPlane:
     def set_change_target(self, volume_id: str, pg_index: int, old_node_id: str, target_lsn: int) -> None:
         """Rule 12: the LSN the new segment must reach. Set once; the epoch does not change."""
         volume = self._volume(volume_id)
-        pg = self._pg(volume, pg_index)
-        change = self._change(pg, old_node_id)
-        assert change.target_lsn is None and target_lsn >= 0, (change, target_lsn)
-        changes = tuple(replace(c, target_lsn=target_lsn) if c is change else c for c in pg.changes)
-        self._set_pg(volume, replace(pg, changes=changes))
+        self._set_pg(volume, replacement.with_target(self._pg(volume, pg_index), old_node_id, target_lsn))
 
     def note_progress(self, volume_id: str, pg_index: int, new_node_id: str, scl: int) -> None:
         self._progress[(volume_id, pg_index, new_node_id)] = scl
@@ -733,16 +397,7 @@ class ControlPlane:
     def complete_change(self, volume_id: str, pg_index: int, old_node_id: str) -> PgGeometry:
         """Rule 12: the new node takes the old one's place in the base set."""
         volume = self._volume(volume_id)
-        pg = self._pg(volume, pg_index)
-        change = self._change(pg, old_node_id)
-        assert change.target_lsn is not None, change
-        base = tuple(change.new_node_id if n == old_node_id else n for n in pg.node_ids)
-        changed = replace(
-            pg,
-            membership_epoch=pg.membership_epoch + 1,
-            node_ids=base,
-            changes=tuple(c for c in pg.changes if c is not change),
-        )
+        changed, change = replacement.complete(self._pg(volume, pg_index), old_node_id)
         self._set_pg(volume, changed)
         self._count(old_node_id, -1)
         self._orphans.append(Orphan(old_node_id, segment_id_for(volume_id, pg_index)))
@@ -753,34 +408,17 @@ class ControlPlane:
         """Rule 13: (volume, pg, old node, reason) of every change that must roll back."""
         due = []
         for volume_id, pg, change in self.changes_in_flight():
-            if self.is_healthy(change.old_node_id, now_ms):
-                due.append(
-                    (
-                        volume_id,
-                        pg.pg_index,
-                        change.old_node_id,
-                        f"node {change.old_node_id} is back before its replacement completed",
-                    )
-                )
-            elif self.is_failed(change.new_node_id, now_ms):
-                due.append(
-                    (
-                        volume_id,
-                        pg.pg_index,
-                        change.old_node_id,
-                        f"the new node {change.new_node_id} failed while hydrating",
-                    )
-                )
+            reason = replacement.rollback_reason(
+                change, self.is_healthy(change.old_node_id, now_ms), self.is_failed(change.new_node_id, now_ms)
+            )
+            if reason is not None:
+                due.append((volume_id, pg.pg_index, change.old_node_id, reason))
         return due
 
     def roll_back_change(self, volume_id: str, pg_index: int, old_node_id: str) -> PgGeometry:
         """Rule 13: the new node leaves; the base set is unchanged."""
         volume = self._volume(volume_id)
-        pg = self._pg(volume, pg_index)
-        change = self._change(pg, old_node_id)
-        changed = replace(
-            pg, membership_epoch=pg.membership_epoch + 1, changes=tuple(c for c in pg.changes if c is not change)
-        )
+        changed, change = replacement.roll_back(self._pg(volume, pg_index), old_node_id)
         self._set_pg(volume, changed)
         self._count(change.new_node_id, -1)
         self._orphans.append(Orphan(change.new_node_id, segment_id_for(volume_id, pg_index)))
@@ -798,30 +436,14 @@ class ControlPlane:
             raise InvalidRequest(f"volume {volume.volume_id} has no PG {pg_index}")
         return volume.protection_groups[pg_index]
 
-    @staticmethod
-    def _change(pg: ProtectionGroup, old_node_id: str) -> MembershipChange:
-        for change in pg.changes:
-            if change.old_node_id == old_node_id:
-                return change
-        raise InvalidRequest(f"PG {pg.pg_index} is not replacing node {old_node_id}")
-
     def _set_pg(self, volume: Volume, pg: ProtectionGroup) -> None:
-        _assert_pg_valid(pg)
-        volume.protection_groups[pg.pg_index] = pg
+        volume.protection_groups[pg.pg_index] = replacement.checked(pg)
 
-    # -- persistence ----------------------------------------------------------
+    # -- persistence (storage/control_plane_state_file.py) ----------------------
 
     def to_dict(self) -> dict[str, Any]:
         """Everything that must survive a restart (heartbeat times do not: rule 2)."""
-        return {
-            "format_version": STATE_FORMAT_VERSION,
-            "nodes": [
-                {"node_id": n.node_id, "az": n.az, "address": n.address}
-                for n in sorted(self._nodes.values(), key=lambda n: n.node_id)
-            ],
-            "volumes": [_volume_to_dict(self._volumes[v]) for v in sorted(self._volumes)],
-            "orphans": [{"node_id": o.node_id, "segment_id": o.segment_id} for o in self._orphans],
-        }
+        return state_to_dict(self._nodes.values(), self._volumes.values(), self._orphans)
 
     @classmethod
     def from_dict(
@@ -831,82 +453,21 @@ class ControlPlane:
         failure_timeout_ms: int = FAILURE_TIMEOUT_MS_DEFAULT,
         started_ms: float = 0.0,
     ) -> ControlPlane:
-        version = data.get("format_version")
-        if version != STATE_FORMAT_VERSION:
-            raise ValueError(f"control plane state has format version {version!r}; expected {STATE_FORMAT_VERSION}")
+        check_format_version(data)
         state = cls(heartbeat_timeout_ms, failure_timeout_ms, started_ms)
         for n in data["nodes"]:
-            _validate_node_fields(n["node_id"], n["az"], n["address"])
-            state._nodes[n["node_id"]] = Node(n["node_id"], n["az"], n["address"])
+            node = node_from_dict(n)
+            state._nodes[node.node_id] = node
         for v in data["volumes"]:
-            volume = Volume(v["volume_id"], int(v["page_size"]), int(v["segment_size_bytes"]), int(v["geometry_epoch"]))
-            validate_volume_id(volume.volume_id)
-            resolve_segment_size(volume.segment_size_bytes, resolve_page_size(volume.page_size))
+            volume = volume_from_dict(v)
             state._volumes[volume.volume_id] = volume
             for pg_data in v["protection_groups"]:
-                pg = _pg_from_dict(pg_data)
-                base = replace(pg, changes=())
+                pg = pg_from_dict(pg_data)
+                base = ProtectionGroup(pg.pg_index, pg.first_page, pg.page_count, pg.membership_epoch, pg.node_ids)
                 state._append_pg(volume, state._pg_geometry(volume.volume_id, base))
                 state._set_pg(volume, pg)
                 for change in pg.changes:
                     state._count(change.new_node_id, +1)
             assert volume.geometry_epoch == GEOMETRY_EPOCH_INITIAL + len(volume.protection_groups) - 1, v
-        for o in data.get("orphans", []):
-            state._orphans.append(Orphan(o["node_id"], o["segment_id"]))
+        state._orphans.extend(orphans_from_dict(data))
         return state
-
-
-def _volume_full_sentence(volume: Volume) -> str:
-    if volume.pg_count_max == PG_COUNT_MAX and PG_COUNT_MAX * volume.segment_size_bytes < VOLUME_BYTES_MAX:
-        return (
-            f"volume {volume.volume_id} is full: {PG_COUNT_MAX} protection groups of "
-            f"{format_bytes(volume.segment_size_bytes)}, the most a volume may have"
-        )
-    return f"volume {volume.volume_id} is full: {format_bytes(VOLUME_BYTES_MAX)}"
-
-
-def _volume_to_dict(volume: Volume) -> dict[str, Any]:
-    return {
-        "volume_id": volume.volume_id,
-        "page_size": volume.page_size,
-        "segment_size_bytes": volume.segment_size_bytes,
-        "geometry_epoch": volume.geometry_epoch,
-        "protection_groups": [
-            {
-                "pg_index": pg.pg_index,
-                "first_page": pg.first_page,
-                "page_count": pg.page_count,
-                "membership_epoch": pg.membership_epoch,
-                "node_ids": list(pg.node_ids),
-                "changes": [
-                    {"old_node_id": c.old_node_id, "new_node_id": c.new_node_id, "target_lsn": c.target_lsn}
-                    for c in pg.changes
-                ],
-            }
-            for pg in volume.protection_groups
-        ],
-    }
-
-
-def _pg_from_dict(pg: dict[str, Any]) -> ProtectionGroup:
-    return ProtectionGroup(
-        int(pg["pg_index"]),
-        int(pg["first_page"]),
-        int(pg["page_count"]),
-        int(pg["membership_epoch"]),
-        tuple(pg["node_ids"]),
-        tuple(
-            MembershipChange(
-                c["old_node_id"], c["new_node_id"], None if c["target_lsn"] is None else int(c["target_lsn"])
-            )
-            for c in pg.get("changes", [])
-        ),
-    )
-
-
-def _assert_pg_valid(pg: ProtectionGroup) -> None:
-    assert len(set(pg.node_ids)) == PG_SEGMENT_COUNT, pg
-    assert len(pg.changes) <= MEMBERSHIP_CHANGES_MAX, pg
-    assert len(set(pg.all_node_ids)) == len(pg.all_node_ids), pg
-    olds = [c.old_node_id for c in pg.changes]
-    assert len(set(olds)) == len(olds) and set(olds) <= set(pg.node_ids), pg

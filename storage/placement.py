@@ -4,9 +4,9 @@ Pure: takes values, returns values. No gRPC, LMDB, clock or randomness.
 
 Rules
 1. A PG has six segments on six distinct nodes, exactly two in each of three
-   distinct AZs (`AZ_COUNT` x `NODES_PER_AZ` = `PG_SEGMENT_COUNT`). Losing a whole
-   AZ leaves four copies (a write quorum); losing an AZ and one more node leaves
-   three (a read quorum), from which the PG is repaired.
+   distinct AZs (`AZ_COUNT` x `NODES_PER_AZ` = `PG_SEGMENT_COUNT`, from
+   `storage.quorum`, which says why: losing a whole AZ leaves a write quorum,
+   losing an AZ and one more node a read quorum).
 2. Only healthy nodes are eligible, and never a node in `exclude`.
 3. "Spreading load" means, precisely: among every choice satisfying rules 1-2,
    take the one with the smallest *total* segment count over its six nodes;
@@ -29,14 +29,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sixfold.storage.errors import Unavailable
+from sixfold.storage.quorum import AZ_COUNT, NODES_PER_AZ
+from sixfold.storage.quorum import COPIES as PG_SEGMENT_COUNT
 
-AZ_COUNT = 3
-NODES_PER_AZ = 2
-PG_SEGMENT_COUNT = AZ_COUNT * NODES_PER_AZ
 # The number of AZs whose triples are compared (rule 4); far above any real fleet.
 AZ_COUNT_MAX = 64
-
-assert PG_SEGMENT_COUNT == 6
 
 
 @dataclass(frozen=True)

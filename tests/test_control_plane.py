@@ -1,36 +1,37 @@
-"""The control plane: its pure state machine, its gRPC servicer in-process (with fake
-storage nodes), its process, and (when the storage node exists) six real storage nodes."""
+"""The control plane's pure state machine (storage/control_plane.py and its parts): volumes and their
+geometry, node registration and health, limits, the state file."""
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
+import ast
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import grpc
 import pytest
 
 from sixfold.storage import control_plane as cp
+from sixfold.storage import control_plane_limits as limits
 from sixfold.storage.control_plane import ControlPlane, RegistryFull, UnknownNode
-from sixfold.storage.control_plane_server import STATE_FILE_NAME, start_control_plane
 from sixfold.storage.errors import AlreadyExists, InvalidRequest, StaleEpoch, Unavailable, UnknownVolume, VolumeFull
-from sixfold.storage.serving import CHANNEL_OPTIONS, start_server
-from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
-from sixfold.storage.v1 import control_plane_service_pb2_grpc, storage_service_pb2_grpc
-from sixfold.storage.v1 import storage_service_pb2 as ss_pb2
+
+pytestmark = pytest.mark.unit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODES = [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c"), ("c2", "c")]
 MIB = 2**20
-WAIT_S_MAX = 30.0
+# The control plane's pure cores: no I/O, clock, randomness or threads (STYLE.md).
+PURE_MODULES = [
+    "storage/control_plane.py",
+    "storage/control_plane_limits.py",
+    "storage/control_plane_nodes.py",
+    "storage/control_plane_state_file.py",
+    "storage/control_plane_values.py",
+    "storage/copies.py",
+    "storage/placement.py",
+    "storage/quorum.py",
+    "storage/replacement.py",
+]
+FORBIDDEN_IMPORTS = {"grpc", "lmdb", "time", "random", "threading", "asyncio", "socket", "subprocess", "os"}
 
 
 def six_node_plane(now_ms: float = 0.0, timeout_ms: int = 3000) -> ControlPlane:
@@ -51,10 +52,6 @@ def grow(plane: ControlPlane, volume_id: str, geometry_epoch: int, now_ms: float
     if plan is None:
         return plane.describe_volume(volume_id)
     return plane.commit_pg_plan(plan)
-
-
-# ---------------------------------------------------------------------------
-# The pure state machine
 
 
 def test_create_volume_geometry() -> None:
@@ -119,7 +116,7 @@ def test_volume_full_at_128_tib() -> None:
 
 
 def test_volume_full_at_pg_count_max(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cp, "PG_COUNT_MAX", 3)
+    monkeypatch.setattr(limits, "PG_COUNT_MAX", 3)
     plane = six_node_plane()
     create(plane, "small", segment_size_bytes=MIB)
     grow(plane, "small", 1)
@@ -253,8 +250,8 @@ def test_to_dict_from_dict_round_trip() -> None:
 
 
 def test_registry_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cp, "NODE_COUNT_MAX", 6)
-    monkeypatch.setattr(cp, "VOLUME_COUNT_MAX", 1)
+    monkeypatch.setattr(limits, "NODE_COUNT_MAX", 6)
+    monkeypatch.setattr(limits, "VOLUME_COUNT_MAX", 1)
     plane = six_node_plane()
     with pytest.raises(RegistryFull, match="6 nodes are registered"):
         plane.register_node("d1", "d", "h:1", 0.0)
@@ -269,376 +266,12 @@ def test_from_dict_rejects_unknown_format() -> None:
         ControlPlane.from_dict({"format_version": 99, "nodes": [], "volumes": []})
 
 
-def test_control_plane_is_pure() -> None:
-    source = Path(cp.__file__).read_text()
-    for forbidden in ("grpc", "lmdb", "time", "random", "threading"):
-        assert f"import {forbidden}" not in source and f"from {forbidden}" not in source, forbidden
-
-
-# ---------------------------------------------------------------------------
-# The servicer in-process, with fake storage nodes
-
-
-class FakeStorageNode:
-    """Serves CreateSegment/DropSegment of StorageService (others: UNIMPLEMENTED)."""
-
-    def __init__(self, fail_create: bool = False) -> None:
-        self.fail_create = fail_create
-        self.segments: dict[str, ss_pb2.CreateSegmentRequest] = {}
-        self.dropped: list[str] = []
-
-    async def CreateSegment(self, request: ss_pb2.CreateSegmentRequest, context: Any) -> ss_pb2.CreateSegmentResponse:
-        if self.fail_create:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "disk is on fire")
-        created = request.segment_id not in self.segments
-        self.segments[request.segment_id] = request
-        return ss_pb2.CreateSegmentResponse(created=created)
-
-    async def DropSegment(self, request: ss_pb2.DropSegmentRequest, context: Any) -> ss_pb2.DropSegmentResponse:
-        self.dropped.append(request.segment_id)
-        self.segments.pop(request.segment_id, None)
-        return ss_pb2.DropSegmentResponse()
-
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        async def unimplemented(request: Any, context: Any) -> Any:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not implemented by the fake")
-
-        return unimplemented
-
-
-async def start_fake_nodes(fail: set[str] = frozenset()) -> tuple[dict[str, FakeStorageNode], dict[str, str], list]:
-    fakes, addresses, servers = {}, {}, []
-    descriptor = ss_pb2.DESCRIPTOR.services_by_name["StorageService"]
-    for node_id, _az in NODES:
-        fake = FakeStorageNode(fail_create=node_id in fail)
-        server, port, _ = await start_server("127.0.0.1", 0, [(descriptor, fake, ss_pb2)])
-        fakes[node_id], addresses[node_id] = fake, f"127.0.0.1:{port}"
-        servers.append(server)
-    return fakes, addresses, servers
-
-
-async def stop_all(servers: list) -> None:
-    await asyncio.gather(*(s.stop(None) for s in servers))
-
-
-def cp_stub(channel: grpc.aio.Channel) -> control_plane_service_pb2_grpc.ControlPlaneServiceStub:
-    return control_plane_service_pb2_grpc.ControlPlaneServiceStub(channel)
-
-
-async def register_all(stub: Any, addresses: dict[str, str]) -> None:
-    for node_id, az in NODES:
-        await stub.RegisterNode(cp_pb2.RegisterNodeRequest(node_id=node_id, az=az, address=addresses[node_id]))
-
-
-def test_server_registers_creates_grows_and_survives_restart(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        fakes, addresses, node_servers = await start_fake_nodes()
-        server, port, _ = await start_control_plane("127.0.0.1", 0, tmp_path)
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS) as channel:
-                stub = cp_stub(channel)
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await stub.Heartbeat(cp_pb2.HeartbeatRequest(node_id="a1"))
-                assert info.value.code() == grpc.StatusCode.NOT_FOUND
-                assert info.value.details() == "node a1 is not registered; register first"
-
-                await register_all(stub, addresses)
-                reply = await stub.Heartbeat(cp_pb2.HeartbeatRequest(node_id="a1", address=addresses["a1"]))
-                assert reply.heartbeat_interval_ms == 500
-                nodes = (await stub.ListNodes(cp_pb2.ListNodesRequest())).nodes
-                assert [n.node_id for n in nodes] == [n for n, _ in NODES]
-                assert all(n.health == cp_pb2.NODE_HEALTH_HEALTHY and n.segment_count == 0 for n in nodes)
-
-                created = await stub.CreateVolume(
-                    cp_pb2.CreateVolumeRequest(volume_id="vol", page_size=4096, segment_size_bytes=MIB)
-                )
-                geometry = created.geometry
-                assert geometry.geometry_epoch == 1 and len(geometry.protection_groups) == 1
-                assert {s.node_id for s in geometry.protection_groups[0].segments} == set(fakes)
-                for fake in fakes.values():
-                    request = fake.segments["vol/pg-00000"]
-                    assert (
-                        request.volume_id,
-                        request.pg_index,
-                        request.first_page,
-                        request.page_count,
-                        request.page_size,
-                        request.membership_epoch,
-                    ) == ("vol", 0, 0, 256, 4096, 1)
-
-                grown = (await stub.GrowVolume(cp_pb2.GrowVolumeRequest(volume_id="vol", geometry_epoch=1))).geometry
-                again = (await stub.GrowVolume(cp_pb2.GrowVolumeRequest(volume_id="vol", geometry_epoch=1))).geometry
-                assert grown == again and grown.geometry_epoch == 2 and len(grown.protection_groups) == 2
-                assert all("vol/pg-00001" in fake.segments for fake in fakes.values())
-                assert grown.protection_groups[1].first_page == 256
-                # Two clients growing from the same epoch at once: one PG is added, not two.
-                racing = await asyncio.gather(
-                    *(stub.GrowVolume(cp_pb2.GrowVolumeRequest(volume_id="vol", geometry_epoch=2)) for _ in range(2))
-                )
-                assert [len(r.geometry.protection_groups) for r in racing] == [3, 3]
-                grown = racing[0].geometry
-
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await stub.CreateVolume(cp_pb2.CreateVolumeRequest(volume_id="vol"))
-                assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await stub.CreateVolume(cp_pb2.CreateVolumeRequest(volume_id="Bad_Id"))
-                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await stub.DescribeVolume(cp_pb2.DescribeVolumeRequest(volume_id="nope"))
-                assert info.value.code() == grpc.StatusCode.NOT_FOUND
-
-                nodes = (await stub.ListNodes(cp_pb2.ListNodesRequest())).nodes
-                assert all(n.segment_count == 3 for n in nodes)
-            await server.stop(None)
-
-            persisted = json.loads((tmp_path / STATE_FILE_NAME).read_text())
-            assert [v["volume_id"] for v in persisted["volumes"]] == ["vol"]
-
-            server, port, _ = await start_control_plane("127.0.0.1", 0, tmp_path)
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS) as channel:
-                stub = cp_stub(channel)
-                described = (await stub.DescribeVolume(cp_pb2.DescribeVolumeRequest(volume_id="vol"))).geometry
-                assert described == grown
-                listed = (await stub.ListVolumes(cp_pb2.ListVolumesRequest())).volumes
-                assert list(listed) == [grown]
-                nodes = (await stub.ListNodes(cp_pb2.ListNodesRequest())).nodes
-                assert all(n.health == cp_pb2.NODE_HEALTH_UNHEALTHY and n.segment_count == 3 for n in nodes)
-                await stub.Heartbeat(cp_pb2.HeartbeatRequest(node_id="b2", address=addresses["b2"]))
-                nodes = {n.node_id: n for n in (await stub.ListNodes(cp_pb2.ListNodesRequest())).nodes}
-                assert nodes["b2"].health == cp_pb2.NODE_HEALTH_HEALTHY
-        finally:
-            await server.stop(None)
-            await stop_all(node_servers)
-
-    asyncio.run(scenario())
-
-
-def test_server_create_fails_cleanly_when_a_node_fails(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        fakes, addresses, node_servers = await start_fake_nodes(fail={"b2"})
-        server, port, _ = await start_control_plane("127.0.0.1", 0, tmp_path)
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS) as channel:
-                stub = cp_stub(channel)
-                await register_all(stub, addresses)
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await stub.CreateVolume(cp_pb2.CreateVolumeRequest(volume_id="vol", segment_size_bytes=MIB))
-                assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert "node b2" in info.value.details() and "disk is on fire" in info.value.details()
-                assert "volume vol was not created" in info.value.details()
-                for node_id, fake in fakes.items():
-                    assert fake.segments == {}, node_id
-                    assert fake.dropped == ([] if node_id == "b2" else ["vol/pg-00000"]), node_id
-                assert list((await stub.ListVolumes(cp_pb2.ListVolumesRequest())).volumes) == []
-                nodes = (await stub.ListNodes(cp_pb2.ListNodesRequest())).nodes
-                assert all(n.segment_count == 0 for n in nodes)
-
-                # A node that does not answer at all is named the same way.
-                await node_servers[NODES.index(("c1", "c"))].stop(None)
-                fakes["b2"].fail_create = False
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await stub.CreateVolume(cp_pb2.CreateVolumeRequest(volume_id="vol", segment_size_bytes=MIB))
-                assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert f"node c1 ({addresses['c1']})" in info.value.details()
-        finally:
-            await server.stop(None)
-            await stop_all(node_servers)
-
-    asyncio.run(scenario())
-
-
-def test_server_reports_unplaceable_volume(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        server, port, _ = await start_control_plane("127.0.0.1", 0, tmp_path)
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                stub = cp_stub(channel)
-                for node_id, az in NODES[:5]:
-                    await stub.RegisterNode(cp_pb2.RegisterNodeRequest(node_id=node_id, az=az, address="127.0.0.1:1"))
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await stub.CreateVolume(cp_pb2.CreateVolumeRequest(volume_id="vol"))
-                assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert "AZ c has only 1 healthy node" in info.value.details()
-        finally:
-            await server.stop(None)
-
-    asyncio.run(scenario())
-
-
-# ---------------------------------------------------------------------------
-# The process
-
-
-def wait_for_port_file(path: Path, proc: subprocess.Popen, what: str) -> int:
-    deadline = time.monotonic() + WAIT_S_MAX
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            return int(path.read_text())
-        if proc.poll() is not None:
-            raise AssertionError(f"{what} exited with {proc.returncode} before writing {path}")
-        time.sleep(0.05)
-    raise AssertionError(f"{what} wrote no port file within {WAIT_S_MAX} s")
-
-
-def stop_process(proc: subprocess.Popen) -> int:
-    """Stop a process this test started, by its PID: SIGTERM, then SIGKILL if it lingers."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode
-
-
-def test_control_plane_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port_file = tmp_path / "cp.port"
-    log_path = tmp_path / "control_plane.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sixfold.tools.cli",
-                "control-plane",
-                "--data-dir",
-                str(tmp_path / "cp"),
-                "--port-file",
-                str(port_file),
-                "--heartbeat-timeout-ms",
-                "2000",
-            ],
-            cwd=REPO_ROOT,
-            stderr=log,
-            stdout=log,
-        )
-    try:
-        port = wait_for_port_file(port_file, proc, "the control plane")
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = control_plane_service_pb2_grpc.ControlPlaneServiceStub(channel)
-            stub.RegisterNode(cp_pb2.RegisterNodeRequest(node_id="a1", az="a", address="127.0.0.1:1"), timeout=5)
-            assert [n.node_id for n in stub.ListNodes(cp_pb2.ListNodesRequest(), timeout=5).nodes] == ["a1"]
-    finally:
-        returncode = stop_process(proc)
-    output = log_path.read_text()
-    assert returncode == 0, output
-    assert f"control plane serving on 127.0.0.1:{port}" in output
-    assert "ERROR" not in output and "Traceback" not in output, output
-    assert json.loads((tmp_path / "cp" / STATE_FILE_NAME).read_text())["nodes"][0]["node_id"] == "a1"
-
-
-def test_cli_wires_the_control_plane_subcommand() -> None:
-    from sixfold.storage.control_plane_main import heartbeat_interval_ms
-    from sixfold.tools.cli import build_parser
-
-    parser = build_parser("control-plane")
-    args = parser.parse_args(["control-plane", "--data-dir", "d"])
-    assert (args._module, args.host, args.port, args.port_file, args.heartbeat_timeout_ms) == (
-        "sixfold.storage.control_plane_main",
-        "127.0.0.1",
-        0,
-        None,
-        3000,
-    )
-    assert heartbeat_interval_ms(args) == 500
-    short = parser.parse_args(["control-plane", "--data-dir", "d", "--heartbeat-timeout-ms", "600"])
-    assert heartbeat_interval_ms(short) == 200
-    explicit = parser.parse_args(["control-plane", "--data-dir", "d", "--heartbeat-interval-ms", "50"])
-    assert heartbeat_interval_ms(explicit) == 50
-
-
-# ---------------------------------------------------------------------------
-# Six real storage nodes (storage/node_main.py) against the control plane
-
-NODE_MAIN_MISSING = importlib.util.find_spec("sixfold.storage.node_main") is None
-
-
-@pytest.mark.skipif(NODE_MAIN_MISSING, reason="storage/node_main.py does not exist yet")
-def test_six_real_storage_nodes(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        server, cp_port, _ = await start_control_plane("127.0.0.1", 0, tmp_path / "cp")
-        procs: list[tuple[str, subprocess.Popen]] = []
-        try:
-            for node_id, az in NODES:
-                procs.append((node_id, start_storage_node(tmp_path, node_id, az, cp_port)))
-            ports = {}
-            for node_id, proc in procs:
-                ports[node_id] = await asyncio.to_thread(
-                    wait_for_port_file, tmp_path / f"{node_id}.port", proc, f"storage node {node_id}"
-                )
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{cp_port}") as channel:
-                stub = cp_stub(channel)
-                await wait_until_healthy(stub, len(NODES))
-                geometry = (
-                    await stub.CreateVolume(cp_pb2.CreateVolumeRequest(volume_id="real", segment_size_bytes=MIB))
-                ).geometry
-                geometry = (
-                    await stub.GrowVolume(
-                        cp_pb2.GrowVolumeRequest(volume_id="real", geometry_epoch=geometry.geometry_epoch)
-                    )
-                ).geometry
-                assert len(geometry.protection_groups) == 2
-                for placement in geometry.protection_groups[1].segments:
-                    assert placement.address.endswith(f":{ports[placement.node_id]}")
-                    await check_segment_exists(placement.address, placement.segment_id)
-                nodes = (await stub.ListNodes(cp_pb2.ListNodesRequest())).nodes
-                assert all(n.segment_count == 2 for n in nodes)
-        finally:
-            for _node_id, proc in procs:
-                stop_process(proc)
-            await server.stop(None)
-        for node_id, _ in procs:
-            log = (tmp_path / f"{node_id}.log").read_text()
-            assert "Traceback" not in log, log
-
-    asyncio.run(scenario())
-
-
-def start_storage_node(tmp_path: Path, node_id: str, az: str, cp_port: int) -> subprocess.Popen:
-    log = open(tmp_path / f"{node_id}.log", "w")
-    try:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sixfold.tools.cli",
-                "storage-node",
-                "--node-id",
-                node_id,
-                "--az",
-                az,
-                "--data-dir",
-                str(tmp_path / node_id),
-                "--port",
-                "0",
-                "--port-file",
-                str(tmp_path / f"{node_id}.port"),
-                "--control-plane",
-                f"127.0.0.1:{cp_port}",
-            ],
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=log,
-        )
-    finally:
-        log.close()
-
-
-async def wait_until_healthy(stub: Any, count: int) -> None:
-    deadline = time.monotonic() + WAIT_S_MAX
-    while time.monotonic() < deadline:
-        nodes = (await stub.ListNodes(cp_pb2.ListNodesRequest())).nodes
-        if sum(n.health == cp_pb2.NODE_HEALTH_HEALTHY for n in nodes) >= count:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"fewer than {count} storage nodes registered and healthy within {WAIT_S_MAX} s")
-
-
-async def check_segment_exists(address: str, segment_id: str) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = storage_service_pb2_grpc.StorageServiceStub(channel)
-        reply = await stub.GetSegmentState(ss_pb2.GetSegmentStateRequest(segment_id=segment_id), timeout=5)
-        assert reply.state.segment_id == segment_id
-        assert reply.state.volume_id == "real" and reply.state.pg_index == 1
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_control_plane_cores_are_pure(module: str) -> None:
+    roots = set()
+    for node in ast.walk(ast.parse((REPO_ROOT / module).read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    assert not roots & FORBIDDEN_IMPORTS, f"{module} imports {sorted(roots & FORBIDDEN_IMPORTS)}"

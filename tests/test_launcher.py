@@ -264,8 +264,8 @@ def test_cluster_kill_start_pause_resume_stop(cluster: Cluster) -> None:
     assert cluster.resume("c2") == paused
     assert cluster.status().by_name("c2").health == "SERVING"
 
-    pid = cluster.pid("a2")
-    assert cluster.stop("a2") is True and is_gone(pid)
+    running = cluster.pid("a2")
+    assert running is not None and cluster.stop("a2") is True and is_gone(running)
     assert cluster.stop("a2") is False
     assert cluster.status().by_name("a2").state == "stopped"
     with pytest.raises(UnknownProcessError) as raised:
@@ -303,8 +303,8 @@ def test_cluster_kill_start_pause_resume_stop_the_compute_node(cluster: Cluster)
     assert cluster.resume(COMPUTE) == paused
     assert cluster.status().by_name(COMPUTE).health == "SERVING"
 
-    pid = cluster.pid(COMPUTE)
-    assert cluster.stop(COMPUTE) is True and is_gone(pid)
+    running = cluster.pid(COMPUTE)
+    assert running is not None and cluster.stop(COMPUTE) is True and is_gone(running)
     assert cluster.status().by_name(COMPUTE).state == "stopped"
     assert cluster.up().started == [COMPUTE]  # `up` restarts only what is not running
     assert health_check(cluster.compute_address()) == "SERVING"

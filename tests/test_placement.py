@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from sixfold.storage.errors import Unavailable
 from sixfold.storage.placement import AZ_COUNT, NODES_PER_AZ, PG_SEGMENT_COUNT, Candidate, choose_pg_nodes
 
+pytestmark = pytest.mark.unit
+
 AZ_NAMES = ["a", "b", "c", "d"]
 
 

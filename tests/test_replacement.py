@@ -14,6 +14,8 @@ from sixfold.compute.quorum import READ_QUORUM, WRITE_QUORUM, Membership
 from sixfold.storage import control_plane as cp
 from sixfold.storage.control_plane import ControlPlane
 
+pytestmark = pytest.mark.unit
+
 HEARTBEAT_MS = 1000
 FAILURE_MS = 5000
 # Three AZs of three nodes: placement takes the two of each AZ with the smallest ids, x3 is the spare.
@@ -259,16 +261,10 @@ def test_a_reserved_new_segment_is_an_orphan_until_its_change_begins() -> None:
 
 
 def test_a_gap_covered_by_truncation_ranges_counts_as_reached() -> None:
-    from sixfold.storage.control_plane_server import _truncated
-    from sixfold.storage.v1 import storage_service_pb2 as pb
+    from sixfold.storage.replacement import reached_target
 
-    def state(scl: int, *ranges: tuple[int, int]) -> pb.SegmentState:
-        return pb.SegmentState(
-            scl=scl, truncation_ranges=[pb.TruncationRange(start_lsn=a, end_lsn=b, epoch=2) for a, b in ranges]
-        )
-
-    assert _truncated(state(10, (11, 50)), 40)
-    assert _truncated(state(10, (30, 60), (11, 29)), 60)
-    assert not _truncated(state(10, (12, 50)), 40)  # LSN 11 is missing, not truncated
-    assert not _truncated(state(10, (11, 30)), 40)
-    assert _truncated(state(40), 40)
+    assert reached_target(10, [(11, 50)], 40)
+    assert reached_target(10, [(30, 60), (11, 29)], 60)
+    assert not reached_target(10, [(12, 50)], 40)  # LSN 11 is missing, not truncated
+    assert not reached_target(10, [(11, 30)], 40)
+    assert reached_target(40, [], 40)

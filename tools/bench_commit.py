@@ -25,39 +25,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import random
 import shutil
 import tempfile
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
-PAGES = 1_000  # the pages the MTRs land on (one page per MTR)
-PATCH_BYTES = 100
-COPIES = 6
-WRITE_QUORUM = 4
-PAUSED_NODES = ("a2", "c1")  # one node each in two AZs: the four left must all acknowledge
-WARMUP_S = 1.0
-CALL_TIMEOUT_S = 10.0
-ERROR_BACKOFF_S = 0.05
-DATA_POOL = 512  # distinct random payloads, reused
-BARE_BATCH_RECORDS_MAX = 2_000
+from sixfold.tools.bench_commit_bare import BareFanout
+from sixfold.tools.bench_commit_measure import (
+    BARE,
+    CALL_TIMEOUT_S,
+    DATA_POOL,
+    EMPTY,
+    NORMAL,
+    PAGES,
+    PATCH_BYTES,
+    PAUSED,
+    PAUSED_NODES,
+    WARMUP_S,
+    CpuMeter,
+    Phase,
+    Snapshot,
+    closed_loop,
+    random_patch,
+)
+from sixfold.tools.bench_commit_report import print_results
+
 BARE_VOLUME = "bench-bare"
-
-# The aim from the issue, printed as a target (never asserted).
-TARGET_CONCURRENCY = 64
-TARGET_COMMITS_PER_S = 1_500
-TARGET_P99_MS = 50.0
-TARGET_BARE_FRACTION = 0.5
-# [P17] Verbitski et al., SIGMOD 2017, Table 1: 0.95 vs 7.39 I/Os per transaction (SysBench write-only).
-PAPER_IO_RATIO = 7.7
-
-NORMAL, PAUSED, BARE, EMPTY = "normal", "2 paused", "bare", "empty"
-MACHINE = "machine"  # CPU group: the whole machine, from /proc/stat
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -66,292 +62,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--concurrency", default="1,16,64", help="closed-loop clients per phase, comma-separated (default 1,16,64)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the cluster's state directory (logs, data)")
-
-
-# -- measurements ---------------------------------------------------------------
-
-
-@dataclass
-class Snapshot:
-    at: float
-    net_bytes: int = 0
-    commits: int = 0
-    batches: int = 0  # AppendRecords messages sent to all segments
-    cpu_s: dict[str, float] = field(default_factory=dict)  # group -> CPU seconds (user + system)
-
-
-@dataclass
-class Phase:
-    mode: str
-    concurrency: int
-    seconds: float
-    latencies: list[float]
-    errors: list[str]
-    before: Snapshot
-    after: Snapshot
-
-    @property
-    def commits(self) -> int:
-        return len(self.latencies)
-
-    @property
-    def per_s(self) -> float:
-        return self.commits / self.seconds if self.seconds else 0.0
-
-    def percentile_ms(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-    @property
-    def bytes_per_commit(self) -> float:
-        commits = self.after.commits - self.before.commits
-        return (self.after.net_bytes - self.before.net_bytes) / commits if commits else float("nan")
-
-    @property
-    def commits_per_batch(self) -> float:
-        """Commits a stream message carried on average (the boxcar): commits / (batches / segments
-        sending; with two paused, four)."""
-        batches = self.after.batches - self.before.batches
-        commits = self.after.commits - self.before.commits
-        sending = COPIES - len(PAUSED_NODES) if self.mode == PAUSED else COPIES
-        return commits * sending / batches if batches else float("nan")
-
-    def cores(self, group: str) -> float:
-        wall = self.after.at - self.before.at
-        return (self.after.cpu_s.get(group, 0.0) - self.before.cpu_s.get(group, 0.0)) / wall if wall else 0.0
-
-
-class CpuMeter:
-    """CPU seconds (utime + stime from /proc/PID/stat) of process groups: compute, nodes, control plane, bench."""
-
-    def __init__(self, groups: dict[str, list[int]]) -> None:
-        self.groups = groups
-        self.tick = os.sysconf("SC_CLK_TCK")
-
-    def _cpu(self, pid: int) -> float:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / self.tick  # utime, stime
-
-    def _machine_busy(self) -> float:
-        """CPU seconds the whole machine was busy (every process, ours or not), from /proc/stat."""
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-        return (sum(values[:8]) - idle) / self.tick
-
-    def read(self) -> dict[str, float]:
-        cpu = {group: sum(self._cpu(pid) for pid in pids) for group, pids in self.groups.items()}
-        cpu[MACHINE] = self._machine_busy()
-        return cpu
-
-
-async def closed_loop(
-    commit: Callable[[random.Random], Awaitable[Any]],
-    concurrency: int,
-    seconds: float,
-    snapshot: Callable[[], Awaitable[Snapshot]],
-    mode: str,
-) -> Phase:
-    """C clients, each issuing its next commit when the previous returned. Warm up, then count the
-    commits that complete within the measured window (and their latencies)."""
-    measuring = False
-    stop = False
-    latencies: list[float] = []
-    errors: list[str] = []
-
-    async def client(index: int) -> None:
-        rng = random.Random(index * 7_919 + concurrency)
-        while not stop:
-            started = time.perf_counter()
-            try:
-                await commit(rng)
-            except Exception as error:  # noqa: BLE001 - counted and shown, the bench goes on
-                if measuring:
-                    errors.append(_describe(error))
-                await asyncio.sleep(ERROR_BACKOFF_S)
-                continue
-            if measuring:
-                latencies.append(time.perf_counter() - started)
-
-    tasks = [asyncio.create_task(client(i)) for i in range(concurrency)]
-    try:
-        await asyncio.sleep(WARMUP_S)
-        before = await snapshot()
-        measuring = True
-        started = time.perf_counter()
-        await asyncio.sleep(seconds)
-        measuring = False
-        elapsed = time.perf_counter() - started
-        after = await snapshot()
-        stop = True
-        await asyncio.wait(tasks, timeout=CALL_TIMEOUT_S + 1)
-    finally:
-        stop = True
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return Phase(mode, concurrency, elapsed, latencies, errors, before, after)
-
-
-def _describe(error: BaseException) -> str:
-    code = getattr(error, "code", None)
-    if callable(code):
-        details = getattr(error, "details", lambda: "")()
-        return f"{code().name}: {details}"
-    return f"{type(error).__name__}: {error}"
-
-
-def _patch(rng: random.Random, pool: list[bytes], page_size: int) -> tuple[int, int, bytes]:
-    return rng.randrange(PAGES), rng.randrange(page_size - PATCH_BYTES + 1), pool[rng.randrange(len(pool))]
-
-
-# -- the bare baseline: the same records fanned out to six segments, no protocol ---------------
-
-
-class BareStream:
-    """One AppendRecords stream to one segment: boxcar whatever is queued, at most `window` batches in flight."""
-
-    def __init__(
-        self, fanout: BareFanout, index: int, segment_id: str, membership_epoch: int, channel: Any, window: int
-    ) -> None:
-        from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
-
-        self.fanout = fanout
-        self.index = index
-        self.segment_id = segment_id
-        self.membership_epoch = membership_epoch
-        self.stub = pb_grpc.StorageServiceStub(channel)
-        self.window = window
-        self.queue: deque[tuple[int, Any]] = deque()
-        self.inflight: deque[int] = deque()  # last LSN of each batch awaiting its ack
-        self.batch_id = 0
-        self.bytes_sent = 0
-        self.wake = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    def enqueue(self, lsn: int, record: Any) -> None:
-        self.queue.append((lsn, record))
-        self.wake.set()
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        from sixfold.storage.v1 import storage_service_pb2 as pb
-
-        call = self.stub.AppendRecords()
-        reader = asyncio.create_task(self._acks(call))
-        try:
-            while True:
-                if reader.done():
-                    reader.result()
-                    raise RuntimeError(f"segment {self.segment_id} ended the stream")
-                if not self.queue or len(self.inflight) >= self.window:
-                    self.wake.clear()
-                    waiter = asyncio.create_task(self.wake.wait())
-                    await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
-                    continue
-                records, last = [], 0
-                while self.queue and len(records) < BARE_BATCH_RECORDS_MAX:
-                    last, record = self.queue.popleft()
-                    records.append(record)
-                self.inflight.append(last)
-                self.batch_id += 1
-                request = pb.AppendRecordsRequest(
-                    segment_id=self.segment_id,
-                    volume_epoch=1,
-                    membership_epoch=self.membership_epoch,
-                    batch_id=self.batch_id,
-                    records=records,
-                )
-                self.bytes_sent += request.ByteSize()
-                await call.write(request)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # noqa: BLE001 - fail every waiting commit with the reason
-            self.fanout.fail(f"segment {self.segment_id}: {_describe(error)}")
-        finally:
-            reader.cancel()
-            call.cancel()
-
-    async def _acks(self, call: Any) -> None:
-        async for _ack in call:
-            self.fanout.on_ack(self.index, self.inflight.popleft())
-            self.wake.set()
-
-
-class BareFanout:
-    """Commits of one record each: enqueue on all six streams, done once 4 acknowledged a batch holding it."""
-
-    def __init__(self, page_size: int, pool: list[bytes]) -> None:
-        from sixfold.storage.chain import ChainBuilder
-
-        self.chain = ChainBuilder(epoch=1)
-        self.page_size = page_size
-        self.pool = pool
-        self.streams: list[BareStream] = []
-        self.acked: list[int] = []
-        self.waiters: deque[tuple[int, asyncio.Future[int]]] = deque()
-        self.commits = 0
-        self.error = ""
-
-    def open(self, segments: list[tuple[str, int, Any]], window: int) -> None:
-        self.streams = [
-            BareStream(self, i, sid, m_epoch, channel, window) for i, (sid, m_epoch, channel) in enumerate(segments)
-        ]
-        self.acked = [0] * len(self.streams)
-        for stream in self.streams:
-            stream.start()
-
-    async def close(self) -> None:
-        for stream in self.streams:
-            if stream.task:
-                stream.task.cancel()
-        await asyncio.gather(*(s.task for s in self.streams if s.task), return_exceptions=True)
-
-    @property
-    def bytes_sent(self) -> int:
-        return sum(s.bytes_sent for s in self.streams)
-
-    async def commit(self, rng: random.Random) -> int:
-        from sixfold.storage.wire import record_to_proto
-
-        if self.error:
-            raise RuntimeError(self.error)
-        page_no, offset, data = _patch(rng, self.pool, self.page_size)
-        record = self.chain.patch(page_no, data, offset)
-        proto = record_to_proto(record)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.waiters.append((record.lsn, future))
-        for stream in self.streams:
-            stream.enqueue(record.lsn, proto)
-        return await asyncio.wait_for(future, CALL_TIMEOUT_S)
-
-    def on_ack(self, index: int, lsn: int) -> None:
-        self.acked[index] = lsn
-        quorum_lsn = sorted(self.acked, reverse=True)[WRITE_QUORUM - 1]
-        while self.waiters and self.waiters[0][0] <= quorum_lsn:
-            lsn_done, future = self.waiters.popleft()
-            if not future.done():
-                future.set_result(lsn_done)
-            self.commits += 1
-
-    def fail(self, reason: str) -> None:
-        self.error = self.error or reason
-        while self.waiters:
-            _, future = self.waiters.popleft()
-            if not future.done():
-                future.set_exception(RuntimeError(reason))
-
-
-# -- the run ------------------------------------------------------------------------
 
 
 async def _run_phases(
@@ -403,7 +113,7 @@ async def _run_phases(
             )
 
         async def write(rng: random.Random) -> int:
-            page_no, offset, data = _patch(rng, pool, page_size)
+            page_no, offset, data = random_patch(rng, pool, page_size)
             request = vpb.WritePagesRequest(
                 volume_id=volume_id, patches=[vpb.PagePatch(page_no=page_no, offset=offset, data=data)]
             )
@@ -477,115 +187,6 @@ async def _run_phases(
     return phases, page_size, volume_id
 
 
-def _mark(ok: bool) -> str:
-    return "PASS " if ok else "BELOW"
-
-
-def _print_results(phases: list[Phase], page_size: int, concurrencies: list[int]) -> None:
-    by = {(p.mode, p.concurrency): p for p in phases}
-    print()
-    header = (
-        f"{'mode':>8} {'C':>4} | {'commits/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} | "
-        f"{'CPU cores: writer':>17} {'6 nodes':>8} {'bench':>6} {'machine':>8}"
-    )
-    print(header)
-    print("-" * len(header))
-    for mode in (NORMAL, PAUSED, BARE, EMPTY):
-        for c in concurrencies:
-            p = by.get((mode, c))
-            if p is None:
-                continue
-            print(
-                f"{mode:>8} {c:>4} | {p.per_s:>10,.0f} {p.percentile_ms(0.5):>8.1f} {p.percentile_ms(0.99):>8.1f} "
-                f"{len(p.errors):>6} | {p.cores('writer'):>17.2f} {p.cores('nodes'):>8.2f} {p.cores('bench'):>6.2f} "
-                f"{p.cores(MACHINE):>8.2f}"
-            )
-    for p in phases:
-        if p.errors:
-            print(f"  {p.mode} c={p.concurrency}: first error: {p.errors[0]}")
-    print(
-        f"(one {PATCH_BYTES}-byte patch at a random offset of one of {PAGES:,} pages per commit; latency = call "
-        f"to durable return;\n CPU = cores used during the measured window by the writer (compute) process, the six "
-        f"storage nodes together,\n this bench process, and the whole machine ({os.cpu_count()} CPUs; it includes "
-        f"any other load on the machine))"
-    )
-
-    whole_page = page_size * COPIES
-    print(
-        f"\nnetwork per commit (serialized AppendRecords bytes the writer sent to all {COPIES} segments, "
-        f"delta over each phase / delta of commits):"
-    )
-    for mode in (NORMAL, PAUSED, BARE):
-        for c in concurrencies:
-            p = by.get((mode, c))
-            if p is None or p.bytes_per_commit != p.bytes_per_commit:  # NaN: no commits
-                continue
-            print(
-                f"  {mode:>8} c={c:<3} {p.bytes_per_commit:>7,.0f} B/commit  vs whole pages "
-                f"{page_size:,} B x {COPIES} = {whole_page:,} B: {whole_page / p.bytes_per_commit:5.1f}x fewer bytes"
-            )
-    if any(p.mode == PAUSED for p in phases):
-        print(
-            f"  ({PAUSED}: the writer queues the records of the two paused segments and sends them after "
-            f"resume,\n   so only 4 copies are counted)"
-        )
-    print(
-        f"  reference, the paper's figure, not ours: [P17] (Aurora, SIGMOD 2017, Table 1) reports "
-        f"{PAPER_IO_RATIO}x fewer I/Os per transaction than mirrored MySQL"
-    )
-
-    print("\nboxcar (commits per AppendRecords message to one segment; fewer messages = less gRPC CPU everywhere):")
-    for mode in (NORMAL, PAUSED, BARE):
-        line = [
-            f"c={c} {by[(mode, c)].commits_per_batch:5.1f}"
-            for c in concurrencies
-            if (mode, c) in by and not math.isnan(by[(mode, c)].commits_per_batch)
-        ]
-        if line:
-            print(f"  {mode:>8}  " + "   ".join(line))
-    print("\nratios:")
-    for c in concurrencies:
-        normal, paused, bare = by.get((NORMAL, c)), by.get((PAUSED, c)), by.get((BARE, c))
-        if normal and bare and bare.per_s:
-            print(
-                f"  commit at c={c}: {normal.per_s / bare.per_s:6.1%} of bare "
-                f"({normal.per_s:,.0f} / {bare.per_s:,.0f} commits/s)"
-            )
-        empty = by.get((EMPTY, c))
-        if normal and empty and empty.per_s:
-            print(
-                f"  commit at c={c}: {normal.per_s / empty.per_s:6.1%} of empty calls to the writer "
-                f"({normal.per_s:,.0f} / {empty.per_s:,.0f} calls/s)"
-            )
-        if normal and paused and normal.per_s:
-            print(
-                f"  2 paused at c={c}: {paused.per_s / normal.per_s:6.1%} of normal "
-                f"(p99 {paused.percentile_ms(0.99):.1f} ms vs {normal.percentile_ms(0.99):.1f} ms)"
-            )
-
-    c = TARGET_CONCURRENCY
-    print(
-        f"\ntarget (the aim from the issue, not asserted): at concurrency {c}, >= {TARGET_COMMITS_PER_S:,} commits/s "
-        f"with p99 < {TARGET_P99_MS:.0f} ms, and >= {TARGET_BARE_FRACTION:.0%} of the bare baseline"
-    )
-    normal, bare = by.get((NORMAL, c)), by.get((BARE, c))
-    if normal is None:
-        print(f"  not measured: add {c} to --concurrency")
-        return
-    print(
-        f"  [{_mark(normal.per_s >= TARGET_COMMITS_PER_S)}] commits/s at c={c}: {normal.per_s:,.0f} "
-        f"(target >= {TARGET_COMMITS_PER_S:,})"
-    )
-    p99 = normal.percentile_ms(0.99)
-    print(f"  [{_mark(p99 < TARGET_P99_MS)}] p99 at c={c}: {p99:.1f} ms (target < {TARGET_P99_MS:.0f} ms)")
-    if bare and bare.per_s:
-        share = normal.per_s / bare.per_s
-        print(
-            f"  [{_mark(share >= TARGET_BARE_FRACTION)}] share of bare at c={c}: {share:.1%} "
-            f"(target >= {TARGET_BARE_FRACTION:.0%})"
-        )
-
-
 def bench_commit(args: argparse.Namespace) -> int:
     from sixfold.tools.cluster import Cluster
 
@@ -627,5 +228,5 @@ def bench_commit(args: argparse.Namespace) -> int:
             print(f"kept {state_dir} (logs under {os.path.join(state_dir, 'logs')})")
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
-    _print_results(phases, page_size, concurrencies)
+    print_results(phases, page_size, concurrencies)
     return 0

@@ -198,8 +198,8 @@ def _segment_details(segment: SegmentInfo) -> str:
 
 
 def _details(process: ProcessStatus) -> str:
-    if process.error:
-        return f"error: {process.error}"
+    if process.error:  # a sentence: why the details are unknown (tools/cluster_status.py)
+        return process.error
     if process.state != "running":
         return ""
     if process.role == STORAGE_NODE:

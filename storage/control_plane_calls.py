@@ -1,0 +1,69 @@
+"""How the control plane reaches the storage nodes (`StorageService` calls), and how it words their failures.
+
+`SegmentClient` is the narrow interface the servicer and its healing rounds use; `GrpcSegmentClient`
+carries it out over gRPC, and the simulator (tools/sim/replacement.py) supplies its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import grpc
+
+from sixfold.storage.serving import CHANNEL_OPTIONS
+from sixfold.storage.v1 import storage_service_pb2 as ss_pb2
+from sixfold.storage.v1 import storage_service_pb2_grpc
+
+# One CreateSegment/DropSegment call to a storage node.
+SEGMENT_CALL_TIMEOUT_S = 5.0
+
+
+class SegmentClient(Protocol):
+    """How the control plane reaches storage nodes (a fake can stand in for tests)."""
+
+    async def create_segment(self, address: str, request: ss_pb2.CreateSegmentRequest) -> None: ...
+
+    async def drop_segment(self, address: str, segment_id: str) -> None: ...
+
+    async def update_membership(self, address: str, request: ss_pb2.UpdateMembershipRequest) -> ss_pb2.SegmentState: ...
+
+    async def segment_state(self, address: str, segment_id: str) -> ss_pb2.SegmentState: ...
+
+
+class GrpcSegmentClient:
+    """Calls `StorageService` over a short-lived grpc.aio channel per call (these calls are rare)."""
+
+    def __init__(self, timeout_s: float = SEGMENT_CALL_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+
+    async def create_segment(self, address: str, request: ss_pb2.CreateSegmentRequest) -> None:
+        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            stub = storage_service_pb2_grpc.StorageServiceStub(channel)
+            await stub.CreateSegment(request, timeout=self.timeout_s)
+
+    async def drop_segment(self, address: str, segment_id: str) -> None:
+        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            stub = storage_service_pb2_grpc.StorageServiceStub(channel)
+            await stub.DropSegment(ss_pb2.DropSegmentRequest(segment_id=segment_id), timeout=self.timeout_s)
+
+    async def update_membership(self, address: str, request: ss_pb2.UpdateMembershipRequest) -> ss_pb2.SegmentState:
+        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            stub = storage_service_pb2_grpc.StorageServiceStub(channel)
+            return (await stub.UpdateMembership(request, timeout=self.timeout_s)).state
+
+    async def segment_state(self, address: str, segment_id: str) -> ss_pb2.SegmentState:
+        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            stub = storage_service_pb2_grpc.StorageServiceStub(channel)
+            reply = await stub.GetSegmentState(
+                ss_pb2.GetSegmentStateRequest(segment_id=segment_id), timeout=self.timeout_s
+            )
+            return reply.state
+
+
+def describe_failure(error: BaseException) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+        return "timed out"
+    return str(error) or type(error).__name__

@@ -1,0 +1,105 @@
+"""The control plane's state file format (`control_plane.json`): what survives a restart, as plain
+JSON-able dicts, and back.
+
+Pure: dicts in, values out (the control plane server writes and reads the file). Heartbeat
+times, copy reports and hydration progress are not persisted (rules 2 and 14 of
+`storage.control_plane`).
+
+Format (version `STATE_FORMAT_VERSION`):
+    {"format_version": 1,
+     "nodes":   [{"node_id", "az", "address"}, ...],                       sorted by node id
+     "volumes": [{"volume_id", "page_size", "segment_size_bytes", "geometry_epoch",
+                  "protection_groups": [{"pg_index", "first_page", "page_count", "membership_epoch",
+                                         "node_ids": [six ids], "changes": [{"old_node_id",
+                                         "new_node_id", "target_lsn" (null until measured)}]}]}],
+                                                                            sorted by volume id
+     "orphans": [{"node_id", "segment_id"}, ...]}                           in the order recorded
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sixfold.storage.control_plane_limits import (
+    resolve_page_size,
+    resolve_segment_size,
+    validate_node_fields,
+    validate_volume_id,
+)
+from sixfold.storage.control_plane_values import MembershipChange, Node, Orphan, ProtectionGroup, Volume
+
+STATE_FORMAT_VERSION = 1
+
+
+def state_to_dict(nodes: Iterable[Node], volumes: Iterable[Volume], orphans: Iterable[Orphan]) -> dict[str, Any]:
+    return {
+        "format_version": STATE_FORMAT_VERSION,
+        "nodes": [
+            {"node_id": n.node_id, "az": n.az, "address": n.address} for n in sorted(nodes, key=lambda n: n.node_id)
+        ],
+        "volumes": [volume_to_dict(v) for v in sorted(volumes, key=lambda v: v.volume_id)],
+        "orphans": [{"node_id": o.node_id, "segment_id": o.segment_id} for o in orphans],
+    }
+
+
+def check_format_version(data: dict[str, Any]) -> None:
+    version = data.get("format_version")
+    if version != STATE_FORMAT_VERSION:
+        raise ValueError(f"control plane state has format version {version!r}; expected {STATE_FORMAT_VERSION}")
+
+
+def node_from_dict(n: dict[str, Any]) -> Node:
+    validate_node_fields(n["node_id"], n["az"], n["address"])
+    return Node(n["node_id"], n["az"], n["address"])
+
+
+def volume_from_dict(v: dict[str, Any]) -> Volume:
+    """The volume without its PGs (the caller adds them one by one, checking each)."""
+    volume = Volume(v["volume_id"], int(v["page_size"]), int(v["segment_size_bytes"]), int(v["geometry_epoch"]))
+    validate_volume_id(volume.volume_id)
+    resolve_segment_size(volume.segment_size_bytes, resolve_page_size(volume.page_size))
+    return volume
+
+
+def orphans_from_dict(data: dict[str, Any]) -> list[Orphan]:
+    return [Orphan(o["node_id"], o["segment_id"]) for o in data.get("orphans", [])]
+
+
+def volume_to_dict(volume: Volume) -> dict[str, Any]:
+    return {
+        "volume_id": volume.volume_id,
+        "page_size": volume.page_size,
+        "segment_size_bytes": volume.segment_size_bytes,
+        "geometry_epoch": volume.geometry_epoch,
+        "protection_groups": [
+            {
+                "pg_index": pg.pg_index,
+                "first_page": pg.first_page,
+                "page_count": pg.page_count,
+                "membership_epoch": pg.membership_epoch,
+                "node_ids": list(pg.node_ids),
+                "changes": [
+                    {"old_node_id": c.old_node_id, "new_node_id": c.new_node_id, "target_lsn": c.target_lsn}
+                    for c in pg.changes
+                ],
+            }
+            for pg in volume.protection_groups
+        ],
+    }
+
+
+def pg_from_dict(pg: dict[str, Any]) -> ProtectionGroup:
+    return ProtectionGroup(
+        int(pg["pg_index"]),
+        int(pg["first_page"]),
+        int(pg["page_count"]),
+        int(pg["membership_epoch"]),
+        tuple(pg["node_ids"]),
+        tuple(
+            MembershipChange(
+                c["old_node_id"], c["new_node_id"], None if c["target_lsn"] is None else int(c["target_lsn"])
+            )
+            for c in pg.get("changes", [])
+        ),
+    )

@@ -1,0 +1,149 @@
+"""Protobuf at the control plane's edge: its values to `ControlPlaneService` messages, heartbeats to
+copy reports, plans to `StorageService` requests, segment states to `storage.replacement` values.
+
+Pure conversions; protobuf stops here (the state machine works on the dataclasses of
+storage/control_plane_values.py).
+"""
+
+from __future__ import annotations
+
+from sixfold.storage.control_plane_values import (
+    CopyRepair,
+    NodeView,
+    PgGeometry,
+    PgPlan,
+    ReplacementPlan,
+    SegmentPlacement,
+    VolumeGeometry,
+)
+from sixfold.storage.copies import HeldCopy, NodeReport
+from sixfold.storage.replacement import HeldLsns
+from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
+from sixfold.storage.v1 import storage_service_pb2 as ss_pb2
+
+DISK_CONDITION_NAMES = {
+    ss_pb2.DISK_CONDITION_OK: "ok",
+    ss_pb2.DISK_CONDITION_FULL: "disk_full",
+    ss_pb2.DISK_CONDITION_IO_ERROR: "io_error",
+    ss_pb2.DISK_CONDITION_FAILED: "failed",
+}
+DISK_CONDITIONS = {name: value for value, name in DISK_CONDITION_NAMES.items()}
+CONDITION_DETAIL_CHARS_MAX = 1000  # of a heartbeat's disk condition sentence, kept for display
+
+
+def node_to_proto(node: NodeView) -> cp_pb2.NodeInfo:
+    copies = node.copies
+    if not node.healthy:
+        health = cp_pb2.NODE_HEALTH_UNHEALTHY
+    else:
+        health = cp_pb2.NODE_HEALTH_DEGRADED if copies.degraded else cp_pb2.NODE_HEALTH_HEALTHY
+    return cp_pb2.NodeInfo(
+        node_id=node.node_id,
+        az=node.az,
+        address=node.address,
+        health=health,
+        last_heartbeat_age_ms=node.last_heartbeat_age_ms,
+        segment_count=node.segment_count,
+        condition=DISK_CONDITIONS.get(copies.disk, ss_pb2.DISK_CONDITION_UNSPECIFIED),
+        condition_detail=copies.disk_detail,
+        segments_missing=copies.missing,
+        segments_rebuilding=copies.rebuilding,
+    )
+
+
+def report_from_proto(request: cp_pb2.HeartbeatRequest) -> NodeReport:
+    """What a heartbeat says the node holds (storage/copies.py rule 1)."""
+    held = {
+        h.segment_id: HeldCopy(h.segment_id, h.membership_epoch, h.scl, h.whole, h.rebuilding) for h in request.segments
+    }
+    return NodeReport(
+        held, DISK_CONDITION_NAMES.get(request.condition, "ok"), request.condition_detail[:CONDITION_DETAIL_CHARS_MAX]
+    )
+
+
+def pg_to_proto(pg: PgGeometry) -> cp_pb2.ProtectionGroup:
+    return cp_pb2.ProtectionGroup(
+        pg_index=pg.pg_index,
+        first_page=pg.first_page,
+        page_count=pg.page_count,
+        membership_epoch=pg.membership_epoch,
+        segments=[
+            cp_pb2.SegmentPlacement(segment_id=s.segment_id, node_id=s.node_id, az=s.az, address=s.address)
+            for s in pg.segments
+        ],
+        changes=[
+            cp_pb2.MembershipChange(
+                old_node_id=c.old_node_id,
+                new_node_id=c.new_node_id,
+                target_lsn=c.target_lsn or 0,
+                target_measured=c.target_lsn is not None,
+                new_segment_scl=c.new_segment_scl,
+            )
+            for c in pg.changes
+        ],
+    )
+
+
+def geometry_to_proto(geometry: VolumeGeometry) -> cp_pb2.VolumeGeometry:
+    return cp_pb2.VolumeGeometry(
+        volume_id=geometry.volume_id,
+        page_size=geometry.page_size,
+        segment_size_bytes=geometry.segment_size_bytes,
+        geometry_epoch=geometry.geometry_epoch,
+        protection_groups=[pg_to_proto(pg) for pg in geometry.protection_groups],
+    )
+
+
+def create_segment_request(plan: PgPlan) -> ss_pb2.CreateSegmentRequest:
+    pg = plan.pg
+    return ss_pb2.CreateSegmentRequest(
+        segment_id=pg.segments[0].segment_id,
+        volume_id=plan.volume_id,
+        pg_index=pg.pg_index,
+        first_page=pg.first_page,
+        page_count=pg.page_count,
+        page_size=plan.page_size,
+        membership_epoch=pg.membership_epoch,
+        peers=peers_to_proto(pg.segments),
+    )
+
+
+def replacement_request(plan: ReplacementPlan) -> ss_pb2.CreateSegmentRequest:
+    """The new segment of a replacement, at the next membership epoch, with every segment as its peers."""
+    return ss_pb2.CreateSegmentRequest(
+        segment_id=plan.new.segment_id,
+        volume_id=plan.volume_id,
+        pg_index=plan.pg_index,
+        first_page=plan.first_page,
+        page_count=plan.page_count,
+        page_size=plan.page_size,
+        membership_epoch=plan.membership_epoch,
+        peers=peers_to_proto(plan.peers),
+    )
+
+
+def copy_repair_request(repair: CopyRepair) -> ss_pb2.CreateSegmentRequest:
+    """A lost copy created again on its node, rebuilding from its peers."""
+    return ss_pb2.CreateSegmentRequest(
+        segment_id=repair.segment_id,
+        volume_id=repair.volume_id,
+        pg_index=repair.pg_index,
+        first_page=repair.first_page,
+        page_count=repair.page_count,
+        page_size=repair.page_size,
+        membership_epoch=repair.membership_epoch,
+        rebuild=True,
+        peers=peers_to_proto(repair.peers),
+    )
+
+
+def peers_to_proto(segments: tuple[SegmentPlacement, ...]) -> list[ss_pb2.SegmentPeer]:
+    return [ss_pb2.SegmentPeer(node_id=s.node_id, address=s.address) for s in segments]
+
+
+def held_lsns(state: ss_pb2.SegmentState) -> HeldLsns:
+    return HeldLsns(state.scl, state.scl_high_water)
+
+
+def truncation_ranges(state: ss_pb2.SegmentState) -> list[tuple[int, int]]:
+    return [(r.start_lsn, r.end_lsn) for r in state.truncation_ranges]
