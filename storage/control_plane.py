@@ -210,7 +210,9 @@ class ControlPlane(NodeRegistry):
         page_size = resolve_page_size(page_size)
         segment_size_bytes = resolve_segment_size(segment_size_bytes, page_size)
         if volume_id in self._volumes:
-            raise AlreadyExists(f"volume {volume_id} already exists; use DescribeVolume to read its geometry")
+            raise AlreadyExists(
+                f"volume {volume_id} already exists (`sixfold volume status {volume_id}` shows its geometry)"
+            )
         check_volume_room(volume_id, len(self._volumes))
         pg = self._place_pg(volume_id, 0, segment_size_bytes // page_size, now_ms)
         return PgPlan(volume_id, page_size, segment_size_bytes, 0, pg)
@@ -235,7 +237,10 @@ class ControlPlane(NodeRegistry):
         """Rule 9: record a PG whose six segments now exist. Returns the new geometry."""
         if plan.creates_volume:
             if plan.volume_id in self._volumes:
-                raise AlreadyExists(f"volume {plan.volume_id} already exists; use DescribeVolume to read its geometry")
+                raise AlreadyExists(
+                    f"volume {plan.volume_id} already exists "
+                    f"(`sixfold volume status {plan.volume_id}` shows its geometry)"
+                )
             volume = Volume(plan.volume_id, plan.page_size, plan.segment_size_bytes, GEOMETRY_EPOCH_INITIAL)
             self._volumes[plan.volume_id] = volume
         else:
