@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sixfold.storage.errors import StorageError, UnknownSegment
 from sixfold.storage.lmdb_env import OK
@@ -37,6 +37,7 @@ from sixfold.storage.retention import COALESCE_CHAIN_MIN, HistoryWindow, next_ho
 from sixfold.storage.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
+    from sixfold.storage.node_writer import OnWriter
     from sixfold.storage.store import SegmentStore
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,14 @@ TICK_PAUSE_S = 0.005
 
 
 class Coalescer:
-    """`on_writer(fn, *args)` runs `fn` on the node's writer thread; `min_read_point(segment_id)` is the
-    lowest read point the writer last reported for the segment (None: none since the node started)."""
+    """`on_writer(fn, *args)` (the node-writer handle, storage/node_writer.py) runs `fn` on the node's
+    writer thread; `min_read_point(segment_id)` is the lowest read point the writer last reported for the
+    segment (None: none since the node started)."""
 
     def __init__(
         self,
         store: SegmentStore,
-        on_writer: Callable[..., Awaitable[Any]],
+        on_writer: OnWriter,
         min_read_point: Callable[[str], int | None],
         interval_s: float = COALESCE_INTERVAL_S,
         history_window_s: float = HISTORY_WINDOW_S,

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import lmdb
 
@@ -26,6 +25,7 @@ from sixfold.storage.lmdb_env import FAILED, FULL, IO_ERROR
 from sixfold.storage.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
+    from sixfold.storage.node_writer import OnWriter
     from sixfold.storage.store import SegmentStore
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class DiskDoctor:
     def __init__(
         self,
         store: SegmentStore,
-        on_writer: Callable[..., Awaitable[Any]],
+        on_writer: OnWriter,
         check_interval_s: float = CHECK_INTERVAL_S,
         probe_interval_s: float = PROBE_INTERVAL_S,
     ) -> None:

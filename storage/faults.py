@@ -203,16 +203,17 @@ class FaultInjector(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
-            return handler
+            return handler  # not a method this server serves
         if handler.request_streaming or handler.response_streaming:
             return self._wrap_streaming(handler)
         if not self.faults.current().active:
             return handler  # no fault now: the call runs untouched
+        assert handler.unary_unary is not None, "a handler that streams neither way is unary-unary"
         return grpc.unary_unary_rpc_method_handler(
             self._unary(handler.unary_unary),
             request_deserializer=handler.request_deserializer,
@@ -239,19 +240,22 @@ class FaultInjector(grpc.aio.ServerInterceptor):
 
     # -- streams -------------------------------------------------------------------
 
-    def _wrap_streaming(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap_streaming(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         kwargs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.request_streaming and handler.response_streaming:
+            assert handler.stream_stream is not None
             return grpc.stream_stream_rpc_method_handler(
                 self._streaming(handler.stream_stream, requests_stream=True), **kwargs
             )
         if handler.response_streaming:
+            assert handler.unary_stream is not None
             return grpc.unary_stream_rpc_method_handler(
                 self._streaming(handler.unary_stream, requests_stream=False), **kwargs
             )
+        assert handler.stream_unary is not None
         return grpc.stream_unary_rpc_method_handler(self._stream_unary(handler.stream_unary), **kwargs)
 
     async def _delayed(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from sixfold.storage import epochs
 from sixfold.storage.errors import ChecksumMismatch, StorageError
 from sixfold.storage.lmdb_env import OK
 from sixfold.storage.records import page_version_crc
 from sixfold.storage.repair import (
     PULL_RECORDS_MAX,
     PeerView,
-    batch_epoch,
     plan_repair,
     rebuild_target,
     records_to_append,
@@ -37,7 +37,8 @@ from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from sixfold.storage.wire import record_from_proto, truncation_from_proto
 
 if TYPE_CHECKING:
-    from sixfold.storage.node import StorageServicer
+    from sixfold.storage.node_writer import NodeWriter
+    from sixfold.storage.store import SegmentStore
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,17 @@ HYDRATE_BATCH_BYTES_MAX = 1024 * 1024  # page images per ReadPageVersions call a
 class Gossip:
     def __init__(
         self,
-        servicer: StorageServicer,
+        store: SegmentStore,
+        writer: NodeWriter,
         channel_factory: Callable[[str], Any],
         interval_s: float = GOSSIP_INTERVAL_S,
         isolated: Callable[[], bool] = lambda: False,
     ) -> None:
-        """`isolated()` true (the node's fault file cuts it off): no round asks any peer."""
-        self.servicer = servicer
+        """`writer`: the node-writer handle (storage/node_writer.py); every change to `store` goes through
+        it. `isolated()` true (the node's fault file cuts it off): no round asks any peer."""
+        self.store = store
+        self.writer = writer
         self.isolated = isolated
-        self.store = servicer.store
         self.channel_factory = channel_factory
         self.interval_s = interval_s
         self._channels: dict[str, Any] = {}
@@ -117,7 +120,7 @@ class Gossip:
         if seg.meta.rebuilding:
             target = rebuild_target(list(peers.values()))
             if target is not None:
-                seg = await self.servicer._on_writer(self.store.set_rebuild_target, segment_id, target)
+                seg = await self.writer(self.store.set_rebuild_target, segment_id, target)
                 log.info(
                     "gossip: %s (rebuilding a lost copy) must catch up to LSN %d, the most %d peers may have "
                     "acknowledged; it is whole once its SCL (now %d) gets there",
@@ -131,8 +134,8 @@ class Gossip:
         )
         for r in plan.ranges_to_apply:
             current = self.store.segment(segment_id)
-            epoch = max(current.meta.volume_epoch, r.epoch)
-            await self.servicer._on_writer(self.store.truncate, segment_id, epoch, r)
+            epoch = epochs.peer_copy_epoch(current.meta.volume_epoch, [r.epoch])
+            await self.writer(self.store.truncate, segment_id, epoch, r)
             log.info(
                 "gossip: %s took truncation range [%d, %d]@%d from a peer", segment_id, r.start_lsn, r.end_lsn, r.epoch
             )
@@ -159,13 +162,13 @@ class Gossip:
         crc_of = {r.lsn: crc for r, crc in pulled}
         batch = AppendBatch(
             segment_id=segment_id,
-            volume_epoch=batch_epoch(current.meta.volume_epoch, records),
+            volume_epoch=epochs.peer_copy_epoch(current.meta.volume_epoch, (r.epoch for r in records)),
             membership_epoch=current.meta.membership_epoch,
             batch_id=0,
             records=[(r, crc_of[r.lsn]) for r in records],
         )
         before = current.tracker.scl
-        result = await self.servicer.committer.submit(batch)
+        result = await self.writer.submit(batch)
         self.records_repaired[segment_id] = self.records_repaired.get(segment_id, 0) + result.stored
         if result.stored:
             log.info(
@@ -188,7 +191,7 @@ class Gossip:
             peer,
             at_lsn,
         )
-        await self.servicer._on_writer(store.begin_hydration, segment_id, at_lsn)
+        await self.writer(store.begin_hydration, segment_id, at_lsn)
         start, tail = 0, 0
         while True:
             try:
@@ -217,12 +220,12 @@ class Gossip:
                     )
                 versions.append((v.page_no, v.page_lsn, v.data))
             next_page = reply.next_page if reply.more else None
-            await self.servicer._on_writer(store.hydrate_pages, segment_id, at_lsn, start, next_page, versions)
+            await self.writer(store.hydrate_pages, segment_id, at_lsn, start, next_page, versions)
             tail = reply.chain_tail_lsn
             if next_page is None:
                 break
             start = next_page
-        scl = await self.servicer._on_writer(store.finish_hydration, segment_id, at_lsn, tail)
+        scl = await self.writer(store.finish_hydration, segment_id, at_lsn, tail)
         meta = store.segment(segment_id).meta
         log.info(
             "gossip: %s hydrated from %s at LSN %d: %d pages, %d bytes in all; SCL %d",

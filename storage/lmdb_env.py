@@ -1,7 +1,7 @@
 """A storage node's LMDB environment: opening it, its one writer and many readers, growing it, and
 what a failing disk becomes.
 
-Rules (this module owns them; `storage/store.py` keeps the segments in it):
+Rules (this module owns them; `storage/store/` keeps the segments in it):
 1. One environment per node, opened in the process that uses it, with the
    named tables of `TABLES`. Every write transaction is synced when it commits
    (`sync=True`, `metasync=True`).
@@ -70,6 +70,8 @@ CORRUPTION_ERRORS: tuple[type[BaseException], ...] = (
     lmdb.BadRslotError,
     lmdb.IncompatibleError,
 )
+# A read transaction has no child: MDB_BAD_TXN there means it met a bad page and went invalid.
+READ_CORRUPTION_ERRORS: tuple[type[BaseException], ...] = (*CORRUPTION_ERRORS, lmdb.BadTxnError)
 _SPACE_WORDS = ("no space left", "disk quota exceeded", "file too large")
 
 # Conditions (`LmdbEnvironment.condition`).
@@ -248,8 +250,7 @@ class LmdbEnvironment:
             try:
                 with self.env.begin(buffers=False) as txn:
                     yield txn
-            except (*CORRUPTION_ERRORS, lmdb.BadTxnError) as error:
-                # A read transaction has no child: MDB_BAD_TXN there means it met a bad page and went invalid.
+            except READ_CORRUPTION_ERRORS as error:
                 raise self._corrupt(error) from None
             except lmdb.PanicError:
                 raise Unavailable(f"the LMDB environment at {self.path} must be reopened; retry") from None

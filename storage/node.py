@@ -2,18 +2,18 @@
 
 Writes (appends, truncations, epoch raises, segment create/drop) all run on one
 writer thread, so LMDB sees one writer; appends from every stream are grouped by
-`GroupCommitter` into one synced transaction per group. Reads run on the event
-loop's thread against LMDB's MVCC snapshots. In the background, `Gossip`
+`GroupCommitter` (storage/writer.py) into one synced transaction per group. Reads run
+on the event loop's thread against LMDB's MVCC snapshots. In the background, `Gossip`
 (storage/gossip.py) pulls what a segment lacks from its peers, and `Scrubber`
 (storage/scrub.py) re-checks every stored copy and quarantines a bad one through
 the writer, so gossip fetches it again, and `Coalescer` (storage/coalesce.py) folds
-records into page versions and garbage-collects below the retention horizon.
+records into page versions and garbage-collects below the retention horizon. Each
+gets the node-writer handle (`WriterHandle`), not this servicer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +21,9 @@ from typing import Any
 
 import grpc
 
+from sixfold.storage import epochs
 from sixfold.storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S, Coalescer
 from sixfold.storage.disk_doctor import DiskDoctor
-from sixfold.storage.epochs import EPOCH_MAX
 from sixfold.storage.errors import InvalidRequest, StorageError
 from sixfold.storage.gossip import GOSSIP_INTERVAL_S, Gossip
 from sixfold.storage.lmdb_env import FAILED, FULL, IO_ERROR, OK
@@ -35,7 +35,6 @@ from sixfold.storage.segment import (
     PAGE_SIZE_MIN,
     PEERS_MAX,
     SEGMENT_ID_BYTES_MAX,
-    AppendBatch,
     SegmentMeta,
     TruncationRange,
 )
@@ -44,11 +43,12 @@ from sixfold.storage.store import BatchResult, SegmentStore
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.wire import batch_from_proto, record_to_proto, state_to_proto, truncation_from_proto
+from sixfold.storage.writer import GROUP_BATCHES_MAX, GROUP_RECORDS_MAX, GroupCommitter, WriterHandle
 
 log = logging.getLogger(__name__)
 
-GROUP_BATCHES_MAX = 512  # batches folded into one synced transaction
-GROUP_RECORDS_MAX = 50_000
+__all__ = ["GROUP_BATCHES_MAX", "GROUP_RECORDS_MAX", "GroupCommitter", "StorageServicer"]
+
 INFLIGHT_BATCHES_MAX = 64  # per stream: batches received but not yet acknowledged
 PINS_MAX = 1_000  # pinned LSNs per segment
 PAGE_VERSIONS_BYTES_MAX = 4 * 1024 * 1024  # page images in one ReadPageVersions reply
@@ -59,76 +59,6 @@ DISK_CONDITIONS = {
     IO_ERROR: pb.DISK_CONDITION_IO_ERROR,
     FAILED: pb.DISK_CONDITION_FAILED,
 }
-
-
-class GroupCommitter:
-    """Folds batches from every stream into one LMDB transaction (one fsync) per group.
-
-    A group leaves as soon as the writer thread is free; batches that arrive while a
-    group is being synced form the next group.
-    """
-
-    def __init__(self, store: SegmentStore, writer: ThreadPoolExecutor) -> None:
-        self._store = store
-        self._writer = writer
-        self._queue: list[tuple[AppendBatch, asyncio.Future[BatchResult]]] = []
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.groups_committed = 0
-        self.batches_committed = 0
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="group-committer")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    def submit(self, batch: AppendBatch) -> asyncio.Future[BatchResult]:
-        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        self._queue.append((batch, future))
-        self._wakeup.set()
-        return future
-
-    def _take_group(self) -> list[tuple[AppendBatch, asyncio.Future[BatchResult]]]:
-        group, records = [], 0
-        while self._queue and len(group) < GROUP_BATCHES_MAX:
-            batch, _future = self._queue[0]
-            if group and records + len(batch.records) > GROUP_RECORDS_MAX:
-                break
-            group.append(self._queue.pop(0))
-            records += len(batch.records)
-        return group
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                group = self._take_group()
-                try:
-                    results = await loop.run_in_executor(
-                        self._writer, self._store.commit_appends, [b for b, _ in group]
-                    )
-                except StorageError as error:  # the disk (full, failed): reported once by the disk, no traceback
-                    results = [error] * len(group)
-                except Exception as exc:  # a bug: nobody in the group is acknowledged
-                    log.exception("group commit of %d batches failed", len(group))
-                    error = StorageError(f"the node could not persist the batch: {exc}")
-                    error.status_code_name = "UNAVAILABLE"
-                    results = [error] * len(group)
-                self.groups_committed += 1
-                self.batches_committed += len(group)
-                for (_, future), result in zip(group, results):
-                    if future.done():
-                        continue
-                    if isinstance(result, StorageError):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
 
 
 def _check_segment_id(segment_id: str) -> None:
@@ -166,13 +96,18 @@ class StorageServicer:
         self.az = az
         self.writer = writer or ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-writer")
         self.committer = GroupCommitter(store, self.writer)
-        self.gossip = Gossip(self, peer_channel, gossip_interval_s, isolated) if peer_channel is not None else None
-        self.scrubber = Scrubber(store, self._on_writer, scrub_interval_s) if scrub else None
+        self.node_writer = WriterHandle(self.writer, self.committer)  # what the background tasks get
+        self.gossip = (
+            Gossip(store, self.node_writer, peer_channel, gossip_interval_s, isolated)
+            if peer_channel is not None
+            else None
+        )
+        self.scrubber = Scrubber(store, self.node_writer, scrub_interval_s) if scrub else None
         self.min_read_points: dict[str, int] = {}  # segment -> the writer's latest report (in memory only)
         self.coalescer = (
             Coalescer(
                 store,
-                self._on_writer,
+                self.node_writer,
                 self.min_read_points.get,
                 coalesce_interval_s,
                 history_window_s,
@@ -181,7 +116,7 @@ class StorageServicer:
             if coalesce_interval_s > 0
             else None
         )
-        self.doctor = DiskDoctor(store, self._on_writer)
+        self.doctor = DiskDoctor(store, self.node_writer)
 
     def _peer_floor(self, segment_id: str) -> int | None:
         return self.gossip.peer_floor.get(segment_id) if self.gossip is not None else None
@@ -208,7 +143,7 @@ class StorageServicer:
         self.writer.shutdown(wait=True)
 
     async def _on_writer(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.writer, fn, *args)
+        return await self.node_writer(fn, *args)
 
     def _state(self, segment_id: str) -> pb.SegmentState:
         seg = self.store.segment(segment_id)
@@ -224,7 +159,7 @@ class StorageServicer:
             metadata_repaired=scrubbed.metadata_repaired if scrubbed else 0,
         )
 
-    def heartbeat_report(self) -> tuple[list[cp_pb.HeldSegment], int, str]:
+    def heartbeat_report(self) -> tuple[list[cp_pb.HeldSegment], pb.DiskCondition, str]:
         """What a heartbeat tells the control plane: every segment held, and the disk's condition."""
         held = [
             cp_pb.HeldSegment(
@@ -302,16 +237,14 @@ class StorageServicer:
     async def ReadPage(self, request: pb.ReadPageRequest, context: Any) -> pb.ReadPageResponse:
         _check_segment_id(request.segment_id)
         seg = self.store.segment(request.segment_id)
-        if request.volume_epoch:
-            seg.check_epochs(request.volume_epoch, seg.meta.membership_epoch)
+        seg.check_read_epoch(request.volume_epoch)
         page = self.store.read_page(request.segment_id, request.page_no, request.read_point)
         return pb.ReadPageResponse(data=page.data, page_lsn=page.page_lsn, scl=page.scl)
 
     async def ReadRecords(self, request: pb.ReadRecordsRequest, context: Any) -> pb.ReadRecordsResponse:
         _check_segment_id(request.segment_id)
         seg = self.store.segment(request.segment_id)
-        if request.volume_epoch:
-            seg.check_epochs(request.volume_epoch, seg.meta.membership_epoch)
+        seg.check_read_epoch(request.volume_epoch)
         if request.to_lsn and request.to_lsn < request.from_lsn:
             raise InvalidRequest(f"to_lsn {request.to_lsn} is below from_lsn {request.from_lsn}")
         records, more, scl = self.store.read_records_with_scl(
@@ -342,8 +275,7 @@ class StorageServicer:
     async def ReadPageVersions(self, request: pb.ReadPageVersionsRequest, context: Any) -> pb.ReadPageVersionsResponse:
         _check_segment_id(request.segment_id)
         seg = self.store.segment(request.segment_id)
-        if request.volume_epoch:
-            seg.check_epochs(request.volume_epoch, seg.meta.membership_epoch)
+        seg.check_read_epoch(request.volume_epoch)
         max_bytes = min(request.max_bytes or PAGE_VERSIONS_BYTES_MAX, PAGE_VERSIONS_BYTES_MAX)
         versions, next_page, tail = self.store.read_page_versions(
             request.segment_id, request.at_lsn, request.start_page, max_bytes, PAGE_VERSIONS_PAGES_MAX
@@ -395,8 +327,7 @@ class StorageServicer:
             raise InvalidRequest("a segment must hold at least one page")
         if request.first_page + request.page_count > PAGE_NO_LIMIT:
             raise InvalidRequest(f"pages {request.first_page}+{request.page_count} run past page {PAGE_NO_LIMIT}")
-        if request.membership_epoch > EPOCH_MAX:
-            raise InvalidRequest(f"membership epoch {request.membership_epoch} is above the highest epoch {EPOCH_MAX}")
+        membership_epoch = epochs.initial_membership_epoch(request.membership_epoch)
         meta = SegmentMeta(
             segment_id=request.segment_id,
             volume_id=request.volume_id,
@@ -404,7 +335,7 @@ class StorageServicer:
             first_page=request.first_page,
             page_count=request.page_count,
             page_size=request.page_size,
-            membership_epoch=max(request.membership_epoch, 1),
+            membership_epoch=membership_epoch,
             seg_no=0,
             peers=self._peers_of(request.peers),
         )
@@ -423,8 +354,7 @@ class StorageServicer:
 
     async def UpdateMembership(self, request: pb.UpdateMembershipRequest, context: Any) -> pb.UpdateMembershipResponse:
         _check_segment_id(request.segment_id)
-        if request.membership_epoch == 0:
-            raise InvalidRequest("membership epoch 0 is not an epoch; epochs start at 1")
+        epochs.check_epoch_value("membership epoch", request.membership_epoch)
         before = self.store.segment(request.segment_id).meta.membership_epoch
         peers = self._peers_of(request.peers)
         epoch = await self._on_writer(self.store.update_membership, request.segment_id, request.membership_epoch, peers)

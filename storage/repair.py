@@ -10,7 +10,8 @@ Pure. Rules (this module owns them):
    through the ordinary append path (CRC, shape and chain checks, idempotent
    for records already held) as one batch.
 4. The batch carries the highest epoch among this segment's and the records'
-   own: a record of epoch E exists only because writer E opened the volume.
+   own (`epochs.peer_copy_epoch`, storage/epochs.py rule 6): a record of epoch
+   E exists only because writer E opened the volume.
 5. Hydration (storage/retention.py): when the chosen peer has garbage-collected
    records this segment lacks (this segment's SCL is below the peer's chain
    anchor), or this segment lost a copy below its own GC floor (its SCL is
@@ -89,7 +90,3 @@ def rebuild_target(peers: list[PeerView]) -> int | None:
 def records_to_append(records: list[LogRecord], ranges: list[TruncationRange]) -> list[LogRecord]:
     """The pulled records a known truncation range does not void (resends of held ones are harmless)."""
     return [r for r in records if not voided(ranges, r.lsn, r.epoch)]
-
-
-def batch_epoch(segment_epoch: int, records: list[LogRecord]) -> int:
-    return max([segment_epoch, *(r.epoch for r in records)])

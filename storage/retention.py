@@ -1,6 +1,6 @@
 """Retention: the horizon, what coalescing folds and what garbage collection keeps.
 
-Pure: the store (storage/store.py) looks things up and carries out these plans;
+Pure: the store (storage/store/coalescing.py, hydration.py) looks things up and carries out these plans;
 the background task (storage/coalesce.py) decides when. Rules (this module owns them):
 
 1. Coalescing folds a page's records into a page version at the newest record

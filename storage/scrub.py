@@ -26,7 +26,7 @@ Rules (this module owns them):
    A pass starts `interval_s` after the previous one ended (the first one
    `interval_s` after start, not in the restart's catch-up rush).
 3. What a bad copy becomes. It is quarantined on the writer thread
-   (`SegmentStore.quarantine_record` / `quarantine_version`), which checks it
+   (`quarantine_record` / `quarantine_version`, storage/store/quarantine.py), which checks it
    again inside the write transaction (a resend may have repaired it since the
    read) and deletes it in one transaction. A record: its row and its
    page-index row go, and the SCL tracker is rebuilt so the chain breaks at the
@@ -60,17 +60,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from sixfold.storage.errors import ChecksumMismatch, StorageError, UnknownSegment
 from sixfold.storage.records import decode_page_version, decode_record
 from sixfold.storage.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from sixfold.storage.segment import SegmentMeta
-    from sixfold.storage.store import SegmentStore
+    from sixfold.storage.lmdb_env import LmdbEnvironment
+    from sixfold.storage.node_writer import OnWriter
+    from sixfold.storage.segment import Segment, SegmentMeta
 
 log = logging.getLogger(__name__)
 
@@ -189,14 +190,39 @@ class ScrubCursor:
 # -- the adapter ----------------------------------------------------------------------
 
 
+class ScrubbedStore(Protocol):
+    """What the scrubber reads and changes of the store (storage/store/scrubbing.py and quarantine.py
+    carry it out): the store imports this module's checks, so this module names no store class."""
+
+    @property
+    def segments(self) -> Mapping[str, Segment]: ...
+
+    @property
+    def disk(self) -> LmdbEnvironment: ...
+
+    def scrub_records(self, segment_id: str, start_key: bytes | None, rows_max: int, bytes_max: int) -> ScrubChunk: ...
+
+    def scrub_versions(self, segment_id: str, start_key: bytes | None, rows_max: int, bytes_max: int) -> ScrubChunk: ...
+
+    def scrub_metadata(self, segment_id: str) -> str | None: ...
+
+    def repair_metadata(self, segment_id: str) -> bool: ...
+
+    def break_chain_at_gap(self, segment_id: str, missing_lsn: int) -> Quarantined | None: ...
+
+    def quarantine_record(self, segment_id: str, lsn: int) -> Quarantined | None: ...
+
+    def quarantine_version(self, segment_id: str, page_no: int, lsn: int) -> bool: ...
+
+
 class Scrubber:
-    """Runs passes over every segment of a store; quarantines through `on_writer(fn, *args)`,
-    which runs `fn` on the node's single writer thread (StorageServicer._on_writer)."""
+    """Runs passes over every segment of a store; quarantines through `on_writer(fn, *args)`, the
+    node-writer handle (storage/node_writer.py), which runs `fn` on the node's single writer thread."""
 
     def __init__(
         self,
-        store: SegmentStore,
-        on_writer: Callable[..., Awaitable[Any]],
+        store: ScrubbedStore,
+        on_writer: OnWriter,
         interval_s: float = SCRUB_INTERVAL_S,
         tick_pause_s: float = SCRUB_TICK_PAUSE_S,
         rows_per_tick_max: int = SCRUB_RECORDS_PER_TICK_MAX,
@@ -284,7 +310,7 @@ class Scrubber:
     async def _quarantine(self, segment_id: str, bad: BadCopy) -> None:
         counts = self.counts.setdefault(segment_id, ScrubCounts())
         if bad.kind == CHAIN:
-            gap: Quarantined | None = await self.on_writer(self.store.break_chain_at_gap, segment_id, bad.lsn)
+            gap = await self.on_writer(self.store.break_chain_at_gap, segment_id, bad.lsn)
             if gap is not None:
                 counts.chain_gaps += 1
                 log.warning(
@@ -300,7 +326,7 @@ class Scrubber:
                     bad.problem,
                 )
             return
-        done: Quarantined | None = await self.on_writer(self.store.quarantine_record, segment_id, bad.lsn)
+        done = await self.on_writer(self.store.quarantine_record, segment_id, bad.lsn)
         if done is None:
             log.info(
                 "scrub: record LSN %d of %s was repaired or removed before it could be quarantined", bad.lsn, segment_id

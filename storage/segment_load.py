@@ -1,5 +1,5 @@
 """What a storage node trusts of its LMDB environment when it starts, and what it salvages from a
-failed one. The store (storage/store.py) carries out what `load` finds.
+failed one. The store (storage/store/lifecycle.py) carries out what `load` finds.
 
 Rules (this module owns them):
 1. Metadata. Each segment's metadata is stored twice, in tables `segments`

@@ -51,10 +51,17 @@ class ErrorDetail:
         return int(value) if value.isdigit() else default
 
 
+def _trailing_pairs(error: grpc.RpcError) -> tuple[tuple[str, str | bytes], ...]:
+    """A failed call's trailing metadata as (key, value) pairs. A synchronous call's items are
+    namedtuples and an asyncio call's a `grpc.aio.Metadata` of tuples: both unpack as pairs, which the
+    type stubs (they describe only the first, as objects with attributes) do not say."""
+    trailing: Any = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    return tuple((key, value) for key, value in trailing or ())
+
+
 def detail_of(error: grpc.RpcError) -> ErrorDetail:
     """The ErrorInfo a failed call carried (domain `ERROR_DOMAIN`), or an empty one."""
-    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-    for key, value in trailing or ():
+    for key, value in _trailing_pairs(error):
         if key != DETAILS_KEY or not isinstance(value, bytes):
             continue
         try:

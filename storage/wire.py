@@ -11,6 +11,8 @@ from sixfold.storage.segment import AppendBatch, Segment, TruncationRange
 from sixfold.storage.v1 import storage_service_pb2 as pb
 
 _KINDS = {int(k): k for k in PayloadKind}
+_PROTO_KINDS = {PayloadKind.PATCH: pb.PAYLOAD_KIND_PATCH, PayloadKind.IMAGE: pb.PAYLOAD_KIND_IMAGE}
+assert set(_PROTO_KINDS) == set(PayloadKind), "every payload kind has its wire value"
 
 
 def record_from_proto(msg: pb.LogRecord) -> tuple[LogRecord, int]:
@@ -37,7 +39,7 @@ def record_to_proto(record: LogRecord) -> pb.LogRecord:
     return pb.LogRecord(
         lsn=record.lsn,
         page_no=record.page_no,
-        kind=int(record.kind),
+        kind=_PROTO_KINDS[record.kind],
         offset=record.offset,
         data=record.data,
         prev_volume_lsn=record.prev_volume_lsn,

@@ -11,15 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixfold.compute.recovery import NewerRecovery, PgRecovered, SegmentReport, next_epoch, plan_recovery
-from sixfold.storage import epochs
 from sixfold.storage.copies import CopyWatch, HeldCopy, NodeReport
-from sixfold.storage.epochs import EPOCH_MAX, EPOCH_STEP_MAX
-from sixfold.storage.errors import ChecksumMismatch, InvalidRequest, StaleEpoch, VolumeFull
+from sixfold.storage.epochs import EPOCH_MAX
+from sixfold.storage.errors import ChecksumMismatch, InvalidRequest, VolumeFull
 from sixfold.storage.records import LSN_MAX, LSN_STEP_MAX, make_record, validate_shape
 from sixfold.storage.repair import REBUILD_PEERS_MIN, PeerView, rebuild_target
 from sixfold.storage.segment import SegmentMeta
 from sixfold.storage.segment_load import merge_copies
 from sixfold.storage.truncation import TRUNCATION_SPAN_MAX, TruncationRange
+
+pytestmark = pytest.mark.unit
 
 
 def meta(**changes: object) -> SegmentMeta:
@@ -27,44 +28,6 @@ def meta(**changes: object) -> SegmentMeta:
     for k, v in changes.items():
         setattr(m, k, v)
     return m
-
-
-# -- epochs --------------------------------------------------------------------------------------------
-
-
-@given(st.integers(0, 2**64 - 1), st.integers(0, 100))
-def test_an_epoch_is_taken_only_when_newer_in_bounds_and_within_a_step(epoch: int, current: int) -> None:
-    ok = 1 <= epoch <= EPOCH_MAX and epoch <= current + EPOCH_STEP_MAX and epoch > current
-    try:
-        taken = epochs.plan_raise(epoch, "w", current, "other", "s")
-    except InvalidRequest:
-        assert not (1 <= epoch <= EPOCH_MAX and epoch <= current + EPOCH_STEP_MAX)
-        return
-    except StaleEpoch as refused:
-        assert epoch <= current and refused.metadata["volume_epoch"] == str(current)
-        return
-    assert taken and ok
-
-
-def test_the_same_writer_raising_the_same_epoch_again_is_a_no_op_another_writer_is_refused() -> None:
-    assert epochs.plan_raise(7, "w1", 6, "", "s") is True
-    assert epochs.plan_raise(7, "w1", 7, "w1", "s") is False
-    with pytest.raises(StaleEpoch, match="another writer"):
-        epochs.plan_raise(7, "w2", 7, "w1", "s")
-    with pytest.raises(StaleEpoch):
-        epochs.plan_raise(7, "", 7, "", "s")  # no writer id: never "the same writer"
-
-
-def test_a_request_older_than_the_segments_epoch_is_refused_with_the_epoch_held() -> None:
-    with pytest.raises(StaleEpoch) as stale:
-        epochs.check_request(3, 1, 5, 1, "s")
-    assert stale.value.reason == "STALE_VOLUME_EPOCH" and stale.value.metadata["volume_epoch"] == "5"
-    with pytest.raises(StaleEpoch) as stale:
-        epochs.check_request(5, 1, 5, 2, "s")
-    assert stale.value.reason == "STALE_MEMBERSHIP_EPOCH" and stale.value.metadata["membership_epoch"] == "2"
-    with pytest.raises(InvalidRequest, match="highest epoch"):
-        epochs.check_request(2**64 - 1, 1, 5, 1, "s")
-    epochs.check_request(6, 2, 5, 2, "s")  # newer: accepted (adopted with the request)
 
 
 # -- LSN bounds and checked arithmetic -------------------------------------------------------------------

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parent.parent
 PURE_MODULES = [
     "storage/records.py",
     "storage/scl.py",
     "storage/segment.py",
+    "storage/segment_meta.py",
     "storage/chain.py",
     "storage/repair.py",
     "storage/retention.py",
@@ -24,9 +27,11 @@ PURE_MODULES = [
     "storage/truncation.py",
     "storage/copies.py",
     "storage/keys.py",
+    "storage/node_writer.py",
     "compute/quorum.py",
     "compute/volume_log.py",
     "compute/recovery.py",
+    "compute/recovery_steps.py",
     "compute/cache.py",
     "compute/routing.py",
     "compute/read_points.py",
@@ -35,6 +40,13 @@ PURE_MODULES = [
 # compute/ is pure except these adapters (the writer process's I/O); a new module is pure unless listed here.
 COMPUTE_ADAPTERS = {
     "compute/volume.py",
+    "compute/volume_base.py",
+    "compute/opening.py",
+    "compute/fencing.py",
+    "compute/following.py",
+    "compute/reads.py",
+    "compute/writes.py",
+    "compute/placement.py",
     "compute/segment_stream.py",
     "compute/service.py",
     "compute/client.py",

@@ -20,6 +20,8 @@ from sixfold.storage.records import (
     validate_shape,
 )
 
+pytestmark = pytest.mark.unit
+
 crc32c_oracle = crcmod.predefined.mkCrcFun("crc-32c")
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)

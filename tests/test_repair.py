@@ -1,22 +1,40 @@
-"""Gossip repair planning (storage/repair.py) and gossip between real storage node processes."""
+"""Gossip repair planning (storage/repair.py) and gossip between real storage node processes.
+
+Tiers are marked per test: the planning tests and the in-process gossip test are `unit`, the ones that
+start a cluster are `integration`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sixfold.storage.chain import ChainBuilder
+from sixfold.storage.epochs import peer_copy_epoch
 from sixfold.storage.records import LogRecord, PayloadKind
-from sixfold.storage.repair import PeerView, batch_epoch, plan_repair, records_to_append
+from sixfold.storage.repair import PeerView, plan_repair, records_to_append
 from sixfold.storage.segment import TruncationRange
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.tools.cluster import Cluster
+from tests.polling import POLL_S, wait_until
 from tests.test_storage_integration import all_records, append_once, create_volume, stub
 
 
+async def wait_until_async(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
+    """`tests/polling.py`'s `wait_until` for a test that runs on an event loop: it yields to the loop
+    between looks, so the background task it waits for can run."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout_s:g} s waiting until {what}")
+        await asyncio.sleep(POLL_S)
+
+
+@pytest.mark.unit
 def test_ranges_travel_before_records_and_the_most_complete_peer_is_chosen() -> None:
     r1, r2 = TruncationRange(10, 20, 2), TruncationRange(30, 40, 3)
     plan = plan_repair(5, [r1], [PeerView("b1", 50, (r1, r2)), PeerView("c1", 70, (r2,)), PeerView("a2", 3, ())])
@@ -24,17 +42,19 @@ def test_ranges_travel_before_records_and_the_most_complete_peer_is_chosen() -> 
     assert (plan.pull_from, plan.from_lsn, plan.to_lsn) == ("c1", 5, 70)
 
 
+@pytest.mark.unit
 def test_nothing_to_pull_when_no_peer_is_ahead() -> None:
     plan = plan_repair(9, [], [PeerView("b1", 9, ()), PeerView("c1", 2, ())])
     assert plan.pull_from is None and plan.ranges_to_apply == ()
 
 
+@pytest.mark.unit
 def test_truncated_records_are_never_pulled_back() -> None:
     old = LogRecord(12, 1, PayloadKind.PATCH, 0, b"old", 11, 11, 0, 1)
     new = LogRecord(41, 1, PayloadKind.PATCH, 0, b"new", 11, 11, 0, 2)
     kept = records_to_append([old, new], [TruncationRange(12, 40, 2)])
     assert kept == [new]
-    assert batch_epoch(1, kept) == 2
+    assert peer_copy_epoch(1, (r.epoch for r in kept)) == 2
 
 
 @pytest.mark.integration
@@ -55,14 +75,13 @@ def test_a_node_that_was_down_catches_up_through_gossip_alone(cluster: Cluster) 
     )
     cluster.start(absent.node_id)
     address = cluster.node_address(absent.node_id)
-    deadline = time.monotonic() + 60
-    state = None
-    while time.monotonic() < deadline:
+
+    def caught_up() -> pb.SegmentState | None:
         state = stub(address).GetSegmentState(pb.GetSegmentStateRequest(segment_id=absent.segment_id)).state
-        if state.scl == chain.last_lsn:
-            break
-        time.sleep(0.2)
-    assert state is not None and state.scl == chain.last_lsn, f"SCL {state.scl if state else None} != {chain.last_lsn}"
+        return state if state.scl == chain.last_lsn else None
+
+    state = wait_until(caught_up, 60, f"{absent.node_id} caught up to SCL {chain.last_lsn} through gossip")
+    assert state is not None
     print(f"{absent.node_id} caught up to SCL {state.scl} ({state.records_repaired} records pulled by gossip)")
     assert state.records_repaired == 3000
     assert all_records(address, absent.segment_id) == all_records(pg.segments[1].address, absent.segment_id)
@@ -94,15 +113,16 @@ def test_a_record_truncated_by_recovery_is_never_resurrected_by_gossip(cluster: 
         assert reply.state.scl == 10
     cluster.start(absent.node_id)
     address = cluster.node_address(absent.node_id)
-    deadline = time.monotonic() + 30
-    state = None
-    while time.monotonic() < deadline:
+
+    def truncated() -> pb.SegmentState | None:
         state = stub(address).GetSegmentState(pb.GetSegmentStateRequest(segment_id=segment_id)).state
-        if any(r.start_lsn == 11 and r.epoch == 2 for r in state.truncation_ranges):
-            break
-        time.sleep(0.2)
+        return state if any(r.start_lsn == 11 and r.epoch == 2 for r in state.truncation_ranges) else None
+
+    state = wait_until(truncated, 30, f"{absent.node_id} took the truncation range [11, 1010]@2 from a peer")
     assert state is not None and state.scl == 10 and state.highest_lsn == 10, state
-    time.sleep(3.0)  # several more gossip rounds: nothing may come back
+    # Part of the scenario, not a wait for a condition: nothing may come back over several more gossip
+    # rounds (1 s apart), and nothing outside the nodes shows a round went by, so give them the time.
+    time.sleep(3.0)
     for s in [absent, *others]:
         where = address if s is absent else s.address
         lsns = [r.lsn for r in all_records(where, segment_id)]
@@ -115,6 +135,7 @@ def test_a_record_truncated_by_recovery_is_never_resurrected_by_gossip(cluster: 
     )
 
 
+@pytest.mark.unit
 def test_an_isolated_node_asks_no_peer(tmp_path: Path) -> None:
     """The fault file's `unreachable` cuts both ways: while it holds, gossip rounds do not run at all."""
     from sixfold.storage.node import StorageServicer
@@ -135,12 +156,13 @@ def test_an_isolated_node_asks_no_peer(tmp_path: Path) -> None:
         )
         assert servicer.gossip is not None
         servicer.gossip.start()
+        gossip = servicer.gossip
         try:
+            # Part of the scenario: 20 intervals go by isolated, and not one round may run.
             await asyncio.sleep(0.2)
-            assert servicer.gossip.rounds == 0
+            assert gossip.rounds == 0
             isolated[0] = False
-            await asyncio.sleep(0.2)
-            assert servicer.gossip.rounds > 0
+            await wait_until_async(lambda: gossip.rounds > 0, 10, "a gossip round ran once the node was reachable")
         finally:
             await servicer.gossip.stop()
             servicer.writer.shutdown(wait=True)

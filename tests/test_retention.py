@@ -1,5 +1,7 @@
 """Coalescing, the retention horizon, GC and hydration: the pure plans against brute-force oracles,
-then the LMDB store carrying them out."""
+then the LMDB store carrying them out.
+
+Tiers are marked per test: in-process ones `unit`, the one that starts a cluster `integration`."""
 
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ from tests.test_store import SEG, batch, commit_ok, meta, oracle_page
 # -- pure: GC keeps what every read point at or above the horizon needs ---------------------
 
 
-def materialize_oracle(versions: set[int], records: set[int], read_point: int) -> tuple[int, ...] | None:
-    """A page as the tuple of record LSNs applied to it at `read_point`; a version at V stands for all
-    records <= V (of every record that ever existed, `universe`). None: cannot be materialized."""
+def materialize_oracle(versions: set[int], records: set[int], read_point: int) -> tuple[int, tuple[int, ...]]:
+    """A page at `read_point` as (the version it starts from, the record LSNs applied to it); a version
+    at V stands for all records <= V (of every record that ever existed, `universe`)."""
     base = max((v for v in versions if v <= read_point), default=0)
     return base, tuple(sorted(r for r in records if base < r <= read_point))
 
@@ -34,6 +36,7 @@ def content(versions: set[int], records: set[int], read_point: int, universe: se
     return tuple(sorted(r for r in universe if r <= read_point))
 
 
+@pytest.mark.unit
 @settings(max_examples=400, deadline=None)
 @given(st.sets(st.integers(1, 60), max_size=25), st.data())
 def test_gc_keeps_every_read_point_at_or_above_the_horizon_exact(universe: set[int], data: st.DataObject) -> None:
@@ -53,6 +56,7 @@ def test_gc_keeps_every_read_point_at_or_above_the_horizon_exact(universe: set[i
         assert not [r for r in kept_records if r <= plan.base_lsn]
 
 
+@pytest.mark.unit
 @given(st.lists(st.integers(1, 100), unique=True, max_size=20), st.integers(0, 110), st.integers(1, 10))
 def test_coalesce_target_is_the_newest_foldable_record_once_the_chain_is_long(
     lsns: list[int], limit: int, chain_min: int
@@ -65,6 +69,7 @@ def test_coalesce_target_is_the_newest_foldable_record_once_the_chain_is_long(
         assert target is None
 
 
+@pytest.mark.unit
 @given(
     st.integers(0, 100),
     st.integers(0, 100),
@@ -89,6 +94,7 @@ def test_the_horizon_is_the_lowest_bound_and_never_goes_down(
         assert h == current
 
 
+@pytest.mark.unit
 def test_the_history_window_knows_nothing_older_than_its_first_sample() -> None:
     w = HistoryWindow(10.0)
     w.sample(100.0, 5)
@@ -139,6 +145,7 @@ def gc_all(store: SegmentStore, horizon: int) -> None:
         page = store.collect_garbage(SEG, page, 2)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("seed", range(3))
 def test_coalescing_then_gc_keeps_every_read_at_or_above_the_horizon(store: SegmentStore, seed: int) -> None:
     print(f"seed {seed}")
@@ -167,6 +174,7 @@ def test_coalescing_then_gc_keeps_every_read_at_or_above_the_horizon(store: Segm
     assert store.tail_at_or_below(SEG, 250) == 250 and store.tail_at_or_below(SEG, 260) == 260
 
 
+@pytest.mark.unit
 def test_the_horizon_never_passes_scl_vdl_hint_or_a_pin(store: SegmentStore) -> None:
     fill(store, 7, count=200)
     store.pin_lsns(SEG, [120, 180])
@@ -178,6 +186,7 @@ def test_the_horizon_never_passes_scl_vdl_hint_or_a_pin(store: SegmentStore) -> 
     assert store.raise_horizon(SEG, 50) == 200  # never goes down
 
 
+@pytest.mark.unit
 def test_restart_after_gc_keeps_scl_tail_and_the_chain(tmp_path) -> None:
     path = str(tmp_path / "lmdb")
     store = SegmentStore(path, map_size_bytes=1 << 25)
@@ -207,6 +216,7 @@ def test_restart_after_gc_keeps_scl_tail_and_the_chain(tmp_path) -> None:
     store.close()
 
 
+@pytest.mark.unit
 def test_hydration_from_page_versions_rebuilds_a_segment_exactly(tmp_path) -> None:
     source = SegmentStore(str(tmp_path / "a"), map_size_bytes=1 << 25)
     source.create_segment(meta())
@@ -294,7 +304,7 @@ def test_a_node_back_after_its_peers_collected_garbage_hydrates_from_page_versio
     with pytest.raises(grpc.RpcError) as refused:
         stub(peers[0].address).ReadRecords(pb.ReadRecordsRequest(segment_id=absent.segment_id, from_lsn=0))
     assert refused.value.code() == grpc.StatusCode.OUT_OF_RANGE
-    assert "garbage-collected; hydrate from page versions" in refused.value.details()
+    assert "garbage-collected; hydrate from page versions" in (refused.value.details() or "")
 
     cluster.start(absent.node_id)
     address = cluster.node_address(absent.node_id)
@@ -330,6 +340,7 @@ def test_a_node_back_after_its_peers_collected_garbage_hydrates_from_page_versio
         assert reply.data == oracle_page(records + more, page_no, chain.last_lsn)
 
 
+@pytest.mark.unit
 def test_after_its_first_full_pass_coalescing_looks_only_at_pages_that_received_records(store: SegmentStore) -> None:
     import asyncio
 
@@ -377,6 +388,7 @@ def test_after_its_first_full_pass_coalescing_looks_only_at_pages_that_received_
     assert store.segment(SEG).meta.versions_coalesced == 3
 
 
+@pytest.mark.unit
 def test_a_fold_that_fails_leaves_its_page_counted_and_it_is_folded_next_round(store: SegmentStore) -> None:
     """Counts go down only by what a committed fold took: a failed fold (here the writer thread raising
     once) must not make coalescing forget the page until eight more records arrive."""
@@ -409,6 +421,7 @@ def test_a_fold_that_fails_leaves_its_page_counted_and_it_is_folded_next_round(s
     assert store.read_page(SEG, 1, chain.last_lsn).data[:5] == b"x0009"
 
 
+@pytest.mark.unit
 def test_a_quarantined_version_sends_its_page_back_to_coalescing(store: SegmentStore) -> None:
     from sixfold.storage.store import LOOK_AGAIN
 
@@ -427,3 +440,16 @@ def test_a_quarantined_version_sends_its_page_back_to_coalescing(store: SegmentS
         txn.put(page_key(seg_no, 2, lsn), bytes(raw))
     assert store.quarantine_version(SEG, 2, lsn)
     assert store.dirty_pages(SEG).get(2, 0) >= LOOK_AGAIN
+
+
+@pytest.mark.unit
+def test_a_fold_asked_for_while_the_segment_is_below_its_gc_floor_writes_nothing(store: SegmentStore) -> None:
+    """SCL may drop below the GC floor (a lost copy, a hydration begun) between the coalescer's look and
+    its fold: the fold then writes nothing and says so (it used to fail on its own result)."""
+    chain = ChainBuilder()
+    b = batch([chain.patch(1, b"z%04d" % i) for i in range(9)], batch_id=1)
+    b.vdl_hint = chain.last_lsn
+    commit_ok(store, b)
+    store.begin_hydration(SEG, chain.last_lsn + 1)  # SCL 9 is now below the horizon 10
+    assert store.coalesce_pages(SEG, [1], chain.last_lsn, 2) == 0
+    assert store.segment(SEG).meta.versions_coalesced == 0

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixfold.storage.scl import SclTracker, scl_oracle
+
+pytestmark = pytest.mark.unit
 
 
 @st.composite

@@ -1,5 +1,7 @@
 """Scrubbing (storage/scrub.py): stored copies are re-checked on a schedule; a bad one is quarantined,
-the chain breaks at the hole, and gossip fetches the record again from a peer."""
+the chain breaks at the hole, and gossip fetches the record again from a peer.
+
+Tiers are marked per test: in-process ones `unit`, the one that starts a cluster `integration`."""
 
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ def written(tmp_path: Path, records: list[LogRecord]) -> str:
     return path
 
 
+@pytest.mark.unit
 def test_a_rotten_record_below_scl_is_quarantined_and_the_chain_breaks_there(tmp_path: Path) -> None:
     chain = ChainBuilder()
     records = [
@@ -96,6 +99,7 @@ def test_a_rotten_record_below_scl_is_quarantined_and_the_chain_breaks_there(tmp
         store.close()
 
 
+@pytest.mark.unit
 def test_a_rotten_record_above_scl_goes_without_moving_scl(tmp_path: Path) -> None:
     chain = ChainBuilder()
     low = [chain.patch(1, b"one"), chain.patch(1, b"two")]
@@ -115,6 +119,7 @@ def test_a_rotten_record_above_scl_goes_without_moving_scl(tmp_path: Path) -> No
         store.close()
 
 
+@pytest.mark.unit
 def test_a_rotten_page_version_is_quarantined_and_reads_fall_back_to_the_records(tmp_path: Path) -> None:
     chain = ChainBuilder()
     records = [chain.patch(3, b"x"), chain.patch(3, b"y", 10)]
@@ -135,6 +140,7 @@ def test_a_rotten_page_version_is_quarantined_and_reads_fall_back_to_the_records
         store.close()
 
 
+@pytest.mark.unit
 def test_a_big_segment_is_scrubbed_over_many_ticks_resuming_where_it_stopped(tmp_path: Path) -> None:
     chain = ChainBuilder()
     records = [chain.patch(i % 7, b"r%04d" % i) for i in range(1, 40)]
@@ -160,6 +166,7 @@ def test_a_big_segment_is_scrubbed_over_many_ticks_resuming_where_it_stopped(tmp
         store.close()
 
 
+@pytest.mark.unit
 def test_a_copy_repaired_before_the_writer_gets_to_it_is_kept(tmp_path: Path) -> None:
     chain = ChainBuilder()
     records = [chain.patch(1, b"a"), chain.patch(1, b"b")]
@@ -174,6 +181,7 @@ def test_a_copy_repaired_before_the_writer_gets_to_it_is_kept(tmp_path: Path) ->
         store.close()
 
 
+@pytest.mark.unit
 def test_a_record_missing_from_the_page_index_is_quarantined(tmp_path: Path) -> None:
     """Reads find a page's records through the index: a record it lacks would be skipped, so it goes."""
     chain = ChainBuilder()
@@ -193,6 +201,7 @@ def test_a_record_missing_from_the_page_index_is_quarantined(tmp_path: Path) -> 
         store.close()
 
 
+@pytest.mark.unit
 def test_the_checks_name_what_is_wrong() -> None:
     m = meta()
     good = ChainBuilder().patch(1, b"ok")
@@ -275,6 +284,7 @@ def test_scrubbing_finds_a_rotten_record_and_gossip_repairs_it(cluster: Cluster)
     assert f"{info.label} scl={chain.last_lsn} repaired={info.records_repaired}" in _details(status)
 
 
+@pytest.mark.unit
 def test_a_rotten_only_copy_below_the_gc_floor_makes_the_segment_refuse_until_hydrated(tmp_path: Path) -> None:
     """With GC the page version a page keeps as its base (and the records at or below the floor) may be
     the only copies: losing one lowers SCL below the floor, so reads are refused instead of served wrong,

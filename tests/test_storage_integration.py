@@ -185,7 +185,7 @@ def expect_status(call, code: grpc.StatusCode, *phrases: str) -> str:
     with pytest.raises(grpc.RpcError) as info:
         call()
     assert info.value.code() == code, (info.value.code(), info.value.details())
-    details = info.value.details()
+    details = info.value.details() or ""
     for phrase in phrases:
         assert phrase in details, details
     assert "Traceback" not in details

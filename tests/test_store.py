@@ -19,12 +19,15 @@ from sixfold.storage.errors import (
     PageOutOfRange,
     ReadPointOutOfRange,
     StaleEpoch,
+    StorageError,
     Truncated,
     UnknownSegment,
 )
 from sixfold.storage.records import LogRecord, PayloadKind, apply_record
 from sixfold.storage.segment import BATCH_RECORDS_MAX, AppendBatch, SegmentMeta, TruncationRange
-from sixfold.storage.store import SegmentStore, record_key
+from sixfold.storage.store import BatchResult, SegmentStore, record_key
+
+pytestmark = pytest.mark.unit
 
 SEG = "vol/pg-00000"
 PAGE = 4096
@@ -137,7 +140,7 @@ def test_refused_batch_changes_nothing_and_others_in_the_group_commit(store: Seg
     good1 = [chain.patch(1, b"one")]
     bad = [chain.patch(2, b"two"), chain.patch(999, b"out")]  # second record outside the segment
     results = store.commit_appends([batch(good1, batch_id=1), batch(bad, batch_id=2)])
-    assert results[0].scl == 1
+    assert isinstance(results[0], BatchResult) and results[0].scl == 1
     assert isinstance(results[1], PageOutOfRange) and "page 999" in results[1].message
     assert store.segment(SEG).tracker.scl == 1 and store.segment(SEG).meta.highest_lsn == 1
     assert store.read_records(SEG, 0, 0, 100, 0)[0] == good1
@@ -153,7 +156,7 @@ def test_bad_batches_are_refused_with_a_sentence(store: SegmentStore, case: str)
     before = store.read_records(SEG, 0, 0, 100, 0)[0]
     rec = chain.patch(1, b"b")
     b = batch([rec], epoch=2)
-    expected: type = InvalidRequest
+    expected: type[StorageError] = InvalidRequest
     if case == "bad_crc":
         b.records = [(rec, rec.crc() ^ 0xFF)]
         expected = BadChecksum
@@ -323,40 +326,6 @@ def test_flipped_byte_in_a_page_version_is_detected(tmp_path) -> None:
     store.close()
 
 
-def test_raising_the_volume_epoch_must_be_strictly_newer(store: SegmentStore) -> None:
-    assert store.raise_volume_epoch(SEG, 4) == 4
-    with pytest.raises(StaleEpoch, match="raised by another writer"):
-        store.raise_volume_epoch(SEG, 4)  # no writer id: never the same writer
-    with pytest.raises(StaleEpoch):
-        store.raise_volume_epoch(SEG, 3)
-    (error,) = store.commit_appends([batch([ChainBuilder(epoch=3).patch(1, b"a")], epoch=3)])
-    assert isinstance(error, StaleEpoch) and "fenced" in error.message
-
-
-def test_raising_the_same_epoch_again_is_idempotent_for_the_same_writer_only(store: SegmentStore) -> None:
-    """A lost reply is rescued by asking again; two writers that picked the same epoch still cannot both win."""
-    assert store.raise_volume_epoch(SEG, 5, "writer-a") == 5
-    assert store.raise_volume_epoch(SEG, 5, "writer-a") == 5
-    with pytest.raises(StaleEpoch, match="raised by another writer") as refused:
-        store.raise_volume_epoch(SEG, 5, "writer-b")
-    assert refused.value.metadata["volume_epoch"] == "5"
-    assert store.raise_volume_epoch(SEG, 6, "writer-b") == 6
-    with pytest.raises(StaleEpoch, match="older than epoch 6"):
-        store.raise_volume_epoch(SEG, 5, "writer-a")
-
-
-def test_epochs_near_the_top_of_uint64_are_refused(store: SegmentStore) -> None:
-    """An epoch whose successor no writer could pick, or one far past the segment's, is not one a writer picked."""
-    from sixfold.storage.epochs import EPOCH_MAX, EPOCH_STEP_MAX
-
-    for epoch in (2**64 - 1, EPOCH_MAX + 1, EPOCH_STEP_MAX + 1):
-        with pytest.raises(InvalidRequest):
-            store.raise_volume_epoch(SEG, epoch, "w")
-    assert store.segment(SEG).meta.volume_epoch == 0
-    (error,) = store.commit_appends([batch([ChainBuilder(epoch=1).patch(1, b"a")], epoch=EPOCH_MAX + 1)])
-    assert isinstance(error, InvalidRequest) and "highest epoch" in error.message
-
-
 def test_vdl_hint_is_kept_and_chain_tail_is_found(tmp_path) -> None:
     path = str(tmp_path / "lmdb")
     store = SegmentStore(path)
@@ -446,26 +415,6 @@ def test_a_rotten_record_is_ignored_at_restart_and_repaired_by_a_resend(tmp_path
         ),
     )
     assert store.segment(SEG).tracker.scl == 5
-    store.close()
-
-
-def test_membership_epoch_moves_forward_durably_and_fences_older_appends(tmp_path) -> None:
-    path = str(tmp_path / "lmdb")
-    store = SegmentStore(path)
-    store.create_segment(meta())
-    chain = ChainBuilder()
-    commit_ok(store, batch([chain.patch(1, b"before")]))
-    assert store.update_membership(SEG, 3, [["b1", "127.0.0.1:1"], ["g1", "127.0.0.1:2"]]) == 3
-    assert store.update_membership(SEG, 3, [["b1", "127.0.0.1:1"], ["g1", "127.0.0.1:2"]]) == 3  # idempotent
-    with pytest.raises(StaleEpoch, match="membership epoch 2 is older than epoch 3"):
-        store.update_membership(SEG, 2, [])
-    [refused] = store.commit_appends([batch([chain.patch(1, b"after")])])  # the batch carries membership epoch 1
-    assert isinstance(refused, StaleEpoch) and "refresh the volume's geometry" in str(refused)
-    store.close()
-    store = SegmentStore(path)
-    assert store.segment(SEG).meta.membership_epoch == 3
-    assert store.segment(SEG).meta.peers == [["b1", "127.0.0.1:1"], ["g1", "127.0.0.1:2"]]
-    assert store.segment(SEG).tracker.scl == 1
     store.close()
 
 

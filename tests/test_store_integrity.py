@@ -22,6 +22,8 @@ from sixfold.storage.store import SegmentStore
 from sixfold.tools.lmdb_tamper import edit_metadata, overwrite_pages
 from tests.test_store import PAGE, SEG, batch, commit_ok, meta
 
+pytestmark = pytest.mark.unit
+
 
 async def inline(fn: Any, *args: Any) -> Any:
     return fn(*args)
@@ -142,6 +144,22 @@ class _FailingCommit:
         return self._inner.__exit__(exc_type, exc, tb)
 
 
+class _FillingEnv:
+    """The simulator's in-memory environment, whose write transactions fail to commit while `full()`."""
+
+    def __init__(self, inner: Any, full: Any) -> None:
+        self._inner, self._full = inner, full
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def begin(self, db: Any = None, parent: Any = None, write: bool = False, buffers: bool = False) -> Any:
+        if parent is not None:
+            return self._inner.begin(db=db, parent=getattr(parent, "_inner", parent), write=write, buffers=buffers)
+        txn = self._inner.begin(db=db, write=write, buffers=buffers)
+        return _FailingCommit(txn, self._full) if write else txn
+
+
 class FullDisk:
     """An lmdb.open (on the simulator's in-memory LMDB) whose commits fail while `full`."""
 
@@ -151,17 +169,7 @@ class FullDisk:
     def open(self, path: str, **options: Any) -> Any:
         from sixfold.tools.sim.memlmdb import MemDisk
 
-        env = MemDisk().open(path, **options)
-        real_begin = env.begin
-
-        def begin(db: Any = None, parent: Any = None, write: bool = False, buffers: bool = False) -> Any:
-            if parent is not None:
-                return real_begin(db=db, parent=getattr(parent, "_inner", parent), write=write, buffers=buffers)
-            txn = real_begin(db=db, write=write, buffers=buffers)
-            return _FailingCommit(txn, lambda: self.full) if write else txn
-
-        env.begin = begin
-        return env
+        return _FillingEnv(MemDisk().open(path, **options), lambda: self.full)
 
 
 def test_a_full_disk_is_reported_as_such_and_clears_once_room_is_back() -> None:

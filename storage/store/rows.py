@@ -1,0 +1,129 @@
+"""Looking rows up inside a transaction: the cursor walks every part of the store shares.
+
+Rows (storage/keys.py): `records` under (seg_no, LSN), `page_index` and `versions` under
+(seg_no, page, LSN). Each helper takes an open transaction and reads only; the caller decides what
+the rows mean. `_materialize` builds a page from its newest version plus the records after it, every
+copy CRC-checked on the way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sixfold.storage import segment_load
+from sixfold.storage.errors import ChecksumMismatch
+from sixfold.storage.keys import SEG_LSN, SEG_PAGE_LSN, page_key, record_key
+from sixfold.storage.records import LSN_MAX, apply_record, decode_page_version, decode_record
+from sixfold.storage.segment import SegmentMeta
+from sixfold.storage.store.base import StoreBase
+
+
+class Rows(StoreBase):
+    def _page_lsns(
+        self, txn: Any, db: Any, seg_no: int, page_no: int, above: int = 0, upto: int = LSN_MAX
+    ) -> list[int]:
+        """LSNs of one page's rows in `db` (page index or versions) with above < LSN <= upto."""
+        out = []
+        cursor = txn.cursor(db=db)
+        if cursor.set_range(page_key(seg_no, page_no, above + 1)):
+            for key in cursor.iternext(keys=True, values=False):
+                key_seg, key_page, lsn = SEG_PAGE_LSN.unpack(key)
+                if key_seg != seg_no or key_page != page_no or lsn > upto:
+                    break
+                out.append(lsn)
+        return out
+
+    def _next_page(self, txn: Any, db: Any, seg_no: int, page_no: int) -> int | None:
+        """The first page at or after `page_no` with a row in `db`, or None."""
+        cursor = txn.cursor(db=db)
+        if cursor.set_range(page_key(seg_no, page_no, 0)):
+            key_seg, key_page, _ = SEG_PAGE_LSN.unpack(cursor.key())
+            if key_seg == seg_no:
+                return key_page
+        return None
+
+    def _next_written_page(self, txn: Any, seg_no: int, page_no: int) -> int | None:
+        """The first page at or after `page_no` with a record (page index row) or a page version, or None."""
+        found = [
+            p
+            for p in (
+                self._next_page(txn, self._page_index, seg_no, page_no),
+                self._next_page(txn, self._versions, seg_no, page_no),
+            )
+            if p is not None
+        ]
+        return min(found) if found else None
+
+    def _newest_version_at_or_below(self, txn: Any, seg_no: int, page_no: int, lsn: int) -> int:
+        cursor = txn.cursor(db=self._versions)
+        moved = cursor.prev() if cursor.set_range(page_key(seg_no, page_no, lsn + 1)) else cursor.last()
+        if moved:
+            key_seg, key_page, at = SEG_PAGE_LSN.unpack(cursor.key())
+            if key_seg == seg_no and key_page == page_no:
+                return at
+        return 0
+
+    def _chain_tail_at_or_below(self, txn: Any, meta: SegmentMeta, lsn: int) -> int:
+        """The newest stored record at or below `lsn`, or the chain anchor if that is newer (GC removed
+        the records up to it)."""
+        seg_no = meta.seg_no
+        found = 0
+        cursor = txn.cursor(db=self._records)
+        moved = cursor.prev() if cursor.set_range(record_key(seg_no, lsn + 1)) else cursor.last()
+        if moved:
+            key_seg, at = SEG_LSN.unpack(cursor.key())
+            if key_seg == seg_no:
+                found = at
+        anchor = meta.chain_anchor_lsn if meta.chain_anchor_lsn <= lsn else 0
+        return max(found, anchor)
+
+    def _highest_lsn_in_txn(self, txn: Any, seg_no: int) -> int:
+        cursor = txn.cursor(db=self._records)
+        moved = cursor.prev() if cursor.set_range(record_key(seg_no + 1, 0)) else cursor.last()
+        if moved:
+            key_seg, lsn = SEG_LSN.unpack(cursor.key())
+            if key_seg == seg_no:
+                return lsn
+        return 0
+
+    def _stored_meta(self, txn: Any, segment_id: str) -> SegmentMeta | None:
+        """The segment's metadata as this transaction's snapshot stores it (either good copy), or None."""
+        return segment_load.trusted_copy(
+            (txn.get(segment_id.encode(), db=self.disk.dbs[table]) for table in segment_load.META_TABLES), segment_id
+        )
+
+    def _materialize(self, txn: Any, meta: SegmentMeta, page_no: int, read_point: int) -> tuple[bytes, int]:
+        """(image, page_lsn) of a page at `read_point`, every copy CRC-checked."""
+        seg_no, segment_id = meta.seg_no, meta.segment_id
+        page = bytearray(meta.page_size)
+        page_lsn = 0
+        vcursor = txn.cursor(db=self._versions)
+        found = vcursor.set_range(page_key(seg_no, page_no, read_point + 1))
+        moved = vcursor.prev() if found else vcursor.last()
+        if moved:
+            key_seg, key_page, lsn = SEG_PAGE_LSN.unpack(vcursor.key())
+            if key_seg == seg_no and key_page == page_no and lsn <= read_point:
+                where = f"page version of page {page_no} at LSN {lsn} in segment {segment_id}"
+                _, _, image = decode_page_version(vcursor.value(), where=where)
+                page[:] = image
+                page_lsn = lsn
+        icursor = txn.cursor(db=self._page_index)
+        if icursor.set_range(page_key(seg_no, page_no, page_lsn + 1)):
+            for key, _ in icursor:
+                key_seg, key_page, lsn = SEG_PAGE_LSN.unpack(key)
+                if key_seg != seg_no or key_page != page_no or lsn > read_point:
+                    break
+                raw = txn.get(record_key(seg_no, lsn), db=self._records)
+                if raw is None:
+                    raise ChecksumMismatch(
+                        f"record LSN {lsn} of page {page_no} is indexed but missing in segment {segment_id}"
+                    )
+                record = decode_record(raw, where=f"record LSN {lsn} in segment {segment_id}")
+                if record.page_no != page_no or record.lsn != lsn:
+                    raise ChecksumMismatch(
+                        f"record stored under LSN {lsn} of page {page_no} in segment {segment_id} says it is "
+                        f"LSN {record.lsn} of page {record.page_no}; it is not served"
+                    )
+                apply_record(page, record)
+                page_lsn = lsn
+        return bytes(page), page_lsn
