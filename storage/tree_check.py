@@ -6,7 +6,7 @@ The node runs this walk in a child first (`check_in_child`): if the child dies o
 environment is failed before the node touches it, and the metadata copies the child managed to read
 are what the node salvages (each still CRC-checked by the node: storage/segment_load.py).
 
-    python -m sixfold.storage.tree_check PATH    # prints one JSON line per metadata copy, then OK; exit 3 on an LMDB error
+    python -m sixfold.storage.tree_check PATH  # prints a JSON line per metadata copy, then OK; exit 3: an LMDB error
 """
 
 from __future__ import annotations
