@@ -13,6 +13,8 @@ from sixfold.tools.sim.harness import FAULT_BUDGET, SimConfig, SimResult, simula
 from sixfold.tools.sim.network import NetConfig
 from sixfold.tools.sim_cli import FAULT_MODES, parse_replay, replay_args
 
+pytestmark = pytest.mark.sim
+
 SEEDS_WITHIN = range(8)
 SEEDS_BEYOND = range(100, 104)
 SEEDS_AZ_PLUS_ONE = range(4)

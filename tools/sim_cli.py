@@ -21,11 +21,12 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from sixfold.tools.sim.mutations import MUTATIONS  # cheap: the module imports what it breaks only when applied
 
-FAULT_MODES = ("none", "within", "az-plus-one", "beyond")  # tools/sim/harness.py FAULT_BUDGET: the same
+FAULT_MODES = ("none", "within", "az-plus-one", "beyond")  # tools/sim/config.py FAULT_BUDGET: the same
 # SimConfig field -> the flag that sets it (`net`, a NetConfig, goes field by field through --net FIELD=VALUE).
 FLAGS = {
     "clients": "--clients",
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.CRITICAL)  # the system under test's logs would drown the report
-    from sixfold.tools.sim.harness import simulate
+    from sixfold.tools.sim.harness import SimResult, simulate
 
     seeds = [args.seed] if args.seed is not None else list(range(args.start, args.start + args.seeds))
     settings = " ".join(replay_args(config_of(args, seeds[0]))[2:])  # all but --seed
@@ -129,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--jobs must be at least 1")
     configs = [config_of(args, seed) for seed in seeds]
     pool = None
+    results: Iterator[SimResult]  # in seed order
     if args.jobs > 1 and len(seeds) > 1:
         import multiprocessing
 
@@ -235,7 +237,7 @@ def parse_replay(line: str) -> Any:
     optional arguments after it; a `#` starts a comment."""
     tokens = line.split("#", 1)[0].split()
     if tokens and not tokens[0].startswith("-"):
-        positional = []
+        positional: list[str] = []
         while tokens and (tokens[0] == "-" or not tokens[0].startswith("-")) and len(positional) < 4:
             positional.append(tokens.pop(0))
         seed, faults, mutation, mode = positional + ["within", "-", "-"][len(positional) - 1 :]

@@ -20,6 +20,9 @@ Checks:
 - `WriterSupervisor`: whenever no writer is open (crashed, fenced for good, failed to open) a new one is
   opened, as a deployment's supervisor would; a stretch without an open writer longer than
   WRITER_GAP_MAX_S while at most two nodes were faulty is a violation (liveness).
+
+What these need of a run is `SimView` (and `Supervised`, which also opens writers); tools/sim/harness.py
+`Simulation` is one.
 """
 
 from __future__ import annotations
@@ -27,20 +30,22 @@ from __future__ import annotations
 import asyncio
 import bisect
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 
+from sixfold.compute.volume import Volume
 from sixfold.storage.epochs import EPOCH_MAX, EPOCH_STEP_MAX
+from sixfold.storage.records import LogRecord
 from sixfold.storage.segment import SegmentMeta
 from sixfold.storage.segment_load import META_TABLES, trusted_copy
 from sixfold.storage.truncation import voided
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
-
-if TYPE_CHECKING:
-    from sixfold.compute.volume import Volume
-    from sixfold.tools.sim.harness import Simulation
+from sixfold.tools.sim.config import VOLUME, SimConfig
+from sixfold.tools.sim.memlmdb import MemDisk
+from sixfold.tools.sim.network import SimNetwork
+from sixfold.tools.sim.nodes import SimNode
 
 # What a tree rot damages: the big tables, where an overwrite of a few pages of a node's file lands; the
 # metadata (a few small pages) still reads, so the node salvages its segments' identities.
@@ -60,18 +65,57 @@ SUPERVISE_INTERVAL_S = 0.5
 SUPERVISOR_PATIENCE_S = 1.0  # the "writer" fault reopens within 0.5 s of its crash: the supervisor waits longer
 
 
-def meta_on_disk(sim: Simulation, name: str, segment_id: str) -> SegmentMeta | None:
+class SimView(Protocol):
+    """What the integrity faults and checks need of a run: its parts, the model's answers, and its log."""
+
+    config: SimConfig
+    disk: MemDisk
+    network: SimNetwork
+    nodes: dict[str, SimNode]
+    writer: Volume | None
+    records: dict[int, LogRecord]  # every record any writer allocated, by LSN
+    ops: dict[str, int]
+    dead: set[str]  # nodes failed for good
+    over_two: bool  # more than two nodes down now
+    over_two_serial: int  # how many times more than two went down
+    opening: bool  # a writer is being opened
+
+    def now(self) -> float: ...
+
+    def event(self, text: str) -> None: ...
+
+    def violation(self, text: str) -> None:
+        """Record a failed check and end the run (raises)."""
+
+    def membership(self, pg_index: int) -> tuple[tuple[str, ...], tuple[str, ...]]: ...
+
+    def truncated(self, record: LogRecord) -> bool: ...
+
+    def pg_of(self, page_no: int) -> int: ...
+
+    def faulty_nodes(self) -> set[str]: ...
+
+    def note_down(self) -> None: ...
+
+    def overlapped_over_two(self, began: tuple[int, bool]) -> bool: ...
+
+
+class Supervised(SimView, Protocol):
+    """A run whose writer the supervisor keeps open."""
+
+    async def open_writer(self) -> Volume | None: ...
+
+
+def meta_on_disk(disk: MemDisk, name: str, segment_id: str) -> SegmentMeta | None:
     """A segment's metadata as the node's disk holds it (either good copy), or None."""
-    return trusted_copy((sim.disk.get(name, table, segment_id.encode()) for table in META_TABLES), segment_id)
+    return trusted_copy((disk.get(name, table, segment_id.encode()) for table in META_TABLES), segment_id)
 
 
-def expected_segments(sim: Simulation, name: str) -> list[str]:
-    from sixfold.tools.sim.harness import VOLUME
-
+def expected_segments(sim: SimView, name: str) -> list[str]:
     return [f"{VOLUME}/pg-{pg:05d}" for pg in range(sim.config.pgs) if name in sim.membership(pg)[1]]
 
 
-def impaired_nodes(sim: Simulation) -> set[str]:
+def impaired_nodes(sim: SimView) -> set[str]:
     """Nodes up whose disk is corrupt, that lack a segment they should hold, hold one that is not whole, or
     hold an epoch newer than the current writer's (a hostile raise): each weakens its PGs like a fault."""
     out = set()
@@ -90,7 +134,7 @@ def impaired_nodes(sim: Simulation) -> set[str]:
     return out
 
 
-def _pick(sim: Simulation, rng: random.Random, budget: int) -> str | None:
+def _pick(sim: SimView, rng: random.Random, budget: int) -> str | None:
     """A node that is up, for a fault that makes it faulty: any while the budget allows, else a faulty one."""
     faulty = sim.faulty_nodes()
     names = sorted(
@@ -99,7 +143,7 @@ def _pick(sim: Simulation, rng: random.Random, budget: int) -> str | None:
     return rng.choice(names) if names else None
 
 
-def _pick_segment(sim: Simulation, rng: random.Random, budget: int) -> tuple[str, str] | None:
+def _pick_segment(sim: SimView, rng: random.Random, budget: int) -> tuple[str, str] | None:
     """(node, one of its segments) for a fault that makes the node faulty (`_pick`), or None."""
     name = _pick(sim, rng, budget)
     store = sim.nodes[name].store if name is not None else None
@@ -108,7 +152,7 @@ def _pick_segment(sim: Simulation, rng: random.Random, budget: int) -> tuple[str
     return name, rng.choice(sorted(store.segments))
 
 
-async def meta_rot(sim: Simulation, rng: random.Random, budget: int) -> None:
+async def meta_rot(sim: SimView, rng: random.Random, budget: int) -> None:
     picked = _pick_segment(sim, rng, budget)
     if picked is None:
         return
@@ -119,7 +163,7 @@ async def meta_rot(sim: Simulation, rng: random.Random, budget: int) -> None:
     mode = rng.choice(modes)
     tables = list(META_TABLES) if mode.endswith("both") else [rng.choice(META_TABLES)]
     key = segment_id.encode()
-    good = meta_on_disk(sim, name, segment_id)
+    good = meta_on_disk(sim.disk, name, segment_id)
     if good is None:
         node.start()
         return
@@ -140,7 +184,7 @@ async def meta_rot(sim: Simulation, rng: random.Random, budget: int) -> None:
     sim.note_down()
 
 
-async def hostile_epoch(sim: Simulation, rng: random.Random, budget: int) -> None:
+async def hostile_epoch(sim: SimView, rng: random.Random, budget: int) -> None:
     picked = _pick_segment(sim, rng, budget)
     if picked is None:
         return
@@ -180,7 +224,7 @@ async def hostile_epoch(sim: Simulation, rng: random.Random, budget: int) -> Non
     sim.note_down()
 
 
-def tree_rot(sim: Simulation, rng: random.Random, budget: int) -> None:
+def tree_rot(sim: SimView, rng: random.Random, budget: int) -> None:
     name = _pick(sim, rng, budget)
     if name is None:
         return
@@ -190,7 +234,7 @@ def tree_rot(sim: Simulation, rng: random.Random, budget: int) -> None:
     sim.note_down()
 
 
-async def drop_segment(sim: Simulation, rng: random.Random, budget: int) -> None:
+async def drop_segment(sim: SimView, rng: random.Random, budget: int) -> None:
     name = _pick(sim, rng, budget)
     if name is None:
         return
@@ -209,7 +253,7 @@ async def drop_segment(sim: Simulation, rng: random.Random, budget: int) -> None
     sim.note_down()
 
 
-def check_scl_truth(sim: Simulation) -> None:
+def check_scl_truth(sim: SimView) -> None:
     """No segment's SCL claims a record it does not hold."""
     by_pg: dict[int, list[int]] = {}
     for lsn in sorted(sim.records):
@@ -243,14 +287,12 @@ def _record_key(seg_no: int, lsn: int) -> bytes:
     return record_key(seg_no, lsn)
 
 
-def watch_fencing(sim: Simulation, volume: Volume) -> None:
+def watch_fencing(sim: SimView, volume: Volume) -> None:
     """A writer that says a newer writer recovered the volume must be right: when it declares itself fenced,
     every PG has a segment whose disk holds a truncation range of a newer epoch (a recovery truncates a write
     quorum of every PG before its writer serves). A writer fenced by a stray epoch, or by an opener that never
     finished, would stop the volume for nothing (issue 10 item 3). A regain that gave up is judged by the
     supervisor's gap bound instead."""
-    from sixfold.tools.sim.harness import VOLUME
-
     original = volume.on_fenced
 
     def on_fenced(stream: Any, details: str, gave_up: bool = False) -> None:
@@ -259,23 +301,23 @@ def watch_fencing(sim: Simulation, volume: Volume) -> None:
         if judge:
             for pg in range(sim.config.pgs):
                 segment_id = f"{VOLUME}/pg-{pg:05d}"
-                metas = [meta_on_disk(sim, name, segment_id) for name in sim.nodes]
+                metas = [meta_on_disk(sim.disk, name, segment_id) for name in sim.nodes]
                 if not any(r.epoch > volume.running_epoch for m in metas if m is not None for r in m.truncation_ranges):
                     sim.violation(
-                        f"{getattr(volume, 'sim_name', 'a writer')} (epoch {volume.running_epoch}) "
+                        f"{volume.writer_id} (epoch {volume.running_epoch}) "
                         f"declared itself fenced, but no segment of PG {pg} holds a newer writer's "
                         f"truncation: no newer writer recovered the volume ({details})"
                     )
                     break
 
-    volume.on_fenced = on_fenced  # type: ignore[method-assign]
+    volume.on_fenced = on_fenced  # type: ignore[method-assign]  # wraps this one writer's handler
 
 
 class WriterSupervisor:
     """Opens a writer whenever none is open (a deployment's supervisor), and measures each stretch without
     one: longer than WRITER_GAP_MAX_S while at most two nodes were faulty is a violation."""
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Supervised) -> None:
         self.sim = sim
         self.gap_since: float | None = None
         self.gap_began_over_two: tuple[int, bool] = (0, False)
@@ -324,6 +366,6 @@ class WriterSupervisor:
                 self.note()
 
 
-def counters() -> dict[str, Any]:
+def counters() -> dict[str, int]:
     """The operation counters this module adds to a run's."""
     return {"meta_rot": 0, "hostile_epochs": 0, "tree_rot": 0, "segments_dropped": 0, "writer_gap_ms_max": 0}
