@@ -10,6 +10,11 @@ On a broken stream the sender reconnects with backoff, asks the segment for its
 SCL, and resends every record it still holds that was not acknowledged.
 Records wait here until acknowledged, at most `RETAIN_RECORDS_MAX` of them; past
 that the oldest are dropped and the segment must catch up from its peers.
+
+A stream knows its volume only as a `StreamOwner`: what it stamps on a batch and
+where it reports acks and refusals. A refusal is told apart by its machine-readable
+reason (google.rpc.ErrorInfo, storage/status.py), never by the words of its message
+(`refused_epoch_of`, `is_membership_refusal`, `is_disk_refusal`; the volume uses them too).
 """
 
 from __future__ import annotations
@@ -17,17 +22,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import grpc
 
+from sixfold.storage.errors import (
+    REASON_DISK_FAILED,
+    REASON_DISK_FULL,
+    REASON_STALE_MEMBERSHIP_EPOCH,
+    REASON_STALE_VOLUME_EPOCH,
+)
 from sixfold.storage.status import detail_of
 from sixfold.storage.tasks import cancel_and_wait
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
-
-if TYPE_CHECKING:
-    from sixfold.compute.volume import Volume
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +57,72 @@ RETAIN_RECORDS_MAX = 500_000
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 0.5
 STATE_TIMEOUT_S = 2.0
+READER_STATUS_WAIT_S = 1.0  # after a failed write, how long the sender waits for the reader's real status
+RECORD_OVERHEAD_BYTES = 64  # what a record adds to its data in a batch (LSN, links, epoch...), for BATCH_BYTES_MAX
+
+
+# -- what a refusal says: read from its google.rpc.ErrorInfo reason, never from the words of its message --
+
+
+def refused_epoch_of(error: grpc.RpcError) -> int | None:
+    """The epoch a segment holds when it refused the caller's as stale (None: not such a refusal)."""
+    detail = detail_of(error)
+    return detail.int_of("volume_epoch") if detail.reason == REASON_STALE_VOLUME_EPOCH else None
+
+
+def is_membership_refusal(error: grpc.RpcError) -> bool:
+    """The segment holds a newer membership epoch of its PG than the caller sent."""
+    return detail_of(error).reason == REASON_STALE_MEMBERSHIP_EPOCH
+
+
+def is_disk_refusal(error: grpc.RpcError) -> bool:
+    """The node's disk is full or failed (the node reports that itself)."""
+    return detail_of(error).reason in (REASON_DISK_FULL, REASON_DISK_FAILED)
+
+
+class StreamOwner(Protocol):
+    """What a stream needs of the volume it carries records for (compute/volume.py's `Volume` is one): what
+    to stamp on a batch, and where to report what the segment said."""
+
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def fenced(self) -> bool: ...
+
+    @property
+    def vdl(self) -> int: ...
+
+    @property
+    def truncation_protos(self) -> list[pb.TruncationRange]: ...
+
+    def membership_epoch(self, pg_index: int) -> int: ...
+
+    def min_read_point(self, pg_index: int) -> int: ...
+
+    def state_counts(self, where: str, state: Any) -> bool:
+        """Whether a segment's state (GetSegmentState) may count towards the owner's quorums."""
+        ...
+
+    def on_session_scl(self, stream: SegmentStream, scl: int) -> None:
+        """The stream (re)connected and the segment said its SCL (possibly lower than before)."""
+        ...
+
+    def on_ack(self, stream: SegmentStream, scl: int) -> None: ...
+
+    def on_epoch_refusal(self, where: str, epoch: int, details: str) -> None:
+        """The segment refused the owner's volume epoch: it holds `epoch`."""
+        ...
+
+    def request_geometry_refresh(self) -> None:
+        """The segment refused a batch for a stale membership epoch."""
+        ...
 
 
 class SegmentStream:
     def __init__(
         self,
-        volume: Volume,
+        volume: StreamOwner,
         pg_index: int,
         segment_id: str,
         node_id: str,
@@ -126,7 +194,7 @@ class SegmentStream:
                 raise
             except grpc.aio.AioRpcError as error:
                 self.connected = False
-                refused = self.volume.refused_epoch_of(error)
+                refused = refused_epoch_of(error)
                 if refused is not None:
                     # A newer epoch on this segment: the volume judges whether a newer writer stands behind it
                     # (fenced) or not (it regains the volume); this stream waits meanwhile.
@@ -134,7 +202,7 @@ class SegmentStream:
                         f"segment {self.segment_id} on {self.node_id}", refused, error.details() or ""
                     )
                     backoff = BACKOFF_MAX_S
-                elif self.volume.is_membership_refusal(error):
+                elif is_membership_refusal(error):
                     self.volume.request_geometry_refresh()  # the PG changed membership: resend under the new one
                 elif error.code() == grpc.StatusCode.NOT_FOUND:
                     # The node lost its copy (or is being given a new one): the control plane creates it again.
@@ -147,10 +215,7 @@ class SegmentStream:
                         )
                         self._missing_reported = True
                     backoff = BACKOFF_MAX_S
-                elif (
-                    error.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DATA_LOSS)
-                    and detail_of(error).reason
-                ):
+                elif is_disk_refusal(error):
                     # The node's disk is full or failed (it reports that itself, once): try again later.
                     log.debug("segment %s on %s: %s", self.segment_id, self.node_id, error.details())
                     backoff = BACKOFF_MAX_S
@@ -198,7 +263,7 @@ class SegmentStream:
             pb.GetSegmentStateRequest(segment_id=self.segment_id), timeout=STATE_TIMEOUT_S
         )
         # What the segment holds now, even if less than it said before (it lost a copy and is rebuilding);
-        # nothing, for this writer, if it holds a newer epoch (Volume.state_counts).
+        # nothing, for this writer, if it holds a newer epoch (StreamOwner.state_counts).
         self._missing_reported = False
         if self.volume.state_counts(f"segment {self.segment_id} on {self.node_id}", reply.state):
             self.scl = reply.state.scl
@@ -225,9 +290,10 @@ class SegmentStream:
                 except Exception:
                     # After the server aborts, a write fails with a generic status; the reader
                     # holds the real one (e.g. the epoch that fenced this writer).
-                    await asyncio.wait({reader}, timeout=1.0)
-                    if reader.done() and not reader.cancelled() and reader.exception() is not None:
-                        raise reader.exception() from None
+                    await asyncio.wait({reader}, timeout=READER_STATUS_WAIT_S)
+                    reader_error = reader.exception() if reader.done() and not reader.cancelled() else None
+                    if reader_error is not None:
+                        raise reader_error from None
                     raise
         finally:
             reader.cancel()
@@ -235,13 +301,13 @@ class SegmentStream:
             self._call = None
 
     def _next_batch(self) -> pb.AppendRecordsRequest:
-        records = []
+        records: list[pb.LogRecord] = []
         size = 0
         while self.to_send and len(records) < BATCH_RECORDS_MAX and size < BATCH_BYTES_MAX:
             item = self.to_send.popleft()
             self.sent.append(item)
             records.append(item[1])
-            size += len(item[1].data) + 64
+            size += len(item[1].data) + RECORD_OVERHEAD_BYTES
         self.inflight_batches.append(len(records))
         self.batches_sent += 1
         return pb.AppendRecordsRequest(

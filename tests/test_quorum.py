@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from sixfold.compute.quorum import COPIES, READ_QUORUM, WRITE_QUORUM, Membership
 
+pytestmark = pytest.mark.unit
+
 POOL = "ABCDEFGHIJ"
 ABCDEF = "ABCDEF"
 ABCDEG = "ABCDEG"

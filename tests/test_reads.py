@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,6 +21,8 @@ from sixfold.compute.routing import HEDGE_DELAY_MAX_MS, HEDGE_DELAY_MIN_MS, Read
 from sixfold.compute.volume import PgInfo, Volume
 from sixfold.compute.volume_log import VolumeLog
 from sixfold.storage.v1 import storage_service_pb2 as pb
+
+pytestmark = pytest.mark.unit
 
 NODES = ["a1", "a2", "b1", "b2", "c1", "c2"]
 PAGE = 3

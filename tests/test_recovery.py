@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sixfold.compute.recovery import PgRecovered, SegmentReport, plan_recovery
 from sixfold.storage.records import LogRecord, PayloadKind
 from sixfold.storage.segment import TruncationRange
+
+pytestmark = pytest.mark.unit
 
 
 def rec(lsn: int, prev: int, cpl: bool = False, epoch: int = 1) -> LogRecord:

@@ -51,7 +51,9 @@ def applied(name: str | None) -> Iterator[None]:
     if name == "ack-at-3":
         patch(quorum, "WRITE_QUORUM", 3)
     elif name == "skip-truncation":
-        original = volume.plan_recovery
+        import sixfold.compute.recovery_steps as recovery_steps
+
+        original = recovery_steps.plan_recovery
 
         def no_truncation(*args, **kwargs):
             plan = original(*args, **kwargs)
@@ -59,7 +61,7 @@ def applied(name: str | None) -> Iterator[None]:
             nothing = TruncationRange(plan.truncation.start_lsn, plan.truncation.end_lsn, 1)
             return replace(plan, truncation=nothing, known_truncations=[nothing])
 
-        patch(volume, "plan_recovery", no_truncation)
+        patch(recovery_steps, "plan_recovery", no_truncation)
     elif name == "read-past-vdl":
         import sixfold.compute.cache as cache
 
@@ -75,9 +77,9 @@ def applied(name: str | None) -> Iterator[None]:
 
         patch(cp.ControlPlane, "set_change_target", target_0)
     elif name == "replace-skip-hydration":
-        import sixfold.storage.control_plane_server as cps
+        import sixfold.storage.replacement as replacement
 
-        patch(cps, "_truncated", lambda state, target: True)
+        patch(replacement, "covered_by_truncations", lambda scl, ranges, target: True)
     elif name == "trust-stored-scl":
         import sixfold.storage.segment_load as segment_load
         from sixfold.storage.scl import SclTracker
