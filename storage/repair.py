@@ -31,11 +31,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sixfold.storage.quorum import COPIES, WRITE_QUORUM
 from sixfold.storage.records import LogRecord
 from sixfold.storage.truncation import TruncationRange, voided
 
 PULL_RECORDS_MAX = 2_000
-REBUILD_PEERS_MIN = 3  # rule 6: any three of a segment's five peers include one of a write quorum's other three
+# Rule 6: of a segment's COPIES - 1 peers, a write quorum includes at least WRITE_QUORUM - 1, so any
+# COPIES - WRITE_QUORUM + 1 of them (3) include one that holds every acknowledged record.
+REBUILD_PEERS_MIN = COPIES - WRITE_QUORUM + 1
 
 
 @dataclass(frozen=True)

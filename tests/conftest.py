@@ -47,6 +47,21 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+TIERS = ("unit", "sim", "integration", "chaos")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test carries exactly one tier marker, so `pytest -m unit` (and sim, integration,
+    chaos) selects a whole tier: a test without one, or with two, stops the run at collection."""
+    wrong = []
+    for item in items:
+        tiers = {m.name for m in item.iter_markers() if m.name in TIERS}
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: {sorted(tiers) or 'no tier'}")
+    if wrong:
+        raise pytest.UsageError(f"each test needs exactly one tier marker of {TIERS}:\n  " + "\n  ".join(wrong))
+
+
 def free_port() -> int:
     """A port that was free on 127.0.0.1 when asked (another process may take it before you bind it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
