@@ -132,7 +132,7 @@ class Segment:
     def whole(self) -> bool:
         """Whether the segment holds every record it may ever have acknowledged: not rebuilding a lost copy,
         not hydrating (SCL below its GC floor), and back at or past the highest SCL it ever had. Only a
-        whole segment counts towards a read quorum (compute/volume.py): a quorum of three must include one
+        whole segment counts towards a read quorum (compute/recovery_steps.py): a quorum of three must include one
         of the four that acknowledged a write, and still hold it."""
         m = self.meta
         return not m.rebuilding and self.tracker.scl >= m.retention_horizon_lsn and self.tracker.scl >= m.scl_high_water

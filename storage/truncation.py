@@ -11,7 +11,7 @@ Rules (this module owns them):
 2. Bounds (storage/epochs.py, storage/records.py): 1 <= start <= end <= LSN_MAX, the span below
    TRUNCATION_SPAN_MAX, the epoch 1..EPOCH_MAX.
 3. A recovery knows every range a read quorum holds and every range it sent itself in an earlier attempt
-   (compute/volume.py), so its own attempts never disagree.
+   (compute/opening.py), so its own attempts never disagree.
 """
 
 from __future__ import annotations

@@ -229,7 +229,7 @@ def test_memenv_matches_lmdb_with_values_spanning_pages(ops: list[tuple]) -> Non
 
 
 def test_cursor_semantics_the_store_relies_on(tmp_path) -> None:
-    """The handful of py-lmdb behaviours storage/store.py depends on, spelled out (and run on both)."""
+    """The handful of py-lmdb behaviours storage/store/ depends on, spelled out (and run on both)."""
     envs: list[Any] = [lmdb.open(str(tmp_path), max_dbs=2), open_mem_env("x", max_dbs=2)]  # lmdb is untyped
     for env in envs:
         db = env.open_db(b"t")

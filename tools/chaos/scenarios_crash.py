@@ -18,7 +18,7 @@ PAUSE_S = 8.0  # beyond the writer's commit timeout (5 s) and the control plane'
 # its COPIES segments on the COPIES (non-spare) storage nodes, one each, and a write needs WRITE_QUORUM
 # of them: with more than DOWN_MAX nodes down no write can become durable.
 DOWN_MAX = COPIES - WRITE_QUORUM
-# The writer's own waits (compute/volume.py Volume.write). Before it allocates an MTR (gives it LSNs) it
+# The writer's own waits (compute/writes.py WritePath.write). Before it allocates an MTR (gives it LSNs) it
 # waits up to WRITER_ALLOCATION_WAIT_S for its segment streams to (re)connect to a write quorum; after,
 # the MTR waits up to WRITER_COMMIT_WAIT_S for that quorum. So a write the clients invoked while the
 # nodes were down may be allocated only once they are back (the RPC may also reach the writer late on a

@@ -83,7 +83,7 @@ def _judge_old_writer(ctx: Context) -> list[Criterion]:
             f"t={first.completed - ctx.workload.origin:.3f}: the old writer failed MTRs that were already in "
             f"flight with 'fenced', but the new writer's recovery found them on a write quorum and made them "
             f"durable; an in-flight MTR's outcome is unknown when its writer is fenced "
-            f"(compute/volume.py Volume.on_fenced)"
+            f"(compute/fencing.py on_fenced)"
         )
     return [
         Criterion(

@@ -1,4 +1,4 @@
-"""A deterministic in-memory stand-in for the part of py-lmdb (3.0) that `storage/store.py` uses: the simulator's disk.
+"""A deterministic in-memory stand-in for the part of py-lmdb (3.0) that `storage/store/` uses: the simulator's disk.
 
 `SegmentStore(path, open_env=disk.open)` runs the real store on it. The disk
 (`MemDisk`) keeps, per path, only what was committed: every commit is durable
