@@ -24,6 +24,7 @@ carries out the plan (truncate, re-replicate, allocate above). Rules:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sixfold.storage.epochs import EPOCH_MAX
@@ -95,8 +96,8 @@ def plan_recovery(
     pgs: dict[int, PgRecovered],
     epoch: int,
     lal: int,
-    others: list[SegmentReport] = (),  # type: ignore[assignment]
-    sent: list[TruncationRange] = (),  # type: ignore[assignment]
+    others: Sequence[SegmentReport] = (),
+    sent: Iterable[TruncationRange] = (),
 ) -> RecoveryPlan:
     """`reports` are the read quorum's (whole segments); `others` any more that answered (segments that are
     not whole: their truncation ranges and highest LSNs still count, never their VDL hints or chains);

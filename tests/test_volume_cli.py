@@ -420,7 +420,9 @@ def test_volume_cli_through_a_real_cluster(cluster: Cluster) -> None:
 
     status = volume_ok(cluster, "status", DEFAULT_VOLUME)
     print(status)
-    vdl = int(re.search(r"\bVDL (\d+)", status).group(1))  # type: ignore[union-attr]
+    shown = re.search(r"\bVDL (\d+)", status)
+    assert shown, status
+    vdl = int(shown.group(1))
     assert vdl >= lsn
     assert "fenced: no" in status and "PG 0:" in status
     assert sorted(re.findall(r"^\s+[abc][12]\s+([abc])\s", status, re.MULTILINE)) == ["a", "a", "b", "b", "c", "c"]
