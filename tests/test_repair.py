@@ -82,6 +82,15 @@ def test_a_node_that_was_down_catches_up_through_gossip_alone(cluster: Cluster) 
 
     state = wait_until(caught_up, 60, f"{absent.node_id} caught up to SCL {chain.last_lsn} through gossip")
     assert state is not None
+
+    def all_counted() -> pb.SegmentState | None:
+        # The records are visible (SCL) as soon as their transaction commits; gossip counts them once
+        # its round's append returns, a moment later.
+        now = stub(address).GetSegmentState(pb.GetSegmentStateRequest(segment_id=absent.segment_id)).state
+        return now if now.records_repaired >= 3000 else None
+
+    state = wait_until(all_counted, 10, f"{absent.node_id} counted the 3000 records gossip pulled")
+    assert state is not None
     print(f"{absent.node_id} caught up to SCL {state.scl} ({state.records_repaired} records pulled by gossip)")
     assert state.records_repaired == 3000
     assert all_records(address, absent.segment_id) == all_records(pg.segments[1].address, absent.segment_id)
