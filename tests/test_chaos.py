@@ -305,3 +305,13 @@ def test_chaos_scenario_passes(scenario: str, tmp_path: Path) -> None:
     assert result.verdict == "PASS", [c for c in result.criteria if c.ok is False] or result.error
     assert result.operations > 500
     assert result.lost == 0 and result.linearizable == "yes"
+
+
+@pytest.mark.unit
+def test_an_out_dir_holding_an_earlier_cluster_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sixfold.tools.cli import main
+
+    (tmp_path / "cluster").mkdir()
+    assert main(["chaos", "kill-one", "--out", str(tmp_path), "--seed", "1"]) == 2
+    assert "already holds a cluster from an earlier run" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster"], "nothing was started or written"

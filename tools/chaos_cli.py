@@ -82,6 +82,15 @@ def run(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out or DEFAULT_OUT_ROOT / f"{stamp}-{args.scenario}"
     out = out.resolve()
+    used = [d for d in (out / n if len(names) > 1 else out for n in names) if (d / "cluster").exists()]
+    if used:
+        # A scenario starts its own fresh cluster; one on an earlier run's data would judge that run's
+        # values as this one's (reads of values no write of this run explains).
+        print(
+            f"{used[0]} already holds a cluster from an earlier run; choose another --out, or delete it first",
+            file=sys.stderr,
+        )
+        return 2
     print(f"sixfold chaos {args.scenario}: seed {seed} (rerun with --seed {seed}); output in {out}", flush=True)
     results: list[ScenarioResult] = []
     for name in names:
