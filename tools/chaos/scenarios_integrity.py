@@ -37,10 +37,13 @@ from sixfold.tools.cluster import COMPUTE
 
 META_DELTA = (300, 5000)  # SCL raised by this much (clipped so that no digit is added)
 TREE_ROT_PAGES = (2, 16)  # 8..64 KiB of 4 KiB pages
-# The ERROR lines a rotted disk must cause (storage/segment_load.py, storage/lmdb_env.py); any other ERROR
-# or Traceback line in a storage node's log fails these scenarios. A dropped copy causes none.
+# The ERROR lines a rotted disk must cause (storage/segment_load.py, storage/lmdb_env.py, and
+# storage/store/lifecycle.py when the start-up walk of the tree fails); any other ERROR or Traceback
+# line in a storage node's log fails these scenarios. A dropped copy causes none.
 META_ROT_ERRORS = ("is lost: ",)  # "segment <id> is lost: <why>; its rows are deleted ..."
-TREE_ROT_ERRORS = ("disk: the LMDB environment at ",)  # "... is corrupt (...); nothing in it is served ..."
+# Both say "the LMDB environment at <path> is corrupt (<why>); ...": lmdb_env.py when an operation meets
+# the corruption ("disk: ..."), store/lifecycle.py when the start-up walk of the tree fails.
+TREE_ROT_ERRORS = ("is corrupt (",)
 
 
 async def _byte_flip(ctx: Context) -> None:
