@@ -15,7 +15,14 @@ from typing import Any
 
 import grpc
 
-from sixfold.compute.errors import CommitTimeout, InvalidRequest, PageOutOfRange, QuorumNotMet, VolumeFull
+from sixfold.compute.errors import (
+    CommitTimeout,
+    InvalidRequest,
+    NotCommitted,
+    PageOutOfRange,
+    QuorumNotMet,
+    VolumeFull,
+)
 from sixfold.compute.quorum import WRITE_QUORUM
 from sixfold.compute.volume_base import RPC_TIMEOUT_S, VolumeBase, loop_time
 from sixfold.compute.volume_log import MTR_BYTES_MAX, MTR_RECORDS_MAX, LalExceeded, Patch
@@ -34,6 +41,22 @@ CONNECT_POLL_S = 0.02  # how often a write waiting for its streams to connect lo
 
 class WritePath(VolumeBase):
     async def write(self, patches: list[Patch]) -> int:
+        """One MTR, acknowledged once durable: its CPL."""
+        _, future = await self.submit(patches)
+        return await future
+
+    async def submit(
+        self, patches: list[Patch], *, base_cpl: int = 0, base_epoch: int = 0
+    ) -> tuple[int, asyncio.Future[int]]:
+        """Hand one MTR to the log without waiting for it: its CPL, and a future that resolves to the CPL once
+        it is durable (or fails: CommitTimeout when it is not durable within the commit timeout, its outcome
+        then unknown; Fenced in flight; NotCommitted when a regain truncated it). Nothing is handed off when
+        this raises.
+
+        `base_cpl`, `base_epoch`: the patches apply to the volume as it is after the MTR with CPL `base_cpl`,
+        which this writer handed off in epoch `base_epoch` (a caller that pipelines commits builds each on
+        the ones still in flight). A regain since then that did not find that MTR durable truncated it, and
+        the patches would apply to a page version they were not made against: NotCommitted, nothing sent."""
         await self._ready()
         self._validate(patches)
         await self._ensure_pages(max(p.page_no for p in patches))
@@ -45,6 +68,11 @@ class WritePath(VolumeBase):
             # (a regain that begins later finds it among the waiters).
             await self._ready()
             assert self.log is not None
+            if base_cpl > self.log.vdl and base_epoch != self.epoch:
+                raise NotCommitted(
+                    f"the MTR builds on MTR {base_cpl}, which the writer's new recovery (epoch {self.epoch}) did "
+                    f"not find durable and truncated; nothing was sent, retry it"
+                )
             try:
                 mtr = self.log.allocate_mtr(patches)
                 if self.on_allocate is not None:
@@ -79,10 +107,8 @@ class WritePath(VolumeBase):
                 )
 
         timer = asyncio.get_running_loop().call_later(max(0.0, deadline - loop_time()), time_out)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        future.add_done_callback(lambda _: timer.cancel())
+        return mtr.cpl, future
 
     def _validate(self, patches: list[Patch]) -> None:
         if not patches:
