@@ -91,7 +91,7 @@ class VolumeClient:
 
     def __init__(self, address: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.address = address
-        self.timeout_s = _checked_timeout(timeout_s)
+        self.timeout_s = checked_timeout(timeout_s)
         self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = vgrpc.VolumeServiceStub(self._channel)
 
@@ -107,7 +107,7 @@ class VolumeClient:
         self._channel.close()
 
     def _call(self, method: str, request: object, timeout_s: float | None) -> Any:
-        timeout = self.timeout_s if timeout_s is None else _checked_timeout(timeout_s)
+        timeout = self.timeout_s if timeout_s is None else checked_timeout(timeout_s)
         try:
             return getattr(self._stub, method)(request, timeout=timeout)
         except grpc.RpcError as error:
@@ -184,7 +184,7 @@ def _in_range(what: str, value: int, most: int) -> None:
         raise VolumeError(grpc.StatusCode.INVALID_ARGUMENT, f"{what} must be from 0 to {most}, got {value}")
 
 
-def _checked_timeout(timeout_s: float) -> float:
+def checked_timeout(timeout_s: float) -> float:
     if not (timeout_s > 0 and math.isfinite(timeout_s)):
         raise ValueError(f"a timeout must be a number of seconds above 0, got {timeout_s}")
     return float(timeout_s)

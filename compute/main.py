@@ -1,4 +1,6 @@
-"""`sixfold compute`: the writer process. Serves compute.v1.VolumeService.
+"""`sixfold compute`: the writer process. Serves compute.v1.VolumeService, and SQL
+(compute.v1.SqlService) and key-value (compute.v1.KvService) over one SQL engine per volume,
+which shares the VolumeService's open volume.
 
 It opens volumes on first use (recovery and fencing run then). With
 `--default-volume NAME` it creates that volume if the control plane does not
@@ -15,7 +17,11 @@ import signal
 import grpc
 from grpc_health.v1 import health_pb2
 
+from sixfold.compute.kv_service import KvServicer
 from sixfold.compute.service import VolumeServicer
+from sixfold.compute.sql_service import SqlEngines, SqlServicer
+from sixfold.compute.v1 import kv_service_pb2 as kpb
+from sixfold.compute.v1 import sql_service_pb2 as spb
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.volume import Channels
 from sixfold.storage.errors import StorageError
@@ -102,10 +108,15 @@ async def _serve(args: argparse.Namespace) -> int:
     cp_channel = grpc.aio.insecure_channel(args.control_plane, options=CHANNEL_OPTIONS)
     control_plane = cp_grpc.ControlPlaneServiceStub(cp_channel)
     servicer = VolumeServicer(control_plane, channels)
-    service = vpb.DESCRIPTOR.services_by_name["VolumeService"]
-    server, port, health = await start_server(args.host, args.port, [(service, servicer, vpb)], serving=False)
+    engines = SqlEngines(servicer)
+    services = [
+        (vpb.DESCRIPTOR.services_by_name["VolumeService"], servicer, vpb),
+        (spb.DESCRIPTOR.services_by_name["SqlService"], SqlServicer(engines), spb),
+        (kpb.DESCRIPTOR.services_by_name["KvService"], KvServicer(engines), kpb),
+    ]
+    server, port, health = await start_server(args.host, args.port, services, serving=False)
     write_port_file(args.port_file, port)
-    log.info("compute node serving VolumeService on %s:%d", args.host, port)
+    log.info("compute node serving VolumeService, SqlService and KvService on %s:%d", args.host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,12 +130,14 @@ async def _serve(args: argparse.Namespace) -> int:
         opener.cancel()
     if not stop.is_set():
         await health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await health.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
+        for service, _, _ in services:
+            await health.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving")
         await stop.wait()
     log.info("stopping")
     await health.enter_graceful_shutdown()
     await server.stop(SHUTDOWN_GRACE_S)
+    await engines.close()  # aborts open transactions, before their volumes close
     await servicer.close()
     await channels.close()
     await cp_channel.close()

@@ -84,7 +84,7 @@ def _timeout(text: str) -> float:
     return value
 
 
-def _hex_bytes(text: str) -> bytes:
+def hex_bytes(text: str) -> bytes:
     cleaned = re.sub(r"[\s:]", "", text.removeprefix("0x").removeprefix("0X"))
     try:
         return bytes.fromhex(cleaned)
@@ -92,7 +92,7 @@ def _hex_bytes(text: str) -> bytes:
         raise argparse.ArgumentTypeError(f"not hex bytes: {text!r} (e.g. 'deadbeef' or 'de ad be ef')") from None
 
 
-def _add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+def add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     # Declared on `volume` and on every sub-subcommand, so they may come before or after it; the
     # sub-subcommand's copies default to SUPPRESS so they do not overwrite a value given earlier.
     default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
@@ -118,7 +118,7 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) 
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    _add_connection_options(parser, suppress=False)
+    add_connection_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="volume_command", metavar="ACTION")
     sub.required = True
 
@@ -143,7 +143,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     p.add_argument("--offset", type=_offset, default=0, help="byte offset within the page (default: 0)")
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument("--text", help="UTF-8 text to write")
-    data.add_argument("--hex", type=_hex_bytes, help="bytes in hex, e.g. 'deadbeef' or 'de ad be ef'")
+    data.add_argument("--hex", type=hex_bytes, help="bytes in hex, e.g. 'deadbeef' or 'de ad be ef'")
     data.add_argument("--file", type=Path, help="write this file's bytes ('-' for stdin)")
 
     p = sub.add_parser(
@@ -178,7 +178,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the volumes as JSON")
 
     for sub_parser in sub.choices.values():
-        _add_connection_options(sub_parser, suppress=True)
+        add_connection_options(sub_parser, suppress=True)
 
 
 # --- output helpers ----------------------------------------------------------------------
