@@ -26,8 +26,15 @@ log = logging.getLogger(__name__)
 
 PAGES_PER_READ_MAX = 256
 OPEN_TIMEOUT_S = 60.0
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first bytes of a SQLite database file (page 0 of the volume)
 CONTROL_PLANE_TIMEOUT_S = 10.0
 CREATE_TIMEOUT_S = 30.0
+
+
+class HoldsDatabase(StorageError):
+    """A raw page write to a volume that holds a SQLite database: it would corrupt the database."""
+
+    status_code_name = "FAILED_PRECONDITION"
 
 
 class ControlPlaneUnavailable(StorageError):
@@ -54,6 +61,7 @@ class VolumeServicer:
         self.channels = channels
         self.volumes: dict[str, Volume] = {}
         self._opening: dict[str, asyncio.Task[Volume]] = {}
+        self._page0_checked: set[str] = set()  # volumes whose page 0 was looked at for a SQLite header
 
     async def volume(self, volume_id: str) -> Volume:
         if not volume_id:
@@ -120,6 +128,17 @@ class VolumeServicer:
 
     async def WritePages(self, request: vpb.WritePagesRequest, context: Any) -> vpb.WritePagesResponse:
         volume = await self.volume(request.volume_id)
+        if request.volume_id not in self._page0_checked:
+            # Once per volume: a database made before this process started (the SQL engine marks the ones
+            # it opens itself).
+            _, pages = await volume.read([0])
+            volume.holds_database = volume.holds_database or pages[0][1].startswith(SQLITE_MAGIC)
+            self._page0_checked.add(request.volume_id)
+        if volume.holds_database:
+            raise HoldsDatabase(
+                f"volume {request.volume_id!r} holds a SQLite database (`sixfold sql --volume {request.volume_id}`); "
+                "raw page writes would corrupt it. Write pages to another volume (`sixfold volume create NAME`)"
+            )
         patches = [Patch(p.page_no, p.offset, p.data) for p in request.patches]
         lsn = await volume.write(patches)
         return vpb.WritePagesResponse(lsn=lsn)

@@ -118,6 +118,7 @@ class SqlEngines:
 
     async def _start(self, volume_id: str) -> EngineLike:
         volume = await self._volumes.volume(volume_id)
+        volume.holds_database = True  # from now on raw page writes to it are refused (compute/service.py)
         engine = self._factory(volume)
         try:
             await engine.start()

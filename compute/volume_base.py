@@ -81,6 +81,8 @@ class VolumeBase:
         self._sent_truncations: set[TruncationRange] = set()  # every range any attempt of this writer sent
         self.truncation_protos: list[pb.TruncationRange] = []
         self.commits = 0
+        # The volume holds a SQLite database (compute/sql): raw page writes (WritePages) would corrupt it.
+        self.holds_database = False
         self.storage_page_reads = 0  # pages read from a segment (not the buffer cache)
         self.hedged_reads = 0  # storage reads that also asked a second segment
         self._waiters: dict[int, asyncio.Future[int]] = {}

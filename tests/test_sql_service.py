@@ -212,3 +212,16 @@ def test_bad_input_gets_a_clear_status_and_the_service_keeps_serving(sql_cluster
             assert got_code not in ("UNKNOWN", "INTERNAL"), (method, got_code, details)
         assert stub.Execute(spb.ExecuteRequest(sql="SELECT 1"), timeout=TIMEOUT_S).result.rows[0].values[0].integer == 1
     assert db.execute("SELECT id, n FROM bad").rows == [(1, 1)]  # nothing committed changed
+
+
+def test_raw_page_writes_to_a_database_volume_are_refused(sql_cluster: Cluster, db: SqlClient) -> None:
+    from sixfold.compute.client import VolumeClient, VolumeError
+
+    db.execute("CREATE TABLE IF NOT EXISTS guarded(x INTEGER)")
+    db.execute("INSERT INTO guarded VALUES (42)")
+    with VolumeClient(sql_cluster.compute_address()) as raw, pytest.raises(VolumeError) as refused:
+        raw.write_page("vol0", 1, b"garbage")
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "holds a SQLite database" in refused.value.details
+    assert db.execute("SELECT x FROM guarded").rows == [(42,)]
+    assert db.execute("PRAGMA integrity_check").rows == [("ok",)]
