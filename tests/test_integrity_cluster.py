@@ -260,7 +260,10 @@ def test_a_dropped_copy_on_a_healthy_node_is_noticed_and_created_again(cluster: 
         "the copy exists again and is whole", lambda: (s := segment_state(cluster, "b2")) is not None and s.whole
     )
     print(f"created again and whole {took:.1f} s after the drop")
-    assert node_info(cluster, "b2").health == cp_pb.NODE_HEALTH_HEALTHY
+    # The control plane hears of it with the node's next heartbeat (every 0.5 s).
+    wait_for(
+        "the control plane sees b2 healthy again", lambda: node_info(cluster, "b2").health == cp_pb.NODE_HEALTH_HEALTHY
+    )
     assert "lost its copy" in cluster.log_path("control-plane").read_text()
     write(writer(cluster), [(1, 300, b"after-the-drop")])
     check_pages(cluster, expected)

@@ -36,7 +36,6 @@ PURE_MODULES = [
     "compute/routing.py",
     "compute/read_points.py",
     "compute/errors.py",
-    "compute/sql_values.py",
     "compute/sql/pages.py",
     "compute/sql/statements.py",
 ]
@@ -56,6 +55,7 @@ COMPUTE_ADAPTERS = {
     "compute/sql_service.py",
     "compute/kv_service.py",
     "compute/sql_client.py",
+    "compute/sql_values.py",  # conversions to and from the wire (generated protobuf code)
     "compute/main.py",
     "compute/__init__.py",
 }
