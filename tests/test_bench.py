@@ -51,3 +51,17 @@ def test_bench_commit_prints_every_mode_bytes_per_commit_and_ratios() -> None:
     assert re.search(r"2 paused at c=2:\s+[\d.]+% of normal", out)
     assert re.search(r"commit at c=2:\s+[\d.]+% of empty calls to the writer", out)
     assert re.search(r"^\s+normal\s+c=2\s+[\d.]+\s*$", out, re.MULTILINE), "no boxcar figure"  # commits/message
+
+
+def test_bench_sql_prints_sixfold_sqlite_and_page_shipping_with_ratios_and_the_invariant() -> None:
+    out = bench("sql", "--accounts", "2000", "--seconds", "0.5", "--concurrency", "2")
+    for system, net in (("sixfold", r"[\d,]+"), ("SQLite", "-")):
+        row = re.search(rf"^\s*{system}\s+2 \|\s+([\d,]+)\s+[\d.]+\s+[\d.]+\s+\d+ \|\s+{net} \|", out, re.MULTILINE)
+        assert row, f"no result row for {system}"
+        assert int(row.group(1).replace(",", "")) > 0, f"{system}: no transactions"
+    assert re.search(r"^\s*page ship\s+2 \|.*\|\s+[\d,]+ \| [\d.]+ pages dirtied x", out, re.MULTILINE)
+    assert re.search(r"c=2\s+sixfold/SQLite\s+[\d.]+x txn/s.*page shipping/sixfold\s+[\d.]+x bytes", out)
+    assert re.search(r"c=2\s+[\d.]+ records carrying [\d,]+ changed bytes per transaction", out)
+    for system in ("sixfold", "SQLite"):
+        assert re.search(rf"^\s*{system}: sum\(abalance\) .*: ok$", out, re.MULTILINE), f"{system}: invariant"
+    assert "the page-watching replay ends with sixfold's totals: yes" in out

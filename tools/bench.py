@@ -9,6 +9,9 @@ sixfold bench commit     durable one-page MTRs through the compute node (commits
 sixfold bench repair     time to regain six healthy copies after losing a node holding N MiB (two
                          sizes) and the hydration rate, next to a bare copy of the same segment
                          (see tools/bench_repair.py).
+sixfold bench sql        a TPC-B-like transaction through the SQL service (transactions/s, p50/p99, network
+                         bytes per transaction) at several concurrencies, next to plain SQLite on the local
+                         disk and to shipping whole dirtied pages to six copies (see tools/bench_sql.py).
 """
 
 from __future__ import annotations
@@ -51,6 +54,15 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             "repair", help="time to regain six healthy copies after losing a node, and the hydration rate in MB/s"
         )
     )
+    from sixfold.tools import bench_sql
+
+    bench_sql.configure(
+        sub.add_parser(
+            "sql",
+            help="TPC-B-like transactions/s, latency and network bytes through the SQL service, next to local "
+            "SQLite and to page shipping",
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
         from sixfold.tools.bench_repair import bench_repair
 
         return bench_repair(args)
+    if args.bench == "sql":
+        from sixfold.tools.bench_sql import bench_sql
+
+        return bench_sql(args)
     raise SystemExit(f"unknown benchmark {args.bench!r}")
 
 
