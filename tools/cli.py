@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "volume": ("sixfold.tools.volume_cli", "write and read pages of a volume through the compute node"),
     "sql": ("sixfold.tools.sql_cli", "SQL on a volume's database: a statement, an interactive shell, import/export"),
     "kv": ("sixfold.tools.kv_cli", "keys and values on a volume: put, get, del, scan"),
+    "demo": (
+        "sixfold.tools.demo",
+        "bank transfers from several clients while a whole AZ is killed and brought back; checks the invariant",
+    ),
     "sim": (
         "sixfold.tools.sim_cli",
         "deterministic simulation: real storage and writer code over a seeded fake network, disk and clock",

@@ -1,0 +1,91 @@
+"""The cluster's status as a client reads it: the control plane's nodes and volumes, and the compute
+node's view of each volume.
+
+Shows the generated gRPC stubs of `storage.v1.ControlPlaneService` (ListNodes: every storage node, its
+AZ and health; ListVolumes: each volume's protection groups and which node holds each of their six
+segments) and `sixfold.compute.client.VolumeClient` on the compute node (VDL, VCL, epochs, commits, and
+per PG its PGCL and each segment's SCL as the writer last heard it). `sixfold status` shows much the same
+for every process; this is the few lines a program needs.
+
+Run it against the local cluster (`sixfold up`, or `sixfold demo` left one running):
+
+    python tools/examples/cluster_status.py   # the cluster in $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster
+    python tools/examples/cluster_status.py --state-dir DIR
+    python tools/examples/cluster_status.py --control-plane 127.0.0.1:PORT --address 127.0.0.1:PORT
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import grpc
+
+from sixfold.compute.client import VolumeClient
+from sixfold.storage.v1 import control_plane_service_pb2 as cpb
+from sixfold.storage.v1 import control_plane_service_pb2_grpc as cgrpc
+from sixfold.tools.cluster import Cluster
+from sixfold.tools.launcher import default_state_dir
+
+TIMEOUT_S = 5.0
+
+
+def control_plane_status(address: str) -> None:
+    """Print the control plane's nodes and volumes (two RPCs on the generated stub)."""
+    with grpc.insecure_channel(address) as channel:
+        stub = cgrpc.ControlPlaneServiceStub(channel)
+        nodes = stub.ListNodes(cpb.ListNodesRequest(), timeout=TIMEOUT_S).nodes
+        volumes = stub.ListVolumes(cpb.ListVolumesRequest(), timeout=TIMEOUT_S).volumes
+    healthy = sum(1 for n in nodes if n.health == cpb.NODE_HEALTH_HEALTHY)
+    print(f"control plane {address}: {healthy} of {len(nodes)} storage nodes healthy, {len(volumes)} volumes")
+    for node in nodes:
+        health = cpb.NodeHealth.Name(node.health).removeprefix("NODE_HEALTH_").lower()
+        print(
+            f"  node {node.node_id:4} AZ {node.az}  {node.address:21}  {health:9}  {node.segment_count} segments, "
+            f"heartbeat {node.last_heartbeat_age_ms} ms ago"
+        )
+    for volume in volumes:
+        print(
+            f"  volume {volume.volume_id}: page size {volume.page_size}, {len(volume.protection_groups)} PGs, "
+            f"geometry epoch {volume.geometry_epoch}"
+        )
+        for pg in volume.protection_groups:
+            holders = " ".join(s.node_id for s in pg.segments)
+            last_page = pg.first_page + pg.page_count - 1
+            print(f"    pg {pg.pg_index} (pages {pg.first_page}-{last_page}): segments on {holders}")
+
+
+def compute_status(address: str) -> None:
+    """Print the compute node's view of every volume it has open (VolumeClient.list_volumes)."""
+    with VolumeClient(address, timeout_s=TIMEOUT_S) as client:
+        volumes = client.list_volumes()
+    print(f"compute node {address}: {len(volumes)} volumes open")
+    for v in volumes:
+        fenced = f", FENCED: {v.fenced_reason}" if v.fenced else ""
+        epochs = f"volume epoch {v.volume_epoch}"
+        print(f"  volume {v.volume_id}: VDL {v.vdl}, VCL {v.vcl}, {epochs}, {v.commits} commits{fenced}")
+        for pg in v.protection_groups:
+            segments = " ".join(f"{s.node_id}:{s.scl}{'' if s.connected else '(down)'}" for s in pg.segments)
+            print(f"    pg {pg.pg_index}: PGCL {pg.pgcl}; SCL per segment {segments}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--control-plane", metavar="HOST:PORT", help="the control plane (default: the local cluster's)")
+    parser.add_argument("--address", metavar="HOST:PORT", help="the compute node (default: the local cluster's)")
+    parser.add_argument(
+        "--state-dir", type=Path, help="the local cluster (default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster)"
+    )
+    args = parser.parse_args()
+    if not (args.control_plane and args.address):
+        cluster = Cluster(args.state_dir or default_state_dir())
+        args.control_plane = args.control_plane or cluster.control_plane_address()
+        args.address = args.address or cluster.compute_address()
+    control_plane_status(args.control_plane)
+    compute_status(args.address)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
