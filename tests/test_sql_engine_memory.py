@@ -379,3 +379,38 @@ def test_a_volume_written_some_other_way_is_refused() -> None:
             await engine.start()
 
     run(test)
+
+
+def test_a_hand_off_refused_with_commits_queued_behind_it_does_not_stop_later_writes() -> None:
+    """The first commit's hand-off fails (no write quorum: nothing written) while two more wait behind it:
+    all three fail, and once the volume accepts MTRs again the next write goes through (the queued ones were
+    once failed twice and stopped the hand-off task, so writes waited for a restart)."""
+
+    async def test() -> None:
+        from sixfold.compute.errors import QuorumNotMet
+
+        volume = MemoryVolume()
+        engine = await engine_on(volume)
+        await engine.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+        accepting = volume.submit
+        refusals = 0
+
+        async def refuse(patches: list[Patch], *, base_cpl: int = 0, base_epoch: int = 0) -> tuple[int, object]:
+            nonlocal refusals
+            refusals += 1
+            await asyncio.sleep(0.05)  # the later commits queue up meanwhile
+            raise QuorumNotMet("PG 0 reaches 1 of 6 segments. Nothing was written.")
+
+        volume.submit = refuse  # type: ignore[method-assign,assignment]  # a volume that lost its write quorum
+        outcomes = await asyncio.gather(
+            *(engine.execute(f"INSERT INTO t VALUES ({k})") for k in (1, 2, 3)), return_exceptions=True
+        )
+        assert all(isinstance(o, Exception) for o in outcomes), outcomes
+        assert refusals >= 1
+        volume.submit = accepting  # type: ignore[method-assign]  # the quorum is back
+        _, lsn = await asyncio.wait_for(engine.execute("INSERT INTO t VALUES (4)"), 5)
+        assert lsn > 0
+        assert (await engine.execute("SELECT k FROM t"))[0].rows == [(4,)]
+        await engine.close()
+
+    run(test)

@@ -214,7 +214,8 @@ class VolumePageSource:
     async def _hand_off(self, ticket: int, patches: list[Patch], pages: list[int]) -> None:
         ack = self._ack(ticket)
         if self.broken is not None:  # queued behind a commit that failed: it read what that one wrote
-            ack.set_exception(self._chain_error(self.broken))
+            if not ack.done():  # `_fail` may have failed it already, with the chain
+                ack.set_exception(self._chain_error(self.broken))
             return
         base_cpl, base_epoch = self._base
         try:
