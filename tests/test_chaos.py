@@ -14,7 +14,9 @@ scenarios `chaos`.
 
 from __future__ import annotations
 
+import json
 import queue
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -32,8 +34,20 @@ from sixfold.storage.store import SegmentStore
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from sixfold.tools.chaos import lmdb_pages
-from sixfold.tools.chaos.history import FAIL, INFO
-from sixfold.tools.chaos.runner import RunConfig, classify, decode_value, encode_value, hot_keys, run_scenario, table
+from sixfold.tools.chaos.bank import SQL, TXN, BankLedger, BankOp, FinalState, check_bank, net_of, schema_statements
+from sixfold.tools.chaos.bank import classify as bank_classify
+from sixfold.tools.chaos.bank_client import inspect_image
+from sixfold.tools.chaos.history import FAIL, INFO, OK, READ, WRITE
+from sixfold.tools.chaos.runner import (
+    RunConfig,
+    ScenarioResult,
+    classify,
+    decode_value,
+    encode_value,
+    hot_keys,
+    run_scenario,
+    table,
+)
 from sixfold.tools.cluster import PROJECT_ROOT, health_check
 from tests.polling import wait_until
 from tests.test_store import SEG, batch, commit_ok, meta
@@ -315,3 +329,150 @@ def test_an_out_dir_holding_an_earlier_cluster_is_refused(tmp_path: Path, capsys
     assert main(["chaos", "kill-one", "--out", str(tmp_path), "--seed", "1"]) == 2
     assert "already holds a cluster from an earlier run" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster"], "nothing was started or written"
+
+
+# --- the bank workload's checkers -------------------------------------------------------------------
+
+BANK_INITIAL = {1: 1000, 2: 1000, 3: 1000}
+
+
+def _transfer(tid: str, src: int, dst: int, amount: int, outcome: str, at: float) -> BankOp:
+    return BankOp(
+        WRITE,
+        0,
+        TXN,
+        at,
+        at + 0.1,
+        outcome,
+        "OK" if outcome == OK else "UNAVAILABLE",
+        token=tid,
+        keys=(src, dst),
+        amount=amount,
+    )
+
+
+def _read(balances: dict[int, int], rows: dict[str, tuple[int, int, int]], at: float) -> BankOp:
+    net = net_of(rows.values())
+    return BankOp(
+        READ, 1, SQL, at, at + 0.1, OK, "OK", balances=tuple((a, b, net.get(a, 0)) for a, b in balances.items())
+    )
+
+
+def _final(rows: dict[str, tuple[int, int, int]], **changed: int) -> FinalState:
+    net = net_of(rows.values())
+    balances = {a: b + net.get(a, 0) for a, b in BANK_INITIAL.items()}
+    balances.update({int(a.lstrip("a")): b for a, b in changed.items()})
+    return FinalState(balances, dict(rows), "ok")
+
+
+def _failed_criteria(ops: list[BankOp], final: FinalState | None) -> list[str]:
+    return [c.name for c in check_bank(ops, final, BANK_INITIAL).criteria() if c.ok is False]
+
+
+@pytest.mark.unit
+def test_the_bank_checkers_pass_a_clean_history_and_catch_lost_transfers_and_a_changed_total() -> None:
+    t1, t3 = (1, 2, 10), (3, 1, 7)
+    ops = [
+        _transfer("t1", *t1, OK, 1.0),
+        _transfer("t2", 2, 3, 5, FAIL, 1.1),
+        _transfer("t3", *t3, INFO, 1.2),  # in doubt: present (whole) at the end
+        _transfer("t4", 1, 3, 9, INFO, 1.3),  # in doubt: absent at the end
+        _read({1: 990, 2: 1010, 3: 1000}, {"t1": t1}, 1.15),
+    ]
+    clean = check_bank(ops, _final({"t1": t1, "t3": t3}), BANK_INITIAL)
+    assert all(c.ok for c in clean.criteria()), clean.criteria()
+    assert (clean.acknowledged, clean.info_present, clean.info_absent, clean.final_total) == (1, 1, 1, 3000)
+
+    assert _failed_criteria(ops, _final({"t3": t3})) == ["no acknowledged transfer lost"]
+    lost = check_bank(ops, _final({"t3": t3}), BANK_INITIAL)
+    assert len(lost.lost) == 1 and lost.lost[0].startswith("transfer t1 1->2 10")
+    assert _failed_criteria(ops, _final({"t1": t1, "t3": t3}, a2=1011)) == ["total conserved", "transfers whole"]
+    wrong_read = [*ops, _read({1: 990, 2: 1010, 3: 1001}, {"t1": t1}, 1.4)]
+    assert _failed_criteria(wrong_read, _final({"t1": t1})) == ["total conserved", "transfers whole"]
+    partial = FinalState({1: 990, 2: 1010, 3: 1000}, {"t1": t1, "t3": t3}, "ok")  # t3's row, not its moves
+    assert _failed_criteria(ops, partial) == ["transfers whole"]
+    assert _failed_criteria(ops, _final({"t1": t1, "t2": (2, 3, 5)})) == ["no failed transfer took effect"]
+    assert _failed_criteria(ops, _final({"t1": t1, "t9": (1, 2, 1)})) == ["transfers whole"]  # nobody asked for t9
+    assert _failed_criteria(ops, None) == ["final state read"]
+
+
+@pytest.mark.unit
+def test_bank_outcomes_and_a_database_image(tmp_path: Path) -> None:
+    assert bank_classify("ABORTED", "database is locked", committing=False) == FAIL
+    assert bank_classify("UNAVAILABLE", "Socket closed", committing=False) == FAIL  # no commit was asked for
+    assert bank_classify("UNAVAILABLE", "Stream removed (Socket closed)") == INFO
+    assert bank_classify("UNAVAILABLE", "failed to connect to all addresses; last error: ...") == FAIL  # never sent
+    assert bank_classify("UNAVAILABLE", "not durable in 5 s", "OUTCOME_UNKNOWN") == INFO
+    assert bank_classify("ABORTED", "truncated by a recovery", "NOT_COMMITTED") == FAIL
+    assert bank_classify("FAILED_PRECONDITION", "CHECK constraint failed: balance >= 0") == FAIL
+    assert bank_classify("UNAVAILABLE", "writes wait until storage decides the outcome ...; retry") == FAIL
+    assert bank_classify("DEADLINE_EXCEEDED", "a commit in flight may still have committed") == INFO
+
+    db = sqlite3.connect(":memory:")
+    for sql, params in schema_statements(3, 1000):
+        db.execute(sql, params)
+    db.execute("UPDATE accounts SET balance = balance - 5 WHERE id = 1")
+    db.execute("UPDATE accounts SET balance = balance + 5 WHERE id = 3")
+    db.execute("INSERT INTO transfers VALUES ('c0-1', 1, 3, 5)")
+    db.commit()
+    balances, count, integrity, rows = inspect_image(db.serialize())
+    assert balances == ((1, 995, -5), (2, 1000, 0), (3, 1005, 5)) and count == 1 and integrity == "ok"
+    assert rows == {"c0-1": (1, 3, 5)}
+    ledger = BankLedger()
+    ledger.add(_transfer("t1", 1, 2, 10, OK, 1.0))
+    ledger.add(_read({1: 990, 2: 1010, 3: 1000}, {"t1": (1, 2, 10)}, 0.5))
+    ledger.to_jsonl(tmp_path / "history.jsonl")
+    events = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [(e["f"], e["type"]) for e in events] == [
+        ("sql", "invoke"),
+        ("sql", "ok"),
+        ("transfer", "invoke"),
+        ("transfer", "ok"),
+    ]
+    assert events[1]["value"]["total"] == 3000 and events[3]["value"]["id"] == "t1"
+
+
+@pytest.mark.unit
+def test_the_bank_workload_is_refused_where_it_cannot_run_and_tabled_with_its_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sixfold.tools.cli import main
+
+    assert main(["chaos", "byte-flip", "--workload", "bank", "--out", str(tmp_path / "x"), "--seed", "1"]) == 2
+    assert "pages workload only" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="cannot run with the bank workload"):
+        run_scenario(RunConfig(scenario="tree-rot", out_dir=tmp_path / "y", seed=1, workload="bank"))
+    pages = ScenarioResult("kill-one", "PASS", 1, "out", operations=10, ok=10, lost=0, linearizable="yes")
+    bank = ScenarioResult("kill-one", "PASS", 1, "out", workload="bank", lost=0, linearizable="n/a", conserved="yes")
+    assert "workload" not in table([pages]).splitlines()[0] and "conserved" not in table([pages]).splitlines()[0]
+    header, _, page_row, bank_row = table([pages, bank]).splitlines()[:4]
+    assert header.split() == [
+        "scenario",
+        "workload",
+        "ops",
+        "ok",
+        "fail",
+        "info",
+        "lost",
+        "linearizable",
+        "vanished",
+        "conserved",
+        "resumed",
+        "converged",
+        "verdict",
+    ]
+    assert page_row.split()[1] == "pages" and bank_row.split()[1] == "bank" and bank_row.split()[9] == "yes"
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("scenario", ["kill-one", "writer-kill"])
+def test_bank_chaos_scenario_passes(scenario: str, tmp_path: Path) -> None:
+    seed = int(time.time()) % 100_000
+    print(f"seed={seed}")
+    cfg = RunConfig(scenario=scenario, out_dir=tmp_path / scenario, seed=seed, seconds=10, clients=6, workload="bank")
+    result = run_scenario(cfg)
+    print(table([result]))
+    assert result.verdict == "PASS", [c for c in result.criteria if c.ok is False] or result.error
+    assert result.workload == "bank" and result.lost == 0 and result.conserved == "yes"
+    assert result.details["counts"]["transfers_ok"] > 100
+    assert (tmp_path / scenario / "history.jsonl").stat().st_size > 0

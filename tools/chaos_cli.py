@@ -2,7 +2,15 @@
 
     sixfold chaos list                       the scenarios and what each must hold
     sixfold chaos kill-az [--seconds 24] [--clients 8] [--keys 8] [--out DIR] [--seed N]
+    sixfold chaos kill-az --workload bank [--accounts 10]   Jepsen's bank over SqlService
     sixfold chaos all                        every scenario in turn, one combined verdict table
+
+Two workloads: `pages` (the default: clients write and read hot pages of vol0
+over VolumeService, judged for linearizability, lost writes and torn MTRs) and
+`bank` (clients move money between accounts in SQL transactions over
+SqlService, judged for lost committed transfers, the conserved total and whole
+transfers; tools/chaos/bank.py). byte-flip and tree-rot aim at the page
+workload's tokens and run with it only (`all --workload bank` skips them).
 
 Each scenario starts its own cluster (in its output directory, default
 ./chaos-out/<timestamp>-<scenario>/), runs concurrent clients while the fault
@@ -21,9 +29,14 @@ import time
 from pathlib import Path
 
 from sixfold.tools.chaos.runner import (
+    BANK,
+    DEFAULT_ACCOUNTS,
     DEFAULT_CLIENTS,
     DEFAULT_KEYS,
     DEFAULT_SECONDS,
+    PAGES,
+    PAGES_ONLY,
+    WORKLOADS,
     RunConfig,
     ScenarioResult,
     run_scenario,
@@ -56,6 +69,18 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_KEYS,
         help=f"hot pages, half in each of vol0's first two PGs (default {DEFAULT_KEYS})",
     )
+    parser.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        default=PAGES,
+        help="pages: hot pages over VolumeService (default); bank: money transfers over SqlService",
+    )
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        default=DEFAULT_ACCOUNTS,
+        help=f"the bank workload's accounts, 1,000 each (default {DEFAULT_ACCOUNTS})",
+    )
     parser.add_argument("--out", type=Path, help="output directory (default ./chaos-out/<timestamp>-<scenario>/)")
     parser.add_argument("--seed", type=int, help="seed of the fault schedule and the clients (default: random)")
 
@@ -77,8 +102,19 @@ def run(args: argparse.Namespace) -> int:
     if args.keys < 4 or args.keys % 2:
         print("--keys must be an even number of at least 4", file=sys.stderr)
         return 2
+    if args.accounts < 2:
+        print("--accounts must be at least 2", file=sys.stderr)
+        return 2
+    bank = args.workload == BANK
+    if bank and args.scenario in PAGES_ONLY:
+        print(f"{args.scenario} runs with the pages workload only: {PAGES_ONLY[args.scenario]}", file=sys.stderr)
+        return 2
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    if bank:
+        for name in [n for n in names if n in PAGES_ONLY]:
+            print(f"skipping {name} (pages workload only: {PAGES_ONLY[name]})")
+            names.remove(name)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out or DEFAULT_OUT_ROOT / f"{stamp}-{args.scenario}"
     out = out.resolve()
@@ -91,7 +127,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    print(f"sixfold chaos {args.scenario}: seed {seed} (rerun with --seed {seed}); output in {out}", flush=True)
+    print(
+        f"sixfold chaos {args.scenario} --workload {args.workload}: seed {seed} (rerun with --seed {seed}); "
+        f"output in {out}",
+        flush=True,
+    )
     results: list[ScenarioResult] = []
     for name in names:
         cfg = RunConfig(
@@ -102,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
             clients=args.clients,
             keys=args.keys,
             log=lambda text: print(text, flush=True),
+            workload=args.workload,
+            accounts=args.accounts,
         )
         results.append(run_scenario(cfg))
         print(flush=True)

@@ -2,7 +2,8 @@
 
 `ScenarioResult` is one run's verdict with its counts and criteria (`verdict.json`);
 `save` writes the output directory (history.jsonl, faults.jsonl, logs/, verdict.json)
-and prints the criteria; `table` lines up several results, one row per scenario.
+and prints the criteria; `table` lines up several results, one row per scenario (with
+the workload and the bank's conserved total as columns when a bank run is among them).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sixfold.tools.chaos.bank_workload import BANK, BankWorkload
 from sixfold.tools.chaos.fault_log import FaultLog
 from sixfold.tools.chaos.run_checks import CONVERGENCE_NOTE
 from sixfold.tools.chaos.scenario_base import Criterion
-from sixfold.tools.chaos.workload import Workload
+from sixfold.tools.chaos.workload import PAGES, Workload
 from sixfold.tools.cluster import Cluster
 
 
@@ -28,13 +30,15 @@ class ScenarioResult:
     verdict: str  # PASS / FAIL
     seed: int
     out_dir: str
+    workload: str = PAGES
     operations: int = 0
     ok: int = 0
     fail: int = 0
     info: int = 0
     lost: int | None = None
-    linearizable: str = "unknown"  # yes / no / unknown
+    linearizable: str = "unknown"  # yes / no / unknown (n/a: the bank workload)
     vanished: int | None = None
+    conserved: str = "-"  # the bank: the total stayed the same in the end and in every read (yes / no)
     resumed_s: float | None = None
     resumed_after: str = ""
     converged: str = "-"
@@ -52,7 +56,7 @@ def save(
     out: Path,
     log: Callable[[str], None],
     result: ScenarioResult,
-    workload: Workload | None,
+    workload: Workload | BankWorkload | None,
     cluster: Cluster,
     fault_log: FaultLog,
     started: float,
@@ -61,7 +65,7 @@ def save(
     result.seconds = round(time.monotonic() - started, 1)
     origin = workload.origin if workload else started
     if workload is not None:
-        workload.history.to_jsonl(out / "history.jsonl")
+        workload.save_history(out / "history.jsonl")
     fault_log.to_jsonl(out / "faults.jsonl", origin)
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
@@ -82,6 +86,7 @@ def save(
 
 COLUMNS = (
     "scenario",
+    "workload",
     "ops",
     "ok",
     "fail",
@@ -89,32 +94,38 @@ COLUMNS = (
     "lost",
     "linearizable",
     "vanished",
+    "conserved",
     "resumed",
     "converged",
     "verdict",
 )
+BANK_ONLY_COLUMNS = ("workload", "conserved")  # shown when a bank run is in the table
 
 
-def _row(r: ScenarioResult) -> list[str]:
+def _cells(r: ScenarioResult) -> dict[str, str]:
     resumed = "-" if r.resumed_after == "" else ("never" if r.resumed_s is None else f"{r.resumed_s:.2f}s")
-    return [
-        r.scenario,
-        str(r.operations),
-        str(r.ok),
-        str(r.fail),
-        str(r.info),
-        "-" if r.lost is None else str(r.lost),
-        r.linearizable,
-        "-" if r.vanished is None else str(r.vanished),
-        resumed,
-        r.converged,
-        r.verdict,
-    ]
+    return {
+        "scenario": r.scenario,
+        "workload": r.workload,
+        "ops": str(r.operations),
+        "ok": str(r.ok),
+        "fail": str(r.fail),
+        "info": str(r.info),
+        "lost": "-" if r.lost is None else str(r.lost),
+        "linearizable": r.linearizable,
+        "vanished": "-" if r.vanished is None else str(r.vanished),
+        "conserved": r.conserved,
+        "resumed": resumed,
+        "converged": r.converged,
+        "verdict": r.verdict,
+    }
 
 
 def table(results: list[ScenarioResult]) -> str:
-    rows = [list(COLUMNS)] + [_row(r) for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    bank = any(r.workload == BANK for r in results)
+    columns = [c for c in COLUMNS if bank or c not in BANK_ONLY_COLUMNS]
+    rows = [columns] + [[_cells(r)[c] for c in columns] for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = []
     for n, row in enumerate(rows):
         cells = [
@@ -131,6 +142,12 @@ def table(results: list[ScenarioResult]) -> str:
         "heal where writes cannot go on: kill-az-plus-one, kill-four; from the kill or stop of the writer; "
         "from the switch to the new writer); the worst one where there were several."
     )
+    if bank:
+        footnotes.append(
+            "bank: ops are transfers, reads and snapshots from storage; a write is a transfer; lost = acknowledged "
+            "transfers missing at the end; conserved = the total balance was the same at the end and in every "
+            "read; linearizable n/a (the bank checks its invariants instead)."
+        )
     for r in results:
         if r.error:
             footnotes.append(f"{r.scenario}: {r.error}")

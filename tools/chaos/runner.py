@@ -4,15 +4,17 @@ One run of a scenario (`run_scenario`):
 
 1. start a fresh cluster through `tools.cluster.Cluster` in `<out>/cluster`
    (control plane, a1 a2 b1 b2 c1 c2, the writer `compute` serving vol0), and
-   grow vol0 to two PGs;
-2. run `clients` concurrent client processes (workload.py: what they do, and
-   how an outcome is classified ok / fail / info);
+   prepare the workload: the page workload grows vol0 to two PGs, the bank
+   workload makes its bank (`RunConfig.workload`: pages or bank);
+2. run `clients` concurrent clients (workload.py, or bank_workload.py: what
+   they do, and how an outcome is classified ok / fail / info);
 3. a baseline phase, then the scenario's fault schedule (drawn from the seed),
    then heal (clear fault files, resume, restart), a little more load, then
-   final reads of every key;
-4. judge (verdict.py): linearizability, lost writes, vanished reads
-   (tools.chaos.checkers), MTR atomicity, the scenario's own criteria, and
-   whether the six segments of each PG converge once healed;
+   final reads (of every key; of the whole bank);
+4. judge (verdict.py): for pages linearizability, lost writes, vanished reads
+   (tools.chaos.checkers) and MTR atomicity, for the bank its invariants
+   (tools.chaos.bank); the scenario's own criteria, and whether the six
+   segments of each PG converge once healed;
 5. write `history.jsonl`, `faults.jsonl`, `verdict.json` and copy every process
    log into `<out>/logs/` (report.py, which also draws the verdict table).
 """
@@ -30,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from sixfold.tools.chaos import verdict
+from sixfold.tools.chaos.bank import DEFAULT_ACCOUNTS
+from sixfold.tools.chaos.bank_workload import BANK, PAGES_ONLY, WORKLOADS, BankWorkload
 from sixfold.tools.chaos.fault_log import FaultLog
 from sixfold.tools.chaos.faults import Nemesis
 from sixfold.tools.chaos.report import ScenarioResult, save, table
@@ -38,6 +42,7 @@ from sixfold.tools.chaos.scenario_base import Context, Scenario, Timing
 from sixfold.tools.chaos.scenarios import SCENARIOS, resolve
 from sixfold.tools.chaos.workload import (
     FINAL_READ_TIMEOUT_S,
+    PAGES,
     VOLUME,
     OpRecord,
     Workload,
@@ -63,6 +68,21 @@ class RunConfig:
     clients: int = DEFAULT_CLIENTS
     keys: int = DEFAULT_KEYS
     log: Callable[[str], None] = print
+    workload: str = PAGES  # or BANK
+    accounts: int = DEFAULT_ACCOUNTS  # the bank's
+
+    def make_workload(self, cluster: Cluster) -> Workload | BankWorkload:
+        address = cluster.compute_address()
+        if self.workload == BANK:
+            return BankWorkload(
+                clients=self.clients, accounts=self.accounts, seed=self.seed, address=address, cluster=cluster
+            )
+        return Workload(clients=self.clients, keys=self.keys, seed=self.seed, address=address, cluster=cluster)
+
+    def load(self) -> str:
+        if self.workload == BANK:
+            return f"the bank workload: {self.clients} clients, {self.accounts} accounts"
+        return f"{self.clients} clients, {self.keys} keys"
 
     def timing(self) -> Timing:
         s = self.seconds
@@ -74,9 +94,7 @@ async def _drive(
 ) -> None:
     timing = cfg.timing()
     rng = random.Random(f"{cfg.seed}:{scenario.name}")
-    workload = Workload(
-        clients=cfg.clients, keys=cfg.keys, seed=cfg.seed, address=cluster.compute_address(), cluster=cluster
-    )
+    workload = cfg.make_workload(cluster)
     holder["workload"] = workload
     origin = workload.origin
 
@@ -101,7 +119,7 @@ async def _drive(
         await workload.prepare()
         await asyncio.to_thread(nemesis.wait_writer_connected, workload.target.address, HEAL_CONNECT_TIMEOUT_S)
         ctx.mark("load_start")
-        say(f"load: {cfg.clients} clients on keys {workload.all_keys} (pairs {workload.pairs})")
+        say(f"load: {workload.describe()}")
         tasks = [asyncio.create_task(workload.client(i)) for i in range(cfg.clients)]
         try:
             await asyncio.sleep(timing.baseline_s)
@@ -143,14 +161,19 @@ def _judge(
 
 
 def run_scenario(cfg: RunConfig) -> ScenarioResult:
-    """Run one scenario end to end on its own cluster in `cfg.out_dir`; never raises for a failed run."""
+    """Run one scenario end to end on its own cluster in `cfg.out_dir`; never raises for a failed run
+    (ValueError for a workload it cannot run with)."""
     scenario = resolve(cfg.scenario)
+    if cfg.workload not in WORKLOADS:
+        raise ValueError(f"unknown workload {cfg.workload!r}; known: {', '.join(WORKLOADS)}")
+    if cfg.workload == BANK and scenario.name in PAGES_ONLY:
+        raise ValueError(f"{scenario.name} cannot run with the bank workload: {PAGES_ONLY[scenario.name]}")
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    result = ScenarioResult(scenario.name, "FAIL", cfg.seed, str(out))
+    result = ScenarioResult(scenario.name, "FAIL", cfg.seed, str(out), workload=cfg.workload)
     cfg.log(f"== {scenario.name}: {scenario.does}; must hold: {scenario.must}")
-    cfg.log(f"   seed {cfg.seed}, {cfg.clients} clients, {cfg.keys} keys, ~{cfg.seconds:g} s of load; output {out}")
+    cfg.log(f"   seed {cfg.seed}, {cfg.load()}, ~{cfg.seconds:g} s of load; output {out}")
     cluster = Cluster(out / "cluster")
     fault_log = FaultLog()
     nemesis = Nemesis(cluster, fault_log, VOLUME)
@@ -182,9 +205,15 @@ def scenario_names() -> list[str]:
 
 
 __all__ = [
+    "BANK",
+    "DEFAULT_ACCOUNTS",
     "DEFAULT_CLIENTS",
     "DEFAULT_KEYS",
     "DEFAULT_SECONDS",
+    "PAGES",
+    "PAGES_ONLY",
+    "WORKLOADS",
+    "BankWorkload",
     "OpRecord",
     "RunConfig",
     "ScenarioResult",

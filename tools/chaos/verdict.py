@@ -1,9 +1,12 @@
 """The verdict of one chaos run: every criterion, judged from the history, the records and the faults.
 
-Every run is judged for final reads, linearizability, lost writes, vanished reads
-(tools/chaos/checkers.py), MTR atomicity and segment convergence (run_checks.py);
-then the scenario's own criteria. The run FAILs if any criterion is False; None is
-reported, not judged. It also measures when writes resumed after each fault.
+A page workload run is judged for final reads, linearizability, lost writes, vanished reads
+(tools/chaos/checkers.py) and MTR atomicity (run_checks.py); a bank workload run for the bank's
+invariants instead (tools/chaos/bank.py: no acknowledged transfer lost, no failed one present, the
+total conserved, transfers whole, integrity_check ok; the page checks are n/a), and for transfers
+acknowledged again once the run is healed (a writer that stays blocked fails it). Every run then gets
+the scenario's own criteria and segment convergence. The run FAILs if any criterion is False; None
+is reported, not judged. It also measures when writes resumed after each fault.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import math
 from collections.abc import Callable
 
 from sixfold.tools.chaos import checkers
+from sixfold.tools.chaos.bank import STORAGE, check_bank
+from sixfold.tools.chaos.bank_workload import BANK, BankWorkload
 from sixfold.tools.chaos.faults import Nemesis
 from sixfold.tools.chaos.history import FAIL, INFO, OK, WRITE
 from sixfold.tools.chaos.report import ScenarioResult
@@ -21,7 +26,7 @@ from sixfold.tools.chaos.workload import Workload
 from sixfold.tools.cluster import COMPUTE
 
 
-def _resumed(workload: Workload, at: float) -> float | None:
+def _resumed(workload: Workload | BankWorkload, at: float) -> float | None:
     """Seconds from `at` until a write invoked at or after it was acknowledged."""
     done = [r.completed for r in workload.records if r.kind == WRITE and r.outcome == OK and r.invoked >= at]
     return min(done) - at if done else None
@@ -34,16 +39,8 @@ def _writer_restarted(nemesis: Nemesis) -> bool:
     )
 
 
-def judge(
-    scenario: Scenario,
-    result: ScenarioResult,
-    workload: Workload,
-    ctx: Context,
-    convergence: Convergence | None,
-    nemesis: Nemesis,
-    log: Callable[[str], None],
-) -> None:
-    """Fill in `result` (counts, criteria, resumption, details, verdict) for a run that got as far as its load."""
+def _page_criteria(result: ScenarioResult, workload: Workload, log: Callable[[str], None]) -> list[Criterion]:
+    """Final reads, linearizability, lost writes, vanished reads and MTR atomicity of a page workload run."""
     history = workload.history
     counts = checkers.summary(history)
     result.operations, result.ok, result.fail, result.info = (
@@ -61,7 +58,22 @@ def judge(
     result.lost = lost.lost_writes
     result.vanished = vanished.vanished
     final_ok = bool(workload.final_values)
-    criteria = [
+    result.details["checkers"] = {
+        "linearizable": {
+            "verdict": lin.verdict,
+            "operations": lin.operations,
+            "bad_keys": list(lin.bad_keys),
+            "unknown_keys": list(lin.unknown_keys),
+            "explanations": list(lin.explanations),
+        },
+        "lost_writes": {
+            "lost": lost.lost_writes,
+            "acknowledged": lost.writes_acknowledged,
+            "explanations": list(lost.explanations),
+        },
+        "vanished_reads": {"vanished": vanished.vanished, "explanations": list(vanished.explanations)},
+    }
+    return [
         Criterion(
             "final reads",
             final_ok,
@@ -96,6 +108,85 @@ def judge(
         ),
         check_atomicity(workload),
     ]
+
+
+def _bank_criteria(result: ScenarioResult, workload: BankWorkload, log: Callable[[str], None]) -> list[Criterion]:
+    """The bank's invariants (tools/chaos/bank.py); the page workload's checks are n/a."""
+    ops = workload.records
+    counts = {
+        "operations": len(ops),
+        OK: sum(op.outcome == OK for op in ops),
+        FAIL: sum(op.outcome == FAIL for op in ops),
+        INFO: sum(op.outcome == INFO for op in ops),
+        "transfers": sum(op.kind == WRITE for op in ops),
+        "transfers_ok": sum(op.kind == WRITE and op.outcome == OK for op in ops),
+        "snapshots_ok": sum(op.via == STORAGE and op.outcome == OK for op in ops),
+    }
+    result.operations, result.ok, result.fail, result.info = (
+        counts["operations"],
+        counts[OK],
+        counts[FAIL],
+        counts[INFO],
+    )
+    result.details["counts"] = counts
+    log(f"  checking {counts['operations']} bank operations ({counts['transfers']} transfers)")
+    check = check_bank(ops, workload.final, workload.initial, workload.origin)
+    result.linearizable = "n/a"
+    result.lost = len(check.lost) if workload.final is not None else None
+    result.conserved = "yes" if check.conserved else ("-" if workload.final is None and not check.wrong_total else "no")
+    result.details["checkers"] = {
+        "bank": {
+            "acknowledged": check.acknowledged,
+            "lost": check.lost,
+            "failed_present": check.failed_present,
+            "info_present": check.info_present,
+            "info_absent": check.info_absent,
+            "phantom": check.phantom,
+            "final_total": check.final_total,
+            "total": check.total,
+            "unbalanced": check.unbalanced,
+            "wrong_total": check.wrong_total[:20],
+            "torn_reads": check.torn_reads[:20],
+            "bad_integrity": check.bad_integrity[:20],
+        }
+    }
+    return check.criteria() + [
+        Criterion(
+            "page checks",
+            None,
+            "n/a for the bank workload (linearizability, lost writes and vanished reads of hot pages, two-page "
+            "MTRs): a transaction is one MTR and the bank's invariants judge it",
+        )
+    ]
+
+
+def _bank_resumes(workload: BankWorkload, ctx: Context) -> Criterion:
+    """Once healed, transfers are acknowledged again: some transfer invoked after the heal commits."""
+    name = "transfers resume once healed"
+    healed, stopped = ctx.marks.get("healed"), ctx.marks.get("clients_stopped")
+    if healed is None or stopped is None:
+        return Criterion(name, None, "not judged: the run did not get past the heal")
+    acked = [op.completed for op in workload.records if op.kind == WRITE and op.outcome == OK and op.invoked >= healed]
+    detail = f"{len(acked)} transfers invoked in the {stopped - healed:.1f} s of load after the heal were acknowledged"
+    detail += f", the first {min(acked) - healed:.2f} s after it" if acked else ": writes stayed blocked"
+    return Criterion(name, bool(acked), detail)
+
+
+def judge(
+    scenario: Scenario,
+    result: ScenarioResult,
+    workload: Workload | BankWorkload,
+    ctx: Context,
+    convergence: Convergence | None,
+    nemesis: Nemesis,
+    log: Callable[[str], None],
+) -> None:
+    """Fill in `result` (counts, criteria, resumption, details, verdict) for a run that got as far as its load."""
+    if isinstance(workload, BankWorkload):
+        result.workload = BANK
+        criteria = _bank_criteria(result, workload, log) + [_bank_resumes(workload, ctx)]
+    else:
+        criteria = _page_criteria(result, workload, log)
     try:
         criteria += scenario.judge(ctx)
     except Exception as error:  # noqa: BLE001 - a judge that cannot judge is a failed criterion
@@ -139,20 +230,5 @@ def judge(
     result.details["scenario"] = {
         k: (v if isinstance(v, (int, float, str, bool, list, dict, type(None))) else repr(v))
         for k, v in ctx.data.items()
-    }
-    result.details["checkers"] = {
-        "linearizable": {
-            "verdict": lin.verdict,
-            "operations": lin.operations,
-            "bad_keys": list(lin.bad_keys),
-            "unknown_keys": list(lin.unknown_keys),
-            "explanations": list(lin.explanations),
-        },
-        "lost_writes": {
-            "lost": lost.lost_writes,
-            "acknowledged": lost.writes_acknowledged,
-            "explanations": list(lost.explanations),
-        },
-        "vanished_reads": {"vanished": vanished.vanished, "explanations": list(vanished.explanations)},
     }
     result.verdict = "FAIL" if any(c.ok is False for c in criteria) else "PASS"

@@ -26,6 +26,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -35,6 +36,7 @@ from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.tools.chaos.history import FAIL, INFO, OK, READ, WRITE, History
 from sixfold.tools.cluster import COMPUTE, Cluster
 
+PAGES = "pages"  # this workload's name (`sixfold chaos --workload pages`)
 VOLUME = "vol0"
 PAGES_PER_PG = 16384  # vol0: 64 MiB segments of 4 KiB pages
 VALUE_BYTES = 32
@@ -139,6 +141,8 @@ class Target:
 
 
 class Workload:
+    kind = PAGES
+
     def __init__(self, *, clients: int, keys: int, seed: int, address: str, cluster: Cluster) -> None:
         self.clients = clients
         self.seed = seed
@@ -155,6 +159,12 @@ class Workload:
         self.origin = time.monotonic()
 
     encode = staticmethod(encode_value)
+
+    def describe(self) -> str:
+        return f"{self.clients} clients on keys {self.all_keys} (pairs {self.pairs})"
+
+    def save_history(self, path: Path) -> None:
+        self.history.to_jsonl(path)
 
     async def switch(self, address: str, label: str) -> None:
         self.target = Target(address, label)
