@@ -185,13 +185,19 @@ class FakeEngine:
         return txn
 
 
+class FakeVolume(str):
+    """A volume's name standing in for the open volume the fake engine is built on."""
+
+    holds_database = False
+
+
 class FakeVolumes:
     """VolumeServicer's `volume()`: the names in FAKE_VOLUMES exist, any other is NOT_FOUND."""
 
     async def volume(self, volume_id: str) -> Any:
         if volume_id not in FAKE_VOLUMES:
             raise UnknownVolume(f"volume {volume_id!r} does not exist; create it first")
-        return volume_id
+        return FakeVolume(volume_id)
 
 
 @contextmanager
