@@ -300,7 +300,9 @@ def test_a_full_disk_is_reported_as_such_and_the_node_recovers_when_space_return
         payload = bytes(range(256)) * 12
         page = 0
         while (
-            stub(address).ListSegments(pb.ListSegmentsRequest(), timeout=CALL_TIMEOUT_S).disk_condition
+            stub(address)
+            .ListSegments(pb.ListSegmentsRequest(), timeout=CALL_TIMEOUT_S, wait_for_ready=True)  # a busy machine
+            .disk_condition
             != pb.DISK_CONDITION_FULL
         ):
             write(writer(cluster), [(page % 500, 0, payload)])  # goes on with the five other copies
