@@ -8,7 +8,9 @@ one acknowledges nothing more, and a write it refused as fenced never takes effe
 from __future__ import annotations
 
 import time
+from typing import Any
 
+from sixfold.storage.errors import REASON_FENCED
 from sixfold.tools.chaos.scenario_base import Context, Criterion, Scenario, ops
 from sixfold.tools.cluster import COMPUTE
 
@@ -60,21 +62,25 @@ async def _old_writer(ctx: Context) -> None:
     await ctx.sleep(max(2.0, ctx.timing.fault_s - OLD_WRITER_LINGER_S))
 
 
+def _refused_as_fenced(record: Any) -> bool:
+    """A page write refused as fenced is FAILED_PRECONDITION; the SQL engine (the bank workload) aborts a
+    transaction as ABORTED with the reason FENCED."""
+    return record.code == "FAILED_PRECONDITION" or getattr(record, "reason", "") == REASON_FENCED
+
+
 def _judge_old_writer(ctx: Context) -> list[Criterion]:
     opened = ctx.marks["new_writer_open"]
     stale_acks = ops(ctx, "write", "ok", invoked_from=opened, writer=COMPUTE)
-    fenced = [
-        r for r in ops(ctx, "write", "fail", invoked_from=opened, writer=COMPUTE) if r.code == "FAILED_PRECONDITION"
-    ]
+    fenced = [r for r in ops(ctx, "write", "fail", invoked_from=opened, writer=COMPUTE) if _refused_as_fenced(r)]
     other = [r for r in ops(ctx, "write", invoked_from=opened, writer=COMPUTE) if r.outcome != "ok" and r not in fenced]
     new_acks = ops(ctx, "write", "ok", writer=NEW_WRITER)
     # A write refused as fenced counts as `fail` (nothing written); see whether any was read back anyway.
     observed = {v for r in ops(ctx, "read", "ok") for v in r.values}
-    refused = [r for r in ops(ctx, "write", "fail") if r.code == "FAILED_PRECONDITION"]
+    refused = [r for r in ops(ctx, "write", "fail") if _refused_as_fenced(r)]
     resurrected = [r for r in refused if r.token in observed]
     detail = (
-        f"{len(refused)} writes refused as fenced (FAILED_PRECONDITION) in all; {len(resurrected)} of them "
-        f"were read back later"
+        f"{len(refused)} writes refused as fenced (FAILED_PRECONDITION, or reason FENCED) in all; "
+        f"{len(resurrected)} of them were read back later"
     )
     if resurrected:
         first = resurrected[0]
@@ -90,7 +96,7 @@ def _judge_old_writer(ctx: Context) -> list[Criterion]:
             "old writer fenced",
             not stale_acks and bool(fenced),
             f"writes sent to the old writer after the new one opened: {len(stale_acks)} acknowledged, "
-            f"{len(fenced)} rejected as fenced (FAILED_PRECONDITION), {len(other)} other errors; "
+            f"{len(fenced)} rejected as fenced (FAILED_PRECONDITION, or reason FENCED), {len(other)} other errors; "
             f"old writer reports fenced: {ctx.data.get('old_knows_fenced')}",
         ),
         Criterion("a write refused as fenced never takes effect", not resurrected, detail),
