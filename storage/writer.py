@@ -58,6 +58,9 @@ class GroupCommitter:
 
     def submit(self, batch: AppendBatch) -> asyncio.Future[BatchResult]:
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        # A submitter may be gone by the time its group commits (its stream broke): its refusal is then
+        # nobody's to read, and must not be logged as an error ("Future exception was never retrieved").
+        future.add_done_callback(_mark_retrieved)
         self._queue.append((batch, future))
         self._wakeup.set()
         return future
@@ -101,6 +104,11 @@ class GroupCommitter:
                         future.set_exception(result)
                     else:
                         future.set_result(result)
+
+
+def _mark_retrieved(future: asyncio.Future[BatchResult]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class WriterHandle:
