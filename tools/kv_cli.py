@@ -25,7 +25,14 @@ from sixfold.compute.sql_client import SqlClient
 from sixfold.tools.sql_cli import add_volume_option
 from sixfold.tools.sql_format import blob_literal, table
 from sixfold.tools.sql_shell import failure_hint
-from sixfold.tools.volume_cli import UsageError, add_connection_options, compute_address, hex_bytes, printable_text
+from sixfold.tools.volume_cli import (
+    UsageError,
+    add_connection_options,
+    compute_address,
+    hex_bytes,
+    printable_text,
+    report_failure,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -147,11 +154,7 @@ def run(args: argparse.Namespace) -> int:
         with SqlClient(address, volume_id=args.volume, timeout_s=args.timeout) as client:
             return HANDLERS[args.kv_command](client, args)
     except VolumeError as error:
-        print(f"error: {error.code.name}: {error.details}", file=sys.stderr)
-        hint = failure_hint(error, args.timeout)
-        if hint:
-            print(f"  {hint}", file=sys.stderr)
-        return EXIT_FAILED
+        return report_failure(error, failure_hint(error, args.timeout))
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED

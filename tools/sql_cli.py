@@ -29,7 +29,7 @@ from sixfold.compute.sql_client import DEFAULT_VOLUME_ID, SqlClient
 from sixfold.compute.sql_values import SqlValue
 from sixfold.tools.sql_format import parse_param, split_statements
 from sixfold.tools.sql_shell import Runner, Shell, failure_hint, interactive
-from sixfold.tools.volume_cli import UsageError, add_connection_options, compute_address
+from sixfold.tools.volume_cli import UsageError, add_connection_options, compute_address, report_failure
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -139,11 +139,7 @@ def run(args: argparse.Namespace) -> int:
                 return _shell(runner)
             return _statements(runner, args.statement, args.param)
     except VolumeError as error:  # SqlError too (import and export raise it)
-        print(f"error: {error.code.name}: {error.details}", file=sys.stderr)
-        hint = failure_hint(error, args.timeout)
-        if hint:
-            print(f"  {hint}", file=sys.stderr)
-        return EXIT_FAILED
+        return report_failure(error, failure_hint(error, args.timeout))
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -40,6 +40,7 @@ from sixfold.tools.sql_format import (
     table,
     transaction_verb,
 )
+from sixfold.tools.volume_cli import call_hint, report_failure
 
 HISTORY_PATH = Path("~/.sixfold/sql_history")
 HISTORY_LENGTH_MAX = 1000
@@ -99,10 +100,7 @@ class Runner:
             self._run(sql, params)
         except SqlError as error:
             self.failures += 1
-            print(f"error: {error.code.name}: {error.details}", file=self.err)
-            hint = failure_hint(error, self.client.timeout_s)
-            if hint:
-                print(f"  {hint}", file=self.err)
+            report_failure(error, failure_hint(error, self.client.timeout_s), self.err)
             return False
         finally:
             if self.timer:
@@ -168,13 +166,9 @@ def failure_hint(error: VolumeError, timeout_s: float) -> str | None:
     """What a user can do about a failed call, where the CLI knows (None: the details say it all)."""
     if error.may_have_committed:
         return "the statement may have committed (its outcome is unknown); check before running it again"
-    if error.code.name == "DEADLINE_EXCEEDED":
-        return f"the compute node did not answer within {timeout_s:g} s (--timeout)"
-    if error.code.name == "UNAVAILABLE" and "connect" in error.details.lower():
-        return "is the cluster running? `sixfold status` shows its processes"
     if error.code.name == "RESOURCE_EXHAUSTED":
         return "add a LIMIT to the query"
-    return None
+    return call_hint(error, timeout_s)
 
 
 class Shell:

@@ -26,6 +26,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import grpc
 from google.protobuf.message import Message
@@ -445,6 +446,15 @@ def compute_address(args: argparse.Namespace) -> str:
     return address
 
 
+def call_hint(error: VolumeError, timeout_s: float) -> str | None:
+    """What a user can do about a call to the compute node that failed on the way (any `sixfold` command)."""
+    if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"the compute node did not answer within {timeout_s:g} s (--timeout)"
+    if error.code == grpc.StatusCode.UNAVAILABLE and "connect" in error.details.lower():
+        return "is the cluster running? `sixfold status` shows its processes"
+    return None
+
+
 def failure_hint(error: VolumeError, args: argparse.Namespace) -> str | None:
     """What a user can do about a failed call, where the CLI knows (None: the details say it all)."""
     if args.volume_command == "write" and error.may_have_committed:
@@ -452,11 +462,16 @@ def failure_hint(error: VolumeError, args: argparse.Namespace) -> str | None:
             f"the write may have been stored (its outcome is unknown); check with "
             f"`sixfold volume read {args.volume} {args.page}` before writing it again"
         )
-    if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return f"the compute node did not answer within {args.timeout:g} s (--timeout)"
-    if error.code == grpc.StatusCode.UNAVAILABLE and "connect" in error.details.lower():
-        return "is the cluster running? `sixfold status` shows its processes"
-    return None
+    return call_hint(error, args.timeout)
+
+
+def report_failure(error: VolumeError, hint: str | None, out: TextIO | None = None) -> int:
+    """`error: CODE: details` (on stderr unless `out`), then the hint if there is one; the exit code."""
+    out = out or sys.stderr  # looked up at call time: tests capture stderr by replacing it
+    print(f"error: {error.code.name}: {error.details}", file=out)
+    if hint:
+        print(f"  {hint}", file=out)
+    return EXIT_FAILED
 
 
 def run(args: argparse.Namespace) -> int:
@@ -465,11 +480,7 @@ def run(args: argparse.Namespace) -> int:
         with VolumeClient(address, timeout_s=args.timeout) as client:
             return HANDLERS[args.volume_command](client, args)
     except VolumeError as exc:
-        print(f"error: {exc.code.name}: {exc.details}", file=sys.stderr)
-        hint = failure_hint(exc, args)
-        if hint:
-            print(f"  {hint}", file=sys.stderr)
-        return EXIT_FAILED
+        return report_failure(exc, failure_hint(exc, args))
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
