@@ -39,10 +39,7 @@ def _writer_restarted(nemesis: Nemesis) -> bool:
     )
 
 
-def _page_criteria(result: ScenarioResult, workload: Workload, log: Callable[[str], None]) -> list[Criterion]:
-    """Final reads, linearizability, lost writes, vanished reads and MTR atomicity of a page workload run."""
-    history = workload.history
-    counts = checkers.summary(history)
+def _take_counts(result: ScenarioResult, counts: dict[str, int]) -> None:
     result.operations, result.ok, result.fail, result.info = (
         counts["operations"],
         counts[OK],
@@ -50,6 +47,13 @@ def _page_criteria(result: ScenarioResult, workload: Workload, log: Callable[[st
         counts[INFO],
     )
     result.details["counts"] = counts
+
+
+def _page_criteria(result: ScenarioResult, workload: Workload, log: Callable[[str], None]) -> list[Criterion]:
+    """Final reads, linearizability, lost writes, vanished reads and MTR atomicity of a page workload run."""
+    history = workload.history
+    counts = checkers.summary(history)
+    _take_counts(result, counts)
     log(f"  checking {counts['operations']} operations")
     lin = checkers.check_linearizable(history)
     lost = checkers.check_lost_writes(history)
@@ -122,13 +126,7 @@ def _bank_criteria(result: ScenarioResult, workload: BankWorkload, log: Callable
         "transfers_ok": sum(op.kind == WRITE and op.outcome == OK for op in ops),
         "snapshots_ok": sum(op.via == STORAGE and op.outcome == OK for op in ops),
     }
-    result.operations, result.ok, result.fail, result.info = (
-        counts["operations"],
-        counts[OK],
-        counts[FAIL],
-        counts[INFO],
-    )
-    result.details["counts"] = counts
+    _take_counts(result, counts)
     log(f"  checking {counts['operations']} bank operations ({counts['transfers']} transfers)")
     check = check_bank(ops, workload.final, workload.initial, workload.origin)
     result.linearizable = "n/a"
