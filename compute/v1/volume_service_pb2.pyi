@@ -177,3 +177,105 @@ class ListVolumesResponse(_message.Message):
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
     volumes: _containers.RepeatedCompositeFieldContainer[VolumeStatus]
     def __init__(self, volumes: _Optional[_Iterable[_Union[VolumeStatus, _Mapping]]] = ...) -> None: ...
+
+class CloneVolumeRequest(_message.Message):
+    __slots__ = ("source_volume_id", "volume_id", "at_lsn")
+    SOURCE_VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_LSN_FIELD_NUMBER: _ClassVar[int]
+    source_volume_id: str
+    volume_id: str
+    at_lsn: int
+    def __init__(self, source_volume_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., at_lsn: _Optional[int] = ...) -> None: ...
+
+class Lineage(_message.Message):
+    __slots__ = ("volume_id", "parent_volume_id", "branch_lsn", "pg_count", "created_at_ms", "snapshot_name", "child_volume_ids")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_LSN_FIELD_NUMBER: _ClassVar[int]
+    PG_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_NAME_FIELD_NUMBER: _ClassVar[int]
+    CHILD_VOLUME_IDS_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    parent_volume_id: str
+    branch_lsn: int
+    pg_count: int
+    created_at_ms: int
+    snapshot_name: str
+    child_volume_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, volume_id: _Optional[str] = ..., parent_volume_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., pg_count: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., snapshot_name: _Optional[str] = ..., child_volume_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CloneVolumeResponse(_message.Message):
+    __slots__ = ("clone", "elapsed_ms")
+    CLONE_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    clone: Lineage
+    elapsed_ms: float
+    def __init__(self, clone: _Optional[_Union[Lineage, _Mapping]] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+
+class DeleteVolumeRequest(_message.Message):
+    __slots__ = ("volume_id",)
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    def __init__(self, volume_id: _Optional[str] = ...) -> None: ...
+
+class DeleteVolumeResponse(_message.Message):
+    __slots__ = ("kept_for_clones", "volumes_dropped")
+    KEPT_FOR_CLONES_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    kept_for_clones: bool
+    volumes_dropped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kept_for_clones: _Optional[bool] = ..., volumes_dropped: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CreateSnapshotRequest(_message.Message):
+    __slots__ = ("volume_id", "snapshot_name", "at_lsn")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_NAME_FIELD_NUMBER: _ClassVar[int]
+    AT_LSN_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    snapshot_name: str
+    at_lsn: int
+    def __init__(self, volume_id: _Optional[str] = ..., snapshot_name: _Optional[str] = ..., at_lsn: _Optional[int] = ...) -> None: ...
+
+class CreateSnapshotResponse(_message.Message):
+    __slots__ = ("snapshot",)
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    snapshot: Lineage
+    def __init__(self, snapshot: _Optional[_Union[Lineage, _Mapping]] = ...) -> None: ...
+
+class ListSnapshotsRequest(_message.Message):
+    __slots__ = ("volume_id",)
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    def __init__(self, volume_id: _Optional[str] = ...) -> None: ...
+
+class ListSnapshotsResponse(_message.Message):
+    __slots__ = ("snapshots",)
+    SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    snapshots: _containers.RepeatedCompositeFieldContainer[Lineage]
+    def __init__(self, snapshots: _Optional[_Iterable[_Union[Lineage, _Mapping]]] = ...) -> None: ...
+
+class DeleteSnapshotRequest(_message.Message):
+    __slots__ = ("snapshot_name",)
+    SNAPSHOT_NAME_FIELD_NUMBER: _ClassVar[int]
+    snapshot_name: str
+    def __init__(self, snapshot_name: _Optional[str] = ...) -> None: ...
+
+class DeleteSnapshotResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RestoreSnapshotRequest(_message.Message):
+    __slots__ = ("snapshot_name", "volume_id")
+    SNAPSHOT_NAME_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    snapshot_name: str
+    volume_id: str
+    def __init__(self, snapshot_name: _Optional[str] = ..., volume_id: _Optional[str] = ...) -> None: ...
+
+class RestoreSnapshotResponse(_message.Message):
+    __slots__ = ("volume",)
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    volume: Lineage
+    def __init__(self, volume: _Optional[_Union[Lineage, _Mapping]] = ...) -> None: ...

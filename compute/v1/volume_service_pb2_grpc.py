@@ -59,6 +59,36 @@ class VolumeServiceStub:
                 request_serializer=compute_dot_v1_dot_volume__service__pb2.ListVolumesRequest.SerializeToString,
                 response_deserializer=compute_dot_v1_dot_volume__service__pb2.ListVolumesResponse.FromString,
                 _registered_method=True)
+        self.CloneVolume = channel.unary_unary(
+                '/compute.v1.VolumeService/CloneVolume',
+                request_serializer=compute_dot_v1_dot_volume__service__pb2.CloneVolumeRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_volume__service__pb2.CloneVolumeResponse.FromString,
+                _registered_method=True)
+        self.DeleteVolume = channel.unary_unary(
+                '/compute.v1.VolumeService/DeleteVolume',
+                request_serializer=compute_dot_v1_dot_volume__service__pb2.DeleteVolumeRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_volume__service__pb2.DeleteVolumeResponse.FromString,
+                _registered_method=True)
+        self.CreateSnapshot = channel.unary_unary(
+                '/compute.v1.VolumeService/CreateSnapshot',
+                request_serializer=compute_dot_v1_dot_volume__service__pb2.CreateSnapshotRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_volume__service__pb2.CreateSnapshotResponse.FromString,
+                _registered_method=True)
+        self.ListSnapshots = channel.unary_unary(
+                '/compute.v1.VolumeService/ListSnapshots',
+                request_serializer=compute_dot_v1_dot_volume__service__pb2.ListSnapshotsRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_volume__service__pb2.ListSnapshotsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSnapshot = channel.unary_unary(
+                '/compute.v1.VolumeService/DeleteSnapshot',
+                request_serializer=compute_dot_v1_dot_volume__service__pb2.DeleteSnapshotRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_volume__service__pb2.DeleteSnapshotResponse.FromString,
+                _registered_method=True)
+        self.RestoreSnapshot = channel.unary_unary(
+                '/compute.v1.VolumeService/RestoreSnapshot',
+                request_serializer=compute_dot_v1_dot_volume__service__pb2.RestoreSnapshotRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_volume__service__pb2.RestoreSnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class VolumeServiceServicer:
@@ -94,6 +124,42 @@ class VolumeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CloneVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSnapshots(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VolumeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +187,36 @@ def add_VolumeServiceServicer_to_server(servicer, server):
                     servicer.ListVolumes,
                     request_deserializer=compute_dot_v1_dot_volume__service__pb2.ListVolumesRequest.FromString,
                     response_serializer=compute_dot_v1_dot_volume__service__pb2.ListVolumesResponse.SerializeToString,
+            ),
+            'CloneVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloneVolume,
+                    request_deserializer=compute_dot_v1_dot_volume__service__pb2.CloneVolumeRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_volume__service__pb2.CloneVolumeResponse.SerializeToString,
+            ),
+            'DeleteVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteVolume,
+                    request_deserializer=compute_dot_v1_dot_volume__service__pb2.DeleteVolumeRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_volume__service__pb2.DeleteVolumeResponse.SerializeToString,
+            ),
+            'CreateSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSnapshot,
+                    request_deserializer=compute_dot_v1_dot_volume__service__pb2.CreateSnapshotRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_volume__service__pb2.CreateSnapshotResponse.SerializeToString,
+            ),
+            'ListSnapshots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnapshots,
+                    request_deserializer=compute_dot_v1_dot_volume__service__pb2.ListSnapshotsRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_volume__service__pb2.ListSnapshotsResponse.SerializeToString,
+            ),
+            'DeleteSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSnapshot,
+                    request_deserializer=compute_dot_v1_dot_volume__service__pb2.DeleteSnapshotRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_volume__service__pb2.DeleteSnapshotResponse.SerializeToString,
+            ),
+            'RestoreSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreSnapshot,
+                    request_deserializer=compute_dot_v1_dot_volume__service__pb2.RestoreSnapshotRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_volume__service__pb2.RestoreSnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +354,168 @@ class VolumeService:
             '/compute.v1.VolumeService/ListVolumes',
             compute_dot_v1_dot_volume__service__pb2.ListVolumesRequest.SerializeToString,
             compute_dot_v1_dot_volume__service__pb2.ListVolumesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloneVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compute.v1.VolumeService/CloneVolume',
+            compute_dot_v1_dot_volume__service__pb2.CloneVolumeRequest.SerializeToString,
+            compute_dot_v1_dot_volume__service__pb2.CloneVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compute.v1.VolumeService/DeleteVolume',
+            compute_dot_v1_dot_volume__service__pb2.DeleteVolumeRequest.SerializeToString,
+            compute_dot_v1_dot_volume__service__pb2.DeleteVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compute.v1.VolumeService/CreateSnapshot',
+            compute_dot_v1_dot_volume__service__pb2.CreateSnapshotRequest.SerializeToString,
+            compute_dot_v1_dot_volume__service__pb2.CreateSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnapshots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compute.v1.VolumeService/ListSnapshots',
+            compute_dot_v1_dot_volume__service__pb2.ListSnapshotsRequest.SerializeToString,
+            compute_dot_v1_dot_volume__service__pb2.ListSnapshotsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compute.v1.VolumeService/DeleteSnapshot',
+            compute_dot_v1_dot_volume__service__pb2.DeleteSnapshotRequest.SerializeToString,
+            compute_dot_v1_dot_volume__service__pb2.DeleteSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compute.v1.VolumeService/RestoreSnapshot',
+            compute_dot_v1_dot_volume__service__pb2.RestoreSnapshotRequest.SerializeToString,
+            compute_dot_v1_dot_volume__service__pb2.RestoreSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,10 +14,19 @@ class NodeHealth(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NODE_HEALTH_HEALTHY: _ClassVar[NodeHealth]
     NODE_HEALTH_UNHEALTHY: _ClassVar[NodeHealth]
     NODE_HEALTH_DEGRADED: _ClassVar[NodeHealth]
+
+class VolumeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VOLUME_KIND_UNSPECIFIED: _ClassVar[VolumeKind]
+    VOLUME_KIND_VOLUME: _ClassVar[VolumeKind]
+    VOLUME_KIND_SNAPSHOT: _ClassVar[VolumeKind]
 NODE_HEALTH_UNSPECIFIED: NodeHealth
 NODE_HEALTH_HEALTHY: NodeHealth
 NODE_HEALTH_UNHEALTHY: NodeHealth
 NODE_HEALTH_DEGRADED: NodeHealth
+VOLUME_KIND_UNSPECIFIED: VolumeKind
+VOLUME_KIND_VOLUME: VolumeKind
+VOLUME_KIND_SNAPSHOT: VolumeKind
 
 class NodeInfo(_message.Message):
     __slots__ = ("node_id", "az", "address", "health", "last_heartbeat_age_ms", "segment_count", "condition", "condition_detail", "segments_missing", "segments_rebuilding")
@@ -44,16 +53,18 @@ class NodeInfo(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ..., health: _Optional[_Union[NodeHealth, str]] = ..., last_heartbeat_age_ms: _Optional[int] = ..., segment_count: _Optional[int] = ..., condition: _Optional[_Union[_storage_service_pb2.DiskCondition, str]] = ..., condition_detail: _Optional[str] = ..., segments_missing: _Optional[_Iterable[str]] = ..., segments_rebuilding: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SegmentPlacement(_message.Message):
-    __slots__ = ("segment_id", "node_id", "az", "address")
+    __slots__ = ("segment_id", "node_id", "az", "address", "parent_segment_id")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AZ_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PARENT_SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     node_id: str
     az: str
     address: str
-    def __init__(self, segment_id: _Optional[str] = ..., node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+    parent_segment_id: str
+    def __init__(self, segment_id: _Optional[str] = ..., node_id: _Optional[str] = ..., az: _Optional[str] = ..., address: _Optional[str] = ..., parent_segment_id: _Optional[str] = ...) -> None: ...
 
 class MembershipChange(_message.Message):
     __slots__ = ("old_node_id", "new_node_id", "target_lsn", "new_segment_scl", "target_measured")
@@ -70,34 +81,124 @@ class MembershipChange(_message.Message):
     def __init__(self, old_node_id: _Optional[str] = ..., new_node_id: _Optional[str] = ..., target_lsn: _Optional[int] = ..., new_segment_scl: _Optional[int] = ..., target_measured: _Optional[bool] = ...) -> None: ...
 
 class ProtectionGroup(_message.Message):
-    __slots__ = ("pg_index", "first_page", "page_count", "membership_epoch", "segments", "changes")
+    __slots__ = ("pg_index", "first_page", "page_count", "membership_epoch", "segments", "changes", "has_parent", "parent_read_lsn")
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
     FIRST_PAGE_FIELD_NUMBER: _ClassVar[int]
     PAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
+    HAS_PARENT_FIELD_NUMBER: _ClassVar[int]
+    PARENT_READ_LSN_FIELD_NUMBER: _ClassVar[int]
     pg_index: int
     first_page: int
     page_count: int
     membership_epoch: int
     segments: _containers.RepeatedCompositeFieldContainer[SegmentPlacement]
     changes: _containers.RepeatedCompositeFieldContainer[MembershipChange]
-    def __init__(self, pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[SegmentPlacement, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[MembershipChange, _Mapping]]] = ...) -> None: ...
+    has_parent: bool
+    parent_read_lsn: int
+    def __init__(self, pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[SegmentPlacement, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[MembershipChange, _Mapping]]] = ..., has_parent: _Optional[bool] = ..., parent_read_lsn: _Optional[int] = ...) -> None: ...
 
 class VolumeGeometry(_message.Message):
-    __slots__ = ("volume_id", "page_size", "segment_size_bytes", "geometry_epoch", "protection_groups")
+    __slots__ = ("volume_id", "page_size", "segment_size_bytes", "geometry_epoch", "protection_groups", "parent_volume_id", "branch_lsn", "kind", "created_at_ms", "deleted", "child_volume_ids", "snapshot_name")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     GEOMETRY_EPOCH_FIELD_NUMBER: _ClassVar[int]
     PROTECTION_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    PARENT_VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_LSN_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    CHILD_VOLUME_IDS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_NAME_FIELD_NUMBER: _ClassVar[int]
     volume_id: str
     page_size: int
     segment_size_bytes: int
     geometry_epoch: int
     protection_groups: _containers.RepeatedCompositeFieldContainer[ProtectionGroup]
-    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ..., geometry_epoch: _Optional[int] = ..., protection_groups: _Optional[_Iterable[_Union[ProtectionGroup, _Mapping]]] = ...) -> None: ...
+    parent_volume_id: str
+    branch_lsn: int
+    kind: VolumeKind
+    created_at_ms: int
+    deleted: bool
+    child_volume_ids: _containers.RepeatedScalarFieldContainer[str]
+    snapshot_name: str
+    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ..., geometry_epoch: _Optional[int] = ..., protection_groups: _Optional[_Iterable[_Union[ProtectionGroup, _Mapping]]] = ..., parent_volume_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., kind: _Optional[_Union[VolumeKind, str]] = ..., created_at_ms: _Optional[int] = ..., deleted: _Optional[bool] = ..., child_volume_ids: _Optional[_Iterable[str]] = ..., snapshot_name: _Optional[str] = ...) -> None: ...
+
+class CloneVolumeRequest(_message.Message):
+    __slots__ = ("source_volume_id", "volume_id", "branch_lsn", "parent_read_lsns", "kind", "snapshot_name")
+    SOURCE_VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_LSN_FIELD_NUMBER: _ClassVar[int]
+    PARENT_READ_LSNS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_NAME_FIELD_NUMBER: _ClassVar[int]
+    source_volume_id: str
+    volume_id: str
+    branch_lsn: int
+    parent_read_lsns: _containers.RepeatedScalarFieldContainer[int]
+    kind: VolumeKind
+    snapshot_name: str
+    def __init__(self, source_volume_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., parent_read_lsns: _Optional[_Iterable[int]] = ..., kind: _Optional[_Union[VolumeKind, str]] = ..., snapshot_name: _Optional[str] = ...) -> None: ...
+
+class CloneVolumeResponse(_message.Message):
+    __slots__ = ("geometry",)
+    GEOMETRY_FIELD_NUMBER: _ClassVar[int]
+    geometry: VolumeGeometry
+    def __init__(self, geometry: _Optional[_Union[VolumeGeometry, _Mapping]] = ...) -> None: ...
+
+class RestoreSnapshotRequest(_message.Message):
+    __slots__ = ("snapshot_name", "volume_id")
+    SNAPSHOT_NAME_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    snapshot_name: str
+    volume_id: str
+    def __init__(self, snapshot_name: _Optional[str] = ..., volume_id: _Optional[str] = ...) -> None: ...
+
+class RestoreSnapshotResponse(_message.Message):
+    __slots__ = ("geometry",)
+    GEOMETRY_FIELD_NUMBER: _ClassVar[int]
+    geometry: VolumeGeometry
+    def __init__(self, geometry: _Optional[_Union[VolumeGeometry, _Mapping]] = ...) -> None: ...
+
+class DeleteVolumeRequest(_message.Message):
+    __slots__ = ("volume_id",)
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    def __init__(self, volume_id: _Optional[str] = ...) -> None: ...
+
+class DeleteVolumeResponse(_message.Message):
+    __slots__ = ("kept_for_clones", "volumes_dropped")
+    KEPT_FOR_CLONES_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    kept_for_clones: bool
+    volumes_dropped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kept_for_clones: _Optional[bool] = ..., volumes_dropped: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListSnapshotsRequest(_message.Message):
+    __slots__ = ("volume_id",)
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    def __init__(self, volume_id: _Optional[str] = ...) -> None: ...
+
+class ListSnapshotsResponse(_message.Message):
+    __slots__ = ("snapshots",)
+    SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    snapshots: _containers.RepeatedCompositeFieldContainer[VolumeGeometry]
+    def __init__(self, snapshots: _Optional[_Iterable[_Union[VolumeGeometry, _Mapping]]] = ...) -> None: ...
+
+class DeleteSnapshotRequest(_message.Message):
+    __slots__ = ("snapshot_name",)
+    SNAPSHOT_NAME_FIELD_NUMBER: _ClassVar[int]
+    snapshot_name: str
+    def __init__(self, snapshot_name: _Optional[str] = ...) -> None: ...
+
+class DeleteSnapshotResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class RegisterNodeRequest(_message.Message):
     __slots__ = ("node_id", "az", "address")

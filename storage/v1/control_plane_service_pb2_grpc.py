@@ -69,6 +69,31 @@ class ControlPlaneServiceStub:
                 request_serializer=storage_dot_v1_dot_control__plane__service__pb2.ListVolumesRequest.SerializeToString,
                 response_deserializer=storage_dot_v1_dot_control__plane__service__pb2.ListVolumesResponse.FromString,
                 _registered_method=True)
+        self.CloneVolume = channel.unary_unary(
+                '/storage.v1.ControlPlaneService/CloneVolume',
+                request_serializer=storage_dot_v1_dot_control__plane__service__pb2.CloneVolumeRequest.SerializeToString,
+                response_deserializer=storage_dot_v1_dot_control__plane__service__pb2.CloneVolumeResponse.FromString,
+                _registered_method=True)
+        self.RestoreSnapshot = channel.unary_unary(
+                '/storage.v1.ControlPlaneService/RestoreSnapshot',
+                request_serializer=storage_dot_v1_dot_control__plane__service__pb2.RestoreSnapshotRequest.SerializeToString,
+                response_deserializer=storage_dot_v1_dot_control__plane__service__pb2.RestoreSnapshotResponse.FromString,
+                _registered_method=True)
+        self.DeleteVolume = channel.unary_unary(
+                '/storage.v1.ControlPlaneService/DeleteVolume',
+                request_serializer=storage_dot_v1_dot_control__plane__service__pb2.DeleteVolumeRequest.SerializeToString,
+                response_deserializer=storage_dot_v1_dot_control__plane__service__pb2.DeleteVolumeResponse.FromString,
+                _registered_method=True)
+        self.ListSnapshots = channel.unary_unary(
+                '/storage.v1.ControlPlaneService/ListSnapshots',
+                request_serializer=storage_dot_v1_dot_control__plane__service__pb2.ListSnapshotsRequest.SerializeToString,
+                response_deserializer=storage_dot_v1_dot_control__plane__service__pb2.ListSnapshotsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSnapshot = channel.unary_unary(
+                '/storage.v1.ControlPlaneService/DeleteSnapshot',
+                request_serializer=storage_dot_v1_dot_control__plane__service__pb2.DeleteSnapshotRequest.SerializeToString,
+                response_deserializer=storage_dot_v1_dot_control__plane__service__pb2.DeleteSnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServiceServicer:
@@ -116,6 +141,36 @@ class ControlPlaneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CloneVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSnapshots(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +208,31 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
                     servicer.ListVolumes,
                     request_deserializer=storage_dot_v1_dot_control__plane__service__pb2.ListVolumesRequest.FromString,
                     response_serializer=storage_dot_v1_dot_control__plane__service__pb2.ListVolumesResponse.SerializeToString,
+            ),
+            'CloneVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloneVolume,
+                    request_deserializer=storage_dot_v1_dot_control__plane__service__pb2.CloneVolumeRequest.FromString,
+                    response_serializer=storage_dot_v1_dot_control__plane__service__pb2.CloneVolumeResponse.SerializeToString,
+            ),
+            'RestoreSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreSnapshot,
+                    request_deserializer=storage_dot_v1_dot_control__plane__service__pb2.RestoreSnapshotRequest.FromString,
+                    response_serializer=storage_dot_v1_dot_control__plane__service__pb2.RestoreSnapshotResponse.SerializeToString,
+            ),
+            'DeleteVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteVolume,
+                    request_deserializer=storage_dot_v1_dot_control__plane__service__pb2.DeleteVolumeRequest.FromString,
+                    response_serializer=storage_dot_v1_dot_control__plane__service__pb2.DeleteVolumeResponse.SerializeToString,
+            ),
+            'ListSnapshots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnapshots,
+                    request_deserializer=storage_dot_v1_dot_control__plane__service__pb2.ListSnapshotsRequest.FromString,
+                    response_serializer=storage_dot_v1_dot_control__plane__service__pb2.ListSnapshotsResponse.SerializeToString,
+            ),
+            'DeleteSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSnapshot,
+                    request_deserializer=storage_dot_v1_dot_control__plane__service__pb2.DeleteSnapshotRequest.FromString,
+                    response_serializer=storage_dot_v1_dot_control__plane__service__pb2.DeleteSnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +424,141 @@ class ControlPlaneService:
             '/storage.v1.ControlPlaneService/ListVolumes',
             storage_dot_v1_dot_control__plane__service__pb2.ListVolumesRequest.SerializeToString,
             storage_dot_v1_dot_control__plane__service__pb2.ListVolumesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloneVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storage.v1.ControlPlaneService/CloneVolume',
+            storage_dot_v1_dot_control__plane__service__pb2.CloneVolumeRequest.SerializeToString,
+            storage_dot_v1_dot_control__plane__service__pb2.CloneVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storage.v1.ControlPlaneService/RestoreSnapshot',
+            storage_dot_v1_dot_control__plane__service__pb2.RestoreSnapshotRequest.SerializeToString,
+            storage_dot_v1_dot_control__plane__service__pb2.RestoreSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storage.v1.ControlPlaneService/DeleteVolume',
+            storage_dot_v1_dot_control__plane__service__pb2.DeleteVolumeRequest.SerializeToString,
+            storage_dot_v1_dot_control__plane__service__pb2.DeleteVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnapshots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storage.v1.ControlPlaneService/ListSnapshots',
+            storage_dot_v1_dot_control__plane__service__pb2.ListSnapshotsRequest.SerializeToString,
+            storage_dot_v1_dot_control__plane__service__pb2.ListSnapshotsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storage.v1.ControlPlaneService/DeleteSnapshot',
+            storage_dot_v1_dot_control__plane__service__pb2.DeleteSnapshotRequest.SerializeToString,
+            storage_dot_v1_dot_control__plane__service__pb2.DeleteSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,7 +66,7 @@ class TruncationRange(_message.Message):
     def __init__(self, start_lsn: _Optional[int] = ..., end_lsn: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class SegmentState(_message.Message):
-    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count", "vdl_hint", "peers", "records_repaired", "records_quarantined", "versions_quarantined", "scrub_passes", "versions_coalesced", "records_collected", "versions_collected", "pages_hydrated", "bytes_hydrated", "pinned_lsns", "chain_anchor_lsn", "scl_high_water", "whole", "rebuilding", "chain_gaps", "metadata_repaired", "volume_epoch_owner")
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "scl", "highest_lsn", "volume_epoch", "membership_epoch", "retention_horizon_lsn", "truncation_ranges", "record_count", "vdl_hint", "peers", "records_repaired", "records_quarantined", "versions_quarantined", "scrub_passes", "versions_coalesced", "records_collected", "versions_collected", "pages_hydrated", "bytes_hydrated", "pinned_lsns", "chain_anchor_lsn", "scl_high_water", "whole", "rebuilding", "chain_gaps", "metadata_repaired", "volume_epoch_owner", "parent_segment_id", "branch_lsn", "parent_read_lsn", "child_segment_ids")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,10 @@ class SegmentState(_message.Message):
     CHAIN_GAPS_FIELD_NUMBER: _ClassVar[int]
     METADATA_REPAIRED_FIELD_NUMBER: _ClassVar[int]
     VOLUME_EPOCH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    PARENT_SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_LSN_FIELD_NUMBER: _ClassVar[int]
+    PARENT_READ_LSN_FIELD_NUMBER: _ClassVar[int]
+    CHILD_SEGMENT_IDS_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_id: str
     pg_index: int
@@ -131,7 +135,11 @@ class SegmentState(_message.Message):
     chain_gaps: int
     metadata_repaired: int
     volume_epoch_owner: str
-    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ..., vdl_hint: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., records_repaired: _Optional[int] = ..., records_quarantined: _Optional[int] = ..., versions_quarantined: _Optional[int] = ..., scrub_passes: _Optional[int] = ..., versions_coalesced: _Optional[int] = ..., records_collected: _Optional[int] = ..., versions_collected: _Optional[int] = ..., pages_hydrated: _Optional[int] = ..., bytes_hydrated: _Optional[int] = ..., pinned_lsns: _Optional[_Iterable[int]] = ..., chain_anchor_lsn: _Optional[int] = ..., scl_high_water: _Optional[int] = ..., whole: _Optional[bool] = ..., rebuilding: _Optional[bool] = ..., chain_gaps: _Optional[int] = ..., metadata_repaired: _Optional[int] = ..., volume_epoch_owner: _Optional[str] = ...) -> None: ...
+    parent_segment_id: str
+    branch_lsn: int
+    parent_read_lsn: int
+    child_segment_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., scl: _Optional[int] = ..., highest_lsn: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., retention_horizon_lsn: _Optional[int] = ..., truncation_ranges: _Optional[_Iterable[_Union[TruncationRange, _Mapping]]] = ..., record_count: _Optional[int] = ..., vdl_hint: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., records_repaired: _Optional[int] = ..., records_quarantined: _Optional[int] = ..., versions_quarantined: _Optional[int] = ..., scrub_passes: _Optional[int] = ..., versions_coalesced: _Optional[int] = ..., records_collected: _Optional[int] = ..., versions_collected: _Optional[int] = ..., pages_hydrated: _Optional[int] = ..., bytes_hydrated: _Optional[int] = ..., pinned_lsns: _Optional[_Iterable[int]] = ..., chain_anchor_lsn: _Optional[int] = ..., scl_high_water: _Optional[int] = ..., whole: _Optional[bool] = ..., rebuilding: _Optional[bool] = ..., chain_gaps: _Optional[int] = ..., metadata_repaired: _Optional[int] = ..., volume_epoch_owner: _Optional[str] = ..., parent_segment_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., parent_read_lsn: _Optional[int] = ..., child_segment_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AppendRecordsRequest(_message.Message):
     __slots__ = ("segment_id", "volume_epoch", "membership_epoch", "batch_id", "records", "truncation_ranges", "vdl_hint", "min_read_point")
@@ -332,7 +340,7 @@ class SegmentPeer(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class CreateSegmentRequest(_message.Message):
-    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "membership_epoch", "peers", "rebuild")
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "membership_epoch", "peers", "rebuild", "parent_segment_id", "branch_lsn", "parent_read_lsn")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -342,6 +350,9 @@ class CreateSegmentRequest(_message.Message):
     MEMBERSHIP_EPOCH_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
     REBUILD_FIELD_NUMBER: _ClassVar[int]
+    PARENT_SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_LSN_FIELD_NUMBER: _ClassVar[int]
+    PARENT_READ_LSN_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_id: str
     pg_index: int
@@ -351,7 +362,10 @@ class CreateSegmentRequest(_message.Message):
     membership_epoch: int
     peers: _containers.RepeatedCompositeFieldContainer[SegmentPeer]
     rebuild: bool
-    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., rebuild: _Optional[bool] = ...) -> None: ...
+    parent_segment_id: str
+    branch_lsn: int
+    parent_read_lsn: int
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., rebuild: _Optional[bool] = ..., parent_segment_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., parent_read_lsn: _Optional[int] = ...) -> None: ...
 
 class CreateSegmentResponse(_message.Message):
     __slots__ = ("state", "created")
