@@ -134,6 +134,37 @@ class VolumeClient:
         reply = self._call("ListVolumes", vpb.ListVolumesRequest(), timeout_s)
         return list(reply.volumes)
 
+    # --- time travel (no page data is copied) ------------------------------------------
+
+    def clone_volume(
+        self, source_volume_id: str, volume_id: str, at_lsn: int = 0, *, timeout_s: float | None = None
+    ) -> vpb.CloneVolumeResponse:
+        """A copy-on-write clone of the source at `at_lsn` (0: its VDL now): its lineage and the time taken."""
+        _in_range("an LSN", at_lsn, U64_MAX)
+        request = vpb.CloneVolumeRequest(source_volume_id=source_volume_id, volume_id=volume_id, at_lsn=at_lsn)
+        return self._call("CloneVolume", request, timeout_s)
+
+    def delete_volume(self, volume_id: str, *, timeout_s: float | None = None) -> vpb.DeleteVolumeResponse:
+        """Delete a volume (its data stays while clones read it)."""
+        return self._call("DeleteVolume", vpb.DeleteVolumeRequest(volume_id=volume_id), timeout_s)
+
+    def create_snapshot(
+        self, volume_id: str, snapshot_name: str, at_lsn: int = 0, *, timeout_s: float | None = None
+    ) -> vpb.Lineage:
+        _in_range("an LSN", at_lsn, U64_MAX)
+        request = vpb.CreateSnapshotRequest(volume_id=volume_id, snapshot_name=snapshot_name, at_lsn=at_lsn)
+        return self._call("CreateSnapshot", request, timeout_s).snapshot
+
+    def list_snapshots(self, volume_id: str = "", *, timeout_s: float | None = None) -> list[vpb.Lineage]:
+        return list(self._call("ListSnapshots", vpb.ListSnapshotsRequest(volume_id=volume_id), timeout_s).snapshots)
+
+    def delete_snapshot(self, snapshot_name: str, *, timeout_s: float | None = None) -> None:
+        self._call("DeleteSnapshot", vpb.DeleteSnapshotRequest(snapshot_name=snapshot_name), timeout_s)
+
+    def restore_snapshot(self, snapshot_name: str, volume_id: str, *, timeout_s: float | None = None) -> vpb.Lineage:
+        request = vpb.RestoreSnapshotRequest(snapshot_name=snapshot_name, volume_id=volume_id)
+        return self._call("RestoreSnapshot", request, timeout_s).volume
+
     # --- writes ----------------------------------------------------------------------
 
     def write(self, volume_id: str, patches: Iterable[Patch], *, timeout_s: float | None = None) -> int:

@@ -109,6 +109,7 @@ async def _serve(args: argparse.Namespace) -> int:
     control_plane = cp_grpc.ControlPlaneServiceStub(cp_channel)
     servicer = VolumeServicer(control_plane, channels)
     engines = SqlEngines(servicer)
+    servicer.on_volume_gone.append(engines.drop)
     services = [
         (vpb.DESCRIPTOR.services_by_name["VolumeService"], servicer, vpb),
         (spb.DESCRIPTOR.services_by_name["SqlService"], SqlServicer(engines), spb),

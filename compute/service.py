@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from sixfold.compute.errors import InvalidRequest, UnknownVolume
+from sixfold.compute.time_travel import TimeTravelRpcs
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.volume import Channels, Volume
 from sixfold.compute.volume_log import Patch
@@ -55,13 +57,20 @@ def control_plane_error(error: grpc.aio.AioRpcError, doing: str) -> StorageError
     return failed
 
 
-class VolumeServicer:
+class VolumeServicer(TimeTravelRpcs):
+    """compute.v1.VolumeService: pages here, clones, snapshots and deletes in compute/time_travel.py."""
+
     def __init__(self, control_plane: Any, channels: Channels) -> None:
         self.control_plane = control_plane
         self.channels = channels
         self.volumes: dict[str, Volume] = {}
         self._opening: dict[str, asyncio.Task[Volume]] = {}
         self._page0_checked: set[str] = set()  # volumes whose page 0 was looked at for a SQLite header
+        # Told when a volume is deleted, before its writer closes (the SQL engines drop theirs).
+        self.on_volume_gone: list[Callable[[str], Awaitable[None]]] = [self._forget_page0]
+
+    async def _forget_page0(self, volume_id: str) -> None:
+        self._page0_checked.discard(volume_id)
 
     async def volume(self, volume_id: str) -> Volume:
         if not volume_id:

@@ -132,6 +132,16 @@ class SqlEngines:
         log.info("SQL engine started on volume %s", volume_id)
         return engine
 
+    async def drop(self, volume_id: str) -> None:
+        """Close the engine of a volume being deleted (its open transactions are aborted)."""
+        task = self._starting.pop(volume_id, None)
+        if task is not None:
+            task.cancel()
+        engine = self._engines.pop(volume_id, None)
+        if engine is not None:
+            await engine.close()
+            log.info("SQL engine of volume %s closed: the volume is being deleted", volume_id)
+
     async def close(self) -> None:
         """Close every engine (their open transactions are aborted); no new one starts after this."""
         self._closed = True

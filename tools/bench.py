@@ -12,6 +12,8 @@ sixfold bench repair     time to regain six healthy copies after losing a node h
 sixfold bench sql        a TPC-B-like transaction through the SQL service (transactions/s, p50/p99, network
                          bytes per transaction) at several concurrencies, next to plain SQLite on the local
                          disk and to shipping whole dirtied pages to six copies (see tools/bench_sql.py).
+sixfold bench clone      time to clone volumes of 1, 64 and 512 MiB and what it copies (nothing), and page reads
+                         through a clone next to reads of its parent (see tools/bench_clone.py).
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             "SQLite and to page shipping",
         )
     )
+    from sixfold.tools import bench_clone
+
+    bench_clone.configure(
+        sub.add_parser(
+            "clone", help="time and bytes copied to clone volumes of several sizes, and fall-through read latency"
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         from sixfold.tools.bench_sql import bench_sql
 
         return bench_sql(args)
+    if args.bench == "clone":
+        from sixfold.tools.bench_clone import bench_clone
+
+        return bench_clone(args)
     raise SystemExit(f"unknown benchmark {args.bench!r}")
 
 

@@ -1,4 +1,5 @@
-"""`sixfold volume create|write|read|status|list`: pages of a volume, through the compute node.
+"""`sixfold volume create|write|read|status|list`: pages of a volume, through the compute node
+(clone, delete, snapshot and restore: tools/volume_time_cli.py).
 
     sixfold volume create vol1 [--page-size 4096] [--segment-size 64MiB]
     sixfold volume write vol0 3 --text hello          # prints the LSN; durable when it returns
@@ -33,6 +34,7 @@ from google.protobuf.message import Message
 
 from sixfold.compute.client import DEFAULT_TIMEOUT_S, U32_MAX, U64_MAX, VolumeClient, VolumeError
 from sixfold.compute.v1 import volume_service_pb2 as vpb
+from sixfold.tools import volume_time_cli
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -178,7 +180,8 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("list", help="the volumes the compute node serves", description="List the volumes.")
     p.add_argument("--json", action="store_true", help="print the volumes as JSON")
 
-    for sub_parser in sub.choices.values():
+    leaves = volume_time_cli.add_parsers(sub)  # clone, delete, restore, snapshot create|list|delete
+    for sub_parser in [*sub.choices.values(), *leaves]:
         add_connection_options(sub_parser, suppress=True)
 
 
@@ -417,6 +420,7 @@ HANDLERS: dict[str, Callable[[VolumeClient, argparse.Namespace], int]] = {
     "read": _read,
     "status": _status,
     "list": _list,
+    **volume_time_cli.HANDLERS,
 }
 
 
