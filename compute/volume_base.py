@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -104,6 +105,9 @@ class VolumeBase:
         # Told of every MTR as it is allocated, and of the truncation ranges each recovery is about to send (the
         # simulator keeps its oracle of the volume this way).
         self.on_allocate: Callable[[Any], None] | None = None
+        # The commit time each MTR's CPL carries (storage/records.py), in microseconds since the Unix epoch; the
+        # simulator replaces it with its virtual clock.
+        self.wall_clock_us: Callable[[], int] = lambda: time.time_ns() // 1000
         self.on_truncating: Callable[[list[TruncationRange]], None] | None = None
 
     # -- small accessors used by the streams ---------------------------------------

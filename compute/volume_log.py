@@ -88,6 +88,7 @@ class VolumeLog:
         self.lsn_allocated = self.next_lsn - 1
         self._lal_floor = self.next_lsn - 1
         self._record_lsn_max = self.vdl  # newest record allocated or adopted (never inside a truncated gap)
+        self.last_commit_time_us = 0
         self._pending: deque[tuple[int, int]] = deque()  # (lsn, pg) not yet known complete, in LSN order
         self._cpls: deque[int] = deque()  # CPLs above VDL, in LSN order
         self._above_vdl: deque[tuple[int, int]] = deque()  # (lsn, pg) of records above VDL, in LSN order
@@ -114,7 +115,9 @@ class VolumeLog:
 
     # -- allocation ---------------------------------------------------------------
 
-    def allocate_mtr(self, patches: list[Patch]) -> Mtr:
+    def allocate_mtr(self, patches: list[Patch], commit_time_us: int = 0) -> Mtr:
+        """The MTR's records; its CPL carries `commit_time_us` (the writer's wall clock), never below the one
+        the previous MTR carried, so commit times rise with LSNs within a writer (0: none)."""
         assert patches and len(patches) <= MTR_RECORDS_MAX
         last = self.next_lsn + len(patches) - 1
         if last > LSN_MAX:
@@ -122,6 +125,8 @@ class VolumeLog:
         if last > max(self.vdl, self._lal_floor) + self.lal:
             raise LalExceeded(f"LSN {last} would be more than LAL {self.lal} above VDL {self.vdl}")
         records, pgs = [], []
+        if commit_time_us:
+            commit_time_us = self.last_commit_time_us = max(commit_time_us, self.last_commit_time_us)
         for i, patch in enumerate(patches):
             lsn = self.next_lsn + i
             pg_index = self.pg_of_page(patch.page_no)
@@ -138,6 +143,7 @@ class VolumeLog:
                     prev_page_lsn=self.page_lsn.get(patch.page_no, 0),
                     epoch=self.epoch,
                     cpl=i == len(patches) - 1,
+                    commit_time_us=commit_time_us if i == len(patches) - 1 else 0,
                 )
             )
             pgs.append(pg_index)

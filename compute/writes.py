@@ -74,7 +74,7 @@ class WritePath(VolumeBase):
                     f"not find durable and truncated; nothing was sent, retry it"
                 )
             try:
-                mtr = self.log.allocate_mtr(patches)
+                mtr = self.log.allocate_mtr(patches, self.wall_clock_us())
                 if self.on_allocate is not None:
                     self.on_allocate(mtr)
                 break

@@ -11,7 +11,10 @@ Record encoding (big-endian):
     offset u32 | data ...
 
 The CRC covers every byte after itself. Flag bit 0 marks a CPL (the last record
-of a mini-transaction).
+of a mini-transaction). Flag bit 1 says a commit time follows the header: the
+writer's wall clock in microseconds since the Unix epoch, as a u64 before the data
+(only a CPL carries one; it lets time travel turn a time into the newest commit at
+or before it).
 
 Page version encoding: crc32c u32 | page_no u64 | lsn u64 | image ...
 """
@@ -29,9 +32,14 @@ from sixfold.storage.errors import BadChecksum, ChecksumMismatch, InvalidRequest
 
 RECORD_FORMAT_VERSION = 1
 FLAG_CPL = 0x0001
+FLAG_COMMIT_TIME = 0x0002
+FLAGS_KNOWN = FLAG_CPL | FLAG_COMMIT_TIME
+# A commit time is microseconds since the Unix epoch; far below 2**63 (year 294,000).
+COMMIT_TIME_US_MAX = 2**62
 
 _RECORD_BODY_HEADER = struct.Struct(">BBHQQQQQQI")
 _CRC = struct.Struct(">I")
+_TIME = struct.Struct(">Q")
 RECORD_HEADER_BYTES = _CRC.size + _RECORD_BODY_HEADER.size
 _VERSION_HEADER = struct.Struct(">IQQ")
 
@@ -67,10 +75,11 @@ class LogRecord:
     prev_page_lsn: int
     epoch: int
     cpl: bool = False
+    commit_time_us: int = 0  # the writer's wall clock at the MTR's commit, on its CPL (0: none)
 
     def body(self) -> bytes:
         """The bytes the CRC covers."""
-        flags = FLAG_CPL if self.cpl else 0
+        flags = (FLAG_CPL if self.cpl else 0) | (FLAG_COMMIT_TIME if self.commit_time_us else 0)
         return (
             _RECORD_BODY_HEADER.pack(
                 RECORD_FORMAT_VERSION,
@@ -84,6 +93,7 @@ class LogRecord:
                 self.epoch,
                 self.offset,
             )
+            + (_TIME.pack(self.commit_time_us) if self.commit_time_us else b"")
             + self.data
         )
 
@@ -95,7 +105,7 @@ class LogRecord:
         return _CRC.pack(crc32c(body)) + body
 
     def encoded_size(self) -> int:
-        return RECORD_HEADER_BYTES + len(self.data)
+        return RECORD_HEADER_BYTES + (_TIME.size if self.commit_time_us else 0) + len(self.data)
 
 
 def make_record(
@@ -110,8 +120,11 @@ def make_record(
     prev_page_lsn: int = 0,
     epoch: int = 1,
     cpl: bool = False,
+    commit_time_us: int = 0,
 ) -> LogRecord:
-    return LogRecord(lsn, page_no, kind, offset, data, prev_volume_lsn, prev_pg_lsn, prev_page_lsn, epoch, cpl)
+    return LogRecord(
+        lsn, page_no, kind, offset, data, prev_volume_lsn, prev_pg_lsn, prev_page_lsn, epoch, cpl, commit_time_us
+    )
 
 
 def decode_record(buf: bytes | memoryview, *, where: str = "record") -> LogRecord:
@@ -128,17 +141,26 @@ def decode_record(buf: bytes | memoryview, *, where: str = "record") -> LogRecor
     version, kind, flags, lsn, page_no, pv, pp, ppage, epoch, offset = _RECORD_BODY_HEADER.unpack_from(body, 0)
     if version != RECORD_FORMAT_VERSION or kind not in (PayloadKind.PATCH, PayloadKind.IMAGE):
         raise ChecksumMismatch(f"{where} has format version {version} kind {kind}, which this node does not know")
+    if flags & ~FLAGS_KNOWN:
+        raise ChecksumMismatch(f"{where} has flags {flags:#06x}, which this node does not know")
+    start, commit_time_us = _RECORD_BODY_HEADER.size, 0
+    if flags & FLAG_COMMIT_TIME:
+        if len(body) < start + _TIME.size:
+            raise ChecksumMismatch(f"{where} says it carries a commit time but is too short for one")
+        (commit_time_us,) = _TIME.unpack_from(body, start)
+        start += _TIME.size
     return LogRecord(
         lsn,
         page_no,
         PayloadKind(kind),
         offset,
-        body[_RECORD_BODY_HEADER.size :],
+        body[start:],
         pv,
         pp,
         ppage,
         epoch,
         bool(flags & FLAG_CPL),
+        commit_time_us,
     )
 
 
@@ -189,6 +211,13 @@ def validate_shape(record: LogRecord, page_size: int) -> None:
         )
     if record.epoch == 0:
         raise InvalidRequest(f"record LSN {record.lsn} has epoch 0; epochs start at 1")
+    if record.commit_time_us and not record.cpl:
+        raise InvalidRequest(f"record LSN {record.lsn} carries a commit time but does not end an MTR (not a CPL)")
+    if record.commit_time_us > COMMIT_TIME_US_MAX:
+        raise InvalidRequest(
+            f"record LSN {record.lsn}: commit time {record.commit_time_us} us is above the highest, "
+            f"{COMMIT_TIME_US_MAX} us"
+        )
     if record.epoch > EPOCH_MAX:
         raise InvalidRequest(f"record LSN {record.lsn} has epoch {record.epoch}, above the highest epoch {EPOCH_MAX}")
     if record.kind == PayloadKind.IMAGE:

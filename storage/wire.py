@@ -31,6 +31,7 @@ def record_from_proto(msg: pb.LogRecord) -> tuple[LogRecord, int]:
         msg.prev_page_lsn,
         msg.epoch,
         msg.cpl,
+        msg.commit_time_us,
     )
     return record, msg.crc32c
 
@@ -47,6 +48,7 @@ def record_to_proto(record: LogRecord) -> pb.LogRecord:
         prev_page_lsn=record.prev_page_lsn,
         epoch=record.epoch,
         cpl=record.cpl,
+        commit_time_us=record.commit_time_us,
         crc32c=record.crc(),
     )
 

@@ -51,6 +51,7 @@ COMPUTE_ADAPTERS = {
     "compute/placement.py",
     "compute/segment_stream.py",
     "compute/service.py",
+    "compute/time_travel.py",
     "compute/client.py",
     "compute/sql_service.py",
     "compute/kv_service.py",

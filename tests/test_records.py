@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from sixfold.storage.errors import BadChecksum, ChecksumMismatch, InvalidRequest
 from sixfold.storage.records import (
+    RECORD_HEADER_BYTES,
     LogRecord,
     PayloadKind,
     apply_record,
@@ -17,6 +18,7 @@ from sixfold.storage.records import (
     decode_record,
     encode_checked,
     encode_page_version,
+    make_record,
     validate_shape,
 )
 
@@ -119,3 +121,32 @@ def test_apply_patch_and_image() -> None:
     assert bytes(page) == b"\0\0xy\0\0\0\0"
     apply_record(page, LogRecord(2, 0, PayloadKind.IMAGE, 0, b"ABCDEFGH", 1, 1, 1, 1))
     assert bytes(page) == b"ABCDEFGH"
+
+
+def test_a_commit_time_travels_on_the_cpl_and_is_covered_by_the_crc() -> None:
+    record = make_record(7, 2, b"abc", prev_volume_lsn=6, prev_pg_lsn=6, cpl=True, commit_time_us=1_767_225_600_123_456)
+    encoded = record.encode()
+    assert len(encoded) == record.encoded_size() == RECORD_HEADER_BYTES + 8 + 3
+    assert decode_record(encoded) == record
+    untimed = make_record(7, 2, b"abc", prev_volume_lsn=6, prev_pg_lsn=6, cpl=True)
+    assert len(untimed.encode()) == RECORD_HEADER_BYTES + 3 and decode_record(untimed.encode()).commit_time_us == 0
+    flipped = bytearray(encoded)
+    flipped[RECORD_HEADER_BYTES + 2] ^= 0x01  # one bit of the time
+    with pytest.raises(ChecksumMismatch):
+        decode_record(bytes(flipped))
+
+
+def test_a_commit_time_on_a_record_that_ends_no_mtr_or_out_of_bounds_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="does not end an MTR"):
+        validate_shape(make_record(5, 1, b"a", prev_pg_lsn=4, commit_time_us=10), 4096)
+    with pytest.raises(InvalidRequest, match="commit time"):
+        validate_shape(make_record(5, 1, b"a", prev_pg_lsn=4, cpl=True, commit_time_us=2**63), 4096)
+
+
+def test_unknown_flags_are_not_trusted() -> None:
+    record = make_record(5, 1, b"a", prev_pg_lsn=4, cpl=True)
+    body = bytearray(record.body())
+    body[3] |= 0x80  # a flag bit no writer sets
+    forged = crc32c(bytes(body)).to_bytes(4, "big") + bytes(body)
+    with pytest.raises(ChecksumMismatch, match="flags"):
+        decode_record(forged)

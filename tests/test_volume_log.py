@@ -360,3 +360,14 @@ def test_finishing_a_membership_change_can_complete_records() -> None:
     assert log.vcl == 0
     assert log.set_membership(0, Membership.of(ABCDEG)) == [1, 2, 3, 4, 5]
     assert (log.vcl, log.vdl) == (5, 5)
+
+
+def test_each_mtr_carries_its_commit_time_on_its_cpl_and_times_never_go_back() -> None:
+    log = VolumeLog(pg_of_page=lambda page_no: 0, epoch=1)
+    log.add_pg(0, Membership.of(ABCDEF))
+    first = log.allocate_mtr([Patch(1, 0, b"a"), Patch(2, 0, b"b")], commit_time_us=5_000)
+    assert [r.commit_time_us for r in first.records] == [0, 5_000]
+    second = log.allocate_mtr([Patch(1, 0, b"c")], commit_time_us=4_000)  # the wall clock stepped back
+    assert second.records[-1].commit_time_us == 5_000
+    third = log.allocate_mtr([Patch(1, 0, b"d")])
+    assert third.records[-1].commit_time_us == 0

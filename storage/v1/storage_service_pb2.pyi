@@ -30,7 +30,7 @@ DISK_CONDITION_IO_ERROR: DiskCondition
 DISK_CONDITION_FAILED: DiskCondition
 
 class LogRecord(_message.Message):
-    __slots__ = ("lsn", "page_no", "kind", "offset", "data", "prev_volume_lsn", "prev_pg_lsn", "prev_page_lsn", "epoch", "cpl", "crc32c")
+    __slots__ = ("lsn", "page_no", "kind", "offset", "data", "prev_volume_lsn", "prev_pg_lsn", "prev_page_lsn", "epoch", "cpl", "crc32c", "commit_time_us")
     LSN_FIELD_NUMBER: _ClassVar[int]
     PAGE_NO_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class LogRecord(_message.Message):
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     CPL_FIELD_NUMBER: _ClassVar[int]
     CRC32C_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_TIME_US_FIELD_NUMBER: _ClassVar[int]
     lsn: int
     page_no: int
     kind: PayloadKind
@@ -53,7 +54,8 @@ class LogRecord(_message.Message):
     epoch: int
     cpl: bool
     crc32c: int
-    def __init__(self, lsn: _Optional[int] = ..., page_no: _Optional[int] = ..., kind: _Optional[_Union[PayloadKind, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., prev_volume_lsn: _Optional[int] = ..., prev_pg_lsn: _Optional[int] = ..., prev_page_lsn: _Optional[int] = ..., epoch: _Optional[int] = ..., cpl: _Optional[bool] = ..., crc32c: _Optional[int] = ...) -> None: ...
+    commit_time_us: int
+    def __init__(self, lsn: _Optional[int] = ..., page_no: _Optional[int] = ..., kind: _Optional[_Union[PayloadKind, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., prev_volume_lsn: _Optional[int] = ..., prev_pg_lsn: _Optional[int] = ..., prev_page_lsn: _Optional[int] = ..., epoch: _Optional[int] = ..., cpl: _Optional[bool] = ..., crc32c: _Optional[int] = ..., commit_time_us: _Optional[int] = ...) -> None: ...
 
 class TruncationRange(_message.Message):
     __slots__ = ("start_lsn", "end_lsn", "epoch")

@@ -25,6 +25,8 @@ from sixfold.tools.sim.config import PAGE_SIZE, SIM_LAL, VOLUME, SimConfig
 from sixfold.tools.sim.health import Health
 from sixfold.tools.sim.nodes import FakeControlPlane, FollowedControlPlane
 
+SIM_WALL_CLOCK_START_US = 1_767_225_600_000_000  # 2026-01-01 UTC: virtual time 0 as a wall clock
+
 
 class Workload(Checks, Health):
     """Writers and clients; the supervisor that keeps a writer open."""
@@ -59,6 +61,8 @@ class Workload(Checks, Health):
                     self.truncations.append(r)
 
         volume.on_truncating = truncating
+        loop = asyncio.get_running_loop()
+        volume.wall_clock_us = lambda: SIM_WALL_CLOCK_START_US + int(loop.time() * 1_000_000)  # virtual, deterministic
         integrity.watch_fencing(self, volume)
         began = self.over_two_serial, self.over_two
         self.opening = True
