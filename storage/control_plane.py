@@ -25,8 +25,9 @@ Rules
 6. Geometry. A volume is a list of PGs; PG i covers pages
    [i * pages_per_pg, (i + 1) * pages_per_pg), pages_per_pg =
    segment_size_bytes // page_size. Its six segments, all with segment id
-   `f"{volume_id}/pg-{i:05d}"`, sit on six distinct nodes, two per AZ in three
-   AZs (see `storage.placement`). A PG's membership epoch starts at 1.
+   `f"{volume_id}/pg-{i:05d}"` (with a serial in some cases: lineage rule 2), sit
+   on six distinct nodes, two per AZ in three AZs (see `storage.placement`). A
+   PG's membership epoch starts at 1.
 7. A new volume has one PG and geometry epoch 1. Each growth appends exactly
    one PG and bumps the geometry epoch by one. Growth is idempotent per epoch:
    a caller passing a geometry epoch older than the current one gets the
@@ -65,6 +66,8 @@ Rules
    while is a lost copy, created again on the same node (`plan_copy_repairs`,
    `CopyRepair`), and a node whose disk is not fine or whose copies are not
    whole is shown degraded.
+15. Time travel: clones, snapshots and deleting volumes are `storage.control_plane_lineage`'s
+   rules (the `Lineage` class this one builds on keeps the volume records).
 
 Where the parts live: limits and validation in `storage.control_plane_limits`,
 the values in `storage.control_plane_values`, the replacement decisions in
@@ -75,6 +78,7 @@ here as well.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sixfold.storage import replacement
@@ -90,10 +94,11 @@ from sixfold.storage.control_plane_limits import (
     validate_volume_id,
     volume_full_sentence,
 )
-from sixfold.storage.control_plane_nodes import NodeRegistry
+from sixfold.storage.control_plane_lineage import Lineage
 from sixfold.storage.control_plane_state_file import (
     STATE_FORMAT_VERSION,
     check_format_version,
+    next_serial_from_dict,
     node_from_dict,
     orphans_from_dict,
     pg_from_dict,
@@ -101,6 +106,7 @@ from sixfold.storage.control_plane_state_file import (
     volume_from_dict,
 )
 from sixfold.storage.control_plane_values import (
+    MEMBERSHIP_EPOCH_INITIAL,
     ChangeView,
     CopyRepair,
     MembershipChange,
@@ -115,11 +121,10 @@ from sixfold.storage.control_plane_values import (
     VolumeGeometry,
     segment_id_for,
 )
-from sixfold.storage.errors import AlreadyExists, InvalidRequest, StaleEpoch, UnknownVolume, VolumeFull
+from sixfold.storage.errors import InvalidRequest, StaleEpoch, VolumeFull
 from sixfold.storage.placement import Candidate, choose_pg_nodes
 from sixfold.storage.quorum import COPIES, MEMBERSHIP_CHANGES_MAX
 
-MEMBERSHIP_EPOCH_INITIAL = 1
 GEOMETRY_EPOCH_INITIAL = 1
 
 __all__ = [  # the names importers use, wherever they now live
@@ -147,7 +152,7 @@ __all__ = [  # the names importers use, wherever they now live
 ]
 
 
-class ControlPlane(NodeRegistry):
+class ControlPlane(Lineage):
     """Node registry and volume geometries (see the rules above)."""
 
     def __init__(
@@ -157,8 +162,6 @@ class ControlPlane(NodeRegistry):
         started_ms: float = 0.0,
     ) -> None:
         super().__init__(heartbeat_timeout_ms, failure_timeout_ms, started_ms)
-        self._volumes: dict[str, Volume] = {}
-        self._orphans: list[Orphan] = []
         # The new segment's SCL last seen, per (volume, pg, new node): display only, not persisted.
         self._progress: dict[tuple[str, int, str], int] = {}
 
@@ -166,7 +169,7 @@ class ControlPlane(NodeRegistry):
 
     def placed_on(self, node_id: str) -> set[str]:
         """Every segment placed on the node: in a PG's base set or the new one of a change in flight."""
-        return {segment_id_for(volume_id, pg.pg_index) for volume_id, pg in self._pgs() if node_id in pg.all_node_ids}
+        return {self.segment_id(volume_id, pg.pg_index) for volume_id, pg in self._pgs() if node_id in pg.all_node_ids}
 
     def pgs_of_node(self, node_id: str) -> list[tuple[str, int]]:
         return sorted((volume_id, pg.pg_index) for volume_id, pg in self._pgs() if node_id in pg.all_node_ids)
@@ -175,7 +178,7 @@ class ControlPlane(NodeRegistry):
         """Rule 14: the lost copies on healthy nodes that are due to be created again."""
         plans = []
         by_id = {
-            segment_id_for(v.volume_id, pg.pg_index): (v, pg)
+            segment_id_for(v.volume_id, pg.pg_index, v.serial): (v, pg)
             for v in self._volumes.values()
             for pg in v.protection_groups
         }
@@ -197,29 +200,31 @@ class ControlPlane(NodeRegistry):
                     node_id,
                     self._nodes[node_id].address,
                     segment_id,
-                    self._pg_geometry(volume.volume_id, pg).segments,
+                    self._pg_geometry(volume, pg).segments,
                 )
             )
         return plans
 
     # -- volumes --------------------------------------------------------------
 
-    def plan_create_volume(self, volume_id: str, page_size: int, segment_size_bytes: int, now_ms: float) -> PgPlan:
-        """Rules 5-7 and 9: validate and place PG 0 of a new volume; changes nothing."""
+    def plan_create_volume(
+        self, volume_id: str, page_size: int, segment_size_bytes: int, now_ms: float, created_at_ms: int = 0
+    ) -> PgPlan:
+        """Rules 5-7 and 9: validate and place PG 0 of a new volume; changes nothing. A plan with a serial
+        (lineage rule 2) is carried out as a clone is: reserve its segments, persist, then create them."""
         validate_volume_id(volume_id)
         page_size = resolve_page_size(page_size)
         segment_size_bytes = resolve_segment_size(segment_size_bytes, page_size)
-        if volume_id in self._volumes:
-            raise AlreadyExists(
-                f"volume {volume_id} already exists (`sixfold volume status {volume_id}` shows its geometry)"
-            )
+        self.check_name_free(volume_id)
         check_volume_room(volume_id, len(self._volumes))
-        pg = self._place_pg(volume_id, 0, segment_size_bytes // page_size, now_ms)
-        return PgPlan(volume_id, page_size, segment_size_bytes, 0, pg)
+        serial = self.new_volume_serial(volume_id)
+        pg = self._place_pg(volume_id, serial, 0, segment_size_bytes // page_size, now_ms)
+        return PgPlan(volume_id, page_size, segment_size_bytes, 0, pg, serial, created_at_ms)
 
     def plan_grow_volume(self, volume_id: str, geometry_epoch: int, now_ms: float) -> PgPlan | None:
         """Rules 7-9: place the next PG, or None when the caller's epoch is stale (already grown)."""
         volume = self._volume(volume_id)
+        self.check_growable(volume)
         if geometry_epoch > volume.geometry_epoch:
             raise InvalidRequest(
                 f"geometry epoch {geometry_epoch} is newer than volume {volume_id}'s current epoch "
@@ -230,19 +235,24 @@ class ControlPlane(NodeRegistry):
         pg_index = len(volume.protection_groups)
         if pg_index >= volume.pg_count_max:
             raise VolumeFull(volume_full_sentence(volume.volume_id, volume.segment_size_bytes))
-        pg = self._place_pg(volume_id, pg_index, volume.pages_per_pg, now_ms)
-        return PgPlan(volume_id, volume.page_size, volume.segment_size_bytes, volume.geometry_epoch, pg)
+        pg = self._place_pg(volume_id, volume.serial, pg_index, volume.pages_per_pg, now_ms)
+        return PgPlan(volume_id, volume.page_size, volume.segment_size_bytes, volume.geometry_epoch, pg, volume.serial)
 
     def commit_pg_plan(self, plan: PgPlan) -> VolumeGeometry:
         """Rule 9: record a PG whose six segments now exist. Returns the new geometry."""
         if plan.creates_volume:
-            if plan.volume_id in self._volumes:
-                raise AlreadyExists(
-                    f"volume {plan.volume_id} already exists "
-                    f"(`sixfold volume status {plan.volume_id}` shows its geometry)"
-                )
-            volume = Volume(plan.volume_id, plan.page_size, plan.segment_size_bytes, GEOMETRY_EPOCH_INITIAL)
+            self.check_name_free(plan.volume_id)
+            volume = Volume(
+                plan.volume_id,
+                plan.page_size,
+                plan.segment_size_bytes,
+                GEOMETRY_EPOCH_INITIAL,
+                serial=plan.serial,
+                created_at_ms=plan.created_at_ms,
+            )
             self._volumes[plan.volume_id] = volume
+            self._next_serial = max(self._next_serial, plan.serial + 1)
+            self.release_segments(plan.pg.segments)
         else:
             volume = self._volume(plan.volume_id)
             if volume.geometry_epoch != plan.base_geometry_epoch:
@@ -254,28 +264,12 @@ class ControlPlane(NodeRegistry):
         self._append_pg(volume, plan.pg)
         return self.describe_volume(plan.volume_id)
 
-    def describe_volume(self, volume_id: str) -> VolumeGeometry:
-        return self._geometry(self._volume(volume_id))
-
-    def list_volumes(self) -> list[VolumeGeometry]:
-        return [self._geometry(self._volumes[v]) for v in sorted(self._volumes)]
-
-    def _volume(self, volume_id: str) -> Volume:
-        volume = self._volumes.get(volume_id)
-        if volume is None:
-            raise UnknownVolume(f"volume {volume_id} does not exist; create it first")
-        return volume
-
-    def _pgs(self) -> list[tuple[str, ProtectionGroup]]:
-        """Every PG with its volume id, volumes in the order they were recorded."""
-        return [(v.volume_id, pg) for v in self._volumes.values() for pg in v.protection_groups]
-
-    def _place_pg(self, volume_id: str, pg_index: int, pages_per_pg: int, now_ms: float) -> PgGeometry:
+    def _place_pg(self, volume_id: str, serial: int, pg_index: int, pages_per_pg: int, now_ms: float) -> PgGeometry:
         candidates = [
             Candidate(n.node_id, n.az, self.segment_count(n.node_id), self.is_healthy(n.node_id, now_ms))
             for n in self._nodes.values()
         ]
-        segment_id = segment_id_for(volume_id, pg_index)
+        segment_id = segment_id_for(volume_id, pg_index, serial)
         segments = tuple(
             SegmentPlacement(segment_id, c.node_id, c.az, self._nodes[c.node_id].address)
             for c in choose_pg_nodes(candidates)
@@ -289,25 +283,52 @@ class ControlPlane(NodeRegistry):
         node_ids = tuple(s.node_id for s in pg.segments)
         assert len(set(node_ids)) == COPIES, node_ids
         assert all(node_id in self._nodes for node_id in node_ids), node_ids
+        parent_node_ids = tuple(s.node_id for s in pg.segments if s.parent_segment_id)
+        assert pg.has_parent or not parent_node_ids, pg
         volume.protection_groups.append(
-            ProtectionGroup(pg.pg_index, pg.first_page, pg.page_count, pg.membership_epoch, node_ids)
+            ProtectionGroup(
+                pg.pg_index,
+                pg.first_page,
+                pg.page_count,
+                pg.membership_epoch,
+                node_ids,
+                has_parent=pg.has_parent,
+                parent_read_lsn=pg.parent_read_lsn,
+                parent_node_ids=parent_node_ids,
+            )
         )
         for node_id in node_ids:
             self._count(node_id, +1)
 
-    def _geometry(self, volume: Volume) -> VolumeGeometry:
+    def _geometry(self, volume: Volume, children: Sequence[str] | None = None) -> VolumeGeometry:
         return VolumeGeometry(
             volume_id=volume.volume_id,
             page_size=volume.page_size,
             segment_size_bytes=volume.segment_size_bytes,
             geometry_epoch=volume.geometry_epoch,
-            protection_groups=tuple(self._pg_geometry(volume.volume_id, pg) for pg in volume.protection_groups),
+            protection_groups=tuple(self._pg_geometry(volume, pg) for pg in volume.protection_groups),
+            parent_volume_id=volume.parent_volume_id,
+            branch_lsn=volume.branch_lsn,
+            kind=volume.kind,
+            created_at_ms=volume.created_at_ms,
+            deleted=volume.deleted,
+            child_volume_ids=tuple(self.children_of(volume.volume_id) if children is None else children),
+            snapshot_name=volume.snapshot_name,
         )
 
-    def _pg_geometry(self, volume_id: str, pg: ProtectionGroup) -> PgGeometry:
-        segment_id = segment_id_for(volume_id, pg.pg_index)
+    def _pg_geometry(self, volume: Volume, pg: ProtectionGroup) -> PgGeometry:
+        volume_id = volume.volume_id
+        segment_id = segment_id_for(volume_id, pg.pg_index, volume.serial)
+        parent = self._volumes.get(volume.parent_volume_id) if pg.has_parent else None
+        parent_segment_id = "" if parent is None else segment_id_for(parent.volume_id, pg.pg_index, parent.serial)
         segments = tuple(
-            SegmentPlacement(segment_id, node_id, self._nodes[node_id].az, self._nodes[node_id].address)
+            SegmentPlacement(
+                segment_id,
+                node_id,
+                self._nodes[node_id].az,
+                self._nodes[node_id].address,
+                parent_segment_id if node_id in pg.parent_node_ids else "",
+            )
             for node_id in pg.all_node_ids
         )
         changes = tuple(
@@ -319,7 +340,16 @@ class ControlPlane(NodeRegistry):
             )
             for c in pg.changes
         )
-        return PgGeometry(pg.pg_index, pg.first_page, pg.page_count, pg.membership_epoch, segments, changes)
+        return PgGeometry(
+            pg.pg_index,
+            pg.first_page,
+            pg.page_count,
+            pg.membership_epoch,
+            segments,
+            changes,
+            pg.has_parent,
+            pg.parent_read_lsn,
+        )
 
     # -- segment replacement (rules 10-13; storage/replacement.py decides) ----------
 
@@ -337,14 +367,15 @@ class ControlPlane(NodeRegistry):
         }
         orphans = {(o.node_id, o.segment_id) for o in self._orphans}
         plans = []
-        for chosen in replacement.choose_replacements(self._pgs(), nodes, orphans):
+        serials = {v.volume_id: v.serial for v in self._volumes.values()}
+        for chosen in replacement.choose_replacements(self._pgs(), nodes, orphans, serials):
             volume = self._volume(chosen.volume_id)
             pg = self._pg(volume, chosen.pg_index)
             new = self._nodes[chosen.new_node_id]
             new_placement = SegmentPlacement(
-                segment_id_for(volume.volume_id, pg.pg_index), new.node_id, new.az, new.address
+                self.segment_id(volume.volume_id, pg.pg_index), new.node_id, new.az, new.address
             )
-            peers = self._pg_geometry(volume.volume_id, pg).segments + (new_placement,)
+            peers = self._pg_geometry(volume, pg).segments + (new_placement,)
             plans.append(
                 ReplacementPlan(
                     volume.volume_id,
@@ -383,13 +414,10 @@ class ControlPlane(NodeRegistry):
         reserved = Orphan(plan.new.node_id, plan.new.segment_id)
         if reserved in self._orphans:
             self._orphans.remove(reserved)
-        return self._pg_geometry(volume.volume_id, changed)
+        return self._pg_geometry(volume, changed)
 
     def changes_in_flight(self) -> list[tuple[str, ProtectionGroup, MembershipChange]]:
         return [(volume_id, pg, change) for volume_id, pg in self._pgs() for change in pg.changes]
-
-    def pg(self, volume_id: str, pg_index: int) -> ProtectionGroup:
-        return self._pg(self._volume(volume_id), pg_index)
 
     def set_change_target(self, volume_id: str, pg_index: int, old_node_id: str, target_lsn: int) -> None:
         """Rule 12: the LSN the new segment must reach. Set once; the epoch does not change."""
@@ -405,9 +433,9 @@ class ControlPlane(NodeRegistry):
         changed, change = replacement.complete(self._pg(volume, pg_index), old_node_id)
         self._set_pg(volume, changed)
         self._count(old_node_id, -1)
-        self._orphans.append(Orphan(old_node_id, segment_id_for(volume_id, pg_index)))
+        self._orphans.append(Orphan(old_node_id, self.segment_id(volume_id, pg_index)))
         self._progress.pop((volume_id, pg_index, change.new_node_id), None)
-        return self._pg_geometry(volume_id, changed)
+        return self._pg_geometry(volume, changed)
 
     def due_rollbacks(self, now_ms: float) -> list[tuple[str, int, str, str]]:
         """Rule 13: (volume, pg, old node, reason) of every change that must roll back."""
@@ -426,20 +454,9 @@ class ControlPlane(NodeRegistry):
         changed, change = replacement.roll_back(self._pg(volume, pg_index), old_node_id)
         self._set_pg(volume, changed)
         self._count(change.new_node_id, -1)
-        self._orphans.append(Orphan(change.new_node_id, segment_id_for(volume_id, pg_index)))
+        self._orphans.append(Orphan(change.new_node_id, self.segment_id(volume_id, pg_index)))
         self._progress.pop((volume_id, pg_index, change.new_node_id), None)
-        return self._pg_geometry(volume_id, changed)
-
-    def orphans(self) -> list[Orphan]:
-        return list(self._orphans)
-
-    def orphan_dropped(self, orphan: Orphan) -> None:
-        self._orphans.remove(orphan)
-
-    def _pg(self, volume: Volume, pg_index: int) -> ProtectionGroup:
-        if not 0 <= pg_index < len(volume.protection_groups):
-            raise InvalidRequest(f"volume {volume.volume_id} has no PG {pg_index}")
-        return volume.protection_groups[pg_index]
+        return self._pg_geometry(volume, changed)
 
     def _set_pg(self, volume: Volume, pg: ProtectionGroup) -> None:
         volume.protection_groups[pg.pg_index] = replacement.checked(pg)
@@ -448,7 +465,7 @@ class ControlPlane(NodeRegistry):
 
     def to_dict(self) -> dict[str, Any]:
         """Everything that must survive a restart (heartbeat times do not: rule 2)."""
-        return state_to_dict(self._nodes.values(), self._volumes.values(), self._orphans)
+        return state_to_dict(self._nodes.values(), self._volumes.values(), self._orphans, self._next_serial)
 
     @classmethod
     def from_dict(
@@ -469,10 +486,12 @@ class ControlPlane(NodeRegistry):
             for pg_data in v["protection_groups"]:
                 pg = pg_from_dict(pg_data)
                 base = ProtectionGroup(pg.pg_index, pg.first_page, pg.page_count, pg.membership_epoch, pg.node_ids)
-                state._append_pg(volume, state._pg_geometry(volume.volume_id, base))
+                state._append_pg(volume, state._pg_geometry(volume, base))
                 state._set_pg(volume, pg)
                 for change in pg.changes:
                     state._count(change.new_node_id, +1)
             assert volume.geometry_epoch == GEOMETRY_EPOCH_INITIAL + len(volume.protection_groups) - 1, v
+        assert all(v.parent_volume_id in state._volumes for v in state._volumes.values() if v.parent_volume_id)
         state._orphans.extend(orphans_from_dict(data))
+        state._next_serial = next_serial_from_dict(data)
         return state

@@ -61,6 +61,14 @@ class GrpcSegmentClient:
             return reply.state
 
 
+def is_gone(drop_result: object) -> bool:
+    """Whether a DropSegment's result (None, or the exception it raised) means the segment is no longer on
+    the node: it was dropped, or the node does not hold it (NOT_FOUND)."""
+    if not isinstance(drop_result, BaseException):
+        return True
+    return isinstance(drop_result, grpc.aio.AioRpcError) and drop_result.code() == grpc.StatusCode.NOT_FOUND
+
+
 def describe_failure(error: BaseException) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return f"{error.code().name}: {error.details()}"

@@ -5,7 +5,8 @@ The adapter half of segment replacement: `storage.control_plane` records, `stora
 decides, and this module talks to the storage nodes, in this order each round:
 1. roll back the changes that must roll back (and install the new epoch);
 2. drop orphan segments whose node answers;
-3. create lost copies again on their (healthy) nodes, rebuilding;
+3. create lost copies again on their (healthy) nodes, rebuilding (a clone's as a flattened copy,
+   without its parent: storage/control_plane_lineage.py rule 6);
 4. begin replacements for failed nodes: reserve the new segment (an orphan until its change
    begins, so a crash leaves nothing behind), CreateSegment on the new node at the next
    membership epoch with every segment as its peers (it starts hydrating by gossip), then
@@ -37,7 +38,6 @@ from sixfold.storage.control_plane_values import (
     PgGeometry,
     ProtectionGroup,
     ReplacementPlan,
-    segment_id_for,
 )
 from sixfold.storage.control_plane_wire import (
     copy_repair_request,
@@ -152,8 +152,11 @@ class Healing:
 
     async def _recreate_copy(self, repair: CopyRepair) -> None:
         """Rule 14 of storage.control_plane: a healthy node lost its copy; create it again there, rebuilding
-        from its peers (it counts towards no read quorum until it has caught up)."""
+        from its peers (it counts towards no read quorum until it has caught up). A clone's segment is
+        created again without its parent, a flattened copy (storage/control_plane_lineage.py rule 6)."""
         request = copy_repair_request(repair)
+        if self.state.flatten_copy(repair.volume_id, repair.pg_index, repair.node_id):
+            await self._persist()  # lineage rule 6: the record says "no parent" before the node holds it
         try:
             await self.segment_client.create_segment(repair.address, request)
         except Exception as error:  # noqa: BLE001 - any failure: the next round tries again
@@ -241,7 +244,7 @@ class Healing:
     async def _check_hydrated(self, volume_id: str, pg: ProtectionGroup, change: MembershipChange) -> None:
         new = self.state.node(change.new_node_id, self.clock_ms())
         try:
-            state = await self.segment_client.segment_state(new.address, segment_id_for(volume_id, pg.pg_index))
+            state = await self.segment_client.segment_state(new.address, self.state.segment_id(volume_id, pg.pg_index))
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:  # its node answers but lost the segment: give up
                 geometry = self.state.roll_back_change(volume_id, pg.pg_index, change.old_node_id)

@@ -30,6 +30,8 @@ NODE_COUNT_MAX = 1024
 VOLUME_COUNT_MAX = 4096
 
 VOLUME_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+# A snapshot's internal volume id is this prefix and its name: no volume id matches VOLUME_ID_PATTERN so.
+SNAPSHOT_ID_PREFIX = "@"
 # Node ids and AZ names: printable, no spaces or slashes (they appear in paths and logs).
 NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 AZ_PATTERN = NODE_ID_PATTERN
@@ -46,6 +48,18 @@ class RegistryFull(StorageError):
     """NODE_COUNT_MAX nodes or VOLUME_COUNT_MAX volumes are already recorded."""
 
     status_code_name = "RESOURCE_EXHAUSTED"
+
+
+class VolumeDeleted(StorageError):
+    """The volume was deleted; it is kept only because its clones still read its data."""
+
+    status_code_name = "FAILED_PRECONDITION"
+
+
+class SnapshotInUse(StorageError):
+    """A snapshot that volumes restored from it still read through: it cannot be deleted yet."""
+
+    status_code_name = "FAILED_PRECONDITION"
 
 
 def format_bytes(n: int) -> str:
@@ -65,6 +79,22 @@ def validate_volume_id(volume_id: str) -> None:
             f"volume id {volume_id!r} is not valid: use 1 to 63 lowercase letters, digits and '-', "
             "starting with a letter or digit"
         )
+
+
+def validate_snapshot_name(snapshot_name: str) -> None:
+    if not VOLUME_ID_PATTERN.fullmatch(snapshot_name):
+        raise InvalidRequest(
+            f"snapshot name {snapshot_name!r} is not valid: use 1 to 63 lowercase letters, digits and '-', "
+            "starting with a letter or digit"
+        )
+
+
+def validate_stored_volume_id(volume_id: str) -> None:
+    """A volume id in the state file: a user's, or a snapshot's internal `@NAME`."""
+    if volume_id.startswith(SNAPSHOT_ID_PREFIX):
+        validate_snapshot_name(volume_id[len(SNAPSHOT_ID_PREFIX) :])
+    else:
+        validate_volume_id(volume_id)
 
 
 def resolve_page_size(page_size: int) -> int:

@@ -13,6 +13,11 @@ The state machine decides; this module carries out its effects in a fixed order:
 4. Healing (`heal_once`, every `heal_interval_s`, under the same lock) carries
    out rules 10-14 of storage.control_plane: storage/control_plane_healing.py
    says in which order, storage/replacement.py decides.
+5. Clones, snapshots and deletion (storage/control_plane_clones.py carries them
+   out, storage/control_plane_lineage.py decides). A new volume whose segment ids
+   take a serial reserves them first, as a clone does (lineage rule 2).
+   ListVolumes shows neither snapshots nor deleted volumes; DescribeVolume refuses
+   a deleted one (FAILED_PRECONDITION).
 Heartbeats only touch memory unless they carry a new address.
 
 The parts: storage nodes are reached through storage/control_plane_calls.py,
@@ -39,7 +44,9 @@ from sixfold.storage.control_plane_calls import (
     SegmentClient,
     describe_failure,
 )
+from sixfold.storage.control_plane_clones import CloneRpcs
 from sixfold.storage.control_plane_healing import HEAL_INTERVAL_S, Healing
+from sixfold.storage.control_plane_limits import VolumeDeleted
 from sixfold.storage.control_plane_persistence import STATE_FILE_NAME, load_state, write_json_atomically
 from sixfold.storage.control_plane_wire import (
     DISK_CONDITION_NAMES,
@@ -86,7 +93,12 @@ def monotonic_ms() -> float:
     return time.monotonic() * 1000.0
 
 
-class ControlPlaneServicer(Healing):
+def wall_ms() -> float:
+    """Milliseconds since the Unix epoch: a volume's creation time (lineage rule 1)."""
+    return time.time() * 1000.0
+
+
+class ControlPlaneServicer(Healing, CloneRpcs):
     """Implements every RPC of `storage.v1.ControlPlaneService`."""
 
     def __init__(
@@ -97,12 +109,14 @@ class ControlPlaneServicer(Healing):
         segment_client: SegmentClient | None = None,
         clock_ms: Callable[[], float] = monotonic_ms,
         failure_timeout_ms: int = cp.FAILURE_TIMEOUT_MS_DEFAULT,
+        wall_clock_ms: Callable[[], float] = wall_ms,
     ) -> None:
         assert 0 < heartbeat_interval_ms < heartbeat_timeout_ms, (heartbeat_interval_ms, heartbeat_timeout_ms)
         self.data_dir = Path(data_dir)
         self.state_path = self.data_dir / STATE_FILE_NAME
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.clock_ms = clock_ms
+        self.wall_clock_ms = wall_clock_ms
         self.state = self._load_state(heartbeat_timeout_ms, failure_timeout_ms, clock_ms())
         self.segment_client: SegmentClient = segment_client or GrpcSegmentClient()
         self._lock = asyncio.Lock()
@@ -167,8 +181,15 @@ class ControlPlaneServicer(Healing):
     async def CreateVolume(self, request: cp_pb2.CreateVolumeRequest, context: Any) -> cp_pb2.CreateVolumeResponse:
         async with self._lock:
             plan = self.state.plan_create_volume(
-                request.volume_id, request.page_size, request.segment_size_bytes, self.clock_ms()
+                request.volume_id,
+                request.page_size,
+                request.segment_size_bytes,
+                self.clock_ms(),
+                int(self.wall_clock_ms()),
             )
+            if plan.serial:  # module rule 5: dropped later unless committed
+                self.state.reserve_segments(plan.serial, plan.pg.segments)
+                await self._persist()
             geometry = await self._carry_out(plan)
         log.info(
             "created volume %s (page size %d, segment size %s)",
@@ -200,11 +221,13 @@ class ControlPlaneServicer(Healing):
         if geometry is None:
             self.state.describe_volume(request.volume_id)  # raises UnknownVolume (or the id's error)
             raise Unavailable(f"volume {request.volume_id} is being created; try again in a moment")
+        if geometry.deleted:
+            raise VolumeDeleted(self.state.deleted_sentence(request.volume_id))
         return cp_pb2.DescribeVolumeResponse(geometry=geometry_to_proto(geometry))
 
     async def ListVolumes(self, request: cp_pb2.ListVolumesRequest, context: Any) -> cp_pb2.ListVolumesResponse:
         return cp_pb2.ListVolumesResponse(
-            volumes=[geometry_to_proto(self._published[v]) for v in sorted(self._published)]
+            volumes=[geometry_to_proto(g) for _, g in sorted(self._published.items()) if g.listed]
         )
 
     # -- healing (module rule 4) -----------------------------------------------------
@@ -249,7 +272,7 @@ class ControlPlaneServicer(Healing):
     def _publish(self) -> None:
         """Call only when every change to the state is persisted (right after `_persist`, or when only
         display-only progress changed)."""
-        self._published = {g.volume_id: g for g in self.state.list_volumes()}
+        self._published = {g.volume_id: g for g in self.state.geometries()}
 
 
 def _creation_failure_sentence(plan: cp.PgPlan, failures: list[tuple[cp.SegmentPlacement, BaseException]]) -> str:

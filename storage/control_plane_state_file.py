@@ -9,11 +9,18 @@ Format (version `STATE_FORMAT_VERSION`):
     {"format_version": 1,
      "nodes":   [{"node_id", "az", "address"}, ...],                       sorted by node id
      "volumes": [{"volume_id", "page_size", "segment_size_bytes", "geometry_epoch",
+                  "serial", "parent_volume_id", "branch_lsn", "kind", "created_at_ms", "deleted",
+                  "snapshot_name",
                   "protection_groups": [{"pg_index", "first_page", "page_count", "membership_epoch",
                                          "node_ids": [six ids], "changes": [{"old_node_id",
-                                         "new_node_id", "target_lsn" (null until measured)}]}]}],
+                                         "new_node_id", "target_lsn" (null until measured)}],
+                                         "has_parent", "parent_read_lsn", "parent_node_ids"}]}],
                                                                             sorted by volume id
-     "orphans": [{"node_id", "segment_id"}, ...]}                           in the order recorded
+     "orphans": [{"node_id", "segment_id"}, ...],                          in the order recorded
+     "next_serial": 1}
+The time-travel keys (a volume's from "serial" to "snapshot_name", a PG's "has_parent" to
+"parent_node_ids", and "next_serial"; storage/control_plane_lineage.py) came later: a file without
+them loads with the values of a root volume (no parent, serial 0, kind volume, created at 0).
 """
 
 from __future__ import annotations
@@ -25,14 +32,25 @@ from sixfold.storage.control_plane_limits import (
     resolve_page_size,
     resolve_segment_size,
     validate_node_fields,
-    validate_volume_id,
+    validate_stored_volume_id,
 )
-from sixfold.storage.control_plane_values import MembershipChange, Node, Orphan, ProtectionGroup, Volume
+from sixfold.storage.control_plane_values import (
+    KIND_SNAPSHOT,
+    KIND_VOLUME,
+    MembershipChange,
+    Node,
+    Orphan,
+    ProtectionGroup,
+    Volume,
+)
 
 STATE_FORMAT_VERSION = 1
+NEXT_SERIAL_DEFAULT = 1  # of a file written before serials existed: no volume had one
 
 
-def state_to_dict(nodes: Iterable[Node], volumes: Iterable[Volume], orphans: Iterable[Orphan]) -> dict[str, Any]:
+def state_to_dict(
+    nodes: Iterable[Node], volumes: Iterable[Volume], orphans: Iterable[Orphan], next_serial: int
+) -> dict[str, Any]:
     return {
         "format_version": STATE_FORMAT_VERSION,
         "nodes": [
@@ -40,6 +58,7 @@ def state_to_dict(nodes: Iterable[Node], volumes: Iterable[Volume], orphans: Ite
         ],
         "volumes": [volume_to_dict(v) for v in sorted(volumes, key=lambda v: v.volume_id)],
         "orphans": [{"node_id": o.node_id, "segment_id": o.segment_id} for o in orphans],
+        "next_serial": next_serial,
     }
 
 
@@ -56,10 +75,28 @@ def node_from_dict(n: dict[str, Any]) -> Node:
 
 def volume_from_dict(v: dict[str, Any]) -> Volume:
     """The volume without its PGs (the caller adds them one by one, checking each)."""
-    volume = Volume(v["volume_id"], int(v["page_size"]), int(v["segment_size_bytes"]), int(v["geometry_epoch"]))
-    validate_volume_id(volume.volume_id)
+    volume = Volume(
+        v["volume_id"],
+        int(v["page_size"]),
+        int(v["segment_size_bytes"]),
+        int(v["geometry_epoch"]),
+        serial=int(v.get("serial", 0)),
+        parent_volume_id=v.get("parent_volume_id", ""),
+        branch_lsn=int(v.get("branch_lsn", 0)),
+        kind=v.get("kind", KIND_VOLUME),
+        created_at_ms=int(v.get("created_at_ms", 0)),
+        deleted=bool(v.get("deleted", False)),
+        snapshot_name=v.get("snapshot_name", ""),
+    )
+    validate_stored_volume_id(volume.volume_id)
     resolve_segment_size(volume.segment_size_bytes, resolve_page_size(volume.page_size))
+    assert volume.kind in (KIND_VOLUME, KIND_SNAPSHOT) and volume.serial >= 0, v
+    assert (volume.kind == KIND_SNAPSHOT) == bool(volume.snapshot_name), v
     return volume
+
+
+def next_serial_from_dict(data: dict[str, Any]) -> int:
+    return int(data.get("next_serial", NEXT_SERIAL_DEFAULT))
 
 
 def orphans_from_dict(data: dict[str, Any]) -> list[Orphan]:
@@ -72,6 +109,13 @@ def volume_to_dict(volume: Volume) -> dict[str, Any]:
         "page_size": volume.page_size,
         "segment_size_bytes": volume.segment_size_bytes,
         "geometry_epoch": volume.geometry_epoch,
+        "serial": volume.serial,
+        "parent_volume_id": volume.parent_volume_id,
+        "branch_lsn": volume.branch_lsn,
+        "kind": volume.kind,
+        "created_at_ms": volume.created_at_ms,
+        "deleted": volume.deleted,
+        "snapshot_name": volume.snapshot_name,
         "protection_groups": [
             {
                 "pg_index": pg.pg_index,
@@ -83,6 +127,9 @@ def volume_to_dict(volume: Volume) -> dict[str, Any]:
                     {"old_node_id": c.old_node_id, "new_node_id": c.new_node_id, "target_lsn": c.target_lsn}
                     for c in pg.changes
                 ],
+                "has_parent": pg.has_parent,
+                "parent_read_lsn": pg.parent_read_lsn,
+                "parent_node_ids": list(pg.parent_node_ids),
             }
             for pg in volume.protection_groups
         ],
@@ -102,4 +149,7 @@ def pg_from_dict(pg: dict[str, Any]) -> ProtectionGroup:
             )
             for c in pg.get("changes", [])
         ),
+        has_parent=bool(pg.get("has_parent", False)),
+        parent_read_lsn=int(pg.get("parent_read_lsn", 0)),
+        parent_node_ids=tuple(pg.get("parent_node_ids", ())),
     )

@@ -1,15 +1,20 @@
 """The values the control plane keeps and hands out: nodes, volumes, protection groups (PGs),
-membership changes, and the plans its caller carries out (rules of `storage.control_plane`).
+membership changes, and the plans its caller carries out (rules of `storage.control_plane` and of
+`storage.control_plane_lineage` for clones and snapshots).
 
-Pure dataclasses and the naming of segments; no behaviour beyond derived properties.
+Pure dataclasses and the naming of segments and snapshots; no behaviour beyond derived properties.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sixfold.storage.control_plane_limits import pg_count_max
+from sixfold.storage.control_plane_limits import SNAPSHOT_ID_PREFIX, pg_count_max
 from sixfold.storage.copies import NodeCopies
+
+MEMBERSHIP_EPOCH_INITIAL = 1  # a new PG's
+KIND_VOLUME = "volume"
+KIND_SNAPSHOT = "snapshot"
 
 
 @dataclass
@@ -54,6 +59,12 @@ class ProtectionGroup:
     membership_epoch: int
     node_ids: tuple[str, ...]  # the base set
     changes: tuple[MembershipChange, ...] = ()
+    # A clone's PG made at the clone's creation (storage/control_plane_lineage.py rule 3): it reads the
+    # parent volume's PG of the same index at `parent_read_lsn`, on the nodes of `parent_node_ids` (base
+    # nodes whose segment was created with its parent; the others hold flattened copies).
+    has_parent: bool = False
+    parent_read_lsn: int = 0
+    parent_node_ids: tuple[str, ...] = ()
 
     @property
     def all_node_ids(self) -> tuple[str, ...]:
@@ -68,6 +79,16 @@ class Volume:
     segment_size_bytes: int
     geometry_epoch: int
     protection_groups: list[ProtectionGroup] = field(default_factory=list)
+    # Time travel (storage/control_plane_lineage.py): the segment ids' serial (rule 2), the parent and
+    # the LSN this volume branched at ("" and 0: a root volume), its kind, its wall-clock creation time,
+    # whether a user deleted it (kept while clones read it) and, for a snapshot, its name.
+    serial: int = 0
+    parent_volume_id: str = ""
+    branch_lsn: int = 0
+    kind: str = KIND_VOLUME
+    created_at_ms: int = 0
+    deleted: bool = False
+    snapshot_name: str = ""
 
     @property
     def pages_per_pg(self) -> int:
@@ -84,6 +105,7 @@ class SegmentPlacement:
     node_id: str
     az: str
     address: str
+    parent_segment_id: str = ""  # the parent PG's segment on the same node this one reads through
 
 
 @dataclass(frozen=True)
@@ -105,6 +127,8 @@ class PgGeometry:
     # The base set's six segments first, then the new segment of each change in flight.
     segments: tuple[SegmentPlacement, ...]
     changes: tuple[ChangeView, ...] = ()
+    has_parent: bool = False
+    parent_read_lsn: int = 0
 
 
 @dataclass(frozen=True)
@@ -158,6 +182,18 @@ class VolumeGeometry:
     segment_size_bytes: int
     geometry_epoch: int
     protection_groups: tuple[PgGeometry, ...]
+    parent_volume_id: str = ""
+    branch_lsn: int = 0
+    kind: str = KIND_VOLUME
+    created_at_ms: int = 0
+    deleted: bool = False
+    child_volume_ids: tuple[str, ...] = ()  # the volumes and snapshots that branched from it, still there
+    snapshot_name: str = ""
+
+    @property
+    def listed(self) -> bool:
+        """Whether ListVolumes shows it: a volume, not deleted (snapshots are listed by ListSnapshots)."""
+        return self.kind == KIND_VOLUME and not self.deleted
 
 
 @dataclass(frozen=True)
@@ -170,11 +206,53 @@ class PgPlan:
     # The geometry epoch the plan was made against; 0 = the volume does not exist yet.
     base_geometry_epoch: int
     pg: PgGeometry
+    serial: int = 0  # a new volume's segment id serial (storage/control_plane_lineage.py rule 2)
+    created_at_ms: int = 0  # a new volume's wall-clock creation time
 
     @property
     def creates_volume(self) -> bool:
         return self.base_geometry_epoch == 0
 
 
-def segment_id_for(volume_id: str, pg_index: int) -> str:
-    return f"{volume_id}/pg-{pg_index:05d}"
+@dataclass(frozen=True)
+class ClonePlan:
+    """A clone to make (storage/control_plane_lineage.py rules 3-5): the caller reserves its segments,
+    creates them on their nodes, then commits the PGs a write quorum of nodes created."""
+
+    volume_id: str
+    source_volume_id: str
+    serial: int
+    branch_lsn: int
+    kind: str
+    snapshot_name: str
+    created_at_ms: int
+    page_size: int
+    segment_size_bytes: int
+    # The clone's PGs, each with its six segments naming their parent segment.
+    pgs: tuple[PgGeometry, ...]
+
+    def segments(self) -> list[SegmentPlacement]:
+        return [s for pg in self.pgs for s in pg.segments]
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What deleting a volume or a snapshot did (storage/control_plane_lineage.py rules 7-8)."""
+
+    kept_for_clones: bool
+    # The volumes removed, the deleted one first, then each deleted ancestor its removal freed.
+    volumes_dropped: tuple[str, ...] = ()
+    # Their segments, now orphans to drop, one group per removed volume in the same order (a node
+    # refuses to drop a parent segment while a child segment of it is still there).
+    segment_groups: tuple[tuple[Orphan, ...], ...] = ()
+
+
+def snapshot_volume_id(snapshot_name: str) -> str:
+    return f"{SNAPSHOT_ID_PREFIX}{snapshot_name}"
+
+
+def segment_id_for(volume_id: str, pg_index: int, serial: int = 0) -> str:
+    """A segment's id: `VOLUME/pg-00007`, or `VOLUME.SERIAL/pg-00007` for a volume with a serial
+    (storage/control_plane_lineage.py rule 2; volume ids hold no '.', so the forms never meet)."""
+    prefix = volume_id if serial == 0 else f"{volume_id}.{serial}"
+    return f"{prefix}/pg-{pg_index:05d}"

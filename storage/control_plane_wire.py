@@ -8,6 +8,9 @@ storage/control_plane_values.py).
 from __future__ import annotations
 
 from sixfold.storage.control_plane_values import (
+    KIND_SNAPSHOT,
+    KIND_VOLUME,
+    ClonePlan,
     CopyRepair,
     NodeView,
     PgGeometry,
@@ -17,6 +20,7 @@ from sixfold.storage.control_plane_values import (
     VolumeGeometry,
 )
 from sixfold.storage.copies import HeldCopy, NodeReport
+from sixfold.storage.errors import InvalidRequest
 from sixfold.storage.replacement import HeldLsns
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
 from sixfold.storage.v1 import storage_service_pb2 as ss_pb2
@@ -29,6 +33,12 @@ DISK_CONDITION_NAMES = {
 }
 DISK_CONDITIONS = {name: value for value, name in DISK_CONDITION_NAMES.items()}
 CONDITION_DETAIL_CHARS_MAX = 1000  # of a heartbeat's disk condition sentence, kept for display
+VOLUME_KINDS = {KIND_VOLUME: cp_pb2.VOLUME_KIND_VOLUME, KIND_SNAPSHOT: cp_pb2.VOLUME_KIND_SNAPSHOT}
+KIND_NAMES: dict[int, str] = {
+    cp_pb2.VOLUME_KIND_UNSPECIFIED: KIND_VOLUME,  # a request that names no kind: a volume
+    cp_pb2.VOLUME_KIND_VOLUME: KIND_VOLUME,
+    cp_pb2.VOLUME_KIND_SNAPSHOT: KIND_SNAPSHOT,
+}
 
 
 def node_to_proto(node: NodeView) -> cp_pb2.NodeInfo:
@@ -68,7 +78,13 @@ def pg_to_proto(pg: PgGeometry) -> cp_pb2.ProtectionGroup:
         page_count=pg.page_count,
         membership_epoch=pg.membership_epoch,
         segments=[
-            cp_pb2.SegmentPlacement(segment_id=s.segment_id, node_id=s.node_id, az=s.az, address=s.address)
+            cp_pb2.SegmentPlacement(
+                segment_id=s.segment_id,
+                node_id=s.node_id,
+                az=s.az,
+                address=s.address,
+                parent_segment_id=s.parent_segment_id,
+            )
             for s in pg.segments
         ],
         changes=[
@@ -81,6 +97,8 @@ def pg_to_proto(pg: PgGeometry) -> cp_pb2.ProtectionGroup:
             )
             for c in pg.changes
         ],
+        has_parent=pg.has_parent,
+        parent_read_lsn=pg.parent_read_lsn,
     )
 
 
@@ -91,7 +109,22 @@ def geometry_to_proto(geometry: VolumeGeometry) -> cp_pb2.VolumeGeometry:
         segment_size_bytes=geometry.segment_size_bytes,
         geometry_epoch=geometry.geometry_epoch,
         protection_groups=[pg_to_proto(pg) for pg in geometry.protection_groups],
+        parent_volume_id=geometry.parent_volume_id,
+        branch_lsn=geometry.branch_lsn,
+        kind=VOLUME_KINDS[geometry.kind],
+        created_at_ms=geometry.created_at_ms,
+        deleted=geometry.deleted,
+        child_volume_ids=list(geometry.child_volume_ids),
+        snapshot_name=geometry.snapshot_name,
     )
+
+
+def kind_from_proto(kind: int) -> str:
+    """A request's volume kind; `InvalidRequest` for a value this control plane does not know."""
+    name = KIND_NAMES.get(kind)
+    if name is None:
+        raise InvalidRequest(f"volume kind {kind} is not known; use VOLUME_KIND_VOLUME or VOLUME_KIND_SNAPSHOT")
+    return name
 
 
 def create_segment_request(plan: PgPlan) -> ss_pb2.CreateSegmentRequest:
@@ -106,6 +139,27 @@ def create_segment_request(plan: PgPlan) -> ss_pb2.CreateSegmentRequest:
         membership_epoch=pg.membership_epoch,
         peers=peers_to_proto(pg.segments),
     )
+
+
+def clone_segment_requests(plan: ClonePlan, pg: PgGeometry) -> list[ss_pb2.CreateSegmentRequest]:
+    """A clone PG's segment on each of its nodes, naming the parent segment on that node
+    (storage/control_plane_lineage.py rule 3), in the order of `pg.segments`."""
+    return [
+        ss_pb2.CreateSegmentRequest(
+            segment_id=s.segment_id,
+            volume_id=plan.volume_id,
+            pg_index=pg.pg_index,
+            first_page=pg.first_page,
+            page_count=pg.page_count,
+            page_size=plan.page_size,
+            membership_epoch=pg.membership_epoch,
+            peers=peers_to_proto(pg.segments),
+            parent_segment_id=s.parent_segment_id,
+            branch_lsn=plan.branch_lsn,
+            parent_read_lsn=pg.parent_read_lsn,
+        )
+        for s in pg.segments
+    ]
 
 
 def replacement_request(plan: ReplacementPlan) -> ss_pb2.CreateSegmentRequest:

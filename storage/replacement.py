@@ -71,15 +71,18 @@ def choose_replacements(
     pgs: Iterable[tuple[str, ProtectionGroup]],
     nodes: Mapping[str, NodeState],
     orphans: Collection[tuple[str, str]],
+    serials: Mapping[str, int] | None = None,
 ) -> list[Replacement]:
     """Rules 1-3 for one round. `pgs`: (volume id, PG) in the order to take them; `nodes`: every
-    registered node by id; `orphans`: (node id, segment id) of the segments still to be dropped."""
+    registered node by id; `orphans`: (node id, segment id) of the segments still to be dropped;
+    `serials`: the segment id serial of each volume that has one (storage/control_plane_lineage.py
+    rule 2)."""
     chosen = []
     planned: dict[str, int] = {}  # segments this round already planned per node
     for volume_id, pg in pgs:
         changing = {c.old_node_id for c in pg.changes}
         room = min(1, MEMBERSHIP_CHANGES_MAX - len(pg.changes))
-        segment_id = segment_id_for(volume_id, pg.pg_index)
+        segment_id = segment_id_for(volume_id, pg.pg_index, (serials or {}).get(volume_id, 0))
         taken = set(pg.all_node_ids)
         for old in pg.node_ids:
             if room <= 0:
@@ -137,7 +140,8 @@ def with_target(pg: ProtectionGroup, old_node_id: str, target_lsn: int) -> Prote
 
 
 def complete(pg: ProtectionGroup, old_node_id: str) -> tuple[ProtectionGroup, MembershipChange]:
-    """Rule 4: the new node takes the old one's place in the base set. Returns (the PG, the change)."""
+    """Rule 4: the new node takes the old one's place in the base set. Returns (the PG, the change).
+    The new segment is a flattened copy: the node is not one whose segment reads through a parent."""
     change = find_change(pg, old_node_id)
     assert change.target_lsn is not None, change
     base = tuple(change.new_node_id if n == old_node_id else n for n in pg.node_ids)
@@ -146,6 +150,7 @@ def complete(pg: ProtectionGroup, old_node_id: str) -> tuple[ProtectionGroup, Me
         membership_epoch=pg.membership_epoch + 1,
         node_ids=base,
         changes=tuple(c for c in pg.changes if c is not change),
+        parent_node_ids=tuple(n for n in pg.parent_node_ids if n != old_node_id),
     )
     return checked(completed), change
 
@@ -170,8 +175,10 @@ def rollback_reason(change: MembershipChange, old_healthy: bool, new_failed: boo
 
 def checked(pg: ProtectionGroup) -> ProtectionGroup:
     """The PG's invariants: six distinct base nodes, at most MEMBERSHIP_CHANGES_MAX changes, each replacing
-    a distinct base node by a node holding no other segment of the PG."""
+    a distinct base node by a node holding no other segment of the PG; only base nodes of a PG with a
+    parent read through it."""
     assert len(set(pg.node_ids)) == COPIES, pg
+    assert set(pg.parent_node_ids) <= set(pg.node_ids) and (pg.has_parent or not pg.parent_node_ids), pg
     assert len(pg.changes) <= MEMBERSHIP_CHANGES_MAX, pg
     assert len(set(pg.all_node_ids)) == len(pg.all_node_ids), pg
     olds = [c.old_node_id for c in pg.changes]

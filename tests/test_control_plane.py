@@ -23,6 +23,7 @@ MIB = 2**20
 PURE_MODULES = [
     "storage/control_plane.py",
     "storage/control_plane_limits.py",
+    "storage/control_plane_lineage.py",
     "storage/control_plane_nodes.py",
     "storage/control_plane_state_file.py",
     "storage/control_plane_values.py",
