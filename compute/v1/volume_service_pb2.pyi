@@ -17,14 +17,16 @@ class PagePatch(_message.Message):
     def __init__(self, page_no: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class CreateVolumeRequest(_message.Message):
-    __slots__ = ("volume_id", "page_size", "segment_size_bytes")
+    __slots__ = ("volume_id", "page_size", "segment_size_bytes", "backtrack_window_s")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BACKTRACK_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     volume_id: str
     page_size: int
     segment_size_bytes: int
-    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ...) -> None: ...
+    backtrack_window_s: int
+    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ..., backtrack_window_s: _Optional[int] = ...) -> None: ...
 
 class CreateVolumeResponse(_message.Message):
     __slots__ = ("status",)
@@ -179,14 +181,16 @@ class ListVolumesResponse(_message.Message):
     def __init__(self, volumes: _Optional[_Iterable[_Union[VolumeStatus, _Mapping]]] = ...) -> None: ...
 
 class CloneVolumeRequest(_message.Message):
-    __slots__ = ("source_volume_id", "volume_id", "at_lsn")
+    __slots__ = ("source_volume_id", "volume_id", "at_lsn", "at_time_us")
     SOURCE_VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     AT_LSN_FIELD_NUMBER: _ClassVar[int]
+    AT_TIME_US_FIELD_NUMBER: _ClassVar[int]
     source_volume_id: str
     volume_id: str
     at_lsn: int
-    def __init__(self, source_volume_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., at_lsn: _Optional[int] = ...) -> None: ...
+    at_time_us: int
+    def __init__(self, source_volume_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., at_lsn: _Optional[int] = ..., at_time_us: _Optional[int] = ...) -> None: ...
 
 class Lineage(_message.Message):
     __slots__ = ("volume_id", "parent_volume_id", "branch_lsn", "pg_count", "created_at_ms", "snapshot_name", "child_volume_ids")
@@ -229,14 +233,16 @@ class DeleteVolumeResponse(_message.Message):
     def __init__(self, kept_for_clones: _Optional[bool] = ..., volumes_dropped: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateSnapshotRequest(_message.Message):
-    __slots__ = ("volume_id", "snapshot_name", "at_lsn")
+    __slots__ = ("volume_id", "snapshot_name", "at_lsn", "at_time_us")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_NAME_FIELD_NUMBER: _ClassVar[int]
     AT_LSN_FIELD_NUMBER: _ClassVar[int]
+    AT_TIME_US_FIELD_NUMBER: _ClassVar[int]
     volume_id: str
     snapshot_name: str
     at_lsn: int
-    def __init__(self, volume_id: _Optional[str] = ..., snapshot_name: _Optional[str] = ..., at_lsn: _Optional[int] = ...) -> None: ...
+    at_time_us: int
+    def __init__(self, volume_id: _Optional[str] = ..., snapshot_name: _Optional[str] = ..., at_lsn: _Optional[int] = ..., at_time_us: _Optional[int] = ...) -> None: ...
 
 class CreateSnapshotResponse(_message.Message):
     __slots__ = ("snapshot",)
@@ -279,3 +285,79 @@ class RestoreSnapshotResponse(_message.Message):
     VOLUME_FIELD_NUMBER: _ClassVar[int]
     volume: Lineage
     def __init__(self, volume: _Optional[_Union[Lineage, _Mapping]] = ...) -> None: ...
+
+class BacktrackRequest(_message.Message):
+    __slots__ = ("volume_id", "to_lsn", "to_time_us")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_LSN_FIELD_NUMBER: _ClassVar[int]
+    TO_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    to_lsn: int
+    to_time_us: int
+    def __init__(self, volume_id: _Optional[str] = ..., to_lsn: _Optional[int] = ..., to_time_us: _Optional[int] = ...) -> None: ...
+
+class BacktrackResponse(_message.Message):
+    __slots__ = ("from_vdl", "to_lsn", "to_commit_time_us", "timeline_id", "elapsed_ms")
+    FROM_VDL_FIELD_NUMBER: _ClassVar[int]
+    TO_LSN_FIELD_NUMBER: _ClassVar[int]
+    TO_COMMIT_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    from_vdl: int
+    to_lsn: int
+    to_commit_time_us: int
+    timeline_id: str
+    elapsed_ms: float
+    def __init__(self, from_vdl: _Optional[int] = ..., to_lsn: _Optional[int] = ..., to_commit_time_us: _Optional[int] = ..., timeline_id: _Optional[str] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+
+class TimelineInfo(_message.Message):
+    __slots__ = ("timeline_id", "parent_timeline_id", "branch_lsn", "lsn_floor", "end_lsn", "activated_at_ms", "abandoned_at_ms")
+    TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_LSN_FIELD_NUMBER: _ClassVar[int]
+    LSN_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    END_LSN_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ABANDONED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    timeline_id: str
+    parent_timeline_id: str
+    branch_lsn: int
+    lsn_floor: int
+    end_lsn: int
+    activated_at_ms: int
+    abandoned_at_ms: int
+    def __init__(self, timeline_id: _Optional[str] = ..., parent_timeline_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., lsn_floor: _Optional[int] = ..., end_lsn: _Optional[int] = ..., activated_at_ms: _Optional[int] = ..., abandoned_at_ms: _Optional[int] = ...) -> None: ...
+
+class BacktrackInfo(_message.Message):
+    __slots__ = ("at_ms", "from_timeline_id", "from_vdl", "to_timeline_id", "to_lsn", "to_commit_time_us")
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    FROM_TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_VDL_FIELD_NUMBER: _ClassVar[int]
+    TO_TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_LSN_FIELD_NUMBER: _ClassVar[int]
+    TO_COMMIT_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    at_ms: int
+    from_timeline_id: str
+    from_vdl: int
+    to_timeline_id: str
+    to_lsn: int
+    to_commit_time_us: int
+    def __init__(self, at_ms: _Optional[int] = ..., from_timeline_id: _Optional[str] = ..., from_vdl: _Optional[int] = ..., to_timeline_id: _Optional[str] = ..., to_lsn: _Optional[int] = ..., to_commit_time_us: _Optional[int] = ...) -> None: ...
+
+class VolumeHistoryRequest(_message.Message):
+    __slots__ = ("volume_id",)
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    def __init__(self, volume_id: _Optional[str] = ...) -> None: ...
+
+class VolumeHistoryResponse(_message.Message):
+    __slots__ = ("backtrack_window_s", "timelines", "backtracks", "vdl")
+    BACKTRACK_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    TIMELINES_FIELD_NUMBER: _ClassVar[int]
+    BACKTRACKS_FIELD_NUMBER: _ClassVar[int]
+    VDL_FIELD_NUMBER: _ClassVar[int]
+    backtrack_window_s: int
+    timelines: _containers.RepeatedCompositeFieldContainer[TimelineInfo]
+    backtracks: _containers.RepeatedCompositeFieldContainer[BacktrackInfo]
+    vdl: int
+    def __init__(self, backtrack_window_s: _Optional[int] = ..., timelines: _Optional[_Iterable[_Union[TimelineInfo, _Mapping]]] = ..., backtracks: _Optional[_Iterable[_Union[BacktrackInfo, _Mapping]]] = ..., vdl: _Optional[int] = ...) -> None: ...

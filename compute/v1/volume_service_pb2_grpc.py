@@ -89,6 +89,16 @@ class VolumeServiceStub:
                 request_serializer=compute_dot_v1_dot_volume__service__pb2.RestoreSnapshotRequest.SerializeToString,
                 response_deserializer=compute_dot_v1_dot_volume__service__pb2.RestoreSnapshotResponse.FromString,
                 _registered_method=True)
+        self.Backtrack = channel.unary_unary(
+                '/compute.v1.VolumeService/Backtrack',
+                request_serializer=compute_dot_v1_dot_volume__service__pb2.BacktrackRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_volume__service__pb2.BacktrackResponse.FromString,
+                _registered_method=True)
+        self.VolumeHistory = channel.unary_unary(
+                '/compute.v1.VolumeService/VolumeHistory',
+                request_serializer=compute_dot_v1_dot_volume__service__pb2.VolumeHistoryRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_volume__service__pb2.VolumeHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class VolumeServiceServicer:
@@ -160,6 +170,18 @@ class VolumeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backtrack(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VolumeHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VolumeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +239,16 @@ def add_VolumeServiceServicer_to_server(servicer, server):
                     servicer.RestoreSnapshot,
                     request_deserializer=compute_dot_v1_dot_volume__service__pb2.RestoreSnapshotRequest.FromString,
                     response_serializer=compute_dot_v1_dot_volume__service__pb2.RestoreSnapshotResponse.SerializeToString,
+            ),
+            'Backtrack': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backtrack,
+                    request_deserializer=compute_dot_v1_dot_volume__service__pb2.BacktrackRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_volume__service__pb2.BacktrackResponse.SerializeToString,
+            ),
+            'VolumeHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.VolumeHistory,
+                    request_deserializer=compute_dot_v1_dot_volume__service__pb2.VolumeHistoryRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_volume__service__pb2.VolumeHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -516,6 +548,60 @@ class VolumeService:
             '/compute.v1.VolumeService/RestoreSnapshot',
             compute_dot_v1_dot_volume__service__pb2.RestoreSnapshotRequest.SerializeToString,
             compute_dot_v1_dot_volume__service__pb2.RestoreSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backtrack(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compute.v1.VolumeService/Backtrack',
+            compute_dot_v1_dot_volume__service__pb2.BacktrackRequest.SerializeToString,
+            compute_dot_v1_dot_volume__service__pb2.BacktrackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VolumeHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compute.v1.VolumeService/VolumeHistory',
+            compute_dot_v1_dot_volume__service__pb2.VolumeHistoryRequest.SerializeToString,
+            compute_dot_v1_dot_volume__service__pb2.VolumeHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

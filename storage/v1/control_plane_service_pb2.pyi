@@ -101,7 +101,7 @@ class ProtectionGroup(_message.Message):
     def __init__(self, pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[SegmentPlacement, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[MembershipChange, _Mapping]]] = ..., has_parent: _Optional[bool] = ..., parent_read_lsn: _Optional[int] = ...) -> None: ...
 
 class VolumeGeometry(_message.Message):
-    __slots__ = ("volume_id", "page_size", "segment_size_bytes", "geometry_epoch", "protection_groups", "parent_volume_id", "branch_lsn", "kind", "created_at_ms", "deleted", "child_volume_ids", "snapshot_name")
+    __slots__ = ("volume_id", "page_size", "segment_size_bytes", "geometry_epoch", "protection_groups", "parent_volume_id", "branch_lsn", "kind", "created_at_ms", "deleted", "child_volume_ids", "snapshot_name", "backtrack_window_s")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class VolumeGeometry(_message.Message):
     DELETED_FIELD_NUMBER: _ClassVar[int]
     CHILD_VOLUME_IDS_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_NAME_FIELD_NUMBER: _ClassVar[int]
+    BACKTRACK_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     volume_id: str
     page_size: int
     segment_size_bytes: int
@@ -126,7 +127,108 @@ class VolumeGeometry(_message.Message):
     deleted: bool
     child_volume_ids: _containers.RepeatedScalarFieldContainer[str]
     snapshot_name: str
-    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ..., geometry_epoch: _Optional[int] = ..., protection_groups: _Optional[_Iterable[_Union[ProtectionGroup, _Mapping]]] = ..., parent_volume_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., kind: _Optional[_Union[VolumeKind, str]] = ..., created_at_ms: _Optional[int] = ..., deleted: _Optional[bool] = ..., child_volume_ids: _Optional[_Iterable[str]] = ..., snapshot_name: _Optional[str] = ...) -> None: ...
+    backtrack_window_s: int
+    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ..., geometry_epoch: _Optional[int] = ..., protection_groups: _Optional[_Iterable[_Union[ProtectionGroup, _Mapping]]] = ..., parent_volume_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., kind: _Optional[_Union[VolumeKind, str]] = ..., created_at_ms: _Optional[int] = ..., deleted: _Optional[bool] = ..., child_volume_ids: _Optional[_Iterable[str]] = ..., snapshot_name: _Optional[str] = ..., backtrack_window_s: _Optional[int] = ...) -> None: ...
+
+class Timeline(_message.Message):
+    __slots__ = ("timeline_id", "parent_timeline_id", "branch_lsn", "lsn_floor", "end_lsn", "activated_at_ms", "abandoned_at_ms")
+    TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_LSN_FIELD_NUMBER: _ClassVar[int]
+    LSN_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    END_LSN_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ABANDONED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    timeline_id: str
+    parent_timeline_id: str
+    branch_lsn: int
+    lsn_floor: int
+    end_lsn: int
+    activated_at_ms: int
+    abandoned_at_ms: int
+    def __init__(self, timeline_id: _Optional[str] = ..., parent_timeline_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., lsn_floor: _Optional[int] = ..., end_lsn: _Optional[int] = ..., activated_at_ms: _Optional[int] = ..., abandoned_at_ms: _Optional[int] = ...) -> None: ...
+
+class BacktrackRecord(_message.Message):
+    __slots__ = ("at_ms", "from_timeline_id", "from_vdl", "to_timeline_id", "to_lsn", "to_commit_time_us")
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    FROM_TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_VDL_FIELD_NUMBER: _ClassVar[int]
+    TO_TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_LSN_FIELD_NUMBER: _ClassVar[int]
+    TO_COMMIT_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    at_ms: int
+    from_timeline_id: str
+    from_vdl: int
+    to_timeline_id: str
+    to_lsn: int
+    to_commit_time_us: int
+    def __init__(self, at_ms: _Optional[int] = ..., from_timeline_id: _Optional[str] = ..., from_vdl: _Optional[int] = ..., to_timeline_id: _Optional[str] = ..., to_lsn: _Optional[int] = ..., to_commit_time_us: _Optional[int] = ...) -> None: ...
+
+class BacktrackRequest(_message.Message):
+    __slots__ = ("volume_id", "to_lsn", "to_time_us", "current_vdl", "current_tails", "lsn_allocated")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_LSN_FIELD_NUMBER: _ClassVar[int]
+    TO_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_VDL_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_TAILS_FIELD_NUMBER: _ClassVar[int]
+    LSN_ALLOCATED_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    to_lsn: int
+    to_time_us: int
+    current_vdl: int
+    current_tails: _containers.RepeatedScalarFieldContainer[int]
+    lsn_allocated: int
+    def __init__(self, volume_id: _Optional[str] = ..., to_lsn: _Optional[int] = ..., to_time_us: _Optional[int] = ..., current_vdl: _Optional[int] = ..., current_tails: _Optional[_Iterable[int]] = ..., lsn_allocated: _Optional[int] = ...) -> None: ...
+
+class BacktrackResponse(_message.Message):
+    __slots__ = ("geometry", "timeline", "to_lsn", "to_commit_time_us", "from_timeline_id")
+    GEOMETRY_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    TO_LSN_FIELD_NUMBER: _ClassVar[int]
+    TO_COMMIT_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    FROM_TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    geometry: VolumeGeometry
+    timeline: Timeline
+    to_lsn: int
+    to_commit_time_us: int
+    from_timeline_id: str
+    def __init__(self, geometry: _Optional[_Union[VolumeGeometry, _Mapping]] = ..., timeline: _Optional[_Union[Timeline, _Mapping]] = ..., to_lsn: _Optional[int] = ..., to_commit_time_us: _Optional[int] = ..., from_timeline_id: _Optional[str] = ...) -> None: ...
+
+class VolumeHistoryRequest(_message.Message):
+    __slots__ = ("volume_id",)
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    def __init__(self, volume_id: _Optional[str] = ...) -> None: ...
+
+class VolumeHistoryResponse(_message.Message):
+    __slots__ = ("backtrack_window_s", "timelines", "backtracks")
+    BACKTRACK_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    TIMELINES_FIELD_NUMBER: _ClassVar[int]
+    BACKTRACKS_FIELD_NUMBER: _ClassVar[int]
+    backtrack_window_s: int
+    timelines: _containers.RepeatedCompositeFieldContainer[Timeline]
+    backtracks: _containers.RepeatedCompositeFieldContainer[BacktrackRecord]
+    def __init__(self, backtrack_window_s: _Optional[int] = ..., timelines: _Optional[_Iterable[_Union[Timeline, _Mapping]]] = ..., backtracks: _Optional[_Iterable[_Union[BacktrackRecord, _Mapping]]] = ...) -> None: ...
+
+class FindVolumeCommitRequest(_message.Message):
+    __slots__ = ("volume_id", "at_time_us", "current_vdl")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_VDL_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    at_time_us: int
+    current_vdl: int
+    def __init__(self, volume_id: _Optional[str] = ..., at_time_us: _Optional[int] = ..., current_vdl: _Optional[int] = ...) -> None: ...
+
+class FindVolumeCommitResponse(_message.Message):
+    __slots__ = ("lsn", "commit_time_us", "timeline_id")
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    lsn: int
+    commit_time_us: int
+    timeline_id: str
+    def __init__(self, lsn: _Optional[int] = ..., commit_time_us: _Optional[int] = ..., timeline_id: _Optional[str] = ...) -> None: ...
 
 class CloneVolumeRequest(_message.Message):
     __slots__ = ("source_volume_id", "volume_id", "branch_lsn", "parent_read_lsns", "kind", "snapshot_name")
@@ -265,14 +367,16 @@ class ListNodesResponse(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
 
 class CreateVolumeRequest(_message.Message):
-    __slots__ = ("volume_id", "page_size", "segment_size_bytes")
+    __slots__ = ("volume_id", "page_size", "segment_size_bytes", "backtrack_window_s")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BACKTRACK_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     volume_id: str
     page_size: int
     segment_size_bytes: int
-    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ...) -> None: ...
+    backtrack_window_s: int
+    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ..., backtrack_window_s: _Optional[int] = ...) -> None: ...
 
 class CreateVolumeResponse(_message.Message):
     __slots__ = ("geometry",)

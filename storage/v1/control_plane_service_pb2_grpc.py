@@ -94,6 +94,21 @@ class ControlPlaneServiceStub:
                 request_serializer=storage_dot_v1_dot_control__plane__service__pb2.DeleteSnapshotRequest.SerializeToString,
                 response_deserializer=storage_dot_v1_dot_control__plane__service__pb2.DeleteSnapshotResponse.FromString,
                 _registered_method=True)
+        self.Backtrack = channel.unary_unary(
+                '/storage.v1.ControlPlaneService/Backtrack',
+                request_serializer=storage_dot_v1_dot_control__plane__service__pb2.BacktrackRequest.SerializeToString,
+                response_deserializer=storage_dot_v1_dot_control__plane__service__pb2.BacktrackResponse.FromString,
+                _registered_method=True)
+        self.VolumeHistory = channel.unary_unary(
+                '/storage.v1.ControlPlaneService/VolumeHistory',
+                request_serializer=storage_dot_v1_dot_control__plane__service__pb2.VolumeHistoryRequest.SerializeToString,
+                response_deserializer=storage_dot_v1_dot_control__plane__service__pb2.VolumeHistoryResponse.FromString,
+                _registered_method=True)
+        self.FindCommit = channel.unary_unary(
+                '/storage.v1.ControlPlaneService/FindCommit',
+                request_serializer=storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitRequest.SerializeToString,
+                response_deserializer=storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitResponse.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServiceServicer:
@@ -171,6 +186,24 @@ class ControlPlaneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backtrack(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VolumeHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindCommit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -233,6 +266,21 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
                     servicer.DeleteSnapshot,
                     request_deserializer=storage_dot_v1_dot_control__plane__service__pb2.DeleteSnapshotRequest.FromString,
                     response_serializer=storage_dot_v1_dot_control__plane__service__pb2.DeleteSnapshotResponse.SerializeToString,
+            ),
+            'Backtrack': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backtrack,
+                    request_deserializer=storage_dot_v1_dot_control__plane__service__pb2.BacktrackRequest.FromString,
+                    response_serializer=storage_dot_v1_dot_control__plane__service__pb2.BacktrackResponse.SerializeToString,
+            ),
+            'VolumeHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.VolumeHistory,
+                    request_deserializer=storage_dot_v1_dot_control__plane__service__pb2.VolumeHistoryRequest.FromString,
+                    response_serializer=storage_dot_v1_dot_control__plane__service__pb2.VolumeHistoryResponse.SerializeToString,
+            ),
+            'FindCommit': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindCommit,
+                    request_deserializer=storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitRequest.FromString,
+                    response_serializer=storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -559,6 +607,87 @@ class ControlPlaneService:
             '/storage.v1.ControlPlaneService/DeleteSnapshot',
             storage_dot_v1_dot_control__plane__service__pb2.DeleteSnapshotRequest.SerializeToString,
             storage_dot_v1_dot_control__plane__service__pb2.DeleteSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backtrack(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storage.v1.ControlPlaneService/Backtrack',
+            storage_dot_v1_dot_control__plane__service__pb2.BacktrackRequest.SerializeToString,
+            storage_dot_v1_dot_control__plane__service__pb2.BacktrackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VolumeHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storage.v1.ControlPlaneService/VolumeHistory',
+            storage_dot_v1_dot_control__plane__service__pb2.VolumeHistoryRequest.SerializeToString,
+            storage_dot_v1_dot_control__plane__service__pb2.VolumeHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindCommit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storage.v1.ControlPlaneService/FindCommit',
+            storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitRequest.SerializeToString,
+            storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitResponse.FromString,
             options,
             channel_credentials,
             insecure,

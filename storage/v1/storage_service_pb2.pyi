@@ -342,7 +342,7 @@ class SegmentPeer(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class CreateSegmentRequest(_message.Message):
-    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "membership_epoch", "peers", "rebuild", "parent_segment_id", "branch_lsn", "parent_read_lsn")
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "membership_epoch", "peers", "rebuild", "parent_segment_id", "branch_lsn", "parent_read_lsn", "lsn_floor")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -355,6 +355,7 @@ class CreateSegmentRequest(_message.Message):
     PARENT_SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     BRANCH_LSN_FIELD_NUMBER: _ClassVar[int]
     PARENT_READ_LSN_FIELD_NUMBER: _ClassVar[int]
+    LSN_FLOOR_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_id: str
     pg_index: int
@@ -367,7 +368,30 @@ class CreateSegmentRequest(_message.Message):
     parent_segment_id: str
     branch_lsn: int
     parent_read_lsn: int
-    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., rebuild: _Optional[bool] = ..., parent_segment_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., parent_read_lsn: _Optional[int] = ...) -> None: ...
+    lsn_floor: int
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., rebuild: _Optional[bool] = ..., parent_segment_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., parent_read_lsn: _Optional[int] = ..., lsn_floor: _Optional[int] = ...) -> None: ...
+
+class FindCommitRequest(_message.Message):
+    __slots__ = ("segment_id", "at_time_us", "at_or_below_lsn")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    AT_OR_BELOW_LSN_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    at_time_us: int
+    at_or_below_lsn: int
+    def __init__(self, segment_id: _Optional[str] = ..., at_time_us: _Optional[int] = ..., at_or_below_lsn: _Optional[int] = ...) -> None: ...
+
+class FindCommitResponse(_message.Message):
+    __slots__ = ("lsn", "commit_time_us", "gc_floor_lsn", "oldest_commit_time_us")
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    GC_FLOOR_LSN_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_COMMIT_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    lsn: int
+    commit_time_us: int
+    gc_floor_lsn: int
+    oldest_commit_time_us: int
+    def __init__(self, lsn: _Optional[int] = ..., commit_time_us: _Optional[int] = ..., gc_floor_lsn: _Optional[int] = ..., oldest_commit_time_us: _Optional[int] = ...) -> None: ...
 
 class CreateSegmentResponse(_message.Message):
     __slots__ = ("state", "created")

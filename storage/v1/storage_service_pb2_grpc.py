@@ -94,6 +94,11 @@ class StorageServiceStub:
                 request_serializer=storage_dot_v1_dot_storage__service__pb2.ReadPageVersionsRequest.SerializeToString,
                 response_deserializer=storage_dot_v1_dot_storage__service__pb2.ReadPageVersionsResponse.FromString,
                 _registered_method=True)
+        self.FindCommit = channel.unary_unary(
+                '/storage.v1.StorageService/FindCommit',
+                request_serializer=storage_dot_v1_dot_storage__service__pb2.FindCommitRequest.SerializeToString,
+                response_deserializer=storage_dot_v1_dot_storage__service__pb2.FindCommitResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -174,6 +179,12 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindCommit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -236,6 +247,11 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.ReadPageVersions,
                     request_deserializer=storage_dot_v1_dot_storage__service__pb2.ReadPageVersionsRequest.FromString,
                     response_serializer=storage_dot_v1_dot_storage__service__pb2.ReadPageVersionsResponse.SerializeToString,
+            ),
+            'FindCommit': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindCommit,
+                    request_deserializer=storage_dot_v1_dot_storage__service__pb2.FindCommitRequest.FromString,
+                    response_serializer=storage_dot_v1_dot_storage__service__pb2.FindCommitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -562,6 +578,33 @@ class StorageService:
             '/storage.v1.StorageService/ReadPageVersions',
             storage_dot_v1_dot_storage__service__pb2.ReadPageVersionsRequest.SerializeToString,
             storage_dot_v1_dot_storage__service__pb2.ReadPageVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindCommit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storage.v1.StorageService/FindCommit',
+            storage_dot_v1_dot_storage__service__pb2.FindCommitRequest.SerializeToString,
+            storage_dot_v1_dot_storage__service__pb2.FindCommitResponse.FromString,
             options,
             channel_credentials,
             insecure,
