@@ -116,13 +116,23 @@ class VolumeClient:
     # --- volumes ---------------------------------------------------------------------
 
     def create_volume(
-        self, volume_id: str, page_size: int = 0, segment_size_bytes: int = 0, *, timeout_s: float | None = None
+        self,
+        volume_id: str,
+        page_size: int = 0,
+        segment_size_bytes: int = 0,
+        *,
+        backtrack_window_s: int = 0,
+        timeout_s: float | None = None,
     ) -> vpb.VolumeStatus:
-        """Create a volume (0 = the server's default page size / segment size); its status."""
+        """Create a volume (0 = the server's default page size / segment size / backtrack window); its status."""
         _in_range("the page size", page_size, U32_MAX)
         _in_range("the segment size", segment_size_bytes, U64_MAX)
+        _in_range("the backtrack window", backtrack_window_s, U64_MAX)
         request = vpb.CreateVolumeRequest(
-            volume_id=volume_id, page_size=page_size, segment_size_bytes=segment_size_bytes
+            volume_id=volume_id,
+            page_size=page_size,
+            segment_size_bytes=segment_size_bytes,
+            backtrack_window_s=backtrack_window_s,
         )
         return self._call("CreateVolume", request, timeout_s).status
 
@@ -137,11 +147,21 @@ class VolumeClient:
     # --- time travel (no page data is copied) ------------------------------------------
 
     def clone_volume(
-        self, source_volume_id: str, volume_id: str, at_lsn: int = 0, *, timeout_s: float | None = None
+        self,
+        source_volume_id: str,
+        volume_id: str,
+        at_lsn: int = 0,
+        *,
+        at_time_us: int = 0,
+        timeout_s: float | None = None,
     ) -> vpb.CloneVolumeResponse:
-        """A copy-on-write clone of the source at `at_lsn` (0: its VDL now): its lineage and the time taken."""
+        """A copy-on-write clone of the source at `at_lsn` (0: its VDL now), or at the newest commit at or before
+        `at_time_us` (a point-in-time restore): its lineage and the time taken."""
         _in_range("an LSN", at_lsn, U64_MAX)
-        request = vpb.CloneVolumeRequest(source_volume_id=source_volume_id, volume_id=volume_id, at_lsn=at_lsn)
+        _in_range("a time", at_time_us, U64_MAX)
+        request = vpb.CloneVolumeRequest(
+            source_volume_id=source_volume_id, volume_id=volume_id, at_lsn=at_lsn, at_time_us=at_time_us
+        )
         return self._call("CloneVolume", request, timeout_s)
 
     def delete_volume(self, volume_id: str, *, timeout_s: float | None = None) -> vpb.DeleteVolumeResponse:
@@ -149,10 +169,19 @@ class VolumeClient:
         return self._call("DeleteVolume", vpb.DeleteVolumeRequest(volume_id=volume_id), timeout_s)
 
     def create_snapshot(
-        self, volume_id: str, snapshot_name: str, at_lsn: int = 0, *, timeout_s: float | None = None
+        self,
+        volume_id: str,
+        snapshot_name: str,
+        at_lsn: int = 0,
+        *,
+        at_time_us: int = 0,
+        timeout_s: float | None = None,
     ) -> vpb.Lineage:
         _in_range("an LSN", at_lsn, U64_MAX)
-        request = vpb.CreateSnapshotRequest(volume_id=volume_id, snapshot_name=snapshot_name, at_lsn=at_lsn)
+        _in_range("a time", at_time_us, U64_MAX)
+        request = vpb.CreateSnapshotRequest(
+            volume_id=volume_id, snapshot_name=snapshot_name, at_lsn=at_lsn, at_time_us=at_time_us
+        )
         return self._call("CreateSnapshot", request, timeout_s).snapshot
 
     def list_snapshots(self, volume_id: str = "", *, timeout_s: float | None = None) -> list[vpb.Lineage]:
@@ -164,6 +193,19 @@ class VolumeClient:
     def restore_snapshot(self, snapshot_name: str, volume_id: str, *, timeout_s: float | None = None) -> vpb.Lineage:
         request = vpb.RestoreSnapshotRequest(snapshot_name=snapshot_name, volume_id=volume_id)
         return self._call("RestoreSnapshot", request, timeout_s).volume
+
+    def backtrack(
+        self, volume_id: str, to_lsn: int = 0, *, to_time_us: int = 0, timeout_s: float | None = None
+    ) -> vpb.BacktrackResponse:
+        """Move the volume back (or forward again) to a commit LSN or the newest commit at or before a time."""
+        _in_range("an LSN", to_lsn, U64_MAX)
+        _in_range("a time", to_time_us, U64_MAX)
+        request = vpb.BacktrackRequest(volume_id=volume_id, to_lsn=to_lsn, to_time_us=to_time_us)
+        return self._call("Backtrack", request, timeout_s)
+
+    def volume_history(self, volume_id: str, *, timeout_s: float | None = None) -> vpb.VolumeHistoryResponse:
+        """The backtrack window, the timelines and the backtracks done."""
+        return self._call("VolumeHistory", vpb.VolumeHistoryRequest(volume_id=volume_id), timeout_s)
 
     # --- writes ----------------------------------------------------------------------
 

@@ -120,6 +120,7 @@ class VolumeServicer(TimeTravelRpcs):
                     volume_id=request.volume_id,
                     page_size=request.page_size,
                     segment_size_bytes=request.segment_size_bytes,
+                    backtrack_window_s=request.backtrack_window_s,
                 ),
                 timeout=CREATE_TIMEOUT_S,
             )

@@ -15,6 +15,12 @@ Rules (this module owns them):
    transaction would show half of it. Refused otherwise, with the sentence saying so.
 4. Deleting a volume closes its writer (and SQL engine) first, so nothing writes to segments being
    dropped.
+5. A time resolves, on the control plane, to the newest commit at or before it on what the volume showed
+   then; a clone or snapshot at a time the volume has since backtracked away from is refused (backtrack
+   first).
+6. Backtrack closes the writer and the SQL engine (open transactions end with a clear status), hands the
+   control plane the timeline's end (VDL, the PGs' tails there, the highest LSN allocated), and opens the
+   volume again on the new timeline: a recovery, with a new volume epoch on new segments.
 """
 
 from __future__ import annotations
@@ -169,10 +175,33 @@ class TimeTravelRpcs:
     async def volume(self, volume_id: str) -> Volume:
         raise NotImplementedError
 
-    async def _clone(self, source_id: str, at_lsn: int, request: cp_pb.CloneVolumeRequest, doing: str) -> Any:
+    async def _commit_at_time(self, volume: Volume, at_time_us: int) -> int:
+        """The newest commit at or before a wall-clock time on what the volume shows now (rule 5)."""
+        try:
+            request = cp_pb.FindVolumeCommitRequest(
+                volume_id=volume.volume_id, at_time_us=at_time_us, current_vdl=volume.vdl
+            )
+            reply = await self.control_plane.FindCommit(request, timeout=CLONE_TIMEOUT_S)
+        except grpc.aio.AioRpcError as error:
+            raise forwarded(error, f"finding the commit of volume {volume.volume_id!r} at that time") from None
+        if reply.timeline_id != volume.volume_id:
+            raise ReadPointOutOfRange(
+                f"at that time volume {volume.volume_id!r} showed a timeline it has since backtracked away from "
+                f"({reply.timeline_id}, LSN {reply.lsn}); backtrack to that time first "
+                f"(`sixfold volume backtrack {volume.volume_id} --to-time ...`)"
+            )
+        return int(reply.lsn)
+
+    async def _clone(
+        self, source_id: str, at_lsn: int, request: cp_pb.CloneVolumeRequest, doing: str, at_time_us: int = 0
+    ) -> Any:
         if not source_id:
             raise InvalidRequest("the request names no source volume")
+        if at_lsn and at_time_us:
+            raise InvalidRequest("give a branch LSN or a time, not both")
         source = await self.volume(source_id)
+        if at_time_us:
+            at_lsn = await self._commit_at_time(source, at_time_us)
         b, tails = await branch_point(source, at_lsn)
         request.source_volume_id = source_id
         request.branch_lsn = b
@@ -192,6 +221,7 @@ class TimeTravelRpcs:
             request.at_lsn,
             cp_pb.CloneVolumeRequest(volume_id=request.volume_id, kind=cp_pb.VOLUME_KIND_VOLUME),
             f"cloning volume {request.source_volume_id!r} as {request.volume_id!r}",
+            request.at_time_us,
         )
         elapsed_ms = (time.perf_counter() - started) * 1000
         return vpb.CloneVolumeResponse(clone=lineage_of(geometry), elapsed_ms=elapsed_ms)
@@ -204,6 +234,7 @@ class TimeTravelRpcs:
             request.at_lsn,
             cp_pb.CloneVolumeRequest(kind=cp_pb.VOLUME_KIND_SNAPSHOT, snapshot_name=request.snapshot_name),
             f"taking snapshot {request.snapshot_name!r} of volume {request.volume_id!r}",
+            request.at_time_us,
         )
         return vpb.CreateSnapshotResponse(snapshot=lineage_of(geometry))
 
@@ -253,6 +284,60 @@ class TimeTravelRpcs:
         await self._close_volume(request.volume_id)  # opened again meanwhile by a late request
         return vpb.DeleteVolumeResponse(
             kept_for_clones=reply.kept_for_clones, volumes_dropped=list(reply.volumes_dropped)
+        )
+
+    async def Backtrack(self, request: vpb.BacktrackRequest, context: Any) -> vpb.BacktrackResponse:
+        """Rule 6: close the writer (and SQL engine: open transactions are aborted), let the control plane move
+        the name to a new timeline, open the volume again on it."""
+        if not request.volume_id:
+            raise InvalidRequest("the request names no volume_id")
+        if bool(request.to_lsn) == bool(request.to_time_us):
+            raise InvalidRequest("a backtrack goes to an LSN or to a time: give exactly one")
+        started = time.perf_counter()
+        volume = await self.volume(request.volume_id)
+        await self._close_volume(request.volume_id)
+        log = volume.log
+        assert log is not None  # an open volume has its log
+        tails = [log.read_point(i) for i in sorted(volume.pgs)]
+        try:
+            reply = await self.control_plane.Backtrack(
+                cp_pb.BacktrackRequest(
+                    volume_id=request.volume_id,
+                    to_lsn=request.to_lsn,
+                    to_time_us=request.to_time_us,
+                    current_vdl=log.vdl,
+                    current_tails=tails,
+                    lsn_allocated=log.lsn_allocated,
+                ),
+                timeout=CLONE_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise forwarded(error, f"backtracking volume {request.volume_id!r}") from None
+        await self._close_volume(request.volume_id)  # a late request may have opened the old timeline meanwhile
+        await self.volume(request.volume_id)  # recovery on the new timeline
+        return vpb.BacktrackResponse(
+            from_vdl=log.vdl,
+            to_lsn=reply.to_lsn,
+            to_commit_time_us=reply.to_commit_time_us,
+            timeline_id=reply.timeline.timeline_id,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    async def VolumeHistory(self, request: vpb.VolumeHistoryRequest, context: Any) -> vpb.VolumeHistoryResponse:
+        if not request.volume_id:
+            raise InvalidRequest("the request names no volume_id")
+        try:
+            reply = await self.control_plane.VolumeHistory(
+                cp_pb.VolumeHistoryRequest(volume_id=request.volume_id), timeout=LIST_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as error:
+            raise forwarded(error, f"reading the history of volume {request.volume_id!r}") from None
+        volume = self.volumes.get(request.volume_id)
+        return vpb.VolumeHistoryResponse(
+            backtrack_window_s=reply.backtrack_window_s,
+            timelines=[vpb.TimelineInfo().FromString(t.SerializeToString()) for t in reply.timelines],
+            backtracks=[vpb.BacktrackInfo().FromString(b.SerializeToString()) for b in reply.backtracks],
+            vdl=volume.vdl if volume is not None else 0,
         )
 
     async def _close_volume(self, volume_id: str) -> None:

@@ -135,6 +135,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         metavar="BYTES",
         help="bytes of page space per segment, e.g. 64MiB (default: the server's, 10GiB)",
     )
+    p.add_argument("--backtrack-window", type=volume_time_cli.window, default=0, help="e.g. 24h (default 24h)")
 
     p = sub.add_parser(
         "write",
@@ -325,7 +326,9 @@ def volume_report(v: vpb.VolumeStatus) -> str:
 
 
 def _create(client: VolumeClient, args: argparse.Namespace) -> int:
-    status = client.create_volume(args.volume, args.page_size, args.segment_size)
+    status = client.create_volume(
+        args.volume, args.page_size, args.segment_size, backtrack_window_s=args.backtrack_window
+    )
     print(
         f"created volume {status.volume_id}: page size {status.page_size} B, "
         f"segment size {format_size(status.segment_size_bytes)}, {len(status.protection_groups)} protection group(s)"

@@ -7,6 +7,10 @@
     sixfold volume restore before-upgrade vol0-restored
     sixfold volume snapshot delete before-upgrade     # refused while a restored volume reads through it
     sixfold volume delete vol0-copy                   # kept (without a name) while clones read its data
+    sixfold volume clone vol0 vol0-pitr --at-time '2026-12-05 08:30:00'   # point-in-time restore (UTC)
+    sixfold volume backtrack vol0 --to 200345         # rewind in place to a commit LSN ...
+    sixfold volume backtrack vol0 --to -5m            # ... or to a time (5 minutes ago); forward again too
+    sixfold volume history vol0                       # the window, the timelines, the backtracks done
 
 A clone (or restored snapshot) is a volume like any other: `sixfold sql --volume vol0-copy`,
 `sixfold volume read vol0-copy 3`. The subcommands are added to `sixfold volume` by tools/volume_cli.py.
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -23,6 +29,54 @@ from sixfold.compute.client import U64_MAX, VolumeClient
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 
 EXIT_OK = 0
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+BACKTRACK_WINDOW_MAX_S = 366 * 86400
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '90', '90s', '5m', '24h', '7d'."""
+    match = DURATION.match(text.lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (a number with s, m, h or d, e.g. 24h)")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+
+
+def window(text: str) -> int:
+    seconds = parse_duration(text)
+    if not 1 <= seconds <= BACKTRACK_WINDOW_MAX_S:
+        raise argparse.ArgumentTypeError(f"a backtrack window is from 1 s to 366 days, got {text!r}")
+    return int(seconds)
+
+
+def parse_time_us(text: str, now: float | None = None) -> int:
+    """Microseconds since the Unix epoch from an ISO 8601 time ('2026-12-05 08:30:00', UTC unless it carries an
+    offset), 'now', or a time ago ('-5m', '-2h', '-90s')."""
+    stripped = text.strip()
+    now = time.time() if now is None else now
+    if stripped.lower() == "now":
+        return int(now * 1_000_000)
+    if stripped.startswith("-"):
+        return int((now - parse_duration(stripped[1:])) * 1_000_000)
+    try:
+        when = datetime.fromisoformat(stripped)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (an ISO 8601 time such as '2026-12-05 08:30:00' in UTC, 'now', or '-5m')"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if when.timestamp() <= 0:
+        raise argparse.ArgumentTypeError(f"a time after 1970 is needed, got {text!r}")
+    return int(when.timestamp() * 1_000_000)
+
+
+def lsn_or_time(text: str) -> tuple[int, int]:
+    """(LSN, 0) for a whole number, else (0, time in microseconds)."""
+    digits = text.replace("_", "").replace(",", "").strip()
+    if digits.isdigit():
+        return _lsn(text), 0
+    return 0, parse_time_us(text)
 
 
 def _lsn(text: str) -> int:
@@ -47,7 +101,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser
     )
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("volume", metavar="NEW")
-    p.add_argument("--at", type=_lsn, default=0, metavar="LSN", help="branch at this commit LSN (default: VDL now)")
+    at = p.add_mutually_exclusive_group()
+    at.add_argument("--at", type=_lsn, default=0, metavar="LSN", help="branch at this commit LSN (default: VDL now)")
+    at.add_argument(
+        "--at-time",
+        type=parse_time_us,
+        default=0,
+        metavar="TIME",
+        help="branch at the newest commit at or before TIME (ISO 8601, UTC unless it has an offset; or -5m): "
+        "a point-in-time restore",
+    )
 
     p = sub.add_parser(
         "delete",
@@ -76,7 +139,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser
     s = snap.add_parser("create", help="take a snapshot", description="Take a snapshot of VOLUME named NAME.")
     s.add_argument("volume", metavar="VOLUME")
     s.add_argument("snapshot", metavar="NAME")
-    s.add_argument("--at", type=_lsn, default=0, metavar="LSN", help="at this commit LSN (default: VDL now)")
+    at = s.add_mutually_exclusive_group()
+    at.add_argument("--at", type=_lsn, default=0, metavar="LSN", help="at this commit LSN (default: VDL now)")
+    at.add_argument("--at-time", type=parse_time_us, default=0, metavar="TIME", help="at the newest commit then")
     s = snap.add_parser("list", help="list snapshots", description="List the snapshots (of VOLUME, or all).")
     s.add_argument("volume", metavar="VOLUME", nargs="?", default="")
     s.add_argument("--json", action="store_true", help="print them as JSON")
@@ -86,6 +151,30 @@ def add_parsers(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser
         description="Delete a snapshot; refused while a volume restored from it still reads through it.",
     )
     s.add_argument("snapshot", metavar="NAME")
+
+    p = sub.add_parser(
+        "backtrack",
+        help="rewind a volume in place (or move it forward again) inside its backtrack window",
+        description="Move VOLUME, in place and without copying, to a commit: an LSN a write printed, or a time "
+        "(the newest commit at or before it). Later writes become invisible but stay stored for the backtrack "
+        "window, so a later backtrack can move forward to any point of the old timeline. Open transactions on "
+        "the volume are aborted; new writes continue above every LSN the volume ever used.",
+    )
+    p.add_argument("volume", metavar="VOLUME")
+    p.add_argument(
+        "--to",
+        type=lsn_or_time,
+        required=True,
+        metavar="LSN|TIME",
+        help="a commit LSN, or a time: ISO 8601 ('2026-12-05 08:30:00', UTC unless it has an offset), or '-5m'",
+    )
+    p = sub.add_parser(
+        "history",
+        help="a volume's backtrack window, timelines and backtracks",
+        description="The backtrack window, every timeline the volume has shown (oldest first) and the backtracks.",
+    )
+    p.add_argument("volume", metavar="VOLUME")
+    p.add_argument("--json", action="store_true", help="print the history as JSON")
     return list(snap.choices.values())
 
 
@@ -96,7 +185,7 @@ def _when(ms: int) -> str:
 
 
 def _clone(client: VolumeClient, args: argparse.Namespace) -> int:
-    reply = client.clone_volume(args.source, args.volume, args.at)
+    reply = client.clone_volume(args.source, args.volume, args.at, at_time_us=args.at_time)
     c = reply.clone
     print(
         f"cloned {args.source} at LSN {c.branch_lsn} as {c.volume_id}: {c.pg_count} PGs, "
@@ -129,7 +218,7 @@ def snapshot_rows(snapshots: list[vpb.Lineage]) -> list[list[str]]:
 
 def _snapshot(client: VolumeClient, args: argparse.Namespace) -> int:
     if args.snapshot_command == "create":
-        s = client.create_snapshot(args.volume, args.snapshot, args.at)
+        s = client.create_snapshot(args.volume, args.snapshot, args.at, at_time_us=args.at_time)
         print(f"snapshot {s.snapshot_name} of {s.parent_volume_id} at LSN {s.branch_lsn} ({_when(s.created_at_ms)})")
     elif args.snapshot_command == "delete":
         client.delete_snapshot(args.snapshot)
@@ -143,14 +232,74 @@ def _snapshot(client: VolumeClient, args: argparse.Namespace) -> int:
         if not snapshots:
             print("(no snapshots)")
             return EXIT_OK
-        rows = [["SNAPSHOT", "VOLUME", "LSN", "CREATED", "RESTORED"], *snapshot_rows(snapshots)]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        _print_rows([["SNAPSHOT", "VOLUME", "LSN", "CREATED", "RESTORED"], *snapshot_rows(snapshots)])
     return EXIT_OK
 
 
+def _when_us(us: int) -> str:
+    return _when(us // 1000) if us else "-"
+
+
+def _backtrack(client: VolumeClient, args: argparse.Namespace) -> int:
+    to_lsn, to_time_us = args.to
+    reply = client.backtrack(args.volume, to_lsn, to_time_us=to_time_us)
+    print(
+        f"backtracked {args.volume} from VDL {reply.from_vdl} to LSN {reply.to_lsn} "
+        f"(committed {_when_us(reply.to_commit_time_us)}) in {reply.elapsed_ms:.1f} ms; "
+        f"timeline {reply.timeline_id}; `sixfold volume history {args.volume}` shows the timelines"
+    )
+    return EXIT_OK
+
+
+def _history(client: VolumeClient, args: argparse.Namespace) -> int:
+    reply = client.volume_history(args.volume)
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps(MessageToDict(reply, preserving_proto_field_name=True), indent=2))
+        return EXIT_OK
+    print(f"volume {args.volume}: backtrack window {reply.backtrack_window_s / 3600:g} h, VDL {reply.vdl or '-'}")
+    rows = [["TIMELINE", "PARENT", "BRANCH LSN", "OWN LSNS ABOVE", "END LSN", "FROM", "UNTIL"]]
+    for t in reply.timelines:
+        rows.append(
+            [
+                t.timeline_id,
+                t.parent_timeline_id or "-",
+                str(t.branch_lsn or "-"),
+                str(t.lsn_floor),
+                str(t.end_lsn or "current"),
+                _when(t.activated_at_ms),
+                _when(t.abandoned_at_ms) if t.abandoned_at_ms else "now",
+            ]
+        )
+    _print_rows(rows)
+    if reply.backtracks:
+        print()
+        rows = [["WHEN", "FROM TIMELINE", "FROM VDL", "TO TIMELINE", "TO LSN", "COMMITTED"]]
+        rows += [
+            [
+                _when(b.at_ms),
+                b.from_timeline_id,
+                str(b.from_vdl),
+                b.to_timeline_id,
+                str(b.to_lsn),
+                _when_us(b.to_commit_time_us),
+            ]
+            for b in reply.backtracks
+        ]
+        _print_rows(rows)
+    return EXIT_OK
+
+
+def _print_rows(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
 HANDLERS: dict[str, Callable[[VolumeClient, argparse.Namespace], int]] = {
+    "backtrack": _backtrack,
+    "history": _history,
     "clone": _clone,
     "delete": _delete,
     "restore": _restore,
