@@ -149,7 +149,7 @@ class StorageServicer:
         seg = self.store.segment(segment_id)
         repaired = self.gossip.records_repaired.get(segment_id, 0) if self.gossip is not None else 0
         scrubbed = self.scrubber.counts_of(segment_id) if self.scrubber is not None else None
-        return state_to_proto(
+        state = state_to_proto(
             seg,
             records_repaired=repaired,
             records_quarantined=scrubbed.records_quarantined if scrubbed else 0,
@@ -158,6 +158,10 @@ class StorageServicer:
             chain_gaps=scrubbed.chain_gaps if scrubbed else 0,
             metadata_repaired=scrubbed.metadata_repaired if scrubbed else 0,
         )
+        # The lineage (storage/lineage.py): what this segment reads through, and what reads through it.
+        state.parent_segment_id, state.branch_lsn, state.parent_read_lsn = seg.meta.lineage
+        state.child_segment_ids.extend(self.store.child_segment_ids(segment_id))
+        return state
 
     def heartbeat_report(self) -> tuple[list[cp_pb.HeldSegment], pb.DiskCondition, str]:
         """What a heartbeat tells the control plane: every segment held, and the disk's condition."""
@@ -338,9 +342,24 @@ class StorageServicer:
             membership_epoch=membership_epoch,
             seg_no=0,
             peers=self._peers_of(request.peers),
+            parent_segment_id=request.parent_segment_id,
+            branch_lsn=request.branch_lsn,
+            parent_read_lsn=request.parent_read_lsn,
         )
+        meta.check_lineage()
         created_meta, created = await self._on_writer(self.store.create_segment, meta, request.rebuild)
-        if created:
+        if created and meta.parent_segment_id:
+            log.info(
+                "segment %s created as a clone of %s at branch LSN %d: volume %s PG %d, pages it never writes "
+                "read from the parent at LSN %d",
+                meta.segment_id,
+                meta.parent_segment_id,
+                meta.branch_lsn,
+                meta.volume_id,
+                meta.pg_index,
+                meta.parent_read_lsn,
+            )
+        elif created:
             log.info(
                 "segment %s created%s: volume %s PG %d pages %d..%d",
                 meta.segment_id,

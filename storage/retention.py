@@ -30,11 +30,19 @@ the background task (storage/coalesce.py) decides when. Rules (this module owns 
 5. A segment whose SCL is below its GC floor lost a copy it needed (scrubbing
    quarantined it) and serves no reads until it is hydrated again from a peer's
    page versions (storage/gossip.py).
+6. Keep points (storage/lineage.py rule 5): each clone segment on the node reads
+   the pages it never wrote from its parent at its `parent_read_lsn`. GC of the
+   parent keeps, per page and for each keep point K below the horizon, the
+   newest version at or below K and the page's records above it up to K, so
+   a read at K materializes as before; everything else below the base goes as
+   in rule 3. The horizon itself moves on: children hold back only what they
+   read, not everything above the lowest of them.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 COALESCE_CHAIN_MIN = 8  # records above a page's newest version before it is worth folding
@@ -81,16 +89,29 @@ class PageGc:
     records_to_delete: tuple[int, ...]
 
 
-def plan_page_gc(page_no: int, horizon: int, version_lsns: list[int], record_lsns: list[int]) -> PageGc:
+def plan_page_gc(
+    page_no: int, horizon: int, version_lsns: list[int], record_lsns: list[int], keep_points: Iterable[int] = ()
+) -> PageGc:
+    """Rule 3 for one page, given its version and record LSNs at or below `horizon` (more are ignored),
+    and rule 6's keep points."""
     below = [v for v in version_lsns if v <= horizon]
     if not below:
         return PageGc(page_no, 0, (), ())
     base = max(below)
+    kept_versions: set[int] = {base}
+    kept_records: set[int] = set()
+    for k in keep_points:
+        if k >= base:
+            continue  # a read at k starts from the base, like any read at or above the horizon
+        start = max((v for v in below if v <= k), default=0)
+        if start:
+            kept_versions.add(start)
+        kept_records.update(r for r in record_lsns if start < r <= k)
     return PageGc(
         page_no,
         base,
-        tuple(sorted(v for v in version_lsns if v < base)),
-        tuple(sorted(r for r in record_lsns if r <= base)),
+        tuple(sorted(v for v in below if v not in kept_versions)),
+        tuple(sorted(r for r in record_lsns if r <= base and r not in kept_records)),
     )
 
 

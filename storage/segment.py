@@ -22,7 +22,8 @@ stored form are storage/segment_meta.py. Rules (this module owns them):
 5. Truncation ranges arrive on their own or with a batch; each is applied once,
    before the batch's records, and kept forever (they must outlive any record
    gossip could bring back).
-6. A read point is served only if retention horizon <= read point <= SCL.
+6. A read point is served only if retention horizon <= read point <= SCL (or, for a clone's
+   fall-through read inside the store only, at a keep point below the horizon: storage/lineage.py).
 7. Retention (storage/retention.py): the retention horizon is also the GC floor;
    records at or below it may have been garbage-collected, so a record read that
    starts below the chain anchor (the newest chain record at or below the floor;
@@ -32,7 +33,7 @@ stored form are storage/segment_meta.py. Rules (this module owns them):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from sixfold.storage import epochs
@@ -294,7 +295,9 @@ class Segment:
                 f"(pages {m.first_page}..{m.first_page + m.page_count - 1})"
             )
 
-    def check_read_point(self, read_point: int) -> None:
+    def check_read_point(self, read_point: int, keep_points: Collection[int] = ()) -> None:
+        """Rule 6. `keep_points`: read points below the horizon a child segment's fall-through may still use
+        (storage/lineage.py rule 5); only the store's own fall-through read passes them."""
         m = self.meta
         if self.tracker.scl < m.retention_horizon_lsn:
             raise ReadPointOutOfRange(
@@ -309,7 +312,7 @@ class Segment:
                 f"read point {read_point} is above segment {m.segment_id}'s SCL {self.tracker.scl}: it does not yet "
                 "hold every record up to there; read from a complete segment or retry later"
             )
-        if read_point < m.retention_horizon_lsn:
+        if read_point < m.retention_horizon_lsn and read_point not in keep_points:
             raise ReadPointOutOfRange(
                 f"read point {read_point} is below segment {m.segment_id}'s retention horizon "
                 f"{m.retention_horizon_lsn}; page versions that old are no longer kept"

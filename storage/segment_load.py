@@ -25,6 +25,8 @@ Rules (this module owns them):
 4. Every key of every table is walked before the node serves, so a corrupt
    tree page (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, ...) fails the environment now,
    before anything is served from it (storage/lmdb_env.py rule 4).
+5. A clone's segment whose parent is not among the trusted segments loses its
+   link (storage/lineage.py rule 7): the pages it read through it are gone.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 
 import lmdb
 
+from sixfold.storage import lineage
 from sixfold.storage.errors import ChecksumMismatch, StorageError
 from sixfold.storage.keys import SEG_LSN, prefix, record_key, seg_no_of
 from sixfold.storage.records import decode_record
@@ -59,12 +62,21 @@ class Loaded:
 
 
 def load(txn: Any, dbs: dict[bytes, Any]) -> Loaded:
-    """Rules 1-4 in one read transaction; lmdb corruption errors propagate (the caller fails the disk)."""
+    """Rules 1-5 in one read transaction; lmdb corruption errors propagate (the caller fails the disk)."""
     out = Loaded()
     metas, repaired = _read_metas(txn, dbs, out.lost)
     records_per_seg, out.rows = _walk_tree(txn, dbs)
     for meta in metas.values():
         seg, changed = _verified(txn, dbs[b"records"], meta, records_per_seg.get(meta.seg_no, 0))
+        if meta.parent_segment_id and meta.parent_segment_id not in metas:
+            log.warning(
+                "segment %s: its parent segment %s is not trusted or gone; it loses its link and is hydrated "
+                "from a peer as a flattened copy",
+                meta.segment_id,
+                meta.parent_segment_id,
+            )
+            lineage.lose_parent(seg)
+            changed = True
         out.segments[meta.segment_id] = seg
         if changed or meta.segment_id in repaired:
             out.rewrite.append(seg.meta)
@@ -149,7 +161,18 @@ def merge_copies(a: SegmentMeta, b: SegmentMeta) -> SegmentMeta | None:
     keeps more, a higher high water demands more, a lower chain anchor walks from further back (a walk that
     meets a collected record stops: SCL claims less), a lower VDL hint is still a durable bound, a higher GC
     floor serves less."""
-    identity = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "seg_no")
+    identity = (
+        "segment_id",
+        "volume_id",
+        "pg_index",
+        "first_page",
+        "page_count",
+        "page_size",
+        "seg_no",
+        "parent_segment_id",
+        "branch_lsn",
+        "parent_read_lsn",
+    )
     if any(getattr(a, f) != getattr(b, f) for f in identity):
         return None
     m = a.copy()
@@ -209,7 +232,8 @@ def _verified(txn: Any, records: Any, meta: SegmentMeta, record_count: int) -> t
     damaged = meta.scl < meta.retention_horizon_lsn
     base = meta.scl if damaged else meta.chain_anchor_lsn
     tracker = SclTracker.rebuilt(base, held_above(txn, records, meta, base, warn=True))
-    highest = max(last_lsn(txn, records, meta.seg_no), meta.chain_anchor_lsn, tracker.scl)
+    # A clone's segment holds nothing at or below its branch, yet its writer's LSNs are above it.
+    highest = max(last_lsn(txn, records, meta.seg_no), meta.chain_anchor_lsn, tracker.scl, meta.branch_lsn)
     stored = (meta.scl, meta.highest_lsn, meta.record_count)
     if tracker.scl != meta.scl:
         log.warning(

@@ -70,6 +70,12 @@ class SegmentMeta:
     # (storage/gossip.py); until then it is not whole.
     rebuilding: bool = False
     holes: list[int] = field(default_factory=list)  # quarantined LSNs above SCL, not yet restored
+    # A clone's segment (storage/lineage.py): a read of a page it never wrote falls through to the parent PG's
+    # segment on this node at `parent_read_lsn`, the parent PG's chain tail at or below `branch_lsn` (the
+    # volume LSN the clone branched at; every record this segment holds is above it). "": no parent.
+    parent_segment_id: str = ""
+    branch_lsn: int = 0
+    parent_read_lsn: int = 0
 
     def to_bytes(self) -> bytes:
         """The stored form: magic, CRC-32C of the body, then the body (compact JSON)."""
@@ -106,11 +112,12 @@ class SegmentMeta:
 
     @classmethod
     def _from_dict(cls, d: Any) -> SegmentMeta:
-        if not isinstance(d, dict) or set(d) != set(_META_FIELDS):
+        # Metadata stored before clones existed has no lineage fields: they take their defaults (no parent).
+        if not isinstance(d, dict) or not set(_META_FIELDS) - set(_LINEAGE_DEFAULTS) <= set(d) <= set(_META_FIELDS):
             raise ValueError("the fields are not those of segment metadata")
         values: dict[str, Any] = {}
         for name, kind in _META_TYPES.items():
-            value = d[name]
+            value = d.get(name, _LINEAGE_DEFAULTS.get(name))
             if kind is int and (type(value) is not int or value < 0):
                 raise ValueError(f"{name} is not a non-negative integer")
             if kind is str and type(value) is not str:
@@ -170,6 +177,28 @@ class SegmentMeta:
             raise InvalidRequest("too many truncation ranges, peers or holes")
         for r in self.truncation_ranges:
             r.validate()
+        self.check_lineage()
+
+    def check_lineage(self) -> None:
+        """The parent link's values within their bounds (storage/lineage.py rule 1); InvalidRequest if not."""
+        name, branch, read = self.parent_segment_id, self.branch_lsn, self.parent_read_lsn
+        if branch > LSN_MAX or read > LSN_MAX:
+            raise InvalidRequest(f"branch_lsn {branch} or parent_read_lsn {read} is above the highest LSN {LSN_MAX}")
+        if not name:
+            if branch or read:
+                raise InvalidRequest("branch_lsn and parent_read_lsn are set but parent_segment_id is not")
+            return
+        if len(name.encode()) > SEGMENT_ID_BYTES_MAX:
+            raise InvalidRequest(f"parent_segment_id is longer than {SEGMENT_ID_BYTES_MAX} bytes")
+        if name == self.segment_id:
+            raise InvalidRequest(f"segment {self.segment_id} cannot be its own parent")
+        if branch < 1:
+            raise InvalidRequest(f"clone segment {self.segment_id} needs a branch_lsn of at least 1")
+        if read > branch:
+            raise InvalidRequest(
+                f"parent_read_lsn {read} is above branch_lsn {branch}: it must be the parent PG's chain tail at or "
+                "below the branch"
+            )
 
     def copy(self) -> SegmentMeta:
         return replace(
@@ -189,6 +218,11 @@ class SegmentMeta:
     def note_hole(self, lsn: int) -> None:
         self.holes = sorted(set(self.holes) | {lsn})[-HOLES_MAX:]
 
+    @property
+    def lineage(self) -> tuple[str, int, int]:
+        """(parent_segment_id, branch_lsn, parent_read_lsn): the parent link ("" , 0, 0 without one)."""
+        return self.parent_segment_id, self.branch_lsn, self.parent_read_lsn
+
     def same_shape(self, other: SegmentMeta) -> bool:
         return (self.volume_id, self.pg_index, self.first_page, self.page_count, self.page_size) == (
             other.volume_id,
@@ -200,6 +234,7 @@ class SegmentMeta:
 
 
 _META_FIELDS = [f.name for f in fields(SegmentMeta)]
+_LINEAGE_DEFAULTS: dict[str, Any] = {"parent_segment_id": "", "branch_lsn": 0, "parent_read_lsn": 0}
 # The scalar fields and their JSON types (the list fields are checked one by one in `_from_dict`).
 _META_TYPES: dict[str, type] = {
     f.name: {"int": int, "str": str, "bool": bool}[str(f.type)]

@@ -20,6 +20,7 @@ PURE_MODULES = [
     "storage/chain.py",
     "storage/repair.py",
     "storage/retention.py",
+    "storage/lineage.py",
     "storage/errors.py",
     "storage/placement.py",
     "storage/control_plane.py",

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
+from sixfold.storage import lineage
 from sixfold.storage.errors import UnknownSegment
 from sixfold.storage.lmdb_env import MAP_SIZE_DEFAULT_BYTES, LmdbEnvironment
 from sixfold.storage.segment import Segment, SegmentMeta
@@ -43,6 +44,9 @@ class StoreBase:
         # Pages that received records since coalescing last looked (storage/coalesce.py): appends mark
         # them on the writer thread, the coalescer takes them on the event loop.
         self._dirty = DirtyPages(threading.Lock())
+        # parent segment id -> the segments linked to it (storage/lineage.py), from the metadata in memory:
+        # rebuilt whenever a link appears or goes (`_index_lineage`), on the writer thread.
+        self._children: dict[str, list[str]] = {}
 
     # -- tables (looked up at each use: a fresh environment has new handles) --------
 
@@ -69,6 +73,13 @@ class StoreBase:
         if seg is None:
             raise UnknownSegment(f"segment {segment_id!r} does not exist on this node")
         return seg
+
+    def child_segment_ids(self, segment_id: str) -> list[str]:
+        """The segments on this node that read the pages they never wrote through `segment_id`."""
+        return list(self._children.get(segment_id, ()))
+
+    def _index_lineage(self) -> None:
+        self._children = lineage.children_index(s.meta for s in self.segments.values())
 
     def volume_epoch(self, segment_id: str) -> int:
         return self.segment(segment_id).meta.volume_epoch

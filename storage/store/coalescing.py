@@ -1,6 +1,7 @@
 """Coalescing and garbage collection (storage/retention.py decides, storage/coalesce.py runs the rounds):
 pages worth folding found in short read transactions, folded into page versions on the writer thread,
-the retention horizon (the GC floor) raised durably, and rows below it collected.
+the retention horizon (the GC floor) raised durably, and rows below it collected, except what the
+segment's children read at their keep points (storage/lineage.py rule 5).
 
 The dirty-page counts (storage/store/dirty.py) tell a round which pages received records since it last
 looked; a fold counts off what it really took only once its transaction committed.
@@ -11,14 +12,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from sixfold.storage.errors import ReadPointOutOfRange
 from sixfold.storage.keys import page_key, record_key
 from sixfold.storage.records import LSN_MAX, encode_page_version
 from sixfold.storage.retention import coalesce_target, plan_page_gc
 from sixfold.storage.segment import Segment, SegmentMeta
-from sixfold.storage.store.rows import Rows
+from sixfold.storage.store.clones import Clones
 
 
-class Coalescing(Rows):
+class Coalescing(Clones):
     # -- dirty pages --------------------------------------------------------------
 
     def take_dirty_pages(self, segment_id: str) -> Counter[int]:
@@ -104,7 +106,10 @@ class Coalescing(Rows):
                 target = coalesce_target(lsns, bound, chain_min)
                 if target is None:
                     continue
-                image, page_lsn = self._materialize(txn, meta, page, target)
+                try:
+                    image, page_lsn = self._materialize(txn, meta, page, target)
+                except ReadPointOutOfRange:
+                    continue  # a clone's page whose parent cannot be read now (storage/lineage.py rule 4)
                 assert page_lsn == target, (page_lsn, target)
                 txn.put(
                     page_key(meta.seg_no, page, target), encode_page_version(page, target, image), db=self._versions
@@ -155,6 +160,7 @@ class Coalescing(Rows):
             seg_no, horizon = meta.seg_no, meta.retention_horizon_lsn
             if seg.tracker.scl < horizon:
                 return None, seg  # being hydrated: hydration replaces everything at or below the horizon
+            keep = [k for k in self.keep_points_of(segment_id) if k < horizon]  # retention rule 6
             page = max(start_page, meta.first_page)
             for _ in range(pages_max):
                 next_page = self._next_page(txn, self._versions, seg_no, page)
@@ -166,6 +172,7 @@ class Coalescing(Rows):
                     horizon,
                     self._page_lsns(txn, self._versions, seg_no, next_page, upto=horizon),
                     self._page_lsns(txn, self._page_index, seg_no, next_page, upto=horizon),
+                    keep,
                 )
                 for lsn in plan.versions_to_delete:
                     txn.delete(page_key(seg_no, next_page, lsn), db=self._versions)

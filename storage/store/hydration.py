@@ -15,10 +15,10 @@ from sixfold.storage.records import encode_page_version
 from sixfold.storage.scl import SclTracker
 from sixfold.storage.segment import Segment
 from sixfold.storage.segment_load import held_above
-from sixfold.storage.store.rows import Rows
+from sixfold.storage.store.clones import Clones
 
 
-class Hydration(Rows):
+class Hydration(Clones):
     def read_page_versions(
         self, segment_id: str, at_lsn: int, start_page: int, max_bytes: int, pages_max: int
     ) -> tuple[list[tuple[int, int, bytes]], int | None, int]:
@@ -32,9 +32,13 @@ class Hydration(Rows):
             seg.check_read_point(at_lsn)
             meta = seg.meta
             tail = self._chain_tail_at_or_below(txn, meta, at_lsn)
+            # A clone's segment exports the pages it reads through its ancestors too (storage/lineage.py):
+            # the copy made from it is a flattened one.
+            seg_nos = [m.seg_no for m in self._lineage_of(meta)]
             page = max(start_page, meta.first_page)
             while True:
-                next_page = self._next_written_page(txn, meta.seg_no, page)
+                found = [p for p in (self._next_written_page(txn, n, page) for n in seg_nos) if p is not None]
+                next_page = min(found) if found else None
                 if next_page is None:
                     return out, None, tail
                 if len(out) >= pages_max or (out and size + meta.page_size > max_bytes):
@@ -47,9 +51,11 @@ class Hydration(Rows):
 
     def begin_hydration(self, segment_id: str, at_lsn: int) -> None:
         """Before copying a peer's pages at `at_lsn`: raise the horizon (and GC floor) to it while SCL stays
-        below, so the segment serves nothing while its pages are being replaced (retention rule 5)."""
+        below, so the segment serves nothing while its pages are being replaced (retention rule 5). Its
+        pages below `at_lsn` go, so a clone's segment that reads it below there loses its link in the same
+        transaction (storage/lineage.py rule 7)."""
 
-        def txn_fn(txn: Any) -> Segment:
+        def txn_fn(txn: Any) -> tuple[Segment, list[Segment]]:
             seg = self.segment(segment_id).copy()
             meta = seg.meta
             assert at_lsn >= meta.retention_horizon_lsn, (at_lsn, meta.retention_horizon_lsn)
@@ -59,9 +65,11 @@ class Hydration(Rows):
             meta.retention_horizon_lsn = at_lsn
             meta.vdl_hint = max(meta.vdl_hint, at_lsn)  # the peer's horizon was at or below a writer's VDL
             self._put_meta(txn, meta)
-            return seg
+            return seg, self._orphans_in_txn(txn, segment_id, at_lsn)
 
-        self.segments[segment_id] = self.disk.write(txn_fn)
+        seg, orphans = self.disk.write(txn_fn)
+        self.segments[segment_id] = seg
+        self._publish_orphans(segment_id, orphans, f"its pages at or below LSN {at_lsn} are being hydrated again")
 
     def hydrate_pages(
         self,

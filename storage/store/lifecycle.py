@@ -3,7 +3,8 @@ storage/segment_load.py), a failed disk replaced by a fresh environment, segment
 
 A failed disk (storage/lmdb_env.py rule 4): `rebuild_in_fresh_environment` moves the environment
 aside, opens a fresh one and creates every segment it knew again, empty and `rebuilding`, to be
-filled from its peers (storage/gossip.py); segments whose metadata could not be read are left to the
+filled from its peers (storage/gossip.py), a clone's segment without its parent link (a flattened copy:
+storage/lineage.py rule 7); segments whose metadata could not be read are left to the
 control plane, which sees them missing from the node's heartbeats and creates them again.
 
 Rows go in bounded transactions (`DELETE_ROWS_PER_TXN_MAX`); the metadata goes first, so a crash
@@ -18,12 +19,12 @@ from typing import Any
 
 import lmdb
 
-from sixfold.storage import segment_load, tree_check
-from sixfold.storage.errors import AlreadyExists, StorageError
+from sixfold.storage import lineage, segment_load, tree_check
+from sixfold.storage.errors import AlreadyExists, InvalidRequest, StorageError
 from sixfold.storage.keys import prefix
 from sixfold.storage.scl import SclTracker
 from sixfold.storage.segment import SEG_NO_MAX, Segment, SegmentMeta
-from sixfold.storage.store.base import StoreBase
+from sixfold.storage.store.clones import Clones
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 DELETE_ROWS_PER_TXN_MAX = 50_000
 
 
-class Lifecycle(StoreBase):
+class Lifecycle(Clones):
     # -- start-up and a failed disk ----------------------------------------------------
 
     def _load(self) -> None:
@@ -65,6 +66,7 @@ class Lifecycle(StoreBase):
             self.rebuild_in_fresh_environment(salvaged)
             return
         self.segments, self.lost, self._next_seg_no = loaded.segments, loaded.lost, loaded.next_seg_no
+        self._index_lineage()
         try:
             self._settle_load(loaded)
         except StorageError as error:  # e.g. a full disk: the same fixes are found again at the next start
@@ -124,6 +126,11 @@ class Lifecycle(StoreBase):
                 versions_collected=0,
                 pages_hydrated=0,
                 bytes_hydrated=0,
+                # Every parent here is empty too: a clone's segment comes back as a flattened copy
+                # (storage/lineage.py rule 7).
+                parent_segment_id="",
+                branch_lsn=0,
+                parent_read_lsn=0,
             )
             next_seg_no += 1
             fresh[meta.segment_id] = Segment(meta=rebuilt, tracker=SclTracker(scl=0))
@@ -134,6 +141,7 @@ class Lifecycle(StoreBase):
 
         self.disk.write(put_all)
         self.segments, self._next_seg_no = fresh, next_seg_no
+        self._index_lineage()
         self._dirty.clear()
         log.warning(
             "fresh LMDB environment at %s: %d segments created again, rebuilding from their peers: %s",
@@ -147,11 +155,28 @@ class Lifecycle(StoreBase):
 
     def create_segment(self, meta: SegmentMeta, rebuild: bool = False) -> tuple[SegmentMeta, bool]:
         """Create a segment (idempotent for an identical one). `meta.seg_no` is assigned here. `rebuild`:
-        it replaces a copy that was lost, so it is not whole until it has caught up (SegmentMeta.rebuilding)."""
+        it replaces a copy that was lost, so it is not whole until it has caught up (SegmentMeta.rebuilding).
+        With `meta.parent_segment_id`: a clone's segment, checked against its parent and started as
+        storage/lineage.py rules 1 and 6 say (its watermarks are set here)."""
+        meta.check_lineage()
+        if rebuild and meta.parent_segment_id:
+            raise InvalidRequest(
+                f"segment {meta.segment_id} is created to rebuild a lost copy, so it has no parent: it is a "
+                "flattened copy that hydrates every page from its peers; send the request without parent_segment_id"
+            )
         existing = self.segments.get(meta.segment_id)
         if existing is not None:
-            if existing.meta.same_shape(meta):
-                return existing.meta, False
+            old = existing.meta
+            if old.same_shape(meta):
+                # The same segment (a flattened copy of a clone's segment is one too).
+                if not old.parent_segment_id or not meta.parent_segment_id or old.lineage == meta.lineage:
+                    return old, False
+                raise AlreadyExists(
+                    f"segment {meta.segment_id!r} already exists on this node as a clone of "
+                    f"{old.parent_segment_id} at branch LSN {old.branch_lsn} (read at LSN {old.parent_read_lsn}), "
+                    f"not of {meta.parent_segment_id} at branch LSN {meta.branch_lsn} (read at LSN "
+                    f"{meta.parent_read_lsn})"
+                )
             raise AlreadyExists(
                 f"segment {meta.segment_id!r} already exists on this node with a different shape "
                 f"(volume {existing.meta.volume_id}, PG {existing.meta.pg_index}, pages "
@@ -161,14 +186,18 @@ class Lifecycle(StoreBase):
         if seg_no > SEG_NO_MAX:
             raise StorageError(f"this node has used every one of its {SEG_NO_MAX} segment numbers")
         fresh = SegmentMeta(**{**meta.__dict__, "seg_no": seg_no, "truncation_ranges": [], "rebuilding": rebuild})
-        self.disk.write(self._put_meta, fresh)
+        self.disk.write(self._put_clone if fresh.parent_segment_id else self._put_meta, fresh)
         self._next_seg_no = seg_no + 1
         self.lost.pop(fresh.segment_id, None)
         self.segments[fresh.segment_id] = Segment(meta=fresh, tracker=SclTracker(scl=fresh.scl))
+        if fresh.parent_segment_id:
+            self._index_lineage()
         return fresh, True
 
     def drop_segment(self, segment_id: str) -> int:
+        """Drop a segment and its rows; refused while a clone's segment reads through it (lineage rule 7)."""
         seg = self.segment(segment_id)
+        lineage.check_drop(segment_id, self.child_segment_ids(segment_id))
 
         def txn_fn(txn: Any) -> None:
             txn.delete(segment_id.encode(), db=self.disk.dbs[b"segments"])
@@ -176,6 +205,8 @@ class Lifecycle(StoreBase):
 
         self.disk.write(txn_fn)
         del self.segments[segment_id]
+        if seg.meta.parent_segment_id:
+            self._index_lineage()
         return self._delete_rows(seg.meta.seg_no)
 
     def _delete_rows(self, seg_no: int) -> int:

@@ -28,7 +28,8 @@ class PageRead:
 
 class Reads(Rows):
     def read_page(self, segment_id: str, page_no: int, read_point: int) -> PageRead:
-        """Materialize a page at `read_point` from its newest version at or below it plus later records."""
+        """Materialize a page at `read_point` from its newest version at or below it plus later records (on a
+        clone's segment, through its parent for a page it has no version of: storage/lineage.py)."""
         seg = self.segment(segment_id)
         seg.check_page(page_no)
         seg.check_read_point(read_point)

@@ -3,14 +3,15 @@
 Rows (storage/keys.py): `records` under (seg_no, LSN), `page_index` and `versions` under
 (seg_no, page, LSN). Each helper takes an open transaction and reads only; the caller decides what
 the rows mean. `_materialize` builds a page from its newest version plus the records after it, every
-copy CRC-checked on the way.
+copy CRC-checked on the way, falling through to a clone's parent for a page the clone never wrote
+(storage/lineage.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sixfold.storage import segment_load
+from sixfold.storage import lineage, segment_load
 from sixfold.storage.errors import ChecksumMismatch
 from sixfold.storage.keys import SEG_LSN, SEG_PAGE_LSN, page_key, record_key
 from sixfold.storage.records import LSN_MAX, apply_record, decode_page_version, decode_record
@@ -93,20 +94,64 @@ class Rows(StoreBase):
         )
 
     def _materialize(self, txn: Any, meta: SegmentMeta, page_no: int, read_point: int) -> tuple[bytes, int]:
-        """(image, page_lsn) of a page at `read_point`, every copy CRC-checked."""
-        seg_no, segment_id = meta.seg_no, meta.segment_id
+        """(image, page_lsn) of a page at `read_point`, every copy CRC-checked. On a clone's segment, a page
+        with no version of its own at or below `read_point` starts from the parent's page at parent_read_lsn,
+        up the chain, in the same transaction (storage/lineage.py rule 2; refused by its rule 4)."""
+        levels: list[tuple[SegmentMeta, int]] = []  # (segment, read point there), the segment read first
+        walked = {meta.segment_id}
         page = bytearray(meta.page_size)
         page_lsn = 0
+        while True:
+            levels.append((meta, read_point))
+            found = self._newest_version(txn, meta, page_no, read_point)
+            if found is not None:
+                page[:], page_lsn = found
+                break
+            if not meta.parent_segment_id:
+                break
+            parent = self.segments.get(meta.parent_segment_id)
+            lineage.check_fall_through(meta, parent, walked)
+            assert parent is not None
+            walked.add(parent.meta.segment_id)
+            meta, read_point = parent.meta, meta.parent_read_lsn
+        for level, at in reversed(levels):
+            page_lsn = self._apply_records(txn, level, page_no, page, page_lsn, at)
+        return bytes(page), page_lsn
+
+    def _lineage_of(self, meta: SegmentMeta) -> list[SegmentMeta]:
+        """The segment and its ancestors, nearest first, each link checked as a fall-through read checks it
+        (storage/lineage.py rules 3 and 4)."""
+        out = [meta]
+        walked = {meta.segment_id}
+        while meta.parent_segment_id:
+            parent = self.segments.get(meta.parent_segment_id)
+            lineage.check_fall_through(meta, parent, walked)
+            assert parent is not None
+            walked.add(parent.meta.segment_id)
+            meta = parent.meta
+            out.append(meta)
+        return out
+
+    def _newest_version(self, txn: Any, meta: SegmentMeta, page_no: int, read_point: int) -> tuple[bytes, int] | None:
+        """(image, LSN) of the segment's own newest version of the page at or below `read_point`, or None."""
+        seg_no = meta.seg_no
         vcursor = txn.cursor(db=self._versions)
         found = vcursor.set_range(page_key(seg_no, page_no, read_point + 1))
         moved = vcursor.prev() if found else vcursor.last()
         if moved:
             key_seg, key_page, lsn = SEG_PAGE_LSN.unpack(vcursor.key())
             if key_seg == seg_no and key_page == page_no and lsn <= read_point:
-                where = f"page version of page {page_no} at LSN {lsn} in segment {segment_id}"
+                where = f"page version of page {page_no} at LSN {lsn} in segment {meta.segment_id}"
                 _, _, image = decode_page_version(vcursor.value(), where=where)
-                page[:] = image
-                page_lsn = lsn
+                return image, lsn
+        return None
+
+    def _apply_records(
+        self, txn: Any, meta: SegmentMeta, page_no: int, page: bytearray, page_lsn: int, read_point: int
+    ) -> int:
+        """Apply the segment's own records of the page above `page_lsn` and at or below `read_point` to
+        `page`; return its new page LSN."""
+        seg_no, segment_id = meta.seg_no, meta.segment_id
         icursor = txn.cursor(db=self._page_index)
         if icursor.set_range(page_key(seg_no, page_no, page_lsn + 1)):
             for key, _ in icursor:
@@ -126,4 +171,4 @@ class Rows(StoreBase):
                     )
                 apply_record(page, record)
                 page_lsn = lsn
-        return bytes(page), page_lsn
+        return page_lsn

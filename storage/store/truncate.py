@@ -80,6 +80,6 @@ class Truncating(Rows):
         kept_from_start = held_above(txn, self._records, seg.meta, below)
         highest = seg.meta.highest_lsn
         if highest >= r.start_lsn:
-            highest = self._highest_lsn_in_txn(txn, seg_no)
+            highest = max(self._highest_lsn_in_txn(txn, seg_no), seg.meta.branch_lsn)  # a clone's: above its branch
         seg.note_truncation(r, below, kept_from_start, removed, highest, stored_tail)
         return removed
