@@ -67,10 +67,12 @@ Rules
    `CopyRepair`), and a node whose disk is not fine or whose copies are not
    whole is shown degraded.
 15. Time travel: clones, snapshots and deleting volumes are `storage.control_plane_lineage`'s
-   rules (the `Lineage` class this one builds on keeps the volume records).
+   rules (the `Lineage` class this one builds on keeps the volume records); backtrack, the
+   timelines it leaves and their expiry are `storage.control_plane_history`'s (`Timelines`).
 
 Where the parts live: limits and validation in `storage.control_plane_limits`,
-the values in `storage.control_plane_values`, the replacement decisions in
+the values in `storage.control_plane_values`, the membership changes of rules 10-13 in
+`storage.control_plane_membership` (`Membership`) and their decisions in
 `storage.replacement`, the state file format in `storage.control_plane_state_file`,
 the quorum constants in `storage.quorum`. Their public names are importable from
 here as well.
@@ -81,7 +83,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sixfold.storage import replacement
+from sixfold.storage.control_plane_history import Timelines
 from sixfold.storage.control_plane_limits import (
     FAILURE_TIMEOUT_MS_DEFAULT,
     HEARTBEAT_TIMEOUT_MS_DEFAULT,
@@ -89,12 +91,13 @@ from sixfold.storage.control_plane_limits import (
     UnknownNode,
     check_volume_room,
     format_bytes,
+    resolve_backtrack_window,
     resolve_page_size,
     resolve_segment_size,
     validate_volume_id,
     volume_full_sentence,
 )
-from sixfold.storage.control_plane_lineage import Lineage
+from sixfold.storage.control_plane_membership import Membership
 from sixfold.storage.control_plane_state_file import (
     STATE_FORMAT_VERSION,
     check_format_version,
@@ -152,7 +155,7 @@ __all__ = [  # the names importers use, wherever they now live
 ]
 
 
-class ControlPlane(Lineage):
+class ControlPlane(Timelines, Membership):
     """Node registry and volume geometries (see the rules above)."""
 
     def __init__(
@@ -208,18 +211,25 @@ class ControlPlane(Lineage):
     # -- volumes --------------------------------------------------------------
 
     def plan_create_volume(
-        self, volume_id: str, page_size: int, segment_size_bytes: int, now_ms: float, created_at_ms: int = 0
+        self,
+        volume_id: str,
+        page_size: int,
+        segment_size_bytes: int,
+        now_ms: float,
+        created_at_ms: int = 0,
+        backtrack_window_s: int = 0,
     ) -> PgPlan:
         """Rules 5-7 and 9: validate and place PG 0 of a new volume; changes nothing. A plan with a serial
         (lineage rule 2) is carried out as a clone is: reserve its segments, persist, then create them."""
         validate_volume_id(volume_id)
         page_size = resolve_page_size(page_size)
         segment_size_bytes = resolve_segment_size(segment_size_bytes, page_size)
+        window_s = resolve_backtrack_window(backtrack_window_s)
         self.check_name_free(volume_id)
         check_volume_room(volume_id, len(self._volumes))
         serial = self.new_volume_serial(volume_id)
         pg = self._place_pg(volume_id, serial, 0, segment_size_bytes // page_size, now_ms)
-        return PgPlan(volume_id, page_size, segment_size_bytes, 0, pg, serial, created_at_ms)
+        return PgPlan(volume_id, page_size, segment_size_bytes, 0, pg, serial, created_at_ms, window_s)
 
     def plan_grow_volume(self, volume_id: str, geometry_epoch: int, now_ms: float) -> PgPlan | None:
         """Rules 7-9: place the next PG, or None when the caller's epoch is stale (already grown)."""
@@ -249,6 +259,8 @@ class ControlPlane(Lineage):
                 GEOMETRY_EPOCH_INITIAL,
                 serial=plan.serial,
                 created_at_ms=plan.created_at_ms,
+                backtrack_window_s=plan.backtrack_window_s,
+                activated_at_ms=plan.created_at_ms,
             )
             self._volumes[plan.volume_id] = volume
             self._next_serial = max(self._next_serial, plan.serial + 1)
@@ -314,6 +326,7 @@ class ControlPlane(Lineage):
             deleted=volume.deleted,
             child_volume_ids=tuple(self.children_of(volume.volume_id) if children is None else children),
             snapshot_name=volume.snapshot_name,
+            backtrack_window_s=volume.backtrack_window_s,
         )
 
     def _pg_geometry(self, volume: Volume, pg: ProtectionGroup) -> PgGeometry:
@@ -350,116 +363,6 @@ class ControlPlane(Lineage):
             pg.has_parent,
             pg.parent_read_lsn,
         )
-
-    # -- segment replacement (rules 10-13; storage/replacement.py decides) ----------
-
-    def plan_replacements(self, now_ms: float) -> list[ReplacementPlan]:
-        """Rule 11: one plan per failed base node of a PG that can take another change."""
-        nodes = {
-            n.node_id: replacement.NodeState(
-                n.node_id,
-                n.az,
-                self.segment_count(n.node_id),
-                self.is_healthy(n.node_id, now_ms),
-                self.is_failed(n.node_id, now_ms),
-            )
-            for n in self._nodes.values()
-        }
-        orphans = {(o.node_id, o.segment_id) for o in self._orphans}
-        plans = []
-        serials = {v.volume_id: v.serial for v in self._volumes.values()}
-        for chosen in replacement.choose_replacements(self._pgs(), nodes, orphans, serials):
-            volume = self._volume(chosen.volume_id)
-            pg = self._pg(volume, chosen.pg_index)
-            new = self._nodes[chosen.new_node_id]
-            new_placement = SegmentPlacement(
-                self.segment_id(volume.volume_id, pg.pg_index), new.node_id, new.az, new.address
-            )
-            peers = self._pg_geometry(volume, pg).segments + (new_placement,)
-            plans.append(
-                ReplacementPlan(
-                    volume.volume_id,
-                    volume.page_size,
-                    pg.pg_index,
-                    pg.first_page,
-                    pg.page_count,
-                    pg.membership_epoch,
-                    chosen.old_node_id,
-                    new_placement,
-                    peers,
-                )
-            )
-        return plans
-
-    def reserve_new_segment(self, plan: ReplacementPlan) -> None:
-        """Rule 13, ahead of time: record the segment about to be created as an orphan, so that if it is
-        created but its change never begins (a failure, or the caller's crash) it is dropped later.
-        `begin_change` takes it off the list."""
-        orphan = Orphan(plan.new.node_id, plan.new.segment_id)
-        if orphan not in self._orphans:
-            self._orphans.append(orphan)
-
-    def begin_change(self, plan: ReplacementPlan) -> PgGeometry:
-        """Rules 11-12, once the new segment exists: add the change and bump the membership epoch."""
-        volume = self._volume(plan.volume_id)
-        pg = self._pg(volume, plan.pg_index)
-        if pg.membership_epoch != plan.base_membership_epoch:
-            raise StaleEpoch(
-                f"PG {plan.pg_index} of volume {plan.volume_id} changed (membership epoch {pg.membership_epoch}, "
-                f"plan made at {plan.base_membership_epoch}); plan again"
-            )
-        changed = replacement.begin(pg, plan.old_node_id, plan.new.node_id)
-        self._set_pg(volume, changed)
-        self._count(plan.new.node_id, +1)
-        reserved = Orphan(plan.new.node_id, plan.new.segment_id)
-        if reserved in self._orphans:
-            self._orphans.remove(reserved)
-        return self._pg_geometry(volume, changed)
-
-    def changes_in_flight(self) -> list[tuple[str, ProtectionGroup, MembershipChange]]:
-        return [(volume_id, pg, change) for volume_id, pg in self._pgs() for change in pg.changes]
-
-    def set_change_target(self, volume_id: str, pg_index: int, old_node_id: str, target_lsn: int) -> None:
-        """Rule 12: the LSN the new segment must reach. Set once; the epoch does not change."""
-        volume = self._volume(volume_id)
-        self._set_pg(volume, replacement.with_target(self._pg(volume, pg_index), old_node_id, target_lsn))
-
-    def note_progress(self, volume_id: str, pg_index: int, new_node_id: str, scl: int) -> None:
-        self._progress[(volume_id, pg_index, new_node_id)] = scl
-
-    def complete_change(self, volume_id: str, pg_index: int, old_node_id: str) -> PgGeometry:
-        """Rule 12: the new node takes the old one's place in the base set."""
-        volume = self._volume(volume_id)
-        changed, change = replacement.complete(self._pg(volume, pg_index), old_node_id)
-        self._set_pg(volume, changed)
-        self._count(old_node_id, -1)
-        self._orphans.append(Orphan(old_node_id, self.segment_id(volume_id, pg_index)))
-        self._progress.pop((volume_id, pg_index, change.new_node_id), None)
-        return self._pg_geometry(volume, changed)
-
-    def due_rollbacks(self, now_ms: float) -> list[tuple[str, int, str, str]]:
-        """Rule 13: (volume, pg, old node, reason) of every change that must roll back."""
-        due = []
-        for volume_id, pg, change in self.changes_in_flight():
-            reason = replacement.rollback_reason(
-                change, self.is_healthy(change.old_node_id, now_ms), self.is_failed(change.new_node_id, now_ms)
-            )
-            if reason is not None:
-                due.append((volume_id, pg.pg_index, change.old_node_id, reason))
-        return due
-
-    def roll_back_change(self, volume_id: str, pg_index: int, old_node_id: str) -> PgGeometry:
-        """Rule 13: the new node leaves; the base set is unchanged."""
-        volume = self._volume(volume_id)
-        changed, change = replacement.roll_back(self._pg(volume, pg_index), old_node_id)
-        self._set_pg(volume, changed)
-        self._count(change.new_node_id, -1)
-        self._orphans.append(Orphan(change.new_node_id, self.segment_id(volume_id, pg_index)))
-        self._progress.pop((volume_id, pg_index, change.new_node_id), None)
-        return self._pg_geometry(volume, changed)
-
-    def _set_pg(self, volume: Volume, pg: ProtectionGroup) -> None:
-        volume.protection_groups[pg.pg_index] = replacement.checked(pg)
 
     # -- persistence (storage/control_plane_state_file.py) ----------------------
 

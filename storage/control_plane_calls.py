@@ -1,13 +1,14 @@
 """How the control plane reaches the storage nodes (`StorageService` calls), and how it words their failures.
 
-`SegmentClient` is the narrow interface the servicer and its healing rounds use; `GrpcSegmentClient`
-carries it out over gRPC, and the simulator (tools/sim/replacement.py) supplies its own.
+`SegmentClient` is the narrow interface the servicer and its healing rounds use; `TimelineSegmentClient`
+adds the calls a backtrack and a time resolution make (storage/control_plane_backtrack.py).
+`GrpcSegmentClient` carries both out over gRPC; the simulator (tools/sim/replacement.py) supplies its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import grpc
 
@@ -29,6 +30,23 @@ class SegmentClient(Protocol):
     async def update_membership(self, address: str, request: ss_pb2.UpdateMembershipRequest) -> ss_pb2.SegmentState: ...
 
     async def segment_state(self, address: str, segment_id: str) -> ss_pb2.SegmentState: ...
+
+
+@runtime_checkable
+class TimelineSegmentClient(SegmentClient, Protocol):
+    """The calls of a backtrack and of a time resolution, on top of `SegmentClient`'s."""
+
+    async def segment_state_at(
+        self, address: str, segment_id: str, tail_at_or_below_lsn: int
+    ) -> ss_pb2.GetSegmentStateResponse: ...
+
+    async def raise_volume_epoch(
+        self, address: str, request: ss_pb2.RaiseVolumeEpochRequest
+    ) -> ss_pb2.RaiseVolumeEpochResponse: ...
+
+    async def find_commit(self, address: str, request: ss_pb2.FindCommitRequest) -> ss_pb2.FindCommitResponse: ...
+
+    async def read_records(self, address: str, request: ss_pb2.ReadRecordsRequest) -> ss_pb2.ReadRecordsResponse: ...
 
 
 class GrpcSegmentClient:
@@ -59,6 +77,32 @@ class GrpcSegmentClient:
                 ss_pb2.GetSegmentStateRequest(segment_id=segment_id), timeout=self.timeout_s
             )
             return reply.state
+
+    async def _call(self, address: str, method: str, request: Any) -> Any:
+        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            stub = storage_service_pb2_grpc.StorageServiceStub(channel)
+            return await getattr(stub, method)(request, timeout=self.timeout_s)
+
+    async def segment_state_at(
+        self, address: str, segment_id: str, tail_at_or_below_lsn: int
+    ) -> ss_pb2.GetSegmentStateResponse:
+        request = ss_pb2.GetSegmentStateRequest(segment_id=segment_id, tail_at_or_below_lsn=tail_at_or_below_lsn)
+        reply: ss_pb2.GetSegmentStateResponse = await self._call(address, "GetSegmentState", request)
+        return reply
+
+    async def raise_volume_epoch(
+        self, address: str, request: ss_pb2.RaiseVolumeEpochRequest
+    ) -> ss_pb2.RaiseVolumeEpochResponse:
+        reply: ss_pb2.RaiseVolumeEpochResponse = await self._call(address, "RaiseVolumeEpoch", request)
+        return reply
+
+    async def find_commit(self, address: str, request: ss_pb2.FindCommitRequest) -> ss_pb2.FindCommitResponse:
+        reply: ss_pb2.FindCommitResponse = await self._call(address, "FindCommit", request)
+        return reply
+
+    async def read_records(self, address: str, request: ss_pb2.ReadRecordsRequest) -> ss_pb2.ReadRecordsResponse:
+        reply: ss_pb2.ReadRecordsResponse = await self._call(address, "ReadRecords", request)
+        return reply
 
 
 def is_gone(drop_result: object) -> bool:

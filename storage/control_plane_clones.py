@@ -104,6 +104,24 @@ class CloneRpcs:
 
     async def _carry_out_clone(self, plan: ClonePlan) -> VolumeGeometry:
         """Rule 1 of this module (lineage rule 5). Caller holds the lock."""
+        created, failures = await self._create_clone_segments(plan)
+        geometry = self.state.commit_clone(plan, created)
+        await self._persist()
+        log.info(
+            "created %s of volume %s at LSN %d (%d PGs, segment id serial %d)",
+            _what(plan),
+            plan.source_volume_id,
+            plan.branch_lsn,
+            len(plan.pgs),
+            plan.serial,
+        )
+        log_not_created(plan, failures)
+        return geometry
+
+    async def _create_clone_segments(self, plan: ClonePlan) -> tuple[set[tuple[int, str]], dict[tuple[int, str], str]]:
+        """Rule 1 up to the commit: reserve and persist, create every segment, undo all of it (UNAVAILABLE)
+        when a PG falls short of a write quorum. Returns (PG index, node id) of the segments created, and why
+        each other one was not. Caller holds the lock."""
         assert self._lock.locked()
         self.state.reserve_segments(plan.serial, plan.segments())
         await self._persist()
@@ -127,25 +145,7 @@ class CloneRpcs:
             self.state.release_segments(gone)
             await self._persist()
             raise Unavailable(clone_failure_sentence(plan, short, failures))
-        geometry = self.state.commit_clone(plan, created)
-        await self._persist()
-        log.info(
-            "created %s of volume %s at LSN %d (%d PGs, segment id serial %d)",
-            _what(plan),
-            plan.source_volume_id,
-            plan.branch_lsn,
-            len(plan.pgs),
-            plan.serial,
-        )
-        for (pg_index, node_id), why in sorted(failures.items()):
-            log.warning(
-                "%s PG %d: node %s did not create its segment (%s); it is created again later, flattened",
-                _what(plan),
-                pg_index,
-                node_id,
-                why,
-            )
-        return geometry
+        return created, failures
 
     async def _carry_out_deletion(self, deletion: Deletion) -> None:
         """Rule 2 of this module (lineage rules 7-8). Caller holds the lock."""
@@ -187,7 +187,20 @@ class CloneRpcs:
 
 
 def _what(plan: ClonePlan) -> str:
+    if plan.lsn_floor:
+        return f"the new timeline of volume {plan.volume_id}"
     return f"snapshot {plan.snapshot_name}" if plan.kind == KIND_SNAPSHOT else f"clone {plan.volume_id}"
+
+
+def log_not_created(plan: ClonePlan, failures: dict[tuple[int, str], str]) -> None:
+    for (pg_index, node_id), why in sorted(failures.items()):
+        log.warning(
+            "%s PG %d: node %s did not create its segment (%s); it is created again later, flattened",
+            _what(plan),
+            pg_index,
+            node_id,
+            why,
+        )
 
 
 def clone_failure_sentence(plan: ClonePlan, short: list[int], failures: dict[tuple[int, str], str]) -> str:
@@ -201,7 +214,6 @@ def clone_failure_sentence(plan: ClonePlan, short: list[int], failures: dict[tup
             f"PG {pg_index} was created on {COPIES - len(refusals)} of {COPIES} nodes, fewer than the write "
             f"quorum of {WRITE_QUORUM} ({nodes})"
         )
-    return (
-        f"could not create {_what(plan)} of {display_name(plan.source_volume_id)}: {'; '.join(parts)}; "
-        "nothing was kept; retry once the nodes are back"
-    )
+    source = display_name(plan.source_volume_id)
+    of = f" (from {source} at LSN {plan.branch_lsn})" if plan.lsn_floor else f" of {source}"
+    return f"could not create {_what(plan)}{of}: {'; '.join(parts)}; nothing was kept; retry once the nodes are back"

@@ -3,6 +3,7 @@ orphans, create lost copies again, begin replacements, measure targets and compl
 
 The adapter half of segment replacement: `storage.control_plane` records, `storage.replacement`
 decides, and this module talks to the storage nodes, in this order each round:
+0. drop the timelines backtracks left whose window has passed (storage/control_plane_backtrack.py);
 1. roll back the changes that must roll back (and install the new epoch);
 2. drop orphan segments whose node answers;
 3. create lost copies again on their (healthy) nodes, rebuilding (a clone's as a flattened copy,
@@ -75,6 +76,10 @@ class Healing:
         """Show display-only progress (the servicer's)."""
         raise NotImplementedError
 
+    async def _expire_timelines(self) -> None:
+        """Rule 0 (storage/control_plane_backtrack.py's; the lock is held)."""
+        raise NotImplementedError
+
     def start_healing(self, interval_s: float = HEAL_INTERVAL_S) -> None:
         self._heal_task = asyncio.create_task(self._heal_loop(interval_s), name="heal")
 
@@ -93,6 +98,7 @@ class Healing:
 
     async def heal_once(self) -> None:
         async with self._lock:
+            await self._expire_timelines()
             now = self.clock_ms()
             for volume_id, pg_index, old, reason in self.state.due_rollbacks(now):
                 geometry = self.state.roll_back_change(volume_id, pg_index, old)

@@ -32,6 +32,13 @@ VOLUME_COUNT_MAX = 4096
 VOLUME_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # A snapshot's internal volume id is this prefix and its name: no volume id matches VOLUME_ID_PATTERN so.
 SNAPSHOT_ID_PREFIX = "@"
+# A timeline a backtrack left (storage/control_plane_history.py) keeps its record under `NAME~SERIAL`,
+# SERIAL being its segment ids' serial: no volume id matches VOLUME_ID_PATTERN so.
+TIMELINE_ID_SEPARATOR = "~"
+TIMELINE_ID_PATTERN = re.compile(r"([a-z0-9][a-z0-9-]{0,62})~(0|[1-9][0-9]{0,18})")
+# How far back a backtrack may go (seconds of wall-clock time): the default and the most a volume may ask.
+BACKTRACK_WINDOW_S_DEFAULT = 24 * 3600
+BACKTRACK_WINDOW_S_MAX = 366 * 24 * 3600
 # Node ids and AZ names: printable, no spaces or slashes (they appear in paths and logs).
 NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 AZ_PATTERN = NODE_ID_PATTERN
@@ -62,6 +69,12 @@ class SnapshotInUse(StorageError):
     status_code_name = "FAILED_PRECONDITION"
 
 
+class CommitNotFound(StorageError):
+    """No commit of the volume lies at or before the time asked (it has none kept that old)."""
+
+    status_code_name = "NOT_FOUND"
+
+
 def format_bytes(n: int) -> str:
     for unit, size in (("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
         if n >= size and n % size == 0:
@@ -90,11 +103,48 @@ def validate_snapshot_name(snapshot_name: str) -> None:
 
 
 def validate_stored_volume_id(volume_id: str) -> None:
-    """A volume id in the state file: a user's, or a snapshot's internal `@NAME`."""
+    """A volume id in the state file: a user's, a snapshot's internal `@NAME` or a left timeline's `NAME~SERIAL`."""
     if volume_id.startswith(SNAPSHOT_ID_PREFIX):
         validate_snapshot_name(volume_id[len(SNAPSHOT_ID_PREFIX) :])
+    elif TIMELINE_ID_SEPARATOR in volume_id:
+        if not TIMELINE_ID_PATTERN.fullmatch(volume_id):
+            raise InvalidRequest(f"timeline id {volume_id!r} is not valid: NAME~SERIAL")
     else:
         validate_volume_id(volume_id)
+
+
+def timeline_id(name: str, serial: int) -> str:
+    """The internal id of volume `name`'s timeline whose segment ids have serial `serial`, once left."""
+    return f"{name}{TIMELINE_ID_SEPARATOR}{serial}"
+
+
+def is_timeline_id(volume_id: str) -> bool:
+    return TIMELINE_ID_SEPARATOR in volume_id
+
+
+def timeline_name(volume_id: str) -> str:
+    """The volume name a timeline id belongs to (the id itself for any other volume id)."""
+    return volume_id.partition(TIMELINE_ID_SEPARATOR)[0]
+
+
+def hidden_timeline_sentence(volume_id: str) -> str:
+    name = timeline_name(volume_id)
+    return (
+        f"{volume_id} is a timeline volume {name} left by a backtrack, not a volume; "
+        f"`sixfold volume history {name}` shows it, and a backtrack to a point of it brings it back"
+    )
+
+
+def resolve_backtrack_window(backtrack_window_s: int) -> int:
+    """0 means the default (24 h); anything else at most BACKTRACK_WINDOW_S_MAX."""
+    if backtrack_window_s == 0:
+        return BACKTRACK_WINDOW_S_DEFAULT
+    if not 0 < backtrack_window_s <= BACKTRACK_WINDOW_S_MAX:
+        raise InvalidRequest(
+            f"backtrack window {backtrack_window_s} s is not valid: use 1 s to {BACKTRACK_WINDOW_S_MAX} s "
+            f"({BACKTRACK_WINDOW_S_MAX // 86400} days), or 0 for 24 h"
+        )
+    return backtrack_window_s
 
 
 def resolve_page_size(page_size: int) -> int:

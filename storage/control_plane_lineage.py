@@ -9,7 +9,8 @@ Rules (this module owns them)
 1. Kinds and names. A volume is a root volume (no parent), a clone (a parent volume and the LSN it
    branched at), or a snapshot: a clone of kind SNAPSHOT that nobody writes, named by its snapshot
    name, whose internal volume id is `@NAME` (`snapshot_volume_id`: user volume ids start with a
-   letter or digit, so nobody can create one). Volume ids and snapshot names share one namespace: a
+   letter or digit, so nobody can create one; nor `NAME~SERIAL`, a timeline a backtrack left:
+   storage/control_plane_history.py). Volume ids and snapshot names share one namespace: a
    name held by a volume (live, or deleted and kept for its clones) or by a snapshot is refused for
    another volume or snapshot.
 2. Segment ids. `PREFIX/pg-00007` (`segment_id_for`), PREFIX being the volume id for serial 0 and
@@ -57,6 +58,9 @@ from sixfold.storage.control_plane_limits import (
     SnapshotInUse,
     VolumeDeleted,
     check_volume_room,
+    hidden_timeline_sentence,
+    is_timeline_id,
+    timeline_name,
     validate_snapshot_name,
     validate_volume_id,
 )
@@ -92,8 +96,13 @@ def pgs_short_of_quorum(plan: ClonePlan, created: Collection[tuple[int, str]]) -
 
 
 def select_snapshots(geometries: Iterable[VolumeGeometry], volume_id: str = "") -> list[VolumeGeometry]:
-    """The snapshots among `geometries` (of `volume_id` only, unless empty), by name."""
-    chosen = [g for g in geometries if g.kind == KIND_SNAPSHOT and (not volume_id or g.parent_volume_id == volume_id)]
+    """The snapshots among `geometries` (of `volume_id` only, unless empty: taken on any of its timelines), by
+    name."""
+    chosen = [
+        g
+        for g in geometries
+        if g.kind == KIND_SNAPSHOT and (not volume_id or timeline_name(g.parent_volume_id) == volume_id)
+    ]
     return sorted(chosen, key=lambda g: g.snapshot_name)
 
 
@@ -279,6 +288,8 @@ class Lineage(NodeRegistry):
             )
         if source.deleted:
             raise VolumeDeleted(f"{self.deleted_sentence(source.volume_id)}; clone one of those instead")
+        if is_timeline_id(source.volume_id):
+            raise InvalidRequest(hidden_timeline_sentence(source.volume_id))
         self.check_name_free(name, for_snapshot=kind == KIND_SNAPSHOT)
         check_volume_room(volume_id, len(self._volumes))
         pgs = source.protection_groups
@@ -305,6 +316,7 @@ class Lineage(NodeRegistry):
             source.page_size,
             source.segment_size_bytes,
             tuple(self._clone_pg(source, pg, volume_id, serial, parent_read_lsns[pg.pg_index]) for pg in pgs),
+            source.backtrack_window_s,
         )
 
     def _clone_pg(
@@ -330,7 +342,6 @@ class Lineage(NodeRegistry):
     def commit_clone(self, plan: ClonePlan, created: Collection[tuple[int, str]]) -> VolumeGeometry:
         """Rule 5: record the clone once every PG has a write quorum of created segments. `created`: (PG
         index, node id) of each segment a node created; the others are placed without a parent."""
-        assert not pgs_short_of_quorum(plan, created), (plan.volume_id, sorted(created))
         source = self._volumes.get(plan.source_volume_id)
         assert source is not None and not source.deleted, plan.source_volume_id
         name = plan.snapshot_name if plan.kind == KIND_SNAPSHOT else plan.volume_id
@@ -346,7 +357,16 @@ class Lineage(NodeRegistry):
             kind=plan.kind,
             created_at_ms=plan.created_at_ms,
             snapshot_name=plan.snapshot_name,
+            backtrack_window_s=plan.backtrack_window_s,
+            lsn_floor=plan.branch_lsn,
+            activated_at_ms=plan.created_at_ms,
         )
+        return self._record_clone(volume, plan, created)
+
+    def _record_clone(self, volume: Volume, plan: ClonePlan, created: Collection[tuple[int, str]]) -> VolumeGeometry:
+        """Rule 5: record a clone's volume and its PGs (a clone's, or a backtrack's new timeline)."""
+        assert not pgs_short_of_quorum(plan, created), (plan.volume_id, sorted(created))
+        assert volume.volume_id not in self._volumes, volume.volume_id
         self._volumes[volume.volume_id] = volume
         self._next_serial = max(self._next_serial, plan.serial + 1)
         for pg in plan.pgs:

@@ -18,6 +18,10 @@ The state machine decides; this module carries out its effects in a fixed order:
    take a serial reserves them first, as a clone does (lineage rule 2).
    ListVolumes shows neither snapshots nor deleted volumes; DescribeVolume refuses
    a deleted one (FAILED_PRECONDITION).
+6. Backtrack, history and time resolution (storage/control_plane_backtrack.py
+   carries them out, storage/control_plane_history.py and
+   storage/control_plane_timelines.py decide). ListVolumes does not show a
+   timeline a backtrack left and DescribeVolume refuses one (INVALID_ARGUMENT).
 Heartbeats only touch memory unless they carry a new address.
 
 The parts: storage nodes are reached through storage/control_plane_calls.py,
@@ -38,15 +42,15 @@ from typing import Any
 import grpc
 
 from sixfold.storage import control_plane as cp
+from sixfold.storage.control_plane_backtrack import BacktrackRpcs
 from sixfold.storage.control_plane_calls import (
     SEGMENT_CALL_TIMEOUT_S,
     GrpcSegmentClient,
     SegmentClient,
     describe_failure,
 )
-from sixfold.storage.control_plane_clones import CloneRpcs
 from sixfold.storage.control_plane_healing import HEAL_INTERVAL_S, Healing
-from sixfold.storage.control_plane_limits import VolumeDeleted
+from sixfold.storage.control_plane_limits import VolumeDeleted, hidden_timeline_sentence
 from sixfold.storage.control_plane_persistence import STATE_FILE_NAME, load_state, write_json_atomically
 from sixfold.storage.control_plane_wire import (
     DISK_CONDITION_NAMES,
@@ -98,7 +102,7 @@ def wall_ms() -> float:
     return time.time() * 1000.0
 
 
-class ControlPlaneServicer(Healing, CloneRpcs):
+class ControlPlaneServicer(BacktrackRpcs, Healing):
     """Implements every RPC of `storage.v1.ControlPlaneService`."""
 
     def __init__(
@@ -186,6 +190,7 @@ class ControlPlaneServicer(Healing, CloneRpcs):
                 request.segment_size_bytes,
                 self.clock_ms(),
                 int(self.wall_clock_ms()),
+                request.backtrack_window_s,
             )
             if plan.serial:  # module rule 5: dropped later unless committed
                 self.state.reserve_segments(plan.serial, plan.pg.segments)
@@ -217,6 +222,8 @@ class ControlPlaneServicer(Healing, CloneRpcs):
     async def DescribeVolume(
         self, request: cp_pb2.DescribeVolumeRequest, context: Any
     ) -> cp_pb2.DescribeVolumeResponse:
+        if self.state.is_left_timeline(request.volume_id):
+            raise InvalidRequest(hidden_timeline_sentence(request.volume_id))
         geometry = self._published.get(request.volume_id)
         if geometry is None:
             self.state.describe_volume(request.volume_id)  # raises UnknownVolume (or the id's error)
@@ -294,12 +301,18 @@ async def start_control_plane(
     segment_client: SegmentClient | None = None,
     failure_timeout_ms: int = cp.FAILURE_TIMEOUT_MS_DEFAULT,
     heal_interval_s: float = HEAL_INTERVAL_S,
+    wall_clock_ms: Callable[[], float] = wall_ms,
 ) -> tuple[grpc.aio.Server, int, ControlPlaneServicer]:
     """Load the state in `data_dir` and serve the control plane. Returns (server, bound port, servicer).
 
     `heal_interval_s` 0 leaves healing off (rule 4)."""
     servicer = ControlPlaneServicer(
-        data_dir, heartbeat_timeout_ms, heartbeat_interval_ms, segment_client, failure_timeout_ms=failure_timeout_ms
+        data_dir,
+        heartbeat_timeout_ms,
+        heartbeat_interval_ms,
+        segment_client,
+        failure_timeout_ms=failure_timeout_ms,
+        wall_clock_ms=wall_clock_ms,
     )
     server, bound, _health = await start_server(host, port, [(SERVICE_DESCRIPTOR, servicer, cp_pb2)])
     if heal_interval_s > 0:

@@ -10,7 +10,10 @@ Format (version `STATE_FORMAT_VERSION`):
      "nodes":   [{"node_id", "az", "address"}, ...],                       sorted by node id
      "volumes": [{"volume_id", "page_size", "segment_size_bytes", "geometry_epoch",
                   "serial", "parent_volume_id", "branch_lsn", "kind", "created_at_ms", "deleted",
-                  "snapshot_name",
+                  "snapshot_name", "backtrack_window_s", "lsn_floor", "activated_at_ms",
+                  "abandoned_at_ms", "end_lsn", "end_tails": [per PG], "lsn_high",
+                  "backtracks": [{"at_ms", "from_serial", "from_vdl", "to_serial", "to_lsn",
+                                  "to_commit_time_us"}],
                   "protection_groups": [{"pg_index", "first_page", "page_count", "membership_epoch",
                                          "node_ids": [six ids], "changes": [{"old_node_id",
                                          "new_node_id", "target_lsn" (null until measured)}],
@@ -20,7 +23,10 @@ Format (version `STATE_FORMAT_VERSION`):
      "next_serial": 1}
 The time-travel keys (a volume's from "serial" to "snapshot_name", a PG's "has_parent" to
 "parent_node_ids", and "next_serial"; storage/control_plane_lineage.py) came later: a file without
-them loads with the values of a root volume (no parent, serial 0, kind volume, created at 0).
+them loads with the values of a root volume (no parent, serial 0, kind volume, created at 0). So did
+the timeline keys (from "backtrack_window_s" on; storage/control_plane_history.py): without them a
+volume has the default window, owns the LSNs above its branch LSN, was activated when it was created
+and has never been left nor backtracked.
 """
 
 from __future__ import annotations
@@ -29,14 +35,19 @@ from collections.abc import Iterable
 from typing import Any
 
 from sixfold.storage.control_plane_limits import (
+    BACKTRACK_WINDOW_S_DEFAULT,
+    resolve_backtrack_window,
     resolve_page_size,
     resolve_segment_size,
+    timeline_id,
+    timeline_name,
     validate_node_fields,
     validate_stored_volume_id,
 )
 from sixfold.storage.control_plane_values import (
     KIND_SNAPSHOT,
     KIND_VOLUME,
+    BacktrackEntry,
     MembershipChange,
     Node,
     Orphan,
@@ -87,11 +98,20 @@ def volume_from_dict(v: dict[str, Any]) -> Volume:
         created_at_ms=int(v.get("created_at_ms", 0)),
         deleted=bool(v.get("deleted", False)),
         snapshot_name=v.get("snapshot_name", ""),
+        backtrack_window_s=resolve_backtrack_window(int(v.get("backtrack_window_s", BACKTRACK_WINDOW_S_DEFAULT))),
+        lsn_floor=int(v.get("lsn_floor", v.get("branch_lsn", 0))),
+        activated_at_ms=int(v.get("activated_at_ms", v.get("created_at_ms", 0))),
+        abandoned_at_ms=int(v.get("abandoned_at_ms", 0)),
+        end_lsn=int(v.get("end_lsn", 0)),
+        end_tails=tuple(int(t) for t in v.get("end_tails", ())),
+        lsn_high=int(v.get("lsn_high", 0)),
+        backtracks=[BacktrackEntry(**{k: int(x) for k, x in b.items()}) for b in v.get("backtracks", ())],
     )
     validate_stored_volume_id(volume.volume_id)
     resolve_segment_size(volume.segment_size_bytes, resolve_page_size(volume.page_size))
     assert volume.kind in (KIND_VOLUME, KIND_SNAPSHOT) and volume.serial >= 0, v
     assert (volume.kind == KIND_SNAPSHOT) == bool(volume.snapshot_name), v
+    assert not volume.left or volume.volume_id == timeline_id(timeline_name(volume.volume_id), volume.serial), v
     return volume
 
 
@@ -116,6 +136,24 @@ def volume_to_dict(volume: Volume) -> dict[str, Any]:
         "created_at_ms": volume.created_at_ms,
         "deleted": volume.deleted,
         "snapshot_name": volume.snapshot_name,
+        "backtrack_window_s": volume.backtrack_window_s,
+        "lsn_floor": volume.lsn_floor,
+        "activated_at_ms": volume.activated_at_ms,
+        "abandoned_at_ms": volume.abandoned_at_ms,
+        "end_lsn": volume.end_lsn,
+        "end_tails": list(volume.end_tails),
+        "lsn_high": volume.lsn_high,
+        "backtracks": [
+            {
+                "at_ms": b.at_ms,
+                "from_serial": b.from_serial,
+                "from_vdl": b.from_vdl,
+                "to_serial": b.to_serial,
+                "to_lsn": b.to_lsn,
+                "to_commit_time_us": b.to_commit_time_us,
+            }
+            for b in volume.backtracks
+        ],
         "protection_groups": [
             {
                 "pg_index": pg.pg_index,

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sixfold.storage.control_plane_limits import SNAPSHOT_ID_PREFIX, pg_count_max
+from sixfold.storage.control_plane_limits import (
+    BACKTRACK_WINDOW_S_DEFAULT,
+    SNAPSHOT_ID_PREFIX,
+    is_timeline_id,
+    pg_count_max,
+    timeline_name,
+)
 from sixfold.storage.copies import NodeCopies
 
 MEMBERSHIP_EPOCH_INITIAL = 1  # a new PG's
@@ -72,6 +78,18 @@ class ProtectionGroup:
         return self.node_ids + tuple(c.new_node_id for c in self.changes)
 
 
+@dataclass(frozen=True)
+class BacktrackEntry:
+    """One backtrack of a volume (storage/control_plane_history.py rule 4), its timelines named by serial."""
+
+    at_ms: int
+    from_serial: int
+    from_vdl: int
+    to_serial: int
+    to_lsn: int
+    to_commit_time_us: int
+
+
 @dataclass
 class Volume:
     volume_id: str
@@ -89,6 +107,24 @@ class Volume:
     created_at_ms: int = 0
     deleted: bool = False
     snapshot_name: str = ""
+    # Timelines (storage/control_plane_history.py rule 1): how far back a backtrack may go; the volume's own
+    # records have LSNs above `lsn_floor` (a root's 0, a clone's branch LSN, a backtrack's new timeline: above
+    # every LSN the volume ever allocated); the name pointed at it from `activated_at_ms`. Once left (its id
+    # then NAME~SERIAL): when, the VDL and per-PG chain tails it ended at, and the highest LSN its segments
+    # held then. The current record keeps the volume's backtracks.
+    backtrack_window_s: int = BACKTRACK_WINDOW_S_DEFAULT
+    lsn_floor: int = 0
+    activated_at_ms: int = 0
+    abandoned_at_ms: int = 0
+    end_lsn: int = 0
+    end_tails: tuple[int, ...] = ()
+    lsn_high: int = 0
+    backtracks: list[BacktrackEntry] = field(default_factory=list)
+
+    @property
+    def left(self) -> bool:
+        """A timeline a backtrack left (its id is NAME~SERIAL)."""
+        return is_timeline_id(self.volume_id)
 
     @property
     def pages_per_pg(self) -> int:
@@ -189,11 +225,13 @@ class VolumeGeometry:
     deleted: bool = False
     child_volume_ids: tuple[str, ...] = ()  # the volumes and snapshots that branched from it, still there
     snapshot_name: str = ""
+    backtrack_window_s: int = BACKTRACK_WINDOW_S_DEFAULT
 
     @property
     def listed(self) -> bool:
-        """Whether ListVolumes shows it: a volume, not deleted (snapshots are listed by ListSnapshots)."""
-        return self.kind == KIND_VOLUME and not self.deleted
+        """Whether ListVolumes shows it: a volume, neither deleted nor a timeline a backtrack left (snapshots
+        are listed by ListSnapshots)."""
+        return self.kind == KIND_VOLUME and not self.deleted and not is_timeline_id(self.volume_id)
 
 
 @dataclass(frozen=True)
@@ -208,6 +246,7 @@ class PgPlan:
     pg: PgGeometry
     serial: int = 0  # a new volume's segment id serial (storage/control_plane_lineage.py rule 2)
     created_at_ms: int = 0  # a new volume's wall-clock creation time
+    backtrack_window_s: int = BACKTRACK_WINDOW_S_DEFAULT  # a new volume's
 
     @property
     def creates_volume(self) -> bool:
@@ -230,6 +269,9 @@ class ClonePlan:
     segment_size_bytes: int
     # The clone's PGs, each with its six segments naming their parent segment.
     pgs: tuple[PgGeometry, ...]
+    backtrack_window_s: int = BACKTRACK_WINDOW_S_DEFAULT  # the source's
+    # A backtrack's new timeline (storage/control_plane_history.py rule 3): its new LSNs start above this.
+    lsn_floor: int = 0
 
     def segments(self) -> list[SegmentPlacement]:
         return [s for pg in self.pgs for s in pg.segments]
@@ -253,6 +295,8 @@ def snapshot_volume_id(snapshot_name: str) -> str:
 
 def segment_id_for(volume_id: str, pg_index: int, serial: int = 0) -> str:
     """A segment's id: `VOLUME/pg-00007`, or `VOLUME.SERIAL/pg-00007` for a volume with a serial
-    (storage/control_plane_lineage.py rule 2; volume ids hold no '.', so the forms never meet)."""
-    prefix = volume_id if serial == 0 else f"{volume_id}.{serial}"
+    (storage/control_plane_lineage.py rule 2; volume ids hold no '.', so the forms never meet). A timeline a
+    backtrack left keeps the ids it had: `VOLUME~SERIAL` names its segments as VOLUME with that serial."""
+    name = timeline_name(volume_id)
+    prefix = name if serial == 0 else f"{name}.{serial}"
     return f"{prefix}/pg-{pg_index:05d}"

@@ -7,6 +7,8 @@ storage/control_plane_values.py).
 
 from __future__ import annotations
 
+from sixfold.storage.control_plane_limits import timeline_name
+from sixfold.storage.control_plane_timelines import CommitAnswer, History, Timeline
 from sixfold.storage.control_plane_values import (
     KIND_SNAPSHOT,
     KIND_VOLUME,
@@ -116,7 +118,42 @@ def geometry_to_proto(geometry: VolumeGeometry) -> cp_pb2.VolumeGeometry:
         deleted=geometry.deleted,
         child_volume_ids=list(geometry.child_volume_ids),
         snapshot_name=geometry.snapshot_name,
+        backtrack_window_s=geometry.backtrack_window_s,
     )
+
+
+def timeline_to_proto(timeline: Timeline) -> cp_pb2.Timeline:
+    return cp_pb2.Timeline(
+        timeline_id=timeline.timeline_id,
+        parent_timeline_id=timeline.parent_timeline_id,
+        branch_lsn=timeline.branch_lsn,
+        lsn_floor=timeline.lsn_floor,
+        end_lsn=timeline.end_lsn,
+        activated_at_ms=timeline.activated_at_ms,
+        abandoned_at_ms=timeline.abandoned_at_ms,
+    )
+
+
+def history_to_proto(history: History) -> cp_pb2.VolumeHistoryResponse:
+    return cp_pb2.VolumeHistoryResponse(
+        backtrack_window_s=history.backtrack_window_s,
+        timelines=[timeline_to_proto(t) for t in history.timelines],
+        backtracks=[
+            cp_pb2.BacktrackRecord(
+                at_ms=b.at_ms,
+                from_timeline_id=b.from_timeline_id,
+                from_vdl=b.from_vdl,
+                to_timeline_id=b.to_timeline_id,
+                to_lsn=b.to_lsn,
+                to_commit_time_us=b.to_commit_time_us,
+            )
+            for b in history.backtracks
+        ],
+    )
+
+
+def commit_answer(reply: ss_pb2.FindCommitResponse) -> CommitAnswer:
+    return CommitAnswer(reply.lsn, reply.commit_time_us, reply.gc_floor_lsn, reply.oldest_commit_time_us)
 
 
 def kind_from_proto(kind: int) -> str:
@@ -143,7 +180,8 @@ def create_segment_request(plan: PgPlan) -> ss_pb2.CreateSegmentRequest:
 
 def clone_segment_requests(plan: ClonePlan, pg: PgGeometry) -> list[ss_pb2.CreateSegmentRequest]:
     """A clone PG's segment on each of its nodes, naming the parent segment on that node
-    (storage/control_plane_lineage.py rule 3), in the order of `pg.segments`."""
+    (storage/control_plane_lineage.py rule 3), in the order of `pg.segments`; a backtrack's new timeline
+    also says where its new LSNs start (storage/control_plane_history.py rule 2)."""
     return [
         ss_pb2.CreateSegmentRequest(
             segment_id=s.segment_id,
@@ -157,16 +195,18 @@ def clone_segment_requests(plan: ClonePlan, pg: PgGeometry) -> list[ss_pb2.Creat
             parent_segment_id=s.parent_segment_id,
             branch_lsn=plan.branch_lsn,
             parent_read_lsn=pg.parent_read_lsn,
+            lsn_floor=plan.lsn_floor,
         )
         for s in pg.segments
     ]
 
 
 def replacement_request(plan: ReplacementPlan) -> ss_pb2.CreateSegmentRequest:
-    """The new segment of a replacement, at the next membership epoch, with every segment as its peers."""
+    """The new segment of a replacement, at the next membership epoch, with every segment as its peers (a
+    timeline a backtrack left names the volume its segments were made for, as they do)."""
     return ss_pb2.CreateSegmentRequest(
         segment_id=plan.new.segment_id,
-        volume_id=plan.volume_id,
+        volume_id=timeline_name(plan.volume_id),
         pg_index=plan.pg_index,
         first_page=plan.first_page,
         page_count=plan.page_count,
@@ -177,10 +217,10 @@ def replacement_request(plan: ReplacementPlan) -> ss_pb2.CreateSegmentRequest:
 
 
 def copy_repair_request(repair: CopyRepair) -> ss_pb2.CreateSegmentRequest:
-    """A lost copy created again on its node, rebuilding from its peers."""
+    """A lost copy created again on its node, rebuilding from its peers (named as `replacement_request` says)."""
     return ss_pb2.CreateSegmentRequest(
         segment_id=repair.segment_id,
-        volume_id=repair.volume_id,
+        volume_id=timeline_name(repair.volume_id),
         pg_index=repair.pg_index,
         first_page=repair.first_page,
         page_count=repair.page_count,

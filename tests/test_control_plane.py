@@ -22,10 +22,13 @@ MIB = 2**20
 # The control plane's pure cores: no I/O, clock, randomness or threads (STYLE.md).
 PURE_MODULES = [
     "storage/control_plane.py",
+    "storage/control_plane_history.py",
     "storage/control_plane_limits.py",
     "storage/control_plane_lineage.py",
+    "storage/control_plane_membership.py",
     "storage/control_plane_nodes.py",
     "storage/control_plane_state_file.py",
+    "storage/control_plane_timelines.py",
     "storage/control_plane_values.py",
     "storage/copies.py",
     "storage/placement.py",
