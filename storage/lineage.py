@@ -9,7 +9,8 @@ brute-force oracle and as the reference the store follows. Rules (this module ow
    clone branched at and `parent_read_lsn` a the parent PG's chain tail at or below b, so the parent PG
    has no record in (a, b] and its pages at a are those at b. Every record the clone's segment ever
    holds is above b. A new clone segment holds nothing of its own and starts as if hydrated at a
-   (`start_clone`): SCL = GC floor = chain anchor = high water = a, and VDL hint = highest LSN = b.
+   (`start_clone`): SCL = GC floor = chain anchor = high water = a, VDL hint = b and highest LSN =
+   max(b, lsn_floor) (`SegmentMeta.highest_lsn_floor`, which it never drops below).
 2. Resolution (`resolve`). A read of page p at read point r on a segment starts from its own newest
    version of p at or below r; if it has none, from its parent's page p read at a (rule 2 again, up the
    chain), or from a zero page if it has no parent. Then the segment's own records of p above where the
@@ -31,10 +32,10 @@ brute-force oracle and as the reference the store follows. Rules (this module ow
    (its own and those it would fall through for) from a peer.
 7. A parent with children is never dropped (`check_drop`). When the parent's pages at a are replaced
    (it starts hydrating at an LSN above a) or are gone (its disk failed, or its metadata was lost at
-   start), the child loses its link (`lose_parent`): it holds only its own records, so it becomes a
-   rebuilding segment whose SCL is below its GC floor; it serves nothing until gossip hydrates it from
-   a peer as a flattened copy. (With a = 0 nothing is lost: every page of the lineage is zero at LSN 0,
-   so only the link goes.)
+   start), the child loses its link (`lose_parent`; b stays its LSN floor): it holds only its own
+   records, so it becomes a rebuilding segment whose SCL is below its GC floor; it serves nothing until
+   gossip hydrates it from a peer as a flattened copy. (With a = 0 nothing is lost: every page of the
+   lineage is zero at LSN 0, so only the link goes.)
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ def start_clone(meta: SegmentMeta) -> None:
     """Rule 1: a new clone segment's watermarks, as if hydrated at parent_read_lsn."""
     a, b = meta.parent_read_lsn, meta.branch_lsn
     meta.scl = meta.retention_horizon_lsn = meta.chain_anchor_lsn = meta.scl_high_water = a
-    meta.vdl_hint = meta.highest_lsn = b
+    meta.vdl_hint = b
+    meta.highest_lsn = meta.highest_lsn_floor
     meta.rebuilding = False
 
 
@@ -221,6 +223,7 @@ def lose_parent(seg: Segment) -> None:
     GC floor (at or above a >= 1), so it serves nothing until it is hydrated as a flattened copy."""
     m = seg.meta
     read_lsn = m.parent_read_lsn
+    m.lsn_floor = m.highest_lsn_floor  # its writer still allocates above the branch
     m.parent_segment_id, m.branch_lsn, m.parent_read_lsn = "", 0, 0
     if read_lsn == 0:
         return

@@ -256,6 +256,28 @@ class StorageServicer:
         )
         return pb.ReadRecordsResponse(records=[record_to_proto(r) for r in records], scl=scl, more=more)
 
+    async def FindCommit(self, request: pb.FindCommitRequest, context: Any) -> pb.FindCommitResponse:
+        """The newest commit at or before a time among the segment's own records (storage/store/commits.py),
+        on a reader thread: the walk may be long, and LMDB reads run on any thread."""
+        _check_segment_id(request.segment_id)
+        self.store.segment(request.segment_id)
+        found = await asyncio.to_thread(
+            self.store.find_commit, request.segment_id, request.at_time_us, request.at_or_below_lsn
+        )
+        if found.records_skipped:
+            log.warning(
+                "segment %s: %d records failed their check while searching for a commit; they were skipped "
+                "(scrubbing quarantines them and gossip fetches them again)",
+                request.segment_id,
+                found.records_skipped,
+            )
+        return pb.FindCommitResponse(
+            lsn=found.lsn,
+            commit_time_us=found.commit_time_us,
+            gc_floor_lsn=found.gc_floor_lsn,
+            oldest_commit_time_us=found.oldest_commit_time_us,
+        )
+
     async def GetSegmentState(self, request: pb.GetSegmentStateRequest, context: Any) -> pb.GetSegmentStateResponse:
         _check_segment_id(request.segment_id)
         state = self._state(request.segment_id)
@@ -345,6 +367,7 @@ class StorageServicer:
             parent_segment_id=request.parent_segment_id,
             branch_lsn=request.branch_lsn,
             parent_read_lsn=request.parent_read_lsn,
+            lsn_floor=request.lsn_floor,
         )
         meta.check_lineage()
         created_meta, created = await self._on_writer(self.store.create_segment, meta, request.rebuild)

@@ -160,7 +160,7 @@ def merge_copies(a: SegmentMeta, b: SegmentMeta) -> SegmentMeta | None:
     anyway (rule 2); of what is not, a newer epoch fences more, a truncation range or pin kept voids or
     keeps more, a higher high water demands more, a lower chain anchor walks from further back (a walk that
     meets a collected record stops: SCL claims less), a lower VDL hint is still a durable bound, a higher GC
-    floor serves less."""
+    floor serves less, a higher LSN floor allocates higher."""
     identity = (
         "segment_id",
         "volume_id",
@@ -191,6 +191,7 @@ def merge_copies(a: SegmentMeta, b: SegmentMeta) -> SegmentMeta | None:
     m.retention_horizon_lsn = max(a.retention_horizon_lsn, b.retention_horizon_lsn)
     m.chain_anchor_lsn = min(a.chain_anchor_lsn, b.chain_anchor_lsn)
     m.vdl_hint = min(a.vdl_hint, b.vdl_hint)
+    m.lsn_floor = max(a.lsn_floor, b.lsn_floor)
     try:
         m.validate()
     except StorageError:
@@ -232,8 +233,9 @@ def _verified(txn: Any, records: Any, meta: SegmentMeta, record_count: int) -> t
     damaged = meta.scl < meta.retention_horizon_lsn
     base = meta.scl if damaged else meta.chain_anchor_lsn
     tracker = SclTracker.rebuilt(base, held_above(txn, records, meta, base, warn=True))
-    # A clone's segment holds nothing at or below its branch, yet its writer's LSNs are above it.
-    highest = max(last_lsn(txn, records, meta.seg_no), meta.chain_anchor_lsn, tracker.scl, meta.branch_lsn)
+    # A clone's segment holds nothing at or below its branch (a new timeline's, its LSN floor), yet its
+    # writer's LSNs are above it.
+    highest = max(last_lsn(txn, records, meta.seg_no), meta.chain_anchor_lsn, tracker.scl, meta.highest_lsn_floor)
     stored = (meta.scl, meta.highest_lsn, meta.record_count)
     if tracker.scl != meta.scl:
         log.warning(

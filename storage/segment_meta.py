@@ -76,6 +76,9 @@ class SegmentMeta:
     parent_segment_id: str = ""
     branch_lsn: int = 0
     parent_read_lsn: int = 0
+    # New LSNs on the segment's volume start above this (a backtrack's new timeline: above every LSN the
+    # volume ever allocated). highest_lsn never drops below max(branch_lsn, lsn_floor) (`highest_lsn_floor`).
+    lsn_floor: int = 0
 
     def to_bytes(self) -> bytes:
         """The stored form: magic, CRC-32C of the body, then the body (compact JSON)."""
@@ -112,12 +115,12 @@ class SegmentMeta:
 
     @classmethod
     def _from_dict(cls, d: Any) -> SegmentMeta:
-        # Metadata stored before clones existed has no lineage fields: they take their defaults (no parent).
-        if not isinstance(d, dict) or not set(_META_FIELDS) - set(_LINEAGE_DEFAULTS) <= set(d) <= set(_META_FIELDS):
+        # Metadata stored before clones (or LSN floors) existed lacks those fields: they take their defaults.
+        if not isinstance(d, dict) or not set(_META_FIELDS) - set(_OPTIONAL_DEFAULTS) <= set(d) <= set(_META_FIELDS):
             raise ValueError("the fields are not those of segment metadata")
         values: dict[str, Any] = {}
         for name, kind in _META_TYPES.items():
-            value = d.get(name, _LINEAGE_DEFAULTS.get(name))
+            value = d.get(name, _OPTIONAL_DEFAULTS.get(name))
             if kind is int and (type(value) is not int or value < 0):
                 raise ValueError(f"{name} is not a non-negative integer")
             if kind is str and type(value) is not str:
@@ -184,6 +187,8 @@ class SegmentMeta:
         name, branch, read = self.parent_segment_id, self.branch_lsn, self.parent_read_lsn
         if branch > LSN_MAX or read > LSN_MAX:
             raise InvalidRequest(f"branch_lsn {branch} or parent_read_lsn {read} is above the highest LSN {LSN_MAX}")
+        if self.lsn_floor > LSN_MAX:
+            raise InvalidRequest(f"lsn_floor {self.lsn_floor} is above the highest LSN {LSN_MAX}")
         if not name:
             if branch or read:
                 raise InvalidRequest("branch_lsn and parent_read_lsn are set but parent_segment_id is not")
@@ -219,6 +224,12 @@ class SegmentMeta:
         self.holes = sorted(set(self.holes) | {lsn})[-HOLES_MAX:]
 
     @property
+    def highest_lsn_floor(self) -> int:
+        """The lowest highest_lsn the segment may report: its writer allocates above it (a clone's branch, a
+        new timeline's LSN floor) even while the segment holds no record there."""
+        return max(self.branch_lsn, self.lsn_floor)
+
+    @property
     def lineage(self) -> tuple[str, int, int]:
         """(parent_segment_id, branch_lsn, parent_read_lsn): the parent link ("" , 0, 0 without one)."""
         return self.parent_segment_id, self.branch_lsn, self.parent_read_lsn
@@ -234,7 +245,8 @@ class SegmentMeta:
 
 
 _META_FIELDS = [f.name for f in fields(SegmentMeta)]
-_LINEAGE_DEFAULTS: dict[str, Any] = {"parent_segment_id": "", "branch_lsn": 0, "parent_read_lsn": 0}
+# Fields metadata stored by older nodes may lack, with the value they mean then.
+_OPTIONAL_DEFAULTS: dict[str, Any] = {"parent_segment_id": "", "branch_lsn": 0, "parent_read_lsn": 0, "lsn_floor": 0}
 # The scalar fields and their JSON types (the list fields are checked one by one in `_from_dict`).
 _META_TYPES: dict[str, type] = {
     f.name: {"int": int, "str": str, "bool": bool}[str(f.type)]

@@ -8,6 +8,7 @@
 - meta_updates.py: epochs, membership, rebuild target and pins (the epoch rules: storage/epochs.py);
 - appends.py and truncate.py: group commit's write transaction, and truncation ranges;
 - reads.py: pages, records and chain tails for writers and peers;
+- commits.py: the newest commit at or before a time (FindCommit);
 - scrubbing.py and quarantine.py: what the scrubber (storage/scrub.py) reads and what a bad copy becomes;
 - coalescing.py and dirty.py: folding records into page versions, the GC horizon, GC;
 - hydration.py: copying a peer's pages when the records it lacks were garbage-collected.
@@ -36,6 +37,7 @@ from sixfold.storage.keys import page_key, record_key
 from sixfold.storage.lmdb_env import MAP_SIZE_DEFAULT_BYTES
 from sixfold.storage.store.appends import Appends, BatchResult
 from sixfold.storage.store.coalescing import Coalescing
+from sixfold.storage.store.commits import FIND_COMMIT_RECORDS_MAX, Commits, FoundCommit
 from sixfold.storage.store.dirty import LOOK_AGAIN
 from sixfold.storage.store.hydration import Hydration
 from sixfold.storage.store.lifecycle import DELETE_ROWS_PER_TXN_MAX, Lifecycle
@@ -46,10 +48,12 @@ from sixfold.storage.store.scrubbing import Scrubbing
 
 __all__ = [
     "DELETE_ROWS_PER_TXN_MAX",
+    "FIND_COMMIT_RECORDS_MAX",
     "LOOK_AGAIN",
     "READ_BYTES_MAX",
     "READ_RECORDS_MAX",
     "BatchResult",
+    "FoundCommit",
     "PageRead",
     "SegmentStore",
     "page_key",
@@ -57,7 +61,7 @@ __all__ = [
 ]
 
 
-class SegmentStore(Lifecycle, MetaUpdates, Appends, Reads, Scrubbing, Quarantine, Coalescing, Hydration):
+class SegmentStore(Lifecycle, MetaUpdates, Appends, Reads, Commits, Scrubbing, Quarantine, Coalescing, Hydration):
     def __init__(
         self,
         path: str,

@@ -103,7 +103,7 @@ class Lifecycle(Clones):
     def rebuild_in_fresh_environment(self, keep: list[SegmentMeta] | None = None) -> list[str]:
         """The disk failed: move the environment aside, open a fresh one and create every segment of
         `keep` (default: every segment held now) again, empty and `rebuilding` (it fills from its peers).
-        Its identity, epochs, truncation ranges, pins and high water are kept; nothing it stored is.
+        Its identity, epochs, truncation ranges, pins, high water and LSN floor are kept; nothing it stored is.
         Returns the segment ids. Runs on the writer thread."""
         keep = [s.meta for s in self.segments.values()] if keep is None else keep
         self.disk.replace()
@@ -114,7 +114,8 @@ class Lifecycle(Clones):
                 meta.copy(),
                 seg_no=next_seg_no,
                 scl=0,
-                highest_lsn=0,
+                highest_lsn=meta.highest_lsn_floor,
+                lsn_floor=meta.highest_lsn_floor,  # its writer still allocates above a clone's branch
                 record_count=0,
                 retention_horizon_lsn=0,
                 chain_anchor_lsn=0,
@@ -186,6 +187,7 @@ class Lifecycle(Clones):
         if seg_no > SEG_NO_MAX:
             raise StorageError(f"this node has used every one of its {SEG_NO_MAX} segment numbers")
         fresh = SegmentMeta(**{**meta.__dict__, "seg_no": seg_no, "truncation_ranges": [], "rebuilding": rebuild})
+        fresh.highest_lsn = max(fresh.highest_lsn, fresh.highest_lsn_floor)  # its writer allocates above it
         self.disk.write(self._put_clone if fresh.parent_segment_id else self._put_meta, fresh)
         self._next_seg_no = seg_no + 1
         self.lost.pop(fresh.segment_id, None)

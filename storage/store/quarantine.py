@@ -78,8 +78,8 @@ class Quarantine(Rows):
             self._break_chain_at(txn, seg, lsn)
             seg.meta.record_count = max(0, seg.meta.record_count - 1)
             if lsn >= seg.meta.highest_lsn:
-                # A clone's segment holds nothing at or below its branch, yet its writer's LSNs are above it.
-                seg.meta.highest_lsn = max(self._highest_lsn_in_txn(txn, seg_no), seg.meta.branch_lsn)
+                # Never below its LSN floor (a clone's branch): its writer's LSNs are above it.
+                seg.meta.highest_lsn = max(self._highest_lsn_in_txn(txn, seg_no), seg.meta.highest_lsn_floor)
             self._put_meta(txn, seg.meta)  # the lowered SCL is durable with the deletion: a restart trusts it
             return Quarantined(segment_id, lsn, problem, scl_before, seg.tracker.scl, rows), seg
 

@@ -80,6 +80,8 @@ class Truncating(Rows):
         kept_from_start = held_above(txn, self._records, seg.meta, below)
         highest = seg.meta.highest_lsn
         if highest >= r.start_lsn:
-            highest = max(self._highest_lsn_in_txn(txn, seg_no), seg.meta.branch_lsn)  # a clone's: above its branch
+            highest = max(
+                self._highest_lsn_in_txn(txn, seg_no), seg.meta.highest_lsn_floor
+            )  # never below its LSN floor
         seg.note_truncation(r, below, kept_from_start, removed, highest, stored_tail)
         return removed
