@@ -134,7 +134,7 @@ def resolve_lsn(own: Sequence[Timeline], lsn: int, name: str) -> Timeline:
     current = own[-1]
     if not 1 <= lsn <= LSN_MAX:
         raise InvalidRequest(f"LSN {lsn} is not valid: a backtrack goes to an LSN from 1 to {LSN_MAX}")
-    if lsn > current.end_lsn:
+    if lsn > current.end_lsn and lsn > current.lsn_floor:  # in the current timeline's own LSNs, past its VDL
         raise ReadPointOutOfRange(
             f"LSN {lsn} is above volume {name}'s VDL {current.end_lsn}: nothing above VDL is durable; backtrack "
             "to an LSN at or below it"

@@ -8,6 +8,7 @@ its own volumes (small segments, so a volume spans several PGs).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -36,6 +37,12 @@ def client(cluster: Cluster) -> Iterator[VolumeClient]:
         yield c
 
 
+def pad(value: bytes) -> bytes:
+    """Values are written 16 bytes wide, so a later write replaces an earlier one whole."""
+    assert len(value) <= 16
+    return value.ljust(16, b"\0")
+
+
 def page(client: VolumeClient, volume: str, page_no: int) -> bytes:
     return client.read_page(volume, page_no)[:16].rstrip(b"\0")
 
@@ -48,9 +55,9 @@ def test_a_clone_shows_the_source_at_the_branch_and_then_only_its_own_writes(cli
     client.create_volume("src", segment_size_bytes=SEGMENT_BYTES)
     pages = [0, 5, 17, 40]  # three PGs
     for p in pages:
-        client.write_page("src", p, f"src-{p}".encode())
-    early = client.write("src", [(1, 0, b"one"), (18, 0, b"eighteen")])  # one MTR over two PGs
-    client.write_page("src", 5, b"src-5-later")
+        client.write_page("src", p, pad(f"src-{p}".encode()))
+    early = client.write("src", [(1, 0, pad(b"one")), (18, 0, pad(b"eighteen"))])  # one MTR over two PGs
+    client.write_page("src", 5, pad(b"src-5-later"))
 
     reply = client.clone_volume("src", "c1")
     assert reply.clone.parent_volume_id == "src" and reply.clone.pg_count >= 3
@@ -60,16 +67,16 @@ def test_a_clone_shows_the_source_at_the_branch_and_then_only_its_own_writes(cli
         assert page(client, "c1", p) == expected, p
     assert page(client, "c1", 1) == b"one" and page(client, "c1", 18) == b"eighteen"
 
-    client.write_page("c1", 0, b"clone-0")
-    client.write_page("c1", 40, b"clone-40")
-    client.write_page("src", 17, b"src-17-after")
+    client.write_page("c1", 0, pad(b"clone-0"))
+    client.write_page("c1", 40, pad(b"clone-40"))
+    client.write_page("src", 17, pad(b"src-17-after"))
     assert page(client, "c1", 0) == b"clone-0" and page(client, "src", 0) == b"src-0"
     assert page(client, "c1", 40) == b"clone-40" and page(client, "src", 40) == b"src-40"
     assert page(client, "c1", 17) == b"src-17" and page(client, "src", 17) == b"src-17-after"
 
     # A clone of the clone, and a clone of the source at an earlier commit.
     client.clone_volume("c1", "c2")
-    client.write_page("c2", 5, b"c2-5")
+    client.write_page("c2", 5, pad(b"c2-5"))
     assert page(client, "c2", 0) == b"clone-0" and page(client, "c2", 17) == b"src-17"
     assert page(client, "c1", 5) == b"src-5-later" and page(client, "c2", 5) == b"c2-5"
 
@@ -80,14 +87,14 @@ def test_a_clone_shows_the_source_at_the_branch_and_then_only_its_own_writes(cli
 
     # Past the parent's end: the clone grows with PGs of its own.
     far = 16 * 8 + 3
-    client.write_page("c1", far, b"grown")
+    client.write_page("c1", far, pad(b"grown"))
     assert page(client, "c1", far) == b"grown"
     assert page(client, "c1", 18) == b"eighteen"
 
 
 def test_bad_clone_requests_are_refused_and_change_nothing(client: VolumeClient) -> None:
     client.create_volume("bad-src", segment_size_bytes=SEGMENT_BYTES)
-    lsn = client.write("bad-src", [(0, 0, b"a"), (20, 0, b"b")])
+    lsn = client.write("bad-src", [(0, 0, pad(b"a")), (20, 0, pad(b"b"))])
     with pytest.raises(VolumeError) as raised:
         client.clone_volume("no-such-volume", "x1")
     assert code(raised) == grpc.StatusCode.NOT_FOUND
@@ -110,10 +117,10 @@ def test_bad_clone_requests_are_refused_and_change_nothing(client: VolumeClient)
 
 def test_snapshots_restore_and_delete(cluster: Cluster, client: VolumeClient) -> None:
     client.create_volume("snapsrc", segment_size_bytes=SEGMENT_BYTES)
-    client.write_page("snapsrc", 3, b"before")
+    client.write_page("snapsrc", 3, pad(b"before"))
     out = sixfold_ok(cluster, "volume", "snapshot", "create", "snapsrc", "s1")
     assert "snapshot s1 of snapsrc" in out
-    client.write_page("snapsrc", 3, b"after")
+    client.write_page("snapsrc", 3, pad(b"after"))
     listed = sixfold_ok(cluster, "volume", "snapshot", "list", "snapsrc")
     assert "s1" in listed and "snapsrc" in listed
     assert "s1" not in {v.volume_id for v in client.list_volumes()}
@@ -134,7 +141,7 @@ def test_snapshots_restore_and_delete(cluster: Cluster, client: VolumeClient) ->
 
 def test_deleting_a_volume_keeps_what_its_clones_read(cluster: Cluster, client: VolumeClient) -> None:
     client.create_volume("parent", segment_size_bytes=SEGMENT_BYTES)
-    client.write_page("parent", 2, b"kept")
+    client.write_page("parent", 2, pad(b"kept"))
     client.clone_volume("parent", "child")
     out = sixfold_ok(cluster, "volume", "delete", "parent")
     assert "stays" in out
@@ -168,3 +175,58 @@ def test_a_clone_of_a_database_opens_in_sql(cluster: Cluster, client: VolumeClie
     assert source_rows == ["a", "b", "only-in-source"]
     out = sixfold_ok(cluster, "sql", "--volume", "dbclone", "PRAGMA integrity_check")
     assert "ok" in out
+
+
+def test_backtrack_rewinds_in_place_and_can_move_forward_again(cluster: Cluster, client: VolumeClient) -> None:
+    client.create_volume("bt", segment_size_bytes=SEGMENT_BYTES)
+    first = client.write("bt", [(0, 0, pad(b"v1")), (20, 0, pad(b"w1"))])
+    second = client.write("bt", [(0, 0, pad(b"v2"))])
+    third = client.write("bt", [(20, 0, pad(b"w3"))])
+    vdl_before = client.status("bt").vdl
+
+    out = sixfold_ok(cluster, "volume", "backtrack", "bt", "--to", str(first))
+    assert f"to LSN {first}" in out
+    assert page(client, "bt", 0) == b"v1" and page(client, "bt", 20) == b"w1"
+    after = client.write("bt", [(5, 0, pad(b"after"))])
+    assert after > vdl_before  # new LSNs continue above every LSN the volume ever used
+    assert page(client, "bt", 5) == b"after"
+
+    # Forward again, to a commit of the timeline left behind: its writes reappear, the newer ones do not.
+    reply = client.backtrack("bt", second)
+    assert reply.to_lsn == second
+    assert page(client, "bt", 0) == b"v2" and page(client, "bt", 20) == b"w1" and page(client, "bt", 5) == b""
+    client.backtrack("bt", third)
+    assert page(client, "bt", 20) == b"w3"
+
+    history = client.volume_history("bt")
+    assert len(history.backtracks) == 3 and len(history.timelines) >= 3
+    assert [b.to_lsn for b in history.backtracks] == [first, second, third]
+    shown = sixfold_ok(cluster, "volume", "history", "bt")
+    assert "TIMELINE" in shown and str(second) in shown
+
+    refusals = (
+        (client.status("bt").vdl + 10**12, grpc.StatusCode.OUT_OF_RANGE, "VDL"),  # above every LSN used
+        (first - 1, grpc.StatusCode.INVALID_ARGUMENT, "transaction"),  # the first record of a two-record MTR
+    )
+    for to_lsn, wanted, words in refusals:
+        with pytest.raises(VolumeError) as raised:
+            client.backtrack("bt", to_lsn)
+        assert code(raised) == wanted and words in raised.value.details, raised.value
+    bad = sixfold(cluster, "volume", "backtrack", "bt", "--to", "yesterday")
+    assert bad.returncode == 2 and "not a time" in bad.stderr
+    assert page(client, "bt", 20) == b"w3"  # nothing changed by the refusals
+
+
+def test_a_clone_at_a_time_is_a_point_in_time_restore(client: VolumeClient) -> None:
+    client.create_volume("pitr", segment_size_bytes=SEGMENT_BYTES)
+    client.write_page("pitr", 1, pad(b"old"))
+    time.sleep(0.05)
+    between_us = int(time.time() * 1_000_000)
+    time.sleep(0.05)
+    client.write_page("pitr", 1, pad(b"new"))
+    reply = client.clone_volume("pitr", "pitr-restored", at_time_us=between_us)
+    assert page(client, "pitr-restored", 1) == b"old" and page(client, "pitr", 1) == b"new"
+    with pytest.raises(VolumeError) as raised:
+        client.clone_volume("pitr", "pitr-too-early", at_time_us=1_000_000)  # 1970
+    assert code(raised) in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE)
+    assert reply.clone.branch_lsn < client.status("pitr").vdl

@@ -181,7 +181,7 @@ class Sim:
 
     def backtrack_to_lsn(self, lsn: int) -> None:
         own = self.state.own_timelines("v", self.current.vdl())
-        expected = self.owner(lsn) if 1 <= lsn <= self.current.vdl() else None
+        expected = self.owner(lsn) if 1 <= lsn else None  # an old timeline's LSN may lie above the current VDL
         if expected is None:
             with pytest.raises((InvalidRequest, ReadPointOutOfRange)):
                 resolve_lsn(own, lsn, "v")
@@ -301,6 +301,8 @@ def test_lsn_refusals_say_why() -> None:
     own = [line("v~1", "src", 50, 50, 80, 10, 20), line("v", "v~1", 70, 90, 120, 20)]
     assert resolve_lsn(own, 75, "v").timeline_id == "v~1"  # forward again on the timeline left
     assert resolve_lsn(own, 95, "v").timeline_id == "v"
+    fresh = [own[0], line("v", "v~1", 70, 90, 70, 20)]  # the current timeline has no commit of its own yet
+    assert resolve_lsn(fresh, 75, "v").timeline_id == "v~1"  # above its VDL 70, but on the timeline left
     assert "not valid" in refused(InvalidRequest, resolve_lsn, own, 0, "v")
     assert refused(ReadPointOutOfRange, resolve_lsn, own, 121, "v") == (
         "LSN 121 is above volume v's VDL 120: nothing above VDL is durable; backtrack to an LSN at or below it"
