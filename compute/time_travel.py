@@ -181,7 +181,7 @@ class TimeTravelRpcs:
             request = cp_pb.FindVolumeCommitRequest(
                 volume_id=volume.volume_id, at_time_us=at_time_us, current_vdl=volume.vdl
             )
-            reply = await self.control_plane.FindCommit(request, timeout=CLONE_TIMEOUT_S)
+            reply = await self.control_plane.FindVolumeCommit(request, timeout=CLONE_TIMEOUT_S)
         except grpc.aio.AioRpcError as error:
             raise forwarded(error, f"finding the commit of volume {volume.volume_id!r} at that time") from None
         if reply.timeline_id != volume.volume_id:

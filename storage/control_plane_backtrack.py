@@ -1,4 +1,4 @@
-"""The control plane's backtrack and time RPCs: Backtrack, VolumeHistory and FindCommit, carried out against
+"""The control plane's backtrack and time RPCs: Backtrack, VolumeHistory and FindVolumeCommit, carried out against
 the storage nodes, and the expiry of left timelines in the healing rounds.
 
 The adapter half of storage/control_plane_history.py (the records) and storage/control_plane_timelines.py
@@ -173,7 +173,7 @@ class BacktrackRpcs(CloneRpcs):
             history = self.state.history(request.volume_id)
         return history_to_proto(history)
 
-    async def FindCommit(
+    async def FindVolumeCommit(
         self, request: cp_pb2.FindVolumeCommitRequest, context: Any
     ) -> cp_pb2.FindVolumeCommitResponse:
         if not request.at_time_us:

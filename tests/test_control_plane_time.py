@@ -31,7 +31,7 @@ def test_find_commit_and_a_clone_cannot_leave_its_own_history(tmp_path: Path) ->
 
         def find(at_us: int, vdl: int = 30, volume_id: str = "v") -> Any:
             request = cp_pb2.FindVolumeCommitRequest(volume_id=volume_id, at_time_us=at_us, current_vdl=vdl)
-            return cp.FindCommit(request, None)
+            return cp.FindVolumeCommit(request, None)
 
         reply = await find(us(260))
         assert (reply.lsn, reply.commit_time_us, reply.timeline_id) == (25, us(250), "v")
@@ -90,7 +90,7 @@ def test_refusals_over_grpc_carry_their_status(tmp_path: Path) -> None:
                     (stub.Backtrack(back(to_lsn=20)), grpc.StatusCode.INVALID_ARGUMENT),
                     (stub.VolumeHistory(cp_pb2.VolumeHistoryRequest(volume_id="w")), grpc.StatusCode.NOT_FOUND),
                     (
-                        stub.FindCommit(cp_pb2.FindVolumeCommitRequest(volume_id="v", at_time_us=us(50))),
+                        stub.FindVolumeCommit(cp_pb2.FindVolumeCommitRequest(volume_id="v", at_time_us=us(50))),
                         grpc.StatusCode.NOT_FOUND,
                     ),
                     (
@@ -108,7 +108,7 @@ def test_refusals_over_grpc_carry_their_status(tmp_path: Path) -> None:
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await stub.DescribeVolume(cp_pb2.DescribeVolumeRequest(volume_id="v~0"))
                 assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-                found = await stub.FindCommit(cp_pb2.FindVolumeCommitRequest(volume_id="v", at_time_us=us(260)))
+                found = await stub.FindVolumeCommit(cp_pb2.FindVolumeCommitRequest(volume_id="v", at_time_us=us(260)))
                 assert (found.lsn, found.timeline_id) == (25, "v~0")  # only v~0 shows 25: v branched at 21
         finally:
             await server.stop(None)

@@ -181,7 +181,7 @@ class Sim:
 
     def backtrack_to_lsn(self, lsn: int) -> None:
         own = self.state.own_timelines("v", self.current.vdl())
-        expected = self.owner(lsn) if 1 <= lsn else None  # an old timeline's LSN may lie above the current VDL
+        expected = self.owner(lsn) if lsn >= 1 else None  # an old timeline's LSN may lie above the current VDL
         if expected is None:
             with pytest.raises((InvalidRequest, ReadPointOutOfRange)):
                 resolve_lsn(own, lsn, "v")

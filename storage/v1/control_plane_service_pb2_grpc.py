@@ -104,8 +104,8 @@ class ControlPlaneServiceStub:
                 request_serializer=storage_dot_v1_dot_control__plane__service__pb2.VolumeHistoryRequest.SerializeToString,
                 response_deserializer=storage_dot_v1_dot_control__plane__service__pb2.VolumeHistoryResponse.FromString,
                 _registered_method=True)
-        self.FindCommit = channel.unary_unary(
-                '/storage.v1.ControlPlaneService/FindCommit',
+        self.FindVolumeCommit = channel.unary_unary(
+                '/storage.v1.ControlPlaneService/FindVolumeCommit',
                 request_serializer=storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitRequest.SerializeToString,
                 response_deserializer=storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitResponse.FromString,
                 _registered_method=True)
@@ -198,7 +198,7 @@ class ControlPlaneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def FindCommit(self, request, context):
+    def FindVolumeCommit(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -277,8 +277,8 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
                     request_deserializer=storage_dot_v1_dot_control__plane__service__pb2.VolumeHistoryRequest.FromString,
                     response_serializer=storage_dot_v1_dot_control__plane__service__pb2.VolumeHistoryResponse.SerializeToString,
             ),
-            'FindCommit': grpc.unary_unary_rpc_method_handler(
-                    servicer.FindCommit,
+            'FindVolumeCommit': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindVolumeCommit,
                     request_deserializer=storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitRequest.FromString,
                     response_serializer=storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitResponse.SerializeToString,
             ),
@@ -672,7 +672,7 @@ class ControlPlaneService:
             _registered_method=True)
 
     @staticmethod
-    def FindCommit(request,
+    def FindVolumeCommit(request,
             target,
             options=(),
             channel_credentials=None,
@@ -685,7 +685,7 @@ class ControlPlaneService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/storage.v1.ControlPlaneService/FindCommit',
+            '/storage.v1.ControlPlaneService/FindVolumeCommit',
             storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitRequest.SerializeToString,
             storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitResponse.FromString,
             options,
