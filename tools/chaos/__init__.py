@@ -7,6 +7,8 @@ Where things live:
 - the faults: `faults` (the nemesis), `fault_log`, `disk_rot`, `lmdb_pages`, `second_writer`;
 - the scenarios: `scenarios` (the registry), `scenario_base` (what a scenario sees),
   `scenarios_crash`, `scenarios_writer`, `scenarios_network`, `scenarios_integrity`
-  (with `integrity_probes`), `scenarios_membership`;
-- the history and its checkers (pure): `history`, `checkers`, `linearizability`, `check_support`.
+  (with `integrity_probes`), `scenarios_membership`, `scenarios_time_travel` (with
+  `time_travel_probe`);
+- the history and its checkers (pure): `history`, `checkers`, `linearizability`, `check_support`,
+  `lsn_check` (reads judged by LSN through clones and backtracks).
 """

@@ -38,6 +38,10 @@ READER_P_READ = 0.7  # the reading client's share of SQL reads; the rest are sna
 PAGES_ONLY = {
     "byte-flip": "it flips a byte of a stored record that holds a page workload token",
     "tree-rot": "it aims at the LMDB pages that hold page workload tokens and judges reads of them",
+    **dict.fromkeys(
+        ("clone-az-down", "clone-kill", "backtrack-node-stopped", "replace-clone"),
+        "it judges the page workload's reads by the LSNs its writes and reads return",
+    ),
 }
 
 

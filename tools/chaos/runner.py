@@ -10,7 +10,8 @@ One run of a scenario (`run_scenario`):
    they do, and how an outcome is classified ok / fail / info);
 3. a baseline phase, then the scenario's fault schedule (drawn from the seed),
    then heal (clear fault files, resume, restart), a little more load, then
-   final reads (of every key; of the whole bank);
+   final reads (of every key; of the whole bank) and the scenario's own
+   `settle` step, if it has one (its reads and writes on the healed cluster);
 4. judge (verdict.py): for pages linearizability, lost writes, vanished reads
    (tools.chaos.checkers) and MTR atomicity, for the bank its invariants
    (tools.chaos.bank); the scenario's own criteria, and whether the six
@@ -143,11 +144,16 @@ async def _drive(
         finally:
             workload.stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for close in ctx.closers:
+                await close()
         ctx.mark("clients_stopped")
         say(f"clients stopped after {len(workload.records)} calls; final reads")
         if not await workload.final_reads():
             ctx.notes.append(f"final reads did not succeed within {FINAL_READ_TIMEOUT_S:g} s")
         ctx.mark("final_read")
+        if scenario.settle is not None:
+            await scenario.settle(ctx)
+            ctx.mark("settled")
         say("checking segment convergence")
         holder["convergence"] = await asyncio.to_thread(check_convergence, workload.target.address)
     finally:

@@ -6,9 +6,14 @@ A scenario has two parts:
   seed, runs blocking fault actions through `ctx.do(...)` (a worker thread), sets
   marks (`ctx.mark("fault")`: the fault is in force) and returns when the fault
   phase is over. The runner then heals everything (`Nemesis.heal`).
+- `settle(ctx)` (optional): once the clients stopped and vol0's keys were read
+  back, the scenario's own reads and writes against the healed cluster;
 - `judge(ctx)`: the scenario's own criteria, beyond the ones every run gets
   (linearizable, nothing acknowledged lost, no vanished reads, multi-page MTRs
-  atomic, final reads succeed, segments converge).
+  atomic, final reads succeed, segments converge; a scenario that `rewinds`
+  vol0 judges its reads itself instead of the first three).
+Anything a scenario starts beside the clients (a second load) it stops in a
+`ctx.closers` entry, which the runner awaits when it stops the clients.
 
 Every time is `time.monotonic()`; windows are measured between marks. The
 scenarios themselves live in the `scenarios_*` modules, one per family of
@@ -69,6 +74,7 @@ class Context:
     notes: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     resume_points: list[tuple[str, float]] = field(default_factory=list)  # (what, time) writes should resume after
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run as the clients stop
     log: Callable[[str], None] = print
 
     def mark(self, name: str, at: float | None = None) -> float:
@@ -98,11 +104,12 @@ class Context:
     def spares(self, az: str) -> list[str]:
         return [r.name for r in self.cluster.records() if r.spare and r.az == az]
 
-    def geometry(self) -> cp_pb2.VolumeGeometry:
+    def geometry(self, volume: str | None = None) -> cp_pb2.VolumeGeometry:
+        """The control plane's geometry of vol0 (or `volume`)."""
         with grpc.insecure_channel(self.cluster.control_plane_address()) as channel:
             return (
                 cp_grpc.ControlPlaneServiceStub(channel)
-                .DescribeVolume(cp_pb2.DescribeVolumeRequest(volume_id=self.nemesis.volume), timeout=5)
+                .DescribeVolume(cp_pb2.DescribeVolumeRequest(volume_id=volume or self.nemesis.volume), timeout=5)
                 .geometry
             )
 
@@ -116,6 +123,11 @@ class Scenario:
     judge: Callable[[Context], list[Criterion]] = lambda ctx: []
     writes_expected_during_fault: bool = True  # where "resumed" is measured from: the fault, or the heal
     cluster_options: dict[str, Any] = field(default_factory=dict)  # for Cluster.up()
+    # After the final reads, before convergence: the scenario's own reads and writes on the healed cluster.
+    settle: Callable[[Context], Awaitable[None]] | None = None
+    # vol0 is moved back in time (backtrack): it is not a register in real time, so linearizability, lost
+    # writes and vanished reads of its history are n/a; the scenario judges its reads by LSN instead.
+    rewinds: bool = False
 
 
 # --- helpers over the workload's records ------------------------------------------------------

@@ -6,7 +6,8 @@ Each family of faults has its own module, which defines its scenarios (`FAMILY`)
 - `scenarios_writer`: the writer killed mid-MTR, and a second writer that fences it;
 - `scenarios_network`: a slow node, a partitioned AZ;
 - `scenarios_integrity`: bit rot, disk rot and a lost copy;
-- `scenarios_membership`: a node lost for good and its replacement.
+- `scenarios_membership`: a node lost for good and its replacement;
+- `scenarios_time_travel`: clones and backtracks of vol0 while nodes fail (judged by LSN).
 
 What a scenario is and what it sees of its run: `scenario_base`. `ORDER` is the order in which
 `sixfold chaos list` shows them and `sixfold chaos all` runs them.
@@ -19,6 +20,7 @@ from sixfold.tools.chaos import (
     scenarios_integrity,
     scenarios_membership,
     scenarios_network,
+    scenarios_time_travel,
     scenarios_writer,
 )
 from sixfold.tools.chaos.scenario_base import Context, Criterion, Scenario, Timing, goes_on, ops, percentile
@@ -42,6 +44,10 @@ ORDER = (
     "replace",
     "replace-rollback",
     "replace-two",
+    "clone-az-down",
+    "clone-kill",
+    "backtrack-node-stopped",
+    "replace-clone",
 )
 
 _BY_NAME = {
@@ -52,6 +58,7 @@ _BY_NAME = {
         scenarios_network.FAMILY,
         scenarios_integrity.FAMILY,
         scenarios_membership.FAMILY,
+        scenarios_time_travel.FAMILY,
     )
     for s in family
 }

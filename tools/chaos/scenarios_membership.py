@@ -24,17 +24,19 @@ REPLACE_WAIT_S = 90.0
 SPARE_DELAY_MS = 3500.0
 
 
-def _wait_geometry(
+def wait_geometry(
     ctx: Context,
     what: str,
     predicate: Callable[[Any], bool],
     timeout_s: float = REPLACE_WAIT_S,
+    volume: str | None = None,
 ) -> float | None:
-    """Poll the control plane until `predicate(geometry)`; the time it held, or None after the timeout."""
+    """Poll the control plane until `predicate(geometry)` (of vol0, or `volume`); the time it held, or None
+    after the timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if predicate(ctx.geometry()):
+            if predicate(ctx.geometry(volume)):
                 return time.monotonic()
         except grpc.RpcError:
             pass
@@ -43,27 +45,27 @@ def _wait_geometry(
     return None
 
 
-def _nodes_of(pg: Any) -> set[str]:
+def nodes_of(pg: Any) -> set[str]:
     return {s.node_id for s in pg.segments}
 
 
-def _six_without(gone: set[str]) -> Callable[[Any], bool]:
+def six_without(gone: set[str]) -> Callable[[Any], bool]:
     return lambda g: all(
-        not pg.changes and len(pg.segments) == 6 and not (_nodes_of(pg) & gone) for pg in g.protection_groups
+        not pg.changes and len(pg.segments) == 6 and not (nodes_of(pg) & gone) for pg in g.protection_groups
     )
 
 
 async def _replace(ctx: Context) -> None:
     victim = ctx.rng.choice(ctx.base_nodes())
     ctx.data["victim"] = victim
-    ctx.data["before"] = {pg.pg_index: sorted(_nodes_of(pg)) for pg in ctx.geometry().protection_groups}
+    ctx.data["before"] = {pg.pg_index: sorted(nodes_of(pg)) for pg in ctx.geometry().protection_groups}
     await ctx.do(ctx.nemesis.kill, victim)
     ctx.mark("fault")
     ctx.resume_points.append((f"kill {victim} for good", ctx.marks["fault"]))
-    regained = await ctx.do(_wait_geometry, ctx, f"six healthy copies without {victim}", _six_without({victim}))
+    regained = await ctx.do(wait_geometry, ctx, f"six healthy copies without {victim}", six_without({victim}))
     if regained is not None:
         ctx.mark("replaced", regained)
-        ctx.data["after"] = {pg.pg_index: sorted(_nodes_of(pg)) for pg in ctx.geometry().protection_groups}
+        ctx.data["after"] = {pg.pg_index: sorted(nodes_of(pg)) for pg in ctx.geometry().protection_groups}
         ctx.log(
             f"six healthy copies again {regained - ctx.marks['fault']:.1f} s after {victim} was killed: "
             f"{ctx.data['after']}"
@@ -96,7 +98,7 @@ async def _replace_rollback(ctx: Context) -> None:
     ctx.mark("fault")
     ctx.resume_points.append((f"kill {victim}", ctx.marks["fault"]))
     begun = await ctx.do(
-        _wait_geometry,
+        wait_geometry,
         ctx,
         f"a change replacing {victim} begins",
         lambda g: any(c.old_node_id == victim for pg in g.protection_groups for c in pg.changes),
@@ -107,12 +109,12 @@ async def _replace_rollback(ctx: Context) -> None:
     await ctx.do(ctx.nemesis.start, victim)
     ctx.mark("old_node_back")
     back = await ctx.do(
-        _wait_geometry,
+        wait_geometry,
         ctx,
         f"the change rolls back and {victim} stays",
         lambda g: (
             all(not pg.changes for pg in g.protection_groups)
-            and any(victim in _nodes_of(pg) for pg in g.protection_groups)
+            and any(victim in nodes_of(pg) for pg in g.protection_groups)
         ),
     )
     if back is not None:
@@ -136,7 +138,7 @@ def _two_victims(ctx: Context) -> tuple[str, str, list[str]]:
     """Two nodes of different AZs in one PG, and the spares of their AZs to slow down, such that no PG
     has more than two of them (the spares also hold segments of other PGs: load spreading puts them
     there) -- the fault stays within what the design survives, so writes must go on."""
-    pgs = [_nodes_of(pg) for pg in ctx.geometry().protection_groups]
+    pgs = [nodes_of(pg) for pg in ctx.geometry().protection_groups]
     az = {n: ctx.cluster.record(n).az for n in ctx.nodes()}
     pairs = [(f, s) for f in ctx.base_nodes() for s in ctx.base_nodes() if az[f] < az[s]]
     ctx.rng.shuffle(pairs)
@@ -162,7 +164,7 @@ async def _replace_two(ctx: Context) -> None:
     ctx.mark("fault")
     ctx.resume_points.append((f"kill {first}", ctx.marks["fault"]))
     await ctx.do(
-        _wait_geometry,
+        wait_geometry,
         ctx,
         f"a change replacing {first} begins",
         lambda g: any(c.old_node_id == first for pg in g.protection_groups for c in pg.changes),
@@ -170,7 +172,7 @@ async def _replace_two(ctx: Context) -> None:
     await ctx.do(ctx.nemesis.kill, second)
     ctx.resume_points.append((f"kill {second}", time.monotonic()))
     both = await ctx.do(
-        _wait_geometry,
+        wait_geometry,
         ctx,
         "two changes are in flight in one PG",
         lambda g: any(len(pg.changes) == 2 for pg in g.protection_groups),
@@ -178,11 +180,11 @@ async def _replace_two(ctx: Context) -> None:
     if both is not None:
         ctx.mark("composed", both)
     done = await ctx.do(
-        _wait_geometry, ctx, f"six healthy copies without {first} and {second}", _six_without({first, second})
+        wait_geometry, ctx, f"six healthy copies without {first} and {second}", six_without({first, second})
     )
     if done is not None:
         ctx.mark("replaced", done)
-        ctx.data["after"] = {pg.pg_index: sorted(_nodes_of(pg)) for pg in ctx.geometry().protection_groups}
+        ctx.data["after"] = {pg.pg_index: sorted(nodes_of(pg)) for pg in ctx.geometry().protection_groups}
     await ctx.sleep(ctx.timing.fault_s / 2)
 
 

@@ -4,7 +4,9 @@ A page workload run is judged for final reads, linearizability, lost writes, van
 (tools/chaos/checkers.py) and MTR atomicity (run_checks.py); a bank workload run for the bank's
 invariants instead (tools/chaos/bank.py: no acknowledged transfer lost, no failed one present, the
 total conserved, transfers whole, integrity_check ok; the page checks are n/a), and for transfers
-acknowledged again once the run is healed (a writer that stays blocked fails it). Every run then gets
+acknowledged again once the run is healed (a writer that stays blocked fails it). A page workload run
+of a scenario that moves vol0 back in time (`Scenario.rewinds`) gets final reads and MTR atomicity
+only: the scenario judges every read by LSN itself (tools/chaos/lsn_check.py). Every run then gets
 the scenario's own criteria and segment convergence. The run FAILs if any criterion is False; None
 is reported, not judged. It also measures when writes resumed after each fault.
 """
@@ -61,7 +63,6 @@ def _page_criteria(result: ScenarioResult, workload: Workload, log: Callable[[st
     result.linearizable = {checkers.LINEARIZABLE: "yes", checkers.NOT_LINEARIZABLE: "no"}.get(lin.verdict, "unknown")
     result.lost = lost.lost_writes
     result.vanished = vanished.vanished
-    final_ok = bool(workload.final_values)
     result.details["checkers"] = {
         "linearizable": {
             "verdict": lin.verdict,
@@ -78,13 +79,7 @@ def _page_criteria(result: ScenarioResult, workload: Workload, log: Callable[[st
         "vanished_reads": {"vanished": vanished.vanished, "explanations": list(vanished.explanations)},
     }
     return [
-        Criterion(
-            "final reads",
-            final_ok,
-            f"every key read after heal in {workload.final_read_attempts} attempt(s)"
-            if final_ok
-            else "the volume could not be read after heal",
-        ),
+        _final_reads(workload),
         Criterion(
             "linearizable",
             False if lin.verdict == checkers.NOT_LINEARIZABLE else (True if lin.ok else None),
@@ -109,6 +104,36 @@ def _page_criteria(result: ScenarioResult, workload: Workload, log: Callable[[st
             vanished.ok,
             f"{vanished.reads} ok reads: {vanished.vanished} went back to an older value"
             + ("; " + " | ".join(vanished.explanations) if vanished.explanations else ""),
+        ),
+        check_atomicity(workload),
+    ]
+
+
+def _final_reads(workload: Workload) -> Criterion:
+    ok = bool(workload.final_values)
+    return Criterion(
+        "final reads",
+        ok,
+        f"every key read after heal in {workload.final_read_attempts} attempt(s)"
+        if ok
+        else "the volume could not be read after heal",
+    )
+
+
+def _rewound_criteria(result: ScenarioResult, workload: Workload, log: Callable[[str], None]) -> list[Criterion]:
+    """A run that moves vol0 back in time: final reads and MTR atomicity; linearizability, lost writes and
+    vanished reads are n/a (the scenario judges every read by LSN instead: tools/chaos/lsn_check.py)."""
+    counts = checkers.summary(workload.history)
+    _take_counts(result, counts)
+    log(f"  {counts['operations']} operations; vol0 was moved back in time: judged by LSN")
+    result.linearizable = "n/a"
+    return [
+        _final_reads(workload),
+        Criterion(
+            "page register checks",
+            None,
+            "n/a (linearizable, lost writes, vanished reads): the scenario moves vol0 back in time, which hides "
+            "acknowledged writes by design; its own criteria judge every read by LSN",
         ),
         check_atomicity(workload),
     ]
@@ -183,12 +208,16 @@ def judge(
     if isinstance(workload, BankWorkload):
         result.workload = BANK
         criteria = _bank_criteria(result, workload, log) + [_bank_resumes(workload, ctx)]
+    elif scenario.rewinds:
+        criteria = _rewound_criteria(result, workload, log)
     else:
         criteria = _page_criteria(result, workload, log)
     try:
         criteria += scenario.judge(ctx)
     except Exception as error:  # noqa: BLE001 - a judge that cannot judge is a failed criterion
         criteria.append(Criterion(f"{scenario.name} criteria", False, f"could not judge: {error!r}"))
+    if scenario.rewinds and "lost" in ctx.data:
+        result.lost = ctx.data["lost"]  # the scenario's count of acknowledged writes lost (by LSN)
     restarted = _writer_restarted(nemesis)
     if convergence is None:
         result.converged = "-"

@@ -128,6 +128,10 @@ class OpRecord:
     details: str
     writer: str  # label of the writer the call went to ("old", "new", ...)
     from_storage: bool = False  # a read that skipped the writer's buffer cache (a segment served it)
+    volume: str = VOLUME
+    lsn: int = 0  # an ok write's commit LSN (WritePagesResponse.lsn)
+    read_point: int = 0  # an ok read's read point (the VDL it was read at)
+    page_lsns: tuple[int, ...] = ()  # an ok read's page LSNs, per key (0: never written)
 
 
 class Target:
@@ -143,8 +147,20 @@ class Target:
 class Workload:
     kind = PAGES
 
-    def __init__(self, *, clients: int, keys: int, seed: int, address: str, cluster: Cluster) -> None:
+    def __init__(
+        self,
+        *,
+        clients: int,
+        keys: int,
+        seed: int,
+        address: str,
+        cluster: Cluster,
+        volume: str = VOLUME,
+        prefix: str = "",
+    ) -> None:
         self.clients = clients
+        self.volume = volume  # the volume written and read (vol0; a clone's load writes the clone)
+        self.prefix = prefix  # before every token, so that two loads never write the same one
         self.seed = seed
         self.cluster = cluster
         self.single_keys, self.pairs = hot_keys(keys)
@@ -188,13 +204,15 @@ class Workload:
         invoked = time.monotonic()
         handles = [self.history.invoke(p, WRITE, k, token, invoked) for p, k in zip(processes, keys)]
         code, details, outcome = "OK", "", OK
+        lsn = 0
         try:
-            await target.stub.WritePages(
+            reply = await target.stub.WritePages(
                 vpb.WritePagesRequest(
-                    volume_id=VOLUME, patches=[vpb.PagePatch(page_no=k, offset=0, data=data) for k in keys]
+                    volume_id=self.volume, patches=[vpb.PagePatch(page_no=k, offset=0, data=data) for k in keys]
                 ),
                 timeout=WRITE_TIMEOUT_S,
             )
+            lsn = reply.lsn
         except grpc.aio.AioRpcError as error:
             code, details = error.code().name, error.details() or ""
             outcome = classify(error.code(), details)
@@ -205,7 +223,22 @@ class Workload:
             self.history.complete(
                 handle, outcome, time=completed, error=None if outcome == OK else f"{code}: {details}"[:300]
             )
-        self.records.append(OpRecord(WRITE, keys, token, (), invoked, completed, outcome, code, details, target.label))
+        self.records.append(
+            OpRecord(
+                WRITE,
+                keys,
+                token,
+                (),
+                invoked,
+                completed,
+                outcome,
+                code,
+                details,
+                target.label,
+                volume=self.volume,
+                lsn=lsn,
+            )
+        )
         return outcome
 
     async def read(
@@ -216,13 +249,18 @@ class Workload:
         handles = [self.history.invoke(p, READ, k, None, invoked) for p, k in zip(processes, keys)]
         code, details, outcome = "OK", "", OK
         values: list[str | None] = []
+        read_point = 0
+        page_lsns: tuple[int, ...] = ()
         try:
             reply = await target.stub.ReadPages(
-                vpb.ReadPagesRequest(volume_id=VOLUME, page_nos=list(keys), from_storage=from_storage),
+                vpb.ReadPagesRequest(volume_id=self.volume, page_nos=list(keys), from_storage=from_storage),
                 timeout=READ_TIMEOUT_S,
             )
-            by_page = {p.page_no: p.data for p in reply.pages}
-            values = [decode_value(by_page[k]) if k in by_page else f"<page {k} missing from the reply>" for k in keys]
+            by_page = {p.page_no: p for p in reply.pages}
+            values = [
+                decode_value(by_page[k].data) if k in by_page else f"<page {k} missing from the reply>" for k in keys
+            ]
+            read_point, page_lsns = reply.read_point, tuple(by_page[k].page_lsn if k in by_page else 0 for k in keys)
         except grpc.aio.AioRpcError as error:
             code, details = error.code().name, error.details() or ""
             outcome = classify(error.code(), details)
@@ -239,7 +277,20 @@ class Workload:
             )
         self.records.append(
             OpRecord(
-                READ, keys, None, tuple(values), invoked, completed, outcome, code, details, target.label, from_storage
+                READ,
+                keys,
+                None,
+                tuple(values),
+                invoked,
+                completed,
+                outcome,
+                code,
+                details,
+                target.label,
+                from_storage,
+                volume=self.volume,
+                read_point=read_point,
+                page_lsns=page_lsns,
             )
         )
         return outcome, values
@@ -253,10 +304,10 @@ class Workload:
             r = rng.random()
             if r < P_WRITE:
                 n += 1
-                outcome = await self.write((process,), (rng.choice(self.single_keys),), f"p{process}-{n}")
+                outcome = await self.write((process,), (rng.choice(self.single_keys),), f"{self.prefix}p{process}-{n}")
             elif r < P_WRITE + P_PAIR_WRITE:
                 n += 1
-                outcome = await self.write((process, shadow), rng.choice(self.pairs), f"p{process}-{n}")
+                outcome = await self.write((process, shadow), rng.choice(self.pairs), f"{self.prefix}p{process}-{n}")
             elif r < P_WRITE + P_PAIR_WRITE + P_READ:
                 outcome, _ = await self.read((process,), (rng.choice(self.all_keys),), rng.random() < P_FROM_STORAGE)
             else:
@@ -272,7 +323,7 @@ class Workload:
             try:
                 await self.target.stub.WritePages(
                     vpb.WritePagesRequest(
-                        volume_id=VOLUME, patches=[vpb.PagePatch(page_no=page, offset=0, data=b"grow")]
+                        volume_id=self.volume, patches=[vpb.PagePatch(page_no=page, offset=0, data=b"grow")]
                     ),
                     timeout=WRITE_TIMEOUT_S,
                 )
