@@ -21,7 +21,7 @@ from sixfold.compute.time_travel import TimeTravelRpcs
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.volume import Channels, Volume
 from sixfold.compute.volume_log import Patch
-from sixfold.storage.errors import AlreadyExists, StorageError
+from sixfold.storage.errors import AlreadyExists, StorageError, Unavailable
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,9 @@ class VolumeServicer(TimeTravelRpcs):
         self._page0_checked: set[str] = set()  # volumes whose page 0 was looked at for a SQLite header
         # Told when a volume is deleted, before its writer closes (the SQL engines drop theirs).
         self.on_volume_gone: list[Callable[[str], Awaitable[None]]] = [self._forget_page0]
+        # Volumes whose name is being moved to another timeline or deleted (compute/time_travel.py): not opened
+        # meanwhile, so no writer recovers on the segments the name is leaving.
+        self.moving: set[str] = set()
 
     async def _forget_page0(self, volume_id: str) -> None:
         self._page0_checked.discard(volume_id)
@@ -78,14 +81,31 @@ class VolumeServicer(TimeTravelRpcs):
         volume = self.volumes.get(volume_id)
         if volume is not None:
             return volume
+        if volume_id in self.moving:
+            raise Unavailable(f"volume {volume_id!r} is being backtracked or deleted right now; retry in a moment")
         task = self._opening.get(volume_id)
         if task is None:
             task = self._opening[volume_id] = asyncio.create_task(self._open(volume_id))
         try:
             return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and not (current is not None and current.cancelling()):
+                raise Unavailable(
+                    f"volume {volume_id!r} was closed while it was being opened (a backtrack or a delete); "
+                    "retry in a moment"
+                ) from None
+            raise
         finally:
-            if task.done():
+            if task.done() and self._opening.get(volume_id) is task:
                 self._opening.pop(volume_id, None)
+
+    async def cancel_open(self, volume_id: str) -> None:
+        """Stop an open of the volume under way (it may have read geometry the name is leaving)."""
+        task = self._opening.pop(volume_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _open(self, volume_id: str) -> Volume:
         try:

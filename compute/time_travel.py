@@ -18,7 +18,10 @@ Rules (this module owns them):
 5. A time resolves, on the control plane, to the newest commit at or before it on what the volume showed
    then; a clone or snapshot at a time the volume has since backtracked away from is refused (backtrack
    first).
-6. Backtrack closes the writer and the SQL engine (open transactions end with a clear status), hands the
+6. While a backtrack or a delete moves a volume's name, the volume is not opened (a request gets UNAVAILABLE,
+   retry), and an open under way is cancelled: it may have read the geometry the name is leaving, and a writer
+   recovering there would take acknowledged writes onto a timeline nobody reads again.
+7. Backtrack closes the writer and the SQL engine (open transactions end with a clear status), hands the
    control plane the timeline's end (VDL, the PGs' tails there, the highest LSN allocated), and opens the
    volume again on the new timeline: a recovery, with a new volume epoch on new segments.
 """
@@ -26,6 +29,7 @@ Rules (this module owns them):
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -56,6 +60,10 @@ _FORWARDED = {
 }
 
 
+# What gRPC says when the call never reached the control plane (as opposed to a refusal it sent).
+_TRANSPORT = re.compile(r"connect|socket|DNS|Connection reset|Broken pipe|unreachable", re.IGNORECASE)
+
+
 class ControlPlaneRefused(StorageError):
     """The control plane refused a time-travel call; its code and sentence are passed on."""
 
@@ -67,6 +75,9 @@ def forwarded(error: grpc.aio.AioRpcError, doing: str) -> StorageError:
         refused = ControlPlaneRefused(error.details() or f"the control plane refused {doing}")
         refused.status_code_name = error.code().name
         return refused
+    details = error.details() or ""
+    if error.code() == grpc.StatusCode.UNAVAILABLE and details and not _TRANSPORT.search(details):
+        return Unavailable(details)  # the control plane answered: its own sentence (no quorum of nodes, ...)
     if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Unavailable(f"the control plane did not answer while {doing}; is it running? (`sixfold status`)")
     return Unavailable(f"the control plane failed while {doing}: {error.code().name}: {error.details()}")
@@ -171,8 +182,12 @@ class TimeTravelRpcs:
     control_plane: Any
     volumes: dict[str, Volume]
     on_volume_gone: list[Callable[[str], Awaitable[None]]]
+    moving: set[str]
 
     async def volume(self, volume_id: str) -> Volume:
+        raise NotImplementedError
+
+    async def cancel_open(self, volume_id: str) -> None:
         raise NotImplementedError
 
     async def _commit_at_time(self, volume: Volume, at_time_us: int) -> int:
@@ -274,20 +289,23 @@ class TimeTravelRpcs:
     async def DeleteVolume(self, request: vpb.DeleteVolumeRequest, context: Any) -> vpb.DeleteVolumeResponse:
         if not request.volume_id:
             raise InvalidRequest("the request names no volume_id")
-        await self._close_volume(request.volume_id)  # rule 4
+        self.moving.add(request.volume_id)
         try:
-            reply = await self.control_plane.DeleteVolume(
-                cp_pb.DeleteVolumeRequest(volume_id=request.volume_id), timeout=CLONE_TIMEOUT_S
-            )
-        except grpc.aio.AioRpcError as error:
-            raise forwarded(error, f"deleting volume {request.volume_id!r}") from None
-        await self._close_volume(request.volume_id)  # opened again meanwhile by a late request
+            await self._close_volume(request.volume_id)  # rule 4
+            try:
+                reply = await self.control_plane.DeleteVolume(
+                    cp_pb.DeleteVolumeRequest(volume_id=request.volume_id), timeout=CLONE_TIMEOUT_S
+                )
+            except grpc.aio.AioRpcError as error:
+                raise forwarded(error, f"deleting volume {request.volume_id!r}") from None
+        finally:
+            self.moving.discard(request.volume_id)
         return vpb.DeleteVolumeResponse(
             kept_for_clones=reply.kept_for_clones, volumes_dropped=list(reply.volumes_dropped)
         )
 
     async def Backtrack(self, request: vpb.BacktrackRequest, context: Any) -> vpb.BacktrackResponse:
-        """Rule 6: close the writer (and SQL engine: open transactions are aborted), let the control plane move
+        """Rules 6 and 7: close the writer (and SQL engine: open transactions are aborted), let the control plane move
         the name to a new timeline, open the volume again on it."""
         if not request.volume_id:
             raise InvalidRequest("the request names no volume_id")
@@ -295,6 +313,15 @@ class TimeTravelRpcs:
             raise InvalidRequest("a backtrack goes to an LSN or to a time: give exactly one")
         started = time.perf_counter()
         volume = await self.volume(request.volume_id)
+        if request.volume_id in self.moving:
+            raise Unavailable(f"volume {request.volume_id!r} is being backtracked or deleted already; retry later")
+        self.moving.add(request.volume_id)
+        try:
+            return await self._backtrack(request, volume, started)
+        finally:
+            self.moving.discard(request.volume_id)
+
+    async def _backtrack(self, request: vpb.BacktrackRequest, volume: Volume, started: float) -> vpb.BacktrackResponse:
         await self._close_volume(request.volume_id)
         log = volume.log
         assert log is not None  # an open volume has its log
@@ -313,7 +340,8 @@ class TimeTravelRpcs:
             )
         except grpc.aio.AioRpcError as error:
             raise forwarded(error, f"backtracking volume {request.volume_id!r}") from None
-        await self._close_volume(request.volume_id)  # a late request may have opened the old timeline meanwhile
+        await self._close_volume(request.volume_id)  # nothing opened meanwhile (`moving`); closed again to be sure
+        self.moving.discard(request.volume_id)
         await self.volume(request.volume_id)  # recovery on the new timeline
         return vpb.BacktrackResponse(
             from_vdl=log.vdl,
@@ -341,6 +369,7 @@ class TimeTravelRpcs:
         )
 
     async def _close_volume(self, volume_id: str) -> None:
+        await self.cancel_open(volume_id)
         for gone in self.on_volume_gone:
             await gone(volume_id)
         volume = self.volumes.pop(volume_id, None)
