@@ -15,7 +15,9 @@ written pages):
              pages on the parent and on the clone (every one a fall-through on the node): p50/p99 and
              the clone/parent ratio
 
-Backtrack is not built yet, so its figure is not printed.
+    backtrack the source back to its first commit (every page written after it becomes history), then
+             forward again to its newest commit: each timed end to end (the compute node closes its writer,
+             the control plane fences the timeline and branches a new one, the volume reopens on it)
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class SizeResult:
     lmdb_growth: int = 0
     parent_read_ms: list[float] = field(default_factory=list)
     clone_read_ms: list[float] = field(default_factory=list)
+    backtrack_ms: float = 0.0
+    forward_ms: float = 0.0
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -99,13 +103,15 @@ def _clone_holdings(cluster: Cluster, names: list[str], volume_id: str) -> tuple
     return records, pages, hydrated
 
 
-def _fill(client: VolumeClient, volume_id: str, pages: int, page_size: int, per_mtr: int) -> None:
-    def mtr(first: int) -> None:
+def _fill(client: VolumeClient, volume_id: str, pages: int, page_size: int, per_mtr: int) -> list[int]:
+    """Write the pages; the commit LSNs."""
+
+    def mtr(first: int) -> int:
         patches = [(p, 0, p.to_bytes(8, "big") * (page_size // 8)) for p in range(first, min(first + per_mtr, pages))]
-        client.write(volume_id, patches, timeout_s=CALL_TIMEOUT_S)
+        return client.write(volume_id, patches, timeout_s=CALL_TIMEOUT_S)
 
     with ThreadPoolExecutor(FILL_IN_FLIGHT) as pool:
-        list(pool.map(mtr, range(0, pages, per_mtr)))
+        return list(pool.map(mtr, range(0, pages, per_mtr)))
 
 
 def _timed_reads(client: VolumeClient, volume_id: str, page_nos: list[int]) -> list[float]:
@@ -131,7 +137,7 @@ def measure_size(
     names = cluster.node_names()
     client.create_volume(source, timeout_s=CALL_TIMEOUT_S)
     started = time.perf_counter()
-    _fill(client, source, result.pages, page_size, args.pages_per_mtr)
+    lsns = _fill(client, source, result.pages, page_size, args.pages_per_mtr)
     result.fill_s = time.perf_counter() - started
     progress(f"  {source}: {result.pages:,} pages written in {result.fill_s:.1f} s")
     before = _lmdb_bytes(cluster, names)
@@ -149,7 +155,16 @@ def measure_size(
     _timed_reads(client, source, page_nos[:20])  # warm the channels
     result.parent_read_ms = _timed_reads(client, source, page_nos)
     result.clone_read_ms = _timed_reads(client, f"{source}-clone0", page_nos)
-    progress(f"  {source}: clones in {', '.join(f'{ms:.1f}' for ms in result.clone_ms)} ms")
+    started = time.perf_counter()
+    client.backtrack(source, min(lsns), timeout_s=CALL_TIMEOUT_S)
+    result.backtrack_ms = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    client.backtrack(source, max(lsns), timeout_s=CALL_TIMEOUT_S)
+    result.forward_ms = (time.perf_counter() - started) * 1000
+    progress(
+        f"  {source}: clones in {', '.join(f'{ms:.1f}' for ms in result.clone_ms)} ms; backtrack over "
+        f"{len(lsns) - 1:,} commits {result.backtrack_ms:.1f} ms, forward again {result.forward_ms:.1f} ms"
+    )
     return result
 
 
@@ -167,11 +182,14 @@ def print_results(results: list[SizeResult]) -> None:
             f"{r.copied_records + r.copied_pages:>10,} ({r.copied_bytes:,} B)  "
             f"{r.lmdb_growth / 2**20:>8.2f} MiB  {parent50:>10.2f} / {_pct(r.parent_read_ms, 0.99):>6.2f}  "
             f"{clone50:>6.2f} / {_pct(r.clone_read_ms, 0.99):>6.2f}  {clone50 / parent50 if parent50 else 0:>8.2f}x"
+            f"  {r.backtrack_ms:>12.1f}  {r.forward_ms:>10.1f}"
         )
     print(
         "\nclone ms: CloneVolume from this client, end to end (aim: under 100 ms at every size); copied: what the "
         f"{CLONES_PER_SIZE} clones' segments hold right after creation over the six nodes (0 = no page data moved); "
-        "LMDB growth: the nodes' .mdb files across the clones (LMDB grows in steps). Backtrack: not built yet."
+        "LMDB growth: the nodes' .mdb files across the clones (LMDB grows in steps); backtrack: to the first commit "
+        "(all the size's pages become history) and forward again, each including the volume's reopening (recovery) "
+        "(aim: under 100 ms)."
     )
 
 
