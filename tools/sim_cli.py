@@ -6,6 +6,7 @@
     sixfold sim --seed 1234 --events          # replay one seed exactly and print its event log
     sixfold sim --seeds 50 --mutation ack-at-3   # a deliberate protocol break: expect violations
     sixfold sim --seeds 100 --replace         # spares, the real control plane replacing failed segments
+    sixfold sim --seeds 100 --time-travel     # clones, snapshots and backtracks while the faults run
 
 A failing seed is printed with the arguments that replay it exactly (its seed
 and every setting that differs from the default) and appended, in the same
@@ -39,6 +40,7 @@ FLAGS = {
     "history_window_s": "--history-window-s",
     "replace": "--replace",
     "classic_faults": "--classic-faults",
+    "time_travel": "--time-travel",
 }
 
 
@@ -79,6 +81,13 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the fault menu from before the integrity faults (metadata rot, hostile epochs, tree rot, "
         "dropped copies) joined it: a seed found then replays the same fault schedule",
+    )
+    parser.add_argument(
+        "--time-travel",
+        action="store_true",
+        help="clones (at VDL or an earlier commit, of clones too) with their own writers, snapshots and restores, "
+        "backtracks and moves forward again, through the real control plane while the faults run; every read "
+        "of every volume is checked against its lineage",
     )
     parser.add_argument("--pgs", type=int, default=2, help="protection groups of the simulated volume (default 2)")
     parser.add_argument("--pages-per-pg", type=int, default=16, help="pages per protection group (default 16)")
@@ -202,6 +211,7 @@ def config_of(args: argparse.Namespace, seed: int) -> Any:
         history_window_s=args.history_window_s,
         replace=args.replace,
         classic_faults=args.classic_faults,
+        time_travel=args.time_travel,
         net=net,
     )
 

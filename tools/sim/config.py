@@ -30,6 +30,10 @@ RECORDS, VERSIONS = b"records", b"versions"  # the store's LMDB tables a rot may
 COALESCE_CHAIN_MIN_SIM = 2  # fold short chains: the runs write few records per page
 SETTLE_S = 30.0  # virtual seconds after healing for every membership change to end (replacement on)
 CONVERGE_S = 15.0  # virtual seconds after healing for every segment to catch up
+# ... with time travel on: a node then holds every clone's, snapshot's and timeline's segments too (up to ~20),
+# and its gossip serves them one after another, each lost message costing its segment a timeout in the round.
+CONVERGE_S_TIME_TRAVEL = 60.0
+SIM_WALL_CLOCK_START_US = 1_767_225_600_000_000  # 2026-01-01 UTC: virtual time 0 as a wall clock (commit times)
 
 
 @dataclass
@@ -53,11 +57,20 @@ class SimConfig:
     # The fault menu before the integrity faults (tools/sim/integrity.py) joined it, so that a seed found
     # then draws the same schedule again (its regression test replays the bug it was found with).
     classic_faults: bool = False
+    # Time travel (tools/sim/time_travel.py): clones (at VDL or an earlier commit) with their own writers,
+    # snapshots and their restores, backtracks and moves forward again, through the real control plane
+    # (which runs in the run for it, as with `replace`) while the faults go on.
+    time_travel: bool = False
     net: NetConfig = field(
         default_factory=lambda: NetConfig(
             unary_drop_probability=0.01, unary_duplicate_probability=0.02, stream_break_probability=0.002
         )
     )
+
+    @property
+    def control_plane(self) -> bool:
+        """Whether the real control plane runs in the run (for replacement, for time travel, or both)."""
+        return self.replace or self.time_travel
 
 
 @dataclass

@@ -35,8 +35,10 @@ The run is assembled from layers, one module each (lowest first): config.py (set
 nodes.py (storage nodes, the writer's control plane view), state.py (`SimState`: what a run knows,
 its event log and violations), oracle.py (what must be stored), checks.py (the invariants), health.py
 (what is down or faulty), workload.py (writers, clients, the writer supervisor), healing.py (the
-control plane inside the run), faults.py (the fault schedule and outages), and here `Simulation`
-(setup, the run, the final heal and checks) and `simulate`.
+control plane inside the run), faults.py (the fault schedule and outages), volumes.py and time_travel.py
+(with `SimConfig.time_travel`: clones, snapshots, restores and backtracks through the real control plane,
+every read of every volume checked against its line, lines.py), and here `Simulation` (setup, the run,
+the final heal and checks) and `simulate`.
 """
 
 from __future__ import annotations
@@ -60,12 +62,14 @@ from sixfold.tools.sim.config import (
 )
 from sixfold.tools.sim.faults import Faults
 from sixfold.tools.sim.loop import SimDeadlock, run
+from sixfold.tools.sim.time_travel import TimeTravel
 
 __all__ = ["FAULT_BUDGET", "SimConfig", "SimResult", "Simulation", "Violation", "simulate"]
 
 
-class Simulation(Faults):
-    """One run: six storage nodes (and spares), writers, clients and faults, from one seed."""
+class Simulation(TimeTravel, Faults):
+    """One run: six storage nodes (and spares), writers, clients and faults, from one seed (and with time
+    travel on, clones, snapshots and backtracks: tools/sim/time_travel.py)."""
 
     def _create_segments(self) -> None:
         for node in self.nodes.values():
@@ -91,7 +95,7 @@ class Simulation(Faults):
     # -- the run ------------------------------------------------------------------
 
     async def main(self) -> None:
-        if self.config.replace:
+        if self.config.control_plane:
             self.start_control_plane()
         self._create_segments()
         if await self.open_writer() is None:
@@ -102,6 +106,8 @@ class Simulation(Faults):
                 for i in range(self.config.clients)
             ]
             tasks.append(asyncio.create_task(self.faults(random.Random(self.rng.getrandbits(64)))))
+            if self.config.time_travel:
+                tasks.append(asyncio.create_task(self.time_travel(random.Random(self.rng.getrandbits(64)))))
             checker = asyncio.create_task(self._periodic_checks())
             supervising = asyncio.create_task(self.supervisor.run())
             if self.control_plane is not None:
@@ -166,6 +172,8 @@ class Simulation(Faults):
                 self.violation(f"acknowledged MTR {token} (CPL {cpl}) was truncated")
             self.check_durable(cpl, "after healing")
         pages = sorted({p.page_no for _, patches, _ in self.acked.values() for p in patches} | {0})
+        if self.config.time_travel:
+            pages = self.client_pages()  # (pages its ancestors wrote too)
         try:
             read_point, images = await writer.read(pages)
         except StorageError as error:
@@ -182,6 +190,8 @@ class Simulation(Faults):
                         f"write {refused.decode()} was refused as definitely not done, yet its record "
                         f"LSN {lsn} is durable at or below VDL {writer.vdl}"
                     )
+        if self.config.time_travel:
+            await self.check_volumes_at_end()
         self.event(f"final VDL {writer.vdl}, {len(self.acked)} acknowledged MTRs readable")
 
 

@@ -19,7 +19,7 @@ from sixfold.storage.serving import generic_handler
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.tools.sim import replacement as repl
 from sixfold.tools.sim.checks import Checks
-from sixfold.tools.sim.config import SETTLE_S, VOLUME, Violation
+from sixfold.tools.sim.config import SETTLE_S, SIM_WALL_CLOCK_START_US, VOLUME, Violation
 from sixfold.tools.sim.network import SimServer
 
 
@@ -41,7 +41,9 @@ class Healing(Checks):
         self.start_control_plane()
         self.event("control plane restarted from its persisted state")
         if self._round is not None:
-            self._note_changes(*self._round)  # what the cut round persisted before the crash
+            before, acked_max, shown = self._round
+            if shown == self._shown_prefix() == self.line.prefix:  # (else a backtrack moved the name: other PGs)
+                self._note_changes(before, acked_max)  # what the cut round persisted before the crash
             self._round = None
         self.healing = asyncio.get_running_loop().create_task(self.heal_loop())
 
@@ -52,6 +54,7 @@ class Healing(Checks):
             self.cp_state,
             repl.SimSegmentClient(self.network.channel_factory(repl.CONTROL_PLANE)),
             clock_ms=lambda: loop.time() * 1000.0,
+            wall_clock_ms=lambda: SIM_WALL_CLOCK_START_US / 1000 + loop.time() * 1000.0,
         )
         handler = generic_handler(cp_pb.DESCRIPTOR.services_by_name["ControlPlaneService"], self.control_plane, cp_pb)
         self.network.serve(SimServer(repl.CONTROL_PLANE, [handler]))
@@ -64,7 +67,8 @@ class Healing(Checks):
             await asyncio.sleep(repl.HEAL_INTERVAL_S)
             before = [self.cp_state.pg(VOLUME, i) for i in range(self.config.pgs)]
             acked_max = self.acked_lsn_max()  # acknowledged before any target this round measures
-            self._round = (before, acked_max)  # for a restart that cuts the round short
+            shown = self._shown_prefix()
+            self._round = (before, acked_max, shown)  # for a restart that cuts the round short
             try:
                 await self.control_plane.heal_once()
             except asyncio.CancelledError:
@@ -72,7 +76,13 @@ class Healing(Checks):
             except Exception as error:  # noqa: BLE001 - reported as a violation
                 self.violation(f"a control plane healing round raised {error!r}")
             self._round = None
-            self._note_changes(before, acked_max)
+            if shown == self._shown_prefix() == self.line.prefix:  # (else a backtrack moved the name: other PGs)
+                self._note_changes(before, acked_max)
+
+    def _shown_prefix(self) -> str:
+        """The segment-id prefix of the timeline the control plane's volume name points at now."""
+        assert self.cp_state is not None
+        return self.cp_state.describe_volume(VOLUME).protection_groups[0].segments[0].segment_id.rpartition("/")[0]
 
     def _note_changes(self, before: list[Any], acked_max: dict[int, int]) -> None:
         """Count and log membership changes; check each change's target as it is set and when it completes."""

@@ -42,7 +42,8 @@ from sixfold.storage.segment_load import META_TABLES, trusted_copy
 from sixfold.storage.truncation import voided
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
-from sixfold.tools.sim.config import VOLUME, SimConfig
+from sixfold.tools.sim.config import SimConfig
+from sixfold.tools.sim.lines import Line, prefix_of_segment
 from sixfold.tools.sim.memlmdb import MemDisk
 from sixfold.tools.sim.network import SimNetwork
 from sixfold.tools.sim.nodes import SimNode
@@ -73,12 +74,14 @@ class SimView(Protocol):
     network: SimNetwork
     nodes: dict[str, SimNode]
     writer: Volume | None
-    records: dict[int, LogRecord]  # every record any writer allocated, by LSN
+    line: Line  # the line the volume shows now (tools/sim/lines.py)
+    lines: dict[str, Line]  # every line, by segment-id prefix
     ops: dict[str, int]
     dead: set[str]  # nodes failed for good
     over_two: bool  # more than two nodes down now
     over_two_serial: int  # how many times more than two went down
     opening: bool  # a writer is being opened
+    backtracking: bool  # a backtrack closed the writer and opens it again on the new timeline
 
     def now(self) -> float: ...
 
@@ -87,9 +90,13 @@ class SimView(Protocol):
     def violation(self, text: str) -> None:
         """Record a failed check and end the run (raises)."""
 
-    def membership(self, pg_index: int) -> tuple[tuple[str, ...], tuple[str, ...]]: ...
+    def membership(self, pg_index: int, line: Line | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]: ...
 
-    def truncated(self, record: LogRecord) -> bool: ...
+    def segment_id(self, pg_index: int) -> str: ...
+
+    def line_of(self, volume: Volume) -> Line: ...
+
+    def truncated(self, record: LogRecord, line: Line | None = None) -> bool: ...
 
     def pg_of(self, page_no: int) -> int: ...
 
@@ -112,7 +119,7 @@ def meta_on_disk(disk: MemDisk, name: str, segment_id: str) -> SegmentMeta | Non
 
 
 def expected_segments(sim: SimView, name: str) -> list[str]:
-    return [f"{VOLUME}/pg-{pg:05d}" for pg in range(sim.config.pgs) if name in sim.membership(pg)[1]]
+    return [sim.segment_id(pg) for pg in range(sim.config.pgs) if name in sim.membership(pg)[1]]
 
 
 def impaired_nodes(sim: SimView) -> set[str]:
@@ -131,12 +138,19 @@ def impaired_nodes(sim: SimView) -> set[str]:
             if seg is None or not seg.whole or (epoch is not None and seg.meta.volume_epoch > epoch):
                 out.add(name)
                 break
+        if sim.config.time_travel and any(not seg.whole for seg in node.store.segments.values()):
+            out.add(name)  # a clone's, a snapshot's or a timeline's segment it holds is being rebuilt
     return out
 
 
-def _pick(sim: SimView, rng: random.Random, budget: int) -> str | None:
-    """A node that is up, for a fault that makes it faulty: any while the budget allows, else a faulty one."""
+def _pick(sim: SimView, rng: random.Random, budget: int, whole_node: bool = False) -> str | None:
+    """A node that is up, for a fault that makes it faulty: any while the budget allows, else a faulty one.
+    `whole_node`: the fault destroys every segment of the node (a tree rot, a dropped copy); with time travel on
+    a faulty node may be one impaired on another line's PG only (a clone's segment rebuilding), and destroying
+    its healthy segments would take other PGs past the budget: then only while the budget allows."""
     faulty = sim.faulty_nodes()
+    if whole_node and sim.config.time_travel and len(faulty) >= budget:
+        return None
     names = sorted(
         n for n, node in sim.nodes.items() if node.up and n not in sim.dead and (len(faulty) < budget or n in faulty)
     )
@@ -225,7 +239,7 @@ async def hostile_epoch(sim: SimView, rng: random.Random, budget: int) -> None:
 
 
 def tree_rot(sim: SimView, rng: random.Random, budget: int) -> None:
-    name = _pick(sim, rng, budget)
+    name = _pick(sim, rng, budget, whole_node=True)
     if name is None:
         return
     sim.disk.corrupt(name, TREE_ROT_TABLES)
@@ -235,7 +249,7 @@ def tree_rot(sim: SimView, rng: random.Random, budget: int) -> None:
 
 
 async def drop_segment(sim: SimView, rng: random.Random, budget: int) -> None:
-    name = _pick(sim, rng, budget)
+    name = _pick(sim, rng, budget, whole_node=True)
     if name is None:
         return
     expected = expected_segments(sim, name)
@@ -254,24 +268,27 @@ async def drop_segment(sim: SimView, rng: random.Random, budget: int) -> None:
 
 
 def check_scl_truth(sim: SimView) -> None:
-    """No segment's SCL claims a record it does not hold."""
-    by_pg: dict[int, list[int]] = {}
-    for lsn in sorted(sim.records):
-        record = sim.records[lsn]
-        if not sim.truncated(record):
-            by_pg.setdefault(sim.pg_of(record.page_no), []).append(lsn)
+    """No segment's SCL claims a record it does not hold (each segment judged by its line's records)."""
+    by_line: dict[str, dict[int, list[int]]] = {}  # prefix -> PG -> LSNs of its records no truncation voids
+    for prefix, line in sim.lines.items():
+        by_pg = by_line[prefix] = {}
+        for lsn in line.lsns():
+            record = line.records[lsn]
+            if not line.truncated(record):
+                by_pg.setdefault(sim.pg_of(record.page_no), []).append(lsn)
     for name, node in sim.nodes.items():
         if not node.up or node.store is None or sim.disk.is_corrupt(name):
             continue
         for segment_id, seg in list(node.store.segments.items()):
             meta, scl = seg.meta, seg.tracker.scl
-            if scl < meta.retention_horizon_lsn:
-                continue  # serves nothing: it claims nothing
-            lsns = by_pg.get(meta.pg_index, [])
+            held_by = sim.lines.get(prefix_of_segment(segment_id))
+            if scl < meta.retention_horizon_lsn or held_by is None:
+                continue  # serves nothing: it claims nothing (or a segment the model does not know)
+            lsns = by_line[held_by.prefix].get(meta.pg_index, [])
             lo = bisect.bisect_right(lsns, meta.chain_anchor_lsn)
             hi = bisect.bisect_right(lsns, scl)
             for lsn in lsns[lo:hi]:
-                record = sim.records[lsn]
+                record = held_by.records[lsn]
                 if voided(meta.truncation_ranges, lsn, record.epoch):
                     continue
                 if sim.disk.get(name, RECORDS, _record_key(meta.seg_no, lsn)) is None:
@@ -300,7 +317,7 @@ def watch_fencing(sim: SimView, volume: Volume) -> None:
         original(stream, details, gave_up)
         if judge:
             for pg in range(sim.config.pgs):
-                segment_id = f"{VOLUME}/pg-{pg:05d}"
+                segment_id = sim.line_of(volume).segment_id(pg)
                 metas = [meta_on_disk(sim.disk, name, segment_id) for name in sim.nodes]
                 if not any(r.epoch > volume.running_epoch for m in metas if m is not None for r in m.truncation_ranges):
                     sim.violation(
@@ -324,8 +341,10 @@ class WriterSupervisor:
         self.longest_gap_s = 0.0
 
     def writer_open(self) -> bool:
+        """A writer is open (or a backtrack is under way: it closed the writer on purpose, and opens it on the
+        new timeline when the control plane is done; tools/sim/time_travel.py)."""
         w = self.sim.writer
-        return w is not None and not w.fenced and not w.regaining
+        return (w is not None and not w.fenced and not w.regaining) or self.sim.backtracking
 
     def note(self) -> None:
         """Called often: start or end a gap, and judge one that ended or is running too long."""
@@ -361,7 +380,8 @@ class WriterSupervisor:
             w = self.sim.writer
             # Patience: a fault action that crashed the writer opens the next one itself a moment later.
             waited = self.sim.now() - self.gap_since if self.gap_since is not None else 0.0
-            if (w is None or w.fenced) and not self.sim.opening and waited >= SUPERVISOR_PATIENCE_S:
+            idle = not self.sim.opening and not self.sim.backtracking
+            if (w is None or w.fenced) and idle and waited >= SUPERVISOR_PATIENCE_S:
                 await self.sim.open_writer()
                 self.note()
 

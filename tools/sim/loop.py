@@ -3,7 +3,7 @@
 The loop never waits for real I/O: when nothing is ready it jumps its clock to
 the next timer. With seeded inputs, every run of the same seed executes the
 same callbacks in the same order at the same virtual times. Executors run their
-work inline, so the storage node's writer thread becomes a step of the loop.
+work inline (the default one too), so the storage node's writer thread becomes a step of the loop.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import concurrent.futures
 import contextlib
 import selectors
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 
 class SimDeadlock(Exception):
@@ -62,6 +65,13 @@ class SimLoop(asyncio.SelectorEventLoop):
 
     def _write_to_self(self) -> None:  # nothing ever blocks in select: no wake-up needed
         pass
+
+    def run_in_executor(
+        self, executor: concurrent.futures.Executor | None, func: Callable[[*_Ts], _T], *args: *_Ts
+    ) -> asyncio.Future[_T]:
+        """Work for the default executor (`asyncio.to_thread`: a storage node's FindCommit) runs inline too: a
+        real thread would finish at a real time, and the virtual clock would not replay."""
+        return super().run_in_executor(InlineExecutor() if executor is None else executor, func, *args)
 
 
 class InlineExecutor(concurrent.futures.Executor):

@@ -12,7 +12,14 @@ Each one changes the real code for the duration of a run (and restores it):
 - `trust-stored-scl`: a storage node starting up takes the SCL its metadata stores instead of the one
   its records prove (a forged or rotten copy then makes it claim records it does not hold);
 - `fence-on-refusal`: the writer takes any segment's refusal of its epoch as proof that a newer writer
-  opened the volume and stops for good (as before issue 10), instead of judging and regaining it.
+  opened the volume and stops for good (as before issue 10), instead of judging and regaining it;
+- `gc-ignores-pin` (time travel, with a short history window so GC runs): a parent segment's GC drops the
+  keep points of its children (storage/retention.py rule 6), so a clone, snapshot or backtrack timeline
+  reading through it finds the versions it needs collected;
+- `resurrect-on-return` (time travel): a storage node that restarts links each clone segment to its parent at
+  the parent's chain tail instead of the stored parent_read_lsn (storage/segment_load.py rule 5), so a node
+  that was down comes back serving the records a backtrack hid (the timeline left's, above the target) and a
+  source's writes after a clone's branch.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ MUTATIONS = (
     "replace-skip-hydration",
     "trust-stored-scl",
     "fence-on-refusal",
+    "gc-ignores-pin",
+    "resurrect-on-return",
 )
 
 
@@ -99,6 +108,29 @@ def applied(name: str | None) -> Iterator[None]:
                 self.on_fenced(None, f"{where} holds epoch {epoch}: {details}")
 
         patch(volume.Volume, "on_epoch_refusal", fenced_at_once)
+    elif name == "gc-ignores-pin":
+        import sixfold.storage.store.coalescing as coalescing
+
+        original_gc = coalescing.plan_page_gc
+
+        def no_keep_points(page_no, horizon, version_lsns, record_lsns, keep_points=()):
+            return original_gc(page_no, horizon, version_lsns, record_lsns)
+
+        patch(coalescing, "plan_page_gc", no_keep_points)
+    elif name == "resurrect-on-return":
+        import sixfold.storage.segment_load as segment_load
+
+        original_load = segment_load.load
+
+        def relinked_at_tail(txn, dbs):
+            loaded = original_load(txn, dbs)
+            for seg in loaded.segments.values():
+                parent = loaded.segments.get(seg.meta.parent_segment_id) if seg.meta.parent_segment_id else None
+                if parent is not None:
+                    seg.meta.parent_read_lsn = max(seg.meta.parent_read_lsn, parent.tracker.scl)
+            return loaded
+
+        patch(segment_load, "load", relinked_at_tail)
     else:
         raise ValueError(f"unknown mutation {name!r}; known: {', '.join(MUTATIONS)}")
     try:

@@ -2,10 +2,10 @@
 view of the control plane.
 
 `SimNode` starts a real `StorageServicer` over a `SegmentStore` on the run's `MemDisk`, serves it on the
-sim network and crashes it (the disk keeps exactly what was committed); with segment replacement on it
-sends heartbeats to the control plane. A writer asks `FakeControlPlane` (a fixed geometry) or, with
-replacement on, `FollowedControlPlane` (the run's real control plane, which may restart). What they need
-of the run is `NodeHost` and `ControlPlaneHost`.
+sim network and crashes it (the disk keeps exactly what was committed); with the control plane in the run
+(segment replacement or time travel on) it sends heartbeats to it. A writer asks `FakeControlPlane` (a
+fixed geometry) or, with the control plane in the run, `FollowedControlPlane` (the run's real control
+plane, which may restart). What they need of the run is `NodeHost` and `ControlPlaneHost`.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class SimNode:
         handler = generic_handler(pb.DESCRIPTOR.services_by_name["StorageService"], self.servicer, pb)
         self.sim.network.serve(SimServer(self.name, [handler]))
         self.up = True
-        if self.sim.config.replace:
+        if self.sim.config.control_plane:
             self.heartbeats = asyncio.get_running_loop().create_task(
                 repl.heartbeat_loop(
                     self.name, self.sim.network.channel_factory(self.name), self.servicer.heartbeat_report

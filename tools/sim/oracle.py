@@ -1,45 +1,40 @@
 """The model a run checks the system against: what the writers wrote and where it must be stored.
 
-Every record any writer allocated is kept (`SimState.records`) with every truncation range a
-recovery set, so the oracle knows the exact page at any read point (`page_at`), which records an
-MTR has (`mtr_records`), which are void (`truncated`), and which nodes hold a record on disk
-(`holders`: the committed state, as a crash would leave it).
+Every record any writer allocated is kept with every truncation range a recovery set, per line (a volume
+record: tools/sim/lines.py; `SimState.records` are the current line's), so the oracle knows the exact page
+at any read point (`page_at`, through a line's ancestors), which records an MTR has (`mtr_records`), which
+are void (`truncated`), and which nodes hold a record on disk (`holders`: the committed state, as a crash
+would leave it).
 """
 
 from __future__ import annotations
 
-from sixfold.storage.records import LogRecord, apply_record
+from sixfold.storage.records import LogRecord
 from sixfold.storage.store import record_key
-from sixfold.storage.truncation import voided
 from sixfold.tools.sim import integrity
-from sixfold.tools.sim.config import PAGE_SIZE, RECORDS, VOLUME
+from sixfold.tools.sim.config import PAGE_SIZE, RECORDS
+from sixfold.tools.sim.lines import Line
 from sixfold.tools.sim.state import SimState
 
 
 class Oracle(SimState):
-    """What must be stored, from the records the writers allocated (the next layer up checks it is)."""
+    """What must be stored, from the records the writers allocated (the next layer up checks it is). Each
+    question is about a line (tools/sim/lines.py): the one the volume shows now unless another is given."""
 
-    def truncated(self, record: LogRecord) -> bool:
-        return voided(self.truncations, record.lsn, record.epoch)
+    def truncated(self, record: LogRecord, line: Line | None = None) -> bool:
+        return (line or self.line).truncated(record)
 
-    def page_at(self, page_no: int, read_point: int) -> bytes:
-        page = bytearray(PAGE_SIZE)
-        for lsn in sorted(self.records):
-            if lsn > read_point:
-                break
-            record = self.records[lsn]
-            if record.page_no == page_no and not self.truncated(record):
-                apply_record(page, record)
-        return bytes(page)
+    def page_at(self, page_no: int, read_point: int, line: Line | None = None) -> bytes:
+        return (line or self.line).page_at(page_no, read_point, PAGE_SIZE)
 
-    def holders(self, record: LogRecord) -> list[str]:
+    def holders(self, record: LogRecord, line: Line | None = None) -> list[str]:
         """Nodes whose committed (on-disk) segment holds `record` (a copy rotted on purpose counts:
         it was durable; the rot is a disk fault, not a protocol one; so does a record at or below the
         segment's GC floor: it lives on in the page versions kept there)."""
-        segment_id = f"{VOLUME}/pg-{self.pg_of(record.page_no):05d}".encode()
+        segment_id = (line or self.line).segment_id(self.pg_of(record.page_no))
         out = []
         for name in self.nodes:
-            meta = integrity.meta_on_disk(self.disk, name, segment_id.decode())
+            meta = integrity.meta_on_disk(self.disk, name, segment_id)
             if meta is None:
                 continue
             key = record_key(meta.seg_no, record.lsn)
@@ -50,14 +45,9 @@ class Oracle(SimState):
                 out.append(name)  # folded into the page versions kept at the GC floor (reads check them)
         return out
 
-    def mtr_records(self, cpl: int) -> list[LogRecord]:
+    def mtr_records(self, cpl: int, line: Line | None = None) -> list[LogRecord]:
         """The records of the MTR whose CPL is `cpl`: consecutive LSNs back to the previous CPL."""
-        out = [self.records[cpl]]
-        lsn = cpl - 1
-        while lsn in self.records and not self.records[lsn].cpl:
-            out.append(self.records[lsn])
-            lsn -= 1
-        return out
+        return (line or self.line).mtr_records(cpl)
 
     def acked_lsn_max(self) -> dict[int, int]:
         """Per PG, the highest LSN of its records in an acknowledged MTR."""

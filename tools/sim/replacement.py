@@ -4,9 +4,11 @@ Real: the control plane's state machine and `ControlPlaneServicer.heal_once` (ro
 begins, target measurement, completion), the storage nodes' CreateSegment / UpdateMembership /
 GetSegmentState / DropSegment, the writer following DescribeVolume. Fake:
 - `SimSegmentClient` calls the storage nodes through the sim network from the endpoint
-  `CONTROL_PLANE`, so drops, delays, crashes and partitions reach the control plane too;
+  `CONTROL_PLANE`, so drops, delays, crashes and partitions reach the control plane too (every call
+  of storage/control_plane_calls.py's `TimelineSegmentClient`, so backtracks and times work);
 - `SimControlPlane` keeps its persisted state in memory (every `_persist` round-trips it through
-  JSON and `ControlPlane.from_dict` and checks nothing is lost), on the sim's virtual clock;
+  JSON and `ControlPlane.from_dict` and checks nothing is lost), on the sim's virtual clocks (its
+  wall clock too: the writers' commit times are virtual, tools/sim/workload.py);
 - heartbeats are real `Heartbeat` RPCs each live node sends over the sim network every
   `HEARTBEAT_INTERVAL_S` (a node partitioned from the control plane looks dead to it).
 """
@@ -62,11 +64,40 @@ class SimSegmentClient:
         )
         return reply.state
 
+    # -- storage/control_plane_calls.py `TimelineSegmentClient`: a backtrack's and a time resolution's calls --
+
+    async def segment_state_at(
+        self, address: str, segment_id: str, tail_at_or_below_lsn: int
+    ) -> pb.GetSegmentStateResponse:
+        request = pb.GetSegmentStateRequest(segment_id=segment_id, tail_at_or_below_lsn=tail_at_or_below_lsn)
+        reply: pb.GetSegmentStateResponse = await self._stub(address).GetSegmentState(request, timeout=self.timeout_s)
+        return reply
+
+    async def raise_volume_epoch(
+        self, address: str, request: pb.RaiseVolumeEpochRequest
+    ) -> pb.RaiseVolumeEpochResponse:
+        reply: pb.RaiseVolumeEpochResponse = await self._stub(address).RaiseVolumeEpoch(request, timeout=self.timeout_s)
+        return reply
+
+    async def find_commit(self, address: str, request: pb.FindCommitRequest) -> pb.FindCommitResponse:
+        reply: pb.FindCommitResponse = await self._stub(address).FindCommit(request, timeout=self.timeout_s)
+        return reply
+
+    async def read_records(self, address: str, request: pb.ReadRecordsRequest) -> pb.ReadRecordsResponse:
+        reply: pb.ReadRecordsResponse = await self._stub(address).ReadRecords(request, timeout=self.timeout_s)
+        return reply
+
 
 class SimControlPlane(ControlPlaneServicer):
     """The real servicer with its state kept in memory, on virtual time."""
 
-    def __init__(self, state: cp.ControlPlane, segment_client: SimSegmentClient, clock_ms: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        state: cp.ControlPlane,
+        segment_client: SimSegmentClient,
+        clock_ms: Callable[[], float],
+        wall_clock_ms: Callable[[], float],
+    ) -> None:
         self._initial = state
         self.saved: dict[str, Any] = {}
         self.persists = 0
@@ -77,6 +108,7 @@ class SimControlPlane(ControlPlaneServicer):
             segment_client,
             clock_ms=clock_ms,
             failure_timeout_ms=FAILURE_TIMEOUT_MS,
+            wall_clock_ms=wall_clock_ms,  # virtual too: creation times, backtrack windows and times replay
         )
 
     def _load_state(self, heartbeat_timeout_ms: int, failure_timeout_ms: int, started_ms: float) -> cp.ControlPlane:

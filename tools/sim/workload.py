@@ -21,11 +21,11 @@ from sixfold.storage.errors import StorageError
 from sixfold.storage.segment import TruncationRange
 from sixfold.tools.sim import integrity
 from sixfold.tools.sim.checks import Checks
-from sixfold.tools.sim.config import PAGE_SIZE, SIM_LAL, VOLUME, SimConfig
+from sixfold.tools.sim.config import PAGE_SIZE, SIM_LAL, SIM_WALL_CLOCK_START_US, VOLUME, SimConfig
 from sixfold.tools.sim.health import Health
 from sixfold.tools.sim.nodes import FakeControlPlane, FollowedControlPlane
 
-SIM_WALL_CLOCK_START_US = 1_767_225_600_000_000  # 2026-01-01 UTC: virtual time 0 as a wall clock
+__all__ = ["SIM_WALL_CLOCK_START_US", "Workload"]  # the wall clock's start, importable from here as before
 
 
 class Workload(Checks, Health):
@@ -34,20 +34,19 @@ class Workload(Checks, Health):
     def __init__(self, config: SimConfig) -> None:
         super().__init__(config)
         self.supervisor = integrity.WriterSupervisor(self)
+        self.open_cancels = 0  # opens of the volume a backtrack cancelled (tools/sim/volumes.py `SimCompute`)
+        self.opened: list[Volume] = []  # every writer of the volume that opened (time travel closes stale ones)
 
     # -- writers --------------------------------------------------------------------
 
-    async def open_writer(self) -> Volume | None:
-        self.writers += 1
-        name = f"writer-{self.writers}"
-        self.network.down.discard(name)
-        for node in sorted(self.isolated):
-            self.network.partition(name, node)
+    def new_writer(self, volume_id: str, name: str) -> Volume:
+        """A writer `name` of `volume_id` on the sim network, on the virtual wall clock, whose truncation
+        ranges go into the model (of the line it recovers: tools/sim/lines.py)."""
         control_plane: Any = (
             FakeControlPlane(self.geometry) if self.control_plane is None else FollowedControlPlane(self)
         )
         volume = Volume(
-            VOLUME,
+            volume_id,
             control_plane,
             Channels(self.network.channel_factory(name)),
             lal=SIM_LAL,
@@ -56,15 +55,39 @@ class Workload(Checks, Health):
         )
 
         def truncating(ranges: list[TruncationRange]) -> None:
+            truncations = self.line_of(volume).truncations  # (the line of the geometry it recovers)
             for r in ranges:
-                if r not in self.truncations:
-                    self.truncations.append(r)
+                if r not in truncations:
+                    truncations.append(r)
 
         volume.on_truncating = truncating
         loop = asyncio.get_running_loop()
         volume.wall_clock_us = lambda: SIM_WALL_CLOCK_START_US + int(loop.time() * 1_000_000)  # virtual, deterministic
+        return volume
+
+    def track_allocations(self, volume: Volume) -> None:
+        """Every record an open writer allocates goes into the model (of its line), checked first."""
+
+        def allocated(mtr: Any) -> None:
+            line = self.line_of(volume)
+            for record in mtr.records:
+                wrong = line.check_allocation(record)
+                if wrong is not None:
+                    self.violation(wrong)
+                line.records[record.lsn] = record
+
+        volume.on_allocate = allocated
+
+    async def open_writer(self) -> Volume | None:
+        self.writers += 1
+        name = f"writer-{self.writers}"
+        self.network.down.discard(name)
+        for node in sorted(self.isolated):
+            self.network.partition(name, node)
+        volume = self.new_writer(VOLUME, name)
         integrity.watch_fencing(self, volume)
         began = self.over_two_serial, self.over_two
+        cancels = self.open_cancels
         self.opening = True
         try:
             await volume.open()
@@ -75,15 +98,14 @@ class Workload(Checks, Health):
             return None
         finally:
             self.opening = False
+        if self.open_cancels != cancels:  # a backtrack began meanwhile: it cancels opens under way
+            self.event(f"{name} opened, but a backtrack cancelled the open meanwhile: closed")
+            await volume.close()
+            return None
         assert volume.log is not None
-
-        def allocated(mtr: Any) -> None:
-            for record in mtr.records:
-                assert record.lsn not in self.records, f"LSN {record.lsn} allocated twice"
-                self.records[record.lsn] = record
-
-        volume.on_allocate = allocated
+        self.track_allocations(volume)
         self.event(f"{name} open: epoch {volume.epoch} VDL {volume.log.vdl} next LSN {volume.log.next_lsn}")
+        self.opened.append(volume)
         self.writer = volume
         self.supervisor.note()
         return volume
@@ -119,7 +141,7 @@ class Workload(Checks, Health):
                     kind = "write_unknown" if isinstance(error, CommitTimeout) else "write_failed"
                     self.ops[kind] += 1
                     if kind == "write_failed":
-                        self.refused.append(token)
+                        self.line_of(writer).refused.append(token)
                     if self.overlapped_over_two(began):
                         self.ops[
                             "write_unknown_over_2_down" if kind == "write_unknown" else "write_refused_over_2_down"
@@ -129,9 +151,10 @@ class Workload(Checks, Health):
                 self.ops["write_ok"] += 1
                 if self.overlapped_over_two(began):
                     self.ops["write_ok_over_2_down"] += 1  # check_durable below: only on a true write quorum
-                self.acked[cpl] = (token.decode(), patches, writer.epoch)
+                line = self.line_of(writer)
+                line.acked[cpl] = (token.decode(), patches, writer.epoch)
                 self.event(f"client {index} write {token.decode()} -> LSN {cpl}")
-                self.check_durable(cpl, f"client {index} acknowledged")
+                self.check_durable(cpl, f"client {index} acknowledged", line)
                 if self.config.replace:
                     self.check_quorum_sets(cpl, writer, epochs, f"client {index} acknowledged")
             else:
