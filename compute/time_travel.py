@@ -39,6 +39,7 @@ import grpc
 from sixfold.compute.errors import InvalidRequest
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.storage.errors import ReadPointOutOfRange, StorageError, Unavailable
+from sixfold.storage.lineage import branch_tail, ends_an_mtr
 from sixfold.storage.records import LSN_MAX
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.storage.v1 import storage_service_pb2 as pb
@@ -140,10 +141,10 @@ async def _tail_from_segments(volume: Volume, pg_index: int, lsn: int) -> int:
         return stream.stub.GetSegmentState(request, timeout=SEGMENT_TIMEOUT_S)
 
     answers = await _ask_all(volume, pg_index, ask)
+    tail = branch_tail(((a.state.whole, a.state.scl, a.tail_lsn) for a in answers), lsn)
+    if tail is not None:
+        return tail
     horizon = min((a.state.retention_horizon_lsn for a in answers), default=0)
-    knowing = [a for a in answers if a.state.whole and a.state.scl >= lsn and a.state.retention_horizon_lsn <= lsn]
-    if knowing:
-        return max(a.tail_lsn for a in knowing)
     if answers and horizon > lsn:
         raise ReadPointOutOfRange(
             f"LSN {lsn} is below what volume {volume.volume_id!r} still keeps (PG {pg_index}'s retention horizon "
@@ -160,14 +161,7 @@ async def _check_ends_an_mtr(volume: Volume, pg_index: int, lsn: int, at_lsn: in
         return stream.stub.ReadRecords(request, timeout=SEGMENT_TIMEOUT_S)
 
     for answer in await _ask_all(volume, pg_index, ask):
-        for record in answer.records:
-            if record.lsn != lsn:
-                continue
-            if not record.cpl:
-                raise InvalidRequest(
-                    f"LSN {at_lsn} falls inside a transaction (its newest record, LSN {lsn}, does not end one); "
-                    "choose the LSN a write returned (a commit)"
-                )
+        if ends_an_mtr(answer.records, lsn, at_lsn) is not None:
             return
     # Every copy garbage-collected the record (it was folded into page versions): it cannot be checked.
     raise ReadPointOutOfRange(

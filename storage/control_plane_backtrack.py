@@ -58,6 +58,7 @@ from sixfold.storage.control_plane_timelines import (
 from sixfold.storage.control_plane_values import SegmentPlacement, VolumeGeometry
 from sixfold.storage.control_plane_wire import commit_answer, geometry_to_proto, history_to_proto, timeline_to_proto
 from sixfold.storage.errors import InvalidRequest, ReadPointOutOfRange, StorageError, Unavailable
+from sixfold.storage.lineage import branch_tail, ends_an_mtr
 from sixfold.storage.quorum import COPIES, WRITE_QUORUM
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
 from sixfold.storage.v1 import storage_service_pb2 as ss_pb2
@@ -292,18 +293,18 @@ class BacktrackRpcs(CloneRpcs):
         for pg, results in zip(geometry.protection_groups, await self._ask_pgs(geometry, ask)):
             states = [(a.state, a.tail_lsn) for _, a in answered(results)]
             if pg.pg_index in needs:
-                knowing = [tail for state, tail in states if state.whole and state.scl >= lsn]
-                if not knowing and any(is_out_of_range(a) for _, a in results):
+                known = branch_tail(((state.whole, state.scl, tail) for state, tail in states), lsn)
+                if known is None and any(is_out_of_range(a) for _, a in results):
                     raise ReadPointOutOfRange(
                         f"LSN {lsn} is below what volume {timeline_name(record_id)} still keeps (PG {pg.pg_index}'s "
                         f"segments no longer know its chain there: {failures(results)}); choose a later point"
                     )
-                if not knowing:
+                if known is None:
                     raise Unavailable(
                         f"no segment of PG {pg.pg_index} that holds its chain past LSN {lsn} answered "
                         f"({failures(results) or 'none is whole that far'}); try again in a moment"
                     )
-                tail = max(knowing)
+                tail = known
             else:
                 tail = ended[pg.pg_index]
             horizons = [state.retention_horizon_lsn for state, _ in states]
@@ -341,14 +342,8 @@ class BacktrackRpcs(CloneRpcs):
 
         results = [r for pg in await self._ask_pgs(one_pg, ask) for r in pg]
         for _, answer in answered(results):
-            for record in answer.records:
-                if record.lsn != newest:
-                    continue
-                if not record.cpl:
-                    raise InvalidRequest(
-                        f"LSN {lsn} falls inside a transaction of volume {name} (its newest record, LSN {newest}, "
-                        "does not end one); choose the LSN a write returned (a commit)"
-                    )
+            record = ends_an_mtr(answer.records, newest, lsn, f" of volume {name}")
+            if record is not None:
                 return int(record.commit_time_us)
         if not answered(results) and not any(is_out_of_range(a) for _, a in results):
             raise Unavailable(

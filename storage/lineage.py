@@ -42,8 +42,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sixfold.storage.errors import ReadPointOutOfRange, StorageError
+from sixfold.storage.errors import InvalidRequest, ReadPointOutOfRange, StorageError
 from sixfold.storage.scl import SclTracker
 from sixfold.storage.segment import Segment, SegmentMeta
 
@@ -245,3 +246,28 @@ def children_index(metas: Iterable[SegmentMeta]) -> dict[str, list[str]]:
 def keep_points(children: Iterable[SegmentMeta]) -> list[int]:
     """Rule 5: the parent_read_lsn of each child, once each, lowest first."""
     return sorted({c.parent_read_lsn for c in children})
+
+
+# -- branch points (a clone's or a backtrack's, chosen by the compute node or the control plane) ---------
+
+
+def branch_tail(answers: Iterable[tuple[bool, int, int]], lsn: int) -> int | None:
+    """A PG's chain tail at or below `lsn`, from its segments' answers (whole, SCL, stored tail at or below
+    `lsn`): only a whole segment whose chain reaches past `lsn` knows it exactly. None: none such answered."""
+    knowing = [tail for whole, scl, tail in answers if whole and scl >= lsn]
+    return max(knowing) if knowing else None
+
+
+def ends_an_mtr(records: Iterable[Any], lsn: int, asked_lsn: int, where: str = "") -> Any | None:
+    """The record `lsn` among `records` (anything with .lsn and .cpl), refused unless it ends an MTR: a branch
+    whose newest record does not would show half a transaction. None: not among them."""
+    for record in records:
+        if record.lsn != lsn:
+            continue
+        if not record.cpl:
+            raise InvalidRequest(
+                f"LSN {asked_lsn} falls inside a transaction{where} (its newest record, LSN {lsn}, does not end "
+                "one); choose the LSN a write returned (a commit)"
+            )
+        return record
+    return None

@@ -209,3 +209,24 @@ def test_a_lineage_that_runs_too_deep_is_refused() -> None:
     deep = [Level((), (), 0) for _ in range(LINEAGE_DEPTH_MAX + 2)]
     with pytest.raises(ValueError, match="lineage runs past"):
         resolve(deep, 5)
+
+
+def test_a_branch_tail_comes_only_from_a_whole_segment_whose_chain_reaches_past_the_branch() -> None:
+    from sixfold.storage.lineage import branch_tail
+
+    assert branch_tail([(True, 120, 90), (True, 80, 80), (False, 200, 95)], 100) == 90
+    assert branch_tail([(True, 99, 99), (False, 150, 95)], 100) is None
+    assert branch_tail([], 100) is None
+
+
+def test_a_branch_must_not_split_a_transaction() -> None:
+    from types import SimpleNamespace
+
+    from sixfold.storage.errors import InvalidRequest
+    from sixfold.storage.lineage import ends_an_mtr
+
+    cpl, inside = SimpleNamespace(lsn=7, cpl=True), SimpleNamespace(lsn=6, cpl=False)
+    assert ends_an_mtr([inside, cpl], 7, 7) is cpl
+    assert ends_an_mtr([cpl], 8, 8) is None
+    with pytest.raises(InvalidRequest, match=r"LSN 6 falls inside a transaction of volume v \(its newest record"):
+        ends_an_mtr([inside], 6, 6, " of volume v")
