@@ -34,6 +34,7 @@ from sixfold.tools.cluster import (
     SegmentInfo,
     UnknownProcessError,
 )
+from sixfold.tools.text_table import table
 
 STATE_DIR_ENV = "SIXFOLD_STATE_DIR"
 DEFAULT_STATE_DIR = Path("~/.sixfold/cluster")
@@ -151,12 +152,6 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
 # --- output ---------------------------------------------------------------------------
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [headers, *rows]]
-    return "\n".join(lines)
-
-
 def _role(role: str, spare: bool) -> str:
     return f"{role} (spare)" if spare else role
 
@@ -166,7 +161,7 @@ def _layout_table(records: Sequence[ProcessRecord]) -> str:
         [r.name, _role(r.role, r.spare), r.az or "-", r.address or "-", str(r.pid or "-"), r.log_file, r.data_dir]
         for r in records
     ]
-    return _table(["NAME", "ROLE", "AZ", "ADDRESS", "PID", "LOG", "DATA"], rows)
+    return table(["NAME", "ROLE", "AZ", "ADDRESS", "PID", "LOG", "DATA"], rows)
 
 
 def _segment_details(segment: SegmentInfo) -> str:
@@ -250,7 +245,7 @@ def _status_table(status: ClusterStatus) -> str:
         ]
         for p in status.processes
     ]
-    return _table(["NAME", "ROLE", "AZ", "ADDRESS", "PID", "STATE", "HEALTH", "DETAILS"], rows)
+    return table(["NAME", "ROLE", "AZ", "ADDRESS", "PID", "STATE", "HEALTH", "DETAILS"], rows)
 
 
 # --- subcommands ------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from google.protobuf.message import Message
 from sixfold.compute.client import DEFAULT_TIMEOUT_S, U32_MAX, U64_MAX, VolumeClient, VolumeError
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.tools import volume_time_cli
+from sixfold.tools.text_table import table
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -202,12 +203,6 @@ def format_age(ms: int) -> str:
     return f"{ms} ms ago" if ms < 1000 else f"{ms / 1000:.1f} s ago"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [headers, *rows]]
-    return "\n".join(lines)
-
-
 def hex_dump(data: bytes, start: int = 0) -> str:
     """hexdump -C style lines: the offset (from `start`), the bytes in hex, and their printable ASCII.
 
@@ -284,7 +279,7 @@ def volumes_table(volumes: Sequence[vpb.VolumeStatus]) -> str:
     if not volumes:
         return "(no volumes)"
     headers = ["VOLUME", "VDL", "VCL", "ALLOCATED", "EPOCH", "FENCED", "PGS", "CONNECTED"]
-    return _table(headers, [volume_line(v) for v in volumes])
+    return table(headers, [volume_line(v) for v in volumes])
 
 
 def volume_report(v: vpb.VolumeStatus) -> str:
@@ -317,8 +312,8 @@ def volume_report(v: vpb.VolumeStatus) -> str:
             ]
             for s in pg.segments
         ]
-        table = _table(["NODE", "AZ", "ADDRESS", "SCL", "LAST ACK", "CONNECTED", "IN FLIGHT", "SEGMENT"], rows)
-        lines.extend("    " + line for line in table.splitlines())
+        segments = table(["NODE", "AZ", "ADDRESS", "SCL", "LAST ACK", "CONNECTED", "IN FLIGHT", "SEGMENT"], rows)
+        lines.extend("    " + line for line in segments.splitlines())
     return "\n".join(lines)
 
 
@@ -413,7 +408,7 @@ def _list(client: VolumeClient, args: argparse.Namespace) -> int:
         ]
         for v in volumes
     ]
-    print(_table(["VOLUME", "PAGE SIZE", "SEGMENT SIZE", "PGS", "VDL", "FENCED"], rows))
+    print(table(["VOLUME", "PAGE SIZE", "SEGMENT SIZE", "PGS", "VDL", "FENCED"], rows))
     return EXIT_OK
 
 

@@ -27,11 +27,12 @@ from datetime import UTC, datetime
 
 from sixfold.compute.client import U64_MAX, VolumeClient
 from sixfold.compute.v1 import volume_service_pb2 as vpb
+from sixfold.storage.control_plane_limits import BACKTRACK_WINDOW_S_MAX
+from sixfold.tools.text_table import table
 
 EXIT_OK = 0
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-BACKTRACK_WINDOW_MAX_S = 366 * 86400
 
 
 def parse_duration(text: str) -> float:
@@ -44,7 +45,7 @@ def parse_duration(text: str) -> float:
 
 def window(text: str) -> int:
     seconds = parse_duration(text)
-    if not 1 <= seconds <= BACKTRACK_WINDOW_MAX_S:
+    if not 1 <= seconds <= BACKTRACK_WINDOW_S_MAX:
         raise argparse.ArgumentTypeError(f"a backtrack window is from 1 s to 366 days, got {text!r}")
     return int(seconds)
 
@@ -232,7 +233,7 @@ def _snapshot(client: VolumeClient, args: argparse.Namespace) -> int:
         if not snapshots:
             print("(no snapshots)")
             return EXIT_OK
-        _print_rows([["SNAPSHOT", "VOLUME", "LSN", "CREATED", "RESTORED"], *snapshot_rows(snapshots)])
+        print(table(["SNAPSHOT", "VOLUME", "LSN", "CREATED", "RESTORED"], snapshot_rows(snapshots)))
     return EXIT_OK
 
 
@@ -272,7 +273,7 @@ def _history(client: VolumeClient, args: argparse.Namespace) -> int:
                 _when(t.abandoned_at_ms) if t.abandoned_at_ms else "now",
             ]
         )
-    _print_rows(rows)
+    print(table(rows[0], rows[1:]))
     if reply.backtracks:
         print()
         rows = [["WHEN", "FROM TIMELINE", "FROM VDL", "TO TIMELINE", "TO LSN", "COMMITTED"]]
@@ -287,14 +288,8 @@ def _history(client: VolumeClient, args: argparse.Namespace) -> int:
             ]
             for b in reply.backtracks
         ]
-        _print_rows(rows)
+        print(table(rows[0], rows[1:]))
     return EXIT_OK
-
-
-def _print_rows(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 HANDLERS: dict[str, Callable[[VolumeClient, argparse.Namespace], int]] = {
