@@ -5,11 +5,15 @@ never a traceback or a raw gRPC error."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sixfold.tools.cluster import COMPUTE, CONTROL_PLANE, DEFAULT_VOLUME, LOCK_FILE
+from tests.polling import wait_until
 from tests.test_launcher import cli_status, sixfold, sixfold_ok
+
+RECONNECT_S = 30.0
 
 pytestmark = pytest.mark.integration
 
@@ -58,8 +62,13 @@ def test_status_with_the_control_plane_down_says_what_it_cannot_show(cluster_dir
     assert "stopped" in table[CONTROL_PLANE] and unknown_volumes in table[COMPUTE], result.stdout
     assert not any(raw in result.stdout for raw in RAW_ERRORS), result.stdout
 
-    # Back: every column shows its details again.
+    # Back: every column shows its details again, once the others have reconnected (the compute node's channel
+    # to the control plane comes back after gRPC's reconnect backoff, up to a few seconds on a loaded machine).
     sixfold_ok(cluster_dir, "start", CONTROL_PLANE)
-    status = cli_status(cluster_dir)
-    assert all(p["error"] == "" for p in status.values()), status
+
+    def settled() -> dict[str, Any]:
+        status = cli_status(cluster_dir)
+        return status if all(p["error"] == "" for p in status.values()) else {}
+
+    status = wait_until(settled, RECONNECT_S, "every process's status details after the control plane restarts")
     assert [v["volume_id"] for v in status[COMPUTE]["volumes"]] == [DEFAULT_VOLUME]
