@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import grpc
 
@@ -180,6 +181,13 @@ class Fencing(Opening):
             reply = await self.control_plane.DescribeVolume(
                 cp_pb.DescribeVolumeRequest(volume_id=self.volume_id), timeout=RPC_TIMEOUT_S * 5
             )
+            moved = timeline_moved(self.pgs, reply.geometry)
+            if moved:
+                # A backtrack (or a delete and a new volume of the name) fenced this writer's timeline: the
+                # name now leads to segments it never wrote, whose own writer it must not fence, nor send them
+                # the truncation ranges it sent its own.
+                self.on_fenced(None, f"the volume moved to another timeline while this writer was fenced ({moved})")
+                return True
             self.pgs = {}
             self._apply_geometry(reply.geometry)
             self.cache = BufferCache(self.page_size)
@@ -211,3 +219,16 @@ class Fencing(Opening):
                 )
         log.warning("volume %s regained: epoch %d, VDL %d", self.volume_id, self.epoch, vdl)
         return True
+
+
+def timeline_moved(pgs: dict[int, Any], geometry: Any) -> str:
+    """Why the volume's geometry is no longer the timeline this writer wrote ('' when it is): a PG it knows
+    has another segment id there (segment ids never repeat: storage/control_plane_lineage.py rule 2)."""
+    for pg in geometry.protection_groups:
+        known = pgs.get(pg.pg_index)
+        if known is None or not known.streams or not pg.segments:
+            continue
+        mine = next(iter(known.streams.values())).segment_id
+        if pg.segments[0].segment_id != mine:
+            return f"PG {pg.pg_index} is segment {pg.segments[0].segment_id} now, not {mine}"
+    return ""

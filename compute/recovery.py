@@ -16,10 +16,13 @@ carries out the plan (truncate, re-replicate, allocate above). Rules:
    sends them to every segment of their PG again and waits until they meet
    write quorum before it serves anything.
 5. Everything above VDL that any writer could have allocated is truncated with
-   the new epoch. A writer allocates at most LAL past max(VDL, the end of its
-   own truncation range) (compute.volume_log rule 1), so the range is
-   [VDL + 1, max(VDL, every truncation end seen) + LAL]. New LSNs start above
-   it and above every LSN ever seen.
+   the new epoch. A writer allocates at most LAL past where it started, which is
+   the end of its own truncation range (compute.volume_log rule 1), so the range
+   is [VDL + 1, max(max(VDL, every truncation end seen) + LAL, highest LSN
+   seen)]. New LSNs start above it and above every LSN ever seen. The highest
+   LSN counts because it may lie above every range: a timeline a backtrack made
+   starts its LSNs above an LSN floor far above its VDL; were the range to end
+   below the floor, the next writer's range would not cover this one's window.
 """
 
 from __future__ import annotations
@@ -136,11 +139,10 @@ def plan_recovery(
         # this one is fenced; it must start again with an epoch above that one.
         raise NewerRecovery(newest)
     allocation_base = max([vdl, *(r.end_lsn for r in truncations)])  # where older writers' LAL windows began
+    highest = max((r.highest_lsn for r in [*reports, *others]), default=0)
     # Every LSN is at most LSN_MAX (storage refuses more), so these sums fit; the range stops at LSN_MAX.
-    truncation = TruncationRange(vdl + 1, min(allocation_base + lal, LSN_MAX), epoch)
-    seen_max = max(
-        [truncation.end_lsn, *(r.end_lsn for r in truncations), *(r.highest_lsn for r in [*reports, *others])]
-    )
+    truncation = TruncationRange(vdl + 1, min(max(allocation_base + lal, highest), LSN_MAX), epoch)
+    seen_max = max([truncation.end_lsn, *(r.end_lsn for r in truncations), highest])
     if seen_max >= LSN_MAX:
         raise VolumeFull(f"the volume has used up its LSNs: LSNs up to {seen_max} are taken, the highest is {LSN_MAX}")
     return RecoveryPlan(

@@ -23,7 +23,10 @@ Rules (this module owns them):
    recovering there would take acknowledged writes onto a timeline nobody reads again.
 7. Backtrack closes the writer and the SQL engine (open transactions end with a clear status), hands the
    control plane the timeline's end (VDL, the PGs' tails there, the highest LSN allocated), and opens the
-   volume again on the new timeline: a recovery, with a new volume epoch on new segments.
+   volume again on the new timeline: a recovery, with a new volume epoch on new segments. It hands its
+   writer's volume epoch too: the control plane refuses the backtrack when a segment holds a newer one (a
+   newer writer, on another compute node, may have acknowledged writes above this one's VDL); the volume
+   is then opened again (a recovery finds the true VDL) and the backtrack tried once more.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from sixfold.compute.errors import InvalidRequest
+from sixfold.compute.segment_stream import refused_epoch_of
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.storage.errors import ReadPointOutOfRange, StorageError, Unavailable
 from sixfold.storage.lineage import branch_tail, ends_an_mtr
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
 CLONE_TIMEOUT_S = 60.0
 LIST_TIMEOUT_S = 10.0
 SEGMENT_TIMEOUT_S = 5.0
+BACKTRACK_ATTEMPTS = 2  # rule 7: once more after opening the volume again, when a newer writer's epoch refused it
 # Control-plane refusals whose sentence is for the user as it is (the name, the LSN, the state).
 _FORWARDED = {
     grpc.StatusCode.NOT_FOUND,
@@ -63,6 +68,14 @@ _FORWARDED = {
 
 # What gRPC says when the call never reached the control plane (as opposed to a refusal it sent).
 _TRANSPORT = re.compile(r"connect|socket|DNS|Connection reset|Broken pipe|unreachable", re.IGNORECASE)
+
+
+class NotNewestWriter(Exception):
+    """Rule 7: the control plane refused a backtrack because a segment holds a newer volume epoch."""
+
+    def __init__(self, refusal: StorageError) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
 
 
 class ControlPlaneRefused(StorageError):
@@ -306,14 +319,21 @@ class TimeTravelRpcs:
         if bool(request.to_lsn) == bool(request.to_time_us):
             raise InvalidRequest("a backtrack goes to an LSN or to a time: give exactly one")
         started = time.perf_counter()
-        volume = await self.volume(request.volume_id)
-        if request.volume_id in self.moving:
-            raise Unavailable(f"volume {request.volume_id!r} is being backtracked or deleted already; retry later")
-        self.moving.add(request.volume_id)
-        try:
-            return await self._backtrack(request, volume, started)
-        finally:
-            self.moving.discard(request.volume_id)
+        for attempt in range(1, BACKTRACK_ATTEMPTS + 1):
+            volume = await self.volume(request.volume_id)
+            if request.volume_id in self.moving:
+                raise Unavailable(f"volume {request.volume_id!r} is being backtracked or deleted already; retry later")
+            self.moving.add(request.volume_id)
+            try:
+                return await self._backtrack(request, volume, started)
+            except NotNewestWriter as error:
+                # Closed already: the next round opens the volume again (a recovery at a newer epoch, VDL found
+                # on the segments), so the timeline left ends where the newest writer's acknowledged writes do.
+                if attempt == BACKTRACK_ATTEMPTS:
+                    raise error.refusal from None
+            finally:
+                self.moving.discard(request.volume_id)
+        raise AssertionError("unreachable")
 
     async def _backtrack(self, request: vpb.BacktrackRequest, volume: Volume, started: float) -> vpb.BacktrackResponse:
         await self._close_volume(request.volume_id)
@@ -329,11 +349,15 @@ class TimeTravelRpcs:
                     current_vdl=log.vdl,
                     current_tails=tails,
                     lsn_allocated=log.lsn_allocated,
+                    writer_epoch=volume.epoch,
                 ),
                 timeout=CLONE_TIMEOUT_S,
             )
         except grpc.aio.AioRpcError as error:
-            raise forwarded(error, f"backtracking volume {request.volume_id!r}") from None
+            refusal = forwarded(error, f"backtracking volume {request.volume_id!r}")
+            if refused_epoch_of(error) is not None:
+                raise NotNewestWriter(refusal) from None
+            raise refusal from None
         await self._close_volume(request.volume_id)  # nothing opened meanwhile (`moving`); closed again to be sure
         self.moving.discard(request.volume_id)
         await self.volume(request.volume_id)  # recovery on the new timeline

@@ -60,7 +60,9 @@ Rules
 13. A change rolls back when its old node is healthy again before it
    completes, or when its new node fails. The segment a node no longer holds
    in any set (the old one after completion, the new one after a rollback) is
-   recorded as an orphan, dropped by the caller once its node answers.
+   recorded as an orphan, dropped by the caller once its node answers, unless a
+   clone's segment on that node still reads through it (`held_orphans`): it
+   waits until that reader goes.
 14. Copies (storage/copies.py): heartbeats report the segments a node holds
    and its disk's condition; a placement a healthy node's reports lack for a
    while is a lost copy, created again on the same node (`plan_copy_repairs`,

@@ -14,7 +14,9 @@ compute node has closed its writer on the volume and opens it again afterwards):
    from its owner's segments; its commit time must lie inside the window (timelines rule 4).
 4. Fence the current timeline: GetSegmentState on its segments, then RaiseVolumeEpoch with an epoch one
    above every epoch they report (writer `backtrack:SERIAL`, SERIAL the new timeline's) on every healthy
-   segment; each PG needs `WRITE_QUORUM` of them, else UNAVAILABLE (nothing else changed). What they
+   segment; each PG needs `WRITE_QUORUM` of them, else UNAVAILABLE (nothing else changed). A segment that
+   reports an epoch newer than the caller's writer (`writer_epoch`) refuses the backtrack first (a newer
+   writer may have acknowledged writes above the VDL the caller gave; FAILED_PRECONDITION). What they
    report (highest LSN stored, truncation range ends) and the writer's highest allocated LSN set the new
    timeline's LSN floor.
 5. Create the new timeline as a clone is made (storage/control_plane_clones.py rule 1: reserved and
@@ -57,7 +59,7 @@ from sixfold.storage.control_plane_timelines import (
 )
 from sixfold.storage.control_plane_values import SegmentPlacement, VolumeGeometry
 from sixfold.storage.control_plane_wire import commit_answer, geometry_to_proto, history_to_proto, timeline_to_proto
-from sixfold.storage.errors import InvalidRequest, ReadPointOutOfRange, StorageError, Unavailable
+from sixfold.storage.errors import InvalidRequest, ReadPointOutOfRange, StaleVolumeEpoch, StorageError, Unavailable
 from sixfold.storage.lineage import branch_tail, ends_an_mtr
 from sixfold.storage.quorum import COPIES, WRITE_QUORUM
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
@@ -113,6 +115,10 @@ class BacktrackRpcs(CloneRpcs):
     async def Backtrack(self, request: cp_pb2.BacktrackRequest, context: Any) -> cp_pb2.BacktrackResponse:
         if bool(request.to_lsn) == bool(request.to_time_us):
             raise InvalidRequest("a backtrack goes to an LSN or to a time: give exactly one of to_lsn and to_time_us")
+        if request.writer_epoch == 0:
+            raise InvalidRequest(
+                "the request names no writer_epoch: give the volume epoch of the writer whose VDL it reports"
+            )
         client = self._timeline_client()
         name, vdl, given = request.volume_id, request.current_vdl, list(request.current_tails)
         async with self._lock:
@@ -133,7 +139,7 @@ class BacktrackRpcs(CloneRpcs):
                 commit_time_us = await self._commit_time(client, name, vdl, target, to_lsn, tails)
                 check_commit_in_window(to_lsn, commit_time_us, now_ms, window_s, name)
             serial = self.state.upcoming_serial()
-            seen = await self._fence(client, name, serial)  # step 4
+            seen = await self._fence(client, name, serial, request.writer_epoch)  # step 4
             floor = new_lsn_floor(request.lsn_allocated, seen, own, name)
             plan = self.state.plan_backtrack(name, target.timeline_id, to_lsn, tails, floor)
             assert plan.serial == serial, (plan.serial, serial)
@@ -357,14 +363,26 @@ class BacktrackRpcs(CloneRpcs):
 
     # -- step 4: the fence ------------------------------------------------------------------
 
-    async def _fence(self, client: TimelineSegmentClient, name: str, serial: int) -> list[int]:
+    async def _fence(self, client: TimelineSegmentClient, name: str, serial: int, writer_epoch: int) -> list[int]:
         """Step 4: raise the current timeline's volume epoch on a write quorum of each PG. Returns the LSNs its
-        segments reported (highest stored, truncation range ends)."""
+        segments reported (highest stored, truncation range ends). Refused when a segment holds an epoch newer
+        than the caller's writer: a newer writer may have acknowledged writes above the VDL the caller gave
+        (every writer that recovered raised a write quorum of each PG, which a write quorum of answers meets)."""
         geometry = self.state.describe_volume(name)
         states = [
             answered(pg)
             for pg in await self._ask_pgs(geometry, lambda _, s: client.segment_state_at(s.address, s.segment_id, 0))
         ]
+        newer = [(s, a.state) for pg in states for s, a in pg if a.state.volume_epoch > writer_epoch]
+        if newer:
+            s, state = max(newer, key=lambda n: n[1].volume_epoch)
+            raise StaleVolumeEpoch(
+                f"the writer that asked (volume epoch {writer_epoch}) is not volume {name}'s newest: segment "
+                f"{s.segment_id} on node {s.node_id} holds epoch {state.volume_epoch} "
+                f"({state.volume_epoch_owner or 'no owner'}), and a newer writer may have acknowledged writes above "
+                "the VDL given; nothing was changed; open the volume again (a recovery) and retry",
+                {"volume_epoch": str(state.volume_epoch), "segment_id": s.segment_id},
+            )
         epoch = 1 + max((a.state.volume_epoch for pg in states for _, a in pg), default=0)
         writer_id = f"backtrack:{serial}"
 

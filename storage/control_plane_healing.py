@@ -304,8 +304,9 @@ class Healing:
         await self._install(volume_id, geometry)
 
     async def _drop_orphans(self, now: float) -> None:
+        held = self.state.held_orphans()
         for orphan in self.state.orphans():
-            if not self.state.is_healthy(orphan.node_id, now):
+            if orphan in held or not self.state.is_healthy(orphan.node_id, now):
                 continue
             node = self.state.node(orphan.node_id, now)
             try:

@@ -134,5 +134,36 @@ class Membership(Lineage):
         self._progress.pop((volume_id, pg_index, change.new_node_id), None)
         return self._pg_geometry(volume, changed)
 
+    def held_orphans(self) -> set[Orphan]:
+        """Rule 13: the orphans a clone's segment on the same node still reads through, kept until it goes.
+
+        A member segment on node n reads through its parent PG's segment on n when n is in its PG's
+        `parent_node_ids`; an orphan of a PG with a parent may read through its parent's segment on n too
+        (the node it left no longer says). The node refuses to drop a segment something reads through
+        (storage/lineage.py rule 7), so these wait: once the reader goes, the next round drops them."""
+        orphans = set(self._orphans)
+        on_node = {(o.node_id, o.segment_id) for o in orphans}
+        pgs = {(v.volume_id, pg.pg_index): (v, pg) for v in self._volumes.values() for pg in v.protection_groups}
+        held: set[Orphan] = set()
+        todo = [
+            (node_id, v.parent_volume_id, pg.pg_index)
+            for v, pg in pgs.values()
+            if pg.has_parent and v.parent_volume_id in self._volumes
+            for node_id in pg.all_node_ids
+            if node_id in pg.parent_node_ids
+        ]
+        while todo:
+            node_id, volume_id, pg_index = todo.pop()
+            if (volume_id, pg_index) not in pgs:
+                continue
+            orphan = Orphan(node_id, self.segment_id(volume_id, pg_index))
+            if (node_id, orphan.segment_id) not in on_node or orphan in held:
+                continue
+            held.add(orphan)
+            v, pg = pgs[(volume_id, pg_index)]
+            if pg.has_parent and v.parent_volume_id in self._volumes:
+                todo.append((node_id, v.parent_volume_id, pg_index))
+        return held
+
     def _set_pg(self, volume: Volume, pg: ProtectionGroup) -> None:
         volume.protection_groups[pg.pg_index] = replacement.checked(pg)

@@ -153,13 +153,20 @@ class Segment:
     # -- truncation -----------------------------------------------------------
 
     def new_truncations(self, ranges: list[TruncationRange], volume_epoch: int) -> list[TruncationRange]:
+        """The ranges not applied yet, each cut to start above the chain anchor: what lies at or below it is
+        durable (below every VDL a recovery can find, or a clone's branch), so no sound recovery's range reaches
+        it; a stale writer's range from before a backtrack may, and must not void the chain there."""
         known = set(self.meta.truncation_ranges)
         fresh = []
+        anchor = self.meta.chain_anchor_lsn
         for r in ranges:
             r.validate()
             epochs.check_carried(f"truncation range [{r.start_lsn}, {r.end_lsn}]", r.epoch, volume_epoch)
-            if r not in known and r not in fresh:
-                fresh.append(r)
+            if r.end_lsn <= anchor:
+                continue
+            cut = TruncationRange(anchor + 1, r.end_lsn, r.epoch) if r.start_lsn <= anchor else r
+            if cut not in known and cut not in fresh:
+                fresh.append(cut)
         if len(self.meta.truncation_ranges) + len(fresh) > TRUNCATION_RANGES_MAX:
             raise BatchTooLarge(
                 f"segment {self.meta.segment_id} would keep more than {TRUNCATION_RANGES_MAX} truncation ranges"

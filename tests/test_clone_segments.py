@@ -18,7 +18,7 @@ from sixfold.storage import lineage, segment_load
 from sixfold.storage.errors import AlreadyExists, InvalidRequest, ReadPointOutOfRange
 from sixfold.storage.lineage import LineageRefused
 from sixfold.storage.records import LogRecord, PayloadKind, crc32c
-from sixfold.storage.segment import SegmentMeta
+from sixfold.storage.segment import SegmentMeta, TruncationRange
 from sixfold.storage.store import SegmentStore
 from tests.test_store import PAGE, batch, commit_ok, oracle_page
 
@@ -435,3 +435,22 @@ def test_a_flattened_copy_hydrated_from_a_clone_reads_the_same(tmp_path: Path) -
     finally:
         source.close()
         target.close()
+
+
+def test_a_truncation_range_reaching_below_the_branch_voids_only_the_clones_own_records(store: SegmentStore) -> None:
+    """A stale writer (one a backtrack left behind) may send a clone's segment a range it made for the old
+    timeline, starting below the branch. What lies at or below the chain anchor is durable and not the clone's:
+    the range is cut to start above it, so SCL never drops below the branch (it used to drop to 0, and every copy
+    with it: the volume could not open)."""
+    parent = root(store)
+    parent.write([(p, b"root%d" % p) for p in range(PAGES)])  # LSNs 1..8
+    clone = parent.clone(store, CLONE)
+    clone.write([(1, b"c1"), (2, b"c2")])  # 9, 10
+    removed = store.truncate(CLONE, 2, TruncationRange(3, 50, 2))  # epoch 2 voids the clone's epoch-1 records
+    m = store.segment(CLONE).meta
+    assert removed == 2 and m.scl == 8 and m.chain_anchor_lsn == 8
+    assert m.truncation_ranges == [TruncationRange(9, 50, 2)]
+    assert store.truncate(CLONE, 2, TruncationRange(1, 5, 2)) == 0  # wholly at or below the anchor: nothing
+    assert store.segment(CLONE).meta.truncation_ranges == [TruncationRange(9, 50, 2)]
+    clone.records.clear()
+    clone.check([8])

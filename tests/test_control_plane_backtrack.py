@@ -214,6 +214,7 @@ def back(to_lsn: int = 0, to_time_us: int = 0, vdl: int = 30, tails: tuple[int, 
         current_vdl=vdl,
         current_tails=list(tails),
         lsn_allocated=kw.get("allocated", 35),
+        writer_epoch=kw.get("writer_epoch", 1),
     )
 
 
@@ -384,12 +385,35 @@ def test_a_fence_or_a_creation_short_of_a_quorum_changes_nothing(tmp_path: Path)
         # truncated up to LSN 70 on the old timeline, so new LSNs start above it.
         fake.no_create, fake.failing = set(), {address("a1"), address("b1")}
         fake.everywhere("v/pg-00001")[-1].truncation_ends = [70]
-        reply = await cp.Backtrack(back(to_lsn=21), None)
+        # (the compute node's writer opened the volume again meanwhile: at least the epoch the attempts took)
+        reply = await cp.Backtrack(back(to_lsn=21, writer_epoch=2), None)
         assert (reply.from_timeline_id, reply.timeline.lsn_floor) == ("v~0", 71)
         assert reply.geometry.protection_groups[0].segments[0].segment_id == "v.2/pg-00000"
         assert min(e for _, _, e, _ in fake.raised[-8:]) == 3  # above the epochs the failed attempts took
         parents = {s.node_id: s.parent_segment_id for s in reply.geometry.protection_groups[0].segments}
         assert parents["a1"] == parents["b1"] == "" and parents["a2"] == "v/pg-00000"  # created again, flattened
+
+    asyncio.run(scenario())
+
+
+def test_a_writer_a_newer_one_fenced_cannot_backtrack(tmp_path: Path) -> None:
+    """The caller's VDL is only the timeline's end if its writer is the newest: a segment holding a newer epoch
+    (another writer recovered, and may have acknowledged writes above that VDL) refuses it, nothing changed."""
+
+    async def scenario() -> None:
+        fake, clocks = FakeNodes(), Clocks()
+        cp = await servicer(tmp_path, fake, clocks)
+        before = persisted(tmp_path)
+        newer = fake.everywhere("v/pg-00001")[2]
+        newer.volume_epoch, newer.epoch_owner = 4, "writer-b"
+        sentence = await refused(StaleVolumeEpoch, cp.Backtrack(back(to_lsn=21, writer_epoch=3), None))
+        assert "the writer that asked (volume epoch 3) is not volume v's newest" in sentence
+        assert "holds epoch 4 (writer-b)" in sentence and "nothing was changed" in sentence
+        assert persisted(tmp_path) == before and fake.created == [] and fake.raised == []
+        sentence = await refused(InvalidRequest, cp.Backtrack(back(to_lsn=21, writer_epoch=0), None))
+        assert "names no writer_epoch" in sentence
+        reply = await cp.Backtrack(back(to_lsn=21, writer_epoch=4), None)  # the newest writer may
+        assert reply.from_timeline_id == "v~0"
 
     asyncio.run(scenario())
 

@@ -382,3 +382,36 @@ def test_growing_a_clone_adds_pgs_without_a_parent() -> None:
     new = grown.protection_groups[1]
     assert not new.has_parent and new.parent_read_lsn == 0 and {s.parent_segment_id for s in new.segments} == {""}
     assert grown.protection_groups[0].has_parent
+
+
+def test_a_replaced_parent_segment_a_clone_still_reads_through_waits_for_it() -> None:
+    """src <- c1 <- c2 on the same six nodes. The node `old` fails; src's and c1's replacements complete but
+    c2's rolls back (the node came back first), so c2's segment on `old` still reads through c1's there, which
+    reads through src's. Those two orphans are held (the node would refuse to drop them) until c2 leaves the
+    node (here: c2 is deleted); then they all go. (The simulator found them stuck: `--replace --time-travel`.)"""
+    state = ControlPlane(heartbeat_timeout_ms=1000, failure_timeout_ms=2000)
+    for i, (node_id, az) in enumerate(NODES):
+        state.register_node(node_id, az, f"h:{i}", 0.0)
+    root(state, pgs=1)
+    geometry = clone(state, "src", "c1", reads=(90,))
+    clone(state, "c1", "c2", branch=200, reads=(150,))
+    old = geometry.protection_groups[0].segments[0].node_id
+    for node_id, _ in NODES:
+        if node_id != old:
+            state.heartbeat(node_id, "", 0, 3000.0)
+    plans = {p.volume_id: p for p in state.plan_replacements(3000.0)}
+    assert set(plans) == {"src", "c1", "c2"}
+    for volume_id, plan in plans.items():
+        state.begin_change(plan)
+        if volume_id != "c2":
+            state.set_change_target(volume_id, 0, old, 100)
+            state.complete_change(volume_id, 0, old)
+    state.roll_back_change("c2", 0, old)  # `old` is back before c2's replacement completed
+    held = {(o.node_id, o.segment_id) for o in state.held_orphans()}
+    assert held == {(old, "src/pg-00000"), (old, "c1.1/pg-00000")}
+    assert (plans["c2"].new.node_id, "c2.2/pg-00000") in {(o.node_id, o.segment_id) for o in state.orphans()}
+    assert (plans["c2"].new.node_id, "c2.2/pg-00000") not in held  # the rolled-back new segment goes now
+    # c2 is deleted: its segment on `old` is an orphan nothing reads through, and nothing holds the others.
+    state.delete_volume("c2")
+    assert (old, "c2.2/pg-00000") in {(o.node_id, o.segment_id) for o in state.orphans()}
+    assert state.held_orphans() == set()

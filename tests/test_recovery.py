@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sixfold.compute.recovery import PgRecovered, SegmentReport, plan_recovery
 from sixfold.storage.records import LogRecord, PayloadKind
@@ -55,3 +57,49 @@ def test_an_earlier_writer_whose_window_started_above_vdl_is_truncated_whole() -
     assert plan.vdl == 0
     assert plan.truncation == TruncationRange(1, 1000, 2)
     assert plan.next_lsn == 1001
+
+
+def test_a_timeline_whose_lsns_start_at_a_floor_far_above_vdl_is_truncated_up_to_the_floor() -> None:
+    """A backtrack's new timeline branches at 500 with an LSN floor of 5,000 (every segment reports it as its
+    highest LSN). Its first writer allocates above the floor; its range must reach the floor, or the next
+    writer's range (LAL past the first one's) would not cover the first one's window: both would allocate the
+    same LSNs. (The simulator found this with time travel on.)"""
+    floor_reports = [report(500, hint=500, highest=5_000)]
+    first = plan_recovery(floor_reports, {0: PgRecovered("a1", 500, [])}, epoch=2, lal=100)
+    assert first.truncation == TruncationRange(501, 5_000, 2) and first.next_lsn == 5_001
+    second = plan_recovery(
+        [report(500, hint=500, highest=5_000, ranges=(first.truncation,))], {0: PgRecovered("a1", 500, [])}, 3, 100
+    )
+    assert second.truncation == TruncationRange(501, 5_100, 3)  # the first writer's whole window, 5,001-5,100
+    assert second.next_lsn == 5_101
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    vdl=st.integers(0, 10_000),
+    ends=st.lists(st.integers(1, 20_000), max_size=3),
+    highest=st.lists(st.integers(0, 30_000), min_size=1, max_size=3),
+    lal=st.integers(1, 1_000),
+    used=st.integers(0, 1_000),
+    seen=st.booleans(),
+)
+def test_the_next_recovery_covers_every_lsn_the_last_writer_could_allocate(
+    vdl: int, ends: list[int], highest: list[int], lal: int, used: int, seen: bool
+) -> None:
+    """Oracle: writer 1 recovers from any reports, then allocates any prefix of its window (at most LAL LSNs
+    from where it starts, compute.volume_log rule 1); writer 2 recovers with VDL unchanged, whether or not its
+    read quorum saw writer 1's records. Every LSN writer 1 could have taken is in writer 2's range, and writer
+    2 allocates above them all."""
+    ranges = tuple(TruncationRange(vdl + 1, max(vdl + 1, e), 1) for e in ends)
+    reports = [report(vdl, hint=vdl, highest=h, ranges=ranges) for h in highest]
+    first = plan_recovery(reports, {0: PgRecovered("a1", vdl, [])}, epoch=2, lal=lal)
+    window = range(first.next_lsn, first.next_lsn + lal)  # the LSNs writer 1 may allocate
+    top_written = first.next_lsn - 1 + min(used, lal)
+    after = [
+        report(vdl, hint=vdl, highest=max(h, top_written if seen else 0), ranges=(*ranges, first.truncation))
+        for h in highest
+    ]
+    second = plan_recovery(after, {0: PgRecovered("a1", vdl, [])}, epoch=3, lal=lal)
+    assert second.truncation.start_lsn == vdl + 1
+    assert second.truncation.end_lsn >= window[-1], (first, second)
+    assert second.next_lsn > window[-1]

@@ -22,12 +22,13 @@ class Truncating(Rows):
         """Apply an epoch-stamped truncation range durably; return the number of records removed."""
         current = self.segment(segment_id)
         epochs.check_volume_epoch(volume_epoch, current.meta.volume_epoch, segment_id)
-        if not current.new_truncations([r], volume_epoch):
+        fresh = current.new_truncations([r], volume_epoch)  # (cut to start above the chain anchor)
+        if not fresh:
             return 0
 
         def txn_fn(txn: Any) -> tuple[int, Segment]:
             seg = self.segment(segment_id).copy()
-            removed = self._truncate_in_txn(txn, seg, r)
+            removed = sum(self._truncate_in_txn(txn, seg, cut) for cut in fresh)
             seg.meta.volume_epoch = epochs.adopted(seg.meta.volume_epoch, volume_epoch)
             self._put_meta(txn, seg.meta)
             return removed, seg

@@ -165,20 +165,22 @@ class BacktrackRecord(_message.Message):
     def __init__(self, at_ms: _Optional[int] = ..., from_timeline_id: _Optional[str] = ..., from_vdl: _Optional[int] = ..., to_timeline_id: _Optional[str] = ..., to_lsn: _Optional[int] = ..., to_commit_time_us: _Optional[int] = ...) -> None: ...
 
 class BacktrackRequest(_message.Message):
-    __slots__ = ("volume_id", "to_lsn", "to_time_us", "current_vdl", "current_tails", "lsn_allocated")
+    __slots__ = ("volume_id", "to_lsn", "to_time_us", "current_vdl", "current_tails", "lsn_allocated", "writer_epoch")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     TO_LSN_FIELD_NUMBER: _ClassVar[int]
     TO_TIME_US_FIELD_NUMBER: _ClassVar[int]
     CURRENT_VDL_FIELD_NUMBER: _ClassVar[int]
     CURRENT_TAILS_FIELD_NUMBER: _ClassVar[int]
     LSN_ALLOCATED_FIELD_NUMBER: _ClassVar[int]
+    WRITER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     volume_id: str
     to_lsn: int
     to_time_us: int
     current_vdl: int
     current_tails: _containers.RepeatedScalarFieldContainer[int]
     lsn_allocated: int
-    def __init__(self, volume_id: _Optional[str] = ..., to_lsn: _Optional[int] = ..., to_time_us: _Optional[int] = ..., current_vdl: _Optional[int] = ..., current_tails: _Optional[_Iterable[int]] = ..., lsn_allocated: _Optional[int] = ...) -> None: ...
+    writer_epoch: int
+    def __init__(self, volume_id: _Optional[str] = ..., to_lsn: _Optional[int] = ..., to_time_us: _Optional[int] = ..., current_vdl: _Optional[int] = ..., current_tails: _Optional[_Iterable[int]] = ..., lsn_allocated: _Optional[int] = ..., writer_epoch: _Optional[int] = ...) -> None: ...
 
 class BacktrackResponse(_message.Message):
     __slots__ = ("geometry", "timeline", "to_lsn", "to_commit_time_us", "from_timeline_id")

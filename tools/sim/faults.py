@@ -32,25 +32,11 @@ from sixfold.tools.sim.config import (
     VERSIONS,
 )
 from sixfold.tools.sim.healing import Healing
-from sixfold.tools.sim.lines import TIMELINE
 from sixfold.tools.sim.workload import Workload
-
-# Faults that make a second writer recover the volume (a writer crashed and opened again, a writer opened beside,
-# a stray epoch raise the writer regains after), spared while the volume shows a timeline a backtrack just made
-# and its writer has no commit of its own yet (`fresh_timeline`): recovery's truncation range then does not
-# cover the first writer's LAL window, which starts above the timeline's LSN floor, so the second writer
-# allocates the same LSNs again (a real gap in compute/recovery.py `plan_recovery`, reported with issue 13:
-# replay `sixfold sim --seed 5 --time-travel` with FRESH_TIMELINE_SPARED = ()).
-FRESH_TIMELINE_SPARED: tuple[str, ...] = ("writer", "fence", "hostile-epoch")
 
 
 class Faults(Workload, Healing):
     """The fault schedule, the deliberate outage, and what each fault does."""
-
-    def fresh_timeline(self) -> bool:
-        """Whether the volume shows a timeline a backtrack made whose writer has no commit of its own yet."""
-        line = self.line
-        return line.kind == TIMELINE and (self.writer is None or self.writer.vdl <= line.lsn_floor)
 
     async def faults(self, rng: random.Random) -> None:
         budget = FAULT_BUDGET[self.config.faults]
@@ -74,8 +60,6 @@ class Faults(Workload, Healing):
                 actions += ["kill", "kill", "return", "cut-control-plane", "control-plane"]
                 actions += [] if self.config.classic_faults else ["drop-segment"]
             action = rng.choice(actions)
-            if action in FRESH_TIMELINE_SPARED and self.fresh_timeline():
-                action = "none"  # (drawn all the same: the schedule stays as it was)
             down = [n for n in self.nodes.values() if not n.up and n.name not in self.dead]
             if action == "crash" and self.faulty() < budget:
                 node = rng.choice([n for n in self.nodes.values() if n.up])

@@ -153,7 +153,8 @@ class Healing(Checks):
                 f"PG {pg.pg_index} changes {[(c.old_node_id, c.new_node_id) for c in pg.changes]}"
                 for _, pg, _ in self.cp_state.changes_in_flight()
             ]
-            pending += [f"orphan {o.segment_id} on {o.node_id}" for o in self.cp_state.orphans()]
+            held = self.cp_state.held_orphans()  # a clone's segment on the node still reads through them
+            pending += [f"orphan {o.segment_id} on {o.node_id}" for o in self.cp_state.orphans() if o not in held]
             for i in range(self.config.pgs):
                 epoch = self.cp_state.pg(VOLUME, i).membership_epoch
                 if writer.pgs[i].membership_epoch != epoch:

@@ -172,17 +172,6 @@ class TimeTravel(Volumes):
             if line.kind in (ROOT, TIMELINE) and line is not self.line and line.end_vdl is not None and line.acked
         ]
 
-    async def _close_stale_writers(self) -> None:
-        """Writers of the volume other than the run's (one a fault left running beside a newer one) stop before a
-        backtrack: the compute node closes only its own. A stale one left running would regain after the fence,
-        follow the name onto the new timeline and send it the truncation ranges it sent the old one, one of which
-        may reach below the new timeline's branch: every copy of a PG then drops to SCL 0 and the volume cannot
-        open again (a real gap, reported with issue 13: `sixfold sim --seed 1921 --time-travel` without this)."""
-        for writer in self.opened:
-            if writer is not self.writer and not writer.fenced:
-                await writer.close()
-        self.opened = [w for w in self.opened if w is self.writer]
-
     async def _tt_backtrack(self, rng: random.Random) -> None:
         """Back to an earlier acknowledged commit of the timeline the volume shows (its own records)."""
         if self.line.acked:
@@ -207,7 +196,6 @@ class TimeTravel(Volumes):
         left = self.line
         self.backtracking = True
         self.closed_writer = None
-        await self._close_stale_writers()
         try:
             reply = await self._call(what, self.compute.Backtrack(request, None))
         finally:
