@@ -34,6 +34,9 @@ class Healing(Checks):
         with contextlib.suppress(asyncio.CancelledError, Violation):
             await self.healing
         self.network.crash(repl.CONTROL_PLANE)
+        client = self.control_plane.segment_client
+        assert isinstance(client, repl.SimSegmentClient)
+        client.crashed = True
         saved = self.control_plane.saved
         self.cp_state = repl.cp.ControlPlane.from_dict(
             saved, repl.HEARTBEAT_TIMEOUT_MS, repl.FAILURE_TIMEOUT_MS, self.now() * 1000.0
@@ -68,6 +71,8 @@ class Healing(Checks):
             before = [self.cp_state.pg(VOLUME, i) for i in range(self.config.pgs)]
             acked_max = self.acked_lsn_max()  # acknowledged before any target this round measures
             shown = self._shown_prefix()
+            if shown != self.line.prefix:
+                shown = ""  # the name moved and the model has not followed yet: acked_max is the line left's
             self._round = (before, acked_max, shown)  # for a restart that cuts the round short
             try:
                 await self.control_plane.heal_once()

@@ -20,12 +20,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import grpc
+
 from sixfold.storage import control_plane as cp
 from sixfold.storage.control_plane_server import ControlPlaneServicer
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from sixfold.tools.sim.network import rpc_error
 
 CONTROL_PLANE = "control-plane"
 SPARES = (("a3", "a"), ("b3", "b"), ("c3", "c"))  # one spare node per AZ
@@ -45,8 +48,13 @@ class SimSegmentClient:
     def __init__(self, channel_factory: Callable[[str], Any], timeout_s: float = SEGMENT_CALL_TIMEOUT_S) -> None:
         self.channel_factory = channel_factory
         self.timeout_s = timeout_s
+        self.crashed = False  # its control plane crashed: a handler still running there sends nothing more
 
     def _stub(self, address: str) -> pb_grpc.StorageServiceStub:
+        if self.crashed:
+            # A crashed process's handlers die with it; in the run they are coroutines that would go on, and
+            # once the next incarnation serves the same endpoint their calls would reach the nodes again.
+            raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the control plane process that made this call crashed")
         return pb_grpc.StorageServiceStub(self.channel_factory(address))
 
     async def create_segment(self, address: str, request: pb.CreateSegmentRequest) -> None:
