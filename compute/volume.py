@@ -83,4 +83,6 @@ class Volume(Fencing, ReadPath, WritePath):
             fenced_reason=self.fenced_reason,
             regains=self.regains,
             regaining=self.regaining,
+            parent_volume_id=self.parent_volume_id,
+            branch_lsn=self.branch_lsn,
         )

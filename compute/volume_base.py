@@ -70,6 +70,8 @@ class VolumeBase:
         self.segment_size_bytes = 0
         self.pages_per_pg = 0
         self.geometry_epoch = 0
+        self.parent_volume_id = ""  # what the volume branched from, and where (a clone or a backtrack)
+        self.branch_lsn = 0
         self.pgs: dict[int, PgInfo] = {}
         self.epoch = 0
         self.fenced = False
@@ -218,6 +220,7 @@ class VolumeBase:
         self.segment_size_bytes = geometry.segment_size_bytes
         self.pages_per_pg = geometry.segment_size_bytes // geometry.page_size
         self.geometry_epoch = geometry.geometry_epoch
+        self.parent_volume_id, self.branch_lsn = geometry.parent_volume_id, geometry.branch_lsn
         added = []
         for pg in geometry.protection_groups:
             if pg.pg_index in self.pgs:

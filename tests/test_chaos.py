@@ -321,6 +321,19 @@ def test_chaos_scenario_passes(scenario: str, tmp_path: Path) -> None:
     assert result.lost == 0 and result.linearizable == "yes"
 
 
+@pytest.mark.chaos
+@pytest.mark.parametrize("scenario", ["clone-kill", "backtrack-node-stopped"])
+def test_time_travel_chaos_scenario_passes(scenario: str, tmp_path: Path) -> None:
+    """A clone written beside its source while nodes are SIGKILLed; a backtrack while a node is stopped, which
+    then comes back (it must never serve what the backtrack hid). Reads are judged by LSN on each timeline."""
+    seed = int(time.time()) % 100_000
+    print(f"seed={seed}")
+    result = run_scenario(RunConfig(scenario=scenario, out_dir=tmp_path / scenario, seed=seed, seconds=10, clients=6))
+    print(table([result]))
+    assert result.verdict == "PASS", [c for c in result.criteria if c.ok is False] or result.error
+    assert result.operations > 500 and result.lost == 0
+
+
 @pytest.mark.unit
 def test_an_out_dir_holding_an_earlier_cluster_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from sixfold.tools.cli import main

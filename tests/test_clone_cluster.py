@@ -62,6 +62,8 @@ def test_a_clone_shows_the_source_at_the_branch_and_then_only_its_own_writes(cli
     reply = client.clone_volume("src", "c1")
     assert reply.clone.parent_volume_id == "src" and reply.clone.pg_count >= 3
     assert reply.clone.branch_lsn == client.status("src").vdl
+    status = client.status("c1")
+    assert (status.parent_volume_id, status.branch_lsn) == ("src", reply.clone.branch_lsn)
     for p in pages:
         expected = b"src-5-later" if p == 5 else f"src-{p}".encode()
         assert page(client, "c1", p) == expected, p
@@ -203,6 +205,7 @@ def test_backtrack_rewinds_in_place_and_can_move_forward_again(cluster: Cluster,
     assert [b.to_lsn for b in history.backtracks] == [first, second, third]
     shown = sixfold_ok(cluster, "volume", "history", "bt")
     assert "TIMELINE" in shown and str(second) in shown
+    assert f"backtracked: shows its earlier timeline up to LSN {third}" in sixfold_ok(cluster, "volume", "status", "bt")
 
     refusals = (
         (client.status("bt").vdl + 10**12, grpc.StatusCode.OUT_OF_RANGE, "VDL"),  # above every LSN used

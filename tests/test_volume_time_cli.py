@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sixfold.tools.volume_time_cli import lsn_or_time, parse_duration, parse_time_us, window
+from sixfold.tools.volume_time_cli import branched_from, lsn_or_time, parse_duration, parse_time_us, window
 
 pytestmark = pytest.mark.unit
 
@@ -36,3 +36,10 @@ def test_an_lsn_or_a_time_and_durations() -> None:
     for bad in ("0s", "400d", "soon"):
         with pytest.raises(argparse.ArgumentTypeError):
             window(bad)
+
+
+def test_volume_status_says_what_a_volume_branched_from() -> None:
+    assert branched_from("c1", "vol0", 120) == "clone of vol0 at LSN 120; pages it never wrote are read from vol0 there"
+    assert branched_from("r1", "@nightly", 90).startswith("restored from snapshot nightly (LSN 90)")
+    assert branched_from("vol0", "vol0~3", 77).startswith("backtracked: shows its earlier timeline up to LSN 77")
+    assert branched_from("vol0x", "vol0~3", 77).startswith("clone of vol0~3")  # another volume's name

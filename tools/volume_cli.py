@@ -293,6 +293,8 @@ def volume_report(v: vpb.VolumeStatus) -> str:
         f"  reads: {v.cache_hits} pages from the buffer cache, {v.storage_page_reads} from storage "
         f"({v.hedged_reads} hedged)",
     ]
+    if v.parent_volume_id:
+        lines.append(f"  {volume_time_cli.branched_from(v.volume_id, v.parent_volume_id, v.branch_lsn)}")
     for pg in v.protection_groups:
         last_page = pg.first_page + pg.page_count - 1 if pg.page_count else pg.first_page
         lines.append(

@@ -300,3 +300,15 @@ HANDLERS: dict[str, Callable[[VolumeClient, argparse.Namespace], int]] = {
     "restore": _restore,
     "snapshot": _snapshot,
 }
+
+
+def branched_from(volume_id: str, parent: str, branch_lsn: int) -> str:
+    """A sentence for what a volume branched from (its VolumeStatus parent_volume_id, branch_lsn)."""
+    if parent.startswith("@"):
+        return f"restored from snapshot {parent[1:]} (LSN {branch_lsn}); pages it never wrote are read there"
+    if parent.partition("~")[0] == volume_id:
+        return (
+            f"backtracked: shows its earlier timeline up to LSN {branch_lsn}, then its own writes "
+            f"(`sixfold volume history {volume_id}`)"
+        )
+    return f"clone of {parent} at LSN {branch_lsn}; pages it never wrote are read from {parent} there"

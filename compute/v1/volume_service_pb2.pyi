@@ -123,7 +123,7 @@ class PgStatus(_message.Message):
     def __init__(self, pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., pgcl: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[SegmentStatus, _Mapping]]] = ...) -> None: ...
 
 class VolumeStatus(_message.Message):
-    __slots__ = ("volume_id", "page_size", "segment_size_bytes", "geometry_epoch", "volume_epoch", "vcl", "vdl", "lsn_allocated", "lal", "protection_groups", "fenced", "commits", "network_bytes_sent", "cache_hits", "storage_page_reads", "hedged_reads", "fenced_reason", "regains", "regaining")
+    __slots__ = ("volume_id", "page_size", "segment_size_bytes", "geometry_epoch", "volume_epoch", "vcl", "vdl", "lsn_allocated", "lal", "protection_groups", "fenced", "commits", "network_bytes_sent", "cache_hits", "storage_page_reads", "hedged_reads", "fenced_reason", "regains", "regaining", "parent_volume_id", "branch_lsn")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +143,8 @@ class VolumeStatus(_message.Message):
     FENCED_REASON_FIELD_NUMBER: _ClassVar[int]
     REGAINS_FIELD_NUMBER: _ClassVar[int]
     REGAINING_FIELD_NUMBER: _ClassVar[int]
+    PARENT_VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_LSN_FIELD_NUMBER: _ClassVar[int]
     volume_id: str
     page_size: int
     segment_size_bytes: int
@@ -162,7 +164,9 @@ class VolumeStatus(_message.Message):
     fenced_reason: str
     regains: int
     regaining: bool
-    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ..., geometry_epoch: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., vcl: _Optional[int] = ..., vdl: _Optional[int] = ..., lsn_allocated: _Optional[int] = ..., lal: _Optional[int] = ..., protection_groups: _Optional[_Iterable[_Union[PgStatus, _Mapping]]] = ..., fenced: _Optional[bool] = ..., commits: _Optional[int] = ..., network_bytes_sent: _Optional[int] = ..., cache_hits: _Optional[int] = ..., storage_page_reads: _Optional[int] = ..., hedged_reads: _Optional[int] = ..., fenced_reason: _Optional[str] = ..., regains: _Optional[int] = ..., regaining: _Optional[bool] = ...) -> None: ...
+    parent_volume_id: str
+    branch_lsn: int
+    def __init__(self, volume_id: _Optional[str] = ..., page_size: _Optional[int] = ..., segment_size_bytes: _Optional[int] = ..., geometry_epoch: _Optional[int] = ..., volume_epoch: _Optional[int] = ..., vcl: _Optional[int] = ..., vdl: _Optional[int] = ..., lsn_allocated: _Optional[int] = ..., lal: _Optional[int] = ..., protection_groups: _Optional[_Iterable[_Union[PgStatus, _Mapping]]] = ..., fenced: _Optional[bool] = ..., commits: _Optional[int] = ..., network_bytes_sent: _Optional[int] = ..., cache_hits: _Optional[int] = ..., storage_page_reads: _Optional[int] = ..., hedged_reads: _Optional[int] = ..., fenced_reason: _Optional[str] = ..., regains: _Optional[int] = ..., regaining: _Optional[bool] = ..., parent_volume_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ...) -> None: ...
 
 class GetVolumeStatusResponse(_message.Message):
     __slots__ = ("status",)
