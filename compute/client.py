@@ -56,6 +56,14 @@ _OUTCOME_UNKNOWN_CODES = frozenset(
 Patch = tuple[int, int, bytes]  # (page_no, offset, data)
 
 
+STREAM_MTRS_PER_MESSAGE = 256  # write_many's MTRs per WritePagesStream message
+
+
+def status_of(number: int) -> grpc.StatusCode:
+    """The grpc.StatusCode of a google.rpc.Code number (UNKNOWN for a number it does not know)."""
+    return next((code for code in grpc.StatusCode if code.value[0] == number), grpc.StatusCode.UNKNOWN)
+
+
 class VolumeError(Exception):
     """A VolumeService call failed: `.code` (grpc.StatusCode) and `.details` (the server's sentence)."""
 
@@ -218,6 +226,39 @@ class VolumeClient:
             checked.append(vpb.PagePatch(page_no=page_no, offset=offset, data=bytes(data)))
         request = vpb.WritePagesRequest(volume_id=volume_id, patches=checked)
         return int(self._call("WritePages", request, timeout_s).lsn)
+
+    def write_many(
+        self, volume_id: str, mtrs: Iterable[Iterable[Patch]], *, timeout_s: float | None = None
+    ) -> list[int | VolumeError]:
+        """Many MTRs pipelined over one WritePagesStream (each is its own MTR, durable or not on its own): per
+        MTR, in order, its LSN once durable or the VolumeError it failed with. The call returns when every
+        one is resolved; `timeout_s` bounds the whole call."""
+        timeout = self.timeout_s if timeout_s is None else checked_timeout(timeout_s)
+        writes = []
+        for request_id, patches in enumerate(mtrs, start=1):
+            checked = []
+            for page_no, offset, data in patches:
+                _in_range("a page number", page_no, U64_MAX)
+                _in_range("an offset", offset, U32_MAX)
+                checked.append(vpb.PagePatch(page_no=page_no, offset=offset, data=bytes(data)))
+            writes.append(vpb.PageWrite(request_id=request_id, patches=checked))
+        requests = (
+            vpb.WritePagesStreamRequest(volume_id=volume_id, writes=writes[i : i + STREAM_MTRS_PER_MESSAGE])
+            for i in range(0, len(writes), STREAM_MTRS_PER_MESSAGE)
+        )
+        out: dict[int, int | VolumeError] = {}
+        try:
+            for response in self._stub.WritePagesStream(requests, timeout=timeout):
+                for r in response.results:
+                    out[r.request_id] = (
+                        r.lsn if r.code == 0 else VolumeError(status_of(r.code), r.message, None, r.reason)
+                    )
+        except grpc.RpcError as error:
+            raise VolumeError.from_rpc_error(error) from error
+        return [
+            out.get(i, VolumeError(grpc.StatusCode.UNKNOWN, "the stream ended without this MTR's result"))
+            for i in range(1, len(writes) + 1)
+        ]
 
     def write_page(
         self, volume_id: str, page_no: int, data: bytes, offset: int = 0, *, timeout_s: float | None = None

@@ -21,6 +21,7 @@ from sixfold.compute.time_travel import TimeTravelRpcs
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.volume import Channels, Volume
 from sixfold.compute.volume_log import Patch
+from sixfold.compute.write_stream import WriteStreamRpcs
 from sixfold.storage.errors import AlreadyExists, StorageError, Unavailable
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 
@@ -57,7 +58,7 @@ def control_plane_error(error: grpc.aio.AioRpcError, doing: str) -> StorageError
     return failed
 
 
-class VolumeServicer(TimeTravelRpcs):
+class VolumeServicer(TimeTravelRpcs, WriteStreamRpcs):
     """compute.v1.VolumeService: pages here, clones, snapshots and deletes in compute/time_travel.py."""
 
     def __init__(self, control_plane: Any, channels: Channels) -> None:
@@ -157,7 +158,15 @@ class VolumeServicer(TimeTravelRpcs):
         return vpb.CreateVolumeResponse(status=volume.status())
 
     async def WritePages(self, request: vpb.WritePagesRequest, context: Any) -> vpb.WritePagesResponse:
-        volume = await self.volume(request.volume_id)
+        volume = await self.writable(request.volume_id)
+        patches = [Patch(p.page_no, p.offset, p.data) for p in request.patches]
+        lsn = await volume.write(patches)
+        return vpb.WritePagesResponse(lsn=lsn)
+
+    async def writable(self, volume_id: str) -> Volume:
+        """The open volume, for raw page writes: refused when it holds a SQLite database."""
+        volume = await self.volume(volume_id)
+        request = vpb.WritePagesRequest(volume_id=volume_id)
         if request.volume_id not in self._page0_checked:
             # Once per volume: a database made before this process started (the SQL engine marks the ones
             # it opens itself).
@@ -169,9 +178,7 @@ class VolumeServicer(TimeTravelRpcs):
                 f"volume {request.volume_id!r} holds a SQLite database (`sixfold sql --volume {request.volume_id}`); "
                 "raw page writes would corrupt it. Write pages to another volume (`sixfold volume create NAME`)"
             )
-        patches = [Patch(p.page_no, p.offset, p.data) for p in request.patches]
-        lsn = await volume.write(patches)
-        return vpb.WritePagesResponse(lsn=lsn)
+        return volume
 
     async def ReadPages(self, request: vpb.ReadPagesRequest, context: Any) -> vpb.ReadPagesResponse:
         if not request.page_nos:

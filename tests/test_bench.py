@@ -4,6 +4,7 @@ is asserted: the figures are printed, not judged)."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,9 +40,10 @@ def test_bench_storage_prints_node_and_lmdb_rates_and_their_ratio() -> None:
         assert node_rate > 0 and lmdb_rate > 0 and ratio == pytest.approx(node_rate / lmdb_rate, abs=0.01)
 
 
-def test_bench_commit_prints_every_mode_bytes_per_commit_and_ratios() -> None:
-    out = bench("commit", "--seconds", "0.5", "--concurrency", "2")
-    for mode in ("normal", "2 paused", "bare", "empty"):
+def test_bench_commit_prints_every_mode_bytes_per_commit_and_ratios(tmp_path: Path) -> None:
+    plot = tmp_path / "commit.png"
+    out = bench("commit", "--seconds", "0.5", "--concurrency", "2", "--peer", "etcd", "--plot", str(plot), "--profile")
+    for mode in ("normal", "stream", "2 paused", "bare", "empty"):
         row = re.search(rf"^\s*{mode}\s+2 \|\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+) \|", out, re.MULTILINE)
         assert row, f"no result row for {mode}"
         assert int(row.group(1).replace(",", "")) > 0, f"{mode}: no commits"
@@ -51,6 +53,18 @@ def test_bench_commit_prints_every_mode_bytes_per_commit_and_ratios() -> None:
     assert re.search(r"2 paused at c=2:\s+[\d.]+% of normal", out)
     assert re.search(r"commit at c=2:\s+[\d.]+% of empty calls to the writer", out)
     assert re.search(r"^\s+normal\s+c=2\s+[\d.]+\s*$", out, re.MULTILINE), "no boxcar figure"  # commits/message
+    cpu = r"^\s+c=2\s+sixfold normal [\d.]+ ms \(writer [\d.]+, nodes [\d.]+, control [\d.]+\)"
+    assert re.search(cpu, out, re.MULTILINE), "no CPU per commit"
+    assert plot.stat().st_size > 0 and f"plot saved: {plot}" in out
+    assert (tmp_path / "commit-profile-writer.svg").stat().st_size > 0, "no flame graph of the writer"
+    assert (tmp_path / "commit-profile-node.svg").stat().st_size > 0, "no flame graph of a node"
+    assert out.count("most often innermost (self):") == 2
+    if shutil.which("etcd"):
+        peer_row = r"^\s+2 \|(\s+[\d,]+\s+[\d.]+ \|){2}\s+[\d,]+ \|\s+[\d,]+\s+[\d.]+ \|\s+[\d.]+\s+[\d.]+$"
+        assert re.search(peer_row, out, re.MULTILINE), "no sixfold/etcd row"
+        assert re.search(r"c=2: [\d,]+ acknowledged puts, 0 missing on follower m\d", out)
+    else:
+        assert "peer etcd: skipped, no `etcd` binary on PATH" in out and "apt-get install etcd-server" in out
 
 
 def test_bench_sql_prints_sixfold_sqlite_and_page_shipping_with_ratios_and_the_invariant() -> None:

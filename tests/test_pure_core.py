@@ -57,6 +57,8 @@ COMPUTE_ADAPTERS = {
     "compute/service.py",
     "compute/time_travel.py",
     "compute/client.py",
+    "compute/write_stream.py",
+    "compute/write_stream_client.py",
     "compute/sql_service.py",
     "compute/kv_service.py",
     "compute/sql_client.py",

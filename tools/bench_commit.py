@@ -6,6 +6,9 @@ is started in a temporary state directory and always stopped at the end. Then:
     normal     C closed-loop clients (coroutines on one grpc.aio channel in this process)
                call VolumeService.WritePages with one 100-byte patch at a random offset of
                one of 1,000 pages; a call returns once the MTR is durable (4/6, VDL >= LSN).
+    stream     the same MTRs from C closed-loop clients over one WritePagesStream
+               (compute/write_stream_client.py): whatever MTRs are queued go in one message,
+               results come back batched; a call still returns only once its MTR is durable.
     bare       the same 100-byte records from this process straight to the six segments
                of a separate bench volume's PG over one AppendRecords stream each (boxcar,
                the writer's window), a "commit" done when 4 of 6 acknowledged its batch:
@@ -14,6 +17,10 @@ is started in a temporary state directory and always stopped at the end. Then:
                per "commit" and nothing else, the other ceiling (a commit is one such call).
     2 paused   `normal` again with storage nodes a2 and c1 stopped (SIGSTOP), so every
                commit needs all four remaining copies; resumed afterwards.
+
+With `--peer etcd`, a 3-member etcd cluster on loopback takes the same closed loop (Put of 100 bytes to a
+distinct key; tools/bench_commit_etcd.py), and the report sets sixfold beside it. `--profile` samples the
+writer and one node with py-spy during the `normal` phase at c=64 (tools/bench_commit_profile.py).
 
 Each phase warms up for ~1 s, then counts the commits completed within `--seconds`.
 Bytes on the network per commit come from the writer's own counter
@@ -33,7 +40,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sixfold.compute.write_stream_client import StreamingWriter
+from sixfold.tools import bench_commit_profile
 from sixfold.tools.bench_commit_bare import BareFanout
+from sixfold.tools.bench_commit_etcd import INSTALL_HINT, find_etcd, run_etcd_phases
 from sixfold.tools.bench_commit_measure import (
     BARE,
     CALL_TIMEOUT_S,
@@ -44,6 +54,7 @@ from sixfold.tools.bench_commit_measure import (
     PATCH_BYTES,
     PAUSED,
     PAUSED_NODES,
+    STREAM,
     WARMUP_S,
     CpuMeter,
     Phase,
@@ -51,9 +62,13 @@ from sixfold.tools.bench_commit_measure import (
     closed_loop,
     random_patch,
 )
+from sixfold.tools.bench_commit_plot import save_plot
 from sixfold.tools.bench_commit_report import print_results
+from sixfold.tools.cluster_layout import CONTROL_PLANE
 
 BARE_VOLUME = "bench-bare"
+CONCURRENCY_MAX = 256
+PROFILE_CONCURRENCY = 64
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -62,10 +77,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--concurrency", default="1,16,64", help="closed-loop clients per phase, comma-separated (default 1,16,64)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the cluster's state directory (logs, data)")
+    parser.add_argument(
+        "--peer",
+        choices=("etcd", "none"),
+        default="none",
+        help="also drive a 3-member etcd cluster on loopback with the same closed loop (needs the etcd binary: "
+        "apt-get install etcd-server) and print sixfold/etcd per concurrency",
+    )
+    parser.add_argument(
+        "--plot",
+        default="sixfold-bench-commit.png",
+        metavar="PATH",
+        help="where to save the plot of throughput and p99 against concurrency (default ./sixfold-bench-commit.png; "
+        "'' for none)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help=f"py-spy profiles of the writer and one storage node during the c={PROFILE_CONCURRENCY} phase (or the "
+        "highest below it), saved as flame graphs (SVG) next to the plot, top frames printed",
+    )
 
 
 async def _run_phases(
-    cluster: Any, concurrencies: list[int], seconds: float, meter: CpuMeter, progress: Callable[[str], None]
+    cluster: Any,
+    concurrencies: list[int],
+    seconds: float,
+    meter: CpuMeter,
+    progress: Callable[[str], None],
+    profile: Callable[[int], list[str]] | None = None,
 ) -> tuple[list[Phase], int, str]:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -121,7 +161,26 @@ async def _run_phases(
 
         progress(f"{NORMAL}: WritePages on {volume_id} (page size {page_size})")
         for c in concurrencies:
+            if profile is None:
+                report(await closed_loop(write, c, seconds, volume_snapshot, NORMAL))
+                continue
+            # The profiles sample this phase from outside (threads: py-spy runs as a child process).
+            profiled = asyncio.create_task(asyncio.to_thread(profile, c))
             report(await closed_loop(write, c, seconds, volume_snapshot, NORMAL))
+            for line in await profiled:
+                progress(line)
+
+        streaming = StreamingWriter(channel(cluster.compute_address()), volume_id)
+
+        async def stream_write(rng: random.Random) -> int:
+            return await streaming.write([random_patch(rng, pool, page_size)])
+
+        progress(f"{STREAM}: the same MTRs over one WritePagesStream (many MTRs per message, results batched)")
+        try:
+            for c in concurrencies:
+                report(await closed_loop(stream_write, c, seconds, volume_snapshot, STREAM))
+        finally:
+            await streaming.close()
 
         # The bare baseline runs before the paused phase, so no node is catching up a backlog during it.
         control_plane = cp_grpc.ControlPlaneServiceStub(channel(cluster.control_plane_address()))
@@ -190,25 +249,35 @@ async def _run_phases(
 def bench_commit(args: argparse.Namespace) -> int:
     from sixfold.tools.cluster import Cluster
 
-    concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    if not concurrencies or min(concurrencies) < 1:
-        raise SystemExit("--concurrency needs positive integers, e.g. 1,16,64")
+    try:
+        concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    except ValueError:
+        raise SystemExit(f"--concurrency needs positive integers, e.g. 1,16,64; got {args.concurrency!r}") from None
+    if not concurrencies or min(concurrencies) < 1 or max(concurrencies) > CONCURRENCY_MAX:
+        raise SystemExit(f"--concurrency needs integers from 1 to {CONCURRENCY_MAX}, e.g. 1,16,64,256")
+    if not 0 < args.seconds <= 600:
+        raise SystemExit("--seconds must be more than 0 and at most 600")
+    etcd = find_etcd() if args.peer == "etcd" else None
     state_dir = tempfile.mkdtemp(prefix="sixfold-bench-commit-")
     phase_s = WARMUP_S + args.seconds
+    modes = 4 + (etcd is not None)
     print(
         f"sixfold bench commit: durable one-page MTRs ({PATCH_BYTES}-byte patch, random offset, {PAGES:,} pages), "
         f"closed loop at concurrency {','.join(map(str, concurrencies))};\n"
-        f"{WARMUP_S:g} s warm-up + {args.seconds:g} s measured per phase, 3 modes "
-        f"(~{3 * len(concurrencies) * phase_s:.0f} s plus start-up); cluster state in {state_dir}\n"
+        f"{WARMUP_S:g} s warm-up + {args.seconds:g} s measured per phase, {modes} modes "
+        f"(~{modes * len(concurrencies) * phase_s:.0f} s plus start-up); cluster state in {state_dir}\n"
         f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before the cluster starts",
         flush=True,
     )
+    if args.peer == "etcd" and etcd is None:
+        print(f"peer etcd: skipped, no `etcd` binary on PATH; {INSTALL_HINT}", flush=True)
 
     def progress(line: str) -> None:
         print(line, flush=True)
 
     phases: list[Phase] = []
     page_size = 0
+    profiles: list[str] = []
     try:
         with Cluster(state_dir) as cluster:
             started = time.perf_counter()
@@ -217,16 +286,64 @@ def bench_commit(args: argparse.Namespace) -> int:
                 f"cluster up in {time.perf_counter() - started:.1f} s: control plane, "
                 f"{len(cluster.node_names())} storage nodes, writer at {cluster.compute_address()}"
             )
+            writer = [p for p in [cluster.pid("compute")] if p]
             nodes = [pid for name in cluster.node_names() if (pid := cluster.pid(name))]
-            meter = CpuMeter(
-                {"writer": [p for p in [cluster.pid("compute")] if p], "nodes": nodes, "bench": [os.getpid()]}
+            control = [p for p in [cluster.pid(CONTROL_PLANE)] if p]
+            meter = CpuMeter({"writer": writer, "nodes": nodes, "control": control, "bench": [os.getpid()]})
+            profile = _profiler(args, concurrencies, {"writer": writer, "node": nodes[:1]}, profiles)
+            phases, page_size, _ = asyncio.run(
+                _run_phases(cluster, concurrencies, args.seconds, meter, progress, profile)
             )
-            phases, page_size, _ = asyncio.run(_run_phases(cluster, concurrencies, args.seconds, meter, progress))
             progress("stopping the cluster")
+        if etcd is not None:
+            progress(f"etcd: {etcd}, 3 members, the same closed loop (Put of {PATCH_BYTES} bytes to distinct keys)")
+            pool = [random.Random(2017 + i).randbytes(PATCH_BYTES) for i in range(DATA_POOL)]
+            etcd_phases, _ = asyncio.run(run_etcd_phases(etcd, concurrencies, args.seconds, progress, pool))
+            phases += etcd_phases
     finally:
         if args.keep:
             print(f"kept {state_dir} (logs under {os.path.join(state_dir, 'logs')})")
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
     print_results(phases, page_size, concurrencies)
+    for line in profiles:
+        print(line)
+    if args.plot:
+        why = save_plot(phases, args.plot)
+        print(f"\nplot: {why}" if why else f"\nplot saved: {os.path.abspath(args.plot)}")
     return 0
+
+
+def _profiler(
+    args: argparse.Namespace, concurrencies: list[int], pids: dict[str, list[int]], out: list[str]
+) -> Callable[[int], list[str]] | None:
+    """With --profile, a function the phase at the profiled concurrency calls (in a thread): it samples the
+    writer and one node for the phase and returns progress lines; their top frames go to `out`."""
+    if not args.profile:
+        return None
+    binary = bench_commit_profile.py_spy()
+    if binary is None:
+        print('--profile: py-spy is not installed (it comes with pip install -e ".[dev]"); no profiles', flush=True)
+        return None
+    at = max([c for c in concurrencies if c <= PROFILE_CONCURRENCY] or [min(concurrencies)])
+    prefix = os.path.splitext(args.plot or "sixfold-bench-commit.png")[0] + "-profile"
+
+    def profile(c: int) -> list[str]:
+        if c != at:
+            return []
+        recordings = [
+            bench_commit_profile.start(binary, name, pid_list[0], WARMUP_S + args.seconds, prefix)
+            for name, pid_list in pids.items()
+            if pid_list
+        ]
+        lines = []
+        for r in recordings:
+            why = bench_commit_profile.finish(r, WARMUP_S + args.seconds + 30)
+            if why:
+                lines.append(f"  profile of the {r.name} (pid {r.pid}): {why}")
+                continue
+            lines.append(f"  profile of the {r.name} (pid {r.pid}) at c={c}: {os.path.abspath(r.svg_path)}")
+            out.extend(bench_commit_profile.report(r, c))
+        return lines
+
+    return profile

@@ -25,6 +25,7 @@ CALL_TIMEOUT_S = 10.0
 ERROR_BACKOFF_S = 0.05
 
 NORMAL, PAUSED, BARE, EMPTY = "normal", "2 paused", "bare", "empty"
+STREAM = "stream"  # the same MTRs over one WritePagesStream (compute/write_stream_client.py)
 MACHINE = "machine"  # CPU group: the whole machine, from /proc/stat
 
 

@@ -8,7 +8,10 @@ import math
 import os
 
 from sixfold.storage.quorum import COPIES
-from sixfold.tools.bench_commit_measure import BARE, EMPTY, MACHINE, NORMAL, PAGES, PATCH_BYTES, PAUSED, Phase
+from sixfold.tools.bench_commit_measure import BARE, EMPTY, MACHINE, NORMAL, PAGES, PATCH_BYTES, PAUSED, STREAM, Phase
+
+ETCD = "etcd"
+SIXFOLD_GROUPS = ("writer", "nodes", "control")  # every sixfold process (the bench client not counted)
 
 # The aim from the issue, printed as a target (never asserted).
 TARGET_CONCURRENCY = 64
@@ -32,7 +35,7 @@ def print_results(phases: list[Phase], page_size: int, concurrencies: list[int])
     )
     print(header)
     print("-" * len(header))
-    for mode in (NORMAL, PAUSED, BARE, EMPTY):
+    for mode in (NORMAL, STREAM, PAUSED, BARE, EMPTY, ETCD):
         for c in concurrencies:
             p = by.get((mode, c))
             if p is None:
@@ -57,7 +60,7 @@ def print_results(phases: list[Phase], page_size: int, concurrencies: list[int])
         f"\nnetwork per commit (serialized AppendRecords bytes the writer sent to all {COPIES} segments, "
         f"delta over each phase / delta of commits):"
     )
-    for mode in (NORMAL, PAUSED, BARE):
+    for mode in (NORMAL, STREAM, PAUSED, BARE):
         for c in concurrencies:
             p = by.get((mode, c))
             if p is None or p.bytes_per_commit != p.bytes_per_commit:  # NaN: no commits
@@ -77,7 +80,7 @@ def print_results(phases: list[Phase], page_size: int, concurrencies: list[int])
     )
 
     print("\nboxcar (commits per AppendRecords message to one segment; fewer messages = less gRPC CPU everywhere):")
-    for mode in (NORMAL, PAUSED, BARE):
+    for mode in (NORMAL, STREAM, PAUSED, BARE):
         line = [
             f"c={c} {by[(mode, c)].commits_per_batch:5.1f}"
             for c in concurrencies
@@ -105,6 +108,24 @@ def print_results(phases: list[Phase], page_size: int, concurrencies: list[int])
                 f"(p99 {paused.percentile_ms(0.99):.1f} ms vs {normal.percentile_ms(0.99):.1f} ms)"
             )
 
+    print_cpu_per_commit(by, concurrencies)
+    print_peer(by, concurrencies)
+    print_target(by)
+
+
+def print_target(by: dict[tuple[str, int], Phase]) -> None:
+    """The aims from the issues (printed, never asserted): throughput beside etcd in the same run, p99, bare."""
+    for c in (1, TARGET_CONCURRENCY):
+        etcd = by.get((ETCD, c))
+        if etcd is None or not etcd.per_s:
+            continue
+        for mode in (NORMAL, STREAM):
+            p = by.get((mode, c))
+            if p is not None:
+                print(
+                    f"\n  [{_mark(p.per_s >= etcd.per_s)}] at c={c}: sixfold {mode} {p.per_s:,.0f} commits/s, etcd "
+                    f"{etcd.per_s:,.0f} puts/s in this run (aim: at least etcd's)"
+                )
     c = TARGET_CONCURRENCY
     print(
         f"\ntarget (the aim from the issue, not asserted): at concurrency {c}, >= {TARGET_COMMITS_PER_S:,} commits/s "
@@ -126,3 +147,60 @@ def print_results(phases: list[Phase], page_size: int, concurrencies: list[int])
             f"  [{_mark(share >= TARGET_BARE_FRACTION)}] share of bare at c={c}: {share:.1%} "
             f"(target >= {TARGET_BARE_FRACTION:.0%})"
         )
+
+
+def cpu_ms_per_commit(p: Phase, groups: tuple[str, ...]) -> float:
+    """CPU milliseconds the groups' processes spent per commit during the measured window (from /proc)."""
+    commits = p.after.commits - p.before.commits
+    cpu = sum(p.after.cpu_s.get(g, 0.0) - p.before.cpu_s.get(g, 0.0) for g in groups)
+    return cpu / commits * 1000 if commits > 0 else float("nan")
+
+
+def print_cpu_per_commit(by: dict[tuple[str, int], Phase], concurrencies: list[int]) -> None:
+    print("\nCPU per commit (utime + stime from /proc over the measured window / commits):")
+    for c in concurrencies:
+        etcd = by.get((ETCD, c))
+        parts = []
+        for mode in (NORMAL, STREAM):
+            p = by.get((mode, c))
+            if p is None:
+                continue
+            split = ", ".join(f"{g} {cpu_ms_per_commit(p, (g,)):.2f}" for g in SIXFOLD_GROUPS)
+            parts.append(f"sixfold {mode} {cpu_ms_per_commit(p, SIXFOLD_GROUPS):.2f} ms ({split})")
+        if etcd:
+            parts.append(f"etcd {cpu_ms_per_commit(etcd, ('etcd',)):.2f} ms (3 members)")
+        if parts:
+            print(f"  c={c:<3} " + "; ".join(parts))
+
+
+def print_peer(by: dict[tuple[str, int], Phase], concurrencies: list[int]) -> None:
+    if not any((ETCD, c) in by for c in concurrencies):
+        return
+    nan = float("nan")
+    print("\nsixfold beside etcd 3.4 (3 members on loopback, durable puts), measured in this run:")
+    header = (
+        f"{'C':>4} | {'unary/s':>9} {'p99 ms':>7} | {'stream/s':>9} {'p99 ms':>7} | {'bare/s':>9} | "
+        f"{'etcd/s':>9} {'p99 ms':>7} | {'unary/etcd':>10} {'stream/etcd':>11}"
+    )
+    print(header)
+    print("-" * len(header))
+    for c in concurrencies:
+        etcd = by.get((ETCD, c))
+        if etcd is None:
+            continue
+        cells = []
+        for mode in (NORMAL, STREAM):
+            p = by.get((mode, c))
+            cells.append(f"{p.per_s if p else nan:>9,.0f} {p.percentile_ms(0.99) if p else nan:>7.1f}")
+        bare = by.get((BARE, c))
+        ratios = [
+            (by[(mode, c)].per_s / etcd.per_s if (mode, c) in by and etcd.per_s else nan) for mode in (NORMAL, STREAM)
+        ]
+        print(
+            f"{c:>4} | {cells[0]} | {cells[1]} | {bare.per_s if bare else nan:>9,.0f} | "
+            f"{etcd.per_s:>9,.0f} {etcd.percentile_ms(0.99):>7.1f} | {ratios[0]:>10.2f} {ratios[1]:>11.2f}"
+        )
+    print(
+        "(unary: one WritePages call per commit; stream: WritePagesStream; ratios > 1: sixfold commits more per "
+        "second than etcd puts)"
+    )

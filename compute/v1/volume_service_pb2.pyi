@@ -48,6 +48,42 @@ class WritePagesResponse(_message.Message):
     lsn: int
     def __init__(self, lsn: _Optional[int] = ...) -> None: ...
 
+class PageWrite(_message.Message):
+    __slots__ = ("request_id", "patches")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PATCHES_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    patches: _containers.RepeatedCompositeFieldContainer[PagePatch]
+    def __init__(self, request_id: _Optional[int] = ..., patches: _Optional[_Iterable[_Union[PagePatch, _Mapping]]] = ...) -> None: ...
+
+class WritePagesStreamRequest(_message.Message):
+    __slots__ = ("volume_id", "writes")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    WRITES_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    writes: _containers.RepeatedCompositeFieldContainer[PageWrite]
+    def __init__(self, volume_id: _Optional[str] = ..., writes: _Optional[_Iterable[_Union[PageWrite, _Mapping]]] = ...) -> None: ...
+
+class PageWriteResult(_message.Message):
+    __slots__ = ("request_id", "lsn", "code", "message", "reason")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    lsn: int
+    code: int
+    message: str
+    reason: str
+    def __init__(self, request_id: _Optional[int] = ..., lsn: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class WritePagesStreamResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[PageWriteResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[PageWriteResult, _Mapping]]] = ...) -> None: ...
+
 class ReadPagesRequest(_message.Message):
     __slots__ = ("volume_id", "page_nos", "from_storage")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]

@@ -44,6 +44,11 @@ class VolumeServiceStub:
                 request_serializer=compute_dot_v1_dot_volume__service__pb2.WritePagesRequest.SerializeToString,
                 response_deserializer=compute_dot_v1_dot_volume__service__pb2.WritePagesResponse.FromString,
                 _registered_method=True)
+        self.WritePagesStream = channel.stream_stream(
+                '/compute.v1.VolumeService/WritePagesStream',
+                request_serializer=compute_dot_v1_dot_volume__service__pb2.WritePagesStreamRequest.SerializeToString,
+                response_deserializer=compute_dot_v1_dot_volume__service__pb2.WritePagesStreamResponse.FromString,
+                _registered_method=True)
         self.ReadPages = channel.unary_unary(
                 '/compute.v1.VolumeService/ReadPages',
                 request_serializer=compute_dot_v1_dot_volume__service__pb2.ReadPagesRequest.SerializeToString,
@@ -112,6 +117,13 @@ class VolumeServiceServicer:
 
     def WritePages(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WritePagesStream(self, request_iterator, context):
+        """WritePages for clients with many MTRs in flight: one stream, many MTRs per message, results batched.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -194,6 +206,11 @@ def add_VolumeServiceServicer_to_server(servicer, server):
                     servicer.WritePages,
                     request_deserializer=compute_dot_v1_dot_volume__service__pb2.WritePagesRequest.FromString,
                     response_serializer=compute_dot_v1_dot_volume__service__pb2.WritePagesResponse.SerializeToString,
+            ),
+            'WritePagesStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.WritePagesStream,
+                    request_deserializer=compute_dot_v1_dot_volume__service__pb2.WritePagesStreamRequest.FromString,
+                    response_serializer=compute_dot_v1_dot_volume__service__pb2.WritePagesStreamResponse.SerializeToString,
             ),
             'ReadPages': grpc.unary_unary_rpc_method_handler(
                     servicer.ReadPages,
@@ -305,6 +322,33 @@ class VolumeService:
             '/compute.v1.VolumeService/WritePages',
             compute_dot_v1_dot_volume__service__pb2.WritePagesRequest.SerializeToString,
             compute_dot_v1_dot_volume__service__pb2.WritePagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WritePagesStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/compute.v1.VolumeService/WritePagesStream',
+            compute_dot_v1_dot_volume__service__pb2.WritePagesStreamRequest.SerializeToString,
+            compute_dot_v1_dot_volume__service__pb2.WritePagesStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
