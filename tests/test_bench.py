@@ -43,7 +43,7 @@ def test_bench_storage_prints_node_and_lmdb_rates_and_their_ratio() -> None:
 def test_bench_commit_prints_every_mode_bytes_per_commit_and_ratios(tmp_path: Path) -> None:
     plot = tmp_path / "commit.png"
     out = bench("commit", "--seconds", "0.5", "--concurrency", "2", "--peer", "etcd", "--plot", str(plot), "--profile")
-    for mode in ("normal", "stream", "2 paused", "bare", "empty"):
+    for mode in ("normal", "stream", "2 paused", "stream 2 paused", "bare", "empty"):
         row = re.search(rf"^\s*{mode}\s+2 \|\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+) \|", out, re.MULTILINE)
         assert row, f"no result row for {mode}"
         assert int(row.group(1).replace(",", "")) > 0, f"{mode}: no commits"

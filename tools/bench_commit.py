@@ -16,7 +16,8 @@ is started in a temporary state directory and always stopped at the end. Then:
     empty      C clients calling the writer process's grpc.health.v1 Check: one unary call
                per "commit" and nothing else, the other ceiling (a commit is one such call).
     2 paused   `normal` again with storage nodes a2 and c1 stopped (SIGSTOP), so every
-               commit needs all four remaining copies; resumed afterwards.
+               commit needs all four remaining copies; then `stream` so (`stream 2 paused`);
+               resumed afterwards.
 
 With `--peer etcd`, a 3-member etcd cluster on loopback takes the same closed loop (Put of 100 bytes to a
 distinct key; tools/bench_commit_etcd.py), and the report sets sixfold beside it. `--profile` samples the
@@ -55,6 +56,7 @@ from sixfold.tools.bench_commit_measure import (
     PAUSED,
     PAUSED_NODES,
     STREAM,
+    STREAM_PAUSED,
     WARMUP_S,
     CpuMeter,
     Phase,
@@ -132,7 +134,7 @@ async def _run_phases(
         phases.append(phase)
         errors = f", {len(phase.errors)} errors" if phase.errors else ""
         progress(
-            f"  {phase.mode:>8} c={phase.concurrency:<3} {phase.per_s:>8,.0f} commits/s  "
+            f"  {phase.mode:>15} c={phase.concurrency:<3} {phase.per_s:>8,.0f} commits/s  "
             f"p50 {phase.percentile_ms(0.5):6.1f} ms  p99 {phase.percentile_ms(0.99):6.1f} ms{errors}"
         )
 
@@ -235,6 +237,12 @@ async def _run_phases(
                 paused.append(name)
             for c in concurrencies:
                 report(await closed_loop(write, c, seconds, volume_snapshot, PAUSED))
+            streaming = StreamingWriter(channel(cluster.compute_address()), volume_id)
+            try:
+                for c in concurrencies:
+                    report(await closed_loop(stream_write, c, seconds, volume_snapshot, STREAM_PAUSED))
+            finally:
+                await streaming.close()
         finally:
             for name in paused:
                 cluster.resume(name)
@@ -260,7 +268,7 @@ def bench_commit(args: argparse.Namespace) -> int:
     etcd = find_etcd() if args.peer == "etcd" else None
     state_dir = tempfile.mkdtemp(prefix="sixfold-bench-commit-")
     phase_s = WARMUP_S + args.seconds
-    modes = 4 + (etcd is not None)
+    modes = 5 + (etcd is not None)
     print(
         f"sixfold bench commit: durable one-page MTRs ({PATCH_BYTES}-byte patch, random offset, {PAGES:,} pages), "
         f"closed loop at concurrency {','.join(map(str, concurrencies))};\n"

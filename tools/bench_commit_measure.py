@@ -26,6 +26,7 @@ ERROR_BACKOFF_S = 0.05
 
 NORMAL, PAUSED, BARE, EMPTY = "normal", "2 paused", "bare", "empty"
 STREAM = "stream"  # the same MTRs over one WritePagesStream (compute/write_stream_client.py)
+STREAM_PAUSED = "stream 2 paused"
 MACHINE = "machine"  # CPU group: the whole machine, from /proc/stat
 
 
@@ -73,7 +74,7 @@ class Phase:
         sending; with two paused, four)."""
         batches = self.after.batches - self.before.batches
         commits = self.after.commits - self.before.commits
-        sending = COPIES - len(PAUSED_NODES) if self.mode == PAUSED else COPIES
+        sending = COPIES - len(PAUSED_NODES) if self.mode in (PAUSED, STREAM_PAUSED) else COPIES
         return commits * sending / batches if batches else float("nan")
 
     def cores(self, group: str) -> float:

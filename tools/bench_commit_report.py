@@ -8,7 +8,18 @@ import math
 import os
 
 from sixfold.storage.quorum import COPIES
-from sixfold.tools.bench_commit_measure import BARE, EMPTY, MACHINE, NORMAL, PAGES, PATCH_BYTES, PAUSED, STREAM, Phase
+from sixfold.tools.bench_commit_measure import (
+    BARE,
+    EMPTY,
+    MACHINE,
+    NORMAL,
+    PAGES,
+    PATCH_BYTES,
+    PAUSED,
+    STREAM,
+    STREAM_PAUSED,
+    Phase,
+)
 
 ETCD = "etcd"
 SIXFOLD_GROUPS = ("writer", "nodes", "control")  # every sixfold process (the bench client not counted)
@@ -30,18 +41,18 @@ def print_results(phases: list[Phase], page_size: int, concurrencies: list[int])
     by = {(p.mode, p.concurrency): p for p in phases}
     print()
     header = (
-        f"{'mode':>8} {'C':>4} | {'commits/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} | "
+        f"{'mode':>15} {'C':>4} | {'commits/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} | "
         f"{'CPU cores: writer':>17} {'6 nodes':>8} {'bench':>6} {'machine':>8}"
     )
     print(header)
     print("-" * len(header))
-    for mode in (NORMAL, STREAM, PAUSED, BARE, EMPTY, ETCD):
+    for mode in (NORMAL, STREAM, PAUSED, STREAM_PAUSED, BARE, EMPTY, ETCD):
         for c in concurrencies:
             p = by.get((mode, c))
             if p is None:
                 continue
             print(
-                f"{mode:>8} {c:>4} | {p.per_s:>10,.0f} {p.percentile_ms(0.5):>8.1f} {p.percentile_ms(0.99):>8.1f} "
+                f"{mode:>15} {c:>4} | {p.per_s:>10,.0f} {p.percentile_ms(0.5):>8.1f} {p.percentile_ms(0.99):>8.1f} "
                 f"{len(p.errors):>6} | {p.cores('writer'):>17.2f} {p.cores('nodes'):>8.2f} {p.cores('bench'):>6.2f} "
                 f"{p.cores(MACHINE):>8.2f}"
             )
@@ -60,13 +71,13 @@ def print_results(phases: list[Phase], page_size: int, concurrencies: list[int])
         f"\nnetwork per commit (serialized AppendRecords bytes the writer sent to all {COPIES} segments, "
         f"delta over each phase / delta of commits):"
     )
-    for mode in (NORMAL, STREAM, PAUSED, BARE):
+    for mode in (NORMAL, STREAM, PAUSED, STREAM_PAUSED, BARE):
         for c in concurrencies:
             p = by.get((mode, c))
             if p is None or p.bytes_per_commit != p.bytes_per_commit:  # NaN: no commits
                 continue
             print(
-                f"  {mode:>8} c={c:<3} {p.bytes_per_commit:>7,.0f} B/commit  vs whole pages "
+                f"  {mode:>15} c={c:<3} {p.bytes_per_commit:>7,.0f} B/commit  vs whole pages "
                 f"{page_size:,} B x {COPIES} = {whole_page:,} B: {whole_page / p.bytes_per_commit:5.1f}x fewer bytes"
             )
     if any(p.mode == PAUSED for p in phases):
@@ -80,14 +91,14 @@ def print_results(phases: list[Phase], page_size: int, concurrencies: list[int])
     )
 
     print("\nboxcar (commits per AppendRecords message to one segment; fewer messages = less gRPC CPU everywhere):")
-    for mode in (NORMAL, STREAM, PAUSED, BARE):
+    for mode in (NORMAL, STREAM, PAUSED, STREAM_PAUSED, BARE):
         line = [
             f"c={c} {by[(mode, c)].commits_per_batch:5.1f}"
             for c in concurrencies
             if (mode, c) in by and not math.isnan(by[(mode, c)].commits_per_batch)
         ]
         if line:
-            print(f"  {mode:>8}  " + "   ".join(line))
+            print(f"  {mode:>15}  " + "   ".join(line))
     print("\nratios:")
     for c in concurrencies:
         normal, paused, bare = by.get((NORMAL, c)), by.get((PAUSED, c)), by.get((BARE, c))
@@ -106,6 +117,12 @@ def print_results(phases: list[Phase], page_size: int, concurrencies: list[int])
             print(
                 f"  2 paused at c={c}: {paused.per_s / normal.per_s:6.1%} of normal "
                 f"(p99 {paused.percentile_ms(0.99):.1f} ms vs {normal.percentile_ms(0.99):.1f} ms)"
+            )
+        stream, stream_paused = by.get((STREAM, c)), by.get((STREAM_PAUSED, c))
+        if stream and stream_paused and stream.per_s:
+            print(
+                f"  stream, 2 paused at c={c}: {stream_paused.per_s / stream.per_s:6.1%} of the stream "
+                f"(p99 {stream_paused.percentile_ms(0.99):.1f} ms vs {stream.percentile_ms(0.99):.1f} ms)"
             )
 
     print_cpu_per_commit(by, concurrencies)
