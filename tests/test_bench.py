@@ -56,9 +56,10 @@ def test_bench_commit_prints_every_mode_bytes_per_commit_and_ratios(tmp_path: Pa
     cpu = r"^\s+c=2\s+sixfold normal [\d.]+ ms \(writer [\d.]+, nodes [\d.]+, control [\d.]+\)"
     assert re.search(cpu, out, re.MULTILINE), "no CPU per commit"
     assert plot.stat().st_size > 0 and f"plot saved: {plot}" in out
-    assert (tmp_path / "commit-profile-writer.svg").stat().st_size > 0, "no flame graph of the writer"
-    assert (tmp_path / "commit-profile-node.svg").stat().st_size > 0, "no flame graph of a node"
-    assert out.count("most often innermost (self):") == 2
+    assert (tmp_path / "commit-profile-normal-writer.svg").stat().st_size > 0, "no flame graph of the writer"
+    assert (tmp_path / "commit-profile-stream-writer.svg").stat().st_size > 0, "no flame graph of the writer (stream)"
+    assert (tmp_path / "commit-profile-normal-node.svg").stat().st_size > 0, "no flame graph of a node"
+    assert out.count("most often innermost (self):") == 4
     if shutil.which("etcd"):
         peer_row = r"^\s+2 \|(\s+[\d,]+\s+[\d.]+ \|){2}\s+[\d,]+ \|\s+[\d,]+\s+[\d.]+ \|\s+[\d.]+\s+[\d.]+$"
         assert re.search(peer_row, out, re.MULTILINE), "no sixfold/etcd row"

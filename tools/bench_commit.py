@@ -21,7 +21,7 @@ is started in a temporary state directory and always stopped at the end. Then:
 
 With `--peer etcd`, a 3-member etcd cluster on loopback takes the same closed loop (Put of 100 bytes to a
 distinct key; tools/bench_commit_etcd.py), and the report sets sixfold beside it. `--profile` samples the
-writer and one node with py-spy during the `normal` phase at c=64 (tools/bench_commit_profile.py).
+writer and one node with py-spy during the `normal` and `stream` phases at c=64 (tools/bench_commit_profile.py).
 
 Each phase warms up for ~1 s, then counts the commits completed within `--seconds`.
 Bytes on the network per commit come from the writer's own counter
@@ -38,7 +38,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sixfold.compute.write_stream_client import StreamingWriter
@@ -96,7 +96,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help=f"py-spy profiles of the writer and one storage node during the c={PROFILE_CONCURRENCY} phase (or the "
+        help=f"py-spy profiles of the writer and one storage node during the normal and stream phases at "
+        f"c={PROFILE_CONCURRENCY} (or the "
         "highest below it), saved as flame graphs (SVG) next to the plot, top frames printed",
     )
 
@@ -107,7 +108,7 @@ async def _run_phases(
     seconds: float,
     meter: CpuMeter,
     progress: Callable[[str], None],
-    profile: Callable[[int], list[str]] | None = None,
+    profile: Callable[[str, int], list[str]] | None = None,
 ) -> tuple[list[Phase], int, str]:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -138,6 +139,16 @@ async def _run_phases(
             f"p50 {phase.percentile_ms(0.5):6.1f} ms  p99 {phase.percentile_ms(0.99):6.1f} ms{errors}"
         )
 
+    async def profiled(mode: str, c: int, phase: Awaitable[Phase]) -> Phase:
+        """The phase, sampled from outside by py-spy (run in a thread) when it is the profiled one."""
+        if profile is None:
+            return await phase
+        sampling = asyncio.create_task(asyncio.to_thread(profile, mode, c))
+        done = await phase
+        for line in await sampling:
+            progress(line)
+        return done
+
     try:
         compute = vgrpc.VolumeServiceStub(channel(cluster.compute_address()))
         status = (
@@ -163,14 +174,7 @@ async def _run_phases(
 
         progress(f"{NORMAL}: WritePages on {volume_id} (page size {page_size})")
         for c in concurrencies:
-            if profile is None:
-                report(await closed_loop(write, c, seconds, volume_snapshot, NORMAL))
-                continue
-            # The profiles sample this phase from outside (threads: py-spy runs as a child process).
-            profiled = asyncio.create_task(asyncio.to_thread(profile, c))
-            report(await closed_loop(write, c, seconds, volume_snapshot, NORMAL))
-            for line in await profiled:
-                progress(line)
+            report(await profiled(NORMAL, c, closed_loop(write, c, seconds, volume_snapshot, NORMAL)))
 
         streaming = StreamingWriter(channel(cluster.compute_address()), volume_id)
 
@@ -180,7 +184,7 @@ async def _run_phases(
         progress(f"{STREAM}: the same MTRs over one WritePagesStream (many MTRs per message, results batched)")
         try:
             for c in concurrencies:
-                report(await closed_loop(stream_write, c, seconds, volume_snapshot, STREAM))
+                report(await profiled(STREAM, c, closed_loop(stream_write, c, seconds, volume_snapshot, STREAM)))
         finally:
             await streaming.close()
 
@@ -324,7 +328,7 @@ def bench_commit(args: argparse.Namespace) -> int:
 
 def _profiler(
     args: argparse.Namespace, concurrencies: list[int], pids: dict[str, list[int]], out: list[str]
-) -> Callable[[int], list[str]] | None:
+) -> Callable[[str, int], list[str]] | None:
     """With --profile, a function the phase at the profiled concurrency calls (in a thread): it samples the
     writer and one node for the phase and returns progress lines; their top frames go to `out`."""
     if not args.profile:
@@ -336,11 +340,11 @@ def _profiler(
     at = max([c for c in concurrencies if c <= PROFILE_CONCURRENCY] or [min(concurrencies)])
     prefix = os.path.splitext(args.plot or "sixfold-bench-commit.png")[0] + "-profile"
 
-    def profile(c: int) -> list[str]:
+    def profile(mode: str, c: int) -> list[str]:
         if c != at:
             return []
         recordings = [
-            bench_commit_profile.start(binary, name, pid_list[0], WARMUP_S + args.seconds, prefix)
+            bench_commit_profile.start(binary, f"{mode}-{name}", pid_list[0], WARMUP_S + args.seconds, prefix)
             for name, pid_list in pids.items()
             if pid_list
         ]
