@@ -64,6 +64,17 @@ def status_of(number: int) -> grpc.StatusCode:
     return next((code for code in grpc.StatusCode if code.value[0] == number), grpc.StatusCode.UNKNOWN)
 
 
+def page_patches(patches: Iterable[Patch]) -> list[vpb.PagePatch]:
+    """The wire form of an MTR's patches; a page number or offset out of range is refused here (VolumeError,
+    INVALID_ARGUMENT), before anything is sent."""
+    checked = []
+    for page_no, offset, data in patches:
+        _in_range("a page number", page_no, U64_MAX)
+        _in_range("an offset", offset, U32_MAX)
+        checked.append(vpb.PagePatch(page_no=page_no, offset=offset, data=bytes(data)))
+    return checked
+
+
 class VolumeError(Exception):
     """A VolumeService call failed: `.code` (grpc.StatusCode) and `.details` (the server's sentence)."""
 
@@ -219,12 +230,7 @@ class VolumeClient:
 
     def write(self, volume_id: str, patches: Iterable[Patch], *, timeout_s: float | None = None) -> int:
         """Write the patches as one MTR (all visible together, or none); its LSN, durable on return."""
-        checked = []
-        for page_no, offset, data in patches:
-            _in_range("a page number", page_no, U64_MAX)
-            _in_range("an offset", offset, U32_MAX)
-            checked.append(vpb.PagePatch(page_no=page_no, offset=offset, data=bytes(data)))
-        request = vpb.WritePagesRequest(volume_id=volume_id, patches=checked)
+        request = vpb.WritePagesRequest(volume_id=volume_id, patches=page_patches(patches))
         return int(self._call("WritePages", request, timeout_s).lsn)
 
     def write_many(
@@ -234,14 +240,10 @@ class VolumeClient:
         MTR, in order, its LSN once durable or the VolumeError it failed with. The call returns when every
         one is resolved; `timeout_s` bounds the whole call."""
         timeout = self.timeout_s if timeout_s is None else checked_timeout(timeout_s)
-        writes = []
-        for request_id, patches in enumerate(mtrs, start=1):
-            checked = []
-            for page_no, offset, data in patches:
-                _in_range("a page number", page_no, U64_MAX)
-                _in_range("an offset", offset, U32_MAX)
-                checked.append(vpb.PagePatch(page_no=page_no, offset=offset, data=bytes(data)))
-            writes.append(vpb.PageWrite(request_id=request_id, patches=checked))
+        writes = [
+            vpb.PageWrite(request_id=request_id, patches=page_patches(patches))
+            for request_id, patches in enumerate(mtrs, start=1)
+        ]
         requests = (
             vpb.WritePagesStreamRequest(volume_id=volume_id, writes=writes[i : i + STREAM_MTRS_PER_MESSAGE])
             for i in range(0, len(writes), STREAM_MTRS_PER_MESSAGE)

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 
 from sixfold.compute.cache import BufferCache
-from sixfold.compute.errors import FencedInFlight, NotCommitted
+from sixfold.compute.errors import NotCommitted
 from sixfold.compute.opening import Opening, Superseded
 from sixfold.compute.segment_stream import SegmentStream
 from sixfold.compute.volume_base import RPC_TIMEOUT_S
@@ -85,17 +85,12 @@ class Fencing(Opening):
         self.fenced_reason = f"a newer writer has opened volume {self.volume_id}{where}: {details}"
         log.warning("fenced: %s", self.fenced_reason)
         # Their records are already on segments: the new writer's recovery may make them durable.
-        # Their outcome is unknown, never a definite "not written".
-        for cpl, future in self._waiters.items():
-            if not future.done():
-                future.set_exception(
-                    FencedInFlight(
-                        f"this writer (epoch {self.epoch}) was fenced while MTR {cpl} was in flight: "
-                        f"{self.fenced_reason}; the MTR may still have become durable through the new writer"
-                    )
-                )
-        self._waiters.clear()
-        self._vdl_advanced.set()
+        self._answer_in_flight(
+            lambda cpl: (
+                f"this writer (epoch {self.epoch}) was fenced while MTR {cpl} was in flight: "
+                f"{self.fenced_reason}; the MTR may still have become durable through the new writer"
+            )
+        )
 
     async def _judge_fence(self) -> None:
         await asyncio.sleep(FENCE_GRACE_S)

@@ -166,16 +166,15 @@ class VolumeServicer(TimeTravelRpcs, WriteStreamRpcs):
     async def writable(self, volume_id: str) -> Volume:
         """The open volume, for raw page writes: refused when it holds a SQLite database."""
         volume = await self.volume(volume_id)
-        request = vpb.WritePagesRequest(volume_id=volume_id)
-        if request.volume_id not in self._page0_checked:
+        if volume_id not in self._page0_checked:
             # Once per volume: a database made before this process started (the SQL engine marks the ones
             # it opens itself).
             _, pages = await volume.read([0])
             volume.holds_database = volume.holds_database or pages[0][1].startswith(SQLITE_MAGIC)
-            self._page0_checked.add(request.volume_id)
+            self._page0_checked.add(volume_id)
         if volume.holds_database:
             raise HoldsDatabase(
-                f"volume {request.volume_id!r} holds a SQLite database (`sixfold sql --volume {request.volume_id}`); "
+                f"volume {volume_id!r} holds a SQLite database (`sixfold sql --volume {volume_id}`); "
                 "raw page writes would corrupt it. Write pages to another volume (`sixfold volume create NAME`)"
             )
         return volume

@@ -10,7 +10,6 @@ This module adds closing and the status report, and keeps the names other module
 
 from __future__ import annotations
 
-from sixfold.compute.errors import FencedInFlight
 from sixfold.compute.fencing import Fencing
 from sixfold.compute.placement import Channels, PgInfo
 from sixfold.compute.reads import ReadPath
@@ -34,17 +33,13 @@ class Volume(Fencing, ReadPath, WritePath):
             for stream in pg.streams.values():
                 await stream.close()
         # An MTR still in flight gets its answer now, not when its commit timeout ends: the writer is gone
-        # (a backtrack, a delete, the process stopping). Its records were sent, so it may have become durable.
-        for cpl, future in self._waiters.items():
-            if not future.done():
-                future.set_exception(
-                    FencedInFlight(
-                        f"the writer of volume {self.volume_id} was closed (a backtrack or delete, or the compute node "
-                        f"stopping) while MTR {cpl} was in flight; it may have become durable before that"
-                    )
-                )
-        self._waiters.clear()
-        self._vdl_advanced.set()
+        # (a backtrack, a delete, the process stopping).
+        self._answer_in_flight(
+            lambda cpl: (
+                f"the writer of volume {self.volume_id} was closed (a backtrack or delete, or the compute node "
+                f"stopping) while MTR {cpl} was in flight; it may have become durable before that"
+            )
+        )
 
     def status(self) -> vpb.VolumeStatus:
         now = loop_time()

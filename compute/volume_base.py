@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import grpc
 
 from sixfold.compute.cache import BufferCache
-from sixfold.compute.errors import Fenced, Regaining
+from sixfold.compute.errors import Fenced, FencedInFlight, Regaining
 from sixfold.compute.placement import Channels, PgInfo, membership_of
 from sixfold.compute.read_points import ReadPoints
 from sixfold.compute.routing import ReadRouter
@@ -181,6 +181,15 @@ class VolumeBase:
             if future is not None and not future.done():
                 future.set_result(cpl)
             self.commits += 1
+        self._vdl_advanced.set()
+
+    def _answer_in_flight(self, sentence: Callable[[int], str]) -> None:
+        """Every MTR still in flight fails now with FencedInFlight (`sentence(cpl)`): its records were sent, so it
+        may have become durable; its outcome is unknown, never a definite "not written"."""
+        waiters, self._waiters = self._waiters, {}
+        for cpl, future in waiters.items():
+            if not future.done():
+                future.set_exception(FencedInFlight(sentence(cpl)))
         self._vdl_advanced.set()
 
     # -- may the writer serve? ---------------------------------------------------------

@@ -28,6 +28,7 @@ from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.volume_log import Patch
 from sixfold.storage.errors import StorageError
 from sixfold.storage.serving import Undecodable
+from sixfold.storage.status import status_code
 
 if TYPE_CHECKING:
     from sixfold.compute.volume import Volume
@@ -40,10 +41,8 @@ WRITES_IN_FLIGHT_MAX = 4_096
 def failed(request_id: int, error: BaseException) -> vpb.PageWriteResult:
     """Rule 2's result for an MTR that failed with `error`."""
     if isinstance(error, StorageError):
-        code = grpc.StatusCode[error.status_code_name]
-        return vpb.PageWriteResult(
-            request_id=request_id, code=code.value[0], message=error.message, reason=error.reason
-        )
+        code = status_code(error).value[0]
+        return vpb.PageWriteResult(request_id=request_id, code=code, message=error.message, reason=error.reason)
     log.error("a streamed write failed: %s: %s", type(error).__name__, error)
     return vpb.PageWriteResult(
         request_id=request_id,
@@ -77,8 +76,8 @@ class WriteStreamRpcs:
         def on_durable(request_id: int, future: asyncio.Future[int]) -> None:
             if future.cancelled():
                 resolve(failed(request_id, StorageError("the writer stopped before the MTR was durable")))
-            elif future.exception() is not None:
-                resolve(failed(request_id, future.exception()))  # type: ignore[arg-type]
+            elif (error := future.exception()) is not None:
+                resolve(failed(request_id, error))
             else:
                 resolve(vpb.PageWriteResult(request_id=request_id, lsn=future.result()))
 
@@ -89,11 +88,18 @@ class WriteStreamRpcs:
                     if isinstance(request, Undecodable):
                         ended.append(request.sentence())
                         return
+                    volume: Volume | None = None
+                    refusal: Exception | None = None
+                    try:
+                        volume = await self.writable(request.volume_id)  # once per message
+                    except Exception as error:  # noqa: BLE001 - each MTR of the message gets it as its result
+                        refusal = error
                     for write in request.writes:
                         await room.acquire()
                         unresolved += 1
                         try:
-                            volume = await self.writable(request.volume_id)
+                            if volume is None:
+                                raise refusal or StorageError("the volume could not be opened")
                             patches = [Patch(p.page_no, p.offset, p.data) for p in write.patches]
                             _, future = await volume.submit(patches)
                         except Exception as error:  # noqa: BLE001 - each MTR gets its own result

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from sixfold.compute.client import Patch, VolumeError, status_of
+from sixfold.compute.client import Patch, VolumeError, page_patches, status_of
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
 from sixfold.storage.errors import REASON_OUTCOME_UNKNOWN
@@ -40,16 +40,11 @@ class StreamingWriter:
 
     async def write(self, patches: Iterable[Patch]) -> int:
         """One MTR; its CPL once durable."""
-        request_id = self._next_id
+        write = vpb.PageWrite(request_id=self._next_id, patches=page_patches(patches))  # refused here: nothing queued
         self._next_id += 1
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        self._queue.append(
-            vpb.PageWrite(
-                request_id=request_id,
-                patches=[vpb.PagePatch(page_no=p, offset=o, data=bytes(d)) for p, o, d in patches],
-            )
-        )
+        self._pending[write.request_id] = future
+        self._queue.append(write)
         if self._session is None or self._session.done():
             self._session = asyncio.create_task(self._run())
         self._wake.set()

@@ -142,7 +142,6 @@ class Membership(Lineage):
         (the node it left no longer says). The node refuses to drop a segment something reads through
         (storage/lineage.py rule 7), so these wait: once the reader goes, the next round drops them."""
         orphans = set(self._orphans)
-        on_node = {(o.node_id, o.segment_id) for o in orphans}
         pgs = {(v.volume_id, pg.pg_index): (v, pg) for v in self._volumes.values() for pg in v.protection_groups}
         held: set[Orphan] = set()
         todo = [
@@ -157,7 +156,7 @@ class Membership(Lineage):
             if (volume_id, pg_index) not in pgs:
                 continue
             orphan = Orphan(node_id, self.segment_id(volume_id, pg_index))
-            if (node_id, orphan.segment_id) not in on_node or orphan in held:
+            if orphan not in orphans or orphan in held:
                 continue
             held.add(orphan)
             v, pg = pgs[(volume_id, pg_index)]

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from sixfold.tools.bench_commit_etcd import MESSAGES, prefix_end
-from sixfold.tools.bench_commit_profile import _ROOT as ROOT
+from sixfold.tools.bench_commit_profile import REPO_ROOT as ROOT
 from sixfold.tools.bench_commit_profile import flame_svg, short, top_frames
 
 pytestmark = pytest.mark.unit

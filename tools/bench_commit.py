@@ -310,8 +310,7 @@ def bench_commit(args: argparse.Namespace) -> int:
         if etcd is not None:
             progress(f"etcd: {etcd}, 3 members, the same closed loop (Put of {PATCH_BYTES} bytes to distinct keys)")
             pool = [random.Random(2017 + i).randbytes(PATCH_BYTES) for i in range(DATA_POOL)]
-            etcd_phases, _ = asyncio.run(run_etcd_phases(etcd, concurrencies, args.seconds, progress, pool))
-            phases += etcd_phases
+            phases += asyncio.run(run_etcd_phases(etcd, concurrencies, args.seconds, progress, pool))
     finally:
         if args.keep:
             print(f"kept {state_dir} (logs under {os.path.join(state_dir, 'logs')})")

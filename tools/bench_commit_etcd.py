@@ -16,6 +16,7 @@ acknowledged and missing there is reported as lost.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -28,7 +29,10 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from sixfold.tools.bench_commit_measure import CALL_TIMEOUT_S, CpuMeter, Phase, Snapshot, closed_loop
 
 INSTALL_HINT = "install it with `apt-get install etcd-server` (Debian's etcd 3.4)"
 MEMBERS = 3
@@ -208,32 +212,19 @@ class EtcdClient:
     """grpc.aio calls to the members: Put spread over them, Status, and a follower's serializable Range."""
 
     def __init__(self, addresses: list[str]) -> None:
-        import grpc
-
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
         self.channels = [grpc.aio.insecure_channel(a, options=options) for a in addresses]
-        m = MESSAGES
-        self._put = [
+        self._put = self._method("/etcdserverpb.KV/Put", "PutRequest", "PutResponse")
+        self._range = self._method("/etcdserverpb.KV/Range", "RangeRequest", "RangeResponse")
+        self._status = self._method("/etcdserverpb.Maintenance/Status", "StatusRequest", "StatusResponse")
+
+    def _method(self, path: str, request: str, response: str) -> list[Any]:
+        """The unary method `path` on each member's channel."""
+        return [
             ch.unary_unary(
-                "/etcdserverpb.KV/Put",
-                request_serializer=m["PutRequest"].SerializeToString,
-                response_deserializer=m["PutResponse"].FromString,
-            )
-            for ch in self.channels
-        ]
-        self._range = [
-            ch.unary_unary(
-                "/etcdserverpb.KV/Range",
-                request_serializer=m["RangeRequest"].SerializeToString,
-                response_deserializer=m["RangeResponse"].FromString,
-            )
-            for ch in self.channels
-        ]
-        self._status = [
-            ch.unary_unary(
-                "/etcdserverpb.Maintenance/Status",
-                request_serializer=m["StatusRequest"].SerializeToString,
-                response_deserializer=m["StatusResponse"].FromString,
+                path,
+                request_serializer=MESSAGES[request].SerializeToString,
+                response_deserializer=MESSAGES[response].FromString,
             )
             for ch in self.channels
         ]
@@ -256,8 +247,6 @@ class EtcdClient:
 
     async def missing_on_follower(self, prefix: bytes, acknowledged: set[bytes]) -> tuple[int, str]:
         """(acknowledged keys the follower lacks once caught up, its name), looking until VERIFY_TIMEOUT_S."""
-        import asyncio
-
         member = await self.follower()
         deadline = time.monotonic() + VERIFY_TIMEOUT_S
         while True:
@@ -273,12 +262,10 @@ class EtcdClient:
 
 async def run_etcd_phases(
     binary: str, concurrencies: list[int], seconds: float, progress: Any, value_pool: list[bytes]
-) -> tuple[list[Any], list[str]]:
-    """The closed loop against a fresh 3-member cluster, one phase per concurrency; (phases, lost-put notes)."""
-    from sixfold.tools.bench_commit_measure import CpuMeter, closed_loop
-
+) -> list[Phase]:
+    """The closed loop against a fresh 3-member cluster, one phase per concurrency; each phase's acknowledged
+    puts are then looked for on a follower (the count missing goes to `progress`)."""
     phases = []
-    notes = []
     with EtcdCluster(binary) as cluster:
         progress(f"etcd: 3 members up at {', '.join(m.address for m in cluster.members)} (data in {cluster.root})")
         meter = CpuMeter({"etcd": cluster.pids()})
@@ -286,38 +273,33 @@ async def run_etcd_phases(
         try:
             for c in concurrencies:
                 loop = PutLoop(client, f"bench/c{c}/".encode(), value_pool, meter)
-                prefix, acknowledged = loop.prefix, loop.acknowledged
                 phase = await closed_loop(loop.put, c, seconds, loop.snapshot, "etcd")
                 phases.append(phase)
-                lost, follower = await client.missing_on_follower(prefix, acknowledged)
-                notes.append(f"c={c}: {len(acknowledged):,} acknowledged puts, {lost} missing on follower {follower}")
+                lost, follower = await client.missing_on_follower(loop.prefix, loop.acknowledged)
                 progress(
                     f"  {'etcd':>8} c={c:<3} {phase.per_s:>8,.0f} puts/s     p50 {phase.percentile_ms(0.5):6.1f} ms  "
-                    f"p99 {phase.percentile_ms(0.99):6.1f} ms; {notes[-1]}"
+                    f"p99 {phase.percentile_ms(0.99):6.1f} ms; c={c}: {len(loop.acknowledged):,} acknowledged puts, "
+                    f"{lost} missing on follower {follower}"
                 )
         finally:
             await client.close()
-    return phases, notes
+    return phases
 
 
 class PutLoop:
     """One phase's puts: a distinct key each (PREFIX + a counter), the keys acknowledged, a counter snapshot."""
 
-    def __init__(self, client: EtcdClient, prefix: bytes, value_pool: list[bytes], meter: Any) -> None:
+    def __init__(self, client: EtcdClient, prefix: bytes, value_pool: list[bytes], meter: CpuMeter) -> None:
         self.client, self.prefix, self.pool, self.meter = client, prefix, value_pool, meter
         self.acknowledged: set[bytes] = set()
         self.next = 0
 
     async def put(self, rng: Any) -> None:
-        from sixfold.tools.bench_commit_measure import CALL_TIMEOUT_S
-
         n = self.next
         self.next += 1
         key = self.prefix + b"%09d" % n
         await self.client.put(n, key, self.pool[rng.randrange(len(self.pool))], CALL_TIMEOUT_S)
         self.acknowledged.add(key)
 
-    async def snapshot(self) -> Any:
-        from sixfold.tools.bench_commit_measure import Snapshot
-
+    async def snapshot(self) -> Snapshot:
         return Snapshot(time.perf_counter(), commits=len(self.acknowledged), cpu_s=self.meter.read())

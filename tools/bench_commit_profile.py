@@ -88,13 +88,13 @@ def read_collapsed(path: str) -> Counter[tuple[str, ...]]:
 
 
 PACKAGES = ("compute/", "storage/", "tools/")  # sixfold's folders, as py-spy names a frame's file
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: compute/, storage/, tools/
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: compute/, storage/, tools/
 
 
 def ours(frame: str) -> bool:
     """A frame of sixfold's own code (the total ranking shows these: the event loop's frames are on every stack)."""
     where = frame.partition(" (")[2]
-    where = where[len(_ROOT) + 1 :] if where.startswith(_ROOT + os.sep) else where  # (py-spy shortens paths)
+    where = where[len(REPO_ROOT) + 1 :] if where.startswith(REPO_ROOT + os.sep) else where  # (py-spy shortens paths)
     return where.startswith(PACKAGES) and not where.startswith("tools/cli.py")
 
 
