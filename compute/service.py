@@ -72,6 +72,9 @@ class VolumeServicer(TimeTravelRpcs, WriteStreamRpcs):
         # Volumes whose name is being moved to another timeline or deleted (compute/time_travel.py): not opened
         # meanwhile, so no writer recovers on the segments the name is leaving.
         self.moving: set[str] = set()
+        # Raises when this compute instance may not open volumes as their writer (it is a read replica, or
+        # between roles: compute/instance.py sets it).
+        self.check_writer: Callable[[], None] = lambda: None
 
     async def _forget_page0(self, volume_id: str) -> None:
         self._page0_checked.discard(volume_id)
@@ -79,6 +82,7 @@ class VolumeServicer(TimeTravelRpcs, WriteStreamRpcs):
     async def volume(self, volume_id: str) -> Volume:
         if not volume_id:
             raise InvalidRequest("the request names no volume_id")
+        self.check_writer()
         volume = self.volumes.get(volume_id)
         if volume is not None:
             return volume
@@ -129,8 +133,13 @@ class VolumeServicer(TimeTravelRpcs, WriteStreamRpcs):
         return volume
 
     async def close(self) -> None:
-        for volume in self.volumes.values():
+        """Close every open volume (a writer stepping down, or the process stopping); opens under way stop."""
+        for volume_id in list(self._opening):
+            await self.cancel_open(volume_id)
+        volumes, self.volumes = self.volumes, {}
+        for volume in volumes.values():
             await volume.close()
+        self._page0_checked.clear()
 
     async def CreateVolume(self, request: vpb.CreateVolumeRequest, context: Any) -> vpb.CreateVolumeResponse:
         if not request.volume_id:

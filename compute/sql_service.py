@@ -142,6 +142,18 @@ class SqlEngines:
             await engine.close()
             log.info("SQL engine of volume %s closed: the volume is being deleted", volume_id)
 
+    async def switch(self, volumes: VolumeSource | None, factory: EngineFactory = default_engine_factory) -> None:
+        """A role change of the compute instance (compute/instance.py): close every engine (their open
+        transactions are aborted), then start new ones over `volumes` on first use; None: none start until the
+        next switch (the instance is between roles)."""
+        await self.close()
+        if volumes is not None:
+            self._volumes, self._factory, self._closed = volumes, factory, False
+
+    def started(self) -> list[str]:
+        """The volumes whose engine is running."""
+        return sorted(self._engines)
+
     async def close(self) -> None:
         """Close every engine (their open transactions are aborted); no new one starts after this."""
         self._closed = True
