@@ -1,12 +1,15 @@
 """A small synchronous client of the compute node's `compute.v1.VolumeService`.
 
-    with VolumeClient("127.0.0.1:50051") as client:
+    with VolumeClient("127.0.0.1:50051") as client:      # or VolumeClient(Endpoint(CONTROL_PLANE_ADDRESS))
         client.create_volume("vol1")
         lsn = client.write("vol1", [(3, 0, b"hello"), (4, 100, b"world")])  # one MTR, durable on return
         read_point, pages = client.read("vol1", [3, 4])                      # read at VDL >= lsn
         client.read_page("vol1", 3)[:5]                                       # b"hello"
 
-Every method makes one RPC with the client's timeout. A failed RPC raises
+The client reaches one compute instance: a fixed address, or the instance an endpoint means now
+(`compute.endpoint_client.Endpoint(control_plane, "cluster")`: the writer, found through the control
+plane and found again after a failover; see compute/endpoint_client.py). Every method makes one RPC
+with the client's timeout (plus a ResolveEndpoint when the endpoint's address is not known). A failed RPC raises
 `VolumeError` (chained from the `grpc.RpcError`, which stays available as
 `.rpc_error` and `__cause__`): `.code` is the `grpc.StatusCode`, `.details` the
 server's sentence, and `str(error)` is "CODE: details", ready to print. The codes
@@ -35,14 +38,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
+from sixfold.compute.endpoint_client import Channels, Endpoint
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
 from sixfold.storage.errors import REASON_OUTCOME_UNKNOWN
-from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.status import reason_of
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -99,20 +102,27 @@ class VolumeError(Exception):
         return self.code.name
 
     @classmethod
-    def from_rpc_error(cls, error: grpc.RpcError) -> VolumeError:
+    def from_rpc_error(cls, error: grpc.RpcError) -> Self:
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         details = error.details() if hasattr(error, "details") else str(error)
         return cls(code or grpc.StatusCode.UNKNOWN, details or "(no details)", error, reason_of(error))
 
 
 class VolumeClient:
-    """One channel to a compute node; a context manager that closes it."""
+    """Calls to a compute instance (an address, or an Endpoint); a context manager that closes its channels."""
 
-    def __init__(self, address: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self.address = address
+    def __init__(self, target: str | Endpoint, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.target = target
         self.timeout_s = checked_timeout(timeout_s)
-        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self._stub = vgrpc.VolumeServiceStub(self._channel)
+        self._channels = Channels(target)
+
+    @property
+    def address(self) -> str:
+        """The address calls go to now (resolving the endpoint if it is not known)."""
+        try:
+            return self._channels.address()
+        except grpc.RpcError as error:
+            raise VolumeError.from_rpc_error(error) from error
 
     def __enter__(self) -> VolumeClient:
         return self
@@ -123,12 +133,12 @@ class VolumeClient:
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        self._channels.close()
 
     def _call(self, method: str, request: object, timeout_s: float | None) -> Any:
         timeout = self.timeout_s if timeout_s is None else checked_timeout(timeout_s)
         try:
-            return getattr(self._stub, method)(request, timeout=timeout)
+            return self._channels.call(vgrpc.VolumeServiceStub, method, request, timeout)
         except grpc.RpcError as error:
             raise VolumeError.from_rpc_error(error) from error
 
@@ -249,13 +259,16 @@ class VolumeClient:
             for i in range(0, len(writes), STREAM_MTRS_PER_MESSAGE)
         )
         out: dict[int, int | VolumeError] = {}
+        address = ""
         try:
-            for response in self._stub.WritePagesStream(requests, timeout=timeout):
+            address, stub = self._channels.stub(vgrpc.VolumeServiceStub)
+            for response in stub.WritePagesStream(requests, timeout=timeout):
                 for r in response.results:
                     out[r.request_id] = (
                         r.lsn if r.code == 0 else VolumeError(status_of(r.code), r.message, None, r.reason)
                     )
         except grpc.RpcError as error:
+            self._channels.failed(address, error)
             raise VolumeError.from_rpc_error(error) from error
         return [
             out.get(i, VolumeError(grpc.StatusCode.UNKNOWN, "the stream ended without this MTR's result"))

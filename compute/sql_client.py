@@ -1,7 +1,7 @@
 """A small synchronous client of the compute node's SQL and key-value services
 (`compute.v1.SqlService`, `compute.v1.KvService`).
 
-    with SqlClient("127.0.0.1:50051") as db:                      # volume "vol0"
+    with SqlClient("127.0.0.1:50051") as db:                      # volume "vol0"; or SqlClient(Endpoint(CP))
         db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, data BLOB)")
         r = db.execute("INSERT INTO t(name, data) VALUES (?, ?)", ["ann", b"\\x00\\x01"])
         r.last_row_id, r.commit_lsn                              # durable on return
@@ -14,6 +14,12 @@
             s.begin(read_only=True); s.execute("SELECT count(*) FROM t"); s.rollback()
         db.put("k", "v"); db.get("k")                            # b"v"  (str is sent as UTF-8)
         db.scan(prefix="k", limit=10).pairs; db.cas("k", expected=b"v", value=b"w").swapped
+
+The client reaches a fixed address or the instance an endpoint means now (`Endpoint(control_plane,
+"cluster" | "reader" | NAME)`, compute/endpoint_client.py): after a failure that says the instance is
+gone or not the right one (UNAVAILABLE, a read replica refusing a write, a fenced writer) the next call
+resolves the endpoint again and reaches, after a failover, the new writer. The failed call is not
+repeated unless it never reached an instance able to act on it.
 
 Values are None, int, float, str and bytes (SQLite's storage classes). A failed call raises
 `SqlError` (a `compute.client.VolumeError`: `.code`, `.details`, `.reason`, "CODE: details"):
@@ -37,13 +43,13 @@ from typing import Any, TypeVar
 import grpc
 
 from sixfold.compute.client import DEFAULT_TIMEOUT_S, VolumeError, checked_timeout
+from sixfold.compute.endpoint_client import Channels, Endpoint
 from sixfold.compute.sql_values import SqlValue, rows_from_proto, statement_to_proto
 from sixfold.compute.v1 import kv_service_pb2 as kpb
 from sixfold.compute.v1 import kv_service_pb2_grpc as kgrpc
 from sixfold.compute.v1 import sql_service_pb2 as spb
 from sixfold.compute.v1 import sql_service_pb2_grpc as sgrpc
 from sixfold.storage.errors import StorageError
-from sixfold.storage.serving import CHANNEL_OPTIONS
 
 DEFAULT_VOLUME_ID = "vol0"
 SESSION_CLOSE_WAIT_S = 5.0  # how long closing a session waits for the server to end the stream
@@ -111,15 +117,26 @@ def _key(key: Key) -> bytes:
 
 
 class SqlClient:
-    """One channel to a compute node, working on one volume; a context manager that closes it."""
+    """Calls to a compute instance (an address, or an Endpoint), working on one volume; a context manager
+    that closes its channels."""
 
-    def __init__(self, address: str, volume_id: str = DEFAULT_VOLUME_ID, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self.address = address
+    def __init__(
+        self, target: str | Endpoint, volume_id: str = DEFAULT_VOLUME_ID, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> None:
+        self.target = target
         self.volume_id = volume_id
         self.timeout_s = checked_timeout(timeout_s)
-        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self._sql = sgrpc.SqlServiceStub(self._channel)
-        self._kv = kgrpc.KvServiceStub(self._channel)
+        self._channels = Channels(target)
+        self._sql = sgrpc.SqlServiceStub
+        self._kv = kgrpc.KvServiceStub
+
+    @property
+    def address(self) -> str:
+        """The address calls go to now (resolving the endpoint if it is not known)."""
+        try:
+            return self._channels.address()
+        except grpc.RpcError as error:
+            raise SqlError.from_rpc_error(error) from error
 
     def __enter__(self) -> SqlClient:
         return self
@@ -130,11 +147,11 @@ class SqlClient:
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        self._channels.close()
 
-    def _call(self, stub: Any, method: str, request: object) -> Any:
+    def _call(self, stub_class: type, method: str, request: object) -> Any:
         try:
-            return getattr(stub, method)(request, timeout=self.timeout_s)
+            return self._channels.call(stub_class, method, request, self.timeout_s)
         except grpc.RpcError as error:
             raise SqlError.from_rpc_error(error) from error
 
@@ -160,7 +177,15 @@ class SqlClient:
 
     def session(self) -> SqlSession:
         """An interactive session over one stream; closing it rolls back a transaction left open."""
-        return SqlSession(self._sql, self.volume_id, self.timeout_s)
+        try:
+            address, stub = self._channels.stub(sgrpc.SqlServiceStub)
+        except grpc.RpcError as error:
+            raise SqlError.from_rpc_error(error) from error
+
+        def failed(error: SqlError) -> None:
+            self._channels.failed_with(address, error.code, error.details, error.reason)
+
+        return SqlSession(stub, self.volume_id, self.timeout_s, failed)
 
     @contextmanager
     def transaction(self, read_only: bool = False) -> Iterator[SqlSession]:
@@ -252,8 +277,15 @@ class SqlSession:
     """One Session stream: steps are sent one at a time and each waits for its reply. A reader
     thread takes the replies off the stream, so a step can give up after the timeout."""
 
-    def __init__(self, stub: sgrpc.SqlServiceStub, volume_id: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        stub: sgrpc.SqlServiceStub,
+        volume_id: str,
+        timeout_s: float,
+        on_failure: Callable[[SqlError], object] = lambda error: None,
+    ) -> None:
         self.volume_id = volume_id
+        self._on_failure = on_failure  # told of the stream's failure (the endpoint is resolved again)
         self.timeout_s = timeout_s
         self.transaction_open = False
         self.txn_id = ""
@@ -323,7 +355,9 @@ class SqlSession:
         if isinstance(reply, grpc.RpcError):
             self._closed = True
             self.transaction_open = False
-            raise SqlError.from_rpc_error(reply) from reply
+            error = SqlError.from_rpc_error(reply)
+            self._on_failure(error)
+            raise error from reply
         if reply is _END:
             self._closed = True
             self.transaction_open = False
@@ -331,7 +365,9 @@ class SqlSession:
         self.transaction_open = bool(reply.transaction_open)
         if reply.WhichOneof("outcome") == "error":
             code = _CODES.get(reply.error.code, grpc.StatusCode.UNKNOWN)
-            raise SqlError(code, reply.error.message or "(no details)", reason=reply.error.reason)
+            error = SqlError(code, reply.error.message or "(no details)", reason=reply.error.reason)
+            self._on_failure(error)
+            raise error
         return reply
 
     def begin(self, read_only: bool = False) -> str:

@@ -62,6 +62,7 @@ COMPUTE_ADAPTERS = {
     "compute/sql_service.py",
     "compute/kv_service.py",
     "compute/sql_client.py",
+    "compute/endpoint_client.py",  # resolves endpoints through the control plane (ClusterService)
     "compute/sql_values.py",  # conversions to and from the wire (generated protobuf code)
     "compute/main.py",
     "compute/__init__.py",
