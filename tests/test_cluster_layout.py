@@ -14,14 +14,20 @@ from sixfold.tools.cluster_layout import (
     COMPUTE,
     CONTROL_PLANE,
     DEAD,
+    DEFAULT_FAILOVER_PRIORITY,
     LOCK_FILE,
     PAUSED,
+    REPLICAS_MAX,
     RUNNING,
     STOPPED,
     STORAGE_NODE,
     ClusterError,
     ClusterState,
+    compute_record,
+    is_replica,
+    label,
     new_layout,
+    next_replica_name,
     port_for_start,
     port_from_file,
     process_state,
@@ -74,8 +80,60 @@ def test_the_layout_names_roles_and_paths() -> None:
     assert a3.data_dir == "/state/data/a3" and a3.log_file == "/state/logs/a3.log"
     assert a3.port_file == "/state/run/a3.port"
     assert a3.args[-4:] == ["--lmdb-map-mib", "64", "--history-window-s", "1"]
-    assert state.processes[-1].args == ["compute", "--data-dir", "/state/data/compute", "--default-volume", "vol0"]
+    assert state.processes[-1].args == [
+        "compute",
+        "--data-dir",
+        "/state/data/compute",
+        "--default-volume",
+        "vol0",
+        "--instance-id",
+        "compute",
+        "--failover-priority",
+        str(DEFAULT_FAILOVER_PRIORITY),
+    ]
     assert ClusterState.from_json(state.to_json()) == state
+
+
+def test_read_replicas_are_compute_instances_started_as_readers_after_the_writer() -> None:
+    state = new_layout(STATE_DIR, ("a", "b", "c"), 2, 0, None, None, "vol0", replicas=2)
+    names = [r.name for r in state.processes]
+    assert names[-3:] == [COMPUTE, "replica1", "replica2"] and state.layout["replicas"] == 2
+    replica = state.processes[-1]
+    assert (replica.role, replica.az, replica.data_dir, replica.port_file) == (
+        COMPUTE,
+        "",
+        "/state/data/replica2",
+        "/state/run/replica2.port",
+    )
+    assert replica.args[-5:] == ["--instance-id", "replica2", "--failover-priority", "1", "--reader"]
+    assert is_replica(replica) and not is_replica(state.processes[-3])
+    assert label(replica) == "compute node replica2"
+    plan = start_plan(list(reversed(state.processes)))
+    assert [r.name for r in plan.compute] == [COMPUTE] and [r.name for r in plan.replicas] == ["replica2", "replica1"]
+    assert [r.name for r in start_plan([replica]).replicas] == ["replica2"]  # a replica alone: no storage wait
+    first, _ = stop_groups(state.processes)
+    assert [r.name for r in first] == [COMPUTE, "replica1", "replica2"]  # the compute instances first
+
+
+def test_replica_names_bounds_and_priorities() -> None:
+    state = new_layout(STATE_DIR, ("a", "b", "c"), 2, 0, None, None, "vol0", replicas=2)
+    assert next_replica_name(state.processes) == "replica3"
+    del state.processes[-2]  # replica1 removed: its name is free again
+    assert next_replica_name(state.processes) == "replica1"
+    full = new_layout(STATE_DIR, ("a", "b", "c"), 2, 0, None, None, "vol0", replicas=REPLICAS_MAX)
+    with pytest.raises(ClusterError, match=f"{REPLICAS_MAX} read replicas already"):
+        next_replica_name(full.processes)
+    with pytest.raises(ClusterError, match="0 to 15 read replicas"):
+        new_layout(STATE_DIR, ("a", "b", "c"), 2, 0, None, None, "vol0", replicas=REPLICAS_MAX + 1)
+    with pytest.raises(ClusterError, match="need a compute node"):
+        new_layout(STATE_DIR, ("a", "b", "c"), 2, 0, None, None, None, replicas=1)
+    assert compute_record(STATE_DIR, "replica9", "vol0", 0, reader=True).args[-3:] == [
+        "--failover-priority",
+        "0",
+        "--reader",
+    ]
+    with pytest.raises(ClusterError, match="failover priority is 0 to 15"):
+        compute_record(STATE_DIR, "replica9", "vol0", 16)
 
 
 def test_the_layout_without_compute_and_with_control_plane_timeouts() -> None:

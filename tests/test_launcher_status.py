@@ -33,8 +33,10 @@ def test_commands_on_a_dir_without_a_cluster_leave_no_lock_behind(tmp_path: Path
 
 
 def rows(table: str) -> dict[str, str]:
-    """The status table's lines by process name (the first word)."""
-    return {line.split()[0]: line for line in table.splitlines() if line.strip()}
+    """The process table's lines by process name (the first word), up to the blank line before the compute
+    instances' section."""
+    lines = table.split("\n\n", 1)[0].splitlines()
+    return {line.split()[0]: line for line in lines if line.strip()}
 
 
 def test_status_with_the_control_plane_down_says_what_it_cannot_show(cluster_dir: Path) -> None:

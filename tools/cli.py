@@ -19,14 +19,23 @@ from pathlib import Path
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("sixfold.tools.launcher", "start a local cluster: control plane, storage nodes in 3 AZs, and the writer"),
-    "status": ("sixfold.tools.launcher", "show every process of the local cluster: AZ, health, segments, SCLs"),
+    "up": (
+        "sixfold.tools.launcher",
+        "start a local cluster: control plane, storage nodes in 3 AZs, the writer (and --replicas N readers)",
+    ),
+    "status": (
+        "sixfold.tools.launcher",
+        "show every process of the local cluster: AZ, health, segments, SCLs; compute instances, roles, lag",
+    ),
     "down": ("sixfold.tools.launcher", "stop every process of the local cluster (by PID)"),
     "kill": ("sixfold.tools.launcher", "SIGKILL one node (fault injection)"),
     "pause": ("sixfold.tools.launcher", "SIGSTOP one node (fault injection)"),
     "resume": ("sixfold.tools.launcher", "SIGCONT a paused node"),
     "stop": ("sixfold.tools.launcher", "stop one node gracefully (SIGTERM)"),
     "start": ("sixfold.tools.launcher", "start a stopped or killed node again, same address and data"),
+    "replica": ("sixfold.tools.instance_cli", "add or remove read replicas (compute instances following the writer)"),
+    "failover": ("sixfold.tools.instance_cli", "make a read replica the writer now (--to INSTANCE, or the best one)"),
+    "endpoint": ("sixfold.tools.instance_cli", "endpoints that lead clients to the writer, the readers, or named ones"),
     "storage-node": ("sixfold.storage.node_main", "run one storage node process (the launcher does this for you)"),
     "compute": ("sixfold.compute.main", "run the compute node (the volume's writer); the launcher does this for you"),
     "control-plane": (

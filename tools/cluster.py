@@ -21,8 +21,9 @@ the port file; every restart passes the recorded port, so addresses never change
 Start order: the control plane; then the storage nodes, until the control plane
 lists each of them as healthy; then the compute node (the writer, process name
 `compute`), which creates its default volume on first start and opens it
-(recovery) on every start before it reports SERVING. `down` stops the compute
-node first, so it never sees its storage disappear under it.
+(recovery) on every start before it reports SERVING; then its read replicas
+(`replica1..N`, tools/cluster_replicas.py). `down` stops the compute instances
+first, so they never see their storage disappear under them.
 
 This module is the adapter that carries the launcher's decisions out. The parts:
 tools/cluster_layout.py (what the cluster is, and the rules deciding what to start,
@@ -48,6 +49,7 @@ from types import TracebackType
 
 import grpc
 
+from sixfold.tools.cluster_instances import fill_instances
 from sixfold.tools.cluster_layout import (
     COMPUTE,
     CONTROL_PLANE,
@@ -255,9 +257,11 @@ class Cluster:
         wait_registered: bool = True,
         compute: bool = True,
         default_volume: str = DEFAULT_VOLUME,
+        replicas: int = 0,
     ) -> UpResult:
         """Start the cluster: the control plane, then every node, each waited for until healthy,
-        then (with `compute`) the compute node, which creates `default_volume` if needed and opens it.
+        then (with `compute`) the compute node, which creates `default_volume` if needed and opens it,
+        then `replicas` read replicas (replica1..N) of it.
 
         On a state dir that already holds a cluster, the recorded layout is kept (the
         arguments are ignored): processes that are not running are restarted with their
@@ -276,6 +280,7 @@ class Cluster:
                     default_volume if compute else None,
                     failure_timeout_ms,
                     node_flags,
+                    replicas,
                 )
                 for sub in ("logs", "data", "run"):
                     (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -304,6 +309,7 @@ class Cluster:
         if plan.wait_registered:
             self._wait_registered(state.processes)
         self._start_batch(state, plan.compute, started, self.compute_startup_timeout_s)
+        self._start_batch(state, plan.replicas, started, self.compute_startup_timeout_s)
 
     def _start_batch(
         self, state: ClusterState, batch: list[ProcessRecord], started: list[str], timeout_s: float
@@ -434,8 +440,9 @@ class Cluster:
             statuses[record.name] = process_status(record, self._state_of(record), control_plane)
             if record.role == CONTROL_PLANE:
                 control_plane = (record, statuses[record.name])
-        processes = [statuses[r.name] for r in records]
-        return ClusterStatus(str(self.state_dir), processes)
+        status = ClusterStatus(str(self.state_dir), [statuses[r.name] for r in records])
+        fill_instances(status, records, control_plane[0] if control_plane else None)  # the writer and readers
+        return status
 
     # logs
 

@@ -5,14 +5,17 @@ start uses, and how a recorded process's state is read.
 Pure: values in, values out; `tools.cluster.Cluster` carries the decisions out (processes, signals,
 files, gRPC). The rules:
 1. Layout. The control plane (`control-plane`), then per AZ `nodes_per_az` storage nodes and
-   `spares` spares named AZ + index (a1 a2 [a3 ...]), then, unless `--no-compute`, the compute node
-   `compute`. Each has `<state-dir>/data/<name>/`, `logs/<name>.log` and `run/<name>.port`. An
-   existing cluster keeps its recorded layout.
+   `spares` spares named AZ + index (a1 a2 [a3 ...]), then, unless `--no-compute`, the compute
+   instances: `compute` (started first, it registers as the writer) and `replicas` read replicas
+   `replica1..N` (started with `--reader`: never the writer at start; at most REPLICAS_MAX). Every
+   compute instance is a `sixfold compute` process with `--instance-id NAME --failover-priority N`.
+   Each process has `<state-dir>/data/<name>/`, `logs/<name>.log` and `run/<name>.port`. An existing
+   cluster keeps its recorded layout; `sixfold replica add|remove` adds or removes replicas.
 2. Start order: the control plane, then every storage node at once, each waited for until it
-   serves; then, before a compute node starts (or when asked), until the control plane lists
-   every running node as healthy; then the compute node.
-3. Stop order: the compute node first (it never runs without its storage), then all the others
-   at once.
+   serves; then, before a compute instance starts (or when asked), until the control plane lists
+   every running node as healthy; then `compute`, waited for until it serves; then the replicas.
+3. Stop order: the compute instances first (they never run without their storage), then all the
+   others at once.
 4. Ports. The first start binds port 0 and the process writes the port it bound to its port file;
    every later start passes the recorded port, so addresses never change, unless the caller asks
    for a new one (port 0 again).
@@ -41,7 +44,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 CONTROL_PLANE = "control-plane"  # name and role of the control plane process
 STORAGE_NODE = "storage-node"  # role of a storage node
-COMPUTE = "compute"  # name and role of the compute node (the writer)
+COMPUTE = "compute"  # role of every compute instance, and name of the first one (the writer at start)
+REPLICA_PREFIX = "replica"  # read replicas are replica1, replica2, ...
+REPLICAS_MAX = 15  # as Aurora: one writer and up to 15 readers
+FAILOVER_PRIORITY_MAX = 15  # failover tiers 0..15: the lowest tier is promoted first
+DEFAULT_FAILOVER_PRIORITY = 1  # Aurora's default tier
 DEFAULT_VOLUME = "vol0"  # the volume the compute node creates (if needed) and opens at start
 # The smallest cluster that can place a PG: two nodes in each of three AZs (storage/quorum.py).
 DEFAULT_AZS: tuple[str, ...] = ("a", "b", "c")
@@ -81,8 +88,8 @@ class ProcessRecord:
     """One process of the cluster as recorded in cluster.json."""
 
     name: str
-    role: str  # CONTROL_PLANE, STORAGE_NODE or COMPUTE
-    az: str  # "" for the control plane and the compute node
+    role: str  # CONTROL_PLANE, STORAGE_NODE or COMPUTE (the writer and the read replicas)
+    az: str  # "" for the control plane and the compute instances
     spare: bool
     port: int  # 0 until the first start has bound one
     pid: int | None  # None when stopped by the launcher
@@ -111,7 +118,7 @@ class ClusterState:
     """The contents of cluster.json."""
 
     layout: dict[str, Any]  # the arguments of the first `up`
-    processes: list[ProcessRecord]  # in start order: the control plane, the storage nodes, the compute node
+    processes: list[ProcessRecord]  # in start order: the control plane, the storage nodes, the compute instances
     version: int = STATE_VERSION
 
     def to_json(self) -> str:
@@ -156,10 +163,15 @@ def new_layout(
     default_volume: str | None,
     failure_timeout_ms: int | None = None,
     node_flags: Sequence[str] = (),
+    replicas: int = 0,
 ) -> ClusterState:
-    """The records of a new cluster (rule 1); `default_volume` None: no compute node."""
+    """The records of a new cluster (rule 1); `default_volume` None: no compute instance."""
     if not azs or nodes_per_az < 1 or spares < 0:
         raise ClusterError("need at least one AZ, at least one node per AZ, and spares >= 0")
+    if not 0 <= replicas <= REPLICAS_MAX:
+        raise ClusterError(f"a cluster has 0 to {REPLICAS_MAX} read replicas, not {replicas}")
+    if replicas and default_volume is None:
+        raise ClusterError("read replicas need a compute node (drop --no-compute)")
     if default_volume is not None and not default_volume.strip():
         raise ClusterError("the default volume needs a name")
     cp_args = control_plane_args(heartbeat_timeout_ms, failure_timeout_ms)
@@ -173,7 +185,9 @@ def new_layout(
             node_args += list(node_flags)  # e.g. ["--history-window-s", "1"]: passed to every storage node
             processes.append(new_record(state_dir, name, STORAGE_NODE, az, index > nodes_per_az, node_args))
     if default_volume is not None:
-        processes.append(new_record(state_dir, COMPUTE, COMPUTE, "", False, ["--default-volume", default_volume]))
+        processes.append(compute_record(state_dir, COMPUTE, default_volume))
+        for index in range(1, replicas + 1):
+            processes.append(compute_record(state_dir, f"{REPLICA_PREFIX}{index}", default_volume, reader=True))
     layout = {
         "azs": list(azs),
         "nodes_per_az": nodes_per_az,
@@ -183,8 +197,32 @@ def new_layout(
         "failure_timeout_ms": failure_timeout_ms,
         "compute": default_volume is not None,
         "default_volume": default_volume,
+        "replicas": replicas,
     }
     return ClusterState(layout=layout, processes=processes)
+
+
+def compute_record(
+    state_dir: Path, name: str, default_volume: str, priority: int = DEFAULT_FAILOVER_PRIORITY, reader: bool = False
+) -> ProcessRecord:
+    """A compute instance: `compute` (the writer at start) or a read replica (`reader`: `--reader`)."""
+    if not 0 <= priority <= FAILOVER_PRIORITY_MAX:
+        raise ClusterError(f"a failover priority is 0 to {FAILOVER_PRIORITY_MAX}, not {priority}")
+    args = ["--default-volume", default_volume, "--instance-id", name, "--failover-priority", str(priority)]
+    return new_record(state_dir, name, COMPUTE, "", False, args + (["--reader"] if reader else []))
+
+
+def is_replica(record: ProcessRecord) -> bool:
+    """A compute instance started as a read replica (replica1, ...), as opposed to `compute`."""
+    return record.role == COMPUTE and record.name != COMPUTE
+
+
+def next_replica_name(records: Sequence[ProcessRecord]) -> str:
+    """replicaN for the lowest N not in use; ClusterError when there are REPLICAS_MAX already."""
+    taken = {r.name for r in records}
+    if sum(1 for r in records if is_replica(r)) >= REPLICAS_MAX:
+        raise ClusterError(f"the cluster has {REPLICAS_MAX} read replicas already, the most it may have")
+    return next(f"{REPLICA_PREFIX}{i}" for i in range(1, len(taken) + 2) if f"{REPLICA_PREFIX}{i}" not in taken)
 
 
 def control_plane_args(heartbeat_timeout_ms: int | None, failure_timeout_ms: int | None) -> list[str]:
@@ -216,12 +254,13 @@ def new_record(state_dir: Path, name: str, role: str, az: str, spare: bool, extr
 @dataclass(frozen=True)
 class StartPlan:
     """Rule 2: the batches to launch in order, and whether to wait for the nodes' registration before
-    the compute batch."""
+    the compute batches (`compute`, then the replicas)."""
 
     control_plane: list[ProcessRecord]
     storage_nodes: list[ProcessRecord]
     compute: list[ProcessRecord]
     wait_registered: bool
+    replicas: list[ProcessRecord] = field(default_factory=list)
 
 
 def start_plan(to_start: Sequence[ProcessRecord], wait_registered: bool = False) -> StartPlan:
@@ -230,13 +269,14 @@ def start_plan(to_start: Sequence[ProcessRecord], wait_registered: bool = False)
     return StartPlan(
         control_plane=[r for r in to_start if r.role == CONTROL_PLANE],
         storage_nodes=nodes,
-        compute=compute,
+        compute=[r for r in compute if not is_replica(r)],
         wait_registered=wait_registered or bool(compute and nodes),
+        replicas=[r for r in compute if is_replica(r)],
     )
 
 
 def stop_groups(live: Sequence[ProcessRecord]) -> list[list[ProcessRecord]]:
-    """Rule 3: the compute node first, then all the others."""
+    """Rule 3: the compute instances first, then all the others."""
     return [[r for r in live if r.role == COMPUTE], [r for r in live if r.role != COMPUTE]]
 
 

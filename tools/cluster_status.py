@@ -13,6 +13,10 @@ Pure values and rules; tools/cluster_probes.py asks the processes. The rules:
 4. The compute node's volumes need the control plane: while the control plane does not answer,
    the compute node is not asked for them, and its details are "control plane not answering at
    <address> — volumes unknown".
+5. The compute instances (the writer and its read replicas: role, generation, lag) come from the
+   control plane's ListComputeInstances. While it does not answer, each running instance is asked
+   itself (GetInstanceStatus) and `instances_note` says so: "control plane not answering at
+   <address> — roles as each instance reports them".
 """
 
 from __future__ import annotations
@@ -103,6 +107,33 @@ class VolumeInfo:
 
 
 @dataclass
+class VolumeLagInfo:
+    """How far one compute instance is behind the writer on one volume (0 on the writer)."""
+
+    volume_id: str
+    applied_vdl: int
+    lag_lsns: int
+    lag_ms_p50: float
+    lag_ms_p99: float
+
+
+@dataclass
+class InstanceInfo:
+    """One compute instance of the cluster (the writer or a reader), as the control plane lists it, or, while
+    the control plane does not answer, as the instance itself reports it (`source`)."""
+
+    instance_id: str
+    address: str
+    role: str  # "writer" / "reader" / "changing" / "unknown"
+    alive: bool
+    generation: int
+    failover_priority: int
+    last_heartbeat_age_ms: int | None  # None: not from the control plane
+    volumes: list[VolumeLagInfo] = field(default_factory=list)
+    source: str = "control plane"  # or "instance"
+
+
+@dataclass
 class ProcessStatus:
     name: str
     role: str
@@ -129,6 +160,11 @@ class ProcessStatus:
 class ClusterStatus:
     state_dir: str
     processes: list[ProcessStatus]
+    instances: list[InstanceInfo] = field(default_factory=list)  # the compute instances (rule 5)
+    writer_id: str = ""
+    generation: int = 0
+    promoting_id: str = ""  # set while a failover is under way
+    instances_note: str = ""  # a sentence when the control plane's view of them is unknown (rule 5)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

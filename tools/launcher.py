@@ -3,8 +3,10 @@
 Thin wrapper over `tools.cluster.Cluster`; every subcommand takes `--state-dir`
 (default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster). The processes are the
 control plane, the storage nodes (a1, a2, b1, ...) and, unless `up --no-compute`,
-the compute node `compute`, which serves the default volume (`--default-volume`,
-vol0); `sixfold volume` (tools/volume_cli.py) talks to it.
+the compute instances: `compute`, the writer at start, which serves the default volume
+(`--default-volume`, vol0), and `up --replicas N` read replicas replica1..N
+(`sixfold replica|failover|endpoint`: tools/instance_cli.py). `sixfold volume`, `sql`
+and `kv` reach them through the control plane's endpoints.
 
 Exit codes: 0 success, 1 operation failed (message on stderr), 2 unknown node name.
 """
@@ -34,6 +36,8 @@ from sixfold.tools.cluster import (
     SegmentInfo,
     UnknownProcessError,
 )
+from sixfold.tools.cluster_layout import REPLICAS_MAX
+from sixfold.tools.cluster_status import InstanceInfo
 from sixfold.tools.text_table import table
 
 STATE_DIR_ENV = "SIXFOLD_STATE_DIR"
@@ -73,6 +77,13 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _replica_count(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > REPLICAS_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {REPLICAS_MAX} (a writer and up to {REPLICAS_MAX} readers)")
     return value
 
 
@@ -131,6 +142,14 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             help=f"the volume the compute node creates (if needed) and opens at start (default: {DEFAULT_VOLUME})",
         )
         parser.add_argument(
+            "--replicas",
+            type=_replica_count,
+            default=0,
+            metavar="N",
+            help=f"read replicas replica1..N of the compute node, started after it serves (0..{REPLICAS_MAX}, "
+            "default 0; later: `sixfold replica add|remove`)",
+        )
+        parser.add_argument(
             "--no-compute",
             dest="compute",
             action="store_false",
@@ -139,7 +158,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     elif name == "status":
         parser.add_argument("--json", action="store_true", help="print the status as JSON")
     elif name in NODE_COMMANDS:
-        parser.add_argument("node", help=f"process name, e.g. a1 (or {CONTROL_PLANE}, {COMPUTE})")
+        parser.add_argument("node", help=f"process name, e.g. a1 (or {CONTROL_PLANE}, {COMPUTE}, replica1)")
         if name == "start":
             parser.add_argument(
                 "--new-port",
@@ -248,6 +267,45 @@ def _status_table(status: ClusterStatus) -> str:
     return table(["NAME", "ROLE", "AZ", "ADDRESS", "PID", "STATE", "HEALTH", "DETAILS"], rows)
 
 
+def _lag(instance: InstanceInfo) -> str:
+    """`vol0 vdl=1234 lag=0 (p50 1.2 ms, p99 8.0 ms)` per volume; the writer's lag is 0."""
+    parts = []
+    for v in instance.volumes:
+        text = f"{v.volume_id} vdl={v.applied_vdl}"
+        if instance.role != "writer":
+            text += f" lag={v.lag_lsns} LSNs (p50 {v.lag_ms_p50:.1f} ms, p99 {v.lag_ms_p99:.1f} ms)"
+        parts.append(text)
+    return "; ".join(parts) or "-"
+
+
+def _instances_table(status: ClusterStatus) -> str:
+    """The compute instances: the writer and its read replicas (tools/cluster_status.py rule 5)."""
+    rows = [
+        [
+            i.instance_id,
+            i.role.upper() if i.role == "writer" else i.role,
+            "yes" if i.alive else ("?" if i.source == "instance" else "NO"),  # "?": it did not say
+            str(i.generation) if i.alive or i.source == "control plane" else "-",
+            str(i.failover_priority) if i.alive or i.source == "control plane" else "-",
+            "-" if i.last_heartbeat_age_ms is None else f"{i.last_heartbeat_age_ms} ms",
+            _lag(i),
+        ]
+        for i in status.instances
+    ]
+    head = "compute instances"
+    if status.writer_id or status.generation:
+        head += f" (writer {status.writer_id or 'none'}, generation {status.generation})"
+    if status.promoting_id:
+        head += f"; FAILOVER UNDER WAY: promoting {status.promoting_id}"
+    lines = [head + ":"]
+    if status.instances_note:
+        lines.append(f"  {status.instances_note}")
+    if rows:
+        headers = ["INSTANCE", "ROLE", "ALIVE", "GENERATION", "TIER", "HEARTBEAT", "VOLUMES (applied VDL, lag)"]
+        lines.extend("  " + line for line in table(headers, rows).splitlines())
+    return "\n".join(lines)
+
+
 # --- subcommands ------------------------------------------------------------------------
 
 
@@ -263,6 +321,7 @@ def _up(cluster: Cluster, args: argparse.Namespace) -> int:
         node_flags=[] if args.history_window_s is None else ["--history-window-s", f"{args.history_window_s:g}"],
         compute=args.compute,
         default_volume=args.default_volume,
+        replicas=args.replicas,
     )
     if result.already_running:
         print(f"the cluster in {cluster.state_dir} is already running; nothing to do")
@@ -279,6 +338,12 @@ def _up(cluster: Cluster, args: argparse.Namespace) -> int:
             f"compute node:  {cluster.compute_address()}  (default volume {cluster.default_volume()}; "
             f"`sixfold volume --help` to write and read pages)"
         )
+        replicas = [r for r in cluster.records() if r.role == COMPUTE and r.name != COMPUTE]
+        if replicas:
+            print(
+                "read replicas: " + "  ".join(f"{r.name} {r.address}" for r in replicas) + "  (`sixfold sql --endpoint "
+                "reader` reads on them; `sixfold failover` makes one the writer)"
+            )
     else:
         print("no compute node (--no-compute)")
     return EXIT_OK
@@ -290,6 +355,9 @@ def _status(cluster: Cluster, args: argparse.Namespace) -> int:
         print(json.dumps(status.to_dict(), indent=2))
     else:
         print(_status_table(status))
+        if status.instances or status.instances_note:
+            print()
+            print(_instances_table(status))
         print(f"state dir: {cluster.state_dir}")
     return EXIT_OK
 
