@@ -114,7 +114,7 @@ def resolve(endpoint: Endpoint, timeout_s: float = RESOLVE_TIMEOUT_S) -> cl_pb.R
         except grpc.RpcError as error:
             code, details = _code(error), _details(error)
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and "connect" in details:
-                details = f"the control plane at {endpoint.control_plane} did not answer ({details})"
+                details = f"the control plane did not answer at {endpoint.control_plane} ({details})"
             raise ResolveError(code, f"resolving endpoint {endpoint.name!r}: {details}") from error
     if not reply.addresses:
         raise ResolveError(grpc.StatusCode.UNAVAILABLE, f"endpoint {endpoint.name!r} has no live instance now")

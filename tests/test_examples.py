@@ -1,6 +1,7 @@
 """The example scripts of tools/examples/, run as a user runs them (`python tools/examples/NAME.py`):
 each as a subprocess against one real cluster started through the launcher for the module, checked by
-what it prints. Each finds the compute node from `--address`, `--state-dir` or $SIXFOLD_STATE_DIR."""
+what it prints. Each reaches the writer by the `cluster` endpoint of the cluster in `--state-dir` or
+$SIXFOLD_STATE_DIR (resolved through its control plane), or at a fixed `--address`."""
 
 from __future__ import annotations
 
@@ -103,6 +104,9 @@ def test_cluster_status_lists_nodes_volumes_and_the_writers_view(cluster: Cluste
         assert f"  node {node:4} AZ {node[0]}  {cluster.node_address(node)}" in out, out
     assert "  volume vol0: page size " in out and "segments on a1 a2 b1 b2 c1 c2" in out, out
     assert f"compute node {cluster.compute_address()}:" in out and "  volume vol0: VDL " in out, out
+    assert "compute instances: writer compute, generation " in out, out
+    assert f"  compute   writer  {cluster.compute_address()}" in out, out
+    assert "  endpoint cluster (cluster): leads to compute" in out, out
     assert "    pg 0: PGCL " in out, out
     explicit = run_example(
         "cluster_status.py", "--control-plane", cluster.control_plane_address(), "--address", cluster.compute_address()

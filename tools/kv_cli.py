@@ -9,8 +9,9 @@
 
 Keys and values are UTF-8 text (or hex with --hex); a value that is not printable text is shown
 as x'hex'. Every command takes `--volume` (default vol0) and the connection options of
-`sixfold volume` (`--address`, `--state-dir`, `--timeout`). A failed call prints `error: CODE:
-details` on stderr and exits 1; bad usage exits 2.
+`sixfold volume` (`--endpoint cluster|reader|NAME`, default cluster; `--address`, `--state-dir`,
+`--timeout`): `get` and `scan` may run on a read replica (`--endpoint reader`), writes go to the writer.
+A failed call prints `error: CODE: details` on stderr and exits 1; bad usage exits 2.
 """
 
 from __future__ import annotations
@@ -22,17 +23,11 @@ from collections.abc import Callable
 
 from sixfold.compute.client import VolumeError
 from sixfold.compute.sql_client import SqlClient
+from sixfold.tools.compute_target import UsageError, add_connection_options, compute_target
 from sixfold.tools.sql_cli import add_volume_option
 from sixfold.tools.sql_format import blob_literal, table
 from sixfold.tools.sql_shell import failure_hint
-from sixfold.tools.volume_cli import (
-    UsageError,
-    add_connection_options,
-    compute_address,
-    hex_bytes,
-    printable_text,
-    report_failure,
-)
+from sixfold.tools.volume_cli import hex_bytes, printable_text, report_failure
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -150,8 +145,8 @@ HANDLERS: dict[str, Callable[[SqlClient, argparse.Namespace], int]] = {
 
 def run(args: argparse.Namespace) -> int:
     try:
-        address = compute_address(args)
-        with SqlClient(address, volume_id=args.volume, timeout_s=args.timeout) as client:
+        target = compute_target(args)
+        with SqlClient(target, volume_id=args.volume, timeout_s=args.timeout) as client:
             return HANDLERS[args.kv_command](client, args)
     except VolumeError as error:
         return report_failure(error, failure_hint(error, args.timeout))

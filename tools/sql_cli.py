@@ -12,10 +12,12 @@
     sixfold sql export FILE.db                     # write the volume's database to a new file
 
 A --param is NULL, an integer, a real, x'hex' (a blob), 'quoted' (text, even if it looks like a
-number), or else text as it is. Every command takes `--volume` (default vol0); the compute node
-is `--address HOST:PORT`, else the `compute` process of the local cluster in `--state-dir`
-(default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster). A failed statement prints `error: CODE:
-details` on stderr (and a hint where the CLI knows one) and the command exits 1; bad usage exits 2.
+number), or else text as it is. Every command takes `--volume` (default vol0) and `--endpoint`:
+`cluster` (the writer, the default), `reader` (a read replica: read-only SQL) or a custom endpoint,
+resolved through the control plane of the local cluster in `--state-dir` (default:
+$SIXFOLD_STATE_DIR, else ~/.sixfold/cluster); `--address HOST:PORT` names an instance instead.
+A failed statement prints `error: CODE: details` on stderr (and a hint where the CLI knows one)
+and the command exits 1; bad usage exits 2.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from pathlib import Path
 from sixfold.compute.client import VolumeError
 from sixfold.compute.sql_client import DEFAULT_VOLUME_ID, SqlClient
 from sixfold.compute.sql_values import SqlValue
+from sixfold.tools.compute_target import UsageError, add_connection_options, compute_target
 from sixfold.tools.sql_format import parse_param, split_statements
 from sixfold.tools.sql_shell import Runner, Shell, failure_hint, interactive
-from sixfold.tools.volume_cli import UsageError, add_connection_options, compute_address, report_failure
+from sixfold.tools.volume_cli import report_failure
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -127,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
     if args.param and (transfer or args.statement is None):
         return _usage("--param goes with a STATEMENT")
     try:
-        address = compute_address(args)
-        with SqlClient(address, volume_id=args.volume, timeout_s=args.timeout) as client:
+        target = compute_target(args)
+        with SqlClient(target, volume_id=args.volume, timeout_s=args.timeout) as client:
             if transfer is not None:
                 from sixfold.tools.sql_transfer import export_database, import_database
 

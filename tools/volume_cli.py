@@ -12,8 +12,9 @@
     sixfold volume status                              # every volume, one line each
     sixfold volume list
 
-The compute node is `--address HOST:PORT`, else the `compute` process of the
-local cluster in `--state-dir` (default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster).
+Calls go to the instance an endpoint leads to (`--endpoint`, default `cluster`: the writer), resolved
+through the control plane of the local cluster in `--state-dir` (default: $SIXFOLD_STATE_DIR, else
+~/.sixfold/cluster), or to a fixed `--address HOST:PORT`.
 A failed call prints `error: CODE: details` on stderr, then what to do about it
 where that is known (a write that may have committed: how to check), and exits 1.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -32,9 +32,10 @@ from typing import TextIO
 import grpc
 from google.protobuf.message import Message
 
-from sixfold.compute.client import DEFAULT_TIMEOUT_S, U32_MAX, U64_MAX, VolumeClient, VolumeError
+from sixfold.compute.client import U32_MAX, U64_MAX, VolumeClient, VolumeError
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.tools import volume_time_cli
+from sixfold.tools.compute_target import UsageError, add_connection_options, compute_target
 from sixfold.tools.text_table import table
 
 EXIT_OK = 0
@@ -78,47 +79,12 @@ def _offset(text: str) -> int:
     return _non_negative_int(text, U32_MAX)  # offsets within a page are 32-bit on the wire
 
 
-def _timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
-    return value
-
-
 def hex_bytes(text: str) -> bytes:
     cleaned = re.sub(r"[\s:]", "", text.removeprefix("0x").removeprefix("0X"))
     try:
         return bytes.fromhex(cleaned)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not hex bytes: {text!r} (e.g. 'deadbeef' or 'de ad be ef')") from None
-
-
-def add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    # Declared on `volume` and on every sub-subcommand, so they may come before or after it; the
-    # sub-subcommand's copies default to SUPPRESS so they do not overwrite a value given earlier.
-    default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
-    parser.add_argument(
-        "--address",
-        default=default(None),
-        metavar="HOST:PORT",
-        help="the compute node (default: the `compute` process of the cluster in --state-dir)",
-    )
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=default(None),
-        help="the local cluster (default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=_timeout,
-        default=default(DEFAULT_TIMEOUT_S),
-        metavar="SECONDS",
-        help=f"deadline of each call (default: {DEFAULT_TIMEOUT_S:g})",
-    )
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
@@ -424,32 +390,6 @@ HANDLERS: dict[str, Callable[[VolumeClient, argparse.Namespace], int]] = {
 }
 
 
-class UsageError(Exception):
-    """A problem found before or around the call (no cluster, unreadable file, ...): printed as `error: ...`."""
-
-
-def compute_address(args: argparse.Namespace) -> str:
-    """--address, else the running `compute` process of the cluster in --state-dir."""
-    if args.address:
-        return str(args.address)
-    from sixfold.tools.cluster import COMPUTE, Cluster, ClusterError
-    from sixfold.tools.launcher import default_state_dir
-
-    cluster = Cluster(args.state_dir or default_state_dir())
-    try:
-        address = cluster.compute_address()
-        running = cluster.pid(COMPUTE) is not None
-    except ClusterError as exc:
-        raise UsageError(str(exc)) from None
-    if not running:
-        state = "stopped" if cluster.record(COMPUTE).pid is None else "dead"
-        raise UsageError(
-            f"the compute node of the cluster in {cluster.state_dir} is not running (state: {state}); "
-            f"`sixfold start {COMPUTE}` or `sixfold up`"
-        )
-    return address
-
-
 def call_hint(error: VolumeError, timeout_s: float) -> str | None:
     """What a user can do about a call to the compute node that failed on the way (any `sixfold` command)."""
     if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -480,8 +420,8 @@ def report_failure(error: VolumeError, hint: str | None, out: TextIO | None = No
 
 def run(args: argparse.Namespace) -> int:
     try:
-        address = compute_address(args)
-        with VolumeClient(address, timeout_s=args.timeout) as client:
+        target = compute_target(args)
+        with VolumeClient(target, timeout_s=args.timeout) as client:
             return HANDLERS[args.volume_command](client, args)
     except VolumeError as exc:
         return report_failure(exc, failure_hint(exc, args))

@@ -4,14 +4,20 @@ Shows `sixfold.compute.sql_client.SqlClient`: a schema created once, an interact
 (`db.transaction()`: read a balance, decide, write both sides, commit on leaving the block), a
 read-only transaction for a consistent total, and a retry loop. A transaction refused with ABORTED
 (the write lock was busy, or the engine aborted it) or UNAVAILABLE (the writer is settling an earlier
-commit) was not committed, so running it again is safe. One whose outcome is unknown (a deadline
-passed during the commit: `error.may_have_committed`) is NOT retried blindly: it may have committed.
+commit, or is gone and a reader is being promoted) was not committed, so running it again is safe.
+One whose outcome is unknown (a deadline passed during the commit: `error.may_have_committed`) is NOT
+retried blindly: it may have committed.
 
 Run it against the local cluster (`sixfold up`, or `sixfold demo` left one running):
 
     python tools/examples/bank_transfer.py   # the cluster in $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster
     python tools/examples/bank_transfer.py --state-dir DIR --transfers 50
     python tools/examples/bank_transfer.py --address 127.0.0.1:PORT
+
+It connects by endpoint: `cluster` (the writer), resolved through the local cluster's control plane.
+If the writer dies mid-run, the transfer in flight fails with UNAVAILABLE (not committed, or with an
+outcome the script checks), the retry resolves the endpoint again and reaches the new writer once a
+reader has been promoted (`sixfold up --replicas 1`, then `sixfold kill compute` while it runs).
 
 It prints each transfer and ends with the total balance, which transfers never change (exit 1 if it
 changed). The tables are `example_accounts` and `example_transfers`, kept between runs.
@@ -29,6 +35,7 @@ from typing import TypeVar
 
 import grpc
 
+from sixfold.compute.endpoint_client import Endpoint
 from sixfold.compute.sql_client import SqlClient, SqlError
 from sixfold.tools.cluster import Cluster
 from sixfold.tools.launcher import default_state_dir
@@ -91,14 +98,20 @@ def total_balance(db: SqlClient) -> tuple[int, int]:
     return total, snapshot.read_point
 
 
-def compute_address(args: argparse.Namespace) -> str:
-    """--address, else the compute node of the local cluster in --state-dir."""
-    return str(args.address or Cluster(args.state_dir or default_state_dir()).compute_address())
+def compute_target(args: argparse.Namespace) -> str | Endpoint:
+    """--address, else the endpoint (--endpoint, default `cluster`: the writer) of the local cluster in
+    --state-dir, which the client resolves through its control plane (and resolves again after a failover)."""
+    if args.address:
+        return str(args.address)
+    return Endpoint(Cluster(args.state_dir or default_state_dir()).control_plane_address(), args.endpoint)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--address", metavar="HOST:PORT", help="the compute node (default: the local cluster's)")
+    parser.add_argument(
+        "--endpoint", default="cluster", help="the endpoint to connect to: cluster (default), reader or a custom one"
+    )
+    parser.add_argument("--address", metavar="HOST:PORT", help="a compute instance's address instead of an endpoint")
     parser.add_argument(
         "--state-dir", type=Path, help="the local cluster (default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster)"
     )
@@ -106,7 +119,7 @@ def main() -> int:
     parser.add_argument("--transfers", type=int, default=10, help="how many transfers (default: 10)")
     args = parser.parse_args()
     rng = random.Random()
-    with SqlClient(compute_address(args), volume_id=args.volume) as db:
+    with SqlClient(compute_target(args), volume_id=args.volume) as db:
         with_retries(open_bank, db)
         before, _ = total_balance(db)
         print(f"{len(ACCOUNTS)} accounts, total balance {before}")

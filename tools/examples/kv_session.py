@@ -13,6 +13,9 @@ Run it against the local cluster (`sixfold up`, or `sixfold demo` left one runni
     python tools/examples/kv_session.py --state-dir DIR
     python tools/examples/kv_session.py --address 127.0.0.1:PORT --prefix mine:
 
+It connects by endpoint (`--endpoint`, default `cluster`: the writer), resolved through the local
+cluster's control plane; `SqlClient(Endpoint(control_plane, "reader"))` would read on a read replica.
+
 The same keys from the shell: `sixfold kv put|get|del|scan` (see `sixfold kv --help`).
 """
 
@@ -22,6 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from sixfold.compute.endpoint_client import Endpoint
 from sixfold.compute.sql_client import SqlClient
 from sixfold.tools.cluster import Cluster
 from sixfold.tools.launcher import default_state_dir
@@ -29,9 +33,12 @@ from sixfold.tools.launcher import default_state_dir
 SCAN_PAGE = 3  # pairs per scan: small, to show paging
 
 
-def compute_address(args: argparse.Namespace) -> str:
-    """--address, else the compute node of the local cluster in --state-dir."""
-    return str(args.address or Cluster(args.state_dir or default_state_dir()).compute_address())
+def compute_target(args: argparse.Namespace) -> str | Endpoint:
+    """--address, else the endpoint (--endpoint, default `cluster`: the writer) of the local cluster in
+    --state-dir, which the client resolves through its control plane (and resolves again after a failover)."""
+    if args.address:
+        return str(args.address)
+    return Endpoint(Cluster(args.state_dir or default_state_dir()).control_plane_address(), args.endpoint)
 
 
 def delete_prefix(db: SqlClient, prefix: bytes) -> int:
@@ -45,7 +52,10 @@ def delete_prefix(db: SqlClient, prefix: bytes) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--address", metavar="HOST:PORT", help="the compute node (default: the local cluster's)")
+    parser.add_argument(
+        "--endpoint", default="cluster", help="the endpoint to connect to: cluster (default), reader or a custom one"
+    )
+    parser.add_argument("--address", metavar="HOST:PORT", help="a compute instance's address instead of an endpoint")
     parser.add_argument(
         "--state-dir", type=Path, help="the local cluster (default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster)"
     )
@@ -53,7 +63,7 @@ def main() -> int:
     parser.add_argument("--prefix", default="example:", help="every key the script uses starts with this")
     args = parser.parse_args()
     p = args.prefix
-    with SqlClient(compute_address(args), volume_id=args.volume) as db:
+    with SqlClient(compute_target(args), volume_id=args.volume) as db:
         print(f"cleared {delete_prefix(db, p.encode())} keys left under {p!r} by an earlier run")
 
         lsn = db.put(f"{p}user:1", "ann")

@@ -13,6 +13,9 @@ Run it against the local cluster (`sixfold up`, or `sixfold demo` left one runni
     python tools/examples/raw_pages.py --state-dir DIR
     python tools/examples/raw_pages.py --address 127.0.0.1:PORT --volume scratch
 
+It connects by endpoint (`--endpoint`, default `cluster`: the writer, the only instance that serves pages),
+resolved through the local cluster's control plane.
+
 The same from the shell: `sixfold volume write|read|status` (see `sixfold volume --help`).
 """
 
@@ -26,24 +29,31 @@ from pathlib import Path
 import grpc
 
 from sixfold.compute.client import VolumeClient, VolumeError
+from sixfold.compute.endpoint_client import Endpoint
 from sixfold.tools.cluster import Cluster
 from sixfold.tools.launcher import default_state_dir
 
 
-def compute_address(args: argparse.Namespace) -> str:
-    """--address, else the compute node of the local cluster in --state-dir."""
-    return str(args.address or Cluster(args.state_dir or default_state_dir()).compute_address())
+def compute_target(args: argparse.Namespace) -> str | Endpoint:
+    """--address, else the endpoint (--endpoint, default `cluster`: the writer) of the local cluster in
+    --state-dir, which the client resolves through its control plane (and resolves again after a failover)."""
+    if args.address:
+        return str(args.address)
+    return Endpoint(Cluster(args.state_dir or default_state_dir()).control_plane_address(), args.endpoint)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--address", metavar="HOST:PORT", help="the compute node (default: the local cluster's)")
+    parser.add_argument(
+        "--endpoint", default="cluster", help="the endpoint to connect to: cluster (default), reader or a custom one"
+    )
+    parser.add_argument("--address", metavar="HOST:PORT", help="a compute instance's address instead of an endpoint")
     parser.add_argument(
         "--state-dir", type=Path, help="the local cluster (default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster)"
     )
     parser.add_argument("--volume", default="examples-raw", help="a volume of its own (default: examples-raw)")
     args = parser.parse_args()
-    with VolumeClient(compute_address(args)) as client:
+    with VolumeClient(compute_target(args)) as client:
         try:
             status = client.create_volume(args.volume)
             print(f"created volume {args.volume} (page size {status.page_size})")
