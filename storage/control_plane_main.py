@@ -1,7 +1,9 @@
 """`sixfold control-plane`: run the control plane process.
 
-Serves `storage.v1.ControlPlaneService` (plus health and reflection) until
-SIGTERM or SIGINT, then stops gracefully. State lives in `--data-dir`.
+Serves `storage.v1.ControlPlaneService` and `storage.v1.ClusterService` (the compute
+instances, the failure detector that promotes a reader, endpoints: storage/cluster_server.py)
+on one port, plus health and reflection, until SIGTERM or SIGINT, then stops gracefully.
+State lives in `--data-dir` (control_plane.json and cluster.json).
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import logging
 import signal
 import sys
 
+from sixfold.storage.cluster_limits import HEARTBEAT_INTERVAL_MS as COMPUTE_HEARTBEAT_INTERVAL_MS
+from sixfold.storage.cluster_limits import WRITER_TIMEOUT_MS
+from sixfold.storage.cluster_server import start_cluster_control_plane
 from sixfold.storage.control_plane import FAILURE_TIMEOUT_MS_DEFAULT, HEARTBEAT_TIMEOUT_MS_DEFAULT
-from sixfold.storage.control_plane_server import HEAL_INTERVAL_S, HEARTBEAT_INTERVAL_MS_DEFAULT, start_control_plane
+from sixfold.storage.control_plane_server import HEAL_INTERVAL_S, HEARTBEAT_INTERVAL_MS_DEFAULT
 from sixfold.storage.serving import write_port_file
 
 log = logging.getLogger("sixfold.control_plane")
@@ -55,6 +60,18 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="never replace failed nodes' segments (membership changes in flight stay as they are)",
     )
+    parser.add_argument(
+        "--writer-timeout-ms",
+        type=int,
+        default=WRITER_TIMEOUT_MS,
+        help=f"the compute writer is gone (and a reader is promoted) after this long without a heartbeat "
+        f"(default {WRITER_TIMEOUT_MS}; compute instances heartbeat every {COMPUTE_HEARTBEAT_INTERVAL_MS} ms)",
+    )
+    parser.add_argument(
+        "--no-failover",
+        action="store_true",
+        help="never promote a reader on its own when the compute writer is gone (`sixfold failover` still works)",
+    )
 
 
 def heartbeat_interval_ms(args: argparse.Namespace) -> int:
@@ -74,6 +91,13 @@ def run(args: argparse.Namespace) -> int:
             args.heartbeat_timeout_ms,
         )
         return 2
+    if args.writer_timeout_ms <= COMPUTE_HEARTBEAT_INTERVAL_MS:
+        log.error(
+            "--writer-timeout-ms (%d) must be above the compute heartbeat interval (%d ms)",
+            args.writer_timeout_ms,
+            COMPUTE_HEARTBEAT_INTERVAL_MS,
+        )
+        return 2
     if args.failure_timeout_ms is None:
         args.failure_timeout_ms = max(FAILURE_TIMEOUT_MS_DEFAULT, args.heartbeat_timeout_ms)
     if args.failure_timeout_ms < args.heartbeat_timeout_ms:
@@ -87,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    server, port, servicer = await start_control_plane(
+    server, port, servicer, cluster = await start_cluster_control_plane(
         args.host,
         args.port,
         args.data_dir,
@@ -95,6 +119,8 @@ async def serve(args: argparse.Namespace) -> int:
         args.heartbeat_interval_ms,
         failure_timeout_ms=args.failure_timeout_ms,
         heal_interval_s=0 if args.no_healing else HEAL_INTERVAL_S,
+        writer_timeout_ms=args.writer_timeout_ms,
+        failure_detection=not args.no_failover,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -105,6 +131,7 @@ async def serve(args: argparse.Namespace) -> int:
     await stop.wait()
     log.info("control plane stopping")
     await servicer.stop_healing()
+    await cluster.stop_detector()
     await server.stop(STOP_GRACE_S)
     return 0
 
