@@ -162,7 +162,9 @@ class ClusterServicer(FailoverRpcs):
         if not known:
             log.info("compute instance %s at %s heard from again (recorded anew)", request.instance_id, request.address)
         if was_writer != self.state.writer_id and self.state.writer_id == request.instance_id:
-            log.info("compute instance %s is the writer at generation %d (its heartbeat says so)", *_w(a))
+            log.info(
+                "compute instance %s is the writer at generation %d (its heartbeat says so)", a.writer_id, a.generation
+            )
         if claimed == Role.WRITER and a.role == Role.READER:
             log.warning(
                 "compute instance %s claims to be the writer at generation %d; told to step down (the writer is %s "
@@ -252,10 +254,6 @@ class ClusterServicer(FailoverRpcs):
         return cl_pb2.ResolveEndpointResponse(
             addresses=r.addresses, instance_ids=r.instance_ids, generation=r.generation
         )
-
-
-def _w(a: Any) -> tuple[str, int]:
-    return a.writer_id, a.generation
 
 
 async def start_cluster_control_plane(

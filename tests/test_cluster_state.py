@@ -376,6 +376,7 @@ class ClusterMachine(RuleBasedStateMachine):
         self.s.remove(i, self.now)
         self.heard.pop(i, None)
         self.vols.pop(i, None)
+        self.prio.pop(i, None)  # a heartbeat records it again at tier 0
         if i == self.writer:
             self.writer = None
 
