@@ -17,38 +17,37 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
-
-import grpc
 
 from sixfold.compute.cache import BufferCache
 from sixfold.compute.errors import Fenced, FencedInFlight, Regaining
 from sixfold.compute.placement import Channels, PgInfo, membership_of
 from sixfold.compute.read_points import ReadPoints
 from sixfold.compute.routing import ReadRouter
-from sixfold.compute.segment_stream import SegmentStream, refused_epoch_of
+from sixfold.compute.segment_reads import GATHER_GRACE_S, RPC_TIMEOUT_S, SegmentReads, loop_time
+from sixfold.compute.segment_stream import SegmentStream
 from sixfold.compute.volume_log import LAL_DEFAULT, VolumeLog
+from sixfold.storage.records import LogRecord
 from sixfold.storage.truncation import TruncationRange
 from sixfold.storage.v1 import storage_service_pb2 as pb
+
+__all__ = ["GATHER_GRACE_S", "RPC_TIMEOUT_S", "Released", "VolumeBase", "loop_time"]
 
 log = logging.getLogger("sixfold.compute.volume")
 
 T = TypeVar("T")
 
 COMMIT_TIMEOUT_S = 5.0
-RPC_TIMEOUT_S = 2.0
-GATHER_GRACE_S = 0.2
 # Writes and reads that arrive while the writer regains the volume wait this long before UNAVAILABLE.
 REGAIN_WAIT_S = 5.0
 
+# What a release tells its listeners: each MTR VDL passed, in LSN order, as (CPL, its records); the records
+# are None for an MTR this writer did not allocate (a recovery found it durable).
+Released = list[tuple[int, list[LogRecord] | None]]
 
-def loop_time() -> float:
-    """The event loop's clock: real time in the process, virtual time in the simulator."""
-    return asyncio.get_running_loop().time()
 
-
-class VolumeBase:
+class VolumeBase(SegmentReads):
     def __init__(
         self,
         volume_id: str,
@@ -111,6 +110,10 @@ class VolumeBase:
         # simulator replaces it with its virtual clock.
         self.wall_clock_us: Callable[[], int] = lambda: time.time_ns() // 1000
         self.on_truncating: Callable[[list[TruncationRange]], None] | None = None
+        # Told of every release, after the cache took it (compute/redo_publisher.py streams it to read replicas).
+        self.release_listeners: list[Callable[[Released], None]] = []
+        # The lowest read point a read replica still reads at (0: none), kept out of every segment's horizon.
+        self.remote_read_point_floor: Callable[[], int] = lambda: 0
 
     # -- small accessors used by the streams ---------------------------------------
 
@@ -122,7 +125,9 @@ class VolumeBase:
         """The lowest read point this writer may still read the PG at (0 before it is open)."""
         if self.log is None or pg_index not in self.log.pgs:
             return 0
-        return self.read_points.lowest(self.log.read_point(pg_index))
+        lowest = self.read_points.lowest(self.log.read_point(pg_index))
+        remote = self.remote_read_point_floor()
+        return min(lowest, remote) if remote else lowest
 
     def membership_epoch(self, pg_index: int) -> int:
         return self.pgs[pg_index].membership_epoch
@@ -173,14 +178,18 @@ class VolumeBase:
 
     def _release(self, cpls: list[int]) -> None:
         assert self.cache is not None
+        released: Released = []
         for cpl in cpls:
             records = self._mtr_records.pop(cpl, None)
             if records:
                 self.cache.on_durable(records)
+            released.append((cpl, records))
             future = self._waiters.pop(cpl, None)
             if future is not None and not future.done():
                 future.set_result(cpl)
             self.commits += 1
+        for listener in self.release_listeners:
+            listener(released)
         self._vdl_advanced.set()
 
     def _answer_in_flight(self, sentence: Callable[[int], str]) -> None:
@@ -247,49 +256,3 @@ class VolumeBase:
             )
             for s in segments
         }
-
-    # -- asking a PG's segments ----------------------------------------------------------
-
-    async def _gather(
-        self, calls: dict[str, Callable[[], Awaitable[T]]], enough: Callable[[set[str]], bool] | None = None
-    ) -> dict[str, T]:
-        """Run calls concurrently; return the ones that succeeded. With `enough`, stop waiting
-        `GATHER_GRACE_S` after the successes satisfy it (a quorum), so one hung node does not hold
-        recovery up for a whole RPC deadline; the calls still running are cancelled."""
-        results: dict[str, T] = {}
-
-        async def one(key: str, fn: Callable[[], Awaitable[T]]) -> None:
-            try:
-                results[key] = await fn()
-            except grpc.aio.AioRpcError as error:
-                refused = refused_epoch_of(error)
-                if refused is not None:  # it did not take the step; the next attempt picks a newer epoch
-                    self.refused_epoch = max(self.refused_epoch, refused)
-                log.warning("volume %s: %s: %s %s", self.volume_id, key, error.code().name, error.details())
-
-        tasks = [asyncio.ensure_future(one(k, fn)) for k, fn in calls.items()]
-        pending = set(tasks)
-        while pending:
-            if enough is not None and enough(set(results)):
-                await asyncio.wait(pending, timeout=GATHER_GRACE_S)
-                break
-            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()
-        return {k: results[k] for k in calls if k in results}
-
-    @staticmethod
-    def _state_calls(pg: PgInfo) -> dict[str, Callable[[], Awaitable[Any]]]:
-        """One GetSegmentState call per segment of the PG, keyed by node."""
-        return {node: _state_call(stream) for node, stream in pg.streams.items()}
-
-    async def _states(self, pg: PgInfo) -> dict[str, Any]:
-        return await self._gather(self._state_calls(pg), enough=pg.membership.read_quorum_met)
-
-
-def _state_call(stream: SegmentStream) -> Callable[[], Awaitable[Any]]:
-    def call() -> Awaitable[Any]:  # the stub is looked up when called: a redirect may have replaced it
-        request = pb.GetSegmentStateRequest(segment_id=stream.segment_id)
-        return stream.stub.GetSegmentState(request, timeout=RPC_TIMEOUT_S)
-
-    return call
