@@ -75,9 +75,10 @@ def as_engine_error(error: StorageError) -> StorageError:
 
 
 class ConnectionPool:
-    def __init__(self, volume: SqlVolume, *, readers: int, lock_wait_s: float) -> None:
+    def __init__(self, volume: SqlVolume, *, readers: int, lock_wait_s: float, read_only: bool = False) -> None:
         assert readers >= 1
         self.volume = volume
+        self.read_only = read_only  # a read replica's engine: the writer connection is never opened
         self.reader_count = readers
         self.lock_wait_s = lock_wait_s
         self.source = VolumePageSource(volume, asyncio.get_running_loop())
@@ -94,7 +95,13 @@ class ConnectionPool:
         self._batcher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        """Open every connection; create the database on an empty volume (and wait until that is durable)."""
+        """Open every connection; create the database on an empty volume (and wait until that is durable). Read-only:
+        only the readers (an empty volume stays empty until the writer creates the database)."""
+        if self.read_only:
+            for reader in self.readers:
+                await reader.call(reader.open)
+                self._free.put_nowait(reader)
+            return
         try:
             await self.on_writer(self.writer.open)
             commits = await self.on_writer(lambda: self.writer.ensure_database(self.volume.page_size))
