@@ -81,6 +81,7 @@ class ReplicaVolume(SegmentReads):
         self.hedged_reads = 0
         self.refused_epoch = 0
         self.storage_page_reads = 0
+        self.page_size = 0  # known with the geometry
         self.epoch = 0  # the volume epoch of the writer it follows (its reads carry it)
         self.fenced = False  # a replica is never fenced: it never writes
         self.fenced_reason = ""
@@ -101,10 +102,6 @@ class ReplicaVolume(SegmentReads):
     @property
     def vdl(self) -> int:
         return self.state.vdl
-
-    @property
-    def page_size(self) -> int:
-        return self.state.page_size
 
     @property
     def page_count(self) -> int:
@@ -189,6 +186,7 @@ class ReplicaVolume(SegmentReads):
 
     def _take_geometry(self, geometry: Any) -> None:
         self.state.set_page_size(geometry.page_size)
+        self.page_size = geometry.page_size
         self.segment_size_bytes = geometry.segment_size_bytes
         self.geometry_epoch = max(self.geometry_epoch, geometry.geometry_epoch)
         for pg in geometry.protection_groups:
