@@ -7,6 +7,7 @@
     sixfold sim --seeds 50 --mutation ack-at-3   # a deliberate protocol break: expect violations
     sixfold sim --seeds 100 --replace         # spares, the real control plane replacing failed segments
     sixfold sim --seeds 100 --time-travel     # clones, snapshots and backtracks while the faults run
+    sixfold sim --seeds 100 --replicas 2      # two read replicas; a crashed writer's place goes to a promoted one
 
 A failing seed is printed with the arguments that replay it exactly (its seed
 and every setting that differs from the default) and appended, in the same
@@ -41,6 +42,7 @@ FLAGS = {
     "replace": "--replace",
     "classic_faults": "--classic-faults",
     "time_travel": "--time-travel",
+    "replicas": "--replicas",
 }
 
 
@@ -89,6 +91,17 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         "backtracks and moves forward again, through the real control plane while the faults run; every read "
         "of every volume is checked against its lineage",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        choices=range(4),
+        metavar="N",
+        help="read replicas per run, 0..3 (default 0): each follows the writer's redo over a seeded link and serves "
+        "read transactions checked against the model (never above durable, never backwards, exact pages); a "
+        "writer that crashes or is cut off is replaced by promoting the most caught-up reader. Not with "
+        "--time-travel",
+    )
     parser.add_argument("--pgs", type=int, default=2, help="protection groups of the simulated volume (default 2)")
     parser.add_argument("--pages-per-pg", type=int, default=16, help="pages per protection group (default 16)")
     parser.add_argument(
@@ -124,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.CRITICAL)  # the system under test's logs would drown the report
     from sixfold.tools.sim.harness import SimResult, simulate
 
+    if args.replicas and args.time_travel:
+        raise SystemExit("--replicas and --time-travel do not combine: a backtrack moves the volume under its readers")
     seeds = [args.seed] if args.seed is not None else list(range(args.start, args.start + args.seeds))
     settings = " ".join(replay_args(config_of(args, seeds[0]))[2:])  # all but --seed
     print(
@@ -212,6 +227,7 @@ def config_of(args: argparse.Namespace, seed: int) -> Any:
         replace=args.replace,
         classic_faults=args.classic_faults,
         time_travel=args.time_travel,
+        replicas=args.replicas,
         net=net,
     )
 

@@ -33,6 +33,7 @@ CONVERGE_S = 15.0  # virtual seconds after healing for every segment to catch up
 # ... with time travel on: a node then holds every clone's, snapshot's and timeline's segments too (up to ~20),
 # and its gossip serves them one after another, each lost message costing its segment a timeout in the round.
 CONVERGE_S_TIME_TRAVEL = 60.0
+REPLICAS_MAX = 3
 SIM_WALL_CLOCK_START_US = 1_767_225_600_000_000  # 2026-01-01 UTC: virtual time 0 as a wall clock (commit times)
 
 
@@ -61,6 +62,10 @@ class SimConfig:
     # snapshots and their restores, backtracks and moves forward again, through the real control plane
     # (which runs in the run for it, as with `replace`) while the faults go on.
     time_travel: bool = False
+    # Read replicas (tools/sim/replicas.py): this many readers (0..REPLICAS_MAX), each a real ReplicaVolume fed
+    # from the writer's RedoPublisher over a seeded link, read by its own client; a writer that crashes or is
+    # cut off is replaced by promoting the most caught-up reader (tools/sim/promotion.py). Not with time travel.
+    replicas: int = 0
     net: NetConfig = field(
         default_factory=lambda: NetConfig(
             unary_drop_probability=0.01, unary_duplicate_probability=0.02, stream_break_probability=0.002

@@ -38,7 +38,9 @@ its event log and violations), oracle.py (what must be stored), checks.py (the i
 control plane inside the run), faults.py (the fault schedule and outages), volumes.py and time_travel.py
 (with `SimConfig.time_travel`: clones, snapshots, restores and backtracks through the real control plane,
 every read of every volume checked against its line, lines.py), and here `Simulation` (setup, the run,
-the final heal and checks) and `simulate`.
+the final heal and checks) and `simulate`. With `SimConfig.replicas`, readers (real ReplicaVolumes fed
+from the writer's RedoPublisher) serve read transactions checked as they go (never above durable, never
+backwards, exact pages: replicas.py), and a new writer is a promoted reader (promotion.py).
 """
 
 from __future__ import annotations
@@ -62,14 +64,16 @@ from sixfold.tools.sim.config import (
 )
 from sixfold.tools.sim.faults import Faults
 from sixfold.tools.sim.loop import SimDeadlock, run
+from sixfold.tools.sim.promotion import Promotion
 from sixfold.tools.sim.time_travel import TimeTravel
 
 __all__ = ["FAULT_BUDGET", "SimConfig", "SimResult", "Simulation", "Violation", "simulate"]
 
 
-class Simulation(TimeTravel, Faults):
+class Simulation(Promotion, TimeTravel, Faults):
     """One run: six storage nodes (and spares), writers, clients and faults, from one seed (and with time
-    travel on, clones, snapshots and backtracks: tools/sim/time_travel.py)."""
+    travel on, clones, snapshots and backtracks: tools/sim/time_travel.py; with replicas, readers and
+    promotion: tools/sim/replicas.py, tools/sim/promotion.py)."""
 
     def _create_segments(self) -> None:
         for node in self.nodes.values():
@@ -108,6 +112,8 @@ class Simulation(TimeTravel, Faults):
             tasks.append(asyncio.create_task(self.faults(random.Random(self.rng.getrandbits(64)))))
             if self.config.time_travel:
                 tasks.append(asyncio.create_task(self.time_travel(random.Random(self.rng.getrandbits(64)))))
+            if self.config.replicas:
+                tasks.append(asyncio.create_task(self.replicas(random.Random(self.rng.getrandbits(64)))))
             checker = asyncio.create_task(self._periodic_checks())
             supervising = asyncio.create_task(self.supervisor.run())
             if self.control_plane is not None:
@@ -192,6 +198,8 @@ class Simulation(TimeTravel, Faults):
                     )
         if self.config.time_travel:
             await self.check_volumes_at_end()
+        if self.config.replicas:
+            await self.check_readers_at_end(writer)
         self.event(f"final VDL {writer.vdl}, {len(self.acked)} acknowledged MTRs readable")
 
 

@@ -19,14 +19,22 @@ Each one changes the real code for the duration of a run (and restores it):
 - `resurrect-on-return` (time travel): a storage node that restarts links each clone segment to its parent at
   the parent's chain tail instead of the stored parent_read_lsn (storage/segment_load.py rule 5), so a node
   that was down comes back serving the records a backtrack hid (the timeline left's, above the target) and a
-  source's writes after a clone's branch.
+  source's writes after a clone's branch;
+- `reader-above-vdl` (replicas): the simulated redo link hands each reader, with every message, the records of
+  the writer's MTRs not yet durable and a VDL at the newest of them (tools/sim/replicas.py `ahead`): a reader
+  then applies and serves what is not durable;
+- `promote-without-epoch` (replicas): a promoted reader opens the volume at the epoch the old writer held (the
+  highest it reads) without raising it on the segments, its truncation range stamped with that epoch: the old
+  writer is not fenced, and its records above the recovered VDL are not voided.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
+from typing import Any
 
 MUTATIONS = (
     "ack-at-3",
@@ -38,7 +46,11 @@ MUTATIONS = (
     "fence-on-refusal",
     "gc-ignores-pin",
     "resurrect-on-return",
+    "reader-above-vdl",
+    "promote-without-epoch",
 )
+# Set while a promotion opens the new writer (tools/sim/promotion.py): what `promote-without-epoch` breaks.
+PROMOTING: ContextVar[bool] = ContextVar("promoting", default=False)
 
 
 @contextmanager
@@ -131,6 +143,10 @@ def applied(name: str | None) -> Iterator[None]:
             return loaded
 
         patch(segment_load, "load", relinked_at_tail)
+    elif name == "reader-above-vdl":
+        pass  # the simulated link does it (tools/sim/replicas.py)
+    elif name == "promote-without-epoch":
+        _promote_without_epoch(patch)
     else:
         raise ValueError(f"unknown mutation {name!r}; known: {', '.join(MUTATIONS)}")
     try:
@@ -138,3 +154,43 @@ def applied(name: str | None) -> Iterator[None]:
     finally:
         for owner, attr, value in reversed(saved):
             setattr(owner, attr, value)
+
+
+def _promote_without_epoch(patch: Any) -> None:
+    """While PROMOTING: the recovery's epoch is the highest it read (not one past it), no segment is asked to
+    raise it, and the truncation range carries it (planned as if newer, so the plan does not refuse it)."""
+    import sixfold.compute.opening as opening
+    import sixfold.compute.recovery_steps as recovery_steps
+
+    original_next, original_plan, original_call = (
+        recovery_steps.next_epoch,
+        recovery_steps.plan_recovery,
+        opening.Opening._step_call,
+    )
+
+    def same_epoch(reports: Any, refused: int = 0) -> int:
+        if not PROMOTING.get():
+            return original_next(reports, refused)
+        return max(1, original_next(reports, refused) - 1)
+
+    def plan_at_same_epoch(reports: Any, pgs: Any, epoch: int, *args: Any, **kwargs: Any) -> Any:
+        if not PROMOTING.get():
+            return original_plan(reports, pgs, epoch, *args, **kwargs)
+        plan = original_plan(reports, pgs, epoch + 1, *args, **kwargs)
+        truncation = replace(plan.truncation, epoch=epoch)
+        known = [r for r in plan.known_truncations if r != plan.truncation] + [truncation]
+        return replace(plan, truncation=truncation, known_truncations=known)
+
+    def no_raise(self: Any, steps: Any, step: Any, stream: Any) -> Any:
+        call = original_call(self, steps, step, stream)
+        if not PROMOTING.get() or step is not recovery_steps.Step.RAISE_EPOCH:
+            return call
+
+        async def taken() -> None:
+            steps.epoch_taken(stream.node_id)
+
+        return taken
+
+    patch(recovery_steps, "next_epoch", same_epoch)
+    patch(recovery_steps, "plan_recovery", plan_at_same_epoch)
+    patch(opening.Opening, "_step_call", no_raise)
