@@ -17,13 +17,18 @@ epoch without raising it: `PROMOTING` is set while the promotion opens.
 
 from __future__ import annotations
 
+import asyncio
+
 from sixfold.compute.volume import Volume
 from sixfold.tools.sim.mutations import PROMOTING
 from sixfold.tools.sim.replicas import Readers, SimReader
 
 
 class Promotion(Readers):
-    """`open_writer` promotes a reader when the run has readers."""
+    """`open_writer` promotes a reader when the run has readers; one promotion at a time (as the control plane
+    runs them): an open asked for meanwhile waits for the one under way and answers with its writer."""
+
+    _promotion: asyncio.Future[Volume | None] | None = None
 
     def promotion_candidate(self) -> SimReader | None:
         live = [r for r in self.readers if not r.closed]
@@ -32,9 +37,23 @@ class Promotion(Readers):
         return max(live, key=lambda r: (r.replica.vdl, -r.slot))
 
     async def open_writer(self) -> Volume | None:
+        if self._promotion is not None:
+            return await asyncio.shield(self._promotion)
         candidate = self.promotion_candidate() if self.config.replicas else None
         if candidate is None:
-            return await super().open_writer()
+            volume = await super().open_writer()
+            if volume is not None and self.config.replicas:
+                self.watch_vdl(volume)
+            return volume
+        self._promotion = asyncio.get_running_loop().create_future()
+        try:
+            volume = await self._promote(candidate)
+        finally:
+            self._promotion.set_result(self.writer if self.writer is not None and not self.writer.fenced else None)
+            self._promotion = None
+        return volume
+
+    async def _promote(self, candidate: SimReader) -> Volume | None:
         old = self.writer
         old_alive = old is not None and not old.fenced and old.writer_id not in self.network.down
         await self.stop_reader(candidate, "promoted")
@@ -48,6 +67,7 @@ class Promotion(Readers):
             self.event(f"the promotion of {candidate.name} failed: it rejoins as a reader")
         else:
             self.ops["promotions"] += 1
+            self.watch_vdl(volume)
             if old_alive:
                 self.ops["promotions_beside_old_writer"] += 1
             self.publisher_of(volume)

@@ -12,8 +12,8 @@ now and then (a new incarnation, an empty cache).
 
 Each reader has a client (`_reader_client`): a read transaction pins the reader's read point, reads a few
 client pages at it, and unpins. Checked at once (`_check_reader_read`):
-- the read point is at or below the highest VDL any writer of the run had at that moment (never newer than
-  durable);
+- the read point is at or below the highest VDL any writer of the run had reached by that moment (never
+  newer than durable; `watch_vdl`);
 - a reader's read points never decrease (per incarnation: a restarted reader starts from its first snapshot);
 - every page is exactly the model's page at that read point (oracle.py).
 After the final heal every reader catches up to the writer's VDL within READER_CATCH_UP_S and reads every
@@ -112,6 +112,7 @@ class Readers(Workload):
         self.readers: list[SimReader] = []
         self.publishers: dict[str, Any] = {}  # writer id -> its RedoPublisher
         self.incarnations: dict[int, int] = {}  # slot -> incarnations started
+        self.durable_high = 0  # the highest VDL any writer of the run reached: nothing above it is durable
         if config.replicas:
             self.ops.update(dict.fromkeys(REPLICA_COUNTERS, 0))
 
@@ -123,9 +124,15 @@ class Readers(Workload):
             publisher = self.publishers[writer.writer_id] = RedoPublisher(writer)
         return publisher
 
-    def durable_vdl(self) -> int:
-        """The highest VDL any writer of the run has now: nothing above it is known durable."""
-        return max((w.vdl for w in self.opened), default=0)
+    def watch_vdl(self, writer: Volume) -> None:
+        """Keep `durable_high` at the highest VDL the writer reaches. (Its VDL now is no measure: a regain
+        restarts its log at the recovery's floor, below VDLs it released, and climbs back as it re-replicates.)"""
+
+        def released(_: Any) -> None:
+            self.durable_high = max(self.durable_high, writer.vdl)
+
+        released(None)
+        writer.release_listeners.append(released)
 
     async def start_reader(self, slot: int) -> SimReader:
         n = self.incarnations[slot] = self.incarnations.get(slot, 0) + 1
@@ -309,7 +316,7 @@ class Readers(Workload):
                 replica.unpin_read_point(read_point)
 
     def _check_read_point(self, reader: SimReader, read_point: int) -> None:
-        durable = self.durable_vdl()
+        durable = self.durable_high
         if read_point > durable:
             self.violation(
                 f"{reader.name} pinned read point {read_point}, above the highest VDL any writer had ({durable}): "
@@ -337,8 +344,10 @@ class Readers(Workload):
         """Every reader catches up to the writer's VDL on its own and reads every client page exactly."""
         pages = self.client_pages()
         deadline = self.now() + READER_CATCH_UP_S
-        for reader in list(self.readers):
-            while reader.replica.vdl < writer.vdl or not await self.reader_read(reader, pages):
+        for slot in range(len(self.readers)):
+            while (reader := self.readers[slot]).closed or (
+                reader.replica.vdl < writer.vdl or not await self.reader_read(reader, pages)
+            ):
                 if self.now() > deadline:
                     self.violation(
                         f"after healing, {reader.name} did not catch up within {READER_CATCH_UP_S:g} s: applied VDL "
