@@ -1,10 +1,11 @@
-"""`sixfold compute`: the writer process. Serves compute.v1.VolumeService, and SQL
-(compute.v1.SqlService) and key-value (compute.v1.KvService) over one SQL engine per volume,
-which shares the VolumeService's open volume.
+"""`sixfold compute`: one compute instance of the cluster, the writer or a read replica (compute/instance.py).
+Serves compute.v1.VolumeService, SQL (compute.v1.SqlService) and key-value (compute.v1.KvService) over one
+SQL engine per volume, and compute.v1.InstanceService (the writer's redo to readers, promotion, status).
 
-It opens volumes on first use (recovery and fencing run then). With
-`--default-volume NAME` it creates that volume if the control plane does not
-have it yet and opens it before reporting SERVING on the health service.
+It registers with the control plane's ClusterService, which says whether it is the writer or a reader. The
+writer opens volumes on first use (recovery and fencing run then); with `--default-volume NAME` it creates
+that volume if the control plane does not have it yet and opens it before reporting SERVING on the health
+service. A reader follows the default volume's redo from the writer instead.
 """
 
 from __future__ import annotations
@@ -17,15 +18,19 @@ import signal
 import grpc
 from grpc_health.v1 import health_pb2
 
+from sixfold.compute.instance import WRITER, Instance
+from sixfold.compute.instance_rpc import InstanceServicer
 from sixfold.compute.kv_service import KvServicer
 from sixfold.compute.service import VolumeServicer
 from sixfold.compute.sql_service import SqlEngines, SqlServicer
+from sixfold.compute.v1 import instance_service_pb2 as ipb
 from sixfold.compute.v1 import kv_service_pb2 as kpb
 from sixfold.compute.v1 import sql_service_pb2 as spb
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.volume import Channels
 from sixfold.storage.errors import StorageError
 from sixfold.storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
+from sixfold.storage.v1 import cluster_service_pb2_grpc as cl_grpc
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 
@@ -51,6 +56,24 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_VOLUME_SEGMENT_BYTES >> 20,
         help="segment size of the default volume when it is created, MiB (default 64)",
     )
+    parser.add_argument(
+        "--instance-id",
+        default="compute",
+        help="this instance's name in the cluster, unique among its compute instances (default compute)",
+    )
+    parser.add_argument(
+        "--failover-priority",
+        type=int,
+        default=1,
+        choices=range(16),
+        metavar="0..15",
+        help="failover tier: on failover the reader with the lowest tier is promoted first (default 1)",
+    )
+    parser.add_argument(
+        "--reader",
+        action="store_true",
+        help="start as a read replica (never the writer at start; it may be promoted on failover)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,11 +82,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _open_default_until_open(
-    servicer: VolumeServicer, control_plane: cp_grpc.ControlPlaneServiceStub, args: argparse.Namespace
+    servicer: VolumeServicer,
+    control_plane: cp_grpc.ControlPlaneServiceStub,
+    args: argparse.Namespace,
+    instance: Instance,
 ) -> None:
-    """Open (creating it the first time) the default volume, trying again until it works."""
+    """Open (creating it the first time) the default volume, trying again until it works, while this instance
+    is the writer (a writer told to step down meanwhile follows the volume as a reader instead)."""
     failures = 0
-    while True:
+    while instance.role == WRITER:
         try:
             await _open_default(servicer, control_plane, args)
             return
@@ -103,6 +130,24 @@ async def _open_default(
     await servicer.volume(args.default_volume)
 
 
+async def _take_role(
+    instance: Instance,
+    address: str,
+    servicer: VolumeServicer,
+    control_plane: cp_grpc.ControlPlaneServiceStub,
+    args: argparse.Namespace,
+) -> None:
+    """Register (the control plane gives the role); the writer then opens its default volume."""
+    await instance.start(address)
+    if args.default_volume:
+        await _open_default_until_open(servicer, control_plane, args, instance)
+
+
+def _advertised(host: str, port: int) -> str:
+    """The address other processes reach this one at (a wildcard bind is reached over loopback)."""
+    return f"{'127.0.0.1' if host in ('', '0.0.0.0', '::') else host}:{port}"
+
+
 async def _serve(args: argparse.Namespace) -> int:
     channels = Channels()
     cp_channel = grpc.aio.insecure_channel(args.control_plane, options=CHANNEL_OPTIONS)
@@ -110,25 +155,42 @@ async def _serve(args: argparse.Namespace) -> int:
     servicer = VolumeServicer(control_plane, channels)
     engines = SqlEngines(servicer)
     servicer.on_volume_gone.append(engines.drop)
+    instance = Instance(
+        args.instance_id,
+        cl_grpc.ClusterServiceStub(cp_channel),
+        control_plane,
+        channels,
+        servicer,
+        engines,
+        failover_priority=args.failover_priority,
+        reader_only=args.reader,
+        default_volume=args.default_volume,
+    )
     services = [
         (vpb.DESCRIPTOR.services_by_name["VolumeService"], servicer, vpb),
         (spb.DESCRIPTOR.services_by_name["SqlService"], SqlServicer(engines), spb),
         (kpb.DESCRIPTOR.services_by_name["KvService"], KvServicer(engines), kpb),
+        (ipb.DESCRIPTOR.services_by_name["InstanceService"], InstanceServicer(instance), ipb),
     ]
     server, port, health = await start_server(args.host, args.port, services, serving=False)
     write_port_file(args.port_file, port)
-    log.info("compute node serving VolumeService, SqlService and KvService on %s:%d", args.host, port)
+    log.info(
+        "compute instance %s serving VolumeService, SqlService, KvService and InstanceService on %s:%d",
+        args.instance_id,
+        args.host,
+        port,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if args.default_volume:
-        opener = asyncio.create_task(_open_default_until_open(servicer, control_plane, args))
-        done, _ = await asyncio.wait({opener, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
-        if opener in done and opener.exception() is not None:
-            log.error("could not open volume %s: %s", args.default_volume, opener.exception())
-            return 1
-        opener.cancel()
+    starter = asyncio.create_task(_take_role(instance, _advertised(args.host, port), servicer, control_plane, args))
+    done, _ = await asyncio.wait({starter, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    if starter in done and starter.exception() is not None:
+        log.error("could not start as a compute instance: %s", starter.exception())
+        await instance.close()
+        return 1
+    starter.cancel()
     if not stop.is_set():
         await health.set("", health_pb2.HealthCheckResponse.SERVING)
         for service, _, _ in services:
@@ -138,7 +200,8 @@ async def _serve(args: argparse.Namespace) -> int:
     log.info("stopping")
     await health.enter_graceful_shutdown()
     await server.stop(SHUTDOWN_GRACE_S)
-    await engines.close()  # aborts open transactions, before their volumes close
+    await instance.close()  # aborts open transactions, before their volumes close
+    await engines.close()
     await servicer.close()
     await channels.close()
     await cp_channel.close()

@@ -82,6 +82,7 @@ class ReplicaVolume(SegmentReads):
         self.refused_epoch = 0
         self.storage_page_reads = 0
         self.page_size = 0  # known with the geometry
+        self.holds_database = False  # an SqlVolume attribute; a replica takes no raw page writes anyway
         self.epoch = 0  # the volume epoch of the writer it follows (its reads carry it)
         self.fenced = False  # a replica is never fenced: it never writes
         self.fenced_reason = ""

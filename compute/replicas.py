@@ -74,17 +74,19 @@ class ReplicaVolumes:
             ) from None
         replica = ReplicaVolume(volume_id, self.control_plane, self.channels, reader_id=self.reader_id)
         follower = RedoFollower(replica, self.reader_id, self.writer_address)
+        self.followers[volume_id] = follower  # from now on set_writer moves it too (a failover while it starts)
         try:
             await replica.start()
             follower.start()
             with contextlib.suppress(StorageError):
                 replica.unpin_read_point(await replica.pin_read_point())  # waits (bounded) for the first snapshot
         except BaseException:
+            if self.followers.get(volume_id) is follower:
+                del self.followers[volume_id]
             await follower.close()
             await replica.close()
             raise
         self.volumes[volume_id] = replica
-        self.followers[volume_id] = follower
         return replica
 
     def set_writer(self, address: str) -> None:
@@ -99,9 +101,9 @@ class ReplicaVolumes:
         self._closed = True
         for task in self._opening.values():
             task.cancel()
-        for follower in self.followers.values():
+        for follower in list(self.followers.values()):
             await follower.close()
-        for replica in self.volumes.values():
+        for replica in list(self.volumes.values()):
             await replica.close()
         self.followers.clear()
         self.volumes.clear()

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
@@ -33,7 +33,9 @@ from sixfold.compute.sql_values import (
     statement_from_proto,
 )
 from sixfold.compute.v1 import sql_service_pb2 as spb
-from sixfold.compute.volume import Volume
+
+if TYPE_CHECKING:
+    from sixfold.compute.sql.volume_source import SqlVolume
 from sixfold.storage.errors import InvalidRequest, StorageError, Unavailable
 from sixfold.storage.serving import Undecodable
 
@@ -70,15 +72,16 @@ class EngineLike(Protocol):
 
 
 class VolumeSource(Protocol):
-    """Where open volumes come from (compute.service.VolumeServicer)."""
+    """Where open volumes come from: compute.service.VolumeServicer (the writer's volumes) or
+    compute.replicas.ReplicaVolumes (a read replica's)."""
 
-    async def volume(self, volume_id: str) -> Volume: ...
-
-
-EngineFactory = Callable[[Volume], EngineLike]
+    async def volume(self, volume_id: str) -> SqlVolume: ...
 
 
-def default_engine_factory(volume: Volume) -> EngineLike:
+EngineFactory = Callable[["SqlVolume"], EngineLike]
+
+
+def default_engine_factory(volume: SqlVolume) -> EngineLike:
     from sixfold.compute.sql import SqlEngine
 
     return SqlEngine(volume)

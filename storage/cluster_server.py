@@ -53,15 +53,7 @@ def monotonic_ms() -> float:
 
 
 def lag_from_proto(v: cl_pb2.ComputeVolumeLag) -> VolumeLag:
-    # last_heard_ms: read when the message carries it (a later field of ComputeVolumeLag), else fresh.
-    return VolumeLag(
-        v.volume_id,
-        v.applied_vdl,
-        v.lag_lsns,
-        v.lag_ms_p50,
-        v.lag_ms_p99,
-        int(getattr(v, "last_heard_ms", 0)),
-    )
+    return VolumeLag(v.volume_id, v.applied_vdl, v.lag_lsns, v.lag_ms_p50, v.lag_ms_p99, v.last_heard_ms)
 
 
 def lag_to_proto(v: VolumeLag) -> cl_pb2.ComputeVolumeLag:
@@ -71,6 +63,7 @@ def lag_to_proto(v: VolumeLag) -> cl_pb2.ComputeVolumeLag:
         lag_lsns=v.lag_lsns,
         lag_ms_p50=v.lag_ms_p50,
         lag_ms_p99=v.lag_ms_p99,
+        last_heard_ms=v.last_heard_ms,
     )
 
 

@@ -58,6 +58,8 @@ COMPUTE_ADAPTERS = {
     "compute/replica_volume.py",
     "compute/replica_follow.py",
     "compute/replicas.py",
+    "compute/instance.py",  # a compute instance's role: registration, heartbeats, promotion, stepping down
+    "compute/instance_rpc.py",
     "compute/writes.py",
     "compute/placement.py",
     "compute/segment_stream.py",

@@ -108,6 +108,7 @@ class MemoryVolume:
     epoch: int = 1
     fenced: bool = False
     fenced_reason: str = ""
+    holds_database: bool = False
     truncations: list[TruncationRange] = field(default_factory=list)
     read_points: ReadPoints = field(default_factory=ReadPoints)
     vdl: int = 0

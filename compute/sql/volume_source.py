@@ -67,6 +67,7 @@ class SqlVolume(Protocol):
     epoch: int
     fenced: bool
     fenced_reason: str
+    holds_database: bool  # set once an engine runs on it: raw page writes are refused from then on
     truncations: list[TruncationRange]
     read_points: ReadPoints
 

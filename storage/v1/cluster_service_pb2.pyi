@@ -17,18 +17,20 @@ COMPUTE_ROLE_WRITER: ComputeRole
 COMPUTE_ROLE_READER: ComputeRole
 
 class ComputeVolumeLag(_message.Message):
-    __slots__ = ("volume_id", "applied_vdl", "lag_lsns", "lag_ms_p50", "lag_ms_p99")
+    __slots__ = ("volume_id", "applied_vdl", "lag_lsns", "lag_ms_p50", "lag_ms_p99", "last_heard_ms")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     APPLIED_VDL_FIELD_NUMBER: _ClassVar[int]
     LAG_LSNS_FIELD_NUMBER: _ClassVar[int]
     LAG_MS_P50_FIELD_NUMBER: _ClassVar[int]
     LAG_MS_P99_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARD_MS_FIELD_NUMBER: _ClassVar[int]
     volume_id: str
     applied_vdl: int
     lag_lsns: int
     lag_ms_p50: float
     lag_ms_p99: float
-    def __init__(self, volume_id: _Optional[str] = ..., applied_vdl: _Optional[int] = ..., lag_lsns: _Optional[int] = ..., lag_ms_p50: _Optional[float] = ..., lag_ms_p99: _Optional[float] = ...) -> None: ...
+    last_heard_ms: int
+    def __init__(self, volume_id: _Optional[str] = ..., applied_vdl: _Optional[int] = ..., lag_lsns: _Optional[int] = ..., lag_ms_p50: _Optional[float] = ..., lag_ms_p99: _Optional[float] = ..., last_heard_ms: _Optional[int] = ...) -> None: ...
 
 class ComputeInstance(_message.Message):
     __slots__ = ("instance_id", "address", "role", "failover_priority", "alive", "last_heartbeat_age_ms", "volumes", "generation")
