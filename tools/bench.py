@@ -14,6 +14,12 @@ sixfold bench sql        a TPC-B-like transaction through the SQL service (trans
                          disk and to shipping whole dirtied pages to six copies (see tools/bench_sql.py).
 sixfold bench clone      time to clone volumes of 1, 64 and 512 MiB and what it copies (nothing), and page reads
                          through a clone next to reads of its parent (see tools/bench_clone.py).
+sixfold bench replica    reader lag (commit acknowledged -> visible on each of 2 read replicas, p50/p99) under
+                         a c=64 write load, and point SELECTs/s on 0, 1 and 2 readers next to reads on the writer
+                         and local SQLite (see tools/bench_replica.py).
+sixfold bench failover   SIGKILL the writer again and again: time from the kill to the first acknowledged commit
+                         through the cluster endpoint (p50, max), no acknowledged insert lost, next to a manual
+                         failover of a live writer (see tools/bench_failover.py).
 """
 
 from __future__ import annotations
@@ -72,6 +78,22 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             "clone", help="time and bytes copied to clone volumes of several sizes, and fall-through read latency"
         )
     )
+    from sixfold.tools import bench_replica
+
+    bench_replica.configure(
+        sub.add_parser(
+            "replica",
+            help="read replicas: lag from commit to visibility on each reader under load, and read throughput on "
+            "0, 1 and 2 readers",
+        )
+    )
+    from sixfold.tools import bench_failover
+
+    bench_failover.configure(
+        sub.add_parser(
+            "failover", help="time from SIGKILLing the writer to the first acknowledged commit, and no lost writes"
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,6 +115,14 @@ def run(args: argparse.Namespace) -> int:
         from sixfold.tools.bench_clone import bench_clone
 
         return bench_clone(args)
+    if args.bench == "replica":
+        from sixfold.tools.bench_replica import bench_replica
+
+        return bench_replica(args)
+    if args.bench == "failover":
+        from sixfold.tools.bench_failover import bench_failover
+
+        return bench_failover(args)
     raise SystemExit(f"unknown benchmark {args.bench!r}")
 
 
