@@ -252,7 +252,8 @@ class Instance:
     async def promote(self, generation: int, volume_ids: list[str]) -> ipb.PromoteResponse:
         started = time.monotonic()
         async with self._role_lock:
-            if self.role == WRITER and generation <= self.generation:
+            if self.role == WRITER:  # already the writer (an answer that was lost, or a control plane restart)
+                self.generation = max(self.generation, generation)
                 return self._promoted(started)
             if self.role != READER:
                 raise NotWriter(f"compute instance {self.instance_id} is {self.role}; only a reader is promoted")

@@ -12,6 +12,7 @@ Range arithmetic (a prefix as a key range) is pure: `prefix_end` and `scan_range
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ SCAN_BOUND_BYTES_MAX = KEY_BYTES_MAX + 1  # a scan bound may be a key plus the z
 CREATE_TABLE = "CREATE TABLE IF NOT EXISTS kv(key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
 PUT = "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 GET = "SELECT value FROM kv WHERE key = ?"
+TABLE_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'kv'"
 DELETE = "DELETE FROM kv WHERE key = ?"
 SWAP_IF_EQUAL = "UPDATE kv SET value = ? WHERE key = ? AND value = ?"
 INSERT_IF_ABSENT = "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING"
@@ -95,16 +97,28 @@ class KvServicer:
 
     def __init__(self, engines: SqlEngines) -> None:
         self.engines = engines
-        self._ready: set[int] = set()  # id() of engines whose table exists
+        self._ready: weakref.WeakSet[EngineLike] = weakref.WeakSet()  # engines whose table exists
         self._lock = asyncio.Lock()
 
     async def _engine(self, volume_id: str) -> EngineLike:
         engine = await self.engines.get(volume_id)
-        if id(engine) not in self._ready:
+        if engine not in self._ready:
             async with self._lock:
-                if id(engine) not in self._ready:
+                if engine not in self._ready:
                     await engine.execute(CREATE_TABLE)
-                    self._ready.add(id(engine))
+                    self._ready.add(engine)
+        return engine
+
+    async def _reading(self, volume_id: str) -> EngineLike | None:
+        """The engine for a read; None when it is a read replica's (it creates nothing) and the volume has no
+        `kv` table yet: every key is absent."""
+        engine = await self.engines.get(volume_id)
+        if not getattr(engine, "read_only", False) or engine in self._ready:
+            return await self._engine(volume_id)
+        result, _ = await engine.execute(TABLE_EXISTS)
+        if not result.rows:
+            return None  # asked again next time: the writer may create it meanwhile
+        self._ready.add(engine)
         return engine
 
     async def Put(self, request: kpb.PutRequest, context: Any) -> kpb.PutResponse:
@@ -115,7 +129,9 @@ class KvServicer:
 
     async def Get(self, request: kpb.GetRequest, context: Any) -> kpb.GetResponse:
         key = check_key(request.key)
-        engine = await self._engine(request.volume_id)
+        engine = await self._reading(request.volume_id)
+        if engine is None:
+            return kpb.GetResponse(found=False)
         result, _ = await engine.execute(GET, (key,))
         if not result.rows:
             return kpb.GetResponse(found=False)
@@ -150,7 +166,9 @@ class KvServicer:
         low, high = scan_range(request.start, request.end, request.prefix)
         if high is not None and low >= high:
             return kpb.ScanResponse()
-        engine = await self._engine(request.volume_id)
+        engine = await self._reading(request.volume_id)
+        if engine is None:
+            return kpb.ScanResponse()
         if high is None:
             sql = "SELECT key, value FROM kv WHERE key >= ? ORDER BY key LIMIT ?"
             params: tuple[SqlValue, ...] = (low, limit + 1)

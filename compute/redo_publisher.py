@@ -6,7 +6,8 @@ subscription (`subscribe(reader_id)`: one per FollowRedo stream, compute/redo_rp
 1. A subscription's first message is a snapshot: the VDL, every PG's read point and SCLs, the page count,
    the geometry and volume epochs, the writer's id. So is the next message whenever the subscriber may have
    missed records: an MTR released without records this writer allocated (a recovery found it durable), or
-   a new volume epoch (a regain). A snapshot drops the backlog it covers.
+   a new volume epoch or log (a regain). Nothing is sent while a regain runs: the epoch is new before the
+   log is, and the old log's state must not go out as the new epoch's. A snapshot drops the backlog it covers.
 2. Then batches: `next()` returns everything released since the previous message (up to `MESSAGE_BYTES_MAX`
    of records, whole MTRs), so a subscriber whose send was slow gets one message for all that accumulated,
    not one per MTR. A batch's VDL is its last MTR's CPL, its PG read points those its records moved, its
@@ -96,8 +97,8 @@ class RedoSubscription:
         while True:
             if self.closed_because:
                 return None
-            if volume.log is not None and not volume.fenced:
-                if volume.epoch != self.publisher.epoch:
+            if volume.log is not None and not volume.fenced and not volume.regaining:
+                if self.publisher.log_changed():
                     self.publisher._new_epoch()
                 if self._need_snapshot:
                     return self._sent(self._snapshot())
@@ -193,6 +194,7 @@ class RedoPublisher:
         self.volume = volume
         self.writer_id = writer_id or volume.writer_id
         self.epoch = volume.epoch
+        self.log = volume.log  # a regain builds a new log (at a new epoch): subscribers then get a new snapshot
         self._subscriptions: set[RedoSubscription] = set()
         self._closed = False
         volume.release_listeners.append(self.on_release)
@@ -224,18 +226,21 @@ class RedoPublisher:
         if self.volume.remote_read_point_floor == self.read_point_floor:
             self.volume.remote_read_point_floor = lambda: 0
 
+    def log_changed(self) -> bool:
+        return self.volume.epoch != self.epoch or self.volume.log is not self.log
+
     def _new_epoch(self) -> None:
-        self.epoch = self.volume.epoch
+        self.epoch, self.log = self.volume.epoch, self.volume.log
         for subscription in self._subscriptions:
             subscription._resync()
 
     def on_release(self, released: Released) -> None:
         """The volume's release listener (rules 1 and 2)."""
         if not self._subscriptions:
-            self.epoch = self.volume.epoch
+            self.epoch, self.log = self.volume.epoch, self.volume.log
             return
-        if self.volume.epoch != self.epoch:
-            self._new_epoch()
+        if self.log_changed() or self.volume.regaining:
+            self._new_epoch()  # a snapshot once the regain is over covers what is released meanwhile
             return
         now_us = self.volume.wall_clock_us()
         for cpl, records in released:
