@@ -11,6 +11,9 @@ over VolumeService, judged for linearizability, lost writes and torn MTRs) and
 SqlService, judged for lost committed transfers, the conserved total and whole
 transfers; tools/chaos/bank.py). byte-flip and tree-rot aim at the page
 workload's tokens and run with it only (`all --workload bank` skips them).
+writer-failover and split-brain run on a cluster with two read replicas and
+run both workloads at once: `--workload` on vol0, the other one on vol1, all
+clients through the cluster endpoint (tools/chaos/scenarios_failover.py).
 
 Each scenario starts its own cluster (in its output directory, default
 ./chaos-out/<timestamp>-<scenario>/), runs concurrent clients while the fault

@@ -5,7 +5,8 @@ One run of a scenario (`run_scenario`):
 1. start a fresh cluster through `tools.cluster.Cluster` in `<out>/cluster`
    (control plane, a1 a2 b1 b2 c1 c2, the writer `compute` serving vol0), and
    prepare the workload: the page workload grows vol0 to two PGs, the bank
-   workload makes its bank (`RunConfig.workload`: pages or bank);
+   workload makes its bank (`RunConfig.workload`: pages or bank; a scenario's
+   `workload_factory` may make it instead, and its `start` starts its own loads);
 2. run `clients` concurrent clients (workload.py, or bank_workload.py: what
    they do, and how an outcome is classified ok / fail / info);
 3. a baseline phase, then the scenario's fault schedule (drawn from the seed),
@@ -95,7 +96,8 @@ async def _drive(
 ) -> None:
     timing = cfg.timing()
     rng = random.Random(f"{cfg.seed}:{scenario.name}")
-    workload = cfg.make_workload(cluster)
+    factory = scenario.workload_factory
+    workload = cfg.make_workload(cluster) if factory is None else factory(cfg, cluster)
     holder["workload"] = workload
     origin = workload.origin
 
@@ -118,6 +120,8 @@ async def _drive(
     holder["ctx"] = ctx
     try:
         await workload.prepare()
+        if scenario.start is not None:
+            await scenario.start(ctx)
         await asyncio.to_thread(nemesis.wait_writer_connected, workload.target.address, HEAL_CONNECT_TIMEOUT_S)
         ctx.mark("load_start")
         say(f"load: {workload.describe()}")

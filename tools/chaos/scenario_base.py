@@ -6,6 +6,8 @@ A scenario has two parts:
   seed, runs blocking fault actions through `ctx.do(...)` (a worker thread), sets
   marks (`ctx.mark("fault")`: the fault is in force) and returns when the fault
   phase is over. The runner then heals everything (`Nemesis.heal`).
+- `start(ctx)` (optional): once the workload is prepared, before the load: the scenario's own
+  loads and probes beside the clients (`workload_factory`, optional, makes the clients' workload);
 - `settle(ctx)` (optional): once the clients stopped and vol0's keys were read
   back, the scenario's own reads and writes against the healed cluster;
 - `judge(ctx)`: the scenario's own criteria, beyond the ones every run gets
@@ -128,6 +130,12 @@ class Scenario:
     # vol0 is moved back in time (backtrack): it is not a register in real time, so linearizability, lost
     # writes and vanished reads of its history are n/a; the scenario judges its reads by LSN instead.
     rewinds: bool = False
+    # The clients' workload, made by the scenario instead of the runner (it gets the RunConfig and the
+    # Cluster): e.g. clients that reach the writer through the cluster endpoint, wherever it moves.
+    workload_factory: Callable[[Any, Cluster], Any] | None = None
+    # Once the workload is prepared, before the load starts: the scenario's own loads and probes beside the
+    # clients (stopped in a `ctx.closers` entry).
+    start: Callable[[Context], Awaitable[None]] | None = None
 
 
 # --- helpers over the workload's records ------------------------------------------------------

@@ -7,7 +7,8 @@ Each family of faults has its own module, which defines its scenarios (`FAMILY`)
 - `scenarios_network`: a slow node, a partitioned AZ;
 - `scenarios_integrity`: bit rot, disk rot and a lost copy;
 - `scenarios_membership`: a node lost for good and its replacement;
-- `scenarios_time_travel`: clones and backtracks of vol0 while nodes fail (judged by LSN).
+- `scenarios_time_travel`: clones and backtracks of vol0 while nodes fail (judged by LSN);
+- `scenarios_failover`: a cluster with read replicas, the writer killed or paused and a reader promoted.
 
 What a scenario is and what it sees of its run: `scenario_base`. `ORDER` is the order in which
 `sixfold chaos list` shows them and `sixfold chaos all` runs them.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from sixfold.tools.chaos import (
     scenarios_crash,
+    scenarios_failover,
     scenarios_integrity,
     scenarios_membership,
     scenarios_network,
@@ -48,6 +50,8 @@ ORDER = (
     "clone-kill",
     "backtrack-node-stopped",
     "replace-clone",
+    "writer-failover",
+    "split-brain",
 )
 
 _BY_NAME = {
@@ -59,6 +63,7 @@ _BY_NAME = {
         scenarios_integrity.FAMILY,
         scenarios_membership.FAMILY,
         scenarios_time_travel.FAMILY,
+        scenarios_failover.FAMILY,
     )
     for s in family
 }
