@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,13 @@ def monotonic_ms() -> float:
 
 def lag_from_proto(v: cl_pb2.ComputeVolumeLag) -> VolumeLag:
     return VolumeLag(v.volume_id, v.applied_vdl, v.lag_lsns, v.lag_ms_p50, v.lag_ms_p99, v.last_heard_ms)
+
+
+def behind_writer(v: VolumeLag, writer_vdl: dict[str, int]) -> VolumeLag:
+    """A reader's LSN lag as the control plane sees it: the writer's last reported VDL minus the reader's
+    applied VDL (the reader itself only knows the VDLs the writer sent it, which it applies at once)."""
+    behind = writer_vdl.get(v.volume_id, 0) - v.applied_vdl
+    return replace(v, lag_lsns=behind) if behind > v.lag_lsns else v
 
 
 def lag_to_proto(v: VolumeLag) -> cl_pb2.ComputeVolumeLag:
@@ -180,6 +188,8 @@ class ClusterServicer(FailoverRpcs):
     ) -> cl_pb2.ListComputeInstancesResponse:
         now = self.clock_ms()
         state = self.state
+        writer = state.instances.get(state.writer_id or "")
+        writer_vdl = {v.volume_id: v.applied_vdl for v in writer.volumes} if writer is not None else {}
         instances = []
         for instance_id in sorted(state.instances):
             i = state.instances[instance_id]
@@ -192,7 +202,7 @@ class ClusterServicer(FailoverRpcs):
                     failover_priority=i.failover_priority,
                     alive=state.alive(instance_id, now),
                     last_heartbeat_age_ms=round(now - state.started_ms if age is None else age),
-                    volumes=[lag_to_proto(v) for v in i.volumes],
+                    volumes=[lag_to_proto(behind_writer(v, writer_vdl)) for v in i.volumes],
                     generation=i.generation,
                 )
             )
