@@ -87,6 +87,12 @@ def default_engine_factory(volume: SqlVolume) -> EngineLike:
     return SqlEngine(volume)
 
 
+SHUTTING_DOWN = (
+    "the compute node is shutting down or changing role (a failover); retry in a moment (through an endpoint, "
+    "the call reaches the instance that has the role now)"
+)
+
+
 class TransactionState(StorageError):
     """A session step that does not fit the session's state (begin while open, commit with none open)."""
 
@@ -109,7 +115,7 @@ class SqlEngines:
         if engine is not None:
             return engine
         if self._closed:
-            raise Unavailable("the compute node is shutting down; retry against it once it is back")
+            raise Unavailable(SHUTTING_DOWN)
         task = self._starting.get(volume_id)
         if task is None:
             task = self._starting[volume_id] = asyncio.create_task(self._start(volume_id))
@@ -130,7 +136,7 @@ class SqlEngines:
             raise
         if self._closed:
             await engine.close()
-            raise Unavailable("the compute node is shutting down; retry against it once it is back")
+            raise Unavailable(SHUTTING_DOWN)
         self._engines[volume_id] = engine
         log.info("SQL engine started on volume %s", volume_id)
         return engine

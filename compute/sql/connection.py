@@ -31,6 +31,7 @@ from typing import TypeVar
 import apsw
 
 from sixfold.compute.sql.errors import (
+    REASON_ENGINE_CLOSED,
     REASON_ROLLED_BACK,
     SqlError,
     SqlInternal,
@@ -84,7 +85,14 @@ class SqlConnection:
 
     async def call(self, job: Callable[[], T]) -> T:
         """Run `job` on this connection's thread; it runs to its end even if the caller is cancelled."""
-        future = asyncio.get_running_loop().run_in_executor(self._executor, job)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, job)
+        except RuntimeError:  # the executor was shut down: the engine closed (a stop or a role change) meanwhile
+            raise TransactionAborted(
+                f"the SQL engine of {self.filename} closed (the compute node is stopping, or changing role in a "
+                "failover); the statement did not run",
+                REASON_ENGINE_CLOSED,
+            ) from None
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:

@@ -105,7 +105,7 @@ class SqlEngine:
             return
         self._closed = TransactionAborted(
             f"the SQL engine on volume {self.volume.volume_id} closed (the compute node is stopping or "
-            "restarting); the transaction was rolled back",
+            "restarting, or changing role in a failover); the transaction was rolled back",
             REASON_ENGINE_CLOSED,
         )
         pool = self._pool
