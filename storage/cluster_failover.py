@@ -160,7 +160,7 @@ class FailoverRpcs:
                     )
                     self._record(old_writer, promotion, silence, promoted_ms, "detector")
                     return True
-            if not tried and not self._warned_no_reader:
+            if not tried and not self._warned_no_reader and self.state.instances:  # none yet: nothing to say
                 log.warning("the cluster has no live writer and no live reader to promote; waiting for one")
                 self._warned_no_reader = True
             return not tried
