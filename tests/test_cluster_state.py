@@ -443,4 +443,3 @@ class ClusterMachine(RuleBasedStateMachine):
 
 ClusterMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 TestClusterMachine = ClusterMachine.TestCase
-TestClusterMachine.pytestmark = [pytest.mark.unit]
