@@ -38,7 +38,7 @@ from sixfold.compute.service import VolumeServicer
 from sixfold.compute.sql_service import SqlEngines, default_engine_factory
 from sixfold.compute.v1 import instance_service_pb2 as ipb
 from sixfold.compute.volume import Channels, Volume
-from sixfold.storage.errors import StorageError, Unavailable
+from sixfold.storage.errors import InvalidRequest, StorageError, Unavailable
 from sixfold.storage.tasks import cancel_and_wait
 from sixfold.storage.v1 import cluster_service_pb2 as cl_pb
 
@@ -178,6 +178,10 @@ class Instance:
                 )
                 break
             except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.INVALID_ARGUMENT:  # trying again cannot help
+                    raise InvalidRequest(
+                        f"the control plane refused to register this instance: {error.details()}"
+                    ) from None
                 attempts += 1
                 if attempts == 1 or attempts % 20 == 0:
                     log.warning(

@@ -28,6 +28,7 @@ from sixfold.compute.v1 import kv_service_pb2 as kpb
 from sixfold.compute.v1 import sql_service_pb2 as spb
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.volume import Channels
+from sixfold.storage.cluster_limits import validate_instance_id
 from sixfold.storage.errors import StorageError
 from sixfold.storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
 from sixfold.storage.v1 import cluster_service_pb2_grpc as cl_grpc
@@ -58,6 +59,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--instance-id",
+        type=_instance_id,
         default="compute",
         help="this instance's name in the cluster, unique among its compute instances (default compute)",
     )
@@ -74,6 +76,14 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start as a read replica (never the writer at start; it may be promoted on failover)",
     )
+
+
+def _instance_id(text: str) -> str:
+    try:
+        validate_instance_id(text)
+    except StorageError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
