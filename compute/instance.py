@@ -18,6 +18,8 @@ The control plane (storage/cluster_server.py) decides roles; this module carries
    control plane tries another.
 6. Stepping down (InstanceService.StepDown, or rule 4): the writer closes its engines and volumes (MTRs in
    flight get an outcome-unknown status) and follows the new writer.
+7. A Promote or StepDown is carried out only after a heartbeat whose answer agrees (WRITER at exactly that
+   generation; READER at that generation or newer): a single stray message changes nothing.
 Role changes are serialized by one lock; a promotion or step-down for a generation already acted on
 answers again without doing anything.
 """
@@ -59,6 +61,12 @@ _INSTANCE_ROLE = {
 
 class ReadReplica(StorageError):
     """This instance is a read replica: it does not write (nor open volumes as writer)."""
+
+    status_code_name = "FAILED_PRECONDITION"
+
+
+class RoleNotConfirmed(StorageError):
+    """A Promote or StepDown that the control plane's record does not back (rule 7)."""
 
     status_code_name = "FAILED_PRECONDITION"
 
@@ -261,6 +269,7 @@ class Instance:
                 return self._promoted(started)
             if self.role != READER:
                 raise NotWriter(f"compute instance {self.instance_id} is {self.role}; only a reader is promoted")
+            await self._confirm(WRITER, generation, "promoted")
             assert self.replicas is not None
             to_open = set(volume_ids) | set(self.replicas.volume_ids())
             if self.default_volume:
@@ -276,6 +285,26 @@ class Instance:
                 raise
             return self._promoted(started)
 
+    async def _confirm(self, role: str, generation: int, what: str) -> None:
+        """Rule 7: a role change is carried out only when the control plane's own answer agrees with it: one
+        message (a stray or hostile Promote, a StepDown with a made-up generation) must not fence the writer
+        or leave the cluster without one."""
+        try:
+            reply = await self.cluster.ComputeHeartbeat(self._heartbeat_request(), timeout=HEARTBEAT_TIMEOUT_S)
+        except grpc.aio.AioRpcError as error:
+            raise Unavailable(
+                f"compute instance {self.instance_id} could not confirm with the control plane that it is {what} "
+                f"({error.code().name}); nothing was changed"
+            ) from None
+        self._heard(reply)
+        said = _ROLE_OF_WIRE.get(reply.role, "no role")
+        agrees = said == role and (reply.generation == generation if role == WRITER else reply.generation >= generation)
+        if not agrees:
+            raise RoleNotConfirmed(
+                f"compute instance {self.instance_id} is not {what} at generation {generation}: the control plane "
+                f"says {said} at generation {reply.generation}; nothing was changed"
+            )
+
     def _promoted(self, started: float) -> ipb.PromoteResponse:
         return ipb.PromoteResponse(
             role=_INSTANCE_ROLE[self.role],
@@ -289,6 +318,7 @@ class Instance:
                 if self.role == READER:
                     return ipb.StepDownResponse(role=ipb.INSTANCE_ROLE_READER)
                 raise NotWriter(f"compute instance {self.instance_id} is {self.role}; only the writer steps down")
+            await self._confirm(READER, generation, "stepping down")
             vdl_of = {v.volume_id: v.vdl for v in self.servicer.volumes.values()}
             log.warning("stepping down to reader (generation %d -> %d)", self.generation, generation)
             self.generation = max(self.generation, generation)

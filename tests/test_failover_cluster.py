@@ -19,6 +19,8 @@ import pytest
 
 from sixfold.compute.endpoint_client import Endpoint
 from sixfold.compute.sql_client import SqlClient, SqlError
+from sixfold.compute.v1 import instance_service_pb2 as ipb
+from sixfold.compute.v1 import instance_service_pb2_grpc as ipb_grpc
 from sixfold.tools.cluster import COMPUTE, Cluster
 from tests.conftest import check_cluster_logs
 from tests.polling import wait_until
@@ -86,6 +88,20 @@ def test_writer_killed_a_reader_takes_over_and_the_old_writer_rejoins_as_reader(
         refused = sixfold(cluster, "sql", "--endpoint", "reader", "INSERT INTO acked(id) VALUES (1000)")
         assert refused.returncode == 1 and "read replica" in refused.stderr, refused.stderr
         assert instances(cluster)[:2] == (COMPUTE, generation)
+
+        # a stray or hostile Promote / StepDown that the control plane does not back changes nothing
+        for address, call, request, code in (
+            (cluster.record("replica1").address, "Promote", ipb.PromoteRequest(generation=generation + 5), "FAILED_"),
+            (cluster.record(COMPUTE).address, "StepDown", ipb.StepDownRequest(generation=1 << 63), "FAILED_"),
+            (cluster.record("replica1").address, "Promote", ipb.PromoteRequest(generation=0), "INVALID_"),
+        ):
+            with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as refused_call:
+                getattr(ipb_grpc.InstanceServiceStub(channel), call)(request, timeout=10)
+            assert refused_call.value.code().name.startswith(code), refused_call.value
+            assert "nothing was changed" in str(refused_call.value.details()) or code == "INVALID_"
+        assert instances(cluster)[:2] == (COMPUTE, generation)
+        insert_until_acknowledged(db, 1001, FAILOVER_WAIT_S)
+        db.execute("DELETE FROM acked WHERE id = 1001")
 
         killed_at = time.monotonic()
         cluster.kill(COMPUTE)
