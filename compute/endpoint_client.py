@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import grpc
 
 from sixfold.storage.errors import REASON_FENCED
+from sixfold.storage.security import transport
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.status import reason_of
 from sixfold.storage.v1 import cluster_service_pb2 as cl_pb
@@ -107,7 +108,7 @@ def retry_safe(error: grpc.RpcError) -> bool:
 
 def resolve(endpoint: Endpoint, timeout_s: float = RESOLVE_TIMEOUT_S) -> cl_pb.ResolveEndpointResponse:
     """One ResolveEndpoint call; ResolveError with a sentence naming the endpoint when it fails."""
-    with grpc.insecure_channel(endpoint.control_plane, options=CHANNEL_OPTIONS) as channel:
+    with transport.channel(endpoint.control_plane, CHANNEL_OPTIONS) as channel:
         stub = cl_grpc.ClusterServiceStub(channel)
         try:
             reply = stub.ResolveEndpoint(cl_pb.ResolveEndpointRequest(name=endpoint.name), timeout=timeout_s)
@@ -153,7 +154,7 @@ class Channels:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = self._channels[address] = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                channel = self._channels[address] = transport.channel(address, CHANNEL_OPTIONS)
             return channel
 
     def stub(self, stub_class: type[_S]) -> tuple[str, _S]:

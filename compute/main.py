@@ -30,6 +30,7 @@ from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.volume import Channels
 from sixfold.storage.cluster_limits import validate_instance_id
 from sixfold.storage.errors import StorageError
+from sixfold.storage.security import transport
 from sixfold.storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
 from sixfold.storage.v1 import cluster_service_pb2_grpc as cl_grpc
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
@@ -49,6 +50,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="directory for this process's files (the writer keeps no state there)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port)")
+    transport.add_arguments(parser)
     parser.add_argument("--port-file", help="write the bound port here once serving")
     parser.add_argument("--default-volume", help="create this volume if needed and open it before serving")
     parser.add_argument(
@@ -88,6 +90,8 @@ def _instance_id(text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s compute %(name)s: %(message)s")
+    if not transport.started_secure(args.tls_dir, args.instance_id, log):
+        return 2
     return asyncio.run(_serve(args))
 
 
@@ -160,7 +164,7 @@ def _advertised(host: str, port: int) -> str:
 
 async def _serve(args: argparse.Namespace) -> int:
     channels = Channels()
-    cp_channel = grpc.aio.insecure_channel(args.control_plane, options=CHANNEL_OPTIONS)
+    cp_channel = transport.aio_channel(args.control_plane, CHANNEL_OPTIONS)
     control_plane = cp_grpc.ControlPlaneServiceStub(cp_channel)
     servicer = VolumeServicer(control_plane, channels)
     engines = SqlEngines(servicer)

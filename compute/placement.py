@@ -11,6 +11,7 @@ import grpc
 
 from sixfold.compute.quorum import Membership
 from sixfold.compute.segment_stream import SegmentStream
+from sixfold.storage.security import transport
 from sixfold.storage.serving import CHANNEL_OPTIONS
 
 
@@ -32,15 +33,15 @@ def membership_of(pg: Any) -> Membership:
     return Membership.with_changes(base, [(c.old_node_id, c.new_node_id) for c in pg.changes])
 
 
-def _insecure_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+def _channel(address: str) -> grpc.aio.Channel:
+    return transport.aio_channel(address, CHANNEL_OPTIONS)
 
 
 class Channels:
     """One gRPC channel per storage node address, shared by every stream and read to it.
     The simulator passes a factory of fake channels that route over its seeded network."""
 
-    def __init__(self, factory: Callable[[str], Any] = _insecure_channel) -> None:
+    def __init__(self, factory: Callable[[str], Any] = _channel) -> None:
         self._factory = factory
         self._channels: dict[str, grpc.aio.Channel] = {}
 

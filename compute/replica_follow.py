@@ -26,6 +26,7 @@ from sixfold.compute.replica_state import RedoRefused
 from sixfold.compute.replica_volume import ReplicaVolume
 from sixfold.compute.v1 import instance_service_pb2 as ipb
 from sixfold.compute.v1 import instance_service_pb2_grpc as ipb_grpc
+from sixfold.storage.security import transport
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.tasks import cancel_and_wait
 
@@ -36,8 +37,8 @@ BACKOFF_MIN_S = 0.02
 BACKOFF_MAX_S = 0.2
 
 
-def _insecure_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+def _channel(address: str) -> grpc.aio.Channel:
+    return transport.aio_channel(address, CHANNEL_OPTIONS)
 
 
 class RedoFollower:
@@ -47,7 +48,7 @@ class RedoFollower:
         reader_id: str,
         writer_address: str = "",
         *,
-        channel_factory: Callable[[str], Any] = _insecure_channel,
+        channel_factory: Callable[[str], Any] = _channel,
     ) -> None:
         self.replica = replica
         self.reader_id = reader_id

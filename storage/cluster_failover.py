@@ -31,6 +31,7 @@ from sixfold.storage.cluster_limits import INSTANCE_COUNT_MAX, FailoverRefused
 from sixfold.storage.cluster_state import ClusterState, Promotion
 from sixfold.storage.control_plane_calls import describe_failure
 from sixfold.storage.errors import Unavailable
+from sixfold.storage.security import transport
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.v1 import cluster_service_pb2 as cl_pb2
 
@@ -70,7 +71,7 @@ class GrpcInstanceClient:
             if len(self._channels) >= CHANNELS_MAX:
                 oldest = next(iter(self._channels))
                 asyncio.get_running_loop().create_task(self._channels.pop(oldest).close())
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = self._channels[address] = transport.aio_channel(address, CHANNEL_OPTIONS)
         return instance_service_pb2_grpc.InstanceServiceStub(channel)
 
     async def promote(

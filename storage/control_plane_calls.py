@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import grpc
 
+from sixfold.storage.security import transport
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.v1 import storage_service_pb2 as ss_pb2
 from sixfold.storage.v1 import storage_service_pb2_grpc
@@ -56,22 +57,22 @@ class GrpcSegmentClient:
         self.timeout_s = timeout_s
 
     async def create_segment(self, address: str, request: ss_pb2.CreateSegmentRequest) -> None:
-        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        async with transport.aio_channel(address, CHANNEL_OPTIONS) as channel:
             stub = storage_service_pb2_grpc.StorageServiceStub(channel)
             await stub.CreateSegment(request, timeout=self.timeout_s)
 
     async def drop_segment(self, address: str, segment_id: str) -> None:
-        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        async with transport.aio_channel(address, CHANNEL_OPTIONS) as channel:
             stub = storage_service_pb2_grpc.StorageServiceStub(channel)
             await stub.DropSegment(ss_pb2.DropSegmentRequest(segment_id=segment_id), timeout=self.timeout_s)
 
     async def update_membership(self, address: str, request: ss_pb2.UpdateMembershipRequest) -> ss_pb2.SegmentState:
-        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        async with transport.aio_channel(address, CHANNEL_OPTIONS) as channel:
             stub = storage_service_pb2_grpc.StorageServiceStub(channel)
             return (await stub.UpdateMembership(request, timeout=self.timeout_s)).state
 
     async def segment_state(self, address: str, segment_id: str) -> ss_pb2.SegmentState:
-        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        async with transport.aio_channel(address, CHANNEL_OPTIONS) as channel:
             stub = storage_service_pb2_grpc.StorageServiceStub(channel)
             reply = await stub.GetSegmentState(
                 ss_pb2.GetSegmentStateRequest(segment_id=segment_id), timeout=self.timeout_s
@@ -79,7 +80,7 @@ class GrpcSegmentClient:
             return reply.state
 
     async def _call(self, address: str, method: str, request: Any) -> Any:
-        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        async with transport.aio_channel(address, CHANNEL_OPTIONS) as channel:
             stub = storage_service_pb2_grpc.StorageServiceStub(channel)
             return await getattr(stub, method)(request, timeout=self.timeout_s)
 

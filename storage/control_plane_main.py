@@ -19,6 +19,7 @@ from sixfold.storage.cluster_limits import WRITER_TIMEOUT_MS
 from sixfold.storage.cluster_server import start_cluster_control_plane
 from sixfold.storage.control_plane import FAILURE_TIMEOUT_MS_DEFAULT, HEARTBEAT_TIMEOUT_MS_DEFAULT
 from sixfold.storage.control_plane_server import HEAL_INTERVAL_S, HEARTBEAT_INTERVAL_MS_DEFAULT
+from sixfold.storage.security import transport
 from sixfold.storage.serving import write_port_file
 
 log = logging.getLogger("sixfold.control_plane")
@@ -34,6 +35,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", required=True, help="directory of the control plane's state file")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: pick a free port)")
+    transport.add_arguments(parser)
     parser.add_argument("--port-file", default=None, help="write the bound port to this file once serving")
     parser.add_argument(
         "--heartbeat-timeout-ms",
@@ -83,6 +85,8 @@ def heartbeat_interval_ms(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
+    if not transport.started_secure(args.tls_dir, "control-plane", log):
+        return 2
     args.heartbeat_interval_ms = heartbeat_interval_ms(args)
     if not 0 < args.heartbeat_interval_ms < args.heartbeat_timeout_ms:
         log.error(

@@ -19,6 +19,8 @@ from sixfold.storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S
 from sixfold.storage.faults import FaultFile, default_fault_file
 from sixfold.storage.node import StorageServicer
 from sixfold.storage.scrub import SCRUB_INTERVAL_S
+from sixfold.storage.security import transport
+from sixfold.storage.security.tls import STORAGE_RPC_ROLES, RoleInterceptor
 from sixfold.storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
 from sixfold.storage.store import SegmentStore
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
@@ -38,6 +40,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", required=True, help="directory of this node's LMDB environment")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port)")
+    transport.add_arguments(parser)
     parser.add_argument("--port-file", help="write the bound port here once serving")
     parser.add_argument("--control-plane", help="HOST:PORT of the control plane to register with and heartbeat")
     parser.add_argument(
@@ -85,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s node={args.node_id} %(name)s: %(message)s"
     )
+    if not transport.started_secure(args.tls_dir, args.node_id, log):
+        return 2
     return asyncio.run(_serve(args))
 
 
@@ -93,7 +98,7 @@ async def _heartbeat_loop(args: argparse.Namespace, address: str, servicer: Stor
     interval_s = HEARTBEAT_INTERVAL_DEFAULT_MS / 1000
     registered = False
     warned = False
-    async with grpc.aio.insecure_channel(args.control_plane, options=CHANNEL_OPTIONS) as channel:
+    async with transport.aio_channel(args.control_plane, CHANNEL_OPTIONS) as channel:
         stub = cp_grpc.ControlPlaneServiceStub(channel)
         while True:
             try:
@@ -137,7 +142,7 @@ async def _serve(args: argparse.Namespace) -> int:
         store,
         args.node_id,
         args.az,
-        peer_channel=lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
+        peer_channel=lambda address: transport.aio_channel(address, CHANNEL_OPTIONS),
         gossip_interval_s=args.gossip_interval_ms / 1000,
         scrub=args.scrub_interval_ms > 0,
         scrub_interval_s=max(args.scrub_interval_ms, 1) / 1000,
@@ -147,7 +152,12 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     servicer.start()
     service = pb.DESCRIPTOR.services_by_name["StorageService"]
-    server, port, health = await start_server(args.host, args.port, [(service, servicer, pb)], fault_file=fault_file)
+    # Under mutual TLS each caller's certificate names its role; the data-changing and admin RPCs are refused
+    # to the roles that do not need them (storage/security/tls.py STORAGE_RPC_ROLES).
+    roles = [RoleInterceptor(STORAGE_RPC_ROLES)] if transport.current() is not None else []
+    server, port, health = await start_server(
+        args.host, args.port, [(service, servicer, pb)], fault_file=fault_file, interceptors=roles
+    )
     address = f"{args.host}:{port}"
     write_port_file(args.port_file, port)
     log.info(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sixfold.storage.errors import StorageError
+from sixfold.storage.security import transport
 from sixfold.storage.status import abort_with
 
 log = logging.getLogger(__name__)
@@ -121,17 +122,20 @@ async def start_server(
     *,
     serving: bool = True,
     fault_file: str | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Start an aio server serving `services` = [(descriptor, servicer, pb2 module)], plus health
     and reflection. Returns the server, the bound port and the health servicer (SERVING unless
     `serving` is False: the caller then sets it once it is ready). With `fault_file`, every RPC
-    goes through the fault injector driven by that file (storage/faults.py)."""
-    interceptors = []
+    goes through the fault injector driven by that file (storage/faults.py), after `interceptors` (e.g. the
+    storage node's role check under mutual TLS). The port is plaintext or mutual TLS as this process's
+    identity says (storage/security/transport.py)."""
+    chain: list[grpc.aio.ServerInterceptor] = list(interceptors)
     if fault_file:
         from sixfold.storage.faults import FaultInjector
 
-        interceptors.append(FaultInjector(fault_file))
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors or None)
+        chain.append(FaultInjector(fault_file))
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=chain or None)
     names = []
     for descriptor, servicer, module in services:
         server.add_generic_rpc_handlers((generic_handler(descriptor, servicer, module),))
@@ -140,7 +144,7 @@ async def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = transport.bind(server, f"{host}:{port}")
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     await server.start()

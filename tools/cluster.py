@@ -49,6 +49,7 @@ from types import TracebackType
 
 import grpc
 
+from sixfold.storage.security import transport
 from sixfold.tools.cluster_instances import fill_instances
 from sixfold.tools.cluster_layout import (
     COMPUTE,
@@ -90,6 +91,7 @@ from sixfold.tools.cluster_status import (
     UpResult,
     VolumeInfo,
 )
+from sixfold.tools.cluster_tls import act_as_client_of, secure_layout
 
 __all__ = [  # the names importers use, wherever they now live
     "COMPUTE",
@@ -170,7 +172,12 @@ class Cluster:
             text = self.state_file.read_text()
         except FileNotFoundError:
             raise no_cluster(self.state_dir) from None
-        return ClusterState.from_json(text)
+        state = ClusterState.from_json(text)
+        if state.layout.get("tls"):
+            act_as_client_of(self.state_dir)
+        elif transport.current() is not None:
+            transport.use(None)
+        return state
 
     def _save(self, state: ClusterState) -> None:
         write_atomically(self.state_file, state.to_json())
@@ -258,6 +265,7 @@ class Cluster:
         compute: bool = True,
         default_volume: str = DEFAULT_VOLUME,
         replicas: int = 0,
+        tls: bool = False,
     ) -> UpResult:
         """Start the cluster: the control plane, then every node, each waited for until healthy,
         then (with `compute`) the compute node, which creates `default_volume` if needed and opens it,
@@ -282,6 +290,8 @@ class Cluster:
                     node_flags,
                     replicas,
                 )
+                if tls:
+                    secure_layout(state, self.state_dir)  # mutual TLS: tools/cluster_tls.py
                 for sub in ("logs", "data", "run"):
                     (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
                 for record in state.processes:

@@ -13,6 +13,7 @@ import grpc
 
 from sixfold.compute.v1 import instance_service_pb2 as ipb
 from sixfold.compute.v1 import instance_service_pb2_grpc as igrpc
+from sixfold.storage.security import transport
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.v1 import cluster_service_pb2 as cl_pb
 from sixfold.storage.v1 import cluster_service_pb2_grpc as cl_grpc
@@ -46,7 +47,7 @@ def _role(name: str) -> str:
 
 
 def _call(address: str, stub_class: type, method: str, request: object, timeout_s: float, who: str) -> object:
-    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+    with transport.channel(address, CHANNEL_OPTIONS) as channel:
         try:
             return getattr(stub_class(channel), method)(request, timeout=timeout_s)
         except grpc.RpcError as error:

@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sixfold.compute.v1 import volume_service_pb2, volume_service_pb2_grpc
+from sixfold.storage.security import transport
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.v1 import (
     control_plane_service_pb2,
@@ -82,7 +83,7 @@ def process_status(
 
 def health_check(address: str, timeout_s: float = HEALTH_RPC_TIMEOUT_S) -> str:
     """The standard health check (service ""): 'SERVING', 'NOT_SERVING', ... or 'unreachable'."""
-    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+    with transport.channel(address, CHANNEL_OPTIONS) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
@@ -98,7 +99,7 @@ def _disk_name(value: int) -> str:
 
 def list_segments(address: str) -> tuple[list[SegmentInfo], str, str, list[str]]:
     """(segments, disk condition, its sentence, segments lost at start) of one storage node."""
-    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+    with transport.channel(address, CHANNEL_OPTIONS) as channel:
         stub = storage_service_pb2_grpc.StorageServiceStub(channel)
         reply = stub.ListSegments(storage_service_pb2.ListSegmentsRequest(), timeout=STATUS_RPC_TIMEOUT_S)
     segments = [
@@ -135,7 +136,7 @@ def _health_name(value: int) -> str:
 
 
 def list_nodes(address: str) -> tuple[list[NodeHealthInfo], int, list[ChangeInfo]]:
-    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+    with transport.channel(address, CHANNEL_OPTIONS) as channel:
         stub = control_plane_service_pb2_grpc.ControlPlaneServiceStub(channel)
         nodes = stub.ListNodes(control_plane_service_pb2.ListNodesRequest(), timeout=STATUS_RPC_TIMEOUT_S)
         volumes = stub.ListVolumes(control_plane_service_pb2.ListVolumesRequest(), timeout=STATUS_RPC_TIMEOUT_S)
@@ -173,7 +174,7 @@ def list_nodes(address: str) -> tuple[list[NodeHealthInfo], int, list[ChangeInfo
 
 def list_volumes(address: str) -> list[VolumeInfo]:
     """The compute node's volumes (VolumeService.ListVolumes)."""
-    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+    with transport.channel(address, CHANNEL_OPTIONS) as channel:
         stub = volume_service_pb2_grpc.VolumeServiceStub(channel)
         reply = stub.ListVolumes(volume_service_pb2.ListVolumesRequest(), timeout=COMPUTE_STATUS_RPC_TIMEOUT_S)
     return [VolumeInfo(v.volume_id, v.vdl, v.vcl, v.volume_epoch, v.fenced) for v in reply.volumes]

@@ -26,6 +26,7 @@ from sixfold.tools.cluster_layout import (
     is_replica,
     next_replica_name,
 )
+from sixfold.tools.cluster_tls import secure_record
 
 
 def add_replica(cluster: Cluster, priority: int = DEFAULT_FAILOVER_PRIORITY) -> ProcessRecord:
@@ -38,6 +39,8 @@ def add_replica(cluster: Cluster, priority: int = DEFAULT_FAILOVER_PRIORITY) -> 
             raise ClusterError(f"the cluster in {cluster.state_dir} has no compute node (--no-compute): no replicas")
         record = compute_record(cluster.state_dir, next_replica_name(state.processes), volume, priority, reader=True)
         Path(record.data_dir).mkdir(parents=True, exist_ok=True)
+        if state.layout.get("tls"):
+            secure_record(record, cluster.state_dir)
         state.processes.append(record)
         state.layout["replicas"] = sum(1 for r in state.processes if is_replica(r))
         started: list[str] = []

@@ -150,6 +150,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             "default 0; later: `sixfold replica add|remove`)",
         )
         parser.add_argument(
+            "--tls",
+            action="store_true",
+            help="mutual TLS on every port and channel: a cluster CA and one certificate per process (its role "
+            "named in it) in STATE_DIR/tls; storage nodes refuse data-changing RPCs to roles that do not need them",
+        )
+        parser.add_argument(
             "--no-compute",
             dest="compute",
             action="store_false",
@@ -322,6 +328,7 @@ def _up(cluster: Cluster, args: argparse.Namespace) -> int:
         compute=args.compute,
         default_volume=args.default_volume,
         replicas=args.replicas,
+        tls=args.tls,
     )
     if result.already_running:
         print(f"the cluster in {cluster.state_dir} is already running; nothing to do")

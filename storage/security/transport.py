@@ -1,0 +1,109 @@
+"""How this process's gRPC channels and servers are secured: plaintext, or mutual TLS with the cluster's
+certificates (storage/security/pki.py, tls.py).
+
+Every channel and listening port of a sixfold process goes through here (`aio_channel`, `channel`, `bind`),
+so one switch decides for all of them:
+1. A process started with `--tls-dir DIR` (the launcher's `sixfold up --tls` passes it) loads its identity
+   (`DIR/ca.pem`, `DIR/NAME.pem`, `DIR/NAME.key`, NAME its process name) with `use`; from then on its
+   servers accept only TLS connections whose client presents a certificate signed by the cluster CA, and
+   its channels present its own certificate and trust only that CA.
+2. Without an identity everything is plaintext, as before (tests and throwaway clusters).
+3. A client of a cluster (the CLI, the launcher's own health checks) uses the cluster's `cli` identity when
+   the state dir holds one (`use_cluster_client`).
+The identity is process-wide: a process belongs to one cluster. A test that starts a TLS cluster in its
+own process calls `use(None)` when it is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from sixfold.storage.security.pki import Identity, load_identity
+from sixfold.storage.security.tls import channel_credentials, server_credentials
+
+TLS_SUBDIR = "tls"
+CLIENT_NAME = "cli"
+
+
+class _Current:
+    identity: Identity | None = None
+
+
+def use(identity: Identity | None) -> None:
+    """Rule 1/2: secure every channel and server this process opens from now on with `identity` (None:
+    plaintext)."""
+    _Current.identity = identity
+
+
+def current() -> Identity | None:
+    return _Current.identity
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls-dir",
+        help="directory with the cluster CA (ca.pem) and this process's certificate and key (NAME.pem, "
+        "NAME.key): mutual TLS on every port and channel (default: plaintext)",
+    )
+
+
+def use_tls_dir(tls_dir: str | None, name: str) -> None:
+    """For a process's main: load its identity from `--tls-dir` (nothing without one)."""
+    if tls_dir:
+        use(load_identity(tls_dir, name))
+
+
+def started_secure(tls_dir: str | None, name: str, log: logging.Logger) -> bool:
+    """`use_tls_dir` for a process's main; False (and the reason logged) when the identity cannot be loaded:
+    the process must not fall back to plaintext."""
+    try:
+        use_tls_dir(tls_dir, name)
+    except (OSError, ValueError) as error:
+        log.error("cannot use the certificates in --tls-dir %s for %s: %s", tls_dir, name, error)
+        return False
+    if tls_dir:
+        log.info("mutual TLS on: certificate %s from %s", name, tls_dir)
+    return True
+
+
+def cluster_tls_dir(state_dir: str | os.PathLike[str]) -> Path:
+    return Path(state_dir) / TLS_SUBDIR
+
+
+def use_cluster_client(state_dir: str | os.PathLike[str]) -> bool:
+    """Rule 3: the cluster in `state_dir` uses TLS: act as its `cli` client. False (and plaintext) if not."""
+    directory = cluster_tls_dir(state_dir)
+    if not (directory / f"{CLIENT_NAME}.pem").exists():
+        use(None)
+        return False
+    use(load_identity(directory, CLIENT_NAME))
+    return True
+
+
+def aio_channel(address: str, options: Sequence[tuple[str, Any]]) -> grpc.aio.Channel:
+    identity = _Current.identity
+    if identity is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, channel_credentials(identity), options=options)
+
+
+def channel(address: str, options: Sequence[tuple[str, Any]]) -> grpc.Channel:
+    identity = _Current.identity
+    if identity is None:
+        return grpc.insecure_channel(address, options=options)
+    return grpc.secure_channel(address, channel_credentials(identity), options=options)
+
+
+def bind(server: grpc.aio.Server, address: str) -> int:
+    """Listen on `address` (HOST:PORT); the port bound (0: it could not)."""
+    identity = _Current.identity
+    if identity is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, server_credentials(identity))
