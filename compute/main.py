@@ -31,6 +31,8 @@ from sixfold.compute.volume import Channels
 from sixfold.storage.cluster_limits import validate_instance_id
 from sixfold.storage.errors import StorageError
 from sixfold.storage.security import transport
+from sixfold.storage.security.audit_rpc import COMPUTE_AUDITED, open_audit_log, server_interceptors
+from sixfold.storage.security.tls import COMPUTE_OPEN_SERVICES, INSTANCE_RPC_ROLES, INSTANCE_SERVICE
 from sixfold.storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
 from sixfold.storage.v1 import cluster_service_pb2_grpc as cl_grpc
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
@@ -186,7 +188,14 @@ async def _serve(args: argparse.Namespace) -> int:
         (kpb.DESCRIPTOR.services_by_name["KvService"], KvServicer(engines), kpb),
         (ipb.DESCRIPTOR.services_by_name["InstanceService"], InstanceServicer(instance), ipb),
     ]
-    server, port, health = await start_server(args.host, args.port, services, serving=False)
+    # Under mutual TLS InstanceService checks the caller's certificate role (storage/security/tls.py
+    # INSTANCE_RPC_ROLES); VolumeService, SqlService and KvService stay open to every certificate of the cluster
+    # until user tokens come. Refusals, admin operations and role changes go to DATA_DIR/audit.log.
+    audit_log = open_audit_log(args.data_dir, args.instance_id)
+    guards = server_interceptors(
+        audit_log, COMPUTE_AUDITED, INSTANCE_RPC_ROLES, service=INSTANCE_SERVICE, open_services=COMPUTE_OPEN_SERVICES
+    )
+    server, port, health = await start_server(args.host, args.port, services, serving=False, interceptors=guards)
     write_port_file(args.port_file, port)
     log.info(
         "compute instance %s serving VolumeService, SqlService, KvService and InstanceService on %s:%d",
@@ -219,5 +228,7 @@ async def _serve(args: argparse.Namespace) -> int:
     await servicer.close()
     await channels.close()
     await cp_channel.close()
+    if audit_log is not None:
+        audit_log.close()
     log.info("stopped")
     return 0

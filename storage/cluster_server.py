@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import grpc
 from sixfold.storage import control_plane as cp
 from sixfold.storage.cluster_failover import FailoverRpcs, GrpcInstanceClient, InstanceClient
 from sixfold.storage.cluster_limits import HEARTBEAT_INTERVAL_MS, RESTART_GRACE_MS, WRITER_TIMEOUT_MS, VolumeLag
-from sixfold.storage.cluster_state import ClusterState, Role
+from sixfold.storage.cluster_state import ClusterState, Promotion, Role
 from sixfold.storage.cluster_state_file import cluster_from_dict, cluster_to_dict
 from sixfold.storage.control_plane_persistence import write_json_atomically
 from sixfold.storage.control_plane_server import (
@@ -88,6 +88,9 @@ def load_cluster_state(
 class ClusterServicer(FailoverRpcs):
     """Implements every RPC of `storage.v1.ClusterService`."""
 
+    # Hears every failover carried out, the failure detector's too (the control plane's audit log).
+    on_failover: Callable[[dict[str, Any]], None] | None = None
+
     def __init__(
         self,
         data_dir: str | os.PathLike[str],
@@ -116,6 +119,11 @@ class ClusterServicer(FailoverRpcs):
         if data != self._persisted:
             await asyncio.to_thread(write_json_atomically, self.state_path, data)
             self._persisted = data
+
+    def _record(self, old: str, promotion: Promotion, silence: float | None, took_ms: float, by: str) -> None:
+        super()._record(old, promotion, silence, took_ms, by)
+        if self.on_failover is not None:
+            self.on_failover(self.failovers[-1])
 
     # -- instances --------------------------------------------------------------------
 
@@ -272,16 +280,21 @@ async def start_cluster_control_plane(
     instance_client: InstanceClient | None = None,
     writer_timeout_ms: float = WRITER_TIMEOUT_MS,
     failure_detection: bool = True,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, int, ControlPlaneServicer, ClusterServicer]:
     """The control plane process's server: ControlPlaneService and ClusterService on one port (plus health,
     with a status for each, and reflection). `heal_interval_s` 0 leaves healing off; `failure_detection`
-    False leaves the detector off (Failover by request still works)."""
+    False leaves the detector off (Failover by request still works). `interceptors`: the role check and
+    audit of storage/security/audit_rpc.py (control_plane_main.py)."""
     servicer = ControlPlaneServicer(
         data_dir, heartbeat_timeout_ms, heartbeat_interval_ms, segment_client, failure_timeout_ms=failure_timeout_ms
     )
     cluster = ClusterServicer(data_dir, instance_client, writer_timeout_ms=writer_timeout_ms)
     server, bound, _health = await start_server(
-        host, port, [(SERVICE_DESCRIPTOR, servicer, cp_pb2), (CLUSTER_SERVICE_DESCRIPTOR, cluster, cl_pb2)]
+        host,
+        port,
+        [(SERVICE_DESCRIPTOR, servicer, cp_pb2), (CLUSTER_SERVICE_DESCRIPTOR, cluster, cl_pb2)],
+        interceptors=interceptors,
     )
     if heal_interval_s > 0:
         servicer.start_healing(heal_interval_s)

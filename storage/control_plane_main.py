@@ -13,6 +13,8 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from sixfold.storage.cluster_limits import HEARTBEAT_INTERVAL_MS as COMPUTE_HEARTBEAT_INTERVAL_MS
 from sixfold.storage.cluster_limits import WRITER_TIMEOUT_MS
@@ -20,6 +22,8 @@ from sixfold.storage.cluster_server import start_cluster_control_plane
 from sixfold.storage.control_plane import FAILURE_TIMEOUT_MS_DEFAULT, HEARTBEAT_TIMEOUT_MS_DEFAULT
 from sixfold.storage.control_plane_server import HEAL_INTERVAL_S, HEARTBEAT_INTERVAL_MS_DEFAULT
 from sixfold.storage.security import transport
+from sixfold.storage.security.audit_rpc import CONTROL_PLANE_AUDITED, Auditor, open_audit_log, server_interceptors
+from sixfold.storage.security.tls import CONTROL_PLANE_RPC_ROLES
 from sixfold.storage.serving import write_port_file
 
 log = logging.getLogger("sixfold.control_plane")
@@ -115,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    # Under mutual TLS the caller's certificate role decides what it may call (storage/security/tls.py
+    # CONTROL_PLANE_RPC_ROLES); refusals and admin operations go to DATA_DIR/audit.log (audit_rpc.py).
+    audit_log = open_audit_log(args.data_dir, "control-plane")
+    guards = server_interceptors(audit_log, CONTROL_PLANE_AUDITED, CONTROL_PLANE_RPC_ROLES, service=None)
     server, port, servicer, cluster = await start_cluster_control_plane(
         args.host,
         args.port,
@@ -125,7 +133,10 @@ async def serve(args: argparse.Namespace) -> int:
         heal_interval_s=0 if args.no_healing else HEAL_INTERVAL_S,
         writer_timeout_ms=args.writer_timeout_ms,
         failure_detection=not args.no_failover,
+        interceptors=guards,
     )
+    if audit_log is not None:
+        cluster.on_failover = _audit_detector_failovers(Auditor(audit_log))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -137,7 +148,20 @@ async def serve(args: argparse.Namespace) -> int:
     await servicer.stop_healing()
     await cluster.stop_detector()
     await server.stop(STOP_GRACE_S)
+    if audit_log is not None:
+        audit_log.close()
     return 0
+
+
+def _audit_detector_failovers(auditor: Auditor) -> Callable[[dict[str, Any]], None]:
+    """A failover the failure detector carried out on its own (one by request is audited as its RPC)."""
+
+    def record(failover: dict[str, Any]) -> None:
+        if failover.get("by") == "detector":
+            details = {key: value for key, value in failover.items() if key != "by"}
+            auditor.record("control-plane (failure detector)", "ClusterService.Failover", "ok", **details)
+
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,8 @@ from sixfold.storage.faults import FaultFile, default_fault_file
 from sixfold.storage.node import StorageServicer
 from sixfold.storage.scrub import SCRUB_INTERVAL_S
 from sixfold.storage.security import transport
-from sixfold.storage.security.tls import STORAGE_RPC_ROLES, RoleInterceptor
+from sixfold.storage.security.audit_rpc import STORAGE_AUDITED, open_audit_log, server_interceptors
+from sixfold.storage.security.tls import STORAGE_RPC_ROLES, STORAGE_SERVICE
 from sixfold.storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
 from sixfold.storage.store import SegmentStore
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
@@ -153,10 +154,12 @@ async def _serve(args: argparse.Namespace) -> int:
     servicer.start()
     service = pb.DESCRIPTOR.services_by_name["StorageService"]
     # Under mutual TLS each caller's certificate names its role; the data-changing and admin RPCs are refused
-    # to the roles that do not need them (storage/security/tls.py STORAGE_RPC_ROLES).
-    roles = [RoleInterceptor(STORAGE_RPC_ROLES)] if transport.current() is not None else []
+    # to the roles that do not need them (storage/security/tls.py STORAGE_RPC_ROLES). Refusals, placement,
+    # membership and fencing go to DATA_DIR/audit.log (storage/security/audit_rpc.py).
+    audit_log = open_audit_log(args.data_dir, args.node_id)
+    guards = server_interceptors(audit_log, STORAGE_AUDITED, STORAGE_RPC_ROLES, service=STORAGE_SERVICE)
     server, port, health = await start_server(
-        args.host, args.port, [(service, servicer, pb)], fault_file=fault_file, interceptors=roles
+        args.host, args.port, [(service, servicer, pb)], fault_file=fault_file, interceptors=guards
     )
     address = f"{args.host}:{port}"
     write_port_file(args.port_file, port)
@@ -182,5 +185,7 @@ async def _serve(args: argparse.Namespace) -> int:
     await server.stop(SHUTDOWN_GRACE_S)
     await servicer.stop()
     store.close()
+    if audit_log is not None:
+        audit_log.close()
     log.info("stopped")
     return 0

@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replica": ("sixfold.tools.instance_cli", "add or remove read replicas (compute instances following the writer)"),
     "failover": ("sixfold.tools.instance_cli", "make a read replica the writer now (--to INSTANCE, or the best one)"),
     "endpoint": ("sixfold.tools.instance_cli", "endpoints that lead clients to the writer, the readers, or named ones"),
+    "audit": (
+        "sixfold.tools.audit_cli",
+        "the audit logs of every process (admin operations, role changes, refusals), merged in time order",
+    ),
     "storage-node": ("sixfold.storage.node_main", "run one storage node process (the launcher does this for you)"),
     "compute": ("sixfold.compute.main", "run the compute node (the volume's writer); the launcher does this for you"),
     "control-plane": (

@@ -153,7 +153,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             "--tls",
             action="store_true",
             help="mutual TLS on every port and channel: a cluster CA and one certificate per process (its role "
-            "named in it) in STATE_DIR/tls; storage nodes refuse data-changing RPCs to roles that do not need them",
+            "named in it) in STATE_DIR/tls; every server refuses the RPCs a caller's role does not need",
         )
         parser.add_argument(
             "--no-compute",

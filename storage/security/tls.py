@@ -10,7 +10,11 @@
   handler's `context.auth_context()` carries the verified peer certificate's SANs: every kind under
   `x509_subject_alternative_name`, URIs alone under `peer_uri` (also `peer_dns`, `peer_ip`,
   `x509_common_name`, `x509_pem_cert`, `transport_security_type` = b"ssl", `ssl_tls_version`).
-- `STORAGE_RPC_ROLES` and `check_role`: who may call which storage node RPC (a pure table).
+- `STORAGE_RPC_ROLES` and `check_role`: who may call which storage node RPC (a pure table);
+  `INSTANCE_RPC_ROLES` (a compute instance's InstanceService; its VolumeService, SqlService and KvService
+  are in `COMPUTE_OPEN_SERVICES`, open to every certificate of the cluster until user tokens come) and
+  `CONTROL_PLANE_RPC_ROLES` (the control plane's ControlPlaneService and ClusterService, keyed by full
+  method path since the one port serves both).
 - `RoleInterceptor`: a grpc.aio server interceptor enforcing such a table with PERMISSION_DENIED and a
   sentence saying which role was needed.
 """
@@ -39,11 +43,17 @@ from sixfold.storage.status import abort_with
 log = logging.getLogger(__name__)
 
 STORAGE_SERVICE = "storage.v1.StorageService"
+INSTANCE_SERVICE = "compute.v1.InstanceService"
+CONTROL_PLANE_SERVICE = "storage.v1.ControlPlaneService"
+CLUSTER_SERVICE = "storage.v1.ClusterService"
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 # Services any peer that passed the TLS handshake may call (its certificate is the cluster CA's):
 # readiness probes and schema discovery carry no data.
 OPEN_SERVICES = frozenset({HEALTH_SERVICE, REFLECTION_SERVICE})
+# A compute instance's user-facing services: open to any certificate of the cluster for now (the CLI, tools);
+# user tokens with their own roles are the next step (issue 16, item 3; storage/security/permissions.py).
+COMPUTE_OPEN_SERVICES = OPEN_SERVICES | {"compute.v1.VolumeService", "compute.v1.SqlService", "compute.v1.KvService"}
 
 REASON_ROLE_NOT_ALLOWED = "ROLE_NOT_ALLOWED"  # metadata: rpc, needed_roles, caller_role, caller_name
 
@@ -124,6 +134,73 @@ STORAGE_RPC_ROLES: dict[str, frozenset[str]] = {
 }
 
 
+# A compute instance's InstanceService. Promote and StepDown are the control plane's failover orders; a read
+# replica follows the writer's redo (any compute instance may be either, and a `reader` certificate is a
+# compute instance kept out of failover: pki.py); status is read by the control plane, the other instances,
+# `sixfold status` and the chaos and bench tools (as the cluster's client-admin).
+INSTANCE_RPC_ROLES: dict[str, frozenset[str]] = {
+    "Promote": frozenset({ROLE_CONTROL_PLANE}),
+    "StepDown": frozenset({ROLE_CONTROL_PLANE}),
+    "FollowRedo": frozenset({ROLE_WRITER, ROLE_READER}),
+    "GetInstanceStatus": frozenset({ROLE_CONTROL_PLANE, ROLE_WRITER, ROLE_READER, ROLE_CLIENT_ADMIN}),
+}
+
+# Volume and cluster metadata, no data: compute instances describe and list volumes as they open and follow
+# them; `sixfold status`, `sixfold endpoint list`, the SQL/KV clients' endpoint resolution and the chaos and
+# bench tools read it as the cluster's client-admin.
+_METADATA_READERS = frozenset({ROLE_WRITER, ROLE_READER, ROLE_CONTROL_PLANE, ROLE_CLIENT_ADMIN})
+_COMPUTE_INSTANCES = frozenset({ROLE_WRITER, ROLE_READER})
+
+
+def qualified(service: str, table: Mapping[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+    """`table` keyed by full method path (/package.Service/Method), for a server of several services."""
+    return {f"/{service}/{name}": roles for name, roles in table.items()}
+
+
+CONTROL_PLANE_SERVICE_RPC_ROLES: dict[str, frozenset[str]] = {
+    # Storage node membership: only storage nodes register and report their segments.
+    "RegisterNode": frozenset({ROLE_STORAGE_NODE}),
+    "Heartbeat": frozenset({ROLE_STORAGE_NODE}),
+    # A volume is created by the compute writer (its default volume, VolumeService.CreateVolume) and, as the
+    # cluster's client-admin, by the bench and chaos tools, which make their volumes straight on the control plane.
+    "CreateVolume": frozenset({ROLE_WRITER, ROLE_CLIENT_ADMIN}),
+    # The rest of a volume's life is ordered by the compute writer, which knows the VDL and chain tails a
+    # clone, restore, backtrack or delete needs; an operator goes through VolumeService on the writer.
+    "GrowVolume": frozenset({ROLE_WRITER}),
+    "CloneVolume": frozenset({ROLE_WRITER}),
+    "RestoreSnapshot": frozenset({ROLE_WRITER}),
+    "DeleteVolume": frozenset({ROLE_WRITER}),
+    "DeleteSnapshot": frozenset({ROLE_WRITER}),
+    "Backtrack": frozenset({ROLE_WRITER}),
+    "ListNodes": _METADATA_READERS,
+    "DescribeVolume": _METADATA_READERS,
+    "ListVolumes": _METADATA_READERS,
+    "ListSnapshots": _METADATA_READERS,
+    "VolumeHistory": _METADATA_READERS,
+    "FindVolumeCommit": _METADATA_READERS,
+}
+
+CLUSTER_SERVICE_RPC_ROLES: dict[str, frozenset[str]] = {
+    # Compute instances register and heartbeat (the answer tells each its role and the writer).
+    "RegisterCompute": _COMPUTE_INSTANCES,
+    "ComputeHeartbeat": _COMPUTE_INSTANCES,
+    # Changes to the cluster are the operator's (`sixfold failover|replica remove|endpoint create|delete`).
+    "Failover": frozenset({ROLE_CLIENT_ADMIN}),
+    "RemoveCompute": frozenset({ROLE_CLIENT_ADMIN}),
+    "CreateEndpoint": frozenset({ROLE_CLIENT_ADMIN}),
+    "DeleteEndpoint": frozenset({ROLE_CLIENT_ADMIN}),
+    "ListComputeInstances": _METADATA_READERS,
+    "ListEndpoints": _METADATA_READERS,
+    "ResolveEndpoint": _METADATA_READERS,
+}
+
+# The control plane's one port serves both services: its RoleInterceptor takes full method paths (service None).
+CONTROL_PLANE_RPC_ROLES: dict[str, frozenset[str]] = {
+    **qualified(CONTROL_PLANE_SERVICE, CONTROL_PLANE_SERVICE_RPC_ROLES),
+    **qualified(CLUSTER_SERVICE, CLUSTER_SERVICE_RPC_ROLES),
+}
+
+
 def _caller(role: str | None, name: str) -> str:
     if not role:
         return "a peer without a sixfold role certificate"
@@ -131,11 +208,17 @@ def _caller(role: str | None, name: str) -> str:
 
 
 def check_role(
-    rpc: str, role: str | None, name: str = "", *, table: Mapping[str, frozenset[str]] = STORAGE_RPC_ROLES
+    rpc: str,
+    role: str | None,
+    name: str = "",
+    *,
+    table: Mapping[str, frozenset[str]] = STORAGE_RPC_ROLES,
+    shown: str = "",
 ) -> None:
     """Return if `role` may call `rpc` under `table`, else raise PermissionDenied saying which role(s)
-    were needed. An RPC missing from the table (or listed with no role) is refused to every caller.
-    `role` None: the caller showed no role (plaintext, or a certificate without one)."""
+    were needed (naming the RPC `shown`, else `rpc`). An RPC missing from the table (or listed with no role)
+    is refused to every caller. `role` None: the caller showed no role (plaintext, or a certificate without
+    one)."""
     needed = table.get(rpc, frozenset())
     if role is not None and role in needed:
         return
@@ -146,6 +229,7 @@ def check_role(
         "caller_name": name,
     }
     who = _caller(role, name)
+    rpc = shown or rpc
     if not needed:
         message = f"{rpc} is in no role's permissions on this server, so it is refused to every caller ({who})"
     elif len(needed) == 1:
@@ -155,6 +239,15 @@ def check_role(
     raise PermissionDenied(message, metadata)
 
 
+def shown_name(rpc: str) -> str:
+    """How a refusal names an RPC: a short name as it is, a full path as Service.Method
+    (/storage.v1.ClusterService/Failover is ClusterService.Failover)."""
+    if not rpc.startswith("/"):
+        return rpc
+    service, _, name = rpc.lstrip("/").rpartition("/")
+    return f"{service.rpartition('.')[2]}.{name}" if service else name
+
+
 # -- the interceptor -------------------------------------------------------------------------------
 
 
@@ -162,10 +255,11 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
     """Refuses, with PERMISSION_DENIED, every call whose caller's certificate role `table` does not allow.
 
     `table` maps the method names of `service` (short names: "DropSegment") to the roles allowed; a
-    method of another service is looked up by its full path ("/pkg.Service/Method"). The methods of
-    `open_services` (health, reflection) are open to any peer that passed the TLS handshake. Everything
-    else, a method missing from the table included, is refused: the safe default for an RPC added later
-    without a decision. `on_refusal` (e.g. the audit log) hears every refusal; each is also logged.
+    method of another service (of every service, when `service` is None) is looked up by its full path
+    ("/pkg.Service/Method"). The methods of `open_services` (health, reflection; a compute instance's
+    user-facing services) are open to any peer that passed the TLS handshake. Everything else, a method
+    missing from the table included, is refused: the safe default for an RPC added later without a
+    decision. `on_refusal` (e.g. the audit log) hears every refusal; each is also logged.
 
     The check runs when the handler starts (the interceptor itself does not see the caller), once per
     call: a stream is checked once, before its first message is read. Handlers are expected to be
@@ -176,7 +270,7 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
         self,
         table: Mapping[str, frozenset[str]],
         *,
-        service: str = STORAGE_SERVICE,
+        service: str | None = STORAGE_SERVICE,
         open_services: Iterable[str] = OPEN_SERVICES,
         on_refusal: Callable[[PermissionDenied], None] | None = None,
     ) -> None:
@@ -188,7 +282,7 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
     def rpc_name(self, method: str) -> str:
         """The table key for a full method path."""
         service, _, name = method.lstrip("/").rpartition("/")
-        return name if service == self.service else method
+        return name if self.service is not None and service == self.service else method
 
     async def intercept_service(
         self,
@@ -209,7 +303,7 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
         peer = peer_role(context)
         role, name = peer or (None, "")
         try:
-            check_role(rpc, role, name, table=self.table)
+            check_role(rpc, role, name, table=self.table, shown=shown_name(rpc))
         except PermissionDenied as error:
             log.warning("refused %s from %s: %s", rpc, context.peer(), error.message)
             if self.on_refusal is not None:
