@@ -350,7 +350,7 @@ def test_check_role_agrees_with_the_spec(rpc: str, role: str | None, name: str) 
     if not role:
         assert "without a sixfold role certificate" in message
     elif rpc in ALLOWED:
-        assert message.endswith(f"this caller is {role} {name}".rstrip())
+        assert message.rstrip().endswith(f"this caller is {role} {name}".rstrip())
 
 
 def test_check_role_sentences() -> None:
