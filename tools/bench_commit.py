@@ -19,6 +19,13 @@ is started in a temporary state directory and always stopped at the end. Then:
                commit needs all four remaining copies; then `stream` so (`stream 2 paused`);
                resumed afterwards.
 
+With `--tls`, the same phases run twice in one invocation: on the plaintext cluster first, then on a second
+cluster started with mutual TLS (`Cluster.up(tls=True)`, tools/cluster_tls.py), the bench acting as that
+cluster's `cli` client; the report adds each phase's TLS/plaintext ratios (tools/bench_commit_tls.py). The bare
+fan-out runs on the plaintext cluster only: the TLS cluster's storage nodes take AppendRecords from the writer's
+certificate alone, and the bench holds the CLI's. Every channel the bench opens to a cluster goes through
+storage/security/transport.py; this process is plaintext again after each cluster.
+
 With `--peer etcd`, a 3-member etcd cluster on loopback takes the same closed loop (Put of 100 bytes to a
 distinct key; tools/bench_commit_etcd.py), and the report sets sixfold beside it. `--profile` samples the
 writer and one node with py-spy during the `normal` and `stream` phases at c=64 (tools/bench_commit_profile.py).
@@ -66,6 +73,7 @@ from sixfold.tools.bench_commit_measure import (
 )
 from sixfold.tools.bench_commit_plot import save_plot
 from sixfold.tools.bench_commit_report import print_results
+from sixfold.tools.bench_commit_tls import SIXFOLD_MODES, TLS_PLAN, print_tls, tls_progress
 from sixfold.tools.cluster_layout import CONTROL_PLANE
 
 BARE_VOLUME = "bench-bare"
@@ -79,6 +87,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--concurrency", default="1,16,64", help="closed-loop clients per phase, comma-separated (default 1,16,64)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the cluster's state directory (logs, data)")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="also run the same phases (same concurrencies and seconds) on a second cluster with mutual TLS "
+        "(sixfold up --tls), after the plaintext one, and print commits/s, p50/p99 and TLS/plaintext ratios per "
+        "concurrency; the bare fan-out runs on the plaintext cluster only (a TLS storage node takes appends "
+        "from the writer's certificate alone); encryption at rest is not built yet, so the ratios cover TLS only",
+    )
     parser.add_argument(
         "--peer",
         choices=("etcd", "none"),
@@ -109,13 +125,14 @@ async def _run_phases(
     meter: CpuMeter,
     progress: Callable[[str], None],
     profile: Callable[[str, int], list[str]] | None = None,
+    bare: bool = True,
 ) -> tuple[list[Phase], int, str]:
-    import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from sixfold.compute.segment_stream import WINDOW_BATCHES
     from sixfold.compute.v1 import volume_service_pb2 as vpb
     from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
+    from sixfold.storage.security import transport
     from sixfold.storage.serving import CHANNEL_OPTIONS
     from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
     from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
@@ -127,7 +144,7 @@ async def _run_phases(
     channels: list[Any] = []
 
     def channel(address: str) -> Any:
-        ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        ch = transport.aio_channel(address, CHANNEL_OPTIONS)  # plaintext, or the cluster's `cli` identity
         channels.append(ch)
         return ch
 
@@ -189,35 +206,37 @@ async def _run_phases(
             await streaming.close()
 
         # The bare baseline runs before the paused phase, so no node is catching up a backlog during it.
-        control_plane = cp_grpc.ControlPlaneServiceStub(channel(cluster.control_plane_address()))
-        bare_volume = f"{BARE_VOLUME}-{os.getpid()}"
-        geometry = (
-            await control_plane.CreateVolume(
-                cp_pb.CreateVolumeRequest(volume_id=bare_volume, page_size=page_size), timeout=30
-            )
-        ).geometry
-        pg = geometry.protection_groups[0]
-        fanout = BareFanout(page_size, pool)
-        fanout.open([(s.segment_id, pg.membership_epoch, channel(s.address)) for s in pg.segments], WINDOW_BATCHES)
+        # Not on a TLS cluster: its storage nodes take AppendRecords from the writer's certificate only.
+        if bare:
+            control_plane = cp_grpc.ControlPlaneServiceStub(channel(cluster.control_plane_address()))
+            bare_volume = f"{BARE_VOLUME}-{os.getpid()}"
+            geometry = (
+                await control_plane.CreateVolume(
+                    cp_pb.CreateVolumeRequest(volume_id=bare_volume, page_size=page_size), timeout=30
+                )
+            ).geometry
+            pg = geometry.protection_groups[0]
+            fanout = BareFanout(page_size, pool)
+            fanout.open([(s.segment_id, pg.membership_epoch, channel(s.address)) for s in pg.segments], WINDOW_BATCHES)
 
-        async def bare_snapshot() -> Snapshot:
-            return Snapshot(
-                time.perf_counter(),
-                fanout.bytes_sent,
-                fanout.commits,
-                sum(st.batch_id for st in fanout.streams),
-                meter.read(),
-            )
+            async def bare_snapshot() -> Snapshot:
+                return Snapshot(
+                    time.perf_counter(),
+                    fanout.bytes_sent,
+                    fanout.commits,
+                    sum(st.batch_id for st in fanout.streams),
+                    meter.read(),
+                )
 
-        progress(
-            f"{BARE}: AppendRecords to the 6 segments of volume {bare_volume} PG 0 from this process "
-            f"(window {WINDOW_BATCHES} batches per stream)"
-        )
-        try:
-            for c in concurrencies:
-                report(await closed_loop(fanout.commit, c, seconds, bare_snapshot, BARE))
-        finally:
-            await fanout.close()
+            progress(
+                f"{BARE}: AppendRecords to the 6 segments of volume {bare_volume} PG 0 from this process "
+                f"(window {WINDOW_BATCHES} batches per stream)"
+            )
+            try:
+                for c in concurrencies:
+                    report(await closed_loop(fanout.commit, c, seconds, bare_snapshot, BARE))
+            finally:
+                await fanout.close()
 
         # The other ceiling: one unary call per commit to the writer process, doing nothing (its health
         # check). A commit cannot go faster than the calls that carry it.
@@ -259,8 +278,6 @@ async def _run_phases(
 
 
 def bench_commit(args: argparse.Namespace) -> int:
-    from sixfold.tools.cluster import Cluster
-
     try:
         concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
     except ValueError:
@@ -269,10 +286,11 @@ def bench_commit(args: argparse.Namespace) -> int:
         raise SystemExit(f"--concurrency needs integers from 1 to {CONCURRENCY_MAX}, e.g. 1,16,64,256")
     if not 0 < args.seconds <= 600:
         raise SystemExit("--seconds must be more than 0 and at most 600")
+    tls = bool(getattr(args, "tls", False))
     etcd = find_etcd() if args.peer == "etcd" else None
     state_dir = tempfile.mkdtemp(prefix="sixfold-bench-commit-")
     phase_s = WARMUP_S + args.seconds
-    modes = 5 + (etcd is not None)
+    modes = len(SIXFOLD_MODES) + 1 + (len(SIXFOLD_MODES) if tls else 0) + (etcd is not None)  # + 1: bare
     print(
         f"sixfold bench commit: durable one-page MTRs ({PATCH_BYTES}-byte patch, random offset, {PAGES:,} pages), "
         f"closed loop at concurrency {','.join(map(str, concurrencies))};\n"
@@ -281,6 +299,8 @@ def bench_commit(args: argparse.Namespace) -> int:
         f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before the cluster starts",
         flush=True,
     )
+    if tls:
+        print(f"--tls: {TLS_PLAN}", flush=True)
     if args.peer == "etcd" and etcd is None:
         print(f"peer etcd: skipped, no `etcd` binary on PATH; {INSTALL_HINT}", flush=True)
 
@@ -288,45 +308,83 @@ def bench_commit(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     phases: list[Phase] = []
+    tls_phases: list[Phase] = []
     page_size = 0
     profiles: list[str] = []
+    loads: list[float] = []  # the load average as each cluster starts
+    plain_dir = os.path.join(state_dir, "plaintext") if tls else state_dir
     try:
-        with Cluster(state_dir) as cluster:
-            started = time.perf_counter()
-            cluster.up()
-            progress(
-                f"cluster up in {time.perf_counter() - started:.1f} s: control plane, "
-                f"{len(cluster.node_names())} storage nodes, writer at {cluster.compute_address()}"
+        phases, page_size = _measure_cluster(args, plain_dir, concurrencies, progress, profiles, loads, tls=False)
+        if tls:
+            tls_dir = os.path.join(state_dir, "tls")
+            tls_phases, _ = _measure_cluster(
+                args, tls_dir, concurrencies, tls_progress(progress), profiles, loads, tls=True
             )
-            writer = [p for p in [cluster.pid("compute")] if p]
-            nodes = [pid for name in cluster.node_names() if (pid := cluster.pid(name))]
-            control = [p for p in [cluster.pid(CONTROL_PLANE)] if p]
-            meter = CpuMeter({"writer": writer, "nodes": nodes, "control": control, "bench": [os.getpid()]})
-            profile = _profiler(args, concurrencies, {"writer": writer, "node": nodes[:1]}, profiles)
-            phases, page_size, _ = asyncio.run(
-                _run_phases(cluster, concurrencies, args.seconds, meter, progress, profile)
-            )
-            progress("stopping the cluster")
         if etcd is not None:
             progress(f"etcd: {etcd}, 3 members, the same closed loop (Put of {PATCH_BYTES} bytes to distinct keys)")
             pool = [random.Random(2017 + i).randbytes(PATCH_BYTES) for i in range(DATA_POOL)]
             phases += asyncio.run(run_etcd_phases(etcd, concurrencies, args.seconds, progress, pool))
     finally:
         if args.keep:
-            print(f"kept {state_dir} (logs under {os.path.join(state_dir, 'logs')})")
+            print(f"kept {state_dir} (logs under {os.path.join(plain_dir, 'logs')})")
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
     print_results(phases, page_size, concurrencies)
+    if tls:
+        print_tls(phases, tls_phases, concurrencies, loads)
     for line in profiles:
         print(line)
     if args.plot:
-        why = save_plot(phases, args.plot)
+        why = save_plot(phases, args.plot, tls_phases)
         print(f"\nplot: {why}" if why else f"\nplot saved: {os.path.abspath(args.plot)}")
     return 0
 
 
+def _measure_cluster(
+    args: argparse.Namespace,
+    state_dir: str,
+    concurrencies: list[int],
+    progress: Callable[[str], None],
+    profiles: list[str],
+    loads: list[float],
+    *,
+    tls: bool,
+) -> tuple[list[Phase], int]:
+    """Start a cluster in `state_dir` (mutual TLS with `tls`), run the phases on it, stop it; this process
+    is plaintext again afterwards, whatever happened."""
+    from sixfold.storage.security import transport
+    from sixfold.tools.cluster import Cluster
+
+    transport.use(None)
+    loads.append(os.getloadavg()[0])
+    try:
+        with Cluster(state_dir) as cluster:
+            started = time.perf_counter()
+            cluster.up(tls=tls)  # with tls, this process now acts as the cluster's `cli` client
+            if tls and transport.current() is None:
+                raise SystemExit(f"the cluster in {state_dir} was started with --tls but this bench has no identity")
+            progress(
+                f"cluster up in {time.perf_counter() - started:.1f} s{' with mutual TLS' if tls else ''}: control "
+                f"plane, {len(cluster.node_names())} storage nodes, writer at {cluster.compute_address()} "
+                f"(load average {loads[-1]:.1f} before it started)"
+            )
+            writer = [p for p in [cluster.pid("compute")] if p]
+            nodes = [pid for name in cluster.node_names() if (pid := cluster.pid(name))]
+            control = [p for p in [cluster.pid(CONTROL_PLANE)] if p]
+            meter = CpuMeter({"writer": writer, "nodes": nodes, "control": control, "bench": [os.getpid()]})
+            pids = {"writer": writer, "node": nodes[:1]}
+            profile = _profiler(args, concurrencies, pids, profiles, "tls-" if tls else "")
+            phases, page_size, _ = asyncio.run(
+                _run_phases(cluster, concurrencies, args.seconds, meter, progress, profile, bare=not tls)
+            )
+            progress("stopping the cluster")
+    finally:
+        transport.use(None)
+    return phases, page_size
+
+
 def _profiler(
-    args: argparse.Namespace, concurrencies: list[int], pids: dict[str, list[int]], out: list[str]
+    args: argparse.Namespace, concurrencies: list[int], pids: dict[str, list[int]], out: list[str], tag: str = ""
 ) -> Callable[[str, int], list[str]] | None:
     """With --profile, a function the phase at the profiled concurrency calls (in a thread): it samples the
     writer and one node for the phase and returns progress lines; their top frames go to `out`."""
@@ -343,7 +401,7 @@ def _profiler(
         if c != at:
             return []
         recordings = [
-            bench_commit_profile.start(binary, f"{mode}-{name}", pid_list[0], WARMUP_S + args.seconds, prefix)
+            bench_commit_profile.start(binary, f"{tag}{mode}-{name}", pid_list[0], WARMUP_S + args.seconds, prefix)
             for name, pid_list in pids.items()
             if pid_list
         ]
