@@ -98,8 +98,12 @@ class BankWorkload:
     async def prepare(self) -> None:
         self.initial = await asyncio.to_thread(self._setup.create, self.accounts, INITIAL_BALANCE)
 
+    def new_client(self, index: int) -> BankClient:
+        """Client `index`'s connection (a subclass reaches the writer another way)."""
+        return BankClient(self.ledger, index, self._where)
+
     async def client(self, index: int) -> None:
-        client = BankClient(self.ledger, index, self._where)
+        client = self.new_client(index)
         self._clients.append(client)
         rng = random.Random(f"{self.seed}:bank-client:{index}")
         mix = {"p_transfer": 0.0, "p_read": READER_P_READ} if self.clients > 1 and index == self.clients - 1 else {}

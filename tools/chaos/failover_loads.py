@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import random
 import time
 from typing import Any
 
@@ -36,8 +34,8 @@ from sixfold.storage.v1 import cluster_service_pb2_grpc as cl_grpc
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 from sixfold.tools.chaos.bank import DEFAULT_ACCOUNTS, BankLedger, BankOp
-from sixfold.tools.chaos.bank_client import BankClient, client_loop
-from sixfold.tools.chaos.bank_workload import BANK, READER_P_READ, SETUP_PROCESS, BankTarget, BankWorkload
+from sixfold.tools.chaos.bank_client import BankClient
+from sixfold.tools.chaos.bank_workload import BANK, SETUP_PROCESS, BankTarget, BankWorkload
 from sixfold.tools.chaos.history import FAIL, OK
 from sixfold.tools.chaos.workload import PAGES_PER_PG, VOLUME, Target, Workload
 
@@ -248,15 +246,8 @@ class EndpointBank(BankWorkload):
     def describe(self) -> str:
         return f"{super().describe()} on {self.volume}, through the cluster endpoint"
 
-    async def client(self, index: int) -> None:
-        client = EndpointBankClient(self.ledger, index, self.endpoint, self.volume, self.call_timeout_s)
-        self._clients.append(client)
-        rng = random.Random(f"{self.seed}:bank-client:{index}")
-        mix = {"p_transfer": 0.0, "p_read": READER_P_READ} if self.clients > 1 and index == self.clients - 1 else {}
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(
-            self._pool, functools.partial(client_loop, client, rng, self.accounts, self.stop, **mix)
-        )
+    def new_client(self, index: int) -> BankClient:
+        return EndpointBankClient(self.ledger, index, self.endpoint, self.volume, self.call_timeout_s)
 
     async def refresh(self) -> str:
         address, label = await asyncio.to_thread(resolve_writer, self.endpoint.control_plane)
