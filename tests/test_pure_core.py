@@ -46,8 +46,6 @@ PURE_MODULES = [
     "storage/cluster_state.py",
     "storage/cluster_limits.py",
     "storage/cluster_state_file.py",
-    "storage/security/users.py",
-    "storage/security/permissions.py",
 ]
 # compute/ is pure except these adapters (the writer process's I/O); a new module is pure unless listed here.
 COMPUTE_ADAPTERS = {
