@@ -234,11 +234,11 @@ SPEC: dict[str, str] = {
         f"/storage.v1.ControlPlaneService/{m}": "reader"
         for m in ("ListNodes", "DescribeVolume", "ListVolumes", "ListSnapshots", "VolumeHistory", "FindVolumeCommit")
     },
+    **{f"/storage.v1.ControlPlaneService/{m}": "process" for m in ("RegisterNode", "Heartbeat", "GrowVolume")},
     **{
-        f"/storage.v1.ControlPlaneService/{m}": "process"
-        for m in ("RegisterNode", "Heartbeat", "CreateVolume", "GrowVolume", "CloneVolume", "RestoreSnapshot")
+        f"/storage.v1.ControlPlaneService/{m}": "admin"
+        for m in ("CreateVolume", "CloneVolume", "RestoreSnapshot", "DeleteVolume", "DeleteSnapshot", "Backtrack")
     },
-    **{f"/storage.v1.ControlPlaneService/{m}": "process" for m in ("DeleteVolume", "DeleteSnapshot", "Backtrack")},
     **{
         f"/storage.v1.ClusterService/{m}": "reader"
         for m in ("ListComputeInstances", "ListEndpoints", "ResolveEndpoint")
@@ -248,6 +248,8 @@ SPEC: dict[str, str] = {
         for m in ("Failover", "RemoveCompute", "CreateEndpoint", "DeleteEndpoint")
     },
     **{f"/storage.v1.ClusterService/{m}": "process" for m in ("RegisterCompute", "ComputeHeartbeat")},
+    **{f"/storage.v1.UserService/{m}": "admin" for m in ("CreateUser", "ListUsers", "DeleteUser", "IssueToken")},
+    "/storage.v1.UserService/SyncUsers": "process",
 }
 RANK = {"reader": 1, "writer": 2, "admin": 3}
 SQL_SAMPLES = [(), ("SELECT 1",), ("SELECT 1", "DELETE FROM t"), ("INSERT INTO t VALUES (1)",)]
@@ -267,7 +269,12 @@ def spec_allows(role: tk.Role, method: str, sql: tuple[str, ...], read_only_tran
 def test_the_table_names_every_rpc_of_the_client_facing_services() -> None:
     found = set()
     protos = ["compute/v1/" + p.name for p in (REPO / "proto/compute/v1").glob("*.proto")]
-    for proto in [*protos, "storage/v1/control_plane_service.proto", "storage/v1/cluster_service.proto"]:
+    for proto in [
+        *protos,
+        "storage/v1/control_plane_service.proto",
+        "storage/v1/cluster_service.proto",
+        "storage/v1/user_service.proto",
+    ]:
         text = (REPO / "proto" / proto).read_text()
         package = re.search(r"^package ([\w.]+);", text, re.MULTILINE)
         assert package is not None

@@ -4,8 +4,9 @@ Pure: no gRPC import (methods are their full names, as `grpc.HandlerCallDetails.
 
 Rules:
 1. Every RPC of compute.v1 SqlService, KvService, VolumeService, InstanceService and storage.v1
-   ControlPlaneService, ClusterService has one `Rule` in `PERMISSIONS`; a method not in the table is
-   refused (deny by default), so a new RPC is unreachable with a token until someone decides its rule.
+   ControlPlaneService, ClusterService, UserService has one `Rule` in `PERMISSIONS`; a method not in the
+   table is refused (deny by default), so a new RPC is unreachable with a token until someone decides its
+   rule.
 2. `Rule.role` is the least role a user needs (roles are ordered, `tokens.Role.holds`). None marks an
    RPC between sixfold processes (registration, heartbeats, redo, promotion, the control plane's
    metadata changes that a compute writer orders): no user token reaches it; the caller's certificate
@@ -47,6 +48,7 @@ VOLUME = "compute.v1.VolumeService"
 INSTANCE = "compute.v1.InstanceService"
 CONTROL_PLANE = "storage.v1.ControlPlaneService"
 CLUSTER = "storage.v1.ClusterService"
+USERS = "storage.v1.UserService"
 
 BY_STATEMENTS = "statements"  # Rule.relaxed_by: reader suffices when every statement reads only
 BY_READ_ONLY_TRANSACTION = "read_only_transaction"  # Rule.relaxed_by: reader suffices for one
@@ -110,9 +112,10 @@ PERMISSIONS: dict[str, Rule] = {
     method(INSTANCE, "FollowRedo"): _process("read replicas (the writer's redo stream)"),
     method(INSTANCE, "Promote"): _process("the control plane's failure detector"),
     method(INSTANCE, "StepDown"): _process("the control plane's failure detector"),
-    # Control plane: listings for anyone. A change of volume metadata is ordered by the compute writer,
-    # which knows the VDL and chain tails a clone, backtrack or delete needs; users go through
-    # VolumeService, whose admin rule applies.
+    # Control plane: listings for anyone. A change of volume metadata is ordered by the compute writer
+    # (its certificate, no token), which knows the VDL and chain tails a clone, backtrack or delete needs;
+    # a user asks VolumeService, or (the CLI's certificate, the bench and chaos tools making volumes)
+    # calls the control plane with an admin token, where the certificate table (tls.py) still applies.
     method(CONTROL_PLANE, "ListNodes"): _READS,
     method(CONTROL_PLANE, "DescribeVolume"): _READS,
     method(CONTROL_PLANE, "ListVolumes"): _READS,
@@ -121,13 +124,13 @@ PERMISSIONS: dict[str, Rule] = {
     method(CONTROL_PLANE, "FindVolumeCommit"): _READS,
     method(CONTROL_PLANE, "RegisterNode"): _process("storage nodes"),
     method(CONTROL_PLANE, "Heartbeat"): _process("storage nodes"),
-    method(CONTROL_PLANE, "CreateVolume"): _process("the compute writer (VolumeService.CreateVolume)"),
+    method(CONTROL_PLANE, "CreateVolume"): _ADMIN,
     method(CONTROL_PLANE, "GrowVolume"): _process("the compute writer, as a volume fills"),
-    method(CONTROL_PLANE, "CloneVolume"): _process("the compute writer (VolumeService.CloneVolume)"),
-    method(CONTROL_PLANE, "RestoreSnapshot"): _process("the compute writer (VolumeService.RestoreSnapshot)"),
-    method(CONTROL_PLANE, "DeleteVolume"): _process("the compute writer (VolumeService.DeleteVolume)"),
-    method(CONTROL_PLANE, "DeleteSnapshot"): _process("the compute writer (VolumeService.DeleteSnapshot)"),
-    method(CONTROL_PLANE, "Backtrack"): _process("the compute writer (VolumeService.Backtrack)"),
+    method(CONTROL_PLANE, "CloneVolume"): _ADMIN,
+    method(CONTROL_PLANE, "RestoreSnapshot"): _ADMIN,
+    method(CONTROL_PLANE, "DeleteVolume"): _ADMIN,
+    method(CONTROL_PLANE, "DeleteSnapshot"): _ADMIN,
+    method(CONTROL_PLANE, "Backtrack"): _ADMIN,
     # Cluster: listings and endpoint resolution for anyone; failover, removal, endpoints are admin.
     method(CLUSTER, "ListComputeInstances"): _READS,
     method(CLUSTER, "ListEndpoints"): _READS,
@@ -138,6 +141,12 @@ PERMISSIONS: dict[str, Rule] = {
     method(CLUSTER, "DeleteEndpoint"): _ADMIN,
     method(CLUSTER, "RegisterCompute"): _process("compute instances"),
     method(CLUSTER, "ComputeHeartbeat"): _process("compute instances"),
+    # Users and their tokens: admin; compute instances fetch the registry to check tokens against.
+    method(USERS, "CreateUser"): _ADMIN,
+    method(USERS, "ListUsers"): _ADMIN,
+    method(USERS, "DeleteUser"): _ADMIN,
+    method(USERS, "IssueToken"): _ADMIN,
+    method(USERS, "SyncUsers"): _process("compute instances (the registry their token checks use)"),
 }
 
 # Session steps are checked as these unary calls (rule 3).
@@ -184,10 +193,17 @@ def authorize(claims: Claims, name: str, *, sql: Sequence[str] = (), read_only_t
         what = _RELAXED_WHAT.get(PERMISSIONS[name].relaxed_by, PERMISSIONS[name].why)
         raise PermissionDenied(
             REASON_ROLE_TOO_LOW,
-            f"{name} ({what}) needs role {needed.value} or above; user {claims.user} has a {claims.role.value} token",
+            f"{_shown(name)} ({what}) needs role {needed.value} or above; user {claims.user} has a "
+            f"{claims.role.value} token",
             {"role_needed": needed.value, "role": claims.role.value, "method": name},
         )
     return Grant(user=claims.user, role_needed=needed, read_only=not claims.role.holds(Role.WRITER))
+
+
+def _shown(name: str) -> str:
+    """/compute.v1.SqlService/Execute as SqlService.Execute."""
+    service, _, rpc = name.lstrip("/").rpartition("/")
+    return f"{service.rpartition('.')[2]}.{rpc}" if service else name
 
 
 # --- is a statement a read? (rule 4) ---------------------------------------------------------------
