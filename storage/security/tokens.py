@@ -241,7 +241,8 @@ def verify(
     if now >= claims.expires_at:
         raise Unauthenticated(
             REASON_TOKEN_EXPIRED,
-            f"{name} expired at {iso_utc(claims.expires_at)} (now {iso_utc(now)}); get a new one (`sixfold token`)",
+            f"{name} expired at {iso_utc(claims.expires_at)} (now {iso_utc(now)}); get a new one with "
+            f"`sixfold token {claims.user}` (as an admin) and pass it in SIXFOLD_TOKEN",
         )
     user = users(claims.user)
     if user is None or user.serial != claims.user_serial:
@@ -268,7 +269,9 @@ def _checked_claims(verify_keys: bytes | Collection[bytes], token: str) -> Claim
         )
     parts = token.split(".")
     if len(parts) != 3 or not parts[0].isascii() or not parts[0].isalnum():
-        raise Unauthenticated(REASON_TOKEN_MALFORMED, "the token is not of the form sf1.<payload>.<signature>")
+        raise Unauthenticated(
+            REASON_TOKEN_MALFORMED, "the token is not three parts joined by dots (the version sf1, payload, signature)"
+        )
     if parts[0] != TOKEN_VERSION:
         raise Unauthenticated(
             REASON_TOKEN_UNKNOWN_VERSION,

@@ -9,7 +9,10 @@ so one switch decides for all of them:
    its channels present its own certificate and trust only that CA.
 2. Without an identity everything is plaintext, as before (tests and throwaway clusters).
 3. A client of a cluster (the CLI, the launcher's own health checks) uses the cluster's `cli` identity when
-   the state dir holds one (`use_cluster_client`).
+   the state dir holds one (`use_cluster_client`), and then sends a user's bearer token on every call of its
+   channels (`authorization: Bearer ...`): `SIXFOLD_TOKEN`, else the admin token `sixfold up` left in the
+   state dir (storage/security/user_files.py). A server process has no token: its calls to other processes
+   are authenticated by its certificate alone.
 The identity is process-wide: a process belongs to one cluster. A test that starts a TLS cluster in its
 own process calls `use(None)` when it is done.
 """
@@ -27,6 +30,7 @@ import grpc
 
 from sixfold.storage.security.pki import Identity, load_identity
 from sixfold.storage.security.tls import channel_credentials, server_credentials
+from sixfold.storage.security.user_files import client_token
 
 TLS_SUBDIR = "tls"
 CLIENT_NAME = "cli"
@@ -34,16 +38,22 @@ CLIENT_NAME = "cli"
 
 class _Current:
     identity: Identity | None = None
+    token: str | None = None
 
 
-def use(identity: Identity | None) -> None:
+def use(identity: Identity | None, token: str | None = None) -> None:
     """Rule 1/2: secure every channel and server this process opens from now on with `identity` (None:
-    plaintext)."""
+    plaintext); rule 3: its channels send `token` (only with an identity: a token never travels in clear)."""
     _Current.identity = identity
+    _Current.token = token if identity is not None else None
 
 
 def current() -> Identity | None:
     return _Current.identity
+
+
+def current_token() -> str | None:
+    return _Current.token
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,22 +93,30 @@ def use_cluster_client(state_dir: str | os.PathLike[str]) -> bool:
     if not (directory / f"{CLIENT_NAME}.pem").exists():
         use(None)
         return False
-    use(load_identity(directory, CLIENT_NAME))
+    use(load_identity(directory, CLIENT_NAME), client_token(state_dir))
     return True
+
+
+def _credentials(identity: Identity) -> grpc.ChannelCredentials:
+    """Rule 3: the certificate, and the client's token on every call when it has one."""
+    credentials = channel_credentials(identity)
+    if _Current.token is None:
+        return credentials
+    return grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(_Current.token))
 
 
 def aio_channel(address: str, options: Sequence[tuple[str, Any]]) -> grpc.aio.Channel:
     identity = _Current.identity
     if identity is None:
         return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, channel_credentials(identity), options=options)
+    return grpc.aio.secure_channel(address, _credentials(identity), options=options)
 
 
 def channel(address: str, options: Sequence[tuple[str, Any]]) -> grpc.Channel:
     identity = _Current.identity
     if identity is None:
         return grpc.insecure_channel(address, options=options)
-    return grpc.secure_channel(address, channel_credentials(identity), options=options)
+    return grpc.secure_channel(address, _credentials(identity), options=options)
 
 
 def bind(server: grpc.aio.Server, address: str) -> int:
