@@ -341,6 +341,21 @@ def test_bootstrap_files_and_the_user_service(tmp_path: Path) -> None:
     json.loads((data_dir / user_files.USERS_FILE).read_text())
 
 
+def test_the_admin_token_is_issued_again_a_week_before_it_ends(tmp_path: Path) -> None:
+    state_dir, users_path = tmp_path / "state", tmp_path / "users.json"
+    user_files.bootstrap(state_dir, users_path, NOW)
+    path = user_files.admin_token_path(state_dir)
+    first = path.read_text()
+    assert not user_files.renew_admin_token(state_dir, users_path, NOW + 86400)
+    later = NOW + user_files.ADMIN_TOKEN_TTL_S - user_files.RENEW_BEFORE_S + 1
+    assert user_files.renew_admin_token(state_dir, users_path, later)
+    assert path.read_text() != first and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert user_files.token_expiry(path.read_text().strip()) == int(later) + user_files.ADMIN_TOKEN_TTL_S
+    registry = Registry.open(tmp_path)
+    registry.change(lambda users: users.delete("admin"))
+    assert not user_files.renew_admin_token(state_dir, users_path, later + user_files.ADMIN_TOKEN_TTL_S)
+
+
 class FakeUserStub:
     def __init__(self, service: UserServicer) -> None:
         self.service = service

@@ -5,8 +5,9 @@ An adapter: files only (the clock is the caller's `now`). Layout of a cluster's 
 - `tokens/signing.key` (mode 0600, the directory 0700): the Ed25519 seed, hex. Only the control plane reads
   it (`--token-signing-key`), to issue tokens; it lives in no process's data dir.
 - `tokens/verify.pub`: the verify key, hex (not secret). Compute instances read it (`--token-verify-key`).
-- `admin.token` (mode 0600): a token of the user `admin`, which `sixfold up` creates; the CLI and every
-  client made through transport.py send it unless `SIXFOLD_TOKEN` names another.
+- `admin.token` (mode 0600): a token of the user `admin`, which `sixfold up` creates (and the launcher issues
+  again a week before it ends, `renew_admin_token`); the CLI and every client made through transport.py
+  send it unless `SIXFOLD_TOKEN` names another.
 - `<control plane data dir>/users.json` (mode 0600): the user registry (users.py), kept by the control plane.
 
 Rules:
@@ -18,6 +19,7 @@ Rules:
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -138,3 +140,41 @@ def client_token(state_dir: str | os.PathLike[str] | None) -> str | None:
         return admin_token_path(state_dir).read_text().strip() or None
     except OSError:
         return None
+
+
+RENEW_BEFORE_S = 7 * 86400  # `renew_admin_token`: an admin token this close to its end is issued again
+
+
+def token_expiry(token: str) -> int | None:
+    """When a token says it expires, unverified (None if it does not parse): for the holder's own
+    bookkeeping only, never to trust a token."""
+    try:
+        payload = token.split(".")[1]
+        fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return int(fields["exp"])
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def renew_admin_token(state_dir: Path, users_path: Path, now: float) -> bool:
+    """Issue the admin token file again when it ends within `RENEW_BEFORE_S` (a cluster outlives the 30
+    days a token may live), from the signing key and the user `admin` of the registry; False (nothing
+    done) when it is not due, or a file is missing (the user `admin` deleted: an operator's choice)."""
+    path = admin_token_path(state_dir)
+    try:
+        expires_at = token_expiry(path.read_text().strip())
+    except OSError:
+        return False
+    if expires_at is not None and expires_at - now > RENEW_BEFORE_S:
+        return False
+    try:
+        signing_key = load_signing_key(tokens_dir(state_dir) / SIGNING_KEY_FILE)
+        users = load_users(users_path)
+    except UserFileError:
+        return False
+    admin = users.get(ADMIN_USER) if users is not None else None
+    if admin is None or admin.role is not Role.ADMIN:
+        return False
+    token = tokens.issue(signing_key, admin, Role.ADMIN, now, ADMIN_TOKEN_TTL_S)
+    write_secret(path, token.encode() + b"\n")
+    return True
