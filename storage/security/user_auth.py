@@ -19,8 +19,8 @@ Rules:
    Rollback with its id is refused (permissions.py rule 6). At most `TXN_OWNERS_MAX` are remembered.
 5. Every refusal is logged (warning) and recorded in the audit log, naming the user or the certificate and
    at most a token's fingerprint: a token is never logged, never audited and never in an error's text.
-6. While a call runs, `CURRENT_USER` holds its user: `UserLogFilter` makes the process's log lines of that
-   call name it.
+6. While a call runs, `CURRENT_USER` (auth_context.py) holds its user: `UserLogFilter` makes the process's
+   log lines of that call name it.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from sixfold.storage.errors import StorageError
 from sixfold.storage.security import permissions as perm
 from sixfold.storage.security import tokens
 from sixfold.storage.security.audit_rpc import ANONYMOUS, Auditor
+from sixfold.storage.security.auth_context import CURRENT_USER
 from sixfold.storage.security.pki import (
     ROLE_CLIENT_ADMIN,
     ROLE_CONTROL_PLANE,
@@ -64,8 +65,6 @@ USER_SERVICE_RPC_ROLES: dict[str, frozenset[str]] = {
 } | {perm.method(perm.USERS, "SyncUsers"): frozenset({ROLE_WRITER, ROLE_READER})}
 TXN_OWNERS_MAX = 10_000
 REASON_TXN_OF_ANOTHER_USER = "TXN_OF_ANOTHER_USER"
-
-CURRENT_USER: contextvars.ContextVar[str] = contextvars.ContextVar("sixfold_user", default="")
 
 
 class UsersUnknown(StorageError):
