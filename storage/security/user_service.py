@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 
 from sixfold.storage.errors import InvalidRequest, StorageError
-from sixfold.storage.security import tokens
+from sixfold.storage.security import tokens, transport
 from sixfold.storage.security.audit import AuditLog
 from sixfold.storage.security.audit_rpc import Auditor, who
 from sixfold.storage.security.tokens import Role, User
@@ -223,8 +223,9 @@ def start_users(
     audit_log: AuditLog | None,
     chain: Sequence[grpc.aio.ServerInterceptor],
 ) -> tuple[list[grpc.aio.ServerInterceptor], list[tuple[Any, Any, Any]]]:
-    """Rule 1: `chain` with the token check, and UserService to serve; as they are without a signing key."""
-    if not signing_key_path:
+    """Rule 1: `chain` with the token check, and UserService to serve; as they are without a signing key or
+    without TLS (a plaintext cluster checks no token: one would travel in clear)."""
+    if not signing_key_path or transport.current() is None:
         return list(chain), []
     signing_key = load_signing_key(signing_key_path)
     registry = Registry.open(data_dir)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from sixfold.storage.security import transport
 from sixfold.storage.security.audit import AuditLog
 from sixfold.storage.security.audit_rpc import Auditor
 from sixfold.storage.security.tokens import User
@@ -133,8 +134,9 @@ def start_token_check(
     audit_log: AuditLog | None,
     chain: Sequence[grpc.aio.ServerInterceptor],
 ) -> tuple[list[grpc.aio.ServerInterceptor], RemoteUsers | None]:
-    """Rule 1: `chain` with the token check (started syncing users), or as it is without a verify key."""
-    if not verify_key_path:
+    """Rule 1: `chain` with the token check (started syncing users), or as it is without a verify key or
+    without TLS (a plaintext cluster checks no token: one would travel in clear)."""
+    if not verify_key_path or transport.current() is None:
         return list(chain), None
     users = RemoteUsers(pb_grpc.UserServiceStub(control_plane))
     users.start()
