@@ -21,6 +21,13 @@
   themselves (e.g. with `sixfold up --state-dir`); torn down and log-checked
   exactly like `cluster`.
 
+- Every test starts with this process's gRPC identity plaintext (storage/security/transport.py): a test
+  that acts on a cluster gets the cluster's `cli` identity as soon as it loads its state (`Cluster._load`),
+  and one that serves in-process servers of its own dials them plaintext. Clusters use mutual TLS by
+  default; `@pytest.mark.cluster_options(insecure=True)` for a plaintext one. A test that must call what
+  `cli` may not (segment reads, hostile admin RPCs) uses `harness_channel(state_dir, role, address)` from
+  tools/cluster_tls.py: a certificate of that role from the cluster's CA, for that channel only.
+
 - `free_port()`: a TCP port on 127.0.0.1 that was free a moment ago
   (`from tests.conftest import free_port`).
 """
@@ -33,6 +40,7 @@ from pathlib import Path
 
 import pytest
 
+from sixfold.storage.security import transport
 from sixfold.tools.cluster import Cluster
 
 
@@ -60,6 +68,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             wrong.append(f"{item.nodeid}: {sorted(tiers) or 'no tier'}")
     if wrong:
         raise pytest.UsageError(f"each test needs exactly one tier marker of {TIERS}:\n  " + "\n  ".join(wrong))
+
+
+@pytest.fixture(autouse=True)
+def plaintext_identity() -> Iterator[None]:
+    """No test inherits the TLS identity an earlier test's cluster gave this process."""
+    transport.use(None)
+    yield
+    transport.use(None)
 
 
 def free_port() -> int:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from sixfold.tools.cluster import COMPUTE, CONTROL_PLANE, DEFAULT_VOLUME, LOCK_FILE
+from sixfold.tools.cluster import COMPUTE, CONTROL_PLANE, DEFAULT_VOLUME, LOCK_FILE, Cluster
+from sixfold.tools.cluster_status import INSECURE_WARNING
 from tests.polling import wait_until
 from tests.test_launcher import cli_status, sixfold, sixfold_ok
 
@@ -74,3 +75,30 @@ def test_status_with_the_control_plane_down_says_what_it_cannot_show(cluster_dir
 
     status = wait_until(settled, RECONNECT_S, "every process's status details after the control plane restarts")
     assert [v["volume_id"] for v in status[COMPUTE]["volumes"]] == [DEFAULT_VOLUME]
+
+
+def test_an_insecure_cluster_is_announced_loudly_and_the_default_is_mutual_tls(cluster_dir: Path) -> None:
+    """Issue 16: TLS is the default; `up --insecure` starts plaintext, and `up` and `status` say so on stderr."""
+    result = sixfold(cluster_dir, "up", "--insecure", "--no-compute")
+    assert result.returncode == 0, result.stderr
+    assert INSECURE_WARNING in result.stderr and "WARNING: INSECURE CLUSTER" in result.stderr, result.stderr
+    assert not (cluster_dir / "tls").exists()
+    result = sixfold(cluster_dir, "status")
+    assert result.returncode == 0 and INSECURE_WARNING in result.stderr, result.stderr
+    assert "SERVING" in rows(result.stdout)["a1"]
+    assert cli_status(cluster_dir)["a1"]["state"] == "running"
+    sixfold_ok(cluster_dir, "down")
+
+
+def test_up_makes_a_mutual_tls_cluster_by_default(tmp_path: Path) -> None:
+    """The default layout (no flag, and the old `--tls` alias) has the cluster CA and a certificate per process,
+    and `status` warns about nothing."""
+    for flags in ([], ["--tls"]):
+        state_dir = tmp_path / f"cluster{len(flags)}"
+        with Cluster(state_dir):  # stops every process by PID afterwards, also when an assertion fails
+            result = sixfold(state_dir, "up", "--no-compute", *flags)
+            assert result.returncode == 0 and "INSECURE" not in result.stderr, result.stderr
+            assert (state_dir / "tls" / "ca.pem").exists() and (state_dir / "tls" / "a1.key").exists()
+            result = sixfold(state_dir, "status")
+            assert result.returncode == 0 and result.stderr == "", result.stderr
+            assert "SERVING" in rows(result.stdout)["a1"]

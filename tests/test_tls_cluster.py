@@ -1,4 +1,4 @@
-"""Mutual TLS on a real cluster (`sixfold up --tls`, issue 16 items 1 and 2): every server refuses a
+"""Mutual TLS on a real cluster (`sixfold up`, TLS by default; issue 16 items 1 and 2): every server refuses a
 plaintext client and a certificate from another CA; a storage node refuses DropSegment from a writer's
 certificate with PERMISSION_DENIED naming the role needed; keys are mode 0600. (SQL, the read replica and a
 failover after SIGKILL over TLS: tests/test_tls_roles_audit.py, with the role checks and the audit log on.)
@@ -35,7 +35,7 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
     local = Cluster(tmp_path / "cluster")
     try:
         with local:  # __exit__ stops every process by PID, also when up() or the test fails
-            sixfold_ok(local, "up", "--tls", "--replicas", "1")
+            sixfold_ok(local, "up", "--replicas", "1")
             yield local
         check_cluster_logs(local, request)
     finally:

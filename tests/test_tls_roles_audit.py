@@ -1,5 +1,5 @@
 """Who may call what on the compute instances and the control plane, and the audit log, on a real cluster
-(`sixfold up --tls`, issue 16 items 2 and 5).
+(`sixfold up`: mutual TLS by default; issue 16 items 2 and 5).
 
 Through the launcher: a writer certificate calling Promote or StepDown on a compute instance, or RegisterNode
 on the control plane, gets PERMISSION_DENIED naming the role needed; the CLI's client-admin certificate cannot
@@ -91,7 +91,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     local = Cluster(tmp_path_factory.mktemp("tls-roles") / "cluster")
     try:
         with local:  # __exit__ stops every process by PID, also when up() or a test fails
-            sixfold_ok(local, "up", "--tls", "--replicas", "1")
+            sixfold_ok(local, "up", "--replicas", "1")
             yield local
         check_cluster_logs(local, request)
     finally:

@@ -227,6 +227,10 @@ class Cluster:
             f"`sixfold down` and `sixfold up` with a new --state-dir for one"
         )
 
+    def insecure(self) -> bool:
+        """The cluster runs plaintext, without certificates (`sixfold up --insecure`)."""
+        return not self._load().layout.get("tls")
+
     def default_volume(self) -> str | None:
         """The volume the compute node opens at start (None without a compute node)."""
         return self._load().layout.get("default_volume") if self.has_compute() else None
@@ -265,11 +269,15 @@ class Cluster:
         compute: bool = True,
         default_volume: str = DEFAULT_VOLUME,
         replicas: int = 0,
-        tls: bool = False,
+        tls: bool = True,
+        insecure: bool = False,
     ) -> UpResult:
         """Start the cluster: the control plane, then every node, each waited for until healthy,
         then (with `compute`) the compute node, which creates `default_volume` if needed and opens it,
         then `replicas` read replicas (replica1..N) of it.
+
+        A new cluster uses mutual TLS (tools/cluster_tls.py) unless `insecure` (or `tls=False`): plaintext,
+        no certificates, for a throwaway local cluster only (`sixfold up --insecure` says so loudly).
 
         On a state dir that already holds a cluster, the recorded layout is kept (the
         arguments are ignored): processes that are not running are restarted with their
@@ -290,7 +298,7 @@ class Cluster:
                     node_flags,
                     replicas,
                 )
-                if tls:
+                if tls and not insecure:
                     secure_layout(state, self.state_dir)  # mutual TLS: tools/cluster_tls.py
                 for sub in ("logs", "data", "run"):
                     (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -451,6 +459,7 @@ class Cluster:
             if record.role == CONTROL_PLANE:
                 control_plane = (record, statuses[record.name])
         status = ClusterStatus(str(self.state_dir), [statuses[r.name] for r in records])
+        status.insecure = self.insecure()
         fill_instances(status, records, control_plane[0] if control_plane else None)  # the writer and readers
         return status
 

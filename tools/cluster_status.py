@@ -17,6 +17,8 @@ Pure values and rules; tools/cluster_probes.py asks the processes. The rules:
    control plane's ListComputeInstances. While it does not answer, each running instance is asked
    itself (GetInstanceStatus) and `instances_note` says so: "control plane not answering at
    <address> — roles as each instance reports them".
+6. A cluster started with `--insecure` (no TLS) is marked `insecure`, and `up` and `status` print
+   `INSECURE_WARNING` on stderr every time they show it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ from sixfold.tools.cluster_layout import COMPUTE, CONTROL_PLANE, PAUSED, RUNNING
 # What each role's DETAILS column shows (rule 1).
 DETAILS_OF_ROLE = {STORAGE_NODE: "segments", CONTROL_PLANE: "nodes and volumes", COMPUTE: "volumes"}
 UNREACHABLE = "unreachable"  # what the health check reports when nobody answers
+
+_INSECURE_LINE = "WARNING: INSECURE CLUSTER: no TLS, no authentication, no encryption at rest"
+_INSECURE_LINE_2 = "any local process can call any RPC -- for throwaway local use only"
+_WIDTH = max(len(_INSECURE_LINE), len(_INSECURE_LINE_2))
+# Rule 6: boxed, so it is not missed among the other lines.
+INSECURE_WARNING = "\n".join(
+    ["*" * (_WIDTH + 4), f"* {_INSECURE_LINE:<{_WIDTH}} *", f"* {_INSECURE_LINE_2:<{_WIDTH}} *", "*" * (_WIDTH + 4)]
+)
 
 
 @dataclass
@@ -165,6 +175,7 @@ class ClusterStatus:
     generation: int = 0
     promoting_id: str = ""  # set while a failover is under way
     instances_note: str = ""  # a sentence when the control plane's view of them is unknown (rule 5)
+    insecure: bool = False  # started with --insecure: plaintext, no certificates (rule 6)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

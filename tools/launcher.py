@@ -37,7 +37,7 @@ from sixfold.tools.cluster import (
     UnknownProcessError,
 )
 from sixfold.tools.cluster_layout import REPLICAS_MAX
-from sixfold.tools.cluster_status import InstanceInfo
+from sixfold.tools.cluster_status import INSECURE_WARNING, InstanceInfo
 from sixfold.tools.text_table import table
 
 STATE_DIR_ENV = "SIXFOLD_STATE_DIR"
@@ -150,11 +150,13 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             "default 0; later: `sixfold replica add|remove`)",
         )
         parser.add_argument(
-            "--tls",
+            "--insecure",
             action="store_true",
-            help="mutual TLS on every port and channel: a cluster CA and one certificate per process (its role "
-            "named in it) in STATE_DIR/tls; every server refuses the RPCs a caller's role does not need",
+            help="plaintext gRPC, no certificates, no roles: for a throwaway local cluster only (printed loudly). "
+            "The default is mutual TLS on every port and channel: a cluster CA and one certificate per process "
+            "(its role named in it) in STATE_DIR/tls; every server refuses the RPCs a caller's role does not need",
         )
+        parser.add_argument("--tls", action="store_true", help="mutual TLS (the default; kept for old scripts)")
         parser.add_argument(
             "--no-compute",
             dest="compute",
@@ -328,8 +330,10 @@ def _up(cluster: Cluster, args: argparse.Namespace) -> int:
         compute=args.compute,
         default_volume=args.default_volume,
         replicas=args.replicas,
-        tls=args.tls,
+        insecure=args.insecure,
     )
+    if cluster.insecure():
+        print(INSECURE_WARNING, file=sys.stderr, flush=True)
     if result.already_running:
         print(f"the cluster in {cluster.state_dir} is already running; nothing to do")
     elif existed:
@@ -358,6 +362,8 @@ def _up(cluster: Cluster, args: argparse.Namespace) -> int:
 
 def _status(cluster: Cluster, args: argparse.Namespace) -> int:
     status = cluster.status()
+    if status.insecure:
+        print(INSECURE_WARNING, file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(status.to_dict(), indent=2))
     else:
