@@ -21,7 +21,9 @@ from sixfold.compute.endpoint_client import Endpoint
 from sixfold.compute.sql_client import SqlClient, SqlError
 from sixfold.compute.v1 import instance_service_pb2 as ipb
 from sixfold.compute.v1 import instance_service_pb2_grpc as ipb_grpc
+from sixfold.storage.security import pki
 from sixfold.tools.cluster import COMPUTE, Cluster
+from sixfold.tools.cluster_tls import harness_channel
 from tests.conftest import check_cluster_logs
 from tests.polling import wait_until
 from tests.sql_cluster import sixfold, sixfold_ok
@@ -89,13 +91,17 @@ def test_writer_killed_a_reader_takes_over_and_the_old_writer_rejoins_as_reader(
         assert refused.returncode == 1 and "read replica" in refused.stderr, refused.stderr
         assert instances(cluster)[:2] == (COMPUTE, generation)
 
-        # a stray or hostile Promote / StepDown that the control plane does not back changes nothing
+        # a stray or hostile Promote / StepDown that the control plane does not back changes nothing, even
+        # with the control plane's role (a stolen certificate: harness_channel); the roles are checked first
         for address, call, request, code in (
             (cluster.record("replica1").address, "Promote", ipb.PromoteRequest(generation=generation + 5), "FAILED_"),
             (cluster.record(COMPUTE).address, "StepDown", ipb.StepDownRequest(generation=1 << 63), "FAILED_"),
             (cluster.record("replica1").address, "Promote", ipb.PromoteRequest(generation=0), "INVALID_"),
         ):
-            with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as refused_call:
+            with (
+                harness_channel(cluster.state_dir, pki.ROLE_CONTROL_PLANE, address) as channel,
+                pytest.raises(grpc.RpcError) as refused_call,
+            ):
                 getattr(ipb_grpc.InstanceServiceStub(channel), call)(request, timeout=10)
             assert refused_call.value.code().name.startswith(code), refused_call.value
             assert "nothing was changed" in str(refused_call.value.details()) or code == "INVALID_"

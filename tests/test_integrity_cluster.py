@@ -9,6 +9,9 @@ writer's cache) at the end; a test that uses randomness prints its seed.
 5. DropSegment on a healthy member;
 6. a full disk (a small tmpfs under one node's data directory; needs root to mount);
 7. a node restarted on a new port.
+
+The cluster uses mutual TLS (the default): the hostile calls of items 3-5 carry a certificate of the role the
+node requires for them, from the cluster's CA (`hostile_stub`: a caller who stole one).
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ import grpc
 import pytest
 
 from sixfold.storage.chain import ChainBuilder
+from sixfold.storage.security import pki, transport
+from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from sixfold.storage.wire import record_to_proto
 from sixfold.tools.cluster import COMPUTE, Cluster
+from sixfold.tools.cluster_tls import harness_channel
 from sixfold.tools.lmdb_tamper import edit_metadata, overwrite_pages
-from tests.test_storage_integration import stub
 from tests.test_volume_faults import CALL_TIMEOUT_S, read, status, write
 
 pytestmark = pytest.mark.integration
@@ -39,6 +45,17 @@ pytestmark = pytest.mark.integration
 SEGMENT = "vol0/pg-00000"
 PAGES = 60
 WAIT_S = 40.0
+
+
+def stub(address: str) -> pb_grpc.StorageServiceStub:
+    """A storage node's stub as the cluster's `cli` (segment state and listings)."""
+    return pb_grpc.StorageServiceStub(transport.channel(address, CHANNEL_OPTIONS))
+
+
+def hostile_stub(cluster: Cluster, address: str, role: str) -> pb_grpc.StorageServiceStub:
+    """A storage node's stub with a certificate of `role` from the cluster's CA: the data-changing and admin
+    RPCs below come from a caller who stole one (the node's role checks let them through to its own rules)."""
+    return pb_grpc.StorageServiceStub(harness_channel(cluster.state_dir, role, address, CHANNEL_OPTIONS))
 
 
 def writer(cluster: Cluster) -> str:
@@ -171,7 +188,7 @@ def write_for(cluster: Cluster, seconds: float) -> tuple[int, float]:
 
 
 def raise_epoch(cluster: Cluster, node: str, epoch: int, writer_id: str = "not-a-writer") -> None:
-    stub(cluster.node_address(node)).RaiseVolumeEpoch(
+    hostile_stub(cluster, cluster.node_address(node), pki.ROLE_WRITER).RaiseVolumeEpoch(
         pb.RaiseVolumeEpochRequest(segment_id=SEGMENT, volume_epoch=epoch, writer_id=writer_id), timeout=CALL_TIMEOUT_S
     )
 
@@ -217,7 +234,7 @@ def test_epochs_and_lsns_near_the_top_of_uint64_are_refused_and_the_volume_still
         )
     epoch = status(writer(cluster)).volume_epoch
     with pytest.raises(grpc.RpcError) as refused:
-        stub(address).TruncateSegment(
+        hostile_stub(cluster, address, pki.ROLE_WRITER).TruncateSegment(
             pb.TruncateSegmentRequest(
                 segment_id=SEGMENT,
                 volume_epoch=epoch,
@@ -235,7 +252,7 @@ def test_epochs_and_lsns_near_the_top_of_uint64_are_refused_and_the_volume_still
         records=[record_to_proto(chain.patch(1, b"x"))],
     )
     with pytest.raises(grpc.RpcError) as refused:
-        list(stub(address).AppendRecords(iter([request]), timeout=CALL_TIMEOUT_S))
+        list(hostile_stub(cluster, address, pki.ROLE_WRITER).AppendRecords(iter([request]), timeout=CALL_TIMEOUT_S))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     cluster.kill(COMPUTE)
     cluster.start(COMPUTE)  # a new recovery: the epochs and ranges above were never taken
@@ -245,7 +262,7 @@ def test_epochs_and_lsns_near_the_top_of_uint64_are_refused_and_the_volume_still
 
 
 def node_info(cluster: Cluster, node: str) -> cp_pb.NodeInfo:
-    channel = grpc.insecure_channel(cluster.control_plane_address())
+    channel = transport.channel(cluster.control_plane_address(), CHANNEL_OPTIONS)
     nodes = cp_grpc.ControlPlaneServiceStub(channel).ListNodes(cp_pb.ListNodesRequest(), timeout=CALL_TIMEOUT_S).nodes
     return next(n for n in nodes if n.node_id == node)
 
@@ -254,7 +271,8 @@ def test_a_dropped_copy_on_a_healthy_node_is_noticed_and_created_again(cluster: 
     """Item 5: the control plane sees the copy missing from the node's heartbeats and creates it again on the
     same node, which rebuilds it from its peers; writes go on meanwhile."""
     expected = fill(cluster, rounds=1)
-    stub(cluster.node_address("b2")).DropSegment(pb.DropSegmentRequest(segment_id=SEGMENT), timeout=CALL_TIMEOUT_S)
+    dropper = hostile_stub(cluster, cluster.node_address("b2"), pki.ROLE_CONTROL_PLANE)
+    dropper.DropSegment(pb.DropSegmentRequest(segment_id=SEGMENT), timeout=CALL_TIMEOUT_S)
     assert segment_state(cluster, "b2") is None
     took = wait_for(
         "the copy exists again and is whole", lambda: (s := segment_state(cluster, "b2")) is not None and s.whole

@@ -11,10 +11,10 @@ import re
 import threading
 import time
 
-import grpc
 import pytest
 
 from sixfold.storage.faults import FaultState, clear_fault_file, default_fault_file, write_fault_file
+from sixfold.storage.security import transport
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
 from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 from sixfold.storage.v1 import storage_service_pb2 as pb
@@ -34,7 +34,7 @@ SPARE_DELAY_MS = 3500
 
 
 def geometry(cluster: Cluster) -> cp_pb2.VolumeGeometry:
-    with grpc.insecure_channel(cluster.control_plane_address()) as channel:
+    with transport.channel(cluster.control_plane_address(), ()) as channel:
         reply = cp_grpc.ControlPlaneServiceStub(channel).DescribeVolume(
             cp_pb2.DescribeVolumeRequest(volume_id=VOLUME), timeout=10
         )
@@ -99,7 +99,7 @@ def check_clients(cluster: Cluster, clients: list[Client]) -> None:
 
 
 def segment_state(cluster: Cluster, node: str, segment_id: str) -> pb.SegmentState:
-    with grpc.insecure_channel(cluster.node_address(node)) as channel:
+    with transport.channel(cluster.node_address(node), ()) as channel:
         return (
             pb_grpc.StorageServiceStub(channel)
             .GetSegmentState(pb.GetSegmentStateRequest(segment_id=segment_id), timeout=10)
@@ -224,7 +224,7 @@ def test_two_overlapping_failures_compose_and_the_writer_keeps_committing(cluste
 
 
 def _segments_on(cluster: Cluster, node: str) -> list[str]:
-    with grpc.insecure_channel(cluster.node_address(node)) as channel:
+    with transport.channel(cluster.node_address(node), ()) as channel:
         reply = pb_grpc.StorageServiceStub(channel).ListSegments(pb.ListSegmentsRequest(), timeout=10)
     return [s.segment_id for s in reply.segments]
 

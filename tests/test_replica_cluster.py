@@ -25,10 +25,12 @@ from sixfold.compute.sql import SqlEngine
 from sixfold.compute.v1 import instance_service_pb2 as ipb
 from sixfold.compute.v1 import instance_service_pb2_grpc as ipb_grpc
 from sixfold.storage.errors import StorageError
+from sixfold.storage.security import pki, transport
 from sixfold.storage.serving import CHANNEL_OPTIONS, start_server
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 from sixfold.tools.cluster import Cluster
+from sixfold.tools.cluster_tls import harness_identity
 from tests.conftest import check_cluster_logs
 
 pytestmark = pytest.mark.integration
@@ -82,7 +84,9 @@ async def first_status(stub: Any, *requests: ipb.FollowRedoRequest) -> grpc.Stat
 
 
 async def scenario(cluster: Cluster) -> None:
-    cp_channel = grpc.aio.insecure_channel(cluster.control_plane_address(), options=CHANNEL_OPTIONS)
+    # This process is the cluster's writer (and its replica): a writer certificate from the cluster's CA.
+    transport.use(harness_identity(cluster.state_dir, pki.ROLE_WRITER))
+    cp_channel = transport.aio_channel(cluster.control_plane_address(), CHANNEL_OPTIONS)
     control_plane = cp_grpc.ControlPlaneServiceStub(cp_channel)
     await control_plane.CreateVolume(
         cp_pb.CreateVolumeRequest(volume_id=VOLUME, segment_size_bytes=4 << 20), timeout=30
@@ -136,7 +140,7 @@ async def scenario(cluster: Cluster) -> None:
         assert lag.volume_id == VOLUME and lag.applied_vdl == replica.vdl and lag.following
         assert 0 < lag.lag_ms_p50 <= lag.lag_ms_p99 < 5000 and lag.last_heard_ms < 1000
 
-        stub = ipb_grpc.InstanceServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{port}"))
+        stub = ipb_grpc.InstanceServiceStub(transport.aio_channel(f"127.0.0.1:{port}", CHANNEL_OPTIONS))
         assert await first_status(stub, ipb.FollowRedoRequest(volume_id="nope", reader_id="x")) == (
             grpc.StatusCode.NOT_FOUND
         )

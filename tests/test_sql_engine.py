@@ -17,9 +17,11 @@ from sixfold.compute.sql import REASON_IDLE_TIMEOUT, SqlEngine, TransactionAbort
 from sixfold.compute.sql.errors import SqlConstraint
 from sixfold.compute.volume import Channels, Volume
 from sixfold.compute.volume_log import Mtr
+from sixfold.storage.security import pki, transport
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 from sixfold.tools.cluster import Cluster
+from sixfold.tools.cluster_tls import harness_identity
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster_options(compute=False)]
 
@@ -33,8 +35,10 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
 
 @asynccontextmanager
 async def opened(cluster: Cluster, volume_id: str, **engine_options: float) -> AsyncIterator[tuple[Volume, SqlEngine]]:
-    """Create the volume if needed, open it (a recovery), start the engine; close all of it after."""
-    channel = grpc.aio.insecure_channel(cluster.control_plane_address())
+    """Create the volume if needed, open it (a recovery), start the engine; close all of it after. This process
+    is the writer of a storage-only cluster: a writer certificate from the cluster's CA."""
+    transport.use(harness_identity(cluster.state_dir, pki.ROLE_WRITER))
+    channel = transport.aio_channel(cluster.control_plane_address(), ())
     control_plane = cp_grpc.ControlPlaneServiceStub(channel)
     try:
         await control_plane.CreateVolume(

@@ -15,6 +15,7 @@ from sixfold.compute.sql_client import SqlClient, SqlError
 from sixfold.compute.sql_values import PARAMS_MAX, ROWS_PER_RESULT_MAX, SQL_BYTES_MAX, VALUE_BYTES_MAX
 from sixfold.compute.v1 import sql_service_pb2 as spb
 from sixfold.compute.v1 import sql_service_pb2_grpc as sgrpc
+from sixfold.storage.security import transport
 from sixfold.tools.cluster import Cluster
 from tests.sql_cluster import module_cluster
 
@@ -40,7 +41,7 @@ def code_of(raised: pytest.ExceptionInfo[SqlError]) -> str:
 
 
 def test_round_trip_of_every_type_and_the_services_are_announced(sql_cluster: Cluster, db: SqlClient) -> None:
-    with grpc.insecure_channel(sql_cluster.compute_address()) as channel:
+    with transport.channel(sql_cluster.compute_address(), ()) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("compute.v1.SqlService", "compute.v1.KvService", "compute.v1.VolumeService"):
             reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT_S)
@@ -152,7 +153,7 @@ def test_a_read_only_session_keeps_its_snapshot_while_others_commit(db: SqlClien
 def test_bad_input_gets_a_clear_status_and_the_service_keeps_serving(sql_cluster: Cluster, db: SqlClient) -> None:
     db.execute("CREATE TABLE bad(id INTEGER PRIMARY KEY, n INTEGER NOT NULL) STRICT")
     db.execute("INSERT INTO bad VALUES (1, 1)")
-    with grpc.insecure_channel(sql_cluster.compute_address()) as channel:
+    with transport.channel(sql_cluster.compute_address(), ()) as channel:
         stub = sgrpc.SqlServiceStub(channel)
 
         def refused(method: str, request: object) -> tuple[str, str]:

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sixfold.storage.chain import ChainBuilder
 from sixfold.storage.records import LogRecord, decode_record
+from sixfold.storage.security import pki, transport
 from sixfold.storage.segment import BATCH_RECORDS_MAX
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
@@ -22,18 +23,27 @@ from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from sixfold.storage.wire import record_from_proto, record_to_proto
 from sixfold.tools.cluster import Cluster
+from sixfold.tools.cluster_tls import harness_identity
 from tests.test_store import flip_byte_in_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster_options(compute=False)]  # storage only: saves CPU
 RPC_TIMEOUT_S = 10
 
 
+class Writer:
+    """These tests play the compute writer of a storage-only cluster: a writer certificate from its CA (None
+    on a plaintext cluster), set by `create_volume`."""
+
+    identity: pki.Identity | None = None
+
+
 def stub(address: str) -> pb_grpc.StorageServiceStub:
-    return pb_grpc.StorageServiceStub(grpc.insecure_channel(address, options=CHANNEL_OPTIONS))
+    return pb_grpc.StorageServiceStub(transport.channel_as(Writer.identity, address, CHANNEL_OPTIONS))
 
 
 def create_volume(cluster: Cluster, volume_id: str, page_size: int = 4096, segment_bytes: int = 4096 * 256):
-    channel = grpc.insecure_channel(cluster.control_plane_address())
+    Writer.identity = harness_identity(cluster.state_dir, pki.ROLE_WRITER)
+    channel = transport.channel_as(Writer.identity, cluster.control_plane_address(), CHANNEL_OPTIONS)
     reply = cp_grpc.ControlPlaneServiceStub(channel).CreateVolume(
         cp_pb.CreateVolumeRequest(volume_id=volume_id, page_size=page_size, segment_size_bytes=segment_bytes),
         timeout=RPC_TIMEOUT_S,
@@ -76,7 +86,7 @@ def all_records(address: str, segment_id: str) -> list[pb.LogRecord]:
 
 
 def healthy(address: str) -> bool:
-    channel = grpc.insecure_channel(address)
+    channel = transport.channel(address, CHANNEL_OPTIONS)
     reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -252,7 +262,7 @@ def test_bad_input_gets_a_clear_status_and_changes_nothing(one_cluster: Cluster)
         "only moves forward",
     )
     # Garbage bytes, unary and on the stream.
-    channel = grpc.insecure_channel(address)
+    channel = transport.channel_as(Writer.identity, address, CHANNEL_OPTIONS)
     raw_unary = channel.unary_unary(
         "/storage.v1.StorageService/ReadPage", request_serializer=lambda b: b, response_deserializer=lambda b: b
     )
@@ -322,7 +332,7 @@ def test_every_server_serves_health_and_reflection(one_cluster: Cluster) -> None
     }
     for address, service in expected.items():
         assert healthy(address)
-        database = ProtoReflectionDescriptorDatabase(grpc.insecure_channel(address))
+        database = ProtoReflectionDescriptorDatabase(transport.channel(address, CHANNEL_OPTIONS))
         services = set(database.get_services())
         assert {service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
         methods = {m.name for m in DescriptorPool(database).FindServiceByName(service).methods}

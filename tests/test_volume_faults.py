@@ -22,6 +22,7 @@ import pytest
 
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
+from sixfold.storage.security import transport
 from sixfold.tools.cluster import Cluster
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,7 @@ CALL_TIMEOUT_S = 15
 
 
 def stub(address: str) -> vgrpc.VolumeServiceStub:
-    return vgrpc.VolumeServiceStub(grpc.insecure_channel(address))
+    return vgrpc.VolumeServiceStub(transport.channel(address, ()))
 
 
 def write(address: str, patches: list[tuple[int, int, bytes]], volume: str = VOLUME) -> int:
@@ -260,6 +261,8 @@ def test_a_second_writer_fences_the_first(cluster: Cluster, tmp_path: Path) -> N
             str(port_file),
             "--default-volume",
             VOLUME,
+            "--tls-dir",  # as a second compute process of the cluster would: the writer's certificate
+            str(transport.cluster_tls_dir(cluster.state_dir)),
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
@@ -352,7 +355,7 @@ def test_the_compute_node_serves_health_and_reflection(cluster: Cluster) -> None
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-    channel = grpc.insecure_channel(cluster.compute_address())
+    channel = transport.channel(cluster.compute_address(), ())
     reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     database = ProtoReflectionDescriptorDatabase(channel)

@@ -15,6 +15,7 @@ import pytest
 
 from sixfold.compute.client import VolumeClient, VolumeError
 from sixfold.compute.write_stream_client import StreamingWriter
+from sixfold.storage.security import transport
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.tools.cluster import Cluster
 from tests.sql_cluster import module_cluster
@@ -60,7 +61,7 @@ def test_streaming_writer_serves_many_coroutines_and_survives_a_bad_message(clus
     rng = random.Random(seed)
 
     async def scenario() -> None:
-        channel = grpc.aio.insecure_channel(cluster.compute_address(), options=CHANNEL_OPTIONS)
+        channel = transport.aio_channel(cluster.compute_address(), CHANNEL_OPTIONS)
         writer = StreamingWriter(channel, "ws2")
         try:
             with VolumeClient(cluster.compute_address(), timeout_s=TIMEOUT_S) as sync:
