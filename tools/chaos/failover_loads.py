@@ -28,6 +28,7 @@ import grpc
 from sixfold.compute.client import VolumeClient
 from sixfold.compute.endpoint_client import CLUSTER_ENDPOINT, Endpoint, ResolveError, asks_to_re_resolve, resolve
 from sixfold.compute.sql_client import SqlClient
+from sixfold.storage.security import transport
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.v1 import cluster_service_pb2 as cl_pb
 from sixfold.storage.v1 import cluster_service_pb2_grpc as cl_grpc
@@ -64,7 +65,7 @@ def resolve_writer(control_plane: str, timeout_s: float = WRITER_WAIT_S) -> tupl
 
 def create_volume(cluster: Any, volume: str) -> None:
     """Create `volume` (as vol0: 64 MiB segments) through the control plane; one that exists is kept."""
-    with grpc.insecure_channel(cluster.control_plane_address(), options=CHANNEL_OPTIONS) as channel:
+    with transport.channel(cluster.control_plane_address(), CHANNEL_OPTIONS) as channel:
         stub = cp_grpc.ControlPlaneServiceStub(channel)
         try:
             stub.CreateVolume(cp_pb.CreateVolumeRequest(volume_id=volume, segment_size_bytes=SEGMENT_BYTES), timeout=30)
@@ -137,7 +138,7 @@ class EndpointPages(Workload):
             if not self._stale:
                 return self.target
             if self._cp_channel is None:
-                self._cp_channel = grpc.aio.insecure_channel(self.control_plane, options=CHANNEL_OPTIONS)
+                self._cp_channel = transport.aio_channel(self.control_plane, CHANNEL_OPTIONS)
             try:
                 reply = await cl_grpc.ClusterServiceStub(self._cp_channel).ResolveEndpoint(
                     cl_pb.ResolveEndpointRequest(name=CLUSTER_ENDPOINT), timeout=RESOLVE_TIMEOUT_S

@@ -36,6 +36,7 @@ import grpc
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
 from sixfold.storage.faults import FaultState, clear_fault_file, default_fault_file, write_fault_file
+from sixfold.storage.security import pki, transport
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
@@ -44,6 +45,7 @@ from sixfold.tools.chaos.disk_rot import FlipResult, MetaRot, TreeRot
 from sixfold.tools.chaos.fault_log import FaultEvent, FaultLog
 from sixfold.tools.chaos.second_writer import SecondWriter
 from sixfold.tools.cluster import COMPUTE, DEAD, PAUSED, RUNNING, STOPPED, Cluster
+from sixfold.tools.cluster_tls import harness_channel
 
 STATUS_TIMEOUT_S = 3.0
 CONNECTED_POLL_S = 0.1
@@ -152,9 +154,10 @@ class Nemesis:
         return result
 
     def probe_page(self, node: str, key: int, timeout_s: float = STATUS_TIMEOUT_S) -> tuple[str, str]:
-        """Read `key` straight from the node's segment at its SCL: ("OK", data prefix) or (code, details)."""
+        """Read `key` straight from the node's segment at its SCL: ("OK", data prefix) or (code, details). A
+        node serves data to the cluster's processes alone: this probe carries a `reader` certificate."""
         address = self.cluster.node_address(node)
-        with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        with harness_channel(self.cluster.state_dir, pki.ROLE_READER, address, CHANNEL_OPTIONS) as channel:
             stub = pb_grpc.StorageServiceStub(channel)
             segments = stub.ListSegments(pb.ListSegmentsRequest(), timeout=timeout_s).segments
             for seg in segments:
@@ -212,7 +215,7 @@ class Nemesis:
     # -- storage node calls ------------------------------------------------------------------
 
     def list_segments(self, node: str, timeout_s: float = STATUS_TIMEOUT_S) -> pb.ListSegmentsResponse:
-        with grpc.insecure_channel(self.cluster.node_address(node), options=CHANNEL_OPTIONS) as channel:
+        with transport.channel(self.cluster.node_address(node), CHANNEL_OPTIONS) as channel:
             return pb_grpc.StorageServiceStub(channel).ListSegments(pb.ListSegmentsRequest(), timeout=timeout_s)
 
     def segment_state(
@@ -222,7 +225,7 @@ class Nemesis:
         timeout_s: float = STATUS_TIMEOUT_S,
     ) -> tuple[str, pb.SegmentState | None]:
         """("OK", state) or (status code name, None)."""
-        with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        with transport.channel(address, CHANNEL_OPTIONS) as channel:
             try:
                 reply = pb_grpc.StorageServiceStub(channel).GetSegmentState(
                     pb.GetSegmentStateRequest(segment_id=segment_id), timeout=timeout_s
@@ -232,10 +235,13 @@ class Nemesis:
         return "OK", reply.state
 
     def drop_segment(self, node: str, segment_id: str) -> int:
-        """DropSegment on a healthy member: its copy is gone (records, metadata); the records removed."""
+        """DropSegment on a healthy member: its copy is gone (records, metadata); the records removed. A node
+        takes DropSegment from the control plane alone: this comes with a `control-plane` certificate from the
+        cluster's CA (an operator's mistake, or a stolen certificate)."""
 
         def go() -> int:
-            with grpc.insecure_channel(self.cluster.node_address(node), options=CHANNEL_OPTIONS) as channel:
+            address = self.cluster.node_address(node)
+            with harness_channel(self.cluster.state_dir, pki.ROLE_CONTROL_PLANE, address, CHANNEL_OPTIONS) as channel:
                 return int(
                     pb_grpc.StorageServiceStub(channel)
                     .DropSegment(pb.DropSegmentRequest(segment_id=segment_id), timeout=STATUS_TIMEOUT_S * 3)
@@ -262,7 +268,7 @@ class Nemesis:
     def wait_writer_connected(self, address: str, timeout_s: float = 30.0, nodes: set[str] | None = None) -> bool:
         """Until the writer at `address` has its stream to every segment (of `nodes`, default all) connected."""
         deadline = time.monotonic() + timeout_s
-        with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        with transport.channel(address, CHANNEL_OPTIONS) as channel:
             stub = vgrpc.VolumeServiceStub(channel)
             while time.monotonic() < deadline:
                 with contextlib.suppress(grpc.RpcError):
@@ -280,7 +286,7 @@ class Nemesis:
         return False
 
     def writer_fenced(self, address: str) -> bool:
-        with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        with transport.channel(address, CHANNEL_OPTIONS) as channel:
             stub = vgrpc.VolumeServiceStub(channel)
             try:
                 status = stub.GetVolumeStatus(

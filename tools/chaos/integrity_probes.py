@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from sixfold.storage.security import transport
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
 from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 from sixfold.tools.chaos.scenario_base import Context, Criterion, ops
@@ -145,7 +146,7 @@ def wait_recreated(ctx: Context, node: str, segment_id: str, timeout_s: float) -
 
 
 def _control_plane_view(ctx: Context, node: str) -> Any:
-    with grpc.insecure_channel(ctx.cluster.control_plane_address()) as channel:
+    with transport.channel(ctx.cluster.control_plane_address(), ()) as channel:
         nodes = cp_grpc.ControlPlaneServiceStub(channel).ListNodes(cp_pb2.ListNodesRequest(), timeout=5).nodes
     return next((n for n in nodes if n.node_id == node), None)
 

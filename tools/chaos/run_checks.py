@@ -14,6 +14,7 @@ import grpc
 
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
+from sixfold.storage.security import transport
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
@@ -66,7 +67,7 @@ class Convergence:
 def segment_states(writer_address: str) -> dict[str, dict[str, tuple[int, int]]]:
     """For each PG of vol0 (as the writer lists them): node -> (SCL, highest LSN) from GetSegmentState."""
     out: dict[str, dict[str, tuple[int, int]]] = {}
-    with grpc.insecure_channel(writer_address, options=CHANNEL_OPTIONS) as channel:
+    with transport.channel(writer_address, CHANNEL_OPTIONS) as channel:
         status = (
             vgrpc.VolumeServiceStub(channel)
             .GetVolumeStatus(vpb.GetVolumeStatusRequest(volume_id=VOLUME), timeout=5)
@@ -75,7 +76,7 @@ def segment_states(writer_address: str) -> dict[str, dict[str, tuple[int, int]]]
     for pg in status.protection_groups:
         states: dict[str, tuple[int, int]] = {}
         for seg in pg.segments:
-            with grpc.insecure_channel(seg.address, options=CHANNEL_OPTIONS) as channel:
+            with transport.channel(seg.address, CHANNEL_OPTIONS) as channel:
                 try:
                     reply = pb_grpc.StorageServiceStub(channel).GetSegmentState(
                         pb.GetSegmentStateRequest(segment_id=seg.segment_id), timeout=3

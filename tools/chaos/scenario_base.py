@@ -32,8 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
+from sixfold.storage.security import transport
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
 from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 
@@ -108,7 +107,7 @@ class Context:
 
     def geometry(self, volume: str | None = None) -> cp_pb2.VolumeGeometry:
         """The control plane's geometry of vol0 (or `volume`)."""
-        with grpc.insecure_channel(self.cluster.control_plane_address()) as channel:
+        with transport.channel(self.cluster.control_plane_address(), ()) as channel:
             return (
                 cp_grpc.ControlPlaneServiceStub(channel)
                 .DescribeVolume(cp_pb2.DescribeVolumeRequest(volume_id=volume or self.nemesis.volume), timeout=5)

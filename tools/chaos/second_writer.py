@@ -1,5 +1,6 @@
 """A second writer for a chaos run: another `sixfold compute` process opening the same volume,
-which fences the cluster's writer. Started and stopped here by PID (its own session).
+which fences the cluster's writer. Started and stopped here by PID (its own session). On a TLS cluster it
+presents the writer's certificate (`compute`, from the cluster's tls dir), as a second writer would.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from sixfold.storage.security import transport
 from sixfold.tools.cluster import PROJECT_ROOT, Cluster, health_check
 
 SECOND_WRITER_OPEN_TIMEOUT_S = 60.0
@@ -46,6 +48,8 @@ class SecondWriter:
             "--default-volume",
             self.volume,
         ]
+        if not self.cluster.insecure():
+            command += ["--tls-dir", str(transport.cluster_tls_dir(self.cluster.state_dir))]
         with open(self.log_file, "ab") as log:
             log.write(f"--- chaos runner: starting a second writer: {' '.join(command)}\n".encode())
             log.flush()

@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 
 from sixfold.compute.client import VolumeClient, VolumeError
+from sixfold.storage.security import pki
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
@@ -33,6 +34,7 @@ from sixfold.tools.chaos.history import OK, READ, WRITE
 from sixfold.tools.chaos.lsn_check import Line, LsnCheck, Read, Write, check_reads
 from sixfold.tools.chaos.scenario_base import Context, Criterion
 from sixfold.tools.chaos.workload import VOLUME, OpRecord, Workload, decode_value
+from sixfold.tools.cluster_tls import harness_channel
 
 SIDE_CLIENTS = 4  # writing clients of each clone's load (the main workload has 8 by default)
 SIDE_KEYS = 4  # the hot pages they write: the first two of each PG (the main workload's keys hold 4 per PG)
@@ -239,10 +241,11 @@ def _state(stub: Any, segment_id: str) -> Any:
 
 
 def _read_segment(ctx: Context, volume: str, pg: Any, seg: Any, keys: list[int], deadline: float) -> Read | None:
-    """The PG's hot pages from one segment at its SCL, once that reached the PG's PGCL (else None, noted)."""
+    """The PG's hot pages from one segment at its SCL, once that reached the PG's PGCL (else None, noted). A node
+    serves data to the cluster's processes alone: this probe carries a `reader` certificate."""
     where = f"{volume} segment {seg.segment_id} on {seg.node_id}"
     state, why = None, "no answer"
-    with grpc.insecure_channel(seg.address, options=CHANNEL_OPTIONS) as channel:
+    with harness_channel(ctx.cluster.state_dir, pki.ROLE_READER, seg.address, CHANNEL_OPTIONS) as channel:
         stub = pb_grpc.StorageServiceStub(channel)
         while True:
             try:

@@ -32,6 +32,7 @@ import grpc
 
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
+from sixfold.storage.security import transport
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.tools.chaos.history import FAIL, INFO, OK, READ, WRITE, History
 from sixfold.tools.cluster import COMPUTE, Cluster
@@ -140,7 +141,7 @@ class Target:
     def __init__(self, address: str, label: str) -> None:
         self.address = address
         self.label = label
-        self.channel = grpc.aio.insecure_channel(address, options=CLIENT_CHANNEL_OPTIONS)
+        self.channel = transport.aio_channel(address, CLIENT_CHANNEL_OPTIONS)
         self.stub = vgrpc.VolumeServiceStub(self.channel)
 
 
