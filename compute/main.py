@@ -30,9 +30,10 @@ from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.volume import Channels
 from sixfold.storage.cluster_limits import validate_instance_id
 from sixfold.storage.errors import StorageError
-from sixfold.storage.security import transport
+from sixfold.storage.security import transport, user_sync
 from sixfold.storage.security.audit_rpc import COMPUTE_AUDITED, open_audit_log, server_interceptors
 from sixfold.storage.security.tls import COMPUTE_OPEN_SERVICES, INSTANCE_RPC_ROLES, INSTANCE_SERVICE
+from sixfold.storage.security.user_auth import install_user_log_filter
 from sixfold.storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
 from sixfold.storage.v1 import cluster_service_pb2_grpc as cl_grpc
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
@@ -53,6 +54,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port)")
     transport.add_arguments(parser)
+    user_sync.add_arguments(parser)
     parser.add_argument("--port-file", help="write the bound port here once serving")
     parser.add_argument("--default-volume", help="create this volume if needed and open it before serving")
     parser.add_argument(
@@ -92,7 +94,8 @@ def _instance_id(text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s compute %(name)s: %(message)s")
-    if not transport.started_secure(args.tls_dir, args.instance_id, log):
+    install_user_log_filter()  # a line logged during a user's call names the user
+    if not transport.started_secure(args.tls_dir, args.instance_id, log) or not user_sync.arguments_ok(args, log):
         return 2
     return asyncio.run(_serve(args))
 
@@ -195,6 +198,8 @@ async def _serve(args: argparse.Namespace) -> int:
     guards = server_interceptors(
         audit_log, COMPUTE_AUDITED, INSTANCE_RPC_ROLES, service=INSTANCE_SERVICE, open_services=COMPUTE_OPEN_SERVICES
     )
+    # Under TLS a user's token on every SQL, KV and Volume call (storage/security/user_sync.py).
+    guards, users = user_sync.start_token_check(args.token_verify_key, cp_channel, audit_log, guards)
     server, port, health = await start_server(args.host, args.port, services, serving=False, interceptors=guards)
     write_port_file(args.port_file, port)
     log.info(
@@ -223,6 +228,8 @@ async def _serve(args: argparse.Namespace) -> int:
     log.info("stopping")
     await health.enter_graceful_shutdown()
     await server.stop(SHUTDOWN_GRACE_S)
+    if users is not None:
+        await users.close()
     await instance.close()  # aborts open transactions, before their volumes close
     await engines.close()
     await servicer.close()

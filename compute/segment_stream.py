@@ -29,6 +29,7 @@ import grpc
 from sixfold.storage.errors import (
     REASON_DISK_FAILED,
     REASON_DISK_FULL,
+    REASON_KEY_UNAVAILABLE,
     REASON_STALE_MEMBERSHIP_EPOCH,
     REASON_STALE_VOLUME_EPOCH,
 )
@@ -76,8 +77,8 @@ def is_membership_refusal(error: grpc.RpcError) -> bool:
 
 
 def is_disk_refusal(error: grpc.RpcError) -> bool:
-    """The node's disk is full or failed (the node reports that itself)."""
-    return detail_of(error).reason in (REASON_DISK_FULL, REASON_DISK_FAILED)
+    """The node's disk is full or failed, or its key service is gone (the node reports that itself)."""
+    return detail_of(error).reason in (REASON_DISK_FULL, REASON_DISK_FAILED, REASON_KEY_UNAVAILABLE)
 
 
 class StreamOwner(Protocol):
@@ -151,6 +152,9 @@ class SegmentStream:
         self._call: grpc.aio.StreamStreamCall | None = None
         self._closed = False
         self._missing_reported = False  # a NOT_FOUND from the node is said once, until the segment is back
+        # What the segment said when it last refused or broke the stream ("" once it is connected again): a
+        # write that misses its quorum names it (compute/writes.py), e.g. the node's key service is gone.
+        self.last_refusal = ""
 
     # -- called by the volume ---------------------------------------------------
 
@@ -194,6 +198,7 @@ class SegmentStream:
                 raise
             except grpc.aio.AioRpcError as error:
                 self.connected = False
+                self.last_refusal = f"{error.code().name}: {error.details()}"
                 refused = refused_epoch_of(error)
                 if refused is not None:
                     # A newer epoch on this segment: the volume judges whether a newer writer stands behind it
@@ -272,6 +277,7 @@ class SegmentStream:
             self.to_send.popleft()  # the segment already holds these
         call = self._call = self.stub.AppendRecords()
         self.connected = True
+        self.last_refusal = ""
         reader = asyncio.create_task(self._read_acks(call))
         reader.add_done_callback(lambda _: self._wake.set())  # a broken stream wakes the sender
         try:

@@ -185,5 +185,6 @@ class WritePath(VolumeBase):
         for pg_index in by_pg:
             pg = self.pgs[pg_index]
             up = sum(1 for s in pg.streams.values() if s.connected)
-            parts.append(f"PG {pg_index}: {up} of 6 segments connected")
+            said = sorted({s.last_refusal for s in pg.streams.values() if not s.connected and s.last_refusal})
+            parts.append(f"PG {pg_index}: {up} of 6 segments connected" + (f"; they said: {said[0]}" if said else ""))
         return "; ".join(parts)

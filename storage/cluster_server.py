@@ -29,6 +29,7 @@ from sixfold.storage.cluster_failover import FailoverRpcs, GrpcInstanceClient, I
 from sixfold.storage.cluster_limits import HEARTBEAT_INTERVAL_MS, RESTART_GRACE_MS, WRITER_TIMEOUT_MS, VolumeLag
 from sixfold.storage.cluster_state import ClusterState, Promotion, Role
 from sixfold.storage.cluster_state_file import cluster_from_dict, cluster_to_dict
+from sixfold.storage.control_plane_keys import GrpcKeyMaker
 from sixfold.storage.control_plane_persistence import write_json_atomically
 from sixfold.storage.control_plane_server import (
     HEAL_INTERVAL_S,
@@ -281,19 +282,24 @@ async def start_cluster_control_plane(
     writer_timeout_ms: float = WRITER_TIMEOUT_MS,
     failure_detection: bool = True,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    kms_address: str | None = None,
+    services: Sequence[tuple[Any, Any, Any]] = (),
 ) -> tuple[grpc.aio.Server, int, ControlPlaneServicer, ClusterServicer]:
     """The control plane process's server: ControlPlaneService and ClusterService on one port (plus health,
     with a status for each, and reflection). `heal_interval_s` 0 leaves healing off; `failure_detection`
     False leaves the detector off (Failover by request still works). `interceptors`: the role check and
-    audit of storage/security/audit_rpc.py (control_plane_main.py)."""
+    audit of storage/security/audit_rpc.py and the token check (control_plane_main.py); `services`: more to serve
+    on the port, (descriptor, servicer, pb2 module) as serving.start_server takes (UserService under TLS)."""
     servicer = ControlPlaneServicer(
         data_dir, heartbeat_timeout_ms, heartbeat_interval_ms, segment_client, failure_timeout_ms=failure_timeout_ms
     )
+    if kms_address:  # encryption at rest: every segment gets its volume's wrapped key (control_plane_keys.py)
+        servicer.encrypt_at_rest(data_dir, GrpcKeyMaker(kms_address), servicer.state.parent_volume_id)
     cluster = ClusterServicer(data_dir, instance_client, writer_timeout_ms=writer_timeout_ms)
     server, bound, _health = await start_server(
         host,
         port,
-        [(SERVICE_DESCRIPTOR, servicer, cp_pb2), (CLUSTER_SERVICE_DESCRIPTOR, cluster, cl_pb2)],
+        [(SERVICE_DESCRIPTOR, servicer, cp_pb2), (CLUSTER_SERVICE_DESCRIPTOR, cluster, cl_pb2), *services],
         interceptors=interceptors,
     )
     if heal_interval_s > 0:

@@ -212,6 +212,11 @@ class ControlPlane(Timelines, Membership):
 
     # -- volumes --------------------------------------------------------------
 
+    def parent_volume_id(self, volume_id: str) -> str:
+        """The volume a clone or snapshot branched from ("" for a root volume or an unknown id)."""
+        volume = self._volumes.get(volume_id)
+        return volume.parent_volume_id if volume is not None else ""
+
     def plan_create_volume(
         self,
         volume_id: str,

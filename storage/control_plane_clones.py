@@ -123,6 +123,9 @@ class CloneRpcs:
         when a PG falls short of a write quorum. Returns (PG index, node id) of the segments created, and why
         each other one was not. Caller holds the lock."""
         assert self._lock.locked()
+        volume_keys = getattr(self, "volume_keys", None)
+        if volume_keys is not None:  # encryption at rest: the clone keeps its source's data key
+            await volume_keys.inherit(plan.volume_id, plan.source_volume_id)
         self.state.reserve_segments(plan.serial, plan.segments())
         await self._persist()
         now = self.clock_ms()

@@ -21,9 +21,10 @@ from sixfold.storage.cluster_limits import WRITER_TIMEOUT_MS
 from sixfold.storage.cluster_server import start_cluster_control_plane
 from sixfold.storage.control_plane import FAILURE_TIMEOUT_MS_DEFAULT, HEARTBEAT_TIMEOUT_MS_DEFAULT
 from sixfold.storage.control_plane_server import HEAL_INTERVAL_S, HEARTBEAT_INTERVAL_MS_DEFAULT
-from sixfold.storage.security import transport
+from sixfold.storage.security import transport, user_service
 from sixfold.storage.security.audit_rpc import CONTROL_PLANE_AUDITED, Auditor, open_audit_log, server_interceptors
 from sixfold.storage.security.tls import CONTROL_PLANE_RPC_ROLES
+from sixfold.storage.security.user_auth import USER_SERVICE_RPC_ROLES, install_user_log_filter
 from sixfold.storage.serving import write_port_file
 
 log = logging.getLogger("sixfold.control_plane")
@@ -40,6 +41,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: pick a free port)")
     transport.add_arguments(parser)
+    user_service.add_arguments(parser)
     parser.add_argument("--port-file", default=None, help="write the bound port to this file once serving")
     parser.add_argument(
         "--heartbeat-timeout-ms",
@@ -60,6 +62,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"a node silent for this long has failed and its segments are replaced on a spare or another "
         f"node of its AZ (default {FAILURE_TIMEOUT_MS_DEFAULT}, and never below the heartbeat timeout)",
+    )
+    parser.add_argument(
+        "--kms",
+        default=None,
+        help="HOST:PORT of the key service (`sixfold kms`, needs --tls-dir): every volume gets a data key, kept "
+        "only wrapped, and its segments are encrypted at rest (default: none, volumes stored in clear)",
     )
     parser.add_argument(
         "--no-healing",
@@ -89,7 +97,11 @@ def heartbeat_interval_ms(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
-    if not transport.started_secure(args.tls_dir, "control-plane", log):
+    install_user_log_filter()  # a line logged during a user's call names the user
+    if not transport.started_secure(args.tls_dir, "control-plane", log) or not user_service.arguments_ok(args, log):
+        return 2
+    if args.kms and not args.tls_dir:
+        log.error("--kms needs --tls-dir: the key service is reached only over mutual TLS")
         return 2
     args.heartbeat_interval_ms = heartbeat_interval_ms(args)
     if not 0 < args.heartbeat_interval_ms < args.heartbeat_timeout_ms:
@@ -122,7 +134,10 @@ async def serve(args: argparse.Namespace) -> int:
     # Under mutual TLS the caller's certificate role decides what it may call (storage/security/tls.py
     # CONTROL_PLANE_RPC_ROLES); refusals and admin operations go to DATA_DIR/audit.log (audit_rpc.py).
     audit_log = open_audit_log(args.data_dir, "control-plane")
-    guards = server_interceptors(audit_log, CONTROL_PLANE_AUDITED, CONTROL_PLANE_RPC_ROLES, service=None)
+    roles = {**CONTROL_PLANE_RPC_ROLES, **USER_SERVICE_RPC_ROLES}
+    guards = server_interceptors(audit_log, CONTROL_PLANE_AUDITED, roles, service=None)
+    # Under TLS: UserService, and a user's token on every client call (storage/security/user_service.py).
+    guards, users = user_service.start_users(args.token_signing_key, args.data_dir, audit_log, guards)
     server, port, servicer, cluster = await start_cluster_control_plane(
         args.host,
         args.port,
@@ -134,6 +149,8 @@ async def serve(args: argparse.Namespace) -> int:
         writer_timeout_ms=args.writer_timeout_ms,
         failure_detection=not args.no_failover,
         interceptors=guards,
+        kms_address=args.kms,
+        services=users,
     )
     if audit_log is not None:
         cluster.on_failover = _audit_detector_failovers(Auditor(audit_log))

@@ -50,6 +50,7 @@ from sixfold.storage.control_plane_calls import (
     describe_failure,
 )
 from sixfold.storage.control_plane_healing import HEAL_INTERVAL_S, Healing
+from sixfold.storage.control_plane_keys import KeyRpcs
 from sixfold.storage.control_plane_limits import VolumeDeleted, hidden_timeline_sentence
 from sixfold.storage.control_plane_persistence import STATE_FILE_NAME, load_state, write_json_atomically
 from sixfold.storage.control_plane_wire import (
@@ -102,7 +103,7 @@ def wall_ms() -> float:
     return time.time() * 1000.0
 
 
-class ControlPlaneServicer(BacktrackRpcs, Healing):
+class ControlPlaneServicer(BacktrackRpcs, KeyRpcs, Healing):
     """Implements every RPC of `storage.v1.ControlPlaneService`."""
 
     def __init__(

@@ -20,6 +20,7 @@ REASON_DISK_FAILED = "DISK_FAILED"
 REASON_FENCED = "FENCED"  # the writer: a newer writer opened the volume
 REASON_REOPENING = "REOPENING"  # the writer: it is regaining the volume (a new recovery); retry
 REASON_OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"  # the writer: the MTR was sent; it may still become durable
+REASON_KEY_UNAVAILABLE = "KEY_UNAVAILABLE"  # a volume's data key is not at hand (the key service is gone)
 REASON_NOT_COMMITTED = "NOT_COMMITTED"  # the writer: the MTR was truncated by a recovery; it never will be
 
 
@@ -97,6 +98,14 @@ class Truncated(StorageError):
 
 class BatchTooLarge(StorageError):
     status_code_name = "RESOURCE_EXHAUSTED"
+
+
+class KeyUnavailable(StorageError):
+    """A segment's data key is not at hand (the key service cannot be reached, or refused): nothing of the
+    segment is stored or served in clear instead; the call is refused until the key is back."""
+
+    status_code_name = "UNAVAILABLE"
+    reason = REASON_KEY_UNAVAILABLE
 
 
 class ChecksumMismatch(StorageError):

@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from sixfold.storage import epochs
+from sixfold.storage import epochs, node_keys
 from sixfold.storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S, Coalescer
 from sixfold.storage.disk_doctor import DiskDoctor
 from sixfold.storage.errors import InvalidRequest, StorageError
@@ -368,6 +368,9 @@ class StorageServicer:
             branch_lsn=request.branch_lsn,
             parent_read_lsn=request.parent_read_lsn,
             lsn_floor=request.lsn_floor,
+            wrapped_data_key=await node_keys.key_for_new_segment(
+                self.store, request.segment_id, request.wrapped_data_key
+            ),
         )
         meta.check_lineage()
         created_meta, created = await self._on_writer(self.store.create_segment, meta, request.rebuild)
@@ -393,6 +396,14 @@ class StorageServicer:
                 meta.first_page + meta.page_count - 1,
             )
         return pb.CreateSegmentResponse(state=self._state(created_meta.segment_id), created=created)
+
+    async def RewrapSegmentKey(self, request: pb.RewrapSegmentKeyRequest, context: Any) -> pb.RewrapSegmentKeyResponse:
+        _check_segment_id(request.segment_id)
+        wrapped = await node_keys.check_rewrap(self.store, request.segment_id, request.wrapped_data_key)
+        changed = await self._on_writer(self.store.set_wrapped_data_key, request.segment_id, wrapped)
+        if changed:
+            log.info("segment %s keeps a new wrapping of its data key", request.segment_id)
+        return pb.RewrapSegmentKeyResponse(segment_id=request.segment_id, changed=changed)
 
     async def UpdateMembership(self, request: pb.UpdateMembershipRequest, context: Any) -> pb.UpdateMembershipResponse:
         _check_segment_id(request.segment_id)

@@ -16,10 +16,11 @@ import signal
 import grpc
 
 from sixfold.storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S
+from sixfold.storage.errors import KeyUnavailable
 from sixfold.storage.faults import FaultFile, default_fault_file
 from sixfold.storage.node import StorageServicer
 from sixfold.storage.scrub import SCRUB_INTERVAL_S
-from sixfold.storage.security import transport
+from sixfold.storage.security import keyring, transport
 from sixfold.storage.security.audit_rpc import STORAGE_AUDITED, open_audit_log, server_interceptors
 from sixfold.storage.security.tls import STORAGE_RPC_ROLES, STORAGE_SERVICE
 from sixfold.storage.serving import CHANNEL_OPTIONS, start_server, write_port_file
@@ -33,6 +34,7 @@ log = logging.getLogger("sixfold.storage_node")
 HEARTBEAT_INTERVAL_DEFAULT_MS = 500
 HEARTBEAT_TIMEOUT_MS = 2_000
 SHUTDOWN_GRACE_S = 2.0
+KEY_WAIT_S = 1.0  # between two tries to unwrap the data keys at start
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
@@ -44,6 +46,20 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     transport.add_arguments(parser)
     parser.add_argument("--port-file", help="write the bound port here once serving")
     parser.add_argument("--control-plane", help="HOST:PORT of the control plane to register with and heartbeat")
+    parser.add_argument(
+        "--kms",
+        default=None,
+        help="HOST:PORT of the key service (`sixfold kms`, needs --tls-dir): every segment is encrypted at rest "
+        "under its volume's data key, unwrapped there (default: none, rows stored in clear)",
+    )
+    parser.add_argument(
+        "--key-lease-s",
+        type=float,
+        default=keyring.LEASE_S_DEFAULT,
+        help=f"hold an unwrapped data key at most this long without the key service renewing it (default "
+        f"{keyring.LEASE_S_DEFAULT}; {keyring.LEASE_S_MIN} to {keyring.LEASE_S_MAX}): once the key service is "
+        "gone, writes and reads of its volumes stop within this time",
+    )
     parser.add_argument(
         "--gossip-interval-ms",
         type=int,
@@ -91,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if not transport.started_secure(args.tls_dir, args.node_id, log):
         return 2
+    if args.kms and not args.tls_dir:
+        log.error("--kms needs --tls-dir: data keys travel from the key service only over mutual TLS")
+        return 2
+    if not keyring.LEASE_S_MIN <= args.key_lease_s <= keyring.LEASE_S_MAX:
+        log.error("--key-lease-s must be %d to %d, not %g", keyring.LEASE_S_MIN, keyring.LEASE_S_MAX, args.key_lease_s)
+        return 2
     return asyncio.run(_serve(args))
 
 
@@ -135,8 +157,30 @@ async def _heartbeat_loop(args: argparse.Namespace, address: str, servicer: Stor
             await asyncio.sleep(interval_s)
 
 
+async def _open_store(args: argparse.Namespace, keys: keyring.Keyring | None) -> SegmentStore:
+    """The node's store; with a key service, waiting (and saying so) until it unwraps the keys of the segments
+    held here: a node never takes a key it cannot reach for damage (storage/store/sealing.py rule 3)."""
+    path = os.path.join(args.data_dir, "lmdb")
+    waited = False
+    while True:
+        try:
+            store = SegmentStore(path, map_size_bytes=args.lmdb_map_mib * 1024 * 1024, keys=keys)
+        except KeyUnavailable as error:
+            if not waited:
+                log.warning("%s; waiting for the key service before serving", error.message)
+                waited = True
+            await asyncio.sleep(KEY_WAIT_S)
+            continue
+        if keys is not None:
+            keys.start()
+            if waited:
+                log.info("the key service unwrapped this node's data keys; starting")
+        return store
+
+
 async def _serve(args: argparse.Namespace) -> int:
-    store = SegmentStore(os.path.join(args.data_dir, "lmdb"), map_size_bytes=args.lmdb_map_mib * 1024 * 1024)
+    keys = keyring.Keyring(args.kms, args.key_lease_s) if args.kms else None
+    store = await _open_store(args, keys)
     fault_file = args.fault_file or default_fault_file(args.data_dir)
     faults = FaultFile(fault_file)
     servicer = StorageServicer(
@@ -185,6 +229,8 @@ async def _serve(args: argparse.Namespace) -> int:
     await server.stop(SHUTDOWN_GRACE_S)
     await servicer.stop()
     store.close()
+    if keys is not None:
+        keys.stop()
     if audit_log is not None:
         audit_log.close()
     log.info("stopped")

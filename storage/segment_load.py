@@ -32,7 +32,7 @@ Rules (this module owns them):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,13 +61,18 @@ class Loaded:
     rows: int = 0  # keys walked
 
 
-def load(txn: Any, dbs: dict[bytes, Any]) -> Loaded:
+# A stored record's plaintext (storage/store/sealing.py): ChecksumMismatch if it does not open,
+# KeyUnavailable (passed up untouched) if its key is not at hand. None: rows are stored in clear.
+OpenRecord = Callable[[SegmentMeta, int, bytes], bytes]
+
+
+def load(txn: Any, dbs: dict[bytes, Any], open_record: OpenRecord | None = None) -> Loaded:
     """Rules 1-5 in one read transaction; lmdb corruption errors propagate (the caller fails the disk)."""
     out = Loaded()
     metas, repaired = _read_metas(txn, dbs, out.lost)
     records_per_seg, out.rows = _walk_tree(txn, dbs)
     for meta in metas.values():
-        seg, changed = _verified(txn, dbs[b"records"], meta, records_per_seg.get(meta.seg_no, 0))
+        seg, changed = _verified(txn, dbs[b"records"], meta, records_per_seg.get(meta.seg_no, 0), open_record)
         if meta.parent_segment_id and meta.parent_segment_id not in metas:
             log.warning(
                 "segment %s: its parent segment %s is not trusted or gone; it loses its link and is hydrated "
@@ -228,11 +233,13 @@ def _seg_nos_in_rows(txn: Any, dbs: dict[bytes, Any]) -> set[int]:
     return found
 
 
-def _verified(txn: Any, records: Any, meta: SegmentMeta, record_count: int) -> tuple[Segment, bool]:
+def _verified(
+    txn: Any, records: Any, meta: SegmentMeta, record_count: int, open_record: OpenRecord | None
+) -> tuple[Segment, bool]:
     """Rule 2: the segment with watermarks its records prove; True if any stored value was wrong."""
     damaged = meta.scl < meta.retention_horizon_lsn
     base = meta.scl if damaged else meta.chain_anchor_lsn
-    tracker = SclTracker.rebuilt(base, held_above(txn, records, meta, base, warn=True))
+    tracker = SclTracker.rebuilt(base, held_above(txn, records, meta, base, warn=True, open_record=open_record))
     # A clone's segment holds nothing at or below its branch (a new timeline's, its LSN floor), yet its
     # writer's LSNs are above it.
     highest = max(last_lsn(txn, records, meta.seg_no), meta.chain_anchor_lsn, tracker.scl, meta.highest_lsn_floor)
@@ -266,7 +273,9 @@ def trusted_copy(copies: Iterable[bytes | memoryview | None], segment_id: str) -
     return None
 
 
-def held_above(txn: Any, records: Any, meta: SegmentMeta, base: int, warn: bool = False) -> list[tuple[int, int]]:
+def held_above(
+    txn: Any, records: Any, meta: SegmentMeta, base: int, warn: bool = False, open_record: OpenRecord | None = None
+) -> list[tuple[int, int]]:
     """(LSN, PG backlink) of every sound record above `base`, for rebuilding the SCL tracker. A record
     that fails its CRC or is malformed is left out: a hole, to be repaired (`warn`: log each one)."""
     held = []
@@ -277,7 +286,8 @@ def held_above(txn: Any, records: Any, meta: SegmentMeta, base: int, warn: bool 
             if seg_no != meta.seg_no:
                 break
             try:
-                record = decode_record(raw, where=f"record LSN {lsn} in segment {meta.segment_id}")
+                plain = open_record(meta, lsn, raw) if open_record is not None else raw
+                record = decode_record(plain, where=f"record LSN {lsn} in segment {meta.segment_id}")
             except ChecksumMismatch as error:
                 if warn:
                     log.warning("%s; left out of the chain until repaired", error.message)

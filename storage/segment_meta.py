@@ -30,6 +30,8 @@ PAGE_SIZE_MAX = 65536
 PAGE_NO_LIMIT = 2**63  # first_page + page_count stays below this
 SEG_NO_MAX = 2**32 - 1  # seg_no is the u32 prefix of every row key
 
+WRAPPED_KEY_HEX_MAX = 2 * 512  # a wrapped data key is ~290 bytes (storage/security/envelope.py rule 5)
+
 META_MAGIC = b"SFM1"  # then the CRC-32C of the body, then the body
 _META_HEADER = struct.Struct(">4sI")
 
@@ -79,6 +81,9 @@ class SegmentMeta:
     # New LSNs on the segment's volume start above this (a backtrack's new timeline: above every LSN the
     # volume ever allocated). highest_lsn never drops below max(branch_lsn, lsn_floor) (`highest_lsn_floor`).
     lsn_floor: int = 0
+    # Encryption at rest (storage/store/sealing.py): the volume's data key wrapped by the key service's
+    # master key, hex ("" : the segment's rows are stored in clear, on a node started without --kms).
+    wrapped_data_key: str = ""
 
     def to_bytes(self) -> bytes:
         """The stored form: magic, CRC-32C of the body, then the body (compact JSON)."""
@@ -181,6 +186,8 @@ class SegmentMeta:
         for r in self.truncation_ranges:
             r.validate()
         self.check_lineage()
+        if len(self.wrapped_data_key) > WRAPPED_KEY_HEX_MAX or not _is_hex(self.wrapped_data_key):
+            raise InvalidRequest(f"the wrapped data key is not hex of at most {WRAPPED_KEY_HEX_MAX // 2} bytes")
 
     def check_lineage(self) -> None:
         """The parent link's values within their bounds (storage/lineage.py rule 1); InvalidRequest if not."""
@@ -246,10 +253,20 @@ class SegmentMeta:
 
 _META_FIELDS = [f.name for f in fields(SegmentMeta)]
 # Fields metadata stored by older nodes may lack, with the value they mean then.
-_OPTIONAL_DEFAULTS: dict[str, Any] = {"parent_segment_id": "", "branch_lsn": 0, "parent_read_lsn": 0, "lsn_floor": 0}
+_OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "parent_segment_id": "",
+    "branch_lsn": 0,
+    "parent_read_lsn": 0,
+    "lsn_floor": 0,
+    "wrapped_data_key": "",
+}
 # The scalar fields and their JSON types (the list fields are checked one by one in `_from_dict`).
 _META_TYPES: dict[str, type] = {
     f.name: {"int": int, "str": str, "bool": bool}[str(f.type)]
     for f in fields(SegmentMeta)
     if str(f.type) in ("int", "str", "bool")
 }
+
+
+def _is_hex(text: str) -> bool:
+    return len(text) % 2 == 0 and all(c in "0123456789abcdef" for c in text)

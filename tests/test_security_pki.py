@@ -314,6 +314,7 @@ ALLOWED = {
     "CreateSegment": "control-plane",
     "DropSegment": "control-plane",
     "UpdateMembership": "control-plane",
+    "RewrapSegmentKey": "control-plane",
     "ReadPage": "storage-node writer reader control-plane",
     "ReadRecords": "storage-node writer reader control-plane",
     "ReadPageVersions": "storage-node writer reader control-plane",

@@ -237,7 +237,15 @@ SPEC: dict[str, str] = {
     **{f"/storage.v1.ControlPlaneService/{m}": "process" for m in ("RegisterNode", "Heartbeat", "GrowVolume")},
     **{
         f"/storage.v1.ControlPlaneService/{m}": "admin"
-        for m in ("CreateVolume", "CloneVolume", "RestoreSnapshot", "DeleteVolume", "DeleteSnapshot", "Backtrack")
+        for m in (
+            "CreateVolume",
+            "CloneVolume",
+            "RestoreSnapshot",
+            "DeleteVolume",
+            "DeleteSnapshot",
+            "Backtrack",
+            "RotateVolumeKey",
+        )
     },
     **{
         f"/storage.v1.ClusterService/{m}": "reader"

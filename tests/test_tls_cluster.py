@@ -57,7 +57,7 @@ def test_every_server_refuses_plaintext_and_foreign_certificates_and_roles_are_c
 ) -> None:
     tls_dir = transport.cluster_tls_dir(cluster.state_dir)
     keys = sorted(tls_dir.glob("*.key"))
-    assert len(keys) == 1 + 1 + 1 + 6 + 2  # the CA, the CLI, the control plane, six nodes, compute, replica1
+    assert len(keys) == 1 + 1 + 1 + 1 + 6 + 2  # the CA, the CLI, the key service, the control plane, 6 nodes, 2 compute
     assert all(stat.S_IMODE(os.stat(key).st_mode) == 0o600 for key in keys), [oct(os.stat(k).st_mode) for k in keys]
 
     foreign_dir = tmp_path / "foreign"

@@ -40,6 +40,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sixfold.tools.audit_cli",
         "the audit logs of every process (admin operations, role changes, refusals), merged in time order",
     ),
+    "kms": (
+        "sixfold.storage.security.kms_server",
+        "run the key service holding the master keys (the launcher does this)",
+    ),
+    "user": ("sixfold.tools.user_cli", "users of a TLS cluster and their roles: create, list, delete"),
+    "token": ("sixfold.tools.user_cli", "print a new bearer token for a user (--ttl 1h); clients read SIXFOLD_TOKEN"),
     "storage-node": ("sixfold.storage.node_main", "run one storage node process (the launcher does this for you)"),
     "compute": ("sixfold.compute.main", "run the compute node (the volume's writer); the launcher does this for you"),
     "control-plane": (

@@ -44,6 +44,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 CONTROL_PLANE = "control-plane"  # name and role of the control plane process
 STORAGE_NODE = "storage-node"  # role of a storage node
+KMS = "kms"  # name and role of the key service (a secure cluster's only: tools/cluster_tls.py)
 COMPUTE = "compute"  # role of every compute instance, and name of the first one (the writer at start)
 REPLICA_PREFIX = "replica"  # read replicas are replica1, replica2, ...
 REPLICAS_MAX = 15  # as Aurora: one writer and up to 15 readers
@@ -267,7 +268,7 @@ def start_plan(to_start: Sequence[ProcessRecord], wait_registered: bool = False)
     nodes = [r for r in to_start if r.role == STORAGE_NODE]
     compute = [r for r in to_start if r.role == COMPUTE]
     return StartPlan(
-        control_plane=[r for r in to_start if r.role == CONTROL_PLANE],
+        control_plane=[r for r in to_start if r.role in (KMS, CONTROL_PLANE)],
         storage_nodes=nodes,
         compute=[r for r in compute if not is_replica(r)],
         wait_registered=wait_registered or bool(compute and nodes),

@@ -19,7 +19,7 @@ from sixfold.storage.v1 import (
     storage_service_pb2,
     storage_service_pb2_grpc,
 )
-from sixfold.tools.cluster_layout import COMPUTE, PAUSED, RUNNING, STORAGE_NODE, ProcessRecord
+from sixfold.tools.cluster_layout import COMPUTE, KMS, PAUSED, RUNNING, STORAGE_NODE, ProcessRecord
 from sixfold.tools.cluster_status import (
     UNREACHABLE,
     ChangeInfo,
@@ -67,7 +67,9 @@ def process_status(
         status.error = not_answering_sentence(control_plane[0], "volumes")
         return status
     try:
-        if record.role == STORAGE_NODE:
+        if record.role == KMS:
+            pass  # the key service: its health is its row (it lists nothing to a client-admin)
+        elif record.role == STORAGE_NODE:
             status.segments, status.disk, status.disk_detail, status.lost_segments = list_segments(record.address)
         elif record.role == COMPUTE:
             status.volumes = list_volumes(record.address)

@@ -26,10 +26,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sixfold.tools.cluster_layout import COMPUTE, CONTROL_PLANE, PAUSED, RUNNING, STORAGE_NODE, ProcessRecord, label
+from sixfold.tools.cluster_layout import (
+    COMPUTE,
+    CONTROL_PLANE,
+    KMS,
+    PAUSED,
+    RUNNING,
+    STORAGE_NODE,
+    ProcessRecord,
+    label,
+)
 
 # What each role's DETAILS column shows (rule 1).
-DETAILS_OF_ROLE = {STORAGE_NODE: "segments", CONTROL_PLANE: "nodes and volumes", COMPUTE: "volumes"}
+DETAILS_OF_ROLE = {STORAGE_NODE: "segments", CONTROL_PLANE: "nodes and volumes", COMPUTE: "volumes", KMS: "keys"}
 UNREACHABLE = "unreachable"  # what the health check reports when nobody answers
 
 _INSECURE_LINE = "WARNING: INSECURE CLUSTER: no TLS, no authentication, no encryption at rest"

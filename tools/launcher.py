@@ -36,7 +36,7 @@ from sixfold.tools.cluster import (
     SegmentInfo,
     UnknownProcessError,
 )
-from sixfold.tools.cluster_layout import REPLICAS_MAX
+from sixfold.tools.cluster_layout import KMS, REPLICAS_MAX
 from sixfold.tools.cluster_status import INSECURE_WARNING, InstanceInfo
 from sixfold.tools.text_table import table
 
@@ -232,6 +232,8 @@ def _details(process: ProcessStatus) -> str:
         if process.lost_segments:
             text += f"; lost at start: {' '.join(process.lost_segments)}"
         return text
+    if process.role == KMS:
+        return "key service: master keys for encryption at rest (its key file outside every data dir)"
     if process.role == COMPUTE:
         volumes = " ".join(f"{v.volume_id} vdl={v.vdl}" + (" fenced" if v.fenced else "") for v in process.volumes)
         return f"{len(process.volumes)} volumes" + (f": {volumes}" if volumes else "")

@@ -43,6 +43,7 @@ FLAGS = {
     "classic_faults": "--classic-faults",
     "time_travel": "--time-travel",
     "replicas": "--replicas",
+    "clear_at_rest": "--clear-at-rest",
 }
 
 
@@ -101,6 +102,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         "read transactions checked against the model (never above durable, never backwards, exact pages); a "
         "writer that crashes or is cut off is replaced by promoting the most caught-up reader. Not with "
         "--time-travel",
+    )
+    parser.add_argument(
+        "--clear-at-rest",
+        action="store_true",
+        help="store records and page versions in clear (default: every node seals them under the volume's data "
+        "key, as a secure cluster does)",
     )
     parser.add_argument("--pgs", type=int, default=2, help="protection groups of the simulated volume (default 2)")
     parser.add_argument("--pages-per-pg", type=int, default=16, help="pages per protection group (default 16)")
@@ -228,6 +235,7 @@ def config_of(args: argparse.Namespace, seed: int) -> Any:
         classic_faults=args.classic_faults,
         time_travel=args.time_travel,
         replicas=args.replicas,
+        clear_at_rest=args.clear_at_rest,
         net=net,
     )
 

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from sixfold.compute.client import U64_MAX, VolumeClient
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.storage.control_plane_limits import BACKTRACK_WINDOW_S_MAX
+from sixfold.tools import volume_key_cli
 from sixfold.tools.text_table import table
 
 EXIT_OK = 0
@@ -176,6 +177,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser
     )
     p.add_argument("volume", metavar="VOLUME")
     p.add_argument("--json", action="store_true", help="print the history as JSON")
+    volume_key_cli.add_parser(sub)
     return list(snap.choices.values())
 
 
@@ -299,6 +301,7 @@ HANDLERS: dict[str, Callable[[VolumeClient, argparse.Namespace], int]] = {
     "delete": _delete,
     "restore": _restore,
     "snapshot": _snapshot,
+    "rotate-key": volume_key_cli.rotate_key,
 }
 
 

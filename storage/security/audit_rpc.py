@@ -61,7 +61,9 @@ def _paths(service: str, *names: str) -> frozenset[str]:
 
 
 # Rule 3: what each process records. A storage node: placement, membership and fencing.
-STORAGE_AUDITED = _paths(STORAGE_SERVICE, "CreateSegment", "DropSegment", "UpdateMembership", "RaiseVolumeEpoch")
+STORAGE_AUDITED = _paths(
+    STORAGE_SERVICE, "CreateSegment", "DropSegment", "UpdateMembership", "RaiseVolumeEpoch", "RewrapSegmentKey"
+)
 # The control plane: volume metadata changes (a snapshot is a CloneVolume of kind SNAPSHOT), nodes and compute
 # instances joining, failover, removal and endpoints.
 CONTROL_PLANE_AUDITED = _paths(

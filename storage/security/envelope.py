@@ -162,6 +162,11 @@ def wrapped_key_id(wrapped: bytes) -> str:
     return _parse_wrapped(wrapped)[1]
 
 
+def wrapped_by(wrapped: bytes) -> str:
+    """The id of the master key a wrapped key names (not authenticated until `unwrap`)."""
+    return _parse_wrapped(wrapped)[2]
+
+
 def unwrap(master_key: bytes, wrapped: bytes, *, key_id: str | None = None) -> bytes:
     """The data key `wrap` wrapped; `WrongKey` for another master key (or another `key_id` than the
     one expected), `Tampered` if the wrapped bytes were altered."""

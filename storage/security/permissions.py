@@ -131,6 +131,7 @@ PERMISSIONS: dict[str, Rule] = {
     method(CONTROL_PLANE, "DeleteVolume"): _ADMIN,
     method(CONTROL_PLANE, "DeleteSnapshot"): _ADMIN,
     method(CONTROL_PLANE, "Backtrack"): _ADMIN,
+    method(CONTROL_PLANE, "RotateVolumeKey"): _ADMIN,
     # Cluster: listings and endpoint resolution for anyone; failover, removal, endpoints are admin.
     method(CLUSTER, "ListComputeInstances"): _READS,
     method(CLUSTER, "ListEndpoints"): _READS,

@@ -125,6 +125,7 @@ STORAGE_RPC_ROLES: dict[str, frozenset[str]] = {
     "CreateSegment": frozenset({ROLE_CONTROL_PLANE}),
     "DropSegment": frozenset({ROLE_CONTROL_PLANE}),
     "UpdateMembership": frozenset({ROLE_CONTROL_PLANE}),
+    "RewrapSegmentKey": frozenset({ROLE_CONTROL_PLANE}),
     "ReadPage": _DATA_READERS,
     "ReadRecords": _DATA_READERS,
     "ReadPageVersions": _DATA_READERS,
@@ -172,6 +173,8 @@ CONTROL_PLANE_SERVICE_RPC_ROLES: dict[str, frozenset[str]] = {
     "DeleteVolume": frozenset({ROLE_WRITER}),
     "DeleteSnapshot": frozenset({ROLE_WRITER}),
     "Backtrack": frozenset({ROLE_WRITER}),
+    # Encryption at rest: the operator rotates a volume's key (`sixfold volume rotate-key`).
+    "RotateVolumeKey": frozenset({ROLE_CLIENT_ADMIN}),
     "ListNodes": _METADATA_READERS,
     "DescribeVolume": _METADATA_READERS,
     "ListVolumes": _METADATA_READERS,

@@ -119,6 +119,22 @@ def channel(address: str, options: Sequence[tuple[str, Any]]) -> grpc.Channel:
     return grpc.secure_channel(address, _credentials(identity), options=options)
 
 
+def aio_channel_as(identity: Identity | None, address: str, options: Sequence[tuple[str, Any]]) -> grpc.aio.Channel:
+    """A channel secured with `identity` (None: plaintext) whatever this process's own identity is: for a tool
+    or test that makes one call with another certificate of the cluster (a checker reading segments, a chaos
+    probe playing an attacker who stole a certificate)."""
+    if identity is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, channel_credentials(identity), options=options)
+
+
+def channel_as(identity: Identity | None, address: str, options: Sequence[tuple[str, Any]]) -> grpc.Channel:
+    """`aio_channel_as` for a sync channel."""
+    if identity is None:
+        return grpc.insecure_channel(address, options=options)
+    return grpc.secure_channel(address, channel_credentials(identity), options=options)
+
+
 def bind(server: grpc.aio.Server, address: str) -> int:
     """Listen on `address` (HOST:PORT); the port bound (0: it could not)."""
     identity = _Current.identity

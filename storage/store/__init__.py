@@ -11,7 +11,8 @@
 - commits.py: the newest commit at or before a time (FindCommit);
 - scrubbing.py and quarantine.py: what the scrubber (storage/scrub.py) reads and what a bad copy becomes;
 - coalescing.py and dirty.py: folding records into page versions, the GC horizon, GC;
-- hydration.py: copying a peer's pages when the records it lacks were garbage-collected.
+- hydration.py: copying a peer's pages when the records it lacks were garbage-collected;
+- sealing.py: encryption at rest, each record and page version sealed under its volume's data key.
 
 The environment itself (opening, the one writer, readers, map growth, what a failing disk becomes) is
 storage/lmdb_env.py; what is trusted at start is storage/segment_load.py; row keys are storage/keys.py.
@@ -45,6 +46,7 @@ from sixfold.storage.store.meta_updates import MetaUpdates
 from sixfold.storage.store.quarantine import Quarantine
 from sixfold.storage.store.reads import READ_BYTES_MAX, READ_RECORDS_MAX, PageRead, Reads
 from sixfold.storage.store.scrubbing import Scrubbing
+from sixfold.storage.store.sealing import DataKeys
 
 __all__ = [
     "DELETE_ROWS_PER_TXN_MAX",
@@ -68,9 +70,11 @@ class SegmentStore(Lifecycle, MetaUpdates, Appends, Reads, Commits, Scrubbing, Q
         map_size_bytes: int = MAP_SIZE_DEFAULT_BYTES,
         open_env: Callable[..., Any] = lmdb.open,
         discard_env: Callable[[str], None] | None = None,
+        keys: DataKeys | None = None,
     ) -> None:
         """Open (or create) the environment at `path` and load the segments it holds. `open_env` is
         `lmdb.open`; the simulator passes an in-memory stand-in with the same API, and `discard_env(path)`
-        to throw a failed environment away (default: move it aside)."""
-        super().__init__(path, map_size_bytes, open_env, discard_env)
+        to throw a failed environment away (default: move it aside). `keys`: the data keys of segments
+        encrypted at rest (storage/store/sealing.py); KeyUnavailable if one is not at hand at start."""
+        super().__init__(path, map_size_bytes, open_env, discard_env, keys)
         self._load()

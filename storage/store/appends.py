@@ -80,11 +80,12 @@ class Appends(Truncating):
         seg_no = seg.meta.seg_no
 
         def lookup(lsn: int) -> bytes | None:
-            return txn.get(record_key(seg_no, lsn), db=self._records)
+            stored = txn.get(record_key(seg_no, lsn), db=self._records)
+            return None if stored is None else self._open_record(seg.meta, lsn, stored)
 
         plan: AppendPlan = seg.plan_append(batch, lookup)
         for record, encoded in plan.puts:
-            txn.put(record_key(seg_no, record.lsn), encoded, db=self._records)
+            txn.put(record_key(seg_no, record.lsn), self._seal_record(seg.meta, record.lsn, encoded), db=self._records)
             txn.put(page_key(seg_no, record.page_no, record.lsn), b"", db=self._page_index)
         seg.commit_plan(plan, batch.vdl_hint)
         seg.meta.volume_epoch = epochs.adopted(seg.meta.volume_epoch, batch.volume_epoch)

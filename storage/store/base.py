@@ -15,10 +15,13 @@ from typing import Any, TypeVar
 import lmdb
 
 from sixfold.storage import lineage
-from sixfold.storage.errors import UnknownSegment
+from sixfold.storage.errors import ChecksumMismatch, UnknownSegment
 from sixfold.storage.lmdb_env import MAP_SIZE_DEFAULT_BYTES, LmdbEnvironment
 from sixfold.storage.segment import Segment, SegmentMeta
 from sixfold.storage.store.dirty import DirtyPages
+from sixfold.storage.store.sealing import DataKeys, record_aad, version_aad
+from sixfold.storage.store.sealing import open_ as open_row
+from sixfold.storage.store.sealing import seal as seal_row
 
 T = TypeVar("T")
 
@@ -32,10 +35,13 @@ class StoreBase:
         map_size_bytes: int = MAP_SIZE_DEFAULT_BYTES,
         open_env: Callable[..., Any] = lmdb.open,
         discard_env: Callable[[str], None] | None = None,
+        keys: DataKeys | None = None,
     ) -> None:
         """`open_env` is `lmdb.open`; the simulator passes an in-memory stand-in with the same API, and
-        `discard_env(path)` to throw a failed environment away (default: move it aside)."""
+        `discard_env(path)` to throw a failed environment away (default: move it aside). `keys` opens the
+        data keys of segments encrypted at rest (storage/store/sealing.py)."""
         self.path = path
+        self.keys = keys
         self.disk = LmdbEnvironment(path, map_size_bytes, open_env=open_env, discard=discard_env)
         self.segments: dict[str, Segment] = {}
         self.lost: dict[str, str] = {}  # segment_id -> why its metadata was not trusted at start
@@ -65,6 +71,30 @@ class StoreBase:
     @property
     def _versions(self) -> Any:
         return self.disk.dbs[b"versions"]
+
+    # -- encryption at rest (storage/store/sealing.py) -------------------------------
+
+    def _seal_record(self, meta: SegmentMeta, lsn: int, plain: bytes) -> bytes:
+        return seal_row(self.keys, meta, record_aad(meta, lsn), plain)
+
+    def _open_record(self, meta: SegmentMeta, lsn: int, stored: bytes) -> bytes:
+        where = f"record LSN {lsn} in segment {meta.segment_id}"
+        return open_row(self.keys, meta, record_aad(meta, lsn), stored, where)
+
+    def _seal_version(self, meta: SegmentMeta, page_no: int, lsn: int, plain: bytes) -> bytes:
+        return seal_row(self.keys, meta, version_aad(meta, page_no, lsn), plain)
+
+    def _open_version(self, meta: SegmentMeta, page_no: int, lsn: int, stored: bytes) -> bytes:
+        where = f"page version of page {page_no} at LSN {lsn} in segment {meta.segment_id}"
+        return open_row(self.keys, meta, version_aad(meta, page_no, lsn), stored, where)
+
+    def _opened_or_problem(self, open_row: Callable[..., bytes], *where: Any) -> tuple[bytes, str | None]:
+        """(plaintext, None) of `open_row(*where)`, or (b"", why) for a row that does not open: a bad copy
+        (sealing rule 3)."""
+        try:
+            return open_row(*where), None
+        except ChecksumMismatch as error:
+            return b"", error.message
 
     # -- segments in memory ----------------------------------------------------
 

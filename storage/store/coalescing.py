@@ -111,8 +111,11 @@ class Coalescing(Clones):
                 except ReadPointOutOfRange:
                     continue  # a clone's page whose parent cannot be read now (storage/lineage.py rule 4)
                 assert page_lsn == target, (page_lsn, target)
+                encoded = encode_page_version(page, target, image)
                 txn.put(
-                    page_key(meta.seg_no, page, target), encode_page_version(page, target, image), db=self._versions
+                    page_key(meta.seg_no, page, target),
+                    self._seal_version(meta, page, target, encoded),
+                    db=self._versions,
                 )
                 folded[page] = sum(1 for lsn in lsns if lsn <= target)
             meta.versions_coalesced += len(folded)

@@ -111,11 +111,11 @@ class Commits(Rows):
             )
         return walked + 1
 
-    @staticmethod
-    def _sound(meta: SegmentMeta, lsn: int, raw: bytes) -> LogRecord | None:
+    def _sound(self, meta: SegmentMeta, lsn: int, raw: bytes) -> LogRecord | None:
         """The record stored under `lsn` if it passes its check and says it is that LSN, else None."""
         try:
-            record = decode_record(raw, where=f"record LSN {lsn} in segment {meta.segment_id}")
+            plain = self._open_record(meta, lsn, raw)
+            record = decode_record(plain, where=f"record LSN {lsn} in segment {meta.segment_id}")
         except ChecksumMismatch:
             return None
         return record if record.lsn == lsn else None

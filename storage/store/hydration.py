@@ -106,9 +106,10 @@ class Hydration(Clones):
             for page_no, page_lsn, image in versions:
                 seg.check_page(page_no)
                 assert start_page <= page_no < stop and page_lsn <= at_lsn and len(image) == meta.page_size
+                encoded = encode_page_version(page_no, page_lsn, image)
                 txn.put(
                     page_key(seg_no, page_no, page_lsn),
-                    encode_page_version(page_no, page_lsn, image),
+                    self._seal_version(meta, page_no, page_lsn, encoded),
                     db=self._versions,
                 )
                 stored += len(image)
@@ -130,7 +131,7 @@ class Hydration(Clones):
             seg = self.segment(segment_id).copy()
             meta = seg.meta
             assert meta.retention_horizon_lsn == at_lsn and chain_tail_lsn <= at_lsn
-            held = held_above(txn, self._records, meta, at_lsn)
+            held = held_above(txn, self._records, meta, at_lsn, open_record=self._open_record)
             # The chain tail at at_lsn is the base the held records link to. The PG has no record in
             # (tail, at_lsn], so its pages are the same at both: the horizon (GC floor) becomes the tail,
             # where SCL starts (SCL is always a chain LSN).
@@ -152,5 +153,5 @@ class Hydration(Clones):
         seg.check_page(page_no)
         if len(image) != seg.meta.page_size:
             raise InvalidRequest(f"a page version is {seg.meta.page_size} bytes, not {len(image)}")
-        encoded = encode_page_version(page_no, lsn, image)
-        self.disk.write(lambda txn: txn.put(page_key(seg.meta.seg_no, page_no, lsn), encoded, db=self._versions))
+        stored = self._seal_version(seg.meta, page_no, lsn, encode_page_version(page_no, lsn, image))
+        self.disk.write(lambda txn: txn.put(page_key(seg.meta.seg_no, page_no, lsn), stored, db=self._versions))

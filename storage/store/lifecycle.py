@@ -20,7 +20,7 @@ from typing import Any
 import lmdb
 
 from sixfold.storage import lineage, segment_load, tree_check
-from sixfold.storage.errors import AlreadyExists, InvalidRequest, StorageError
+from sixfold.storage.errors import AlreadyExists, InvalidRequest, KeyUnavailable, StorageError
 from sixfold.storage.keys import prefix
 from sixfold.storage.scl import SclTracker
 from sixfold.storage.segment import SEG_NO_MAX, Segment, SegmentMeta
@@ -55,9 +55,12 @@ class Lifecycle(Clones):
             try:
                 self.disk.open()
                 with self.disk.read() as txn:
-                    loaded = segment_load.load(txn, self.disk.dbs)
+                    loaded = segment_load.load(txn, self.disk.dbs, self._open_record)
             except lmdb.Error as error:  # at start, any LMDB error means the environment cannot be trusted
                 raise self.disk.fail(error) from None
+        except KeyUnavailable:
+            self.disk.close()  # not damage: nothing is salvaged or rebuilt; the node waits for its keys
+            raise
         except StorageError as error:
             salvaged = segment_load.salvage(self.disk.env, self.disk.dbs)
             log.warning(

@@ -92,3 +92,18 @@ class MetaUpdates(StoreBase):
             return seg
 
         self.segments[segment_id] = self.disk.write(txn_fn)
+
+    def set_wrapped_data_key(self, segment_id: str, wrapped_hex: str) -> bool:
+        """Keep a new wrapping of the segment's data key (`sixfold volume rotate-key`); the caller has checked
+        it unwraps to the same key (storage/node_keys.py). False if the segment had it already."""
+        if self.segment(segment_id).meta.wrapped_data_key == wrapped_hex:
+            return False
+
+        def txn_fn(txn: Any) -> Segment:
+            seg = self.segment(segment_id).copy()
+            seg.meta.wrapped_data_key = wrapped_hex
+            self._put_meta(txn, seg.meta)
+            return seg
+
+        self.segments[segment_id] = self.disk.write(txn_fn)
+        return True

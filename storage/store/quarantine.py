@@ -69,11 +69,12 @@ class Quarantine(Rows):
             def indexed(page_no: int) -> bool:
                 return txn.get(page_key(seg_no, page_no, lsn), db=self._page_index) is not None
 
-            problem = record_problem(seg.meta, lsn, raw, indexed)
+            plain, problem = self._opened_or_problem(self._open_record, seg.meta, lsn, raw)
+            problem = problem or record_problem(seg.meta, lsn, plain, indexed)
             if problem is None:
                 return None
             txn.delete(key, db=self._records)
-            rows = self._delete_index_rows(txn, seg, lsn, raw)
+            rows = self._delete_index_rows(txn, seg, lsn, plain)
             scl_before = seg.tracker.scl
             self._break_chain_at(txn, seg, lsn)
             seg.meta.record_count = max(0, seg.meta.record_count - 1)
@@ -131,7 +132,9 @@ class Quarantine(Rows):
             seg.meta.scl = seg.tracker.scl
             return
         base = min(self._chain_tail_at_or_below(txn, seg.meta, hole_lsn - 1), seg.tracker.scl)
-        seg.tracker = SclTracker.rebuilt(base, held_above(txn, self._records, seg.meta, base))
+        seg.tracker = SclTracker.rebuilt(
+            base, held_above(txn, self._records, seg.meta, base, open_record=self._open_record)
+        )
         seg.meta.scl = seg.tracker.scl
         if hole_lsn > seg.meta.scl:
             seg.meta.note_hole(hole_lsn)
@@ -148,7 +151,10 @@ class Quarantine(Rows):
             seg_no = seg.meta.seg_no
             key = page_key(seg_no, page_no, lsn)
             raw = txn.get(key, db=self._versions)
-            if raw is None or version_problem(seg.meta, page_no, lsn, raw) is None:
+            if raw is None:
+                return False
+            plain, problem = self._opened_or_problem(self._open_version, seg.meta, page_no, lsn, raw)
+            if (problem or version_problem(seg.meta, page_no, lsn, plain)) is None:
                 return False
             txn.delete(key, db=self._versions)
             # Records the version covered are above the page's newest version again: look at it.

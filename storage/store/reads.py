@@ -77,7 +77,8 @@ class Reads(Rows):
                     if len(out) >= max_records or (out and size + len(raw) > max_bytes):
                         more = True
                         break
-                    record = decode_record(raw, where=f"record LSN {lsn} in segment {segment_id}")
+                    plain = self._open_record(seg.meta, lsn, raw)
+                    record = decode_record(plain, where=f"record LSN {lsn} in segment {segment_id}")
                     if record.lsn != lsn:
                         raise ChecksumMismatch(
                             f"record stored under LSN {lsn} in segment {segment_id} says it is LSN {record.lsn}"

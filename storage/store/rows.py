@@ -142,7 +142,8 @@ class Rows(StoreBase):
             key_seg, key_page, lsn = SEG_PAGE_LSN.unpack(vcursor.key())
             if key_seg == seg_no and key_page == page_no and lsn <= read_point:
                 where = f"page version of page {page_no} at LSN {lsn} in segment {meta.segment_id}"
-                _, _, image = decode_page_version(vcursor.value(), where=where)
+                plain = self._open_version(meta, page_no, lsn, vcursor.value())
+                _, _, image = decode_page_version(plain, where=where)
                 return image, lsn
         return None
 
@@ -163,7 +164,8 @@ class Rows(StoreBase):
                     raise ChecksumMismatch(
                         f"record LSN {lsn} of page {page_no} is indexed but missing in segment {segment_id}"
                     )
-                record = decode_record(raw, where=f"record LSN {lsn} in segment {segment_id}")
+                plain = self._open_record(meta, lsn, raw)
+                record = decode_record(plain, where=f"record LSN {lsn} in segment {segment_id}")
                 if record.page_no != page_no or record.lsn != lsn:
                     raise ChecksumMismatch(
                         f"record stored under LSN {lsn} of page {page_no} in segment {segment_id} says it is "

@@ -43,12 +43,13 @@ class Scrubbing(Rows):
             def indexed(page_no: int) -> bool:
                 return txn.get(page_key(meta.seg_no, page_no, lsn), db=self._page_index) is not None
 
-            problem = record_problem(meta, lsn, raw, indexed)
+            plain, problem = self._opened_or_problem(self._open_record, meta, lsn, raw)
+            problem = problem or record_problem(meta, lsn, plain, indexed)
             if problem is not None:
                 return BadCopy(RECORDS, lsn, 0, problem)
             if snapshot is None or lsn > snapshot.scl:
                 return None
-            prev_pg = peek_header(raw)[1]  # sound: record_problem checked its CRC
+            prev_pg = peek_header(plain)[1]  # sound: record_problem checked its CRC
 
             def held(prev: int) -> bool:
                 return txn.get(record_key(meta.seg_no, prev), db=self._records) is not None
@@ -66,7 +67,8 @@ class Scrubbing(Rows):
 
         def check(txn: Any, key: bytes, raw: bytes, snapshot: SegmentMeta | None) -> BadCopy | None:
             _, page_no, lsn = SEG_PAGE_LSN.unpack(key)
-            problem = version_problem(meta, page_no, lsn, raw)
+            plain, problem = self._opened_or_problem(self._open_version, meta, page_no, lsn, raw)
+            problem = problem or version_problem(meta, page_no, lsn, plain)
             return None if problem is None else BadCopy(VERSIONS, lsn, page_no, problem)
 
         return self._scrub_rows(self._versions, meta.seg_no, start_key, rows_max, bytes_max, check)

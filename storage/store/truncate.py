@@ -50,7 +50,11 @@ class Truncating(Rows):
                 key_seg, lsn = SEG_LSN.unpack(key)
                 if key_seg != seg_no or lsn > r.end_lsn:
                     break
-                raw = cursor.value()
+                raw, problem = self._opened_or_problem(self._open_record, seg.meta, lsn, cursor.value())
+                if problem is not None:  # sealed row that does not open: the scrubber quarantines it
+                    if not cursor.next():
+                        break
+                    continue
                 _, _, page_no, epoch = peek_header(raw)
                 if epoch < r.epoch:
                     txn.delete(page_key(seg_no, page_no, lsn), db=self._page_index)
@@ -78,7 +82,7 @@ class Truncating(Rows):
         below = min(stored_tail, seg.tracker.scl)
         # Every sound record held above the chain base (spared by the range, or outside it) waits again for
         # its predecessor; a rotten one is left out (the scrubber quarantines it, a resend restores it).
-        kept_from_start = held_above(txn, self._records, seg.meta, below)
+        kept_from_start = held_above(txn, self._records, seg.meta, below, open_record=self._open_record)
         highest = seg.meta.highest_lsn
         if highest >= r.start_lsn:
             highest = max(

@@ -421,3 +421,23 @@ class ListVolumesResponse(_message.Message):
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
     volumes: _containers.RepeatedCompositeFieldContainer[VolumeGeometry]
     def __init__(self, volumes: _Optional[_Iterable[_Union[VolumeGeometry, _Mapping]]] = ...) -> None: ...
+
+class RotateVolumeKeyRequest(_message.Message):
+    __slots__ = ("volume_id",)
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    def __init__(self, volume_id: _Optional[str] = ...) -> None: ...
+
+class RotateVolumeKeyResponse(_message.Message):
+    __slots__ = ("volume_id", "master_key_id", "previous_master_key_id", "segments_updated", "segments_missed")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    MASTER_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_MASTER_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_UPDATED_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_MISSED_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    master_key_id: str
+    previous_master_key_id: str
+    segments_updated: int
+    segments_missed: int
+    def __init__(self, volume_id: _Optional[str] = ..., master_key_id: _Optional[str] = ..., previous_master_key_id: _Optional[str] = ..., segments_updated: _Optional[int] = ..., segments_missed: _Optional[int] = ...) -> None: ...

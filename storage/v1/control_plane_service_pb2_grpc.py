@@ -109,6 +109,11 @@ class ControlPlaneServiceStub:
                 request_serializer=storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitRequest.SerializeToString,
                 response_deserializer=storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitResponse.FromString,
                 _registered_method=True)
+        self.RotateVolumeKey = channel.unary_unary(
+                '/storage.v1.ControlPlaneService/RotateVolumeKey',
+                request_serializer=storage_dot_v1_dot_control__plane__service__pb2.RotateVolumeKeyRequest.SerializeToString,
+                response_deserializer=storage_dot_v1_dot_control__plane__service__pb2.RotateVolumeKeyResponse.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServiceServicer:
@@ -204,6 +209,12 @@ class ControlPlaneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateVolumeKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -281,6 +292,11 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
                     servicer.FindVolumeCommit,
                     request_deserializer=storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitRequest.FromString,
                     response_serializer=storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitResponse.SerializeToString,
+            ),
+            'RotateVolumeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateVolumeKey,
+                    request_deserializer=storage_dot_v1_dot_control__plane__service__pb2.RotateVolumeKeyRequest.FromString,
+                    response_serializer=storage_dot_v1_dot_control__plane__service__pb2.RotateVolumeKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -688,6 +704,33 @@ class ControlPlaneService:
             '/storage.v1.ControlPlaneService/FindVolumeCommit',
             storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitRequest.SerializeToString,
             storage_dot_v1_dot_control__plane__service__pb2.FindVolumeCommitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateVolumeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storage.v1.ControlPlaneService/RotateVolumeKey',
+            storage_dot_v1_dot_control__plane__service__pb2.RotateVolumeKeyRequest.SerializeToString,
+            storage_dot_v1_dot_control__plane__service__pb2.RotateVolumeKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

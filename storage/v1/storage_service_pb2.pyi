@@ -342,7 +342,7 @@ class SegmentPeer(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class CreateSegmentRequest(_message.Message):
-    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "membership_epoch", "peers", "rebuild", "parent_segment_id", "branch_lsn", "parent_read_lsn", "lsn_floor")
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "membership_epoch", "peers", "rebuild", "parent_segment_id", "branch_lsn", "parent_read_lsn", "lsn_floor", "wrapped_data_key")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -356,6 +356,7 @@ class CreateSegmentRequest(_message.Message):
     BRANCH_LSN_FIELD_NUMBER: _ClassVar[int]
     PARENT_READ_LSN_FIELD_NUMBER: _ClassVar[int]
     LSN_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    WRAPPED_DATA_KEY_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_id: str
     pg_index: int
@@ -369,7 +370,8 @@ class CreateSegmentRequest(_message.Message):
     branch_lsn: int
     parent_read_lsn: int
     lsn_floor: int
-    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., rebuild: _Optional[bool] = ..., parent_segment_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., parent_read_lsn: _Optional[int] = ..., lsn_floor: _Optional[int] = ...) -> None: ...
+    wrapped_data_key: bytes
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., rebuild: _Optional[bool] = ..., parent_segment_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., parent_read_lsn: _Optional[int] = ..., lsn_floor: _Optional[int] = ..., wrapped_data_key: _Optional[bytes] = ...) -> None: ...
 
 class FindCommitRequest(_message.Message):
     __slots__ = ("segment_id", "at_time_us", "at_or_below_lsn")
@@ -454,3 +456,19 @@ class ListSegmentsResponse(_message.Message):
     lost_segments: _containers.RepeatedScalarFieldContainer[str]
     environments_replaced: int
     def __init__(self, node_id: _Optional[str] = ..., az: _Optional[str] = ..., segments: _Optional[_Iterable[_Union[SegmentState, _Mapping]]] = ..., lmdb_map_size_bytes: _Optional[int] = ..., lmdb_used_bytes: _Optional[int] = ..., disk_condition: _Optional[_Union[DiskCondition, str]] = ..., disk_detail: _Optional[str] = ..., lost_segments: _Optional[_Iterable[str]] = ..., environments_replaced: _Optional[int] = ...) -> None: ...
+
+class RewrapSegmentKeyRequest(_message.Message):
+    __slots__ = ("segment_id", "wrapped_data_key")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    WRAPPED_DATA_KEY_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    wrapped_data_key: bytes
+    def __init__(self, segment_id: _Optional[str] = ..., wrapped_data_key: _Optional[bytes] = ...) -> None: ...
+
+class RewrapSegmentKeyResponse(_message.Message):
+    __slots__ = ("segment_id", "changed")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    changed: bool
+    def __init__(self, segment_id: _Optional[str] = ..., changed: _Optional[bool] = ...) -> None: ...

@@ -99,6 +99,11 @@ class StorageServiceStub:
                 request_serializer=storage_dot_v1_dot_storage__service__pb2.FindCommitRequest.SerializeToString,
                 response_deserializer=storage_dot_v1_dot_storage__service__pb2.FindCommitResponse.FromString,
                 _registered_method=True)
+        self.RewrapSegmentKey = channel.unary_unary(
+                '/storage.v1.StorageService/RewrapSegmentKey',
+                request_serializer=storage_dot_v1_dot_storage__service__pb2.RewrapSegmentKeyRequest.SerializeToString,
+                response_deserializer=storage_dot_v1_dot_storage__service__pb2.RewrapSegmentKeyResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -185,6 +190,12 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RewrapSegmentKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +263,11 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.FindCommit,
                     request_deserializer=storage_dot_v1_dot_storage__service__pb2.FindCommitRequest.FromString,
                     response_serializer=storage_dot_v1_dot_storage__service__pb2.FindCommitResponse.SerializeToString,
+            ),
+            'RewrapSegmentKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RewrapSegmentKey,
+                    request_deserializer=storage_dot_v1_dot_storage__service__pb2.RewrapSegmentKeyRequest.FromString,
+                    response_serializer=storage_dot_v1_dot_storage__service__pb2.RewrapSegmentKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -605,6 +621,33 @@ class StorageService:
             '/storage.v1.StorageService/FindCommit',
             storage_dot_v1_dot_storage__service__pb2.FindCommitRequest.SerializeToString,
             storage_dot_v1_dot_storage__service__pb2.FindCommitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RewrapSegmentKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storage.v1.StorageService/RewrapSegmentKey',
+            storage_dot_v1_dot_storage__service__pb2.RewrapSegmentKeyRequest.SerializeToString,
+            storage_dot_v1_dot_storage__service__pb2.RewrapSegmentKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

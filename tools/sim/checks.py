@@ -15,11 +15,14 @@ from typing import Any
 
 from sixfold.compute.quorum import WRITE_QUORUM
 from sixfold.compute.volume import Volume
+from sixfold.storage.keys import SEG_LSN
 from sixfold.storage.records import peek_header
 from sixfold.storage.scrub import Scrubber
+from sixfold.storage.segment_meta import SegmentMeta
 from sixfold.storage.truncation import voided
 from sixfold.tools.sim import integrity
 from sixfold.tools.sim.config import CONVERGE_S, CONVERGE_S_TIME_TRAVEL, PAGE_SIZE, RECORDS
+from sixfold.tools.sim.keys import opened_record
 from sixfold.tools.sim.lines import Line, tokens_in
 from sixfold.tools.sim.oracle import Oracle
 
@@ -100,18 +103,24 @@ class Checks(Oracle):
         holds voids (it deletes them when it learns the range, and refuses them after)."""
         for name in self.nodes:
             ranges: dict[int, tuple[str, list[Any]]] = {}  # seg_no -> (segment id, its truncation ranges)
+            metas: dict[int, SegmentMeta] = {}
             for line in self.lines.values():
                 for pg in range(self.config.pgs):
                     meta = integrity.meta_on_disk(self.disk, name, line.segment_id(pg))
                     if meta is not None and meta.truncation_ranges:
                         ranges[meta.seg_no] = (meta.segment_id, meta.truncation_ranges)
+                        metas[meta.seg_no] = meta
             if not ranges:
                 continue
             for key, raw in self.disk.items(name, RECORDS):
                 held = ranges.get(int.from_bytes(key[:4], "big"))
                 if held is None or (name, RECORDS, key) in self.rotten:
                     continue
-                lsn, _, _, epoch = peek_header(raw)
+                seg_no, row_lsn = SEG_LSN.unpack(key)
+                plain = opened_record(self.keys, metas[seg_no], row_lsn, raw)
+                if plain is None:
+                    continue  # does not open: a bad copy, never served (invariant 6 checks those)
+                lsn, _, _, epoch = peek_header(plain)
                 if voided(held[1], lsn, epoch):
                     self.violation(
                         f"{name} {held[0]} still holds LSN {lsn} of epoch {epoch}, which a truncation range it "
@@ -176,7 +185,10 @@ class Checks(Oracle):
                         if not key.startswith(prefix) or (name, RECORDS, key) in self.rotten:
                             continue
                         lsn = int.from_bytes(key[4:], "big")
-                        other = seen.setdefault(lsn, (name, raw))
-                        if other[1] != raw:
+                        plain = opened_record(self.keys, meta, lsn, raw)  # sealed under each node's own nonce
+                        if plain is None:
+                            continue  # does not open: a bad copy (the scrubber's, invariant 6)
+                        other = seen.setdefault(lsn, (name, plain))
+                        if other[1] != plain:
                             of = f" of {line.prefix}" if self.config.time_travel else ""
                             self.violation(f"PG {pg}{of}: {name} and {other[0]} hold different records at LSN {lsn}")

@@ -66,6 +66,9 @@ class SimConfig:
     # from the writer's RedoPublisher over a seeded link, read by its own client; a writer that crashes or is
     # cut off is replaced by promoting the most caught-up reader (tools/sim/promotion.py). Not with time travel.
     replicas: int = 0
+    # Encryption at rest (tools/sim/keys.py): every node seals what it stores under the volume's data key, as
+    # on a secure cluster; True stores it in clear.
+    clear_at_rest: bool = False
     net: NetConfig = field(
         default_factory=lambda: NetConfig(
             unary_drop_probability=0.01, unary_duplicate_probability=0.02, stream_break_probability=0.002

@@ -93,6 +93,7 @@ class Simulation(Promotion, TimeTravel, Faults):
                         membership_epoch=1,
                         seg_no=0,
                         peers=[[n, n] for n, _ in NODES if n != node.name],
+                        wrapped_data_key=self.volume_key.hex(),
                     )
                 )
 

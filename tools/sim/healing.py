@@ -20,6 +20,7 @@ from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.tools.sim import replacement as repl
 from sixfold.tools.sim.checks import Checks
 from sixfold.tools.sim.config import SETTLE_S, SIM_WALL_CLOCK_START_US, VOLUME, Violation
+from sixfold.tools.sim.keys import SimKeyMaker
 from sixfold.tools.sim.network import SimServer
 
 
@@ -34,7 +35,7 @@ class Healing(Checks):
         with contextlib.suppress(asyncio.CancelledError, Violation):
             await self.healing
         self.network.crash(repl.CONTROL_PLANE)
-        client = self.control_plane.segment_client
+        client = getattr(self.control_plane.segment_client, "inner", self.control_plane.segment_client)  # keyed?
         assert isinstance(client, repl.SimSegmentClient)
         client.crashed = True
         saved = self.control_plane.saved
@@ -59,6 +60,14 @@ class Healing(Checks):
             clock_ms=lambda: loop.time() * 1000.0,
             wall_clock_ms=lambda: SIM_WALL_CLOCK_START_US / 1000 + loop.time() * 1000.0,
         )
+        if self.keys is not None:  # encryption at rest: the real key handling, the key service stood in for
+            kept = self.control_plane_keys  # its volume_keys.json survives a control plane crash
+            self.control_plane.encrypt_at_rest(None, SimKeyMaker(), self.control_plane.state.parent_volume_id)
+            assert self.control_plane.volume_keys is not None
+            if kept is not None:
+                self.control_plane.volume_keys.adopt_all(kept)
+            self.control_plane.volume_keys.adopt(VOLUME, self.volume_key)
+            self.control_plane_keys = self.control_plane.volume_keys
         handler = generic_handler(cp_pb.DESCRIPTOR.services_by_name["ControlPlaneService"], self.control_plane, cp_pb)
         self.network.serve(SimServer(repl.CONTROL_PLANE, [handler]))
 

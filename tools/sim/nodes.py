@@ -24,6 +24,7 @@ from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.tools.sim import replacement as repl
 from sixfold.tools.sim.config import COALESCE_CHAIN_MIN_SIM, GOSSIP_INTERVAL_S, SimConfig
+from sixfold.tools.sim.keys import SimKeys
 from sixfold.tools.sim.loop import InlineExecutor
 from sixfold.tools.sim.memlmdb import MemDisk
 from sixfold.tools.sim.network import SimNetwork, SimServer, rpc_error
@@ -36,6 +37,7 @@ class NodeHost(Protocol):
     disk: MemDisk
     network: SimNetwork
     config: SimConfig
+    keys: SimKeys | None  # encryption at rest (tools/sim/keys.py); None: in clear
 
 
 class ControlPlaneHost(Protocol):
@@ -78,7 +80,9 @@ class SimNode:
         self.heartbeats: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.store = SegmentStore(self.name, open_env=self.sim.disk.open, discard_env=self.sim.disk.wipe)
+        self.store = SegmentStore(
+            self.name, open_env=self.sim.disk.open, discard_env=self.sim.disk.wipe, keys=self.sim.keys
+        )
         self.servicer = StorageServicer(
             self.store,
             self.name,

@@ -13,6 +13,7 @@ from sixfold.storage.records import LogRecord
 from sixfold.storage.store import record_key
 from sixfold.tools.sim import integrity
 from sixfold.tools.sim.config import PAGE_SIZE, RECORDS
+from sixfold.tools.sim.keys import opened_record
 from sixfold.tools.sim.lines import Line
 from sixfold.tools.sim.state import SimState
 
@@ -39,7 +40,10 @@ class Oracle(SimState):
                 continue
             key = record_key(meta.seg_no, record.lsn)
             raw = self.disk.get(name, RECORDS, key)
-            if raw is not None and (raw == record.encode() or (name, RECORDS, key) in self.rotten):
+            if raw is not None and (
+                opened_record(self.keys, meta, record.lsn, raw) == record.encode()
+                or (name, RECORDS, key) in self.rotten
+            ):
                 out.append(name)
             elif record.lsn <= meta.retention_horizon_lsn <= meta.scl:
                 out.append(name)  # folded into the page versions kept at the GC floor (reads check them)

@@ -22,6 +22,7 @@ from typing import Any
 
 from sixfold.compute.volume import Volume
 from sixfold.compute.volume_log import Patch
+from sixfold.storage.control_plane_keys import VolumeKeys
 from sixfold.storage.control_plane_values import KIND_SNAPSHOT
 from sixfold.storage.records import LogRecord
 from sixfold.storage.segment import TruncationRange
@@ -29,6 +30,7 @@ from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.tools.sim import integrity
 from sixfold.tools.sim import replacement as repl
 from sixfold.tools.sim.config import NODES, PAGE_SIZE, VOLUME, SimConfig, Violation
+from sixfold.tools.sim.keys import SimKeys, wrapped_volume_key
 from sixfold.tools.sim.lines import CLONE, ROOT, SNAPSHOT, TIMELINE, Line, prefix_of_segment
 from sixfold.tools.sim.memlmdb import MemDisk
 from sixfold.tools.sim.network import SimNetwork
@@ -43,6 +45,10 @@ class SimState:
         self.rng = random.Random(config.seed)
         self.network = SimNetwork(random.Random(self.rng.getrandbits(64)), config.net)
         self.disk = MemDisk()
+        # Encryption at rest (tools/sim/keys.py): the nodes' data keys, and the first volume's wrapped key.
+        self.keys = None if config.clear_at_rest else SimKeys()
+        self.volume_key = b"" if config.clear_at_rest else wrapped_volume_key(VOLUME)
+        self.control_plane_keys: VolumeKeys | None = None  # the control plane's, kept across its restarts
         self.node_specs = NODES + (repl.SPARES if config.replace else ())
         self.nodes = {name: SimNode(name, az, self) for name, az in self.node_specs}
         self.events: list[str] = []
