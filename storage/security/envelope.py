@@ -10,10 +10,10 @@ Rules:
    | ciphertext | tag (16 bytes); `SEAL_OVERHEAD_BYTES` more than the plaintext. The GCM associated
    data is the version and key-version bytes followed by the caller's AAD, so neither header field
    can be changed without the tag failing.
-3. The AAD says where the bytes belong (`aad_for("record", volume_id, pg, lsn)`: length-prefixed
-   parts, so no two different lists of parts give the same bytes). Bind to what is the same on every
-   copy (volume, PG, LSN, page), never to a segment or node, so repair and scrubbing move sealed bytes
-   between the six copies unchanged; a record moved to another place fails to open.
+3. The AAD says where the bytes belong (`aad_for("record", segment_id, lsn)`: length-prefixed parts, so
+   no two different lists of parts give the same bytes); a row moved to another place fails to open. The
+   store binds rows to its own segment (storage/store/sealing.py): rows travel between nodes in clear
+   over TLS and each node seals what it stores itself.
 4. Nonces are random (96 bits): a data key version seals at most `SEALS_PER_KEY_MAX` (2^32) messages
    (NIST SP 800-38D 8.3); the node counts and asks for a new data key version before it is reached.
    `open_` takes every version a volume has (`Mapping[int, bytes]`) and picks the one the header names;
