@@ -1,7 +1,8 @@
 """The example scripts of tools/examples/, run as a user runs them (`python tools/examples/NAME.py`):
 each as a subprocess against one real cluster started through the launcher for the module, checked by
 what it prints. Each reaches the writer by the `cluster` endpoint of the cluster in `--state-dir` or
-$SIXFOLD_STATE_DIR (resolved through its control plane), or at a fixed `--address`."""
+$SIXFOLD_STATE_DIR (resolved through its control plane), or at a fixed `--address` (with `--state-dir` for
+the certificate of the cluster, which uses mutual TLS)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,15 @@ def test_every_example_is_a_documented_runnable_script() -> None:
 
 @pytest.mark.integration
 def test_bank_transfer_conserves_the_total(cluster: Cluster) -> None:
-    out = run_example("bank_transfer.py", "--address", cluster.compute_address(), "--transfers", "8")
+    out = run_example(
+        "bank_transfer.py",
+        "--address",
+        cluster.compute_address(),
+        "--state-dir",
+        str(cluster.state_dir),
+        "--transfers",
+        "8",
+    )
     assert out.startswith("5 accounts, total balance 500\n"), out
     assert sum(line.startswith("transfer ") for line in out.splitlines()) == 8, out
     assert "total balance: 500 (before: 500, read at VDL " in out and out.rstrip().endswith(": conserved"), out
@@ -109,14 +118,20 @@ def test_cluster_status_lists_nodes_volumes_and_the_writers_view(cluster: Cluste
     assert "  endpoint cluster (cluster): leads to compute" in out, out
     assert "    pg 0: PGCL " in out, out
     explicit = run_example(
-        "cluster_status.py", "--control-plane", cluster.control_plane_address(), "--address", cluster.compute_address()
+        "cluster_status.py",
+        "--control-plane",
+        cluster.control_plane_address(),
+        "--address",
+        cluster.compute_address(),
+        "--state-dir",  # its certificate: the cluster uses mutual TLS
+        str(cluster.state_dir),
     )
     assert f"control plane {cluster.control_plane_address()}" in explicit, explicit
 
 
 @pytest.mark.integration
 def test_raw_pages_write_and_read_a_volume_of_their_own(cluster: Cluster) -> None:
-    out = run_example("raw_pages.py", "--address", cluster.compute_address())
+    out = run_example("raw_pages.py", "--address", cluster.compute_address(), "--state-dir", str(cluster.state_dir))
     assert "created volume examples-raw" in out and out.rstrip().endswith("read back what was written"), out
     again = run_example("raw_pages.py", "--state-dir", str(cluster.state_dir))
     assert "volume examples-raw exists already" in again and again.rstrip().endswith("read back what was written")

@@ -86,14 +86,13 @@ def _lmdb_bytes(cluster: Cluster, names: list[str]) -> int:
 
 def _clone_holdings(cluster: Cluster, names: list[str], volume_id: str) -> tuple[int, int, int]:
     """(records, pages hydrated, bytes hydrated) of the volume's segments over every node."""
-    import grpc
-
+    from sixfold.storage.security import transport  # as the cluster's `cli` (ListSegments carries no data)
     from sixfold.storage.v1 import storage_service_pb2 as pb
     from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 
     records = pages = hydrated = 0
     for name in names:
-        with grpc.insecure_channel(cluster.node_address(name)) as channel:
+        with transport.channel(cluster.node_address(name), ()) as channel:
             reply = pb_grpc.StorageServiceStub(channel).ListSegments(pb.ListSegmentsRequest(), timeout=CALL_TIMEOUT_S)
         for s in reply.segments:
             if s.volume_id == volume_id:

@@ -19,12 +19,13 @@ is started in a temporary state directory and always stopped at the end. Then:
                commit needs all four remaining copies; then `stream` so (`stream 2 paused`);
                resumed afterwards.
 
-With `--tls`, the same phases run twice in one invocation: on the plaintext cluster first, then on a second
-cluster started with mutual TLS (`Cluster.up(tls=True)`, tools/cluster_tls.py), the bench acting as that
-cluster's `cli` client; the report adds each phase's TLS/plaintext ratios (tools/bench_commit_tls.py). The bare
-fan-out runs on the plaintext cluster only: the TLS cluster's storage nodes take AppendRecords from the writer's
-certificate alone, and the bench holds the CLI's. Every channel the bench opens to a cluster goes through
-storage/security/transport.py; this process is plaintext again after each cluster.
+The cluster uses mutual TLS, the default (tools/cluster_tls.py): the bench is its `cli` client, and its bare
+fan-out presents a writer certificate from the cluster's CA (a storage node takes AppendRecords from the writer's
+role alone). With `--tls`, the same phases run twice in one invocation: on a plaintext cluster first
+(`Cluster.up(insecure=True)`), then on a second cluster with mutual TLS; the report adds each phase's
+TLS/plaintext ratios (tools/bench_commit_tls.py); the bare fan-out then runs on the plaintext cluster only.
+Every channel the bench opens to a cluster goes through storage/security/transport.py; this process is
+plaintext again after each cluster.
 
 With `--peer etcd`, a 3-member etcd cluster on loopback takes the same closed loop (Put of 100 bytes to a
 distinct key; tools/bench_commit_etcd.py), and the report sets sixfold beside it. `--profile` samples the
@@ -90,10 +91,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls",
         action="store_true",
-        help="also run the same phases (same concurrencies and seconds) on a second cluster with mutual TLS "
-        "(sixfold up --tls), after the plaintext one, and print commits/s, p50/p99 and TLS/plaintext ratios per "
-        "concurrency; the bare fan-out runs on the plaintext cluster only (a TLS storage node takes appends "
-        "from the writer's certificate alone); encryption at rest is not built yet, so the ratios cover TLS only",
+        help="run the phases on a plaintext cluster (sixfold up --insecure), then the same phases (same "
+        "concurrencies and seconds) on a second cluster with mutual TLS (the default), and print commits/s, "
+        "p50/p99 and TLS/plaintext ratios per concurrency; the bare fan-out runs on the plaintext cluster only; "
+        "encryption at rest is not built yet, so the ratios cover TLS only",
     )
     parser.add_argument(
         "--peer",
@@ -132,10 +133,11 @@ async def _run_phases(
     from sixfold.compute.segment_stream import WINDOW_BATCHES
     from sixfold.compute.v1 import volume_service_pb2 as vpb
     from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
-    from sixfold.storage.security import transport
+    from sixfold.storage.security import pki, transport
     from sixfold.storage.serving import CHANNEL_OPTIONS
     from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
     from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
+    from sixfold.tools.cluster_tls import harness_identity
 
     volume_id = cluster.default_volume()
     data_rng = random.Random(2017)
@@ -143,8 +145,11 @@ async def _run_phases(
     phases: list[Phase] = []
     channels: list[Any] = []
 
-    def channel(address: str) -> Any:
-        ch = transport.aio_channel(address, CHANNEL_OPTIONS)  # plaintext, or the cluster's `cli` identity
+    def channel(address: str, identity: Any = None) -> Any:
+        if identity is None:
+            ch = transport.aio_channel(address, CHANNEL_OPTIONS)  # plaintext, or the cluster's `cli` identity
+        else:
+            ch = transport.aio_channel_as(identity, address, CHANNEL_OPTIONS)
         channels.append(ch)
         return ch
 
@@ -205,9 +210,11 @@ async def _run_phases(
         finally:
             await streaming.close()
 
-        # The bare baseline runs before the paused phase, so no node is catching up a backlog during it.
-        # Not on a TLS cluster: its storage nodes take AppendRecords from the writer's certificate only.
+        # The bare baseline runs before the paused phase, so no node is catching up a backlog during it. A TLS
+        # cluster's storage nodes take AppendRecords from the writer's role only: the bench presents a writer
+        # certificate from the cluster's CA on those streams (None: a plaintext cluster).
         if bare:
+            writer = harness_identity(cluster.state_dir, pki.ROLE_WRITER)
             control_plane = cp_grpc.ControlPlaneServiceStub(channel(cluster.control_plane_address()))
             bare_volume = f"{BARE_VOLUME}-{os.getpid()}"
             geometry = (
@@ -217,7 +224,8 @@ async def _run_phases(
             ).geometry
             pg = geometry.protection_groups[0]
             fanout = BareFanout(page_size, pool)
-            fanout.open([(s.segment_id, pg.membership_epoch, channel(s.address)) for s in pg.segments], WINDOW_BATCHES)
+            streams = [(s.segment_id, pg.membership_epoch, channel(s.address, writer)) for s in pg.segments]
+            fanout.open(streams, WINDOW_BATCHES)
 
             async def bare_snapshot() -> Snapshot:
                 return Snapshot(
@@ -314,11 +322,13 @@ def bench_commit(args: argparse.Namespace) -> int:
     loads: list[float] = []  # the load average as each cluster starts
     plain_dir = os.path.join(state_dir, "plaintext") if tls else state_dir
     try:
-        phases, page_size = _measure_cluster(args, plain_dir, concurrencies, progress, profiles, loads, tls=False)
+        phases, page_size = _measure_cluster(
+            args, plain_dir, concurrencies, progress, profiles, loads, tls=False, insecure=tls
+        )
         if tls:
             tls_dir = os.path.join(state_dir, "tls")
             tls_phases, _ = _measure_cluster(
-                args, tls_dir, concurrencies, tls_progress(progress), profiles, loads, tls=True
+                args, tls_dir, concurrencies, tls_progress(progress), profiles, loads, tls=True, insecure=False
             )
         if etcd is not None:
             progress(f"etcd: {etcd}, 3 members, the same closed loop (Put of {PATCH_BYTES} bytes to distinct keys)")
@@ -349,9 +359,11 @@ def _measure_cluster(
     loads: list[float],
     *,
     tls: bool,
+    insecure: bool,
 ) -> tuple[list[Phase], int]:
-    """Start a cluster in `state_dir` (mutual TLS with `tls`), run the phases on it, stop it; this process
-    is plaintext again afterwards, whatever happened."""
+    """Start a cluster in `state_dir` (plaintext if `insecure`, else mutual TLS), run the phases on it (the bare
+    fan-out unless it is the `--tls` twin), stop it; this process is plaintext again afterwards, whatever
+    happened."""
     from sixfold.storage.security import transport
     from sixfold.tools.cluster import Cluster
 
@@ -360,12 +372,13 @@ def _measure_cluster(
     try:
         with Cluster(state_dir) as cluster:
             started = time.perf_counter()
-            cluster.up(tls=tls)  # with tls, this process now acts as the cluster's `cli` client
-            if tls and transport.current() is None:
-                raise SystemExit(f"the cluster in {state_dir} was started with --tls but this bench has no identity")
+            cluster.up(insecure=insecure)  # with TLS, this process now acts as the cluster's `cli` client
+            if not insecure and transport.current() is None:
+                raise SystemExit(f"the cluster in {state_dir} was started with TLS but this bench has no identity")
             progress(
-                f"cluster up in {time.perf_counter() - started:.1f} s{' with mutual TLS' if tls else ''}: control "
-                f"plane, {len(cluster.node_names())} storage nodes, writer at {cluster.compute_address()} "
+                f"cluster up in {time.perf_counter() - started:.1f} s "
+                f"{'plaintext' if insecure else 'with mutual TLS'}: control plane, {len(cluster.node_names())} "
+                f"storage nodes, writer at {cluster.compute_address()} "
                 f"(load average {loads[-1]:.1f} before it started)"
             )
             writer = [p for p in [cluster.pid("compute")] if p]

@@ -2,9 +2,10 @@
 invocation (issue 16: "reports the cost of TLS and encryption as a ratio to the plaintext run").
 
 tools/bench_commit.py runs the sixfold phases (`SIXFOLD_MODES`) on a plaintext cluster, then the same phases
-(same concurrencies, same seconds) on a second cluster started with `tls=True`; `print_tls` sets each phase
-beside its plaintext twin: commits/s, p50, p99, and CPU per commit of the sixfold processes, each as
-TLS/plaintext. Encryption at rest is not built yet, so the ratios cover TLS only (the report says so).
+(same concurrencies, same seconds) on a second cluster with mutual TLS (the default; the first is started
+with `insecure=True`); `print_tls` sets each phase beside its plaintext twin: commits/s, p50, p99, and CPU
+per commit of the sixfold processes, each as TLS/plaintext. Encryption at rest is not built yet, so the
+ratios cover TLS only (the report says so).
 Pure: no I/O beyond printing.
 """
 
@@ -19,8 +20,8 @@ from sixfold.tools.bench_commit_report import SIXFOLD_GROUPS
 # The phases run on both clusters, in report order (the bare fan-out runs on the plaintext cluster only).
 SIXFOLD_MODES = (NORMAL, STREAM, EMPTY, PAUSED, STREAM_PAUSED)
 TLS_PLAN = (
-    "the same phases on a plaintext cluster, then on a second cluster with mutual TLS on every port and "
-    "channel (sixfold up --tls; this bench is its `cli` client); bare only on the plaintext one"
+    "the same phases on a plaintext cluster (sixfold up --insecure), then on a second cluster with mutual TLS "
+    "on every port and channel (the default; this bench is its `cli` client); bare only on the plaintext one"
 )
 AT_REST_NOTE = (
     "encryption at rest is not built yet (issue 16 item 4), so these ratios cover mutual TLS only; "

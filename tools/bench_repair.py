@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MIB = 2**20
 PAGE_SIZE = 4096
@@ -112,8 +113,21 @@ def bench_repair(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Harness:
+    """This bench plays the writer (it loads the segments) and, for the baseline copy, the control plane (a
+    scratch segment, with a data key from the key service on a cluster that encrypts at rest): certificates of
+    those roles from the cluster's CA (None: a plaintext cluster)."""
+
+    writer: Any = None
+    control_plane: Any = None
+    key_service: str = ""  # the key service's address ("": none, a plaintext cluster)
+
+
 def _one_size(mib: float, args: argparse.Namespace) -> RepairFigure:
+    from sixfold.storage.security import pki
     from sixfold.tools.cluster import Cluster
+    from sixfold.tools.cluster_layout import KMS
+    from sixfold.tools.cluster_tls import harness_identity
 
     workdir = Path(tempfile.mkdtemp(prefix=f"sixfold-bench-repair-{mib:g}-"))
     cluster = Cluster(workdir / "cluster")
@@ -125,6 +139,9 @@ def _one_size(mib: float, args: argparse.Namespace) -> RepairFigure:
             failure_timeout_ms=args.failure_timeout_ms,
             compute=False,
         )
+        _Harness.writer = harness_identity(cluster.state_dir, pki.ROLE_WRITER)
+        _Harness.control_plane = harness_identity(cluster.state_dir, pki.ROLE_CONTROL_PLANE)
+        _Harness.key_service = next((r.address for r in cluster.records() if r.name == KMS), "")
         geometry = _create_volume(cluster.control_plane_address())
         pg = geometry.protection_groups[0]
         nodes = {s.node_id: s.address for s in pg.segments}
@@ -150,12 +167,11 @@ def _one_size(mib: float, args: argparse.Namespace) -> RepairFigure:
 
 
 def _create_volume(control_plane: str):
-    import grpc
-
+    from sixfold.storage.security import transport
     from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
     from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 
-    with grpc.insecure_channel(control_plane) as channel:
+    with transport.channel(control_plane, ()) as channel:  # as the cluster's `cli`
         return (
             cp_grpc.ControlPlaneServiceStub(channel)
             .CreateVolume(
@@ -175,8 +191,7 @@ def _make_records(count: int):
 
 def _append_stream(address: str, segment_id: str, batches, last_lsn: int) -> None:
     """Send the batches over one AppendRecords stream with WINDOW in flight; every ack is a synced batch."""
-    import grpc
-
+    from sixfold.storage.security import transport
     from sixfold.storage.serving import CHANNEL_OPTIONS
     from sixfold.storage.v1 import storage_service_pb2 as pb
     from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
@@ -191,7 +206,7 @@ def _append_stream(address: str, segment_id: str, batches, last_lsn: int) -> Non
             )
 
     scl = 0
-    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+    with transport.channel_as(_Harness.writer, address, CHANNEL_OPTIONS) as channel:
         for ack in pb_grpc.StorageServiceStub(channel).AppendRecords(
             requests(), timeout=REGAIN_TIMEOUT_S, wait_for_ready=True
         ):
@@ -223,15 +238,29 @@ def _load(nodes: dict[str, str], segment_id: str, records) -> None:
         raise SystemExit(f"loading failed: {errors[0]}")
 
 
+def _scratch_data_key(volume_id: str) -> bytes:
+    """A data key for the scratch volume, wrapped by the key service, as the control plane asks for one for a
+    new volume (b"": a plaintext cluster, whose nodes store in clear)."""
+    if not _Harness.key_service:
+        return b""
+    from sixfold.storage.security import transport
+    from sixfold.storage.v1 import key_service_pb2 as kpb
+    from sixfold.storage.v1 import key_service_pb2_grpc as kgrpc
+
+    with transport.channel_as(_Harness.control_plane, _Harness.key_service, ()) as channel:
+        reply = kgrpc.KeyServiceStub(channel).GenerateDataKey(kpb.GenerateDataKeyRequest(key_id=volume_id), timeout=30)
+    return bytes(reply.wrapped_data_key)
+
+
 def _baseline_copy(source: str, target: str, segment_id: str, last_lsn: int) -> float:
     """Read every record from `source` and append it to a scratch segment on `target`; the seconds it took."""
-    import grpc
-
+    from sixfold.storage.security import transport
     from sixfold.storage.v1 import storage_service_pb2 as pb
     from sixfold.storage.v1 import storage_service_pb2_grpc as pb_grpc
 
     scratch = f"{VOLUME}-baseline/pg-00000"
-    with grpc.insecure_channel(target) as channel:
+    wrapped_key = _scratch_data_key(f"{VOLUME}-baseline")
+    with transport.channel_as(_Harness.control_plane, target, ()) as channel:
         pb_grpc.StorageServiceStub(channel).CreateSegment(
             pb.CreateSegmentRequest(
                 segment_id=scratch,
@@ -241,12 +270,13 @@ def _baseline_copy(source: str, target: str, segment_id: str, last_lsn: int) -> 
                 page_count=PAGES,
                 page_size=PAGE_SIZE,
                 membership_epoch=1,
+                wrapped_data_key=wrapped_key,
             ),
             timeout=30,
         )
 
     def batches():
-        with grpc.insecure_channel(source) as channel:
+        with transport.channel_as(_Harness.writer, source, ()) as channel:
             stub = pb_grpc.StorageServiceStub(channel)
             cursor = 0
             while True:
@@ -262,18 +292,17 @@ def _baseline_copy(source: str, target: str, segment_id: str, last_lsn: int) -> 
     started = time.perf_counter()
     _append_stream(target, scratch, batches(), last_lsn)
     elapsed = time.perf_counter() - started
-    with grpc.insecure_channel(target) as channel:
+    with transport.channel_as(_Harness.control_plane, target, ()) as channel:
         pb_grpc.StorageServiceStub(channel).DropSegment(pb.DropSegmentRequest(segment_id=scratch), timeout=60)
     return elapsed
 
 
 def _lose_and_regain(cluster, segment_id: str) -> tuple[float, float]:
-    import grpc
-
+    from sixfold.storage.security import transport
     from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
     from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
 
-    with grpc.insecure_channel(cluster.control_plane_address()) as channel:
+    with transport.channel(cluster.control_plane_address(), ()) as channel:
         stub = cp_grpc.ControlPlaneServiceStub(channel)
         cluster.kill(VICTIM)
         killed = time.perf_counter()

@@ -119,14 +119,13 @@ class Sql:
         self._stubs: dict[str, tuple[Any, Any]] = {}
 
     def _stub(self, address: str, instance: bool = False) -> Any:
-        import grpc
-
         from sixfold.compute.v1 import instance_service_pb2_grpc as igrpc
         from sixfold.compute.v1 import sql_service_pb2_grpc as sgrpc
+        from sixfold.storage.security import transport  # the cluster's `cli` identity on a TLS cluster
         from sixfold.storage.serving import CHANNEL_OPTIONS
 
         if address not in self._stubs:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = self._channels[address] = transport.aio_channel(address, CHANNEL_OPTIONS)
             self._stubs[address] = (sgrpc.SqlServiceStub(channel), igrpc.InstanceServiceStub(channel))
         return self._stubs[address][instance]
 

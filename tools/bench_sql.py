@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import astuple
 from typing import Any
 
+from sixfold.storage.security import transport
 from sixfold.tools.bench_commit_measure import CALL_TIMEOUT_S, WARMUP_S, CpuMeter, Phase, Snapshot, closed_loop
 from sixfold.tools.bench_sql_local import LocalSqlite, fsync_ms
 from sixfold.tools.bench_sql_pages import Dirtied, replay
@@ -147,11 +148,10 @@ async def _measure(
     meter: CpuMeter,
     progress: Callable[[str], None],
 ) -> SixfoldClients:
-    import grpc
 
     from sixfold.storage.serving import CHANNEL_OPTIONS
 
-    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+    async with transport.aio_channel(address, CHANNEL_OPTIONS) as channel:
         clients = SixfoldClients(channel, volume_id, local.scale)
         results.page_size = await clients.page_size()
         results.load = load_transactions(local.scale, results.page_size)

@@ -27,6 +27,7 @@ import grpc
 
 from sixfold.compute.client import VolumeClient
 from sixfold.compute.endpoint_client import Endpoint
+from sixfold.storage.security import transport
 from sixfold.storage.v1 import cluster_service_pb2 as clpb
 from sixfold.storage.v1 import cluster_service_pb2_grpc as clgrpc
 from sixfold.storage.v1 import control_plane_service_pb2 as cpb
@@ -39,7 +40,7 @@ TIMEOUT_S = 5.0
 
 def control_plane_status(address: str) -> None:
     """Print the control plane's nodes and volumes (two RPCs on the generated stub)."""
-    with grpc.insecure_channel(address) as channel:
+    with transport.channel(address, ()) as channel:
         stub = cgrpc.ControlPlaneServiceStub(channel)
         nodes = stub.ListNodes(cpb.ListNodesRequest(), timeout=TIMEOUT_S).nodes
         volumes = stub.ListVolumes(cpb.ListVolumesRequest(), timeout=TIMEOUT_S).volumes
@@ -64,7 +65,7 @@ def control_plane_status(address: str) -> None:
 
 def instances_status(address: str) -> None:
     """Print the compute instances and the endpoints (ClusterService on the control plane)."""
-    with grpc.insecure_channel(address) as channel:
+    with transport.channel(address, ()) as channel:
         stub = clgrpc.ClusterServiceStub(channel)
         listed = stub.ListComputeInstances(clpb.ListComputeInstancesRequest(), timeout=TIMEOUT_S)
         endpoints = stub.ListEndpoints(clpb.ListEndpointsRequest(), timeout=TIMEOUT_S).endpoints
@@ -110,8 +111,11 @@ def main() -> int:
         "--state-dir", type=Path, help="the local cluster (default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster)"
     )
     args = parser.parse_args()
+    state_dir = args.state_dir or default_state_dir()
     if not args.control_plane:
-        args.control_plane = Cluster(args.state_dir or default_state_dir()).control_plane_address()
+        args.control_plane = Cluster(state_dir).control_plane_address()  # and act as the cluster's client
+    else:
+        transport.use_cluster_client(state_dir)  # its `cli` certificate, if it has one (a TLS cluster)
     control_plane_status(args.control_plane)
     instances_status(args.control_plane)
     compute_status(args.address or Endpoint(args.control_plane, "cluster"))

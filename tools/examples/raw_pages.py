@@ -30,6 +30,7 @@ import grpc
 
 from sixfold.compute.client import VolumeClient, VolumeError
 from sixfold.compute.endpoint_client import Endpoint
+from sixfold.storage.security import transport
 from sixfold.tools.cluster import Cluster
 from sixfold.tools.launcher import default_state_dir
 
@@ -38,6 +39,7 @@ def compute_target(args: argparse.Namespace) -> str | Endpoint:
     """--address, else the endpoint (--endpoint, default `cluster`: the writer) of the local cluster in
     --state-dir, which the client resolves through its control plane (and resolves again after a failover)."""
     if args.address:
+        transport.use_cluster_client(args.state_dir or default_state_dir())  # its `cli` certificate, if TLS
         return str(args.address)
     return Endpoint(Cluster(args.state_dir or default_state_dir()).control_plane_address(), args.endpoint)
 
@@ -47,7 +49,11 @@ def main() -> int:
     parser.add_argument(
         "--endpoint", default="cluster", help="the endpoint to connect to: cluster (default), reader or a custom one"
     )
-    parser.add_argument("--address", metavar="HOST:PORT", help="a compute instance's address instead of an endpoint")
+    parser.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="a compute instance's address instead of an endpoint (a TLS cluster's certificate: from --state-dir)",
+    )
     parser.add_argument(
         "--state-dir", type=Path, help="the local cluster (default: $SIXFOLD_STATE_DIR, else ~/.sixfold/cluster)"
     )
