@@ -36,7 +36,7 @@ def test_each_tls_phase_is_set_beside_its_plaintext_twin_as_ratios(capsys: pytes
     assert re.search(r"^\s+stream\s+4 \|.*\|\s+1\.00\s+1\.00\s+1\.00\s+1\.00$", out, re.MULTILINE)
     assert not re.search(r"^\s+empty\s+4 \|", out, re.MULTILINE)
     assert f"{RATIO_LINE} (unary WritePages): c=4 0.75x" in out
-    assert AT_REST_NOTE in out and "not built yet" in AT_REST_NOTE
+    assert AT_REST_NOTE in out and "encryption at rest together" in AT_REST_NOTE
     assert "load average 1.5 as the plaintext one started, 6.0 as the TLS one did" in out
 
 

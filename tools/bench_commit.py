@@ -92,9 +92,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--tls",
         action="store_true",
         help="run the phases on a plaintext cluster (sixfold up --insecure), then the same phases (same "
-        "concurrencies and seconds) on a second cluster with mutual TLS (the default), and print commits/s, "
-        "p50/p99 and TLS/plaintext ratios per concurrency; the bare fan-out runs on the plaintext cluster only; "
-        "encryption at rest is not built yet, so the ratios cover TLS only",
+        "concurrencies and seconds) on a second cluster with the secure default (mutual TLS, tokens, encryption "
+        "at rest), and print commits/s, p50/p99 and secure/plaintext ratios per concurrency; the bare fan-out "
+        "runs on the plaintext cluster only",
     )
     parser.add_argument(
         "--peer",
@@ -383,7 +383,9 @@ def _measure_cluster(
             )
             writer = [p for p in [cluster.pid("compute")] if p]
             nodes = [pid for name in cluster.node_names() if (pid := cluster.pid(name))]
-            control = [p for p in [cluster.pid(CONTROL_PLANE)] if p]
+            # The control plane and, on a secure cluster, the key service (encryption at rest: lease renewals).
+            services = [CONTROL_PLANE, *(["kms"] if "kms" in cluster.names() else [])]
+            control = [p for p in map(cluster.pid, services) if p]
             meter = CpuMeter({"writer": writer, "nodes": nodes, "control": control, "bench": [os.getpid()]})
             pids = {"writer": writer, "node": nodes[:1]}
             profile = _profiler(args, concurrencies, pids, profiles, "tls-" if tls else "")

@@ -1,11 +1,13 @@
-"""`sixfold bench commit --tls`: what mutual TLS costs a commit, as ratios to the plaintext run of the same
-invocation (issue 16: "reports the cost of TLS and encryption as a ratio to the plaintext run").
+"""`sixfold bench commit --tls`: what the secure default (mutual TLS, user tokens, encryption at rest) costs a
+commit, as ratios to the plaintext run of the same invocation (issue 16: "reports the cost of TLS and
+encryption as a ratio to the plaintext run").
 
 tools/bench_commit.py runs the sixfold phases (`SIXFOLD_MODES`) on a plaintext cluster, then the same phases
-(same concurrencies, same seconds) on a second cluster with mutual TLS (the default; the first is started
-with `insecure=True`); `print_tls` sets each phase beside its plaintext twin: commits/s, p50, p99, and CPU
-per commit of the sixfold processes, each as TLS/plaintext. Encryption at rest is not built yet, so the
-ratios cover TLS only (the report says so).
+(same concurrencies, same seconds) on a second cluster with the secure default (the first is started with
+`insecure=True`): mutual TLS, a bearer token on every client call, and every record and page version sealed
+(AES-256-GCM) on the storage nodes under the volume's data key from the key service; `print_tls` sets each
+phase beside its plaintext twin: commits/s, p50, p99, and CPU per commit of the sixfold processes (the key
+service counted with the control plane), each as secure/plaintext.
 Pure: no I/O beyond printing.
 """
 
@@ -20,14 +22,16 @@ from sixfold.tools.bench_commit_report import SIXFOLD_GROUPS
 # The phases run on both clusters, in report order (the bare fan-out runs on the plaintext cluster only).
 SIXFOLD_MODES = (NORMAL, STREAM, EMPTY, PAUSED, STREAM_PAUSED)
 TLS_PLAN = (
-    "the same phases on a plaintext cluster (sixfold up --insecure), then on a second cluster with mutual TLS "
-    "on every port and channel (the default; this bench is its `cli` client); bare only on the plaintext one"
+    "the same phases on a plaintext cluster (sixfold up --insecure), then on a second cluster with the secure "
+    "default: mutual TLS on every port and channel, user tokens, encryption at rest on the nodes (this bench is "
+    "its `cli` client with the admin token); bare only on the plaintext one"
 )
 AT_REST_NOTE = (
-    "encryption at rest is not built yet (issue 16 item 4), so these ratios cover mutual TLS only; "
-    "a TLS run with encryption will add its cost here"
+    "the secure cluster also seals every record and page version on its storage nodes (AES-256-GCM, key from the "
+    "key service, held for a lease) and checks a token on every call: these ratios cover TLS, tokens and "
+    "encryption at rest together"
 )
-RATIO_LINE = "TLS/plaintext commits/s"
+RATIO_LINE = "secure/plaintext commits/s"
 
 
 def tls_progress(progress: Callable[[str], None]) -> Callable[[str], None]:
@@ -60,12 +64,12 @@ def print_tls(plain: list[Phase], tls: list[Phase], concurrencies: list[int], lo
     by_plain = {(p.mode, p.concurrency): p for p in plain}
     by_tls = {(p.mode, p.concurrency): p for p in tls}
     print(
-        "\nmutual TLS beside plaintext (the same phases on a second cluster started with --tls, after the "
-        "plaintext one, in this run):"
+        "\nthe secure default (mutual TLS, tokens, encryption at rest) beside plaintext (the same phases on a second "
+        "cluster, after the plaintext one, in this run):"
     )
     header = (
-        f"{'mode':>15} {'C':>4} | {'plain/s':>9} {'p50 ms':>7} {'p99 ms':>7} | {'TLS/s':>9} {'p50 ms':>7} "
-        f"{'p99 ms':>7} | {'TLS/plain: /s':>13} {'p50':>5} {'p99':>5} {'CPU':>5}"
+        f"{'mode':>15} {'C':>4} | {'plain/s':>9} {'p50 ms':>7} {'p99 ms':>7} | {'secure/s':>9} {'p50 ms':>7} "
+        f"{'p99 ms':>7} | {'sec/plain: /s':>13} {'p50':>5} {'p99':>5} {'CPU':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -88,7 +92,7 @@ def print_tls(plain: list[Phase], tls: list[Phase], concurrencies: list[int], lo
             )
     for t in tls:
         if t.errors:
-            print(f"  TLS {t.mode} c={t.concurrency}: {len(t.errors)} errors, first: {t.errors[0]}")
+            print(f"  secure {t.mode} c={t.concurrency}: {len(t.errors)} errors, first: {t.errors[0]}")
     summary = [
         f"c={c} {ratio(by_tls[(NORMAL, c)].per_s, by_plain[(NORMAL, c)].per_s):.2f}x"
         for c in concurrencies
@@ -97,9 +101,9 @@ def print_tls(plain: list[Phase], tls: list[Phase], concurrencies: list[int], lo
     if summary:
         print(f"{RATIO_LINE} (unary WritePages): " + ", ".join(summary))
     print(
-        "(TLS/plain below 1 for /s, above 1 for latency and CPU: what TLS costs; CPU = milliseconds of the writer, "
-        "the six nodes\n and the control plane per call; empty = a health check on the writer: TLS per call "
-        f"without storage)\n{AT_REST_NOTE}"
+        "(secure/plain below 1 for /s, above 1 for latency and CPU: what the secure default costs; CPU = "
+        "milliseconds of the writer,\n the six nodes, the control plane and the key service per call; empty = a "
+        f"health check on the writer: TLS per call without storage)\n{AT_REST_NOTE}"
     )
     if len(loads) == 2:
         print(
