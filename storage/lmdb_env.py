@@ -140,10 +140,13 @@ class LmdbEnvironment:
         open_env: Callable[..., Any] = lmdb.open,
         discard: Callable[[str], None] | None = None,
         free_bytes: Callable[[str], tuple[int, int]] | None = None,
+        zero_slack: bool = False,
     ) -> None:
         """`open_env` is `lmdb.open`; the simulator passes an in-memory stand-in with the same API (and its
-        own `discard` and `free_bytes`)."""
+        own `discard` and `free_bytes`). `zero_slack`: LMDB zeroes the unused part of each page it writes (a
+        node that encrypts at rest: else the heap's leftovers, plaintext included, reach the file)."""
         self.path = path
+        self.zero_slack = zero_slack
         self.map_size_bytes = map_size_bytes
         self._open_env = open_env
         self._discard = discard or move_aside
@@ -172,10 +175,10 @@ class LmdbEnvironment:
                 sync=True,
                 metasync=True,
                 readahead=False,
-                # Zero the unused part of each page before it is written: without it LMDB copies whatever the
-                # heap held there into the file, plaintext a sealed row was made from included (found by
-                # tests/test_encryption_store.py: a page image in clear in data.mdb, in no row).
-                meminit=True,
+                # Without it LMDB copies whatever the heap held into a page's unused part, which on an
+                # encrypting node can be plaintext a sealed row was made from (tests/test_encryption_store.py
+                # found a page image in clear in data.mdb, in no row). In clear anyway without encryption.
+                meminit=self.zero_slack,
             )
             self.dbs = {name: self.env.open_db(name) for name in TABLES}
         except CORRUPTION_ERRORS as error:

@@ -42,7 +42,9 @@ class StoreBase:
         data keys of segments encrypted at rest (storage/store/sealing.py)."""
         self.path = path
         self.keys = keys
-        self.disk = LmdbEnvironment(path, map_size_bytes, open_env=open_env, discard=discard_env)
+        self.disk = LmdbEnvironment(
+            path, map_size_bytes, open_env=open_env, discard=discard_env, zero_slack=keys is not None
+        )
         self.segments: dict[str, Segment] = {}
         self.lost: dict[str, str] = {}  # segment_id -> why its metadata was not trusted at start
         self.metadata_repaired = 0  # metadata copies written again after failing their check
