@@ -27,11 +27,12 @@ from sixfold.tools.cluster import (
     UnknownProcessError,
     health_check,
 )
+from sixfold.tools.cluster_layout import KMS
 
 pytestmark = pytest.mark.integration
 
 NODES = ["a1", "a2", "b1", "b2", "c1", "c2"]
-ALL = [CONTROL_PLANE, *NODES, COMPUTE]
+ALL = [KMS, CONTROL_PLANE, *NODES, COMPUTE]  # a secure cluster (the default) starts its key service first
 CLI_TIMEOUT_S = 120.0
 GONE_TIMEOUT_S = 10.0
 POLL_S = 0.05
@@ -102,7 +103,7 @@ def test_cli_up_status_kill_start_pause_resume_stop_down(cluster_dir: Path) -> N
         assert Path(process["log_file"]).exists() and Path(process["data_dir"]).is_dir()
     assert {n["node_id"] for n in status[CONTROL_PLANE]["nodes"]} == set(NODES)
     assert status[CONTROL_PLANE]["volume_count"] == 1  # the compute node created its default volume
-    assert [process["az"] for process in status.values()] == ["", "a", "a", "b", "b", "c", "c", ""]
+    assert [process["az"] for process in status.values()] == ["", "", "a", "a", "b", "b", "c", "c", ""]
     assert status[COMPUTE]["role"] == COMPUTE and status[COMPUTE]["data_dir"] == str(cluster_dir / "data" / COMPUTE)
     assert [(v["volume_id"], v["fenced"]) for v in status[COMPUTE]["volumes"]] == [(DEFAULT_VOLUME, False)]
     assert f"compute node:  {status[COMPUTE]['address']}" in out and DEFAULT_VOLUME in out
@@ -170,7 +171,7 @@ def test_cli_up_status_kill_start_pause_resume_stop_down(cluster_dir: Path) -> N
 def test_cli_up_twice_does_nothing_and_up_after_down_restarts_with_the_same_addresses(cluster_dir: Path) -> None:
     sixfold_ok(cluster_dir, "up", "--spares", "1", "--default-volume", "data")
     first = cli_status(cluster_dir)
-    assert list(first) == [CONTROL_PLANE, "a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3", COMPUTE]
+    assert list(first) == [KMS, CONTROL_PLANE, "a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3", COMPUTE]
     assert [v["volume_id"] for v in first[COMPUTE]["volumes"]] == ["data"]
     assert [first[n]["spare"] for n in ("a2", "a3")] == [False, True]
 
@@ -192,8 +193,8 @@ def test_cli_unknown_node_exits_2_and_lists_the_names(cluster_dir: Path) -> None
     assert "no compute node" in out
     result = sixfold(cluster_dir, "kill", "z9")
     assert result.returncode == 2
-    assert "z9" in result.stderr and "control-plane, a1, a2, b1, b2, c1, c2" in result.stderr
-    assert list(cli_status(cluster_dir)) == [CONTROL_PLANE, *NODES]  # --no-compute: no compute node
+    assert "z9" in result.stderr and "kms, control-plane, a1, a2, b1, b2, c1, c2" in result.stderr
+    assert list(cli_status(cluster_dir)) == [KMS, CONTROL_PLANE, *NODES]  # --no-compute: no compute node
     result = sixfold(cluster_dir, "kill", COMPUTE)
     assert result.returncode == 2 and "compute" in result.stderr
     result = sixfold(cluster_dir, "volume", "list")
@@ -270,7 +271,7 @@ def test_cluster_kill_start_pause_resume_stop(cluster: Cluster) -> None:
     assert cluster.status().by_name("a2").state == "stopped"
     with pytest.raises(UnknownProcessError) as raised:
         cluster.kill("nope")
-    assert raised.value.valid == [CONTROL_PLANE, *NODES]
+    assert raised.value.valid == [KMS, CONTROL_PLANE, *NODES]
 
 
 def test_cluster_down_stops_a_paused_process(cluster: Cluster) -> None:
@@ -312,7 +313,7 @@ def test_cluster_kill_start_pause_resume_stop_the_compute_node(cluster: Cluster)
 
 @pytest.mark.cluster_options(compute=False)
 def test_cluster_without_compute_has_no_compute_address(cluster: Cluster) -> None:
-    assert cluster.names() == [CONTROL_PLANE, *NODES] and not cluster.has_compute()
+    assert cluster.names() == [KMS, CONTROL_PLANE, *NODES] and not cluster.has_compute()
     assert cluster.default_volume() is None
     with pytest.raises(ClusterError, match="no compute node"):
         cluster.compute_address()
@@ -363,7 +364,7 @@ def test_context_manager_stops_everything_when_the_body_fails(tmp_path: Path) ->
         cluster.up(azs=("a", "b", "c"), nodes_per_az=2, compute=False)
         pids = [p for p in (cluster.pid(n) for n in cluster.names()) if p]
         raise RuntimeError("test body failed")
-    assert len(pids) == 7
+    assert len(pids) == 8  # the key service, the control plane, six nodes
     wait_gone(pids)
 
 

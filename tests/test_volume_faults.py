@@ -23,6 +23,7 @@ import pytest
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
 from sixfold.storage.security import transport
+from sixfold.tools.chaos.second_writer import security_args
 from sixfold.tools.cluster import Cluster
 
 pytestmark = pytest.mark.integration
@@ -261,8 +262,7 @@ def test_a_second_writer_fences_the_first(cluster: Cluster, tmp_path: Path) -> N
             str(port_file),
             "--default-volume",
             VOLUME,
-            "--tls-dir",  # as a second compute process of the cluster would: the writer's certificate
-            str(transport.cluster_tls_dir(cluster.state_dir)),
+            *security_args(cluster),  # as a second compute process of the cluster: its certificate and keys
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,

@@ -1,6 +1,7 @@
 """A second writer for a chaos run: another `sixfold compute` process opening the same volume,
 which fences the cluster's writer. Started and stopped here by PID (its own session). On a TLS cluster it
-presents the writer's certificate (`compute`, from the cluster's tls dir), as a second writer would.
+presents the writer's certificate (`compute`, from the cluster's tls dir) and checks tokens with the cluster's
+key, as a second writer would (`security_args`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,21 @@ import sys
 import time
 from pathlib import Path
 
-from sixfold.storage.security import transport
-from sixfold.tools.cluster import PROJECT_ROOT, Cluster, health_check
+from sixfold.tools.cluster import COMPUTE, PROJECT_ROOT, Cluster, health_check
 
 SECOND_WRITER_OPEN_TIMEOUT_S = 60.0
 SECOND_WRITER_STOP_TIMEOUT_S = 10.0
+
+
+# The flags of the cluster's compute process that make another compute process one of the cluster's (its
+# certificate, the token verify key, the key service): each takes one value.
+SECURITY_FLAGS = ("--tls-dir", "--token-verify-key", "--kms")
+
+
+def security_args(cluster: Cluster) -> list[str]:
+    """`SECURITY_FLAGS` with their values as the cluster's compute process has them (none on --insecure)."""
+    args = cluster.record(COMPUTE).args
+    return [x for i, flag in enumerate(args[:-1]) if flag in SECURITY_FLAGS for x in (flag, args[i + 1])]
 
 
 class SecondWriter:
@@ -48,8 +59,7 @@ class SecondWriter:
             "--default-volume",
             self.volume,
         ]
-        if not self.cluster.insecure():
-            command += ["--tls-dir", str(transport.cluster_tls_dir(self.cluster.state_dir))]
+        command += security_args(self.cluster)
         with open(self.log_file, "ab") as log:
             log.write(f"--- chaos runner: starting a second writer: {' '.join(command)}\n".encode())
             log.flush()
