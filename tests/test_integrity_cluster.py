@@ -147,6 +147,7 @@ def test_a_raised_scl_in_a_nodes_metadata_is_never_trusted(cluster: Cluster) -> 
 
 
 @pytest.mark.expected_log_errors("corrupt")
+@pytest.mark.cluster_options(insecure=True)  # plaintext on disk: the test finds the pages to rot by their bytes
 def test_a_corrupt_tree_is_replaced_and_rebuilt_from_peers(cluster: Cluster) -> None:
     """Item 2: pages of a stopped node's data.mdb overwritten: the node finds it at start, serves nothing
     from it, moves it aside and rebuilds its segments from their peers, by itself."""

@@ -238,7 +238,9 @@ def flip_every_copy(path: Path, needle: bytes) -> int:
 
 
 @pytest.mark.integration
-@pytest.mark.cluster_options(compute=False)
+# Plaintext on disk (--insecure: no encryption at rest), so the test finds the record's bytes in data.mdb to rot
+# them; on an encrypting node a rotten byte fails the AES-GCM check instead (tests/test_encryption*.py).
+@pytest.mark.cluster_options(compute=False, insecure=True)
 def test_scrubbing_finds_a_rotten_record_and_gossip_repairs_it(cluster: Cluster) -> None:
     geometry = create_volume(cluster, "scrubvol")
     pg = geometry.protection_groups[0]

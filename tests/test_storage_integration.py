@@ -290,8 +290,11 @@ def test_bad_input_gets_a_clear_status_and_changes_nothing(one_cluster: Cluster)
 
 
 @pytest.mark.expected_log_errors
-def test_flipped_byte_in_a_nodes_lmdb_file_is_detected_and_never_served(one_cluster: Cluster) -> None:
-    geometry = create_volume(one_cluster, "rotvol")
+# Plaintext on disk (--insecure: no encryption at rest), so the test finds the record's bytes in data.mdb to flip
+# one; on an encrypting node a flipped byte fails the AES-GCM check instead (tests/test_encryption*.py).
+@pytest.mark.cluster_options(compute=False, insecure=True)
+def test_flipped_byte_in_a_nodes_lmdb_file_is_detected_and_never_served(cluster: Cluster) -> None:
+    geometry = create_volume(cluster, "rotvol")
     seg = geometry.protection_groups[0].segments[1]
     chain = ChainBuilder()
     append_once(
@@ -299,12 +302,12 @@ def test_flipped_byte_in_a_nodes_lmdb_file_is_detected_and_never_served(one_clus
         seg.segment_id,
         [chain.patch(5, b"good"), chain.patch(5, b"ROT-ME-PLEASE-0123456789", 64), chain.patch(6, b"fine")],
     )
-    one_cluster.stop(seg.node_id)
-    data_files = list(Path(one_cluster.data_dir(seg.node_id)).rglob("data.mdb"))
+    cluster.stop(seg.node_id)
+    data_files = list(Path(cluster.data_dir(seg.node_id)).rglob("data.mdb"))
     assert len(data_files) == 1
     flip_byte_in_file(str(data_files[0]), b"ROT-ME-PLEASE-0123456789")
-    one_cluster.start(seg.node_id)
-    address = one_cluster.node_address(seg.node_id)
+    cluster.start(seg.node_id)
+    address = cluster.node_address(seg.node_id)
     # The restart proves SCL from the records: the chain stops before the rotten one, so nothing at or above
     # it is served (it is not whole: it once held more), and the rotten copy itself is never sent.
     expect_status(

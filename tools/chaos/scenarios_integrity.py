@@ -363,6 +363,11 @@ def _judge_drop_segment(ctx: Context) -> list[Criterion]:
     )
 
 
+# byte-flip and tree-rot find what they rot by its bytes in data.mdb: they run on a plaintext cluster (no
+# encryption at rest, `sixfold up --insecure`). On an encrypting node a rotten byte fails the AES-GCM check
+# instead of the CRC-32C (tests/test_encryption*.py); meta-rot edits segment metadata, which is not sealed.
+PLAINTEXT_ON_DISK = {"insecure": True}
+
 FAMILY = (
     Scenario(
         "byte-flip",
@@ -370,6 +375,7 @@ FAMILY = (
         "never served; detected (CRC-32C)",
         _byte_flip,
         _judge_byte_flip,
+        cluster_options=PLAINTEXT_ON_DISK,
     ),
     Scenario(
         "meta-rot",
@@ -385,6 +391,7 @@ FAMILY = (
         f"detected, never served; rebuilt from peers, whole within {WHOLE_WAIT_S:g} s; writes go on; nothing lost",
         _tree_rot,
         _judge_tree_rot,
+        cluster_options=PLAINTEXT_ON_DISK,
     ),
     Scenario(
         "drop-segment",
