@@ -38,8 +38,12 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
     # A node that comes back is found within a second (gRPC's default backoff grows to 120 s).
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # gRPC core also takes this as the deadline of each connection attempt (its MIN_CONNECT_TIMEOUT; grpc/grpc
+    # #12830, #33423), not only as a backoff: at 100 ms a TLS handshake with a busy node timed out ("connection
+    # attempt timed out before receiving SETTINGS frame") and volume creation failed. The retry delays above
+    # stay short; an attempt may take up to 5 s.
+    ("grpc.min_reconnect_backoff_ms", 5000),
 ]
 
 

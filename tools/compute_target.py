@@ -60,6 +60,15 @@ def add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) -
     )
 
 
+def act_as_client(args: argparse.Namespace) -> None:
+    """Use the `cli` certificate (and token) of the cluster in --state-dir, if it is a TLS one, for an address
+    given by hand: a TLS cluster refuses a plaintext client."""
+    from sixfold.storage.security import transport
+    from sixfold.tools.launcher import default_state_dir
+
+    transport.use_cluster_client(args.state_dir or default_state_dir())
+
+
 def compute_target(args: argparse.Namespace) -> str | Endpoint:
     """--address, else the endpoint (--endpoint, default `cluster`) of the local cluster in --state-dir,
     resolved through its control plane. Refused (UsageError) when the cluster has no compute instance
@@ -67,6 +76,7 @@ def compute_target(args: argparse.Namespace) -> str | Endpoint:
     if args.address:
         if args.endpoint:
             raise UsageError("give --address or --endpoint, not both")
+        act_as_client(args)
         return str(args.address)
     from sixfold.tools.cluster import COMPUTE, Cluster, ClusterError
     from sixfold.tools.launcher import default_state_dir

@@ -33,6 +33,7 @@ from sixfold.tools.cluster_instances import (
 )
 from sixfold.tools.cluster_layout import DEFAULT_FAILOVER_PRIORITY, FAILOVER_PRIORITY_MAX
 from sixfold.tools.cluster_replicas import add_replica, remove_replica
+from sixfold.tools.compute_target import act_as_client
 from sixfold.tools.text_table import table
 
 EXIT_OK = 0
@@ -147,7 +148,10 @@ def _cluster(args: argparse.Namespace) -> Cluster:
 
 
 def _control_plane(args: argparse.Namespace) -> str:
-    return str(args.control_plane or _cluster(args).control_plane_address())
+    if args.control_plane:
+        act_as_client(args)
+        return str(args.control_plane)
+    return str(_cluster(args).control_plane_address())
 
 
 # --- replica -------------------------------------------------------------------------------------
