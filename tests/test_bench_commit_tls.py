@@ -63,4 +63,4 @@ def test_bench_commit_tls_runs_both_clusters_prints_the_ratios_and_ends_plaintex
         assert found, f"no TLS/plaintext row for {mode}"
         assert int(found.group(2).replace(",", "")) > 0, f"{mode}: no commits over TLS"
     assert re.search(rf"^{RATIO_LINE} \(unary WritePages\): c=2 [\d.]+x$", out, re.MULTILINE)
-    assert "encryption at rest is not built yet" in out
+    assert AT_REST_NOTE in out
