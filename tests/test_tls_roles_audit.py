@@ -188,7 +188,8 @@ def test_sixfold_audit_shows_refusals_and_admin_operations_with_who_and_outcome(
     assert str(gone["outcome"]).startswith("failed: NOT_FOUND: "), gone
     # A volume created by the operator on the writer, which orders it on the control plane, which places its
     # segments on the storage nodes; the writer then fences them at its epoch.
-    assert find(entries, process=COMPUTE, who=cli, what="VolumeService.CreateVolume", outcome="ok")
+    # On compute the token names the operator's user (the admin token the CLI sends), beside the certificate.
+    assert find(entries, process=COMPUTE, who=f"user:admin {cli}", what="VolumeService.CreateVolume", outcome="ok")
     placed = find(entries, process="control-plane", who=writer, what="ControlPlaneService.CreateVolume")
     assert [e["outcome"] for e in placed if e["details"]["volume_id"] == "audited"] == ["ok"], placed
     segments = find(entries, who="cert:control-plane/control-plane", what="StorageService.CreateSegment", outcome="ok")

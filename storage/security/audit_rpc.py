@@ -36,6 +36,7 @@ from google.protobuf.message import Message
 
 from sixfold.storage.security import transport
 from sixfold.storage.security.audit import OUTCOME_OK, AuditLog
+from sixfold.storage.security.auth_context import CURRENT_USER
 from sixfold.storage.security.tls import (
     CLUSTER_SERVICE,
     CONTROL_PLANE_SERVICE,
@@ -101,9 +102,12 @@ def open_audit_log(data_dir: str | Path | None, process: str) -> AuditLog | None
 
 
 def who(context: Any) -> str:
-    """Rule 1: "cert:<role>/<name>" of a TLS caller, else "anonymous"."""
+    """Rule 1: "user:<name> cert:<role>/<name>" when a token proved the call's user (auth_context.py), else
+    "cert:<role>/<name>" of a TLS caller, else "anonymous"."""
     peer = peer_role(context)
-    return ANONYMOUS if peer is None else f"cert:{peer[0]}/{peer[1]}"
+    cert = ANONYMOUS if peer is None else f"cert:{peer[0]}/{peer[1]}"
+    user = CURRENT_USER.get()
+    return f"user:{user} {cert}" if user else cert
 
 
 def request_details(request: Any) -> dict[str, object]:
