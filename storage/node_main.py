@@ -157,7 +157,7 @@ async def _heartbeat_loop(args: argparse.Namespace, address: str, servicer: Stor
             await asyncio.sleep(interval_s)
 
 
-async def _open_store(args: argparse.Namespace, keys: keyring.Keyring | None) -> SegmentStore:
+async def _open_store(args: argparse.Namespace, keys: keyring.Keyring | None) -> SegmentStore | None:
     """The node's store; with a key service, waiting (and saying so) until it unwraps the keys of the segments
     held here: a node never takes a key it cannot reach for damage (storage/store/sealing.py rule 3)."""
     path = os.path.join(args.data_dir, "lmdb")
@@ -166,6 +166,9 @@ async def _open_store(args: argparse.Namespace, keys: keyring.Keyring | None) ->
         try:
             store = SegmentStore(path, map_size_bytes=args.lmdb_map_mib * 1024 * 1024, keys=keys)
         except KeyUnavailable as error:
+            if keys is None:
+                log.error("%s; start the node with --kms (and --tls-dir) to serve them", error.message)
+                return None
             if not waited:
                 log.warning("%s; waiting for the key service before serving", error.message)
                 waited = True
@@ -181,6 +184,8 @@ async def _open_store(args: argparse.Namespace, keys: keyring.Keyring | None) ->
 async def _serve(args: argparse.Namespace) -> int:
     keys = keyring.Keyring(args.kms, args.key_lease_s) if args.kms else None
     store = await _open_store(args, keys)
+    if store is None:
+        return 2
     fault_file = args.fault_file or default_fault_file(args.data_dir)
     faults = FaultFile(fault_file)
     servicer = StorageServicer(

@@ -17,7 +17,7 @@ from sixfold.storage.errors import KeyUnavailable
 from sixfold.storage.keys import record_key
 from sixfold.storage.scrub import Scrubber
 from sixfold.storage.security import envelope
-from sixfold.storage.security.keyring import RETRY_AFTER_S, Keyring
+from sixfold.storage.security.keyring import Keyring
 from sixfold.storage.store import SegmentStore
 from sixfold.tools.sim.keys import SIM_MASTER_KEY, SimKeys
 from tests.test_store import SEG, batch, commit_ok, meta
@@ -104,17 +104,7 @@ def test_a_missing_key_is_not_damage_nothing_is_salvaged_or_rebuilt(tmp_path: Pa
 def test_a_sealed_row_that_does_not_open_is_a_bad_copy_found_by_the_scrubber(tmp_path: Path) -> None:
     path, _, records = filled(tmp_path)
     victim = records[10]
-    env = lmdb.open(path, max_dbs=16, map_size=1 << 24)
-    try:
-        with env.begin(write=True, db=env.open_db(b"records")) as txn:
-            key = record_key(1, victim.lsn)
-            stored = txn.get(key)
-            assert stored is not None
-            sealed = bytearray(stored)
-            sealed[-20] ^= 0x01  # one bit of the ciphertext: the CRC inside cannot even be read
-            txn.put(key, bytes(sealed))
-    finally:
-        env.close()
+    rot(path, victim.lsn)
     store = SegmentStore(path, keys=SimKeys())
     try:
         assert store.segment(SEG).tracker.scl == victim.lsn - 1, "the chain stops at the row that does not open"
@@ -123,6 +113,34 @@ def test_a_sealed_row_that_does_not_open_is_a_bad_copy_found_by_the_scrubber(tmp
         assert scrubber.counts_of(SEG).records_quarantined == 1
     finally:
         store.close()
+
+
+def test_a_resend_replaces_a_sealed_row_that_does_not_open(tmp_path: Path) -> None:
+    path, _, records = filled(tmp_path)
+    rot(path, records[10].lsn)
+    store = SegmentStore(path, keys=SimKeys())
+    try:
+        assert store.segment(SEG).tracker.scl == records[10].lsn - 1
+        commit_ok(store, batch(records))  # a writer's resend, or gossip's pull, of the same records
+        assert store.segment(SEG).tracker.scl == records[-1].lsn, "the rotten copy was replaced"
+        assert store.read_page(SEG, 4, records[-1].lsn).data.startswith(MARKER + b"-0028")
+    finally:
+        store.close()
+
+
+def rot(path: str, lsn: int) -> None:
+    """Flip one bit of the sealed record `lsn` (segment seg_no 1) in a closed store."""
+    env = lmdb.open(path, max_dbs=16, map_size=1 << 24)
+    try:
+        with env.begin(write=True, db=env.open_db(b"records")) as txn:
+            key = record_key(1, lsn)
+            stored = txn.get(key)
+            assert stored is not None
+            sealed = bytearray(stored)
+            sealed[-20] ^= 0x01  # one bit of the ciphertext: the CRC inside cannot even be read
+            txn.put(key, bytes(sealed))
+    finally:
+        env.close()
 
 
 def test_an_encrypting_node_never_stores_a_segment_in_clear(tmp_path: Path) -> None:
@@ -146,12 +164,14 @@ class FakeKms:
     def __init__(self) -> None:
         self.up = True
         self.calls = 0
+        self.key_length = envelope.KEY_BYTES
 
     def __call__(self, wrapped: bytes) -> tuple[bytes, str, float]:
         self.calls += 1
         if not self.up:
             raise ConnectionError("connection refused")
-        return envelope.unwrap(SIM_MASTER_KEY, wrapped), envelope.wrapped_key_id(wrapped), 10.0
+        key = envelope.unwrap(SIM_MASTER_KEY, wrapped)[: self.key_length]
+        return key, envelope.wrapped_key_id(wrapped), 10.0
 
 
 def test_the_keyring_holds_a_key_for_its_lease_then_refuses_until_the_key_service_is_back() -> None:
@@ -177,7 +197,12 @@ def test_the_keyring_holds_a_key_for_its_lease_then_refuses_until_the_key_servic
         ring.data_key(wrapped.hex())
     assert kms.calls == calls, "not asked again within RETRY_AFTER_S"
     kms.up = True
-    now[0] += RETRY_AFTER_S
+    with pytest.raises(KeyUnavailable):
+        ring.data_key(wrapped.hex())  # a read or write never waits on the key service for a key held before
+    assert ring.renew_due() == 1, "the renewal thread's round gets it back"
     assert ring.data_key(wrapped.hex()) == key
+    kms.key_length = 16
+    with pytest.raises(KeyUnavailable, match="unusable"):
+        Keyring("kms:1", fetch=kms, clock=lambda: now[0]).data_key(wrapped.hex())
     with pytest.raises(ValueError, match="key lease"):
         Keyring("kms:1", lease_s_max=0)

@@ -2,14 +2,16 @@
 (`sixfold kms`, storage/security/kms_server.py) and held in memory only, each for a lease.
 
 Rules:
-1. A key is asked for when first needed (a synchronous call, at most `FETCH_TIMEOUT_S`) and then held
-   until its lease ends: the key service's lease, capped by the node's `--key-lease-s`. A background
-   thread renews every held key once half its lease has passed.
-2. When the key service cannot be reached, a held key is used until its lease ends, then refused:
+1. A key is asked for when first needed (a synchronous call, at most `FETCH_TIMEOUT_S`; `ensure` makes it
+   off the event loop) and then held until its lease ends: the key service's lease, capped by the node's
+   `--key-lease-s`. A background thread renews every held key once half its lease has passed, and only it:
+   a read or write never waits on the key service for a key it held before.
+2. When the key service cannot be reached, a held key is used until its lease ends, then refused at once:
    `KeyUnavailable`, with a sentence naming the key service and why. Nothing is ever stored in clear
-   instead, and a bad answer never counts as a bad copy (sealing rule 3).
-3. After a failed call the key service is not asked again for `RETRY_AFTER_S`: a writer thread that needs
-   a key never waits on a dead key service more than once in a while.
+   instead, and a bad answer never counts as a bad copy (sealing rule 3). A wrapped key the key service
+   refuses (altered, another master key) is `KeyRefused` (FAILED_PRECONDITION: asking again will not help).
+3. After a failed call the key service is not asked again for `RETRY_AFTER_S` for a key never held: a
+   caller never waits on a dead key service more than once in a while.
 4. The plaintext key is never logged; log lines name the key's id (the volume it was made for).
 """
 
@@ -46,6 +48,23 @@ class _Held:
     key_id: str
     lease_s: float
     expires_at: float
+
+
+# What the key service answers for a wrapped key it will never open: retrying does not help.
+_REFUSALS = frozenset(
+    {
+        grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.PERMISSION_DENIED,
+    }
+)
+
+
+class KeyRefused(KeyUnavailable):
+    """The key service refuses to unwrap this wrapped key (rule 2): not a key to wait for."""
+
+    status_code_name = "FAILED_PRECONDITION"
 
 
 class Keyring:
@@ -85,7 +104,7 @@ class Keyring:
             if held is not None and now < held.expires_at:
                 return held.key
             recently_failed = now - self._failed_at < RETRY_AFTER_S
-        if recently_failed:
+        if held is not None or recently_failed:  # rule 1: only the renewal thread asks again for a held key
             raise self._unavailable(wrapped_hex, held, now)
         try:
             return self._renew(wrapped_hex)
@@ -118,16 +137,21 @@ class Keyring:
         with self._lock:
             due = [w for w, h in self._held.items() if h.expires_at - now < h.lease_s / 2]
         renewed = 0
-        for wrapped_hex in due:
+        for wrapped_hex in due:  # each on its own: one key the key service refuses does not starve the others
             try:
                 self._renew(wrapped_hex)
                 renewed += 1
             except Exception:  # noqa: BLE001 - recorded and logged in _renew; the held key serves until its lease ends
-                break
+                continue
         return renewed
 
+    def _renew_period_s(self) -> float:
+        with self._lock:
+            shortest = min((h.lease_s for h in self._held.values()), default=self.lease_s_max)
+        return max(0.25, min(5.0, shortest / 4))
+
     def _renew_loop(self) -> None:
-        while not self._stop.wait(max(0.25, min(5.0, self.lease_s_max / 4))):
+        while not self._stop.wait(self._renew_period_s()):
             self.renew_due()
 
     def _renew(self, wrapped_hex: str) -> bytes:
@@ -135,11 +159,20 @@ class Keyring:
         try:
             key, key_id, lease_s = self._fetch(wrapped)
         except grpc.RpcError as error:
-            self._note_failure(f"{error.code().name}: {error.details()}")
+            why = f"{error.code().name}: {error.details()}"
+            if error.code() in _REFUSALS:
+                raise KeyRefused(
+                    f"the key service at {self.kms_address} refuses to unwrap the data key of "
+                    f"{_key_id(wrapped_hex)} ({why}); nothing of it is stored or served"
+                ) from None
+            self._note_failure(why)
             raise
         except Exception as error:
             self._note_failure(f"{type(error).__name__}: {error}")
             raise
+        if len(key) != envelope.KEY_BYTES:  # a key service bug must not make every row look rotten
+            self._note_failure(f"the key service answered a key of {len(key)} bytes, not {envelope.KEY_BYTES}")
+            raise KeyUnavailable(f"the key service at {self.kms_address} answered an unusable data key")
         lease = max(float(LEASE_S_MIN), min(float(lease_s), self.lease_s_max))
         with self._lock:
             if wrapped_hex not in self._held and len(self._held) >= KEYS_MAX:

@@ -37,6 +37,7 @@ LEASE_S_DEFAULT = 300
 LEASE_S_MAX = 24 * 3600
 WRAPPED_BYTES_MAX = 512
 STOP_GRACE_S = 1.0
+MADE_MARKER = "made-master-key-file"  # in --data-dir: this key service made its key file once (never again)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _ADMIN = frozenset({pki.ROLE_CONTROL_PLANE})
@@ -112,7 +113,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         required=True,
         help="the master key file (mode 0600, outside every data directory); made with --create-key-file",
     )
-    parser.add_argument("--create-key-file", action="store_true", help="make a new master key file if none exists")
+    parser.add_argument(
+        "--create-key-file",
+        action="store_true",
+        help="make a new master key file if none exists and this key service never made one (a file made before "
+        "and now missing is refused: a new master key would leave every volume unreadable)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: pick a free port)")
     transport.add_arguments(parser)
@@ -137,8 +143,19 @@ def run(args: argparse.Namespace) -> int:
     if not transport.started_secure(args.tls_dir, "kms", log):
         return 2
     try:
+        made_before = os.path.join(args.data_dir, MADE_MARKER)
         if args.create_key_file and not os.path.exists(args.key_file):
+            if os.path.exists(made_before):
+                log.error(
+                    "the master key file %s this key service made is gone; restore it from a backup (a new master "
+                    "key would leave every volume unreadable)",
+                    args.key_file,
+                )
+                return 2
             master_keys = MasterKeys.create(args.key_file)
+            os.makedirs(args.data_dir, exist_ok=True)
+            with open(made_before, "w") as marker:
+                marker.write(f"{master_keys.current_id}\n")
             log.info("made a new master key file %s", args.key_file)
         else:
             master_keys = MasterKeys.load(args.key_file)

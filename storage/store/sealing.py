@@ -56,7 +56,9 @@ def open_(keys: DataKeys | None, meta: SegmentMeta, aad: bytes, stored: bytes | 
     key = _key(keys, meta)
     try:
         return envelope.open_(key, bytes(stored), aad)
-    except (envelope.Tampered, envelope.WrongKey, StorageError) as error:
+    except envelope.WrongKey as error:  # the key handed over does not fit at all: the key's fault, not the row's
+        raise KeyUnavailable(f"segment {meta.segment_id}'s data key is unusable ({error.message})") from error
+    except (envelope.Tampered, StorageError) as error:
         if isinstance(error, KeyUnavailable):
             raise
         raise ChecksumMismatch(f"{where} does not open under its segment's data key ({error.message})") from error
