@@ -253,6 +253,7 @@ def test_a_replay_line_carries_every_setting_that_differs_from_the_default() -> 
         classic_faults=True,
         time_travel=True,
         replicas=2,
+        clear_at_rest=True,
         net=NetConfig(**{f.name: getattr(NetConfig(), f.name) + 0.125 for f in dataclasses.fields(NetConfig)}),
     )
     for f in dataclasses.fields(SimConfig):

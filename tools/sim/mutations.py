@@ -106,8 +106,9 @@ def applied(name: str | None) -> Iterator[None]:
         from sixfold.storage.scl import SclTracker
         from sixfold.storage.segment import Segment
 
-        def trusting(txn, records, meta, record_count):
-            tracker = SclTracker.rebuilt(meta.scl, segment_load.held_above(txn, records, meta, meta.scl))
+        def trusting(txn, records, meta, record_count, open_record):
+            held = segment_load.held_above(txn, records, meta, meta.scl, open_record=open_record)
+            tracker = SclTracker.rebuilt(meta.scl, held)
             fixed = meta.copy()
             fixed.scl = tracker.scl
             return Segment(meta=fixed, tracker=tracker), False
@@ -134,8 +135,8 @@ def applied(name: str | None) -> Iterator[None]:
 
         original_load = segment_load.load
 
-        def relinked_at_tail(txn, dbs):
-            loaded = original_load(txn, dbs)
+        def relinked_at_tail(txn, dbs, open_record=None):
+            loaded = original_load(txn, dbs, open_record)
             for seg in loaded.segments.values():
                 parent = loaded.segments.get(seg.meta.parent_segment_id) if seg.meta.parent_segment_id else None
                 if parent is not None:
