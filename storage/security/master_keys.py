@@ -114,13 +114,13 @@ class MasterKeys:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         body = json.dumps({"current": self.current_id, "keys": {k: v.hex() for k, v in self._keys.items()}})
         temporary = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        temporary.unlink(missing_ok=True)  # a stale one may have a looser mode; O_EXCL makes a new one 0600
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             os.write(fd, body.encode())
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.chmod(temporary, FILE_MODE)
         os.replace(temporary, self.path)
         directory = os.open(self.path.parent, os.O_RDONLY)
         try:
