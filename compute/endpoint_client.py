@@ -10,14 +10,16 @@ a fresh resolve after a failure that says the instance is gone or no longer the 
 - `address()` resolves the endpoint the first time and after a failure that asked for it (a fixed
   address is never resolved);
 - `failed(address, error)` is told of every failed call: UNAVAILABLE (the instance is gone, restarting or
-  changing role), DEADLINE_EXCEEDED (it may be paused past a failover), and FAILED_PRECONDITION whose
-  sentence or reason says the instance is a read replica, not the writer, or fenced, drop the cached
-  address, so the next call resolves again and reaches the endpoint's instance now (after a failover:
-  the new writer). The failed call itself is not repeated (its outcome may be unknown): the caller sees
-  its status, which for an instance that died mid-call is UNAVAILABLE, retryable;
+  changing role), DEADLINE_EXCEEDED (it may be paused past a failover), and a refusal whose ErrorInfo
+  reason (storage/errors.py) says the instance is a read replica (READ_REPLICA), not the writer
+  (NOT_WRITER), or fenced (FENCED), drop the cached address, so the next call resolves again and
+  reaches the endpoint's instance now (after a failover: the new writer). The failed call itself is
+  not repeated (its outcome may be unknown): the caller sees its status, which for an instance that
+  died mid-call is UNAVAILABLE, retryable;
 - `retry_safe(error)`: whether a call may be sent again at once, because it never reached an instance
-  that could act on it (it could not connect, or a read replica refused it). The clients do that once,
-  and only when the endpoint now resolves to another address.
+  that could act on it (it could not connect, or a read replica or non-writer refused it by reason). A
+  failure to connect is gRPC core's own UNAVAILABLE, which carries no ErrorInfo: it alone is told by its
+  words. The clients do that once, and only when the endpoint now resolves to another address.
 
 A resolve that fails raises `ResolveError`, a grpc.RpcError with the control plane's code and sentence
 (an endpoint with no live member: UNAVAILABLE; an unknown one: NOT_FOUND), so the clients report it like
@@ -32,7 +34,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from sixfold.storage.errors import REASON_FENCED
+from sixfold.storage.errors import REASON_FENCED, REASON_NOT_WRITER, REASON_READ_REPLICA
 from sixfold.storage.security import transport
 from sixfold.storage.serving import CHANNEL_OPTIONS
 from sixfold.storage.status import reason_of
@@ -44,9 +46,11 @@ READER_ENDPOINT = "reader"  # built in: the live readers, rotated (the writer wh
 RESOLVE_TIMEOUT_S = 5.0
 # Failures after which the endpoint is resolved again before the next call.
 RE_RESOLVE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-# FAILED_PRECONDITION sentences of an instance that is not (or no longer) the one the endpoint means.
-NOT_THE_ONE = ("read replica", "not the writer", "fenced")
-# UNAVAILABLE sentences of a call that never reached a server (safe to send again elsewhere).
+# Reasons of an instance that is not (or no longer) the one the endpoint means.
+NOT_THE_ONE = frozenset({REASON_READ_REPLICA, REASON_NOT_WRITER, REASON_FENCED})
+# Reasons of a refusal given before anything was done (safe to send again elsewhere).
+REFUSED_UNDONE = frozenset({REASON_READ_REPLICA, REASON_NOT_WRITER})
+# gRPC core's UNAVAILABLE sentences of a call that never reached a server (no ErrorInfo: the client's own).
 NOT_CONNECTED = ("failed to connect", "connection refused", "connect failed", "no connection")
 _S = TypeVar("_S")
 
@@ -88,22 +92,20 @@ def _code(error: grpc.RpcError) -> grpc.StatusCode:
     return (error.code() if hasattr(error, "code") else None) or grpc.StatusCode.UNKNOWN
 
 
-def asks_to_re_resolve(code: grpc.StatusCode, details: str, reason: str = "") -> bool:
-    """The instance is gone, paused, changing role, a read replica, not the writer, or fenced."""
-    if code in RE_RESOLVE_CODES:
-        return True
-    if code != grpc.StatusCode.FAILED_PRECONDITION:
-        return False
-    return reason == REASON_FENCED or any(words in details.lower() for words in NOT_THE_ONE)
+def asks_to_re_resolve(code: grpc.StatusCode, reason: str = "") -> bool:
+    """The instance is gone, paused, changing role (the code), a read replica, not the writer, or fenced
+    (the reason)."""
+    return code in RE_RESOLVE_CODES or reason in NOT_THE_ONE
 
 
 def retry_safe(error: grpc.RpcError) -> bool:
     """The call never reached an instance that could act on it: it could not connect, or a read replica
     (or an instance that is not the writer) refused it before doing anything."""
-    code, details = _code(error), _details(error).lower()
-    if code == grpc.StatusCode.UNAVAILABLE:
+    code = _code(error)
+    if code == grpc.StatusCode.UNAVAILABLE and not reason_of(error):
+        details = _details(error).lower()
         return any(words in details for words in NOT_CONNECTED)
-    return code == grpc.StatusCode.FAILED_PRECONDITION and ("read replica" in details or "not the writer" in details)
+    return reason_of(error) in REFUSED_UNDONE
 
 
 def resolve(endpoint: Endpoint, timeout_s: float = RESOLVE_TIMEOUT_S) -> cl_pb.ResolveEndpointResponse:
@@ -172,11 +174,11 @@ class Channels:
     def failed(self, address: str, error: grpc.RpcError) -> bool:
         """A call to `address` failed with `error`: forget the address if the error asks for a new resolve
         (an endpoint only). True if it was forgotten."""
-        return self.failed_with(address, _code(error), _details(error), reason_of(error))
+        return self.failed_with(address, _code(error), reason_of(error))
 
-    def failed_with(self, address: str, code: grpc.StatusCode, details: str, reason: str = "") -> bool:
+    def failed_with(self, address: str, code: grpc.StatusCode, reason: str = "") -> bool:
         """`failed` for a status that came in a reply (a session step's error)."""
-        if self.endpoint is None or not asks_to_re_resolve(code, details, reason):
+        if self.endpoint is None or not asks_to_re_resolve(code, reason):
             return False
         with self._lock:
             if self._current == address:

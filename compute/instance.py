@@ -40,7 +40,13 @@ from sixfold.compute.service import VolumeServicer
 from sixfold.compute.sql_service import SqlEngines, default_engine_factory
 from sixfold.compute.v1 import instance_service_pb2 as ipb
 from sixfold.compute.volume import Channels, Volume
-from sixfold.storage.errors import InvalidRequest, StorageError, Unavailable
+from sixfold.storage.errors import (
+    REASON_NOT_WRITER,
+    REASON_READ_REPLICA,
+    InvalidRequest,
+    StorageError,
+    Unavailable,
+)
 from sixfold.storage.tasks import cancel_and_wait
 from sixfold.storage.v1 import cluster_service_pb2 as cl_pb
 
@@ -63,6 +69,7 @@ class ReadReplica(StorageError):
     """This instance is a read replica: it does not write (nor open volumes as writer)."""
 
     status_code_name = "FAILED_PRECONDITION"
+    reason = REASON_READ_REPLICA
 
 
 class RoleNotConfirmed(StorageError):
@@ -75,6 +82,7 @@ class NotWriter(StorageError):
     """A writer-only request (redo to follow, stepping down) reached an instance that is not the writer."""
 
     status_code_name = "FAILED_PRECONDITION"
+    reason = REASON_NOT_WRITER
 
 
 class Instance:

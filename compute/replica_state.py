@@ -36,14 +36,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sixfold.compute.cache import CACHE_PAGES_DEFAULT, BufferCache
-from sixfold.storage.errors import StorageError
+from sixfold.storage.errors import REASON_READ_REPLICA, StorageError
 from sixfold.storage.records import LogRecord, decode_record
 
 LAG_SAMPLES_MAX = 1000
 LAG_WINDOW_US = 10_000_000
-
-
-REASON_READ_REPLICA = "READ_REPLICA"  # a write sent to a read replica: send it to the writer
 
 
 class ReadReplicaWrite(StorageError):

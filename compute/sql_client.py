@@ -183,7 +183,7 @@ class SqlClient:
             raise SqlError.from_rpc_error(error) from error
 
         def failed(error: SqlError) -> None:
-            self._channels.failed_with(address, error.code, error.details, error.reason)
+            self._channels.failed_with(address, error.code, error.reason)
 
         return SqlSession(stub, self.volume_id, self.timeout_s, failed)
 

@@ -22,6 +22,8 @@ REASON_REOPENING = "REOPENING"  # the writer: it is regaining the volume (a new 
 REASON_OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"  # the writer: the MTR was sent; it may still become durable
 REASON_KEY_UNAVAILABLE = "KEY_UNAVAILABLE"  # a volume's data key is not at hand (the key service is gone)
 REASON_NOT_COMMITTED = "NOT_COMMITTED"  # the writer: the MTR was truncated by a recovery; it never will be
+REASON_READ_REPLICA = "READ_REPLICA"  # a compute instance: it is a read replica; send writes to the writer
+REASON_NOT_WRITER = "NOT_WRITER"  # a compute instance: a writer-only request reached one that is not the writer
 
 
 class StorageError(Exception):

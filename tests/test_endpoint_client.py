@@ -14,9 +14,20 @@ import pytest
 
 from sixfold.compute.client import VolumeClient, VolumeError
 from sixfold.compute.endpoint_client import Channels, Endpoint, asks_to_re_resolve, retry_safe
+from sixfold.compute.errors import Fenced, Regaining
+from sixfold.compute.instance import NotWriter, ReadReplica
 from sixfold.compute.sql_client import SqlClient, SqlError
 from sixfold.compute.v1 import kv_service_pb2 as kpb
 from sixfold.compute.v1 import kv_service_pb2_grpc as kgrpc
+from sixfold.storage.errors import (
+    REASON_FENCED,
+    REASON_NOT_WRITER,
+    REASON_READ_REPLICA,
+    InvalidRequest,
+    StorageError,
+    Unavailable,
+)
+from sixfold.storage.status import status_code, trailing_metadata_of
 from sixfold.storage.v1 import cluster_service_pb2 as cl_pb
 from sixfold.storage.v1 import cluster_service_pb2_grpc as cl_grpc
 
@@ -46,7 +57,7 @@ class FakeKv(kgrpc.KvServiceServicer):
 
     def __init__(self, lsn: int) -> None:
         self.lsn = lsn
-        self.refusal: tuple[grpc.StatusCode, str] | None = None
+        self.refusal: StorageError | None = None  # sent with its code, sentence and ErrorInfo reason
         self.hold = threading.Event()
         self.held = threading.Event()
         self.calls = 0
@@ -58,7 +69,8 @@ class FakeKv(kgrpc.KvServiceServicer):
             while self.hold.is_set() and context.is_active():
                 threading.Event().wait(0.01)
         if self.refusal is not None:
-            context.abort(*self.refusal)
+            context.set_trailing_metadata(trailing_metadata_of(self.refusal))
+            context.abort(status_code(self.refusal), self.refusal.message)
         return kpb.PutResponse(commit_lsn=self.lsn)
 
 
@@ -124,10 +136,9 @@ def test_a_call_that_could_not_connect_is_sent_again_to_the_new_address(world: A
 
 def test_a_read_replica_refusing_a_write_sends_it_to_the_writer(world: Any) -> None:
     cluster, cp, [(_, a, a_address), (_, b, b_address)] = world
-    a.refusal = (
-        grpc.StatusCode.FAILED_PRECONDITION,
+    a.refusal = ReadReplica(
         "compute instance compute is a read replica: it runs read-only SQL and key-value reads; "
-        "send writes and page reads to the cluster endpoint (the writer, now replica1)",
+        "send writes and page reads to the cluster endpoint (the writer, now replica1)"
     )
     cluster.members["cluster"] = [a_address]
     with SqlClient(Endpoint(cp), timeout_s=TIMEOUT_S) as db:
@@ -149,7 +160,7 @@ def test_a_call_in_flight_when_the_writer_dies_fails_retryable_and_the_next_reac
     cluster, cp, [(_, a, a_address), (_, b, b_address)] = world
     cluster.members["cluster"] = [a_address]
     a.hold.set()
-    a.refusal = (grpc.StatusCode.UNAVAILABLE, "compute instance compute is changing role (a failover); retry")
+    a.refusal = Unavailable("compute instance compute is changing role (a failover); retry")
     with SqlClient(Endpoint(cp), timeout_s=TIMEOUT_S) as db:
         failure: list[BaseException] = []
 
@@ -194,28 +205,36 @@ def test_a_fixed_address_is_never_resolved(world: Any) -> None:
 
 def test_which_failures_re_resolve_and_which_may_be_sent_again() -> None:
     code = grpc.StatusCode
-    assert asks_to_re_resolve(code.UNAVAILABLE, "anything") and asks_to_re_resolve(code.DEADLINE_EXCEEDED, "")
-    assert asks_to_re_resolve(code.FAILED_PRECONDITION, "compute instance r1 is a read replica: ...")
-    assert asks_to_re_resolve(code.FAILED_PRECONDITION, "the volume is fenced", "")
-    assert asks_to_re_resolve(code.FAILED_PRECONDITION, "x", "FENCED")
-    assert not asks_to_re_resolve(code.FAILED_PRECONDITION, "UNIQUE constraint failed: t.id")
-    assert not asks_to_re_resolve(code.ABORTED, "database is locked")
+    assert asks_to_re_resolve(code.UNAVAILABLE) and asks_to_re_resolve(code.DEADLINE_EXCEEDED)
+    assert asks_to_re_resolve(code.FAILED_PRECONDITION, REASON_READ_REPLICA)
+    assert asks_to_re_resolve(code.FAILED_PRECONDITION, REASON_NOT_WRITER)
+    assert asks_to_re_resolve(code.FAILED_PRECONDITION, REASON_FENCED)
+    assert asks_to_re_resolve(code.ABORTED, REASON_FENCED)  # a SQL transaction the fencing rolled back
+    # Words are never the reason: a constraint message that mentions a read replica is the client's own.
+    assert not asks_to_re_resolve(code.FAILED_PRECONDITION)
+    assert not asks_to_re_resolve(code.ABORTED, "BUSY")
     channels = Channels("127.0.0.1:1")
-    assert channels.endpoint is None and not channels.failed_with("127.0.0.1:1", code.UNAVAILABLE, "gone")
+    assert channels.endpoint is None and not channels.failed_with("127.0.0.1:1", code.UNAVAILABLE)
 
 
 def test_retry_safe_is_only_for_calls_that_never_reached_a_writer() -> None:
     class Failed(grpc.RpcError):
-        def __init__(self, code: grpc.StatusCode, details: str) -> None:
-            self._code, self._details = code, details
+        def __init__(self, error: StorageError) -> None:
+            self._error = error
 
         def code(self) -> grpc.StatusCode:
-            return self._code
+            return status_code(self._error)
 
         def details(self) -> str:
-            return self._details
+            return self._error.message
 
-    assert retry_safe(Failed(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; ..."))
-    assert retry_safe(Failed(grpc.StatusCode.FAILED_PRECONDITION, "instance r1 is a read replica"))
-    assert not retry_safe(Failed(grpc.StatusCode.UNAVAILABLE, "Socket closed"))  # may have reached it
-    assert not retry_safe(Failed(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+        def trailing_metadata(self) -> Any:
+            return trailing_metadata_of(self._error)
+
+    assert retry_safe(Failed(Unavailable("failed to connect to all addresses; ...")))
+    assert retry_safe(Failed(ReadReplica("instance r1 is a read replica")))
+    assert retry_safe(Failed(NotWriter("instance r1 is not the writer")))
+    assert not retry_safe(Failed(InvalidRequest("instance r1 is a read replica")))  # words alone: no
+    assert not retry_safe(Failed(Fenced("a newer writer opened the volume")))  # it may have acted
+    assert not retry_safe(Failed(Unavailable("Socket closed")))  # may have reached it
+    assert not retry_safe(Failed(Regaining("the writer is reopening; failed to connect")))  # its own reason

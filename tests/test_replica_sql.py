@@ -8,10 +8,10 @@ import asyncio
 
 import pytest
 
-from sixfold.compute.replica_state import REASON_READ_REPLICA, ReadReplicaWrite
+from sixfold.compute.replica_state import ReadReplicaWrite
 from sixfold.compute.sql import SqlEngine
 from sixfold.compute.sql.memory import MemoryVolume
-from sixfold.storage.errors import Unavailable
+from sixfold.storage.errors import REASON_READ_REPLICA, Unavailable
 from sixfold.storage.status import status_code
 
 pytestmark = pytest.mark.unit

@@ -171,7 +171,7 @@ class EndpointPages(Workload):
         if record.outcome == OK:
             return
         code = getattr(grpc.StatusCode, record.code, None)
-        if record.writer == self.target.label and (code is None or asks_to_re_resolve(code, record.details)):
+        if record.writer == self.target.label and (code is None or asks_to_re_resolve(code, record.reason)):
             self._stale = True
         if "failed to connect" in record.details:  # the endpoint may name it until the writer is declared gone
             await asyncio.sleep(CONNECT_BACKOFF_S)

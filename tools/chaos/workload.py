@@ -34,6 +34,7 @@ from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.v1 import volume_service_pb2_grpc as vgrpc
 from sixfold.storage.security import transport
 from sixfold.storage.serving import CHANNEL_OPTIONS
+from sixfold.storage.status import reason_of
 from sixfold.tools.chaos.history import FAIL, INFO, OK, READ, WRITE, History
 from sixfold.tools.cluster import COMPUTE, Cluster
 
@@ -133,6 +134,7 @@ class OpRecord:
     lsn: int = 0  # an ok write's commit LSN (WritePagesResponse.lsn)
     read_point: int = 0  # an ok read's read point (the VDL it was read at)
     page_lsns: tuple[int, ...] = ()  # an ok read's page LSNs, per key (0: never written)
+    reason: str = ""  # a failed call's ErrorInfo reason (storage/errors.py), "" if none
 
 
 class Target:
@@ -204,7 +206,7 @@ class Workload:
         data = encode_value(token)
         invoked = time.monotonic()
         handles = [self.history.invoke(p, WRITE, k, token, invoked) for p, k in zip(processes, keys)]
-        code, details, outcome = "OK", "", OK
+        code, details, outcome, reason = "OK", "", OK, ""
         lsn = 0
         try:
             reply = await target.stub.WritePages(
@@ -215,7 +217,7 @@ class Workload:
             )
             lsn = reply.lsn
         except grpc.aio.AioRpcError as error:
-            code, details = error.code().name, error.details() or ""
+            code, details, reason = error.code().name, error.details() or "", reason_of(error)
             outcome = classify(error.code(), details)
         except Exception as error:  # noqa: BLE001 - whatever broke, the write's fate is unknown
             code, details, outcome = type(error).__name__, str(error), INFO
@@ -238,6 +240,7 @@ class Workload:
                 target.label,
                 volume=self.volume,
                 lsn=lsn,
+                reason=reason,
             )
         )
         return outcome
@@ -248,7 +251,7 @@ class Workload:
         target = self.target
         invoked = time.monotonic()
         handles = [self.history.invoke(p, READ, k, None, invoked) for p, k in zip(processes, keys)]
-        code, details, outcome = "OK", "", OK
+        code, details, outcome, reason = "OK", "", OK, ""
         values: list[str | None] = []
         read_point = 0
         page_lsns: tuple[int, ...] = ()
@@ -263,7 +266,7 @@ class Workload:
             ]
             read_point, page_lsns = reply.read_point, tuple(by_page[k].page_lsn if k in by_page else 0 for k in keys)
         except grpc.aio.AioRpcError as error:
-            code, details = error.code().name, error.details() or ""
+            code, details, reason = error.code().name, error.details() or "", reason_of(error)
             outcome = classify(error.code(), details)
         except Exception as error:  # noqa: BLE001 - whatever broke, the read's outcome is unknown
             code, details, outcome = type(error).__name__, str(error), INFO
@@ -292,6 +295,7 @@ class Workload:
                 volume=self.volume,
                 read_point=read_point,
                 page_lsns=page_lsns,
+                reason=reason,
             )
         )
         return outcome, values
