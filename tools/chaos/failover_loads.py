@@ -6,7 +6,11 @@ scenarios: tools/chaos/scenarios_failover.py).
   is gone, paused past its deadline, a read replica, not the writer or fenced
   (compute/endpoint_client.py `asks_to_re_resolve`) makes the next call resolve again; while the endpoint
   resolves to nobody (a failover under way) no call is sent. Each call is recorded as the page workload
-  records it (a call whose answer was lost is info, never fail), labelled with the instance it went to.
+  records it (a call whose answer was lost is info, never fail), labelled with the writer it went to: the
+  instance's id, or `id@generation` when the endpoint names an instance again at a later generation than
+  it first did (an old writer promoted again after it rejoined as a reader is another writer, recovered at
+  a new volume epoch: its calls must not count as the old one's). Each label has a Target of its own, so a
+  call's label never changes while it runs.
 - `EndpointBank`: the bank workload (tools/chaos/bank_workload.py) over SqlClient and VolumeClient on the
   cluster `Endpoint`, which re-resolve the same way; a transfer refused with a retryable status is tried
   again by the bank client's loop (as a new transfer), one whose commit's answer was lost is info, one
@@ -50,13 +54,14 @@ WRITER_WAIT_S = 60.0  # until the cluster endpoint first resolves
 SEGMENT_BYTES = PAGES_PER_PG * 4096  # as vol0: the page workload's hot keys span its first two PGs
 
 
-def resolve_writer(control_plane: str, timeout_s: float = WRITER_WAIT_S) -> tuple[str, str]:
-    """(address, instance id) of the writer the cluster endpoint names, waiting for one."""
+def resolve_writer(control_plane: str, timeout_s: float = WRITER_WAIT_S) -> tuple[str, str, int]:
+    """(address, instance id, generation) of the writer the cluster endpoint names, waiting for one."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             reply = resolve(Endpoint(control_plane), RESOLVE_TIMEOUT_S)
-            return str(reply.addresses[0]), str(reply.instance_ids[0]) if reply.instance_ids else CLUSTER_ENDPOINT
+            name = str(reply.instance_ids[0]) if reply.instance_ids else CLUSTER_ENDPOINT
+            return str(reply.addresses[0]), name, int(reply.generation)
         except ResolveError:
             if time.monotonic() > deadline:
                 raise
@@ -108,14 +113,15 @@ class EndpointPages(Workload):
         call_timeout_s: float = CALL_TIMEOUT_S,
     ) -> None:
         self.control_plane = cluster.control_plane_address()
-        address, label = resolve_writer(self.control_plane)
+        address, name, generation = resolve_writer(self.control_plane)
         super().__init__(
             clients=clients, keys=keys, seed=seed, address=address, cluster=cluster, volume=volume, prefix=prefix
         )
         self.call_timeout_s = call_timeout_s
-        self.target = self._adopt(self.target, label)
+        self._first_generation = {name: generation}  # per instance: the generation it was first named at
+        self.target = self._adopt(self.target, name)
         self._targets = [self.target]
-        self._by_address = {address: self.target}
+        self._by_label = {name: self.target}
         self._stale = False
         self._resolving = asyncio.Lock()
         self._cp_channel: grpc.aio.Channel | None = None
@@ -149,12 +155,14 @@ class EndpointPages(Workload):
                 return None
             self.resolves += 1
             address = str(reply.addresses[0])
-            target = self._by_address.get(address)
-            if target is None:
-                target = self._adopt(Target(address, ""), "")
+            name = str(reply.instance_ids[0]) if reply.instance_ids else address
+            first = self._first_generation.setdefault(name, reply.generation)
+            label = name if reply.generation == first else f"{name}@{reply.generation}"
+            target = self._by_label.get(label)
+            if target is None or target.address != address:
+                target = self._adopt(Target(address, label), label)
                 self._targets.append(target)
-                self._by_address[address] = target
-            target.label = str(reply.instance_ids[0]) if reply.instance_ids else address
+                self._by_label[label] = target
             self.target, self._stale = target, False
             return target
 
@@ -237,7 +245,7 @@ class EndpointBank(BankWorkload):
         call_timeout_s: float = CALL_TIMEOUT_S,
     ) -> None:
         self.endpoint = Endpoint(cluster.control_plane_address())
-        address, label = resolve_writer(self.endpoint.control_plane)
+        address, label, _ = resolve_writer(self.endpoint.control_plane)
         super().__init__(clients=clients, seed=seed, address=address, cluster=cluster, accounts=accounts)
         self.target = BankTarget(address, label)
         self.volume = volume
@@ -251,7 +259,7 @@ class EndpointBank(BankWorkload):
         return EndpointBankClient(self.ledger, index, self.endpoint, self.volume, self.call_timeout_s)
 
     async def refresh(self) -> str:
-        address, label = await asyncio.to_thread(resolve_writer, self.endpoint.control_plane)
+        address, label, _ = await asyncio.to_thread(resolve_writer, self.endpoint.control_plane)
         self.target = BankTarget(address, label)
         return address
 
