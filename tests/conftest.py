@@ -28,6 +28,10 @@
   `cli` may not (segment reads, hostile admin RPCs) uses `harness_channel(state_dir, role, address)` from
   tools/cluster_tls.py: a certificate of that role from the cluster's CA, for that channel only.
 
+- Hypothesis profiles (tests/depth.py): `thorough` (the default: every property test runs the count it
+  writes) and `quick` (a tenth of it). `pytest -m unit` alone loads `quick`, so the unit tier answers in
+  under a minute; `--hypothesis-profile thorough` gives it the full counts (as `.ci/run` runs everything).
+
 - `free_port()`: a TCP port on 127.0.0.1 that was free a moment ago
   (`from tests.conftest import free_port`).
 """
@@ -39,12 +43,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from sixfold.storage.security import transport
 from sixfold.tools.cluster import Cluster
+from tests.depth import QUICK_EXAMPLES, THOROUGH_EXAMPLES
+
+settings.register_profile("thorough", max_examples=THOROUGH_EXAMPLES)
+settings.register_profile("quick", max_examples=QUICK_EXAMPLES)
+QUICK_TIER = "unit"  # the marker expression that loads the quick profile when none is named
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    named = config.getoption("hypothesis_profile", None)
+    settings.load_profile(named or ("quick" if config.getoption("markexpr", "") == QUICK_TIER else "thorough"))
     config.addinivalue_line(
         "markers",
         "expected_log_errors(*substrings): process log error lines containing one of these are expected "
@@ -52,6 +64,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers", "cluster_options(**kwargs): keyword arguments for Cluster.up() in the `cluster` fixture"
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (
+        f"hypothesis profile {settings.get_current_profile_name()}: property tests run "
+        f"{settings().max_examples}/{THOROUGH_EXAMPLES} of their written example counts"
     )
 
 

@@ -19,6 +19,7 @@ from sixfold.tools.chaos.checkers import check_lost_writes, check_no_vanished_re
 from sixfold.tools.chaos.history import FAIL, INFO, OK, READ, WRITE, History, Op
 from sixfold.tools.chaos.linearizability import LINEARIZABLE, NOT_LINEARIZABLE, UNKNOWN, check_linearizable
 from tests.chaos_histories import brute_force_linearizable, build, chaos_history, describe, execution, mutate, r, w
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -46,7 +47,7 @@ def test_random_executions_are_linearizable_and_mutations_match_the_oracle() -> 
     assert outcomes[True] >= 300 and outcomes[False] >= 300, outcomes
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rng=st.randoms(use_true_random=False), mutations=st.booleans())
 def test_checker_matches_brute_force_oracle(rng: random.Random, mutations: bool) -> None:
     specs = execution(rng)

@@ -23,6 +23,7 @@ from sixfold.storage.cluster_limits import (
 from sixfold.storage.cluster_state import ClusterState, Promotion, Role
 from sixfold.storage.cluster_state_file import cluster_from_dict, cluster_to_dict
 from sixfold.storage.errors import InvalidRequest, StorageError, Unavailable
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -441,5 +442,5 @@ class ClusterMachine(RuleBasedStateMachine):
         assert s.writer_id is None or s.writer_id in s.instances
 
 
-ClusterMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+ClusterMachine.TestCase.settings = settings(max_examples=examples(300), stateful_step_count=40, deadline=None)
 TestClusterMachine = ClusterMachine.TestCase

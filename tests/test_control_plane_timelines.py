@@ -38,6 +38,7 @@ from sixfold.storage.control_plane_values import ClonePlan, VolumeGeometry
 from sixfold.storage.control_plane_wire import clone_segment_requests, geometry_to_proto, replacement_request
 from sixfold.storage.errors import InvalidRequest, ReadPointOutOfRange, StorageError, UnknownVolume
 from sixfold.storage.records import LSN_MAX
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -272,7 +273,7 @@ OPS = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.booleans(), OPS)
 def test_targets_resolve_as_the_brute_force_oracle_says(as_clone: bool, ops: list[tuple[str, int, int]]) -> None:
     sim = Sim(as_clone)

@@ -26,6 +26,7 @@ from sixfold.storage.errors import InvalidRequest, StaleEpoch, StaleMembershipEp
 from sixfold.storage.segment import AppendBatch, TruncationRange
 from sixfold.storage.store import SegmentStore
 from sixfold.tools.sim.memlmdb import MemDisk
+from tests.depth import examples
 from tests.test_store import SEG, batch, commit_ok, meta
 
 pytestmark = pytest.mark.unit
@@ -175,7 +176,7 @@ class EpochState:
         return None
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.lists(ops, max_size=30))
 def test_the_epoch_rules_match_the_oracle_after_every_request(requests: list[tuple[Any, ...]]) -> None:
     history, state = History(), EpochState()
@@ -188,7 +189,7 @@ def test_the_epoch_rules_match_the_oracle_after_every_request(requests: list[tup
             assert (state.membership_epoch, state.peers) == (history.membership_epoch(), history.peers())
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(ops, max_size=20), st.integers(1, SMALL_EPOCH_MAX), st.sampled_from(WRITERS[1:]))
 def test_a_writer_raising_the_epoch_it_took_again_changes_nothing(
     requests: list[tuple[Any, ...]], epoch: int, writer: str
@@ -280,7 +281,7 @@ def store_handle(store: SegmentStore, op: tuple[Any, ...], n: int) -> bool | Non
     return None
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.lists(ops, max_size=20))
 def test_the_store_answers_every_epoch_request_as_the_oracle_does(requests: list[tuple[Any, ...]]) -> None:
     store = SegmentStore("node", open_env=MemDisk().open)

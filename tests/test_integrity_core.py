@@ -19,6 +19,7 @@ from sixfold.storage.repair import REBUILD_PEERS_MIN, PeerView, rebuild_target
 from sixfold.storage.segment import SegmentMeta
 from sixfold.storage.segment_load import merge_copies
 from sixfold.storage.truncation import TRUNCATION_SPAN_MAX, TruncationRange
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -99,7 +100,7 @@ metas = st.builds(
 )
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(metas, st.data())
 def test_metadata_round_trips_and_any_flipped_byte_is_caught(m: SegmentMeta, data: st.DataObject) -> None:
     raw = m.to_bytes()
@@ -180,7 +181,7 @@ def test_a_copy_missing_from_enough_reports_for_long_enough_is_due_and_a_report_
 # -- the rebuild target ---------------------------------------------------------------------------------------
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.data())
 def test_the_rebuild_target_covers_every_write_a_lost_copy_may_have_acknowledged(data: st.DataObject) -> None:
     """Oracle: six segments, `me` among them, lost everything. Every acknowledged LSN is on a write quorum (4)

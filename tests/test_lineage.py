@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from sixfold.storage.lineage import LINEAGE_DEPTH_MAX, Level, resolve
 from sixfold.storage.retention import plan_page_gc
+from tests.depth import examples
 from tests.test_retention import content
 
 pytestmark = pytest.mark.unit
@@ -25,7 +26,7 @@ DEPTH_MAX = 4  # levels of clones below the root in the drawn trees
 # -- retention rule 6: GC with keep points ------------------------------------------------------
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.sets(st.integers(1, 60), max_size=25), st.data())
 def test_gc_with_keep_points_keeps_every_read_at_or_above_the_horizon_and_at_each_keep_point(
     universe: set[int], data: st.DataObject
@@ -169,7 +170,7 @@ class World:
                     assert self.read(t, page, r) == self.oracle(t, page, r), (t, page, r)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.data())
 def test_every_read_through_a_tree_of_clones_equals_replaying_its_timeline(data: st.DataObject) -> None:
     world = World()

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixfold.tools.sim.memlmdb import MemDisk, open_mem_env
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -216,13 +217,13 @@ def operations(value_size_max: int, key_count: int) -> st.SearchStrategy[list[tu
     return st.lists(op, max_size=60)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(operations(value_size_max=8, key_count=len(KEYS)))
 def test_memenv_matches_lmdb_on_random_operations(ops: list[tuple]) -> None:
     run_both(ops)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(operations(value_size_max=1500, key_count=len(KEYS)))
 def test_memenv_matches_lmdb_with_values_spanning_pages(ops: list[tuple]) -> None:
     run_both(ops)

@@ -20,6 +20,7 @@ from sixfold.storage.records import LogRecord, PayloadKind
 from sixfold.storage.segment import AppendBatch, TruncationRange
 from sixfold.storage.store import SegmentStore, record_key
 from sixfold.tools.sim.memlmdb import MemDisk
+from tests.depth import examples
 from tests.test_store import PAGE, SEG, batch, commit_ok, meta, oracle_page
 
 pytestmark = pytest.mark.unit
@@ -213,7 +214,7 @@ def store_transcript(
     return plain(out)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 3), st.binary(min_size=1, max_size=12), st.booleans()), min_size=5, max_size=30),
     st.lists(

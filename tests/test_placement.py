@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from sixfold.storage.errors import Unavailable
 from sixfold.storage.placement import AZ_COUNT, NODES_PER_AZ, PG_SEGMENT_COUNT, Candidate, choose_pg_nodes
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -78,7 +79,7 @@ def fleets() -> st.SearchStrategy[list[Candidate]]:
     return st.one_of(roomy, arbitrary)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(fleets())
 def test_choice_matches_oracle(fleet: list[Candidate]) -> None:
     expected = oracle(fleet)
@@ -91,7 +92,7 @@ def test_choice_matches_oracle(fleet: list[Candidate]) -> None:
     assert sorted(c.node_id for c in chosen) == sorted(c.node_id for c in expected)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(fleets(), st.data())
 def test_exclusion_matches_oracle(fleet: list[Candidate], data: st.DataObject) -> None:
     node_ids = [c.node_id for c in fleet]
@@ -106,7 +107,7 @@ def test_exclusion_matches_oracle(fleet: list[Candidate], data: st.DataObject) -
     assert sorted(c.node_id for c in chosen) == sorted(c.node_id for c in expected)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(fleets(), st.randoms(use_true_random=False))
 def test_choice_ignores_candidate_order(fleet: list[Candidate], rnd: random.Random) -> None:
     shuffled = list(fleet)

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixfold.compute.quorum import COPIES, READ_QUORUM, WRITE_QUORUM, Membership
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -88,14 +89,14 @@ def test_quorum_constants() -> None:
 # -- PGCL -------------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(memberships(), scl_maps())
 def test_pgcl_matches_brute_force(sets: list[frozenset[str]], scl_of: dict[str, int]) -> None:
     membership = Membership.of(*sets)
     assert membership.pgcl(scl_of) == pgcl_oracle(sets, scl_of)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(memberships(), scl_maps())
 def test_pgcl_agrees_with_write_quorum_at_every_lsn(sets: list[frozenset[str]], scl_of: dict[str, int]) -> None:
     """pgcl >= L exactly when the segments holding L form a write quorum."""
@@ -106,7 +107,7 @@ def test_pgcl_agrees_with_write_quorum_at_every_lsn(sets: list[frozenset[str]], 
         assert (pgcl >= lsn) == membership.write_quorum_met(holders), (lsn, holders)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(memberships(), scl_maps(), st.sampled_from(POOL), st.integers(min_value=0, max_value=12))
 def test_pgcl_never_falls_when_an_scl_grows(
     sets: list[frozenset[str]], scl_of: dict[str, int], segment: str, scl: int
@@ -130,7 +131,7 @@ def test_pgcl_two_sets_is_the_lower_of_the_two() -> None:
 # -- write and read quorums -----------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(memberships(), st.sets(st.sampled_from(POOL)))
 def test_write_and_read_quorum_match_brute_force(sets: list[frozenset[str]], present: set[str]) -> None:
     membership = Membership.of(*sets)
@@ -187,7 +188,7 @@ def test_every_read_quorum_meets_every_write_quorum(sets: list[str]) -> None:
     assert min(len(r) for r in reads) == 3
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(memberships(), st.sets(st.sampled_from(POOL)), st.sets(st.sampled_from(POOL)))
 def test_random_read_and_write_quorums_intersect(sets: list[frozenset[str]], write: set[str], read: set[str]) -> None:
     membership = Membership.of(*sets)

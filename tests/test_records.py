@@ -21,6 +21,7 @@ from sixfold.storage.records import (
     make_record,
     validate_shape,
 )
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -63,7 +64,7 @@ def test_encode_decode_round_trip_and_crc_matches_oracle(record: LogRecord) -> N
     assert encode_checked(record, crc32c_oracle(encoded[4:])) == encoded
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(records(), st.data())
 def test_any_flipped_byte_is_detected(record: LogRecord, data: st.DataObject) -> None:
     encoded = bytearray(record.encode())

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from sixfold.compute.recovery import PgRecovered, SegmentReport, plan_recovery
 from sixfold.storage.records import LogRecord, PayloadKind
 from sixfold.storage.segment import TruncationRange
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +75,7 @@ def test_a_timeline_whose_lsns_start_at_a_floor_far_above_vdl_is_truncated_up_to
     assert second.next_lsn == 5_101
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     vdl=st.integers(0, 10_000),
     ends=st.lists(st.integers(1, 20_000), max_size=3),

@@ -45,6 +45,7 @@ from sixfold.compute.recovery_steps import (
     ask_again,
 )
 from sixfold.storage.truncation import TruncationRange
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -316,7 +317,7 @@ def play(s: Scenario) -> tuple[RecoverySteps, list[Action]]:
                 raise AssertionError(f"the last action is not a request: {request}")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.data())
 def test_the_sequence_ends_as_the_oracle_says(data: st.DataObject) -> None:
     s = data.draw(scenarios())
@@ -425,7 +426,7 @@ def test_a_single_call_is_asked_again_only_when_lost_and_not_too_often(tries: in
     assert ask_again(tries, lost) == (lost and tries < RECOVERY_CALL_TRIES)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(st.floats(0.0, 8.0), min_size=1, max_size=80),
     st.booleans(),

@@ -27,6 +27,7 @@ from sixfold.storage.replacement import (
     roll_back,
     with_target,
 )
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -101,14 +102,14 @@ def oracle(
     return chosen
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(fleets())
 def test_replacements_match_the_oracle(fleet: tuple[list, dict[str, NodeState], set[tuple[str, str]]]) -> None:
     pgs, nodes, orphans = fleet
     assert choose_replacements(pgs, nodes, orphans) == oracle(pgs, nodes, orphans)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(fleets())
 def test_every_replacement_keeps_the_placement_invariants(
     fleet: tuple[list, dict[str, NodeState], set[tuple[str, str]]],

@@ -19,6 +19,7 @@ from sixfold.compute.replica_state import RedoRefused, ReplicaState
 from sixfold.compute.v1 import instance_service_pb2 as ipb
 from sixfold.compute.volume_base import VolumeBase
 from sixfold.compute.volume_log import Patch, VolumeLog
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -93,7 +94,7 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=ops, message_bytes=st.sampled_from([1, 200, 1 << 20]), cache_pages=st.integers(1, 5))
 def test_replica_pages_equal_the_oracle_at_every_read_point(
     monkeypatch: pytest.MonkeyPatch, steps: list[tuple[str, Any]], message_bytes: int, cache_pages: int

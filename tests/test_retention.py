@@ -16,6 +16,7 @@ from sixfold.storage.errors import ReadPointOutOfRange
 from sixfold.storage.records import LogRecord
 from sixfold.storage.retention import HistoryWindow, coalesce_target, next_horizon, plan_page_gc
 from sixfold.storage.store import SegmentStore, page_key
+from tests.depth import examples
 from tests.test_store import SEG, batch, commit_ok, meta, oracle_page
 
 # -- pure: GC keeps what every read point at or above the horizon needs ---------------------
@@ -37,7 +38,7 @@ def content(versions: set[int], records: set[int], read_point: int, universe: se
 
 
 @pytest.mark.unit
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.sets(st.integers(1, 60), max_size=25), st.data())
 def test_gc_keeps_every_read_point_at_or_above_the_horizon_exact(universe: set[int], data: st.DataObject) -> None:
     versions = data.draw(st.sets(st.sampled_from(sorted(universe)), max_size=8)) if universe else set()

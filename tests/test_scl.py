@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixfold.storage.scl import SclTracker, scl_oracle
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -27,7 +28,7 @@ def chains_and_arrivals(draw: st.DrawFn) -> tuple[list[tuple[int, int]], list[in
     return chain, arrivals
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(chains_and_arrivals())
 def test_tracker_matches_oracle_after_every_arrival(case: tuple[list[tuple[int, int]], list[int]]) -> None:
     chain, arrivals = case
@@ -45,7 +46,7 @@ def test_tracker_matches_oracle_after_every_arrival(case: tuple[list[tuple[int, 
     assert all(lsn > tracker.scl for lsn in tracker.pending.values())
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(chains_and_arrivals(), st.data())
 def test_truncation_matches_oracle(case: tuple[list[tuple[int, int]], list[int]], data: st.DataObject) -> None:
     chain, arrivals = case

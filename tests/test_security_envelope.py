@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sixfold.storage.errors import InvalidRequest
 from sixfold.storage.security import envelope as env
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -20,7 +21,7 @@ MASTER_KEY = bytes(range(32, 64))
 AAD = env.aad_for("record", "vol0", 3, 12345)
 
 
-@settings(deadline=None, max_examples=100)
+@settings(deadline=None, max_examples=examples(100))
 @given(plaintext=st.binary(max_size=5000), key_version=st.integers(0, env.KEY_VERSION_MAX))
 def test_seal_then_open_round_trips(plaintext: bytes, key_version: int) -> None:
     sealed = env.seal(DATA_KEY, plaintext, AAD, key_version=key_version)
@@ -36,7 +37,7 @@ def test_two_seals_of_the_same_bytes_differ() -> None:
     assert env.seal(DATA_KEY, b"same", AAD) != env.seal(DATA_KEY, b"same", AAD)  # random nonces
 
 
-@settings(deadline=None, max_examples=300)
+@settings(deadline=None, max_examples=examples(300))
 @given(plaintext=st.binary(max_size=300), data=st.data())
 def test_any_changed_byte_is_refused_as_tampered(plaintext: bytes, data: st.DataObject) -> None:
     sealed = bytearray(env.seal(DATA_KEY, plaintext, AAD, key_version=7))
@@ -106,7 +107,7 @@ def test_a_wrong_master_key_says_so() -> None:
     assert env.master_key_id(MASTER_KEY).encode() not in MASTER_KEY.hex().encode()
 
 
-@settings(deadline=None, max_examples=200)
+@settings(deadline=None, max_examples=examples(200))
 @given(data=st.data())
 def test_any_changed_byte_of_a_wrapped_key_is_refused(data: st.DataObject) -> None:
     wrapped = bytearray(env.wrap(MASTER_KEY, DATA_KEY, "vol0/1"))

@@ -43,6 +43,7 @@ from sixfold.storage.serving import generic_handler
 from sixfold.storage.status import detail_of
 from sixfold.storage.v1 import storage_service_pb2 as pb
 from sixfold.storage.v1 import storage_service_pb2_grpc
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -331,7 +332,7 @@ def test_the_table_decides_every_storage_rpc_of_the_proto() -> None:
     assert all(roles <= pki.ROLES for roles in STORAGE_RPC_ROLES.values())
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     rpc=st.sampled_from(sorted(ALLOWED)) | st.text(max_size=20),
     role=st.sampled_from(sorted(pki.ROLES)) | st.none() | st.text(max_size=15),
@@ -445,7 +446,7 @@ def spec_name_ok(name: str) -> bool:
     return first_ok and rest_ok and len(name) <= 63 and name != "ca"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(name=st.text(alphabet=NAME_ALPHABET, max_size=70) | st.sampled_from(["ca", "a" * 63, "a" * 64]))
 def test_name_validation_agrees_with_the_spec_and_role_uris_round_trip(name: str) -> None:
     if spec_name_ok(name):

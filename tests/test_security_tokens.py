@@ -18,6 +18,7 @@ from sixfold.storage.errors import AlreadyExists, InvalidRequest
 from sixfold.storage.security import permissions as perm
 from sixfold.storage.security import tokens as tk
 from sixfold.storage.security.users import UnknownUser, Users
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -56,7 +57,7 @@ def refused(token: str, now: float, users: Users, reason: str | None = None) -> 
 # --- tokens ------------------------------------------------------------------------------------------
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=examples(60))
 @given(name=names, role=st.sampled_from(ROLES), ttl_s=st.integers(1, tk.TTL_S_MAX), dt=st.floats(0, 1))
 def test_a_token_round_trips(name: str, role: tk.Role, ttl_s: int, dt: float) -> None:
     users = registry(name, tk.Role.ADMIN)
@@ -68,7 +69,7 @@ def test_a_token_round_trips(name: str, role: tk.Role, ttl_s: int, dt: float) ->
     assert claims.key_id == tk.key_id(VERIFY_KEY)
 
 
-@settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=examples(400), suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_one_character_change_is_refused(data: st.DataObject) -> None:
     users = registry()
@@ -78,7 +79,7 @@ def test_any_one_character_change_is_refused(data: st.DataObject) -> None:
     refused(token[:at] + new + token[at + 1 :], NOW, users)
 
 
-@settings(deadline=None, max_examples=200)
+@settings(deadline=None, max_examples=examples(200))
 @given(data=st.data())
 def test_any_byte_change_of_the_signature_or_payload_is_refused(data: st.DataObject) -> None:
     users = registry()
@@ -364,7 +365,7 @@ FRAGMENTS = [
 ]  # fmt: skip
 
 
-@settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=examples(400), suppress_health_check=[HealthCheck.too_slow])
 @given(head=st.sampled_from(HEADS), tail=st.lists(st.sampled_from(FRAGMENTS), max_size=6))
 def test_a_statement_judged_read_only_changes_nothing_in_sqlite(head: str, tail: list[str]) -> None:
     """The oracle is SQLite: whatever `statement_reads_only` accepts, run as a whole script, leaves the
@@ -403,7 +404,7 @@ def test_redact_leaves_no_token() -> None:
     assert token not in tk.redact_text(f"call failed: authorization=Bearer {token}")
 
 
-@settings(deadline=None, max_examples=50)
+@settings(deadline=None, max_examples=examples(50))
 @given(prefix=st.text(max_size=20), suffix=st.text(max_size=20))
 def test_redact_text_removes_a_token_wherever_it_sits(prefix: str, suffix: str) -> None:
     token = token_for(registry())

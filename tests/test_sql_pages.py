@@ -26,6 +26,7 @@ from sixfold.compute.sql.pages import (
 )
 from sixfold.compute.sql.vfs import WRITER_FILE, PageVfs, WriterFile, reader_file
 from sixfold.compute.volume_log import MTR_RECORDS_MAX, Patch
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -63,7 +64,7 @@ def page_pairs(draw: st.DrawFn) -> tuple[bytes, bytes]:
     return old, bytes(new)
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(pair=page_pairs(), gap=st.integers(0, 70))
 def test_diff_patches_rebuild_the_page_and_never_carry_long_equal_runs(pair: tuple[bytes, bytes], gap: int) -> None:
     old, new = pair

@@ -26,6 +26,7 @@ from sixfold.storage.errors import (
 from sixfold.storage.records import LogRecord, PayloadKind, apply_record
 from sixfold.storage.segment import BATCH_RECORDS_MAX, AppendBatch, SegmentMeta, TruncationRange
 from sixfold.storage.store import BatchResult, SegmentStore, record_key
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -82,7 +83,7 @@ def writes(draw: st.DrawFn) -> list[tuple[int, int, bytes, bool]]:
     )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(writes(), st.integers(1, 7), st.data())
 def test_read_page_matches_oracle_at_every_read_point(ops, batch_size: int, data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from sixfold.compute.quorum import Membership
 from sixfold.compute.volume_log import LalExceeded, Patch, VolumeLog
 from sixfold.storage.records import LogRecord, PayloadKind
+from tests.depth import examples
 
 pytestmark = pytest.mark.unit
 
@@ -115,7 +116,7 @@ def transition(sets: list[frozenset[str]], newcomer: str, leaving: str) -> list[
 # -- the random run -------------------------------------------------------------------------
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.data())
 def test_random_run_matches_oracle(data: st.DataObject) -> None:
     n_pgs = data.draw(st.integers(min_value=1, max_value=3), label="n_pgs")
@@ -216,7 +217,7 @@ def test_random_run_matches_oracle(data: st.DataObject) -> None:
     event(f"VDL before the drain > 0: {vdl_before > 0}")
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.integers(1, 20), st.lists(st.integers(1, 6), min_size=1, max_size=30))
 def test_lal_raises_exactly_past_vdl_plus_lal(lal: int, sizes: list[int]) -> None:
     """With no acks VDL stays 0: MTRs are allocated until one would end above LAL, and never after."""
