@@ -168,7 +168,12 @@ def test_writer_killed_a_reader_is_promoted_within_a_second_and_the_old_writer_r
             assert r1.promotes() == []
             resolved = await stub.ResolveEndpoint(cl_pb2.ResolveEndpointRequest(name="cluster"))
             assert (list(resolved.addresses), resolved.generation) == ([r2.address], 2)
-            assert cluster.failovers[-1]["new_writer_id"] == "replica2"
+            # the detector records the failover just after the promotion is persisted (and listed)
+
+            async def recorded() -> list[dict[str, object]]:
+                return list(cluster.failovers)
+
+            assert (await wait_for(recorded, 5, "the failover is recorded"))[-1]["new_writer_id"] == "replica2"
             # The old writer comes back claiming generation 1: it is told READER.
             compute.role, compute.generation = WRITER, 1
             await compute.start(stub)
