@@ -64,6 +64,13 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         help="segment size of the default volume when it is created, MiB (default 64)",
     )
     parser.add_argument(
+        "--default-volume-backtrack-window-s",
+        type=int,
+        default=0,
+        help="backtrack window of the default volume when it is created, seconds (default 0: the control "
+        "plane's, 24 h); the storage nodes keep at least that much of its history",
+    )
+    parser.add_argument(
         "--instance-id",
         type=_instance_id,
         default="compute",
@@ -141,7 +148,9 @@ async def _open_default(
             raise
         await control_plane.CreateVolume(
             cp_pb.CreateVolumeRequest(
-                volume_id=args.default_volume, segment_size_bytes=args.default_volume_segment_mib << 20
+                volume_id=args.default_volume,
+                segment_size_bytes=args.default_volume_segment_mib << 20,
+                backtrack_window_s=max(args.default_volume_backtrack_window_s, 0),
             ),
             timeout=30,
         )

@@ -67,8 +67,9 @@ class VolumeServicer(TimeTravelRpcs, WriteStreamRpcs):
         self.volumes: dict[str, Volume] = {}
         self._opening: dict[str, asyncio.Task[Volume]] = {}
         self._page0_checked: set[str] = set()  # volumes whose page 0 was looked at for a SQLite header
-        # Told when a volume is deleted, before its writer closes (the SQL engines drop theirs).
-        self.on_volume_gone: list[Callable[[str], Awaitable[None]]] = [self._forget_page0]
+        # Told (volume id, what happens to it) when a volume is deleted or backtracked, before its writer closes
+        # (the SQL engines drop theirs, aborting open transactions with that sentence).
+        self.on_volume_gone: list[Callable[[str, str], Awaitable[None]]] = [self._forget_page0]
         # Volumes whose name is being moved to another timeline or deleted (compute/time_travel.py): not opened
         # meanwhile, so no writer recovers on the segments the name is leaving.
         self.moving: set[str] = set()
@@ -76,7 +77,7 @@ class VolumeServicer(TimeTravelRpcs, WriteStreamRpcs):
         # between roles: compute/instance.py sets it).
         self.check_writer: Callable[[], None] = lambda: None
 
-    async def _forget_page0(self, volume_id: str) -> None:
+    async def _forget_page0(self, volume_id: str, why: str) -> None:
         self._page0_checked.discard(volume_id)
 
     async def volume(self, volume_id: str) -> Volume:

@@ -62,7 +62,7 @@ class EngineLike(Protocol):
     """The SQL engine of one volume (sixfold.compute.sql.SqlEngine), as used here."""
 
     async def start(self) -> None: ...
-    async def close(self) -> None: ...
+    async def close(self, why: str = "") -> None: ...
     async def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> tuple[ResultLike, int]: ...
     async def run_transaction(
         self, statements: Sequence[tuple[str, Sequence[SqlValue]]]
@@ -141,15 +141,16 @@ class SqlEngines:
         log.info("SQL engine started on volume %s", volume_id)
         return engine
 
-    async def drop(self, volume_id: str) -> None:
-        """Close the engine of a volume being deleted (its open transactions are aborted)."""
+    async def drop(self, volume_id: str, why: str = "is being deleted") -> None:
+        """Close the engine of a volume being deleted or backtracked (`why`: what happens to it, e.g. "is being
+        deleted"); its open transactions are aborted with a sentence saying so."""
         task = self._starting.pop(volume_id, None)
         if task is not None:
             task.cancel()
         engine = self._engines.pop(volume_id, None)
         if engine is not None:
-            await engine.close()
-            log.info("SQL engine of volume %s closed: the volume is being deleted", volume_id)
+            await engine.close(f"volume {volume_id} {why}")
+            log.info("SQL engine of volume %s closed: the volume %s", volume_id, why)
 
     async def switch(self, volumes: VolumeSource | None, factory: EngineFactory = default_engine_factory) -> None:
         """A role change of the compute instance (compute/instance.py): close every engine (their open

@@ -54,6 +54,11 @@ if TYPE_CHECKING:
 CLONE_TIMEOUT_S = 60.0
 LIST_TIMEOUT_S = 10.0
 SEGMENT_TIMEOUT_S = 5.0
+# What a transaction open on a volume being backtracked is told (its read point is on the timeline left).
+BACKTRACKED = (
+    "is being backtracked: its open transactions read a timeline the volume is leaving; begin again to read "
+    "the volume as it is after the backtrack"
+)
 BACKTRACK_ATTEMPTS = 2  # rule 7: once more after opening the volume again, when a newer writer's epoch refused it
 # Control-plane refusals whose sentence is for the user as it is (the name, the LSN, the state).
 _FORWARDED = {
@@ -188,7 +193,7 @@ class TimeTravelRpcs:
 
     control_plane: Any
     volumes: dict[str, Volume]
-    on_volume_gone: list[Callable[[str], Awaitable[None]]]
+    on_volume_gone: list[Callable[[str, str], Awaitable[None]]]
     moving: set[str]
 
     async def volume(self, volume_id: str) -> Volume:
@@ -298,7 +303,7 @@ class TimeTravelRpcs:
             raise InvalidRequest("the request names no volume_id")
         self.moving.add(request.volume_id)
         try:
-            await self._close_volume(request.volume_id)  # rule 4
+            await self._close_volume(request.volume_id, "is being deleted")  # rule 4
             try:
                 reply = await self.control_plane.DeleteVolume(
                     cp_pb.DeleteVolumeRequest(volume_id=request.volume_id), timeout=CLONE_TIMEOUT_S
@@ -336,7 +341,7 @@ class TimeTravelRpcs:
         raise AssertionError("unreachable")
 
     async def _backtrack(self, request: vpb.BacktrackRequest, volume: Volume, started: float) -> vpb.BacktrackResponse:
-        await self._close_volume(request.volume_id)
+        await self._close_volume(request.volume_id, BACKTRACKED)
         log = volume.log
         assert log is not None  # an open volume has its log
         tails = [log.read_point(i) for i in sorted(volume.pgs)]
@@ -358,7 +363,7 @@ class TimeTravelRpcs:
             if refused_epoch_of(error) is not None:
                 raise NotNewestWriter(refusal) from None
             raise refusal from None
-        await self._close_volume(request.volume_id)  # nothing opened meanwhile (`moving`); closed again to be sure
+        await self._close_volume(request.volume_id, BACKTRACKED)  # nothing opened meanwhile (`moving`); to be sure
         self.moving.discard(request.volume_id)
         await self.volume(request.volume_id)  # recovery on the new timeline
         return vpb.BacktrackResponse(
@@ -386,10 +391,10 @@ class TimeTravelRpcs:
             vdl=volume.vdl if volume is not None else 0,
         )
 
-    async def _close_volume(self, volume_id: str) -> None:
+    async def _close_volume(self, volume_id: str, why: str) -> None:
         await self.cancel_open(volume_id)
         for gone in self.on_volume_gone:
-            await gone(volume_id)
+            await gone(volume_id, why)
         volume = self.volumes.pop(volume_id, None)
         if volume is not None:
             await volume.close()

@@ -116,7 +116,9 @@ class Coalescer:
             self._seg_nos[segment_id] = seg.meta.seg_no
             self.windows.pop(segment_id, None)
             self._scanned.discard(segment_id)
-        window = self.windows.setdefault(segment_id, HistoryWindow(self.history_window_s))
+        window = self.windows.get(segment_id)
+        if window is None:  # the longer of the node's window and the volume's backtrack window (rule 2)
+            window = self.windows[segment_id] = HistoryWindow(max(self.history_window_s, seg.meta.backtrack_window_s))
         window.sample(now, seg.tracker.scl)
         if seg.tracker.scl < seg.meta.retention_horizon_lsn:
             return  # lost a copy below its GC floor: gossip hydrates it again first

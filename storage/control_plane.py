@@ -96,6 +96,7 @@ from sixfold.storage.control_plane_limits import (
     resolve_backtrack_window,
     resolve_page_size,
     resolve_segment_size,
+    timeline_name,
     validate_volume_id,
     volume_full_sentence,
 )
@@ -216,6 +217,11 @@ class ControlPlane(Timelines, Membership):
         """The volume a clone or snapshot branched from ("" for a root volume or an unknown id)."""
         volume = self._volumes.get(volume_id)
         return volume.parent_volume_id if volume is not None else ""
+
+    def backtrack_window_of(self, volume_id: str) -> int:
+        """The backtrack window of the volume a segment is made for (a timeline id or a name; 0: unknown)."""
+        volume = self._volumes.get(volume_id) or self._volumes.get(timeline_name(volume_id))
+        return volume.backtrack_window_s if volume is not None else 0
 
     def plan_create_volume(
         self,

@@ -8,6 +8,7 @@ adds the calls a backtrack and a time resolution make (storage/control_plane_bac
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import grpc
@@ -48,6 +49,29 @@ class TimelineSegmentClient(SegmentClient, Protocol):
     async def find_commit(self, address: str, request: ss_pb2.FindCommitRequest) -> ss_pb2.FindCommitResponse: ...
 
     async def read_records(self, address: str, request: ss_pb2.ReadRecordsRequest) -> ss_pb2.ReadRecordsResponse: ...
+
+
+class WindowedSegmentClient:
+    """A `SegmentClient` whose CreateSegment calls carry the volume's backtrack window, so the node keeps that
+    much history of every segment of it (storage/retention.py rule 2): a new PG, a clone's, a replacement, a
+    copy made again. A request that names its window already (a new volume's, a clone's) keeps it."""
+
+    def __init__(self, inner: SegmentClient, window_of: Callable[[str], int]) -> None:
+        self.inner = inner
+        self.window_of = window_of
+
+    async def create_segment(self, address: str, request: ss_pb2.CreateSegmentRequest) -> None:
+        if not request.backtrack_window_s:
+            window_s = self.window_of(request.volume_id)
+            if window_s:
+                stamped = ss_pb2.CreateSegmentRequest()
+                stamped.CopyFrom(request)
+                stamped.backtrack_window_s = window_s
+                request = stamped
+        await self.inner.create_segment(address, request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 class GrpcSegmentClient:

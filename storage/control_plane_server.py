@@ -47,6 +47,7 @@ from sixfold.storage.control_plane_calls import (
     SEGMENT_CALL_TIMEOUT_S,
     GrpcSegmentClient,
     SegmentClient,
+    WindowedSegmentClient,
     describe_failure,
 )
 from sixfold.storage.control_plane_healing import HEAL_INTERVAL_S, Healing
@@ -123,13 +124,18 @@ class ControlPlaneServicer(BacktrackRpcs, KeyRpcs, Healing):
         self.clock_ms = clock_ms
         self.wall_clock_ms = wall_clock_ms
         self.state = self._load_state(heartbeat_timeout_ms, failure_timeout_ms, clock_ms())
-        self.segment_client: SegmentClient = segment_client or GrpcSegmentClient()
+        self.segment_client: SegmentClient = WindowedSegmentClient(
+            segment_client or GrpcSegmentClient(), self._backtrack_window_of
+        )
         self._lock = asyncio.Lock()
         self._heal_task: asyncio.Task[None] | None = None
         # Geometries as last persisted: readers never see a change that a crash could still undo.
         self._published: dict[str, cp.VolumeGeometry] = {}
         self._install_pending: set[tuple[str, int]] = set()  # PGs whose last install missed a healthy segment
         self._publish()
+
+    def _backtrack_window_of(self, volume_id: str) -> int:
+        return self.state.backtrack_window_of(volume_id)  # the state object of the moment (a reload replaces it)
 
     def _load_state(self, heartbeat_timeout_ms: int, failure_timeout_ms: int, started_ms: float) -> cp.ControlPlane:
         """The state at start (the simulator overrides this and `_persist` to keep it in memory)."""

@@ -175,6 +175,7 @@ def create_segment_request(plan: PgPlan) -> ss_pb2.CreateSegmentRequest:
         page_size=plan.page_size,
         membership_epoch=pg.membership_epoch,
         peers=peers_to_proto(pg.segments),
+        backtrack_window_s=plan.backtrack_window_s if plan.creates_volume else 0,  # 0: the volume's, stamped
     )
 
 
@@ -196,6 +197,7 @@ def clone_segment_requests(plan: ClonePlan, pg: PgGeometry) -> list[ss_pb2.Creat
             branch_lsn=plan.branch_lsn,
             parent_read_lsn=pg.parent_read_lsn,
             lsn_floor=plan.lsn_floor,
+            backtrack_window_s=plan.backtrack_window_s,
         )
         for s in pg.segments
     ]

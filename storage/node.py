@@ -368,11 +368,12 @@ class StorageServicer:
             branch_lsn=request.branch_lsn,
             parent_read_lsn=request.parent_read_lsn,
             lsn_floor=request.lsn_floor,
+            backtrack_window_s=request.backtrack_window_s,
             wrapped_data_key=await node_keys.key_for_new_segment(
                 self.store, request.segment_id, request.wrapped_data_key
             ),
         )
-        meta.check_lineage()
+        meta.check_lineage()  # also the backtrack window's bound
         created_meta, created = await self._on_writer(self.store.create_segment, meta, request.rebuild)
         if created and meta.parent_segment_id:
             log.info(

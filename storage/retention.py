@@ -10,8 +10,9 @@ the background task (storage/coalesce.py) decides when. Rules (this module owns 
    truncates them; a record above it is never folded into a version.
 2. The retention horizon is the lowest of: the read point the writer reported
    as its lowest in use (none reported since the node started: no advance), the
-   pinned LSNs, the history-window bound (the SCL the segment had
-   `history_window_s` ago; not known yet: no advance), the VDL hint, SCL, and
+   pinned LSNs, the history-window bound (the SCL the segment had `history_window_s`
+   ago, or its volume's backtrack window ago if that is longer, so a backtrack
+   inside the window finds its point; not known yet: no advance), the VDL hint, SCL, and
    the lowest SCL among the PG's peers that answered the last gossip round
    (unknown, or no peer answering: no bound). The last one keeps what a lagging
    or hydrating peer still needs: while a peer is behind, the horizon waits, so

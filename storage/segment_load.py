@@ -197,6 +197,7 @@ def merge_copies(a: SegmentMeta, b: SegmentMeta) -> SegmentMeta | None:
     m.chain_anchor_lsn = min(a.chain_anchor_lsn, b.chain_anchor_lsn)
     m.vdl_hint = min(a.vdl_hint, b.vdl_hint)
     m.lsn_floor = max(a.lsn_floor, b.lsn_floor)
+    m.backtrack_window_s = max(a.backtrack_window_s, b.backtrack_window_s)
     try:
         m.validate()
     except StorageError:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from sixfold.storage import epochs
+from sixfold.storage.control_plane_limits import BACKTRACK_WINDOW_S_MAX
 from sixfold.storage.errors import ChecksumMismatch, InvalidRequest
 from sixfold.storage.records import LSN_MAX, crc32c
 from sixfold.storage.truncation import TruncationRange
@@ -84,6 +85,9 @@ class SegmentMeta:
     # Encryption at rest (storage/store/sealing.py): the volume's data key wrapped by the key service's
     # master key, hex ("" : the segment's rows are stored in clear, on a node started without --kms).
     wrapped_data_key: str = ""
+    # The volume's backtrack window (s): GC keeps at least this much of the segment's history, or the
+    # node's --history-window-s if longer (storage/retention.py rule 2). 0: the node's window only.
+    backtrack_window_s: int = 0
 
     def to_bytes(self) -> bytes:
         """The stored form: magic, CRC-32C of the body, then the body (compact JSON)."""
@@ -196,6 +200,11 @@ class SegmentMeta:
             raise InvalidRequest(f"branch_lsn {branch} or parent_read_lsn {read} is above the highest LSN {LSN_MAX}")
         if self.lsn_floor > LSN_MAX:
             raise InvalidRequest(f"lsn_floor {self.lsn_floor} is above the highest LSN {LSN_MAX}")
+        if self.backtrack_window_s > BACKTRACK_WINDOW_S_MAX:
+            raise InvalidRequest(
+                f"backtrack window {self.backtrack_window_s} s is longer than the longest kept, "
+                f"{BACKTRACK_WINDOW_S_MAX} s (366 days)"
+            )
         if not name:
             if branch or read:
                 raise InvalidRequest("branch_lsn and parent_read_lsn are set but parent_segment_id is not")
@@ -259,6 +268,7 @@ _OPTIONAL_DEFAULTS: dict[str, Any] = {
     "parent_read_lsn": 0,
     "lsn_floor": 0,
     "wrapped_data_key": "",
+    "backtrack_window_s": 0,
 }
 # The scalar fields and their JSON types (the list fields are checked one by one in `_from_dict`).
 _META_TYPES: dict[str, type] = {

@@ -135,7 +135,7 @@ class FakeEngine:
     async def start(self) -> None:
         self._connection = self._connect()
 
-    async def close(self) -> None:
+    async def close(self, why: str = "") -> None:
         for txn in list(self._transactions.values()):
             await txn.rollback()
         if self._connection is not None:

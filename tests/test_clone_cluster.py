@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from sixfold.compute.client import VolumeClient, VolumeError
-from sixfold.compute.sql_client import SqlClient
+from sixfold.compute.sql_client import SqlClient, SqlError
 from sixfold.tools.cluster import Cluster
 from tests.sql_cluster import module_cluster, sixfold, sixfold_ok
 
@@ -218,6 +218,33 @@ def test_backtrack_rewinds_in_place_and_can_move_forward_again(cluster: Cluster,
     bad = sixfold(cluster, "volume", "backtrack", "bt", "--to", "yesterday")
     assert bad.returncode == 2 and "not a time" in bad.stderr
     assert page(client, "bt", 20) == b"w3"  # nothing changed by the refusals
+
+
+def test_a_backtrack_ends_open_sql_transactions_with_a_clear_status_and_sql_sees_the_point(
+    cluster: Cluster, client: VolumeClient
+) -> None:
+    """An open read transaction's read point is on the timeline the volume leaves: its next statement fails
+    with ABORTED and a sentence naming the backtrack; a new one reads the volume at the point, as do writes."""
+    client.create_volume("btsql")
+    address = cluster.compute_address()
+    with SqlClient(address, volume_id="btsql", timeout_s=TIMEOUT_S) as sql:
+        sql.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        point = sql.execute("INSERT INTO t(v) VALUES ('kept-1'), ('kept-2')").commit_lsn
+        sql.execute("INSERT INTO t(v) VALUES ('hidden')")
+        with sql.session() as reader:
+            reader.begin(read_only=True)
+            seen = [r[0] for r in reader.execute("SELECT v FROM t ORDER BY id").rows]
+            assert seen == ["kept-1", "kept-2", "hidden"]
+            assert client.backtrack("btsql", point).to_lsn == point
+            with pytest.raises(SqlError) as aborted:
+                reader.execute("SELECT v FROM t ORDER BY id")
+        assert aborted.value.code == grpc.StatusCode.ABORTED, aborted.value
+        assert "is being backtracked" in aborted.value.details and "rolled back" in aborted.value.details
+        assert [r[0] for r in sql.execute("SELECT v FROM t ORDER BY id").rows] == ["kept-1", "kept-2"]
+        after = sql.execute("INSERT INTO t(v) VALUES ('after')").commit_lsn
+        assert after > point
+        assert [r[0] for r in sql.execute("SELECT v FROM t ORDER BY id").rows] == ["kept-1", "kept-2", "after"]
+        assert sql.execute("PRAGMA integrity_check").rows == [("ok",)]
 
 
 def test_a_clone_at_a_time_is_a_point_in_time_restore(client: VolumeClient) -> None:

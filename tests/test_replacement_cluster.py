@@ -229,7 +229,10 @@ def _segments_on(cluster: Cluster, node: str) -> list[str]:
     return [s.segment_id for s in reply.segments]
 
 
-@pytest.mark.cluster_options(node_flags=["--history-window-s", "0.5", "--coalesce-interval-ms", "200"])
+@pytest.mark.cluster_options(
+    node_flags=["--history-window-s", "0.5", "--coalesce-interval-ms", "200"],
+    compute_flags=["--default-volume-backtrack-window-s", "1"],  # the nodes keep the volume's window if longer
+)
 def test_a_replacement_hydrates_from_page_versions_when_peers_collected_the_log(cluster: Cluster) -> None:
     clients = pg0_clients(3, seed())
     with Writers(cluster, clients) as writers:

@@ -271,9 +271,13 @@ def test_a_node_back_after_its_peers_collected_garbage_hydrates_from_page_versio
     from tests.test_storage_integration import create_volume, stub
     from tests.test_store import oracle_page
 
-    geometry = create_volume(cluster, "gcvol")
+    # The nodes keep 0.5 s of history; a volume's backtrack window, if longer, is what they keep of it:
+    # gcvol's 1 s lets GC run within the test, kept's 1 h keeps every record the same writes leave.
+    geometry = create_volume(cluster, "gcvol", backtrack_window_s=1)
     pg = geometry.protection_groups[0]
     absent, peers = pg.segments[0], pg.segments[1:]
+    kept_pg = create_volume(cluster, "kept", backtrack_window_s=3600).protection_groups[0]
+    kept = [s for s in kept_pg.segments if s.node_id != absent.node_id]
     cluster.stop(absent.node_id)
     chain = ChainBuilder()
     records: list[LogRecord] = []
@@ -291,10 +295,14 @@ def test_a_node_back_after_its_peers_collected_garbage_hydrates_from_page_versio
         )
         for s in peers:  # no writer: a batch straight to each live segment, reporting its VDL and read point
             list(stub(s.address).AppendRecords(iter([request]), timeout=10))
+        for s in kept:  # the same batches to the volume with the long window
+            request.segment_id = s.segment_id
+            list(stub(s.address).AppendRecords(iter([request]), timeout=10))
+        request.segment_id = absent.segment_id
     last = chain.last_lsn
 
-    def state(address: str) -> pb.SegmentState:
-        return stub(address).GetSegmentState(pb.GetSegmentStateRequest(segment_id=absent.segment_id)).state
+    def state(address: str, segment_id: str = absent.segment_id) -> pb.SegmentState:
+        return stub(address).GetSegmentState(pb.GetSegmentStateRequest(segment_id=segment_id)).state
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not all(state(s.address).retention_horizon_lsn == last for s in peers):
@@ -302,6 +310,10 @@ def test_a_node_back_after_its_peers_collected_garbage_hydrates_from_page_versio
     collected = [state(s.address) for s in peers]
     assert all(st.retention_horizon_lsn == last and st.records_collected > 0 for st in collected), collected
     print("peers collected", [(st.records_collected, st.versions_collected, st.versions_coalesced) for st in collected])
+    held = [state(s.address, s.segment_id) for s in kept]
+    assert all(st.scl == last and st.versions_coalesced > 0 for st in held), held  # folded, as gcvol's were
+    assert all(st.retention_horizon_lsn == 0 and st.records_collected == 0 for st in held), held
+    print("inside its 1 h backtrack window, kept's segments collected nothing:", [st.record_count for st in held])
     with pytest.raises(grpc.RpcError) as refused:
         stub(peers[0].address).ReadRecords(pb.ReadRecordsRequest(segment_id=absent.segment_id, from_lsn=0))
     assert refused.value.code() == grpc.StatusCode.OUT_OF_RANGE

@@ -41,11 +41,22 @@ def stub(address: str) -> pb_grpc.StorageServiceStub:
     return pb_grpc.StorageServiceStub(transport.channel_as(Writer.identity, address, CHANNEL_OPTIONS))
 
 
-def create_volume(cluster: Cluster, volume_id: str, page_size: int = 4096, segment_bytes: int = 4096 * 256):
+def create_volume(
+    cluster: Cluster,
+    volume_id: str,
+    page_size: int = 4096,
+    segment_bytes: int = 4096 * 256,
+    backtrack_window_s: int = 0,
+):
     Writer.identity = harness_identity(cluster.state_dir, pki.ROLE_WRITER)
     channel = transport.channel_as(Writer.identity, cluster.control_plane_address(), CHANNEL_OPTIONS)
     reply = cp_grpc.ControlPlaneServiceStub(channel).CreateVolume(
-        cp_pb.CreateVolumeRequest(volume_id=volume_id, page_size=page_size, segment_size_bytes=segment_bytes),
+        cp_pb.CreateVolumeRequest(
+            volume_id=volume_id,
+            page_size=page_size,
+            segment_size_bytes=segment_bytes,
+            backtrack_window_s=backtrack_window_s,
+        ),
         timeout=RPC_TIMEOUT_S,
     )
     return reply.geometry

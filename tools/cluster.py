@@ -263,6 +263,7 @@ class Cluster:
         *,
         lmdb_map_mib: int | None = None,
         node_flags: Sequence[str] = (),
+        compute_flags: Sequence[str] = (),
         heartbeat_timeout_ms: int | None = None,
         failure_timeout_ms: int | None = None,
         wait_registered: bool = True,
@@ -297,6 +298,7 @@ class Cluster:
                     failure_timeout_ms,
                     node_flags,
                     replicas,
+                    compute_flags,
                 )
                 if tls and not insecure:
                     secure_layout(state, self.state_dir)  # mutual TLS: tools/cluster_tls.py

@@ -165,6 +165,7 @@ def new_layout(
     failure_timeout_ms: int | None = None,
     node_flags: Sequence[str] = (),
     replicas: int = 0,
+    compute_flags: Sequence[str] = (),
 ) -> ClusterState:
     """The records of a new cluster (rule 1); `default_volume` None: no compute instance."""
     if not azs or nodes_per_az < 1 or spares < 0:
@@ -186,9 +187,11 @@ def new_layout(
             node_args += list(node_flags)  # e.g. ["--history-window-s", "1"]: passed to every storage node
             processes.append(new_record(state_dir, name, STORAGE_NODE, az, index > nodes_per_az, node_args))
     if default_volume is not None:
-        processes.append(compute_record(state_dir, COMPUTE, default_volume))
+        # compute_flags, e.g. ["--default-volume-backtrack-window-s", "1"]: passed to every compute instance
+        processes.append(compute_record(state_dir, COMPUTE, default_volume, extra=compute_flags))
         for index in range(1, replicas + 1):
-            processes.append(compute_record(state_dir, f"{REPLICA_PREFIX}{index}", default_volume, reader=True))
+            name = f"{REPLICA_PREFIX}{index}"
+            processes.append(compute_record(state_dir, name, default_volume, reader=True, extra=compute_flags))
     layout = {
         "azs": list(azs),
         "nodes_per_az": nodes_per_az,
@@ -204,13 +207,18 @@ def new_layout(
 
 
 def compute_record(
-    state_dir: Path, name: str, default_volume: str, priority: int = DEFAULT_FAILOVER_PRIORITY, reader: bool = False
+    state_dir: Path,
+    name: str,
+    default_volume: str,
+    priority: int = DEFAULT_FAILOVER_PRIORITY,
+    reader: bool = False,
+    extra: Sequence[str] = (),
 ) -> ProcessRecord:
     """A compute instance: `compute` (the writer at start) or a read replica (`reader`: `--reader`)."""
     if not 0 <= priority <= FAILOVER_PRIORITY_MAX:
         raise ClusterError(f"a failover priority is 0 to {FAILOVER_PRIORITY_MAX}, not {priority}")
     args = ["--default-volume", default_volume, "--instance-id", name, "--failover-priority", str(priority)]
-    return new_record(state_dir, name, COMPUTE, "", False, args + (["--reader"] if reader else []))
+    return new_record(state_dir, name, COMPUTE, "", False, args + (["--reader"] if reader else []) + list(extra))
 
 
 def is_replica(record: ProcessRecord) -> bool:

@@ -102,7 +102,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         metavar="BYTES",
         help="bytes of page space per segment, e.g. 64MiB (default: the server's, 10GiB)",
     )
-    p.add_argument("--backtrack-window", type=volume_time_cli.window, default=0, help="e.g. 24h (default 24h)")
+    p.add_argument(
+        "--backtrack-window",
+        type=volume_time_cli.window,
+        default=0,
+        help="e.g. 24h (default 24h); the storage nodes keep this much of the volume's history",
+    )
 
     p = sub.add_parser(
         "write",

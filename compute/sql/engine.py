@@ -100,12 +100,13 @@ class SqlEngine:
             raise
         self._pool = pool
 
-    async def close(self) -> None:
+    async def close(self, why: str = "") -> None:
+        """Abort every open transaction and close; `why`: the sentence's cause (default: the node stopping)."""
         if self._closed is not None:
             return
+        cause = why or "the compute node is stopping or restarting, or changing role in a failover"
         self._closed = TransactionAborted(
-            f"the SQL engine on volume {self.volume.volume_id} closed (the compute node is stopping or "
-            "restarting, or changing role in a failover); the transaction was rolled back",
+            f"the SQL engine on volume {self.volume.volume_id} closed ({cause}); the transaction was rolled back",
             REASON_ENGINE_CLOSED,
         )
         pool = self._pool

@@ -342,7 +342,7 @@ class SegmentPeer(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class CreateSegmentRequest(_message.Message):
-    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "membership_epoch", "peers", "rebuild", "parent_segment_id", "branch_lsn", "parent_read_lsn", "lsn_floor", "wrapped_data_key")
+    __slots__ = ("segment_id", "volume_id", "pg_index", "first_page", "page_count", "page_size", "membership_epoch", "peers", "rebuild", "parent_segment_id", "branch_lsn", "parent_read_lsn", "lsn_floor", "wrapped_data_key", "backtrack_window_s")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     PG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -357,6 +357,7 @@ class CreateSegmentRequest(_message.Message):
     PARENT_READ_LSN_FIELD_NUMBER: _ClassVar[int]
     LSN_FLOOR_FIELD_NUMBER: _ClassVar[int]
     WRAPPED_DATA_KEY_FIELD_NUMBER: _ClassVar[int]
+    BACKTRACK_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     volume_id: str
     pg_index: int
@@ -371,7 +372,8 @@ class CreateSegmentRequest(_message.Message):
     parent_read_lsn: int
     lsn_floor: int
     wrapped_data_key: bytes
-    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., rebuild: _Optional[bool] = ..., parent_segment_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., parent_read_lsn: _Optional[int] = ..., lsn_floor: _Optional[int] = ..., wrapped_data_key: _Optional[bytes] = ...) -> None: ...
+    backtrack_window_s: int
+    def __init__(self, segment_id: _Optional[str] = ..., volume_id: _Optional[str] = ..., pg_index: _Optional[int] = ..., first_page: _Optional[int] = ..., page_count: _Optional[int] = ..., page_size: _Optional[int] = ..., membership_epoch: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ..., rebuild: _Optional[bool] = ..., parent_segment_id: _Optional[str] = ..., branch_lsn: _Optional[int] = ..., parent_read_lsn: _Optional[int] = ..., lsn_floor: _Optional[int] = ..., wrapped_data_key: _Optional[bytes] = ..., backtrack_window_s: _Optional[int] = ...) -> None: ...
 
 class FindCommitRequest(_message.Message):
     __slots__ = ("segment_id", "at_time_us", "at_or_below_lsn")

@@ -8,6 +8,7 @@ what a failed check raises to end the run (tools/sim/state.py `SimState.violatio
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 from sixfold.tools.sim.network import NetConfig
@@ -74,6 +75,12 @@ class SimConfig:
             unary_drop_probability=0.01, unary_duplicate_probability=0.02, stream_break_probability=0.002
         )
     )
+
+    @property
+    def backtrack_window_s(self) -> int:
+        """The volume's backtrack window: the history window rounded up (nodes keep the longer of the two,
+        storage/retention.py rule 2, so a short history window still lets GC run in a run)."""
+        return max(1, math.ceil(self.history_window_s))
 
     @property
     def control_plane(self) -> bool:

@@ -94,6 +94,7 @@ class Simulation(Promotion, TimeTravel, Faults):
                         seg_no=0,
                         peers=[[n, n] for n, _ in NODES if n != node.name],
                         wrapped_data_key=self.volume_key.hex(),
+                        backtrack_window_s=self.config.backtrack_window_s,
                     )
                 )
 

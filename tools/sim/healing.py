@@ -35,7 +35,11 @@ class Healing(Checks):
         with contextlib.suppress(asyncio.CancelledError, Violation):
             await self.healing
         self.network.crash(repl.CONTROL_PLANE)
-        client = getattr(self.control_plane.segment_client, "inner", self.control_plane.segment_client)  # keyed?
+        client = self.control_plane.segment_client
+        for _ in range(3):  # unwrap the keyed and windowed clients around it
+            if isinstance(client, repl.SimSegmentClient):
+                break
+            client = client.inner  # type: ignore[attr-defined]  # a wrapper (control_plane_calls, _keys)
         assert isinstance(client, repl.SimSegmentClient)
         client.crashed = True
         saved = self.control_plane.saved

@@ -150,13 +150,18 @@ def initial_state(
     nodes: tuple[tuple[str, str], ...],
     spares: tuple[tuple[str, str], ...],
     now_ms: float,
+    backtrack_window_s: int = 0,
 ) -> cp.ControlPlane:
     """A control plane that placed `pgs` PGs on `nodes` (two per AZ: placement has no other choice),
     then learned of the spares."""
     state = cp.ControlPlane(HEARTBEAT_TIMEOUT_MS, FAILURE_TIMEOUT_MS, now_ms)
     for name, az in nodes:
         state.register_node(name, az, address_of(name), now_ms)
-    state.commit_pg_plan(state.plan_create_volume(volume_id, page_size, pages_per_pg * page_size, now_ms))
+    state.commit_pg_plan(
+        state.plan_create_volume(
+            volume_id, page_size, pages_per_pg * page_size, now_ms, backtrack_window_s=backtrack_window_s
+        )
+    )
     for _ in range(pgs - 1):
         plan = state.plan_grow_volume(volume_id, 0, now_ms)
         assert plan is not None

@@ -97,7 +97,9 @@ class SimState:
         self.cp_state: repl.cp.ControlPlane | None = None
         if config.control_plane:
             spares = repl.SPARES if config.replace else ()
-            self.cp_state = repl.initial_state(VOLUME, PAGE_SIZE, config.pages_per_pg, config.pgs, NODES, spares, 0.0)
+            self.cp_state = repl.initial_state(
+                VOLUME, PAGE_SIZE, config.pages_per_pg, config.pgs, NODES, spares, 0.0, config.backtrack_window_s
+            )
             from sixfold.storage.control_plane_server import geometry_to_proto
 
             self.geometry = geometry_to_proto(self.cp_state.describe_volume(VOLUME))

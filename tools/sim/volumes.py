@@ -91,7 +91,7 @@ class SimCompute(TimeTravelRpcs):
         if volume_id == VOLUME:
             self.sim.open_cancels += 1
 
-    async def _gone(self, volume_id: str) -> None:
+    async def _gone(self, volume_id: str, why: str) -> None:
         self.sim.writer_closing(volume_id, self.volumes.get(volume_id))
 
 
