@@ -20,6 +20,7 @@ from sixfold.storage.v1 import storage_service_pb2_grpc
 
 # One CreateSegment/DropSegment call to a storage node.
 SEGMENT_CALL_TIMEOUT_S = 5.0
+CACHED_CHANNELS_MAX = 256  # node addresses with a channel kept
 
 
 class SegmentClient(Protocol):
@@ -75,38 +76,50 @@ class WindowedSegmentClient:
 
 
 class GrpcSegmentClient:
-    """Calls `StorageService` over a short-lived grpc.aio channel per call (these calls are rare)."""
+    """Calls `StorageService` over one grpc.aio channel per node address, kept for later calls: a clone or a
+    backtrack makes several rounds of calls to every segment of a volume, and a new channel per call paid a
+    TLS handshake each time (a cached channel reconnects by itself within a second when its node returns)."""
 
     def __init__(self, timeout_s: float = SEGMENT_CALL_TIMEOUT_S) -> None:
         self.timeout_s = timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _stub(self, address: str) -> storage_service_pb2_grpc.StorageServiceStub:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a channel serves only the event loop it was made in
+            self._loop, self._channels = loop, {}
+        channel = self._channels.get(address)
+        if channel is None:
+            if len(self._channels) >= CACHED_CHANNELS_MAX:  # addresses of nodes that moved: drop the oldest
+                oldest = next(iter(self._channels))
+                self._closing.add(task := loop.create_task(self._channels.pop(oldest).close()))
+                task.add_done_callback(self._closing.discard)
+            channel = self._channels[address] = transport.aio_channel(address, CHANNEL_OPTIONS)
+        return storage_service_pb2_grpc.StorageServiceStub(channel)
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
 
     async def create_segment(self, address: str, request: ss_pb2.CreateSegmentRequest) -> None:
-        async with transport.aio_channel(address, CHANNEL_OPTIONS) as channel:
-            stub = storage_service_pb2_grpc.StorageServiceStub(channel)
-            await stub.CreateSegment(request, timeout=self.timeout_s)
+        await self._stub(address).CreateSegment(request, timeout=self.timeout_s)
 
     async def drop_segment(self, address: str, segment_id: str) -> None:
-        async with transport.aio_channel(address, CHANNEL_OPTIONS) as channel:
-            stub = storage_service_pb2_grpc.StorageServiceStub(channel)
-            await stub.DropSegment(ss_pb2.DropSegmentRequest(segment_id=segment_id), timeout=self.timeout_s)
+        request = ss_pb2.DropSegmentRequest(segment_id=segment_id)
+        await self._stub(address).DropSegment(request, timeout=self.timeout_s)
 
     async def update_membership(self, address: str, request: ss_pb2.UpdateMembershipRequest) -> ss_pb2.SegmentState:
-        async with transport.aio_channel(address, CHANNEL_OPTIONS) as channel:
-            stub = storage_service_pb2_grpc.StorageServiceStub(channel)
-            return (await stub.UpdateMembership(request, timeout=self.timeout_s)).state
+        return (await self._stub(address).UpdateMembership(request, timeout=self.timeout_s)).state
 
     async def segment_state(self, address: str, segment_id: str) -> ss_pb2.SegmentState:
-        async with transport.aio_channel(address, CHANNEL_OPTIONS) as channel:
-            stub = storage_service_pb2_grpc.StorageServiceStub(channel)
-            reply = await stub.GetSegmentState(
-                ss_pb2.GetSegmentStateRequest(segment_id=segment_id), timeout=self.timeout_s
-            )
-            return reply.state
+        request = ss_pb2.GetSegmentStateRequest(segment_id=segment_id)
+        return (await self._stub(address).GetSegmentState(request, timeout=self.timeout_s)).state
 
     async def _call(self, address: str, method: str, request: Any) -> Any:
-        async with transport.aio_channel(address, CHANNEL_OPTIONS) as channel:
-            stub = storage_service_pb2_grpc.StorageServiceStub(channel)
-            return await getattr(stub, method)(request, timeout=self.timeout_s)
+        return await getattr(self._stub(address), method)(request, timeout=self.timeout_s)
 
     async def segment_state_at(
         self, address: str, segment_id: str, tail_at_or_below_lsn: int

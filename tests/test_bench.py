@@ -80,3 +80,21 @@ def test_bench_sql_prints_sixfold_sqlite_and_page_shipping_with_ratios_and_the_i
     for system in ("sixfold", "SQLite"):
         assert re.search(rf"^\s*{system}: sum\(abalance\) .*: ok$", out, re.MULTILINE), f"{system}: invariant"
     assert "the page-watching replay ends with sixfold's totals: yes" in out
+
+
+def test_bench_clone_prints_clone_times_bytes_copied_read_through_ratio_and_backtrack_times() -> None:
+    out = bench("clone", "--sizes", "64KiB,256KiB", "--reads", "20", "--seed", "1")
+    assert "seed 1" in out
+    for size in ("64k", "256k"):
+        assert re.search(rf"bench-{size}: clones in [\d.]+, [\d.]+, [\d.]+ ms; backtrack over [\d,]+ commits", out)
+    rows = re.findall(
+        r"^\s+\d+ KiB\s+([\d,]+)\s+[\d.]+\s+[\d.]+ /\s+[\d.]+\s+([\d,]+) \(([\d,]+) B\)\s+[\d.]+ MiB"
+        r"\s+[\d.]+ /\s+[\d.]+\s+[\d.]+ /\s+[\d.]+\s+([\d.]+)x\s+([\d.]+)\s+([\d.]+)$",
+        out,
+        re.MULTILINE,
+    )
+    assert [int(r[0].replace(",", "")) for r in rows] == [16, 64], rows  # pages written per size
+    for _pages, copied, copied_bytes, ratio, backtrack_ms, forward_ms in rows:
+        assert copied == "0" and copied_bytes == "0", "a clone copied page data"
+        assert float(ratio) > 0 and float(backtrack_ms) > 0 and float(forward_ms) > 0
+    assert "backtrack ms  forward ms" in out

@@ -71,6 +71,14 @@ class SizeResult:
     forward_ms: float = 0.0
 
 
+def _size_text(size: int) -> str:
+    """1 MiB, 64 KiB, or bytes when neither divides it."""
+    for unit, shift in (("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size} B"
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -132,7 +140,7 @@ def measure_size(
 ) -> SizeResult:
     page_size = 4096
     result = SizeResult(size, max(1, size // page_size))
-    source = f"bench-{size >> 20 or size}{'m' if size >> 20 else 'b'}"
+    source = f"bench-{_size_text(size).replace(' ', '').removesuffix('iB').lower()}"  # bench-1m, bench-64k
     names = cluster.node_names()
     client.create_volume(source, timeout_s=CALL_TIMEOUT_S)
     started = time.perf_counter()
@@ -170,13 +178,13 @@ def measure_size(
 def print_results(results: list[SizeResult]) -> None:
     print()
     print(
-        "written   pages     fill s  clone ms p50/max  records+pages copied  LMDB growth  read ms parent p50/p99"
-        "  clone p50/p99  clone/parent p50"
+        "   written    pages     fill s  clone ms p50/max  records+pages copied  LMDB growth  read ms parent p50/p99"
+        "  clone p50/p99  clone/parent p50  backtrack ms  forward ms"
     )
     for r in results:
         parent50, clone50 = _pct(r.parent_read_ms, 0.5), _pct(r.clone_read_ms, 0.5)
         print(
-            f"{r.size / 2**20:>6.0f} MiB {r.pages:>8,} {r.fill_s:>8.1f}  "
+            f"{_size_text(r.size):>10} {r.pages:>8,} {r.fill_s:>8.1f}  "
             f"{statistics.median(r.clone_ms):>6.1f} / {max(r.clone_ms):>6.1f}  "
             f"{r.copied_records + r.copied_pages:>10,} ({r.copied_bytes:,} B)  "
             f"{r.lmdb_growth / 2**20:>8.2f} MiB  {parent50:>10.2f} / {_pct(r.parent_read_ms, 0.99):>6.2f}  "
