@@ -451,10 +451,10 @@ def test_the_bank_workload_is_refused_where_it_cannot_run_and_tabled_with_its_co
 ) -> None:
     from sixfold.tools.cli import main
 
-    assert main(["chaos", "byte-flip", "--workload", "bank", "--out", str(tmp_path / "x"), "--seed", "1"]) == 2
+    assert main(["chaos", "clone-kill", "--workload", "bank", "--out", str(tmp_path / "x"), "--seed", "1"]) == 2
     assert "pages workload only" in capsys.readouterr().err and not (tmp_path / "x").exists()
     with pytest.raises(ValueError, match="cannot run with the bank workload"):
-        run_scenario(RunConfig(scenario="tree-rot", out_dir=tmp_path / "y", seed=1, workload="bank"))
+        run_scenario(RunConfig(scenario="replace-clone", out_dir=tmp_path / "y", seed=1, workload="bank"))
     pages = ScenarioResult("kill-one", "PASS", 1, "out", operations=10, ok=10, lost=0, linearizable="yes")
     bank = ScenarioResult("kill-one", "PASS", 1, "out", workload="bank", lost=0, linearizable="n/a", conserved="yes")
     assert "workload" not in table([pages]).splitlines()[0] and "conserved" not in table([pages]).splitlines()[0]

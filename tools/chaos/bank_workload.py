@@ -10,8 +10,8 @@ quorum, the writer settling an earlier commit's fate) must not hold the reads ba
 `records` (transfers are writes, reads are reads; snapshots from storage are reads with `from_storage`)
 and `target` (the writer the clients use; `switch` moves them); tools/chaos/bank.py judges the rest.
 
-Scenarios that aim at the page workload's own tokens (a byte flipped in a stored record of a hot page,
-LMDB pages rotted where tokens lie) cannot run with it: `PAGES_ONLY` says why.
+The disk-rot scenarios find what to rot by transfer ids (`encode`); the time-travel scenarios judge the page
+workload's LSNs and cannot run with it: `PAGES_ONLY` says why.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ FINAL_READ_TIMEOUT_S = 60.0
 SETUP_PROCESS = 10_000  # the process number of the setup and final reads in the history
 READER_P_READ = 0.7  # the reading client's share of SQL reads; the rest are snapshots from storage
 PAGES_ONLY = {
-    "byte-flip": "it flips a byte of a stored record that holds a page workload token",
-    "tree-rot": "it aims at the LMDB pages that hold page workload tokens and judges reads of them",
     **dict.fromkeys(
         ("clone-az-down", "clone-kill", "backtrack-node-stopped", "replace-clone"),
         "it judges the page workload's reads by the LSNs its writes and reads return",
@@ -97,6 +95,12 @@ class BankWorkload:
 
     async def prepare(self) -> None:
         self.initial = await asyncio.to_thread(self._setup.create, self.accounts, INITIAL_BALANCE)
+
+    @staticmethod
+    def encode(token: str) -> bytes:
+        """A transfer id as SQLite stores it in the transfers table's rows (and so in records and page
+        versions on the nodes): the needle the disk-rot scenarios look for."""
+        return token.encode()
 
     def new_client(self, index: int) -> BankClient:
         """Client `index`'s connection (a subclass reaches the writer another way)."""

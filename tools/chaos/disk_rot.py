@@ -88,7 +88,8 @@ def flip_byte(node: str, data_file: Path, key: int, needles: list[tuple[str, byt
             f.flush()
             os.fsync(f.fileno())
         return FlipResult(node, key, token, str(data_file), len(offsets), offsets)
-    raise RuntimeError(f"none of the {len(needles)} tokens written to page {key} is in {data_file}")
+    where = "" if key < 0 else f" to page {key}"
+    raise RuntimeError(f"none of the {len(needles)} tokens written{where} is in {data_file}")
 
 
 def stored_metadata(data_file: Path, segment_id: str) -> list[lmdb_pages.CopyState]:

@@ -48,6 +48,8 @@ from sixfold.tools.cluster import COMPUTE, DEAD, PAUSED, RUNNING, STOPPED, Clust
 from sixfold.tools.cluster_tls import harness_channel
 
 STATUS_TIMEOUT_S = 3.0
+SQLITE_MAGIC = b"SQLite format 3\0"  # page 0 of a volume holding a database; its bytes 28..31: the page count
+DATABASE_PROBE_PAGES_MAX = 4096
 CONNECTED_POLL_S = 0.1
 INJECTOR_POLL_GRACE_S = 0.5  # the node re-reads its fault file at most every 0.2 s; give it a little more
 
@@ -144,10 +146,10 @@ class Nemesis:
         LMDB file, in every copy of it (`disk_rot.flip_byte`)."""
         data_file = self.data_file(node)
         result: FlipResult = self._act(
-            "flip-byte", node, lambda: disk_rot.flip_byte(node, data_file, key, needles), f"page {key}"
+            "flip-byte", node, lambda: disk_rot.flip_byte(node, data_file, key, needles), _page_text(key)
         )
         self.log.events[-1].detail = (
-            f"page {key}: flipped byte {len(result.token) // 2} of {result.token!r} "
+            f"{_page_text(key)}: flipped byte {len(result.token) // 2} of {result.token!r} "
             f"({result.copies_flipped} cop{'y' if result.copies_flipped == 1 else 'ies'} "
             f"in {Path(result.data_file).name})"
         )
@@ -171,6 +173,37 @@ class Nemesis:
                         return error.code().name, error.details() or ""
                     return "OK", repr(bytes(reply.data[:32]).rstrip(b"\0"))
         return "NOT_FOUND", f"no segment of {self.volume} holding page {key} on {node}"
+
+    def probe_database(self, node: str, timeout_s: float = STATUS_TIMEOUT_S) -> tuple[int, list[tuple[int, str, str]]]:
+        """Read every page of the SQLite database on the volume straight from the node's segments at their SCL
+        (how many: page 0's header says): (pages read, [(page, code, details)] of the reads that failed)."""
+        address = self.cluster.node_address(node)
+        with harness_channel(self.cluster.state_dir, pki.ROLE_READER, address, CHANNEL_OPTIONS) as channel:
+            stub = pb_grpc.StorageServiceStub(channel)
+            segments = [
+                s
+                for s in stub.ListSegments(pb.ListSegmentsRequest(), timeout=timeout_s).segments
+                if s.volume_id == self.volume
+            ]
+
+            def read(key: int) -> tuple[str, bytes | str]:
+                for seg in segments:
+                    if seg.first_page <= key < seg.first_page + seg.page_count:
+                        try:
+                            request = pb.ReadPageRequest(segment_id=seg.segment_id, page_no=key, read_point=seg.scl)
+                            return "OK", bytes(stub.ReadPage(request, timeout=timeout_s).data)
+                        except grpc.RpcError as error:
+                            return error.code().name, error.details() or ""
+                return "NOT_FOUND", f"no segment of {self.volume} holding page {key} on {node}"
+
+            code, first = read(0)
+            if code != "OK":
+                return 1, [(0, code, str(first))]
+            assert isinstance(first, bytes)
+            declared = int.from_bytes(first[28:32], "big") if first.startswith(SQLITE_MAGIC) else 1
+            count = min(max(declared, 1), DATABASE_PROBE_PAGES_MAX)
+            failed = [(key, code, str(got)) for key in range(1, count) for code, got in [read(key)] if code != "OK"]
+        return count, failed
 
     # -- disk rot ------------------------------------------------------------------------
 
@@ -336,3 +369,8 @@ class Nemesis:
 
 
 __all__ = ["FaultEvent", "FaultLog", "FlipResult", "MetaRot", "Nemesis", "SecondWriter", "TreeRot"]
+
+
+def _page_text(key: int) -> str:
+    """The page a flip aims at (key -1: the page of a bank transfers row, found by its id)."""
+    return "a transfers row" if key < 0 else f"page {key}"

@@ -229,6 +229,19 @@ def garbled_reads(ctx: Context) -> list[Any]:
     return [r for r in ops(ctx, "read", "ok") if any(v is not None and v.startswith("<") for v in r.values)]
 
 
+def rotten_served(ctx: Context) -> list[str]:
+    """Reads that show rotten bytes were served. The page workload: values no write explains. The bank: a
+    row no transfer explains, a torn read, a total that moved, a failed integrity_check (tools/chaos/bank.py),
+    as a rotten record applied to a SQLite page would show."""
+    if ctx.workload.kind == "bank":
+        from sixfold.tools.chaos.bank import check_bank
+
+        workload: Any = ctx.workload
+        check = check_bank(workload.records, workload.final, workload.initial, workload.origin)
+        return check.phantom + check.torn_reads + check.wrong_total + check.bad_integrity
+    return [r.describe() for r in garbled_reads(ctx)]
+
+
 async def start_or_abandon(ctx: Context, node: str) -> bool:
     """Start a node whose disk was rotted; if it cannot start (it crashed on its own disk), say so and leave it
     down through the heal (it would crash again), so the rest of the run can still be judged."""

@@ -19,7 +19,6 @@ from sixfold.tools.chaos.disk_rot import META_TABLES
 from sixfold.tools.chaos.integrity_probes import (
     WHOLE_WAIT_MAX_S,
     WHOLE_WAIT_S,
-    garbled_reads,
     judge_at_rest,
     judge_log_errors,
     judge_whole,
@@ -28,6 +27,7 @@ from sixfold.tools.chaos.integrity_probes import (
     pg_states,
     placed_on,
     read_tokens,
+    rotten_served,
     start_or_abandon,
     wait_recreated,
     wait_whole,
@@ -48,22 +48,28 @@ TREE_ROT_ERRORS = ("is corrupt (",)
 
 async def _byte_flip(ctx: Context) -> None:
     workload = ctx.workload
-    key = ctx.rng.choice(workload.single_keys)
+    bank = workload.kind == "bank"
+    key = -1 if bank else ctx.rng.choice(workload.single_keys)  # the bank's rows: the page is found by reading
     node = ctx.rng.choice(ctx.nodes())
     ctx.data.update(victim=node, key=key)
     ctx.mark("fault")
     await ctx.do(ctx.nemesis.stop, node)
-    # Newest acknowledged single-page tokens of the key first: one of them is surely on the node.
-    tokens = [r.token for r in reversed(ops(ctx, "write", "ok")) if r.keys == (key,)]
+    # Newest acknowledged tokens (of the key) first: one of them is surely on the node.
+    tokens = [r.token for r in reversed(ops(ctx, "write", "ok")) if bank or r.keys == (key,)]
     if not tokens:
-        raise RuntimeError(f"no acknowledged write to page {key} before the flip")
+        raise RuntimeError(f"no acknowledged write {'' if bank else f'to page {key} '}before the flip")
     flip = await ctx.do(ctx.nemesis.flip_byte, node, key, [(t, workload.encode(t)) for t in tokens[:200]])
     ctx.data["flip"] = flip
     await ctx.do(ctx.nemesis.start, node)
     await ctx.do(ctx.nemesis.wait_writer_connected, workload.target.address, 30.0, {node})
-    code, details = await ctx.do(ctx.nemesis.probe_page, node, key)
+    if bank:  # every page of the database, read on the node itself: the rotten one must fail its check
+        pages, failed = await ctx.do(ctx.nemesis.probe_database, node)
+        code, details = (failed[0][1], f"page {failed[0][0]}: {failed[0][2]}") if failed else ("OK", "")
+        details = f"{pages} pages of the database read, {len(failed)} refused; {details}"
+    else:
+        code, details = await ctx.do(ctx.nemesis.probe_page, node, key)
     ctx.data["probe"] = (code, details)
-    ctx.log(f"direct read of page {key} on {node}: {code} {details[:160]}")
+    ctx.log(f"direct read of {'the database' if bank else f'page {key}'} on {node}: {code} {details[:160]}")
     # The writer's buffer cache holds every hot page: restart it so its reads go to the segments again.
     stopped_at = time.monotonic()
     await ctx.do(ctx.nemesis.stop, COMPUTE)
@@ -76,28 +82,28 @@ def _judge_byte_flip(ctx: Context) -> list[Criterion]:
     flip = ctx.data["flip"]
     code, details = ctx.data["probe"]
     needle = "CRC-32C"
-    writer_lines = ctx.workload.log_lines(COMPUTE, needle)
-    node_lines = ctx.workload.log_lines(flip.node, needle)
+    writer_lines = [line for line in log_since(ctx, COMPUTE, 0) if needle in line]
+    node_lines = [line for line in log_since(ctx, flip.node, 0) if needle in line]
     # Detected by whoever met it first: the direct read, the writer failing over, or the node itself (a scrub).
     detected = (code == "DATA_LOSS" and needle in details) or bool(writer_lines) or bool(node_lines)
-    served = [
-        r
-        for r in ctx.workload.records
-        if r.kind == "read"
-        and r.outcome == "ok"
-        and any(v is not None and v != flip.token and v.startswith("<") for v in r.values)
-    ]
+    served = rotten_served(ctx)
+    where = "a row of the transfers table" if flip.key < 0 else f"page {flip.key}"
     return [
         Criterion(
             "rotten record never served",
             not served,
-            f"page {flip.key}, token {flip.token!r} on {flip.node}: {len(served)} reads returned undecodable "
-            f"bytes (the linearizability checker also rejects any value no write explains)",
+            f"{where}, token {flip.token!r} on {flip.node}: {len(served)} reads showed rotten bytes"
+            + (f" ({served[0][:160]})" if served else "")
+            + (
+                " (the bank's checks: no row no transfer explains, no torn read, no total moved, integrity ok)"
+                if flip.key < 0
+                else " (the linearizability checker also rejects any value no write explains)"
+            ),
         ),
         Criterion(
             "bit rot detected",
             detected,
-            f"direct ReadPage on {flip.node}: {code} ({details[:120]}); CRC-32C lines in the writer's log: "
+            f"direct ReadPage on {flip.node}: {code} ({details[:160]}); CRC-32C lines in the writer's log: "
             f"{len(writer_lines)}, in {flip.node}'s log: {len(node_lines)}",
         ),
     ]
@@ -236,8 +242,8 @@ def _judge_meta_rot(ctx: Context) -> list[Criterion]:
         judge_whole(ctx, "victim_back", f"{victim} restarted"),
         Criterion(
             "rotten metadata never served",
-            not garbled_reads(ctx),
-            f"{len(garbled_reads(ctx))} reads returned bytes no write explains; lost segments reported by "
+            not rotten_served(ctx),
+            f"{len(rotten_served(ctx))} reads showed rotten bytes; lost segments reported by "
             f"{victim}: {ctx.data.get('lost_segments', '-')}",
         ),
         judge_at_rest(ctx),
@@ -292,7 +298,7 @@ def _judge_tree_rot(ctx: Context) -> list[Criterion]:
         f"page holding {rot.token!r}; live pages hit per table: {rot.tables_hit}"
         + ("" if rot.targeted else " (the live pages could not be told apart: the first copy was hit)")
     )
-    garbled = garbled_reads(ctx)
+    garbled = rotten_served(ctx)
     return (
         goes_on(ctx, "fault", "heal_start")
         + [
@@ -314,8 +320,7 @@ def _judge_tree_rot(ctx: Context) -> list[Criterion]:
             Criterion(
                 "rotten tree never served",
                 not garbled,
-                f"{len(garbled)} reads returned bytes no write explains (the linearizability checker also "
-                f"rejects any value no write explains)",
+                f"{len(garbled)} reads showed rotten bytes" + (f" ({garbled[0][:160]})" if garbled else ""),
             ),
             judge_whole(ctx, "victim_back", f"{victim} restarted on a fresh environment"),
             judge_at_rest(ctx),

@@ -236,8 +236,15 @@ async def _replace_clone(ctx: Context) -> None:
     made = await make_clone(ctx, CLONE)
     volumes = [VOLUME] + ([CLONE] if made else [])
     await ctx.sleep(0.2 * ctx.timing.fault_s)
-    victim = ctx.data["victim"] = ctx.rng.choice(ctx.base_nodes())
-    ctx.data["before"] = {v: _placement(ctx, v) for v in volumes}
+    before = ctx.data["before"] = {v: _placement(ctx, v) for v in volumes}
+    # A node holding a segment of every PG of both volumes (the PGs need not all sit on the same six nodes:
+    # a PG placed after the spares registered may use them).
+    holding = [
+        n
+        for n in ctx.base_nodes()
+        if all(n in {m.rstrip("*") for m in nodes} for pgs in before.values() for nodes in pgs.values())
+    ]
+    victim = ctx.data["victim"] = ctx.rng.choice(holding or ctx.base_nodes())
     await ctx.do(ctx.nemesis.kill, victim)
     ctx.mark("fault")
     ctx.resume_points.append((f"kill {victim} for good", ctx.marks["fault"]))
