@@ -140,13 +140,18 @@ async def branch_point(volume: Volume, at_lsn: int) -> tuple[int, list[int]]:
     return at_lsn, tails
 
 
-async def _ask_all(volume: Volume, pg_index: int, make: Callable[[Any], Awaitable[Any]]) -> list[Any]:
-    """One call per segment of the PG at once; the answers of those that answered."""
+async def _ask_all(
+    volume: Volume, pg_index: int, make: Callable[[Any], Awaitable[Any]], refusals: list[str] | None = None
+) -> list[Any]:
+    """One call per segment of the PG at once; the answers of those that answered (`refusals` gets the
+    details of those that refused with OUT_OF_RANGE: what they no longer keep)."""
 
     async def one(stream: Any) -> Any:
         try:
             return await make(stream)
-        except grpc.aio.AioRpcError:
+        except grpc.aio.AioRpcError as error:
+            if refusals is not None and error.code() == grpc.StatusCode.OUT_OF_RANGE:
+                refusals.append(error.details() or "")
             return None
 
     answers = await asyncio.gather(*(one(s) for s in volume.pgs[pg_index].streams.values()))
@@ -158,15 +163,16 @@ async def _tail_from_segments(volume: Volume, pg_index: int, lsn: int) -> int:
         request = pb.GetSegmentStateRequest(segment_id=stream.segment_id, tail_at_or_below_lsn=lsn)
         return stream.stub.GetSegmentState(request, timeout=SEGMENT_TIMEOUT_S)
 
-    answers = await _ask_all(volume, pg_index, ask)
+    refusals: list[str] = []
+    answers = await _ask_all(volume, pg_index, ask, refusals)
     tail = branch_tail(((a.state.whole, a.state.scl, a.tail_lsn) for a in answers), lsn)
     if tail is not None:
         return tail
     horizon = min((a.state.retention_horizon_lsn for a in answers), default=0)
-    if answers and horizon > lsn:
+    if (answers and horizon > lsn) or (refusals and not answers):  # collected: the segments say so
+        said = f"PG {pg_index}'s retention horizon is {horizon}" if answers else f"PG {pg_index}: {refusals[0]}"
         raise ReadPointOutOfRange(
-            f"LSN {lsn} is below what volume {volume.volume_id!r} still keeps (PG {pg_index}'s retention horizon "
-            f"is {horizon}); choose a later LSN"
+            f"LSN {lsn} is below what volume {volume.volume_id!r} still keeps ({said}); choose a later LSN"
         )
     raise Unavailable(
         f"no segment of PG {pg_index} that holds its chain past LSN {lsn} answered; try again in a moment"

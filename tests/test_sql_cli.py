@@ -262,3 +262,80 @@ def test_sql_cli_through_a_real_cluster(sql_cluster: Cluster, tmp_path: Path) ->
     out = sixfold_ok(sql_cluster, "sql", "import", str(exported))
     assert "imported 1 table(s), 2 row(s)" in out and out.rstrip().endswith("ok (volume vol0)"), out
     assert sixfold_ok(sql_cluster, "sql", "SELECT count(*) FROM u", "--csv").splitlines() == ["count(*)", "2"]
+
+
+@pytest.mark.unit
+def test_the_shell_on_a_terminal_keeps_its_history_and_recalls_it_with_the_up_arrow(
+    address: str, tmp_path: Path
+) -> None:
+    """`sixfold sql` on a terminal (a pseudo-terminal here) uses readline: what was typed is saved to
+    ~/.sixfold/sql_history (private), and a later session recalls it with the up arrow."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HOME": str(tmp_path), "TERM": "xterm"}
+
+    def session(keys: list[bytes]) -> str:
+        leader, follower = pty.openpty()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sixfold.tools.cli", "sql", "--address", address],
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+            env=env,
+            close_fds=True,
+        )
+        os.close(follower)
+        seen = b""
+
+        def read_until(text: bytes, timeout_s: float = 30.0) -> None:
+            nonlocal seen
+            deadline = time.monotonic() + timeout_s
+            while text not in seen and time.monotonic() < deadline:
+                if select.select([leader], [], [], 0.2)[0]:
+                    try:
+                        seen += os.read(leader, 4096)
+                    except OSError:
+                        break
+            assert text in seen, seen.decode(errors="replace")[-2000:]
+
+        try:
+            for key in keys:
+                read_until(b"sixfold> ")
+                seen = seen.replace(b"sixfold> ", b"", 1)
+                for part in key.split(b"|"):  # keys typed one after the other
+                    os.write(leader, part)
+                    time.sleep(0.2)
+            assert process.wait(timeout=30) == 0
+            with_end = seen
+            while select.select([leader], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                with_end += chunk
+            return with_end.decode(errors="replace")
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            os.close(leader)
+
+    first = session(
+        [b"CREATE TABLE h(x INTEGER);\r", b"INSERT INTO h VALUES (41), (1);\r", b"SELECT sum(x) FROM h;\r", b".quit\r"]
+    )
+    assert "42" in first, first
+    history = tmp_path / ".sixfold" / "sql_history"
+    saved = history.read_text()
+    assert "SELECT sum(x) FROM h;" in saved and "INSERT INTO h VALUES (41), (1);" in saved, saved
+    assert history.stat().st_mode & 0o777 == 0o600
+    second = session(
+        [b"INSERT INTO h VALUES (100);\r", b"\x1b[A|\x1b[A|\x1b[A|\r", b".quit\r"]
+    )  # up 3 times: .quit, then the SELECT
+    assert "142" in second, second

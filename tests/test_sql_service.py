@@ -177,7 +177,7 @@ def test_bad_input_gets_a_clear_status_and_the_service_keeps_serving(sql_cluster
             (
                 "Execute",
                 spb.ExecuteRequest(sql="INSERT INTO bad VALUES (9, ?)", params=[spb.Value(text="nine")]),
-                "",  # a datatype mismatch in a STRICT table: SQLite's own word, any clear code
+                "FAILED_PRECONDITION",  # a datatype mismatch in a STRICT table: a constraint, SQLite's own word
                 "cannot store TEXT value in INTEGER column",
             ),
             (

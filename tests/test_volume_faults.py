@@ -359,8 +359,12 @@ def test_the_compute_node_serves_health_and_reflection(cluster: Cluster) -> None
     reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     database = ProtoReflectionDescriptorDatabase(channel)
-    assert {"compute.v1.VolumeService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= set(
-        database.get_services()
-    )
+    assert {
+        "compute.v1.VolumeService",
+        "compute.v1.SqlService",
+        "compute.v1.KvService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= set(database.get_services())
     methods = {m.name for m in DescriptorPool(database).FindServiceByName("compute.v1.VolumeService").methods}
     assert {"WritePages", "ReadPages", "GetVolumeStatus"} <= methods
