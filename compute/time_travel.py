@@ -44,6 +44,7 @@ from sixfold.compute.segment_stream import refused_epoch_of
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.storage.errors import ReadPointOutOfRange, StorageError, Unavailable
 from sixfold.storage.lineage import branch_tail, ends_an_mtr
+from sixfold.storage.quorum import COPIES, WRITE_QUORUM
 from sixfold.storage.records import LSN_MAX
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.storage.v1 import storage_service_pb2 as pb
@@ -169,7 +170,9 @@ async def _tail_from_segments(volume: Volume, pg_index: int, lsn: int) -> int:
     if tail is not None:
         return tail
     horizon = min((a.state.retention_horizon_lsn for a in answers), default=0)
-    if (answers and horizon > lsn) or (refusals and not answers):  # collected: the segments say so
+    # Collected: the segments that answered say so, or more refuse than a write quorum leaves (one refusal among
+    # silent peers may be a fresh copy with a higher floor: try again).
+    if (answers and horizon > lsn) or (not answers and len(refusals) > COPIES - WRITE_QUORUM):
         said = f"PG {pg_index}'s retention horizon is {horizon}" if answers else f"PG {pg_index}: {refusals[0]}"
         raise ReadPointOutOfRange(
             f"LSN {lsn} is below what volume {volume.volume_id!r} still keeps ({said}); choose a later LSN"

@@ -94,6 +94,10 @@ class Coalescer:
 
     async def round(self) -> None:
         now = asyncio.get_running_loop().time()
+        for gone in [s for s in self.windows.keys() | self._seg_nos.keys() if s not in self.store.segments]:
+            self.windows.pop(gone, None)  # a segment dropped: what was kept for it goes too
+            self._seg_nos.pop(gone, None)
+            self._scanned.discard(gone)
         for segment_id in sorted(self.store.segments):
             if self.store.disk.condition.state != OK:
                 break  # nothing could be written (storage/disk_doctor.py sees to the disk)

@@ -34,7 +34,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -103,12 +103,16 @@ class BacktrackRpcs(CloneRpcs):
 
     def _timeline_client(self) -> TimelineSegmentClient:
         client = self.segment_client
-        if not isinstance(client, TimelineSegmentClient):
+        base = client
+        for _ in range(3):  # the windowed and keyed wrappers pass every other call on to the client inside
+            base = getattr(base, "inner", base)
+        # The protocol check on the innermost client: since Python 3.12 it does not go through __getattr__.
+        if not isinstance(base, TimelineSegmentClient):
             raise Unavailable(
                 "this control plane's segment client cannot ask the storage nodes for commits, epochs and "
                 "records, so it cannot backtrack nor resolve a time"
             )
-        return client
+        return cast(TimelineSegmentClient, client)  # a wrapper passes these calls on (above)
 
     # -- the RPCs ---------------------------------------------------------------------------
 

@@ -90,13 +90,18 @@ class GrpcSegmentClient:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a channel serves only the event loop it was made in
             self._loop, self._channels = loop, {}
-        channel = self._channels.get(address)
+        channel = self._channels.pop(address, None)  # put back last: the dict is kept least recently used first
         if channel is None:
-            if len(self._channels) >= CACHED_CHANNELS_MAX:  # addresses of nodes that moved: drop the oldest
-                oldest = next(iter(self._channels))
-                self._closing.add(task := loop.create_task(self._channels.pop(oldest).close()))
-                task.add_done_callback(self._closing.discard)
-            channel = self._channels[address] = transport.aio_channel(address, CHANNEL_OPTIONS)
+            if len(self._channels) >= CACHED_CHANNELS_MAX:  # addresses of nodes that moved: drop the oldest,
+                stale = self._channels.pop(next(iter(self._channels)))  # closed once no call can still use it
+
+                def close() -> None:
+                    self._closing.add(task := loop.create_task(stale.close()))
+                    task.add_done_callback(self._closing.discard)
+
+                loop.call_later(2 * self.timeout_s, close)
+            channel = transport.aio_channel(address, CHANNEL_OPTIONS)
+        self._channels[address] = channel
         return storage_service_pb2_grpc.StorageServiceStub(channel)
 
     async def close(self) -> None:

@@ -47,7 +47,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 COALESCE_CHAIN_MIN = 8  # records above a page's newest version before it is worth folding
-HISTORY_SAMPLES_MAX = 4096  # (time, SCL) samples kept per segment; thinned past this
+HISTORY_SAMPLES_MAX = 4096  # (time, SCL) samples kept per segment at most (+2), whatever the window
 
 
 def coalesce_target(
@@ -129,16 +129,20 @@ class HistoryWindow:
 
     def sample(self, now: float, scl: int) -> None:
         assert not self.times or now >= self.times[-1], (now, self.times[-1])
-        self.times.append(now)
-        self.scls.append(scl)
+        # Every kept sample is a true (time, SCL) pair, so `bound` is never newer than the SCL the segment had
+        # a window ago. The newest replaces a last one closer than `spacing` to the one before it, so samples
+        # two apart are at least `spacing` apart: at most HISTORY_SAMPLES_MAX + 2 are kept for any window (a
+        # 24 h window sampled every second keeps one per 42 s), and `bound` lags by less than `spacing`.
+        spacing = self.window_s / (HISTORY_SAMPLES_MAX // 2)
+        if len(self.times) >= 2 and now - self.times[-2] < spacing:
+            self.times[-1], self.scls[-1] = now, scl
+        else:
+            self.times.append(now)
+            self.scls.append(scl)
         # Only the newest sample at or before the window's start is ever needed again.
         i = bisect_right(self.times, now - self.window_s) - 1
         if i > 0:
             del self.times[:i], self.scls[:i]
-        if len(self.times) > HISTORY_SAMPLES_MAX:  # keep the oldest; thin the rest
-            keep = [0, *range(2, len(self.times), 2)]
-            self.times = [self.times[k] for k in keep]
-            self.scls = [self.scls[k] for k in keep]
 
     def bound(self, now: float) -> int | None:
         i = bisect_right(self.times, now - self.window_s) - 1

@@ -237,6 +237,8 @@ def rotten_served(ctx: Context) -> list[str]:
         from sixfold.tools.chaos.bank import check_bank
 
         workload: Any = ctx.workload
+        if workload.final is None:
+            return ["the final state could not be read, so the rows were not checked"]
         check = check_bank(workload.records, workload.final, workload.initial, workload.origin)
         return check.phantom + check.torn_reads + check.wrong_total + check.bad_integrity
     return [r.describe() for r in garbled_reads(ctx)]

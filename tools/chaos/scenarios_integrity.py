@@ -64,7 +64,8 @@ async def _byte_flip(ctx: Context) -> None:
     await ctx.do(ctx.nemesis.wait_writer_connected, workload.target.address, 30.0, {node})
     if bank:  # every page of the database, read on the node itself: the rotten one must fail its check
         pages, failed = await ctx.do(ctx.nemesis.probe_database, node)
-        code, details = (failed[0][1], f"page {failed[0][0]}: {failed[0][2]}") if failed else ("OK", "")
+        lost = [f for f in failed if f[1] == "DATA_LOSS"] or failed  # the rotten page first, if refused as such
+        code, details = (lost[0][1], f"page {lost[0][0]}: {lost[0][2]}") if lost else ("OK", "")
         details = f"{pages} pages of the database read, {len(failed)} refused; {details}"
     else:
         code, details = await ctx.do(ctx.nemesis.probe_page, node, key)
