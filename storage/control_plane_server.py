@@ -145,6 +145,11 @@ class ControlPlaneServicer(BacktrackRpcs, KeyRpcs, Healing):
     # -- nodes ----------------------------------------------------------------
 
     async def RegisterNode(self, request: cp_pb2.RegisterNodeRequest, context: Any) -> cp_pb2.RegisterNodeResponse:
+        if self._registration(request.node_id) == (request.az, request.address):
+            # A node back where it was (a restart on its port): nothing to persist, so it counts as heard from at
+            # once, as a heartbeat does, not after a healing round that holds the lock while a slow node answers.
+            node = self.state.register_node(request.node_id, request.az, request.address, self.clock_ms())
+            return cp_pb2.RegisterNodeResponse(node=node_to_proto(node))
         async with self._lock:
             before = self._registration(request.node_id)
             node = self.state.register_node(request.node_id, request.az, request.address, self.clock_ms())

@@ -163,6 +163,9 @@ def test_the_old_node_returning_mid_change_rolls_the_change_back(cluster: Cluste
                 lambda: [pg for pg in geometry(cluster).protection_groups if pg.changes],
             )
             assert changing[0].changes[0].old_node_id == "b2" and changing[0].changes[0].new_node_id == "b3"
+            # Now the spare answers nothing within the control plane's 5 s call timeout, so it cannot finish
+            # hydrating before b2 is back, however long b2 takes to start on a loaded machine.
+            slow(cluster, "b3", 4 * SPARE_DELAY_MS)
             cluster.start("b2")
             rolled = wait_for("every change is rolled back", lambda: healed_without(cluster, {"b3"}))
             writers.wait_progress("after the rollback")
