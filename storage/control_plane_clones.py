@@ -24,13 +24,17 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import grpc
+
 from sixfold.storage.control_plane import ControlPlane
 from sixfold.storage.control_plane_calls import SegmentClient, describe_failure, is_gone
 from sixfold.storage.control_plane_lineage import display_name, pgs_short_of_quorum, select_snapshots, unknown_volume
 from sixfold.storage.control_plane_values import KIND_SNAPSHOT, ClonePlan, Deletion, Orphan, VolumeGeometry
 from sixfold.storage.control_plane_wire import clone_segment_requests, geometry_to_proto, kind_from_proto
-from sixfold.storage.errors import Unavailable
+from sixfold.storage.errors import ReadPointOutOfRange, Unavailable
+from sixfold.storage.lineage import BELOW_GC_FLOOR
 from sixfold.storage.quorum import COPIES, WRITE_QUORUM
+from sixfold.storage.status import detail_of
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
 
 log = logging.getLogger("sixfold.control_plane")
@@ -136,9 +140,14 @@ class CloneRpcs:
         )
         failures = {(i, s.node_id): UNHEALTHY for i, s, _ in calls}
         created = set()
+        collected: dict[int, list[str]] = {}  # per PG: the nodes' refusals because the branch point was collected
         for (i, s, _), result in zip(asked, results):
             if isinstance(result, BaseException):
                 failures[(i, s.node_id)] = describe_failure(result)
+                if isinstance(result, grpc.aio.AioRpcError) and detail_of(result).metadata.get("condition") == (
+                    BELOW_GC_FLOOR
+                ):
+                    collected.setdefault(i, []).append(result.details() or "")
             else:
                 created.add((i, s.node_id))
                 del failures[(i, s.node_id)]
@@ -147,6 +156,13 @@ class CloneRpcs:
             gone = await self._drop_now([Orphan(s.node_id, s.segment_id) for s in plan.segments()])
             self.state.release_segments(gone)
             await self._persist()
+            for i, said in sorted(collected.items()):
+                if len(said) > COPIES - WRITE_QUORUM:  # for good: no write quorum can hold the point any more
+                    raise ReadPointOutOfRange(
+                        f"could not create {display_name(plan.volume_id)} of {display_name(plan.source_volume_id)}: "
+                        f"{len(said)} of PG {i}'s segments no longer keep its pages at the branch point ({said[0]}); "
+                        "nothing was kept"
+                    )
             raise Unavailable(clone_failure_sentence(plan, short, failures))
         return created, failures
 

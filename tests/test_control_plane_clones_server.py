@@ -374,3 +374,44 @@ def test_refusals_over_grpc_keep_the_server_serving(tmp_path: Path) -> None:
             await server.stop(None)
 
     asyncio.run(scenario())
+
+
+def test_a_branch_point_the_nodes_collected_meanwhile_is_refused_out_of_range_not_unavailable(tmp_path: Path) -> None:
+    """GC may pass the branch point between the compute node's look-up and CreateSegment: when more nodes of a PG
+    refuse it as collected than a write quorum leaves, that is final (OUT_OF_RANGE), not 'retry later'."""
+    import grpc
+
+    from sixfold.storage.errors import ReadPointOutOfRange
+    from sixfold.storage.lineage import BELOW_GC_FLOOR, LineageRefused
+    from sixfold.storage.status import status_code, trailing_metadata_of
+
+    refusal = LineageRefused(
+        "segment c1.1/pg-00000 cannot be created as a clone of segment src/pg-00000: src/pg-00000 no longer keeps "
+        "its pages at LSN 90: its GC floor is 95; clone at a later LSN",
+        {"segment_id": "c1.1/pg-00000", "parent_segment_id": "src/pg-00000", "condition": BELOW_GC_FLOOR},
+    )
+
+    class Collected(FakeNodes):
+        async def create_segment(self, at: str, request: ss_pb2.CreateSegmentRequest) -> None:
+            if request.pg_index == 0 and at in self.failing:
+                raise grpc.aio.AioRpcError(
+                    status_code(refusal),
+                    grpc.aio.Metadata(),
+                    grpc.aio.Metadata(*trailing_metadata_of(refusal)),
+                    refusal.message,
+                )
+            await super().create_segment(at, request)
+
+    async def scenario() -> None:
+        fake, clock = Collected(), Clock()
+        cp = await servicer(tmp_path, fake, clock)
+        fake.failing = {address(n) for n in ("a1", "a2", "b1")}  # three of PG 0's six: no write quorum left
+        with pytest.raises(ReadPointOutOfRange) as info:
+            await cp.CloneVolume(clone_request("src", "c1"), None)
+        assert "3 of PG 0's segments no longer keep its pages at the branch point" in info.value.message
+        assert "its GC floor is 95" in info.value.message and info.value.message.endswith("nothing was kept")
+        assert all(not s.startswith("c1") for held in fake.held.values() for s in held)  # nothing half made
+        fake.failing = {address(n) for n in ("a1", "a2")}  # two: a write quorum still holds it
+        await cp.CloneVolume(clone_request("src", "c1"), None)
+
+    asyncio.run(scenario())

@@ -49,15 +49,18 @@ def test_a_volumes_backtrack_window_keeps_its_history_and_a_point_below_what_is_
         try:
             client.clone_volume("short", "short-early", at_lsn=short_first)
         except VolumeError as error:
-            if "still keeps" in error.details:
-                refused = error
-            else:
+            if error.code != grpc.StatusCode.OUT_OF_RANGE:
                 raise
+            refused = error
         else:
             client.delete_volume("short-early")  # not collected yet: try again later
     assert refused is not None, "the short window's history was never collected"
-    assert refused.code == grpc.StatusCode.OUT_OF_RANGE, refused
-    assert f"LSN {short_first} is below what volume 'short' still keeps" in refused.details, refused.details
+    # Found by the compute node's tail lookup, or (GC having run in between) by the nodes asked to create it.
+    print("clone below what is kept:", refused.details)
+    assert (
+        f"LSN {short_first} is below what volume 'short' still keeps" in refused.details
+        or "segments no longer keep its pages at the branch point" in refused.details
+    ), refused.details
     assert "short-early" not in {v.volume_id for v in client.list_volumes()}  # nothing half made
 
     with pytest.raises(VolumeError) as outside:
