@@ -38,7 +38,7 @@ from typing import Any, cast
 
 import grpc
 
-from sixfold.storage.control_plane_calls import TimelineSegmentClient, describe_failure
+from sixfold.storage.control_plane_calls import TimelineSegmentClient, describe_failure, innermost
 from sixfold.storage.control_plane_clones import CloneRpcs
 from sixfold.storage.control_plane_limits import timeline_name
 from sixfold.storage.control_plane_timelines import (
@@ -103,11 +103,8 @@ class BacktrackRpcs(CloneRpcs):
 
     def _timeline_client(self) -> TimelineSegmentClient:
         client = self.segment_client
-        base = client
-        for _ in range(3):  # the windowed and keyed wrappers pass every other call on to the client inside
-            base = getattr(base, "inner", base)
         # The protocol check on the innermost client: since Python 3.12 it does not go through __getattr__.
-        if not isinstance(base, TimelineSegmentClient):
+        if not isinstance(innermost(client), TimelineSegmentClient):
             raise Unavailable(
                 "this control plane's segment client cannot ask the storage nodes for commits, epochs and "
                 "records, so it cannot backtrack nor resolve a time"

@@ -75,6 +75,14 @@ class WindowedSegmentClient:
         return getattr(self.inner, name)
 
 
+def innermost(client: Any) -> Any:
+    """The client inside the wrappers (`WindowedSegmentClient`, the keyed one in control_plane_keys.py), each of
+    which keeps the client it wraps as `inner` and passes on every call it does not change."""
+    while "inner" in getattr(client, "__dict__", {}):
+        client = client.inner
+    return client
+
+
 class GrpcSegmentClient:
     """Calls `StorageService` over one grpc.aio channel per node address, kept for later calls: a clone or a
     backtrack makes several rounds of calls to every segment of a volume, and a new channel per call paid a

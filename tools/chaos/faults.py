@@ -202,7 +202,11 @@ class Nemesis:
             assert isinstance(first, bytes)
             declared = int.from_bytes(first[28:32], "big") if first.startswith(SQLITE_MAGIC) else 1
             count = min(max(declared, 1), DATABASE_PROBE_PAGES_MAX)
-            failed = [(key, code, str(got)) for key in range(1, count) for code, got in [read(key)] if code != "OK"]
+            failed = []
+            for key in range(1, count):
+                code, got = read(key)
+                if code != "OK":
+                    failed.append((key, code, str(got)))
         return count, failed
 
     # -- disk rot ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import grpc
 from sixfold.storage.security import transport
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb2
 from sixfold.storage.v1 import control_plane_service_pb2_grpc as cp_grpc
+from sixfold.tools.chaos.bank_workload import BANK
 from sixfold.tools.chaos.scenario_base import Context, Criterion, ops
 from sixfold.tools.cluster import ClusterError
 
@@ -233,7 +234,7 @@ def rotten_served(ctx: Context) -> list[str]:
     """Reads that show rotten bytes were served. The page workload: values no write explains. The bank: a
     row no transfer explains, a torn read, a total that moved, a failed integrity_check (tools/chaos/bank.py),
     as a rotten record applied to a SQLite page would show."""
-    if ctx.workload.kind == "bank":
+    if ctx.workload.kind == BANK:
         from sixfold.tools.chaos.bank import check_bank
 
         workload: Any = ctx.workload

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from sixfold.storage.v1 import storage_service_pb2 as pb
+from sixfold.tools.chaos.bank_workload import BANK
 from sixfold.tools.chaos.disk_rot import META_TABLES
 from sixfold.tools.chaos.integrity_probes import (
     WHOLE_WAIT_MAX_S,
@@ -48,7 +49,7 @@ TREE_ROT_ERRORS = ("is corrupt (",)
 
 async def _byte_flip(ctx: Context) -> None:
     workload = ctx.workload
-    bank = workload.kind == "bank"
+    bank = workload.kind == BANK
     key = -1 if bank else ctx.rng.choice(workload.single_keys)  # the bank's rows: the page is found by reading
     node = ctx.rng.choice(ctx.nodes())
     ctx.data.update(victim=node, key=key)
@@ -192,6 +193,7 @@ def _judge_meta_rot(ctx: Context) -> list[Criterion]:
     victim, rots = ctx.data["victim"], ctx.data.get("rots", [])
     first, peers = ctx.data.get("first_state", {}), ctx.data.get("peer_scl", {})
     lines = log_since(ctx, victim, ctx.data.get("log_offset", 0))
+    served = rotten_served(ctx)
     claims, honest = [], True
     for rot in rots:
         code, st = first.get(rot.segment_id, ("not asked", None))
@@ -243,8 +245,8 @@ def _judge_meta_rot(ctx: Context) -> list[Criterion]:
         judge_whole(ctx, "victim_back", f"{victim} restarted"),
         Criterion(
             "rotten metadata never served",
-            not rotten_served(ctx),
-            f"{len(rotten_served(ctx))} reads showed rotten bytes; lost segments reported by "
+            not served,
+            f"{len(served)} reads showed rotten bytes; lost segments reported by "
             f"{victim}: {ctx.data.get('lost_segments', '-')}",
         ),
         judge_at_rest(ctx),

@@ -15,6 +15,7 @@ import contextlib
 from typing import Any
 
 from sixfold.compute.volume import Volume
+from sixfold.storage.control_plane_calls import innermost
 from sixfold.storage.serving import generic_handler
 from sixfold.storage.v1 import control_plane_service_pb2 as cp_pb
 from sixfold.tools.sim import replacement as repl
@@ -35,11 +36,7 @@ class Healing(Checks):
         with contextlib.suppress(asyncio.CancelledError, Violation):
             await self.healing
         self.network.crash(repl.CONTROL_PLANE)
-        client = self.control_plane.segment_client
-        for _ in range(3):  # unwrap the keyed and windowed clients around it
-            if isinstance(client, repl.SimSegmentClient):
-                break
-            client = client.inner  # type: ignore[attr-defined]  # a wrapper (control_plane_calls, _keys)
+        client = innermost(self.control_plane.segment_client)
         assert isinstance(client, repl.SimSegmentClient)
         client.crashed = True
         saved = self.control_plane.saved
