@@ -28,6 +28,7 @@ from sixfold.compute.v1 import kv_service_pb2 as kpb
 from sixfold.compute.v1 import sql_service_pb2 as spb
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.volume import Channels
+from sixfold.storage.arg_types import int_between
 from sixfold.storage.cluster_limits import validate_instance_id
 from sixfold.storage.control_plane_limits import BACKTRACK_WINDOW_S_MAX
 from sixfold.storage.errors import StorageError
@@ -66,7 +67,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--default-volume-backtrack-window-s",
-        type=_backtrack_window_s,
+        type=int_between(0, BACKTRACK_WINDOW_S_MAX),
         default=0,
         help="backtrack window of the default volume when it is created, seconds (default 0: the control "
         "plane's, 24 h); the storage nodes keep at least that much of its history",
@@ -90,16 +91,6 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start as a read replica (never the writer at start; it may be promoted on failover)",
     )
-
-
-def _backtrack_window_s(text: str) -> int:
-    try:
-        seconds = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
-    if not 0 <= seconds <= BACKTRACK_WINDOW_S_MAX:
-        raise argparse.ArgumentTypeError(f"a backtrack window is 0 (the default) to {BACKTRACK_WINDOW_S_MAX} s")
-    return seconds
 
 
 def _instance_id(text: str) -> str:

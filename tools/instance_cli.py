@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from sixfold.storage.arg_types import int_between
 from sixfold.tools.cluster import Cluster, ClusterError, UnknownProcessError
 from sixfold.tools.cluster_instances import (
     InstanceCallError,
@@ -39,16 +40,6 @@ from sixfold.tools.text_table import table
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNKNOWN = 2
-
-
-def _priority(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= FAILOVER_PRIORITY_MAX:
-        raise argparse.ArgumentTypeError(f"must be from 0 to {FAILOVER_PRIORITY_MAX}, got {value}")
-    return value
 
 
 def _instance_list(text: str) -> list[str]:
@@ -98,7 +89,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         )
         p.add_argument(
             "--priority",
-            type=_priority,
+            type=int_between(0, FAILOVER_PRIORITY_MAX),
             default=DEFAULT_FAILOVER_PRIORITY,
             metavar="N",
             help=f"failover tier 0..{FAILOVER_PRIORITY_MAX}: the lowest tier is promoted first "

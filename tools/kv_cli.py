@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from sixfold.compute.client import VolumeError
 from sixfold.compute.sql_client import SqlClient
+from sixfold.storage.arg_types import int_between
 from sixfold.tools.compute_target import UsageError, add_connection_options, compute_target
 from sixfold.tools.sql_cli import add_volume_option
 from sixfold.tools.sql_format import blob_literal, table
@@ -32,16 +33,6 @@ from sixfold.tools.volume_cli import hex_bytes, printable_text, report_failure
 EXIT_OK = 0
 EXIT_FAILED = 1
 SCAN_LIMIT_MAX = 10_000  # the server's bound on one scan
-
-
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1 <= value <= SCAN_LIMIT_MAX:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {SCAN_LIMIT_MAX}, got {value}")
-    return value
 
 
 def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -75,7 +66,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", default="", help="only keys that start with this")
     p.add_argument("--start", default="", help="the first key (included; default: the first)")
     p.add_argument("--end", default="", help="the end of the range (excluded; default: the last key)")
-    p.add_argument("--limit", type=_limit, default=None, help=f"at most this many pairs (1..{SCAN_LIMIT_MAX})")
+    p.add_argument(
+        "--limit",
+        type=int_between(1, SCAN_LIMIT_MAX),
+        default=None,
+        help=f"at most this many pairs (1..{SCAN_LIMIT_MAX})",
+    )
     p.add_argument("--json", action="store_true", help="print the pairs as JSON")
     for sub_parser in sub.choices.values():
         _common(sub_parser, suppress=True)
