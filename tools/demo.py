@@ -34,6 +34,7 @@ import grpc
 
 from sixfold.compute.client import VolumeClient, VolumeError
 from sixfold.compute.sql_client import SqlClient, SqlError
+from sixfold.storage.arg_types import int_between
 from sixfold.tools.cluster import STORAGE_NODE, Cluster, ClusterError
 from sixfold.tools.cluster_probes import list_segments
 from sixfold.tools.demo_bank import ACCOUNTS_MAX, Ledger, load_schema, run_client, snapshot, verify
@@ -67,19 +68,6 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _count(least: int, most: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if not least <= value <= most:
-            raise argparse.ArgumentTypeError(f"must be from {least} to {most}, got {value}")
-        return value
-
-    return parse
-
-
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Bank transfers from several clients while a whole AZ is SIGKILLed and brought back; ends with the "
@@ -101,13 +89,13 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--clients",
-        type=_count(1, CLIENTS_MAX),
+        type=int_between(1, CLIENTS_MAX),
         default=DEFAULT_CLIENTS,
         help=f"client threads (default {DEFAULT_CLIENTS})",
     )
     parser.add_argument(
         "--accounts",
-        type=_count(2, ACCOUNTS_MAX),
+        type=int_between(2, ACCOUNTS_MAX),
         default=DEFAULT_ACCOUNTS,
         help=f"accounts (default {DEFAULT_ACCOUNTS})",
     )
