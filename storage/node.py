@@ -102,7 +102,11 @@ class StorageServicer:
             if peer_channel is not None
             else None
         )
-        self.scrubber = Scrubber(store, self.node_writer, scrub_interval_s) if scrub else None
+        self.scrubber = (
+            Scrubber(store, self.node_writer, scrub_interval_s, appends_committed=self._appends_committed)
+            if scrub
+            else None
+        )
         self.min_read_points: dict[str, int] = {}  # segment -> the writer's latest report (in memory only)
         self.coalescer = (
             Coalescer(
@@ -117,6 +121,9 @@ class StorageServicer:
             else None
         )
         self.doctor = DiskDoctor(store, self.node_writer)
+
+    def _appends_committed(self) -> int:
+        return self.committer.batches_committed
 
     def _peer_floor(self, segment_id: str) -> int | None:
         return self.gossip.peer_floor.get(segment_id) if self.gossip is not None else None

@@ -21,7 +21,10 @@ Rules (this module owns them):
    transaction of at most `SCRUB_RECORDS_PER_TICK_MAX` rows and
    `SCRUB_BYTES_PER_TICK_MAX` bytes; no transaction is held across an await.
    Between ticks the scrubber sleeps `SCRUB_TICK_PAUSE_S`, so a big segment is
-   spread over many ticks and appends keep the event loop and the writer. A
+   spread over many ticks and appends keep the event loop and the writer. While
+   appends are arriving (the node's count of committed batches moved since the
+   last tick), it sleeps `SCRUB_BUSY_PAUSE_S` instead: background work yields
+   to foreground work, as in Aurora, and the pass still moves on. A
    per-segment cursor (the next key) lets the pass resume where it stopped.
    A pass starts `interval_s` after the previous one ended (the first one
    `interval_s` after start, not in the restart's catch-up rush).
@@ -79,6 +82,7 @@ SCRUB_INTERVAL_S = 5.0  # from the end of one pass to the start of the next
 SCRUB_RECORDS_PER_TICK_MAX = 128  # rows (records or page versions) checked in one read transaction (~1.5 ms)
 SCRUB_BYTES_PER_TICK_MAX = 1 << 20  # bytes of values checked in one read transaction
 SCRUB_TICK_PAUSE_S = 0.1  # sleep between two ticks: at most ~1,300 rows a second, a few % of one core
+SCRUB_BUSY_PAUSE_S = 0.5  # the sleep while appends are arriving: ~260 rows a second (rule 2)
 
 RECORDS = "records"
 VERSIONS = "versions"
@@ -227,14 +231,23 @@ class Scrubber:
         tick_pause_s: float = SCRUB_TICK_PAUSE_S,
         rows_per_tick_max: int = SCRUB_RECORDS_PER_TICK_MAX,
         bytes_per_tick_max: int = SCRUB_BYTES_PER_TICK_MAX,
+        appends_committed: Callable[[], int] | None = None,
+        busy_pause_s: float = SCRUB_BUSY_PAUSE_S,
     ) -> None:
+        """`appends_committed()` is a count that moves whenever the node commits appended batches (rule 2's
+        load signal; None: always the idle pace)."""
         assert interval_s > 0 and tick_pause_s >= 0 and rows_per_tick_max > 0 and bytes_per_tick_max > 0
+        assert busy_pause_s >= tick_pause_s
         self.store = store
         self.on_writer = on_writer
         self.interval_s = interval_s
         self.tick_pause_s = tick_pause_s
         self.rows_per_tick_max = rows_per_tick_max
         self.bytes_per_tick_max = bytes_per_tick_max
+        self.appends_committed = appends_committed
+        self.busy_pause_s = busy_pause_s
+        self._appends_seen = appends_committed() if appends_committed is not None else 0
+        self.busy_ticks = 0  # ticks followed by the longer pause because appends were arriving
         self.counts: dict[str, ScrubCounts] = {}
         self.cursors: dict[str, ScrubCursor] = {}
         self.passes = 0  # completed passes over the whole store
@@ -293,7 +306,17 @@ class Scrubber:
                     del self.cursors[segment_id]
                     self.counts.setdefault(segment_id, ScrubCounts()).scrub_passes += 1
                     return
-            await asyncio.sleep(self.tick_pause_s)
+            await asyncio.sleep(self._pause_s())
+
+    def _pause_s(self) -> float:
+        """Rule 2: the idle pace, or the busy one when appends were committed since the last tick."""
+        if self.appends_committed is None:
+            return self.tick_pause_s
+        seen, self._appends_seen = self._appends_seen, self.appends_committed()
+        if seen == self._appends_seen:
+            return self.tick_pause_s
+        self.busy_ticks += 1
+        return self.busy_pause_s
 
     def _tick(self, segment_id: str, cursor: ScrubCursor) -> ScrubChunk:
         scan = self.store.scrub_records if cursor.kind == RECORDS else self.store.scrub_versions

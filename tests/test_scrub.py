@@ -167,6 +167,43 @@ def test_a_big_segment_is_scrubbed_over_many_ticks_resuming_where_it_stopped(tmp
 
 
 @pytest.mark.unit
+def test_scrubbing_slows_to_the_busy_pace_while_appends_arrive_and_still_finishes_its_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain = ChainBuilder()
+    records = [chain.patch(i % 7, b"r%04d" % i) for i in range(1, 40)]
+    store = SegmentStore(written(tmp_path, records))
+    try:
+        appends = [0]
+        pauses: list[float] = []
+        scrubber = Scrubber(
+            store,
+            inline,
+            tick_pause_s=0.001,
+            rows_per_tick_max=5,
+            appends_committed=lambda: appends[0],
+            busy_pause_s=0.002,
+        )
+        sleep = asyncio.sleep
+
+        async def recorded(delay: float) -> None:
+            pauses.append(delay)
+            if len(pauses) in (2, 3, 6):  # appends committed during these ticks
+                appends[0] += 1
+            await sleep(0)
+
+        monkeypatch.setattr(asyncio, "sleep", recorded)
+        asyncio.run(scrubber.scrub_segment(SEG))
+        monkeypatch.undo()
+        # The pause after a tick is the busy one exactly when the count moved since the tick before.
+        assert pauses[:7] == [0.001, 0.001, 0.002, 0.002, 0.001, 0.001, 0.002], pauses
+        assert scrubber.busy_ticks == 3
+        assert scrubber.counts_of(SEG).scrub_passes == 1, "the busy pace slows the pass, it does not stop it"
+    finally:
+        store.close()
+
+
+@pytest.mark.unit
 def test_a_copy_repaired_before_the_writer_gets_to_it_is_kept(tmp_path: Path) -> None:
     chain = ChainBuilder()
     records = [chain.patch(1, b"a"), chain.patch(1, b"b")]
