@@ -49,7 +49,9 @@ def test_a_volumes_backtrack_window_longer_than_the_nodes_history_window_holds_g
         async def on_writer(fn, *args):
             return fn(*args)
 
-        coalescer = Coalescer(store, on_writer, lambda segment_id: chain.last_lsn, history_window_s=0, tick_pause_s=0)
+        coalescer = Coalescer(
+            store, on_writer, lambda segment_id: chain.last_lsn, history_window_s=0, tick_pause_s=0, chain_min=8
+        )
         asyncio.run(coalescer.round())
         asyncio.run(coalescer.round())
         collected, held = store.segment(SEG).meta, store.segment("vol/kept").meta

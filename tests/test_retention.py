@@ -362,7 +362,7 @@ def test_after_its_first_full_pass_coalescing_looks_only_at_pages_that_received_
     async def on_writer(fn, *args):
         return fn(*args)
 
-    coalescer = Coalescer(store, on_writer, lambda segment_id: None, tick_pause_s=0)
+    coalescer = Coalescer(store, on_writer, lambda segment_id: None, tick_pause_s=0, chain_min=8)
     chain = ChainBuilder()
 
     def append(page: int, count: int) -> None:
@@ -418,7 +418,7 @@ def test_a_fold_that_fails_leaves_its_page_counted_and_it_is_folded_next_round(s
             raise StorageError("the map is full (injected once)")
         return fn(*args)
 
-    coalescer = Coalescer(store, on_writer, lambda segment_id: None, tick_pause_s=0)
+    coalescer = Coalescer(store, on_writer, lambda segment_id: None, tick_pause_s=0, chain_min=8)
     chain = ChainBuilder()
     asyncio.run(coalescer.round())  # the first full pass, on an empty segment
     records = [chain.patch(1, b"x%04d" % i) for i in range(10)]
