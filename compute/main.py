@@ -28,6 +28,7 @@ from sixfold.compute.v1 import kv_service_pb2 as kpb
 from sixfold.compute.v1 import sql_service_pb2 as spb
 from sixfold.compute.v1 import volume_service_pb2 as vpb
 from sixfold.compute.volume import Channels
+from sixfold.storage import event_loop
 from sixfold.storage.arg_types import int_between
 from sixfold.storage.cluster_limits import validate_instance_id
 from sixfold.storage.control_plane_limits import BACKTRACK_WINDOW_S_MAX
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     install_user_log_filter()  # a line logged during a user's call names the user
     if not transport.started_secure(args.tls_dir, args.instance_id, log) or not user_sync.arguments_ok(args, log):
         return 2
-    return asyncio.run(_serve(args))
+    return event_loop.run(_serve(args))
 
 
 async def _open_default_until_open(

@@ -15,6 +15,7 @@ import signal
 
 import grpc
 
+from sixfold.storage import event_loop
 from sixfold.storage.coalesce import COALESCE_INTERVAL_S, HISTORY_WINDOW_S
 from sixfold.storage.errors import KeyUnavailable
 from sixfold.storage.faults import FaultFile, default_fault_file
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if not keyring.LEASE_S_MIN <= args.key_lease_s <= keyring.LEASE_S_MAX:
         log.error("--key-lease-s must be %d to %d, not %g", keyring.LEASE_S_MIN, keyring.LEASE_S_MAX, args.key_lease_s)
         return 2
-    return asyncio.run(_serve(args))
+    return event_loop.run(_serve(args))
 
 
 async def _heartbeat_loop(args: argparse.Namespace, address: str, servicer: StorageServicer) -> None:
