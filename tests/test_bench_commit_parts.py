@@ -8,8 +8,10 @@ from collections import Counter
 import pytest
 
 from sixfold.tools.bench_commit_etcd import MESSAGES, prefix_end
+from sixfold.tools.bench_commit_measure import NORMAL, PAUSED, STREAM, STREAM_PAUSED, Phase, Snapshot
 from sixfold.tools.bench_commit_profile import REPO_ROOT as ROOT
 from sixfold.tools.bench_commit_profile import flame_svg, short, top_frames
+from sixfold.tools.bench_commit_report import ETCD, print_target
 
 pytestmark = pytest.mark.unit
 
@@ -49,3 +51,38 @@ def test_the_flame_graph_draws_each_frame_as_wide_as_its_samples() -> None:
     assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
     assert "fsync (disk.py): 6 samples (60.0%)" in svg and "run (loop.py): 10 samples (100.0%)" in svg
     assert 'width="1600.0"' in svg  # the root spans the whole width
+
+
+def _phase(mode: str, c: int, per_s: float, latency_s: float) -> Phase:
+    n = int(per_s)
+    return Phase(mode, c, 1.0, [latency_s] * n, [], Snapshot(0.0), Snapshot(1.0, commits=n))
+
+
+def test_the_goal_lines_judge_each_mode_against_etcd_p99_and_two_paused(capsys: pytest.CaptureFixture[str]) -> None:
+    by = {
+        (p.mode, p.concurrency): p
+        for p in [
+            _phase(NORMAL, 1, 100, 0.010),
+            _phase(NORMAL, 64, 500, 0.120),
+            _phase(PAUSED, 64, 480, 0.130),
+            _phase(STREAM, 1, 900, 0.001),
+            _phase(STREAM, 64, 7000, 0.030),
+            _phase(STREAM_PAUSED, 64, 4000, 0.040),
+            _phase(ETCD, 1, 800, 0.001),
+            _phase(ETCD, 64, 6800, 0.010),
+        ]
+    }
+    print_target(by)
+    lines = capsys.readouterr().out.splitlines()
+
+    def line(text: str) -> str:
+        return next(each for each in lines if text in each)
+
+    assert line("normal at c=1:").startswith("  [BELOW]") and "(0.12x)" in line("normal at c=1:")
+    assert line("stream at c=1:").startswith("  [PASS ]") and line("stream at c=64:").startswith("  [PASS ]")
+    assert line("normal p99 at c=64").startswith("  [BELOW]") and line("stream p99 at c=64").startswith("  [PASS ]")
+    assert line("normal with two nodes paused").startswith("  [PASS ]")  # 0.96x
+    assert line("stream with two nodes paused").startswith("  [BELOW]")  # 0.57x
+    del by[(ETCD, 1)]
+    print_target(by)
+    assert "no etcd figure (--peer etcd)" in capsys.readouterr().out
