@@ -19,6 +19,7 @@ from sixfold.storage.errors import ChecksumMismatch, UnknownSegment
 from sixfold.storage.lmdb_env import MAP_SIZE_DEFAULT_BYTES, LmdbEnvironment
 from sixfold.storage.segment import Segment, SegmentMeta
 from sixfold.storage.store.dirty import DirtyPages
+from sixfold.storage.store.recent_records import RecentRecords
 from sixfold.storage.store.sealing import DataKeys, record_aad, version_aad
 from sixfold.storage.store.sealing import open_ as open_row
 from sixfold.storage.store.sealing import seal as seal_row
@@ -52,6 +53,9 @@ class StoreBase:
         # Pages that received records since coalescing last looked (storage/coalesce.py): appends mark
         # them on the writer thread, the coalescer takes them on the event loop.
         self._dirty = DirtyPages(threading.Lock())
+        # The rows appended lately, decoded (storage/store/recent_records.py): coalescing and reads skip
+        # opening and decoding a row that is byte for byte one of them.
+        self.recent = RecentRecords()
         # parent segment id -> the segments linked to it (storage/lineage.py), from the metadata in memory:
         # rebuilt whenever a link appears or goes (`_index_lineage`), on the writer thread.
         self._children: dict[str, list[str]] = {}
