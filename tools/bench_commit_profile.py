@@ -1,8 +1,10 @@
 """`sixfold bench commit --profile`: py-spy profiles of the writer and one storage node during a phase, saved as
 flame graphs (SVG) with the top frames printed.
 
-py-spy (a dev dependency) samples a running process from outside (`py-spy record --format raw`: collapsed
-stacks, one line per distinct stack with its sample count); `top_frames` ranks frames by the samples in
+py-spy (a dev dependency) samples a running process from outside (`py-spy record --format raw --gil`:
+collapsed stacks, one line per distinct stack with its sample count; `--gil` keeps only the samples of the
+thread holding the GIL, so the graph is where Python spends CPU, not threads waiting on a queue or a socket,
+and C that runs without the GIL -- an fsync, an LMDB commit -- is left out); `top_frames` ranks frames by the samples in
 which they are the innermost one (self) and in which they appear at all (total); `flame_svg` draws the
 collapsed stacks as a flame graph, one rectangle per frame, its width the share of samples.
 """
@@ -52,6 +54,7 @@ def start(binary: str, name: str, pid: int, seconds: float, out_prefix: str) -> 
             "--format",
             "raw",
             "--nonblocking",
+            "--gil",
             "--output",
             raw,
         ],
