@@ -64,7 +64,7 @@ def test_the_goal_lines_judge_each_mode_against_etcd_p99_and_two_paused(capsys: 
         for p in [
             _phase(NORMAL, 1, 100, 0.010),
             _phase(NORMAL, 64, 500, 0.120),
-            _phase(PAUSED, 64, 480, 0.130),
+            _phase(PAUSED, 64, 900, 0.130),
             _phase(STREAM, 1, 900, 0.001),
             _phase(STREAM, 64, 7000, 0.030),
             _phase(STREAM_PAUSED, 64, 4000, 0.040),
@@ -81,7 +81,7 @@ def test_the_goal_lines_judge_each_mode_against_etcd_p99_and_two_paused(capsys: 
     assert line("normal at c=1:").startswith("  [BELOW]") and "(0.12x)" in line("normal at c=1:")
     assert line("stream at c=1:").startswith("  [PASS ]") and line("stream at c=64:").startswith("  [PASS ]")
     assert line("normal p99 at c=64").startswith("  [BELOW]") and line("stream p99 at c=64").startswith("  [PASS ]")
-    assert line("normal with two nodes paused").startswith("  [PASS ]")  # 0.96x
+    assert line("normal with two nodes paused").startswith("  [PASS ]") and "faster" in line("normal with two")
     assert line("stream with two nodes paused").startswith("  [BELOW]")  # 0.57x
     del by[(ETCD, 1)]
     print_target(by)
