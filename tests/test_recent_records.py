@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sixfold.storage.chain import ChainBuilder
-from sixfold.storage.errors import ChecksumMismatch
+from sixfold.storage.errors import ChecksumMismatch, KeyUnavailable
 from sixfold.storage.store import SegmentStore, record_key
 from sixfold.storage.store.recent_records import RecentRecords
 from tests.depth import examples
@@ -34,6 +34,41 @@ def test_a_record_is_given_only_for_the_very_row_it_was_stored_as() -> None:
     off = RecentRecords(capacity=0)
     off.put_all([("s", 1, b"row-1", one)])
     assert len(off) == 0 and off.get("s", 1, b"row-1") is None
+
+
+def test_the_cache_holds_at_most_its_bytes_and_drops_the_oldest_first() -> None:
+    from sixfold.storage.store.recent_records import ENTRY_OVERHEAD_BYTES
+
+    chain = ChainBuilder()
+    images = [chain.image(i, bytes([i]) * 4096) for i in range(1, 6)]
+    weight = 5000 + 4096 + ENTRY_OVERHEAD_BYTES
+    cache = RecentRecords(capacity=100, bytes_max=3 * weight)
+    cache.put_all([("s", r.lsn, b"x" * 5000, r) for r in images])
+    assert len(cache) == 3 and cache.bytes_held == 3 * weight
+    assert (
+        cache.get("s", images[1].lsn, b"x" * 5000) is None and cache.get("s", images[4].lsn, b"x" * 5000) is images[4]
+    )
+    cache.put_all([("s", images[4].lsn, b"y" * 5000, images[4])])  # the same key again: counted once
+    assert len(cache) == 3 and cache.bytes_held == 3 * weight
+
+
+def test_a_sealed_segments_records_are_not_served_from_memory_once_its_key_is_gone(tmp_path) -> None:
+    """Sealing rule 1 holds on the fast path too: no key at hand, no rows, though the cache has them."""
+    from sixfold.storage.security import envelope
+    from sixfold.tools.sim.keys import SIM_MASTER_KEY, SimKeys
+    from tests.test_encryption_store import NoKeys, sealed_meta
+
+    store = SegmentStore(str(tmp_path / "lmdb"), map_size_bytes=1 << 24, keys=SimKeys())
+    try:
+        store.create_segment(sealed_meta(envelope.wrap(SIM_MASTER_KEY, envelope.new_data_key(), "vol")))
+        chain = ChainBuilder()
+        commit_ok(store, batch([chain.patch(1, b"s%03d" % i) for i in range(6)]))
+        assert store.read_page(SEG, 1, 6).data[:4] == b"s005" and store.recent.hits == 6  # from memory
+        store.keys = NoKeys()
+        with pytest.raises(KeyUnavailable):
+            store.read_page(SEG, 1, 6)
+    finally:
+        store.close()
 
 
 def test_a_row_rotted_after_it_was_appended_is_refused_not_served_from_memory(tmp_path) -> None:

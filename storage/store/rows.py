@@ -17,6 +17,7 @@ from sixfold.storage.keys import SEG_LSN, SEG_PAGE_LSN, page_key, record_key
 from sixfold.storage.records import LSN_MAX, apply_record, decode_page_version, decode_record
 from sixfold.storage.segment import SegmentMeta
 from sixfold.storage.store.base import StoreBase
+from sixfold.storage.store.sealing import require_key
 
 
 class Rows(StoreBase):
@@ -153,6 +154,7 @@ class Rows(StoreBase):
         """Apply the segment's own records of the page above `page_lsn` and at or below `read_point` to
         `page`; return its new page LSN."""
         seg_no, segment_id = meta.seg_no, meta.segment_id
+        key_checked = False  # a record from memory is served only while the segment's key is at hand
         icursor = txn.cursor(db=self._page_index)
         if icursor.set_range(page_key(seg_no, page_no, page_lsn + 1)):
             for key, _ in icursor:
@@ -165,6 +167,9 @@ class Rows(StoreBase):
                         f"record LSN {lsn} of page {page_no} is indexed but missing in segment {segment_id}"
                     )
                 record = self.recent.get(segment_id, lsn, raw)  # byte for byte the row appended: known good
+                if record is not None and not key_checked:
+                    require_key(self.keys, meta)  # as opening it would (sealing rule 1): KeyUnavailable
+                    key_checked = True
                 if record is None:
                     plain = self._open_record(meta, lsn, raw)
                     record = decode_record(plain, where=f"record LSN {lsn} in segment {segment_id}")

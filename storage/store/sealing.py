@@ -79,6 +79,13 @@ def open_(keys: DataKeys | None, meta: SegmentMeta, aad: bytes, stored: bytes | 
         raise ChecksumMismatch(f"{where} does not open under its segment's data key ({error.message})") from error
 
 
+def require_key(keys: DataKeys | None, meta: SegmentMeta) -> None:
+    """Rule 1 for a row taken from memory instead of opened (storage/store/recent_records.py): a sealed
+    segment's rows are served only while its data key is at hand; KeyUnavailable otherwise."""
+    if meta.wrapped_data_key:
+        _key(keys, meta)
+
+
 def _key(keys: DataKeys | None, meta: SegmentMeta) -> bytes:
     if keys is None:
         raise KeyUnavailable(
