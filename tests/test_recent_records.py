@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from sixfold.storage.chain import ChainBuilder
 from sixfold.storage.errors import ChecksumMismatch, KeyUnavailable
 from sixfold.storage.store import SegmentStore, record_key
-from sixfold.storage.store.recent_records import RecentRecords
+from sixfold.storage.store.recent_records import ENTRY_OVERHEAD_BYTES, RecentRecords
 from tests.depth import examples
+from tests.test_encryption_store import NoKeys, sealed_meta
 from tests.test_store import SEG, batch, commit_ok, meta, oracle_page
 
 pytestmark = pytest.mark.unit
@@ -37,8 +38,6 @@ def test_a_record_is_given_only_for_the_very_row_it_was_stored_as() -> None:
 
 
 def test_the_cache_holds_at_most_its_bytes_and_drops_the_oldest_first() -> None:
-    from sixfold.storage.store.recent_records import ENTRY_OVERHEAD_BYTES
-
     chain = ChainBuilder()
     images = [chain.image(i, bytes([i]) * 4096) for i in range(1, 6)]
     weight = 5000 + 4096 + ENTRY_OVERHEAD_BYTES
@@ -56,7 +55,6 @@ def test_a_sealed_segments_records_are_not_served_from_memory_once_its_key_is_go
     """Sealing rule 1 holds on the fast path too: no key at hand, no rows, though the cache has them."""
     from sixfold.storage.security import envelope
     from sixfold.tools.sim.keys import SIM_MASTER_KEY, SimKeys
-    from tests.test_encryption_store import NoKeys, sealed_meta
 
     store = SegmentStore(str(tmp_path / "lmdb"), map_size_bytes=1 << 24, keys=SimKeys())
     try:

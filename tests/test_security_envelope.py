@@ -4,7 +4,9 @@ throughput on this machine (printed, not asserted: `pytest -s -k throughput`).""
 
 from __future__ import annotations
 
+import struct
 import time
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +14,9 @@ from hypothesis import strategies as st
 
 from sixfold.storage.errors import InvalidRequest
 from sixfold.storage.security import envelope as env
+from sixfold.storage.store.sealing import record_aad, version_aad
 from tests.depth import examples
+from tests.test_store import meta
 
 pytestmark = pytest.mark.unit
 
@@ -160,14 +164,21 @@ def test_throughput_on_this_machine() -> None:
 def test_the_stores_fast_aads_are_aad_for_byte_for_byte(segment_id: str, page_no: int, lsn: int) -> None:
     """storage/store/sealing.py builds its AADs from a cached per-segment prefix: rows sealed before (by
     `aad_for`) must still open, so the bytes must be the same for every segment id, page and LSN."""
-    from dataclasses import replace
 
-    from sixfold.storage.store.sealing import record_aad, version_aad
-    from tests.test_store import meta
+    def oracle(*parts: str | int) -> bytes:  # rule 3 written out: kind byte, 4-byte big-endian length, bytes
+        out = b""
+        for part in parts:
+            data, kind = (str(part).encode(), b"i") if isinstance(part, int) else (part.encode(), b"s")
+            out += kind + struct.pack(">I", len(data)) + data
+        return out
 
     m = replace(meta(), segment_id=segment_id)
-    assert record_aad(m, lsn) == env.aad_for("record", segment_id, lsn)
-    assert version_aad(m, page_no, lsn) == env.aad_for("page", segment_id, page_no, lsn)
+    assert record_aad(m, lsn) == env.aad_for("record", segment_id, lsn) == oracle("record", segment_id, lsn)
+    assert (
+        version_aad(m, page_no, lsn)
+        == env.aad_for("page", segment_id, page_no, lsn)
+        == oracle("page", segment_id, page_no, lsn)
+    )
 
 
 def test_a_cached_cipher_opens_only_under_its_own_key() -> None:

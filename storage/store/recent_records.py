@@ -16,8 +16,7 @@ Rules:
    (storage/store/sealing.py `require_key`): no key, no rows, from disk or from here.
 3. Bounded: at most `capacity` entries and `bytes_max` bytes of rows and record data (a page image record
    weighs a page, twice), the oldest put first out (a record is wanted once, by the fold that follows its
-   append; reading it does not keep it). Thread-safe (the writer thread puts
-   and folds, the event loop reads).
+   append; reading it does not keep it). Thread-safe (the writer thread puts and folds, the event loop reads).
 """
 
 from __future__ import annotations

@@ -37,24 +37,17 @@ class DataKeys(Protocol):
 
 def record_aad(meta: SegmentMeta, lsn: int) -> bytes:
     """`envelope.aad_for("record", segment id, lsn)`, byte for byte, with the fixed prefix built once per segment."""
-    return _prefix("record", meta.segment_id) + _int_part(lsn)
+    return _prefix("record", meta.segment_id) + envelope.aad_part(lsn)
 
 
 def version_aad(meta: SegmentMeta, page_no: int, lsn: int) -> bytes:
     """`envelope.aad_for("page", segment id, page_no, lsn)`, byte for byte (as `record_aad`)."""
-    return _prefix("page", meta.segment_id) + _int_part(page_no) + _int_part(lsn)
+    return _prefix("page", meta.segment_id) + envelope.aad_part(page_no) + envelope.aad_part(lsn)
 
 
 @functools.lru_cache(maxsize=4096)
 def _prefix(kind: str, segment_id: str) -> bytes:
     return envelope.aad_part(kind) + envelope.aad_part(segment_id)
-
-
-def _int_part(n: int) -> bytes:
-    if isinstance(n, bool) or not isinstance(n, int):  # the general encoder's refusal, kept
-        return envelope.aad_part(n)
-    digits = str(n).encode()
-    return b"i" + len(digits).to_bytes(4, "big") + digits
 
 
 def seal(keys: DataKeys | None, meta: SegmentMeta, aad: bytes, plain: bytes) -> bytes:
